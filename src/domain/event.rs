@@ -1,0 +1,89 @@
+//! Events emitted by transitions. The runtime writes each one to the outbox in
+//! the same transaction as the state change that caused it.
+
+use super::{JobState, MachineId, MachineState, OrderState};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event {
+    OrderAccepted,
+    OrderStateChanged { from: OrderState, to: OrderState },
+    JobScheduled { machine: MachineId },
+    JobRequeued,
+    JobDispatched,
+    JobRunning,
+    JobDone { good: u32, scrap: u32 },
+    JobFailed { fault_code: Option<u32> },
+    JobCancelled,
+    MachineStateChanged { from: MachineState, to: MachineState },
+    HandoffPlanned,
+    HandoffConfirmed,
+    HandoffMissed,
+}
+
+impl Event {
+    /// The event kind, also the last segment of its MQTT topic
+    /// (`fabflow/v1/events/<kind>`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::OrderAccepted => "order.accepted",
+            Event::OrderStateChanged { to, .. } => match to {
+                OrderState::Accepted => "order.accepted",
+                OrderState::InProduction => "order.in_production",
+                OrderState::Ready => "order.ready",
+                OrderState::OutForDelivery => "order.out_for_delivery",
+                OrderState::Delivered => "order.delivered",
+                OrderState::Cancelled => "order.cancelled",
+                OrderState::ReturnRequested => "order.return_requested",
+                OrderState::ReturnInTransit => "order.return_in_transit",
+                OrderState::Returned => "order.returned",
+            },
+            Event::JobScheduled { .. } => "job.scheduled",
+            Event::JobRequeued => "job.requeued",
+            Event::JobDispatched => "job.dispatched",
+            Event::JobRunning => "job.running",
+            Event::JobDone { .. } => "job.done",
+            Event::JobFailed { .. } => "job.failed",
+            Event::JobCancelled => "job.cancelled",
+            Event::MachineStateChanged { .. } => "machine.state_changed",
+            Event::HandoffPlanned => "handoff.planned",
+            Event::HandoffConfirmed => "handoff.confirmed",
+            Event::HandoffMissed => "handoff.missed",
+        }
+    }
+
+    /// The job state this event leaves a job in, if it is a job event.
+    pub fn job_state(&self) -> Option<JobState> {
+        Some(match self {
+            Event::JobScheduled { .. } => JobState::Scheduled,
+            Event::JobRequeued => JobState::Pending,
+            Event::JobDispatched => JobState::Dispatched,
+            Event::JobRunning => JobState::Running,
+            Event::JobDone { .. } => JobState::Done,
+            Event::JobFailed { .. } => JobState::Failed,
+            Event::JobCancelled => JobState::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_dotted_and_serialised_with_a_tag() {
+        let event = Event::OrderStateChanged {
+            from: OrderState::InProduction,
+            to: OrderState::Ready,
+        };
+        assert_eq!(event.kind(), "order.ready");
+        let json = serde_json::to_value(&event).unwrap_or_default();
+        assert_eq!(json["kind"], "order_state_changed");
+        assert_eq!(json["to"], "ready");
+        assert_eq!(Event::JobDone { good: 1, scrap: 0 }.kind(), "job.done");
+        assert_eq!(Event::JobDone { good: 1, scrap: 0 }.job_state(), Some(JobState::Done));
+        assert_eq!(Event::HandoffPlanned.job_state(), None);
+    }
+}

@@ -1,0 +1,243 @@
+//! Machines: what the machine reports (its observed state) and what the
+//! operator decided (its mode), kept apart so that neither overwrites the other.
+//!
+//! The observed state follows every report; the mode changes only by an
+//! operator's command and refuses commands that make no sense (resume an
+//! active machine, pause one in maintenance).
+
+use super::{Event, TransitionError};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// What fabflow last saw of the machine, or `offline` when it cannot reach it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MachineState {
+    Offline,
+    Idle,
+    Running,
+    Paused,
+    Fault,
+    Maintenance,
+}
+
+/// A state as the machine reports it (the signal `state` of its profile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported {
+    Idle,
+    Running,
+    /// Finished a job and waits for it to be acknowledged.
+    Done,
+    Fault,
+    Paused,
+}
+
+/// What the operator decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MachineMode {
+    /// Takes new jobs.
+    Active,
+    /// Finishes what it runs, takes nothing new.
+    Paused,
+    /// Out of service for maintenance.
+    Maintenance,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MachineInput {
+    Reported(Reported),
+    Disconnected,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModeInput {
+    Pause,
+    Resume,
+    StartMaintenance,
+    EndMaintenance,
+}
+
+impl MachineState {
+    pub const ALL: [MachineState; 6] = [
+        MachineState::Offline,
+        MachineState::Idle,
+        MachineState::Running,
+        MachineState::Paused,
+        MachineState::Fault,
+        MachineState::Maintenance,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachineState::Offline => "offline",
+            MachineState::Idle => "idle",
+            MachineState::Running => "running",
+            MachineState::Paused => "paused",
+            MachineState::Fault => "fault",
+            MachineState::Maintenance => "maintenance",
+        }
+    }
+
+    /// Follows a report. Every observation is accepted; an event is emitted
+    /// only when the state changes.
+    pub fn handle(self, input: MachineInput) -> (MachineState, Vec<Event>) {
+        let next = match input {
+            MachineInput::Disconnected => MachineState::Offline,
+            MachineInput::Reported(Reported::Idle) => MachineState::Idle,
+            MachineInput::Reported(Reported::Running | Reported::Done) => MachineState::Running,
+            MachineInput::Reported(Reported::Fault) => MachineState::Fault,
+            MachineInput::Reported(Reported::Paused) => MachineState::Paused,
+        };
+        let events = if next == self {
+            Vec::new()
+        } else {
+            vec![Event::MachineStateChanged { from: self, to: next }]
+        };
+        (next, events)
+    }
+
+    /// The state shown to people: the operator's mode wins over the report.
+    pub fn effective(self, mode: MachineMode) -> MachineState {
+        match mode {
+            MachineMode::Active => self,
+            MachineMode::Paused => MachineState::Paused,
+            MachineMode::Maintenance => MachineState::Maintenance,
+        }
+    }
+
+    /// Whether the planner may queue new jobs on the machine.
+    pub fn accepts_jobs(self, mode: MachineMode) -> bool {
+        mode == MachineMode::Active && matches!(self, MachineState::Idle | MachineState::Running)
+    }
+}
+
+impl MachineMode {
+    pub const ALL: [MachineMode; 3] = [MachineMode::Active, MachineMode::Paused, MachineMode::Maintenance];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MachineMode::Active => "active",
+            MachineMode::Paused => "paused",
+            MachineMode::Maintenance => "maintenance",
+        }
+    }
+
+    pub fn handle(self, input: ModeInput) -> Result<MachineMode, TransitionError> {
+        use MachineMode as M;
+        use ModeInput as I;
+        match (self, input) {
+            (M::Active, I::Pause) => Ok(M::Paused),
+            (M::Paused, I::Resume) => Ok(M::Active),
+            (M::Active | M::Paused, I::StartMaintenance) => Ok(M::Maintenance),
+            (M::Maintenance, I::EndMaintenance) => Ok(M::Active),
+            (from, input) => Err(TransitionError::new("machine mode", from, input)),
+        }
+    }
+}
+
+impl fmt::Display for MachineState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for MachineMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for MachineState {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        MachineState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == text)
+            .ok_or_else(|| format!("unknown machine state {text:?}"))
+    }
+}
+
+impl FromStr for MachineMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        MachineMode::ALL
+            .into_iter()
+            .find(|mode| mode.as_str() == text)
+            .ok_or_else(|| format!("unknown machine mode {text:?}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use MachineInput::{Disconnected, Reported as R};
+    use MachineState as S;
+
+    fn check(from: MachineState, input: MachineInput, to: MachineState) {
+        let (next, events) = from.handle(input);
+        assert_eq!(next, to, "{from} + {input:?}");
+        assert_eq!(events.is_empty(), from == to, "event iff the state changed");
+    }
+
+    #[test]
+    fn observed_state_follows_reports() {
+        check(S::Offline, R(Reported::Idle), S::Idle);
+        check(S::Idle, R(Reported::Running), S::Running);
+        check(S::Running, R(Reported::Done), S::Running);
+        check(S::Running, R(Reported::Idle), S::Idle);
+        check(S::Running, R(Reported::Fault), S::Fault);
+        check(S::Fault, R(Reported::Idle), S::Idle);
+        check(S::Idle, R(Reported::Paused), S::Paused);
+        check(S::Idle, R(Reported::Idle), S::Idle);
+        for state in MachineState::ALL {
+            check(state, Disconnected, S::Offline);
+        }
+    }
+
+    #[test]
+    fn modes() {
+        use MachineMode as M;
+        use ModeInput as I;
+        let table = [
+            (M::Active, I::Pause, Some(M::Paused)),
+            (M::Active, I::Resume, None),
+            (M::Active, I::StartMaintenance, Some(M::Maintenance)),
+            (M::Active, I::EndMaintenance, None),
+            (M::Paused, I::Pause, None),
+            (M::Paused, I::Resume, Some(M::Active)),
+            (M::Paused, I::StartMaintenance, Some(M::Maintenance)),
+            (M::Paused, I::EndMaintenance, None),
+            (M::Maintenance, I::Pause, None),
+            (M::Maintenance, I::Resume, None),
+            (M::Maintenance, I::StartMaintenance, None),
+            (M::Maintenance, I::EndMaintenance, Some(M::Active)),
+        ];
+        for (from, input, expected) in table {
+            assert_eq!(from.handle(input).ok(), expected, "{from} + {input:?}");
+        }
+    }
+
+    #[test]
+    fn operator_mode_wins_and_gates_new_jobs() {
+        assert_eq!(S::Running.effective(MachineMode::Paused), S::Paused);
+        assert_eq!(S::Idle.effective(MachineMode::Maintenance), S::Maintenance);
+        assert_eq!(S::Fault.effective(MachineMode::Active), S::Fault);
+        assert!(S::Idle.accepts_jobs(MachineMode::Active));
+        assert!(S::Running.accepts_jobs(MachineMode::Active));
+        assert!(!S::Idle.accepts_jobs(MachineMode::Paused));
+        assert!(!S::Fault.accepts_jobs(MachineMode::Active));
+        assert!(!S::Offline.accepts_jobs(MachineMode::Active));
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for state in MachineState::ALL {
+            assert_eq!(state.as_str().parse::<MachineState>(), Ok(state));
+        }
+        for mode in MachineMode::ALL {
+            assert_eq!(mode.as_str().parse::<MachineMode>(), Ok(mode));
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! fabflow: fulfilment orchestration for neighbourhood microfactories.
+//!
+//! The pure core (`domain`, `plan`, `forecast`) decides; the edges (`store`,
+//! `runtime`, `api`) persist and act. See docs/architecture.md.
+
+pub mod domain;
+pub mod forecast;
+pub mod plan;

@@ -1,0 +1,9 @@
+//! Pure planners: which factory makes an order, which machine runs a job, and
+//! the order in which a courier visits its stops. No I/O, no clock reads:
+//! everything they need arrives as arguments.
+
+pub mod route;
+pub mod schedule;
+
+pub use route::{CourierSlot, RouteOrder, RoutePlan, RouteStop, Travel, plan_routes};
+pub use schedule::{FactorySite, JobCandidate, MachineSlot, assign_jobs, choose_factory};

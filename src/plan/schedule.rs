@@ -1,0 +1,210 @@
+//! Job scheduling: earliest deadline first, onto the capable machine with the
+//! shortest queue; factories chosen by haversine distance.
+//!
+//! Invariants (property-tested): a job is assigned at most once; only to a
+//! machine of its own factory that has the capability and the material and
+//! accepts jobs; no machine's queue grows beyond `max_queue`.
+
+use crate::domain::{FactoryId, JobToken, Location, MachineId, Millis};
+use std::collections::{BTreeSet, HashMap};
+
+/// A factory as the planner sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FactorySite {
+    pub id: FactoryId,
+    pub location: Location,
+    /// Processes its active machines can run.
+    pub processes: BTreeSet<String>,
+}
+
+/// The nearest factory that can run every process in `processes`.
+pub fn choose_factory<'a>(
+    location: Location,
+    processes: &BTreeSet<String>,
+    factories: &'a [FactorySite],
+) -> Option<&'a FactorySite> {
+    factories
+        .iter()
+        .filter(|factory| processes.is_subset(&factory.processes))
+        .min_by(|a, b| {
+            let da = a.location.distance_m(location);
+            let db = b.location.distance_m(location);
+            da.total_cmp(&db).then_with(|| a.id.cmp(&b.id))
+        })
+}
+
+/// A machine as the planner sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineSlot {
+    pub id: MachineId,
+    pub factory: FactoryId,
+    pub capabilities: Vec<String>,
+    pub materials: Vec<String>,
+    /// Online, active and not faulted.
+    pub accepts_jobs: bool,
+    /// Jobs already scheduled, dispatched or running on it.
+    pub queue_len: usize,
+}
+
+/// A job whose earlier steps are done, waiting for a machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobCandidate {
+    pub token: JobToken,
+    pub factory: FactoryId,
+    pub process: String,
+    pub material: String,
+    pub due_ms: Millis,
+}
+
+impl MachineSlot {
+    fn can_run(&self, job: &JobCandidate) -> bool {
+        self.accepts_jobs
+            && self.factory == job.factory
+            && self.capabilities.iter().any(|c| *c == job.process)
+            && self.materials.iter().any(|m| *m == job.material)
+    }
+}
+
+/// Assigns jobs, earliest due first (ties by token), each to the capable
+/// machine with the shortest queue (ties by machine id), never letting a queue
+/// grow past `max_queue`. Jobs that fit nowhere are left out, for the next round.
+pub fn assign_jobs(
+    jobs: &[JobCandidate],
+    machines: &[MachineSlot],
+    max_queue: usize,
+) -> Vec<(JobToken, MachineId)> {
+    let mut order: Vec<&JobCandidate> = jobs.iter().collect();
+    order.sort_by(|a, b| a.due_ms.cmp(&b.due_ms).then(a.token.cmp(&b.token)));
+    let mut queues: HashMap<&MachineId, usize> = machines.iter().map(|m| (&m.id, m.queue_len)).collect();
+    let mut seen = BTreeSet::new();
+    let mut assignments = Vec::new();
+    for job in order {
+        if !seen.insert(job.token) {
+            continue;
+        }
+        let best = machines
+            .iter()
+            .filter(|machine| machine.can_run(job))
+            .filter_map(|machine| {
+                let queue = queues.get(&machine.id).copied().unwrap_or(usize::MAX);
+                (queue < max_queue).then_some((queue, machine))
+            })
+            .min_by(|(qa, a), (qb, b)| qa.cmp(qb).then_with(|| a.id.cmp(&b.id)));
+        if let Some((_, machine)) = best {
+            if let Some(queue) = queues.get_mut(&machine.id) {
+                *queue += 1;
+            }
+            assignments.push((job.token, machine.id.clone()));
+        }
+    }
+    assignments
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn machine(id: &str, factory: &str, process: &str, queue_len: usize) -> MachineSlot {
+        MachineSlot {
+            id: MachineId::new(id),
+            factory: FactoryId::new(factory),
+            capabilities: vec![process.into()],
+            materials: vec!["cotton".into()],
+            accepts_jobs: true,
+            queue_len,
+        }
+    }
+
+    fn job(token: u32, factory: &str, process: &str, due_ms: Millis) -> JobCandidate {
+        JobCandidate {
+            token: JobToken(token),
+            factory: FactoryId::new(factory),
+            process: process.into(),
+            material: "cotton".into(),
+            due_ms,
+        }
+    }
+
+    fn names(assignments: &[(JobToken, MachineId)]) -> Vec<(u32, &str)> {
+        assignments.iter().map(|(t, m)| (t.0, m.as_str())).collect()
+    }
+
+    #[test]
+    fn earliest_deadline_goes_to_the_shortest_queue() {
+        let machines = [machine("a", "f", "print", 1), machine("b", "f", "print", 0)];
+        let jobs = [job(1, "f", "print", 300), job(2, "f", "print", 100), job(3, "f", "print", 200)];
+        let got = assign_jobs(&jobs, &machines, 2);
+        assert_eq!(names(&got), vec![(2, "b"), (3, "a"), (1, "b")]);
+    }
+
+    #[test]
+    fn capability_material_factory_and_availability_are_respected() {
+        let mut paused = machine("p", "f", "print", 0);
+        paused.accepts_jobs = false;
+        let mut no_material = machine("n", "f", "print", 0);
+        no_material.materials = vec!["pla".into()];
+        let machines = [paused, no_material, machine("press", "f", "press", 0), machine("other", "g", "print", 0)];
+        assert!(assign_jobs(&[job(1, "f", "print", 0)], &machines, 2).is_empty());
+        assert_eq!(names(&assign_jobs(&[job(2, "f", "press", 0)], &machines, 2)), vec![(2, "press")]);
+    }
+
+    #[test]
+    fn queues_are_capped() {
+        let machines = [machine("a", "f", "print", 1)];
+        let jobs = [job(1, "f", "print", 0), job(2, "f", "print", 1)];
+        assert_eq!(names(&assign_jobs(&jobs, &machines, 2)), vec![(1, "a")]);
+    }
+
+    #[test]
+    fn nearest_capable_factory() {
+        let site = |id: &str, lat: f64, processes: &[&str]| FactorySite {
+            id: FactoryId::new(id),
+            location: Location::new(lat, 13.4),
+            processes: processes.iter().map(|p| p.to_string()).collect(),
+        };
+        let factories = [site("near", 52.50, &["print"]), site("far", 52.60, &["print", "press"])];
+        let want = |ps: &[&str]| ps.iter().map(|p| p.to_string()).collect::<BTreeSet<_>>();
+        let here = Location::new(52.49, 13.4);
+        assert_eq!(choose_factory(here, &want(&["print"]), &factories).map(|f| f.id.as_str()), Some("near"));
+        assert_eq!(
+            choose_factory(here, &want(&["print", "press"]), &factories).map(|f| f.id.as_str()),
+            Some("far")
+        );
+        assert!(choose_factory(here, &want(&["laser"]), &factories).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn assignments_respect_every_constraint(
+            specs in prop::collection::vec((0usize..2, 0usize..2, 0i64..1000), 0..40),
+            queues in prop::collection::vec((0usize..2, 0usize..2, 0usize..3, any::<bool>()), 1..8),
+            max_queue in 1usize..4,
+        ) {
+            let factories = ["f0", "f1"];
+            let processes = ["print", "press"];
+            let machines: Vec<MachineSlot> = queues.iter().enumerate().map(|(i, (f, p, q, ok))| {
+                let mut m = machine(&format!("m{i}"), factories[*f], processes[*p], *q);
+                m.accepts_jobs = *ok;
+                m
+            }).collect();
+            let jobs: Vec<JobCandidate> = specs.iter().enumerate()
+                .map(|(t, (f, p, due))| job(t as u32, factories[*f], processes[*p], *due))
+                .collect();
+            let got = assign_jobs(&jobs, &machines, max_queue);
+            let mut tokens = BTreeSet::new();
+            let mut load: HashMap<&str, usize> = machines.iter().map(|m| (m.id.as_str(), m.queue_len)).collect();
+            for (token, machine_id) in &got {
+                prop_assert!(tokens.insert(*token), "job {token} assigned twice");
+                let machine = machines.iter().find(|m| &m.id == machine_id).expect("known machine");
+                let job = jobs.iter().find(|j| j.token == *token).expect("known job");
+                prop_assert!(machine.can_run(job));
+                *load.entry(machine_id.as_str()).or_default() += 1;
+            }
+            for m in &machines {
+                let after = load[m.id.as_str()];
+                prop_assert!(after == m.queue_len || after <= max_queue, "{} has {after}", m.id);
+            }
+        }
+    }
+}
