@@ -6,3 +6,5 @@
 pub mod domain;
 pub mod forecast;
 pub mod plan;
+pub mod config;
+pub mod store;

@@ -1,0 +1,417 @@
+//! Typed configuration: parsed with `deny_unknown_fields`, then validated,
+//! reporting every problem at once with its file and key.
+
+use crate::domain::intake::IntakeRules;
+use crate::domain::{Catalog, HOUR_MS, Location, ProcessStep, Sku, Zone};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// The demo configuration, compiled in so `fabflow demo` works from anywhere.
+pub const DEMO_TOML: &str = include_str!("../config/demo.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Simulated seconds per real second (1 in production).
+    #[serde(default = "one")]
+    pub time_scale: f64,
+    #[serde(default)]
+    pub http: HttpConfig,
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub intake: IntakeConfig,
+    #[serde(default)]
+    pub scheduler: SchedulerConfig,
+    #[serde(default)]
+    pub zones: Vec<ZoneConfig>,
+    #[serde(default)]
+    pub factories: Vec<FactoryConfig>,
+    #[serde(default)]
+    pub machines: Vec<MachineConfig>,
+    #[serde(default)]
+    pub couriers: Vec<CourierConfig>,
+    #[serde(default)]
+    pub skus: Vec<Sku>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (created if missing) or `postgres://...`.
+    pub url: String,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://fabflow.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "snake_case")]
+pub enum MqttConfig {
+    /// A rumqttd broker inside the daemon.
+    Embedded { listen: SocketAddr },
+    /// An external broker (Mosquitto, EMQX).
+    External {
+        host: String,
+        port: u16,
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        password: Option<String>,
+    },
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig::Embedded {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1883)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    pub promise_hours: i64,
+    pub min_lead_hours: i64,
+    pub delivery_buffer_hours: i64,
+}
+
+impl Default for IntakeConfig {
+    fn default() -> Self {
+        Self {
+            promise_hours: 48,
+            min_lead_hours: 6,
+            delivery_buffer_hours: 8,
+        }
+    }
+}
+
+impl IntakeConfig {
+    pub fn rules(&self) -> IntakeRules {
+        IntakeRules {
+            promise_ms: self.promise_hours * HOUR_MS,
+            min_lead_ms: self.min_lead_hours * HOUR_MS,
+            delivery_buffer_ms: self.delivery_buffer_hours * HOUR_MS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Real milliseconds between scheduling rounds.
+    pub interval_ms: u64,
+    /// Jobs queued per machine, including the one it runs.
+    pub max_queue: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 250,
+            max_queue: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneConfig {
+    pub id: String,
+    /// Boundary corners as `[lat, lon]`.
+    pub corners: Vec<[f64; 2]>,
+    /// When courier planning waves run (cron, seconds first, on the simulated clock).
+    pub planning_cron: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactoryConfig {
+    pub id: String,
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineConfig {
+    pub id: String,
+    pub factory: String,
+    /// A profile model from adapters/profiles (e.g. `acme-dtg-200`).
+    pub model: String,
+    /// Modbus TCP address `host:port`.
+    pub address: SocketAddr,
+    /// Materials loaded now; defaults to every material of the profile.
+    #[serde(default)]
+    pub materials: Option<Vec<String>>,
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_poll_ms() -> u64 {
+    200
+}
+
+fn default_timeout_ms() -> u64 {
+    1_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CourierConfig {
+    pub id: String,
+    pub zone: String,
+    pub lat: f64,
+    pub lon: f64,
+    /// Orders one route can carry.
+    pub capacity: usize,
+}
+
+/// Every problem found in one configuration file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for problem in &self.problems {
+            if !first {
+                writeln!(f)?;
+            }
+            first = false;
+            write!(f, "{problem} ({})", self.file)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            file: file.clone(),
+            problems: vec![format!("cannot read: {err}")],
+        })?;
+        Config::parse(&text, &file)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|err| ConfigError {
+            file: file.into(),
+            problems: vec![describe_toml_error(&err)],
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                file: file.into(),
+                problems,
+            })
+        }
+    }
+
+    pub fn demo() -> Result<Config, ConfigError> {
+        Config::parse(DEMO_TOML, "config/demo.toml (built in)")
+    }
+
+    /// Every problem with the values, each as `key: reason`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut problem = |key: String, reason: String| out.push(format!("{key}: {reason}"));
+        if !(self.time_scale.is_finite() && (0.001..=100_000.0).contains(&self.time_scale)) {
+            problem("time_scale".into(), format!("must be 0.001..=100000, got {}", self.time_scale));
+        }
+        if !(1024..=256 * 1024 * 1024).contains(&self.http.max_body_bytes) {
+            problem(
+                "http.max_body_bytes".into(),
+                format!("must be 1024..=268435456, got {}", self.http.max_body_bytes),
+            );
+        }
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            problem("database.url".into(), format!("must start with sqlite: or postgres://, got {url:?}"));
+        }
+        let intake = &self.intake;
+        if !(1..=24 * 14).contains(&intake.promise_hours) {
+            problem("intake.promise_hours".into(), format!("must be 1..=336, got {}", intake.promise_hours));
+        }
+        if intake.min_lead_hours < 0 || intake.min_lead_hours > intake.promise_hours {
+            problem(
+                "intake.min_lead_hours".into(),
+                format!("must be 0..=promise_hours, got {}", intake.min_lead_hours),
+            );
+        }
+        if intake.delivery_buffer_hours < 0 || intake.delivery_buffer_hours >= intake.promise_hours {
+            problem(
+                "intake.delivery_buffer_hours".into(),
+                format!("must be 0..promise_hours, got {}", intake.delivery_buffer_hours),
+            );
+        }
+        if !(10..=60_000).contains(&self.scheduler.interval_ms) {
+            problem(
+                "scheduler.interval_ms".into(),
+                format!("must be 10..=60000, got {}", self.scheduler.interval_ms),
+            );
+        }
+        if !(1..=100).contains(&self.scheduler.max_queue) {
+            problem(
+                "scheduler.max_queue".into(),
+                format!("must be 1..=100, got {}", self.scheduler.max_queue),
+            );
+        }
+        let mut zone_ids = BTreeSet::new();
+        for zone in &self.zones {
+            let key = format!("zones.{}", zone.id);
+            if !zone_ids.insert(zone.id.as_str()) {
+                problem(key.clone(), "duplicate zone id".into());
+            }
+            if zone.corners.len() < 3 {
+                problem(format!("{key}.corners"), format!("needs at least 3 corners, got {}", zone.corners.len()));
+            }
+            for (index, [lat, lon]) in zone.corners.iter().enumerate() {
+                if !Location::new(*lat, *lon).is_valid() {
+                    problem(format!("{key}.corners[{index}]"), format!("[{lat}, {lon}] is not a valid [lat, lon]"));
+                }
+            }
+            if let Err(err) = zone.planning_cron.parse::<cron::Schedule>() {
+                problem(
+                    format!("{key}.planning_cron"),
+                    format!("{err} (6 or 7 fields, seconds first, e.g. \"0 0 */2 * * *\")"),
+                );
+            }
+        }
+        let mut factory_ids = BTreeSet::new();
+        for factory in &self.factories {
+            let key = format!("factories.{}", factory.id);
+            if !factory_ids.insert(factory.id.as_str()) {
+                problem(key.clone(), "duplicate factory id".into());
+            }
+            if !Location::new(factory.lat, factory.lon).is_valid() {
+                problem(key, format!("({}, {}) is not a valid lat/lon", factory.lat, factory.lon));
+            }
+        }
+        let mut machine_ids = BTreeSet::new();
+        for machine in &self.machines {
+            let key = format!("machines.{}", machine.id);
+            if !machine_ids.insert(machine.id.as_str()) {
+                problem(key.clone(), "duplicate machine id".into());
+            }
+            if !factory_ids.contains(machine.factory.as_str()) {
+                problem(format!("{key}.factory"), format!("unknown factory {:?}", machine.factory));
+            }
+            if !(20..=60_000).contains(&machine.poll_interval_ms) {
+                problem(
+                    format!("{key}.poll_interval_ms"),
+                    format!("must be 20..=60000, got {}", machine.poll_interval_ms),
+                );
+            }
+            if !(50..=60_000).contains(&machine.request_timeout_ms) {
+                problem(
+                    format!("{key}.request_timeout_ms"),
+                    format!("must be 50..=60000, got {}", machine.request_timeout_ms),
+                );
+            }
+        }
+        let mut courier_ids = BTreeSet::new();
+        for courier in &self.couriers {
+            let key = format!("couriers.{}", courier.id);
+            if !courier_ids.insert(courier.id.as_str()) {
+                problem(key.clone(), "duplicate courier id".into());
+            }
+            if !zone_ids.contains(courier.zone.as_str()) {
+                problem(format!("{key}.zone"), format!("unknown zone {:?}", courier.zone));
+            }
+            if !(1..=500).contains(&courier.capacity) {
+                problem(format!("{key}.capacity"), format!("must be 1..=500, got {}", courier.capacity));
+            }
+            if !Location::new(courier.lat, courier.lon).is_valid() {
+                problem(key, format!("({}, {}) is not a valid lat/lon", courier.lat, courier.lon));
+            }
+        }
+        let mut sku_codes = BTreeSet::new();
+        for sku in &self.skus {
+            let key = format!("skus.{}", sku.code);
+            if !sku_codes.insert(sku.code.as_str()) {
+                problem(key.clone(), "duplicate SKU code".into());
+            }
+            if sku.route.is_empty() {
+                problem(format!("{key}.route"), "needs at least one step".into());
+            }
+            for (index, step) in sku.route.iter().enumerate() {
+                if !(step.seconds_per_unit.is_finite() && step.seconds_per_unit > 0.0) {
+                    problem(
+                        format!("{key}.route[{index}].seconds_per_unit"),
+                        format!("must be > 0, got {}", step.seconds_per_unit),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    pub fn zones(&self) -> Vec<Zone> {
+        self.zones
+            .iter()
+            .map(|zone| {
+                let corners: Vec<Location> = zone.corners.iter().map(|[lat, lon]| Location::new(*lat, *lon)).collect();
+                Zone::from_corners(zone.id.clone(), &corners)
+            })
+            .collect()
+    }
+
+    pub fn catalog(&self) -> Catalog {
+        Catalog::new(self.skus.iter().cloned())
+    }
+
+    /// Every process some SKU needs.
+    pub fn processes(&self) -> BTreeSet<String> {
+        self.skus
+            .iter()
+            .flat_map(|sku| sku.route.iter().map(|step: &ProcessStep| step.process.clone()))
+            .collect()
+    }
+}
+
+fn describe_toml_error(err: &toml::de::Error) -> String {
+    // toml's message names the key and the line; keep it on one line.
+    err.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}
+

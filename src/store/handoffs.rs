@@ -1,0 +1,181 @@
+//! Handoffs: the stops of courier routes, saved per planning wave and
+//! confirmed by couriers, which moves their orders.
+
+use super::orders::set_order_state_by_id;
+use super::{Store, StoreError, Subject, emit, parse};
+use crate::domain::{Event, HandoffInput, HandoffKind, HandoffState, Location, Millis, OrderInput, OrderState};
+use sqlx::Row;
+use sqlx::AssertSqlSafe;
+use sqlx::any::AnyRow;
+
+/// A ready order waiting for a courier.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaveOrder {
+    pub order_id: String,
+    pub factory: String,
+    pub dropoff: Location,
+    pub deadline_ms: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandoffRecord {
+    pub id: String,
+    pub wave: String,
+    pub courier: String,
+    pub order_id: String,
+    pub kind: HandoffKind,
+    pub seq: i64,
+    /// Factory id for a pickup, `customer` for a drop-off.
+    pub place: String,
+    pub location: Location,
+    pub eta_ms: Millis,
+    pub state: HandoffState,
+    pub updated_ms: Millis,
+}
+
+const HANDOFF_COLUMNS: &str = "id, wave, courier, order_id, kind, seq, place, lat, lon, eta_ms, state, updated_ms";
+
+fn handoff_from_row(row: &AnyRow) -> Result<HandoffRecord, StoreError> {
+    Ok(HandoffRecord {
+        id: row.try_get("id")?,
+        wave: row.try_get("wave")?,
+        courier: row.try_get("courier")?,
+        order_id: row.try_get("order_id")?,
+        kind: parse(&row.try_get::<String, _>("kind")?)?,
+        seq: row.try_get("seq")?,
+        place: row.try_get("place")?,
+        location: Location::new(row.try_get("lat")?, row.try_get("lon")?),
+        eta_ms: row.try_get("eta_ms")?,
+        state: parse(&row.try_get::<String, _>("state")?)?,
+        updated_ms: row.try_get("updated_ms")?,
+    })
+}
+
+impl Store {
+    /// Ready orders of a zone that no courier is planned to pick up yet.
+    pub async fn wave_orders(&self, zone: &str) -> Result<Vec<WaveOrder>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.factory, o.lat, o.lon, o.deadline_ms FROM orders o \
+             WHERE o.state = 'ready' AND o.zone = $1 AND NOT EXISTS \
+             (SELECT 1 FROM handoffs h WHERE h.order_id = o.id AND h.state IN ('planned', 'done')) \
+             ORDER BY o.deadline_ms, o.id",
+        )
+        .bind(zone)
+        .fetch_all(&self.write)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(WaveOrder {
+                    order_id: row.try_get("id")?,
+                    factory: row.try_get("factory")?,
+                    dropoff: Location::new(row.try_get("lat")?, row.try_get("lon")?),
+                    deadline_ms: row.try_get("deadline_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Saves a wave's stops in one transaction, with a `handoff.planned` event each.
+    pub async fn save_wave(&self, stops: &[HandoffRecord], now: Millis) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        for stop in stops {
+            sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO handoffs ({HANDOFF_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            )))
+            .bind(&stop.id)
+            .bind(&stop.wave)
+            .bind(&stop.courier)
+            .bind(&stop.order_id)
+            .bind(stop.kind.as_str())
+            .bind(stop.seq)
+            .bind(&stop.place)
+            .bind(stop.location.lat)
+            .bind(stop.location.lon)
+            .bind(stop.eta_ms)
+            .bind(stop.state.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let brand: String = sqlx::query("SELECT brand FROM orders WHERE id = $1")
+                .bind(&stop.order_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("brand")?;
+            let subject = Subject {
+                kind: "handoff",
+                id: &stop.id,
+                order_id: Some(&stop.order_id),
+                brand: Some(&brand),
+            };
+            emit(&mut tx, &subject, &Event::HandoffPlanned, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A courier's stops that are planned or done, in route order.
+    pub async fn courier_schedule(&self, courier: &str) -> Result<Vec<HandoffRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE courier = $1 AND state IN ('planned', 'done') ORDER BY wave, seq"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(courier).fetch_all(self.reader()).await?;
+        rows.iter().map(handoff_from_row).collect()
+    }
+
+    /// Every handoff of an order.
+    pub async fn order_handoffs(&self, order_id: &str) -> Result<Vec<HandoffRecord>, StoreError> {
+        let sql = format!("SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE order_id = $1 ORDER BY wave, seq");
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(order_id).fetch_all(self.reader()).await?;
+        rows.iter().map(handoff_from_row).collect()
+    }
+
+    /// A courier confirms a stop: the handoff is done and its order moves
+    /// (pickup: out for delivery; drop-off: delivered). `courier` scopes the
+    /// lookup (None for admins).
+    pub async fn confirm_handoff(&self, id: &str, courier: Option<&str>, now: Millis) -> Result<HandoffRecord, StoreError> {
+        let mut tx = self.begin().await?;
+        let sql = format!("SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = $1 AND ($2 IS NULL OR courier = $2)");
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(id).bind(courier).fetch_optional(&mut *tx).await?;
+        let Some(handoff) = row.as_ref().map(handoff_from_row).transpose()? else {
+            return Err(StoreError::NotFound(format!("handoff {id}")));
+        };
+        let (next, events) = handoff.state.handle(HandoffInput::Confirm)?;
+        let done = sqlx::query("UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = $4")
+            .bind(next.as_str())
+            .bind(now)
+            .bind(id)
+            .bind(handoff.state.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!("handoff {id} changed")));
+        }
+        let order = sqlx::query("SELECT brand, state FROM orders WHERE id = $1")
+            .bind(&handoff.order_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let brand: String = order.try_get("brand")?;
+        let order_state: OrderState = parse(&order.try_get::<String, _>("state")?)?;
+        let subject = Subject {
+            kind: "handoff",
+            id,
+            order_id: Some(&handoff.order_id),
+            brand: Some(&brand),
+        };
+        for event in &events {
+            emit(&mut tx, &subject, event, now).await?;
+        }
+        let input = match handoff.kind {
+            HandoffKind::Pickup => OrderInput::PickedUp,
+            HandoffKind::Dropoff => OrderInput::DroppedOff,
+        };
+        let (order_next, order_events) = order_state.handle(input)?;
+        set_order_state_by_id(&mut tx, &handoff.order_id, &brand, order_state, order_next, &order_events, now).await?;
+        tx.commit().await?;
+        Ok(HandoffRecord {
+            state: next,
+            updated_ms: now,
+            ..handoff
+        })
+    }
+}

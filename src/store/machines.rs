@@ -1,0 +1,181 @@
+//! Machines: registered from configuration at start-up, then updated from
+//! what they report and what operators decide.
+
+use super::{Store, StoreError, Subject, emit, parse};
+use crate::domain::{MachineInput, MachineMode, MachineState, Millis};
+use sqlx::Row;
+use sqlx::AssertSqlSafe;
+use sqlx::any::AnyRow;
+
+/// A machine as configured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineSpec {
+    pub id: String,
+    pub factory: String,
+    pub model: String,
+    pub address: String,
+    pub capabilities: Vec<String>,
+    pub materials: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MachineRecord {
+    pub id: String,
+    pub factory: String,
+    pub model: String,
+    pub address: String,
+    pub capabilities: Vec<String>,
+    pub materials: Vec<String>,
+    pub state: MachineState,
+    pub mode: MachineMode,
+    pub job_token: Option<i64>,
+    pub fault_code: Option<i64>,
+    pub updated_ms: Millis,
+}
+
+fn list(text: &str) -> Vec<String> {
+    text.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+fn machine_from_row(row: &AnyRow) -> Result<MachineRecord, StoreError> {
+    Ok(MachineRecord {
+        id: row.try_get("id")?,
+        factory: row.try_get("factory")?,
+        model: row.try_get("model")?,
+        address: row.try_get("address")?,
+        capabilities: list(&row.try_get::<String, _>("capabilities")?),
+        materials: list(&row.try_get::<String, _>("materials")?),
+        state: parse(&row.try_get::<String, _>("state")?)?,
+        mode: parse(&row.try_get::<String, _>("mode")?)?,
+        job_token: row.try_get("job_token")?,
+        fault_code: row.try_get("fault_code")?,
+        updated_ms: row.try_get("updated_ms")?,
+    })
+}
+
+const MACHINE_COLUMNS: &str =
+    "id, factory, model, address, capabilities, materials, state, mode, job_token, fault_code, updated_ms";
+
+impl Store {
+    /// Registers configured machines: new ones start offline and active;
+    /// known ones keep their mode and take the configured attributes.
+    pub async fn register_machines(&self, specs: &[MachineSpec], now: Millis) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        for spec in specs {
+            let updated = sqlx::query(
+                "UPDATE machines SET factory = $1, model = $2, address = $3, capabilities = $4, materials = $5, \
+                 state = 'offline', updated_ms = $6 WHERE id = $7",
+            )
+            .bind(&spec.factory)
+            .bind(&spec.model)
+            .bind(&spec.address)
+            .bind(spec.capabilities.join(","))
+            .bind(spec.materials.join(","))
+            .bind(now)
+            .bind(&spec.id)
+            .execute(&mut *tx)
+            .await?;
+            if updated.rows_affected() == 0 {
+                sqlx::query(
+                    "INSERT INTO machines (id, factory, model, address, capabilities, materials, state, mode, updated_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, 'offline', 'active', $7)",
+                )
+                .bind(&spec.id)
+                .bind(&spec.factory)
+                .bind(&spec.model)
+                .bind(&spec.address)
+                .bind(spec.capabilities.join(","))
+                .bind(spec.materials.join(","))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn list_machines(&self, factory: Option<&str>) -> Result<Vec<MachineRecord>, StoreError> {
+        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE ($1 IS NULL OR factory = $1) ORDER BY id");
+        let rows = sqlx::query(AssertSqlSafe(sql)).bind(factory).fetch_all(self.reader()).await?;
+        rows.iter().map(machine_from_row).collect()
+    }
+
+    pub async fn get_machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError> {
+        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE id = $1");
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(&self.write).await?;
+        row.as_ref().map(machine_from_row).transpose()
+    }
+
+    /// Records what a machine reported; writes (with an event) only when its
+    /// state, token or fault code changed. Returns the new state.
+    pub async fn observe_machine(
+        &self,
+        id: &str,
+        input: MachineInput,
+        job_token: Option<u32>,
+        fault_code: Option<u32>,
+        now: Millis,
+    ) -> Result<MachineState, StoreError> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT state, job_token, fault_code FROM machines WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound(format!("machine {id}")));
+        };
+        let from: MachineState = parse(&row.try_get::<String, _>("state")?)?;
+        let (next, events) = from.handle(input);
+        let old_token: Option<i64> = row.try_get("job_token")?;
+        let old_fault: Option<i64> = row.try_get("fault_code")?;
+        let token = job_token.map(i64::from).or(old_token);
+        let fault = if input == MachineInput::Disconnected { old_fault } else { fault_code.map(i64::from) };
+        if next != from || token != old_token || fault != old_fault {
+            sqlx::query(
+                "UPDATE machines SET state = $1, job_token = $2, fault_code = $3, updated_ms = $4 WHERE id = $5 AND state = $6",
+            )
+            .bind(next.as_str())
+            .bind(token)
+            .bind(fault)
+            .bind(now)
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?;
+            let subject = Subject {
+                kind: "machine",
+                id,
+                order_id: None,
+                brand: None,
+            };
+            for event in &events {
+                emit(&mut tx, &subject, event, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(next)
+    }
+
+    pub async fn set_machine_mode(&self, id: &str, input: crate::domain::ModeInput, now: Millis) -> Result<MachineMode, StoreError> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT mode FROM machines WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound(format!("machine {id}")));
+        };
+        let from: MachineMode = parse(&row.try_get::<String, _>("mode")?)?;
+        let next = from.handle(input)?;
+        let done = sqlx::query("UPDATE machines SET mode = $1, updated_ms = $2 WHERE id = $3 AND mode = $4")
+            .bind(next.as_str())
+            .bind(now)
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!("machine {id} mode changed")));
+        }
+        tx.commit().await?;
+        Ok(next)
+    }
+}

@@ -1,0 +1,332 @@
+//! Orders: group-committed intake with idempotency keys, scoped reads, cancel.
+
+use super::{Store, StoreError, Subject, allocate, emit, parse};
+use crate::domain::intake::{JobPlan, LineRequest};
+use crate::domain::{Event, JobInput, JobState, Location, Millis, OrderInput, OrderState};
+use sqlx::AssertSqlSafe;
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+use std::collections::HashMap;
+
+/// A validated order ready to be stored with its jobs.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub id: String,
+    pub brand: String,
+    pub external_ref: Option<String>,
+    pub customer_name: String,
+    pub location: Location,
+    pub zone: String,
+    pub factory: String,
+    pub lines: Vec<LineRequest>,
+    pub deadline_ms: Millis,
+    pub accepted_ms: Millis,
+    pub jobs: Vec<JobPlan>,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// An idempotency key, the hash of the request body, and the response to
+/// store for replays.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: String,
+    pub status: u16,
+    pub response: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AcceptOutcome {
+    Created,
+    /// The key was used before with the same body: the stored response.
+    Replayed { status: u16, response: String },
+    /// The key was used before with another body.
+    KeyReused,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRecord {
+    pub id: String,
+    pub brand: String,
+    pub external_ref: Option<String>,
+    pub state: OrderState,
+    pub customer_name: String,
+    pub location: Location,
+    pub zone: String,
+    pub factory: String,
+    pub lines: Vec<LineRequest>,
+    pub deadline_ms: Millis,
+    pub accepted_ms: Millis,
+    pub updated_ms: Millis,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    /// Only this brand's orders (None: every brand, for admins and operators).
+    pub brand: Option<String>,
+    pub state: Option<OrderState>,
+    /// Orders with an id greater than this (ids are time-ordered UUIDv7).
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
+const ORDER_COLUMNS: &str = "id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, deadline_ms, accepted_ms, updated_ms";
+
+pub(crate) fn order_from_row(row: &AnyRow) -> Result<OrderRecord, StoreError> {
+    let lines: String = row.try_get("lines")?;
+    Ok(OrderRecord {
+        id: row.try_get("id")?,
+        brand: row.try_get("brand")?,
+        external_ref: row.try_get("external_ref")?,
+        state: parse(&row.try_get::<String, _>("state")?)?,
+        customer_name: row.try_get("customer_name")?,
+        location: Location::new(row.try_get("lat")?, row.try_get("lon")?),
+        zone: row.try_get("zone")?,
+        factory: row.try_get("factory")?,
+        lines: serde_json::from_str(&lines).map_err(|err| StoreError::Corrupt(format!("order lines: {err}")))?,
+        deadline_ms: row.try_get("deadline_ms")?,
+        accepted_ms: row.try_get("accepted_ms")?,
+        updated_ms: row.try_get("updated_ms")?,
+    })
+}
+
+impl Store {
+    /// Stores a batch of orders, their jobs and their `order.accepted` events
+    /// in ONE transaction (group commit): all of them or none. Idempotency
+    /// keys are checked inside the transaction; a replayed or reused key
+    /// stores nothing for that order.
+    pub async fn accept_orders(&self, batch: &[NewOrder]) -> Result<Vec<AcceptOutcome>, StoreError> {
+        let mut tx = self.begin().await?;
+        let outcomes = insert_orders(&mut tx, batch).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    pub async fn get_order(&self, id: &str, brand: Option<&str>) -> Result<Option<OrderRecord>, StoreError> {
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND ($2 IS NULL OR brand = $2)");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .bind(brand)
+            .fetch_optional(self.reader())
+            .await?;
+        row.as_ref().map(order_from_row).transpose()
+    }
+
+    pub async fn list_orders(&self, filter: &OrderFilter) -> Result<Vec<OrderRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders \
+             WHERE ($1 IS NULL OR brand = $1) AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR id > $3) \
+             ORDER BY id LIMIT $4"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(filter.brand.as_deref())
+            .bind(filter.state.map(OrderState::as_str))
+            .bind(filter.after.as_deref())
+            .bind(filter.limit)
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter().map(order_from_row).collect()
+    }
+
+    /// Counts orders per state (for progress and metrics).
+    pub async fn order_counts(&self) -> Result<HashMap<OrderState, i64>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM orders GROUP BY state")
+            .fetch_all(self.reader())
+            .await?;
+        let mut counts = HashMap::new();
+        for row in rows {
+            counts.insert(parse(&row.try_get::<String, _>("state")?)?, row.try_get::<i64, _>("n")?);
+        }
+        Ok(counts)
+    }
+
+    /// Cancels an order and its jobs that have not reached a machine. An order
+    /// with a job on a machine cannot be cancelled (that job is being made).
+    pub async fn cancel_order(&self, id: &str, brand: Option<&str>, now: Millis) -> Result<OrderRecord, StoreError> {
+        let mut tx = self.begin().await?;
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND ($2 IS NULL OR brand = $2)");
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(id).bind(brand).fetch_optional(&mut *tx).await?;
+        let Some(order) = row.as_ref().map(order_from_row).transpose()? else {
+            return Err(StoreError::NotFound(format!("order {id}")));
+        };
+        let jobs = sqlx::query("SELECT token, state FROM jobs WHERE order_id = $1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut cancellable = Vec::new();
+        for job in &jobs {
+            let state: JobState = parse(&job.try_get::<String, _>("state")?)?;
+            if state.is_on_machine() {
+                return Err(StoreError::Conflict(format!(
+                    "order {id} has job {} on a machine",
+                    job.try_get::<i64, _>("token")?
+                )));
+            }
+            if !state.is_terminal() {
+                cancellable.push((job.try_get::<i64, _>("token")?, state));
+            }
+        }
+        let (next, events) = order.state.handle(OrderInput::Cancel)?;
+        set_order_state(&mut tx, &order, next, &events, now).await?;
+        for (token, state) in cancellable {
+            let (job_next, job_events) = state.handle(JobInput::Cancel)?;
+            let done = sqlx::query("UPDATE jobs SET state = $1, updated_ms = $2 WHERE token = $3 AND state = $4")
+                .bind(job_next.as_str())
+                .bind(now)
+                .bind(token)
+                .bind(state.as_str())
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("job {token} changed while cancelling")));
+            }
+            let token_text = token.to_string();
+            let subject = Subject {
+                kind: "job",
+                id: &token_text,
+                order_id: Some(&order.id),
+                brand: Some(&order.brand),
+            };
+            for event in &job_events {
+                emit(&mut tx, &subject, event, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(OrderRecord {
+            state: next,
+            updated_ms: now,
+            ..order
+        })
+    }
+}
+
+/// Compare-and-set of an order's state, with its events.
+pub(crate) async fn set_order_state(
+    tx: &mut Transaction<'static, Any>,
+    order: &OrderRecord,
+    next: OrderState,
+    events: &[Event],
+    now: Millis,
+) -> Result<(), StoreError> {
+    set_order_state_by_id(tx, &order.id, &order.brand, order.state, next, events, now).await
+}
+
+pub(crate) async fn set_order_state_by_id(
+    tx: &mut Transaction<'static, Any>,
+    id: &str,
+    brand: &str,
+    from: OrderState,
+    next: OrderState,
+    events: &[Event],
+    now: Millis,
+) -> Result<(), StoreError> {
+    let done = sqlx::query("UPDATE orders SET state = $1, updated_ms = $2 WHERE id = $3 AND state = $4")
+        .bind(next.as_str())
+        .bind(now)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(&mut **tx)
+        .await?;
+    if done.rows_affected() != 1 {
+        return Err(StoreError::Conflict(format!("order {id} is no longer {from}")));
+    }
+    let subject = Subject {
+        kind: "order",
+        id,
+        order_id: Some(id),
+        brand: Some(brand),
+    };
+    for event in events {
+        emit(tx, &subject, event, now).await?;
+    }
+    Ok(())
+}
+
+async fn insert_orders(tx: &mut Transaction<'static, Any>, batch: &[NewOrder]) -> Result<Vec<AcceptOutcome>, StoreError> {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    // Keys first seen earlier in this same batch.
+    let mut batch_keys: HashMap<(&str, &str), (&str, u16, &str)> = HashMap::new();
+    let job_count: i64 = batch.iter().map(|order| order.jobs.len() as i64).sum();
+    let mut next_token = if job_count > 0 { allocate(tx, "job_token", job_count).await? } else { 0 };
+    for order in batch {
+        if let Some(idem) = &order.idempotency {
+            let seen = match batch_keys.get(&(order.brand.as_str(), idem.key.as_str())) {
+                Some((hash, status, response)) => Some((hash.to_string(), *status, response.to_string())),
+                None => {
+                    let row = sqlx::query(
+                        "SELECT request_hash, status, response FROM idempotency WHERE brand = $1 AND key = $2",
+                    )
+                    .bind(&order.brand)
+                    .bind(&idem.key)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    match row {
+                        Some(row) => Some((
+                            row.try_get::<String, _>("request_hash")?,
+                            u16::try_from(row.try_get::<i64, _>("status")?).unwrap_or(500),
+                            row.try_get::<String, _>("response")?,
+                        )),
+                        None => None,
+                    }
+                }
+            };
+            if let Some((hash, status, response)) = seen {
+                outcomes.push(if hash == idem.request_hash {
+                    AcceptOutcome::Replayed { status, response }
+                } else {
+                    AcceptOutcome::KeyReused
+                });
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO idempotency (brand, key, request_hash, status, response, created_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&order.brand)
+            .bind(&idem.key)
+            .bind(&idem.request_hash)
+            .bind(i64::from(idem.status))
+            .bind(&idem.response)
+            .bind(order.accepted_ms)
+            .execute(&mut **tx)
+            .await?;
+            batch_keys.insert(
+                (order.brand.as_str(), idem.key.as_str()),
+                (idem.request_hash.as_str(), idem.status, idem.response.as_str()),
+            );
+        }
+        let lines = serde_json::to_string(&order.lines).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        sqlx::query(
+            "INSERT INTO orders (id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, \
+             deadline_ms, accepted_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+        )
+        .bind(&order.id)
+        .bind(&order.brand)
+        .bind(order.external_ref.as_deref())
+        .bind(OrderState::Accepted.as_str())
+        .bind(&order.customer_name)
+        .bind(order.location.lat)
+        .bind(order.location.lon)
+        .bind(&order.zone)
+        .bind(&order.factory)
+        .bind(lines)
+        .bind(order.deadline_ms)
+        .bind(order.accepted_ms)
+        .execute(&mut **tx)
+        .await?;
+        for job in &order.jobs {
+            super::jobs::insert_job(tx, next_token, &order.id, &order.factory, job, job.quantity, None, order.accepted_ms)
+                .await?;
+            next_token += 1;
+        }
+        let subject = Subject {
+            kind: "order",
+            id: &order.id,
+            order_id: Some(&order.id),
+            brand: Some(&order.brand),
+        };
+        emit(tx, &subject, &Event::OrderAccepted, order.accepted_ms).await?;
+        outcomes.push(AcceptOutcome::Created);
+    }
+    Ok(outcomes)
+}

@@ -1,0 +1,55 @@
+//! The outbox: events written with the state changes that caused them, read
+//! by the publisher and stamped once the broker has them.
+
+use super::{Store, StoreError};
+use crate::domain::Millis;
+use sqlx::Row;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRecord {
+    pub id: String,
+    pub kind: String,
+    pub payload: String,
+}
+
+impl Store {
+    /// The oldest unpublished events.
+    pub async fn unpublished(&self, limit: i64) -> Result<Vec<OutboxRecord>, StoreError> {
+        let rows = sqlx::query("SELECT id, kind, payload FROM outbox WHERE published_ms IS NULL ORDER BY id LIMIT $1")
+            .bind(limit)
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OutboxRecord {
+                    id: row.try_get("id")?,
+                    kind: row.try_get("kind")?,
+                    payload: row.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn mark_published(&self, ids: &[String], now: Millis) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for id in ids {
+            sqlx::query("UPDATE outbox SET published_ms = $1 WHERE id = $2 AND published_ms IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM outbox WHERE published_ms IS NULL")
+            .fetch_one(self.reader())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+}
