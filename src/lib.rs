@@ -8,3 +8,5 @@ pub mod forecast;
 pub mod plan;
 pub mod config;
 pub mod store;
+pub mod api;
+pub mod runtime;

@@ -1,1 +1,36 @@
+//! fabflow-sim: a simulated microfactory network that speaks only the wire.
+//! Machines are real Modbus TCP servers laid out by machine profiles; order
+//! bursts are real HTTP requests; couriers poll their schedules and confirm
+//! stops over HTTP.
+//!
+//! Architecture invariant: the simulator reads profiles (addresses, types) but
+//! does its own register encoding, never the adapter's, so an encoding bug in
+//! an adapter shows up as a failing compliance test.
 
+pub mod burst;
+pub mod couriers;
+pub mod fleet;
+pub mod machine;
+mod wire;
+
+pub use burst::{BurstReport, fire, generate_orders};
+pub use couriers::{CourierConfig, CourierCounts, CourierReport, CourierSpec};
+pub use fleet::{FactorySpec, Fleet, FleetSpec, MachineSpec, SimMachineInfo};
+pub use machine::{SimMachine, SimMachineConfig, SimMachineHandle, SimSnapshot};
+
+use thiserror::Error;
+
+/// Why the simulator could not start or load something.
+#[derive(Debug, Error)]
+pub enum SimError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("fleet spec {origin}: {message}")]
+    Spec { origin: String, message: String },
+    #[error("machine {machine}: no profile for model `{model}`")]
+    UnknownModel { machine: String, model: String },
+    #[error("machine id `{0}` is used twice")]
+    DuplicateMachine(String),
+    #[error("machine {machine}: {message}")]
+    InvalidMachine { machine: String, message: String },
+}

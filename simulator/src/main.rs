@@ -1,1 +1,249 @@
-fn main() {}
+//! `fabflow-sim`: run a simulated fleet of Modbus TCP machines, fire a burst
+//! of orders at a fabflow API, or run couriers that confirm their stops.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use fabflow_sim::{CourierConfig, CourierSpec, Fleet, FleetSpec, couriers, fire, generate_orders};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fabflow-sim",
+    version,
+    about = "Simulated microfactory network for fabflow"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start simulated machines (real Modbus TCP servers on 127.0.0.1) and run until Ctrl-C.
+    ///
+    /// Prints one line per machine: factory, machine, model, address.
+    Fleet {
+        /// Fleet spec (TOML: seed, time_scale, [[factories]] with [[factories.machines]]).
+        /// Without it, the demo fleet: 3 factories, 12 machines.
+        #[arg(long, value_name = "FILE")]
+        spec: Option<PathBuf>,
+        /// Scrap RNG seed (overrides the spec's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Simulated seconds per real second (overrides the spec's; demo default 60).
+        #[arg(long, value_name = "X")]
+        time_scale: Option<f64>,
+        /// Load machine profiles from this directory instead of the built-in ones.
+        #[arg(long, value_name = "DIR")]
+        profiles: Option<PathBuf>,
+    },
+    /// Post a deterministic burst of orders to {api}/v1/orders and print the report.
+    Burst {
+        /// API base URL, e.g. http://127.0.0.1:8080
+        #[arg(long, value_name = "URL")]
+        api: String,
+        /// Brand bearer token.
+        #[arg(long, env = "FABFLOW_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Number of orders.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Seed of the generated orders (same seed, same orders).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Requests in flight at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+        /// SKUs to order, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "tee-black-m,tee-white-l,tote-natural,mug-white"
+        )]
+        skus: Vec<String>,
+        /// Delivery area: min_lat,min_lon,max_lat,max_lon (default: central Berlin).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            num_args = 4,
+            default_value = "52.45,13.25,52.58,13.55"
+        )]
+        bbox: Vec<f64>,
+    },
+    /// Run couriers against {api} until Ctrl-C: each polls the daemon clock
+    /// (/healthz) and its schedule, and confirms every stop whose ETA has passed,
+    /// in order. Then prints what they did.
+    Couriers {
+        /// API base URL, e.g. http://127.0.0.1:8080
+        #[arg(long, value_name = "URL")]
+        api: String,
+        /// A courier and its bearer token; repeat for more couriers.
+        #[arg(
+            long = "courier",
+            value_name = "ID=TOKEN",
+            required = true,
+            value_delimiter = ',',
+            value_parser = parse_courier,
+            env = "FABFLOW_COURIERS",
+            hide_env_values = true
+        )]
+        couriers: Vec<CourierSpec>,
+        /// Real milliseconds between polls.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+        poll_ms: u64,
+        /// Probability (0..=1) that a courier skips a stop and never confirms it.
+        #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+        miss_rate: f64,
+        /// Seed of the missed stops (same seed, same stops missed).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn parse_courier(text: &str) -> Result<CourierSpec, String> {
+    match text.split_once('=') {
+        Some((id, token)) if !id.is_empty() && !token.is_empty() => Ok(CourierSpec {
+            id: id.to_string(),
+            token: token.to_string(),
+        }),
+        _ => Err("expected ID=TOKEN, both non-empty".to_string()),
+    }
+}
+
+fn parse_probability(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        Ok(value) => Err(format!("must be 0..=1, got {value}")),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Fleet {
+            spec,
+            seed,
+            time_scale,
+            profiles,
+        } => {
+            let mut spec = match spec {
+                Some(path) => {
+                    FleetSpec::load(&path).with_context(|| format!("loading {}", path.display()))?
+                }
+                None => FleetSpec::demo(1, 60.0),
+            };
+            if let Some(seed) = seed {
+                spec.seed = seed;
+            }
+            if let Some(time_scale) = time_scale {
+                spec.time_scale = time_scale;
+            }
+            let profiles = match profiles {
+                Some(dir) => {
+                    fabflow_adapters::load_dir(&dir).map_err(|e| anyhow::anyhow!("{e}"))?
+                }
+                None => fabflow_adapters::builtin_profiles(),
+            };
+            let fleet = Fleet::start(&spec, &profiles).await?;
+            for machine in fleet.machines() {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    machine.factory_id, machine.machine_id, machine.model, machine.addr
+                );
+            }
+            wait_for_stop_signal().await?;
+            fleet.shutdown().await;
+            let duplicates = fleet.duplicate_starts();
+            if !duplicates.is_empty() {
+                eprintln!("duplicate starts (machine, token): {duplicates:?}");
+            }
+        }
+        Command::Burst {
+            api,
+            token,
+            count,
+            seed,
+            concurrency,
+            skus,
+            bbox,
+        } => {
+            let [min_lat, min_lon, max_lat, max_lon] = bbox[..] else {
+                anyhow::bail!("--bbox needs 4 numbers, got {}", bbox.len());
+            };
+            let skus: Vec<&str> = skus.iter().map(String::as_str).collect();
+            let orders = generate_orders(seed, count, &skus, (min_lat, min_lon, max_lat, max_lon));
+            let report = fire(&api, &token, orders, concurrency).await;
+            println!("accepted: {}", report.accepted);
+            println!("rejected: {}", report.rejected.len());
+            for (index, status, body) in &report.rejected {
+                println!("  order {index}: {status} {body}");
+            }
+            for (label, q) in [("p50", 0.5), ("p95", 0.95), ("max", 1.0)] {
+                if let Some(latency) = report.latency_quantile(q) {
+                    println!("latency {label}: {latency:?}");
+                }
+            }
+        }
+        Command::Couriers {
+            api,
+            couriers,
+            poll_ms,
+            miss_rate,
+            seed,
+        } => {
+            let config = CourierConfig {
+                poll_interval: Duration::from_millis(poll_ms),
+                miss_rate,
+                seed,
+                ..CourierConfig::new(api, couriers)
+            };
+            // Stops the couriers; cancelled on Ctrl-C/SIGTERM or if waiting for them fails.
+            let cancel = CancellationToken::new();
+            let running = tokio::spawn(couriers::run(config, cancel.clone()));
+            let stopped = wait_for_stop_signal().await;
+            cancel.cancel();
+            let report = running.await.context("courier runner failed")?;
+            stopped?;
+            println!("confirmed: {}", report.confirmed);
+            println!("conflicts: {}", report.conflicts);
+            println!("errors: {}", report.errors);
+            println!("missed: {}", report.missed);
+            for (courier, counts) in &report.per_courier {
+                println!(
+                    "  {courier}: confirmed {} conflicts {} errors {} missed {}",
+                    counts.confirmed, counts.conflicts, counts.errors, counts.missed
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Waits for Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+async fn wait_for_stop_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("waiting for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    Ok(())
+}

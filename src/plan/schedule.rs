@@ -60,8 +60,8 @@ impl MachineSlot {
     fn can_run(&self, job: &JobCandidate) -> bool {
         self.accepts_jobs
             && self.factory == job.factory
-            && self.capabilities.iter().any(|c| *c == job.process)
-            && self.materials.iter().any(|m| *m == job.material)
+            && self.capabilities.contains(&job.process)
+            && self.materials.contains(&job.material)
     }
 }
 

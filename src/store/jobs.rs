@@ -322,3 +322,44 @@ async fn transition_in(
         replacement,
     })
 }
+
+impl Store {
+    /// Queue length per machine: jobs scheduled, dispatched or running on it.
+    pub async fn machine_loads(&self) -> Result<std::collections::HashMap<String, usize>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT machine, COUNT(*) AS n FROM jobs WHERE machine IS NOT NULL \
+             AND state IN ('scheduled', 'dispatched', 'running') GROUP BY machine",
+        )
+        .fetch_all(&self.write)
+        .await?;
+        let mut loads = std::collections::HashMap::new();
+        for row in rows {
+            let n: i64 = row.try_get("n")?;
+            loads.insert(row.try_get::<String, _>("machine")?, n.max(0) as usize);
+        }
+        Ok(loads)
+    }
+
+    /// Takes every queued (not yet dispatched) job off a machine, for re-planning.
+    pub async fn unschedule_machine(&self, machine: &str, now: Millis) -> Result<usize, StoreError> {
+        let rows = sqlx::query("SELECT token FROM jobs WHERE machine = $1 AND state = 'scheduled'")
+            .bind(machine)
+            .fetch_all(&self.write)
+            .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let mut count = 0;
+        for row in rows {
+            let token = JobToken(to_u32(row.try_get("token")?, "job token")?);
+            match transition_in(&mut tx, token, JobInput::Unschedule, now).await {
+                Ok(_) => count += 1,
+                Err(StoreError::Conflict(_) | StoreError::Transition(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+}

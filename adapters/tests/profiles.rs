@@ -1,0 +1,306 @@
+//! Profile files: every file in adapters/profiles loads, the embedded set
+//! matches the directory, and validation reports every problem with its key.
+
+use std::path::Path;
+
+use fabflow_adapters::profile::{
+    BUILTIN_SOURCES, Profile, RegisterKind, SignalName, Step, ValueType, WordOrder,
+};
+use fabflow_adapters::{MachineState, builtin_profiles, load_dir};
+
+fn profiles_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles")
+}
+
+#[test]
+fn every_profile_file_loads_and_builtins_match_the_directory() {
+    let from_dir = load_dir(profiles_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let builtin = builtin_profiles();
+    assert_eq!(
+        from_dir.len(),
+        builtin.len(),
+        "BUILTIN_SOURCES must list every file"
+    );
+    for profile in &from_dir {
+        let embedded = builtin
+            .iter()
+            .find(|b| b.model == profile.model)
+            .unwrap_or_else(|| panic!("{} is not embedded", profile.origin));
+        let file_name = Path::new(&profile.origin).file_name().expect("file name");
+        assert!(embedded.origin.ends_with(&*file_name.to_string_lossy()));
+        assert_eq!(embedded.signals, profile.signals);
+        assert_eq!(embedded.start, profile.start);
+        assert_eq!(embedded.acknowledge, profile.acknowledge);
+    }
+    // The embedded text is the file's text, byte for byte.
+    for (origin, text) in BUILTIN_SOURCES {
+        let name = origin.trim_start_matches("adapters/profiles/");
+        let on_disk = std::fs::read_to_string(profiles_dir().join(name)).expect("file exists");
+        assert_eq!(&on_disk, text, "{origin}");
+    }
+    let models: Vec<&str> = builtin.iter().map(|p| p.model.as_str()).collect();
+    for model in [
+        "acme-dtg-200",
+        "heatwave-hp-40",
+        "lumen-uv-6",
+        "forge-fdm-3",
+    ] {
+        assert!(models.contains(&model), "{model} missing from {models:?}");
+    }
+}
+
+const GOOD: &str = r#"
+model = "test-1"
+protocol = "modbus"
+capabilities = ["dtg_print"]
+materials = ["cotton_tee"]
+unit_id = 2
+[signals.job_token]
+kind = "holding"
+address = 100
+type = "u32"
+word_order = "little"
+[signals.recipe]
+kind = "holding"
+address = 102
+type = "u16"
+[signals.quantity]
+kind = "holding"
+address = 103
+type = "u16"
+[signals.state]
+kind = "input"
+address = 0
+type = "u16"
+map = { 0 = "idle", 1 = "running", 2 = "done", 3 = "fault" }
+[signals.good_count]
+kind = "input"
+address = 1
+type = "u16"
+[signals.scrap_count]
+kind = "input"
+address = 2
+type = "u16"
+[signals.progress]
+kind = "input"
+address = 3
+type = "u16"
+scale = 0.1
+[commands.start]
+steps = [{ write = "job_token" }, { write = "recipe" }, { write = "quantity" }, { write_register = 9, value = 1 }]
+[commands.acknowledge]
+steps = [{ write_coil = 1, value = true }]
+"#;
+
+#[test]
+fn a_good_profile_parses_into_typed_signals_and_steps() {
+    let profile = Profile::from_toml_str(GOOD, "good.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(profile.unit_id, 2);
+    let token = profile.required(SignalName::JobToken);
+    assert_eq!(
+        (
+            token.kind,
+            token.address,
+            token.value_type,
+            token.word_order
+        ),
+        (
+            RegisterKind::Holding,
+            100,
+            ValueType::U32,
+            WordOrder::Little
+        )
+    );
+    assert_eq!(
+        profile.required(SignalName::State).map.get(&2),
+        Some(&MachineState::Done)
+    );
+    assert_eq!(
+        profile.signal(SignalName::Progress).and_then(|s| s.scale),
+        Some(0.1)
+    );
+    assert!(profile.signal(SignalName::FaultCode).is_none());
+    assert_eq!(
+        profile.start.steps.last(),
+        Some(&Step::WriteRegister {
+            address: 9,
+            value: 1
+        })
+    );
+    assert_eq!(
+        profile.acknowledge.steps,
+        vec![Step::WriteCoil {
+            address: 1,
+            value: true
+        }]
+    );
+}
+
+/// Replaces `from` by `to` in GOOD and returns the displayed errors.
+fn errors_after(from: &str, to: &str) -> Vec<String> {
+    assert!(GOOD.contains(from), "test setup: {from:?} not in GOOD");
+    let text = GOOD.replacen(from, to, 1);
+    match Profile::from_toml_str(&text, "adapters/profiles/x.toml") {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn check(from: &str, to: &str, expected: &str) {
+    let errors = errors_after(from, to);
+    assert!(
+        errors.iter().any(|e| e == expected),
+        "expected {expected:?} in {errors:#?}"
+    );
+}
+
+#[test]
+fn each_kind_of_problem_is_reported_with_its_key() {
+    let p = "adapters/profiles/x.toml";
+    check(
+        "type = \"u32\"\nword_order = \"little\"",
+        "type = \"u32\"",
+        &format!("{p}: signals.job_token.word_order: required for 32-bit types (big | little)"),
+    );
+    check(
+        "address = 103\ntype = \"u16\"",
+        "address = 103\ntype = \"u16\"\nword_order = \"big\"",
+        &format!("{p}: signals.quantity.word_order: only allowed for 32-bit types"),
+    );
+    check(
+        "unit_id = 2",
+        "unit_id = 0",
+        &format!("{p}: unit_id: must be 1..=247, got 0"),
+    );
+    check(
+        "protocol = \"modbus\"",
+        "protocol = \"mqtt\"",
+        &format!("{p}: protocol: unsupported protocol `mqtt` (supported: modbus)"),
+    );
+    check(
+        "2 = \"done\"",
+        "2 = \"finished\"",
+        &format!(
+            "{p}: signals.state.map.2: unknown state `finished` (known: idle, running, done, fault, paused)"
+        ),
+    );
+    check(
+        "2 = \"done\"",
+        "2 = \"idle\"",
+        &format!("{p}: signals.state.map: no code maps to `done`"),
+    );
+    check(
+        "[signals.good_count]",
+        "[signals.good_cnt]",
+        &format!(
+            "{p}: signals.good_cnt: unknown signal (known: job_token, recipe, quantity, state, good_count, scrap_count, fault_code, progress)"
+        ),
+    );
+    check(
+        "[signals.good_count]",
+        "[signals.good_cnt]",
+        &format!("{p}: signals.good_count: required signal is missing"),
+    );
+    check(
+        "address = 2\n",
+        "address = 1\n",
+        &format!(
+            "{p}: signals.scrap_count.address: input 1..2 overlaps signal `good_count` (1..2)"
+        ),
+    );
+    check(
+        "{ write = \"quantity\" }, ",
+        "",
+        &format!("{p}: commands.start.steps: must write signal `quantity`"),
+    );
+    check(
+        "{ write_register = 9, value = 1 }",
+        "{ write_register = 9 }",
+        &format!("{p}: commands.start.steps[3].value: required (0..=65535)"),
+    );
+    check(
+        "{ write_coil = 1, value = true }",
+        "{ write_coil = 1, value = 3 }",
+        &format!("{p}: commands.acknowledge.steps[0].value: must be true or false for a coil"),
+    );
+    check(
+        "{ write_coil = 1, value = true }",
+        "{ write = \"recipe\" }",
+        &format!(
+            "{p}: commands.acknowledge.steps[0].write: only `start` carries job values; this command has none"
+        ),
+    );
+    check(
+        "[commands.acknowledge]\nsteps",
+        "[commands.ack]\nsteps",
+        &format!("{p}: commands.acknowledge: required command is missing"),
+    );
+    check(
+        "{ write = \"quantity\" }, { write_register = 9, value = 1 }",
+        "{ write_register = 9, value = 1 }, { write = \"quantity\" }",
+        &format!(
+            "{p}: commands.start.steps: must end with a trigger step (`write_coil` or `write_register`)"
+        ),
+    );
+    check(
+        "scale = 0.1",
+        "scale = 0.0",
+        &format!("{p}: signals.progress.scale: must be finite and non-zero, got 0"),
+    );
+    check(
+        "kind = \"input\"\naddress = 0\n",
+        "kind = \"coil\"\naddress = 0\n",
+        &format!("{p}: signals.state.type: `coil` signals must be bool, got U16"),
+    );
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let text = GOOD
+        .replacen("unit_id = 2", "unit_id = 300", 1)
+        .replacen(
+            "type = \"u32\"\nword_order = \"little\"",
+            "type = \"u32\"",
+            1,
+        )
+        .replacen("2 = \"done\"", "2 = \"finished\"", 1);
+    let errors = Profile::from_toml_str(&text, "x.toml").expect_err("three problems");
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"unit_id"), "{keys:?}");
+    assert!(keys.contains(&"signals.job_token.word_order"), "{keys:?}");
+    assert!(keys.contains(&"signals.state.map.2"), "{keys:?}");
+}
+
+#[test]
+fn unknown_fields_are_refused_with_their_position() {
+    let errors = errors_after("unit_id = 2", "unit_id = 2\nunit = 3");
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("adapters/profiles/x.toml: line "),
+        "{errors:?}"
+    );
+    assert!(errors[0].contains("unknown field `unit`"), "{errors:?}");
+}
+
+#[test]
+fn load_dir_reports_every_bad_file_and_duplicate_models() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.toml"), GOOD).expect("write");
+    std::fs::write(dir.path().join("b.toml"), GOOD).expect("write");
+    std::fs::write(
+        dir.path().join("c.toml"),
+        GOOD.replacen("unit_id = 2", "unit_id = 0", 1),
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("notes.txt"), "not a profile").expect("write");
+    let errors = load_dir(dir.path()).expect_err("duplicate and bad unit id");
+    let text = errors.to_string();
+    assert!(
+        text.contains("b.toml: model: model `test-1` is already defined in"),
+        "{text}"
+    );
+    assert!(
+        text.contains("c.toml: unit_id: must be 1..=247, got 0"),
+        "{text}"
+    );
+}

@@ -1,0 +1,750 @@
+//! Simulated couriers: one task per courier polls the daemon's clock
+//! (`GET /healthz`) and its schedule (`GET /v1/couriers/{id}/schedule`), and
+//! confirms each due stop (`POST /v1/handoffs/{id}/confirm`) as a rider would.
+//!
+//! Invariants: within a wave a courier confirms stops in `seq` order and never
+//! passes a planned stop that is not yet due (its ETA is later than the
+//! daemon's `now`). A stop it has passed (missed on purpose, answered 409, or
+//! refused with another 4xx) is never tried again. Transport errors and 5xx
+//! replies are counted and retried on the next poll. Nothing here panics on
+//! what the daemon sends.
+//!
+//! Architecture invariant: couriers know only the wire (HTTP JSON and RFC 3339
+//! timestamps, parsed here), never the daemon's types or clock.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use thiserror::Error;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+/// A request that takes longer than this counts as a transport error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Polls are never closer together than this, whatever the config says.
+const MIN_POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// At most this many bytes of an error body go into a log line.
+const BODY_EXCERPT: usize = 200;
+
+/// One courier: its id (as in the daemon's network config) and its bearer token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CourierSpec {
+    pub id: String,
+    pub token: String,
+}
+
+impl fmt::Debug for CourierSpec {
+    // The token is a credential: keep it out of logs and panics.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CourierSpec")
+            .field("id", &self.id)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What [`run`] simulates.
+#[derive(Debug, Clone)]
+pub struct CourierConfig {
+    /// API base URL, e.g. `http://127.0.0.1:8080`.
+    pub api_base: String,
+    pub couriers: Vec<CourierSpec>,
+    /// Real time between the end of one poll and the start of the next
+    /// (at least 1 ms).
+    pub poll_interval: Duration,
+    /// Probability (0..=1) that a due stop is skipped and never confirmed.
+    /// Decided once per stop from `seed` and the stop id, so the same seed
+    /// misses the same stops however the polls fall.
+    pub miss_rate: f64,
+    pub seed: u64,
+}
+
+impl CourierConfig {
+    /// Defaults: poll every 500 ms, miss nothing, seed 1.
+    pub fn new(api_base: impl Into<String>, couriers: Vec<CourierSpec>) -> CourierConfig {
+        CourierConfig {
+            api_base: api_base.into(),
+            couriers,
+            poll_interval: Duration::from_millis(500),
+            miss_rate: 0.0,
+            seed: 1,
+        }
+    }
+}
+
+/// One courier's counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CourierCounts {
+    /// Stops answered 2xx.
+    pub confirmed: usize,
+    /// Stops answered 409 (already confirmed, or the order cannot move yet);
+    /// each is then passed, never retried.
+    pub conflicts: usize,
+    /// Failed polls or confirms: transport errors, non-409 error statuses and
+    /// replies that could not be read. One per failed request.
+    pub errors: usize,
+    /// Stops skipped on purpose (`miss_rate`).
+    pub missed: usize,
+}
+
+impl CourierCounts {
+    fn add(&mut self, other: &CourierCounts) {
+        self.confirmed += other.confirmed;
+        self.conflicts += other.conflicts;
+        self.errors += other.errors;
+        self.missed += other.missed;
+    }
+}
+
+/// What the couriers did, summed over couriers and per courier id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CourierReport {
+    pub confirmed: usize,
+    pub conflicts: usize,
+    pub errors: usize,
+    pub missed: usize,
+    /// Counts by courier id (a duplicated id sums its tasks).
+    pub per_courier: BTreeMap<String, CourierCounts>,
+}
+
+impl CourierReport {
+    fn add(&mut self, courier: String, counts: CourierCounts) {
+        self.confirmed += counts.confirmed;
+        self.conflicts += counts.conflicts;
+        self.errors += counts.errors;
+        self.missed += counts.missed;
+        self.per_courier.entry(courier).or_default().add(&counts);
+    }
+}
+
+/// Runs one task per courier until `cancel`, then returns what they did.
+///
+/// Cancellation abandons reads in flight at once; a confirm in flight is let
+/// finish (bounded by a 10 s request timeout) so the report matches what the
+/// daemon recorded.
+pub async fn run(config: CourierConfig, cancel: CancellationToken) -> CourierReport {
+    let mut report = CourierReport::default();
+    let client = match reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build() {
+        Ok(client) => client,
+        Err(err) => {
+            warn!(error = %err, "cannot build the HTTP client; no courier started");
+            report.errors += 1;
+            return report;
+        }
+    };
+    let api = Arc::new(Api {
+        client,
+        base: config.api_base.trim_end_matches('/').to_string(),
+    });
+    let poll_interval = config.poll_interval.max(MIN_POLL_INTERVAL);
+    let miss_rate = if config.miss_rate.is_nan() {
+        0.0
+    } else {
+        config.miss_rate.clamp(0.0, 1.0)
+    };
+    let mut tasks = JoinSet::new();
+    for spec in config.couriers {
+        let span = info_span!("courier", courier.id = %spec.id);
+        let courier = Courier {
+            api: Arc::clone(&api),
+            miss: MissPolicy {
+                seed: config.seed,
+                rate: miss_rate,
+            },
+            poll_interval,
+            spec,
+            passed: HashMap::new(),
+            counts: CourierCounts::default(),
+        };
+        // A child token per task; cancelled with the root.
+        tasks.spawn(courier.run(cancel.child_token()).instrument(span));
+    }
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((courier, counts)) => report.add(courier, counts),
+            Err(err) => {
+                warn!(error = %err, "courier task failed");
+                report.errors += 1;
+            }
+        }
+    }
+    report
+}
+
+/// The daemon as couriers see it.
+struct Api {
+    client: reqwest::Client,
+    /// Base URL without a trailing slash.
+    base: String,
+}
+
+impl Api {
+    /// The daemon's simulated clock.
+    async fn now(&self) -> Result<WireTime, CourierError> {
+        let health: Health = self.get_json("healthz", "/healthz", None).await?;
+        health
+            .now
+            .ok_or_else(|| CourierError::Protocol("healthz: `now` is null".to_string()))
+    }
+
+    async fn schedule(&self, courier: &CourierSpec) -> Result<Schedule, CourierError> {
+        let path = format!("/v1/couriers/{}/schedule", courier.id);
+        self.get_json("schedule", &path, Some(&courier.token)).await
+    }
+
+    /// Confirms one stop; any 2xx is a confirmation.
+    async fn confirm(&self, courier: &CourierSpec, handoff: &str) -> Result<(), CourierError> {
+        let url = format!("{}/v1/handoffs/{handoff}/confirm", self.base);
+        let response = self
+            .client
+            .post(url)
+            .bearer_auth(&courier.token)
+            .send()
+            .await?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let body = excerpt(response.text().await.unwrap_or_default());
+        Err(if status == reqwest::StatusCode::CONFLICT {
+            CourierError::Conflict { body }
+        } else {
+            CourierError::Status {
+                request: "confirm",
+                status: status.as_u16(),
+                body,
+            }
+        })
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: &'static str,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<T, CourierError> {
+        let mut builder = self.client.get(format!("{}{path}", self.base));
+        if let Some(token) = token {
+            builder = builder.bearer_auth(token);
+        }
+        let response = builder.send().await?;
+        let status = response.status();
+        let body = response.text().await?;
+        if !status.is_success() {
+            return Err(CourierError::Status {
+                request,
+                status: status.as_u16(),
+                body: excerpt(body),
+            });
+        }
+        serde_json::from_str(&body)
+            .map_err(|err| CourierError::Protocol(format!("{request}: {err}")))
+    }
+}
+
+fn excerpt(mut body: String) -> String {
+    if body.len() > BODY_EXCERPT {
+        let mut end = BODY_EXCERPT;
+        while !body.is_char_boundary(end) {
+            end -= 1;
+        }
+        body.truncate(end);
+        body.push('…');
+    }
+    body
+}
+
+/// Why a request failed.
+#[derive(Debug, Error)]
+enum CourierError {
+    /// No reply: connection refused, reset, timed out.
+    #[error("transport: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// 409 to a confirm: already confirmed, or the order cannot move yet.
+    #[error("conflict: {body}")]
+    Conflict { body: String },
+    #[error("{request}: HTTP {status}: {body}")]
+    Status {
+        request: &'static str,
+        status: u16,
+        body: String,
+    },
+    /// A reply we could not read.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+impl CourierError {
+    /// Whether the same request may succeed on a later poll. A refusal of a
+    /// confirm (4xx other than 408/429) is not: the stop is passed instead.
+    fn is_retryable(&self) -> bool {
+        match self {
+            CourierError::Transport(_) | CourierError::Protocol(_) => true,
+            CourierError::Conflict { .. } => false,
+            CourierError::Status { status, .. } => {
+                *status >= 500 || *status == 408 || *status == 429
+            }
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Health {
+    now: Option<WireTime>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Schedule {
+    stops: Vec<Stop>,
+}
+
+/// One stop of a schedule, as much of it as a courier needs.
+#[derive(Debug, Clone, Deserialize)]
+struct Stop {
+    /// Handoff id, to confirm the stop with.
+    id: String,
+    wave: String,
+    seq: i64,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    order_id: String,
+    eta: Option<WireTime>,
+    state: StopState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StopState {
+    Planned,
+    Done,
+    /// Any other state (e.g. `missed`): nothing for the courier to do.
+    #[serde(other)]
+    Other,
+}
+
+/// Why a courier went past a stop without confirming it; it never tries it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Passed {
+    Missed,
+    Conflict,
+    Refused,
+}
+
+/// What a courier does next with a due stop.
+#[derive(Debug, Clone, Copy)]
+enum Step<'a> {
+    Confirm(&'a Stop),
+    Miss(&'a Stop),
+}
+
+/// The due stops, in (wave, seq) order, that a courier works through this
+/// poll. Within a wave it stops at the first planned stop that is not due
+/// (ETA unknown or later than `now`) and has not been passed; stops
+/// `misses` picks are skipped. Pure: no I/O, no clock.
+fn plan<'a>(
+    stops: &'a [Stop],
+    now: WireTime,
+    passed: &HashMap<String, Passed>,
+    misses: impl Fn(&str) -> bool,
+) -> Vec<Step<'a>> {
+    let mut ordered: Vec<&Stop> = stops.iter().collect();
+    ordered.sort_by(|a, b| (&a.wave, a.seq).cmp(&(&b.wave, b.seq)));
+    let mut steps = Vec::new();
+    let mut blocked_wave: Option<&str> = None;
+    for stop in ordered {
+        if blocked_wave == Some(stop.wave.as_str())
+            || stop.state != StopState::Planned
+            || passed.contains_key(&stop.id)
+        {
+            continue;
+        }
+        match stop.eta {
+            Some(eta) if eta <= now => steps.push(if misses(&stop.id) {
+                Step::Miss(stop)
+            } else {
+                Step::Confirm(stop)
+            }),
+            _ => blocked_wave = Some(stop.wave.as_str()),
+        }
+    }
+    steps
+}
+
+/// Decides, once and for all per stop, whether the courier misses it.
+#[derive(Debug, Clone, Copy)]
+struct MissPolicy {
+    seed: u64,
+    /// In 0..=1.
+    rate: f64,
+}
+
+impl MissPolicy {
+    fn misses(&self, stop_id: &str) -> bool {
+        if self.rate <= 0.0 {
+            return false;
+        }
+        // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
+        let hash = stop_id
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+                (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+            });
+        StdRng::seed_from_u64(self.seed ^ hash).random::<f64>() < self.rate
+    }
+}
+
+struct Courier {
+    api: Arc<Api>,
+    spec: CourierSpec,
+    miss: MissPolicy,
+    poll_interval: Duration,
+    /// Stops gone past, by handoff id; pruned to the current schedule.
+    passed: HashMap<String, Passed>,
+    counts: CourierCounts,
+}
+
+impl Courier {
+    async fn run(mut self, cancel: CancellationToken) -> (String, CourierCounts) {
+        info!("courier started");
+        while !cancel.is_cancelled() {
+            if let Err(err) = self.poll(&cancel).await {
+                self.counts.errors += 1;
+                warn!(error = %err, "courier poll failed; retrying next poll");
+            }
+            if cancel
+                .run_until_cancelled(tokio::time::sleep(self.poll_interval))
+                .await
+                .is_none()
+            {
+                break;
+            }
+        }
+        info!(
+            confirmed = self.counts.confirmed,
+            conflicts = self.counts.conflicts,
+            errors = self.counts.errors,
+            missed = self.counts.missed,
+            "courier stopped"
+        );
+        (self.spec.id, self.counts)
+    }
+
+    /// One poll: read the clock and the schedule, then confirm what is due.
+    /// Returns the first retryable error; the rest of the poll is dropped so
+    /// that no later stop is confirmed before the failed one.
+    async fn poll(&mut self, cancel: &CancellationToken) -> Result<(), CourierError> {
+        let Some(now) = cancel.run_until_cancelled(self.api.now()).await else {
+            return Ok(());
+        };
+        let now = now?;
+        let Some(schedule) = cancel
+            .run_until_cancelled(self.api.schedule(&self.spec))
+            .await
+        else {
+            return Ok(());
+        };
+        let schedule = schedule?;
+        let current: HashSet<&str> = schedule.stops.iter().map(|s| s.id.as_str()).collect();
+        self.passed.retain(|id, _| current.contains(id.as_str()));
+        let miss = self.miss;
+        let steps = plan(&schedule.stops, now, &self.passed, |id| miss.misses(id));
+        for step in steps {
+            if cancel.is_cancelled() {
+                break;
+            }
+            match step {
+                Step::Miss(stop) => {
+                    self.passed.insert(stop.id.clone(), Passed::Missed);
+                    self.counts.missed += 1;
+                    info!(handoff.id = %stop.id, order.id = %stop.order_id, wave = %stop.wave,
+                        seq = stop.seq, kind = %stop.kind, "stop missed on purpose");
+                }
+                Step::Confirm(stop) => match self.api.confirm(&self.spec, &stop.id).await {
+                    Ok(()) => {
+                        self.counts.confirmed += 1;
+                        info!(handoff.id = %stop.id, order.id = %stop.order_id, wave = %stop.wave,
+                            seq = stop.seq, kind = %stop.kind, "stop confirmed");
+                    }
+                    Err(err @ CourierError::Conflict { .. }) => {
+                        self.passed.insert(stop.id.clone(), Passed::Conflict);
+                        self.counts.conflicts += 1;
+                        info!(handoff.id = %stop.id, order.id = %stop.order_id, error = %err,
+                            "stop conflicted; passing it");
+                    }
+                    Err(err) if !err.is_retryable() => {
+                        self.passed.insert(stop.id.clone(), Passed::Refused);
+                        self.counts.errors += 1;
+                        warn!(handoff.id = %stop.id, order.id = %stop.order_id, error = %err,
+                            "stop refused; passing it");
+                    }
+                    Err(err) => return Err(err),
+                },
+            }
+        }
+        debug!(passed = self.passed.len(), "poll done");
+        Ok(())
+    }
+}
+
+/// An RFC 3339 timestamp as whole seconds since the Unix epoch (UTC) plus
+/// nanoseconds, so that comparisons hold across offsets and precisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct WireTime {
+    seconds: i64,
+    nanos: u32,
+}
+
+impl WireTime {
+    /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, `T`/`Z` in either case.
+    fn parse(text: &str) -> Option<WireTime> {
+        let bytes = text.as_bytes();
+        let number = |range: std::ops::Range<usize>| -> Option<i64> {
+            let digits = bytes.get(range)?;
+            digits.iter().try_fold(0_i64, |value, &byte| {
+                byte.is_ascii_digit()
+                    .then(|| value * 10 + i64::from(byte - b'0'))
+            })
+        };
+        let separators = [(4, b'-'), (7, b'-'), (13, b':'), (16, b':')];
+        if separators
+            .iter()
+            .any(|&(at, sep)| bytes.get(at) != Some(&sep))
+            || !matches!(bytes.get(10), Some(b'T' | b't'))
+        {
+            return None;
+        }
+        let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+        let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+        if !(1..=12).contains(&month)
+            || day < 1
+            || day > days_in_month(year, month)
+            || hour > 23
+            || minute > 59
+            || second > 60
+        {
+            return None;
+        }
+        let mut rest = &bytes[19..];
+        let mut nanos = 0_u32;
+        if let Some((b'.', fraction)) = rest.split_first() {
+            let digits = fraction.iter().take_while(|b| b.is_ascii_digit()).count();
+            if digits == 0 {
+                return None;
+            }
+            for (place, byte) in fraction[..digits].iter().enumerate().take(9) {
+                nanos += u32::from(byte - b'0') * 10_u32.pow(8 - place as u32);
+            }
+            rest = &fraction[digits..];
+        }
+        let offset_seconds = match rest {
+            [b'Z' | b'z'] => 0,
+            [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+                let digits = [*h1, *h2, *m1, *m2];
+                if !digits.iter().all(u8::is_ascii_digit) {
+                    return None;
+                }
+                let value = |a: u8, b: u8| i64::from(a - b'0') * 10 + i64::from(b - b'0');
+                let (hours, minutes) = (value(*h1, *h2), value(*m1, *m2));
+                if hours > 23 || minutes > 59 {
+                    return None;
+                }
+                let magnitude = hours * 3600 + minutes * 60;
+                if *sign == b'-' { -magnitude } else { magnitude }
+            }
+            _ => return None,
+        };
+        let seconds =
+            days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second
+                - offset_seconds;
+        Some(WireTime { seconds, nanos })
+    }
+}
+
+impl<'de> Deserialize<'de> for WireTime {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<WireTime, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        WireTime::parse(&text)
+            .ok_or_else(|| de::Error::custom(format!("not an RFC 3339 timestamp: `{text}`")))
+    }
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days from 1970-01-01 to the given civil date (proleptic Gregorian), after
+/// Howard Hinnant's `days_from_civil`.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn time(text: &str) -> WireTime {
+        WireTime::parse(text).unwrap_or_else(|| panic!("test timestamp `{text}` must parse"))
+    }
+
+    #[test]
+    fn wire_time_parses_rfc3339() {
+        let cases: &[(&str, Option<(i64, u32)>)] = &[
+            ("1970-01-01T00:00:00Z", Some((0, 0))),
+            ("2026-11-22T10:00:00Z", Some((1_795_341_600, 0))),
+            ("2026-11-22T10:00:00.5Z", Some((1_795_341_600, 500_000_000))),
+            (
+                "2026-11-22T10:00:00.123456789Z",
+                Some((1_795_341_600, 123_456_789)),
+            ),
+            (
+                "2026-11-22T10:00:00.1234567891Z",
+                Some((1_795_341_600, 123_456_789)),
+            ),
+            ("2026-11-22T11:30:00+01:30", Some((1_795_341_600, 0))),
+            ("2026-11-22T08:00:00-02:00", Some((1_795_341_600, 0))),
+            ("2026-11-22t10:00:00z", Some((1_795_341_600, 0))),
+            ("2024-02-29T00:00:00Z", Some((1_709_164_800, 0))),
+            ("1969-12-31T23:59:59Z", Some((-1, 0))),
+            ("2025-02-29T00:00:00Z", None),
+            ("2026-13-01T00:00:00Z", None),
+            ("2026-11-22T24:00:00Z", None),
+            ("2026-11-22T10:00:00", None),
+            ("2026-11-22T10:00:00.Z", None),
+            ("2026-11-22 10:00:00Z", None),
+            ("2026-11-22T10:00:00+0100", None),
+            ("2026-11-22T10:00Z", None),
+            ("", None),
+            ("2026-1x-22T10:00:00Z", None),
+        ];
+        for (text, expected) in cases {
+            let parsed = WireTime::parse(text).map(|t| (t.seconds, t.nanos));
+            assert_eq!(parsed, *expected, "{text}");
+        }
+        assert!(time("2026-11-22T10:00:00.5Z") > time("2026-11-22T10:00:00Z"));
+        assert!(time("2026-11-22T10:00:00Z") < time("2026-11-22T10:30:00+00:00"));
+    }
+
+    fn stop(id: &str, wave: &str, seq: i64, eta: Option<&str>, state: StopState) -> Stop {
+        Stop {
+            id: id.to_string(),
+            wave: wave.to_string(),
+            seq,
+            kind: String::new(),
+            order_id: String::new(),
+            eta: eta.map(time),
+            state,
+        }
+    }
+
+    /// Runs `plan` at `now` and renders the steps as `+id` (confirm) and `-id` (miss).
+    fn check(stops: &[Stop], now: &str, passed: &[&str], missed: &[&str], expected: &str) {
+        let passed: HashMap<String, Passed> = passed
+            .iter()
+            .map(|id| (id.to_string(), Passed::Conflict))
+            .collect();
+        let steps = plan(stops, time(now), &passed, |id| missed.contains(&id));
+        let rendered: Vec<String> = steps
+            .iter()
+            .map(|step| match step {
+                Step::Confirm(stop) => format!("+{}", stop.id),
+                Step::Miss(stop) => format!("-{}", stop.id),
+            })
+            .collect();
+        assert_eq!(rendered.join(" "), expected, "now {now}, passed {passed:?}");
+    }
+
+    #[test]
+    fn plan_works_due_stops_in_wave_and_seq_order() {
+        use StopState::{Done, Other, Planned};
+        let t = |minute: u32| format!("2026-11-22T10:{minute:02}:00Z");
+        let (t1, t2, t3, t5) = (t(1), t(2), t(3), t(5));
+        // Deliberately out of order, as a defensive courier must not trust it.
+        let stops = [
+            stop("b0", "w2", 0, Some(&t1), Planned),
+            stop("a2", "w1", 2, Some(&t3), Planned),
+            stop("a0", "w1", 0, Some(&t1), Planned),
+            stop("a1", "w1", 1, Some(&t2), Planned),
+        ];
+        check(&stops, &t(0), &[], &[], "");
+        check(&stops, &t1, &[], &[], "+a0 +b0");
+        check(&stops, &t2, &[], &[], "+a0 +a1 +b0");
+        check(&stops, &t5, &[], &[], "+a0 +a1 +a2 +b0");
+        check(&stops, &t5, &["a1"], &[], "+a0 +a2 +b0");
+        check(&stops, &t5, &[], &["a1"], "+a0 -a1 +a2 +b0");
+        check(&stops, &t5, &["a0", "a1", "a2", "b0"], &[], "");
+
+        // A planned stop not yet due holds back the later stops of its wave
+        // only, even if those are due.
+        let stops = [
+            stop("a0", "w1", 0, Some(&t1), Done),
+            stop("a1", "w1", 1, Some(&t5), Planned),
+            stop("a2", "w1", 2, Some(&t2), Planned),
+            stop("a3", "w1", 3, None, Planned),
+            stop("b0", "w2", 0, None, Planned),
+            stop("b1", "w2", 1, Some(&t1), Planned),
+            stop("c0", "w3", 0, Some(&t1), Other),
+            stop("c1", "w3", 1, Some(&t2), Planned),
+        ];
+        check(&stops, &t3, &[], &[], "+c1");
+        check(&stops, &t5, &[], &[], "+a1 +a2 +c1");
+        check(&stops, &t5, &["b0"], &[], "+a1 +a2 +b1 +c1");
+    }
+
+    #[test]
+    fn misses_follow_the_seed_and_rate() {
+        let ids: Vec<String> = (0..1000).map(|i| format!("handoff-{i}")).collect();
+        let count = |seed, rate| {
+            let policy = MissPolicy { seed, rate };
+            ids.iter().filter(|id| policy.misses(id)).count()
+        };
+        assert_eq!(count(7, 0.0), 0);
+        assert_eq!(count(7, 1.0), 1000);
+        let some = count(7, 0.3);
+        assert!(
+            (200..400).contains(&some),
+            "{some} of 1000 missed at rate 0.3"
+        );
+        assert_eq!(count(7, 0.3), some, "same seed, same misses");
+        let policy = MissPolicy { seed: 7, rate: 0.5 };
+        let other = MissPolicy { seed: 8, rate: 0.5 };
+        assert!(ids.iter().any(|id| policy.misses(id) != other.misses(id)));
+    }
+
+    #[test]
+    fn stops_deserialize_from_the_daemon_shape() {
+        let body = r#"{"schema":1,"courier":"bike-1","generated_at":"2026-11-22T10:00:00Z",
+            "stops":[{"id":"h1","wave":"w","order_id":"o1","kind":"pickup","seq":0,
+            "place":"north","lat":52.5,"lon":13.4,"eta":"2026-11-22T10:05:00.250Z","state":"planned"},
+            {"id":"h2","wave":"w","order_id":"o1","kind":"dropoff","seq":1,
+            "place":"customer","lat":52.5,"lon":13.4,"eta":null,"state":"missed"}]}"#;
+        let schedule: Schedule = serde_json::from_str(body).expect("daemon schedule must parse");
+        assert_eq!(schedule.stops.len(), 2);
+        assert_eq!(schedule.stops[0].eta, Some(time("2026-11-22T10:05:00.25Z")));
+        assert_eq!(schedule.stops[0].state, StopState::Planned);
+        assert_eq!(schedule.stops[1].eta, None);
+        assert_eq!(schedule.stops[1].state, StopState::Other);
+        let health: Health = serde_json::from_str(
+            r#"{"status":"ok","database":"ok","now":"2026-11-22T10:00:00Z","time_scale":600.0}"#,
+        )
+        .expect("healthz must parse");
+        assert_eq!(health.now, Some(time("2026-11-22T10:00:00Z")));
+    }
+}

@@ -1,0 +1,277 @@
+//! A fleet: factories of simulated machines started together from a
+//! [`FleetSpec`] (TOML or [`FleetSpec::demo`]), each on 127.0.0.1:0.
+//!
+//! Invariant: every machine id is unique across the fleet; a job token started
+//! twice anywhere in the fleet is reported by [`Fleet::duplicate_starts`].
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use fabflow_adapters::Profile;
+use serde::{Deserialize, Serialize};
+
+use crate::SimError;
+use crate::machine::{SimMachine, SimMachineConfig, SimMachineHandle};
+
+/// The whole simulated network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSpec {
+    /// Seeds every machine's scrap RNG (mixed with the machine id).
+    pub seed: u64,
+    /// Simulated seconds per real second (> 0).
+    pub time_scale: f64,
+    pub factories: Vec<FactorySpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactorySpec {
+    pub id: String,
+    pub machines: Vec<MachineSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineSpec {
+    pub id: String,
+    /// A profile's `model`.
+    pub model: String,
+    /// Simulated seconds per unit.
+    pub cycle_seconds: f64,
+    /// Probability that a unit is scrap, 0..=1.
+    pub scrap_rate: f64,
+}
+
+impl FleetSpec {
+    /// Parses a fleet spec (the same fields as the struct, in TOML).
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<FleetSpec, SimError> {
+        toml::from_str(text).map_err(|err| SimError::Spec {
+            origin: origin.to_string(),
+            message: err.to_string(),
+        })
+    }
+
+    pub fn load(path: impl AsRef<Path>) -> Result<FleetSpec, SimError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)?;
+        FleetSpec::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Three factories (north, centre, south), twelve machines covering all
+    /// four builtin profiles, more DTG printers and heat presses than others.
+    pub fn demo(seed: u64, time_scale: f64) -> FleetSpec {
+        let machine = |id: &str, model: &str, cycle_seconds: f64, scrap_rate: f64| MachineSpec {
+            id: id.to_string(),
+            model: model.to_string(),
+            cycle_seconds,
+            scrap_rate,
+        };
+        let dtg = |id: &str| machine(id, "acme-dtg-200", 90.0, 0.02);
+        let press = |id: &str| machine(id, "heatwave-hp-40", 30.0, 0.01);
+        let uv = |id: &str| machine(id, "lumen-uv-6", 60.0, 0.03);
+        let fdm = |id: &str| machine(id, "forge-fdm-3", 600.0, 0.05);
+        FleetSpec {
+            seed,
+            time_scale,
+            factories: vec![
+                FactorySpec {
+                    id: "north".to_string(),
+                    machines: vec![
+                        dtg("north-dtg-1"),
+                        dtg("north-dtg-2"),
+                        press("north-press-1"),
+                        press("north-press-2"),
+                        uv("north-uv-1"),
+                    ],
+                },
+                FactorySpec {
+                    id: "centre".to_string(),
+                    machines: vec![
+                        dtg("centre-dtg-1"),
+                        dtg("centre-dtg-2"),
+                        press("centre-press-1"),
+                        fdm("centre-fdm-1"),
+                    ],
+                },
+                FactorySpec {
+                    id: "south".to_string(),
+                    machines: vec![dtg("south-dtg-1"), press("south-press-1"), uv("south-uv-1")],
+                },
+            ],
+        }
+    }
+}
+
+/// Where one simulated machine listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimMachineInfo {
+    pub factory_id: String,
+    pub machine_id: String,
+    pub model: String,
+    pub addr: SocketAddr,
+}
+
+/// A running fleet.
+#[derive(Debug)]
+pub struct Fleet {
+    machines: Vec<(SimMachineInfo, SimMachineHandle)>,
+}
+
+impl Fleet {
+    /// Starts every machine of `spec` with the profile named by its model.
+    /// On error, machines already started are shut down.
+    pub async fn start(spec: &FleetSpec, profiles: &[Profile]) -> Result<Fleet, SimError> {
+        let mut seen = BTreeSet::new();
+        for machine in spec.factories.iter().flat_map(|f| &f.machines) {
+            if !seen.insert(machine.id.as_str()) {
+                return Err(SimError::DuplicateMachine(machine.id.clone()));
+            }
+            if !profiles.iter().any(|p| p.model == machine.model) {
+                return Err(SimError::UnknownModel {
+                    machine: machine.id.clone(),
+                    model: machine.model.clone(),
+                });
+            }
+        }
+        let sequence = Arc::new(AtomicU64::new(0));
+        let mut fleet = Fleet {
+            machines: Vec::new(),
+        };
+        for factory in &spec.factories {
+            for machine in &factory.machines {
+                let Some(profile) = profiles.iter().find(|p| p.model == machine.model) else {
+                    continue; // checked above
+                };
+                let config = SimMachineConfig {
+                    machine_id: machine.id.clone(),
+                    cycle_seconds: machine.cycle_seconds,
+                    scrap_rate: machine.scrap_rate,
+                    time_scale: spec.time_scale,
+                    seed: machine_seed(spec.seed, &machine.id),
+                };
+                let started = SimMachine::start_with_sequence(
+                    config,
+                    Arc::new(profile.clone()),
+                    Arc::clone(&sequence),
+                )
+                .await;
+                let handle = match started {
+                    Ok(handle) => handle,
+                    Err(err) => {
+                        fleet.shutdown().await;
+                        return Err(err);
+                    }
+                };
+                let info = SimMachineInfo {
+                    factory_id: factory.id.clone(),
+                    machine_id: machine.id.clone(),
+                    model: machine.model.clone(),
+                    addr: handle.addr(),
+                };
+                fleet.machines.push((info, handle));
+            }
+        }
+        Ok(fleet)
+    }
+
+    /// Every machine, in spec order.
+    pub fn machines(&self) -> Vec<SimMachineInfo> {
+        self.machines.iter().map(|(info, _)| info.clone()).collect()
+    }
+
+    /// One machine, for fault injection and inspection.
+    pub fn machine(&self, machine_id: &str) -> Option<SimMachineHandle> {
+        self.machines
+            .iter()
+            .find(|(info, _)| info.machine_id == machine_id)
+            .map(|(_, handle)| handle.clone())
+    }
+
+    /// Tokens started on one machine, in order (empty for an unknown id).
+    pub fn started_tokens(&self, machine_id: &str) -> Vec<u32> {
+        self.machine(machine_id)
+            .map(|m| m.started_tokens())
+            .unwrap_or_default()
+    }
+
+    /// Every start of a token that had already been started somewhere in the
+    /// fleet (same machine or another), in start order, as (machine, token).
+    /// Empty when every job was produced at most once.
+    pub fn duplicate_starts(&self) -> Vec<(String, u32)> {
+        let mut starts: Vec<(u64, u32, &str)> = self
+            .machines
+            .iter()
+            .flat_map(|(info, handle)| {
+                handle
+                    .started_log()
+                    .into_iter()
+                    .map(move |(sequence, token)| (sequence, token, info.machine_id.as_str()))
+            })
+            .collect();
+        starts.sort();
+        let mut seen = BTreeSet::new();
+        starts
+            .into_iter()
+            .filter(|(_, token, _)| !seen.insert(*token))
+            .map(|(_, token, machine)| (machine.to_string(), token))
+            .collect()
+    }
+
+    /// Stops every machine (closes connections and listeners' accept loops).
+    pub async fn shutdown(&self) {
+        for (_, handle) in &self.machines {
+            handle.shutdown().await;
+        }
+    }
+}
+
+/// A machine's RNG seed: the fleet seed mixed with an FNV-1a hash of its id
+/// (stable across Rust versions, unlike `DefaultHasher`).
+fn machine_seed(seed: u64, machine_id: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in machine_id.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash ^ seed.rotate_left(17)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_fleet_has_twelve_machines_covering_every_builtin_profile() {
+        let spec = FleetSpec::demo(7, 60.0);
+        let machines: Vec<&MachineSpec> = spec.factories.iter().flat_map(|f| &f.machines).collect();
+        assert_eq!(machines.len(), 12);
+        let ids: Vec<&str> = spec.factories.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["north", "centre", "south"]);
+        for profile in fabflow_adapters::builtin_profiles() {
+            assert!(
+                machines.iter().any(|m| m.model == profile.model),
+                "{}",
+                profile.model
+            );
+        }
+        let count = |model: &str| machines.iter().filter(|m| m.model == model).count();
+        assert!(count("acme-dtg-200") > count("lumen-uv-6"));
+        assert!(count("heatwave-hp-40") > count("forge-fdm-3"));
+    }
+
+    #[test]
+    fn fleet_spec_round_trips_through_toml() {
+        let spec = FleetSpec::demo(7, 60.0);
+        let text = toml::to_string(&spec).expect("serialise");
+        assert_eq!(
+            FleetSpec::from_toml_str(&text, "demo").expect("parse"),
+            spec
+        );
+        let bad = text.replacen("seed = 7", "seed = 7\nsed = 1", 1);
+        assert!(FleetSpec::from_toml_str(&bad, "demo").is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! The HTTP API (axum): `/v1` resources, `/openapi.json`, `/healthz`,
+//! `/metrics` and the dashboard at `/`. Errors are problem+json.
+//!
+//! Invariant: every object lookup is scoped by the caller (another brand's
+//! order is a 404, never a 403); writable fields are listed explicitly.
+
+pub mod auth;
+pub mod orders;
+pub mod ops;
+pub mod problem;
+pub mod views;
+
+use crate::runtime::Shared;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use problem::ApiError;
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "fabflow", description = "Fulfilment orchestration for neighbourhood microfactories"),
+    paths(
+        orders::create, orders::get, orders::list, orders::cancel, orders::import,
+        ops::list_jobs, ops::list_machines, ops::machine_action, ops::courier_schedule, ops::confirm_handoff,
+        ops::healthz, ops::metrics
+    ),
+    components(schemas(
+        problem::Problem, views::OrderView, views::OrderDetail, views::JobView, views::MachineView,
+        views::HandoffView, views::CustomerView, orders::ImportReport, orders::ImportLine, ops::Confirmed, ops::Health,
+        crate::runtime::waves::CourierSchedule, crate::runtime::waves::ScheduleStop,
+        crate::domain::intake::OrderRequest, crate::domain::intake::FieldError
+    )),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n) if (1..=500).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!("limit must be 1..=500, got {n}"))
+            .with_errors(vec![crate::domain::intake::FieldError::new("limit", "must be 1..=500")])),
+    }
+}
+
+pub fn router(shared: Shared) -> Router {
+    let max_body = shared.max_body_bytes;
+    Router::new()
+        .route("/", get(ops::dashboard))
+        .route("/openapi.json", get(openapi))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/orders", post(orders::create).get(orders::list))
+        .route("/v1/orders/import", post(orders::import))
+        .route("/v1/orders/{id}", get(orders::get))
+        .route("/v1/orders/{id}/cancel", post(orders::cancel))
+        .route("/v1/jobs", get(ops::list_jobs))
+        .route("/v1/machines", get(ops::list_machines))
+        .route("/v1/machines/{id}/{action}", post(ops::machine_action))
+        .route("/v1/couriers/{id}/schedule", get(ops::courier_schedule))
+        .route("/v1/handoffs/{id}/confirm", post(ops::confirm_handoff))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(problem_for_rejections))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+        }))
+        .with_state(shared)
+}
+
+async fn openapi() -> impl IntoResponse {
+    axum::Json(ApiDoc::openapi())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("resource")
+}
+
+/// axum answers some errors itself (bad query, body too large, wrong method)
+/// in plain text; turn those into problem+json too.
+async fn problem_for_rejections(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/problem+json") || v.starts_with("application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+        let detail = String::from_utf8_lossy(&bytes).trim().to_string();
+        let detail = if detail.is_empty() {
+            parts.status.canonical_reason().unwrap_or("error").to_string()
+        } else {
+            detail
+        };
+        let status = if status == StatusCode::METHOD_NOT_ALLOWED { status } else { parts.status };
+        return problem::rejection(status, detail).into_response();
+    }
+    response
+}

@@ -1,0 +1,227 @@
+//! Operators' and couriers' resources: jobs, machines, schedules, handoffs,
+//! plus health and metrics.
+
+use super::auth::{Caller, Role};
+use super::problem::ApiError;
+use super::views::{JobView, MachineView, Page, job_view, machine_view};
+use crate::domain::{HandoffState, JobState, ModeInput};
+use crate::runtime::Shared;
+use crate::runtime::waves::CourierSchedule;
+use crate::store::JobFilter;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListJobs {
+    pub factory: Option<String>,
+    pub machine: Option<String>,
+    pub state: Option<JobState>,
+    pub order_id: Option<String>,
+    /// Cursor: the `next` of the previous page.
+    pub after: Option<String>,
+    /// Page size, 1..=500 (default 100).
+    pub limit: Option<i64>,
+}
+
+/// Jobs, filtered by factory, machine, state or order (operators: their factories).
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListJobs),
+    responses((status = 200, body = super::views::JobPage)), security(("bearer" = [])))]
+pub async fn list_jobs(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Query(query): Query<ListJobs>,
+) -> Result<Json<Page<JobView>>, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    if let Some(factory) = &query.factory
+        && !caller.covers_factory(factory)
+    {
+        return Err(ApiError::not_found(format!("factory {factory}")));
+    }
+    let limit = super::page_limit(query.limit)?;
+    let after = match &query.after {
+        Some(text) => Some(
+            text.parse::<i64>()
+                .map_err(|_| ApiError::bad_request("after must be a job token"))?,
+        ),
+        None => None,
+    };
+    let jobs = shared
+        .store
+        .list_jobs(&JobFilter {
+            factory: query.factory.clone(),
+            machine: query.machine.clone(),
+            state: query.state,
+            order_id: query.order_id.clone(),
+            after,
+            limit,
+        })
+        .await?;
+    let next = (jobs.len() as i64 == limit).then(|| jobs.last().map(|j| j.token.0.to_string())).flatten();
+    let items = jobs.iter().filter(|job| caller.covers_factory(&job.factory)).map(job_view).collect();
+    Ok(Json(Page { items, next }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListMachines {
+    pub factory: Option<String>,
+}
+
+/// Machines with their live state and queue length.
+#[utoipa::path(get, path = "/v1/machines", tag = "machines", params(ListMachines),
+    responses((status = 200, body = [MachineView])), security(("bearer" = [])))]
+pub async fn list_machines(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Query(query): Query<ListMachines>,
+) -> Result<Json<Vec<MachineView>>, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let machines = shared.store.list_machines(query.factory.as_deref()).await?;
+    let loads = shared.store.machine_loads().await?;
+    Ok(Json(
+        machines
+            .iter()
+            .filter(|m| caller.covers_factory(&m.factory))
+            .map(|m| machine_view(m, loads.get(&m.id).copied().unwrap_or(0)))
+            .collect(),
+    ))
+}
+
+/// Pause (finish the current job, take nothing new), resume, or start/end maintenance.
+#[utoipa::path(post, path = "/v1/machines/{id}/{action}", tag = "machines",
+    params(("id" = String, Path), ("action" = String, Path, description = "pause | resume | maintenance | end-maintenance")),
+    responses((status = 200, body = MachineView), (status = 409, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn machine_action(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Json<MachineView>, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let machine = shared
+        .store
+        .get_machine(&id)
+        .await?
+        .filter(|m| caller.covers_factory(&m.factory))
+        .ok_or_else(|| ApiError::not_found(format!("machine {id}")))?;
+    let input = match action.as_str() {
+        "pause" => ModeInput::Pause,
+        "resume" => ModeInput::Resume,
+        "maintenance" => ModeInput::StartMaintenance,
+        "end-maintenance" => ModeInput::EndMaintenance,
+        other => return Err(ApiError::not_found(format!("machine action {other:?}"))),
+    };
+    let now = shared.clock.now_ms();
+    shared.store.set_machine_mode(&machine.id, input, now).await?;
+    if input != ModeInput::Resume && input != ModeInput::EndMaintenance {
+        shared.store.unschedule_machine(&machine.id, now).await?;
+    }
+    shared.scheduler.notify_one();
+    let machine = shared
+        .store
+        .get_machine(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("machine {id}")))?;
+    let loads = shared.store.machine_loads().await?;
+    Ok(Json(machine_view(&machine, loads.get(&id).copied().unwrap_or(0))))
+}
+
+/// A courier's stops (a courier sees only its own).
+#[utoipa::path(get, path = "/v1/couriers/{id}/schedule", tag = "couriers",
+    params(("id" = String, Path)),
+    responses((status = 200, body = CourierSchedule), (status = 404, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn courier_schedule(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<CourierSchedule>, ApiError> {
+    caller.require(&[Role::Courier, Role::Operator, Role::Admin])?;
+    let known = shared.network.couriers.iter().any(|c| c.id == id);
+    if !known || (caller.role == Role::Courier && caller.scope != id) {
+        return Err(ApiError::not_found(format!("courier {id}")));
+    }
+    let records = shared.store.courier_schedule(&id).await?;
+    Ok(Json(CourierSchedule::new(&id, &records, shared.clock.now_ms())))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Confirmed {
+    pub id: String,
+    pub order_id: String,
+    pub state: HandoffState,
+}
+
+/// A courier confirms a stop: pickup (order out for delivery) or drop-off (delivered).
+#[utoipa::path(post, path = "/v1/handoffs/{id}/confirm", tag = "couriers",
+    params(("id" = String, Path)),
+    responses((status = 200, body = Confirmed), (status = 404, body = super::problem::Problem),
+        (status = 409, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn confirm_handoff(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Confirmed>, ApiError> {
+    caller.require(&[Role::Courier, Role::Admin])?;
+    let courier = (caller.role == Role::Courier).then_some(caller.scope.as_str());
+    let handoff = shared.store.confirm_handoff(&id, courier, shared.clock.now_ms()).await?;
+    Ok(Json(Confirmed {
+        id: handoff.id,
+        order_id: handoff.order_id,
+        state: handoff.state,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    pub status: &'static str,
+    pub database: &'static str,
+    /// The domain clock (scaled by time_scale).
+    pub now: Option<chrono::DateTime<chrono::Utc>>,
+    pub time_scale: f64,
+}
+
+/// Liveness and database reachability.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health), (status = 503, body = Health)))]
+pub async fn healthz(State(shared): State<Shared>) -> Response {
+    let database_ok = shared.store.outbox_backlog().await.is_ok();
+    let health = Health {
+        status: if database_ok { "ok" } else { "degraded" },
+        database: if database_ok { "ok" } else { "unreachable" },
+        now: shared.clock.now().into(),
+        time_scale: shared.clock.scale(),
+    };
+    let status = if database_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(health)).into_response()
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain")))]
+pub async fn metrics(State(shared): State<Shared>) -> Response {
+    if let Ok(counts) = shared.store.order_counts().await {
+        for (state, count) in counts {
+            metrics::gauge!("fabflow_orders", "state" => state.as_str()).set(count as f64);
+        }
+    }
+    if let Ok(backlog) = shared.store.outbox_backlog().await {
+        metrics::gauge!("fabflow_outbox_backlog").set(backlog as f64);
+    }
+    match &shared.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "metrics recorder not installed").into_response(),
+    }
+}
+
+/// The operator dashboard: one page that reads the API with a token.
+pub async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}

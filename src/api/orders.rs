@@ -1,0 +1,519 @@
+//! Orders: create (with Idempotency-Key), get, list, cancel, and bulk import
+//! of a whole event (NDJSON or CSV, all or nothing, with a per-line report).
+
+use super::auth::{Caller, Role};
+use super::problem::ApiError;
+use super::views::{OrderDetail, OrderView, Page, job_view, rfc3339};
+use crate::domain::intake::{Customer, FieldError, LineRequest, OrderRequest, validate};
+use crate::domain::OrderState;
+use crate::plan::choose_factory;
+use crate::runtime::Shared;
+use crate::store::{AcceptOutcome, Idempotency, JobFilter, NewOrder, OrderFilter, OrderRecord};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+fn body_hash(body: &[u8]) -> String {
+    Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get(IDEMPOTENCY_KEY) {
+        None => Ok(None),
+        Some(value) => {
+            let key = value
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?
+                .trim()
+                .trim_matches('"');
+            if key.is_empty() || key.len() > 255 {
+                return Err(ApiError::bad_request("Idempotency-Key must be 1..=255 characters"));
+            }
+            Ok(Some(key.to_string()))
+        }
+    }
+}
+
+/// Which brand an order belongs to: a brand's own; an admin names one.
+fn owner(caller: &Caller, requested: Option<&str>, pointer: &str) -> Result<String, ApiError> {
+    match caller.role {
+        Role::Brand => match requested {
+            Some(brand) if brand != caller.scope => Err(ApiError::invalid(vec![FieldError::new(
+                pointer,
+                "a brand token can only submit its own orders",
+            )])),
+            _ => Ok(caller.scope.clone()),
+        },
+        Role::Admin => requested
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::invalid(vec![FieldError::new(pointer, "required with an admin token")])),
+        _ => Err(ApiError::forbidden("only brand and admin tokens submit orders")),
+    }
+}
+
+/// Validates one request into a `NewOrder` (no idempotency yet).
+fn prepare(shared: &Shared, caller: &Caller, request: OrderRequest) -> Result<NewOrder, Vec<FieldError>> {
+    let now = shared.clock.now_ms();
+    let network = &shared.network;
+    let brand = owner(caller, request.brand.as_deref(), "/brand").map_err(|err| match err.field_errors() {
+        Some(errors) => errors,
+        None => vec![FieldError::new("/brand", "not allowed for this token")],
+    })?;
+    let valid = validate(&request, &network.catalog, &network.zones, &network.rules, now)?;
+    let processes: BTreeSet<String> = valid.jobs.iter().map(|job| job.process.clone()).collect();
+    let Some(factory) = choose_factory(valid.location, &processes, &network.factories) else {
+        return Err(vec![FieldError::new(
+            "/lines",
+            format!(
+                "no factory can make this order (needs {})",
+                processes.into_iter().collect::<Vec<_>>().join(", ")
+            ),
+        )]);
+    };
+    Ok(NewOrder {
+        id: uuid::Uuid::now_v7().hyphenated().to_string(),
+        brand,
+        external_ref: request.external_ref,
+        customer_name: request.customer.name.trim().to_string(),
+        location: valid.location,
+        zone: valid.zone,
+        factory: factory.id.0.clone(),
+        lines: request.lines,
+        deadline_ms: valid.deadline_ms,
+        accepted_ms: now,
+        jobs: valid.jobs,
+        idempotency: None,
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|err| {
+        ApiError::bad_request(format!("request body is not a valid order: {err}")).with_errors(vec![FieldError::new(
+            format!("line {}, column {}", err.line(), err.column()),
+            err.to_string(),
+        )])
+    })
+}
+
+fn view_of_new(order: &NewOrder) -> OrderView {
+    OrderView::from(&OrderRecord {
+        id: order.id.clone(),
+        brand: order.brand.clone(),
+        external_ref: order.external_ref.clone(),
+        state: OrderState::Accepted,
+        customer_name: order.customer_name.clone(),
+        location: order.location,
+        zone: order.zone.clone(),
+        factory: order.factory.clone(),
+        lines: order.lines.clone(),
+        deadline_ms: order.deadline_ms,
+        accepted_ms: order.accepted_ms,
+        updated_ms: order.accepted_ms,
+    })
+}
+
+fn json_response(status: StatusCode, body: String, replayed: bool, location: Option<&str>) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    if let Some(location) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
+        headers.insert(header::LOCATION, location);
+    }
+    response
+}
+
+/// Submit one order.
+#[utoipa::path(post, path = "/v1/orders", tag = "orders",
+    request_body = OrderRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the first response is replayed")),
+    responses(
+        (status = 201, description = "Accepted", body = OrderView),
+        (status = 409, description = "Same key still in flight", body = super::problem::Problem),
+        (status = 422, description = "Invalid order, or key reused with another body", body = super::problem::Problem),
+    ),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(shared): State<Shared>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Brand, Role::Admin])?;
+    let key = idempotency_key(&headers)?;
+    let request: OrderRequest = parse_json(&body)?;
+    let mut order = prepare(&shared, &caller, request).map_err(ApiError::invalid)?;
+    let view = view_of_new(&order);
+    let response = serde_json::to_string(&view).map_err(ApiError::internal)?;
+    if let Some(key) = key {
+        order.idempotency = Some(Idempotency {
+            key,
+            request_hash: body_hash(&body),
+            status: 201,
+            response: response.clone(),
+        });
+    }
+    let location = format!("/v1/orders/{}", order.id);
+    let outcome = shared.intake.submit(vec![order]).await?.into_iter().next();
+    shared.scheduler.notify_one();
+    match outcome {
+        Some(AcceptOutcome::Created) => Ok(json_response(StatusCode::CREATED, response, false, Some(&location))),
+        Some(AcceptOutcome::Replayed { status, response }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            Ok(json_response(status, response, true, None))
+        }
+        Some(AcceptOutcome::KeyReused) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "this Idempotency-Key was used with a different request body",
+        )),
+        None => Err(ApiError::internal("intake returned no outcome")),
+    }
+}
+
+/// One order, with its jobs.
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "Order id")),
+    responses((status = 200, body = OrderDetail), (status = 404, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn get(State(shared): State<Shared>, caller: Caller, Path(id): Path<String>) -> Result<Json<OrderDetail>, ApiError> {
+    caller.require(&[Role::Brand, Role::Operator, Role::Admin])?;
+    let order = shared
+        .store
+        .get_order(&id, caller.brand_scope())
+        .await?
+        .filter(|order| caller.role != Role::Operator || caller.covers_factory(&order.factory))
+        .ok_or_else(|| ApiError::not_found(format!("order {id}")))?;
+    let jobs = shared
+        .store
+        .list_jobs(&JobFilter {
+            order_id: Some(id.clone()),
+            limit: 1_000,
+            ..Default::default()
+        })
+        .await?;
+    let handoffs = shared.store.order_handoffs(&id).await?;
+    Ok(Json(OrderDetail {
+        order: OrderView::from(&order),
+        jobs: jobs.iter().map(job_view).collect(),
+        handoffs: handoffs
+            .iter()
+            .map(|h| super::views::HandoffView {
+                id: h.id.clone(),
+                courier: h.courier.clone(),
+                kind: h.kind,
+                state: h.state,
+                eta: rfc3339(h.eta_ms),
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListOrders {
+    /// Only orders in this state.
+    pub state: Option<OrderState>,
+    /// Cursor: the `next` of the previous page.
+    pub after: Option<String>,
+    /// Page size, 1..=500 (default 100).
+    pub limit: Option<i64>,
+}
+
+/// A brand's orders (all orders for operators and admins), oldest first.
+#[utoipa::path(get, path = "/v1/orders", tag = "orders", params(ListOrders),
+    responses((status = 200, body = super::views::OrderPage)), security(("bearer" = [])))]
+pub async fn list(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Query(query): Query<ListOrders>,
+) -> Result<Json<Page<OrderView>>, ApiError> {
+    caller.require(&[Role::Brand, Role::Operator, Role::Admin])?;
+    let limit = super::page_limit(query.limit)?;
+    let orders = shared
+        .store
+        .list_orders(&OrderFilter {
+            brand: caller.brand_scope().map(str::to_string),
+            state: query.state,
+            after: query.after,
+            limit,
+        })
+        .await?;
+    let items: Vec<OrderView> = orders
+        .iter()
+        .filter(|order| caller.role != Role::Operator || caller.covers_factory(&order.factory))
+        .map(OrderView::from)
+        .collect();
+    let next = (orders.len() as i64 == limit).then(|| orders.last().map(|o| o.id.clone())).flatten();
+    Ok(Json(Page { items, next }))
+}
+
+/// Cancel an order that has no job on a machine yet.
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders",
+    params(("id" = String, Path, description = "Order id")),
+    responses((status = 200, body = OrderView), (status = 404, body = super::problem::Problem),
+        (status = 409, description = "Already in production on a machine, or past production", body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn cancel(State(shared): State<Shared>, caller: Caller, Path(id): Path<String>) -> Result<Json<OrderView>, ApiError> {
+    caller.require(&[Role::Brand, Role::Admin])?;
+    let order = shared.store.cancel_order(&id, caller.brand_scope(), shared.clock.now_ms()).await?;
+    Ok(Json(OrderView::from(&order)))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ImportReport {
+    /// Orders stored (0 when anything was wrong: nothing is half-imported).
+    pub imported: usize,
+    /// One entry per order, in file order.
+    pub orders: Vec<ImportLine>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ImportLine {
+    /// 1-based line in the file where the order starts.
+    pub line: usize,
+    pub external_ref: Option<String>,
+    pub id: Option<String>,
+    /// What is wrong with it (empty when it is fine).
+    pub errors: Vec<FieldError>,
+}
+
+/// Import a whole event's orders: NDJSON (`application/x-ndjson`, one order
+/// per line) or CSV (`text/csv`, columns
+/// `external_ref,customer_name,lat,lon,sku,quantity`; rows with the same
+/// external_ref form one order). All or nothing.
+#[utoipa::path(post, path = "/v1/orders/import", tag = "orders",
+    request_body(content = String, content_type = "application/x-ndjson"),
+    responses((status = 201, body = ImportReport), (status = 422, description = "Nothing imported; see the per-line report", body = ImportReport)),
+    security(("bearer" = [])))]
+pub async fn import(
+    State(shared): State<Shared>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Brand, Role::Admin])?;
+    let key = idempotency_key(&headers)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let text = std::str::from_utf8(&body).map_err(|err| ApiError::bad_request(format!("body is not UTF-8: {err}")))?;
+    let parsed: Vec<(usize, Result<OrderRequest, Vec<FieldError>>)> = match content_type.as_str() {
+        "application/x-ndjson" | "application/jsonl" | "application/json-seq" => parse_ndjson(text),
+        "text/csv" => parse_csv(text)?,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                format!("Content-Type must be application/x-ndjson or text/csv, got {other:?}"),
+            ));
+        }
+    };
+    if parsed.is_empty() {
+        return Err(ApiError::bad_request("the file holds no orders"));
+    }
+    if parsed.len() > 100_000 {
+        return Err(ApiError::bad_request("at most 100000 orders per import"));
+    }
+    let hash = body_hash(&body);
+    let mut lines = Vec::with_capacity(parsed.len());
+    let mut orders = Vec::with_capacity(parsed.len());
+    let mut failed = false;
+    for (index, (line, request)) in parsed.into_iter().enumerate() {
+        let external_ref = request.as_ref().ok().and_then(|r| r.external_ref.clone());
+        match request.and_then(|request| prepare(&shared, &caller, request)) {
+            Ok(mut order) => {
+                if let Some(key) = &key {
+                    order.idempotency = Some(Idempotency {
+                        key: format!("{key}#{index}"),
+                        request_hash: hash.clone(),
+                        status: 201,
+                        response: order.id.clone(),
+                    });
+                }
+                lines.push(ImportLine {
+                    line,
+                    external_ref,
+                    id: Some(order.id.clone()),
+                    errors: Vec::new(),
+                });
+                orders.push(order);
+            }
+            Err(errors) => {
+                failed = true;
+                lines.push(ImportLine {
+                    line,
+                    external_ref,
+                    id: None,
+                    errors,
+                });
+            }
+        }
+    }
+    if failed {
+        for line in &mut lines {
+            line.id = None;
+        }
+        let report = ImportReport { imported: 0, orders: lines };
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(report)).into_response());
+    }
+    let outcomes = shared.intake.submit(orders).await?;
+    shared.scheduler.notify_one();
+    let mut replayed = false;
+    for (line, outcome) in lines.iter_mut().zip(outcomes) {
+        match outcome {
+            AcceptOutcome::Created => {}
+            AcceptOutcome::Replayed { response, .. } => {
+                replayed = true;
+                line.id = Some(response);
+            }
+            AcceptOutcome::KeyReused => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency-key-reused",
+                    "this Idempotency-Key was used with a different file",
+                ));
+            }
+        }
+    }
+    let report = ImportReport {
+        imported: lines.len(),
+        orders: lines,
+    };
+    let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(report)).into_response())
+}
+
+fn parse_ndjson(text: &str) -> Vec<(usize, Result<OrderRequest, Vec<FieldError>>)> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty())
+        .map(|(index, line)| {
+            let parsed = serde_json::from_str::<OrderRequest>(line).map_err(|err| {
+                vec![FieldError::new(format!("line {}, column {}", index + 1, err.column()), err.to_string())]
+            });
+            (index + 1, parsed)
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+struct CsvRow {
+    external_ref: String,
+    customer_name: String,
+    lat: f64,
+    lon: f64,
+    sku: String,
+    quantity: u32,
+}
+
+fn parse_csv(text: &str) -> Result<Vec<(usize, Result<OrderRequest, Vec<FieldError>>)>, ApiError> {
+    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|err| ApiError::bad_request(format!("CSV header: {err}")))?
+        .clone();
+    for column in ["external_ref", "customer_name", "lat", "lon", "sku", "quantity"] {
+        if !headers.iter().any(|h| h == column) {
+            return Err(ApiError::bad_request(format!(
+                "CSV header misses column {column:?} (needs external_ref,customer_name,lat,lon,sku,quantity)"
+            )));
+        }
+    }
+    let mut out: Vec<(usize, Result<OrderRequest, Vec<FieldError>>)> = Vec::new();
+    let mut current_ref: Option<String> = None;
+    for record in reader.records() {
+        let record = match record {
+            Ok(record) => record,
+            Err(err) => {
+                let line = err.position().map_or(0, |p| p.line() as usize);
+                out.push((line, Err(vec![FieldError::new(format!("line {line}"), err.to_string())])));
+                current_ref = None;
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| p.line() as usize);
+        let row: CsvRow = match record.deserialize(Some(&headers)) {
+            Ok(row) => row,
+            Err(err) => {
+                out.push((line, Err(vec![FieldError::new(format!("line {line}"), err.to_string())])));
+                current_ref = None;
+                continue;
+            }
+        };
+        let same_order = current_ref.as_deref() == Some(row.external_ref.as_str());
+        if let (true, Some((_, Ok(order)))) = (same_order, out.last_mut()) {
+            order.lines.push(LineRequest {
+                sku: row.sku,
+                quantity: row.quantity,
+            });
+            continue;
+        }
+        current_ref = Some(row.external_ref.clone());
+        out.push((
+            line,
+            Ok(OrderRequest {
+                external_ref: Some(row.external_ref),
+                brand: None,
+                customer: Customer {
+                    name: row.customer_name,
+                    lat: row.lat,
+                    lon: row.lon,
+                },
+                lines: vec![LineRequest {
+                    sku: row.sku,
+                    quantity: row.quantity,
+                }],
+                deliver_by: None,
+            }),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_with_one_reference_form_one_order() {
+        let text = "external_ref,customer_name,lat,lon,sku,quantity\n\
+                    a,Ada,52.5,13.4,tee,1\n\
+                    a,Ada,52.5,13.4,mug,2\n\
+                    b,Bob,52.5,13.4,tee,x\n\
+                    c,Cy,52.5,13.4,tee,3\n";
+        let parsed = parse_csv(text).expect("parsed");
+        assert_eq!(parsed.len(), 3);
+        let first = parsed[0].1.as_ref().expect("order a");
+        assert_eq!(first.lines.len(), 2);
+        assert_eq!(parsed[0].0, 2);
+        assert!(parsed[1].1.is_err(), "bad quantity is reported");
+        assert_eq!(parsed[1].0, 4);
+        assert!(parse_csv("ref,name\n").is_err());
+    }
+
+    #[test]
+    fn ndjson_reports_lines() {
+        let text = "{\"customer\":{\"name\":\"A\",\"lat\":52.5,\"lon\":13.4},\"lines\":[{\"sku\":\"t\",\"quantity\":1}]}\n\n{oops\n";
+        let parsed = parse_ndjson(text);
+        assert_eq!(parsed.len(), 2);
+        assert!(parsed[0].1.is_ok());
+        assert_eq!(parsed[1].0, 3);
+        assert!(parsed[1].1.is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! What the API returns: stable JSON shapes, separate from storage rows.
+
+use crate::domain::intake::LineRequest;
+use crate::domain::{HandoffKind, HandoffState, JobState, MachineMode, MachineState, OrderState};
+use crate::store::{JobRecord, MachineRecord, OrderRecord};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+pub fn rfc3339(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Cursor for the next page (`after=`), absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+pub type OrderPage = Page<OrderView>;
+pub type JobPage = Page<JobView>;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CustomerView {
+    pub name: String,
+    pub lat: f64,
+    pub lon: f64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderView {
+    pub id: String,
+    pub brand: String,
+    pub external_ref: Option<String>,
+    pub state: OrderState,
+    pub customer: CustomerView,
+    pub lines: Vec<LineRequest>,
+    pub zone: String,
+    /// The factory that makes it.
+    pub factory: String,
+    /// Latest delivery time (the promise).
+    pub deadline: Option<DateTime<Utc>>,
+    pub accepted_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<&OrderRecord> for OrderView {
+    fn from(order: &OrderRecord) -> Self {
+        OrderView {
+            id: order.id.clone(),
+            brand: order.brand.clone(),
+            external_ref: order.external_ref.clone(),
+            state: order.state,
+            customer: CustomerView {
+                name: order.customer_name.clone(),
+                lat: order.location.lat,
+                lon: order.location.lon,
+            },
+            lines: order.lines.clone(),
+            zone: order.zone.clone(),
+            factory: order.factory.clone(),
+            deadline: rfc3339(order.deadline_ms),
+            accepted_at: rfc3339(order.accepted_ms),
+            updated_at: rfc3339(order.updated_ms),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderDetail {
+    #[serde(flatten)]
+    pub order: OrderView,
+    pub jobs: Vec<JobView>,
+    pub handoffs: Vec<HandoffView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HandoffView {
+    pub id: String,
+    pub courier: String,
+    pub kind: HandoffKind,
+    pub state: HandoffState,
+    pub eta: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobView {
+    /// The job token written to the machine.
+    pub token: u32,
+    pub order_id: String,
+    pub line_index: i64,
+    pub step_index: i64,
+    pub process: String,
+    pub recipe: u32,
+    pub material: String,
+    pub quantity: u32,
+    pub factory: String,
+    pub machine: Option<String>,
+    pub state: JobState,
+    pub good: u32,
+    pub scrap: u32,
+    /// The job whose failed or scrapped units this one makes again.
+    pub replaces: Option<u32>,
+    pub due: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+pub fn job_view(job: &JobRecord) -> JobView {
+    JobView {
+        token: job.token.0,
+        order_id: job.order_id.clone(),
+        line_index: job.line_index,
+        step_index: job.step_index,
+        process: job.process.clone(),
+        recipe: job.recipe,
+        material: job.material.clone(),
+        quantity: job.quantity,
+        factory: job.factory.clone(),
+        machine: job.machine.clone(),
+        state: job.state,
+        good: job.good,
+        scrap: job.scrap,
+        replaces: job.replaces.map(|t| t.0),
+        due: rfc3339(job.due_ms),
+        updated_at: rfc3339(job.updated_ms),
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MachineView {
+    pub id: String,
+    pub factory: String,
+    pub model: String,
+    pub address: String,
+    /// What people see: the operator's mode wins over the machine's report.
+    pub state: MachineState,
+    /// What the machine last reported (or offline).
+    pub observed: MachineState,
+    pub mode: MachineMode,
+    pub capabilities: Vec<String>,
+    pub materials: Vec<String>,
+    /// The job token the machine last showed.
+    pub job_token: Option<i64>,
+    pub fault_code: Option<i64>,
+    /// Jobs queued, dispatched or running on it.
+    pub queue: usize,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+pub fn machine_view(machine: &MachineRecord, queue: usize) -> MachineView {
+    MachineView {
+        id: machine.id.clone(),
+        factory: machine.factory.clone(),
+        model: machine.model.clone(),
+        address: machine.address.clone(),
+        state: machine.state.effective(machine.mode),
+        observed: machine.state,
+        mode: machine.mode,
+        capabilities: machine.capabilities.clone(),
+        materials: machine.materials.clone(),
+        job_token: machine.job_token,
+        fault_code: machine.fault_code,
+        queue,
+        updated_at: rfc3339(machine.updated_ms),
+    }
+}

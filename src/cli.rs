@@ -1,0 +1,405 @@
+//! Command-line interface.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use fabflow::api::auth::{self, Role};
+use fabflow::config::{Config, MachineConfig};
+use fabflow::domain::OrderState;
+use fabflow::runtime::{self, Daemon};
+use fabflow::store::Store;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "fabflow", version, about = "Fulfilment orchestration for neighbourhood microfactories")]
+pub struct Cli {
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon with a configuration file.
+    Run {
+        /// Configuration file (TOML), e.g. config/production.example.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run everything on this machine: daemon, embedded MQTT broker, SQLite,
+    /// a simulated fleet of 3 factories / 12 machines, simulated couriers and
+    /// a burst of post-event orders.
+    Demo(DemoArgs),
+    /// Check a configuration file and report every problem in it.
+    CheckConfig {
+        /// Configuration file (TOML).
+        file: PathBuf,
+    },
+    /// Manage API tokens (writes to the configured database).
+    Tokens {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Work with orders through the HTTP API.
+    Orders {
+        #[command(subcommand)]
+        command: OrderCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// HTTP port on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// MQTT port of the embedded broker on 127.0.0.1 (0: any free port).
+    #[arg(long, default_value_t = 1883)]
+    mqtt_port: u16,
+    /// Orders in the post-event burst.
+    #[arg(long, default_value_t = 300)]
+    orders: usize,
+    /// Seed for the fleet and the orders (same seed, same demo).
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = 600.0)]
+    time_scale: f64,
+    /// SQLite file to use (default: a new file in a temporary directory).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Stop once every order is delivered instead of running until Ctrl-C.
+    #[arg(long)]
+    exit_when_done: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// brand | operator | courier | admin
+        #[arg(long)]
+        role: String,
+        /// Brand id, courier id, comma-separated factory ids, or `*`.
+        #[arg(long)]
+        scope: String,
+        /// A name to recognise the token by.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OrderCommand {
+    /// Import a whole event's orders (CSV or NDJSON): all or nothing, with a per-line report.
+    Import {
+        /// The file (.csv, or .ndjson/.jsonl).
+        file: PathBuf,
+        /// API base URL.
+        #[arg(long, env = "FABFLOW_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Brand (or admin) token.
+        #[arg(long, env = "FABFLOW_TOKEN")]
+        token: String,
+        /// Retry-safe key: importing the same file again with it replays the first result.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+}
+
+fn init_logging(json: bool) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off,rumqttc=warn,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.compact().init();
+    }
+}
+
+pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Run { config } => {
+            init_logging(cli.log_json);
+            run(&config).await
+        }
+        Command::Demo(args) => {
+            init_logging(cli.log_json);
+            demo(args).await
+        }
+        Command::Tokens {
+            command: TokenCommand::Create { config, role, scope, name },
+        } => {
+            let config = load(&config)?;
+            let role = Role::parse(&role).with_context(|| format!("--role must be brand, operator, courier or admin, got {role:?}"))?;
+            let store = Store::connect(&config.database.url).await?;
+            let token = auth::issue(&store, role, &scope, &name, fabflow::runtime::Clock::new(1.0).now_ms()).await?;
+            store.close().await;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Orders {
+            command: OrderCommand::Import { file, url, token, idempotency_key },
+        } => import(&file, &url, &token, idempotency_key.as_deref()).await,
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(file) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let profiles = fabflow_adapters::builtin_profiles();
+    if let Err(err) = runtime::Network::new(&config, &profiles, &file.display().to_string()) {
+        eprintln!("{err}");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "{}: ok ({} zones, {} factories, {} machines, {} couriers, {} SKUs)",
+        file.display(),
+        config.zones.len(),
+        config.factories.len(),
+        config.machines.len(),
+        config.couriers.len(),
+        config.skus.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = load(path)?;
+    let profiles = fabflow_adapters::builtin_profiles();
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding http.listen {}", config.http.listen))?;
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::start(config, profiles, listener, shutdown.clone()).await?;
+    tracing::info!(url = %format!("http://{}", daemon.http), "fabflow is running");
+    runtime::signal().await;
+    shutdown.cancel();
+    daemon.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn bind_or_any(port: u16) -> anyhow::Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await {
+        Ok(listener) => Ok(listener),
+        Err(err) if port != 0 => {
+            eprintln!("port {port} is busy ({err}); using a free port instead");
+            Ok(tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).is_ok()
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut config = Config::demo()?;
+    config.time_scale = args.time_scale;
+    let temp = tempdir_for_demo()?;
+    let db = args.db.clone().unwrap_or_else(|| temp.join("fabflow-demo.db"));
+    config.database.url = format!("sqlite://{}", db.display());
+    let mqtt_port = if args.mqtt_port != 0 && port_free(args.mqtt_port) { args.mqtt_port } else { 0 };
+    config.mqtt = fabflow::config::MqttConfig::Embedded {
+        listen: SocketAddr::from(([127, 0, 0, 1], mqtt_port)),
+    };
+
+    let profiles = fabflow_adapters::builtin_profiles();
+    let spec = fabflow_sim::FleetSpec::demo(args.seed, args.time_scale);
+    let fleet = fabflow_sim::Fleet::start(&spec, &profiles).await.context("starting the simulated fleet")?;
+    config.machines = fleet
+        .machines()
+        .into_iter()
+        .map(|m| MachineConfig {
+            id: m.machine_id,
+            factory: m.factory_id,
+            model: m.model,
+            address: m.addr,
+            materials: None,
+            poll_interval_ms: 50,
+            request_timeout_ms: 1_000,
+        })
+        .collect();
+    let machine_count = config.machines.len();
+    let couriers: Vec<String> = config.couriers.iter().map(|c| c.id.clone()).collect();
+    let listener = bind_or_any(args.port).await?;
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::start(config, profiles, listener, shutdown.clone()).await?;
+    let url = format!("http://{}", daemon.http);
+    let now = daemon.clock.now_ms();
+    let brand = auth::issue(&daemon.store, Role::Brand, "demo-brand", "demo brand", now).await?;
+    let operator = auth::issue(&daemon.store, Role::Operator, "*", "demo operator", now).await?;
+    let admin = auth::issue(&daemon.store, Role::Admin, "*", "demo admin", now).await?;
+    let mut courier_tokens = Vec::new();
+    for courier in &couriers {
+        let token = auth::issue(&daemon.store, Role::Courier, courier, courier, now).await?;
+        courier_tokens.push((courier.clone(), token));
+    }
+    println!();
+    println!("fabflow demo is up: {url}");
+    println!("  dashboard  {url}/  (paste the operator token)");
+    println!("  API spec   {url}/openapi.json");
+    println!("  MQTT       {}  (topics fabflow/v1/#)", daemon.mqtt.url());
+    println!("  database   {}", db.display());
+    println!("  fleet      3 factories, {machine_count} Modbus TCP machines on 127.0.0.1");
+    println!("  time       x{} (48 simulated hours take {:.1} minutes)", args.time_scale, 48.0 * 60.0 / args.time_scale);
+    println!("tokens (shown once):");
+    println!("  brand      {brand}");
+    println!("  operator   {operator}");
+    println!("  admin      {admin}");
+    for (courier, token) in &courier_tokens {
+        println!("  courier    {token}  ({courier})");
+    }
+    println!("try: curl -H 'Authorization: Bearer {brand}' {url}/v1/orders?limit=5");
+    println!();
+
+    let courier_stop = CancellationToken::new();
+    let courier_task = tokio::spawn(fabflow_sim::couriers::run(
+        fabflow_sim::couriers::CourierConfig {
+            api_base: url.clone(),
+            couriers: courier_tokens
+                .iter()
+                .map(|(id, token)| fabflow_sim::couriers::CourierSpec {
+                    id: id.clone(),
+                    token: token.clone(),
+                })
+                .collect(),
+            poll_interval: Duration::from_millis(250),
+            miss_rate: 0.0,
+            seed: args.seed,
+        },
+        courier_stop.clone(),
+    ));
+
+    let skus = ["tee-black-m", "tee-black-m", "tote-natural", "mug-white", "phone-case", "tee-black-m", "tote-natural", "keychain"];
+    let orders = fabflow_sim::generate_orders(args.seed, args.orders, &skus, (52.45, 13.30, 52.57, 13.52));
+    let burst_url = url.clone();
+    let burst_token = brand.clone();
+    let burst = tokio::spawn(async move { fabflow_sim::fire(&burst_url, &burst_token, orders, 16).await });
+
+    let started = daemon.clock.now_ms();
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    let mut burst = Some(burst);
+    let signal = runtime::signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            _ = &mut signal => break,
+            _ = ticker.tick() => {}
+        }
+        if let Some(task) = burst.as_mut().filter(|t| t.is_finished()) {
+            match task.await {
+                Ok(report) => println!(
+                    "burst: {} orders accepted, {} rejected{}",
+                    report.accepted,
+                    report.rejected.len(),
+                    report
+                        .rejected
+                        .first()
+                        .map(|(i, status, body)| format!(" (first: order {i}, HTTP {status}: {body})"))
+                        .unwrap_or_default()
+                ),
+                Err(err) => println!("burst failed: {err}"),
+            }
+            burst = None;
+        }
+        let counts = daemon.store.order_counts().await.unwrap_or_default();
+        let n = |state: OrderState| counts.get(&state).copied().unwrap_or(0);
+        let total: i64 = counts.values().sum();
+        let hours = (daemon.clock.now_ms() - started) as f64 / 3_600_000.0;
+        println!(
+            "[+{hours:5.1} h] orders {total}: accepted {} · in production {} · ready {} · handed off {} · delivered {}",
+            n(OrderState::Accepted),
+            n(OrderState::InProduction),
+            n(OrderState::Ready),
+            n(OrderState::OutForDelivery),
+            n(OrderState::Delivered),
+        );
+        if args.exit_when_done && burst.is_none() && total > 0 && n(OrderState::Delivered) + n(OrderState::Cancelled) == total {
+            println!("every order is delivered");
+            break;
+        }
+    }
+    println!("stopping…");
+    courier_stop.cancel();
+    let _ = courier_task.await;
+    shutdown.cancel();
+    daemon.wait().await?;
+    fleet.shutdown().await;
+    if let Some(dup) = fleet.duplicate_starts().first() {
+        bail!("machine {} started job token {} twice", dup.0, dup.1);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tempdir_for_demo() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("fabflow-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+async fn import(file: &std::path::Path, url: &str, token: &str, key: Option<&str>) -> anyhow::Result<ExitCode> {
+    let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let content_type = match file.extension().and_then(|e| e.to_str()) {
+        Some("csv") => "text/csv",
+        Some("ndjson" | "jsonl") => "application/x-ndjson",
+        _ => bail!("{}: use a .csv, .ndjson or .jsonl file", file.display()),
+    };
+    let client = reqwest::Client::new();
+    let mut request = client
+        .post(format!("{}/v1/orders/import", url.trim_end_matches('/')))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.with_context(|| format!("POST {url}/v1/orders/import"))?;
+    let status = response.status();
+    let report: serde_json::Value = response.json().await.context("reading the import report")?;
+    if let Some(orders) = report.get("orders").and_then(|o| o.as_array()) {
+        for line in orders {
+            let errors = line.get("errors").and_then(|e| e.as_array()).cloned().unwrap_or_default();
+            let at = line.get("line").and_then(|l| l.as_u64()).unwrap_or(0);
+            if errors.is_empty() {
+                println!("line {at}: ok {}", line.get("id").and_then(|i| i.as_str()).unwrap_or("-"));
+            } else {
+                for error in errors {
+                    println!(
+                        "line {at}: {} {}",
+                        error.get("pointer").and_then(|p| p.as_str()).unwrap_or(""),
+                        error.get("reason").and_then(|r| r.as_str()).unwrap_or("")
+                    );
+                }
+            }
+        }
+    } else {
+        println!("{report}");
+    }
+    if status.is_success() {
+        println!("imported {} orders", report.get("imported").and_then(|n| n.as_u64()).unwrap_or(0));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("nothing imported (HTTP {status})");
+        Ok(ExitCode::FAILURE)
+    }
+}

@@ -1,0 +1,133 @@
+//! Intake: validated orders are stored in group commits. Concurrent requests
+//! are gathered into one transaction (one fsync for many orders), and each
+//! request is answered only after that transaction committed.
+
+use crate::store::{AcceptOutcome, NewOrder, Store, StoreError};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info};
+
+/// Most orders in one transaction.
+const MAX_BATCH: usize = 512;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error("a request with this idempotency key is still in flight")]
+    KeyInFlight,
+    #[error("intake is shutting down")]
+    Closed,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Submission {
+    orders: Vec<NewOrder>,
+    reply: oneshot::Sender<Result<Vec<AcceptOutcome>, Arc<StoreError>>>,
+}
+
+/// The handle the API uses; cheap to clone.
+#[derive(Clone)]
+pub struct Intake {
+    /// Submissions to the committer task. Bounded: when full, requests wait
+    /// (back-pressure on HTTP clients). Closed at shutdown after the HTTP
+    /// server stopped; the committer drains what is queued, then exits.
+    submissions: mpsc::Sender<Submission>,
+    /// Idempotency keys (brand, key) of requests being processed, for 409.
+    in_flight: Arc<Mutex<HashSet<(String, String)>>>,
+}
+
+impl Intake {
+    /// Starts the committer task; it ends when every handle is dropped.
+    pub fn start(store: Store) -> (Intake, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(4096);
+        let task = tokio::spawn(commit_loop(store, rx));
+        (
+            Intake {
+                submissions: tx,
+                in_flight: Arc::default(),
+            },
+            task,
+        )
+    }
+
+    /// Stores `orders` atomically (all or none) and returns one outcome per order.
+    pub async fn submit(&self, orders: Vec<NewOrder>) -> Result<Vec<AcceptOutcome>, IntakeError> {
+        let keys: Vec<(String, String)> = orders
+            .iter()
+            .filter_map(|o| o.idempotency.as_ref().map(|i| (o.brand.clone(), i.key.clone())))
+            .collect();
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+            if keys.iter().any(|key| in_flight.contains(key)) {
+                return Err(IntakeError::KeyInFlight);
+            }
+            in_flight.extend(keys.iter().cloned());
+        }
+        let result = self.send(orders).await;
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        for key in &keys {
+            in_flight.remove(key);
+        }
+        result
+    }
+
+    async fn send(&self, orders: Vec<NewOrder>) -> Result<Vec<AcceptOutcome>, IntakeError> {
+        let (reply, response) = oneshot::channel();
+        self.submissions
+            .send(Submission { orders, reply })
+            .await
+            .map_err(|_| IntakeError::Closed)?;
+        match response.await {
+            Ok(Ok(outcomes)) => Ok(outcomes),
+            Ok(Err(err)) => Err(IntakeError::Store(StoreError::Conflict(format!("intake transaction failed: {err}")))),
+            Err(_) => Err(IntakeError::Closed),
+        }
+    }
+}
+
+async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>) {
+    let mut batch: Vec<Submission> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let mut count = batch[0].orders.len();
+        while count < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => {
+                    count += next.orders.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        let orders: Vec<NewOrder> = batch.iter().flat_map(|s| s.orders.iter().cloned()).collect();
+        match store.accept_orders(&orders).await {
+            Ok(outcomes) => {
+                metrics::counter!("fabflow_orders_accepted_total")
+                    .increment(outcomes.iter().filter(|o| **o == AcceptOutcome::Created).count() as u64);
+                let mut outcomes = outcomes.into_iter();
+                for submission in batch.drain(..) {
+                    let mine: Vec<AcceptOutcome> = outcomes.by_ref().take(submission.orders.len()).collect();
+                    // A dropped receiver: the client went away; the orders are stored all the same.
+                    let _ = submission.reply.send(Ok(mine));
+                }
+            }
+            Err(err) if batch.len() > 1 => {
+                // One submission can spoil a shared transaction: retry each on its own.
+                error!(error = %err, orders = orders.len(), "group commit failed; retrying one by one");
+                for submission in batch.drain(..) {
+                    let result = store.accept_orders(&submission.orders).await.map_err(Arc::new);
+                    let _ = submission.reply.send(result);
+                }
+            }
+            Err(err) => {
+                error!(error = %err, "storing orders failed");
+                let err = Arc::new(err);
+                for submission in batch.drain(..) {
+                    let _ = submission.reply.send(Err(Arc::clone(&err)));
+                }
+            }
+        }
+    }
+    info!("intake drained and stopped");
+}

@@ -1,0 +1,248 @@
+//! One supervisor per machine: turns the driver's facts into job transitions
+//! and dispatches the next queued job.
+//!
+//! Invariant: a job is physically started at most once. The job is stored as
+//! `dispatched` before its start command is written (persist, then act), and
+//! whenever the outcome of a start is unknown (error, restart, reconnect) the
+//! machine's job token is read back before anything else is sent: a machine
+//! showing the token has the job; one showing another token never got it.
+
+use crate::domain::{JobInput, JobState, JobToken, MachineInput, MachineMode, MachineState, Reported};
+use crate::runtime::clock::Clock;
+use crate::store::{JobRecord, Store, StoreError};
+use fabflow_adapters::{JobCommand, MachineFact, MachineHandle, MachineStatus};
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, info, warn};
+
+pub struct Supervisor {
+    pub machine: String,
+    pub store: Store,
+    pub clock: Clock,
+    pub handle: MachineHandle,
+    /// Wakes the scheduler when this machine frees up or loses its queue.
+    pub scheduler: Arc<Notify>,
+    /// Wakes the outbox publisher after a change.
+    pub outbox: Arc<Notify>,
+}
+
+fn reported(state: fabflow_adapters::MachineState) -> Reported {
+    use fabflow_adapters::MachineState as A;
+    match state {
+        A::Idle => Reported::Idle,
+        A::Running => Reported::Running,
+        A::Done => Reported::Done,
+        A::Fault => Reported::Fault,
+        A::Paused => Reported::Paused,
+    }
+}
+
+impl Supervisor {
+    /// Runs until the driver's facts channel closes (the driver stopped).
+    pub async fn run(self, mut facts: mpsc::Receiver<MachineFact>) {
+        // Tokens this supervisor started in this session: a status that does
+        // not show one of them may predate the start, so it proves nothing.
+        let mut started: HashSet<u32> = HashSet::new();
+        while let Some(fact) = facts.recv().await {
+            let result = match fact {
+                MachineFact::Connected => Ok(()),
+                MachineFact::Status(status) => self.on_status(status, &mut started).await,
+                MachineFact::ReadFailed { error } => {
+                    warn!(error = %error, "machine status unreadable");
+                    Ok(())
+                }
+                MachineFact::Disconnected { error } => {
+                    debug!(error = %error, "machine disconnected");
+                    self.on_lost().await
+                }
+            };
+            if let Err(err) = result {
+                metrics::counter!("fabflow_supervisor_errors_total").increment(1);
+                warn!(error = %err, "machine supervisor step failed; continuing with the next report");
+            }
+        }
+        debug!("machine supervisor stopped");
+    }
+
+    async fn on_lost(&self) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let before = self.store.get_machine(&self.machine).await?.map(|m| m.state);
+        let state = self.store.observe_machine(&self.machine, MachineInput::Disconnected, None, None, now).await?;
+        if before != Some(state) {
+            self.outbox.notify_one();
+        }
+        if self.store.unschedule_machine(&self.machine, now).await? > 0 {
+            self.scheduler.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn on_status(&self, status: MachineStatus, started: &mut HashSet<u32>) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let state = self
+            .store
+            .observe_machine(
+                &self.machine,
+                MachineInput::Reported(reported(status.state)),
+                Some(status.job_token),
+                status.fault_code,
+                now,
+            )
+            .await?;
+        let busy = self.reconcile(&status, started).await?;
+        if matches!(state, MachineState::Fault | MachineState::Paused | MachineState::Offline)
+            && self.store.unschedule_machine(&self.machine, now).await? > 0
+        {
+            self.scheduler.notify_one();
+        }
+        if !busy && status.state == fabflow_adapters::MachineState::Idle {
+            self.dispatch_next(started).await?;
+        }
+        Ok(())
+    }
+
+    /// Brings the stored jobs in line with what the machine shows. Returns
+    /// whether the machine still holds one of our jobs.
+    async fn reconcile(&self, status: &MachineStatus, started: &mut HashSet<u32>) -> Result<bool, StoreError> {
+        use fabflow_adapters::MachineState as A;
+        let on_machine: Vec<JobRecord> = self
+            .store
+            .machine_queue(&self.machine)
+            .await?
+            .into_iter()
+            .filter(|job| job.state.is_on_machine())
+            .collect();
+        let mut busy = false;
+        for job in on_machine {
+            let token = job.token;
+            let input = if status.job_token == token.0 {
+                match (status.state, job.state) {
+                    (A::Running | A::Paused, JobState::Dispatched) => Some(JobInput::MachineStarted),
+                    (A::Running | A::Paused, _) => None,
+                    (A::Done, _) => Some(JobInput::MachineFinished {
+                        good: status.good_count,
+                        scrap: status.scrap_count,
+                    }),
+                    (A::Fault, _) => Some(JobInput::MachineAborted {
+                        fault_code: status.fault_code,
+                    }),
+                    // Token loaded but never started (a start cut short before
+                    // its last step): safe to start again.
+                    (A::Idle, JobState::Dispatched) if !started.contains(&token.0) => Some(JobInput::MachineLost),
+                    (A::Idle, _) => None,
+                }
+            } else if started.contains(&token.0) {
+                // This status may have been read before our start; wait for a later one.
+                None
+            } else if job.state == JobState::Dispatched {
+                Some(JobInput::MachineLost)
+            } else {
+                // Seen running, now the machine shows another job: it lost ours.
+                Some(JobInput::MachineAborted { fault_code: None })
+            };
+            match input {
+                Some(input) => {
+                    let outcome = self.apply(token, input).await?;
+                    if outcome.is_on_machine() {
+                        busy = true;
+                    }
+                    if outcome.is_terminal() {
+                        started.remove(&token.0);
+                    }
+                }
+                None => busy = true,
+            }
+        }
+        // A finished job whose completion is already stored (or was never
+        // ours): acknowledge it so the machine returns to idle.
+        if status.state == A::Done && !busy {
+            match self.handle.acknowledge().await {
+                Ok(()) => debug!(job.token = status.job_token, "acknowledged finished job"),
+                Err(err) => warn!(error = %err, "acknowledge failed; will retry on the next poll"),
+            }
+            self.scheduler.notify_one();
+            return Ok(true);
+        }
+        Ok(busy)
+    }
+
+    async fn apply(&self, token: JobToken, input: JobInput) -> Result<JobState, StoreError> {
+        let label = format!("{input:?}");
+        let now = self.clock.now_ms();
+        match self.store.transition_job(token, input, now).await {
+            Ok(moved) => {
+                info!(job.token = %token, order.id = %moved.job.order_id, from = %moved.from, to = %moved.job.state, "job {}", moved.job.state);
+                metrics::counter!("fabflow_job_transitions_total", "to" => moved.job.state.as_str()).increment(1);
+                self.outbox.notify_one();
+                if moved.job.state.is_terminal() || moved.job.state == JobState::Pending {
+                    self.scheduler.notify_one();
+                }
+                Ok(moved.job.state)
+            }
+            Err(StoreError::Conflict(reason)) => {
+                debug!(job.token = %token, input = %label, reason = %reason, "job changed meanwhile");
+                Ok(self.store.get_job(token).await?.map_or(JobState::Cancelled, |job| job.state))
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn dispatch_next(&self, started: &mut HashSet<u32>) -> Result<(), StoreError> {
+        let Some(machine) = self.store.get_machine(&self.machine).await? else {
+            return Ok(());
+        };
+        if machine.mode != MachineMode::Active {
+            return Ok(());
+        }
+        let Some(job) = self
+            .store
+            .machine_queue(&self.machine)
+            .await?
+            .into_iter()
+            .find(|job| job.state == JobState::Scheduled)
+        else {
+            return Ok(());
+        };
+        let token = job.token;
+        // Persist first: once dispatched is stored, a crash at any later point
+        // leads to a read-back of the machine, never to a blind second start.
+        started.insert(token.0);
+        match self.apply(token, JobInput::Dispatch).await? {
+            JobState::Dispatched => {}
+            _ => {
+                started.remove(&token.0);
+                return Ok(());
+            }
+        }
+        let command = JobCommand {
+            job_token: token.0,
+            recipe: job.recipe,
+            quantity: job.quantity,
+        };
+        match self.handle.start_job(command).await {
+            Ok(()) => {
+                metrics::counter!("fabflow_jobs_dispatched_total").increment(1);
+                info!(job.token = %token, order.id = %job.order_id, "job started on machine");
+            }
+            Err(err) => {
+                warn!(job.token = %token, error = %err, "start command failed; reading the machine back");
+                // The outcome is unknown: only the machine's token can tell.
+                match self.handle.read_status().await {
+                    Ok(status) if status.job_token == token.0 && status.state != fabflow_adapters::MachineState::Idle => {}
+                    Ok(_) => {
+                        started.remove(&token.0);
+                        self.apply(token, JobInput::MachineLost).await?;
+                    }
+                    Err(read_err) => {
+                        // Leave it dispatched; the first status after the
+                        // reconnect decides (no longer counted as started).
+                        started.remove(&token.0);
+                        debug!(error = %read_err, "read-back failed; deciding after reconnect");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

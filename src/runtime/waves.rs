@@ -1,0 +1,179 @@
+//! Courier planning waves: on each zone's cron schedule (read on the domain
+//! clock), ready orders are routed to the zone's couriers, the stops stored as
+//! handoffs, and each courier's schedule published on
+//! `fabflow/v1/couriers/<id>/schedule` (retained, QoS 1).
+
+use crate::config::CourierConfig;
+use crate::domain::{CourierId, HandoffState, Location};
+use crate::plan::{CourierSlot, RouteOrder, Travel, plan_routes};
+use crate::runtime::clock::Clock;
+use crate::store::{HandoffRecord, Store, StoreError};
+use chrono::{DateTime, Utc};
+use rumqttc::{AsyncClient, QoS};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// A courier's schedule as published on MQTT and served by the API.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CourierSchedule {
+    pub schema: u32,
+    pub courier: String,
+    pub generated_at: Option<DateTime<Utc>>,
+    pub stops: Vec<ScheduleStop>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ScheduleStop {
+    /// Handoff id, to confirm the stop with.
+    pub id: String,
+    pub wave: String,
+    pub order_id: String,
+    pub kind: crate::domain::HandoffKind,
+    pub seq: i64,
+    /// Factory id for pickups, `customer` for drop-offs.
+    pub place: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub eta: Option<DateTime<Utc>>,
+    pub state: HandoffState,
+}
+
+impl CourierSchedule {
+    pub fn new(courier: &str, records: &[HandoffRecord], now_ms: i64) -> CourierSchedule {
+        CourierSchedule {
+            schema: 1,
+            courier: courier.to_string(),
+            generated_at: DateTime::from_timestamp_millis(now_ms),
+            stops: records
+                .iter()
+                .map(|r| ScheduleStop {
+                    id: r.id.clone(),
+                    wave: r.wave.clone(),
+                    order_id: r.order_id.clone(),
+                    kind: r.kind,
+                    seq: r.seq,
+                    place: r.place.clone(),
+                    lat: r.location.lat,
+                    lon: r.location.lon,
+                    eta: DateTime::from_timestamp_millis(r.eta_ms),
+                    state: r.state,
+                })
+                .collect(),
+        }
+    }
+}
+
+pub struct Waves {
+    pub store: Store,
+    pub clock: Clock,
+    pub zone: String,
+    pub schedule: cron::Schedule,
+    pub couriers: Vec<CourierConfig>,
+    pub factories: HashMap<String, Location>,
+    pub mqtt: AsyncClient,
+    pub outbox: Arc<Notify>,
+}
+
+impl Waves {
+    pub async fn run(self, cancel: CancellationToken) {
+        loop {
+            let now = self.clock.now();
+            let Some(next) = self.schedule.after(&now).next() else {
+                warn!(zone = %self.zone, "planning cron has no future time; waves stop");
+                return;
+            };
+            let wait = self.clock.real((next - now).num_milliseconds());
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if let Err(err) = self.wave().await {
+                warn!(zone = %self.zone, error = %err, "planning wave failed");
+            }
+        }
+    }
+
+    /// Plans one wave now; returns how many orders were routed.
+    pub async fn wave(&self) -> Result<usize, StoreError> {
+        let now = self.clock.now_ms();
+        let waiting = self.store.wave_orders(&self.zone).await?;
+        if waiting.is_empty() {
+            return Ok(0);
+        }
+        let orders: Vec<RouteOrder> = waiting
+            .iter()
+            .filter_map(|order| {
+                let pickup = self.factories.get(&order.factory)?;
+                Some(RouteOrder {
+                    order: crate::domain::OrderId::new(order.order_id.clone()),
+                    pickup: *pickup,
+                    dropoff: order.dropoff,
+                    deadline_ms: order.deadline_ms,
+                })
+            })
+            .collect();
+        let couriers: Vec<CourierSlot> = self
+            .couriers
+            .iter()
+            .map(|c| CourierSlot {
+                id: CourierId::new(c.id.clone()),
+                start: Location::new(c.lat, c.lon),
+                capacity: c.capacity,
+            })
+            .collect();
+        let plans = plan_routes(&couriers, &orders, now, Travel::default());
+        let wave = uuid::Uuid::now_v7().hyphenated().to_string();
+        let factory_of: HashMap<&str, &str> = waiting.iter().map(|o| (o.order_id.as_str(), o.factory.as_str())).collect();
+        let mut records = Vec::new();
+        let mut late = 0;
+        for plan in &plans {
+            for (seq, stop) in plan.stops.iter().enumerate() {
+                let deadline = orders.iter().find(|o| o.order == stop.order).map_or(i64::MAX, |o| o.deadline_ms);
+                if stop.eta_ms > deadline {
+                    late += 1;
+                }
+                records.push(HandoffRecord {
+                    id: uuid::Uuid::now_v7().hyphenated().to_string(),
+                    wave: wave.clone(),
+                    courier: plan.courier.0.clone(),
+                    order_id: stop.order.0.clone(),
+                    kind: stop.kind,
+                    seq: seq as i64,
+                    place: match stop.kind {
+                        crate::domain::HandoffKind::Pickup => {
+                            factory_of.get(stop.order.as_str()).copied().unwrap_or("factory").to_string()
+                        }
+                        crate::domain::HandoffKind::Dropoff => "customer".to_string(),
+                    },
+                    location: stop.location,
+                    eta_ms: stop.eta_ms,
+                    state: HandoffState::Planned,
+                    updated_ms: now,
+                });
+            }
+        }
+        self.store.save_wave(&records, now).await?;
+        self.outbox.notify_one();
+        let routed = records.len() / 2;
+        metrics::counter!("fabflow_orders_routed_total").increment(routed as u64);
+        if late > 0 {
+            warn!(zone = %self.zone, stops = late, "planned stops arrive after their order's deadline");
+        }
+        info!(zone = %self.zone, wave = %wave, orders = routed, routes = plans.len(), "planning wave");
+        for plan in &plans {
+            let schedule = self.store.courier_schedule(&plan.courier.0).await?;
+            let planned: Vec<HandoffRecord> = schedule.into_iter().filter(|h| h.state == HandoffState::Planned).collect();
+            let body = CourierSchedule::new(&plan.courier.0, &planned, now);
+            let payload = serde_json::to_vec(&body).unwrap_or_default();
+            let topic = format!("fabflow/v1/couriers/{}/schedule", plan.courier);
+            if let Err(err) = self.mqtt.publish(topic, QoS::AtLeastOnce, true, payload).await {
+                warn!(courier = %plan.courier, error = %err, "schedule not published; the API serves it");
+            }
+        }
+        Ok(routed)
+    }
+}

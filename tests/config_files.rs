@@ -1,0 +1,87 @@
+//! Every file in config/ loads and validates; bad files name file, key and reason.
+
+use fabflow::config::Config;
+use fabflow::runtime::Network;
+
+#[test]
+fn every_config_file_is_valid() {
+    let profiles = fabflow_adapters::builtin_profiles();
+    let mut checked = 0;
+    for entry in std::fs::read_dir("config").expect("config/") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let config = Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
+        Network::new(&config, &profiles, &path.display().to_string()).unwrap_or_else(|err| panic!("{err}"));
+        checked += 1;
+    }
+    assert!(checked >= 2, "config/demo.toml and config/production.example.toml");
+}
+
+#[test]
+fn every_problem_is_reported_with_file_and_key() {
+    let text = r#"
+time_scale = 0.0
+[scheduler]
+interval_ms = 5
+max_queue = 2
+[[zones]]
+id = "z"
+corners = [[52.0, 13.0], [52.0, 14.0]]
+planning_cron = "0 9 * * *"
+[[factories]]
+id = "f"
+name = "F"
+lat = 52.5
+lon = 13.4
+[[couriers]]
+id = "c"
+zone = "nowhere"
+lat = 52.5
+lon = 13.4
+capacity = 0
+"#;
+    let err = Config::parse(text, "bad.toml").expect_err("invalid");
+    let message = err.to_string();
+    for expected in [
+        "time_scale: must be 0.001..=100000, got 0 (bad.toml)",
+        "scheduler.interval_ms: must be 10..=60000, got 5 (bad.toml)",
+        "zones.z.corners: needs at least 3 corners, got 2 (bad.toml)",
+        "zones.z.planning_cron:",
+        "couriers.c.zone: unknown zone \"nowhere\" (bad.toml)",
+        "couriers.c.capacity: must be 1..=500, got 0 (bad.toml)",
+    ] {
+        assert!(message.contains(expected), "missing {expected:?} in:\n{message}");
+    }
+    let unknown = Config::parse("time_scale = 1.0\nspeed = 3\n", "typo.toml").expect_err("unknown key");
+    assert!(unknown.to_string().contains("speed"), "{unknown}");
+    assert!(unknown.to_string().contains("typo.toml"), "{unknown}");
+}
+
+#[test]
+fn machines_must_use_known_models_and_their_materials() {
+    let mut config = Config::demo().expect("demo");
+    config.machines.push(fabflow::config::MachineConfig {
+        id: "m1".into(),
+        factory: "north".into(),
+        model: "acme-dtg-9000".into(),
+        address: "127.0.0.1:5020".parse().expect("addr"),
+        materials: None,
+        poll_interval_ms: 200,
+        request_timeout_ms: 1000,
+    });
+    config.machines.push(fabflow::config::MachineConfig {
+        id: "m2".into(),
+        factory: "north".into(),
+        model: "acme-dtg-200".into(),
+        address: "127.0.0.1:5021".parse().expect("addr"),
+        materials: Some(vec!["pla".into()]),
+        poll_interval_ms: 200,
+        request_timeout_ms: 1000,
+    });
+    let err = Network::new(&config, &fabflow_adapters::builtin_profiles(), "demo.toml").expect_err("invalid");
+    let message = err.to_string();
+    assert!(message.contains("machines.m1.model: unknown machine model \"acme-dtg-9000\""), "{message}");
+    assert!(message.contains("machines.m2.materials: \"pla\" is not a material of acme-dtg-200"), "{message}");
+}

@@ -1,0 +1,237 @@
+//! End to end: a simulated fleet of real Modbus TCP machines, the daemon with
+//! its embedded broker and a SQLite file, 200 orders over HTTP; checked only
+//! through the API, MQTT and the simulated machines' own logs.
+
+mod support;
+
+use fabflow::api::auth::{self, Role};
+use fabflow::runtime::Daemon;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{Api, BBOX, SKUS, wait_for};
+use tokio_util::sync::CancellationToken;
+
+const TIME_SCALE: f64 = 2000.0;
+
+/// Orders whose pickup and drop-off are in some courier's schedule, with the drop-off ETA.
+async fn scheduled_orders(api: &Api, couriers: &[String]) -> HashMap<String, (bool, Option<String>)> {
+    let mut seen: HashMap<String, (bool, Option<String>)> = HashMap::new();
+    for courier in couriers {
+        let (status, body) = api.get(&format!("/v1/couriers/{courier}/schedule")).await;
+        assert_eq!(status, 200, "{body}");
+        for stop in body["stops"].as_array().cloned().unwrap_or_default() {
+            let order = stop["order_id"].as_str().unwrap_or_default().to_string();
+            let entry = seen.entry(order).or_insert((false, None));
+            match stop["kind"].as_str() {
+                Some("pickup") => entry.0 = true,
+                Some("dropoff") => entry.1 = stop["eta"].as_str().map(str::to_string),
+                _ => {}
+            }
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadline() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(11, TIME_SCALE).await;
+    let config = support::config(&fleet, &dir.path().join("e2e.db"), TIME_SCALE);
+    let couriers: Vec<String> = config.couriers.iter().map(|c| c.id.clone()).collect();
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::start(config, fabflow_adapters::builtin_profiles(), support::listener().await, shutdown.clone())
+        .await
+        .expect("daemon starts");
+    let base = format!("http://{}", daemon.http);
+    let now = daemon.clock.now_ms();
+    let brand = auth::issue(&daemon.store, Role::Brand, "e2e-brand", "e2e", now).await.expect("token");
+    let admin = auth::issue(&daemon.store, Role::Admin, "*", "e2e admin", now).await.expect("token");
+
+    // Watch the event stream as a consumer would.
+    let mut options = MqttOptions::new("e2e-watcher", daemon.mqtt.host.clone(), daemon.mqtt.port);
+    options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    client.subscribe("fabflow/v1/#", QoS::AtLeastOnce).await.expect("subscribe");
+    let topics: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let seen_topics = Arc::clone(&topics);
+    let watcher = tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let Event::Incoming(Packet::Publish(publish)) = event {
+                let kind = publish.topic.rsplit('/').next().unwrap_or_default().to_string();
+                let key = if publish.topic.contains("/couriers/") { "schedule".to_string() } else { kind };
+                *seen_topics.lock().expect("lock").entry(key).or_default() += 1;
+            }
+        }
+    });
+
+    let orders = fabflow_sim::generate_orders(2026, 200, &SKUS, BBOX);
+    let report = fabflow_sim::fire(&base, &brand, orders, 16).await;
+    assert_eq!(report.accepted, 200, "rejected: {:?}", report.rejected.first());
+
+    let api = Api::new(base.clone(), admin);
+    let scheduled = wait_for("every order in a courier schedule", Duration::from_secs(240), || {
+        let api = api.clone();
+        let couriers = couriers.clone();
+        async move {
+            let seen = scheduled_orders(&api, &couriers).await;
+            let complete = seen.values().filter(|(pickup, drop)| *pickup && drop.is_some()).count();
+            (complete == 200).then_some(seen)
+        }
+    })
+    .await;
+
+    let orders = api.all_orders().await;
+    assert_eq!(orders.len(), 200);
+    for order in &orders {
+        let id = order["id"].as_str().expect("id");
+        assert!(
+            ["ready", "out_for_delivery", "delivered"].contains(&order["state"].as_str().unwrap_or_default()),
+            "order {id} is {}",
+            order["state"]
+        );
+        let deadline = order["deadline"].as_str().expect("deadline");
+        let dropoff = scheduled[id].1.as_deref().expect("drop-off eta");
+        let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).expect("RFC 3339");
+        assert!(parse(dropoff) <= parse(deadline), "order {id}: drop-off {dropoff} after deadline {deadline}");
+        // Every job of the order is done on a machine of the order's factory.
+        let (_, detail) = api.get(&format!("/v1/orders/{id}")).await;
+        let jobs = detail["jobs"].as_array().cloned().unwrap_or_default();
+        assert!(!jobs.is_empty());
+        for job in &jobs {
+            assert!(["done", "failed"].contains(&job["state"].as_str().unwrap_or_default()), "{job}");
+            assert_eq!(job["factory"], order["factory"]);
+        }
+    }
+
+    // No job token was ever started twice, on any machine.
+    assert_eq!(fleet.duplicate_starts(), Vec::<(String, u32)>::new());
+    let started: usize = fleet.machines().iter().map(|m| fleet.started_tokens(&m.machine_id).len()).sum();
+    let (_, done_jobs) = api.get("/v1/jobs?state=done&limit=500").await;
+    assert!(started >= done_jobs["items"].as_array().map_or(0, Vec::len));
+
+    // The outbox reached MQTT: every order's acceptance and the courier schedules.
+    wait_for("order events on MQTT", Duration::from_secs(30), || {
+        let topics = Arc::clone(&topics);
+        async move {
+            let topics = topics.lock().expect("lock").clone();
+            (topics.get("order.accepted").copied().unwrap_or(0) >= 200
+                && topics.get("order.ready").copied().unwrap_or(0) >= 200
+                && topics.get("schedule").copied().unwrap_or(0) >= 1)
+                .then_some(())
+        }
+    })
+    .await;
+
+    shutdown.cancel();
+    daemon.wait().await.expect("clean shutdown");
+    watcher.abort();
+    fleet.shutdown().await;
+}
+
+/// Runs a daemon on its own runtime in its own thread, so the test can kill
+/// it the hard way: drop the runtime, keep the SQLite file.
+struct Doomed {
+    kill: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+    base: String,
+    brand: String,
+}
+
+fn start_doomed(config: fabflow::config::Config) -> Doomed {
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (kill, kill_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let daemon = Daemon::start(config, fabflow_adapters::builtin_profiles(), listener, CancellationToken::new())
+                .await
+                .expect("daemon starts");
+            let brand = auth::issue(&daemon.store, Role::Brand, "crash-brand", "crash", daemon.clock.now_ms())
+                .await
+                .expect("token");
+            ready_tx.send((format!("http://{}", daemon.http), brand)).expect("report");
+            std::mem::forget(daemon);
+        });
+        // Block until told to die, then drop every task mid-flight.
+        let _ = kill_rx.recv();
+        runtime.shutdown_background();
+    });
+    let (base, brand) = ready_rx.recv().expect("daemon started");
+    Doomed { kill, thread, base, brand }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("crash.db");
+    // Slower time, so the kill lands while machines are busy.
+    let scale = 600.0;
+    let fleet = support::fleet(5, scale).await;
+    let doomed = start_doomed(support::config(&fleet, &db, scale));
+
+    let orders = fabflow_sim::generate_orders(99, 80, &SKUS, BBOX);
+    let report = fabflow_sim::fire(&doomed.base, &doomed.brand, orders.clone(), 8).await;
+    assert_eq!(report.accepted, 80, "rejected: {:?}", report.rejected.first());
+    let brand_api = Api::new(doomed.base.clone(), doomed.brand.clone());
+    // Kill once production is under way but far from finished.
+    wait_for("production under way", Duration::from_secs(60), || {
+        let api = brand_api.clone();
+        async move {
+            let orders = api.all_orders().await;
+            let started = orders.iter().filter(|o| o["state"] != "accepted").count();
+            (started >= 5).then_some(())
+        }
+    })
+    .await;
+    let started_before: usize = fleet.machines().iter().map(|m| fleet.started_tokens(&m.machine_id).len()).sum();
+    doomed.kill.send(()).expect("kill");
+    doomed.thread.join().expect("killed");
+    assert!(started_before > 0);
+
+    // Restart on the same database and the same (still running) machines.
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::start(
+        support::config(&fleet, &db, scale),
+        fabflow_adapters::builtin_profiles(),
+        support::listener().await,
+        shutdown.clone(),
+    )
+    .await
+    .expect("daemon restarts");
+    let admin = auth::issue(&daemon.store, Role::Admin, "*", "admin", daemon.clock.now_ms()).await.expect("token");
+    let api = Api::new(format!("http://{}", daemon.http), admin);
+
+    // Every accepted order is still there, and each is finished exactly once.
+    let finished = wait_for("every order produced after the restart", Duration::from_secs(300), || {
+        let api = api.clone();
+        async move {
+            let orders = api.all_orders().await;
+            let ready = orders
+                .iter()
+                .filter(|o| ["ready", "out_for_delivery", "delivered"].contains(&o["state"].as_str().unwrap_or_default()))
+                .count();
+            (ready == 80).then_some(orders)
+        }
+    })
+    .await;
+    let refs: HashSet<&str> = finished.iter().filter_map(|o| o["external_ref"].as_str()).collect();
+    let sent: HashSet<&str> = orders.iter().filter_map(|o| o["external_ref"].as_str()).collect();
+    assert_eq!(refs, sent, "no accepted order is lost");
+    assert_eq!(fleet.duplicate_starts(), Vec::<(String, u32)>::new(), "no job token started twice");
+
+    // Resubmitting the same burst (same idempotency keys) creates nothing new.
+    let report = fabflow_sim::fire(&api.base, &doomed.brand, orders, 8).await;
+    assert_eq!(report.accepted, 80);
+    assert_eq!(api.all_orders().await.len(), 80);
+
+    shutdown.cancel();
+    daemon.wait().await.expect("clean shutdown");
+    fleet.shutdown().await;
+}
