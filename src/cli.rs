@@ -15,7 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Debug, Parser)]
-#[command(name = "fabflow", version, about = "Fulfilment orchestration for neighbourhood microfactories")]
+#[command(
+    name = "fabflow",
+    version,
+    about = "Fulfilment orchestration for neighbourhood microfactories"
+)]
 pub struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, global = true)]
@@ -115,9 +119,12 @@ enum OrderCommand {
 }
 
 fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off,rumqttc=warn,sqlx=warn,tower_http=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,rumqttd=off,rumqttc=warn,sqlx=warn,tower_http=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -137,18 +144,39 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             demo(args).await
         }
         Command::Tokens {
-            command: TokenCommand::Create { config, role, scope, name },
+            command:
+                TokenCommand::Create {
+                    config,
+                    role,
+                    scope,
+                    name,
+                },
         } => {
             let config = load(&config)?;
-            let role = Role::parse(&role).with_context(|| format!("--role must be brand, operator, courier or admin, got {role:?}"))?;
+            let role = Role::parse(&role).with_context(|| {
+                format!("--role must be brand, operator, courier or admin, got {role:?}")
+            })?;
             let store = Store::connect(&config.database.url).await?;
-            let token = auth::issue(&store, role, &scope, &name, fabflow::runtime::Clock::new(1.0).now_ms()).await?;
+            let token = auth::issue(
+                &store,
+                role,
+                &scope,
+                &name,
+                fabflow::runtime::Clock::new(1.0).now_ms(),
+            )
+            .await?;
             store.close().await;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Orders {
-            command: OrderCommand::Import { file, url, token, idempotency_key },
+            command:
+                OrderCommand::Import {
+                    file,
+                    url,
+                    token,
+                    idempotency_key,
+                },
         } => import(&file, &url, &token, idempotency_key.as_deref()).await,
     }
 }
@@ -216,16 +244,25 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut config = Config::demo()?;
     config.time_scale = args.time_scale;
     let temp = tempdir_for_demo()?;
-    let db = args.db.clone().unwrap_or_else(|| temp.join("fabflow-demo.db"));
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(|| temp.join("fabflow-demo.db"));
     config.database.url = format!("sqlite://{}", db.display());
-    let mqtt_port = if args.mqtt_port != 0 && port_free(args.mqtt_port) { args.mqtt_port } else { 0 };
+    let mqtt_port = if args.mqtt_port != 0 && port_free(args.mqtt_port) {
+        args.mqtt_port
+    } else {
+        0
+    };
     config.mqtt = fabflow::config::MqttConfig::Embedded {
         listen: SocketAddr::from(([127, 0, 0, 1], mqtt_port)),
     };
 
     let profiles = fabflow_adapters::builtin_profiles();
     let spec = fabflow_sim::FleetSpec::demo(args.seed, args.time_scale);
-    let fleet = fabflow_sim::Fleet::start(&spec, &profiles).await.context("starting the simulated fleet")?;
+    let fleet = fabflow_sim::Fleet::start(&spec, &profiles)
+        .await
+        .context("starting the simulated fleet")?;
     config.machines = fleet
         .machines()
         .into_iter()
@@ -261,7 +298,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  MQTT       {}  (topics fabflow/v1/#)", daemon.mqtt.url());
     println!("  database   {}", db.display());
     println!("  fleet      3 factories, {machine_count} Modbus TCP machines on 127.0.0.1");
-    println!("  time       x{} (48 simulated hours take {:.1} minutes)", args.time_scale, 48.0 * 60.0 / args.time_scale);
+    println!(
+        "  time       x{} (48 simulated hours take {:.1} minutes)",
+        args.time_scale,
+        48.0 * 60.0 / args.time_scale
+    );
     println!("tokens (shown once):");
     println!("  brand      {brand}");
     println!("  operator   {operator}");
@@ -290,11 +331,22 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         courier_stop.clone(),
     ));
 
-    let skus = ["tee-black-m", "tee-black-m", "tote-natural", "mug-white", "phone-case", "tee-black-m", "tote-natural", "keychain"];
-    let orders = fabflow_sim::generate_orders(args.seed, args.orders, &skus, (52.45, 13.30, 52.57, 13.52));
+    let skus = [
+        "tee-black-m",
+        "tee-black-m",
+        "tote-natural",
+        "mug-white",
+        "phone-case",
+        "tee-black-m",
+        "tote-natural",
+        "keychain",
+    ];
+    let orders =
+        fabflow_sim::generate_orders(args.seed, args.orders, &skus, (52.45, 13.30, 52.57, 13.52));
     let burst_url = url.clone();
     let burst_token = brand.clone();
-    let burst = tokio::spawn(async move { fabflow_sim::fire(&burst_url, &burst_token, orders, 16).await });
+    let burst =
+        tokio::spawn(async move { fabflow_sim::fire(&burst_url, &burst_token, orders, 16).await });
 
     let started = daemon.clock.now_ms();
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
@@ -315,7 +367,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
                     report
                         .rejected
                         .first()
-                        .map(|(i, status, body)| format!(" (first: order {i}, HTTP {status}: {body})"))
+                        .map(|(i, status, body)| format!(
+                            " (first: order {i}, HTTP {status}: {body})"
+                        ))
                         .unwrap_or_default()
                 ),
                 Err(err) => println!("burst failed: {err}"),
@@ -334,7 +388,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             n(OrderState::OutForDelivery),
             n(OrderState::Delivered),
         );
-        if args.exit_when_done && burst.is_none() && total > 0 && n(OrderState::Delivered) + n(OrderState::Cancelled) == total {
+        if args.exit_when_done
+            && burst.is_none()
+            && total > 0
+            && n(OrderState::Delivered) + n(OrderState::Cancelled) == total
+        {
             println!("every order is delivered");
             break;
         }
@@ -357,7 +415,12 @@ fn tempdir_for_demo() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-async fn import(file: &std::path::Path, url: &str, token: &str, key: Option<&str>) -> anyhow::Result<ExitCode> {
+async fn import(
+    file: &std::path::Path,
+    url: &str,
+    token: &str,
+    key: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let content_type = match file.extension().and_then(|e| e.to_str()) {
         Some("csv") => "text/csv",
@@ -373,15 +436,25 @@ async fn import(file: &std::path::Path, url: &str, token: &str, key: Option<&str
     if let Some(key) = key {
         request = request.header("idempotency-key", key);
     }
-    let response = request.send().await.with_context(|| format!("POST {url}/v1/orders/import"))?;
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("POST {url}/v1/orders/import"))?;
     let status = response.status();
     let report: serde_json::Value = response.json().await.context("reading the import report")?;
     if let Some(orders) = report.get("orders").and_then(|o| o.as_array()) {
         for line in orders {
-            let errors = line.get("errors").and_then(|e| e.as_array()).cloned().unwrap_or_default();
+            let errors = line
+                .get("errors")
+                .and_then(|e| e.as_array())
+                .cloned()
+                .unwrap_or_default();
             let at = line.get("line").and_then(|l| l.as_u64()).unwrap_or(0);
             if errors.is_empty() {
-                println!("line {at}: ok {}", line.get("id").and_then(|i| i.as_str()).unwrap_or("-"));
+                println!(
+                    "line {at}: ok {}",
+                    line.get("id").and_then(|i| i.as_str()).unwrap_or("-")
+                );
             } else {
                 for error in errors {
                     println!(
@@ -396,7 +469,10 @@ async fn import(file: &std::path::Path, url: &str, token: &str, key: Option<&str
         println!("{report}");
     }
     if status.is_success() {
-        println!("imported {} orders", report.get("imported").and_then(|n| n.as_u64()).unwrap_or(0));
+        println!(
+            "imported {} orders",
+            report.get("imported").and_then(|n| n.as_u64()).unwrap_or(0)
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         println!("nothing imported (HTTP {status})");

@@ -257,7 +257,10 @@ impl Config {
         let mut out = Vec::new();
         let mut problem = |key: String, reason: String| out.push(format!("{key}: {reason}"));
         if !(self.time_scale.is_finite() && (0.001..=100_000.0).contains(&self.time_scale)) {
-            problem("time_scale".into(), format!("must be 0.001..=100000, got {}", self.time_scale));
+            problem(
+                "time_scale".into(),
+                format!("must be 0.001..=100000, got {}", self.time_scale),
+            );
         }
         if !(1024..=256 * 1024 * 1024).contains(&self.http.max_body_bytes) {
             problem(
@@ -266,12 +269,21 @@ impl Config {
             );
         }
         let url = &self.database.url;
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            problem("database.url".into(), format!("must start with sqlite: or postgres://, got {url:?}"));
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            problem(
+                "database.url".into(),
+                format!("must start with sqlite: or postgres://, got {url:?}"),
+            );
         }
         let intake = &self.intake;
         if !(1..=24 * 14).contains(&intake.promise_hours) {
-            problem("intake.promise_hours".into(), format!("must be 1..=336, got {}", intake.promise_hours));
+            problem(
+                "intake.promise_hours".into(),
+                format!("must be 1..=336, got {}", intake.promise_hours),
+            );
         }
         if intake.min_lead_hours < 0 || intake.min_lead_hours > intake.promise_hours {
             problem(
@@ -279,10 +291,14 @@ impl Config {
                 format!("must be 0..=promise_hours, got {}", intake.min_lead_hours),
             );
         }
-        if intake.delivery_buffer_hours < 0 || intake.delivery_buffer_hours >= intake.promise_hours {
+        if intake.delivery_buffer_hours < 0 || intake.delivery_buffer_hours >= intake.promise_hours
+        {
             problem(
                 "intake.delivery_buffer_hours".into(),
-                format!("must be 0..promise_hours, got {}", intake.delivery_buffer_hours),
+                format!(
+                    "must be 0..promise_hours, got {}",
+                    intake.delivery_buffer_hours
+                ),
             );
         }
         if !(10..=60_000).contains(&self.scheduler.interval_ms) {
@@ -304,11 +320,17 @@ impl Config {
                 problem(key.clone(), "duplicate zone id".into());
             }
             if zone.corners.len() < 3 {
-                problem(format!("{key}.corners"), format!("needs at least 3 corners, got {}", zone.corners.len()));
+                problem(
+                    format!("{key}.corners"),
+                    format!("needs at least 3 corners, got {}", zone.corners.len()),
+                );
             }
             for (index, [lat, lon]) in zone.corners.iter().enumerate() {
                 if !Location::new(*lat, *lon).is_valid() {
-                    problem(format!("{key}.corners[{index}]"), format!("[{lat}, {lon}] is not a valid [lat, lon]"));
+                    problem(
+                        format!("{key}.corners[{index}]"),
+                        format!("[{lat}, {lon}] is not a valid [lat, lon]"),
+                    );
                 }
             }
             if let Err(err) = zone.planning_cron.parse::<cron::Schedule>() {
@@ -325,7 +347,10 @@ impl Config {
                 problem(key.clone(), "duplicate factory id".into());
             }
             if !Location::new(factory.lat, factory.lon).is_valid() {
-                problem(key, format!("({}, {}) is not a valid lat/lon", factory.lat, factory.lon));
+                problem(
+                    key,
+                    format!("({}, {}) is not a valid lat/lon", factory.lat, factory.lon),
+                );
             }
         }
         let mut machine_ids = BTreeSet::new();
@@ -335,7 +360,10 @@ impl Config {
                 problem(key.clone(), "duplicate machine id".into());
             }
             if !factory_ids.contains(machine.factory.as_str()) {
-                problem(format!("{key}.factory"), format!("unknown factory {:?}", machine.factory));
+                problem(
+                    format!("{key}.factory"),
+                    format!("unknown factory {:?}", machine.factory),
+                );
             }
             if !(20..=60_000).contains(&machine.poll_interval_ms) {
                 problem(
@@ -357,13 +385,22 @@ impl Config {
                 problem(key.clone(), "duplicate courier id".into());
             }
             if !zone_ids.contains(courier.zone.as_str()) {
-                problem(format!("{key}.zone"), format!("unknown zone {:?}", courier.zone));
+                problem(
+                    format!("{key}.zone"),
+                    format!("unknown zone {:?}", courier.zone),
+                );
             }
             if !(1..=500).contains(&courier.capacity) {
-                problem(format!("{key}.capacity"), format!("must be 1..=500, got {}", courier.capacity));
+                problem(
+                    format!("{key}.capacity"),
+                    format!("must be 1..=500, got {}", courier.capacity),
+                );
             }
             if !Location::new(courier.lat, courier.lon).is_valid() {
-                problem(key, format!("({}, {}) is not a valid lat/lon", courier.lat, courier.lon));
+                problem(
+                    key,
+                    format!("({}, {}) is not a valid lat/lon", courier.lat, courier.lon),
+                );
             }
         }
         let mut sku_codes = BTreeSet::new();
@@ -391,7 +428,11 @@ impl Config {
         self.zones
             .iter()
             .map(|zone| {
-                let corners: Vec<Location> = zone.corners.iter().map(|[lat, lon]| Location::new(*lat, *lon)).collect();
+                let corners: Vec<Location> = zone
+                    .corners
+                    .iter()
+                    .map(|[lat, lon]| Location::new(*lat, *lon))
+                    .collect();
                 Zone::from_corners(zone.id.clone(), &corners)
             })
             .collect()
@@ -405,13 +446,21 @@ impl Config {
     pub fn processes(&self) -> BTreeSet<String> {
         self.skus
             .iter()
-            .flat_map(|sku| sku.route.iter().map(|step: &ProcessStep| step.process.clone()))
+            .flat_map(|sku| {
+                sku.route
+                    .iter()
+                    .map(|step: &ProcessStep| step.process.clone())
+            })
             .collect()
     }
 }
 
 fn describe_toml_error(err: &toml::de::Error) -> String {
     // toml's message names the key and the line; keep it on one line.
-    err.to_string().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    err.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
-

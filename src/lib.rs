@@ -3,10 +3,10 @@
 //! The pure core (`domain`, `plan`, `forecast`) decides; the edges (`store`,
 //! `runtime`, `api`) persist and act. See docs/architecture.md.
 
+pub mod api;
+pub mod config;
 pub mod domain;
 pub mod forecast;
 pub mod plan;
-pub mod config;
-pub mod store;
-pub mod api;
 pub mod runtime;
+pub mod store;

@@ -28,14 +28,23 @@ async fn world() -> World {
     let mut config = support::config(&fleet, &dir.path().join("api.db"), 600.0);
     config.http.max_body_bytes = 64 * 1024;
     let shutdown = CancellationToken::new();
-    let daemon = Daemon::start(config, fabflow_adapters::builtin_profiles(), support::listener().await, shutdown.clone())
-        .await
-        .expect("daemon starts");
+    let daemon = Daemon::start(
+        config,
+        fabflow_adapters::builtin_profiles(),
+        support::listener().await,
+        shutdown.clone(),
+    )
+    .await
+    .expect("daemon starts");
     let base = format!("http://{}", daemon.http);
     let now = daemon.clock.now_ms();
     let token = |role, scope: &'static str| {
         let store = daemon.store.clone();
-        async move { auth::issue(&store, role, scope, "test", now).await.expect("token") }
+        async move {
+            auth::issue(&store, role, scope, "test", now)
+                .await
+                .expect("token")
+        }
     };
     let acme = Api::new(base.clone(), token(Role::Brand, "acme").await);
     let zest = Api::new(base.clone(), token(Role::Brand, "zest").await);
@@ -75,14 +84,22 @@ fn order(reference: &str) -> Value {
 fn pointers(problem: &Value) -> Vec<String> {
     problem["errors"]
         .as_array()
-        .map(|errors| errors.iter().filter_map(|e| e["pointer"].as_str().map(str::to_string)).collect())
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["pointer"].as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_are_created_read_listed_and_scoped_by_brand() {
     let w = world().await;
-    let (status, created) = w.acme.post("/v1/orders", &order("a-1"), Some("key-1")).await;
+    let (status, created) = w
+        .acme
+        .post("/v1/orders", &order("a-1"), Some("key-1"))
+        .await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["state"], "accepted");
     assert_eq!(created["brand"], "acme");
@@ -91,7 +108,10 @@ async fn orders_are_created_read_listed_and_scoped_by_brand() {
     let (status, got) = w.acme.get(&format!("/v1/orders/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(got["external_ref"], "a-1");
-    assert!(got["jobs"].as_array().is_some_and(|jobs| jobs.len() == 3), "tee: print + press, mug: uv print");
+    assert!(
+        got["jobs"].as_array().is_some_and(|jobs| jobs.len() == 3),
+        "tee: print + press, mug: uv print"
+    );
 
     // Another brand's order does not exist for it: 404, not 403.
     let (status, problem) = w.zest.get(&format!("/v1/orders/{id}")).await;
@@ -100,11 +120,18 @@ async fn orders_are_created_read_listed_and_scoped_by_brand() {
     let (_, listed) = w.zest.get("/v1/orders").await;
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(0));
     let (_, listed) = w.acme.get("/v1/orders?state=accepted").await;
-    assert!(listed["items"].as_array().is_some_and(|items| items.len() <= 1));
+    assert!(
+        listed["items"]
+            .as_array()
+            .is_some_and(|items| items.len() <= 1)
+    );
 
     // Admins must say whose order it is; brands may not submit for others.
     let (status, problem) = w.admin.post("/v1/orders", &order("x"), None).await;
-    assert_eq!((status, pointers(&problem)), (422, vec!["/brand".to_string()]));
+    assert_eq!(
+        (status, pointers(&problem)),
+        (422, vec!["/brand".to_string()])
+    );
     let mut for_zest = order("x");
     for_zest["brand"] = json!("zest");
     let (status, _) = w.acme.post("/v1/orders", &for_zest, None).await;
@@ -123,10 +150,17 @@ async fn errors_are_problem_json_naming_the_field() {
     let w = world().await;
     let client = reqwest::Client::new();
     // No token, bad token.
-    let response = client.get(format!("{}/v1/orders", w.base)).send().await.expect("request");
+    let response = client
+        .get(format!("{}/v1/orders", w.base))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(response.status(), 401);
     assert_eq!(
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/problem+json")
     );
     let (status, _) = Api::new(w.base.clone(), "ffb_nope").get("/v1/orders").await;
@@ -141,14 +175,24 @@ async fn errors_are_problem_json_naming_the_field() {
     assert_eq!(status, 422, "{problem}");
     assert_eq!(
         pointers(&problem),
-        vec!["/customer/name", "/customer", "/lines/0/sku", "/lines/0/quantity"]
+        vec![
+            "/customer/name",
+            "/customer",
+            "/lines/0/sku",
+            "/lines/0/quantity"
+        ]
     );
     // Unknown fields are refused (no mass assignment), malformed JSON too.
     let mut sneaky = order("s");
     sneaky["state"] = json!("delivered");
     let (status, problem) = w.acme.post("/v1/orders", &sneaky, None).await;
     assert_eq!(status, 400, "{problem}");
-    assert!(problem["detail"].as_str().is_some_and(|d| d.contains("state")), "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("state")),
+        "{problem}"
+    );
     let response = client
         .post(format!("{}/v1/orders", w.base))
         .bearer_auth(&w.acme.token)
@@ -173,15 +217,27 @@ async fn errors_are_problem_json_naming_the_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_replay_and_refuse_a_different_body() {
     let w = world().await;
-    let (status, first) = w.acme.post("/v1/orders", &order("i-1"), Some("retry-me")).await;
+    let (status, first) = w
+        .acme
+        .post("/v1/orders", &order("i-1"), Some("retry-me"))
+        .await;
     assert_eq!(status, 201);
-    let (status, again) = w.acme.post("/v1/orders", &order("i-1"), Some("retry-me")).await;
+    let (status, again) = w
+        .acme
+        .post("/v1/orders", &order("i-1"), Some("retry-me"))
+        .await;
     assert_eq!(status, 201);
     assert_eq!(again["id"], first["id"], "the first response is replayed");
-    let (status, problem) = w.acme.post("/v1/orders", &order("i-2"), Some("retry-me")).await;
+    let (status, problem) = w
+        .acme
+        .post("/v1/orders", &order("i-2"), Some("retry-me"))
+        .await;
     assert_eq!(status, 422, "{problem}");
     // Keys are per brand.
-    let (status, other) = w.zest.post("/v1/orders", &order("i-1"), Some("retry-me")).await;
+    let (status, other) = w
+        .zest
+        .post("/v1/orders", &order("i-1"), Some("retry-me"))
+        .await;
     assert_eq!(status, 201);
     assert_ne!(other["id"], first["id"]);
     let (_, listed) = w.acme.get("/v1/orders").await;
@@ -202,7 +258,10 @@ async fn imports_are_all_or_nothing_with_a_line_report() {
         async move {
             let response = request.send().await.expect("request");
             let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
         }
     };
     let bad_csv = "external_ref,customer_name,lat,lon,sku,quantity\n\
@@ -218,7 +277,11 @@ async fn imports_are_all_or_nothing_with_a_line_report() {
     assert_eq!(lines[1]["line"], 4);
     assert_eq!(lines[1]["errors"][0]["pointer"], "/lines/0/sku");
     let (_, listed) = w.acme.get("/v1/orders").await;
-    assert_eq!(listed["items"].as_array().map(Vec::len), Some(0), "nothing half-imported");
+    assert_eq!(
+        listed["items"].as_array().map(Vec::len),
+        Some(0),
+        "nothing half-imported"
+    );
 
     let good_csv = bad_csv.replace("no-such-sku", "phone-case");
     let (status, report) = import(good_csv, "text/csv").await;
@@ -226,7 +289,11 @@ async fn imports_are_all_or_nothing_with_a_line_report() {
     assert_eq!(report["imported"], 3);
     let ndjson = format!("{}\n{}\n", order("n-1"), order("n-2"));
     let (status, report) = import(ndjson, "application/x-ndjson").await;
-    assert_eq!((status, report["imported"].as_u64()), (201, Some(2)), "{report}");
+    assert_eq!(
+        (status, report["imported"].as_u64()),
+        (201, Some(2)),
+        "{report}"
+    );
     let (status, _) = import("x".into(), "application/pdf").await;
     assert_eq!(status, 415);
     let (_, listed) = w.acme.get("/v1/orders").await;
@@ -245,7 +312,10 @@ async fn operators_couriers_and_ops_endpoints() {
     assert_eq!(status, 200);
     let machines = machines.as_array().cloned().unwrap_or_default();
     assert!(!machines.is_empty());
-    assert!(machines.iter().all(|m| m["factory"] == "north"), "an operator sees its factories only");
+    assert!(
+        machines.iter().all(|m| m["factory"] == "north"),
+        "an operator sees its factories only"
+    );
     let (status, _) = w.operator.get("/v1/jobs?factory=south").await;
     assert_eq!(status, 404);
     let (status, jobs) = w.admin.get(&format!("/v1/jobs?order_id={id}")).await;
@@ -256,23 +326,45 @@ async fn operators_couriers_and_ops_endpoints() {
 
     // Pause and resume a machine.
     let machine = machines[0]["id"].as_str().expect("machine id").to_string();
-    let (status, paused) = w.operator.post(&format!("/v1/machines/{machine}/pause"), &json!({}), None).await;
-    assert_eq!((status, paused["mode"].as_str()), (200, Some("paused")), "{paused}");
-    let (status, _) = w.operator.post(&format!("/v1/machines/{machine}/pause"), &json!({}), None).await;
+    let (status, paused) = w
+        .operator
+        .post(&format!("/v1/machines/{machine}/pause"), &json!({}), None)
+        .await;
+    assert_eq!(
+        (status, paused["mode"].as_str()),
+        (200, Some("paused")),
+        "{paused}"
+    );
+    let (status, _) = w
+        .operator
+        .post(&format!("/v1/machines/{machine}/pause"), &json!({}), None)
+        .await;
     assert_eq!(status, 409);
-    let (status, _) = w.operator.post(&format!("/v1/machines/{machine}/resume"), &json!({}), None).await;
+    let (status, _) = w
+        .operator
+        .post(&format!("/v1/machines/{machine}/resume"), &json!({}), None)
+        .await;
     assert_eq!(status, 200);
 
     // A courier sees only its own schedule.
     let (status, schedule) = w.courier.get("/v1/couriers/bike-1/schedule").await;
-    assert_eq!((status, schedule["courier"].as_str()), (200, Some("bike-1")));
+    assert_eq!(
+        (status, schedule["courier"].as_str()),
+        (200, Some("bike-1"))
+    );
     let (status, _) = w.courier.get("/v1/couriers/bike-2/schedule").await;
     assert_eq!(status, 404);
-    let (status, _) = w.courier.post("/v1/handoffs/nope/confirm", &json!({}), None).await;
+    let (status, _) = w
+        .courier
+        .post("/v1/handoffs/nope/confirm", &json!({}), None)
+        .await;
     assert_eq!(status, 404);
 
     // Cancel: the brand's own order, once.
-    let (status, _) = w.zest.post(&format!("/v1/orders/{id}/cancel"), &json!({}), None).await;
+    let (status, _) = w
+        .zest
+        .post(&format!("/v1/orders/{id}/cancel"), &json!({}), None)
+        .await;
     assert_eq!(status, 404);
 
     let client = reqwest::Client::new();
@@ -286,11 +378,32 @@ async fn operators_couriers_and_ops_endpoints() {
         .expect("json");
     assert!(spec["paths"]["/v1/orders"]["post"].is_object());
     assert!(spec["paths"]["/v1/couriers/{id}/schedule"]["get"].is_object());
-    let health: Value = client.get(format!("{}/healthz", w.base)).send().await.expect("request").json().await.expect("json");
+    let health: Value = client
+        .get(format!("{}/healthz", w.base))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(health["status"], "ok");
-    let metrics = client.get(format!("{}/metrics", w.base)).send().await.expect("request").text().await.expect("text");
+    let metrics = client
+        .get(format!("{}/metrics", w.base))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("text");
     assert!(metrics.contains("fabflow_orders"), "{metrics}");
-    let dashboard = client.get(format!("{}/", w.base)).send().await.expect("request").text().await.expect("text");
+    let dashboard = client
+        .get(format!("{}/", w.base))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("text");
     assert!(dashboard.contains("fabflow"));
     w.stop().await;
 }

@@ -13,10 +13,14 @@ fn every_config_file_is_valid() {
             continue;
         }
         let config = Config::load(&path).unwrap_or_else(|err| panic!("{err}"));
-        Network::new(&config, &profiles, &path.display().to_string()).unwrap_or_else(|err| panic!("{err}"));
+        Network::new(&config, &profiles, &path.display().to_string())
+            .unwrap_or_else(|err| panic!("{err}"));
         checked += 1;
     }
-    assert!(checked >= 2, "config/demo.toml and config/production.example.toml");
+    assert!(
+        checked >= 2,
+        "config/demo.toml and config/production.example.toml"
+    );
 }
 
 #[test]
@@ -52,9 +56,13 @@ capacity = 0
         "couriers.c.zone: unknown zone \"nowhere\" (bad.toml)",
         "couriers.c.capacity: must be 1..=500, got 0 (bad.toml)",
     ] {
-        assert!(message.contains(expected), "missing {expected:?} in:\n{message}");
+        assert!(
+            message.contains(expected),
+            "missing {expected:?} in:\n{message}"
+        );
     }
-    let unknown = Config::parse("time_scale = 1.0\nspeed = 3\n", "typo.toml").expect_err("unknown key");
+    let unknown =
+        Config::parse("time_scale = 1.0\nspeed = 3\n", "typo.toml").expect_err("unknown key");
     assert!(unknown.to_string().contains("speed"), "{unknown}");
     assert!(unknown.to_string().contains("typo.toml"), "{unknown}");
 }
@@ -80,8 +88,15 @@ fn machines_must_use_known_models_and_their_materials() {
         poll_interval_ms: 200,
         request_timeout_ms: 1000,
     });
-    let err = Network::new(&config, &fabflow_adapters::builtin_profiles(), "demo.toml").expect_err("invalid");
+    let err = Network::new(&config, &fabflow_adapters::builtin_profiles(), "demo.toml")
+        .expect_err("invalid");
     let message = err.to_string();
-    assert!(message.contains("machines.m1.model: unknown machine model \"acme-dtg-9000\""), "{message}");
-    assert!(message.contains("machines.m2.materials: \"pla\" is not a material of acme-dtg-200"), "{message}");
+    assert!(
+        message.contains("machines.m1.model: unknown machine model \"acme-dtg-9000\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("machines.m2.materials: \"pla\" is not a material of acme-dtg-200"),
+        "{message}"
+    );
 }

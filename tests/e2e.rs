@@ -16,7 +16,10 @@ use tokio_util::sync::CancellationToken;
 const TIME_SCALE: f64 = 2000.0;
 
 /// Orders whose pickup and drop-off are in some courier's schedule, with the drop-off ETA.
-async fn scheduled_orders(api: &Api, couriers: &[String]) -> HashMap<String, (bool, Option<String>)> {
+async fn scheduled_orders(
+    api: &Api,
+    couriers: &[String],
+) -> HashMap<String, (bool, Option<String>)> {
     let mut seen: HashMap<String, (bool, Option<String>)> = HashMap::new();
     for courier in couriers {
         let (status, body) = api.get(&format!("/v1/couriers/{courier}/schedule")).await;
@@ -41,26 +44,47 @@ async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadlin
     let config = support::config(&fleet, &dir.path().join("e2e.db"), TIME_SCALE);
     let couriers: Vec<String> = config.couriers.iter().map(|c| c.id.clone()).collect();
     let shutdown = CancellationToken::new();
-    let daemon = Daemon::start(config, fabflow_adapters::builtin_profiles(), support::listener().await, shutdown.clone())
-        .await
-        .expect("daemon starts");
+    let daemon = Daemon::start(
+        config,
+        fabflow_adapters::builtin_profiles(),
+        support::listener().await,
+        shutdown.clone(),
+    )
+    .await
+    .expect("daemon starts");
     let base = format!("http://{}", daemon.http);
     let now = daemon.clock.now_ms();
-    let brand = auth::issue(&daemon.store, Role::Brand, "e2e-brand", "e2e", now).await.expect("token");
-    let admin = auth::issue(&daemon.store, Role::Admin, "*", "e2e admin", now).await.expect("token");
+    let brand = auth::issue(&daemon.store, Role::Brand, "e2e-brand", "e2e", now)
+        .await
+        .expect("token");
+    let admin = auth::issue(&daemon.store, Role::Admin, "*", "e2e admin", now)
+        .await
+        .expect("token");
 
     // Watch the event stream as a consumer would.
     let mut options = MqttOptions::new("e2e-watcher", daemon.mqtt.host.clone(), daemon.mqtt.port);
     options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
     let (client, mut eventloop) = AsyncClient::new(options, 64);
-    client.subscribe("fabflow/v1/#", QoS::AtLeastOnce).await.expect("subscribe");
+    client
+        .subscribe("fabflow/v1/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
     let topics: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let seen_topics = Arc::clone(&topics);
     let watcher = tokio::spawn(async move {
         while let Ok(event) = eventloop.poll().await {
             if let Event::Incoming(Packet::Publish(publish)) = event {
-                let kind = publish.topic.rsplit('/').next().unwrap_or_default().to_string();
-                let key = if publish.topic.contains("/couriers/") { "schedule".to_string() } else { kind };
+                let kind = publish
+                    .topic
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let key = if publish.topic.contains("/couriers/") {
+                    "schedule".to_string()
+                } else {
+                    kind
+                };
                 *seen_topics.lock().expect("lock").entry(key).or_default() += 1;
             }
         }
@@ -68,18 +92,30 @@ async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadlin
 
     let orders = fabflow_sim::generate_orders(2026, 200, &SKUS, BBOX);
     let report = fabflow_sim::fire(&base, &brand, orders, 16).await;
-    assert_eq!(report.accepted, 200, "rejected: {:?}", report.rejected.first());
+    assert_eq!(
+        report.accepted,
+        200,
+        "rejected: {:?}",
+        report.rejected.first()
+    );
 
     let api = Api::new(base.clone(), admin);
-    let scheduled = wait_for("every order in a courier schedule", Duration::from_secs(240), || {
-        let api = api.clone();
-        let couriers = couriers.clone();
-        async move {
-            let seen = scheduled_orders(&api, &couriers).await;
-            let complete = seen.values().filter(|(pickup, drop)| *pickup && drop.is_some()).count();
-            (complete == 200).then_some(seen)
-        }
-    })
+    let scheduled = wait_for(
+        "every order in a courier schedule",
+        Duration::from_secs(240),
+        || {
+            let api = api.clone();
+            let couriers = couriers.clone();
+            async move {
+                let seen = scheduled_orders(&api, &couriers).await;
+                let complete = seen
+                    .values()
+                    .filter(|(pickup, drop)| *pickup && drop.is_some())
+                    .count();
+                (complete == 200).then_some(seen)
+            }
+        },
+    )
     .await;
 
     let orders = api.all_orders().await;
@@ -87,27 +123,38 @@ async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadlin
     for order in &orders {
         let id = order["id"].as_str().expect("id");
         assert!(
-            ["ready", "out_for_delivery", "delivered"].contains(&order["state"].as_str().unwrap_or_default()),
+            ["ready", "out_for_delivery", "delivered"]
+                .contains(&order["state"].as_str().unwrap_or_default()),
             "order {id} is {}",
             order["state"]
         );
         let deadline = order["deadline"].as_str().expect("deadline");
         let dropoff = scheduled[id].1.as_deref().expect("drop-off eta");
         let parse = |t: &str| chrono::DateTime::parse_from_rfc3339(t).expect("RFC 3339");
-        assert!(parse(dropoff) <= parse(deadline), "order {id}: drop-off {dropoff} after deadline {deadline}");
+        assert!(
+            parse(dropoff) <= parse(deadline),
+            "order {id}: drop-off {dropoff} after deadline {deadline}"
+        );
         // Every job of the order is done on a machine of the order's factory.
         let (_, detail) = api.get(&format!("/v1/orders/{id}")).await;
         let jobs = detail["jobs"].as_array().cloned().unwrap_or_default();
         assert!(!jobs.is_empty());
         for job in &jobs {
-            assert!(["done", "failed"].contains(&job["state"].as_str().unwrap_or_default()), "{job}");
+            assert!(
+                ["done", "failed"].contains(&job["state"].as_str().unwrap_or_default()),
+                "{job}"
+            );
             assert_eq!(job["factory"], order["factory"]);
         }
     }
 
     // No job token was ever started twice, on any machine.
     assert_eq!(fleet.duplicate_starts(), Vec::<(String, u32)>::new());
-    let started: usize = fleet.machines().iter().map(|m| fleet.started_tokens(&m.machine_id).len()).sum();
+    let started: usize = fleet
+        .machines()
+        .iter()
+        .map(|m| fleet.started_tokens(&m.machine_id).len())
+        .sum();
     let (_, done_jobs) = api.get("/v1/jobs?state=done&limit=500").await;
     assert!(started >= done_jobs["items"].as_array().map_or(0, Vec::len));
 
@@ -149,14 +196,29 @@ fn start_doomed(config: fabflow::config::Config) -> Doomed {
             .build()
             .expect("runtime");
         runtime.block_on(async {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let daemon = Daemon::start(config, fabflow_adapters::builtin_profiles(), listener, CancellationToken::new())
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
-                .expect("daemon starts");
-            let brand = auth::issue(&daemon.store, Role::Brand, "crash-brand", "crash", daemon.clock.now_ms())
-                .await
-                .expect("token");
-            ready_tx.send((format!("http://{}", daemon.http), brand)).expect("report");
+                .expect("bind");
+            let daemon = Daemon::start(
+                config,
+                fabflow_adapters::builtin_profiles(),
+                listener,
+                CancellationToken::new(),
+            )
+            .await
+            .expect("daemon starts");
+            let brand = auth::issue(
+                &daemon.store,
+                Role::Brand,
+                "crash-brand",
+                "crash",
+                daemon.clock.now_ms(),
+            )
+            .await
+            .expect("token");
+            ready_tx
+                .send((format!("http://{}", daemon.http), brand))
+                .expect("report");
             std::mem::forget(daemon);
         });
         // Block until told to die, then drop every task mid-flight.
@@ -164,7 +226,12 @@ fn start_doomed(config: fabflow::config::Config) -> Doomed {
         runtime.shutdown_background();
     });
     let (base, brand) = ready_rx.recv().expect("daemon started");
-    Doomed { kill, thread, base, brand }
+    Doomed {
+        kill,
+        thread,
+        base,
+        brand,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -178,7 +245,12 @@ async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice(
 
     let orders = fabflow_sim::generate_orders(99, 80, &SKUS, BBOX);
     let report = fabflow_sim::fire(&doomed.base, &doomed.brand, orders.clone(), 8).await;
-    assert_eq!(report.accepted, 80, "rejected: {:?}", report.rejected.first());
+    assert_eq!(
+        report.accepted,
+        80,
+        "rejected: {:?}",
+        report.rejected.first()
+    );
     let brand_api = Api::new(doomed.base.clone(), doomed.brand.clone());
     // Kill once production is under way but far from finished.
     wait_for("production under way", Duration::from_secs(60), || {
@@ -190,7 +262,11 @@ async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice(
         }
     })
     .await;
-    let started_before: usize = fleet.machines().iter().map(|m| fleet.started_tokens(&m.machine_id).len()).sum();
+    let started_before: usize = fleet
+        .machines()
+        .iter()
+        .map(|m| fleet.started_tokens(&m.machine_id).len())
+        .sum();
     doomed.kill.send(()).expect("kill");
     doomed.thread.join().expect("killed");
     assert!(started_before > 0);
@@ -205,26 +281,51 @@ async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice(
     )
     .await
     .expect("daemon restarts");
-    let admin = auth::issue(&daemon.store, Role::Admin, "*", "admin", daemon.clock.now_ms()).await.expect("token");
+    let admin = auth::issue(
+        &daemon.store,
+        Role::Admin,
+        "*",
+        "admin",
+        daemon.clock.now_ms(),
+    )
+    .await
+    .expect("token");
     let api = Api::new(format!("http://{}", daemon.http), admin);
 
     // Every accepted order is still there, and each is finished exactly once.
-    let finished = wait_for("every order produced after the restart", Duration::from_secs(300), || {
-        let api = api.clone();
-        async move {
-            let orders = api.all_orders().await;
-            let ready = orders
-                .iter()
-                .filter(|o| ["ready", "out_for_delivery", "delivered"].contains(&o["state"].as_str().unwrap_or_default()))
-                .count();
-            (ready == 80).then_some(orders)
-        }
-    })
+    let finished = wait_for(
+        "every order produced after the restart",
+        Duration::from_secs(300),
+        || {
+            let api = api.clone();
+            async move {
+                let orders = api.all_orders().await;
+                let ready = orders
+                    .iter()
+                    .filter(|o| {
+                        ["ready", "out_for_delivery", "delivered"]
+                            .contains(&o["state"].as_str().unwrap_or_default())
+                    })
+                    .count();
+                (ready == 80).then_some(orders)
+            }
+        },
+    )
     .await;
-    let refs: HashSet<&str> = finished.iter().filter_map(|o| o["external_ref"].as_str()).collect();
-    let sent: HashSet<&str> = orders.iter().filter_map(|o| o["external_ref"].as_str()).collect();
+    let refs: HashSet<&str> = finished
+        .iter()
+        .filter_map(|o| o["external_ref"].as_str())
+        .collect();
+    let sent: HashSet<&str> = orders
+        .iter()
+        .filter_map(|o| o["external_ref"].as_str())
+        .collect();
     assert_eq!(refs, sent, "no accepted order is lost");
-    assert_eq!(fleet.duplicate_starts(), Vec::<(String, u32)>::new(), "no job token started twice");
+    assert_eq!(
+        fleet.duplicate_starts(),
+        Vec::<(String, u32)>::new(),
+        "no job token started twice"
+    );
 
     // Resubmitting the same burst (same idempotency keys) creates nothing new.
     let report = fabflow_sim::fire(&api.base, &doomed.brand, orders, 8).await;

@@ -23,7 +23,9 @@ fn env(name: &str) -> Option<String> {
 async fn fresh_postgres_url(base: &str) -> String {
     sqlx::any::install_default_drivers();
     let name = format!("fabflow_e2e_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::AnyPool::connect(base).await.expect("connect to PostgreSQL");
+    let admin = sqlx::AnyPool::connect(base)
+        .await
+        .expect("connect to PostgreSQL");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&admin)
         .await
@@ -50,13 +52,24 @@ async fn run_loop(database_url: Option<String>, broker: Option<(String, u16)>) {
         };
     }
     let shutdown = CancellationToken::new();
-    let daemon = Daemon::start(config, fabflow_adapters::builtin_profiles(), support::listener().await, shutdown.clone())
-        .await
-        .expect("daemon starts");
+    let daemon = Daemon::start(
+        config,
+        fabflow_adapters::builtin_profiles(),
+        support::listener().await,
+        shutdown.clone(),
+    )
+    .await
+    .expect("daemon starts");
     let base = format!("http://{}", daemon.http);
-    let brand = auth::issue(&daemon.store, Role::Brand, "peer-brand", "peers", daemon.clock.now_ms())
-        .await
-        .expect("token");
+    let brand = auth::issue(
+        &daemon.store,
+        Role::Brand,
+        "peer-brand",
+        "peers",
+        daemon.clock.now_ms(),
+    )
+    .await
+    .expect("token");
 
     let mut options = MqttOptions::new(
         format!("peers-{}", uuid::Uuid::new_v4().simple()),
@@ -65,15 +78,24 @@ async fn run_loop(database_url: Option<String>, broker: Option<(String, u16)>) {
     );
     options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
     let (client, mut eventloop) = AsyncClient::new(options, 64);
-    client.subscribe("fabflow/v1/events/#", QoS::AtLeastOnce).await.expect("subscribe");
+    client
+        .subscribe("fabflow/v1/events/#", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
     let kinds: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let seen = Arc::clone(&kinds);
     let watcher = tokio::spawn(async move {
         while let Ok(event) = eventloop.poll().await {
             if let Event::Incoming(Packet::Publish(publish)) = event {
-                let payload: serde_json::Value = serde_json::from_slice(&publish.payload).unwrap_or_default();
+                let payload: serde_json::Value =
+                    serde_json::from_slice(&publish.payload).unwrap_or_default();
                 if payload["brand"] == "peer-brand" {
-                    let kind = publish.topic.rsplit('/').next().unwrap_or_default().to_string();
+                    let kind = publish
+                        .topic
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
                     *seen.lock().expect("lock").entry(kind).or_default() += 1;
                 }
             }
@@ -82,7 +104,12 @@ async fn run_loop(database_url: Option<String>, broker: Option<(String, u16)>) {
     // Subscribed before the orders go in.
     wait_for("MQTT subscription", Duration::from_secs(10), || {
         let client = client.clone();
-        async move { client.publish("fabflow/v1/test", QoS::AtLeastOnce, false, "x").await.ok() }
+        async move {
+            client
+                .publish("fabflow/v1/test", QoS::AtLeastOnce, false, "x")
+                .await
+                .ok()
+        }
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -95,7 +122,11 @@ async fn run_loop(database_url: Option<String>, broker: Option<(String, u16)>) {
         let api = api.clone();
         async move {
             let orders = api.all_orders().await;
-            (orders.iter().filter(|o| o["state"] != "accepted" && o["state"] != "in_production").count() == 20)
+            (orders
+                .iter()
+                .filter(|o| o["state"] != "accepted" && o["state"] != "in_production")
+                .count()
+                == 20)
                 .then_some(())
         }
     })
@@ -104,7 +135,8 @@ async fn run_loop(database_url: Option<String>, broker: Option<(String, u16)>) {
         let kinds = Arc::clone(&kinds);
         async move {
             let kinds = kinds.lock().expect("lock").clone();
-            (kinds.get("order.accepted").copied().unwrap_or(0) >= 20 && kinds.get("order.ready").copied().unwrap_or(0) >= 20)
+            (kinds.get("order.accepted").copied().unwrap_or(0) >= 20
+                && kinds.get("order.ready").copied().unwrap_or(0) >= 20)
                 .then_some(())
         }
     })
@@ -119,7 +151,9 @@ async fn run_loop(database_url: Option<String>, broker: Option<(String, u16)>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_loop_runs_on_an_external_mosquitto() {
     let Some(url) = env("FABFLOW_TEST_MQTT_URL") else {
-        eprintln!("peers: external Mosquitto test skipped (set FABFLOW_TEST_MQTT_URL=mqtt://127.0.0.1:PORT to run it)");
+        eprintln!(
+            "peers: external Mosquitto test skipped (set FABFLOW_TEST_MQTT_URL=mqtt://127.0.0.1:PORT to run it)"
+        );
         return;
     };
     let rest = url.trim_start_matches("mqtt://");
@@ -130,7 +164,9 @@ async fn the_loop_runs_on_an_external_mosquitto() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_loop_runs_on_postgresql() {
     let Some(base) = env("FABFLOW_TEST_POSTGRES_URL") else {
-        eprintln!("peers: PostgreSQL daemon test skipped (set FABFLOW_TEST_POSTGRES_URL to run it)");
+        eprintln!(
+            "peers: PostgreSQL daemon test skipped (set FABFLOW_TEST_POSTGRES_URL to run it)"
+        );
         return;
     };
     run_loop(Some(fresh_postgres_url(&base).await), None).await;

@@ -261,11 +261,24 @@ fn excerpt(mut body: String) -> String {
     body
 }
 
+/// `err: its source: its source's source`, as reqwest's own message leaves
+/// out why (e.g. "connection refused").
+fn with_sources(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Why a request failed.
 #[derive(Debug, Error)]
 enum CourierError {
     /// No reply: connection refused, reset, timed out.
-    #[error("transport: {0}")]
+    #[error("transport: {}", with_sources(.0))]
     Transport(#[from] reqwest::Error),
     /// 409 to a confirm: already confirmed, or the order cannot move yet.
     #[error("conflict: {body}")]

@@ -92,8 +92,8 @@ impl FleetSpec {
                     id: "centre".to_string(),
                     machines: vec![
                         dtg("centre-dtg-1"),
-                        dtg("centre-dtg-2"),
                         press("centre-press-1"),
+                        uv("centre-uv-1"),
                         fdm("centre-fdm-1"),
                     ],
                 },

@@ -65,7 +65,11 @@ impl Caller {
             Err(ApiError::forbidden(format!(
                 "a {} token cannot do this (needs {})",
                 self.role.as_str(),
-                roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(" or ")
+                roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             )))
         }
     }
@@ -86,7 +90,13 @@ pub fn hash(token: &str) -> String {
 }
 
 /// Creates a token for `role` and `scope`, stores its hash, returns the token (shown once).
-pub async fn issue(store: &Store, role: Role, scope: &str, name: &str, now: i64) -> Result<String, StoreError> {
+pub async fn issue(
+    store: &Store,
+    role: Role,
+    scope: &str,
+    name: &str,
+    now: i64,
+) -> Result<String, StoreError> {
     let mut bytes = [0u8; 24];
     rand::rng().fill(&mut bytes);
     let body: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -103,9 +113,14 @@ pub async fn issue(store: &Store, role: Role, scope: &str, name: &str, now: i64)
 impl FromRequestParts<Shared> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Shared,
+    ) -> Result<Self, Self::Rejection> {
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(ApiError::unauthorized("missing Authorization: Bearer <token>"));
+            return Err(ApiError::unauthorized(
+                "missing Authorization: Bearer <token>",
+            ));
         };
         let token = value
             .to_str()
@@ -113,7 +128,11 @@ impl FromRequestParts<Shared> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
-        let record = state.store.find_token(&hash(token)).await.map_err(ApiError::internal)?;
+        let record = state
+            .store
+            .find_token(&hash(token))
+            .await
+            .map_err(ApiError::internal)?;
         let Some(record) = record else {
             metrics::counter!("fabflow_auth_failures_total").increment(1);
             return Err(ApiError::unauthorized("unknown token"));
@@ -134,7 +153,10 @@ mod tests {
 
     #[test]
     fn hashes_are_hex_sha256_and_scopes_work() {
-        assert_eq!(hash("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         let operator = Caller {
             role: Role::Operator,
             scope: "north,south".into(),

@@ -5,8 +5,8 @@
 //! order is a 404, never a 403); writable fields are listed explicitly.
 
 pub mod auth;
-pub mod orders;
 pub mod ops;
+pub mod orders;
 pub mod problem;
 pub mod views;
 
@@ -54,8 +54,11 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     match limit {
         None => Ok(100),
         Some(n) if (1..=500).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::bad_request(format!("limit must be 1..=500, got {n}"))
-            .with_errors(vec![crate::domain::intake::FieldError::new("limit", "must be 1..=500")])),
+        Some(n) => Err(
+            ApiError::bad_request(format!("limit must be 1..=500, got {n}")).with_errors(vec![
+                crate::domain::intake::FieldError::new("limit", "must be 1..=500"),
+            ]),
+        ),
     }
 }
 
@@ -100,17 +103,29 @@ async fn problem_for_rejections(response: Response) -> Response {
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/problem+json") || v.starts_with("application/json"));
+        .is_some_and(|v| {
+            v.starts_with("application/problem+json") || v.starts_with("application/json")
+        });
     if (status.is_client_error() || status.is_server_error()) && !is_problem {
         let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+        let bytes = axum::body::to_bytes(body, 64 * 1024)
+            .await
+            .unwrap_or_default();
         let detail = String::from_utf8_lossy(&bytes).trim().to_string();
         let detail = if detail.is_empty() {
-            parts.status.canonical_reason().unwrap_or("error").to_string()
+            parts
+                .status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_string()
         } else {
             detail
         };
-        let status = if status == StatusCode::METHOD_NOT_ALLOWED { status } else { parts.status };
+        let status = if status == StatusCode::METHOD_NOT_ALLOWED {
+            status
+        } else {
+            parts.status
+        };
         return problem::rejection(status, detail).into_response();
     }
     response

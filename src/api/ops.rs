@@ -60,8 +60,14 @@ pub async fn list_jobs(
             limit,
         })
         .await?;
-    let next = (jobs.len() as i64 == limit).then(|| jobs.last().map(|j| j.token.0.to_string())).flatten();
-    let items = jobs.iter().filter(|job| caller.covers_factory(&job.factory)).map(job_view).collect();
+    let next = (jobs.len() as i64 == limit)
+        .then(|| jobs.last().map(|j| j.token.0.to_string()))
+        .flatten();
+    let items = jobs
+        .iter()
+        .filter(|job| caller.covers_factory(&job.factory))
+        .map(job_view)
+        .collect();
     Ok(Json(Page { items, next }))
 }
 
@@ -116,7 +122,10 @@ pub async fn machine_action(
         other => return Err(ApiError::not_found(format!("machine action {other:?}"))),
     };
     let now = shared.clock.now_ms();
-    shared.store.set_machine_mode(&machine.id, input, now).await?;
+    shared
+        .store
+        .set_machine_mode(&machine.id, input, now)
+        .await?;
     if input != ModeInput::Resume && input != ModeInput::EndMaintenance {
         shared.store.unschedule_machine(&machine.id, now).await?;
     }
@@ -127,7 +136,10 @@ pub async fn machine_action(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("machine {id}")))?;
     let loads = shared.store.machine_loads().await?;
-    Ok(Json(machine_view(&machine, loads.get(&id).copied().unwrap_or(0))))
+    Ok(Json(machine_view(
+        &machine,
+        loads.get(&id).copied().unwrap_or(0),
+    )))
 }
 
 /// A courier's stops (a courier sees only its own).
@@ -146,7 +158,11 @@ pub async fn courier_schedule(
         return Err(ApiError::not_found(format!("courier {id}")));
     }
     let records = shared.store.courier_schedule(&id).await?;
-    Ok(Json(CourierSchedule::new(&id, &records, shared.clock.now_ms())))
+    Ok(Json(CourierSchedule::new(
+        &id,
+        &records,
+        shared.clock.now_ms(),
+    )))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -169,7 +185,10 @@ pub async fn confirm_handoff(
 ) -> Result<Json<Confirmed>, ApiError> {
     caller.require(&[Role::Courier, Role::Admin])?;
     let courier = (caller.role == Role::Courier).then_some(caller.scope.as_str());
-    let handoff = shared.store.confirm_handoff(&id, courier, shared.clock.now_ms()).await?;
+    let handoff = shared
+        .store
+        .confirm_handoff(&id, courier, shared.clock.now_ms())
+        .await?;
     Ok(Json(Confirmed {
         id: handoff.id,
         order_id: handoff.order_id,
@@ -196,7 +215,11 @@ pub async fn healthz(State(shared): State<Shared>) -> Response {
         now: shared.clock.now().into(),
         time_scale: shared.clock.scale(),
     };
-    let status = if database_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if database_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(health)).into_response()
 }
 
@@ -217,7 +240,12 @@ pub async fn metrics(State(shared): State<Shared>) -> Response {
             handle.render(),
         )
             .into_response(),
-        None => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "metrics recorder not installed").into_response(),
+        None => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "metrics recorder not installed",
+        )
+        .into_response(),
     }
 }
 

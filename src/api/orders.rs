@@ -4,8 +4,8 @@
 use super::auth::{Caller, Role};
 use super::problem::ApiError;
 use super::views::{OrderDetail, OrderView, Page, job_view, rfc3339};
-use crate::domain::intake::{Customer, FieldError, LineRequest, OrderRequest, validate};
 use crate::domain::OrderState;
+use crate::domain::intake::{Customer, FieldError, LineRequest, OrderRequest, validate};
 use crate::plan::choose_factory;
 use crate::runtime::Shared;
 use crate::store::{AcceptOutcome, Idempotency, JobFilter, NewOrder, OrderFilter, OrderRecord};
@@ -21,7 +21,10 @@ use std::collections::BTreeSet;
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 fn body_hash(body: &[u8]) -> String {
-    Sha256::digest(body).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -34,7 +37,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
                 .trim()
                 .trim_matches('"');
             if key.is_empty() || key.len() > 255 {
-                return Err(ApiError::bad_request("Idempotency-Key must be 1..=255 characters"));
+                return Err(ApiError::bad_request(
+                    "Idempotency-Key must be 1..=255 characters",
+                ));
             }
             Ok(Some(key.to_string()))
         }
@@ -51,22 +56,39 @@ fn owner(caller: &Caller, requested: Option<&str>, pointer: &str) -> Result<Stri
             )])),
             _ => Ok(caller.scope.clone()),
         },
-        Role::Admin => requested
-            .map(str::to_string)
-            .ok_or_else(|| ApiError::invalid(vec![FieldError::new(pointer, "required with an admin token")])),
-        _ => Err(ApiError::forbidden("only brand and admin tokens submit orders")),
+        Role::Admin => requested.map(str::to_string).ok_or_else(|| {
+            ApiError::invalid(vec![FieldError::new(
+                pointer,
+                "required with an admin token",
+            )])
+        }),
+        _ => Err(ApiError::forbidden(
+            "only brand and admin tokens submit orders",
+        )),
     }
 }
 
 /// Validates one request into a `NewOrder` (no idempotency yet).
-fn prepare(shared: &Shared, caller: &Caller, request: OrderRequest) -> Result<NewOrder, Vec<FieldError>> {
+fn prepare(
+    shared: &Shared,
+    caller: &Caller,
+    request: OrderRequest,
+) -> Result<NewOrder, Vec<FieldError>> {
     let now = shared.clock.now_ms();
     let network = &shared.network;
-    let brand = owner(caller, request.brand.as_deref(), "/brand").map_err(|err| match err.field_errors() {
-        Some(errors) => errors,
-        None => vec![FieldError::new("/brand", "not allowed for this token")],
+    let brand = owner(caller, request.brand.as_deref(), "/brand").map_err(|err| {
+        match err.field_errors() {
+            Some(errors) => errors,
+            None => vec![FieldError::new("/brand", "not allowed for this token")],
+        }
     })?;
-    let valid = validate(&request, &network.catalog, &network.zones, &network.rules, now)?;
+    let valid = validate(
+        &request,
+        &network.catalog,
+        &network.zones,
+        &network.rules,
+        now,
+    )?;
     let processes: BTreeSet<String> = valid.jobs.iter().map(|job| job.process.clone()).collect();
     let Some(factory) = choose_factory(valid.location, &processes, &network.factories) else {
         return Err(vec![FieldError::new(
@@ -95,10 +117,12 @@ fn prepare(shared: &Shared, caller: &Caller, request: OrderRequest) -> Result<Ne
 
 fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|err| {
-        ApiError::bad_request(format!("request body is not a valid order: {err}")).with_errors(vec![FieldError::new(
-            format!("line {}, column {}", err.line(), err.column()),
-            err.to_string(),
-        )])
+        ApiError::bad_request(format!("request body is not a valid order: {err}")).with_errors(
+            vec![FieldError::new(
+                format!("line {}, column {}", err.line(), err.column()),
+                err.to_string(),
+            )],
+        )
     })
 }
 
@@ -119,10 +143,18 @@ fn view_of_new(order: &NewOrder) -> OrderView {
     })
 }
 
-fn json_response(status: StatusCode, body: String, replayed: bool, location: Option<&str>) -> Response {
+fn json_response(
+    status: StatusCode,
+    body: String,
+    replayed: bool,
+    location: Option<&str>,
+) -> Response {
     let mut response = (status, body).into_response();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if replayed {
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
@@ -166,7 +198,12 @@ pub async fn create(
     let outcome = shared.intake.submit(vec![order]).await?.into_iter().next();
     shared.scheduler.notify_one();
     match outcome {
-        Some(AcceptOutcome::Created) => Ok(json_response(StatusCode::CREATED, response, false, Some(&location))),
+        Some(AcceptOutcome::Created) => Ok(json_response(
+            StatusCode::CREATED,
+            response,
+            false,
+            Some(&location),
+        )),
         Some(AcceptOutcome::Replayed { status, response }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             Ok(json_response(status, response, true, None))
@@ -185,7 +222,11 @@ pub async fn create(
     params(("id" = String, Path, description = "Order id")),
     responses((status = 200, body = OrderDetail), (status = 404, body = super::problem::Problem)),
     security(("bearer" = [])))]
-pub async fn get(State(shared): State<Shared>, caller: Caller, Path(id): Path<String>) -> Result<Json<OrderDetail>, ApiError> {
+pub async fn get(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<OrderDetail>, ApiError> {
     caller.require(&[Role::Brand, Role::Operator, Role::Admin])?;
     let order = shared
         .store
@@ -253,7 +294,9 @@ pub async fn list(
         .filter(|order| caller.role != Role::Operator || caller.covers_factory(&order.factory))
         .map(OrderView::from)
         .collect();
-    let next = (orders.len() as i64 == limit).then(|| orders.last().map(|o| o.id.clone())).flatten();
+    let next = (orders.len() as i64 == limit)
+        .then(|| orders.last().map(|o| o.id.clone()))
+        .flatten();
     Ok(Json(Page { items, next }))
 }
 
@@ -263,9 +306,16 @@ pub async fn list(
     responses((status = 200, body = OrderView), (status = 404, body = super::problem::Problem),
         (status = 409, description = "Already in production on a machine, or past production", body = super::problem::Problem)),
     security(("bearer" = [])))]
-pub async fn cancel(State(shared): State<Shared>, caller: Caller, Path(id): Path<String>) -> Result<Json<OrderView>, ApiError> {
+pub async fn cancel(
+    State(shared): State<Shared>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<OrderView>, ApiError> {
     caller.require(&[Role::Brand, Role::Admin])?;
-    let order = shared.store.cancel_order(&id, caller.brand_scope(), shared.clock.now_ms()).await?;
+    let order = shared
+        .store
+        .cancel_order(&id, caller.brand_scope(), shared.clock.now_ms())
+        .await?;
     Ok(Json(OrderView::from(&order)))
 }
 
@@ -312,8 +362,9 @@ pub async fn import(
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let text = std::str::from_utf8(&body).map_err(|err| ApiError::bad_request(format!("body is not UTF-8: {err}")))?;
-    let parsed: Vec<(usize, Result<OrderRequest, Vec<FieldError>>)> = match content_type.as_str() {
+    let text = std::str::from_utf8(&body)
+        .map_err(|err| ApiError::bad_request(format!("body is not UTF-8: {err}")))?;
+    let parsed: Vec<ParsedLine> = match content_type.as_str() {
         "application/x-ndjson" | "application/jsonl" | "application/json-seq" => parse_ndjson(text),
         "text/csv" => parse_csv(text)?,
         other => {
@@ -369,7 +420,10 @@ pub async fn import(
         for line in &mut lines {
             line.id = None;
         }
-        let report = ImportReport { imported: 0, orders: lines };
+        let report = ImportReport {
+            imported: 0,
+            orders: lines,
+        };
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(report)).into_response());
     }
     let outcomes = shared.intake.submit(orders).await?;
@@ -395,17 +449,27 @@ pub async fn import(
         imported: lines.len(),
         orders: lines,
     };
-    let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     Ok((status, Json(report)).into_response())
 }
 
-fn parse_ndjson(text: &str) -> Vec<(usize, Result<OrderRequest, Vec<FieldError>>)> {
+/// A line number and what was read there: an order, or what is wrong with it.
+type ParsedLine = (usize, Result<OrderRequest, Vec<FieldError>>);
+
+fn parse_ndjson(text: &str) -> Vec<ParsedLine> {
     text.lines()
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(index, line)| {
             let parsed = serde_json::from_str::<OrderRequest>(line).map_err(|err| {
-                vec![FieldError::new(format!("line {}, column {}", index + 1, err.column()), err.to_string())]
+                vec![FieldError::new(
+                    format!("line {}, column {}", index + 1, err.column()),
+                    err.to_string(),
+                )]
             });
             (index + 1, parsed)
         })
@@ -422,27 +486,42 @@ struct CsvRow {
     quantity: u32,
 }
 
-fn parse_csv(text: &str) -> Result<Vec<(usize, Result<OrderRequest, Vec<FieldError>>)>, ApiError> {
-    let mut reader = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(text.as_bytes());
+fn parse_csv(text: &str) -> Result<Vec<ParsedLine>, ApiError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
     let headers = reader
         .headers()
         .map_err(|err| ApiError::bad_request(format!("CSV header: {err}")))?
         .clone();
-    for column in ["external_ref", "customer_name", "lat", "lon", "sku", "quantity"] {
+    for column in [
+        "external_ref",
+        "customer_name",
+        "lat",
+        "lon",
+        "sku",
+        "quantity",
+    ] {
         if !headers.iter().any(|h| h == column) {
             return Err(ApiError::bad_request(format!(
                 "CSV header misses column {column:?} (needs external_ref,customer_name,lat,lon,sku,quantity)"
             )));
         }
     }
-    let mut out: Vec<(usize, Result<OrderRequest, Vec<FieldError>>)> = Vec::new();
+    let mut out: Vec<ParsedLine> = Vec::new();
     let mut current_ref: Option<String> = None;
     for record in reader.records() {
         let record = match record {
             Ok(record) => record,
             Err(err) => {
                 let line = err.position().map_or(0, |p| p.line() as usize);
-                out.push((line, Err(vec![FieldError::new(format!("line {line}"), err.to_string())])));
+                out.push((
+                    line,
+                    Err(vec![FieldError::new(
+                        format!("line {line}"),
+                        err.to_string(),
+                    )]),
+                ));
                 current_ref = None;
                 continue;
             }
@@ -451,7 +530,13 @@ fn parse_csv(text: &str) -> Result<Vec<(usize, Result<OrderRequest, Vec<FieldErr
         let row: CsvRow = match record.deserialize(Some(&headers)) {
             Ok(row) => row,
             Err(err) => {
-                out.push((line, Err(vec![FieldError::new(format!("line {line}"), err.to_string())])));
+                out.push((
+                    line,
+                    Err(vec![FieldError::new(
+                        format!("line {line}"),
+                        err.to_string(),
+                    )]),
+                ));
                 current_ref = None;
                 continue;
             }

@@ -57,7 +57,11 @@ impl ApiError {
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not-found", format!("{} not found", what.into()))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not-found",
+            format!("{} not found", what.into()),
+        )
     }
 
     pub fn unauthorized(detail: impl Into<String>) -> Self {
@@ -74,7 +78,11 @@ impl ApiError {
 
     pub fn internal(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the daemon's log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the daemon's log",
+        )
     }
 
     /// The field errors of a validation problem.
@@ -103,7 +111,11 @@ impl From<IntakeError> for ApiError {
     fn from(err: IntakeError) -> Self {
         match err {
             IntakeError::KeyInFlight => ApiError::conflict(err.to_string()),
-            IntakeError::Closed => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", err.to_string()),
+            IntakeError::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                err.to_string(),
+            ),
             IntakeError::Store(err) => ApiError::internal(err),
         }
     }
@@ -111,7 +123,11 @@ impl From<IntakeError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let title = self.status.canonical_reason().unwrap_or("error").to_string();
+        let title = self
+            .status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_string();
         let body = Problem {
             kind: format!("https://fabflow.dev/problems/{}", self.kind),
             title,

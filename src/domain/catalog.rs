@@ -30,7 +30,10 @@ pub struct Catalog {
 impl Catalog {
     pub fn new(skus: impl IntoIterator<Item = Sku>) -> Self {
         Self {
-            skus: skus.into_iter().map(|sku| (sku.code.clone(), sku)).collect(),
+            skus: skus
+                .into_iter()
+                .map(|sku| (sku.code.clone(), sku))
+                .collect(),
         }
     }
 
@@ -54,6 +57,9 @@ impl Catalog {
 impl Sku {
     /// Seconds to make `quantity` units through every step.
     pub fn route_seconds(&self, quantity: u32) -> f64 {
-        self.route.iter().map(|step| step.seconds_per_unit * f64::from(quantity)).sum()
+        self.route
+            .iter()
+            .map(|step| step.seconds_per_unit * f64::from(quantity))
+            .sum()
     }
 }

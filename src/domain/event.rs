@@ -8,15 +8,28 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     OrderAccepted,
-    OrderStateChanged { from: OrderState, to: OrderState },
-    JobScheduled { machine: MachineId },
+    OrderStateChanged {
+        from: OrderState,
+        to: OrderState,
+    },
+    JobScheduled {
+        machine: MachineId,
+    },
     JobRequeued,
     JobDispatched,
     JobRunning,
-    JobDone { good: u32, scrap: u32 },
-    JobFailed { fault_code: Option<u32> },
+    JobDone {
+        good: u32,
+        scrap: u32,
+    },
+    JobFailed {
+        fault_code: Option<u32>,
+    },
     JobCancelled,
-    MachineStateChanged { from: MachineState, to: MachineState },
+    MachineStateChanged {
+        from: MachineState,
+        to: MachineState,
+    },
     HandoffPlanned,
     HandoffConfirmed,
     HandoffMissed,
@@ -83,7 +96,10 @@ mod tests {
         assert_eq!(json["kind"], "order_state_changed");
         assert_eq!(json["to"], "ready");
         assert_eq!(Event::JobDone { good: 1, scrap: 0 }.kind(), "job.done");
-        assert_eq!(Event::JobDone { good: 1, scrap: 0 }.job_state(), Some(JobState::Done));
+        assert_eq!(
+            Event::JobDone { good: 1, scrap: 0 }.job_state(),
+            Some(JobState::Done)
+        );
         assert_eq!(Event::HandoffPlanned.job_state(), None);
     }
 }

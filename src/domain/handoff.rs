@@ -46,10 +46,17 @@ impl HandoffState {
         }
     }
 
-    pub fn handle(self, input: HandoffInput) -> Result<(HandoffState, Vec<Event>), TransitionError> {
+    pub fn handle(
+        self,
+        input: HandoffInput,
+    ) -> Result<(HandoffState, Vec<Event>), TransitionError> {
         match (self, input) {
-            (HandoffState::Planned, HandoffInput::Confirm) => Ok((HandoffState::Done, vec![Event::HandoffConfirmed])),
-            (HandoffState::Planned, HandoffInput::Miss) => Ok((HandoffState::Missed, vec![Event::HandoffMissed])),
+            (HandoffState::Planned, HandoffInput::Confirm) => {
+                Ok((HandoffState::Done, vec![Event::HandoffConfirmed]))
+            }
+            (HandoffState::Planned, HandoffInput::Miss) => {
+                Ok((HandoffState::Missed, vec![Event::HandoffMissed]))
+            }
             (from, input) => Err(TransitionError::new("handoff", from, input)),
         }
     }
@@ -64,10 +71,14 @@ impl fmt::Display for HandoffState {
 impl FromStr for HandoffState {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        [HandoffState::Planned, HandoffState::Done, HandoffState::Missed]
-            .into_iter()
-            .find(|state| state.as_str() == text)
-            .ok_or_else(|| format!("unknown handoff state {text:?}"))
+        [
+            HandoffState::Planned,
+            HandoffState::Done,
+            HandoffState::Missed,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == text)
+        .ok_or_else(|| format!("unknown handoff state {text:?}"))
     }
 }
 
@@ -98,7 +109,11 @@ mod tests {
             (S::Missed, I::Miss, None),
         ];
         for (from, input, expected) in table {
-            assert_eq!(from.handle(input).ok().map(|(next, _)| next), expected, "{from} + {input:?}");
+            assert_eq!(
+                from.handle(input).ok().map(|(next, _)| next),
+                expected,
+                "{from} + {input:?}"
+            );
         }
         assert_eq!("done".parse::<S>(), Ok(S::Done));
         assert_eq!("pickup".parse::<HandoffKind>(), Ok(HandoffKind::Pickup));

@@ -3,7 +3,7 @@
 //! Validation reports every problem at once, each with the JSON pointer of the
 //! field at fault, so a brand can fix a whole order in one go.
 
-use super::{Catalog, Location, Millis, Zone, HOUR_MS};
+use super::{Catalog, HOUR_MS, Location, Millis, Zone};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -115,11 +115,17 @@ pub fn validate(
     if let Some(reference) = &request.external_ref
         && (reference.is_empty() || reference.len() > MAX_TEXT)
     {
-        errors.push(FieldError::new("/external_ref", format!("must be 1..={MAX_TEXT} characters")));
+        errors.push(FieldError::new(
+            "/external_ref",
+            format!("must be 1..={MAX_TEXT} characters"),
+        ));
     }
     let name = request.customer.name.trim();
     if name.is_empty() || name.len() > MAX_TEXT {
-        errors.push(FieldError::new("/customer/name", format!("must be 1..={MAX_TEXT} characters")));
+        errors.push(FieldError::new(
+            "/customer/name",
+            format!("must be 1..={MAX_TEXT} characters"),
+        ));
     }
     let location = Location::new(request.customer.lat, request.customer.lon);
     let zone = if !location.is_valid() {
@@ -133,17 +139,26 @@ pub fn validate(
         if zone.is_none() {
             errors.push(FieldError::new(
                 "/customer",
-                format!("({}, {}) is outside every served zone", location.lat, location.lon),
+                format!(
+                    "({}, {}) is outside every served zone",
+                    location.lat, location.lon
+                ),
             ));
         }
         zone
     };
     if request.lines.is_empty() || request.lines.len() > MAX_LINES {
-        errors.push(FieldError::new("/lines", format!("must have 1..={MAX_LINES} lines")));
+        errors.push(FieldError::new(
+            "/lines",
+            format!("must have 1..={MAX_LINES} lines"),
+        ));
     }
     for (index, line) in request.lines.iter().enumerate() {
         if catalog.get(&line.sku).is_none() {
-            errors.push(FieldError::new(format!("/lines/{index}/sku"), format!("unknown SKU {:?}", line.sku)));
+            errors.push(FieldError::new(
+                format!("/lines/{index}/sku"),
+                format!("unknown SKU {:?}", line.sku),
+            ));
         }
         if line.quantity == 0 || line.quantity > MAX_QUANTITY {
             errors.push(FieldError::new(
@@ -173,7 +188,10 @@ pub fn validate(
         return Err(errors);
     }
     let Some(zone) = zone else {
-        return Err(vec![FieldError::new("/customer", "outside every served zone")]);
+        return Err(vec![FieldError::new(
+            "/customer",
+            "outside every served zone",
+        )]);
     };
     Ok(ValidOrder {
         zone: zone.id.clone(),
@@ -188,7 +206,9 @@ pub fn validate(
 pub fn plan_jobs(request: &OrderRequest, catalog: &Catalog, ready_by_ms: Millis) -> Vec<JobPlan> {
     let mut jobs = Vec::new();
     for (line_index, line) in request.lines.iter().enumerate() {
-        let Some(sku) = catalog.get(&line.sku) else { continue };
+        let Some(sku) = catalog.get(&line.sku) else {
+            continue;
+        };
         let mut due_ms = ready_by_ms;
         let mut steps = Vec::with_capacity(sku.route.len());
         for (step_index, step) in sku.route.iter().enumerate().rev() {
@@ -286,8 +306,19 @@ mod tests {
         let valid = validate(&request(), &catalog(), &zones(), &rules, NOW).expect("valid");
         assert_eq!(valid.zone, "centre");
         assert_eq!(valid.deadline_ms, NOW + 48 * HOUR_MS);
-        let steps: Vec<_> = valid.jobs.iter().map(|j| (j.line_index, j.step_index, j.process.as_str())).collect();
-        assert_eq!(steps, vec![(0, 0, "dtg_print"), (0, 1, "heat_press"), (1, 0, "uv_print")]);
+        let steps: Vec<_> = valid
+            .jobs
+            .iter()
+            .map(|j| (j.line_index, j.step_index, j.process.as_str()))
+            .collect();
+        assert_eq!(
+            steps,
+            vec![
+                (0, 0, "dtg_print"),
+                (0, 1, "heat_press"),
+                (1, 0, "uv_print")
+            ]
+        );
         let ready_by = valid.deadline_ms - rules.delivery_buffer_ms;
         assert_eq!(valid.jobs[1].due_ms, ready_by);
         // The print must leave time for pressing two tees (2 x 30 s).
@@ -304,7 +335,12 @@ mod tests {
         bad.external_ref = Some(String::new());
         assert_eq!(
             pointers(&bad),
-            vec!["/external_ref", "/customer/name", "/lines/0/sku", "/lines/1/quantity"]
+            vec![
+                "/external_ref",
+                "/customer/name",
+                "/lines/0/sku",
+                "/lines/1/quantity"
+            ]
         );
     }
 
@@ -335,17 +371,20 @@ mod tests {
         assert_eq!(pointers(&soon), vec!["/deliver_by"]);
         let mut early = request();
         early.deliver_by = at(NOW + 24 * HOUR_MS);
-        let valid = validate(&early, &catalog(), &zones(), &IntakeRules::default(), NOW).expect("valid");
+        let valid =
+            validate(&early, &catalog(), &zones(), &IntakeRules::default(), NOW).expect("valid");
         assert_eq!(valid.deadline_ms, NOW + 24 * HOUR_MS);
         let mut late = request();
         late.deliver_by = at(NOW + 100 * HOUR_MS);
-        let valid = validate(&late, &catalog(), &zones(), &IntakeRules::default(), NOW).expect("valid");
+        let valid =
+            validate(&late, &catalog(), &zones(), &IntakeRules::default(), NOW).expect("valid");
         assert_eq!(valid.deadline_ms, NOW + 48 * HOUR_MS);
     }
 
     #[test]
     fn unknown_fields_are_refused() {
-        let json = r#"{"customer":{"name":"A","lat":52.5,"lon":13.4},"lines":[],"state":"delivered"}"#;
+        let json =
+            r#"{"customer":{"name":"A","lat":52.5,"lon":13.4},"lines":[],"state":"delivered"}"#;
         assert!(serde_json::from_str::<OrderRequest>(json).is_err());
     }
 }

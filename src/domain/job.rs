@@ -26,7 +26,9 @@ pub enum JobState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobInput {
     /// The planner put it in a machine's queue.
-    Schedule { machine: MachineId },
+    Schedule {
+        machine: MachineId,
+    },
     /// The planner took it back out of the queue (machine paused, faulted, re-plan).
     Unschedule,
     /// The start command was written to the machine.
@@ -34,9 +36,14 @@ pub enum JobInput {
     /// The machine reports it running with this job's token.
     MachineStarted,
     /// The machine reports it finished with this job's token.
-    MachineFinished { good: u32, scrap: u32 },
+    MachineFinished {
+        good: u32,
+        scrap: u32,
+    },
     /// The machine aborted it (fault) after it had started.
-    MachineAborted { fault_code: Option<u32> },
+    MachineAborted {
+        fault_code: Option<u32>,
+    },
     /// The machine never received it: it shows another token and is idle.
     MachineLost,
     Cancel,
@@ -66,7 +73,10 @@ impl JobState {
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, JobState::Done | JobState::Failed | JobState::Cancelled)
+        matches!(
+            self,
+            JobState::Done | JobState::Failed | JobState::Cancelled
+        )
     }
 
     /// Still counts towards its order: not failed (a failed job is replaced)
@@ -170,8 +180,14 @@ mod tests {
     fn happy_path() {
         check(&[schedule()], Ok(S::Scheduled));
         check(&[schedule(), I::Dispatch], Ok(S::Dispatched));
-        check(&[schedule(), I::Dispatch, I::MachineStarted], Ok(S::Running));
-        check(&[schedule(), I::Dispatch, I::MachineStarted, finished()], Ok(S::Done));
+        check(
+            &[schedule(), I::Dispatch, I::MachineStarted],
+            Ok(S::Running),
+        );
+        check(
+            &[schedule(), I::Dispatch, I::MachineStarted, finished()],
+            Ok(S::Done),
+        );
         check(&[schedule(), I::Dispatch, finished()], Ok(S::Done));
     }
 
@@ -181,15 +197,23 @@ mod tests {
         check(&[schedule(), I::Unschedule, schedule()], Ok(S::Scheduled));
         check(&[schedule(), I::Dispatch, I::MachineLost], Ok(S::Pending));
         // Once seen running, only the machine's own report may end it.
-        check(&[schedule(), I::Dispatch, I::MachineStarted, I::MachineLost], Err(3));
+        check(
+            &[schedule(), I::Dispatch, I::MachineStarted, I::MachineLost],
+            Err(3),
+        );
         check(&[schedule(), I::Dispatch, I::Unschedule], Err(2));
     }
 
     #[test]
     fn failures_and_cancels() {
-        let abort = I::MachineAborted { fault_code: Some(7) };
+        let abort = I::MachineAborted {
+            fault_code: Some(7),
+        };
         check(&[schedule(), I::Dispatch, abort.clone()], Ok(S::Failed));
-        check(&[schedule(), I::Dispatch, I::MachineStarted, abort.clone()], Ok(S::Failed));
+        check(
+            &[schedule(), I::Dispatch, I::MachineStarted, abort.clone()],
+            Ok(S::Failed),
+        );
         check(&[abort], Err(0));
         check(&[I::Cancel], Ok(S::Cancelled));
         check(&[schedule(), I::Cancel], Ok(S::Cancelled));
@@ -203,7 +227,15 @@ mod tests {
         check(&[finished()], Err(0));
         check(&[schedule(), schedule()], Err(1));
         check(&[schedule(), I::MachineStarted], Err(1));
-        check(&[schedule(), I::Dispatch, I::MachineStarted, I::MachineStarted], Err(3));
+        check(
+            &[
+                schedule(),
+                I::Dispatch,
+                I::MachineStarted,
+                I::MachineStarted,
+            ],
+            Err(3),
+        );
     }
 
     #[test]
@@ -220,7 +252,10 @@ mod tests {
         ];
         for state in JobState::ALL.into_iter().filter(|s| s.is_terminal()) {
             for input in &inputs {
-                assert!(state.handle(input.clone()).is_err(), "{state} accepted {input:?}");
+                assert!(
+                    state.handle(input.clone()).is_err(),
+                    "{state} accepted {input:?}"
+                );
             }
         }
     }

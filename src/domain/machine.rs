@@ -93,7 +93,10 @@ impl MachineState {
         let events = if next == self {
             Vec::new()
         } else {
-            vec![Event::MachineStateChanged { from: self, to: next }]
+            vec![Event::MachineStateChanged {
+                from: self,
+                to: next,
+            }]
         };
         (next, events)
     }
@@ -114,7 +117,11 @@ impl MachineState {
 }
 
 impl MachineMode {
-    pub const ALL: [MachineMode; 3] = [MachineMode::Active, MachineMode::Paused, MachineMode::Maintenance];
+    pub const ALL: [MachineMode; 3] = [
+        MachineMode::Active,
+        MachineMode::Paused,
+        MachineMode::Maintenance,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -8,8 +8,8 @@ pub mod catalog;
 pub mod event;
 pub mod geo_types;
 pub mod handoff;
-pub mod intake;
 pub mod ids;
+pub mod intake;
 pub mod job;
 pub mod machine;
 pub mod order;
@@ -36,7 +36,11 @@ pub struct TransitionError {
 }
 
 impl TransitionError {
-    pub(crate) fn new(machine: &'static str, from: impl fmt::Display, input: impl fmt::Debug) -> Self {
+    pub(crate) fn new(
+        machine: &'static str,
+        from: impl fmt::Display,
+        input: impl fmt::Debug,
+    ) -> Self {
         Self {
             machine,
             from: from.to_string(),

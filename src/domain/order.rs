@@ -81,7 +81,10 @@ impl OrderState {
     pub fn is_open(self) -> bool {
         matches!(
             self,
-            OrderState::Accepted | OrderState::InProduction | OrderState::Ready | OrderState::OutForDelivery
+            OrderState::Accepted
+                | OrderState::InProduction
+                | OrderState::Ready
+                | OrderState::OutForDelivery
         )
     }
 
@@ -101,7 +104,13 @@ impl OrderState {
             (S::ReturnInTransit, I::ReturnReceived) => S::Returned,
             (from, input) => return Err(TransitionError::new("order", from, input)),
         };
-        Ok((next, vec![Event::OrderStateChanged { from: self, to: next }]))
+        Ok((
+            next,
+            vec![Event::OrderStateChanged {
+                from: self,
+                to: next,
+            }],
+        ))
     }
 }
 
@@ -147,9 +156,9 @@ impl FromStr for OrderState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use OrderInput as I;
     use OrderState as S;
+    use proptest::prelude::*;
 
     /// Runs `script` from `accepted`; `expected` is the final state, or the
     /// index of the input that must be refused.
@@ -158,7 +167,13 @@ mod tests {
         for (index, input) in script.iter().enumerate() {
             match state.handle(*input) {
                 Ok((next, events)) => {
-                    assert_eq!(events, vec![Event::OrderStateChanged { from: state, to: next }]);
+                    assert_eq!(
+                        events,
+                        vec![Event::OrderStateChanged {
+                            from: state,
+                            to: next
+                        }]
+                    );
                     state = next;
                 }
                 Err(err) => {
@@ -178,17 +193,33 @@ mod tests {
         check(&[I::ProductionStarted, I::AllJobsDone], Ok(S::Ready));
         check(&[I::AllJobsDone], Ok(S::Ready));
         check(&[I::AllJobsDone, I::PickedUp], Ok(S::OutForDelivery));
-        check(&[I::AllJobsDone, I::PickedUp, I::DroppedOff], Ok(S::Delivered));
+        check(
+            &[I::AllJobsDone, I::PickedUp, I::DroppedOff],
+            Ok(S::Delivered),
+        );
         check(
             &[I::AllJobsDone, I::PickedUp, I::DroppedOff, I::RequestReturn],
             Ok(S::ReturnRequested),
         );
         check(
-            &[I::AllJobsDone, I::PickedUp, I::DroppedOff, I::RequestReturn, I::ReturnPickedUp],
+            &[
+                I::AllJobsDone,
+                I::PickedUp,
+                I::DroppedOff,
+                I::RequestReturn,
+                I::ReturnPickedUp,
+            ],
             Ok(S::ReturnInTransit),
         );
         check(
-            &[I::AllJobsDone, I::PickedUp, I::DroppedOff, I::RequestReturn, I::ReturnPickedUp, I::ReturnReceived],
+            &[
+                I::AllJobsDone,
+                I::PickedUp,
+                I::DroppedOff,
+                I::RequestReturn,
+                I::ReturnPickedUp,
+                I::ReturnReceived,
+            ],
             Ok(S::Returned),
         );
     }
@@ -211,7 +242,15 @@ mod tests {
         check(&[I::ProductionStarted, I::ProductionStarted], Err(1));
         check(&[I::AllJobsDone, I::AllJobsDone], Err(1));
         check(&[I::AllJobsDone, I::DroppedOff], Err(1));
-        check(&[I::AllJobsDone, I::PickedUp, I::DroppedOff, I::ReturnReceived], Err(3));
+        check(
+            &[
+                I::AllJobsDone,
+                I::PickedUp,
+                I::DroppedOff,
+                I::ReturnReceived,
+            ],
+            Err(3),
+        );
     }
 
     #[test]
@@ -259,10 +298,22 @@ mod tests {
     fn production_input_table() {
         use JobState as J;
         assert_eq!(production_input(S::Accepted, &[]), None);
-        assert_eq!(production_input(S::Accepted, &[J::Pending, J::Scheduled]), None);
-        assert_eq!(production_input(S::Accepted, &[J::Pending, J::Dispatched]), Some(I::ProductionStarted));
-        assert_eq!(production_input(S::InProduction, &[J::Done, J::Running]), None);
-        assert_eq!(production_input(S::InProduction, &[J::Done, J::Cancelled]), Some(I::AllJobsDone));
+        assert_eq!(
+            production_input(S::Accepted, &[J::Pending, J::Scheduled]),
+            None
+        );
+        assert_eq!(
+            production_input(S::Accepted, &[J::Pending, J::Dispatched]),
+            Some(I::ProductionStarted)
+        );
+        assert_eq!(
+            production_input(S::InProduction, &[J::Done, J::Running]),
+            None
+        );
+        assert_eq!(
+            production_input(S::InProduction, &[J::Done, J::Cancelled]),
+            Some(I::AllJobsDone)
+        );
         assert_eq!(production_input(S::Accepted, &[J::Cancelled]), None);
         assert_eq!(production_input(S::Ready, &[J::Done]), None);
     }
@@ -271,7 +322,10 @@ mod tests {
     fn names_round_trip() {
         for state in OrderState::ALL {
             assert_eq!(state.as_str().parse::<OrderState>(), Ok(state));
-            assert_eq!(serde_json::to_string(&state).ok(), Some(format!("\"{state}\"")));
+            assert_eq!(
+                serde_json::to_string(&state).ok(),
+                Some(format!("\"{state}\""))
+            );
         }
         assert!("shipped".parse::<OrderState>().is_err());
     }

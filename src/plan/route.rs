@@ -55,9 +55,18 @@ impl Default for Travel {
     }
 }
 
-pub fn plan_routes(couriers: &[CourierSlot], orders: &[RouteOrder], now_ms: Millis, travel: Travel) -> Vec<RoutePlan> {
+pub fn plan_routes(
+    couriers: &[CourierSlot],
+    orders: &[RouteOrder],
+    now_ms: Millis,
+    travel: Travel,
+) -> Vec<RoutePlan> {
     let mut queue: Vec<&RouteOrder> = orders.iter().collect();
-    queue.sort_by(|a, b| a.deadline_ms.cmp(&b.deadline_ms).then_with(|| a.order.cmp(&b.order)));
+    queue.sort_by(|a, b| {
+        a.deadline_ms
+            .cmp(&b.deadline_ms)
+            .then_with(|| a.order.cmp(&b.order))
+    });
     let mut queue = queue.into_iter();
     let mut plans = Vec::new();
     for courier in couriers.iter().filter(|courier| courier.capacity > 0) {
@@ -73,7 +82,12 @@ pub fn plan_routes(couriers: &[CourierSlot], orders: &[RouteOrder], now_ms: Mill
     plans
 }
 
-fn nearest_neighbour(start: Location, load: &[&RouteOrder], now_ms: Millis, travel: Travel) -> Vec<RouteStop> {
+fn nearest_neighbour(
+    start: Location,
+    load: &[&RouteOrder],
+    now_ms: Millis,
+    travel: Travel,
+) -> Vec<RouteStop> {
     // For each order: None = still to pick up, Some(false) = on board, Some(true) = delivered.
     let mut delivered: Vec<Option<bool>> = vec![None; load.len()];
     let mut here = start;
@@ -88,8 +102,14 @@ fn nearest_neighbour(start: Location, load: &[&RouteOrder], now_ms: Millis, trav
                 Some(false) => Some((index, HandoffKind::Dropoff, order.dropoff)),
                 Some(true) => None,
             })
-            .min_by(|a, b| here.distance_m(a.2).total_cmp(&here.distance_m(b.2)).then(a.0.cmp(&b.0)));
-        let Some((index, kind, location)) = next else { break };
+            .min_by(|a, b| {
+                here.distance_m(a.2)
+                    .total_cmp(&here.distance_m(b.2))
+                    .then(a.0.cmp(&b.0))
+            });
+        let Some((index, kind, location)) = next else {
+            break;
+        };
         let travel_ms = (here.distance_m(location) / travel.speed_m_per_s * 1000.0) as Millis;
         clock += travel_ms + travel.service_ms;
         delivered[index] = Some(kind == HandoffKind::Dropoff);
@@ -134,7 +154,11 @@ mod tests {
             order("near", (52.50, 13.41), (52.51, 13.41), 20),
         ];
         let plans = plan_routes(&[courier("c", 5)], &orders, 0, Travel::default());
-        let stops: Vec<(&str, HandoffKind)> = plans[0].stops.iter().map(|s| (s.order.as_str(), s.kind)).collect();
+        let stops: Vec<(&str, HandoffKind)> = plans[0]
+            .stops
+            .iter()
+            .map(|s| (s.order.as_str(), s.kind))
+            .collect();
         assert_eq!(
             stops,
             vec![
@@ -145,7 +169,11 @@ mod tests {
             ]
         );
         // About 680 m at 4.2 m/s plus three minutes of service.
-        assert!((340_000..360_000).contains(&plans[0].stops[0].eta_ms), "{}", plans[0].stops[0].eta_ms);
+        assert!(
+            (340_000..360_000).contains(&plans[0].stops[0].eta_ms),
+            "{}",
+            plans[0].stops[0].eta_ms
+        );
     }
 
     #[test]
@@ -155,7 +183,12 @@ mod tests {
             order("early", (52.5, 13.4), (52.5, 13.4), 100),
             order("mid", (52.5, 13.4), (52.5, 13.4), 200),
         ];
-        let plans = plan_routes(&[courier("a", 2), courier("b", 2), courier("c", 2)], &orders, 0, Travel::default());
+        let plans = plan_routes(
+            &[courier("a", 2), courier("b", 2), courier("c", 2)],
+            &orders,
+            0,
+            Travel::default(),
+        );
         assert_eq!(plans.len(), 2, "an idle courier gets no route");
         let on = |plan: &RoutePlan| -> Vec<String> {
             let mut ids: Vec<String> = plan.stops.iter().map(|s| s.order.0.clone()).collect();

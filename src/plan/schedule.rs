@@ -75,7 +75,8 @@ pub fn assign_jobs(
 ) -> Vec<(JobToken, MachineId)> {
     let mut order: Vec<&JobCandidate> = jobs.iter().collect();
     order.sort_by(|a, b| a.due_ms.cmp(&b.due_ms).then(a.token.cmp(&b.token)));
-    let mut queues: HashMap<&MachineId, usize> = machines.iter().map(|m| (&m.id, m.queue_len)).collect();
+    let mut queues: HashMap<&MachineId, usize> =
+        machines.iter().map(|m| (&m.id, m.queue_len)).collect();
     let mut seen = BTreeSet::new();
     let mut assignments = Vec::new();
     for job in order {
@@ -133,7 +134,11 @@ mod tests {
     #[test]
     fn earliest_deadline_goes_to_the_shortest_queue() {
         let machines = [machine("a", "f", "print", 1), machine("b", "f", "print", 0)];
-        let jobs = [job(1, "f", "print", 300), job(2, "f", "print", 100), job(3, "f", "print", 200)];
+        let jobs = [
+            job(1, "f", "print", 300),
+            job(2, "f", "print", 100),
+            job(3, "f", "print", 200),
+        ];
         let got = assign_jobs(&jobs, &machines, 2);
         assert_eq!(names(&got), vec![(2, "b"), (3, "a"), (1, "b")]);
     }
@@ -144,9 +149,17 @@ mod tests {
         paused.accepts_jobs = false;
         let mut no_material = machine("n", "f", "print", 0);
         no_material.materials = vec!["pla".into()];
-        let machines = [paused, no_material, machine("press", "f", "press", 0), machine("other", "g", "print", 0)];
+        let machines = [
+            paused,
+            no_material,
+            machine("press", "f", "press", 0),
+            machine("other", "g", "print", 0),
+        ];
         assert!(assign_jobs(&[job(1, "f", "print", 0)], &machines, 2).is_empty());
-        assert_eq!(names(&assign_jobs(&[job(2, "f", "press", 0)], &machines, 2)), vec![(2, "press")]);
+        assert_eq!(
+            names(&assign_jobs(&[job(2, "f", "press", 0)], &machines, 2)),
+            vec![(2, "press")]
+        );
     }
 
     #[test]
@@ -163,10 +176,16 @@ mod tests {
             location: Location::new(lat, 13.4),
             processes: processes.iter().map(|p| p.to_string()).collect(),
         };
-        let factories = [site("near", 52.50, &["print"]), site("far", 52.60, &["print", "press"])];
+        let factories = [
+            site("near", 52.50, &["print"]),
+            site("far", 52.60, &["print", "press"]),
+        ];
         let want = |ps: &[&str]| ps.iter().map(|p| p.to_string()).collect::<BTreeSet<_>>();
         let here = Location::new(52.49, 13.4);
-        assert_eq!(choose_factory(here, &want(&["print"]), &factories).map(|f| f.id.as_str()), Some("near"));
+        assert_eq!(
+            choose_factory(here, &want(&["print"]), &factories).map(|f| f.id.as_str()),
+            Some("near")
+        );
         assert_eq!(
             choose_factory(here, &want(&["print", "press"]), &factories).map(|f| f.id.as_str()),
             Some("far")

@@ -47,7 +47,8 @@ max_inflight_count = 500
 dynamic_filters = true
 "#
     );
-    let config: rumqttd::Config = toml::from_str(&text).map_err(|err| BrokerError::Config(err.to_string()))?;
+    let config: rumqttd::Config =
+        toml::from_str(&text).map_err(|err| BrokerError::Config(err.to_string()))?;
     std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {

@@ -56,7 +56,13 @@ impl Clock {
             None => Clock::new(scale),
         };
         store
-            .set_meta(META_KEY, &format!("{},{},{}", clock.anchor_wall_ms, clock.anchor_sim_ms, clock.scale))
+            .set_meta(
+                META_KEY,
+                &format!(
+                    "{},{},{}",
+                    clock.anchor_wall_ms, clock.anchor_sim_ms, clock.scale
+                ),
+            )
             .await?;
         Ok(clock)
     }

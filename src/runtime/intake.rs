@@ -55,7 +55,11 @@ impl Intake {
     pub async fn submit(&self, orders: Vec<NewOrder>) -> Result<Vec<AcceptOutcome>, IntakeError> {
         let keys: Vec<(String, String)> = orders
             .iter()
-            .filter_map(|o| o.idempotency.as_ref().map(|i| (o.brand.clone(), i.key.clone())))
+            .filter_map(|o| {
+                o.idempotency
+                    .as_ref()
+                    .map(|i| (o.brand.clone(), i.key.clone()))
+            })
             .collect();
         {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
@@ -80,7 +84,9 @@ impl Intake {
             .map_err(|_| IntakeError::Closed)?;
         match response.await {
             Ok(Ok(outcomes)) => Ok(outcomes),
-            Ok(Err(err)) => Err(IntakeError::Store(StoreError::Conflict(format!("intake transaction failed: {err}")))),
+            Ok(Err(err)) => Err(IntakeError::Store(StoreError::Conflict(format!(
+                "intake transaction failed: {err}"
+            )))),
             Err(_) => Err(IntakeError::Closed),
         }
     }
@@ -100,14 +106,22 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>) {
                 Err(_) => break,
             }
         }
-        let orders: Vec<NewOrder> = batch.iter().flat_map(|s| s.orders.iter().cloned()).collect();
+        let orders: Vec<NewOrder> = batch
+            .iter()
+            .flat_map(|s| s.orders.iter().cloned())
+            .collect();
         match store.accept_orders(&orders).await {
             Ok(outcomes) => {
-                metrics::counter!("fabflow_orders_accepted_total")
-                    .increment(outcomes.iter().filter(|o| **o == AcceptOutcome::Created).count() as u64);
+                metrics::counter!("fabflow_orders_accepted_total").increment(
+                    outcomes
+                        .iter()
+                        .filter(|o| **o == AcceptOutcome::Created)
+                        .count() as u64,
+                );
                 let mut outcomes = outcomes.into_iter();
                 for submission in batch.drain(..) {
-                    let mine: Vec<AcceptOutcome> = outcomes.by_ref().take(submission.orders.len()).collect();
+                    let mine: Vec<AcceptOutcome> =
+                        outcomes.by_ref().take(submission.orders.len()).collect();
                     // A dropped receiver: the client went away; the orders are stored all the same.
                     let _ = submission.reply.send(Ok(mine));
                 }
@@ -116,7 +130,10 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>) {
                 // One submission can spoil a shared transaction: retry each on its own.
                 error!(error = %err, orders = orders.len(), "group commit failed; retrying one by one");
                 for submission in batch.drain(..) {
-                    let result = store.accept_orders(&submission.orders).await.map_err(Arc::new);
+                    let result = store
+                        .accept_orders(&submission.orders)
+                        .await
+                        .map_err(Arc::new);
                     let _ = submission.reply.send(result);
                 }
             }

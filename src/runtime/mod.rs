@@ -49,7 +49,8 @@ pub struct Network {
 impl Network {
     /// Joins configuration and profiles; every problem is reported at once.
     pub fn new(config: &Config, profiles: &[Profile], file: &str) -> Result<Network, ConfigError> {
-        let by_model: HashMap<&str, &Profile> = profiles.iter().map(|p| (p.model.as_str(), p)).collect();
+        let by_model: HashMap<&str, &Profile> =
+            profiles.iter().map(|p| (p.model.as_str(), p)).collect();
         let mut problems = Vec::new();
         let mut machines = Vec::new();
         let mut processes: HashMap<&str, BTreeSet<String>> = HashMap::new();
@@ -107,7 +108,10 @@ impl Network {
     }
 
     pub fn factory_location(&self, id: &str) -> Option<Location> {
-        self.factories.iter().find(|f| f.id.as_str() == id).map(|f| f.location)
+        self.factories
+            .iter()
+            .find(|f| f.id.as_str() == id)
+            .map(|f| f.location)
     }
 }
 
@@ -174,7 +178,10 @@ impl Daemon {
                 model: profile.model.clone(),
                 address: machine.address.to_string(),
                 capabilities: profile.capabilities.clone(),
-                materials: machine.materials.clone().unwrap_or_else(|| profile.materials.clone()),
+                materials: machine
+                    .materials
+                    .clone()
+                    .unwrap_or_else(|| profile.materials.clone()),
             })
             .collect();
         store.register_machines(&specs, clock.now_ms()).await?;
@@ -217,7 +224,8 @@ impl Daemon {
                 backoff_max: Duration::from_secs(5),
             };
             let connector = ModbusConnector::new(machine.address, Arc::clone(profile), timeout);
-            let (handle, facts) = MachineDriver::spawn(driver, connector, machines_stop.child_token());
+            let (handle, facts) =
+                MachineDriver::spawn(driver, connector, machines_stop.child_token());
             let supervisor = supervisor::Supervisor {
                 machine: machine.id.clone(),
                 store: store.clone(),
@@ -239,10 +247,17 @@ impl Daemon {
             wake: Arc::clone(&scheduler_wake),
             outbox: Arc::clone(&outbox_wake),
         };
-        work.spawn(scheduler.run(work_stop.clone()).instrument(info_span!("scheduler")));
+        work.spawn(
+            scheduler
+                .run(work_stop.clone())
+                .instrument(info_span!("scheduler")),
+        );
         let schedules = mqtt::connect(&broker_address, "schedules", outbox_stop.clone());
-        let factory_locations: HashMap<String, Location> =
-            network.factories.iter().map(|f| (f.id.0.clone(), f.location)).collect();
+        let factory_locations: HashMap<String, Location> = network
+            .factories
+            .iter()
+            .map(|f| (f.id.0.clone(), f.location))
+            .collect();
         for zone in &config.zones {
             let schedule: cron::Schedule = zone
                 .planning_cron
@@ -253,17 +268,32 @@ impl Daemon {
                 clock,
                 zone: zone.id.clone(),
                 schedule,
-                couriers: network.couriers.iter().filter(|c| c.zone == zone.id).cloned().collect(),
+                couriers: network
+                    .couriers
+                    .iter()
+                    .filter(|c| c.zone == zone.id)
+                    .cloned()
+                    .collect(),
                 factories: factory_locations.clone(),
                 mqtt: schedules.client.clone(),
                 outbox: Arc::clone(&outbox_wake),
             };
-            work.spawn(waves.run(work_stop.clone()).instrument(info_span!("waves", zone = %zone.id)));
+            work.spawn(
+                waves
+                    .run(work_stop.clone())
+                    .instrument(info_span!("waves", zone = %zone.id)),
+            );
         }
         let outbox_client = mqtt::connect(&broker_address, "outbox", outbox_stop.clone());
         let publisher = tokio::spawn(
-            mqtt::run_outbox(store.clone(), clock, outbox_client, outbox_stop.clone(), Arc::clone(&outbox_wake))
-                .instrument(info_span!("outbox")),
+            mqtt::run_outbox(
+                store.clone(),
+                clock,
+                outbox_client,
+                outbox_stop.clone(),
+                Arc::clone(&outbox_wake),
+            )
+            .instrument(info_span!("outbox")),
         );
 
         let task_store = store.clone();
@@ -321,13 +351,14 @@ pub async fn signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

@@ -7,8 +7,8 @@
 //! carries a unique `id` for consumers to drop duplicates.
 
 use crate::config::MqttConfig;
-use crate::store::Store;
 use crate::runtime::clock::Clock;
+use crate::store::Store;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,7 +28,15 @@ pub struct BrokerAddress {
 impl BrokerAddress {
     pub fn from_config(config: &MqttConfig, embedded: Option<SocketAddr>) -> BrokerAddress {
         match (config, embedded) {
-            (MqttConfig::External { host, port, username, password }, _) => BrokerAddress {
+            (
+                MqttConfig::External {
+                    host,
+                    port,
+                    username,
+                    password,
+                },
+                _,
+            ) => BrokerAddress {
                 host: host.clone(),
                 port: *port,
                 username: username.clone(),
@@ -63,7 +71,10 @@ pub struct MqttClient {
 }
 
 pub fn connect(broker: &BrokerAddress, role: &str, cancel: CancellationToken) -> MqttClient {
-    let id = format!("fabflow-{role}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let id = format!(
+        "fabflow-{role}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let mut options = MqttOptions::new(id, broker.host.clone(), broker.port);
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
@@ -74,8 +85,18 @@ pub fn connect(broker: &BrokerAddress, role: &str, cancel: CancellationToken) ->
     let (client, eventloop) = AsyncClient::new(options, 256);
     let (ack_tx, acks) = mpsc::channel(1024);
     let (connected_tx, connected) = watch::channel(false);
-    tokio::spawn(drive(eventloop, ack_tx, connected_tx, cancel, role.to_string()));
-    MqttClient { client, acks, connected }
+    tokio::spawn(drive(
+        eventloop,
+        ack_tx,
+        connected_tx,
+        cancel,
+        role.to_string(),
+    ));
+    MqttClient {
+        client,
+        acks,
+        connected,
+    }
 }
 
 async fn drive(
@@ -120,7 +141,13 @@ async fn drive(
 
 /// Publishes outbox rows on `fabflow/v1/events/<kind>` until cancelled, then
 /// makes one last pass to flush what is left.
-pub async fn run_outbox(store: Store, clock: Clock, mut mqtt: MqttClient, cancel: CancellationToken, wake: std::sync::Arc<tokio::sync::Notify>) {
+pub async fn run_outbox(
+    store: Store,
+    clock: Clock,
+    mut mqtt: MqttClient,
+    cancel: CancellationToken,
+    wake: std::sync::Arc<tokio::sync::Notify>,
+) {
     let batch_size = 200;
     loop {
         let flushing = cancel.is_cancelled();
@@ -144,11 +171,19 @@ pub async fn run_outbox(store: Store, clock: Clock, mut mqtt: MqttClient, cancel
     info!("outbox publisher stopped");
 }
 
-async fn publish_batch(store: &Store, clock: &Clock, mqtt: &mut MqttClient, batch_size: i64) -> Result<usize, String> {
+async fn publish_batch(
+    store: &Store,
+    clock: &Clock,
+    mqtt: &mut MqttClient,
+    batch_size: i64,
+) -> Result<usize, String> {
     if !*mqtt.connected.borrow() {
         return Ok(0);
     }
-    let rows = store.unpublished(batch_size).await.map_err(|e| e.to_string())?;
+    let rows = store
+        .unpublished(batch_size)
+        .await
+        .map_err(|e| e.to_string())?;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -157,7 +192,12 @@ async fn publish_batch(store: &Store, clock: &Clock, mqtt: &mut MqttClient, batc
     for row in &rows {
         let topic = format!("fabflow/v1/events/{}", row.kind);
         mqtt.client
-            .publish(topic, QoS::AtLeastOnce, false, row.payload.clone().into_bytes())
+            .publish(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                row.payload.clone().into_bytes(),
+            )
             .await
             .map_err(|e| e.to_string())?;
     }
@@ -167,11 +207,19 @@ async fn publish_batch(store: &Store, clock: &Clock, mqtt: &mut MqttClient, batc
         match tokio::time::timeout_at(deadline, mqtt.acks.recv()).await {
             Ok(Some(_)) => acked += 1,
             Ok(None) => return Err("MQTT event loop stopped".into()),
-            Err(_) => return Err(format!("broker acknowledged {acked} of {} events in 5 s", rows.len())),
+            Err(_) => {
+                return Err(format!(
+                    "broker acknowledged {acked} of {} events in 5 s",
+                    rows.len()
+                ));
+            }
         }
     }
     let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
-    store.mark_published(&ids, clock.now_ms()).await.map_err(|e| e.to_string())?;
+    store
+        .mark_published(&ids, clock.now_ms())
+        .await
+        .map_err(|e| e.to_string())?;
     metrics::counter!("fabflow_events_published_total").increment(rows.len() as u64);
     Ok(rows.len())
 }

@@ -1,8 +1,8 @@
 //! The scheduling loop: every interval (or when woken), ready jobs are put in
 //! machine queues by the pure planner, earliest deadline first.
 
-use crate::plan::{JobCandidate, MachineSlot, assign_jobs};
 use crate::domain::{FactoryId, MachineId};
+use crate::plan::{JobCandidate, MachineSlot, assign_jobs};
 use crate::runtime::clock::Clock;
 use crate::store::{Store, StoreError};
 use std::sync::Arc;
@@ -66,7 +66,10 @@ impl Scheduler {
         if assignments.is_empty() {
             return Ok(0);
         }
-        let count = self.store.schedule_jobs(&assignments, self.clock.now_ms()).await?;
+        let count = self
+            .store
+            .schedule_jobs(&assignments, self.clock.now_ms())
+            .await?;
         metrics::counter!("fabflow_jobs_scheduled_total").increment(count as u64);
         Ok(count)
     }

@@ -7,7 +7,9 @@
 //! machine's job token is read back before anything else is sent: a machine
 //! showing the token has the job; one showing another token never got it.
 
-use crate::domain::{JobInput, JobState, JobToken, MachineInput, MachineMode, MachineState, Reported};
+use crate::domain::{
+    JobInput, JobState, JobToken, MachineInput, MachineMode, MachineState, Reported,
+};
 use crate::runtime::clock::Clock;
 use crate::store::{JobRecord, Store, StoreError};
 use fabflow_adapters::{JobCommand, MachineFact, MachineHandle, MachineStatus};
@@ -67,8 +69,15 @@ impl Supervisor {
 
     async fn on_lost(&self) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
-        let before = self.store.get_machine(&self.machine).await?.map(|m| m.state);
-        let state = self.store.observe_machine(&self.machine, MachineInput::Disconnected, None, None, now).await?;
+        let before = self
+            .store
+            .get_machine(&self.machine)
+            .await?
+            .map(|m| m.state);
+        let state = self
+            .store
+            .observe_machine(&self.machine, MachineInput::Disconnected, None, None, now)
+            .await?;
         if before != Some(state) {
             self.outbox.notify_one();
         }
@@ -78,7 +87,11 @@ impl Supervisor {
         Ok(())
     }
 
-    async fn on_status(&self, status: MachineStatus, started: &mut HashSet<u32>) -> Result<(), StoreError> {
+    async fn on_status(
+        &self,
+        status: MachineStatus,
+        started: &mut HashSet<u32>,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let state = self
             .store
@@ -91,8 +104,10 @@ impl Supervisor {
             )
             .await?;
         let busy = self.reconcile(&status, started).await?;
-        if matches!(state, MachineState::Fault | MachineState::Paused | MachineState::Offline)
-            && self.store.unschedule_machine(&self.machine, now).await? > 0
+        if matches!(
+            state,
+            MachineState::Fault | MachineState::Paused | MachineState::Offline
+        ) && self.store.unschedule_machine(&self.machine, now).await? > 0
         {
             self.scheduler.notify_one();
         }
@@ -104,7 +119,11 @@ impl Supervisor {
 
     /// Brings the stored jobs in line with what the machine shows. Returns
     /// whether the machine still holds one of our jobs.
-    async fn reconcile(&self, status: &MachineStatus, started: &mut HashSet<u32>) -> Result<bool, StoreError> {
+    async fn reconcile(
+        &self,
+        status: &MachineStatus,
+        started: &mut HashSet<u32>,
+    ) -> Result<bool, StoreError> {
         use fabflow_adapters::MachineState as A;
         let on_machine: Vec<JobRecord> = self
             .store
@@ -118,7 +137,9 @@ impl Supervisor {
             let token = job.token;
             let input = if status.job_token == token.0 {
                 match (status.state, job.state) {
-                    (A::Running | A::Paused, JobState::Dispatched) => Some(JobInput::MachineStarted),
+                    (A::Running | A::Paused, JobState::Dispatched) => {
+                        Some(JobInput::MachineStarted)
+                    }
                     (A::Running | A::Paused, _) => None,
                     (A::Done, _) => Some(JobInput::MachineFinished {
                         good: status.good_count,
@@ -129,7 +150,9 @@ impl Supervisor {
                     }),
                     // Token loaded but never started (a start cut short before
                     // its last step): safe to start again.
-                    (A::Idle, JobState::Dispatched) if !started.contains(&token.0) => Some(JobInput::MachineLost),
+                    (A::Idle, JobState::Dispatched) if !started.contains(&token.0) => {
+                        Some(JobInput::MachineLost)
+                    }
                     (A::Idle, _) => None,
                 }
             } else if started.contains(&token.0) {
@@ -182,7 +205,11 @@ impl Supervisor {
             }
             Err(StoreError::Conflict(reason)) => {
                 debug!(job.token = %token, input = %label, reason = %reason, "job changed meanwhile");
-                Ok(self.store.get_job(token).await?.map_or(JobState::Cancelled, |job| job.state))
+                Ok(self
+                    .store
+                    .get_job(token)
+                    .await?
+                    .map_or(JobState::Cancelled, |job| job.state))
             }
             Err(err) => Err(err),
         }
@@ -229,7 +256,9 @@ impl Supervisor {
                 warn!(job.token = %token, error = %err, "start command failed; reading the machine back");
                 // The outcome is unknown: only the machine's token can tell.
                 match self.handle.read_status().await {
-                    Ok(status) if status.job_token == token.0 && status.state != fabflow_adapters::MachineState::Idle => {}
+                    Ok(status)
+                        if status.job_token == token.0
+                            && status.state != fabflow_adapters::MachineState::Idle => {}
                     Ok(_) => {
                         started.remove(&token.0);
                         self.apply(token, JobInput::MachineLost).await?;

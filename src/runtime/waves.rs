@@ -127,12 +127,18 @@ impl Waves {
             .collect();
         let plans = plan_routes(&couriers, &orders, now, Travel::default());
         let wave = uuid::Uuid::now_v7().hyphenated().to_string();
-        let factory_of: HashMap<&str, &str> = waiting.iter().map(|o| (o.order_id.as_str(), o.factory.as_str())).collect();
+        let factory_of: HashMap<&str, &str> = waiting
+            .iter()
+            .map(|o| (o.order_id.as_str(), o.factory.as_str()))
+            .collect();
         let mut records = Vec::new();
         let mut late = 0;
         for plan in &plans {
             for (seq, stop) in plan.stops.iter().enumerate() {
-                let deadline = orders.iter().find(|o| o.order == stop.order).map_or(i64::MAX, |o| o.deadline_ms);
+                let deadline = orders
+                    .iter()
+                    .find(|o| o.order == stop.order)
+                    .map_or(i64::MAX, |o| o.deadline_ms);
                 if stop.eta_ms > deadline {
                     late += 1;
                 }
@@ -144,9 +150,11 @@ impl Waves {
                     kind: stop.kind,
                     seq: seq as i64,
                     place: match stop.kind {
-                        crate::domain::HandoffKind::Pickup => {
-                            factory_of.get(stop.order.as_str()).copied().unwrap_or("factory").to_string()
-                        }
+                        crate::domain::HandoffKind::Pickup => factory_of
+                            .get(stop.order.as_str())
+                            .copied()
+                            .unwrap_or("factory")
+                            .to_string(),
                         crate::domain::HandoffKind::Dropoff => "customer".to_string(),
                     },
                     location: stop.location,
@@ -166,11 +174,18 @@ impl Waves {
         info!(zone = %self.zone, wave = %wave, orders = routed, routes = plans.len(), "planning wave");
         for plan in &plans {
             let schedule = self.store.courier_schedule(&plan.courier.0).await?;
-            let planned: Vec<HandoffRecord> = schedule.into_iter().filter(|h| h.state == HandoffState::Planned).collect();
+            let planned: Vec<HandoffRecord> = schedule
+                .into_iter()
+                .filter(|h| h.state == HandoffState::Planned)
+                .collect();
             let body = CourierSchedule::new(&plan.courier.0, &planned, now);
             let payload = serde_json::to_vec(&body).unwrap_or_default();
             let topic = format!("fabflow/v1/couriers/{}/schedule", plan.courier);
-            if let Err(err) = self.mqtt.publish(topic, QoS::AtLeastOnce, true, payload).await {
+            if let Err(err) = self
+                .mqtt
+                .publish(topic, QoS::AtLeastOnce, true, payload)
+                .await
+            {
                 warn!(courier = %plan.courier, error = %err, "schedule not published; the API serves it");
             }
         }

@@ -3,9 +3,11 @@
 
 use super::orders::set_order_state_by_id;
 use super::{Store, StoreError, Subject, emit, parse};
-use crate::domain::{Event, HandoffInput, HandoffKind, HandoffState, Location, Millis, OrderInput, OrderState};
-use sqlx::Row;
+use crate::domain::{
+    Event, HandoffInput, HandoffKind, HandoffState, Location, Millis, OrderInput, OrderState,
+};
 use sqlx::AssertSqlSafe;
+use sqlx::Row;
 use sqlx::any::AnyRow;
 
 /// A ready order waiting for a courier.
@@ -33,7 +35,8 @@ pub struct HandoffRecord {
     pub updated_ms: Millis,
 }
 
-const HANDOFF_COLUMNS: &str = "id, wave, courier, order_id, kind, seq, place, lat, lon, eta_ms, state, updated_ms";
+const HANDOFF_COLUMNS: &str =
+    "id, wave, courier, order_id, kind, seq, place, lat, lon, eta_ms, state, updated_ms";
 
 fn handoff_from_row(row: &AnyRow) -> Result<HandoffRecord, StoreError> {
     Ok(HandoffRecord {
@@ -118,35 +121,56 @@ impl Store {
         let sql = format!(
             "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE courier = $1 AND state IN ('planned', 'done') ORDER BY wave, seq"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(courier).fetch_all(self.reader()).await?;
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(courier)
+            .fetch_all(self.reader())
+            .await?;
         rows.iter().map(handoff_from_row).collect()
     }
 
     /// Every handoff of an order.
     pub async fn order_handoffs(&self, order_id: &str) -> Result<Vec<HandoffRecord>, StoreError> {
-        let sql = format!("SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE order_id = $1 ORDER BY wave, seq");
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(order_id).fetch_all(self.reader()).await?;
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE order_id = $1 ORDER BY wave, seq"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(order_id)
+            .fetch_all(self.reader())
+            .await?;
         rows.iter().map(handoff_from_row).collect()
     }
 
     /// A courier confirms a stop: the handoff is done and its order moves
     /// (pickup: out for delivery; drop-off: delivered). `courier` scopes the
     /// lookup (None for admins).
-    pub async fn confirm_handoff(&self, id: &str, courier: Option<&str>, now: Millis) -> Result<HandoffRecord, StoreError> {
+    pub async fn confirm_handoff(
+        &self,
+        id: &str,
+        courier: Option<&str>,
+        now: Millis,
+    ) -> Result<HandoffRecord, StoreError> {
         let mut tx = self.begin().await?;
-        let sql = format!("SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = $1 AND ($2 IS NULL OR courier = $2)");
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(id).bind(courier).fetch_optional(&mut *tx).await?;
+        let sql = format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = $1 AND ($2 IS NULL OR courier = $2)"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .bind(courier)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(handoff) = row.as_ref().map(handoff_from_row).transpose()? else {
             return Err(StoreError::NotFound(format!("handoff {id}")));
         };
         let (next, events) = handoff.state.handle(HandoffInput::Confirm)?;
-        let done = sqlx::query("UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = $4")
-            .bind(next.as_str())
-            .bind(now)
-            .bind(id)
-            .bind(handoff.state.as_str())
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = $4",
+        )
+        .bind(next.as_str())
+        .bind(now)
+        .bind(id)
+        .bind(handoff.state.as_str())
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() != 1 {
             return Err(StoreError::Conflict(format!("handoff {id} changed")));
         }
@@ -170,7 +194,16 @@ impl Store {
             HandoffKind::Dropoff => OrderInput::DroppedOff,
         };
         let (order_next, order_events) = order_state.handle(input)?;
-        set_order_state_by_id(&mut tx, &handoff.order_id, &brand, order_state, order_next, &order_events, now).await?;
+        set_order_state_by_id(
+            &mut tx,
+            &handoff.order_id,
+            &brand,
+            order_state,
+            order_next,
+            &order_events,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(HandoffRecord {
             state: next,

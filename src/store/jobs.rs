@@ -183,17 +183,33 @@ impl Store {
             "SELECT {JOB_COLUMNS} FROM jobs WHERE machine = $1 AND state IN ('scheduled', 'dispatched', 'running') \
              ORDER BY CASE state WHEN 'scheduled' THEN 1 ELSE 0 END, due_ms, token"
         );
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(machine).fetch_all(&self.write).await?;
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(machine)
+            .fetch_all(&self.write)
+            .await?;
         rows.iter().map(job_from_row).collect()
     }
 
     /// Puts jobs in machine queues in one transaction; a job that left
     /// `pending` meanwhile is skipped.
-    pub async fn schedule_jobs(&self, assignments: &[(JobToken, MachineId)], now: Millis) -> Result<usize, StoreError> {
+    pub async fn schedule_jobs(
+        &self,
+        assignments: &[(JobToken, MachineId)],
+        now: Millis,
+    ) -> Result<usize, StoreError> {
         let mut tx = self.begin().await?;
         let mut scheduled = 0;
         for (token, machine) in assignments {
-            match transition_in(&mut tx, *token, JobInput::Schedule { machine: machine.clone() }, now).await {
+            match transition_in(
+                &mut tx,
+                *token,
+                JobInput::Schedule {
+                    machine: machine.clone(),
+                },
+                now,
+            )
+            .await
+            {
                 Ok(_) => scheduled += 1,
                 Err(StoreError::Conflict(_) | StoreError::Transition(_)) => {}
                 Err(err) => return Err(err),
@@ -205,7 +221,12 @@ impl Store {
 
     /// Applies one input to one job (compare-and-set), with its events, its
     /// order's progress and any replacement job, in one transaction.
-    pub async fn transition_job(&self, token: JobToken, input: JobInput, now: Millis) -> Result<JobTransition, StoreError> {
+    pub async fn transition_job(
+        &self,
+        token: JobToken,
+        input: JobInput,
+        now: Millis,
+    ) -> Result<JobTransition, StoreError> {
         let mut tx = self.begin().await?;
         let result = transition_in(&mut tx, token, input, now).await?;
         tx.commit().await?;
@@ -220,7 +241,10 @@ async fn transition_in(
     now: Millis,
 ) -> Result<JobTransition, StoreError> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE token = $1");
-    let row = sqlx::query(AssertSqlSafe(sql)).bind(i64::from(token.0)).fetch_optional(&mut **tx).await?;
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .bind(i64::from(token.0))
+        .fetch_optional(&mut **tx)
+        .await?;
     let Some(job) = row.as_ref().map(job_from_row).transpose()? else {
         return Err(StoreError::NotFound(format!("job {token}")));
     };
@@ -247,7 +271,10 @@ async fn transition_in(
     .execute(&mut **tx)
     .await?;
     if done.rows_affected() != 1 {
-        return Err(StoreError::Conflict(format!("job {token} is no longer {}", job.state)));
+        return Err(StoreError::Conflict(format!(
+            "job {token} is no longer {}",
+            job.state
+        )));
     }
     let order_row = sqlx::query("SELECT brand, state FROM orders WHERE id = $1")
         .bind(&job.order_id)
@@ -283,15 +310,27 @@ async fn transition_in(
             seconds_per_unit: job.seconds_per_unit,
             due_ms: job.due_ms,
         };
-        super::jobs::insert_job(tx, new_token, &job.order_id, &job.factory, &plan, redo, Some(i64::from(token.0)), now)
-            .await?;
+        super::jobs::insert_job(
+            tx,
+            new_token,
+            &job.order_id,
+            &job.factory,
+            &plan,
+            redo,
+            Some(i64::from(token.0)),
+            now,
+        )
+        .await?;
         Some(JobToken(to_u32(new_token, "job token")?))
     } else {
         None
     };
     // Move the order if its jobs say so.
     let mut new_order_state = None;
-    if matches!(next, JobState::Dispatched | JobState::Running | JobState::Done) {
+    if matches!(
+        next,
+        JobState::Dispatched | JobState::Running | JobState::Done
+    ) {
         let rows = sqlx::query("SELECT state FROM jobs WHERE order_id = $1")
             .bind(&job.order_id)
             .fetch_all(&mut **tx)
@@ -303,7 +342,16 @@ async fn transition_in(
         let mut current = order_state;
         while let Some(order_input) = production_input(current, &states) {
             let (order_next, order_events) = current.handle(order_input)?;
-            set_order_state_by_id(tx, &job.order_id, &brand, current, order_next, &order_events, now).await?;
+            set_order_state_by_id(
+                tx,
+                &job.order_id,
+                &brand,
+                current,
+                order_next,
+                &order_events,
+                now,
+            )
+            .await?;
             current = order_next;
             new_order_state = Some(order_next);
         }
@@ -325,7 +373,9 @@ async fn transition_in(
 
 impl Store {
     /// Queue length per machine: jobs scheduled, dispatched or running on it.
-    pub async fn machine_loads(&self) -> Result<std::collections::HashMap<String, usize>, StoreError> {
+    pub async fn machine_loads(
+        &self,
+    ) -> Result<std::collections::HashMap<String, usize>, StoreError> {
         let rows = sqlx::query(
             "SELECT machine, COUNT(*) AS n FROM jobs WHERE machine IS NOT NULL \
              AND state IN ('scheduled', 'dispatched', 'running') GROUP BY machine",
@@ -341,7 +391,11 @@ impl Store {
     }
 
     /// Takes every queued (not yet dispatched) job off a machine, for re-planning.
-    pub async fn unschedule_machine(&self, machine: &str, now: Millis) -> Result<usize, StoreError> {
+    pub async fn unschedule_machine(
+        &self,
+        machine: &str,
+        now: Millis,
+    ) -> Result<usize, StoreError> {
         let rows = sqlx::query("SELECT token FROM jobs WHERE machine = $1 AND state = 'scheduled'")
             .bind(machine)
             .fetch_all(&self.write)

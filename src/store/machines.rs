@@ -3,8 +3,8 @@
 
 use super::{Store, StoreError, Subject, emit, parse};
 use crate::domain::{MachineInput, MachineMode, MachineState, Millis};
-use sqlx::Row;
 use sqlx::AssertSqlSafe;
+use sqlx::Row;
 use sqlx::any::AnyRow;
 
 /// A machine as configured.
@@ -34,7 +34,10 @@ pub struct MachineRecord {
 }
 
 fn list(text: &str) -> Vec<String> {
-    text.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 fn machine_from_row(row: &AnyRow) -> Result<MachineRecord, StoreError> {
@@ -53,13 +56,16 @@ fn machine_from_row(row: &AnyRow) -> Result<MachineRecord, StoreError> {
     })
 }
 
-const MACHINE_COLUMNS: &str =
-    "id, factory, model, address, capabilities, materials, state, mode, job_token, fault_code, updated_ms";
+const MACHINE_COLUMNS: &str = "id, factory, model, address, capabilities, materials, state, mode, job_token, fault_code, updated_ms";
 
 impl Store {
     /// Registers configured machines: new ones start offline and active;
     /// known ones keep their mode and take the configured attributes.
-    pub async fn register_machines(&self, specs: &[MachineSpec], now: Millis) -> Result<(), StoreError> {
+    pub async fn register_machines(
+        &self,
+        specs: &[MachineSpec],
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         for spec in specs {
             let updated = sqlx::query(
@@ -95,15 +101,26 @@ impl Store {
         Ok(())
     }
 
-    pub async fn list_machines(&self, factory: Option<&str>) -> Result<Vec<MachineRecord>, StoreError> {
-        let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE ($1 IS NULL OR factory = $1) ORDER BY id");
-        let rows = sqlx::query(AssertSqlSafe(sql)).bind(factory).fetch_all(self.reader()).await?;
+    pub async fn list_machines(
+        &self,
+        factory: Option<&str>,
+    ) -> Result<Vec<MachineRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {MACHINE_COLUMNS} FROM machines WHERE ($1 IS NULL OR factory = $1) ORDER BY id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(factory)
+            .fetch_all(self.reader())
+            .await?;
         rows.iter().map(machine_from_row).collect()
     }
 
     pub async fn get_machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError> {
         let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE id = $1");
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(id).fetch_optional(&self.write).await?;
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.write)
+            .await?;
         row.as_ref().map(machine_from_row).transpose()
     }
 
@@ -130,7 +147,11 @@ impl Store {
         let old_token: Option<i64> = row.try_get("job_token")?;
         let old_fault: Option<i64> = row.try_get("fault_code")?;
         let token = job_token.map(i64::from).or(old_token);
-        let fault = if input == MachineInput::Disconnected { old_fault } else { fault_code.map(i64::from) };
+        let fault = if input == MachineInput::Disconnected {
+            old_fault
+        } else {
+            fault_code.map(i64::from)
+        };
         if next != from || token != old_token || fault != old_fault {
             sqlx::query(
                 "UPDATE machines SET state = $1, job_token = $2, fault_code = $3, updated_ms = $4 WHERE id = $5 AND state = $6",
@@ -157,21 +178,31 @@ impl Store {
         Ok(next)
     }
 
-    pub async fn set_machine_mode(&self, id: &str, input: crate::domain::ModeInput, now: Millis) -> Result<MachineMode, StoreError> {
+    pub async fn set_machine_mode(
+        &self,
+        id: &str,
+        input: crate::domain::ModeInput,
+        now: Millis,
+    ) -> Result<MachineMode, StoreError> {
         let mut tx = self.begin().await?;
-        let row = sqlx::query("SELECT mode FROM machines WHERE id = $1").bind(id).fetch_optional(&mut *tx).await?;
+        let row = sqlx::query("SELECT mode FROM machines WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(row) = row else {
             return Err(StoreError::NotFound(format!("machine {id}")));
         };
         let from: MachineMode = parse(&row.try_get::<String, _>("mode")?)?;
         let next = from.handle(input)?;
-        let done = sqlx::query("UPDATE machines SET mode = $1, updated_ms = $2 WHERE id = $3 AND mode = $4")
-            .bind(next.as_str())
-            .bind(now)
-            .bind(id)
-            .bind(from.as_str())
-            .execute(&mut *tx)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE machines SET mode = $1, updated_ms = $2 WHERE id = $3 AND mode = $4",
+        )
+        .bind(next.as_str())
+        .bind(now)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(&mut *tx)
+        .await?;
         if done.rows_affected() != 1 {
             return Err(StoreError::Conflict(format!("machine {id} mode changed")));
         }

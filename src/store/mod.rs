@@ -86,7 +86,11 @@ impl Store {
             Backend::Sqlite => {
                 let write = sqlite_pool(1).connect_with(options.clone()).await?;
                 let read = sqlite_pool(4).connect_with(options).await?;
-                Store { write, read, backend }
+                Store {
+                    write,
+                    read,
+                    backend,
+                }
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
@@ -140,7 +144,10 @@ impl Store {
 
     pub async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        sqlx::query("DELETE FROM meta WHERE key = $1").bind(key).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM meta WHERE key = $1")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2)")
             .bind(key)
             .bind(value)
@@ -169,7 +176,11 @@ fn sqlite_pool(connections: u32) -> AnyPoolOptions {
 }
 
 /// Allocates `count` consecutive values of a counter inside `tx`; returns the first.
-pub(crate) async fn allocate(tx: &mut Transaction<'static, Any>, name: &str, count: i64) -> Result<i64, StoreError> {
+pub(crate) async fn allocate(
+    tx: &mut Transaction<'static, Any>,
+    name: &str,
+    count: i64,
+) -> Result<i64, StoreError> {
     let row = sqlx::query("UPDATE counters SET value = value + $1 WHERE name = $2 RETURNING value")
         .bind(count)
         .bind(name)
@@ -206,14 +217,16 @@ pub(crate) async fn emit(
         "brand": subject.brand,
         "data": event,
     });
-    sqlx::query("INSERT INTO outbox (id, kind, brand, payload, created_ms) VALUES ($1, $2, $3, $4, $5)")
-        .bind(&id)
-        .bind(event.kind())
-        .bind(subject.brand)
-        .bind(payload.to_string())
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO outbox (id, kind, brand, payload, created_ms) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&id)
+    .bind(event.kind())
+    .bind(subject.brand)
+    .bind(payload.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 

@@ -39,7 +39,10 @@ pub struct Idempotency {
 pub enum AcceptOutcome {
     Created,
     /// The key was used before with the same body: the stored response.
-    Replayed { status: u16, response: String },
+    Replayed {
+        status: u16,
+        response: String,
+    },
     /// The key was used before with another body.
     KeyReused,
 }
@@ -83,7 +86,8 @@ pub(crate) fn order_from_row(row: &AnyRow) -> Result<OrderRecord, StoreError> {
         location: Location::new(row.try_get("lat")?, row.try_get("lon")?),
         zone: row.try_get("zone")?,
         factory: row.try_get("factory")?,
-        lines: serde_json::from_str(&lines).map_err(|err| StoreError::Corrupt(format!("order lines: {err}")))?,
+        lines: serde_json::from_str(&lines)
+            .map_err(|err| StoreError::Corrupt(format!("order lines: {err}")))?,
         deadline_ms: row.try_get("deadline_ms")?,
         accepted_ms: row.try_get("accepted_ms")?,
         updated_ms: row.try_get("updated_ms")?,
@@ -95,15 +99,24 @@ impl Store {
     /// in ONE transaction (group commit): all of them or none. Idempotency
     /// keys are checked inside the transaction; a replayed or reused key
     /// stores nothing for that order.
-    pub async fn accept_orders(&self, batch: &[NewOrder]) -> Result<Vec<AcceptOutcome>, StoreError> {
+    pub async fn accept_orders(
+        &self,
+        batch: &[NewOrder],
+    ) -> Result<Vec<AcceptOutcome>, StoreError> {
         let mut tx = self.begin().await?;
         let outcomes = insert_orders(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
 
-    pub async fn get_order(&self, id: &str, brand: Option<&str>) -> Result<Option<OrderRecord>, StoreError> {
-        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND ($2 IS NULL OR brand = $2)");
+    pub async fn get_order(
+        &self,
+        id: &str,
+        brand: Option<&str>,
+    ) -> Result<Option<OrderRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND ($2 IS NULL OR brand = $2)"
+        );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
             .bind(brand)
@@ -135,17 +148,31 @@ impl Store {
             .await?;
         let mut counts = HashMap::new();
         for row in rows {
-            counts.insert(parse(&row.try_get::<String, _>("state")?)?, row.try_get::<i64, _>("n")?);
+            counts.insert(
+                parse(&row.try_get::<String, _>("state")?)?,
+                row.try_get::<i64, _>("n")?,
+            );
         }
         Ok(counts)
     }
 
     /// Cancels an order and its jobs that have not reached a machine. An order
     /// with a job on a machine cannot be cancelled (that job is being made).
-    pub async fn cancel_order(&self, id: &str, brand: Option<&str>, now: Millis) -> Result<OrderRecord, StoreError> {
+    pub async fn cancel_order(
+        &self,
+        id: &str,
+        brand: Option<&str>,
+        now: Millis,
+    ) -> Result<OrderRecord, StoreError> {
         let mut tx = self.begin().await?;
-        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND ($2 IS NULL OR brand = $2)");
-        let row = sqlx::query(AssertSqlSafe(sql)).bind(id).bind(brand).fetch_optional(&mut *tx).await?;
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND ($2 IS NULL OR brand = $2)"
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .bind(brand)
+            .fetch_optional(&mut *tx)
+            .await?;
         let Some(order) = row.as_ref().map(order_from_row).transpose()? else {
             return Err(StoreError::NotFound(format!("order {id}")));
         };
@@ -170,15 +197,19 @@ impl Store {
         set_order_state(&mut tx, &order, next, &events, now).await?;
         for (token, state) in cancellable {
             let (job_next, job_events) = state.handle(JobInput::Cancel)?;
-            let done = sqlx::query("UPDATE jobs SET state = $1, updated_ms = $2 WHERE token = $3 AND state = $4")
-                .bind(job_next.as_str())
-                .bind(now)
-                .bind(token)
-                .bind(state.as_str())
-                .execute(&mut *tx)
-                .await?;
+            let done = sqlx::query(
+                "UPDATE jobs SET state = $1, updated_ms = $2 WHERE token = $3 AND state = $4",
+            )
+            .bind(job_next.as_str())
+            .bind(now)
+            .bind(token)
+            .bind(state.as_str())
+            .execute(&mut *tx)
+            .await?;
             if done.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("job {token} changed while cancelling")));
+                return Err(StoreError::Conflict(format!(
+                    "job {token} changed while cancelling"
+                )));
             }
             let token_text = token.to_string();
             let subject = Subject {
@@ -220,15 +251,18 @@ pub(crate) async fn set_order_state_by_id(
     events: &[Event],
     now: Millis,
 ) -> Result<(), StoreError> {
-    let done = sqlx::query("UPDATE orders SET state = $1, updated_ms = $2 WHERE id = $3 AND state = $4")
-        .bind(next.as_str())
-        .bind(now)
-        .bind(id)
-        .bind(from.as_str())
-        .execute(&mut **tx)
-        .await?;
+    let done =
+        sqlx::query("UPDATE orders SET state = $1, updated_ms = $2 WHERE id = $3 AND state = $4")
+            .bind(next.as_str())
+            .bind(now)
+            .bind(id)
+            .bind(from.as_str())
+            .execute(&mut **tx)
+            .await?;
     if done.rows_affected() != 1 {
-        return Err(StoreError::Conflict(format!("order {id} is no longer {from}")));
+        return Err(StoreError::Conflict(format!(
+            "order {id} is no longer {from}"
+        )));
     }
     let subject = Subject {
         kind: "order",
@@ -242,16 +276,25 @@ pub(crate) async fn set_order_state_by_id(
     Ok(())
 }
 
-async fn insert_orders(tx: &mut Transaction<'static, Any>, batch: &[NewOrder]) -> Result<Vec<AcceptOutcome>, StoreError> {
+async fn insert_orders(
+    tx: &mut Transaction<'static, Any>,
+    batch: &[NewOrder],
+) -> Result<Vec<AcceptOutcome>, StoreError> {
     let mut outcomes = Vec::with_capacity(batch.len());
     // Keys first seen earlier in this same batch.
     let mut batch_keys: HashMap<(&str, &str), (&str, u16, &str)> = HashMap::new();
     let job_count: i64 = batch.iter().map(|order| order.jobs.len() as i64).sum();
-    let mut next_token = if job_count > 0 { allocate(tx, "job_token", job_count).await? } else { 0 };
+    let mut next_token = if job_count > 0 {
+        allocate(tx, "job_token", job_count).await?
+    } else {
+        0
+    };
     for order in batch {
         if let Some(idem) = &order.idempotency {
             let seen = match batch_keys.get(&(order.brand.as_str(), idem.key.as_str())) {
-                Some((hash, status, response)) => Some((hash.to_string(), *status, response.to_string())),
+                Some((hash, status, response)) => {
+                    Some((hash.to_string(), *status, response.to_string()))
+                }
                 None => {
                     let row = sqlx::query(
                         "SELECT request_hash, status, response FROM idempotency WHERE brand = $1 AND key = $2",
@@ -292,10 +335,15 @@ async fn insert_orders(tx: &mut Transaction<'static, Any>, batch: &[NewOrder]) -
             .await?;
             batch_keys.insert(
                 (order.brand.as_str(), idem.key.as_str()),
-                (idem.request_hash.as_str(), idem.status, idem.response.as_str()),
+                (
+                    idem.request_hash.as_str(),
+                    idem.status,
+                    idem.response.as_str(),
+                ),
             );
         }
-        let lines = serde_json::to_string(&order.lines).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        let lines = serde_json::to_string(&order.lines)
+            .map_err(|err| StoreError::Corrupt(err.to_string()))?;
         sqlx::query(
             "INSERT INTO orders (id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, \
              deadline_ms, accepted_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
@@ -315,8 +363,17 @@ async fn insert_orders(tx: &mut Transaction<'static, Any>, batch: &[NewOrder]) -
         .execute(&mut **tx)
         .await?;
         for job in &order.jobs {
-            super::jobs::insert_job(tx, next_token, &order.id, &order.factory, job, job.quantity, None, order.accepted_ms)
-                .await?;
+            super::jobs::insert_job(
+                tx,
+                next_token,
+                &order.id,
+                &order.factory,
+                job,
+                job.quantity,
+                None,
+                order.accepted_ms,
+            )
+            .await?;
             next_token += 1;
         }
         let subject = Subject {

@@ -15,10 +15,12 @@ pub struct OutboxRecord {
 impl Store {
     /// The oldest unpublished events.
     pub async fn unpublished(&self, limit: i64) -> Result<Vec<OutboxRecord>, StoreError> {
-        let rows = sqlx::query("SELECT id, kind, payload FROM outbox WHERE published_ms IS NULL ORDER BY id LIMIT $1")
-            .bind(limit)
-            .fetch_all(self.reader())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, kind, payload FROM outbox WHERE published_ms IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
         rows.iter()
             .map(|row| {
                 Ok(OutboxRecord {
@@ -36,11 +38,13 @@ impl Store {
         }
         let mut tx = self.begin().await?;
         for id in ids {
-            sqlx::query("UPDATE outbox SET published_ms = $1 WHERE id = $2 AND published_ms IS NULL")
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE outbox SET published_ms = $1 WHERE id = $2 AND published_ms IS NULL",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())

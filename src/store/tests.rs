@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::domain::intake::{JobPlan, LineRequest};
-use crate::domain::{HandoffKind, HandoffState, JobInput, JobState, JobToken, Location, MachineId, OrderState};
+use crate::domain::{
+    HandoffKind, HandoffState, JobInput, JobState, JobToken, Location, MachineId, OrderState,
+};
 use orders::Idempotency;
 use sqlx::AssertSqlSafe;
 use std::future::Future;
@@ -27,7 +29,9 @@ where
             scenario(store.clone()).await;
             store.close().await;
         }
-        _ => eprintln!("store: PostgreSQL scenarios skipped (set FABFLOW_TEST_POSTGRES_URL to run them)"),
+        _ => eprintln!(
+            "store: PostgreSQL scenarios skipped (set FABFLOW_TEST_POSTGRES_URL to run them)"
+        ),
     }
 }
 
@@ -35,14 +39,20 @@ where
 pub(crate) async fn fresh_postgres(base: &str) -> Store {
     sqlx::any::install_default_drivers();
     let name = format!("fabflow_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = sqlx::AnyPool::connect(base).await.expect("connect to PostgreSQL");
+    let admin = sqlx::AnyPool::connect(base)
+        .await
+        .expect("connect to PostgreSQL");
     sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&admin)
         .await
         .expect("create database");
     admin.close().await;
-    let (prefix, _) = base.rsplit_once('/').expect("postgres URL with a database name");
-    Store::connect(&format!("{prefix}/{name}")).await.expect("postgres store")
+    let (prefix, _) = base
+        .rsplit_once('/')
+        .expect("postgres URL with a database name");
+    Store::connect(&format!("{prefix}/{name}"))
+        .await
+        .expect("postgres store")
 }
 
 fn plan(line_index: usize, step_index: usize, process: &str) -> JobPlan {
@@ -103,7 +113,10 @@ async fn orders_are_accepted_with_jobs_and_events_and_keys_replay() {
         ];
         let mut reused = batch[1].clone();
         reused.idempotency = batch[0].idempotency.clone();
-        let outcomes = store.accept_orders(&[batch[0].clone(), reused.clone(), batch[2].clone()]).await.expect("accept");
+        let outcomes = store
+            .accept_orders(&[batch[0].clone(), reused.clone(), batch[2].clone()])
+            .await
+            .expect("accept");
         assert_eq!(
             outcomes,
             vec![
@@ -116,15 +129,28 @@ async fn orders_are_accepted_with_jobs_and_events_and_keys_replay() {
             ]
         );
         // Same key, different body: refused, nothing stored.
-        let outcomes = store.accept_orders(&[batch[1].clone()]).await.expect("accept");
+        let outcomes = store
+            .accept_orders(&[batch[1].clone()])
+            .await
+            .expect("accept");
         assert_eq!(outcomes, vec![AcceptOutcome::KeyReused]);
         assert!(store.get_order("o2", None).await.expect("get").is_none());
 
-        let order = store.get_order("o1", Some("acme")).await.expect("get").expect("o1");
+        let order = store
+            .get_order("o1", Some("acme"))
+            .await
+            .expect("get")
+            .expect("o1");
         assert_eq!(order.state, OrderState::Accepted);
         assert_eq!(order.lines[0].sku, "tee");
         // Another brand's order does not exist for this brand.
-        assert!(store.get_order("o3", Some("acme")).await.expect("get").is_none());
+        assert!(
+            store
+                .get_order("o3", Some("acme"))
+                .await
+                .expect("get")
+                .is_none()
+        );
         let acme = store
             .list_orders(&OrderFilter {
                 brand: Some("acme".into()),
@@ -133,8 +159,17 @@ async fn orders_are_accepted_with_jobs_and_events_and_keys_replay() {
             })
             .await
             .expect("list");
-        assert_eq!(acme.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(), vec!["o1"]);
-        let all = store.list_orders(&OrderFilter { limit: 10, ..Default::default() }).await.expect("list");
+        assert_eq!(
+            acme.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+            vec!["o1"]
+        );
+        let all = store
+            .list_orders(&OrderFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
         assert_eq!(all.len(), 2);
         let page = store
             .list_orders(&OrderFilter {
@@ -144,7 +179,10 @@ async fn orders_are_accepted_with_jobs_and_events_and_keys_replay() {
             })
             .await
             .expect("list");
-        assert_eq!(page.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(), vec!["o3"]);
+        assert_eq!(
+            page.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+            vec!["o3"]
+        );
 
         let jobs = store
             .list_jobs(&JobFilter {
@@ -157,7 +195,10 @@ async fn orders_are_accepted_with_jobs_and_events_and_keys_replay() {
         assert_eq!(jobs.len(), 2);
         assert!(jobs.iter().all(|job| job.state == JobState::Pending));
         assert_ne!(jobs[0].token, jobs[1].token);
-        assert_eq!(outbox_kinds(&store).await, vec!["order.accepted", "order.accepted"]);
+        assert_eq!(
+            outbox_kinds(&store).await,
+            vec!["order.accepted", "order.accepted"]
+        );
     })
     .await;
 }
@@ -165,17 +206,35 @@ async fn orders_are_accepted_with_jobs_and_events_and_keys_replay() {
 #[tokio::test]
 async fn job_lifecycle_moves_the_order_and_replaces_scrap() {
     on_every_backend(|store| async move {
-        store.accept_orders(&[new_order("o1", "acme", None)]).await.expect("accept");
+        store
+            .accept_orders(&[new_order("o1", "acme", None)])
+            .await
+            .expect("accept");
         // Only the first step is schedulable until it is done.
         let ready = store.schedulable_jobs(10).await.expect("schedulable");
         assert_eq!(ready.len(), 1);
         let print = ready[0].token;
         let machine = MachineId::new("dtg-1");
-        assert_eq!(store.schedule_jobs(&[(print, machine.clone())], NOW).await.expect("schedule"), 1);
+        assert_eq!(
+            store
+                .schedule_jobs(&[(print, machine.clone())], NOW)
+                .await
+                .expect("schedule"),
+            1
+        );
         // Scheduling it twice is a no-op, not a second queue entry.
-        assert_eq!(store.schedule_jobs(&[(print, machine.clone())], NOW).await.expect("schedule"), 0);
+        assert_eq!(
+            store
+                .schedule_jobs(&[(print, machine.clone())], NOW)
+                .await
+                .expect("schedule"),
+            0
+        );
         assert_eq!(store.machine_queue("dtg-1").await.expect("queue").len(), 1);
-        let moved = store.transition_job(print, JobInput::Dispatch, NOW).await.expect("dispatch");
+        let moved = store
+            .transition_job(print, JobInput::Dispatch, NOW)
+            .await
+            .expect("dispatch");
         assert_eq!(moved.order_state, Some(OrderState::InProduction));
         // A stale compare-and-set fails and changes nothing.
         let stale = store.transition_job(print, JobInput::Dispatch, NOW).await;
@@ -185,21 +244,52 @@ async fn job_lifecycle_moves_the_order_and_replaces_scrap() {
             .await
             .expect("finish");
         let remake = finished.replacement.expect("scrap is made again");
-        assert_eq!(store.get_job(remake).await.expect("get").map(|j| (j.quantity, j.replaces)), Some((1, Some(print))));
+        assert_eq!(
+            store
+                .get_job(remake)
+                .await
+                .expect("get")
+                .map(|j| (j.quantity, j.replaces)),
+            Some((1, Some(print)))
+        );
         // The press waits for the remake of the print.
-        let ready: Vec<JobToken> = store.schedulable_jobs(10).await.expect("schedulable").iter().map(|j| j.token).collect();
+        let ready: Vec<JobToken> = store
+            .schedulable_jobs(10)
+            .await
+            .expect("schedulable")
+            .iter()
+            .map(|j| j.token)
+            .collect();
         assert_eq!(ready, vec![remake]);
         for token in [remake] {
-            store.schedule_jobs(&[(token, machine.clone())], NOW).await.expect("schedule");
-            store.transition_job(token, JobInput::Dispatch, NOW).await.expect("dispatch");
-            store.transition_job(token, JobInput::MachineFinished { good: 1, scrap: 0 }, NOW).await.expect("finish");
+            store
+                .schedule_jobs(&[(token, machine.clone())], NOW)
+                .await
+                .expect("schedule");
+            store
+                .transition_job(token, JobInput::Dispatch, NOW)
+                .await
+                .expect("dispatch");
+            store
+                .transition_job(token, JobInput::MachineFinished { good: 1, scrap: 0 }, NOW)
+                .await
+                .expect("finish");
         }
         let press = store.schedulable_jobs(10).await.expect("schedulable");
         assert_eq!(press.len(), 1);
         let press = press[0].token;
-        store.schedule_jobs(&[(press, MachineId::new("press-1"))], NOW).await.expect("schedule");
-        store.transition_job(press, JobInput::Dispatch, NOW).await.expect("dispatch");
-        let running = store.transition_job(press, JobInput::MachineStarted, NOW).await.expect("start");
+        store
+            .schedule_jobs(&[(press, MachineId::new("press-1"))], NOW)
+            .await
+            .expect("schedule");
+        store
+            .transition_job(press, JobInput::Dispatch, NOW)
+            .await
+            .expect("dispatch");
+        let running = store
+            .transition_job(press, JobInput::MachineStarted, NOW)
+            .await
+            .expect("start");
         assert_eq!(running.order_state, None);
         let done = store
             .transition_job(press, JobInput::MachineFinished { good: 2, scrap: 0 }, NOW)
@@ -222,20 +312,55 @@ async fn a_lost_job_goes_back_to_pending_and_cancel_spares_running_orders() {
             .expect("accept");
         let ready = store.schedulable_jobs(10).await.expect("schedulable");
         let (first, second) = (ready[0].token, ready[1].token);
-        store.schedule_jobs(&[(first, MachineId::new("m"))], NOW).await.expect("schedule");
-        store.transition_job(first, JobInput::Dispatch, NOW).await.expect("dispatch");
-        let lost = store.transition_job(first, JobInput::MachineLost, NOW).await.expect("lost");
-        assert_eq!((lost.job.state, lost.job.machine), (JobState::Pending, None));
-        store.schedule_jobs(&[(first, MachineId::new("m"))], NOW).await.expect("schedule");
-        store.transition_job(first, JobInput::Dispatch, NOW).await.expect("dispatch");
+        store
+            .schedule_jobs(&[(first, MachineId::new("m"))], NOW)
+            .await
+            .expect("schedule");
+        store
+            .transition_job(first, JobInput::Dispatch, NOW)
+            .await
+            .expect("dispatch");
+        let lost = store
+            .transition_job(first, JobInput::MachineLost, NOW)
+            .await
+            .expect("lost");
+        assert_eq!(
+            (lost.job.state, lost.job.machine),
+            (JobState::Pending, None)
+        );
+        store
+            .schedule_jobs(&[(first, MachineId::new("m"))], NOW)
+            .await
+            .expect("schedule");
+        store
+            .transition_job(first, JobInput::Dispatch, NOW)
+            .await
+            .expect("dispatch");
         let order_of_first = lost.job.order_id.clone();
         let refused = store.cancel_order(&order_of_first, Some("acme"), NOW).await;
-        assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
-        let other = store.get_job(second).await.expect("get").expect("job").order_id;
-        assert!(matches!(store.cancel_order(&other, Some("zest"), NOW).await, Err(StoreError::NotFound(_))));
-        let cancelled = store.cancel_order(&other, Some("acme"), NOW).await.expect("cancel");
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
+        let other = store
+            .get_job(second)
+            .await
+            .expect("get")
+            .expect("job")
+            .order_id;
+        assert!(matches!(
+            store.cancel_order(&other, Some("zest"), NOW).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let cancelled = store
+            .cancel_order(&other, Some("acme"), NOW)
+            .await
+            .expect("cancel");
         assert_eq!(cancelled.state, OrderState::Cancelled);
-        assert_eq!(store.get_job(second).await.expect("get").map(|j| j.state), Some(JobState::Cancelled));
+        assert_eq!(
+            store.get_job(second).await.expect("get").map(|j| j.state),
+            Some(JobState::Cancelled)
+        );
         let counts = store.order_counts().await.expect("counts");
         assert_eq!(counts.get(&OrderState::Cancelled), Some(&1));
         assert_eq!(counts.get(&OrderState::InProduction), Some(&1));
@@ -246,13 +371,25 @@ async fn a_lost_job_goes_back_to_pending_and_cancel_spares_running_orders() {
 #[tokio::test]
 async fn waves_and_confirmed_handoffs_deliver_orders() {
     on_every_backend(|store| async move {
-        store.accept_orders(&[new_order("o1", "acme", None)]).await.expect("accept");
+        store
+            .accept_orders(&[new_order("o1", "acme", None)])
+            .await
+            .expect("accept");
         for _ in 0..2 {
             let ready = store.schedulable_jobs(10).await.expect("schedulable");
             let token = ready[0].token;
-            store.schedule_jobs(&[(token, MachineId::new("m"))], NOW).await.expect("schedule");
-            store.transition_job(token, JobInput::Dispatch, NOW).await.expect("dispatch");
-            store.transition_job(token, JobInput::MachineFinished { good: 2, scrap: 0 }, NOW).await.expect("done");
+            store
+                .schedule_jobs(&[(token, MachineId::new("m"))], NOW)
+                .await
+                .expect("schedule");
+            store
+                .transition_job(token, JobInput::Dispatch, NOW)
+                .await
+                .expect("dispatch");
+            store
+                .transition_job(token, JobInput::MachineFinished { good: 2, scrap: 0 }, NOW)
+                .await
+                .expect("done");
         }
         let waiting = store.wave_orders("berlin").await.expect("wave orders");
         assert_eq!(waiting.len(), 1);
@@ -270,18 +407,73 @@ async fn waves_and_confirmed_handoffs_deliver_orders() {
             updated_ms: NOW,
         };
         store
-            .save_wave(&[stop("h1", HandoffKind::Pickup, 0), stop("h2", HandoffKind::Dropoff, 1)], NOW)
+            .save_wave(
+                &[
+                    stop("h1", HandoffKind::Pickup, 0),
+                    stop("h2", HandoffKind::Dropoff, 1),
+                ],
+                NOW,
+            )
             .await
             .expect("save wave");
-        assert!(store.wave_orders("berlin").await.expect("wave orders").is_empty(), "planned orders are not replanned");
-        assert_eq!(store.courier_schedule("bike-1").await.expect("schedule").len(), 2);
-        assert!(store.courier_schedule("bike-2").await.expect("schedule").is_empty());
-        assert!(matches!(store.confirm_handoff("h1", Some("bike-2"), NOW).await, Err(StoreError::NotFound(_))));
-        store.confirm_handoff("h1", Some("bike-1"), NOW).await.expect("pickup");
-        assert_eq!(store.get_order("o1", None).await.expect("get").map(|o| o.state), Some(OrderState::OutForDelivery));
-        assert!(store.confirm_handoff("h1", Some("bike-1"), NOW).await.is_err(), "a stop is confirmed once");
-        store.confirm_handoff("h2", None, NOW).await.expect("drop-off");
-        assert_eq!(store.get_order("o1", None).await.expect("get").map(|o| o.state), Some(OrderState::Delivered));
+        assert!(
+            store
+                .wave_orders("berlin")
+                .await
+                .expect("wave orders")
+                .is_empty(),
+            "planned orders are not replanned"
+        );
+        assert_eq!(
+            store
+                .courier_schedule("bike-1")
+                .await
+                .expect("schedule")
+                .len(),
+            2
+        );
+        assert!(
+            store
+                .courier_schedule("bike-2")
+                .await
+                .expect("schedule")
+                .is_empty()
+        );
+        assert!(matches!(
+            store.confirm_handoff("h1", Some("bike-2"), NOW).await,
+            Err(StoreError::NotFound(_))
+        ));
+        store
+            .confirm_handoff("h1", Some("bike-1"), NOW)
+            .await
+            .expect("pickup");
+        assert_eq!(
+            store
+                .get_order("o1", None)
+                .await
+                .expect("get")
+                .map(|o| o.state),
+            Some(OrderState::OutForDelivery)
+        );
+        assert!(
+            store
+                .confirm_handoff("h1", Some("bike-1"), NOW)
+                .await
+                .is_err(),
+            "a stop is confirmed once"
+        );
+        store
+            .confirm_handoff("h2", None, NOW)
+            .await
+            .expect("drop-off");
+        assert_eq!(
+            store
+                .get_order("o1", None)
+                .await
+                .expect("get")
+                .map(|o| o.state),
+            Some(OrderState::Delivered)
+        );
     })
     .await;
 }
@@ -298,27 +490,63 @@ async fn machines_register_observe_and_change_mode() {
             capabilities: vec!["dtg_print".into()],
             materials: vec!["cotton_tee".into(), "tote".into()],
         };
-        store.register_machines(std::slice::from_ref(&spec), NOW).await.expect("register");
+        store
+            .register_machines(std::slice::from_ref(&spec), NOW)
+            .await
+            .expect("register");
         let state = store
-            .observe_machine("dtg-1", MachineInput::Reported(Reported::Idle), Some(7), None, NOW)
+            .observe_machine(
+                "dtg-1",
+                MachineInput::Reported(Reported::Idle),
+                Some(7),
+                None,
+                NOW,
+            )
             .await
             .expect("observe");
         assert_eq!(state, MachineState::Idle);
-        store.set_machine_mode("dtg-1", ModeInput::Pause, NOW).await.expect("pause");
-        assert!(store.set_machine_mode("dtg-1", ModeInput::Pause, NOW).await.is_err());
+        store
+            .set_machine_mode("dtg-1", ModeInput::Pause, NOW)
+            .await
+            .expect("pause");
+        assert!(
+            store
+                .set_machine_mode("dtg-1", ModeInput::Pause, NOW)
+                .await
+                .is_err()
+        );
         // Re-registering keeps the operator's mode.
-        store.register_machines(&[spec], NOW).await.expect("register");
-        let machine = store.get_machine("dtg-1").await.expect("get").expect("machine");
-        assert_eq!((machine.mode, machine.job_token), (MachineMode::Paused, Some(7)));
+        store
+            .register_machines(&[spec], NOW)
+            .await
+            .expect("register");
+        let machine = store
+            .get_machine("dtg-1")
+            .await
+            .expect("get")
+            .expect("machine");
+        assert_eq!(
+            (machine.mode, machine.job_token),
+            (MachineMode::Paused, Some(7))
+        );
         assert_eq!(machine.materials, vec!["cotton_tee", "tote"]);
         assert_eq!(outbox_kinds(&store).await, vec!["machine.state_changed"]);
-        let ids: Vec<String> = store.unpublished(10).await.expect("outbox").into_iter().map(|e| e.id).collect();
+        let ids: Vec<String> = store
+            .unpublished(10)
+            .await
+            .expect("outbox")
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
         store.mark_published(&ids, NOW).await.expect("mark");
         assert_eq!(store.outbox_backlog().await.expect("backlog"), 0);
         assert!(store.get_meta("clock").await.expect("meta").is_none());
         store.set_meta("clock", "1").await.expect("meta");
         store.set_meta("clock", "2").await.expect("meta");
-        assert_eq!(store.get_meta("clock").await.expect("meta").as_deref(), Some("2"));
+        assert_eq!(
+            store.get_meta("clock").await.expect("meta").as_deref(),
+            Some("2")
+        );
     })
     .await;
 }
@@ -326,8 +554,18 @@ async fn machines_register_observe_and_change_mode() {
 #[tokio::test]
 async fn sqlite_runs_with_wal_and_full_sync() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::connect(&format!("sqlite://{}", dir.path().join("p.db").display())).await.expect("store");
-    let mode: String = sqlx::query("PRAGMA journal_mode").fetch_one(&store.write).await.expect("pragma").get(0);
-    let sync: i64 = sqlx::query("PRAGMA synchronous").fetch_one(&store.write).await.expect("pragma").get(0);
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
+        .await
+        .expect("store");
+    let mode: String = sqlx::query("PRAGMA journal_mode")
+        .fetch_one(&store.write)
+        .await
+        .expect("pragma")
+        .get(0);
+    let sync: i64 = sqlx::query("PRAGMA synchronous")
+        .fetch_one(&store.write)
+        .await
+        .expect("pragma")
+        .get(0);
     assert_eq!((mode.as_str(), sync), ("wal", 2));
 }

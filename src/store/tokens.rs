@@ -13,7 +13,12 @@ pub struct TokenRecord {
 }
 
 impl Store {
-    pub async fn insert_token(&self, hash: &str, record: &TokenRecord, now: Millis) -> Result<(), StoreError> {
+    pub async fn insert_token(
+        &self,
+        hash: &str,
+        record: &TokenRecord,
+        now: Millis,
+    ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO api_tokens (hash, role, scope, name, created_ms) VALUES ($1, $2, $3, $4, $5)")
             .bind(hash)

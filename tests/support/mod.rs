@@ -10,7 +10,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub const SKUS: [&str; 6] = ["tee-black-m", "tee-black-m", "tote-natural", "mug-white", "phone-case", "tote-natural"];
+pub const SKUS: [&str; 6] = [
+    "tee-black-m",
+    "tee-black-m",
+    "tote-natural",
+    "mug-white",
+    "phone-case",
+    "tote-natural",
+];
 pub const BBOX: (f64, f64, f64, f64) = (52.45, 13.30, 52.57, 13.52);
 
 /// The demo configuration pointed at `fleet`, a SQLite file in `dir`, an
@@ -44,11 +51,15 @@ pub fn config(fleet: &Fleet, db: &Path, time_scale: f64) -> Config {
 
 pub async fn fleet(seed: u64, time_scale: f64) -> Fleet {
     let profiles = fabflow_adapters::builtin_profiles();
-    Fleet::start(&FleetSpec::demo(seed, time_scale), &profiles).await.expect("fleet starts")
+    Fleet::start(&FleetSpec::demo(seed, time_scale), &profiles)
+        .await
+        .expect("fleet starts")
 }
 
 pub async fn listener() -> tokio::net::TcpListener {
-    tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind")
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
 }
 
 /// Polls `check` until it returns Some, or panics with `what` after `limit`.
@@ -97,7 +108,11 @@ impl Api {
     }
 
     pub async fn post(&self, path: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
-        let mut request = self.client.post(format!("{}{path}", self.base)).bearer_auth(&self.token).json(body);
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body);
         if let Some(key) = key {
             request = request.header("Idempotency-Key", key);
         }
