@@ -42,6 +42,7 @@ async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadlin
     let dir = tempfile::tempdir().expect("temp dir");
     let fleet = support::fleet(11, TIME_SCALE).await;
     let config = support::config(&fleet, &dir.path().join("e2e.db"), TIME_SCALE);
+    let db_url = config.database.url.clone();
     let couriers: Vec<String> = config.couriers.iter().map(|c| c.id.clone()).collect();
     let shutdown = CancellationToken::new();
     let daemon = Daemon::start(
@@ -171,10 +172,18 @@ async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadlin
     })
     .await;
 
+    // Orders accepted just before shutdown still have their events published.
+    let late = fabflow_sim::generate_orders(7, 20, &SKUS, BBOX);
+    assert_eq!(fabflow_sim::fire(&base, &brand, late, 4).await.accepted, 20);
     shutdown.cancel();
     daemon.wait().await.expect("clean shutdown");
     watcher.abort();
     fleet.shutdown().await;
+    // Shutdown flushed the outbox: every event reached the broker.
+    let store = fabflow::store::Store::connect(&db_url)
+        .await
+        .expect("reopen");
+    assert_eq!(store.outbox_backlog().await.expect("backlog"), 0);
 }
 
 /// Runs a daemon on its own runtime in its own thread, so the test can kill

@@ -191,6 +191,8 @@ impl Daemon {
         let machines_stop = CancellationToken::new();
         let work_stop = CancellationToken::new();
         let outbox_stop = CancellationToken::new();
+        // The MQTT clients' event loops outlive the publisher, so its final flush can be acknowledged.
+        let mqtt_stop = CancellationToken::new();
         let scheduler_wake = Arc::new(Notify::new());
         let outbox_wake = Arc::new(Notify::new());
 
@@ -252,7 +254,7 @@ impl Daemon {
                 .run(work_stop.clone())
                 .instrument(info_span!("scheduler")),
         );
-        let schedules = mqtt::connect(&broker_address, "schedules", outbox_stop.clone());
+        let schedules = mqtt::connect(&broker_address, "schedules", mqtt_stop.clone());
         let factory_locations: HashMap<String, Location> = network
             .factories
             .iter()
@@ -284,7 +286,7 @@ impl Daemon {
                     .instrument(info_span!("waves", zone = %zone.id)),
             );
         }
-        let outbox_client = mqtt::connect(&broker_address, "outbox", outbox_stop.clone());
+        let outbox_client = mqtt::connect(&broker_address, "outbox", mqtt_stop.clone());
         let publisher = tokio::spawn(
             mqtt::run_outbox(
                 store.clone(),
@@ -311,6 +313,7 @@ impl Daemon {
             info!("flushing the outbox");
             outbox_stop.cancel();
             publisher.await.ok();
+            mqtt_stop.cancel();
             drop(schedules);
             task_store.close().await;
             info!("stopped");

@@ -64,7 +64,7 @@ impl Store {
              ORDER BY o.deadline_ms, o.id",
         )
         .bind(zone)
-        .fetch_all(&self.write)
+        .fetch_all(self.reader())
         .await?;
         rows.iter()
             .map(|row| {

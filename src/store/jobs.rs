@@ -162,7 +162,7 @@ impl Store {
              ORDER BY j.due_ms, j.token LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.write)
+        .fetch_all(self.reader())
         .await?;
         rows.iter()
             .map(|row| {
@@ -185,7 +185,7 @@ impl Store {
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(machine)
-            .fetch_all(&self.write)
+            .fetch_all(self.reader())
             .await?;
         rows.iter().map(job_from_row).collect()
     }
@@ -380,7 +380,7 @@ impl Store {
             "SELECT machine, COUNT(*) AS n FROM jobs WHERE machine IS NOT NULL \
              AND state IN ('scheduled', 'dispatched', 'running') GROUP BY machine",
         )
-        .fetch_all(&self.write)
+        .fetch_all(self.reader())
         .await?;
         let mut loads = std::collections::HashMap::new();
         for row in rows {
@@ -398,7 +398,7 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let rows = sqlx::query("SELECT token FROM jobs WHERE machine = $1 AND state = 'scheduled'")
             .bind(machine)
-            .fetch_all(&self.write)
+            .fetch_all(self.reader())
             .await?;
         if rows.is_empty() {
             return Ok(0);

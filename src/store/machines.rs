@@ -119,7 +119,7 @@ impl Store {
         let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(&self.write)
+            .fetch_optional(self.reader())
             .await?;
         row.as_ref().map(machine_from_row).transpose()
     }
@@ -134,10 +134,11 @@ impl Store {
         fault_code: Option<u32>,
         now: Millis,
     ) -> Result<MachineState, StoreError> {
-        let mut tx = self.begin().await?;
+        // Most polls change nothing: decide on a plain read, and take the
+        // writer only for a change (then compare-and-set on the state read).
         let row = sqlx::query("SELECT state, job_token, fault_code FROM machines WHERE id = $1")
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(self.reader())
             .await?;
         let Some(row) = row else {
             return Err(StoreError::NotFound(format!("machine {id}")));
@@ -152,27 +153,36 @@ impl Store {
         } else {
             fault_code.map(i64::from)
         };
-        if next != from || token != old_token || fault != old_fault {
-            sqlx::query(
-                "UPDATE machines SET state = $1, job_token = $2, fault_code = $3, updated_ms = $4 WHERE id = $5 AND state = $6",
-            )
-            .bind(next.as_str())
-            .bind(token)
-            .bind(fault)
-            .bind(now)
-            .bind(id)
-            .bind(from.as_str())
-            .execute(&mut *tx)
-            .await?;
-            let subject = Subject {
-                kind: "machine",
-                id,
-                order_id: None,
-                brand: None,
-            };
-            for event in &events {
-                emit(&mut tx, &subject, event, now).await?;
-            }
+        if next == from && token == old_token && fault == old_fault {
+            return Ok(next);
+        }
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE machines SET state = $1, job_token = $2, fault_code = $3, updated_ms = $4 \
+             WHERE id = $5 AND state = $6 AND job_token IS NOT DISTINCT FROM $7",
+        )
+        .bind(next.as_str())
+        .bind(token)
+        .bind(fault)
+        .bind(now)
+        .bind(id)
+        .bind(from.as_str())
+        .bind(old_token)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "machine {id} changed meanwhile"
+            )));
+        }
+        let subject = Subject {
+            kind: "machine",
+            id,
+            order_id: None,
+            brand: None,
+        };
+        for event in &events {
+            emit(&mut tx, &subject, event, now).await?;
         }
         tx.commit().await?;
         Ok(next)

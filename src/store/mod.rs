@@ -134,7 +134,7 @@ impl Store {
     pub async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
         let row = sqlx::query("SELECT value FROM meta WHERE key = $1")
             .bind(key)
-            .fetch_optional(&self.write)
+            .fetch_optional(self.reader())
             .await?;
         Ok(match row {
             Some(row) => Some(row.try_get("value")?),
