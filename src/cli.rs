@@ -75,8 +75,11 @@ struct DemoArgs {
     #[arg(long, default_value_t = 600.0)]
     time_scale: f64,
     /// SQLite file to use (default: a new file in a temporary directory).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "database_url")]
     db: Option<PathBuf>,
+    /// Use this database instead of SQLite (e.g. postgres://user@host/db).
+    #[arg(long)]
+    database_url: Option<String>,
     /// Stop once every order is delivered instead of running until Ctrl-C.
     #[arg(long)]
     exit_when_done: bool,
@@ -248,7 +251,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .db
         .clone()
         .unwrap_or_else(|| temp.join("fabflow-demo.db"));
-    config.database.url = format!("sqlite://{}", db.display());
+    config.database.url = match &args.database_url {
+        Some(url) => url.clone(),
+        None => format!("sqlite://{}", db.display()),
+    };
     let mqtt_port = if args.mqtt_port != 0 && port_free(args.mqtt_port) {
         args.mqtt_port
     } else {
@@ -277,6 +283,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let machine_count = config.machines.len();
+    let database_url = config.database.url.clone();
     let couriers: Vec<String> = config.couriers.iter().map(|c| c.id.clone()).collect();
     let listener = bind_or_any(args.port).await?;
     let shutdown = CancellationToken::new();
@@ -296,7 +303,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  dashboard  {url}/  (paste the operator token)");
     println!("  API spec   {url}/openapi.json");
     println!("  MQTT       {}  (topics fabflow/v1/#)", daemon.mqtt.url());
-    println!("  database   {}", db.display());
+    println!("  database   {}", runtime::redact(&database_url));
     println!("  fleet      3 factories, {machine_count} Modbus TCP machines on 127.0.0.1");
     println!(
         "  time       x{} (48 simulated hours take {:.1} minutes)",

@@ -407,3 +407,20 @@ async fn operators_couriers_and_ops_endpoints() {
     assert!(dashboard.contains("fabflow"));
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_authentications_are_slowed_down() {
+    let w = world().await;
+    let stranger = Api::new(w.base.clone(), "ffb_guessing");
+    for _ in 0..fabflow::api::auth::MAX_FAILURES {
+        let (status, _) = stranger.get("/v1/orders").await;
+        assert_eq!(status, 401);
+    }
+    let (status, problem) = stranger.get("/v1/orders").await;
+    assert_eq!(status, 429, "{problem}");
+    assert_eq!(problem["status"], 429);
+    // The address is held back whatever token it now shows.
+    let (status, _) = w.acme.get("/v1/orders").await;
+    assert_eq!(status, 429);
+    w.stop().await;
+}

@@ -5,11 +5,15 @@
 use super::problem::ApiError;
 use crate::runtime::Shared;
 use crate::store::{Store, StoreError, TokenRecord};
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use rand::Rng;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -110,6 +114,64 @@ pub async fn issue(
     Ok(token)
 }
 
+/// Known tokens kept in memory for a minute (a lookup per request is the
+/// largest cost of intake otherwise), and failed authentications counted per
+/// client address: past [`MAX_FAILURES`] in a minute, that address gets 429
+/// until the minute is over.
+#[derive(Debug, Default)]
+pub struct Guard {
+    known: Mutex<HashMap<String, (Caller, Instant)>>,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+const TOKEN_TTL: Duration = Duration::from_secs(60);
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+pub const MAX_FAILURES: u32 = 20;
+const MAX_ENTRIES: usize = 10_000;
+
+impl Guard {
+    fn cached(&self, hash: &str) -> Option<Caller> {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < TOKEN_TTL)
+            .map(|(caller, _)| caller.clone())
+    }
+
+    fn remember(&self, hash: String, caller: Caller) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() >= MAX_ENTRIES {
+            known.retain(|_, (_, at)| at.elapsed() < TOKEN_TTL);
+            if known.len() >= MAX_ENTRIES {
+                known.clear();
+            }
+        }
+        known.insert(hash, (caller, Instant::now()));
+    }
+
+    fn blocked(&self, ip: Option<IpAddr>) -> bool {
+        let Some(ip) = ip else { return false };
+        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        failures.get(&ip).is_some_and(|(count, since)| {
+            *count >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW
+        })
+    }
+
+    fn failed(&self, ip: Option<IpAddr>) {
+        metrics::counter!("fabflow_auth_failures_total").increment(1);
+        let Some(ip) = ip else { return };
+        let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if failures.len() >= MAX_ENTRIES {
+            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = failures.entry(ip).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+}
+
 impl FromRequestParts<Shared> for Caller {
     type Rejection = ApiError;
 
@@ -117,33 +179,63 @@ impl FromRequestParts<Shared> for Caller {
         parts: &mut Parts,
         state: &Shared,
     ) -> Result<Self, Self::Rejection> {
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        let guard = &state.guard;
+        if guard.blocked(ip) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too-many-failed-authentications",
+                format!(
+                    "more than {MAX_FAILURES} failed authentications in a minute from this address; try again later"
+                ),
+            ));
+        }
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            guard.failed(ip);
             return Err(ApiError::unauthorized(
                 "missing Authorization: Bearer <token>",
             ));
         };
-        let token = value
+        let Some(token) = value
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
-            .ok_or_else(|| ApiError::unauthorized("Authorization must be `Bearer <token>`"))?;
+        else {
+            guard.failed(ip);
+            return Err(ApiError::unauthorized(
+                "Authorization must be `Bearer <token>`",
+            ));
+        };
+        let hashed = hash(token);
+        if let Some(caller) = guard.cached(&hashed) {
+            return Ok(caller);
+        }
         let record = state
             .store
-            .find_token(&hash(token))
+            .find_token(&hashed)
             .await
             .map_err(ApiError::internal)?;
-        let Some(record) = record else {
-            metrics::counter!("fabflow_auth_failures_total").increment(1);
-            return Err(ApiError::unauthorized("unknown token"));
-        };
-        let role = Role::parse(&record.role)
-            .filter(|role| token.starts_with(role.prefix()))
-            .ok_or_else(|| ApiError::unauthorized("token role does not match its prefix"))?;
-        Ok(Caller {
-            role,
-            scope: record.scope,
-        })
+        let caller = record.and_then(|record| {
+            let role = Role::parse(&record.role).filter(|role| token.starts_with(role.prefix()))?;
+            Some(Caller {
+                role,
+                scope: record.scope,
+            })
+        });
+        match caller {
+            Some(caller) => {
+                guard.remember(hashed, caller.clone());
+                Ok(caller)
+            }
+            None => {
+                guard.failed(ip);
+                Err(ApiError::unauthorized("unknown token"))
+            }
+        }
     }
 }
 

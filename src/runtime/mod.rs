@@ -135,6 +135,8 @@ pub struct Shared {
     /// Wakes the scheduler when new orders arrive.
     pub scheduler: Arc<Notify>,
     pub max_body_bytes: usize,
+    /// Token cache and failed-authentication counts.
+    pub guard: Arc<crate::api::auth::Guard>,
 }
 
 /// A started daemon.
@@ -205,14 +207,18 @@ impl Daemon {
             metrics: metrics_handle(),
             scheduler: Arc::clone(&scheduler_wake),
             max_body_bytes: config.http.max_body_bytes,
+            guard: Arc::default(),
         };
         let http = listener.local_addr()?;
         let app = crate::api::router(shared);
         let http_token = http_stop.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { http_token.cancelled().await })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { http_token.cancelled().await })
+            .await
         });
 
         let mut machine_tasks = JoinSet::new();

@@ -3,7 +3,7 @@
 //! failed job or the scrapped part of a finished one, all in one transaction.
 
 use super::orders::set_order_state_by_id;
-use super::{Store, StoreError, Subject, allocate, emit, parse};
+use super::{ROWS_PER_STATEMENT, Store, StoreError, Subject, allocate, emit, parse, placeholders};
 use crate::domain::intake::JobPlan;
 use crate::domain::{
     FactoryId, JobInput, JobState, JobToken, MachineId, Millis, OrderState, production_input,
@@ -90,37 +90,50 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord, StoreError> {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn insert_job(
+/// A job row to insert.
+pub(crate) struct NewJob<'a> {
+    pub token: i64,
+    pub order_id: &'a str,
+    pub factory: &'a str,
+    pub plan: &'a JobPlan,
+    pub quantity: u32,
+    pub replaces: Option<i64>,
+    pub now: Millis,
+}
+
+/// Inserts pending jobs with multi-row statements.
+pub(crate) async fn insert_jobs(
     tx: &mut Transaction<'static, Any>,
-    token: i64,
-    order_id: &str,
-    factory: &str,
-    job: &JobPlan,
-    quantity: u32,
-    replaces: Option<i64>,
-    now: Millis,
+    rows: &[NewJob<'_>],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO jobs (token, order_id, line_index, step_index, process, recipe, material, quantity, \
-         seconds_per_unit, due_ms, factory, machine, state, replaces, created_ms, updated_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, 'pending', $12, $13, $13)",
-    )
-    .bind(token)
-    .bind(order_id)
-    .bind(job.line_index as i64)
-    .bind(job.step_index as i64)
-    .bind(&job.process)
-    .bind(i64::from(job.recipe))
-    .bind(&job.material)
-    .bind(i64::from(quantity))
-    .bind(job.seconds_per_unit)
-    .bind(job.due_ms)
-    .bind(factory)
-    .bind(replaces)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO jobs (token, order_id, line_index, step_index, process, recipe, material, quantity, \
+             seconds_per_unit, due_ms, factory, state, replaces, created_ms, updated_ms) VALUES {}",
+            placeholders(chunk.len(), 15)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for row in chunk {
+            let job = row.plan;
+            query = query
+                .bind(row.token)
+                .bind(row.order_id.to_string())
+                .bind(job.line_index as i64)
+                .bind(job.step_index as i64)
+                .bind(job.process.clone())
+                .bind(i64::from(job.recipe))
+                .bind(job.material.clone())
+                .bind(i64::from(row.quantity))
+                .bind(job.seconds_per_unit)
+                .bind(job.due_ms)
+                .bind(row.factory.to_string())
+                .bind(JobState::Pending.as_str())
+                .bind(row.replaces)
+                .bind(row.now)
+                .bind(row.now);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 
@@ -310,15 +323,17 @@ async fn transition_in(
             seconds_per_unit: job.seconds_per_unit,
             due_ms: job.due_ms,
         };
-        super::jobs::insert_job(
+        insert_jobs(
             tx,
-            new_token,
-            &job.order_id,
-            &job.factory,
-            &plan,
-            redo,
-            Some(i64::from(token.0)),
-            now,
+            &[NewJob {
+                token: new_token,
+                order_id: &job.order_id,
+                factory: &job.factory,
+                plan: &plan,
+                quantity: redo,
+                replaces: Some(i64::from(token.0)),
+                now,
+            }],
         )
         .await?;
         Some(JobToken(to_u32(new_token, "job token")?))

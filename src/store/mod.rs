@@ -199,6 +199,38 @@ pub(crate) struct Subject<'a> {
     pub brand: Option<&'a str>,
 }
 
+/// One outbox row: an event with its envelope.
+pub(crate) struct OutboxRow {
+    pub id: String,
+    pub kind: &'static str,
+    pub brand: Option<String>,
+    pub payload: String,
+    pub created_ms: Millis,
+}
+
+impl OutboxRow {
+    pub(crate) fn new(subject: &Subject<'_>, event: &Event, now: Millis) -> OutboxRow {
+        let id = uuid::Uuid::now_v7().hyphenated().to_string();
+        let payload = serde_json::json!({
+            "schema": 1,
+            "id": id,
+            "kind": event.kind(),
+            "at": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now).map(|t| t.to_rfc3339()),
+            "subject": { "type": subject.kind, "id": subject.id },
+            "order_id": subject.order_id,
+            "brand": subject.brand,
+            "data": event,
+        });
+        OutboxRow {
+            id,
+            kind: event.kind(),
+            brand: subject.brand.map(str::to_string),
+            payload: payload.to_string(),
+            created_ms: now,
+        }
+    }
+}
+
 /// Writes one outbox row for `event` inside `tx`.
 pub(crate) async fn emit(
     tx: &mut Transaction<'static, Any>,
@@ -206,28 +238,54 @@ pub(crate) async fn emit(
     event: &Event,
     now: Millis,
 ) -> Result<(), StoreError> {
-    let id = uuid::Uuid::now_v7().hyphenated().to_string();
-    let payload = serde_json::json!({
-        "schema": 1,
-        "id": id,
-        "kind": event.kind(),
-        "at": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now).map(|t| t.to_rfc3339()),
-        "subject": { "type": subject.kind, "id": subject.id },
-        "order_id": subject.order_id,
-        "brand": subject.brand,
-        "data": event,
-    });
-    sqlx::query(
-        "INSERT INTO outbox (id, kind, brand, payload, created_ms) VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(&id)
-    .bind(event.kind())
-    .bind(subject.brand)
-    .bind(payload.to_string())
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
+    insert_outbox(tx, &[OutboxRow::new(subject, event, now)]).await
+}
+
+pub(crate) async fn insert_outbox(
+    tx: &mut Transaction<'static, Any>,
+    rows: &[OutboxRow],
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO outbox (id, kind, brand, payload, created_ms) VALUES {}",
+            placeholders(chunk.len(), 5)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for row in chunk {
+            query = query
+                .bind(row.id.clone())
+                .bind(row.kind)
+                .bind(row.brand.clone())
+                .bind(row.payload.clone())
+                .bind(row.created_ms);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
+}
+
+/// Rows per multi-row INSERT: well under SQLite's 32766 and PostgreSQL's
+/// 65535 bind parameters for our widest table.
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` columns.
+pub(crate) fn placeholders(rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 5);
+    for row in 0..rows {
+        if row > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(row * columns + column + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
 }
 
 pub(crate) fn parse<T: FromStr<Err = String>>(text: &str) -> Result<T, StoreError> {
@@ -236,3 +294,12 @@ pub(crate) fn parse<T: FromStr<Err = String>>(text: &str) -> Result<T, StoreErro
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod placeholder_tests {
+    #[test]
+    fn placeholders_number_rows_then_columns() {
+        assert_eq!(super::placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(super::placeholders(1, 1), "($1)");
+    }
+}

@@ -1,6 +1,10 @@
 //! Orders: group-committed intake with idempotency keys, scoped reads, cancel.
 
-use super::{Store, StoreError, Subject, allocate, emit, parse};
+use super::jobs::{NewJob, insert_jobs};
+use super::{
+    OutboxRow, ROWS_PER_STATEMENT, Store, StoreError, Subject, allocate, emit, insert_outbox,
+    parse, placeholders,
+};
 use crate::domain::intake::{JobPlan, LineRequest};
 use crate::domain::{Event, JobInput, JobState, Location, Millis, OrderInput, OrderState};
 use sqlx::AssertSqlSafe;
@@ -280,110 +284,157 @@ async fn insert_orders(
     tx: &mut Transaction<'static, Any>,
     batch: &[NewOrder],
 ) -> Result<Vec<AcceptOutcome>, StoreError> {
+    // Keys already stored, fetched in one statement per chunk.
+    let mut stored: HashMap<(String, String), (String, u16, String)> = HashMap::new();
+    let keyed: Vec<(&str, &str)> = batch
+        .iter()
+        .filter_map(|order| {
+            order
+                .idempotency
+                .as_ref()
+                .map(|idem| (order.brand.as_str(), idem.key.as_str()))
+        })
+        .collect();
+    for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
+        let condition: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(brand = ${} AND key = ${})", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let sql = format!(
+            "SELECT brand, key, request_hash, status, response FROM idempotency WHERE {}",
+            condition.join(" OR ")
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (brand, key) in chunk {
+            query = query.bind(*brand).bind(*key);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            stored.insert(
+                (row.try_get("brand")?, row.try_get("key")?),
+                (
+                    row.try_get("request_hash")?,
+                    u16::try_from(row.try_get::<i64, _>("status")?).unwrap_or(500),
+                    row.try_get("response")?,
+                ),
+            );
+        }
+    }
+
     let mut outcomes = Vec::with_capacity(batch.len());
-    // Keys first seen earlier in this same batch.
-    let mut batch_keys: HashMap<(&str, &str), (&str, u16, &str)> = HashMap::new();
-    let job_count: i64 = batch.iter().map(|order| order.jobs.len() as i64).sum();
-    let mut next_token = if job_count > 0 {
-        allocate(tx, "job_token", job_count).await?
-    } else {
-        0
-    };
+    let mut created: Vec<&NewOrder> = Vec::with_capacity(batch.len());
     for order in batch {
         if let Some(idem) = &order.idempotency {
-            let seen = match batch_keys.get(&(order.brand.as_str(), idem.key.as_str())) {
-                Some((hash, status, response)) => {
-                    Some((hash.to_string(), *status, response.to_string()))
-                }
-                None => {
-                    let row = sqlx::query(
-                        "SELECT request_hash, status, response FROM idempotency WHERE brand = $1 AND key = $2",
-                    )
-                    .bind(&order.brand)
-                    .bind(&idem.key)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    match row {
-                        Some(row) => Some((
-                            row.try_get::<String, _>("request_hash")?,
-                            u16::try_from(row.try_get::<i64, _>("status")?).unwrap_or(500),
-                            row.try_get::<String, _>("response")?,
-                        )),
-                        None => None,
+            let slot = (order.brand.clone(), idem.key.clone());
+            if let Some((hash, status, response)) = stored.get(&slot) {
+                outcomes.push(if *hash == idem.request_hash {
+                    AcceptOutcome::Replayed {
+                        status: *status,
+                        response: response.clone(),
                     }
-                }
-            };
-            if let Some((hash, status, response)) = seen {
-                outcomes.push(if hash == idem.request_hash {
-                    AcceptOutcome::Replayed { status, response }
                 } else {
                     AcceptOutcome::KeyReused
                 });
                 continue;
             }
-            sqlx::query(
-                "INSERT INTO idempotency (brand, key, request_hash, status, response, created_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&order.brand)
-            .bind(&idem.key)
-            .bind(&idem.request_hash)
-            .bind(i64::from(idem.status))
-            .bind(&idem.response)
-            .bind(order.accepted_ms)
-            .execute(&mut **tx)
-            .await?;
-            batch_keys.insert(
-                (order.brand.as_str(), idem.key.as_str()),
+            // A later order of this batch with the same key sees this one.
+            stored.insert(
+                slot,
                 (
-                    idem.request_hash.as_str(),
+                    idem.request_hash.clone(),
                     idem.status,
-                    idem.response.as_str(),
+                    idem.response.clone(),
                 ),
             );
         }
-        let lines = serde_json::to_string(&order.lines)
-            .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        sqlx::query(
-            "INSERT INTO orders (id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, \
-             deadline_ms, accepted_ms, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
-        )
-        .bind(&order.id)
-        .bind(&order.brand)
-        .bind(order.external_ref.as_deref())
-        .bind(OrderState::Accepted.as_str())
-        .bind(&order.customer_name)
-        .bind(order.location.lat)
-        .bind(order.location.lon)
-        .bind(&order.zone)
-        .bind(&order.factory)
-        .bind(lines)
-        .bind(order.deadline_ms)
-        .bind(order.accepted_ms)
-        .execute(&mut **tx)
-        .await?;
-        for job in &order.jobs {
-            super::jobs::insert_job(
-                tx,
-                next_token,
-                &order.id,
-                &order.factory,
-                job,
-                job.quantity,
-                None,
-                order.accepted_ms,
-            )
-            .await?;
-            next_token += 1;
-        }
-        let subject = Subject {
-            kind: "order",
-            id: &order.id,
-            order_id: Some(&order.id),
-            brand: Some(&order.brand),
-        };
-        emit(tx, &subject, &Event::OrderAccepted, order.accepted_ms).await?;
         outcomes.push(AcceptOutcome::Created);
+        created.push(order);
     }
+    if created.is_empty() {
+        return Ok(outcomes);
+    }
+
+    let keyed: Vec<(&NewOrder, &Idempotency)> = created
+        .iter()
+        .filter_map(|order| order.idempotency.as_ref().map(|idem| (*order, idem)))
+        .collect();
+    for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO idempotency (brand, key, request_hash, status, response, created_ms) VALUES {}",
+            placeholders(chunk.len(), 6)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (order, idem) in chunk {
+            query = query
+                .bind(order.brand.clone())
+                .bind(idem.key.clone())
+                .bind(idem.request_hash.clone())
+                .bind(i64::from(idem.status))
+                .bind(idem.response.clone())
+                .bind(order.accepted_ms);
+        }
+        query.execute(&mut **tx).await?;
+    }
+
+    for chunk in created.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO orders (id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, \
+             deadline_ms, accepted_ms, updated_ms) VALUES {}",
+            placeholders(chunk.len(), 13)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for order in chunk {
+            let lines = serde_json::to_string(&order.lines)
+                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+            query = query
+                .bind(order.id.clone())
+                .bind(order.brand.clone())
+                .bind(order.external_ref.clone())
+                .bind(OrderState::Accepted.as_str())
+                .bind(order.customer_name.clone())
+                .bind(order.location.lat)
+                .bind(order.location.lon)
+                .bind(order.zone.clone())
+                .bind(order.factory.clone())
+                .bind(lines)
+                .bind(order.deadline_ms)
+                .bind(order.accepted_ms)
+                .bind(order.accepted_ms);
+        }
+        query.execute(&mut **tx).await?;
+    }
+
+    let job_count: i64 = created.iter().map(|order| order.jobs.len() as i64).sum();
+    if job_count > 0 {
+        let mut token = allocate(tx, "job_token", job_count).await?;
+        let mut rows = Vec::with_capacity(job_count as usize);
+        for order in &created {
+            for job in &order.jobs {
+                rows.push(NewJob {
+                    token,
+                    order_id: &order.id,
+                    factory: &order.factory,
+                    plan: job,
+                    quantity: job.quantity,
+                    replaces: None,
+                    now: order.accepted_ms,
+                });
+                token += 1;
+            }
+        }
+        insert_jobs(tx, &rows).await?;
+    }
+
+    let events: Vec<OutboxRow> = created
+        .iter()
+        .map(|order| {
+            let subject = Subject {
+                kind: "order",
+                id: &order.id,
+                order_id: Some(&order.id),
+                brand: Some(&order.brand),
+            };
+            OutboxRow::new(&subject, &Event::OrderAccepted, order.accepted_ms)
+        })
+        .collect();
+    insert_outbox(tx, &events).await?;
     Ok(outcomes)
 }

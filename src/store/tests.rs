@@ -569,3 +569,35 @@ async fn sqlite_runs_with_wal_and_full_sync() {
         .get(0);
     assert_eq!((mode.as_str(), sync), ("wal", 2));
 }
+
+#[tokio::test]
+async fn large_batches_are_split_into_statements_and_keys_still_replay() {
+    on_every_backend(|store| async move {
+        let batch: Vec<NewOrder> = (0..1_200)
+            .map(|i| new_order(&format!("o{i:05}"), "acme", Some(&format!("k{i}"))))
+            .collect();
+        let outcomes = store.accept_orders(&batch).await.expect("accept");
+        assert!(outcomes.iter().all(|o| *o == AcceptOutcome::Created));
+        let again = store.accept_orders(&batch).await.expect("replay");
+        assert!(
+            again
+                .iter()
+                .all(|o| matches!(o, AcceptOutcome::Replayed { .. })),
+            "every key replays"
+        );
+        let counts = store.order_counts().await.expect("counts");
+        assert_eq!(counts.get(&OrderState::Accepted), Some(&1_200));
+        let jobs = store
+            .list_jobs(&JobFilter {
+                limit: 5_000,
+                ..Default::default()
+            })
+            .await
+            .expect("jobs");
+        assert_eq!(jobs.len(), 2_400);
+        let tokens: std::collections::BTreeSet<u32> = jobs.iter().map(|j| j.token.0).collect();
+        assert_eq!(tokens.len(), 2_400, "tokens are unique");
+        assert_eq!(store.outbox_backlog().await.expect("backlog"), 1_200);
+    })
+    .await;
+}
