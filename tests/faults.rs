@@ -1,0 +1,118 @@
+//! Misbehaving machines never crash the daemon or lose an order: a machine
+//! faults mid-job (the job fails and is made again elsewhere), one goes silent
+//! (timeouts, reconnect), one drops its connections; every order still gets
+//! made, and no job token is ever started twice.
+
+mod support;
+
+use fabflow::api::auth::{self, Role};
+use fabflow::runtime::Daemon;
+use fabflow_adapters::MachineState;
+use fabflow_sim::SimMachineHandle;
+use std::time::Duration;
+use support::{Api, BBOX, SKUS, wait_for};
+use tokio_util::sync::CancellationToken;
+
+/// A simulated machine that is running a job right now, other than `except`.
+async fn running_machine(fleet: &fabflow_sim::Fleet, except: &[String]) -> SimMachineHandle {
+    wait_for("a machine running a job", Duration::from_secs(60), || async {
+        fleet
+            .machines()
+            .iter()
+            .filter(|m| !except.contains(&m.machine_id))
+            .filter_map(|m| fleet.machine(&m.machine_id))
+            .find(|m| m.snapshot().state == MachineState::Running)
+    })
+    .await
+}
+
+async fn machine_state(api: &Api, id: &str) -> String {
+    let (_, machines) = api.get("/v1/machines").await;
+    machines
+        .as_array()
+        .and_then(|all| all.iter().find(|m| m["id"] == id))
+        .and_then(|m| m["state"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn faults_silence_and_dropped_connections_lose_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scale = 600.0;
+    let fleet = support::fleet(17, scale).await;
+    let config = support::config(&fleet, &dir.path().join("faults.db"), scale);
+    let shutdown = CancellationToken::new();
+    let daemon = Daemon::start(config, fabflow_adapters::builtin_profiles(), support::listener().await, shutdown.clone())
+        .await
+        .expect("daemon starts");
+    let base = format!("http://{}", daemon.http);
+    let now = daemon.clock.now_ms();
+    let brand = auth::issue(&daemon.store, Role::Brand, "fault-brand", "faults", now).await.expect("token");
+    let admin = Api::new(
+        base.clone(),
+        auth::issue(&daemon.store, Role::Admin, "*", "admin", now).await.expect("token"),
+    );
+    let orders = fabflow_sim::generate_orders(4, 40, &SKUS, BBOX);
+    let report = fabflow_sim::fire(&base, &brand, orders, 8).await;
+    assert_eq!(report.accepted, 40, "{:?}", report.rejected.first());
+
+    // 1. A machine faults in the middle of a job.
+    let faulty = running_machine(&fleet, &[]).await;
+    faulty.set_hold(true);
+    let aborted = faulty.snapshot().job_token;
+    faulty.inject_fault(42);
+    let faulty_id = faulty.machine_id().to_string();
+    wait_for("the aborted job to fail and be replaced", Duration::from_secs(30), || {
+        let admin = admin.clone();
+        async move {
+            let (_, jobs) = admin.get("/v1/jobs?state=failed&limit=500").await;
+            let failed = jobs["items"].as_array()?.iter().any(|j| j["token"] == aborted);
+            let (_, all) = admin.get("/v1/jobs?limit=500").await;
+            let replaced = all["items"].as_array()?.iter().any(|j| j["replaces"] == aborted);
+            (failed && replaced).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(machine_state(&admin, &faulty_id).await, "fault");
+    faulty.set_hold(false);
+    faulty.clear_fault();
+
+    // 2. Another machine stops answering, then comes back.
+    let silent = running_machine(&fleet, std::slice::from_ref(&faulty_id)).await;
+    let silent_id = silent.machine_id().to_string();
+    silent.set_silent(true);
+    wait_for("the silent machine to be seen offline", Duration::from_secs(30), || {
+        let admin = admin.clone();
+        let id = silent_id.clone();
+        async move { (machine_state(&admin, &id).await == "offline").then_some(()) }
+    })
+    .await;
+    silent.set_silent(false);
+
+    // 3. A third drops every connection.
+    let dropper = running_machine(&fleet, &[faulty_id.clone(), silent_id.clone()]).await;
+    dropper.drop_connections().await;
+
+    // Every order is still made, once.
+    wait_for("every order produced", Duration::from_secs(300), || {
+        let admin = admin.clone();
+        async move {
+            let orders = admin.all_orders().await;
+            let done = orders
+                .iter()
+                .filter(|o| ["ready", "out_for_delivery", "delivered"].contains(&o["state"].as_str().unwrap_or_default()))
+                .count();
+            (done == 40).then_some(())
+        }
+    })
+    .await;
+    assert_ne!(machine_state(&admin, &silent_id).await, "offline", "the silent machine came back");
+    assert_eq!(fleet.duplicate_starts(), Vec::<(String, u32)>::new());
+    let (status, health) = admin.get("/healthz").await;
+    assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
+
+    shutdown.cancel();
+    daemon.wait().await.expect("clean shutdown");
+    fleet.shutdown().await;
+}
