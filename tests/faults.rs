@@ -15,14 +15,18 @@ use tokio_util::sync::CancellationToken;
 
 /// A simulated machine that is running a job right now, other than `except`.
 async fn running_machine(fleet: &fabflow_sim::Fleet, except: &[String]) -> SimMachineHandle {
-    wait_for("a machine running a job", Duration::from_secs(60), || async {
-        fleet
-            .machines()
-            .iter()
-            .filter(|m| !except.contains(&m.machine_id))
-            .filter_map(|m| fleet.machine(&m.machine_id))
-            .find(|m| m.snapshot().state == MachineState::Running)
-    })
+    wait_for(
+        "a machine running a job",
+        Duration::from_secs(60),
+        || async {
+            fleet
+                .machines()
+                .iter()
+                .filter(|m| !except.contains(&m.machine_id))
+                .filter_map(|m| fleet.machine(&m.machine_id))
+                .find(|m| m.snapshot().state == MachineState::Running)
+        },
+    )
     .await
 }
 
@@ -43,15 +47,24 @@ async fn faults_silence_and_dropped_connections_lose_nothing() {
     let fleet = support::fleet(17, scale).await;
     let config = support::config(&fleet, &dir.path().join("faults.db"), scale);
     let shutdown = CancellationToken::new();
-    let daemon = Daemon::start(config, fabflow_adapters::builtin_profiles(), support::listener().await, shutdown.clone())
-        .await
-        .expect("daemon starts");
+    let daemon = Daemon::start(
+        config,
+        fabflow_adapters::builtin_profiles(),
+        support::listener().await,
+        shutdown.clone(),
+    )
+    .await
+    .expect("daemon starts");
     let base = format!("http://{}", daemon.http);
     let now = daemon.clock.now_ms();
-    let brand = auth::issue(&daemon.store, Role::Brand, "fault-brand", "faults", now).await.expect("token");
+    let brand = auth::issue(&daemon.store, Role::Brand, "fault-brand", "faults", now)
+        .await
+        .expect("token");
     let admin = Api::new(
         base.clone(),
-        auth::issue(&daemon.store, Role::Admin, "*", "admin", now).await.expect("token"),
+        auth::issue(&daemon.store, Role::Admin, "*", "admin", now)
+            .await
+            .expect("token"),
     );
     let orders = fabflow_sim::generate_orders(4, 40, &SKUS, BBOX);
     let report = fabflow_sim::fire(&base, &brand, orders, 8).await;
@@ -63,16 +76,26 @@ async fn faults_silence_and_dropped_connections_lose_nothing() {
     let aborted = faulty.snapshot().job_token;
     faulty.inject_fault(42);
     let faulty_id = faulty.machine_id().to_string();
-    wait_for("the aborted job to fail and be replaced", Duration::from_secs(30), || {
-        let admin = admin.clone();
-        async move {
-            let (_, jobs) = admin.get("/v1/jobs?state=failed&limit=500").await;
-            let failed = jobs["items"].as_array()?.iter().any(|j| j["token"] == aborted);
-            let (_, all) = admin.get("/v1/jobs?limit=500").await;
-            let replaced = all["items"].as_array()?.iter().any(|j| j["replaces"] == aborted);
-            (failed && replaced).then_some(())
-        }
-    })
+    wait_for(
+        "the aborted job to fail and be replaced",
+        Duration::from_secs(30),
+        || {
+            let admin = admin.clone();
+            async move {
+                let (_, jobs) = admin.get("/v1/jobs?state=failed&limit=500").await;
+                let failed = jobs["items"]
+                    .as_array()?
+                    .iter()
+                    .any(|j| j["token"] == aborted);
+                let (_, all) = admin.get("/v1/jobs?limit=500").await;
+                let replaced = all["items"]
+                    .as_array()?
+                    .iter()
+                    .any(|j| j["replaces"] == aborted);
+                (failed && replaced).then_some(())
+            }
+        },
+    )
     .await;
     assert_eq!(machine_state(&admin, &faulty_id).await, "fault");
     faulty.set_hold(false);
@@ -82,11 +105,15 @@ async fn faults_silence_and_dropped_connections_lose_nothing() {
     let silent = running_machine(&fleet, std::slice::from_ref(&faulty_id)).await;
     let silent_id = silent.machine_id().to_string();
     silent.set_silent(true);
-    wait_for("the silent machine to be seen offline", Duration::from_secs(30), || {
-        let admin = admin.clone();
-        let id = silent_id.clone();
-        async move { (machine_state(&admin, &id).await == "offline").then_some(()) }
-    })
+    wait_for(
+        "the silent machine to be seen offline",
+        Duration::from_secs(30),
+        || {
+            let admin = admin.clone();
+            let id = silent_id.clone();
+            async move { (machine_state(&admin, &id).await == "offline").then_some(()) }
+        },
+    )
     .await;
     silent.set_silent(false);
 
@@ -101,13 +128,20 @@ async fn faults_silence_and_dropped_connections_lose_nothing() {
             let orders = admin.all_orders().await;
             let done = orders
                 .iter()
-                .filter(|o| ["ready", "out_for_delivery", "delivered"].contains(&o["state"].as_str().unwrap_or_default()))
+                .filter(|o| {
+                    ["ready", "out_for_delivery", "delivered"]
+                        .contains(&o["state"].as_str().unwrap_or_default())
+                })
                 .count();
             (done == 40).then_some(())
         }
     })
     .await;
-    assert_ne!(machine_state(&admin, &silent_id).await, "offline", "the silent machine came back");
+    assert_ne!(
+        machine_state(&admin, &silent_id).await,
+        "offline",
+        "the silent machine came back"
+    );
     assert_eq!(fleet.duplicate_starts(), Vec::<(String, u32)>::new());
     let (status, health) = admin.get("/healthz").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));

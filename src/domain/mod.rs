@@ -13,6 +13,7 @@ pub mod intake;
 pub mod job;
 pub mod machine;
 pub mod order;
+pub mod reconcile;
 
 pub use catalog::{Catalog, ProcessStep, Sku};
 pub use event::Event;

@@ -7,16 +7,26 @@
 //! machine's job token is read back before anything else is sent: a machine
 //! showing the token has the job; one showing another token never got it.
 
+use crate::domain::reconcile::{Shown, Start, reconcile};
 use crate::domain::{
     JobInput, JobState, JobToken, MachineInput, MachineMode, MachineState, Reported,
 };
 use crate::runtime::clock::Clock;
 use crate::store::{JobRecord, Store, StoreError};
 use fabflow_adapters::{JobCommand, MachineFact, MachineHandle, MachineStatus};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
+
+/// Tokens started in this session and when their start command succeeded.
+type Started = HashMap<u32, Instant>;
+
+/// How long after a successful start the machine may still show something
+/// else (a status read before the start, a slow machine). Past it, a machine
+/// that does not show the job running has lost it.
+const START_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Supervisor {
     pub machine: String,
@@ -43,9 +53,10 @@ fn reported(state: fabflow_adapters::MachineState) -> Reported {
 impl Supervisor {
     /// Runs until the driver's facts channel closes (the driver stopped).
     pub async fn run(self, mut facts: mpsc::Receiver<MachineFact>) {
-        // Tokens this supervisor started in this session: a status that does
-        // not show one of them may predate the start, so it proves nothing.
-        let mut started: HashSet<u32> = HashSet::new();
+        // Tokens this supervisor started in this session, and when: a status
+        // that does not show one of them may predate the start, so it proves
+        // nothing until START_GRACE has passed.
+        let mut started: Started = HashMap::new();
         while let Some(fact) = facts.recv().await {
             let result = match fact {
                 MachineFact::Connected => Ok(()),
@@ -90,7 +101,7 @@ impl Supervisor {
     async fn on_status(
         &self,
         status: MachineStatus,
-        started: &mut HashSet<u32>,
+        started: &mut Started,
     ) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let state = self
@@ -122,7 +133,7 @@ impl Supervisor {
     async fn reconcile(
         &self,
         status: &MachineStatus,
-        started: &mut HashSet<u32>,
+        started: &mut Started,
     ) -> Result<bool, StoreError> {
         use fabflow_adapters::MachineState as A;
         let on_machine: Vec<JobRecord> = self
@@ -133,37 +144,21 @@ impl Supervisor {
             .filter(|job| job.state.is_on_machine())
             .collect();
         let mut busy = false;
+        let shown = Shown {
+            state: reported(status.state),
+            token: status.job_token,
+            good: status.good_count,
+            scrap: status.scrap_count,
+            fault_code: status.fault_code,
+        };
         for job in on_machine {
             let token = job.token;
-            let input = if status.job_token == token.0 {
-                match (status.state, job.state) {
-                    (A::Running | A::Paused, JobState::Dispatched) => {
-                        Some(JobInput::MachineStarted)
-                    }
-                    (A::Running | A::Paused, _) => None,
-                    (A::Done, _) => Some(JobInput::MachineFinished {
-                        good: status.good_count,
-                        scrap: status.scrap_count,
-                    }),
-                    (A::Fault, _) => Some(JobInput::MachineAborted {
-                        fault_code: status.fault_code,
-                    }),
-                    // Token loaded but never started (a start cut short before
-                    // its last step): safe to start again.
-                    (A::Idle, JobState::Dispatched) if !started.contains(&token.0) => {
-                        Some(JobInput::MachineLost)
-                    }
-                    (A::Idle, _) => None,
-                }
-            } else if started.contains(&token.0) {
-                // This status may have been read before our start; wait for a later one.
-                None
-            } else if job.state == JobState::Dispatched {
-                Some(JobInput::MachineLost)
-            } else {
-                // Seen running, now the machine shows another job: it lost ours.
-                Some(JobInput::MachineAborted { fault_code: None })
+            let start = match started.get(&token.0) {
+                None => Start::Unknown,
+                Some(at) if at.elapsed() > START_GRACE => Start::Settled,
+                Some(_) => Start::Recent,
             };
+            let input = reconcile(shown, token, job.state, start);
             match input {
                 Some(input) => {
                     let outcome = self.apply(token, input).await?;
@@ -215,7 +210,7 @@ impl Supervisor {
         }
     }
 
-    async fn dispatch_next(&self, started: &mut HashSet<u32>) -> Result<(), StoreError> {
+    async fn dispatch_next(&self, started: &mut Started) -> Result<(), StoreError> {
         let Some(machine) = self.store.get_machine(&self.machine).await? else {
             return Ok(());
         };
@@ -234,7 +229,7 @@ impl Supervisor {
         let token = job.token;
         // Persist first: once dispatched is stored, a crash at any later point
         // leads to a read-back of the machine, never to a blind second start.
-        started.insert(token.0);
+        started.insert(token.0, Instant::now());
         match self.apply(token, JobInput::Dispatch).await? {
             JobState::Dispatched => {}
             _ => {
@@ -249,6 +244,7 @@ impl Supervisor {
         };
         match self.handle.start_job(command).await {
             Ok(()) => {
+                started.insert(token.0, Instant::now());
                 metrics::counter!("fabflow_jobs_dispatched_total").increment(1);
                 info!(job.token = %token, order.id = %job.order_id, "job started on machine");
             }
