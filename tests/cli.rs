@@ -1,0 +1,200 @@
+//! The `fabflow` binary as a user runs it: `check-config`, `run` with a
+//! graceful stop on SIGTERM, `tokens create` and `orders import`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fabflow");
+
+fn fabflow(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("run fabflow")
+}
+
+#[test]
+fn check_config_accepts_the_shipped_files_and_names_every_problem() {
+    for file in ["config/demo.toml", "config/production.example.toml"] {
+        let out = fabflow(&["check-config", file]);
+        assert!(
+            out.status.success(),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": ok ("));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "time_scale = -1.0\n[[couriers]]\nid = \"c\"\nzone = \"z\"\nlat = 95.0\nlon = 13.0\ncapacity = 1\n",
+    )
+    .expect("write");
+    let out = fabflow(&["check-config", bad.to_str().expect("path")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("time_scale: must be 0.001..=100000, got -1"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("couriers.c.zone: unknown zone \"z\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("bad.toml"), "{stderr}");
+    let out = fabflow(&["check-config", "no/such/file.toml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/file.toml"));
+}
+
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let demo = std::fs::read_to_string("config/demo.toml").expect("demo config");
+    let db = dir.join("run.db");
+    let text = demo
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
+        .replace("listen = \"127.0.0.1:1883\"", "listen = \"127.0.0.1:0\"")
+        .replace(
+            "sqlite://fabflow-demo.db",
+            &format!("sqlite://{}", db.display()),
+        );
+    // Machines nobody answers for: orders are accepted; the daemon keeps trying.
+    let machines = ["acme-dtg-200", "heatwave-hp-40", "lumen-uv-6"]
+        .iter()
+        .enumerate()
+        .map(|(i, model)| {
+            format!("\n[[machines]]\nid = \"m{i}\"\nfactory = \"centre\"\nmodel = \"{model}\"\naddress = \"127.0.0.1:9\"\n")
+        })
+        .collect::<String>();
+    let path = dir.join("run.toml");
+    std::fs::write(&path, text + &machines).expect("write config");
+    path
+}
+
+#[test]
+fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path());
+    let config = config.to_str().expect("path");
+    // A token made by the CLI before the daemon starts works against it.
+    let out = fabflow(&[
+        "tokens",
+        "create",
+        "--config",
+        config,
+        "--role",
+        "brand",
+        "--scope",
+        "cli-brand",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(token.starts_with("ffb_"), "{token}");
+
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", config])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("http://127.0.0.1:") {
+                let url: String = line[at..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"')
+                    .collect();
+                let _ = url_tx.send(url);
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let url = url_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("daemon prints its URL");
+
+    // Import an event through the CLI client.
+    let csv = dir.path().join("event.csv");
+    std::fs::write(
+        &csv,
+        "external_ref,customer_name,lat,lon,sku,quantity\nm-1,Ada,52.52,13.40,tee-black-m,1\nm-1,Ada,52.52,13.40,mug-white,1\nm-2,Bob,52.50,13.42,tote-natural,2\n",
+    )
+    .expect("write csv");
+    let out = fabflow(&[
+        "orders",
+        "import",
+        csv.to_str().expect("path"),
+        "--url",
+        &url,
+        "--token",
+        &token,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("imported 2 orders"), "{stdout}");
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "external_ref,customer_name,lat,lon,sku,quantity\nx,Ada,52.52,13.40,hat,1\n",
+    )
+    .expect("write");
+    let out = fabflow(&[
+        "orders",
+        "import",
+        bad.to_str().expect("path"),
+        "--url",
+        &url,
+        "--token",
+        &token,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("line 2: /lines/0/sku unknown SKU \"hat\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("nothing imported"), "{stdout}");
+
+    // SIGTERM: a graceful stop, exit status 0.
+    let pid = child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let lines = reader.join().expect("reader");
+    assert!(status.success(), "exit {status:?}: {}", lines.join("\n"));
+    assert!(
+        lines.iter().any(|l| l.contains("shutting down")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("stopped")),
+        "{}",
+        lines.join("\n")
+    );
+}
