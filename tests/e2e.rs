@@ -243,42 +243,62 @@ fn start_doomed(config: fabflow::config::Config) -> Doomed {
     }
 }
 
+/// Orders past production.
+fn produced(orders: &[serde_json::Value]) -> usize {
+    orders
+        .iter()
+        .filter(|o| {
+            ["ready", "out_for_delivery", "delivered"]
+                .contains(&o["state"].as_str().unwrap_or_default())
+        })
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice() {
     let dir = tempfile::tempdir().expect("temp dir");
     let db = dir.path().join("crash.db");
-    // Slower time, so the kill lands while machines are busy.
+    // Slower time, so the kills land while machines are busy.
     let scale = 600.0;
     let fleet = support::fleet(5, scale).await;
-    let doomed = start_doomed(support::config(&fleet, &db, scale));
-
     let orders = fabflow_sim::generate_orders(99, 80, &SKUS, BBOX);
-    let report = fabflow_sim::fire(&doomed.base, &doomed.brand, orders.clone(), 8).await;
-    assert_eq!(
-        report.accepted,
-        80,
-        "rejected: {:?}",
-        report.rejected.first()
-    );
-    let brand_api = Api::new(doomed.base.clone(), doomed.brand.clone());
-    // Kill once production is under way but far from finished.
-    wait_for("production under way", Duration::from_secs(60), || {
-        let api = brand_api.clone();
-        async move {
-            let orders = api.all_orders().await;
-            let started = orders.iter().filter(|o| o["state"] != "accepted").count();
-            (started >= 5).then_some(())
+    let mut brand = String::new();
+    let mut produced_at_kill = 0;
+    // Kill twice: once soon after intake, once deeper into production.
+    for round in 0..2 {
+        let doomed = start_doomed(support::config(&fleet, &db, scale));
+        if round == 0 {
+            brand = doomed.brand.clone();
+            let report = fabflow_sim::fire(&doomed.base, &brand, orders.clone(), 8).await;
+            assert_eq!(
+                report.accepted,
+                80,
+                "rejected: {:?}",
+                report.rejected.first()
+            );
         }
-    })
-    .await;
-    let started_before: usize = fleet
-        .machines()
-        .iter()
-        .map(|m| fleet.started_tokens(&m.machine_id).len())
-        .sum();
-    doomed.kill.send(()).expect("kill");
-    doomed.thread.join().expect("killed");
-    assert!(started_before > 0);
+        let api = Api::new(doomed.base.clone(), brand.clone());
+        let floor = produced_at_kill;
+        produced_at_kill = wait_for("production under way", Duration::from_secs(120), || {
+            let api = api.clone();
+            async move {
+                let orders = api.all_orders().await;
+                let started = orders.iter().filter(|o| o["state"] != "accepted").count();
+                let done = produced(&orders);
+                (started >= 5 && done >= floor + 5 && done < 80).then_some(done)
+            }
+        })
+        .await;
+        let busy = fleet
+            .machines()
+            .iter()
+            .filter_map(|m| fleet.machine(&m.machine_id))
+            .filter(|m| m.snapshot().state != fabflow_adapters::MachineState::Idle)
+            .count();
+        doomed.kill.send(()).expect("kill");
+        doomed.thread.join().expect("killed");
+        eprintln!("kill {round}: {produced_at_kill} orders produced, {busy} machines busy");
+    }
 
     // Restart on the same database and the same (still running) machines.
     let shutdown = CancellationToken::new();
@@ -303,20 +323,13 @@ async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice(
 
     // Every accepted order is still there, and each is finished exactly once.
     let finished = wait_for(
-        "every order produced after the restart",
+        "every order produced after the restarts",
         Duration::from_secs(300),
         || {
             let api = api.clone();
             async move {
                 let orders = api.all_orders().await;
-                let ready = orders
-                    .iter()
-                    .filter(|o| {
-                        ["ready", "out_for_delivery", "delivered"]
-                            .contains(&o["state"].as_str().unwrap_or_default())
-                    })
-                    .count();
-                (ready == 80).then_some(orders)
+                (produced(&orders) == 80).then_some(orders)
             }
         },
     )
@@ -337,7 +350,7 @@ async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice(
     );
 
     // Resubmitting the same burst (same idempotency keys) creates nothing new.
-    let report = fabflow_sim::fire(&api.base, &doomed.brand, orders, 8).await;
+    let report = fabflow_sim::fire(&api.base, &brand, orders, 8).await;
     assert_eq!(report.accepted, 80);
     assert_eq!(api.all_orders().await.len(), 80);
 
