@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use fabflow::api::auth::{self, Role};
-use fabflow::config::{Config, MachineConfig};
+use fabflow::config::Config;
 use fabflow::domain::OrderState;
 use fabflow::runtime::{self, Daemon};
 use fabflow::store::Store;
@@ -269,19 +269,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let fleet = fabflow_sim::Fleet::start(&spec, &profiles)
         .await
         .context("starting the simulated fleet")?;
-    config.machines = fleet
-        .machines()
-        .into_iter()
-        .map(|m| MachineConfig {
-            id: m.machine_id,
-            factory: m.factory_id,
-            model: m.model,
-            address: m.addr,
-            materials: None,
-            poll_interval_ms: 50,
-            request_timeout_ms: 1_000,
-        })
-        .collect();
+    config.machines = fabflow::demo::machines(&fleet, 50, 1_000);
     let machine_count = config.machines.len();
     let database_url = config.database.url.clone();
     let couriers: Vec<String> = config.couriers.iter().map(|c| c.id.clone()).collect();

@@ -3,15 +3,12 @@
 
 mod support;
 
-use fabflow::api::auth::{self, Role};
-use fabflow::runtime::Daemon;
+use fabflow::api::auth::Role;
 use serde_json::{Value, json};
-use support::Api;
-use tokio_util::sync::CancellationToken;
+use support::{Api, Running};
 
 struct World {
-    daemon: Daemon,
-    shutdown: CancellationToken,
+    running: Running,
     fleet: fabflow_sim::Fleet,
     _dir: tempfile::TempDir,
     base: String,
@@ -27,48 +24,23 @@ async fn world() -> World {
     let fleet = support::fleet(3, 600.0).await;
     let mut config = support::config(&fleet, &dir.path().join("api.db"), 600.0);
     config.http.max_body_bytes = 64 * 1024;
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::start(
-        config,
-        fabflow_adapters::builtin_profiles(),
-        support::listener().await,
-        shutdown.clone(),
-    )
-    .await
-    .expect("daemon starts");
-    let base = format!("http://{}", daemon.http);
-    let now = daemon.clock.now_ms();
-    let token = |role, scope: &'static str| {
-        let store = daemon.store.clone();
-        async move {
-            auth::issue(&store, role, scope, "test", now)
-                .await
-                .expect("token")
-        }
-    };
-    let acme = Api::new(base.clone(), token(Role::Brand, "acme").await);
-    let zest = Api::new(base.clone(), token(Role::Brand, "zest").await);
-    let admin = Api::new(base.clone(), token(Role::Admin, "*").await);
-    let operator = Api::new(base.clone(), token(Role::Operator, "north").await);
-    let courier = Api::new(base.clone(), token(Role::Courier, "bike-1").await);
+    let running = Running::start(config).await;
     World {
-        daemon,
-        shutdown,
+        base: running.base.clone(),
+        acme: running.api(Role::Brand, "acme").await,
+        zest: running.api(Role::Brand, "zest").await,
+        admin: running.api(Role::Admin, "*").await,
+        operator: running.api(Role::Operator, "north").await,
+        courier: running.api(Role::Courier, "bike-1").await,
+        running,
         fleet,
         _dir: dir,
-        base,
-        acme,
-        zest,
-        admin,
-        operator,
-        courier,
     }
 }
 
 impl World {
     async fn stop(self) {
-        self.shutdown.cancel();
-        self.daemon.wait().await.expect("clean shutdown");
+        self.running.stop().await;
         self.fleet.shutdown().await;
     }
 }

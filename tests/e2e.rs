@@ -6,11 +6,9 @@ mod support;
 
 use fabflow::api::auth::{self, Role};
 use fabflow::runtime::Daemon;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{Api, BBOX, SKUS, wait_for};
+use support::{Api, BBOX, Running, SKUS, Watch, wait_for};
 use tokio_util::sync::CancellationToken;
 
 const TIME_SCALE: f64 = 2000.0;
@@ -44,55 +42,15 @@ async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadlin
     let config = support::config(&fleet, &dir.path().join("e2e.db"), TIME_SCALE);
     let db_url = config.database.url.clone();
     let couriers: Vec<String> = config.couriers.iter().map(|c| c.id.clone()).collect();
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::start(
-        config,
-        fabflow_adapters::builtin_profiles(),
-        support::listener().await,
-        shutdown.clone(),
-    )
-    .await
-    .expect("daemon starts");
-    let base = format!("http://{}", daemon.http);
-    let now = daemon.clock.now_ms();
-    let brand = auth::issue(&daemon.store, Role::Brand, "e2e-brand", "e2e", now)
-        .await
-        .expect("token");
-    let admin = auth::issue(&daemon.store, Role::Admin, "*", "e2e admin", now)
-        .await
-        .expect("token");
-
+    let running = Running::start(config).await;
+    let brand = running.token(Role::Brand, "e2e-brand").await;
+    let api = running.api(Role::Admin, "*").await;
     // Watch the event stream as a consumer would.
-    let mut options = MqttOptions::new("e2e-watcher", daemon.mqtt.host.clone(), daemon.mqtt.port);
-    options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
-    client
-        .subscribe("fabflow/v1/#", QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    let topics: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let seen_topics = Arc::clone(&topics);
-    let watcher = tokio::spawn(async move {
-        while let Ok(event) = eventloop.poll().await {
-            if let Event::Incoming(Packet::Publish(publish)) = event {
-                let kind = publish
-                    .topic
-                    .rsplit('/')
-                    .next()
-                    .unwrap_or_default()
-                    .to_string();
-                let key = if publish.topic.contains("/couriers/") {
-                    "schedule".to_string()
-                } else {
-                    kind
-                };
-                *seen_topics.lock().expect("lock").entry(key).or_default() += 1;
-            }
-        }
-    });
+    let mqtt = &running.daemon.mqtt;
+    let watch = Watch::start(&mqtt.host, mqtt.port, "fabflow/v1/#", support::kind_of).await;
 
     let orders = fabflow_sim::generate_orders(2026, 200, &SKUS, BBOX);
-    let report = fabflow_sim::fire(&base, &brand, orders, 16).await;
+    let report = fabflow_sim::fire(&running.base, &brand, orders, 16).await;
     assert_eq!(
         report.accepted,
         200,
@@ -100,7 +58,6 @@ async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadlin
         report.rejected.first()
     );
 
-    let api = Api::new(base.clone(), admin);
     let scheduled = wait_for(
         "every order in a courier schedule",
         Duration::from_secs(240),
@@ -160,24 +117,27 @@ async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadlin
     assert!(started >= done_jobs["items"].as_array().map_or(0, Vec::len));
 
     // The outbox reached MQTT: every order's acceptance and the courier schedules.
-    wait_for("order events on MQTT", Duration::from_secs(30), || {
-        let topics = Arc::clone(&topics);
-        async move {
-            let topics = topics.lock().expect("lock").clone();
-            (topics.get("order.accepted").copied().unwrap_or(0) >= 200
-                && topics.get("order.ready").copied().unwrap_or(0) >= 200
-                && topics.get("schedule").copied().unwrap_or(0) >= 1)
-                .then_some(())
-        }
-    })
-    .await;
+    watch
+        .wait_for(
+            "events on MQTT",
+            &[
+                ("order.accepted", 200),
+                ("order.ready", 200),
+                ("schedule", 1),
+            ],
+        )
+        .await;
 
     // Orders accepted just before shutdown still have their events published.
     let late = fabflow_sim::generate_orders(7, 20, &SKUS, BBOX);
-    assert_eq!(fabflow_sim::fire(&base, &brand, late, 4).await.accepted, 20);
-    shutdown.cancel();
-    daemon.wait().await.expect("clean shutdown");
-    watcher.abort();
+    assert_eq!(
+        fabflow_sim::fire(&running.base, &brand, late, 4)
+            .await
+            .accepted,
+        20
+    );
+    running.stop().await;
+    watch.stop().await;
     fleet.shutdown().await;
     // Shutdown flushed the outbox: every event reached the broker.
     let store = fabflow::store::Store::connect(&db_url)
@@ -301,25 +261,8 @@ async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice(
     }
 
     // Restart on the same database and the same (still running) machines.
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::start(
-        support::config(&fleet, &db, scale),
-        fabflow_adapters::builtin_profiles(),
-        support::listener().await,
-        shutdown.clone(),
-    )
-    .await
-    .expect("daemon restarts");
-    let admin = auth::issue(
-        &daemon.store,
-        Role::Admin,
-        "*",
-        "admin",
-        daemon.clock.now_ms(),
-    )
-    .await
-    .expect("token");
-    let api = Api::new(format!("http://{}", daemon.http), admin);
+    let running = Running::start(support::config(&fleet, &db, scale)).await;
+    let api = running.api(Role::Admin, "*").await;
 
     // Every accepted order is still there, and each is finished exactly once.
     let finished = wait_for(
@@ -354,7 +297,6 @@ async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice(
     assert_eq!(report.accepted, 80);
     assert_eq!(api.all_orders().await.len(), 80);
 
-    shutdown.cancel();
-    daemon.wait().await.expect("clean shutdown");
+    running.stop().await;
     fleet.shutdown().await;
 }

@@ -5,13 +5,11 @@
 
 mod support;
 
-use fabflow::api::auth::{self, Role};
-use fabflow::runtime::Daemon;
+use fabflow::api::auth::Role;
 use fabflow_adapters::MachineState;
 use fabflow_sim::SimMachineHandle;
 use std::time::Duration;
-use support::{Api, BBOX, SKUS, wait_for};
-use tokio_util::sync::CancellationToken;
+use support::{Api, BBOX, Running, SKUS, wait_for};
 
 /// A simulated machine that is running a job right now, other than `except`.
 async fn running_machine(fleet: &fabflow_sim::Fleet, except: &[String]) -> SimMachineHandle {
@@ -46,28 +44,11 @@ async fn faults_silence_and_dropped_connections_lose_nothing() {
     let scale = 600.0;
     let fleet = support::fleet(17, scale).await;
     let config = support::config(&fleet, &dir.path().join("faults.db"), scale);
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::start(
-        config,
-        fabflow_adapters::builtin_profiles(),
-        support::listener().await,
-        shutdown.clone(),
-    )
-    .await
-    .expect("daemon starts");
-    let base = format!("http://{}", daemon.http);
-    let now = daemon.clock.now_ms();
-    let brand = auth::issue(&daemon.store, Role::Brand, "fault-brand", "faults", now)
-        .await
-        .expect("token");
-    let admin = Api::new(
-        base.clone(),
-        auth::issue(&daemon.store, Role::Admin, "*", "admin", now)
-            .await
-            .expect("token"),
-    );
+    let running = Running::start(config).await;
+    let brand = running.token(Role::Brand, "fault-brand").await;
+    let admin = running.api(Role::Admin, "*").await;
     let orders = fabflow_sim::generate_orders(4, 40, &SKUS, BBOX);
-    let report = fabflow_sim::fire(&base, &brand, orders, 8).await;
+    let report = fabflow_sim::fire(&running.base, &brand, orders, 8).await;
     assert_eq!(report.accepted, 40, "{:?}", report.rejected.first());
 
     // 1. A machine faults in the middle of a job.
@@ -146,7 +127,6 @@ async fn faults_silence_and_dropped_connections_lose_nothing() {
     let (status, health) = admin.get("/healthz").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
 
-    shutdown.cancel();
-    daemon.wait().await.expect("clean shutdown");
+    running.stop().await;
     fleet.shutdown().await;
 }

@@ -5,15 +5,10 @@
 
 mod support;
 
-use fabflow::api::auth::{self, Role};
+use fabflow::api::auth::Role;
 use fabflow::config::MqttConfig;
-use fabflow::runtime::Daemon;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{Api, BBOX, SKUS, wait_for};
-use tokio_util::sync::CancellationToken;
+use support::{Api, BBOX, Running, SKUS, Watch, wait_for};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -51,73 +46,26 @@ async fn run_loop(database_url: Option<String>, broker: Option<(String, u16)>) {
             password: None,
         };
     }
-    let shutdown = CancellationToken::new();
-    let daemon = Daemon::start(
-        config,
-        fabflow_adapters::builtin_profiles(),
-        support::listener().await,
-        shutdown.clone(),
+    let running = Running::start(config).await;
+    let brand = running.token(Role::Brand, "peer-brand").await;
+    let mqtt = &running.daemon.mqtt;
+    // Only this test's events: an external broker may carry others'.
+    let watch = Watch::start(
+        &mqtt.host,
+        mqtt.port,
+        "fabflow/v1/events/#",
+        |topic, payload| {
+            (payload["brand"] == "peer-brand")
+                .then(|| support::kind_of(topic, payload))
+                .flatten()
+        },
     )
-    .await
-    .expect("daemon starts");
-    let base = format!("http://{}", daemon.http);
-    let brand = auth::issue(
-        &daemon.store,
-        Role::Brand,
-        "peer-brand",
-        "peers",
-        daemon.clock.now_ms(),
-    )
-    .await
-    .expect("token");
-
-    let mut options = MqttOptions::new(
-        format!("peers-{}", uuid::Uuid::new_v4().simple()),
-        daemon.mqtt.host.clone(),
-        daemon.mqtt.port,
-    );
-    options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
-    client
-        .subscribe("fabflow/v1/events/#", QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    let kinds: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let seen = Arc::clone(&kinds);
-    let watcher = tokio::spawn(async move {
-        while let Ok(event) = eventloop.poll().await {
-            if let Event::Incoming(Packet::Publish(publish)) = event {
-                let payload: serde_json::Value =
-                    serde_json::from_slice(&publish.payload).unwrap_or_default();
-                if payload["brand"] == "peer-brand" {
-                    let kind = publish
-                        .topic
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    *seen.lock().expect("lock").entry(kind).or_default() += 1;
-                }
-            }
-        }
-    });
-    // Subscribed before the orders go in.
-    wait_for("MQTT subscription", Duration::from_secs(10), || {
-        let client = client.clone();
-        async move {
-            client
-                .publish("fabflow/v1/test", QoS::AtLeastOnce, false, "x")
-                .await
-                .ok()
-        }
-    })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
 
     let orders = fabflow_sim::generate_orders(8, 20, &SKUS, BBOX);
-    let report = fabflow_sim::fire(&base, &brand, orders, 4).await;
+    let report = fabflow_sim::fire(&running.base, &brand, orders, 4).await;
     assert_eq!(report.accepted, 20, "{:?}", report.rejected.first());
-    let api = Api::new(base, brand);
+    let api = Api::new(running.base.clone(), brand);
     wait_for("all 20 orders ready", Duration::from_secs(180), || {
         let api = api.clone();
         async move {
@@ -131,20 +79,15 @@ async fn run_loop(database_url: Option<String>, broker: Option<(String, u16)>) {
         }
     })
     .await;
-    wait_for("events through the broker", Duration::from_secs(30), || {
-        let kinds = Arc::clone(&kinds);
-        async move {
-            let kinds = kinds.lock().expect("lock").clone();
-            (kinds.get("order.accepted").copied().unwrap_or(0) >= 20
-                && kinds.get("order.ready").copied().unwrap_or(0) >= 20)
-                .then_some(())
-        }
-    })
-    .await;
+    watch
+        .wait_for(
+            "events through the broker",
+            &[("order.accepted", 20), ("order.ready", 20)],
+        )
+        .await;
     assert_eq!(fleet.duplicate_starts(), Vec::<(String, u32)>::new());
-    shutdown.cancel();
-    daemon.wait().await.expect("clean shutdown");
-    watcher.abort();
+    running.stop().await;
+    watch.stop().await;
     fleet.shutdown().await;
 }
 

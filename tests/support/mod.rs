@@ -3,12 +3,18 @@
 
 #![allow(dead_code)]
 
-use fabflow::config::{Config, MachineConfig, MqttConfig};
+use fabflow::api::auth::{self, Role};
+use fabflow::config::{Config, MqttConfig};
+use fabflow::runtime::Daemon;
 use fabflow_sim::{Fleet, FleetSpec};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 pub const SKUS: [&str; 6] = [
     "tee-black-m",
@@ -33,19 +39,7 @@ pub fn config(fleet: &Fleet, db: &Path, time_scale: f64) -> Config {
         zone.planning_cron = "0 */30 * * * *".into();
     }
     config.scheduler.interval_ms = 50;
-    config.machines = fleet
-        .machines()
-        .into_iter()
-        .map(|m| MachineConfig {
-            id: m.machine_id,
-            factory: m.factory_id,
-            model: m.model,
-            address: m.addr,
-            materials: None,
-            poll_interval_ms: 40,
-            request_timeout_ms: 500,
-        })
-        .collect();
+    config.machines = fabflow::demo::machines(fleet, 40, 500);
     config
 }
 
@@ -140,4 +134,145 @@ impl Api {
             }
         }
     }
+}
+
+/// A daemon started for a test, with its stop switch.
+pub struct Running {
+    pub daemon: Daemon,
+    pub shutdown: CancellationToken,
+    pub base: String,
+}
+
+impl Running {
+    pub async fn start(config: Config) -> Running {
+        let shutdown = CancellationToken::new();
+        let daemon = Daemon::start(
+            config,
+            fabflow_adapters::builtin_profiles(),
+            listener().await,
+            shutdown.clone(),
+        )
+        .await
+        .expect("daemon starts");
+        let base = format!("http://{}", daemon.http);
+        Running {
+            daemon,
+            shutdown,
+            base,
+        }
+    }
+
+    /// A new token for `role` and `scope`.
+    pub async fn token(&self, role: Role, scope: &str) -> String {
+        auth::issue(
+            &self.daemon.store,
+            role,
+            scope,
+            "test",
+            self.daemon.clock.now_ms(),
+        )
+        .await
+        .expect("token")
+    }
+
+    pub async fn api(&self, role: Role, scope: &str) -> Api {
+        Api::new(self.base.clone(), self.token(role, scope).await)
+    }
+
+    /// Graceful shutdown; panics if the daemon does not stop cleanly.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.daemon.wait().await.expect("clean shutdown");
+    }
+}
+
+/// Counts MQTT messages per last topic segment (the event kind), as a
+/// consumer subscribed to `filter` sees them. `keep` picks the messages to count.
+pub struct Watch {
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    client: AsyncClient,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watch {
+    pub async fn start(
+        host: &str,
+        port: u16,
+        filter: &str,
+        keep: fn(&str, &Value) -> Option<String>,
+    ) -> Watch {
+        let id = format!("watch-{}", uuid::Uuid::new_v4().simple());
+        let mut options = MqttOptions::new(id, host, port);
+        options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+        let seen = Arc::clone(&counts);
+        let task = tokio::spawn(async move {
+            let mut subscribed_tx = Some(subscribed_tx);
+            while let Ok(event) = eventloop.poll().await {
+                match event {
+                    Event::Incoming(Packet::SubAck(_)) => {
+                        if let Some(tx) = subscribed_tx.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Event::Incoming(Packet::Publish(publish)) => {
+                        let payload: Value =
+                            serde_json::from_slice(&publish.payload).unwrap_or_default();
+                        if let Some(key) = keep(&publish.topic, &payload) {
+                            *seen.lock().expect("lock").entry(key).or_default() += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        });
+        client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        tokio::time::timeout(Duration::from_secs(10), subscribed)
+            .await
+            .expect("SUBACK within 10 s")
+            .expect("subscribed");
+        Watch {
+            counts,
+            client,
+            task,
+        }
+    }
+
+    pub fn count(&self, key: &str) -> usize {
+        self.counts
+            .lock()
+            .expect("lock")
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Waits until every `(key, at least)` pair is reached.
+    pub async fn wait_for(&self, what: &str, wanted: &[(&str, usize)]) {
+        wait_for(what, Duration::from_secs(30), || async {
+            wanted
+                .iter()
+                .all(|(key, least)| self.count(key) >= *least)
+                .then_some(())
+        })
+        .await
+    }
+
+    pub async fn stop(self) {
+        let _ = self.client.disconnect().await;
+        self.task.abort();
+    }
+}
+
+/// The event kind of a message on `fabflow/v1/events/<kind>`, `schedule` for courier schedules.
+pub fn kind_of(topic: &str, _payload: &Value) -> Option<String> {
+    if topic.contains("/couriers/") {
+        return Some("schedule".into());
+    }
+    topic.strip_prefix("fabflow/v1/events/").map(str::to_string)
 }
