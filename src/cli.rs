@@ -121,10 +121,10 @@ enum OrderCommand {
     },
 }
 
-fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,rumqttd=off,rumqttc=warn,sqlx=warn,tower_http=warn")
-    });
+/// Logs to stderr; `RUST_LOG` overrides `default` (the demo keeps its
+/// terminal for the progress line and logs only warnings by default).
+fn init_logging(json: bool, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -139,11 +139,14 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),
         Command::Run { config } => {
-            init_logging(cli.log_json);
+            init_logging(
+                cli.log_json,
+                "info,rumqttd=off,rumqttc=warn,sqlx=warn,tower_http=warn",
+            );
             run(&config).await
         }
         Command::Demo(args) => {
-            init_logging(cli.log_json);
+            init_logging(cli.log_json, "warn,rumqttd=off");
             demo(args).await
         }
         Command::Tokens {
@@ -306,6 +309,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("  courier    {token}  ({courier})");
     }
     println!("try: curl -H 'Authorization: Bearer {brand}' {url}/v1/orders?limit=5");
+    println!("(warnings only on stderr; RUST_LOG=info shows every job and machine)");
     println!();
 
     let courier_stop = CancellationToken::new();

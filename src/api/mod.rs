@@ -13,7 +13,6 @@ pub mod views;
 use crate::runtime::Shared;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use problem::ApiError;
@@ -121,12 +120,7 @@ async fn problem_for_rejections(response: Response) -> Response {
         } else {
             detail
         };
-        let status = if status == StatusCode::METHOD_NOT_ALLOWED {
-            status
-        } else {
-            parts.status
-        };
-        return problem::rejection(status, detail).into_response();
+        return problem::rejection(parts.status, detail).into_response();
     }
     response
 }

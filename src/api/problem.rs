@@ -116,7 +116,7 @@ impl From<IntakeError> for ApiError {
                 "unavailable",
                 err.to_string(),
             ),
-            IntakeError::Store(err) => ApiError::internal(err),
+            IntakeError::Failed(err) => ApiError::internal(err),
         }
     }
 }

@@ -17,8 +17,9 @@ pub enum IntakeError {
     KeyInFlight,
     #[error("intake is shutting down")]
     Closed,
-    #[error(transparent)]
-    Store(#[from] StoreError),
+    /// The transaction holding these orders failed; nothing of them was stored.
+    #[error("storing the orders failed: {0}")]
+    Failed(Arc<StoreError>),
 }
 
 struct Submission {
@@ -84,9 +85,7 @@ impl Intake {
             .map_err(|_| IntakeError::Closed)?;
         match response.await {
             Ok(Ok(outcomes)) => Ok(outcomes),
-            Ok(Err(err)) => Err(IntakeError::Store(StoreError::Conflict(format!(
-                "intake transaction failed: {err}"
-            )))),
+            Ok(Err(err)) => Err(IntakeError::Failed(err)),
             Err(_) => Err(IntakeError::Closed),
         }
     }
