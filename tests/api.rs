@@ -383,6 +383,11 @@ async fn operators_couriers_and_ops_endpoints() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failed_authentications_are_slowed_down() {
     let w = world().await;
+    let (status, _) = w.acme.get("/v1/orders").await;
+    assert_eq!(
+        status, 200,
+        "acme's token is known before the guessing starts"
+    );
     let stranger = Api::new(w.base.clone(), "ffb_guessing");
     for _ in 0..fabflow::api::auth::MAX_FAILURES {
         let (status, _) = stranger.get("/v1/orders").await;
@@ -391,8 +396,13 @@ async fn repeated_failed_authentications_are_slowed_down() {
     let (status, problem) = stranger.get("/v1/orders").await;
     assert_eq!(status, 429, "{problem}");
     assert_eq!(problem["status"], 429);
-    // The address is held back whatever token it now shows.
-    let (status, _) = w.acme.get("/v1/orders").await;
+    // Further guesses are not even looked up, right or wrong: a token the
+    // daemon has not seen from anyone yet is held back too.
+    let fresh = w.running.api(Role::Brand, "fresh").await;
+    let (status, _) = fresh.get("/v1/orders").await;
     assert_eq!(status, 429);
+    // A token already in use keeps working.
+    let (status, _) = w.acme.get("/v1/orders").await;
+    assert_eq!(status, 200);
     w.stop().await;
 }

@@ -116,8 +116,8 @@ pub async fn issue(
 
 /// Known tokens kept in memory for a minute (a lookup per request is the
 /// largest cost of intake otherwise), and failed authentications counted per
-/// client address: past [`MAX_FAILURES`] in a minute, that address gets 429
-/// until the minute is over.
+/// client address: past [`MAX_FAILURES`] unknown tokens in a minute, that
+/// address gets 429 for any token not already known, until the minute is over.
 #[derive(Debug, Default)]
 pub struct Guard {
     known: Mutex<HashMap<String, (Caller, Instant)>>,
@@ -184,17 +184,8 @@ impl FromRequestParts<Shared> for Caller {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip());
         let guard = &state.guard;
-        if guard.blocked(ip) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                "too-many-failed-authentications",
-                format!(
-                    "more than {MAX_FAILURES} failed authentications in a minute from this address; try again later"
-                ),
-            ));
-        }
+        // No token is no guess: it is refused but not counted.
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            guard.failed(ip);
             return Err(ApiError::unauthorized(
                 "missing Authorization: Bearer <token>",
             ));
@@ -205,14 +196,24 @@ impl FromRequestParts<Shared> for Caller {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
         else {
-            guard.failed(ip);
             return Err(ApiError::unauthorized(
                 "Authorization must be `Bearer <token>`",
             ));
         };
         let hashed = hash(token);
+        // A token already known is let through even from a held-back address;
+        // an unknown one from there is not even looked up (no guessing).
         if let Some(caller) = guard.cached(&hashed) {
             return Ok(caller);
+        }
+        if guard.blocked(ip) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "too-many-failed-authentications",
+                format!(
+                    "more than {MAX_FAILURES} failed authentications in a minute from this address; try again later"
+                ),
+            ));
         }
         let record = state
             .store

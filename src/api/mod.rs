@@ -27,12 +27,12 @@ use utoipa::OpenApi;
         ops::healthz, ops::metrics
     ),
     components(schemas(
-        problem::Problem, views::OrderView, views::OrderDetail, views::JobView, views::MachineView,
+        problem::Problem, views::OrderView, views::OrderPage, views::JobPage, views::OrderDetail, views::JobView, views::MachineView,
         views::HandoffView, views::CustomerView, orders::ImportReport, orders::ImportLine, ops::Confirmed, ops::Health,
         crate::runtime::waves::CourierSchedule, crate::runtime::waves::ScheduleStop,
         crate::domain::intake::OrderRequest, crate::domain::intake::FieldError
     )),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ProblemResponses)
 )]
 pub struct ApiDoc;
 
@@ -47,6 +47,77 @@ impl utoipa::Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
+}
+
+/// Every operation can answer with a problem: a malformed request, a missing
+/// or unknown token, a token of the wrong role, too many failed
+/// authentications, a body over the limit, or an internal error. Every error
+/// response is `application/problem+json`.
+struct ProblemResponses;
+
+impl utoipa::Modify for ProblemResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let problem = || {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build()
+        };
+        let common = [
+            ("400", "Malformed request (JSON, query string, header)"),
+            ("401", "Missing or unknown token"),
+            ("403", "The token's role may not do this"),
+            ("404", "No such resource for this caller"),
+            ("429", "Too many failed authentications from this address"),
+            ("500", "Internal error (details in the daemon's log)"),
+        ];
+        let with_body = [
+            ("413", "Request body over the limit"),
+            ("415", "Unsupported Content-Type"),
+            ("422", "Invalid fields; `errors` names each one"),
+        ];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [(item.get.as_mut(), false), (item.post.as_mut(), true)];
+            for (operation, has_body) in operations {
+                let Some(operation) = operation else { continue };
+                let responses = &mut operation.responses.responses;
+                for (code, response) in responses.iter_mut() {
+                    if !code.starts_with('2')
+                        && let RefOr::T(response) = response
+                    {
+                        let content = std::mem::take(&mut response.content);
+                        for (_, body) in content {
+                            response
+                                .content
+                                .insert("application/problem+json".into(), body);
+                        }
+                    }
+                }
+                if !path.starts_with("/v1/") {
+                    continue;
+                }
+                let extra: &[(&str, &str)] = if has_body { &with_body } else { &[] };
+                for (code, description) in common.iter().chain(extra) {
+                    responses.entry(code.to_string()).or_insert_with(|| {
+                        RefOr::T(
+                            ResponseBuilder::new()
+                                .description(*description)
+                                .content("application/problem+json", problem())
+                                .build(),
+                        )
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Query parameters given empty (`?factory=`) count as absent.
+pub(crate) fn empty_as_none<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    let value: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    Ok(value.filter(|v| !v.is_empty()))
 }
 
 pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {

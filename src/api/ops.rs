@@ -3,7 +3,7 @@
 
 use super::auth::{Caller, Role};
 use super::problem::ApiError;
-use super::views::{JobView, MachineView, Page, job_view, machine_view};
+use super::views::{JobPage, MachineView, job_view, machine_view};
 use crate::domain::{HandoffState, JobState, ModeInput};
 use crate::runtime::Shared;
 use crate::runtime::waves::CourierSchedule;
@@ -17,24 +17,29 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListJobs {
+    #[serde(default, deserialize_with = "super::empty_as_none")]
     pub factory: Option<String>,
+    #[serde(default, deserialize_with = "super::empty_as_none")]
     pub machine: Option<String>,
     pub state: Option<JobState>,
+    #[serde(default, deserialize_with = "super::empty_as_none")]
     pub order_id: Option<String>,
     /// Cursor: the `next` of the previous page.
+    #[serde(default, deserialize_with = "super::empty_as_none")]
     pub after: Option<String>,
     /// Page size, 1..=500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
 /// Jobs, filtered by factory, machine, state or order (operators: their factories).
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListJobs),
-    responses((status = 200, body = super::views::JobPage)), security(("bearer" = [])))]
+    responses((status = 200, body = JobPage)), security(("bearer" = [])))]
 pub async fn list_jobs(
     State(shared): State<Shared>,
     caller: Caller,
     Query(query): Query<ListJobs>,
-) -> Result<Json<Page<JobView>>, ApiError> {
+) -> Result<Json<JobPage>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
     if let Some(factory) = &query.factory
         && !caller.covers_factory(factory)
@@ -68,12 +73,13 @@ pub async fn list_jobs(
         .filter(|job| caller.covers_factory(&job.factory))
         .map(job_view)
         .collect();
-    Ok(Json(Page { items, next }))
+    Ok(Json(JobPage { items, next }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListMachines {
+    #[serde(default, deserialize_with = "super::empty_as_none")]
     pub factory: Option<String>,
 }
 

@@ -3,7 +3,7 @@
 
 use super::auth::{Caller, Role};
 use super::problem::ApiError;
-use super::views::{OrderDetail, OrderView, Page, job_view, rfc3339};
+use super::views::{OrderDetail, OrderPage, OrderView, job_view, rfc3339};
 use crate::domain::OrderState;
 use crate::domain::intake::{Customer, FieldError, LineRequest, OrderRequest, validate};
 use crate::plan::choose_factory;
@@ -265,19 +265,21 @@ pub struct ListOrders {
     /// Only orders in this state.
     pub state: Option<OrderState>,
     /// Cursor: the `next` of the previous page.
+    #[serde(default, deserialize_with = "super::empty_as_none")]
     pub after: Option<String>,
     /// Page size, 1..=500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
 /// A brand's orders (all orders for operators and admins), oldest first.
 #[utoipa::path(get, path = "/v1/orders", tag = "orders", params(ListOrders),
-    responses((status = 200, body = super::views::OrderPage)), security(("bearer" = [])))]
+    responses((status = 200, body = OrderPage)), security(("bearer" = [])))]
 pub async fn list(
     State(shared): State<Shared>,
     caller: Caller,
     Query(query): Query<ListOrders>,
-) -> Result<Json<Page<OrderView>>, ApiError> {
+) -> Result<Json<OrderPage>, ApiError> {
     caller.require(&[Role::Brand, Role::Operator, Role::Admin])?;
     let limit = super::page_limit(query.limit)?;
     let orders = shared
@@ -297,7 +299,7 @@ pub async fn list(
     let next = (orders.len() as i64 == limit)
         .then(|| orders.last().map(|o| o.id.clone()))
         .flatten();
-    Ok(Json(Page { items, next }))
+    Ok(Json(OrderPage { items, next }))
 }
 
 /// Cancel an order that has no job on a machine yet.

@@ -10,16 +10,23 @@ pub fn rfc3339(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
 
+/// One page of orders, oldest first.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Page<T> {
-    pub items: Vec<T>,
+pub struct OrderPage {
+    pub items: Vec<OrderView>,
     /// Cursor for the next page (`after=`), absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
 
-pub type OrderPage = Page<OrderView>;
-pub type JobPage = Page<JobView>;
+/// One page of jobs, by token.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobPage {
+    pub items: Vec<JobView>,
+    /// Cursor for the next page (`after=`), absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CustomerView {
