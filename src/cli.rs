@@ -291,7 +291,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     println!();
     println!("fabflow demo is up: {url}");
-    println!("  dashboard  {url}/  (paste the operator token)");
+    println!("  dashboard  {url}/#token={operator}");
     println!("  API spec   {url}/openapi.json");
     println!("  MQTT       {}  (topics fabflow/v1/#)", daemon.mqtt.url());
     println!("  database   {}", runtime::redact(&database_url));
