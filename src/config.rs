@@ -275,7 +275,10 @@ impl Config {
         {
             problem(
                 "database.url".into(),
-                format!("must start with sqlite: or postgres://, got {url:?}"),
+                format!(
+                    "must start with sqlite: or postgres://, got {:?}",
+                    redact(url)
+                ),
             );
         }
         let intake = &self.intake;
@@ -463,4 +466,31 @@ fn describe_toml_error(err: &toml::de::Error) -> String {
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Hides a password in a database URL for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            super::redact("postgres://u:secret@db/x"),
+            "postgres://u:***@db/x"
+        );
+        assert_eq!(super::redact("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(super::redact("sqlite://a.db"), "sqlite://a.db");
+    }
 }

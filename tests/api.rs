@@ -406,3 +406,40 @@ async fn repeated_failed_authentications_are_slowed_down() {
     assert_eq!(status, 200);
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_key_covers_the_whole_file() {
+    let w = world().await;
+    let client = reqwest::Client::new();
+    let import = |body: String, key: &'static str| {
+        let request = client
+            .post(format!("{}/v1/orders/import", w.base))
+            .bearer_auth(&w.acme.token)
+            .header("content-type", "application/x-ndjson")
+            .header("idempotency-key", key)
+            .body(body);
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            (
+                status,
+                replayed,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let file = format!("{}\n{}\n", order("k-1"), order("k-2"));
+    let (status, replayed, first) = import(file.clone(), "event-42").await;
+    assert_eq!((status, replayed), (201, false), "{first}");
+    let (status, replayed, again) = import(file.clone(), "event-42").await;
+    assert_eq!((status, replayed), (201, true));
+    assert_eq!(again, first, "the first report is replayed");
+    // An amended, longer file under the same key: refused whole, nothing stored.
+    let longer = format!("{file}{}\n", order("k-3"));
+    let (status, _, problem) = import(longer, "event-42").await;
+    assert_eq!(status, 422, "{problem}");
+    let (_, listed) = w.acme.get("/v1/orders").await;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(2));
+    w.stop().await;
+}

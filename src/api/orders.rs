@@ -112,6 +112,7 @@ fn prepare(
         accepted_ms: now,
         jobs: valid.jobs,
         idempotency: None,
+        follows: false,
     })
 }
 
@@ -383,7 +384,6 @@ pub async fn import(
     if parsed.len() > 100_000 {
         return Err(ApiError::bad_request("at most 100000 orders per import"));
     }
-    let hash = body_hash(&body);
     let mut lines = Vec::with_capacity(parsed.len());
     let mut orders = Vec::with_capacity(parsed.len());
     let mut failed = false;
@@ -391,14 +391,8 @@ pub async fn import(
         let external_ref = request.as_ref().ok().and_then(|r| r.external_ref.clone());
         match request.and_then(|request| prepare(&shared, &caller, request)) {
             Ok(mut order) => {
-                if let Some(key) = &key {
-                    order.idempotency = Some(Idempotency {
-                        key: format!("{key}#{index}"),
-                        request_hash: hash.clone(),
-                        status: 201,
-                        response: order.id.clone(),
-                    });
-                }
+                // The file's orders are stored together or not at all.
+                order.follows = index > 0;
                 lines.push(ImportLine {
                     line,
                     external_ref,
@@ -428,35 +422,37 @@ pub async fn import(
         };
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(report)).into_response());
     }
-    let outcomes = shared.intake.submit(orders).await?;
-    shared.scheduler.notify_one();
-    let mut replayed = false;
-    for (line, outcome) in lines.iter_mut().zip(outcomes) {
-        match outcome {
-            AcceptOutcome::Created => {}
-            AcceptOutcome::Replayed { response, .. } => {
-                replayed = true;
-                line.id = Some(response);
-            }
-            AcceptOutcome::KeyReused => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency-key-reused",
-                    "this Idempotency-Key was used with a different file",
-                ));
-            }
-        }
-    }
     let report = ImportReport {
         imported: lines.len(),
         orders: lines,
     };
-    let status = if replayed {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, Json(report)).into_response())
+    let report_body = serde_json::to_string(&report).map_err(ApiError::internal)?;
+    if let (Some(key), Some(first)) = (key, orders.first_mut()) {
+        // One key for the whole file; its stored response is this report.
+        first.idempotency = Some(Idempotency {
+            key,
+            request_hash: body_hash(&body),
+            status: 201,
+            response: report_body.clone(),
+        });
+    }
+    let outcome = shared.intake.submit(orders).await?.into_iter().next();
+    shared.scheduler.notify_one();
+    match outcome {
+        Some(AcceptOutcome::Created) => {
+            Ok(json_response(StatusCode::CREATED, report_body, false, None))
+        }
+        Some(AcceptOutcome::Replayed { status, response }) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            Ok(json_response(status, response, true, None))
+        }
+        Some(AcceptOutcome::KeyReused) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "this Idempotency-Key was used with a different file; nothing was imported",
+        )),
+        None => Err(ApiError::internal("intake returned no outcome")),
+    }
 }
 
 /// A line number and what was read there: an order, or what is wrong with it.

@@ -27,6 +27,37 @@ struct Submission {
     reply: oneshot::Sender<Result<Vec<AcceptOutcome>, Arc<StoreError>>>,
 }
 
+type KeySet = Arc<Mutex<HashSet<(String, String)>>>;
+
+/// Idempotency keys held while their request is processed.
+struct KeyClaim {
+    set: KeySet,
+    keys: Vec<(String, String)>,
+}
+
+impl KeyClaim {
+    fn take(set: &KeySet, keys: Vec<(String, String)>) -> Result<KeyClaim, IntakeError> {
+        let mut held = set.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.iter().any(|key| held.contains(key)) {
+            return Err(IntakeError::KeyInFlight);
+        }
+        held.extend(keys.iter().cloned());
+        Ok(KeyClaim {
+            set: Arc::clone(set),
+            keys,
+        })
+    }
+}
+
+impl Drop for KeyClaim {
+    fn drop(&mut self) {
+        let mut held = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        for key in &self.keys {
+            held.remove(key);
+        }
+    }
+}
+
 /// The handle the API uses; cheap to clone.
 #[derive(Clone)]
 pub struct Intake {
@@ -35,7 +66,7 @@ pub struct Intake {
     /// server stopped; the committer drains what is queued, then exits.
     submissions: mpsc::Sender<Submission>,
     /// Idempotency keys (brand, key) of requests being processed, for 409.
-    in_flight: Arc<Mutex<HashSet<(String, String)>>>,
+    in_flight: KeySet,
 }
 
 impl Intake {
@@ -62,19 +93,10 @@ impl Intake {
                     .map(|i| (o.brand.clone(), i.key.clone()))
             })
             .collect();
-        {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-            if keys.iter().any(|key| in_flight.contains(key)) {
-                return Err(IntakeError::KeyInFlight);
-            }
-            in_flight.extend(keys.iter().cloned());
-        }
-        let result = self.send(orders).await;
-        let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        for key in &keys {
-            in_flight.remove(key);
-        }
-        result
+        let _claim = KeyClaim::take(&self.in_flight, keys)?;
+        // The claim is released when this future ends, or is dropped because
+        // the client went away: a retry with the same key is never stuck on 409.
+        self.send(orders).await
     }
 
     async fn send(&self, orders: Vec<NewOrder>) -> Result<Vec<AcceptOutcome>, IntakeError> {
@@ -146,4 +168,29 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>) {
         }
     }
     info!("intake drained and stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_held_until_its_claim_is_dropped() {
+        let set: KeySet = Arc::default();
+        let key = || vec![("acme".to_string(), "k".to_string())];
+        let claim = KeyClaim::take(&set, key()).expect("free");
+        assert!(matches!(
+            KeyClaim::take(&set, key()),
+            Err(IntakeError::KeyInFlight)
+        ));
+        assert!(
+            KeyClaim::take(&set, vec![("zest".into(), "k".into())]).is_ok(),
+            "keys are per brand"
+        );
+        drop(claim);
+        assert!(
+            KeyClaim::take(&set, key()).is_ok(),
+            "released on drop, e.g. a cancelled request"
+        );
+    }
 }

@@ -341,19 +341,7 @@ impl Daemon {
     }
 }
 
-/// Hides a password in a database URL for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}://{user}:***@{}", &url[..scheme], &url[at + 1..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
+pub use crate::config::redact;
 
 /// Resolves when SIGINT or SIGTERM arrives.
 pub async fn signal() {

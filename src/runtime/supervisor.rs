@@ -20,7 +20,17 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
-/// Tokens started in this session and when their start command succeeded.
+/// What the machine holds after reconciliation.
+enum Holding {
+    /// One of our jobs (or one whose state another actor just changed).
+    Busy,
+    /// A finished job was acknowledged: a command went out.
+    Acknowledged,
+    /// Nothing of ours.
+    Free,
+}
+
+/// Tokens started in this session and when their start command was sent.
 type Started = HashMap<u32, Instant>;
 
 /// How long after a successful start the machine may still show something
@@ -37,6 +47,20 @@ pub struct Supervisor {
     pub scheduler: Arc<Notify>,
     /// Wakes the outbox publisher after a change.
     pub outbox: Arc<Notify>,
+}
+
+/// Empties the facts channel of what is queued now. Returns the error of a
+/// disconnection if the connection was lost and not yet regained among them.
+fn drain_stale(facts: &mut mpsc::Receiver<MachineFact>) -> Option<String> {
+    let mut lost = None;
+    while let Ok(fact) = facts.try_recv() {
+        match fact {
+            MachineFact::Disconnected { error } => lost = Some(error),
+            MachineFact::Connected => lost = None,
+            MachineFact::Status(_) | MachineFact::ReadFailed { .. } => {}
+        }
+    }
+    lost
 }
 
 fn reported(state: fabflow_adapters::MachineState) -> Reported {
@@ -59,20 +83,33 @@ impl Supervisor {
         let mut started: Started = HashMap::new();
         while let Some(fact) = facts.recv().await {
             let result = match fact {
-                MachineFact::Connected => Ok(()),
+                MachineFact::Connected => Ok(false),
                 MachineFact::Status(status) => self.on_status(status, &mut started).await,
                 MachineFact::ReadFailed { error } => {
                     warn!(error = %error, "machine status unreadable");
-                    Ok(())
+                    Ok(false)
                 }
                 MachineFact::Disconnected { error } => {
                     debug!(error = %error, "machine disconnected");
-                    self.on_lost().await
+                    self.on_lost().await.map(|()| false)
                 }
             };
-            if let Err(err) = result {
-                metrics::counter!("fabflow_supervisor_errors_total").increment(1);
-                warn!(error = %err, "machine supervisor step failed; continuing with the next report");
+            match result {
+                // A start command went out: every report still queued was
+                // read before it and says nothing about the job. Drop them;
+                // the driver's next poll is fresh.
+                Ok(true) => {
+                    if let Some(lost) = drain_stale(&mut facts)
+                        && let Err(err) = self.on_lost().await
+                    {
+                        warn!(error = %err, reason = %lost, "recording the lost connection failed");
+                    }
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    metrics::counter!("fabflow_supervisor_errors_total").increment(1);
+                    warn!(error = %err, "machine supervisor step failed; continuing with the next report");
+                }
             }
         }
         debug!("machine supervisor stopped");
@@ -98,11 +135,12 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Returns whether a start command was sent to the machine.
     async fn on_status(
         &self,
         status: MachineStatus,
         started: &mut Started,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let now = self.clock.now_ms();
         let state = self
             .store
@@ -114,7 +152,7 @@ impl Supervisor {
                 now,
             )
             .await?;
-        let busy = self.reconcile(&status, started).await?;
+        let held = self.reconcile(&status, started).await?;
         if matches!(
             state,
             MachineState::Fault | MachineState::Paused | MachineState::Offline
@@ -122,19 +160,22 @@ impl Supervisor {
         {
             self.scheduler.notify_one();
         }
-        if !busy && status.state == fabflow_adapters::MachineState::Idle {
-            self.dispatch_next(started).await?;
+        match held {
+            Holding::Acknowledged => Ok(true),
+            Holding::Busy => Ok(false),
+            Holding::Free if status.state == fabflow_adapters::MachineState::Idle => {
+                self.dispatch_next(started).await
+            }
+            Holding::Free => Ok(false),
         }
-        Ok(())
     }
 
-    /// Brings the stored jobs in line with what the machine shows. Returns
-    /// whether the machine still holds one of our jobs.
+    /// Brings the stored jobs in line with what the machine shows.
     async fn reconcile(
         &self,
         status: &MachineStatus,
         started: &mut Started,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Holding, StoreError> {
         use fabflow_adapters::MachineState as A;
         let on_machine: Vec<JobRecord> = self
             .store
@@ -160,15 +201,14 @@ impl Supervisor {
             };
             let input = reconcile(shown, token, job.state, start);
             match input {
-                Some(input) => {
-                    let outcome = self.apply(token, input).await?;
-                    if outcome.is_on_machine() {
-                        busy = true;
-                    }
-                    if outcome.is_terminal() {
+                Some(input) => match self.apply(token, input).await? {
+                    Some(state) if state.is_terminal() => {
                         started.remove(&token.0);
                     }
-                }
+                    Some(state) if !state.is_on_machine() => {}
+                    // Still on the machine, or changed by someone else: look again next poll.
+                    _ => busy = true,
+                },
                 None => busy = true,
             }
         }
@@ -180,12 +220,18 @@ impl Supervisor {
                 Err(err) => warn!(error = %err, "acknowledge failed; will retry on the next poll"),
             }
             self.scheduler.notify_one();
-            return Ok(true);
+            return Ok(Holding::Acknowledged);
         }
-        Ok(busy)
+        Ok(if busy { Holding::Busy } else { Holding::Free })
     }
 
-    async fn apply(&self, token: JobToken, input: JobInput) -> Result<JobState, StoreError> {
+    /// Applies `input` to the job. Returns the new state if this
+    /// compare-and-set won, None if the job had changed meanwhile.
+    async fn apply(
+        &self,
+        token: JobToken,
+        input: JobInput,
+    ) -> Result<Option<JobState>, StoreError> {
         let label = format!("{input:?}");
         let now = self.clock.now_ms();
         match self.store.transition_job(token, input, now).await {
@@ -196,26 +242,36 @@ impl Supervisor {
                 if moved.job.state.is_terminal() || moved.job.state == JobState::Pending {
                     self.scheduler.notify_one();
                 }
-                Ok(moved.job.state)
+                Ok(Some(moved.job.state))
             }
-            Err(StoreError::Conflict(reason)) => {
+            Err(
+                StoreError::Conflict(reason)
+                | StoreError::Transition(crate::domain::TransitionError { from: reason, .. }),
+            ) => {
                 debug!(job.token = %token, input = %label, reason = %reason, "job changed meanwhile");
-                Ok(self
-                    .store
-                    .get_job(token)
-                    .await?
-                    .map_or(JobState::Cancelled, |job| job.state))
+                Ok(None)
             }
             Err(err) => Err(err),
         }
     }
 
-    async fn dispatch_next(&self, started: &mut Started) -> Result<(), StoreError> {
+    /// Starts the next queued job if the machine is active. Returns whether a
+    /// start command was sent.
+    async fn dispatch_next(&self, started: &mut Started) -> Result<bool, StoreError> {
         let Some(machine) = self.store.get_machine(&self.machine).await? else {
-            return Ok(());
+            return Ok(false);
         };
         if machine.mode != MachineMode::Active {
-            return Ok(());
+            // Paused or in maintenance: jobs queued meanwhile go back to the planner.
+            if self
+                .store
+                .unschedule_machine(&self.machine, self.clock.now_ms())
+                .await?
+                > 0
+            {
+                self.scheduler.notify_one();
+            }
+            return Ok(false);
         }
         let Some(job) = self
             .store
@@ -224,50 +280,53 @@ impl Supervisor {
             .into_iter()
             .find(|job| job.state == JobState::Scheduled)
         else {
-            return Ok(());
+            return Ok(false);
         };
         let token = job.token;
         // Persist first: once dispatched is stored, a crash at any later point
         // leads to a read-back of the machine, never to a blind second start.
-        started.insert(token.0, Instant::now());
-        match self.apply(token, JobInput::Dispatch).await? {
-            JobState::Dispatched => {}
-            _ => {
-                started.remove(&token.0);
-                return Ok(());
-            }
+        // Only a dispatch this supervisor won may be started.
+        if self.apply(token, JobInput::Dispatch).await? != Some(JobState::Dispatched) {
+            return Ok(false);
         }
+        started.insert(token.0, Instant::now());
         let command = JobCommand {
             job_token: token.0,
             recipe: job.recipe,
             quantity: job.quantity,
         };
-        match self.handle.start_job(command).await {
+        let result = self.handle.start_job(command).await;
+        // From here on the job may be on the machine: it stays "started" (a
+        // report not showing it proves nothing until START_GRACE has passed).
+        started.insert(token.0, Instant::now());
+        match result {
             Ok(()) => {
-                started.insert(token.0, Instant::now());
                 metrics::counter!("fabflow_jobs_dispatched_total").increment(1);
                 info!(job.token = %token, order.id = %job.order_id, "job started on machine");
             }
             Err(err) => {
+                metrics::counter!("fabflow_job_start_errors_total", "reason" => err.reason())
+                    .increment(1);
                 warn!(job.token = %token, error = %err, "start command failed; reading the machine back");
                 // The outcome is unknown: only the machine's token can tell.
+                // This read runs after the failed start on the driver's task,
+                // so it is fresh.
                 match self.handle.read_status().await {
-                    Ok(status)
-                        if status.job_token == token.0
-                            && status.state != fabflow_adapters::MachineState::Idle => {}
-                    Ok(_) => {
+                    // The token is written first: a machine showing another
+                    // one never got this job, and it can be planned again.
+                    Ok(status) if status.job_token != token.0 => {
                         started.remove(&token.0);
                         self.apply(token, JobInput::MachineLost).await?;
                     }
+                    // It has the token: reports decide (running, or still
+                    // idle after the grace: failed and made again).
+                    Ok(_) => {}
                     Err(read_err) => {
-                        // Leave it dispatched; the first status after the
-                        // reconnect decides (no longer counted as started).
-                        started.remove(&token.0);
-                        debug!(error = %read_err, "read-back failed; deciding after reconnect");
+                        debug!(error = %read_err, "read-back failed; the reports after the reconnect decide");
                     }
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 }

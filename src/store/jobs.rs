@@ -3,7 +3,10 @@
 //! failed job or the scrapped part of a finished one, all in one transaction.
 
 use super::orders::set_order_state_by_id;
-use super::{ROWS_PER_STATEMENT, Store, StoreError, Subject, allocate, emit, parse, placeholders};
+use super::{
+    Backend, ROWS_PER_STATEMENT, Store, StoreError, Subject, allocate, emit, lock_order, parse,
+    placeholders,
+};
 use crate::domain::intake::JobPlan;
 use crate::domain::{
     FactoryId, JobInput, JobState, JobToken, MachineId, Millis, OrderState, production_input,
@@ -215,6 +218,7 @@ impl Store {
         for (token, machine) in assignments {
             match transition_in(
                 &mut tx,
+                self.backend,
                 *token,
                 JobInput::Schedule {
                     machine: machine.clone(),
@@ -241,7 +245,7 @@ impl Store {
         now: Millis,
     ) -> Result<JobTransition, StoreError> {
         let mut tx = self.begin().await?;
-        let result = transition_in(&mut tx, token, input, now).await?;
+        let result = transition_in(&mut tx, self.backend, token, input, now).await?;
         tx.commit().await?;
         Ok(result)
     }
@@ -249,6 +253,7 @@ impl Store {
 
 async fn transition_in(
     tx: &mut Transaction<'static, Any>,
+    backend: Backend,
     token: JobToken,
     input: JobInput,
     now: Millis,
@@ -262,6 +267,10 @@ async fn transition_in(
         return Err(StoreError::NotFound(format!("job {token}")));
     };
     let (next, events) = job.state.handle(input.clone())?;
+    // Two jobs of one order finishing at once must not both miss that the
+    // order is now complete: serialise on the order row (locks are always
+    // taken order first, then jobs).
+    lock_order(tx, backend, &job.order_id).await?;
     let machine = match &input {
         JobInput::Schedule { machine } => Some(machine.0.clone()),
         JobInput::Unschedule | JobInput::MachineLost => None,
@@ -422,7 +431,7 @@ impl Store {
         let mut count = 0;
         for row in rows {
             let token = JobToken(to_u32(row.try_get("token")?, "job token")?);
-            match transition_in(&mut tx, token, JobInput::Unschedule, now).await {
+            match transition_in(&mut tx, self.backend, token, JobInput::Unschedule, now).await {
                 Ok(_) => count += 1,
                 Err(StoreError::Conflict(_) | StoreError::Transition(_)) => {}
                 Err(err) => return Err(err),

@@ -175,6 +175,22 @@ fn sqlite_pool(connections: u32) -> AnyPoolOptions {
         })
 }
 
+/// Locks an order's row until the transaction ends, on PostgreSQL (SQLite has
+/// a single writer: every write transaction is already serialised).
+pub(crate) async fn lock_order(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    id: &str,
+) -> Result<(), StoreError> {
+    if backend == Backend::Postgres {
+        sqlx::query("SELECT id FROM orders WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Allocates `count` consecutive values of a counter inside `tx`; returns the first.
 pub(crate) async fn allocate(
     tx: &mut Transaction<'static, Any>,

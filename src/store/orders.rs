@@ -3,7 +3,7 @@
 use super::jobs::{NewJob, insert_jobs};
 use super::{
     OutboxRow, ROWS_PER_STATEMENT, Store, StoreError, Subject, allocate, emit, insert_outbox,
-    parse, placeholders,
+    lock_order, parse, placeholders,
 };
 use crate::domain::intake::{JobPlan, LineRequest};
 use crate::domain::{Event, JobInput, JobState, Location, Millis, OrderInput, OrderState};
@@ -27,6 +27,10 @@ pub struct NewOrder {
     pub accepted_ms: Millis,
     pub jobs: Vec<JobPlan>,
     pub idempotency: Option<Idempotency>,
+    /// Stored only together with the nearest order before it in the batch
+    /// that does not follow (an import: the file's first order carries the
+    /// key, the others share its fate: created, replayed or refused).
+    pub follows: bool,
 }
 
 /// An idempotency key, the hash of the request body, and the response to
@@ -169,6 +173,7 @@ impl Store {
         now: Millis,
     ) -> Result<OrderRecord, StoreError> {
         let mut tx = self.begin().await?;
+        lock_order(&mut tx, self.backend, id).await?;
         let sql = format!(
             "SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND ($2 IS NULL OR brand = $2)"
         );
@@ -321,18 +326,28 @@ async fn insert_orders(
 
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut created: Vec<&NewOrder> = Vec::with_capacity(batch.len());
+    let mut leader = AcceptOutcome::Created;
     for order in batch {
+        if order.follows {
+            if leader == AcceptOutcome::Created {
+                created.push(order);
+            }
+            outcomes.push(leader.clone());
+            continue;
+        }
+        leader = AcceptOutcome::Created;
         if let Some(idem) = &order.idempotency {
             let slot = (order.brand.clone(), idem.key.clone());
             if let Some((hash, status, response)) = stored.get(&slot) {
-                outcomes.push(if *hash == idem.request_hash {
+                leader = if *hash == idem.request_hash {
                     AcceptOutcome::Replayed {
                         status: *status,
                         response: response.clone(),
                     }
                 } else {
                     AcceptOutcome::KeyReused
-                });
+                };
+                outcomes.push(leader.clone());
                 continue;
             }
             // A later order of this batch with the same key sees this one.

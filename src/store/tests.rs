@@ -84,6 +84,7 @@ fn new_order(id: &str, brand: &str, key: Option<&str>) -> NewOrder {
         deadline_ms: NOW + 48 * 3_600_000,
         accepted_ms: NOW,
         jobs: vec![plan(0, 0, "dtg_print"), plan(0, 1, "heat_press")],
+        follows: false,
         idempotency: key.map(|key| Idempotency {
             key: key.into(),
             request_hash: format!("hash-{id}"),
@@ -598,6 +599,106 @@ async fn large_batches_are_split_into_statements_and_keys_still_replay() {
         let tokens: std::collections::BTreeSet<u32> = jobs.iter().map(|j| j.token.0).collect();
         assert_eq!(tokens.len(), 2_400, "tokens are unique");
         assert_eq!(store.outbox_backlog().await.expect("backlog"), 1_200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn jobs_of_one_order_finishing_at_once_still_make_it_ready() {
+    on_every_backend(|store| async move {
+        let mut order = new_order("twin", "acme", None);
+        // Two independent single-step lines: both jobs are schedulable at once.
+        order.jobs = vec![plan(0, 0, "dtg_print"), plan(1, 0, "dtg_print")];
+        for round in 0..15 {
+            let mut order = order.clone();
+            order.id = format!("twin-{round}");
+            store.accept_orders(&[order.clone()]).await.expect("accept");
+            let jobs: Vec<JobToken> = store
+                .list_jobs(&JobFilter {
+                    order_id: Some(order.id.clone()),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .expect("jobs")
+                .iter()
+                .map(|j| j.token)
+                .collect();
+            for token in &jobs {
+                store
+                    .schedule_jobs(&[(*token, MachineId::new("m"))], NOW)
+                    .await
+                    .expect("schedule");
+                store
+                    .transition_job(*token, JobInput::Dispatch, NOW)
+                    .await
+                    .expect("dispatch");
+            }
+            let finish = |token| {
+                store.transition_job(token, JobInput::MachineFinished { good: 2, scrap: 0 }, NOW)
+            };
+            let (a, b) = tokio::join!(finish(jobs[0]), finish(jobs[1]));
+            a.expect("first");
+            b.expect("second");
+            let state = store
+                .get_order(&order.id, None)
+                .await
+                .expect("get")
+                .map(|o| o.state);
+            assert_eq!(state, Some(OrderState::Ready), "round {round}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn followers_share_the_fate_of_their_leader() {
+    on_every_backend(|store| async move {
+        let file = |suffix: &str, hash: &str| {
+            let mut first = new_order(&format!("f1{suffix}"), "acme", Some("import-1"));
+            if let Some(idem) = first.idempotency.as_mut() {
+                idem.request_hash = hash.into();
+            }
+            let mut second = new_order(&format!("f2{suffix}"), "acme", None);
+            second.follows = true;
+            vec![first, second]
+        };
+        let created = store.accept_orders(&file("", "h1")).await.expect("import");
+        assert_eq!(
+            created,
+            vec![AcceptOutcome::Created, AcceptOutcome::Created]
+        );
+        // The same file again: replayed, nothing new.
+        let again = store
+            .accept_orders(&file("-again", "h1"))
+            .await
+            .expect("replay");
+        assert!(
+            again
+                .iter()
+                .all(|o| matches!(o, AcceptOutcome::Replayed { .. })),
+            "{again:?}"
+        );
+        // Another file under the same key: refused whole.
+        let other = store
+            .accept_orders(&file("-other", "h2"))
+            .await
+            .expect("refuse");
+        assert_eq!(
+            other,
+            vec![AcceptOutcome::KeyReused, AcceptOutcome::KeyReused]
+        );
+        let orders = store
+            .list_orders(&OrderFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(
+            orders.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+            vec!["f1", "f2"]
+        );
     })
     .await;
 }
