@@ -89,13 +89,21 @@ fn prepare(
         &network.rules,
         now,
     )?;
-    let processes: BTreeSet<String> = valid.jobs.iter().map(|job| job.process.clone()).collect();
-    let Some(factory) = choose_factory(valid.location, &processes, &network.factories) else {
+    let needs: BTreeSet<(String, String)> = valid
+        .jobs
+        .iter()
+        .map(|job| (job.process.clone(), job.material.clone()))
+        .collect();
+    let Some(factory) = choose_factory(valid.location, &needs, &network.factories) else {
+        let needs: Vec<String> = needs
+            .iter()
+            .map(|(process, material)| format!("{process} on {material}"))
+            .collect();
         return Err(vec![FieldError::new(
             "/lines",
             format!(
                 "no factory can make this order (needs {})",
-                processes.into_iter().collect::<Vec<_>>().join(", ")
+                needs.join(", ")
             ),
         )]);
     };

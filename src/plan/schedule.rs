@@ -13,19 +13,19 @@ use std::collections::{BTreeSet, HashMap};
 pub struct FactorySite {
     pub id: FactoryId,
     pub location: Location,
-    /// Processes its active machines can run.
-    pub processes: BTreeSet<String>,
+    /// (process, material) pairs its machines can run.
+    pub capabilities: BTreeSet<(String, String)>,
 }
 
-/// The nearest factory that can run every process in `processes`.
+/// The nearest factory that can run every (process, material) pair in `needs`.
 pub fn choose_factory<'a>(
     location: Location,
-    processes: &BTreeSet<String>,
+    needs: &BTreeSet<(String, String)>,
     factories: &'a [FactorySite],
 ) -> Option<&'a FactorySite> {
     factories
         .iter()
-        .filter(|factory| processes.is_subset(&factory.processes))
+        .filter(|factory| needs.is_subset(&factory.capabilities))
         .min_by(|a, b| {
             let da = a.location.distance_m(location);
             let db = b.location.distance_m(location);
@@ -171,16 +171,34 @@ mod tests {
 
     #[test]
     fn nearest_capable_factory() {
-        let site = |id: &str, lat: f64, processes: &[&str]| FactorySite {
+        let pairs = |ps: &[(&str, &str)]| {
+            ps.iter()
+                .map(|(p, m)| (p.to_string(), m.to_string()))
+                .collect::<BTreeSet<_>>()
+        };
+        let site = |id: &str, lat: f64, capabilities: &[(&str, &str)]| FactorySite {
             id: FactoryId::new(id),
             location: Location::new(lat, 13.4),
-            processes: processes.iter().map(|p| p.to_string()).collect(),
+            capabilities: pairs(capabilities),
         };
         let factories = [
-            site("near", 52.50, &["print"]),
-            site("far", 52.60, &["print", "press"]),
+            site("near", 52.50, &[("print", "cotton")]),
+            site(
+                "far",
+                52.60,
+                &[("print", "cotton"), ("print", "tote"), ("press", "cotton")],
+            ),
         ];
-        let want = |ps: &[&str]| ps.iter().map(|p| p.to_string()).collect::<BTreeSet<_>>();
+        let want = |ps: &[&str]| {
+            ps.iter()
+                .map(|p| {
+                    p.split_once(':')
+                        .map_or((p.to_string(), "cotton".to_string()), |(p, m)| {
+                            (p.to_string(), m.to_string())
+                        })
+                })
+                .collect::<BTreeSet<_>>()
+        };
         let here = Location::new(52.49, 13.4);
         assert_eq!(
             choose_factory(here, &want(&["print"]), &factories).map(|f| f.id.as_str()),
@@ -191,6 +209,11 @@ mod tests {
             Some("far")
         );
         assert!(choose_factory(here, &want(&["laser"]), &factories).is_none());
+        // The near factory prints, but has no totes loaded.
+        assert_eq!(
+            choose_factory(here, &want(&["print:tote"]), &factories).map(|f| f.id.as_str()),
+            Some("far")
+        );
     }
 
     proptest! {

@@ -53,7 +53,7 @@ impl Network {
             profiles.iter().map(|p| (p.model.as_str(), p)).collect();
         let mut problems = Vec::new();
         let mut machines = Vec::new();
-        let mut processes: HashMap<&str, BTreeSet<String>> = HashMap::new();
+        let mut capabilities: HashMap<&str, BTreeSet<(String, String)>> = HashMap::new();
         for machine in &config.machines {
             let Some(profile) = by_model.get(machine.model.as_str()) else {
                 let mut known: Vec<&str> = by_model.keys().copied().collect();
@@ -76,10 +76,15 @@ impl Network {
                     }
                 }
             }
-            processes
+            let materials = machine.materials.as_ref().unwrap_or(&profile.materials);
+            capabilities
                 .entry(machine.factory.as_str())
                 .or_default()
-                .extend(profile.capabilities.iter().cloned());
+                .extend(profile.capabilities.iter().flat_map(|process| {
+                    materials
+                        .iter()
+                        .map(move |material| (process.clone(), material.clone()))
+                }));
             machines.push((machine.clone(), Arc::new((*profile).clone())));
         }
         if !problems.is_empty() {
@@ -94,7 +99,7 @@ impl Network {
             .map(|f| FactorySite {
                 id: FactoryId::new(f.id.clone()),
                 location: Location::new(f.lat, f.lon),
-                processes: processes.get(f.id.as_str()).cloned().unwrap_or_default(),
+                capabilities: capabilities.get(f.id.as_str()).cloned().unwrap_or_default(),
             })
             .collect();
         Ok(Network {

@@ -43,7 +43,7 @@ impl Scheduler {
 
     /// One scheduling round; returns how many jobs were queued.
     pub async fn round(&self) -> Result<usize, StoreError> {
-        let candidates: Vec<JobCandidate> = self.store.schedulable_jobs(2_000).await?;
+        let candidates: Vec<JobCandidate> = self.store.schedulable_jobs(200).await?;
         if candidates.is_empty() {
             return Ok(0);
         }

@@ -168,16 +168,22 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
-    /// Pending jobs whose earlier steps (same order line) are all done.
-    pub async fn schedulable_jobs(&self, limit: i64) -> Result<Vec<JobCandidate>, StoreError> {
+    /// Pending jobs whose earlier steps (same order line) are all done: the
+    /// `per_group` earliest due of every (factory, process, material), so a
+    /// backlog that cannot be placed (a factory offline) never hides work
+    /// that can.
+    pub async fn schedulable_jobs(&self, per_group: i64) -> Result<Vec<JobCandidate>, StoreError> {
         let rows = sqlx::query(
-            "SELECT j.token, j.factory, j.process, j.material, j.due_ms FROM jobs j \
-             WHERE j.state = 'pending' AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.order_id = j.order_id \
-               AND p.line_index = j.line_index AND p.step_index < j.step_index \
-               AND p.state NOT IN ('done', 'failed', 'cancelled')) \
-             ORDER BY j.due_ms, j.token LIMIT $1",
+            "SELECT token, factory, process, material, due_ms FROM ( \
+               SELECT j.token, j.factory, j.process, j.material, j.due_ms, ROW_NUMBER() OVER ( \
+                 PARTITION BY j.factory, j.process, j.material ORDER BY j.due_ms, j.token) AS rank \
+               FROM jobs j \
+               WHERE j.state = 'pending' AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.order_id = j.order_id \
+                 AND p.line_index = j.line_index AND p.step_index < j.step_index \
+                 AND p.state NOT IN ('done', 'failed', 'cancelled')) \
+             ) ranked WHERE rank <= $1 ORDER BY due_ms, token",
         )
-        .bind(limit)
+        .bind(per_group)
         .fetch_all(self.reader())
         .await?;
         rows.iter()

@@ -702,3 +702,35 @@ async fn followers_share_the_fate_of_their_leader() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_backlog_elsewhere_does_not_hide_schedulable_work() {
+    on_every_backend(|store| async move {
+        // 30 early orders for a factory, then one late order for another.
+        let mut batch: Vec<NewOrder> = (0..30)
+            .map(|i| new_order(&format!("n{i:02}"), "acme", None))
+            .collect();
+        let mut late = new_order("s00", "acme", None);
+        late.factory = "south".into();
+        for job in &mut late.jobs {
+            job.due_ms += 1_000_000;
+        }
+        batch.push(late);
+        store.accept_orders(&batch).await.expect("accept");
+        let candidates = store.schedulable_jobs(5).await.expect("schedulable");
+        let north = candidates
+            .iter()
+            .filter(|c| c.factory.as_str() == "north")
+            .count();
+        let south = candidates
+            .iter()
+            .filter(|c| c.factory.as_str() == "south")
+            .count();
+        assert_eq!(
+            (north, south),
+            (5, 1),
+            "at most 5 per group, and every group is seen"
+        );
+    })
+    .await;
+}
