@@ -1,7 +1,7 @@
 //! Events emitted by transitions. The runtime writes each one to the outbox in
 //! the same transaction as the state change that caused it.
 
-use super::{JobState, MachineId, MachineState, OrderState};
+use super::{JobState, MachineId, MachineMode, MachineState, OrderState};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +29,10 @@ pub enum Event {
     MachineStateChanged {
         from: MachineState,
         to: MachineState,
+    },
+    MachineModeChanged {
+        from: MachineMode,
+        to: MachineMode,
     },
     HandoffPlanned,
     HandoffConfirmed,
@@ -60,6 +64,7 @@ impl Event {
             Event::JobFailed { .. } => "job.failed",
             Event::JobCancelled => "job.cancelled",
             Event::MachineStateChanged { .. } => "machine.state_changed",
+            Event::MachineModeChanged { .. } => "machine.mode_changed",
             Event::HandoffPlanned => "handoff.planned",
             Event::HandoffConfirmed => "handoff.confirmed",
             Event::HandoffMissed => "handoff.missed",

@@ -56,7 +56,8 @@ pub struct JobTransition {
     pub from: JobState,
     /// The order's new state, if the job moved it.
     pub order_state: Option<OrderState>,
-    /// A job created to replace failed or scrapped units.
+    /// The job that makes this step's failed or scrapped units again (jobs
+    /// for the earlier steps of those units come before it).
     pub replacement: Option<JobToken>,
 }
 
@@ -321,37 +322,66 @@ async fn transition_in(
         emit(tx, &subject, event, now).await?;
     }
     // Failed units and scrapped units are made again, by a new job for the same step.
+    // Units that did not come out good are made again: a new job for every
+    // step of the line up to this one (a unit ruined at the press needs a new
+    // print too), each replacing this job.
     let redo = match next {
         JobState::Failed => job.quantity,
-        JobState::Done => scrap.min(job.quantity),
+        JobState::Done => job.quantity.saturating_sub(good),
         _ => 0,
     };
-    let replacement = if redo > 0 && order_state.is_open() && order_state != OrderState::Ready {
-        let new_token = allocate(tx, "job_token", 1).await?;
-        let plan = JobPlan {
-            line_index: job.line_index as usize,
-            step_index: job.step_index as usize,
-            process: job.process.clone(),
-            recipe: job.recipe,
-            material: job.material.clone(),
-            quantity: redo,
-            seconds_per_unit: job.seconds_per_unit,
-            due_ms: job.due_ms,
+    let open = matches!(order_state, OrderState::Accepted | OrderState::InProduction);
+    let replacement = if redo > 0 && open {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE order_id = $1 AND line_index = $2 AND step_index <= $3 \
+             AND replaces IS NULL ORDER BY step_index"
+        );
+        let route = sqlx::query(AssertSqlSafe(sql))
+            .bind(&job.order_id)
+            .bind(job.line_index)
+            .bind(job.step_index)
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let route = if route.is_empty() {
+            vec![job.clone()]
+        } else {
+            route
         };
-        insert_jobs(
-            tx,
-            &[NewJob {
-                token: new_token,
+        let first = allocate(tx, "job_token", route.len() as i64).await?;
+        let plans: Vec<JobPlan> = route
+            .iter()
+            .map(|step| JobPlan {
+                line_index: step.line_index as usize,
+                step_index: step.step_index as usize,
+                process: step.process.clone(),
+                recipe: step.recipe,
+                material: step.material.clone(),
+                quantity: redo,
+                seconds_per_unit: step.seconds_per_unit,
+                due_ms: step.due_ms,
+            })
+            .collect();
+        let rows: Vec<NewJob> = plans
+            .iter()
+            .enumerate()
+            .map(|(i, plan)| NewJob {
+                token: first + i as i64,
                 order_id: &job.order_id,
                 factory: &job.factory,
-                plan: &plan,
+                plan,
                 quantity: redo,
                 replaces: Some(i64::from(token.0)),
                 now,
-            }],
-        )
-        .await?;
-        Some(JobToken(to_u32(new_token, "job token")?))
+            })
+            .collect();
+        insert_jobs(tx, &rows).await?;
+        Some(JobToken(to_u32(
+            first + rows.len() as i64 - 1,
+            "job token",
+        )?))
     } else {
         None
     };

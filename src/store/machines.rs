@@ -2,7 +2,7 @@
 //! what they report and what operators decide.
 
 use super::{Store, StoreError, Subject, emit, parse};
-use crate::domain::{MachineInput, MachineMode, MachineState, Millis};
+use crate::domain::{Event, MachineInput, MachineMode, MachineState, Millis};
 use sqlx::AssertSqlSafe;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -99,6 +99,43 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Machines known to the database but no longer configured: marked
+    /// offline, their queued jobs handed back to the planner and the jobs
+    /// they may have been running made again (nothing watches them any more).
+    /// Returns their ids.
+    pub async fn retire_unconfigured(
+        &self,
+        configured: &[String],
+        now: Millis,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut retired = Vec::new();
+        for machine in self.list_machines(None).await? {
+            if configured.contains(&machine.id) {
+                continue;
+            }
+            let on_machine = self.machine_queue(&machine.id).await?;
+            if machine.state == MachineState::Offline && on_machine.is_empty() {
+                continue;
+            }
+            self.observe_machine(&machine.id, MachineInput::Disconnected, None, None, now)
+                .await?;
+            self.unschedule_machine(&machine.id, now).await?;
+            for job in on_machine
+                .into_iter()
+                .filter(|job| job.state.is_on_machine())
+            {
+                self.transition_job(
+                    job.token,
+                    crate::domain::JobInput::MachineAborted { fault_code: None },
+                    now,
+                )
+                .await?;
+            }
+            retired.push(machine.id);
+        }
+        Ok(retired)
     }
 
     pub async fn list_machines(
@@ -216,6 +253,19 @@ impl Store {
         if done.rows_affected() != 1 {
             return Err(StoreError::Conflict(format!("machine {id} mode changed")));
         }
+        let subject = Subject {
+            kind: "machine",
+            id,
+            order_id: None,
+            brand: None,
+        };
+        emit(
+            &mut tx,
+            &subject,
+            &Event::MachineModeChanged { from, to: next },
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(next)
     }

@@ -531,7 +531,10 @@ async fn machines_register_observe_and_change_mode() {
             (MachineMode::Paused, Some(7))
         );
         assert_eq!(machine.materials, vec!["cotton_tee", "tote"]);
-        assert_eq!(outbox_kinds(&store).await, vec!["machine.state_changed"]);
+        assert_eq!(
+            outbox_kinds(&store).await,
+            vec!["machine.state_changed", "machine.mode_changed"]
+        );
         let ids: Vec<String> = store
             .unpublished(10)
             .await
@@ -730,6 +733,147 @@ async fn a_backlog_elsewhere_does_not_hide_schedulable_work() {
             (north, south),
             (5, 1),
             "at most 5 per group, and every group is seen"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_unit_ruined_at_a_later_step_is_made_again_from_the_first() {
+    on_every_backend(|store| async move {
+        store
+            .accept_orders(&[new_order("o1", "acme", None)])
+            .await
+            .expect("accept");
+        let run = |token: JobToken, good: u32, scrap: u32| {
+            let store = store.clone();
+            async move {
+                store
+                    .schedule_jobs(&[(token, MachineId::new("m"))], NOW)
+                    .await
+                    .expect("schedule");
+                store
+                    .transition_job(token, JobInput::Dispatch, NOW)
+                    .await
+                    .expect("dispatch");
+                store
+                    .transition_job(token, JobInput::MachineFinished { good, scrap }, NOW)
+                    .await
+                    .expect("finish")
+            }
+        };
+        let print = store.schedulable_jobs(10).await.expect("schedulable")[0].token;
+        assert_eq!(run(print, 2, 0).await.replacement, None);
+        let press = store.schedulable_jobs(10).await.expect("schedulable")[0].token;
+        // One pressed unit ruined, and one missing (good + scrap < quantity).
+        let pressed = run(press, 0, 1).await;
+        assert!(pressed.replacement.is_some());
+        assert_eq!(pressed.order_state, None, "not ready: two units short");
+        let jobs = store
+            .list_jobs(&JobFilter {
+                order_id: Some("o1".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("jobs");
+        let redo: Vec<(i64, u32, Option<u32>)> = jobs
+            .iter()
+            .filter(|j| j.replaces.is_some())
+            .map(|j| (j.step_index, j.quantity, j.replaces.map(|t| t.0)))
+            .collect();
+        assert_eq!(redo, vec![(0, 2, Some(press.0)), (1, 2, Some(press.0))]);
+        // Print again, then press again: the order is ready.
+        let again = store.schedulable_jobs(10).await.expect("schedulable");
+        assert_eq!(again.len(), 1, "the new press waits for the new print");
+        run(again[0].token, 2, 0).await;
+        let press_again = store.schedulable_jobs(10).await.expect("schedulable")[0].token;
+        assert_eq!(
+            run(press_again, 2, 0).await.order_state,
+            Some(OrderState::Ready)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn machines_dropped_from_the_configuration_give_their_jobs_back() {
+    use crate::domain::{MachineInput, MachineState, Reported};
+    on_every_backend(|store| async move {
+        let spec = |id: &str| MachineSpec {
+            id: id.into(),
+            factory: "north".into(),
+            model: "acme-dtg-200".into(),
+            address: "127.0.0.1:5020".into(),
+            capabilities: vec!["dtg_print".into()],
+            materials: vec!["cotton_tee".into()],
+        };
+        store
+            .register_machines(&[spec("keep"), spec("gone")], NOW)
+            .await
+            .expect("register");
+        store
+            .observe_machine(
+                "gone",
+                MachineInput::Reported(Reported::Idle),
+                Some(1),
+                None,
+                NOW,
+            )
+            .await
+            .expect("observe");
+        store
+            .accept_orders(&[new_order("o1", "acme", None), new_order("o2", "acme", None)])
+            .await
+            .expect("accept");
+        let ready = store.schedulable_jobs(10).await.expect("schedulable");
+        let (running, queued) = (ready[0].token, ready[1].token);
+        store
+            .schedule_jobs(
+                &[
+                    (running, MachineId::new("gone")),
+                    (queued, MachineId::new("gone")),
+                ],
+                NOW,
+            )
+            .await
+            .expect("schedule");
+        store
+            .transition_job(running, JobInput::Dispatch, NOW)
+            .await
+            .expect("dispatch");
+
+        let retired = store
+            .retire_unconfigured(&["keep".to_string()], NOW)
+            .await
+            .expect("retire");
+        assert_eq!(retired, vec!["gone".to_string()]);
+        let gone = store
+            .get_machine("gone")
+            .await
+            .expect("get")
+            .expect("machine");
+        assert_eq!(gone.state, MachineState::Offline);
+        let job = |token| {
+            let store = store.clone();
+            async move { store.get_job(token).await.expect("get").expect("job") }
+        };
+        assert_eq!(
+            (job(queued).await.state, job(queued).await.machine),
+            (JobState::Pending, None)
+        );
+        assert_eq!(
+            job(running).await.state,
+            JobState::Failed,
+            "made again elsewhere"
+        );
+        assert!(store.machine_queue("gone").await.expect("queue").is_empty());
+        assert!(
+            store
+                .retire_unconfigured(&["keep".to_string()], NOW)
+                .await
+                .expect("again")
+                .is_empty()
         );
     })
     .await;
