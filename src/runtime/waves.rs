@@ -67,6 +67,9 @@ impl CourierSchedule {
     }
 }
 
+/// How long after its ETA an unconfirmed pickup counts as missed (domain time).
+pub const MISSED_AFTER_MS: i64 = 2 * crate::domain::HOUR_MS;
+
 pub struct Waves {
     pub store: Store,
     pub clock: Clock,
@@ -100,6 +103,16 @@ impl Waves {
     /// Plans one wave now; returns how many orders were routed.
     pub async fn wave(&self) -> Result<usize, StoreError> {
         let now = self.clock.now_ms();
+        // A pickup no courier confirmed within MISSED_AFTER of its ETA is
+        // missed; its order is routed again in this wave.
+        let missed = self
+            .store
+            .miss_overdue_pickups(&self.zone, now - MISSED_AFTER_MS, now)
+            .await?;
+        if missed > 0 {
+            metrics::counter!("fabflow_handoffs_missed_total").increment(missed as u64);
+            warn!(zone = %self.zone, orders = missed, "pickups missed; planning them again");
+        }
         let waiting = self.store.wave_orders(&self.zone).await?;
         if waiting.is_empty() {
             return Ok(0);

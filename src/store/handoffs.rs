@@ -78,6 +78,70 @@ impl Store {
             .collect()
     }
 
+    /// Pickups of a zone still planned although their ETA is before
+    /// `overdue_before` are missed: the pickup and the drop-off planned with it
+    /// become `missed`, and the order (still ready) goes into the next wave.
+    /// Returns how many orders were handed back.
+    pub async fn miss_overdue_pickups(
+        &self,
+        zone: &str,
+        overdue_before: Millis,
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        let rows = sqlx::query(
+            "SELECT h.id, h.wave, h.order_id, o.brand FROM handoffs h JOIN orders o ON o.id = h.order_id \
+             WHERE o.zone = $1 AND h.kind = 'pickup' AND h.state = 'planned' AND h.eta_ms < $2",
+        )
+        .bind(zone)
+        .bind(overdue_before)
+        .fetch_all(self.reader())
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let mut missed = 0;
+        for row in rows {
+            let pickup: String = row.try_get("id")?;
+            let wave: String = row.try_get("wave")?;
+            let order_id: String = row.try_get("order_id")?;
+            let brand: String = row.try_get("brand")?;
+            let stops = sqlx::query(
+                "SELECT id FROM handoffs WHERE order_id = $1 AND wave = $2 AND state = 'planned' AND (id = $3 OR kind = 'dropoff')",
+            )
+            .bind(&order_id)
+            .bind(&wave)
+            .bind(&pickup)
+            .fetch_all(&mut *tx)
+            .await?;
+            for stop in stops {
+                let id: String = stop.try_get("id")?;
+                let (next, events) = HandoffState::Planned.handle(HandoffInput::Miss)?;
+                let done = sqlx::query("UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'planned'")
+                    .bind(next.as_str())
+                    .bind(now)
+                    .bind(&id)
+                    .execute(&mut *tx)
+                    .await?;
+                if done.rows_affected() != 1 {
+                    continue;
+                }
+                let subject = Subject {
+                    kind: "handoff",
+                    id: &id,
+                    order_id: Some(&order_id),
+                    brand: Some(&brand),
+                };
+                for event in &events {
+                    emit(&mut tx, &subject, event, now).await?;
+                }
+            }
+            missed += 1;
+        }
+        tx.commit().await?;
+        Ok(missed)
+    }
+
     /// Saves a wave's stops in one transaction, with a `handoff.planned` event each.
     pub async fn save_wave(&self, stops: &[HandoffRecord], now: Millis) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;

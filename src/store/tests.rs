@@ -878,3 +878,100 @@ async fn machines_dropped_from_the_configuration_give_their_jobs_back() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn overdue_pickups_are_missed_and_their_orders_planned_again() {
+    on_every_backend(|store| async move {
+        store
+            .accept_orders(&[new_order("o1", "acme", None)])
+            .await
+            .expect("accept");
+        for _ in 0..2 {
+            let token = store.schedulable_jobs(10).await.expect("schedulable")[0].token;
+            store
+                .schedule_jobs(&[(token, MachineId::new("m"))], NOW)
+                .await
+                .expect("schedule");
+            store
+                .transition_job(token, JobInput::Dispatch, NOW)
+                .await
+                .expect("dispatch");
+            store
+                .transition_job(token, JobInput::MachineFinished { good: 2, scrap: 0 }, NOW)
+                .await
+                .expect("done");
+        }
+        let stop = |id: &str, kind, seq, eta_ms| HandoffRecord {
+            id: id.into(),
+            wave: "w1".into(),
+            courier: "bike-1".into(),
+            order_id: "o1".into(),
+            kind,
+            seq,
+            place: "north".into(),
+            location: Location::new(52.5, 13.4),
+            eta_ms,
+            state: HandoffState::Planned,
+            updated_ms: NOW,
+        };
+        store
+            .save_wave(
+                &[
+                    stop("h1", HandoffKind::Pickup, 0, NOW + 10),
+                    stop("h2", HandoffKind::Dropoff, 1, NOW + 20),
+                ],
+                NOW,
+            )
+            .await
+            .expect("wave");
+        assert_eq!(
+            store
+                .miss_overdue_pickups("berlin", NOW, NOW)
+                .await
+                .expect("miss"),
+            0,
+            "not overdue yet"
+        );
+        assert_eq!(
+            store
+                .miss_overdue_pickups("elsewhere", NOW + 100, NOW)
+                .await
+                .expect("miss"),
+            0
+        );
+        assert_eq!(
+            store
+                .miss_overdue_pickups("berlin", NOW + 100, NOW)
+                .await
+                .expect("miss"),
+            1
+        );
+        let states: Vec<HandoffState> = store
+            .order_handoffs("o1")
+            .await
+            .expect("handoffs")
+            .iter()
+            .map(|h| h.state)
+            .collect();
+        assert_eq!(states, vec![HandoffState::Missed, HandoffState::Missed]);
+        assert_eq!(
+            store
+                .wave_orders("berlin")
+                .await
+                .expect("wave orders")
+                .len(),
+            1,
+            "planned again"
+        );
+        assert!(
+            store
+                .courier_schedule("bike-1")
+                .await
+                .expect("schedule")
+                .is_empty()
+        );
+        let kinds = outbox_kinds(&store).await;
+        assert_eq!(kinds.iter().filter(|k| *k == "handoff.missed").count(), 2);
+    })
+    .await;
+}
