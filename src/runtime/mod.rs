@@ -192,6 +192,13 @@ impl Daemon {
             })
             .collect();
         store.register_machines(&specs, clock.now_ms()).await?;
+        let configured: Vec<String> = specs.iter().map(|spec| spec.id.clone()).collect();
+        for machine in store
+            .retire_unconfigured(&configured, clock.now_ms())
+            .await?
+        {
+            tracing::warn!(machine.id = %machine, "machine is no longer configured: marked offline, its jobs planned again");
+        }
 
         // One token per stage, stopped in order by the shutdown sequence.
         let http_stop = CancellationToken::new();
@@ -297,7 +304,8 @@ impl Daemon {
                     .instrument(info_span!("waves", zone = %zone.id)),
             );
         }
-        let outbox_client = mqtt::connect(&broker_address, "outbox", mqtt_stop.clone());
+        let outbox_client =
+            mqtt::connect_acknowledged(&broker_address, "outbox", mqtt_stop.clone());
         let publisher = tokio::spawn(
             mqtt::run_outbox(
                 store.clone(),
