@@ -206,24 +206,11 @@ pub async fn create(
     let location = format!("/v1/orders/{}", order.id);
     let outcome = shared.intake.submit(vec![order]).await?.into_iter().next();
     shared.scheduler.notify_one();
-    match outcome {
-        Some(AcceptOutcome::Created) => Ok(json_response(
-            StatusCode::CREATED,
-            response,
-            false,
-            Some(&location),
-        )),
-        Some(AcceptOutcome::Replayed { status, response }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            Ok(json_response(status, response, true, None))
-        }
-        Some(AcceptOutcome::KeyReused) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency-key-reused",
-            "this Idempotency-Key was used with a different request body",
-        )),
-        None => Err(ApiError::internal("intake returned no outcome")),
-    }
+    answer(
+        outcome,
+        || json_response(StatusCode::CREATED, response, false, Some(&location)),
+        "this Idempotency-Key was used with a different request body",
+    )
 }
 
 /// One order, with its jobs.
@@ -446,10 +433,22 @@ pub async fn import(
     }
     let outcome = shared.intake.submit(orders).await?.into_iter().next();
     shared.scheduler.notify_one();
+    answer(
+        outcome,
+        || json_response(StatusCode::CREATED, report_body, false, None),
+        "this Idempotency-Key was used with a different file; nothing was imported",
+    )
+}
+
+/// The answer to a stored submission: the new resource, the first response
+/// replayed (same key, same body), or 422 (same key, another body).
+fn answer(
+    outcome: Option<AcceptOutcome>,
+    created: impl FnOnce() -> Response,
+    reused: &'static str,
+) -> Result<Response, ApiError> {
     match outcome {
-        Some(AcceptOutcome::Created) => {
-            Ok(json_response(StatusCode::CREATED, report_body, false, None))
-        }
+        Some(AcceptOutcome::Created) => Ok(created()),
         Some(AcceptOutcome::Replayed { status, response }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             Ok(json_response(status, response, true, None))
@@ -457,7 +456,7 @@ pub async fn import(
         Some(AcceptOutcome::KeyReused) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency-key-reused",
-            "this Idempotency-Key was used with a different file; nothing was imported",
+            reused,
         )),
         None => Err(ApiError::internal("intake returned no outcome")),
     }
