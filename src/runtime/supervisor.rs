@@ -49,16 +49,51 @@ pub struct Supervisor {
     pub outbox: Arc<Notify>,
 }
 
-/// Empties the facts channel of what is queued now. Returns the error of a
-/// disconnection if the connection was lost and not yet regained among them.
-fn drain_stale(facts: &mut mpsc::Receiver<MachineFact>) -> Option<String> {
-    let mut lost = None;
-    while let Ok(fact) = facts.try_recv() {
-        match fact {
-            MachineFact::Disconnected { error } => lost = Some(error),
-            MachineFact::Connected => lost = None,
-            MachineFact::Status(_) | MachineFact::ReadFailed { .. } => {}
+/// The driver's facts while this supervisor sends it commands.
+struct Link<'a> {
+    facts: &'a mut mpsc::Receiver<MachineFact>,
+    /// Set when a Disconnected was taken (and no Connected after it).
+    lost: Option<String>,
+}
+
+impl Link<'_> {
+    /// Awaits a driver command while still taking the driver's facts: the
+    /// driver waits for room in the facts channel before it serves a command,
+    /// so not reading them could deadlock the two. Facts taken meanwhile
+    /// predate the outcome and are dropped, except a lost connection.
+    async fn command<T>(&mut self, call: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(call);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut call => return result,
+                fact = self.facts.recv() => match fact {
+                    Some(fact) => note(&mut self.lost, fact),
+                    // The driver stopped: the call ends with an error.
+                    None => return call.await,
+                },
+            }
         }
+    }
+}
+
+fn note(lost: &mut Option<String>, fact: MachineFact) {
+    match fact {
+        MachineFact::Disconnected { error } => *lost = Some(error),
+        MachineFact::Connected => *lost = None,
+        MachineFact::Status(_) | MachineFact::ReadFailed { .. } => {}
+    }
+}
+
+/// Empties the facts channel of what is queued now (all read before the last
+/// command's outcome). Returns the error of a disconnection if the connection
+/// was lost and not yet regained.
+fn drain_stale(
+    facts: &mut mpsc::Receiver<MachineFact>,
+    mut lost: Option<String>,
+) -> Option<String> {
+    while let Ok(fact) = facts.try_recv() {
+        note(&mut lost, fact);
     }
     lost
 }
@@ -84,7 +119,26 @@ impl Supervisor {
         while let Some(fact) = facts.recv().await {
             let result = match fact {
                 MachineFact::Connected => Ok(false),
-                MachineFact::Status(status) => self.on_status(status, &mut started).await,
+                MachineFact::Status(status) => {
+                    let mut link = Link {
+                        facts: &mut facts,
+                        lost: None,
+                    };
+                    let result = self.on_status(status, &mut started, &mut link).await;
+                    // A command went out: every report still queued was read
+                    // before it and says nothing about the job. Drop them;
+                    // the driver's next poll is fresh.
+                    let lost = match result {
+                        Ok(true) => drain_stale(link.facts, link.lost),
+                        _ => link.lost,
+                    };
+                    if let Some(reason) = lost
+                        && let Err(err) = self.on_lost().await
+                    {
+                        warn!(error = %err, reason = %reason, "recording the lost connection failed");
+                    }
+                    result
+                }
                 MachineFact::ReadFailed { error } => {
                     warn!(error = %error, "machine status unreadable");
                     Ok(false)
@@ -95,17 +149,7 @@ impl Supervisor {
                 }
             };
             match result {
-                // A start command went out: every report still queued was
-                // read before it and says nothing about the job. Drop them;
-                // the driver's next poll is fresh.
-                Ok(true) => {
-                    if let Some(lost) = drain_stale(&mut facts)
-                        && let Err(err) = self.on_lost().await
-                    {
-                        warn!(error = %err, reason = %lost, "recording the lost connection failed");
-                    }
-                }
-                Ok(false) => {}
+                Ok(_) => {}
                 Err(err) => {
                     metrics::counter!("fabflow_supervisor_errors_total").increment(1);
                     warn!(error = %err, "machine supervisor step failed; continuing with the next report");
@@ -140,6 +184,7 @@ impl Supervisor {
         &self,
         status: MachineStatus,
         started: &mut Started,
+        link: &mut Link<'_>,
     ) -> Result<bool, StoreError> {
         let now = self.clock.now_ms();
         let state = self
@@ -152,7 +197,7 @@ impl Supervisor {
                 now,
             )
             .await?;
-        let held = self.reconcile(&status, started).await?;
+        let held = self.reconcile(&status, started, link).await?;
         if matches!(
             state,
             MachineState::Fault | MachineState::Paused | MachineState::Offline
@@ -164,7 +209,7 @@ impl Supervisor {
             Holding::Acknowledged => Ok(true),
             Holding::Busy => Ok(false),
             Holding::Free if status.state == fabflow_adapters::MachineState::Idle => {
-                self.dispatch_next(started).await
+                self.dispatch_next(started, link).await
             }
             Holding::Free => Ok(false),
         }
@@ -175,6 +220,7 @@ impl Supervisor {
         &self,
         status: &MachineStatus,
         started: &mut Started,
+        link: &mut Link<'_>,
     ) -> Result<Holding, StoreError> {
         use fabflow_adapters::MachineState as A;
         let on_machine: Vec<JobRecord> = self
@@ -215,7 +261,7 @@ impl Supervisor {
         // A finished job whose completion is already stored (or was never
         // ours): acknowledge it so the machine returns to idle.
         if status.state == A::Done && !busy {
-            match self.handle.acknowledge().await {
+            match link.command(self.handle.acknowledge()).await {
                 Ok(()) => debug!(job.token = status.job_token, "acknowledged finished job"),
                 Err(err) => warn!(error = %err, "acknowledge failed; will retry on the next poll"),
             }
@@ -257,7 +303,11 @@ impl Supervisor {
 
     /// Starts the next queued job if the machine is active. Returns whether a
     /// start command was sent.
-    async fn dispatch_next(&self, started: &mut Started) -> Result<bool, StoreError> {
+    async fn dispatch_next(
+        &self,
+        started: &mut Started,
+        link: &mut Link<'_>,
+    ) -> Result<bool, StoreError> {
         let Some(machine) = self.store.get_machine(&self.machine).await? else {
             return Ok(false);
         };
@@ -295,7 +345,7 @@ impl Supervisor {
             recipe: job.recipe,
             quantity: job.quantity,
         };
-        let result = self.handle.start_job(command).await;
+        let result = link.command(self.handle.start_job(command)).await;
         // From here on the job may be on the machine: it stays "started" (a
         // report not showing it proves nothing until START_GRACE has passed).
         started.insert(token.0, Instant::now());
@@ -311,7 +361,7 @@ impl Supervisor {
                 // The outcome is unknown: only the machine's token can tell.
                 // This read runs after the failed start on the driver's task,
                 // so it is fresh.
-                match self.handle.read_status().await {
+                match link.command(self.handle.read_status()).await {
                     // The token is written first: a machine showing another
                     // one never got this job, and it can be planned again.
                     Ok(status) if status.job_token != token.0 => {
@@ -328,5 +378,78 @@ impl Supervisor {
             }
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_trait::async_trait;
+    use fabflow_adapters::{AdapterError, DriverConfig, MachineDriver, MachineLink};
+    use tokio_util::sync::CancellationToken;
+
+    /// An always-idle machine in memory.
+    struct Idle;
+
+    #[async_trait]
+    impl MachineLink for Idle {
+        async fn read_status(&mut self) -> Result<MachineStatus, AdapterError> {
+            Ok(MachineStatus {
+                state: fabflow_adapters::MachineState::Idle,
+                job_token: 0,
+                good_count: 0,
+                scrap_count: 0,
+                fault_code: None,
+                progress_percent: None,
+            })
+        }
+        async fn start_job(&mut self, _cmd: &JobCommand) -> Result<(), AdapterError> {
+            Ok(())
+        }
+        async fn acknowledge(&mut self) -> Result<(), AdapterError> {
+            Ok(())
+        }
+    }
+
+    // Paused time makes the interleaving exact: the driver polls only when
+    // the test advances the clock, and blocks for good once the channel is full.
+    #[tokio::test(start_paused = true)]
+    async fn a_command_completes_while_the_facts_channel_is_full() {
+        let cancel = CancellationToken::new();
+        let mut config = DriverConfig::new("m");
+        config.poll_interval = Duration::from_millis(1);
+        let connector = || async { Ok(Box::new(Idle) as Box<dyn MachineLink>) };
+        let (handle, mut facts) = MachineDriver::spawn(config, connector, cancel.clone());
+        while facts.len() < facts.max_capacity() {
+            tokio::time::advance(Duration::from_millis(1)).await;
+        }
+        // One more poll: the driver now waits for room before it serves anything.
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let command = JobCommand {
+            job_token: 7,
+            recipe: 1,
+            quantity: 1,
+        };
+        let bare = tokio::time::timeout(
+            Duration::from_millis(300),
+            handle.start_job(command.clone()),
+        )
+        .await;
+        assert!(
+            bare.is_err(),
+            "awaited bare, the command waits for the driver forever"
+        );
+        let mut link = Link {
+            facts: &mut facts,
+            lost: None,
+        };
+        let result = tokio::time::timeout(
+            Duration::from_secs(10),
+            link.command(handle.start_job(command)),
+        )
+        .await;
+        assert!(matches!(result, Ok(Ok(()))), "{result:?}");
+        assert_eq!(link.lost, None);
+        cancel.cancel();
     }
 }
