@@ -100,3 +100,30 @@ fn machines_must_use_known_models_and_their_materials() {
         "{message}"
     );
 }
+
+#[test]
+fn recipes_must_fit_the_registers_of_the_machines_that_run_them() {
+    let mut config = Config::demo().expect("demo");
+    config.machines.push(fabflow::config::MachineConfig {
+        id: "uv-1".into(),
+        factory: "north".into(),
+        model: "lumen-uv-6".into(),
+        address: "127.0.0.1:5020".parse().expect("addr"),
+        materials: None,
+        poll_interval_ms: 200,
+        request_timeout_ms: 1000,
+    });
+    let mug = config
+        .skus
+        .iter_mut()
+        .find(|s| s.code == "mug-white")
+        .expect("mug");
+    mug.route[0].recipe = 70_000;
+    let err = Network::new(&config, &fabflow_adapters::builtin_profiles(), "demo.toml")
+        .expect_err("invalid");
+    let message = err.to_string();
+    assert!(
+        message.contains("skus.mug-white.route[0].recipe: 70000 does not fit the recipe register of lumen-uv-6 (machine uv-1, 0..=65535)"),
+        "{message}"
+    );
+}

@@ -19,10 +19,12 @@ pub use intake::Intake;
 
 use crate::config::{Config, ConfigError, CourierConfig, MqttConfig};
 use crate::domain::intake::IntakeRules;
+use crate::domain::intake::MAX_QUANTITY;
 use crate::domain::{Catalog, FactoryId, Location, Zone};
 use crate::plan::FactorySite;
 use crate::store::{MachineSpec, Store};
 use anyhow::Context;
+use fabflow_adapters::profile::SignalName;
 use fabflow_adapters::{DriverConfig, MachineDriver, ModbusConnector, Profile};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::collections::{BTreeSet, HashMap};
@@ -86,6 +88,34 @@ impl Network {
                         .map(move |material| (process.clone(), material.clone()))
                 }));
             machines.push((machine.clone(), Arc::new((*profile).clone())));
+        }
+        // Every recipe and quantity must fit the registers of every machine
+        // that could be given the step.
+        for sku in &config.skus {
+            for (index, step) in sku.route.iter().enumerate() {
+                for (machine, profile) in &machines {
+                    if !profile.capabilities.contains(&step.process) {
+                        continue;
+                    }
+                    let checks = [
+                        (SignalName::Recipe, "recipe", i64::from(step.recipe)),
+                        (SignalName::Quantity, "quantity", i64::from(MAX_QUANTITY)),
+                    ];
+                    for (signal, what, value) in checks {
+                        let range = profile
+                            .signal(signal)
+                            .and_then(|s| s.value_type.integer_range());
+                        if let Some((low, high)) = range
+                            && !(low..=high).contains(&value)
+                        {
+                            problems.push(format!(
+                                "skus.{}.route[{index}].{what}: {value} does not fit the {what} register of {} (machine {}, {low}..={high})",
+                                sku.code, profile.model, machine.id
+                            ));
+                        }
+                    }
+                }
+            }
         }
         if !problems.is_empty() {
             return Err(ConfigError {
@@ -253,6 +283,7 @@ impl Daemon {
                 handle,
                 scheduler: Arc::clone(&scheduler_wake),
                 outbox: Arc::clone(&outbox_wake),
+                refusals: Default::default(),
             };
             let span = info_span!("supervisor", machine.id = %machine.id, factory.id = %machine.factory, adapter = "modbus");
             machine_tasks.spawn(supervisor.run(facts).instrument(span));

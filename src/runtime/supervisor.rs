@@ -9,13 +9,14 @@
 
 use crate::domain::reconcile::{Shown, Start, reconcile};
 use crate::domain::{
-    JobInput, JobState, JobToken, MachineInput, MachineMode, MachineState, Reported,
+    JobInput, JobState, JobToken, MachineInput, MachineMode, MachineState, ModeInput, Reported,
 };
 use crate::runtime::clock::Clock;
 use crate::store::{JobRecord, Store, StoreError};
 use fabflow_adapters::{JobCommand, MachineFact, MachineHandle, MachineStatus};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
@@ -38,6 +39,9 @@ type Started = HashMap<u32, Instant>;
 /// that does not show the job running has lost it.
 const START_GRACE: Duration = Duration::from_secs(10);
 
+/// Starts refused in a row before the machine is put in maintenance.
+const MAX_REFUSALS: u32 = 3;
+
 pub struct Supervisor {
     pub machine: String,
     pub store: Store,
@@ -47,6 +51,8 @@ pub struct Supervisor {
     pub scheduler: Arc<Notify>,
     /// Wakes the outbox publisher after a change.
     pub outbox: Arc<Notify>,
+    /// Starts the machine refused in a row.
+    pub refusals: AtomicU32,
 }
 
 /// The driver's facts while this supervisor sends it commands.
@@ -301,6 +307,34 @@ impl Supervisor {
         }
     }
 
+    /// Counts a start the machine (or its profile) refused; after
+    /// MAX_REFUSALS in a row the machine goes into maintenance: it needs a
+    /// person, not more jobs.
+    async fn refused(&self) -> Result<(), StoreError> {
+        let refusals = self.refusals.fetch_add(1, Ordering::Relaxed) + 1;
+        if refusals < MAX_REFUSALS {
+            return Ok(());
+        }
+        self.refusals.store(0, Ordering::Relaxed);
+        let now = self.clock.now_ms();
+        match self
+            .store
+            .set_machine_mode(&self.machine, ModeInput::StartMaintenance, now)
+            .await
+        {
+            Ok(_) | Err(StoreError::Transition(_)) => {}
+            Err(err) => return Err(err),
+        }
+        self.store.unschedule_machine(&self.machine, now).await?;
+        self.scheduler.notify_one();
+        self.outbox.notify_one();
+        tracing::error!(
+            refusals,
+            "machine refused its last starts; put in maintenance for an operator"
+        );
+        Ok(())
+    }
+
     /// Starts the next queued job if the machine is active. Returns whether a
     /// start command was sent.
     async fn dispatch_next(
@@ -351,13 +385,44 @@ impl Supervisor {
         started.insert(token.0, Instant::now());
         match result {
             Ok(()) => {
+                self.refusals.store(0, Ordering::Relaxed);
                 metrics::counter!("fabflow_jobs_dispatched_total").increment(1);
                 info!(job.token = %token, order.id = %job.order_id, "job started on machine");
+            }
+            Err(err) if err.device_code().is_some() => {
+                // The machine answered and refused (a Modbus exception): the
+                // steps stop at the first refusal, so the start coil or
+                // command was never accepted and the job is not running.
+                metrics::counter!("fabflow_job_start_errors_total", "reason" => err.reason())
+                    .increment(1);
+                warn!(job.token = %token, error = %err, "the machine refused the job; planning it again");
+                started.remove(&token.0);
+                self.apply(token, JobInput::MachineLost).await?;
+                let refusals = self.refusals.fetch_add(1, Ordering::Relaxed) + 1;
+                if refusals >= MAX_REFUSALS {
+                    // A machine that keeps refusing needs a person, not more jobs.
+                    let now = self.clock.now_ms();
+                    self.store
+                        .set_machine_mode(&self.machine, ModeInput::StartMaintenance, now)
+                        .await?;
+                    self.store.unschedule_machine(&self.machine, now).await?;
+                    self.scheduler.notify_one();
+                    self.outbox.notify_one();
+                    tracing::error!(
+                        refusals,
+                        "machine refused every start; put in maintenance for an operator"
+                    );
+                }
+                return Ok(true);
             }
             Err(err) => {
                 metrics::counter!("fabflow_job_start_errors_total", "reason" => err.reason())
                     .increment(1);
                 warn!(job.token = %token, error = %err, "start command failed; reading the machine back");
+                if !err.is_retryable() {
+                    // Not a lost connection: the same start would fail again.
+                    self.refused().await?;
+                }
                 // The outcome is unknown: only the machine's token can tell.
                 // This read runs after the failed start on the driver's task,
                 // so it is fresh.
