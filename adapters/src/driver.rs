@@ -244,42 +244,31 @@ impl Driver {
             if self.cancel.is_cancelled() {
                 break;
             }
-            let link =
-                match tokio::time::timeout(self.config.request_timeout, self.connector.connect())
-                    .await
-                {
-                    Ok(Ok(link)) => link,
-                    Ok(Err(error)) => {
-                        warn!(error = %error, "connect failed");
-                        backoff = self.next_backoff(backoff);
-                        if !self
-                            .emit(MachineFact::Disconnected {
-                                error: error.to_string(),
-                            })
-                            .await
-                        {
-                            break;
-                        }
-                        continue;
-                    }
-                    Err(_) => {
-                        let error = AdapterError::Timeout {
+            let connected =
+                tokio::time::timeout(self.config.request_timeout, self.connector.connect()).await;
+            let link = match connected {
+                Ok(Ok(link)) => link,
+                failed => {
+                    let error = match failed {
+                        Ok(Err(error)) => error,
+                        _ => AdapterError::Timeout {
                             operation: "connect".to_string(),
                             after: self.config.request_timeout,
-                        };
-                        warn!(error = %error, "connect failed");
-                        backoff = self.next_backoff(backoff);
-                        if !self
-                            .emit(MachineFact::Disconnected {
-                                error: error.to_string(),
-                            })
-                            .await
-                        {
-                            break;
-                        }
-                        continue;
+                        },
+                    };
+                    warn!(error = %error, "connect failed");
+                    backoff = self.next_backoff(backoff);
+                    if !self
+                        .emit(MachineFact::Disconnected {
+                            error: error.to_string(),
+                        })
+                        .await
+                    {
+                        break;
                     }
-                };
+                    continue;
+                }
+            };
             info!("connected");
             if !self.emit(MachineFact::Connected).await {
                 break;
