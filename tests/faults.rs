@@ -130,3 +130,53 @@ async fn faults_silence_and_dropped_connections_lose_nothing() {
     running.stop().await;
     fleet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_machine_that_refuses_every_start_goes_into_maintenance() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scale = 2000.0;
+    let fleet = support::fleet(23, scale).await;
+    let refuser = fleet.machine("north-dtg-1").expect("north-dtg-1");
+    refuser.set_refuse_starts(true);
+    let config = support::config(&fleet, &dir.path().join("refuse.db"), scale);
+    let running = Running::start(config).await;
+    let brand = running.token(Role::Brand, "refuse-brand").await;
+    let admin = running.api(Role::Admin, "*").await;
+    // Orders close to the north factory, so its printers get the work.
+    let orders =
+        fabflow_sim::generate_orders(6, 30, &["tee-black-m"], (52.535, 13.41, 52.545, 13.43));
+    let report = fabflow_sim::fire(&running.base, &brand, orders, 4).await;
+    assert_eq!(report.accepted, 30, "{:?}", report.rejected.first());
+
+    wait_for("the refusing machine in maintenance", Duration::from_secs(60), || {
+        let admin = admin.clone();
+        async move { (machine_state(&admin, "north-dtg-1").await == "maintenance").then_some(()) }
+    })
+    .await;
+    wait_for(
+        "every order produced by the other machines",
+        Duration::from_secs(180),
+        || {
+            let admin = admin.clone();
+            async move {
+                let orders = admin.all_orders().await;
+                let done = orders
+                    .iter()
+                    .filter(|o| {
+                        ["ready", "out_for_delivery", "delivered"]
+                            .contains(&o["state"].as_str().unwrap_or_default())
+                    })
+                    .count();
+                (done == 30).then_some(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        fleet.started_tokens("north-dtg-1").is_empty(),
+        "it never started anything"
+    );
+    assert_eq!(fleet.duplicate_starts(), Vec::<(String, u32)>::new());
+    running.stop().await;
+    fleet.shutdown().await;
+}

@@ -125,6 +125,7 @@ impl SimMachine {
             layout,
             addr,
             silent: AtomicBool::new(false),
+            refuse_starts: AtomicBool::new(false),
             sequence,
             inner: Mutex::new(Inner {
                 image,
@@ -229,6 +230,12 @@ impl SimMachineHandle {
         self.shared.silent.store(silent, Ordering::SeqCst);
     }
 
+    /// While set, the machine refuses every start with exception 0x04
+    /// ServerDeviceFailure (a door open, a sensor fault): it stays idle.
+    pub fn set_refuse_starts(&self, refuse: bool) {
+        self.shared.refuse_starts.store(refuse, Ordering::SeqCst);
+    }
+
     /// While held, a running job's clock stops but it still reports Running
     /// (lets tests observe Running without racing the clock).
     pub fn set_hold(&self, hold: bool) {
@@ -295,6 +302,8 @@ struct Shared {
     addr: SocketAddr,
     /// Set by `set_silent`: requests are swallowed.
     silent: AtomicBool,
+    /// Set by `set_refuse_starts`: every start gets ServerDeviceFailure.
+    refuse_starts: AtomicBool,
     /// Fleet-wide start counter (orders duplicate starts across machines).
     sequence: Arc<AtomicU64>,
     inner: Mutex<Inner>,
@@ -470,6 +479,9 @@ impl Shared {
     fn start_job(&self, inner: &mut Inner) -> Result<(), ExceptionCode> {
         if !matches!(inner.phase, Phase::Idle) {
             return Err(ExceptionCode::ServerDeviceBusy);
+        }
+        if self.refuse_starts.load(Ordering::SeqCst) {
+            return Err(ExceptionCode::ServerDeviceFailure);
         }
         let token = self.read_holding(inner, SignalName::JobToken);
         let quantity = self.read_holding(inner, SignalName::Quantity);
