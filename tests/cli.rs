@@ -47,6 +47,18 @@ fn check_config_accepts_the_shipped_files_and_names_every_problem() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/file.toml"));
 }
 
+/// Kills the daemon if the test fails before it stopped it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let demo = std::fs::read_to_string("config/demo.toml").expect("demo config");
     let db = dir.join("run.db");
@@ -94,14 +106,16 @@ fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(token.starts_with("ffb_"), "{token}");
 
-    let mut child = Command::new(BIN)
-        .args(["run", "--config", config])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["run", "--config", config])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let stderr = child.0.stderr.take().expect("stderr");
     let (url_tx, url_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut lines = Vec::new();
@@ -168,7 +182,7 @@ fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
     assert!(stdout.contains("nothing imported"), "{stdout}");
 
     // SIGTERM: a graceful stop, exit status 0.
-    let pid = child.id().to_string();
+    let pid = child.0.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -176,7 +190,7 @@ fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
     assert!(killed.success());
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
+        if let Some(status) = child.0.try_wait().expect("wait") {
             break status;
         }
         assert!(
