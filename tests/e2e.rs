@@ -81,8 +81,7 @@ async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadlin
     for order in &orders {
         let id = order["id"].as_str().expect("id");
         assert!(
-            ["ready", "out_for_delivery", "delivered"]
-                .contains(&order["state"].as_str().unwrap_or_default()),
+            support::is_produced(order),
             "order {id} is {}",
             order["state"]
         );
@@ -203,17 +202,6 @@ fn start_doomed(config: fabflow::config::Config) -> Doomed {
     }
 }
 
-/// Orders past production.
-fn produced(orders: &[serde_json::Value]) -> usize {
-    orders
-        .iter()
-        .filter(|o| {
-            ["ready", "out_for_delivery", "delivered"]
-                .contains(&o["state"].as_str().unwrap_or_default())
-        })
-        .count()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -244,7 +232,7 @@ async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice(
             async move {
                 let orders = api.all_orders().await;
                 let started = orders.iter().filter(|o| o["state"] != "accepted").count();
-                let done = produced(&orders);
+                let done = orders.iter().filter(|o| support::is_produced(o)).count();
                 (started >= 5 && done >= floor + 5 && done < 80).then_some(done)
             }
         })
@@ -265,18 +253,7 @@ async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice(
     let api = running.api(Role::Admin, "*").await;
 
     // Every accepted order is still there, and each is finished exactly once.
-    let finished = wait_for(
-        "every order produced after the restarts",
-        Duration::from_secs(300),
-        || {
-            let api = api.clone();
-            async move {
-                let orders = api.all_orders().await;
-                (produced(&orders) == 80).then_some(orders)
-            }
-        },
-    )
-    .await;
+    let finished = support::wait_all_produced(&api, 80, Duration::from_secs(300)).await;
     let refs: HashSet<&str> = finished
         .iter()
         .filter_map(|o| o["external_ref"].as_str())

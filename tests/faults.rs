@@ -103,21 +103,7 @@ async fn faults_silence_and_dropped_connections_lose_nothing() {
     dropper.drop_connections().await;
 
     // Every order is still made, once.
-    wait_for("every order produced", Duration::from_secs(300), || {
-        let admin = admin.clone();
-        async move {
-            let orders = admin.all_orders().await;
-            let done = orders
-                .iter()
-                .filter(|o| {
-                    ["ready", "out_for_delivery", "delivered"]
-                        .contains(&o["state"].as_str().unwrap_or_default())
-                })
-                .count();
-            (done == 40).then_some(())
-        }
-    })
-    .await;
+    support::wait_all_produced(&admin, 40, Duration::from_secs(300)).await;
     assert_ne!(
         machine_state(&admin, &silent_id).await,
         "offline",
@@ -153,25 +139,8 @@ async fn a_machine_that_refuses_every_start_goes_into_maintenance() {
         async move { (machine_state(&admin, "north-dtg-1").await == "maintenance").then_some(()) }
     })
     .await;
-    wait_for(
-        "every order produced by the other machines",
-        Duration::from_secs(180),
-        || {
-            let admin = admin.clone();
-            async move {
-                let orders = admin.all_orders().await;
-                let done = orders
-                    .iter()
-                    .filter(|o| {
-                        ["ready", "out_for_delivery", "delivered"]
-                            .contains(&o["state"].as_str().unwrap_or_default())
-                    })
-                    .count();
-                (done == 30).then_some(())
-            }
-        },
-    )
-    .await;
+    // Every order is made by the other machines.
+    support::wait_all_produced(&admin, 30, Duration::from_secs(180)).await;
     assert!(
         fleet.started_tokens("north-dtg-1").is_empty(),
         "it never started anything"

@@ -8,7 +8,7 @@ mod support;
 use fabflow::api::auth::Role;
 use fabflow::config::MqttConfig;
 use std::time::Duration;
-use support::{Api, BBOX, Running, SKUS, Watch, wait_for};
+use support::{Api, BBOX, Running, SKUS, Watch};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -66,19 +66,7 @@ async fn run_loop(database_url: Option<String>, broker: Option<(String, u16)>) {
     let report = fabflow_sim::fire(&running.base, &brand, orders, 4).await;
     assert_eq!(report.accepted, 20, "{:?}", report.rejected.first());
     let api = Api::new(running.base.clone(), brand);
-    wait_for("all 20 orders ready", Duration::from_secs(180), || {
-        let api = api.clone();
-        async move {
-            let orders = api.all_orders().await;
-            (orders
-                .iter()
-                .filter(|o| o["state"] != "accepted" && o["state"] != "in_production")
-                .count()
-                == 20)
-                .then_some(())
-        }
-    })
-    .await;
+    support::wait_all_produced(&api, 20, Duration::from_secs(180)).await;
     watch
         .wait_for(
             "events through the broker",

@@ -72,6 +72,21 @@ where
     }
 }
 
+/// Whether an order is past production (ready, handed off or delivered).
+pub fn is_produced(order: &Value) -> bool {
+    ["ready", "out_for_delivery", "delivered"]
+        .contains(&order["state"].as_str().unwrap_or_default())
+}
+
+/// Waits until `count` orders visible to `api` are past production; returns them.
+pub async fn wait_all_produced(api: &Api, count: usize, limit: Duration) -> Vec<Value> {
+    wait_for(&format!("{count} orders produced"), limit, || async {
+        let orders = api.all_orders().await;
+        (orders.iter().filter(|o| is_produced(o)).count() == count).then_some(orders)
+    })
+    .await
+}
+
 /// A small API client.
 #[derive(Clone)]
 pub struct Api {
