@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod event;
+pub mod follow_up;
 pub mod geo_types;
 pub mod handoff;
 pub mod ids;

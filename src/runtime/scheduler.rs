@@ -43,7 +43,19 @@ impl Scheduler {
 
     /// One scheduling round; returns how many jobs were queued.
     pub async fn round(&self) -> Result<usize, StoreError> {
-        let candidates: Vec<JobCandidate> = self.store.schedulable_jobs(200).await?;
+        let candidates: Vec<JobCandidate> = self
+            .store
+            .schedulable_jobs(200)
+            .await?
+            .into_iter()
+            .map(|job| JobCandidate {
+                token: job.token,
+                factory: FactoryId::new(job.factory),
+                process: job.process,
+                material: job.material,
+                due_ms: job.due_ms,
+            })
+            .collect();
         if candidates.is_empty() {
             return Ok(0);
         }

@@ -1,8 +1,8 @@
 //! Handoffs: the stops of courier routes, saved per planning wave and
 //! confirmed by couriers, which moves their orders.
 
-use super::orders::set_order_state_by_id;
-use super::{Store, StoreError, Subject, emit, parse};
+use super::write::{Subject, emit, set_order_state_by_id};
+use super::{Store, StoreError, parse};
 use crate::domain::{
     Event, HandoffInput, HandoffKind, HandoffState, Location, Millis, OrderInput, OrderState,
 };

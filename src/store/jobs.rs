@@ -1,17 +1,14 @@
-//! Jobs: creation, scheduling, and transitions driven by machine reports. A
-//! job transition also moves its order when the jobs say so, and replaces a
-//! failed job or the scrapped part of a finished one, all in one transaction.
+//! Jobs: reads, scheduling, and transitions driven by machine reports. A job
+//! transition also writes what the domain's follow-up rules decide (units
+//! made again, the order moved), all in one transaction.
 
-use super::orders::set_order_state_by_id;
-use super::{
-    Backend, ROWS_PER_STATEMENT, Store, StoreError, Subject, allocate, emit, lock_order, parse,
-    placeholders,
+use super::write::{
+    NewJob, Subject, allocate, emit, insert_jobs, lock_order, set_order_state_by_id,
 };
+use super::{Backend, Store, StoreError, parse};
+use crate::domain::follow_up::{may_move_order, order_moves, redo_plans, redo_units};
 use crate::domain::intake::JobPlan;
-use crate::domain::{
-    FactoryId, JobInput, JobState, JobToken, MachineId, Millis, OrderState, production_input,
-};
-use crate::plan::JobCandidate;
+use crate::domain::{JobInput, JobState, JobToken, MachineId, Millis, OrderState};
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -36,6 +33,32 @@ pub struct JobRecord {
     pub replaces: Option<JobToken>,
     pub created_ms: Millis,
     pub updated_ms: Millis,
+}
+
+impl JobRecord {
+    /// The job's step as planned at intake (the shape the domain's rules take).
+    pub fn plan(&self) -> JobPlan {
+        JobPlan {
+            line_index: self.line_index as usize,
+            step_index: self.step_index as usize,
+            process: self.process.clone(),
+            recipe: self.recipe,
+            material: self.material.clone(),
+            quantity: self.quantity,
+            seconds_per_unit: self.seconds_per_unit,
+            due_ms: self.due_ms,
+        }
+    }
+}
+
+/// A pending job whose earlier steps are done: what the planner may place.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulableJob {
+    pub token: JobToken,
+    pub factory: String,
+    pub process: String,
+    pub material: String,
+    pub due_ms: Millis,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -94,53 +117,6 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord, StoreError> {
     })
 }
 
-/// A job row to insert.
-pub(crate) struct NewJob<'a> {
-    pub token: i64,
-    pub order_id: &'a str,
-    pub factory: &'a str,
-    pub plan: &'a JobPlan,
-    pub quantity: u32,
-    pub replaces: Option<i64>,
-    pub now: Millis,
-}
-
-/// Inserts pending jobs with multi-row statements.
-pub(crate) async fn insert_jobs(
-    tx: &mut Transaction<'static, Any>,
-    rows: &[NewJob<'_>],
-) -> Result<(), StoreError> {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO jobs (token, order_id, line_index, step_index, process, recipe, material, quantity, \
-             seconds_per_unit, due_ms, factory, state, replaces, created_ms, updated_ms) VALUES {}",
-            placeholders(chunk.len(), 15)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for row in chunk {
-            let job = row.plan;
-            query = query
-                .bind(row.token)
-                .bind(row.order_id.to_string())
-                .bind(job.line_index as i64)
-                .bind(job.step_index as i64)
-                .bind(job.process.clone())
-                .bind(i64::from(job.recipe))
-                .bind(job.material.clone())
-                .bind(i64::from(row.quantity))
-                .bind(job.seconds_per_unit)
-                .bind(job.due_ms)
-                .bind(row.factory.to_string())
-                .bind(JobState::Pending.as_str())
-                .bind(row.replaces)
-                .bind(row.now)
-                .bind(row.now);
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
 impl Store {
     pub async fn get_job(&self, token: JobToken) -> Result<Option<JobRecord>, StoreError> {
         let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE token = $1");
@@ -173,7 +149,10 @@ impl Store {
     /// `per_group` earliest due of every (factory, process, material), so a
     /// backlog that cannot be placed (a factory offline) never hides work
     /// that can.
-    pub async fn schedulable_jobs(&self, per_group: i64) -> Result<Vec<JobCandidate>, StoreError> {
+    pub async fn schedulable_jobs(
+        &self,
+        per_group: i64,
+    ) -> Result<Vec<SchedulableJob>, StoreError> {
         let rows = sqlx::query(
             "SELECT token, factory, process, material, due_ms FROM ( \
                SELECT j.token, j.factory, j.process, j.material, j.due_ms, ROW_NUMBER() OVER ( \
@@ -189,9 +168,9 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
-                Ok(JobCandidate {
+                Ok(SchedulableJob {
                     token: JobToken(to_u32(row.try_get("token")?, "job token")?),
-                    factory: FactoryId::new(row.try_get::<String, _>("factory")?),
+                    factory: row.try_get("factory")?,
                     process: row.try_get("process")?,
                     material: row.try_get("material")?,
                     due_ms: row.try_get("due_ms")?,
@@ -321,49 +300,24 @@ async fn transition_in(
     for event in &events {
         emit(tx, &subject, event, now).await?;
     }
-    // Failed units and scrapped units are made again, by a new job for the same step.
-    // Units that did not come out good are made again: a new job for every
-    // step of the line up to this one (a unit ruined at the press needs a new
-    // print too), each replacing this job.
-    let redo = match next {
-        JobState::Failed => job.quantity,
-        JobState::Done => job.quantity.saturating_sub(good),
-        _ => 0,
-    };
-    let open = matches!(order_state, OrderState::Accepted | OrderState::InProduction);
-    let replacement = if redo > 0 && open {
+    // Units that did not come out good are made again (domain rule).
+    let redo = redo_units(next, job.quantity, good, order_state);
+    let replacement = if redo > 0 {
         let sql = format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE order_id = $1 AND line_index = $2 AND step_index <= $3 \
              AND replaces IS NULL ORDER BY step_index"
         );
-        let route = sqlx::query(AssertSqlSafe(sql))
+        let line: Vec<JobPlan> = sqlx::query(AssertSqlSafe(sql))
             .bind(&job.order_id)
             .bind(job.line_index)
             .bind(job.step_index)
             .fetch_all(&mut **tx)
             .await?
             .iter()
-            .map(job_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
-        let route = if route.is_empty() {
-            vec![job.clone()]
-        } else {
-            route
-        };
-        let first = allocate(tx, "job_token", route.len() as i64).await?;
-        let plans: Vec<JobPlan> = route
-            .iter()
-            .map(|step| JobPlan {
-                line_index: step.line_index as usize,
-                step_index: step.step_index as usize,
-                process: step.process.clone(),
-                recipe: step.recipe,
-                material: step.material.clone(),
-                quantity: redo,
-                seconds_per_unit: step.seconds_per_unit,
-                due_ms: step.due_ms,
-            })
-            .collect();
+            .map(|row| job_from_row(row).map(|step| step.plan()))
+            .collect::<Result<_, _>>()?;
+        let plans = redo_plans(&line, &job.plan(), redo);
+        let first = allocate(tx, "job_token", plans.len() as i64).await?;
         let rows: Vec<NewJob> = plans
             .iter()
             .enumerate()
@@ -372,7 +326,7 @@ async fn transition_in(
                 order_id: &job.order_id,
                 factory: &job.factory,
                 plan,
-                quantity: redo,
+                quantity: plan.quantity,
                 replaces: Some(i64::from(token.0)),
                 now,
             })
@@ -385,12 +339,9 @@ async fn transition_in(
     } else {
         None
     };
-    // Move the order if its jobs say so.
+    // Move the order if its jobs say so (domain rule).
     let mut new_order_state = None;
-    if matches!(
-        next,
-        JobState::Dispatched | JobState::Running | JobState::Done
-    ) {
+    if may_move_order(next) {
         let rows = sqlx::query("SELECT state FROM jobs WHERE order_id = $1")
             .bind(&job.order_id)
             .fetch_all(&mut **tx)
@@ -399,21 +350,18 @@ async fn transition_in(
             .iter()
             .map(|row| parse::<JobState>(&row.try_get::<String, _>("state")?))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut current = order_state;
-        while let Some(order_input) = production_input(current, &states) {
-            let (order_next, order_events) = current.handle(order_input)?;
+        for step in order_moves(order_state, &states)? {
             set_order_state_by_id(
                 tx,
                 &job.order_id,
                 &brand,
-                current,
-                order_next,
-                &order_events,
+                step.from,
+                step.to,
+                &step.events,
                 now,
             )
             .await?;
-            current = order_next;
-            new_order_state = Some(order_next);
+            new_order_state = Some(step.to);
         }
     }
     Ok(JobTransition {

@@ -1,7 +1,8 @@
 //! Machines: registered from configuration at start-up, then updated from
 //! what they report and what operators decide.
 
-use super::{Store, StoreError, Subject, emit, parse};
+use super::write::{Subject, emit};
+use super::{Store, StoreError, parse};
 use crate::domain::{Event, MachineInput, MachineMode, MachineState, Millis};
 use sqlx::AssertSqlSafe;
 use sqlx::Row;

@@ -14,15 +14,16 @@ mod machines;
 mod orders;
 mod outbox;
 mod tokens;
+mod write;
 
 pub use handoffs::{HandoffRecord, WaveOrder};
-pub use jobs::{JobFilter, JobRecord, JobTransition};
+pub use jobs::{JobFilter, JobRecord, JobTransition, SchedulableJob};
 pub use machines::{MachineRecord, MachineSpec};
 pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord};
 pub use outbox::OutboxRecord;
 pub use tokens::TokenRecord;
 
-use crate::domain::{Event, Millis};
+use crate::domain::Millis;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use std::str::FromStr;
@@ -175,147 +176,9 @@ fn sqlite_pool(connections: u32) -> AnyPoolOptions {
         })
 }
 
-/// Locks an order's row until the transaction ends, on PostgreSQL (SQLite has
-/// a single writer: every write transaction is already serialised).
-pub(crate) async fn lock_order(
-    tx: &mut Transaction<'static, Any>,
-    backend: Backend,
-    id: &str,
-) -> Result<(), StoreError> {
-    if backend == Backend::Postgres {
-        sqlx::query("SELECT id FROM orders WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .fetch_optional(&mut **tx)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Allocates `count` consecutive values of a counter inside `tx`; returns the first.
-pub(crate) async fn allocate(
-    tx: &mut Transaction<'static, Any>,
-    name: &str,
-    count: i64,
-) -> Result<i64, StoreError> {
-    let row = sqlx::query("UPDATE counters SET value = value + $1 WHERE name = $2 RETURNING value")
-        .bind(count)
-        .bind(name)
-        .fetch_one(&mut **tx)
-        .await?;
-    let last: i64 = row.try_get("value")?;
-    Ok(last - count + 1)
-}
-
-/// Who an event is about, for its payload and routing.
-#[derive(Debug, Clone)]
-pub(crate) struct Subject<'a> {
-    pub kind: &'static str,
-    pub id: &'a str,
-    pub order_id: Option<&'a str>,
-    pub brand: Option<&'a str>,
-}
-
-/// One outbox row: an event with its envelope.
-pub(crate) struct OutboxRow {
-    pub id: String,
-    pub kind: &'static str,
-    pub brand: Option<String>,
-    pub payload: String,
-    pub created_ms: Millis,
-}
-
-impl OutboxRow {
-    pub(crate) fn new(subject: &Subject<'_>, event: &Event, now: Millis) -> OutboxRow {
-        let id = uuid::Uuid::now_v7().hyphenated().to_string();
-        let payload = serde_json::json!({
-            "schema": 1,
-            "id": id,
-            "kind": event.kind(),
-            "at": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now).map(|t| t.to_rfc3339()),
-            "subject": { "type": subject.kind, "id": subject.id },
-            "order_id": subject.order_id,
-            "brand": subject.brand,
-            "data": event,
-        });
-        OutboxRow {
-            id,
-            kind: event.kind(),
-            brand: subject.brand.map(str::to_string),
-            payload: payload.to_string(),
-            created_ms: now,
-        }
-    }
-}
-
-/// Writes one outbox row for `event` inside `tx`.
-pub(crate) async fn emit(
-    tx: &mut Transaction<'static, Any>,
-    subject: &Subject<'_>,
-    event: &Event,
-    now: Millis,
-) -> Result<(), StoreError> {
-    insert_outbox(tx, &[OutboxRow::new(subject, event, now)]).await
-}
-
-pub(crate) async fn insert_outbox(
-    tx: &mut Transaction<'static, Any>,
-    rows: &[OutboxRow],
-) -> Result<(), StoreError> {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO outbox (id, kind, brand, payload, created_ms) VALUES {}",
-            placeholders(chunk.len(), 5)
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for row in chunk {
-            query = query
-                .bind(row.id.clone())
-                .bind(row.kind)
-                .bind(row.brand.clone())
-                .bind(row.payload.clone())
-                .bind(row.created_ms);
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Rows per multi-row INSERT: well under SQLite's 32766 and PostgreSQL's
-/// 65535 bind parameters for our widest table.
-pub(crate) const ROWS_PER_STATEMENT: usize = 500;
-
-/// `($1, $2), ($3, $4)` for `rows` rows of `columns` columns.
-pub(crate) fn placeholders(rows: usize, columns: usize) -> String {
-    let mut out = String::with_capacity(rows * columns * 5);
-    for row in 0..rows {
-        if row > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                out.push_str(", ");
-            }
-            out.push('$');
-            out.push_str(&(row * columns + column + 1).to_string());
-        }
-        out.push(')');
-    }
-    out
-}
-
 pub(crate) fn parse<T: FromStr<Err = String>>(text: &str) -> Result<T, StoreError> {
     text.parse().map_err(StoreError::Corrupt)
 }
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod placeholder_tests {
-    #[test]
-    fn placeholders_number_rows_then_columns() {
-        assert_eq!(super::placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(super::placeholders(1, 1), "($1)");
-    }
-}

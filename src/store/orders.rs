@@ -1,10 +1,10 @@
 //! Orders: group-committed intake with idempotency keys, scoped reads, cancel.
 
-use super::jobs::{NewJob, insert_jobs};
-use super::{
-    OutboxRow, ROWS_PER_STATEMENT, Store, StoreError, Subject, allocate, emit, insert_outbox,
-    lock_order, parse, placeholders,
+use super::write::{
+    NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate, emit, insert_jobs, insert_outbox,
+    lock_order, placeholders, set_order_state,
 };
+use super::{Store, StoreError, parse};
 use crate::domain::intake::{JobPlan, LineRequest};
 use crate::domain::{Event, JobInput, JobState, Location, Millis, OrderInput, OrderState};
 use sqlx::AssertSqlSafe;
@@ -238,51 +238,6 @@ impl Store {
             ..order
         })
     }
-}
-
-/// Compare-and-set of an order's state, with its events.
-pub(crate) async fn set_order_state(
-    tx: &mut Transaction<'static, Any>,
-    order: &OrderRecord,
-    next: OrderState,
-    events: &[Event],
-    now: Millis,
-) -> Result<(), StoreError> {
-    set_order_state_by_id(tx, &order.id, &order.brand, order.state, next, events, now).await
-}
-
-pub(crate) async fn set_order_state_by_id(
-    tx: &mut Transaction<'static, Any>,
-    id: &str,
-    brand: &str,
-    from: OrderState,
-    next: OrderState,
-    events: &[Event],
-    now: Millis,
-) -> Result<(), StoreError> {
-    let done =
-        sqlx::query("UPDATE orders SET state = $1, updated_ms = $2 WHERE id = $3 AND state = $4")
-            .bind(next.as_str())
-            .bind(now)
-            .bind(id)
-            .bind(from.as_str())
-            .execute(&mut **tx)
-            .await?;
-    if done.rows_affected() != 1 {
-        return Err(StoreError::Conflict(format!(
-            "order {id} is no longer {from}"
-        )));
-    }
-    let subject = Subject {
-        kind: "order",
-        id,
-        order_id: Some(id),
-        brand: Some(brand),
-    };
-    for event in events {
-        emit(tx, &subject, event, now).await?;
-    }
-    Ok(())
 }
 
 async fn insert_orders(
