@@ -4,8 +4,9 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use fabflow::api::auth::{self, Role};
 use fabflow::config::Config;
+use fabflow::daemon::{self, Daemon};
 use fabflow::domain::OrderState;
-use fabflow::runtime::{self, Daemon};
+use fabflow::runtime;
 use fabflow::store::Store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -225,7 +226,7 @@ async fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let shutdown = CancellationToken::new();
     let daemon = Daemon::start(config, profiles, listener, shutdown.clone()).await?;
     tracing::info!(url = %format!("http://{}", daemon.http), "fabflow is running");
-    runtime::signal().await;
+    daemon::signal().await;
     shutdown.cancel();
     daemon.wait().await?;
     Ok(ExitCode::SUCCESS)
@@ -294,7 +295,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  dashboard  {url}/#token={operator}");
     println!("  API spec   {url}/openapi.json");
     println!("  MQTT       {}  (topics fabflow/v1/#)", daemon.mqtt.url());
-    println!("  database   {}", runtime::redact(&database_url));
+    println!("  database   {}", fabflow::config::redact(&database_url));
     println!("  fleet      3 factories, {machine_count} Modbus TCP machines on 127.0.0.1");
     println!(
         "  time       x{} (48 simulated hours take {:.1} minutes)",
@@ -350,7 +351,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let started = daemon.clock.now_ms();
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
     let mut burst = Some(burst);
-    let signal = runtime::signal();
+    let signal = daemon::signal();
     tokio::pin!(signal);
     loop {
         tokio::select! {

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod config;
+pub mod daemon;
 pub mod demo;
 pub mod domain;
 pub mod forecast;

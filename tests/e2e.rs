@@ -5,7 +5,7 @@
 mod support;
 
 use fabflow::api::auth::{self, Role};
-use fabflow::runtime::Daemon;
+use fabflow::daemon::Daemon;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use support::{Api, BBOX, Running, SKUS, Watch, wait_for};
@@ -241,7 +241,7 @@ async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice(
             .machines()
             .iter()
             .filter_map(|m| fleet.machine(&m.machine_id))
-            .filter(|m| m.snapshot().state != fabflow_adapters::MachineState::Idle)
+            .filter(|m| m.snapshot().state != fabflow_adapters::RunState::Idle)
             .count();
         doomed.kill.send(()).expect("kill");
         doomed.thread.join().expect("killed");

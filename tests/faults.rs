@@ -6,7 +6,7 @@
 mod support;
 
 use fabflow::api::auth::Role;
-use fabflow_adapters::MachineState;
+use fabflow_adapters::RunState;
 use fabflow_sim::SimMachineHandle;
 use std::time::Duration;
 use support::{Api, BBOX, Running, SKUS, wait_for};
@@ -22,7 +22,7 @@ async fn running_machine(fleet: &fabflow_sim::Fleet, except: &[String]) -> SimMa
                 .iter()
                 .filter(|m| !except.contains(&m.machine_id))
                 .filter_map(|m| fleet.machine(&m.machine_id))
-                .find(|m| m.snapshot().state == MachineState::Running)
+                .find(|m| m.snapshot().state == RunState::Running)
         },
     )
     .await

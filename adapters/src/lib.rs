@@ -16,4 +16,4 @@ pub use driver::{Connector, DriverConfig, MachineDriver, MachineFact, MachineHan
 pub use error::{AdapterError, DeviceErrorCode};
 pub use modbus::{ModbusConnector, ModbusLink};
 pub use profile::{Profile, ProfileError, ProfileErrors, builtin_profiles, load_dir};
-pub use types::{JobCommand, MachineLink, MachineState, MachineStatus};
+pub use types::{JobCommand, MachineLink, MachineStatus, RunState};

@@ -9,7 +9,7 @@ use crate::error::AdapterError;
 /// The state a machine reports, after the profile's state map is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum MachineState {
+pub enum RunState {
     Idle,
     Running,
     Done,
@@ -17,34 +17,34 @@ pub enum MachineState {
     Paused,
 }
 
-impl MachineState {
+impl RunState {
     /// Every state, in declaration order.
-    pub const ALL: [MachineState; 5] = [
-        MachineState::Idle,
-        MachineState::Running,
-        MachineState::Done,
-        MachineState::Fault,
-        MachineState::Paused,
+    pub const ALL: [RunState; 5] = [
+        RunState::Idle,
+        RunState::Running,
+        RunState::Done,
+        RunState::Fault,
+        RunState::Paused,
     ];
 
     /// The lowercase name used in profiles and on the wire (`"idle"`...).
     pub fn as_str(self) -> &'static str {
         match self {
-            MachineState::Idle => "idle",
-            MachineState::Running => "running",
-            MachineState::Done => "done",
-            MachineState::Fault => "fault",
-            MachineState::Paused => "paused",
+            RunState::Idle => "idle",
+            RunState::Running => "running",
+            RunState::Done => "done",
+            RunState::Fault => "fault",
+            RunState::Paused => "paused",
         }
     }
 
     /// Parses a lowercase state name as written in a profile's `map`.
-    pub fn from_name(name: &str) -> Option<MachineState> {
-        MachineState::ALL.into_iter().find(|s| s.as_str() == name)
+    pub fn from_name(name: &str) -> Option<RunState> {
+        RunState::ALL.into_iter().find(|s| s.as_str() == name)
     }
 }
 
-impl std::fmt::Display for MachineState {
+impl std::fmt::Display for RunState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -53,7 +53,7 @@ impl std::fmt::Display for MachineState {
 /// One poll of a machine: what it says it is doing, and for which job token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MachineStatus {
-    pub state: MachineState,
+    pub state: RunState,
     /// The token of the job last loaded on the machine (0 when none ever was).
     pub job_token: u32,
     pub good_count: u32,

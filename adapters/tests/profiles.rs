@@ -6,7 +6,7 @@ use std::path::Path;
 use fabflow_adapters::profile::{
     BUILTIN_SOURCES, Profile, RegisterKind, SignalName, Step, ValueType, WordOrder,
 };
-use fabflow_adapters::{MachineState, builtin_profiles, load_dir};
+use fabflow_adapters::{RunState, builtin_profiles, load_dir};
 
 fn profiles_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles")
@@ -113,7 +113,7 @@ fn a_good_profile_parses_into_typed_signals_and_steps() {
     );
     assert_eq!(
         profile.required(SignalName::State).map.get(&2),
-        Some(&MachineState::Done)
+        Some(&RunState::Done)
     );
     assert_eq!(
         profile.signal(SignalName::Progress).and_then(|s| s.scale),

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use fabflow_adapters::MachineState;
+use fabflow_adapters::RunState;
 use fabflow_adapters::profile::{Profile, RegisterKind, Signal, SignalName, Step};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -58,7 +58,7 @@ pub struct SimMachineConfig {
 /// A point-in-time view of a simulated machine, for tests and operators.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimSnapshot {
-    pub state: MachineState,
+    pub state: RunState,
     pub job_token: u32,
     pub recipe: u32,
     pub quantity: u32,
@@ -584,13 +584,13 @@ struct Inner {
 }
 
 impl Inner {
-    fn state(&self) -> MachineState {
+    fn state(&self) -> RunState {
         match &self.phase {
-            Phase::Idle => MachineState::Idle,
-            Phase::Running(_) if self.paused => MachineState::Paused,
-            Phase::Running(_) => MachineState::Running,
-            Phase::Done => MachineState::Done,
-            Phase::Fault => MachineState::Fault,
+            Phase::Idle => RunState::Idle,
+            Phase::Running(_) if self.paused => RunState::Paused,
+            Phase::Running(_) => RunState::Running,
+            Phase::Done => RunState::Done,
+            Phase::Fault => RunState::Fault,
         }
     }
 
@@ -679,7 +679,7 @@ struct Layout {
     command_registers: Vec<usize>,
     coil_triggers: BTreeMap<usize, Trigger>,
     /// The code reported for each state (the smallest code mapping to it).
-    state_codes: BTreeMap<MachineState, i64>,
+    state_codes: BTreeMap<RunState, i64>,
 }
 
 impl Layout {

@@ -9,8 +9,7 @@ use std::time::Duration;
 use fabflow_adapters::profile::{SignalName, WordOrder};
 use fabflow_adapters::{
     AdapterError, DeviceErrorCode, DriverConfig, JobCommand, MachineDriver, MachineFact,
-    MachineLink, MachineState, MachineStatus, ModbusConnector, ModbusLink, Profile,
-    builtin_profiles,
+    MachineLink, MachineStatus, ModbusConnector, ModbusLink, Profile, RunState, builtin_profiles,
 };
 use fabflow_sim::{Fleet, FleetSpec, SimMachine, SimMachineConfig, SimMachineHandle};
 use tokio::sync::mpsc;
@@ -59,7 +58,7 @@ where
 }
 
 /// Polls the link until the machine reports `state`.
-async fn wait_for_state(link: &mut ModbusLink, state: MachineState) -> MachineStatus {
+async fn wait_for_state(link: &mut ModbusLink, state: RunState) -> MachineStatus {
     let deadline = Instant::now() + DEADLINE;
     loop {
         let status = link.read_status().await.expect("status");
@@ -125,17 +124,13 @@ async fn link_runs_a_job_through_its_whole_cycle_on_every_profile() {
         let mut link = link(&sim, profile).await;
 
         let idle = link.read_status().await.expect("status");
-        assert_eq!(
-            (idle.state, idle.job_token),
-            (MachineState::Idle, 0),
-            "{model}"
-        );
+        assert_eq!((idle.state, idle.job_token), (RunState::Idle, 0), "{model}");
 
         let cmd = job(index);
         sim.set_hold(true);
         link.start_job(&cmd).await.expect("start");
         let running = link.read_status().await.expect("status");
-        assert_eq!(running.state, MachineState::Running, "{model}");
+        assert_eq!(running.state, RunState::Running, "{model}");
         assert_eq!(running.job_token, cmd.job_token, "{model}");
         let snapshot = sim.snapshot();
         assert_eq!(
@@ -178,7 +173,7 @@ async fn link_runs_a_job_through_its_whole_cycle_on_every_profile() {
         );
 
         sim.set_hold(false);
-        let done = wait_for_state(&mut link, MachineState::Done).await;
+        let done = wait_for_state(&mut link, RunState::Done).await;
         assert_eq!(done.job_token, cmd.job_token, "{model}");
         assert_eq!(
             done.good_count + done.scrap_count,
@@ -197,7 +192,7 @@ async fn link_runs_a_job_through_its_whole_cycle_on_every_profile() {
         let after = link.read_status().await.expect("status");
         assert_eq!(
             (after.state, after.job_token),
-            (MachineState::Idle, cmd.job_token),
+            (RunState::Idle, cmd.job_token),
             "{model}"
         );
         assert_eq!(sim.started_tokens(), vec![cmd.job_token], "{model}");
@@ -220,7 +215,7 @@ async fn driver_runs_a_job_and_keeps_the_connection_on_device_errors() {
 
         next_fact(&mut facts, "connected", |f| *f == MachineFact::Connected).await;
         next_fact(&mut facts, "idle status", |f| {
-            status_where(f, |s| s.state == MachineState::Idle)
+            status_where(f, |s| s.state == RunState::Idle)
         })
         .await;
 
@@ -229,14 +224,14 @@ async fn driver_runs_a_job_and_keeps_the_connection_on_device_errors() {
         handle.start_job(cmd.clone()).await.expect("start");
         assert_eq!(
             handle.read_status().await.expect("status").state,
-            MachineState::Running
+            RunState::Running
         );
         assert_busy(handle.start_job(job(99)).await, model);
         sim.set_hold(false);
 
         let (done, before) = next_fact(&mut facts, "done status", |f| {
             status_where(f, |s| {
-                s.state == MachineState::Done && s.job_token == cmd.job_token
+                s.state == RunState::Done && s.job_token == cmd.job_token
             })
         })
         .await;
@@ -254,7 +249,7 @@ async fn driver_runs_a_job_and_keeps_the_connection_on_device_errors() {
         handle.acknowledge().await.expect("acknowledge");
         next_fact(&mut facts, "idle again", |f| {
             status_where(f, |s| {
-                s.state == MachineState::Idle && s.job_token == cmd.job_token
+                s.state == RunState::Idle && s.job_token == cmd.job_token
             })
         })
         .await;
@@ -349,7 +344,7 @@ async fn an_injected_fault_shows_state_and_code() {
         link.start_job(&job(index)).await.expect("start");
         sim.inject_fault(42);
         let status = link.read_status().await.expect("status");
-        assert_eq!(status.state, MachineState::Fault, "{model}");
+        assert_eq!(status.state, RunState::Fault, "{model}");
         if profile.signal(SignalName::FaultCode).is_some() {
             assert_eq!(status.fault_code, Some(42), "{model}");
         }
@@ -363,7 +358,7 @@ async fn an_injected_fault_shows_state_and_code() {
         let status = link.read_status().await.expect("status");
         assert_eq!(
             (status.state, status.fault_code.unwrap_or(0)),
-            (MachineState::Idle, 0),
+            (RunState::Idle, 0),
             "{model}"
         );
         sim.set_hold(false);
@@ -418,7 +413,7 @@ async fn scrap_pattern(seed: u64) -> Vec<(String, Vec<u32>)> {
                 quantity: 20,
             };
             link.start_job(&cmd).await.expect("start");
-            let done = wait_for_state(&mut link, MachineState::Done).await;
+            let done = wait_for_state(&mut link, RunState::Done).await;
             assert_eq!(done.good_count + done.scrap_count, 20);
             scraps.push(done.scrap_count);
             link.acknowledge().await.expect("ack");
@@ -474,7 +469,7 @@ async fn fleet_reports_machines_and_duplicate_starts() {
     assert!(fleet.duplicate_starts().is_empty());
     let sim = fleet.machine(&first.machine_id).expect("handle");
     eventually("done", || async {
-        (sim.snapshot().state == MachineState::Done).then_some(())
+        (sim.snapshot().state == RunState::Done).then_some(())
     })
     .await;
     link.acknowledge().await.expect("ack");

@@ -2,8 +2,8 @@
 //! stored only as SHA-256 hashes, never logged. A caller carries its role and
 //! scope (brand id, courier id, factory ids or `*`).
 
+use super::ApiState;
 use super::problem::ApiError;
-use crate::runtime::Shared;
 use crate::store::{Store, StoreError, TokenRecord};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
@@ -172,12 +172,12 @@ impl Guard {
     }
 }
 
-impl FromRequestParts<Shared> for Caller {
+impl FromRequestParts<ApiState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &Shared,
+        state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
         let ip = parts
             .extensions
@@ -216,6 +216,7 @@ impl FromRequestParts<Shared> for Caller {
             ));
         }
         let record = state
+            .runtime
             .store
             .find_token(&hashed)
             .await

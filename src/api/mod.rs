@@ -3,6 +3,10 @@
 //!
 //! Invariant: every object lookup is scoped by the caller (another brand's
 //! order is a 404, never a 403); writable fields are listed explicitly.
+//!
+//! Architecture invariant: handlers parse, authorise, call a runtime use case
+//! (or read the store) and render. The API knows no planner and no machine
+//! adapter; its response types live in `views`.
 
 pub mod auth;
 pub mod ops;
@@ -10,12 +14,14 @@ pub mod orders;
 pub mod problem;
 pub mod views;
 
-use crate::runtime::Shared;
+use crate::runtime::Runtime;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
 use problem::ApiError;
+use std::sync::Arc;
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -29,7 +35,7 @@ use utoipa::OpenApi;
     components(schemas(
         problem::Problem, views::OrderView, views::OrderPage, views::JobPage, views::OrderDetail, views::JobView, views::MachineView,
         views::HandoffView, views::CustomerView, orders::ImportReport, orders::ImportLine, ops::Confirmed, ops::Health,
-        crate::runtime::waves::CourierSchedule, crate::runtime::waves::ScheduleStop,
+        views::CourierScheduleView, views::ScheduleStopView,
         crate::domain::intake::OrderRequest, crate::domain::intake::FieldError
     )),
     modifiers(&BearerAuth, &ProblemResponses)
@@ -132,8 +138,34 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     }
 }
 
-pub fn router(shared: Shared) -> Router {
-    let max_body = shared.max_body_bytes;
+/// What the HTTP layer holds: the runtime's handle (its use cases, and the
+/// store and clock for reads), the token guard and the metrics renderer.
+#[derive(Clone)]
+pub struct ApiState {
+    pub runtime: Runtime,
+    /// Token cache and failed-authentication counts, shared by every request.
+    pub guard: Arc<auth::Guard>,
+    pub metrics: Option<PrometheusHandle>,
+    pub max_body_bytes: usize,
+}
+
+impl ApiState {
+    pub fn new(
+        runtime: Runtime,
+        max_body_bytes: usize,
+        metrics: Option<PrometheusHandle>,
+    ) -> ApiState {
+        ApiState {
+            runtime,
+            guard: Arc::default(),
+            metrics,
+            max_body_bytes,
+        }
+    }
+}
+
+pub fn router(state: ApiState) -> Router {
+    let max_body = state.max_body_bytes;
     Router::new()
         .route("/", get(ops::dashboard))
         .route("/openapi.json", get(openapi))
@@ -154,7 +186,7 @@ pub fn router(shared: Shared) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
         }))
-        .with_state(shared)
+        .with_state(state)
 }
 
 async fn openapi() -> impl IntoResponse {

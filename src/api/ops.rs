@@ -1,12 +1,12 @@
 //! Operators' and couriers' resources: jobs, machines, schedules, handoffs,
 //! plus health and metrics.
 
+use super::ApiState;
 use super::auth::{Caller, Role};
 use super::problem::ApiError;
+use super::views::CourierScheduleView;
 use super::views::{JobPage, MachineView, job_view, machine_view};
 use crate::domain::{HandoffState, JobState, ModeInput};
-use crate::runtime::Shared;
-use crate::runtime::waves::CourierSchedule;
 use crate::store::JobFilter;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -36,7 +36,7 @@ pub struct ListJobs {
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListJobs),
     responses((status = 200, body = JobPage)), security(("bearer" = [])))]
 pub async fn list_jobs(
-    State(shared): State<Shared>,
+    State(state): State<ApiState>,
     caller: Caller,
     Query(query): Query<ListJobs>,
 ) -> Result<Json<JobPage>, ApiError> {
@@ -54,7 +54,8 @@ pub async fn list_jobs(
         ),
         None => None,
     };
-    let jobs = shared
+    let jobs = state
+        .runtime
         .store
         .list_jobs(&JobFilter {
             factory: query.factory.clone(),
@@ -87,13 +88,17 @@ pub struct ListMachines {
 #[utoipa::path(get, path = "/v1/machines", tag = "machines", params(ListMachines),
     responses((status = 200, body = [MachineView])), security(("bearer" = [])))]
 pub async fn list_machines(
-    State(shared): State<Shared>,
+    State(state): State<ApiState>,
     caller: Caller,
     Query(query): Query<ListMachines>,
 ) -> Result<Json<Vec<MachineView>>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
-    let machines = shared.store.list_machines(query.factory.as_deref()).await?;
-    let loads = shared.store.machine_loads().await?;
+    let machines = state
+        .runtime
+        .store
+        .list_machines(query.factory.as_deref())
+        .await?;
+    let loads = state.runtime.store.machine_loads().await?;
     Ok(Json(
         machines
             .iter()
@@ -109,12 +114,13 @@ pub async fn list_machines(
     responses((status = 200, body = MachineView), (status = 409, body = super::problem::Problem)),
     security(("bearer" = [])))]
 pub async fn machine_action(
-    State(shared): State<Shared>,
+    State(state): State<ApiState>,
     caller: Caller,
     Path((id, action)): Path<(String, String)>,
 ) -> Result<Json<MachineView>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
-    let machine = shared
+    let machine = state
+        .runtime
         .store
         .get_machine(&id)
         .await?
@@ -127,21 +133,17 @@ pub async fn machine_action(
         "end-maintenance" => ModeInput::EndMaintenance,
         other => return Err(ApiError::not_found(format!("machine action {other:?}"))),
     };
-    let now = shared.clock.now_ms();
-    shared
-        .store
-        .set_machine_mode(&machine.id, input, now)
+    state
+        .runtime
+        .change_machine_mode(&machine.id, input)
         .await?;
-    if input != ModeInput::Resume && input != ModeInput::EndMaintenance {
-        shared.store.unschedule_machine(&machine.id, now).await?;
-    }
-    shared.scheduler.notify_one();
-    let machine = shared
+    let machine = state
+        .runtime
         .store
         .get_machine(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("machine {id}")))?;
-    let loads = shared.store.machine_loads().await?;
+    let loads = state.runtime.store.machine_loads().await?;
     Ok(Json(machine_view(
         &machine,
         loads.get(&id).copied().unwrap_or(0),
@@ -151,23 +153,23 @@ pub async fn machine_action(
 /// A courier's stops (a courier sees only its own).
 #[utoipa::path(get, path = "/v1/couriers/{id}/schedule", tag = "couriers",
     params(("id" = String, Path)),
-    responses((status = 200, body = CourierSchedule), (status = 404, body = super::problem::Problem)),
+    responses((status = 200, body = CourierScheduleView), (status = 404, body = super::problem::Problem)),
     security(("bearer" = [])))]
 pub async fn courier_schedule(
-    State(shared): State<Shared>,
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<CourierSchedule>, ApiError> {
+) -> Result<Json<CourierScheduleView>, ApiError> {
     caller.require(&[Role::Courier, Role::Operator, Role::Admin])?;
-    let known = shared.network.couriers.iter().any(|c| c.id == id);
+    let known = state.runtime.network.couriers.iter().any(|c| c.id == id);
     if !known || (caller.role == Role::Courier && caller.scope != id) {
         return Err(ApiError::not_found(format!("courier {id}")));
     }
-    let records = shared.store.courier_schedule(&id).await?;
-    Ok(Json(CourierSchedule::new(
+    let records = state.runtime.store.courier_schedule(&id).await?;
+    Ok(Json(CourierScheduleView::new(
         &id,
         &records,
-        shared.clock.now_ms(),
+        state.runtime.clock.now_ms(),
     )))
 }
 
@@ -185,16 +187,13 @@ pub struct Confirmed {
         (status = 409, body = super::problem::Problem)),
     security(("bearer" = [])))]
 pub async fn confirm_handoff(
-    State(shared): State<Shared>,
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Confirmed>, ApiError> {
     caller.require(&[Role::Courier, Role::Admin])?;
     let courier = (caller.role == Role::Courier).then_some(caller.scope.as_str());
-    let handoff = shared
-        .store
-        .confirm_handoff(&id, courier, shared.clock.now_ms())
-        .await?;
+    let handoff = state.runtime.confirm_handoff(&id, courier).await?;
     Ok(Json(Confirmed {
         id: handoff.id,
         order_id: handoff.order_id,
@@ -213,13 +212,13 @@ pub struct Health {
 
 /// Liveness and database reachability.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health), (status = 503, body = Health)))]
-pub async fn healthz(State(shared): State<Shared>) -> Response {
-    let database_ok = shared.store.outbox_backlog().await.is_ok();
+pub async fn healthz(State(state): State<ApiState>) -> Response {
+    let database_ok = state.runtime.store.outbox_backlog().await.is_ok();
     let health = Health {
         status: if database_ok { "ok" } else { "degraded" },
         database: if database_ok { "ok" } else { "unreachable" },
-        now: shared.clock.now().into(),
-        time_scale: shared.clock.scale(),
+        now: state.runtime.clock.now().into(),
+        time_scale: state.runtime.clock.scale(),
     };
     let status = if database_ok {
         StatusCode::OK
@@ -231,16 +230,16 @@ pub async fn healthz(State(shared): State<Shared>) -> Response {
 
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain")))]
-pub async fn metrics(State(shared): State<Shared>) -> Response {
-    if let Ok(counts) = shared.store.order_counts().await {
+pub async fn metrics(State(state): State<ApiState>) -> Response {
+    if let Ok(counts) = state.runtime.store.order_counts().await {
         for (state, count) in counts {
             metrics::gauge!("fabflow_orders", "state" => state.as_str()).set(count as f64);
         }
     }
-    if let Ok(backlog) = shared.store.outbox_backlog().await {
+    if let Ok(backlog) = state.runtime.store.outbox_backlog().await {
         metrics::gauge!("fabflow_outbox_backlog").set(backlog as f64);
     }
-    match &shared.metrics {
+    match &state.metrics {
         Some(handle) => (
             [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
             handle.render(),

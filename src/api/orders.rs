@@ -1,14 +1,17 @@
 //! Orders: create (with Idempotency-Key), get, list, cancel, and bulk import
 //! of a whole event (NDJSON or CSV, all or nothing, with a per-line report).
 
+use super::ApiState;
 use super::auth::{Caller, Role};
 use super::problem::ApiError;
 use super::views::{OrderDetail, OrderPage, OrderView, job_view, rfc3339};
 use crate::domain::OrderState;
-use crate::domain::intake::{Customer, FieldError, LineRequest, OrderRequest, validate};
-use crate::plan::choose_factory;
-use crate::runtime::Shared;
-use crate::store::{AcceptOutcome, Idempotency, JobFilter, NewOrder, OrderFilter, OrderRecord};
+use crate::domain::intake::{Customer, FieldError, LineRequest, OrderRequest};
+use crate::runtime::{
+    self,
+    orders::{IdempotencyKey, Import, OrderError, ParsedLine, Submitted, Submitter},
+};
+use crate::store::{JobFilter, OrderFilter, OrderRecord};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -16,7 +19,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -46,81 +48,21 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// Which brand an order belongs to: a brand's own; an admin names one.
-fn owner(caller: &Caller, requested: Option<&str>, pointer: &str) -> Result<String, ApiError> {
+/// Who submits, for the order use cases (brand and admin tokens only).
+fn submitter(caller: &Caller) -> Result<Submitter, ApiError> {
     match caller.role {
-        Role::Brand => match requested {
-            Some(brand) if brand != caller.scope => Err(ApiError::invalid(vec![FieldError::new(
-                pointer,
-                "a brand token can only submit its own orders",
-            )])),
-            _ => Ok(caller.scope.clone()),
-        },
-        Role::Admin => requested.map(str::to_string).ok_or_else(|| {
-            ApiError::invalid(vec![FieldError::new(
-                pointer,
-                "required with an admin token",
-            )])
-        }),
+        Role::Brand => Ok(Submitter::Brand(caller.scope.clone())),
+        Role::Admin => Ok(Submitter::Admin),
         _ => Err(ApiError::forbidden(
             "only brand and admin tokens submit orders",
         )),
     }
 }
 
-/// Validates one request into a `NewOrder` (no idempotency yet).
-fn prepare(
-    shared: &Shared,
-    caller: &Caller,
-    request: OrderRequest,
-) -> Result<NewOrder, Vec<FieldError>> {
-    let now = shared.clock.now_ms();
-    let network = &shared.network;
-    let brand = owner(caller, request.brand.as_deref(), "/brand").map_err(|err| {
-        match err.field_errors() {
-            Some(errors) => errors,
-            None => vec![FieldError::new("/brand", "not allowed for this token")],
-        }
-    })?;
-    let valid = validate(
-        &request,
-        &network.catalog,
-        &network.zones,
-        &network.rules,
-        now,
-    )?;
-    let needs: BTreeSet<(String, String)> = valid
-        .jobs
-        .iter()
-        .map(|job| (job.process.clone(), job.material.clone()))
-        .collect();
-    let Some(factory) = choose_factory(valid.location, &needs, &network.factories) else {
-        let needs: Vec<String> = needs
-            .iter()
-            .map(|(process, material)| format!("{process} on {material}"))
-            .collect();
-        return Err(vec![FieldError::new(
-            "/lines",
-            format!(
-                "no factory can make this order (needs {})",
-                needs.join(", ")
-            ),
-        )]);
-    };
-    Ok(NewOrder {
-        id: uuid::Uuid::now_v7().hyphenated().to_string(),
-        brand,
-        external_ref: request.external_ref,
-        customer_name: request.customer.name.trim().to_string(),
-        location: valid.location,
-        zone: valid.zone,
-        factory: factory.id.0.clone(),
-        lines: request.lines,
-        deadline_ms: valid.deadline_ms,
-        accepted_ms: now,
-        jobs: valid.jobs,
-        idempotency: None,
-        follows: false,
+fn key_of(key: Option<String>, body: &[u8]) -> Option<IdempotencyKey> {
+    key.map(|key| IdempotencyKey {
+        key,
+        request_hash: body_hash(body),
     })
 }
 
@@ -132,23 +74,6 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
                 err.to_string(),
             )],
         )
-    })
-}
-
-fn view_of_new(order: &NewOrder) -> OrderView {
-    OrderView::from(&OrderRecord {
-        id: order.id.clone(),
-        brand: order.brand.clone(),
-        external_ref: order.external_ref.clone(),
-        state: OrderState::Accepted,
-        customer_name: order.customer_name.clone(),
-        location: order.location,
-        zone: order.zone.clone(),
-        factory: order.factory.clone(),
-        lines: order.lines.clone(),
-        deadline_ms: order.deadline_ms,
-        accepted_ms: order.accepted_ms,
-        updated_ms: order.accepted_ms,
     })
 }
 
@@ -184,33 +109,33 @@ fn json_response(
     ),
     security(("bearer" = [])))]
 pub async fn create(
-    State(shared): State<Shared>,
+    State(state): State<ApiState>,
     caller: Caller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Brand, Role::Admin])?;
-    let key = idempotency_key(&headers)?;
+    let submitter = submitter(&caller)?;
+    let key = key_of(idempotency_key(&headers)?, &body);
     let request: OrderRequest = parse_json(&body)?;
-    let mut order = prepare(&shared, &caller, request).map_err(ApiError::invalid)?;
-    let view = view_of_new(&order);
-    let response = serde_json::to_string(&view).map_err(ApiError::internal)?;
-    if let Some(key) = key {
-        order.idempotency = Some(Idempotency {
-            key,
-            request_hash: body_hash(&body),
-            status: 201,
-            response: response.clone(),
-        });
+    let render = |order: &OrderRecord| {
+        serde_json::to_string(&OrderView::from(order)).map_err(|err| err.to_string())
+    };
+    match state
+        .runtime
+        .accept_order(&submitter, request, key, render)
+        .await?
+    {
+        Submitted::Created { value, reply } => {
+            let location = format!("/v1/orders/{}", value.id);
+            Ok(json_response(
+                StatusCode::CREATED,
+                reply,
+                false,
+                Some(&location),
+            ))
+        }
+        Submitted::Replayed { status, reply } => Ok(replayed(status, reply)),
     }
-    let location = format!("/v1/orders/{}", order.id);
-    let outcome = shared.intake.submit(vec![order]).await?.into_iter().next();
-    shared.scheduler.notify_one();
-    answer(
-        outcome,
-        || json_response(StatusCode::CREATED, response, false, Some(&location)),
-        "this Idempotency-Key was used with a different request body",
-    )
 }
 
 /// One order, with its jobs.
@@ -219,18 +144,20 @@ pub async fn create(
     responses((status = 200, body = OrderDetail), (status = 404, body = super::problem::Problem)),
     security(("bearer" = [])))]
 pub async fn get(
-    State(shared): State<Shared>,
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<OrderDetail>, ApiError> {
     caller.require(&[Role::Brand, Role::Operator, Role::Admin])?;
-    let order = shared
+    let order = state
+        .runtime
         .store
         .get_order(&id, caller.brand_scope())
         .await?
         .filter(|order| caller.role != Role::Operator || caller.covers_factory(&order.factory))
         .ok_or_else(|| ApiError::not_found(format!("order {id}")))?;
-    let jobs = shared
+    let jobs = state
+        .runtime
         .store
         .list_jobs(&JobFilter {
             order_id: Some(id.clone()),
@@ -238,7 +165,7 @@ pub async fn get(
             ..Default::default()
         })
         .await?;
-    let handoffs = shared.store.order_handoffs(&id).await?;
+    let handoffs = state.runtime.store.order_handoffs(&id).await?;
     Ok(Json(OrderDetail {
         order: OrderView::from(&order),
         jobs: jobs.iter().map(job_view).collect(),
@@ -272,13 +199,14 @@ pub struct ListOrders {
 #[utoipa::path(get, path = "/v1/orders", tag = "orders", params(ListOrders),
     responses((status = 200, body = OrderPage)), security(("bearer" = [])))]
 pub async fn list(
-    State(shared): State<Shared>,
+    State(state): State<ApiState>,
     caller: Caller,
     Query(query): Query<ListOrders>,
 ) -> Result<Json<OrderPage>, ApiError> {
     caller.require(&[Role::Brand, Role::Operator, Role::Admin])?;
     let limit = super::page_limit(query.limit)?;
-    let orders = shared
+    let orders = state
+        .runtime
         .store
         .list_orders(&OrderFilter {
             brand: caller.brand_scope().map(str::to_string),
@@ -305,14 +233,14 @@ pub async fn list(
         (status = 409, description = "Already in production on a machine, or past production", body = super::problem::Problem)),
     security(("bearer" = [])))]
 pub async fn cancel(
-    State(shared): State<Shared>,
+    State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<OrderView>, ApiError> {
     caller.require(&[Role::Brand, Role::Admin])?;
-    let order = shared
-        .store
-        .cancel_order(&id, caller.brand_scope(), shared.clock.now_ms())
+    let order = state
+        .runtime
+        .cancel_order(&id, caller.brand_scope())
         .await?;
     Ok(Json(OrderView::from(&order)))
 }
@@ -335,6 +263,27 @@ pub struct ImportLine {
     pub errors: Vec<FieldError>,
 }
 
+impl From<runtime::orders::ImportLine> for ImportLine {
+    fn from(line: runtime::orders::ImportLine) -> ImportLine {
+        ImportLine {
+            line: line.line,
+            external_ref: line.external_ref,
+            id: line.id,
+            errors: line.errors,
+        }
+    }
+}
+
+impl ImportReport {
+    /// The report of a stored import.
+    fn stored(import: &Import) -> ImportReport {
+        ImportReport {
+            imported: import.lines.len(),
+            orders: import.lines.iter().cloned().map(ImportLine::from).collect(),
+        }
+    }
+}
+
 /// Import a whole event's orders: NDJSON (`application/x-ndjson`, one order
 /// per line) or CSV (`text/csv`, columns
 /// `external_ref,customer_name,lat,lon,sku,quantity`; rows with the same
@@ -344,12 +293,12 @@ pub struct ImportLine {
     responses((status = 201, body = ImportReport), (status = 422, description = "Nothing imported; see the per-line report", body = ImportReport)),
     security(("bearer" = [])))]
 pub async fn import(
-    State(shared): State<Shared>,
+    State(state): State<ApiState>,
     caller: Caller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Brand, Role::Admin])?;
+    let submitter = submitter(&caller)?;
     let key = idempotency_key(&headers)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -379,91 +328,40 @@ pub async fn import(
     if parsed.len() > 100_000 {
         return Err(ApiError::bad_request("at most 100000 orders per import"));
     }
-    let mut lines = Vec::with_capacity(parsed.len());
-    let mut orders = Vec::with_capacity(parsed.len());
-    let mut failed = false;
-    for (index, (line, request)) in parsed.into_iter().enumerate() {
-        let external_ref = request.as_ref().ok().and_then(|r| r.external_ref.clone());
-        match request.and_then(|request| prepare(&shared, &caller, request)) {
-            Ok(mut order) => {
-                // The file's orders are stored together or not at all.
-                order.follows = index > 0;
-                lines.push(ImportLine {
-                    line,
-                    external_ref,
-                    id: Some(order.id.clone()),
-                    errors: Vec::new(),
-                });
-                orders.push(order);
-            }
-            Err(errors) => {
-                failed = true;
-                lines.push(ImportLine {
-                    line,
-                    external_ref,
-                    id: None,
-                    errors,
-                });
-            }
-        }
-    }
-    if failed {
-        for line in &mut lines {
-            line.id = None;
-        }
-        let report = ImportReport {
-            imported: 0,
-            orders: lines,
-        };
-        return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(report)).into_response());
-    }
-    let report = ImportReport {
-        imported: lines.len(),
-        orders: lines,
+    let key = key_of(key, &body);
+    let render = |import: &Import| {
+        serde_json::to_string(&ImportReport::stored(import)).map_err(|err| err.to_string())
     };
-    let report_body = serde_json::to_string(&report).map_err(ApiError::internal)?;
-    if let (Some(key), Some(first)) = (key, orders.first_mut()) {
-        // One key for the whole file; its stored response is this report.
-        first.idempotency = Some(Idempotency {
-            key,
-            request_hash: body_hash(&body),
-            status: 201,
-            response: report_body.clone(),
-        });
-    }
-    let outcome = shared.intake.submit(orders).await?.into_iter().next();
-    shared.scheduler.notify_one();
-    answer(
-        outcome,
-        || json_response(StatusCode::CREATED, report_body, false, None),
-        "this Idempotency-Key was used with a different file; nothing was imported",
-    )
-}
-
-/// The answer to a stored submission: the new resource, the first response
-/// replayed (same key, same body), or 422 (same key, another body).
-fn answer(
-    outcome: Option<AcceptOutcome>,
-    created: impl FnOnce() -> Response,
-    reused: &'static str,
-) -> Result<Response, ApiError> {
-    match outcome {
-        Some(AcceptOutcome::Created) => Ok(created()),
-        Some(AcceptOutcome::Replayed { status, response }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            Ok(json_response(status, response, true, None))
+    match state
+        .runtime
+        .import_orders(&submitter, parsed, key, render)
+        .await
+    {
+        Ok(Submitted::Created { reply, .. }) => {
+            Ok(json_response(StatusCode::CREATED, reply, false, None))
         }
-        Some(AcceptOutcome::KeyReused) => Err(ApiError::new(
+        Ok(Submitted::Replayed { status, reply }) => Ok(replayed(status, reply)),
+        Err(OrderError::ImportRefused(lines)) => {
+            let report = ImportReport {
+                imported: 0,
+                orders: lines.into_iter().map(ImportLine::from).collect(),
+            };
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(report)).into_response())
+        }
+        Err(OrderError::KeyReused) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency-key-reused",
-            reused,
+            "this Idempotency-Key was used with a different file; nothing was imported",
         )),
-        None => Err(ApiError::internal("intake returned no outcome")),
+        Err(err) => Err(err.into()),
     }
 }
 
-/// A line number and what was read there: an order, or what is wrong with it.
-type ParsedLine = (usize, Result<OrderRequest, Vec<FieldError>>);
+/// The first response to a key, replayed.
+fn replayed(status: u16, reply: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    json_response(status, reply, true, None)
+}
 
 fn parse_ndjson(text: &str) -> Vec<ParsedLine> {
     text.lines()

@@ -3,6 +3,7 @@
 
 use crate::domain::intake::FieldError;
 use crate::runtime::intake::IntakeError;
+use crate::runtime::orders::OrderError;
 use crate::store::StoreError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -103,6 +104,23 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(detail) => ApiError::conflict(detail),
             StoreError::Transition(err) => ApiError::conflict(err.to_string()),
             other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<OrderError> for ApiError {
+    fn from(err: OrderError) -> Self {
+        match err {
+            OrderError::Invalid(errors) => ApiError::invalid(errors),
+            OrderError::KeyReused => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "this Idempotency-Key was used with a different request body",
+            ),
+            OrderError::ImportRefused(_) => ApiError::invalid(Vec::new()),
+            OrderError::Intake(err) => err.into(),
+            OrderError::Store(err) => err.into(),
+            OrderError::Render(err) => ApiError::internal(err),
         }
     }
 }

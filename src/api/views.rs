@@ -2,7 +2,7 @@
 
 use crate::domain::intake::LineRequest;
 use crate::domain::{HandoffKind, HandoffState, JobState, MachineMode, MachineState, OrderState};
-use crate::store::{JobRecord, MachineRecord, OrderRecord};
+use crate::store::{HandoffRecord, JobRecord, MachineRecord, OrderRecord};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -170,5 +170,57 @@ pub fn machine_view(machine: &MachineRecord, queue: usize) -> MachineView {
         fault_code: machine.fault_code,
         queue,
         updated_at: rfc3339(machine.updated_ms),
+    }
+}
+
+/// A courier's schedule: every stop planned for them, in visiting order.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = CourierSchedule)]
+pub struct CourierScheduleView {
+    pub schema: u32,
+    pub courier: String,
+    pub generated_at: Option<DateTime<Utc>>,
+    pub stops: Vec<ScheduleStopView>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = ScheduleStop)]
+pub struct ScheduleStopView {
+    /// Handoff id, to confirm the stop with.
+    pub id: String,
+    pub wave: String,
+    pub order_id: String,
+    pub kind: HandoffKind,
+    pub seq: i64,
+    /// Factory id for pickups, `customer` for drop-offs.
+    pub place: String,
+    pub lat: f64,
+    pub lon: f64,
+    pub eta: Option<DateTime<Utc>>,
+    pub state: HandoffState,
+}
+
+impl CourierScheduleView {
+    pub fn new(courier: &str, records: &[HandoffRecord], now_ms: i64) -> CourierScheduleView {
+        CourierScheduleView {
+            schema: 1,
+            courier: courier.to_string(),
+            generated_at: rfc3339(now_ms),
+            stops: records
+                .iter()
+                .map(|r| ScheduleStopView {
+                    id: r.id.clone(),
+                    wave: r.wave.clone(),
+                    order_id: r.order_id.clone(),
+                    kind: r.kind,
+                    seq: r.seq,
+                    place: r.place.clone(),
+                    lat: r.location.lat,
+                    lon: r.location.lon,
+                    eta: rfc3339(r.eta_ms),
+                    state: r.state,
+                })
+                .collect(),
+        }
     }
 }

@@ -160,7 +160,7 @@ mod tests {
         let lost = step(1, "heat_press");
         assert_eq!(redo_plans(&[], &lost, 3).len(), 1);
         assert_eq!(redo_plans(&[], &lost, 3)[0].quantity, 3);
-        assert!(redo_plans(&[lost.clone()], &lost, 0).is_empty());
+        assert!(redo_plans(std::slice::from_ref(&lost), &lost, 0).is_empty());
     }
 
     #[test]

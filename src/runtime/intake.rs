@@ -6,6 +6,7 @@ use crate::store::{AcceptOutcome, NewOrder, Store, StoreError};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 /// Most orders in one transaction.
@@ -70,10 +71,12 @@ pub struct Intake {
 }
 
 impl Intake {
-    /// Starts the committer task; it ends when every handle is dropped.
-    pub fn start(store: Store) -> (Intake, tokio::task::JoinHandle<()>) {
+    /// Starts the committer task. When `stop` is cancelled (or every handle
+    /// is dropped) it refuses new submissions, commits those already queued,
+    /// and ends.
+    pub fn start(store: Store, stop: CancellationToken) -> (Intake, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4096);
-        let task = tokio::spawn(commit_loop(store, rx));
+        let task = tokio::spawn(commit_loop(store, rx, stop));
         (
             Intake {
                 submissions: tx,
@@ -113,9 +116,20 @@ impl Intake {
     }
 }
 
-async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>) {
+async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>, stop: CancellationToken) {
     let mut batch: Vec<Submission> = Vec::new();
-    while let Some(first) = rx.recv().await {
+    let mut closing = false;
+    loop {
+        let first = tokio::select! {
+            first = rx.recv() => first,
+            _ = stop.cancelled(), if !closing => {
+                // New submissions fail with Closed; queued ones are still taken.
+                closing = true;
+                rx.close();
+                continue;
+            }
+        };
+        let Some(first) = first else { break };
         batch.push(first);
         let mut count = batch[0].orders.len();
         while count < MAX_BATCH {

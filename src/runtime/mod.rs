@@ -1,23 +1,30 @@
-//! The daemon's moving parts: intake, scheduler, machine supervisors, planning
-//! waves, the outbox publisher and the embedded broker, started and stopped
-//! in order. Owns the [`Clock`].
+//! The daemon's moving parts and its use cases: intake, scheduler, machine
+//! supervisors, planning waves, the outbox publisher and the embedded broker,
+//! started by [`start`] and stopped in order by [`Shutdown`]; [`Runtime`] is
+//! the handle whose use cases (accept an order, pause a machine, confirm a
+//! handoff) the API and the CLI call. Owns the [`Clock`].
 //!
-//! Shutdown (SIGINT/SIGTERM or the caller's token): stop HTTP intake first,
-//! let intake commit what it accepted, stop machine drivers after their
-//! in-flight request, then flush the outbox.
+//! Architecture invariant: the runtime knows no HTTP. Callers hand it parsed
+//! requests and a caller's identity; it hands back records and typed errors.
 
 pub mod broker;
 pub mod clock;
 pub mod intake;
 pub mod mqtt;
+pub mod operations;
+pub mod orders;
 pub mod scheduler;
+pub mod shutdown;
 pub mod supervisor;
+pub mod wake;
 pub mod waves;
 
 pub use clock::Clock;
 pub use intake::Intake;
+pub use shutdown::Shutdown;
+pub use wake::{Wake, Wakers};
 
-use crate::config::{Config, ConfigError, CourierConfig, MqttConfig};
+use crate::config::{Config, ConfigError, CourierConfig, MqttConfig, redact};
 use crate::domain::intake::IntakeRules;
 use crate::domain::intake::MAX_QUANTITY;
 use crate::domain::{Catalog, FactoryId, Location, Zone};
@@ -26,13 +33,9 @@ use crate::store::{MachineSpec, Store};
 use anyhow::Context;
 use fabflow_adapters::profile::SignalName;
 use fabflow_adapters::{DriverConfig, MachineDriver, ModbusConnector, Profile};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span};
@@ -150,263 +153,178 @@ impl Network {
     }
 }
 
-/// The process-wide Prometheus recorder (installed once, shared by every
-/// daemon a test starts in one process).
-pub fn metrics_handle() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
-        .clone()
-}
-
-/// Everything the HTTP API needs.
+/// The running runtime's handle: its state and its use cases. Cheap to clone.
 #[derive(Clone)]
-pub struct Shared {
+pub struct Runtime {
     pub store: Store,
     pub clock: Clock,
-    pub intake: Intake,
     pub network: Arc<Network>,
-    pub metrics: Option<PrometheusHandle>,
-    /// Wakes the scheduler when new orders arrive.
-    pub scheduler: Arc<Notify>,
-    pub max_body_bytes: usize,
-    /// Token cache and failed-authentication counts.
-    pub guard: Arc<crate::api::auth::Guard>,
+    /// Submits orders to the group-commit task; closed by [`Shutdown`].
+    intake: Intake,
+    /// Wakes the scheduler and the outbox publisher after a change.
+    wakers: Wakers,
 }
 
-/// A started daemon.
-pub struct Daemon {
-    pub http: SocketAddr,
-    pub mqtt: mqtt::BrokerAddress,
-    pub store: Store,
-    pub clock: Clock,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+/// A started runtime: its handle, its stop sequence, and where its MQTT
+/// clients connect.
+pub struct Started {
+    pub runtime: Runtime,
+    pub shutdown: Shutdown,
+    pub broker: mqtt::BrokerAddress,
 }
 
-impl Daemon {
-    /// Starts every part on the current runtime and returns once the API and
-    /// the broker accept connections. `shutdown` stops it all, in order.
-    pub async fn start(
-        config: Config,
-        profiles: Vec<Profile>,
-        listener: TcpListener,
-        shutdown: CancellationToken,
-    ) -> anyhow::Result<Daemon> {
-        let network = Arc::new(Network::new(&config, &profiles, "configuration")?);
-        let store = Store::connect(&config.database.url)
-            .await
-            .with_context(|| format!("opening database {}", redact(&config.database.url)))?;
-        let clock = Clock::load(&store, config.time_scale).await?;
-        let embedded = match &config.mqtt {
-            MqttConfig::Embedded { listen } => {
-                let listen = *listen;
-                Some(tokio::task::spawn_blocking(move || broker::start(listen)).await??)
-            }
-            MqttConfig::External { .. } => None,
-        };
-        let broker_address = mqtt::BrokerAddress::from_config(&config.mqtt, embedded);
-        info!(mqtt = %broker_address.url(), embedded = embedded.is_some(), "MQTT broker");
-        let specs: Vec<MachineSpec> = network
-            .machines
-            .iter()
-            .map(|(machine, profile)| MachineSpec {
-                id: machine.id.clone(),
-                factory: machine.factory.clone(),
-                model: profile.model.clone(),
-                address: machine.address.to_string(),
-                capabilities: profile.capabilities.clone(),
-                materials: machine
-                    .materials
-                    .clone()
-                    .unwrap_or_else(|| profile.materials.clone()),
-            })
-            .collect();
-        store.register_machines(&specs, clock.now_ms()).await?;
-        let configured: Vec<String> = specs.iter().map(|spec| spec.id.clone()).collect();
-        for machine in store
-            .retire_unconfigured(&configured, clock.now_ms())
-            .await?
-        {
-            tracing::warn!(machine.id = %machine, "machine is no longer configured: marked offline, its jobs planned again");
+/// Opens the database, starts the broker (if embedded), registers the
+/// configured machines and starts every task. Returns once the broker
+/// accepts connections.
+pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Started> {
+    let network = Arc::new(Network::new(config, profiles, "configuration")?);
+    let store = Store::connect(&config.database.url)
+        .await
+        .with_context(|| format!("opening database {}", redact(&config.database.url)))?;
+    let clock = Clock::load(&store, config.time_scale).await?;
+    let embedded = match &config.mqtt {
+        MqttConfig::Embedded { listen } => {
+            let listen = *listen;
+            Some(tokio::task::spawn_blocking(move || broker::start(listen)).await??)
         }
+        MqttConfig::External { .. } => None,
+    };
+    let broker_address = mqtt::BrokerAddress::from_config(&config.mqtt, embedded);
+    info!(mqtt = %broker_address.url(), embedded = embedded.is_some(), "MQTT broker");
+    register_machines(&store, &network, clock).await?;
 
-        // One token per stage, stopped in order by the shutdown sequence.
-        let http_stop = CancellationToken::new();
-        let machines_stop = CancellationToken::new();
-        let work_stop = CancellationToken::new();
-        let outbox_stop = CancellationToken::new();
-        // The MQTT clients' event loops outlive the publisher, so its final flush can be acknowledged.
-        let mqtt_stop = CancellationToken::new();
-        let scheduler_wake = Arc::new(Notify::new());
-        let outbox_wake = Arc::new(Notify::new());
+    let intake_stop = CancellationToken::new();
+    let work_stop = CancellationToken::new();
+    let outbox_stop = CancellationToken::new();
+    let mqtt_stop = CancellationToken::new();
+    let wakers = Wakers::default();
+    let (intake, intake_task) = Intake::start(store.clone(), intake_stop.clone());
 
-        let (intake, intake_task) = Intake::start(store.clone());
-        let shared = Shared {
+    let mut work = JoinSet::new();
+    for (machine, profile) in &network.machines {
+        let timeout = Duration::from_millis(machine.request_timeout_ms);
+        let driver = DriverConfig {
+            name: machine.id.clone(),
+            poll_interval: Duration::from_millis(machine.poll_interval_ms),
+            request_timeout: timeout,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        };
+        let connector = ModbusConnector::new(machine.address, Arc::clone(profile), timeout);
+        let (handle, facts) = MachineDriver::spawn(driver, connector, work_stop.child_token());
+        let supervisor = supervisor::Supervisor {
+            machine: machine.id.clone(),
             store: store.clone(),
             clock,
-            intake,
-            network: Arc::clone(&network),
-            metrics: metrics_handle(),
-            scheduler: Arc::clone(&scheduler_wake),
-            max_body_bytes: config.http.max_body_bytes,
-            guard: Arc::default(),
+            handle,
+            wakers: wakers.clone(),
+            refusals: Default::default(),
         };
-        let http = listener.local_addr()?;
-        let app = crate::api::router(shared);
-        let http_token = http_stop.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { http_token.cancelled().await })
-            .await
-        });
-
-        let mut machine_tasks = JoinSet::new();
-        for (machine, profile) in &network.machines {
-            let timeout = Duration::from_millis(machine.request_timeout_ms);
-            let driver = DriverConfig {
-                name: machine.id.clone(),
-                poll_interval: Duration::from_millis(machine.poll_interval_ms),
-                request_timeout: timeout,
-                backoff_min: Duration::from_millis(100),
-                backoff_max: Duration::from_secs(5),
-            };
-            let connector = ModbusConnector::new(machine.address, Arc::clone(profile), timeout);
-            let (handle, facts) =
-                MachineDriver::spawn(driver, connector, machines_stop.child_token());
-            let supervisor = supervisor::Supervisor {
-                machine: machine.id.clone(),
-                store: store.clone(),
-                clock,
-                handle,
-                scheduler: Arc::clone(&scheduler_wake),
-                outbox: Arc::clone(&outbox_wake),
-                refusals: Default::default(),
-            };
-            let span = info_span!("supervisor", machine.id = %machine.id, factory.id = %machine.factory, adapter = "modbus");
-            machine_tasks.spawn(supervisor.run(facts).instrument(span));
-        }
-
-        let mut work = JoinSet::new();
-        let scheduler = scheduler::Scheduler {
+        let span = info_span!("supervisor", machine.id = %machine.id, factory.id = %machine.factory, adapter = "modbus");
+        work.spawn(supervisor.run(facts).instrument(span));
+    }
+    let scheduler = scheduler::Scheduler {
+        store: store.clone(),
+        clock,
+        interval: Duration::from_millis(config.scheduler.interval_ms),
+        max_queue: config.scheduler.max_queue,
+        wakers: wakers.clone(),
+    };
+    work.spawn(
+        scheduler
+            .run(work_stop.clone())
+            .instrument(info_span!("scheduler")),
+    );
+    let schedules = mqtt::connect(&broker_address, "schedules", mqtt_stop.clone());
+    let factory_locations: HashMap<String, Location> = network
+        .factories
+        .iter()
+        .map(|f| (f.id.0.clone(), f.location))
+        .collect();
+    for zone in &config.zones {
+        let schedule: cron::Schedule = zone
+            .planning_cron
+            .parse()
+            .with_context(|| format!("zones.{}.planning_cron", zone.id))?;
+        let waves = waves::Waves {
             store: store.clone(),
             clock,
-            interval: Duration::from_millis(config.scheduler.interval_ms),
-            max_queue: config.scheduler.max_queue,
-            wake: Arc::clone(&scheduler_wake),
-            outbox: Arc::clone(&outbox_wake),
+            zone: zone.id.clone(),
+            schedule,
+            couriers: network
+                .couriers
+                .iter()
+                .filter(|c| c.zone == zone.id)
+                .cloned()
+                .collect(),
+            factories: factory_locations.clone(),
+            mqtt: schedules.client.clone(),
+            wakers: wakers.clone(),
         };
         work.spawn(
-            scheduler
+            waves
                 .run(work_stop.clone())
-                .instrument(info_span!("scheduler")),
+                .instrument(info_span!("waves", zone = %zone.id)),
         );
-        let schedules = mqtt::connect(&broker_address, "schedules", mqtt_stop.clone());
-        let factory_locations: HashMap<String, Location> = network
-            .factories
-            .iter()
-            .map(|f| (f.id.0.clone(), f.location))
-            .collect();
-        for zone in &config.zones {
-            let schedule: cron::Schedule = zone
-                .planning_cron
-                .parse()
-                .with_context(|| format!("zones.{}.planning_cron", zone.id))?;
-            let waves = waves::Waves {
-                store: store.clone(),
-                clock,
-                zone: zone.id.clone(),
-                schedule,
-                couriers: network
-                    .couriers
-                    .iter()
-                    .filter(|c| c.zone == zone.id)
-                    .cloned()
-                    .collect(),
-                factories: factory_locations.clone(),
-                mqtt: schedules.client.clone(),
-                outbox: Arc::clone(&outbox_wake),
-            };
-            work.spawn(
-                waves
-                    .run(work_stop.clone())
-                    .instrument(info_span!("waves", zone = %zone.id)),
-            );
-        }
-        let outbox_client =
-            mqtt::connect_acknowledged(&broker_address, "outbox", mqtt_stop.clone());
-        let publisher = tokio::spawn(
-            mqtt::run_outbox(
-                store.clone(),
-                clock,
-                outbox_client,
-                outbox_stop.clone(),
-                Arc::clone(&outbox_wake),
-            )
-            .instrument(info_span!("outbox")),
-        );
-
-        let task_store = store.clone();
-        let task = tokio::spawn(async move {
-            shutdown.cancelled().await;
-            info!("shutting down: stopping intake");
-            http_stop.cancel();
-            let served = server.await;
-            intake_task.await.ok();
-            info!("stopping machine drivers after their in-flight requests");
-            work_stop.cancel();
-            machines_stop.cancel();
-            while work.join_next().await.is_some() {}
-            while machine_tasks.join_next().await.is_some() {}
-            info!("flushing the outbox");
-            outbox_stop.cancel();
-            publisher.await.ok();
-            mqtt_stop.cancel();
-            drop(schedules);
-            task_store.close().await;
-            info!("stopped");
-            served??;
-            Ok(())
-        });
-        Ok(Daemon {
-            http,
-            mqtt: broker_address,
-            store,
+    }
+    let outbox_client = mqtt::connect_acknowledged(&broker_address, "outbox", mqtt_stop.clone());
+    let outbox_task = tokio::spawn(
+        mqtt::run_outbox(
+            store.clone(),
             clock,
-            task,
-        })
-    }
-
-    /// Waits until the daemon has stopped.
-    pub async fn wait(self) -> anyhow::Result<()> {
-        self.task.await?
-    }
+            outbox_client,
+            outbox_stop.clone(),
+            wakers.clone(),
+        )
+        .instrument(info_span!("outbox")),
+    );
+    Ok(Started {
+        runtime: Runtime {
+            store: store.clone(),
+            clock,
+            network,
+            intake,
+            wakers,
+        },
+        shutdown: Shutdown {
+            intake: intake_stop,
+            intake_task,
+            work: work_stop,
+            work_tasks: work,
+            outbox: outbox_stop,
+            outbox_task,
+            mqtt: mqtt_stop,
+            store,
+        },
+        broker: broker_address,
+    })
 }
 
-pub use crate::config::redact;
-
-/// Resolves when SIGINT or SIGTERM arrives.
-pub async fn signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
+/// Records the configured machines; machines no longer configured are
+/// retired (offline, their jobs planned again).
+async fn register_machines(store: &Store, network: &Network, clock: Clock) -> anyhow::Result<()> {
+    let specs: Vec<MachineSpec> = network
+        .machines
+        .iter()
+        .map(|(machine, profile)| MachineSpec {
+            id: machine.id.clone(),
+            factory: machine.factory.clone(),
+            model: profile.model.clone(),
+            address: machine.address.to_string(),
+            capabilities: profile.capabilities.clone(),
+            materials: machine
+                .materials
+                .clone()
+                .unwrap_or_else(|| profile.materials.clone()),
+        })
+        .collect();
+    store.register_machines(&specs, clock.now_ms()).await?;
+    let configured: Vec<String> = specs.iter().map(|spec| spec.id.clone()).collect();
+    for machine in store
+        .retire_unconfigured(&configured, clock.now_ms())
+        .await?
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        tracing::warn!(machine.id = %machine, "machine is no longer configured: marked offline, its jobs planned again");
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
+    Ok(())
 }

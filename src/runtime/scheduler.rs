@@ -4,10 +4,9 @@
 use crate::domain::{FactoryId, MachineId};
 use crate::plan::{JobCandidate, MachineSlot, assign_jobs};
 use crate::runtime::clock::Clock;
+use crate::runtime::wake::{Wake, Wakers};
 use crate::store::{Store, StoreError};
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -16,9 +15,9 @@ pub struct Scheduler {
     pub clock: Clock,
     pub interval: Duration,
     pub max_queue: usize,
-    /// Woken by supervisors and intake when there is new work or a free machine.
-    pub wake: Arc<Notify>,
-    pub outbox: Arc<Notify>,
+    /// Woken by supervisors and intake when there is new work or a free
+    /// machine; wakes the outbox publisher after a round that queued jobs.
+    pub wakers: Wakers,
 }
 
 impl Scheduler {
@@ -28,13 +27,13 @@ impl Scheduler {
                 Ok(0) => {}
                 Ok(count) => {
                     debug!(jobs = count, "jobs scheduled");
-                    self.outbox.notify_one();
+                    self.wakers.wake(Wake::OUTBOX);
                 }
                 Err(err) => warn!(error = %err, "scheduling round failed"),
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = self.wake.notified() => {}
+                _ = self.wakers.scheduler_woken() => {}
                 _ = tokio::time::sleep(self.interval) => {}
             }
         }

@@ -6,19 +6,23 @@
 //! whenever the outcome of a start is unknown (error, restart, reconnect) the
 //! machine's job token is read back before anything else is sent: a machine
 //! showing the token has the job; one showing another token never got it.
+//!
+//! Every store call's consequences are gathered as a [`Wake`] and handed to
+//! the wakers once per fact, in [`Supervisor::run`].
 
 use crate::domain::reconcile::{Shown, Start, reconcile};
 use crate::domain::{
     JobInput, JobState, JobToken, MachineInput, MachineMode, MachineState, ModeInput, Reported,
+    TransitionError,
 };
 use crate::runtime::clock::Clock;
+use crate::runtime::wake::{Wake, Wakers};
 use crate::store::{JobRecord, Store, StoreError};
-use fabflow_adapters::{JobCommand, MachineFact, MachineHandle, MachineStatus};
+use fabflow_adapters::{JobCommand, MachineFact, MachineHandle, MachineStatus, RunState};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 /// What the machine holds after reconciliation.
@@ -47,22 +51,21 @@ pub struct Supervisor {
     pub store: Store,
     pub clock: Clock,
     pub handle: MachineHandle,
-    /// Wakes the scheduler when this machine frees up or loses its queue.
-    pub scheduler: Arc<Notify>,
-    /// Wakes the outbox publisher after a change.
-    pub outbox: Arc<Notify>,
+    /// Wakes the scheduler (this machine freed up or lost its queue) and the
+    /// outbox publisher (events written).
+    pub wakers: Wakers,
     /// Starts the machine refused in a row.
     pub refusals: AtomicU32,
 }
 
-/// The driver's facts while this supervisor sends it commands.
-struct Link<'a> {
+/// The driver's facts while a command to it is in flight.
+struct InFlight<'a> {
     facts: &'a mut mpsc::Receiver<MachineFact>,
     /// Set when a Disconnected was taken (and no Connected after it).
     lost: Option<String>,
 }
 
-impl Link<'_> {
+impl InFlight<'_> {
     /// Awaits a driver command while still taking the driver's facts: the
     /// driver waits for room in the facts channel before it serves a command,
     /// so not reading them could deadlock the two. Facts taken meanwhile
@@ -104,14 +107,13 @@ fn drain_stale(
     lost
 }
 
-fn reported(state: fabflow_adapters::MachineState) -> Reported {
-    use fabflow_adapters::MachineState as A;
+fn reported(state: RunState) -> Reported {
     match state {
-        A::Idle => Reported::Idle,
-        A::Running => Reported::Running,
-        A::Done => Reported::Done,
-        A::Fault => Reported::Fault,
-        A::Paused => Reported::Paused,
+        RunState::Idle => Reported::Idle,
+        RunState::Running => Reported::Running,
+        RunState::Done => Reported::Done,
+        RunState::Fault => Reported::Fault,
+        RunState::Paused => Reported::Paused,
     }
 }
 
@@ -123,49 +125,51 @@ impl Supervisor {
         // nothing until START_GRACE has passed.
         let mut started: Started = HashMap::new();
         while let Some(fact) = facts.recv().await {
+            let mut wake = Wake::NONE;
             let result = match fact {
-                MachineFact::Connected => Ok(false),
+                MachineFact::Connected => Ok(()),
                 MachineFact::Status(status) => {
-                    let mut link = Link {
+                    let mut in_flight = InFlight {
                         facts: &mut facts,
                         lost: None,
                     };
-                    let result = self.on_status(status, &mut started, &mut link).await;
+                    let result = self
+                        .on_status(status, &mut started, &mut in_flight, &mut wake)
+                        .await;
                     // A command went out: every report still queued was read
                     // before it and says nothing about the job. Drop them;
                     // the driver's next poll is fresh.
                     let lost = match result {
-                        Ok(true) => drain_stale(link.facts, link.lost),
-                        _ => link.lost,
+                        Ok(true) => drain_stale(in_flight.facts, in_flight.lost),
+                        _ => in_flight.lost,
                     };
                     if let Some(reason) = lost
-                        && let Err(err) = self.on_lost().await
+                        && let Err(err) = self.on_lost(&mut wake).await
                     {
                         warn!(error = %err, reason = %reason, "recording the lost connection failed");
                     }
-                    result
+                    result.map(|_| ())
                 }
                 MachineFact::ReadFailed { error } => {
                     warn!(error = %error, "machine status unreadable");
-                    Ok(false)
+                    Ok(())
                 }
                 MachineFact::Disconnected { error } => {
                     debug!(error = %error, "machine disconnected");
-                    self.on_lost().await.map(|()| false)
+                    self.on_lost(&mut wake).await
                 }
             };
-            match result {
-                Ok(_) => {}
-                Err(err) => {
-                    metrics::counter!("fabflow_supervisor_errors_total").increment(1);
-                    warn!(error = %err, "machine supervisor step failed; continuing with the next report");
-                }
+            // The one place this supervisor's changes become wake-ups.
+            self.wakers.wake(wake);
+            if let Err(err) = result {
+                metrics::counter!("fabflow_supervisor_errors_total").increment(1);
+                warn!(error = %err, "machine supervisor step failed; continuing with the next report");
             }
         }
         debug!("machine supervisor stopped");
     }
 
-    async fn on_lost(&self) -> Result<(), StoreError> {
+    async fn on_lost(&self, wake: &mut Wake) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let before = self
             .store
@@ -177,20 +181,19 @@ impl Supervisor {
             .observe_machine(&self.machine, MachineInput::Disconnected, None, None, now)
             .await?;
         if before != Some(state) {
-            self.outbox.notify_one();
+            *wake |= Wake::OUTBOX;
         }
-        if self.store.unschedule_machine(&self.machine, now).await? > 0 {
-            self.scheduler.notify_one();
-        }
+        *wake |= Wake::unscheduled(self.store.unschedule_machine(&self.machine, now).await?);
         Ok(())
     }
 
-    /// Returns whether a start command was sent to the machine.
+    /// Returns whether a command was sent to the machine.
     async fn on_status(
         &self,
         status: MachineStatus,
         started: &mut Started,
-        link: &mut Link<'_>,
+        in_flight: &mut InFlight<'_>,
+        wake: &mut Wake,
     ) -> Result<bool, StoreError> {
         let now = self.clock.now_ms();
         let state = self
@@ -203,19 +206,22 @@ impl Supervisor {
                 now,
             )
             .await?;
-        let held = self.reconcile(&status, started, link).await?;
+        // The machine's queue, read once per report.
+        let queue = self.store.machine_queue(&self.machine).await?;
+        let held = self
+            .reconcile(&status, &queue, started, in_flight, wake)
+            .await?;
         if matches!(
             state,
             MachineState::Fault | MachineState::Paused | MachineState::Offline
-        ) && self.store.unschedule_machine(&self.machine, now).await? > 0
-        {
-            self.scheduler.notify_one();
+        ) {
+            *wake |= Wake::unscheduled(self.store.unschedule_machine(&self.machine, now).await?);
         }
         match held {
             Holding::Acknowledged => Ok(true),
             Holding::Busy => Ok(false),
-            Holding::Free if status.state == fabflow_adapters::MachineState::Idle => {
-                self.dispatch_next(started, link).await
+            Holding::Free if status.state == RunState::Idle => {
+                self.dispatch_next(&queue, started, in_flight, wake).await
             }
             Holding::Free => Ok(false),
         }
@@ -225,17 +231,11 @@ impl Supervisor {
     async fn reconcile(
         &self,
         status: &MachineStatus,
+        queue: &[JobRecord],
         started: &mut Started,
-        link: &mut Link<'_>,
+        in_flight: &mut InFlight<'_>,
+        wake: &mut Wake,
     ) -> Result<Holding, StoreError> {
-        use fabflow_adapters::MachineState as A;
-        let on_machine: Vec<JobRecord> = self
-            .store
-            .machine_queue(&self.machine)
-            .await?
-            .into_iter()
-            .filter(|job| job.state.is_on_machine())
-            .collect();
         let mut busy = false;
         let shown = Shown {
             state: reported(status.state),
@@ -244,7 +244,7 @@ impl Supervisor {
             scrap: status.scrap_count,
             fault_code: status.fault_code,
         };
-        for job in on_machine {
+        for job in queue.iter().filter(|job| job.state.is_on_machine()) {
             let token = job.token;
             let start = match started.get(&token.0) {
                 None => Start::Unknown,
@@ -253,7 +253,7 @@ impl Supervisor {
             };
             let input = reconcile(shown, token, job.state, start);
             match input {
-                Some(input) => match self.apply(token, input).await? {
+                Some(input) => match self.apply(token, input, wake).await? {
                     Some(state) if state.is_terminal() => {
                         started.remove(&token.0);
                     }
@@ -266,12 +266,12 @@ impl Supervisor {
         }
         // A finished job whose completion is already stored (or was never
         // ours): acknowledge it so the machine returns to idle.
-        if status.state == A::Done && !busy {
-            match link.command(self.handle.acknowledge()).await {
+        if status.state == RunState::Done && !busy {
+            match in_flight.command(self.handle.acknowledge()).await {
                 Ok(()) => debug!(job.token = status.job_token, "acknowledged finished job"),
                 Err(err) => warn!(error = %err, "acknowledge failed; will retry on the next poll"),
             }
-            self.scheduler.notify_one();
+            *wake |= Wake::SCHEDULER;
             return Ok(Holding::Acknowledged);
         }
         Ok(if busy { Holding::Busy } else { Holding::Free })
@@ -283,6 +283,7 @@ impl Supervisor {
         &self,
         token: JobToken,
         input: JobInput,
+        wake: &mut Wake,
     ) -> Result<Option<JobState>, StoreError> {
         let label = format!("{input:?}");
         let now = self.clock.now_ms();
@@ -290,15 +291,12 @@ impl Supervisor {
             Ok(moved) => {
                 info!(job.token = %token, order.id = %moved.job.order_id, from = %moved.from, to = %moved.job.state, "job {}", moved.job.state);
                 metrics::counter!("fabflow_job_transitions_total", "to" => moved.job.state.as_str()).increment(1);
-                self.outbox.notify_one();
-                if moved.job.state.is_terminal() || moved.job.state == JobState::Pending {
-                    self.scheduler.notify_one();
-                }
+                *wake |= Wake::job_moved(&moved);
                 Ok(Some(moved.job.state))
             }
             Err(
                 StoreError::Conflict(reason)
-                | StoreError::Transition(crate::domain::TransitionError { from: reason, .. }),
+                | StoreError::Transition(TransitionError { from: reason, .. }),
             ) => {
                 debug!(job.token = %token, input = %label, reason = %reason, "job changed meanwhile");
                 Ok(None)
@@ -310,7 +308,7 @@ impl Supervisor {
     /// Counts a start the machine (or its profile) refused; after
     /// MAX_REFUSALS in a row the machine goes into maintenance: it needs a
     /// person, not more jobs.
-    async fn refused(&self) -> Result<(), StoreError> {
+    async fn refused(&self, wake: &mut Wake) -> Result<(), StoreError> {
         let refusals = self.refusals.fetch_add(1, Ordering::Relaxed) + 1;
         if refusals < MAX_REFUSALS {
             return Ok(());
@@ -319,15 +317,14 @@ impl Supervisor {
         let now = self.clock.now_ms();
         match self
             .store
-            .set_machine_mode(&self.machine, ModeInput::StartMaintenance, now)
+            .change_machine_mode(&self.machine, ModeInput::StartMaintenance, now)
             .await
         {
-            Ok(_) | Err(StoreError::Transition(_)) => {}
+            Ok(change) => *wake |= Wake::mode_changed(&change),
+            // Already in maintenance (an operator was quicker): nothing to add.
+            Err(StoreError::Transition(_)) => {}
             Err(err) => return Err(err),
         }
-        self.store.unschedule_machine(&self.machine, now).await?;
-        self.scheduler.notify_one();
-        self.outbox.notify_one();
         tracing::error!(
             refusals,
             "machine refused its last starts; put in maintenance for an operator"
@@ -339,38 +336,31 @@ impl Supervisor {
     /// start command was sent.
     async fn dispatch_next(
         &self,
+        queue: &[JobRecord],
         started: &mut Started,
-        link: &mut Link<'_>,
+        in_flight: &mut InFlight<'_>,
+        wake: &mut Wake,
     ) -> Result<bool, StoreError> {
         let Some(machine) = self.store.get_machine(&self.machine).await? else {
             return Ok(false);
         };
         if machine.mode != MachineMode::Active {
             // Paused or in maintenance: jobs queued meanwhile go back to the planner.
-            if self
+            let count = self
                 .store
                 .unschedule_machine(&self.machine, self.clock.now_ms())
-                .await?
-                > 0
-            {
-                self.scheduler.notify_one();
-            }
+                .await?;
+            *wake |= Wake::unscheduled(count);
             return Ok(false);
         }
-        let Some(job) = self
-            .store
-            .machine_queue(&self.machine)
-            .await?
-            .into_iter()
-            .find(|job| job.state == JobState::Scheduled)
-        else {
+        let Some(job) = queue.iter().find(|job| job.state == JobState::Scheduled) else {
             return Ok(false);
         };
         let token = job.token;
         // Persist first: once dispatched is stored, a crash at any later point
         // leads to a read-back of the machine, never to a blind second start.
         // Only a dispatch this supervisor won may be started.
-        if self.apply(token, JobInput::Dispatch).await? != Some(JobState::Dispatched) {
+        if self.apply(token, JobInput::Dispatch, wake).await? != Some(JobState::Dispatched) {
             return Ok(false);
         }
         started.insert(token.0, Instant::now());
@@ -379,7 +369,7 @@ impl Supervisor {
             recipe: job.recipe,
             quantity: job.quantity,
         };
-        let result = link.command(self.handle.start_job(command)).await;
+        let result = in_flight.command(self.handle.start_job(command)).await;
         // From here on the job may be on the machine: it stays "started" (a
         // report not showing it proves nothing until START_GRACE has passed).
         started.insert(token.0, Instant::now());
@@ -397,23 +387,8 @@ impl Supervisor {
                     .increment(1);
                 warn!(job.token = %token, error = %err, "the machine refused the job; planning it again");
                 started.remove(&token.0);
-                self.apply(token, JobInput::MachineLost).await?;
-                let refusals = self.refusals.fetch_add(1, Ordering::Relaxed) + 1;
-                if refusals >= MAX_REFUSALS {
-                    // A machine that keeps refusing needs a person, not more jobs.
-                    let now = self.clock.now_ms();
-                    self.store
-                        .set_machine_mode(&self.machine, ModeInput::StartMaintenance, now)
-                        .await?;
-                    self.store.unschedule_machine(&self.machine, now).await?;
-                    self.scheduler.notify_one();
-                    self.outbox.notify_one();
-                    tracing::error!(
-                        refusals,
-                        "machine refused every start; put in maintenance for an operator"
-                    );
-                }
-                return Ok(true);
+                self.apply(token, JobInput::MachineLost, wake).await?;
+                self.refused(wake).await?;
             }
             Err(err) => {
                 metrics::counter!("fabflow_job_start_errors_total", "reason" => err.reason())
@@ -421,17 +396,17 @@ impl Supervisor {
                 warn!(job.token = %token, error = %err, "start command failed; reading the machine back");
                 if !err.is_retryable() {
                     // Not a lost connection: the same start would fail again.
-                    self.refused().await?;
+                    self.refused(wake).await?;
                 }
                 // The outcome is unknown: only the machine's token can tell.
                 // This read runs after the failed start on the driver's task,
                 // so it is fresh.
-                match link.command(self.handle.read_status()).await {
+                match in_flight.command(self.handle.read_status()).await {
                     // The token is written first: a machine showing another
                     // one never got this job, and it can be planned again.
                     Ok(status) if status.job_token != token.0 => {
                         started.remove(&token.0);
-                        self.apply(token, JobInput::MachineLost).await?;
+                        self.apply(token, JobInput::MachineLost, wake).await?;
                     }
                     // It has the token: reports decide (running, or still
                     // idle after the grace: failed and made again).
@@ -460,7 +435,7 @@ mod tests {
     impl MachineLink for Idle {
         async fn read_status(&mut self) -> Result<MachineStatus, AdapterError> {
             Ok(MachineStatus {
-                state: fabflow_adapters::MachineState::Idle,
+                state: RunState::Idle,
                 job_token: 0,
                 good_count: 0,
                 scrap_count: 0,
@@ -504,17 +479,17 @@ mod tests {
             bare.is_err(),
             "awaited bare, the command waits for the driver forever"
         );
-        let mut link = Link {
+        let mut in_flight = InFlight {
             facts: &mut facts,
             lost: None,
         };
         let result = tokio::time::timeout(
             Duration::from_secs(10),
-            link.command(handle.start_job(command)),
+            in_flight.command(handle.start_job(command)),
         )
         .await;
         assert!(matches!(result, Ok(Ok(()))), "{result:?}");
-        assert_eq!(link.lost, None);
+        assert_eq!(in_flight.lost, None);
         cancel.cancel();
     }
 }

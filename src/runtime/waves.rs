@@ -1,71 +1,18 @@
 //! Courier planning waves: on each zone's cron schedule (read on the domain
 //! clock), ready orders are routed to the zone's couriers, the stops stored as
-//! handoffs, and each courier's schedule published on
-//! `fabflow/v1/couriers/<id>/schedule` (retained, QoS 1).
+//! handoffs, and each courier's schedule published (`mqtt::schedules`).
 
 use crate::config::CourierConfig;
 use crate::domain::{CourierId, HandoffState, Location};
 use crate::plan::{CourierSlot, RouteOrder, Travel, plan_routes};
 use crate::runtime::clock::Clock;
+use crate::runtime::mqtt::schedules;
+use crate::runtime::wake::{Wake, Wakers};
 use crate::store::{HandoffRecord, Store, StoreError};
-use chrono::{DateTime, Utc};
-use rumqttc::{AsyncClient, QoS};
-use serde::Serialize;
+use rumqttc::AsyncClient;
 use std::collections::HashMap;
-use std::sync::Arc;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-
-/// A courier's schedule as published on MQTT and served by the API.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct CourierSchedule {
-    pub schema: u32,
-    pub courier: String,
-    pub generated_at: Option<DateTime<Utc>>,
-    pub stops: Vec<ScheduleStop>,
-}
-
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ScheduleStop {
-    /// Handoff id, to confirm the stop with.
-    pub id: String,
-    pub wave: String,
-    pub order_id: String,
-    pub kind: crate::domain::HandoffKind,
-    pub seq: i64,
-    /// Factory id for pickups, `customer` for drop-offs.
-    pub place: String,
-    pub lat: f64,
-    pub lon: f64,
-    pub eta: Option<DateTime<Utc>>,
-    pub state: HandoffState,
-}
-
-impl CourierSchedule {
-    pub fn new(courier: &str, records: &[HandoffRecord], now_ms: i64) -> CourierSchedule {
-        CourierSchedule {
-            schema: 1,
-            courier: courier.to_string(),
-            generated_at: DateTime::from_timestamp_millis(now_ms),
-            stops: records
-                .iter()
-                .map(|r| ScheduleStop {
-                    id: r.id.clone(),
-                    wave: r.wave.clone(),
-                    order_id: r.order_id.clone(),
-                    kind: r.kind,
-                    seq: r.seq,
-                    place: r.place.clone(),
-                    lat: r.location.lat,
-                    lon: r.location.lon,
-                    eta: DateTime::from_timestamp_millis(r.eta_ms),
-                    state: r.state,
-                })
-                .collect(),
-        }
-    }
-}
 
 /// How long after its ETA an unconfirmed pickup counts as missed (domain time).
 pub const MISSED_AFTER_MS: i64 = 2 * crate::domain::HOUR_MS;
@@ -78,7 +25,8 @@ pub struct Waves {
     pub couriers: Vec<CourierConfig>,
     pub factories: HashMap<String, Location>,
     pub mqtt: AsyncClient,
-    pub outbox: Arc<Notify>,
+    /// Wakes the outbox publisher after a wave stored its stops.
+    pub wakers: Wakers,
 }
 
 impl Waves {
@@ -178,7 +126,7 @@ impl Waves {
             }
         }
         self.store.save_wave(&records, now).await?;
-        self.outbox.notify_one();
+        self.wakers.wake(Wake::OUTBOX);
         let routed = records.len() / 2;
         metrics::counter!("fabflow_orders_routed_total").increment(routed as u64);
         if late > 0 {
@@ -191,13 +139,8 @@ impl Waves {
                 .into_iter()
                 .filter(|h| h.state == HandoffState::Planned)
                 .collect();
-            let body = CourierSchedule::new(&plan.courier.0, &planned, now);
-            let payload = serde_json::to_vec(&body).unwrap_or_default();
-            let topic = format!("fabflow/v1/couriers/{}/schedule", plan.courier);
-            if let Err(err) = self
-                .mqtt
-                .publish(topic, QoS::AtLeastOnce, true, payload)
-                .await
+            if let Err(err) =
+                schedules::publish(&self.mqtt, plan.courier.as_str(), &planned, now).await
             {
                 warn!(courier = %plan.courier, error = %err, "schedule not published; the API serves it");
             }

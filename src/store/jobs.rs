@@ -404,24 +404,41 @@ impl Store {
         machine: &str,
         now: Millis,
     ) -> Result<usize, StoreError> {
-        let rows = sqlx::query("SELECT token FROM jobs WHERE machine = $1 AND state = 'scheduled'")
-            .bind(machine)
-            .fetch_all(self.reader())
-            .await?;
-        if rows.is_empty() {
+        let queued = sqlx::query(
+            "SELECT COUNT(*) AS n FROM jobs WHERE machine = $1 AND state = 'scheduled'",
+        )
+        .bind(machine)
+        .fetch_one(self.reader())
+        .await?;
+        if queued.try_get::<i64, _>("n")? == 0 {
             return Ok(0);
         }
         let mut tx = self.begin().await?;
-        let mut count = 0;
-        for row in rows {
-            let token = JobToken(to_u32(row.try_get("token")?, "job token")?);
-            match transition_in(&mut tx, self.backend, token, JobInput::Unschedule, now).await {
-                Ok(_) => count += 1,
-                Err(StoreError::Conflict(_) | StoreError::Transition(_)) => {}
-                Err(err) => return Err(err),
-            }
-        }
+        let count = unschedule_in(&mut tx, self.backend, machine, now).await?;
         tx.commit().await?;
         Ok(count)
     }
+}
+
+/// Takes every queued job off a machine inside `tx`; returns how many.
+pub(super) async fn unschedule_in(
+    tx: &mut Transaction<'static, Any>,
+    backend: Backend,
+    machine: &str,
+    now: Millis,
+) -> Result<usize, StoreError> {
+    let rows = sqlx::query("SELECT token FROM jobs WHERE machine = $1 AND state = 'scheduled'")
+        .bind(machine)
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut count = 0;
+    for row in rows {
+        let token = JobToken(to_u32(row.try_get("token")?, "job token")?);
+        match transition_in(tx, backend, token, JobInput::Unschedule, now).await {
+            Ok(_) => count += 1,
+            Err(StoreError::Conflict(_) | StoreError::Transition(_)) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(count)
 }

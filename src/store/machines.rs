@@ -1,6 +1,7 @@
 //! Machines: registered from configuration at start-up, then updated from
 //! what they report and what operators decide.
 
+use super::jobs::unschedule_in;
 use super::write::{Subject, emit};
 use super::{Store, StoreError, parse};
 use crate::domain::{Event, MachineInput, MachineMode, MachineState, Millis};
@@ -9,6 +10,14 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 /// A machine as configured.
+/// What an operator's mode decision did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModeChange {
+    pub mode: MachineMode,
+    /// Queued jobs handed back to the planner.
+    pub unscheduled: usize,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct MachineSpec {
     pub id: String,
@@ -226,12 +235,15 @@ impl Store {
         Ok(next)
     }
 
-    pub async fn set_machine_mode(
+    /// An operator's decision on a machine's mode, in one transaction with
+    /// its event: a mode that takes no jobs also hands the machine's queued
+    /// jobs back to the planner.
+    pub async fn change_machine_mode(
         &self,
         id: &str,
         input: crate::domain::ModeInput,
         now: Millis,
-    ) -> Result<MachineMode, StoreError> {
+    ) -> Result<ModeChange, StoreError> {
         let mut tx = self.begin().await?;
         let row = sqlx::query("SELECT mode FROM machines WHERE id = $1")
             .bind(id)
@@ -267,7 +279,15 @@ impl Store {
             now,
         )
         .await?;
+        let unscheduled = if next == MachineMode::Active {
+            0
+        } else {
+            unschedule_in(&mut tx, self.backend, id, now).await?
+        };
         tx.commit().await?;
-        Ok(next)
+        Ok(ModeChange {
+            mode: next,
+            unscheduled,
+        })
     }
 }

@@ -18,12 +18,11 @@ mod write;
 
 pub use handoffs::{HandoffRecord, WaveOrder};
 pub use jobs::{JobFilter, JobRecord, JobTransition, SchedulableJob};
-pub use machines::{MachineRecord, MachineSpec};
+pub use machines::{MachineRecord, MachineSpec, ModeChange};
 pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord};
 pub use outbox::OutboxRecord;
 pub use tokens::TokenRecord;
 
-use crate::domain::Millis;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use std::str::FromStr;

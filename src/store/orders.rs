@@ -33,6 +33,26 @@ pub struct NewOrder {
     pub follows: bool,
 }
 
+impl NewOrder {
+    /// The order as it reads once stored (accepted, nothing changed yet).
+    pub fn record(&self) -> OrderRecord {
+        OrderRecord {
+            id: self.id.clone(),
+            brand: self.brand.clone(),
+            external_ref: self.external_ref.clone(),
+            state: OrderState::Accepted,
+            customer_name: self.customer_name.clone(),
+            location: self.location,
+            zone: self.zone.clone(),
+            factory: self.factory.clone(),
+            lines: self.lines.clone(),
+            deadline_ms: self.deadline_ms,
+            accepted_ms: self.accepted_ms,
+            updated_ms: self.accepted_ms,
+        }
+    }
+}
+
 /// An idempotency key, the hash of the request body, and the response to
 /// store for replays.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@
 
 use fabflow::api::auth::{self, Role};
 use fabflow::config::{Config, MqttConfig};
-use fabflow::runtime::Daemon;
+use fabflow::daemon::Daemon;
 use fabflow_sim::{Fleet, FleetSpec};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;

@@ -1,430 +1,14 @@
-//! Machine profiles: one TOML file per machine model (adapters/profiles/*.toml)
-//! saying where each signal the daemon knows lives on the wire.
-//!
-//! A profile is parsed with `deny_unknown_fields`, then validated; validation
-//! reports every problem at once, each with its file and key. A [`Profile`]
-//! value is always valid: links may rely on its invariants (required signals
-//! present, types fit their register kind, word order known for 32-bit types).
+//! Validation: the raw parsed form of a profile file becomes a [`Profile`]
+//! whose invariants links rely on, or every problem of the file, each with
+//! its dotted key.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
-use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::types::MachineState;
+use super::*;
 
-/// The wire protocol of a profile. Only Modbus TCP is implemented.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    Modbus,
-}
-
-/// Which Modbus table a signal lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RegisterKind {
-    /// Read/write 16-bit registers (FC 3, 6, 16).
-    Holding,
-    /// Read-only 16-bit registers (FC 4).
-    Input,
-    /// Read/write bits (FC 1, 5).
-    Coil,
-    /// Read-only bits (FC 2).
-    Discrete,
-}
-
-impl RegisterKind {
-    /// True for the bit tables (coil, discrete).
-    pub fn is_bit(self) -> bool {
-        matches!(self, RegisterKind::Coil | RegisterKind::Discrete)
-    }
-
-    /// True for the tables a client may write (holding, coil).
-    pub fn is_writable(self) -> bool {
-        matches!(self, RegisterKind::Holding | RegisterKind::Coil)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RegisterKind::Holding => "holding",
-            RegisterKind::Input => "input",
-            RegisterKind::Coil => "coil",
-            RegisterKind::Discrete => "discrete",
-        }
-    }
-}
-
-/// The value type of a signal on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ValueType {
-    U16,
-    I16,
-    U32,
-    I32,
-    F32,
-    Bool,
-}
-
-impl ValueType {
-    /// How many 16-bit registers (or bits, for `bool`) the value occupies.
-    pub fn width(self) -> u16 {
-        match self {
-            ValueType::U16 | ValueType::I16 | ValueType::Bool => 1,
-            ValueType::U32 | ValueType::I32 | ValueType::F32 => 2,
-        }
-    }
-
-    pub fn is_32_bit(self) -> bool {
-        self.width() == 2
-    }
-
-    pub fn is_integer(self) -> bool {
-        matches!(
-            self,
-            ValueType::U16 | ValueType::I16 | ValueType::U32 | ValueType::I32
-        )
-    }
-
-    /// The inclusive range of raw values the type can carry (integers only).
-    pub fn integer_range(self) -> Option<(i64, i64)> {
-        match self {
-            ValueType::U16 => Some((0, i64::from(u16::MAX))),
-            ValueType::I16 => Some((i64::from(i16::MIN), i64::from(i16::MAX))),
-            ValueType::U32 => Some((0, i64::from(u32::MAX))),
-            ValueType::I32 => Some((i64::from(i32::MIN), i64::from(i32::MAX))),
-            ValueType::F32 | ValueType::Bool => None,
-        }
-    }
-}
-
-/// Order of the two 16-bit words of a 32-bit value. Bytes inside a word are
-/// always big-endian, as Modbus says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WordOrder {
-    /// High word at the lower address.
-    #[default]
-    Big,
-    /// Low word at the lower address.
-    Little,
-}
-
-/// The signals the daemon knows. A profile names where each one lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum SignalName {
-    JobToken,
-    Recipe,
-    Quantity,
-    State,
-    GoodCount,
-    ScrapCount,
-    FaultCode,
-    Progress,
-}
-
-impl SignalName {
-    pub const ALL: [SignalName; 8] = [
-        SignalName::JobToken,
-        SignalName::Recipe,
-        SignalName::Quantity,
-        SignalName::State,
-        SignalName::GoodCount,
-        SignalName::ScrapCount,
-        SignalName::FaultCode,
-        SignalName::Progress,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SignalName::JobToken => "job_token",
-            SignalName::Recipe => "recipe",
-            SignalName::Quantity => "quantity",
-            SignalName::State => "state",
-            SignalName::GoodCount => "good_count",
-            SignalName::ScrapCount => "scrap_count",
-            SignalName::FaultCode => "fault_code",
-            SignalName::Progress => "progress",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<SignalName> {
-        SignalName::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-
-    /// Signals a profile must define.
-    pub fn is_required(self) -> bool {
-        !matches!(self, SignalName::FaultCode | SignalName::Progress)
-    }
-
-    /// Signals whose value comes from a [`crate::JobCommand`] (the only ones a
-    /// `write` step may name).
-    pub fn is_command_value(self) -> bool {
-        matches!(
-            self,
-            SignalName::JobToken | SignalName::Recipe | SignalName::Quantity
-        )
-    }
-}
-
-impl fmt::Display for SignalName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Where one signal lives and how it is encoded.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Signal {
-    pub kind: RegisterKind,
-    pub address: u16,
-    pub value_type: ValueType,
-    /// Meaningful only for 32-bit types (always given in the file for those).
-    pub word_order: WordOrder,
-    /// Multiplier applied on read, divided on write.
-    pub scale: Option<f64>,
-    /// Raw value → state; present exactly on the `state` signal.
-    pub map: BTreeMap<i64, MachineState>,
-}
-
-impl Signal {
-    /// The addresses `address..address + width` this signal occupies.
-    pub fn span(&self) -> std::ops::Range<u32> {
-        let start = u32::from(self.address);
-        start..start + u32::from(self.value_type.width())
-    }
-}
-
-/// One step of a command.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Step {
-    /// Write the command's value for this signal (job_token, recipe, quantity).
-    Write(SignalName),
-    /// Write one coil.
-    WriteCoil { address: u16, value: bool },
-    /// Write one holding register (a command register).
-    WriteRegister { address: u16, value: u16 },
-}
-
-/// A command: steps run in order on one connection.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Command {
-    pub steps: Vec<Step>,
-}
-
-/// A validated machine profile.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Profile {
-    /// Where the profile came from (a path, or `adapters/profiles/<file>` for builtins).
-    pub origin: String,
-    pub model: String,
-    pub protocol: Protocol,
-    pub description: String,
-    pub capabilities: Vec<String>,
-    pub materials: Vec<String>,
-    /// Modbus unit (slave) id, 1..=247.
-    pub unit_id: u8,
-    /// Every defined signal; all required ones are present.
-    pub signals: BTreeMap<SignalName, Signal>,
-    pub start: Command,
-    pub acknowledge: Command,
-}
-
-impl Profile {
-    /// Parses and validates one profile. `origin` names it in errors.
-    pub fn from_toml_str(text: &str, origin: &str) -> Result<Profile, ProfileErrors> {
-        let raw: RawProfile = toml::from_str(text).map_err(|err| {
-            let key = match err.span() {
-                Some(span) => {
-                    let (line, column) = line_column(text, span.start);
-                    format!("line {line}, column {column}")
-                }
-                None => String::new(),
-            };
-            ProfileErrors(vec![ProfileError {
-                origin: origin.to_string(),
-                key,
-                message: err.message().trim().to_string(),
-            }])
-        })?;
-        validate(raw, origin)
-    }
-
-    /// A defined signal. Required signals are always present.
-    pub fn signal(&self, name: SignalName) -> Option<&Signal> {
-        self.signals.get(&name)
-    }
-
-    /// A required signal (job_token, recipe, quantity, state, good_count, scrap_count).
-    ///
-    /// # Panics
-    /// If `name` is optional and absent, or a validated profile lacks a
-    /// required signal (a broken invariant of [`validate`]).
-    pub fn required(&self, name: SignalName) -> &Signal {
-        assert!(name.is_required(), "{name} is an optional signal");
-        self.signals.get(&name).unwrap_or_else(|| {
-            panic!(
-                "validated profile {} lacks required signal {name}",
-                self.model
-            )
-        })
-    }
-}
-
-/// One problem in one profile, with its place.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProfileError {
-    pub origin: String,
-    /// Dotted key (`signals.good_count.word_order`), a parse position, or empty.
-    pub key: String,
-    pub message: String,
-}
-
-impl fmt::Display for ProfileError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "{}: {}", self.origin, self.message)
-        } else {
-            write!(f, "{}: {}: {}", self.origin, self.key, self.message)
-        }
-    }
-}
-
-/// Every problem found, one per line when displayed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProfileErrors(pub Vec<ProfileError>);
-
-impl ProfileErrors {
-    pub fn iter(&self) -> impl Iterator<Item = &ProfileError> {
-        self.0.iter()
-    }
-}
-
-impl fmt::Display for ProfileErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, error) in self.0.iter().enumerate() {
-            if index > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{error}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ProfileErrors {}
-
-/// Loads and validates every `*.toml` file in `dir` (sorted by name), reporting
-/// the problems of all files at once, plus models defined twice.
-pub fn load_dir(dir: impl AsRef<Path>) -> Result<Vec<Profile>, ProfileErrors> {
-    let dir = dir.as_ref();
-    let io_error = |origin: &Path, err: std::io::Error| ProfileError {
-        origin: origin.display().to_string(),
-        key: String::new(),
-        message: err.to_string(),
-    };
-    let entries = std::fs::read_dir(dir).map_err(|err| ProfileErrors(vec![io_error(dir, err)]))?;
-    let mut paths = Vec::new();
-    let mut errors = Vec::new();
-    for entry in entries {
-        match entry {
-            Ok(entry) => {
-                let path = entry.path();
-                if path.extension().is_some_and(|ext| ext == "toml") {
-                    paths.push(path);
-                }
-            }
-            Err(err) => errors.push(io_error(dir, err)),
-        }
-    }
-    paths.sort();
-    let mut texts = Vec::new();
-    for path in paths {
-        match std::fs::read_to_string(&path) {
-            Ok(text) => texts.push((path.display().to_string(), text)),
-            Err(err) => errors.push(io_error(&path, err)),
-        }
-    }
-    let sources: Vec<(&str, &str)> = texts
-        .iter()
-        .map(|(o, t)| (o.as_str(), t.as_str()))
-        .collect();
-    match parse_all(&sources) {
-        Ok(profiles) if errors.is_empty() => Ok(profiles),
-        Ok(_) => Err(ProfileErrors(errors)),
-        Err(more) => {
-            errors.extend(more.0);
-            Err(ProfileErrors(errors))
-        }
-    }
-}
-
-/// The profile files compiled into the binary, as (origin, text).
-/// `tests` check that this list matches adapters/profiles/ exactly.
-pub const BUILTIN_SOURCES: &[(&str, &str)] = &[
-    (
-        "adapters/profiles/acme-dtg-200.toml",
-        include_str!("../profiles/acme-dtg-200.toml"),
-    ),
-    (
-        "adapters/profiles/forge-fdm-3.toml",
-        include_str!("../profiles/forge-fdm-3.toml"),
-    ),
-    (
-        "adapters/profiles/heatwave-hp-40.toml",
-        include_str!("../profiles/heatwave-hp-40.toml"),
-    ),
-    (
-        "adapters/profiles/lumen-uv-6.toml",
-        include_str!("../profiles/lumen-uv-6.toml"),
-    ),
-];
-
-/// Every profile of adapters/profiles, embedded at build time so an installed
-/// binary works without the files.
-///
-/// # Panics
-/// If an embedded profile is invalid: a broken invariant of this crate, which
-/// its tests check.
-pub fn builtin_profiles() -> Vec<Profile> {
-    match parse_all(BUILTIN_SOURCES) {
-        Ok(profiles) => profiles,
-        Err(errors) => panic!("embedded profiles of fabflow-adapters are invalid:\n{errors}"),
-    }
-}
-
-/// Parses several profiles, collecting every error and duplicate models.
-fn parse_all(sources: &[(&str, &str)]) -> Result<Vec<Profile>, ProfileErrors> {
-    let mut profiles: Vec<Profile> = Vec::new();
-    let mut errors = Vec::new();
-    for (origin, text) in sources {
-        match Profile::from_toml_str(text, origin) {
-            Ok(profile) => {
-                if let Some(first) = profiles.iter().find(|p| p.model == profile.model) {
-                    errors.push(ProfileError {
-                        origin: profile.origin.clone(),
-                        key: "model".to_string(),
-                        message: format!(
-                            "model `{}` is already defined in {}",
-                            profile.model, first.origin
-                        ),
-                    });
-                } else {
-                    profiles.push(profile);
-                }
-            }
-            Err(more) => errors.extend(more.0),
-        }
-    }
-    if errors.is_empty() {
-        Ok(profiles)
-    } else {
-        Err(ProfileErrors(errors))
-    }
-}
-
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before
@@ -438,7 +22,7 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawProfile {
+pub(super) struct RawProfile {
     model: Option<String>,
     protocol: Option<String>,
     description: Option<String>,
@@ -496,7 +80,7 @@ impl Problems<'_> {
 
 const STATE_NAMES: &str = "idle, running, done, fault, paused";
 
-fn validate(raw: RawProfile, origin: &str) -> Result<Profile, ProfileErrors> {
+pub(super) fn validate(raw: RawProfile, origin: &str) -> Result<Profile, ProfileErrors> {
     let mut p = Problems {
         origin,
         list: Vec::new(),
@@ -741,7 +325,7 @@ fn validate_signal(
             for (code, state_name) in raw_map {
                 let entry_key = format!("{key}.map.{code}");
                 let parsed_code = code.trim().parse::<i64>();
-                let state = MachineState::from_name(state_name);
+                let state = RunState::from_name(state_name);
                 match &parsed_code {
                     Err(_) => p.push(entry_key.clone(), "key must be an integer code"),
                     Ok(value) => {
@@ -768,10 +352,10 @@ fn validate_signal(
                 }
             }
             for needed in [
-                MachineState::Idle,
-                MachineState::Running,
-                MachineState::Done,
-                MachineState::Fault,
+                RunState::Idle,
+                RunState::Running,
+                RunState::Done,
+                RunState::Fault,
             ] {
                 if raw_map.values().all(|v| v != needed.as_str()) {
                     p.push(format!("{key}.map"), format!("no code maps to `{needed}`"));

@@ -1,0 +1,112 @@
+//! The composition root: starts the runtime, puts the HTTP API on top of it,
+//! and stops both in order. The only module that knows both `runtime` and
+//! `api`.
+//!
+//! Shutdown (SIGINT/SIGTERM or the caller's token): stop the HTTP server
+//! first (requests in flight finish), then the runtime's stages in order
+//! (see [`crate::runtime::Shutdown`]).
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::runtime::{self, Clock, mqtt::BrokerAddress};
+use crate::store::Store;
+use fabflow_adapters::Profile;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// A started daemon.
+pub struct Daemon {
+    pub http: SocketAddr,
+    pub mqtt: BrokerAddress,
+    pub store: Store,
+    pub clock: Clock,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Daemon {
+    /// Starts every part on the current runtime and returns once the API and
+    /// the broker accept connections. `shutdown` stops it all, in order.
+    pub async fn start(
+        config: Config,
+        profiles: Vec<Profile>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Daemon> {
+        let started = runtime::start(&config, &profiles).await?;
+        let runtime = started.runtime;
+        let (store, clock) = (runtime.store.clone(), runtime.clock);
+        let state = ApiState::new(runtime, config.http.max_body_bytes, metrics_handle());
+        let http = listener.local_addr()?;
+        let app = api::router(state);
+        // Stops the HTTP server; cancelled first at shutdown.
+        let http_stop = CancellationToken::new();
+        let http_token = http_stop.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { http_token.cancelled().await })
+            .await
+        });
+        let stages = started.shutdown;
+        let task = tokio::spawn(async move {
+            shutdown.cancelled().await;
+            info!("shutting down: stopping HTTP intake");
+            http_stop.cancel();
+            let served = server.await;
+            stages.run().await;
+            served??;
+            Ok(())
+        });
+        Ok(Daemon {
+            http,
+            mqtt: started.broker,
+            store,
+            clock,
+            task,
+        })
+    }
+
+    /// Waits until the daemon has stopped.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await?
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every
+/// daemon a test starts in one process).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .clone()
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

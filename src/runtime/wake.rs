@@ -1,0 +1,121 @@
+//! Wake-ups: the one place that turns what a store call changed into the
+//! tasks that must look again. The scheduler looks when work or capacity
+//! appears (a job back to pending or finished, a queue emptied, new orders);
+//! the outbox publisher looks when events were written.
+
+use crate::domain::JobState;
+use crate::store::{JobTransition, ModeChange};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// What a change calls for. Combine several with `|`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wake {
+    pub scheduler: bool,
+    pub outbox: bool,
+}
+
+impl Wake {
+    pub const NONE: Wake = Wake {
+        scheduler: false,
+        outbox: false,
+    };
+    /// Events were written.
+    pub const OUTBOX: Wake = Wake {
+        scheduler: false,
+        outbox: true,
+    };
+    /// Work or capacity appeared.
+    pub const SCHEDULER: Wake = Wake {
+        scheduler: true,
+        outbox: false,
+    };
+    pub const BOTH: Wake = Wake {
+        scheduler: true,
+        outbox: true,
+    };
+
+    /// After a job moved: its events; the planner when the job left a
+    /// machine's queue (finished, failed, back to pending).
+    pub fn job_moved(moved: &JobTransition) -> Wake {
+        let state = moved.job.state;
+        Wake {
+            scheduler: state.is_terminal() || state == JobState::Pending,
+            outbox: true,
+        }
+    }
+
+    /// After `count` queued jobs went back to the planner.
+    pub fn unscheduled(count: usize) -> Wake {
+        Wake {
+            scheduler: count > 0,
+            outbox: false,
+        }
+    }
+
+    /// After an operator's mode decision: its event, and the planner (jobs
+    /// came back, or the machine takes jobs again).
+    pub fn mode_changed(_change: &ModeChange) -> Wake {
+        Wake::BOTH
+    }
+}
+
+impl std::ops::BitOr for Wake {
+    type Output = Wake;
+    fn bitor(self, other: Wake) -> Wake {
+        Wake {
+            scheduler: self.scheduler || other.scheduler,
+            outbox: self.outbox || other.outbox,
+        }
+    }
+}
+
+impl std::ops::BitOrAssign for Wake {
+    fn bitor_assign(&mut self, other: Wake) {
+        *self = *self | other;
+    }
+}
+
+/// The tasks to wake; cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Wakers {
+    /// Wakes the scheduler loop early (it also runs on its interval, so a
+    /// lost wake-up only delays). Lives as long as any clone; nothing to close.
+    scheduler: Arc<Notify>,
+    /// Wakes the outbox publisher early (it also polls on its own).
+    outbox: Arc<Notify>,
+}
+
+impl Wakers {
+    pub fn wake(&self, wake: Wake) {
+        if wake.scheduler {
+            self.scheduler.notify_one();
+        }
+        if wake.outbox {
+            self.outbox.notify_one();
+        }
+    }
+
+    /// Resolves when someone woke the scheduler.
+    pub async fn scheduler_woken(&self) {
+        self.scheduler.notified().await;
+    }
+
+    /// Resolves when someone woke the outbox publisher.
+    pub async fn outbox_woken(&self) {
+        self.outbox.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wakes_combine() {
+        assert_eq!(Wake::OUTBOX | Wake::SCHEDULER, Wake::BOTH);
+        assert_eq!(Wake::NONE | Wake::OUTBOX, Wake::OUTBOX);
+        assert_eq!(Wake::unscheduled(0), Wake::NONE);
+        assert_eq!(Wake::unscheduled(2), Wake::SCHEDULER);
+    }
+}

@@ -1,0 +1,306 @@
+//! Store scenarios: Jobs: the lifecycle and its follow-ups (order moves, units made again), lost jobs, scheduling reads.
+
+use super::*;
+
+#[tokio::test]
+async fn job_lifecycle_moves_the_order_and_replaces_scrap() {
+    on_every_backend(|store| async move {
+        store
+            .accept_orders(&[new_order("o1", "acme", None)])
+            .await
+            .expect("accept");
+        // Only the first step is schedulable until it is done.
+        let ready = store.schedulable_jobs(10).await.expect("schedulable");
+        assert_eq!(ready.len(), 1);
+        let print = ready[0].token;
+        let machine = MachineId::new("dtg-1");
+        assert_eq!(
+            store
+                .schedule_jobs(&[(print, machine.clone())], NOW)
+                .await
+                .expect("schedule"),
+            1
+        );
+        // Scheduling it twice is a no-op, not a second queue entry.
+        assert_eq!(
+            store
+                .schedule_jobs(&[(print, machine.clone())], NOW)
+                .await
+                .expect("schedule"),
+            0
+        );
+        assert_eq!(store.machine_queue("dtg-1").await.expect("queue").len(), 1);
+        let moved = store
+            .transition_job(print, JobInput::Dispatch, NOW)
+            .await
+            .expect("dispatch");
+        assert_eq!(moved.order_state, Some(OrderState::InProduction));
+        // A stale compare-and-set fails and changes nothing.
+        let stale = store.transition_job(print, JobInput::Dispatch, NOW).await;
+        assert!(matches!(stale, Err(StoreError::Transition(_))), "{stale:?}");
+        let finished = store
+            .transition_job(print, JobInput::MachineFinished { good: 1, scrap: 1 }, NOW)
+            .await
+            .expect("finish");
+        let remake = finished.replacement.expect("scrap is made again");
+        assert_eq!(
+            store
+                .get_job(remake)
+                .await
+                .expect("get")
+                .map(|j| (j.quantity, j.replaces)),
+            Some((1, Some(print)))
+        );
+        // The press waits for the remake of the print.
+        let ready: Vec<JobToken> = store
+            .schedulable_jobs(10)
+            .await
+            .expect("schedulable")
+            .iter()
+            .map(|j| j.token)
+            .collect();
+        assert_eq!(ready, vec![remake]);
+        for token in [remake] {
+            store
+                .schedule_jobs(&[(token, machine.clone())], NOW)
+                .await
+                .expect("schedule");
+            store
+                .transition_job(token, JobInput::Dispatch, NOW)
+                .await
+                .expect("dispatch");
+            store
+                .transition_job(token, JobInput::MachineFinished { good: 1, scrap: 0 }, NOW)
+                .await
+                .expect("finish");
+        }
+        let press = store.schedulable_jobs(10).await.expect("schedulable");
+        assert_eq!(press.len(), 1);
+        let press = press[0].token;
+        store
+            .schedule_jobs(&[(press, MachineId::new("press-1"))], NOW)
+            .await
+            .expect("schedule");
+        store
+            .transition_job(press, JobInput::Dispatch, NOW)
+            .await
+            .expect("dispatch");
+        let running = store
+            .transition_job(press, JobInput::MachineStarted, NOW)
+            .await
+            .expect("start");
+        assert_eq!(running.order_state, None);
+        let done = store
+            .transition_job(press, JobInput::MachineFinished { good: 2, scrap: 0 }, NOW)
+            .await
+            .expect("finish");
+        assert_eq!(done.order_state, Some(OrderState::Ready));
+        let kinds = outbox_kinds(&store).await;
+        assert_eq!(kinds.iter().filter(|k| *k == "job.done").count(), 3);
+        assert_eq!(kinds.last().map(String::as_str), Some("order.ready"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_lost_job_goes_back_to_pending_and_cancel_spares_running_orders() {
+    on_every_backend(|store| async move {
+        store
+            .accept_orders(&[new_order("o1", "acme", None), new_order("o2", "acme", None)])
+            .await
+            .expect("accept");
+        let ready = store.schedulable_jobs(10).await.expect("schedulable");
+        let (first, second) = (ready[0].token, ready[1].token);
+        store
+            .schedule_jobs(&[(first, MachineId::new("m"))], NOW)
+            .await
+            .expect("schedule");
+        store
+            .transition_job(first, JobInput::Dispatch, NOW)
+            .await
+            .expect("dispatch");
+        let lost = store
+            .transition_job(first, JobInput::MachineLost, NOW)
+            .await
+            .expect("lost");
+        assert_eq!(
+            (lost.job.state, lost.job.machine),
+            (JobState::Pending, None)
+        );
+        store
+            .schedule_jobs(&[(first, MachineId::new("m"))], NOW)
+            .await
+            .expect("schedule");
+        store
+            .transition_job(first, JobInput::Dispatch, NOW)
+            .await
+            .expect("dispatch");
+        let order_of_first = lost.job.order_id.clone();
+        let refused = store.cancel_order(&order_of_first, Some("acme"), NOW).await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
+        let other = store
+            .get_job(second)
+            .await
+            .expect("get")
+            .expect("job")
+            .order_id;
+        assert!(matches!(
+            store.cancel_order(&other, Some("zest"), NOW).await,
+            Err(StoreError::NotFound(_))
+        ));
+        let cancelled = store
+            .cancel_order(&other, Some("acme"), NOW)
+            .await
+            .expect("cancel");
+        assert_eq!(cancelled.state, OrderState::Cancelled);
+        assert_eq!(
+            store.get_job(second).await.expect("get").map(|j| j.state),
+            Some(JobState::Cancelled)
+        );
+        let counts = store.order_counts().await.expect("counts");
+        assert_eq!(counts.get(&OrderState::Cancelled), Some(&1));
+        assert_eq!(counts.get(&OrderState::InProduction), Some(&1));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn jobs_of_one_order_finishing_at_once_still_make_it_ready() {
+    on_every_backend(|store| async move {
+        let mut order = new_order("twin", "acme", None);
+        // Two independent single-step lines: both jobs are schedulable at once.
+        order.jobs = vec![plan(0, 0, "dtg_print"), plan(1, 0, "dtg_print")];
+        for round in 0..15 {
+            let mut order = order.clone();
+            order.id = format!("twin-{round}");
+            store.accept_orders(&[order.clone()]).await.expect("accept");
+            let jobs: Vec<JobToken> = store
+                .list_jobs(&JobFilter {
+                    order_id: Some(order.id.clone()),
+                    limit: 10,
+                    ..Default::default()
+                })
+                .await
+                .expect("jobs")
+                .iter()
+                .map(|j| j.token)
+                .collect();
+            for token in &jobs {
+                store
+                    .schedule_jobs(&[(*token, MachineId::new("m"))], NOW)
+                    .await
+                    .expect("schedule");
+                store
+                    .transition_job(*token, JobInput::Dispatch, NOW)
+                    .await
+                    .expect("dispatch");
+            }
+            let finish = |token| {
+                store.transition_job(token, JobInput::MachineFinished { good: 2, scrap: 0 }, NOW)
+            };
+            let (a, b) = tokio::join!(finish(jobs[0]), finish(jobs[1]));
+            a.expect("first");
+            b.expect("second");
+            let state = store
+                .get_order(&order.id, None)
+                .await
+                .expect("get")
+                .map(|o| o.state);
+            assert_eq!(state, Some(OrderState::Ready), "round {round}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_backlog_elsewhere_does_not_hide_schedulable_work() {
+    on_every_backend(|store| async move {
+        // 30 early orders for a factory, then one late order for another.
+        let mut batch: Vec<NewOrder> = (0..30)
+            .map(|i| new_order(&format!("n{i:02}"), "acme", None))
+            .collect();
+        let mut late = new_order("s00", "acme", None);
+        late.factory = "south".into();
+        for job in &mut late.jobs {
+            job.due_ms += 1_000_000;
+        }
+        batch.push(late);
+        store.accept_orders(&batch).await.expect("accept");
+        let candidates = store.schedulable_jobs(5).await.expect("schedulable");
+        let north = candidates
+            .iter()
+            .filter(|c| c.factory.as_str() == "north")
+            .count();
+        let south = candidates
+            .iter()
+            .filter(|c| c.factory.as_str() == "south")
+            .count();
+        assert_eq!(
+            (north, south),
+            (5, 1),
+            "at most 5 per group, and every group is seen"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_unit_ruined_at_a_later_step_is_made_again_from_the_first() {
+    on_every_backend(|store| async move {
+        store
+            .accept_orders(&[new_order("o1", "acme", None)])
+            .await
+            .expect("accept");
+        let run = |token: JobToken, good: u32, scrap: u32| {
+            let store = store.clone();
+            async move {
+                store
+                    .schedule_jobs(&[(token, MachineId::new("m"))], NOW)
+                    .await
+                    .expect("schedule");
+                store
+                    .transition_job(token, JobInput::Dispatch, NOW)
+                    .await
+                    .expect("dispatch");
+                store
+                    .transition_job(token, JobInput::MachineFinished { good, scrap }, NOW)
+                    .await
+                    .expect("finish")
+            }
+        };
+        let print = store.schedulable_jobs(10).await.expect("schedulable")[0].token;
+        assert_eq!(run(print, 2, 0).await.replacement, None);
+        let press = store.schedulable_jobs(10).await.expect("schedulable")[0].token;
+        // One pressed unit ruined, and one missing (good + scrap < quantity).
+        let pressed = run(press, 0, 1).await;
+        assert!(pressed.replacement.is_some());
+        assert_eq!(pressed.order_state, None, "not ready: two units short");
+        let jobs = store
+            .list_jobs(&JobFilter {
+                order_id: Some("o1".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("jobs");
+        let redo: Vec<(i64, u32, Option<u32>)> = jobs
+            .iter()
+            .filter(|j| j.replaces.is_some())
+            .map(|j| (j.step_index, j.quantity, j.replaces.map(|t| t.0)))
+            .collect();
+        assert_eq!(redo, vec![(0, 2, Some(press.0)), (1, 2, Some(press.0))]);
+        // Print again, then press again: the order is ready.
+        let again = store.schedulable_jobs(10).await.expect("schedulable");
+        assert_eq!(again.len(), 1, "the new press waits for the new print");
+        run(again[0].token, 2, 0).await;
+        let press_again = store.schedulable_jobs(10).await.expect("schedulable")[0].token;
+        assert_eq!(
+            run(press_again, 2, 0).await.order_state,
+            Some(OrderState::Ready)
+        );
+    })
+    .await;
+}

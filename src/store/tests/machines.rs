@@ -1,0 +1,162 @@
+//! Store scenarios: Machines: registration, observations, operator modes, machines dropped from the configuration.
+
+use super::*;
+
+#[tokio::test]
+async fn machines_register_observe_and_change_mode() {
+    use crate::domain::{MachineInput, MachineMode, MachineState, ModeInput, Reported};
+    on_every_backend(|store| async move {
+        let spec = MachineSpec {
+            id: "dtg-1".into(),
+            factory: "north".into(),
+            model: "acme-dtg-200".into(),
+            address: "127.0.0.1:5020".into(),
+            capabilities: vec!["dtg_print".into()],
+            materials: vec!["cotton_tee".into(), "tote".into()],
+        };
+        store
+            .register_machines(std::slice::from_ref(&spec), NOW)
+            .await
+            .expect("register");
+        let state = store
+            .observe_machine(
+                "dtg-1",
+                MachineInput::Reported(Reported::Idle),
+                Some(7),
+                None,
+                NOW,
+            )
+            .await
+            .expect("observe");
+        assert_eq!(state, MachineState::Idle);
+        store
+            .change_machine_mode("dtg-1", ModeInput::Pause, NOW)
+            .await
+            .expect("pause");
+        assert!(
+            store
+                .change_machine_mode("dtg-1", ModeInput::Pause, NOW)
+                .await
+                .is_err()
+        );
+        // Re-registering keeps the operator's mode.
+        store
+            .register_machines(&[spec], NOW)
+            .await
+            .expect("register");
+        let machine = store
+            .get_machine("dtg-1")
+            .await
+            .expect("get")
+            .expect("machine");
+        assert_eq!(
+            (machine.mode, machine.job_token),
+            (MachineMode::Paused, Some(7))
+        );
+        assert_eq!(machine.materials, vec!["cotton_tee", "tote"]);
+        assert_eq!(
+            outbox_kinds(&store).await,
+            vec!["machine.state_changed", "machine.mode_changed"]
+        );
+        let ids: Vec<String> = store
+            .unpublished(10)
+            .await
+            .expect("outbox")
+            .into_iter()
+            .map(|e| e.id)
+            .collect();
+        store.mark_published(&ids, NOW).await.expect("mark");
+        assert_eq!(store.outbox_backlog().await.expect("backlog"), 0);
+        assert!(store.get_meta("clock").await.expect("meta").is_none());
+        store.set_meta("clock", "1").await.expect("meta");
+        store.set_meta("clock", "2").await.expect("meta");
+        assert_eq!(
+            store.get_meta("clock").await.expect("meta").as_deref(),
+            Some("2")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn machines_dropped_from_the_configuration_give_their_jobs_back() {
+    use crate::domain::{MachineInput, MachineState, Reported};
+    on_every_backend(|store| async move {
+        let spec = |id: &str| MachineSpec {
+            id: id.into(),
+            factory: "north".into(),
+            model: "acme-dtg-200".into(),
+            address: "127.0.0.1:5020".into(),
+            capabilities: vec!["dtg_print".into()],
+            materials: vec!["cotton_tee".into()],
+        };
+        store
+            .register_machines(&[spec("keep"), spec("gone")], NOW)
+            .await
+            .expect("register");
+        store
+            .observe_machine(
+                "gone",
+                MachineInput::Reported(Reported::Idle),
+                Some(1),
+                None,
+                NOW,
+            )
+            .await
+            .expect("observe");
+        store
+            .accept_orders(&[new_order("o1", "acme", None), new_order("o2", "acme", None)])
+            .await
+            .expect("accept");
+        let ready = store.schedulable_jobs(10).await.expect("schedulable");
+        let (running, queued) = (ready[0].token, ready[1].token);
+        store
+            .schedule_jobs(
+                &[
+                    (running, MachineId::new("gone")),
+                    (queued, MachineId::new("gone")),
+                ],
+                NOW,
+            )
+            .await
+            .expect("schedule");
+        store
+            .transition_job(running, JobInput::Dispatch, NOW)
+            .await
+            .expect("dispatch");
+
+        let retired = store
+            .retire_unconfigured(&["keep".to_string()], NOW)
+            .await
+            .expect("retire");
+        assert_eq!(retired, vec!["gone".to_string()]);
+        let gone = store
+            .get_machine("gone")
+            .await
+            .expect("get")
+            .expect("machine");
+        assert_eq!(gone.state, MachineState::Offline);
+        let job = |token| {
+            let store = store.clone();
+            async move { store.get_job(token).await.expect("get").expect("job") }
+        };
+        assert_eq!(
+            (job(queued).await.state, job(queued).await.machine),
+            (JobState::Pending, None)
+        );
+        assert_eq!(
+            job(running).await.state,
+            JobState::Failed,
+            "made again elsewhere"
+        );
+        assert!(store.machine_queue("gone").await.expect("queue").is_empty());
+        assert!(
+            store
+                .retire_unconfigured(&["keep".to_string()], NOW)
+                .await
+                .expect("again")
+                .is_empty()
+        );
+    })
+    .await;
+}

@@ -1,0 +1,187 @@
+//! Store scenarios: Orders: intake with idempotency keys, large batches, imports that share one fate.
+
+use super::*;
+
+#[tokio::test]
+async fn orders_are_accepted_with_jobs_and_events_and_keys_replay() {
+    on_every_backend(|store| async move {
+        let batch = [
+            new_order("o1", "acme", Some("k1")),
+            new_order("o2", "acme", Some("k1")),
+            new_order("o3", "zest", None),
+        ];
+        let mut reused = batch[1].clone();
+        reused.idempotency = batch[0].idempotency.clone();
+        let outcomes = store
+            .accept_orders(&[batch[0].clone(), reused.clone(), batch[2].clone()])
+            .await
+            .expect("accept");
+        assert_eq!(
+            outcomes,
+            vec![
+                AcceptOutcome::Created,
+                AcceptOutcome::Replayed {
+                    status: 201,
+                    response: "{\"id\":\"o1\"}".into()
+                },
+                AcceptOutcome::Created
+            ]
+        );
+        // Same key, different body: refused, nothing stored.
+        let outcomes = store
+            .accept_orders(&[batch[1].clone()])
+            .await
+            .expect("accept");
+        assert_eq!(outcomes, vec![AcceptOutcome::KeyReused]);
+        assert!(store.get_order("o2", None).await.expect("get").is_none());
+
+        let order = store
+            .get_order("o1", Some("acme"))
+            .await
+            .expect("get")
+            .expect("o1");
+        assert_eq!(order.state, OrderState::Accepted);
+        assert_eq!(order.lines[0].sku, "tee");
+        // Another brand's order does not exist for this brand.
+        assert!(
+            store
+                .get_order("o3", Some("acme"))
+                .await
+                .expect("get")
+                .is_none()
+        );
+        let acme = store
+            .list_orders(&OrderFilter {
+                brand: Some("acme".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(
+            acme.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+            vec!["o1"]
+        );
+        let all = store
+            .list_orders(&OrderFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(all.len(), 2);
+        let page = store
+            .list_orders(&OrderFilter {
+                after: Some("o1".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(
+            page.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+            vec!["o3"]
+        );
+
+        let jobs = store
+            .list_jobs(&JobFilter {
+                order_id: Some("o1".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("jobs");
+        assert_eq!(jobs.len(), 2);
+        assert!(jobs.iter().all(|job| job.state == JobState::Pending));
+        assert_ne!(jobs[0].token, jobs[1].token);
+        assert_eq!(
+            outbox_kinds(&store).await,
+            vec!["order.accepted", "order.accepted"]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn large_batches_are_split_into_statements_and_keys_still_replay() {
+    on_every_backend(|store| async move {
+        let batch: Vec<NewOrder> = (0..1_200)
+            .map(|i| new_order(&format!("o{i:05}"), "acme", Some(&format!("k{i}"))))
+            .collect();
+        let outcomes = store.accept_orders(&batch).await.expect("accept");
+        assert!(outcomes.iter().all(|o| *o == AcceptOutcome::Created));
+        let again = store.accept_orders(&batch).await.expect("replay");
+        assert!(
+            again
+                .iter()
+                .all(|o| matches!(o, AcceptOutcome::Replayed { .. })),
+            "every key replays"
+        );
+        let counts = store.order_counts().await.expect("counts");
+        assert_eq!(counts.get(&OrderState::Accepted), Some(&1_200));
+        let jobs = store
+            .list_jobs(&JobFilter {
+                limit: 5_000,
+                ..Default::default()
+            })
+            .await
+            .expect("jobs");
+        assert_eq!(jobs.len(), 2_400);
+        let tokens: std::collections::BTreeSet<u32> = jobs.iter().map(|j| j.token.0).collect();
+        assert_eq!(tokens.len(), 2_400, "tokens are unique");
+        assert_eq!(store.outbox_backlog().await.expect("backlog"), 1_200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn followers_share_the_fate_of_their_leader() {
+    on_every_backend(|store| async move {
+        let file = |suffix: &str, hash: &str| {
+            let mut first = new_order(&format!("f1{suffix}"), "acme", Some("import-1"));
+            if let Some(idem) = first.idempotency.as_mut() {
+                idem.request_hash = hash.into();
+            }
+            let mut second = new_order(&format!("f2{suffix}"), "acme", None);
+            second.follows = true;
+            vec![first, second]
+        };
+        let created = store.accept_orders(&file("", "h1")).await.expect("import");
+        assert_eq!(
+            created,
+            vec![AcceptOutcome::Created, AcceptOutcome::Created]
+        );
+        // The same file again: replayed, nothing new.
+        let again = store
+            .accept_orders(&file("-again", "h1"))
+            .await
+            .expect("replay");
+        assert!(
+            again
+                .iter()
+                .all(|o| matches!(o, AcceptOutcome::Replayed { .. })),
+            "{again:?}"
+        );
+        // Another file under the same key: refused whole.
+        let other = store
+            .accept_orders(&file("-other", "h2"))
+            .await
+            .expect("refuse");
+        assert_eq!(
+            other,
+            vec![AcceptOutcome::KeyReused, AcceptOutcome::KeyReused]
+        );
+        let orders = store
+            .list_orders(&OrderFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .expect("list");
+        assert_eq!(
+            orders.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+            vec!["f1", "f2"]
+        );
+    })
+    .await;
+}
