@@ -24,7 +24,7 @@ fn test_broker() -> BrokerAddress {
 
 fn order(n: usize, now: i64) -> NewOrder {
     NewOrder {
-        id: format!("order-{n:04}"),
+        id: format!("order-{n:04}").into(),
         brand: "acme".into(),
         external_ref: None,
         customer_name: "Ada".into(),

@@ -103,7 +103,7 @@ pub async fn list_machines(
         machines
             .iter()
             .filter(|m| caller.covers_factory(&m.factory))
-            .map(|m| machine_view(m, loads.get(&m.id).copied().unwrap_or(0)))
+            .map(|m| machine_view(m, loads.get(m.id.as_str()).copied().unwrap_or(0)))
             .collect(),
     ))
 }
@@ -196,7 +196,7 @@ pub async fn confirm_handoff(
     let handoff = state.runtime.confirm_handoff(&id, courier).await?;
     Ok(Json(Confirmed {
         id: handoff.id,
-        order_id: handoff.order_id,
+        order_id: handoff.order_id.to_string(),
         state: handoff.state,
     }))
 }

@@ -173,7 +173,7 @@ pub async fn get(
             .iter()
             .map(|h| super::views::HandoffView {
                 id: h.id.clone(),
-                courier: h.courier.clone(),
+                courier: h.courier.to_string(),
                 kind: h.kind,
                 state: h.state,
                 eta: rfc3339(h.eta_ms),
@@ -221,7 +221,7 @@ pub async fn list(
         .map(OrderView::from)
         .collect();
     let next = (orders.len() as i64 == limit)
-        .then(|| orders.last().map(|o| o.id.clone()))
+        .then(|| orders.last().map(|o| o.id.to_string()))
         .flatten();
     Ok(Json(OrderPage { items, next }))
 }

@@ -55,8 +55,8 @@ pub struct OrderView {
 impl From<&OrderRecord> for OrderView {
     fn from(order: &OrderRecord) -> Self {
         OrderView {
-            id: order.id.clone(),
-            brand: order.brand.clone(),
+            id: order.id.to_string(),
+            brand: order.brand.to_string(),
             external_ref: order.external_ref.clone(),
             state: order.state,
             customer: CustomerView {
@@ -66,7 +66,7 @@ impl From<&OrderRecord> for OrderView {
             },
             lines: order.lines.clone(),
             zone: order.zone.clone(),
-            factory: order.factory.clone(),
+            factory: order.factory.to_string(),
             deadline: rfc3339(order.deadline_ms),
             accepted_at: rfc3339(order.accepted_ms),
             updated_at: rfc3339(order.updated_ms),
@@ -116,15 +116,15 @@ pub struct JobView {
 pub fn job_view(job: &JobRecord) -> JobView {
     JobView {
         token: job.token.0,
-        order_id: job.order_id.clone(),
+        order_id: job.order_id.to_string(),
         line_index: job.line_index,
         step_index: job.step_index,
         process: job.process.clone(),
         recipe: job.recipe,
         material: job.material.clone(),
         quantity: job.quantity,
-        factory: job.factory.clone(),
-        machine: job.machine.clone(),
+        factory: job.factory.to_string(),
+        machine: job.machine.as_ref().map(ToString::to_string),
         state: job.state,
         good: job.good,
         scrap: job.scrap,
@@ -157,8 +157,8 @@ pub struct MachineView {
 
 pub fn machine_view(machine: &MachineRecord, queue: usize) -> MachineView {
     MachineView {
-        id: machine.id.clone(),
-        factory: machine.factory.clone(),
+        id: machine.id.to_string(),
+        factory: machine.factory.to_string(),
         model: machine.model.clone(),
         address: machine.address.clone(),
         state: machine.state.effective(machine.mode),
@@ -211,7 +211,7 @@ impl CourierScheduleView {
                 .map(|r| ScheduleStopView {
                     id: r.id.clone(),
                     wave: r.wave.clone(),
-                    order_id: r.order_id.clone(),
+                    order_id: r.order_id.to_string(),
                     kind: r.kind,
                     seq: r.seq,
                     place: r.place.clone(),

@@ -93,7 +93,7 @@ impl Intake {
             .filter_map(|o| {
                 o.idempotency
                     .as_ref()
-                    .map(|i| (o.brand.clone(), i.key.clone()))
+                    .map(|i| (o.brand.to_string(), i.key.clone()))
             })
             .collect();
         let _claim = KeyClaim::take(&self.in_flight, keys)?;

@@ -27,7 +27,7 @@ pub use wake::{Wake, Wakers};
 use crate::config::{Config, ConfigError, CourierConfig, MqttConfig, redact};
 use crate::domain::intake::IntakeRules;
 use crate::domain::intake::MAX_QUANTITY;
-use crate::domain::{Catalog, FactoryId, Location, Zone};
+use crate::domain::{Catalog, FactoryId, Location, MachineId, Zone};
 use crate::plan::FactorySite;
 use crate::store::{MachineSpec, Store};
 use anyhow::Context;
@@ -307,8 +307,8 @@ async fn register_machines(store: &Store, network: &Network, clock: Clock) -> an
         .machines
         .iter()
         .map(|(machine, profile)| MachineSpec {
-            id: machine.id.clone(),
-            factory: machine.factory.clone(),
+            id: MachineId::new(machine.id.clone()),
+            factory: FactoryId::new(machine.factory.clone()),
             model: profile.model.clone(),
             address: machine.address.to_string(),
             capabilities: profile.capabilities.clone(),
@@ -319,7 +319,7 @@ async fn register_machines(store: &Store, network: &Network, clock: Clock) -> an
         })
         .collect();
     store.register_machines(&specs, clock.now_ms()).await?;
-    let configured: Vec<String> = specs.iter().map(|spec| spec.id.clone()).collect();
+    let configured: Vec<MachineId> = specs.iter().map(|spec| spec.id.clone()).collect();
     for machine in store
         .retire_unconfigured(&configured, clock.now_ms())
         .await?

@@ -11,6 +11,7 @@ use super::Runtime;
 use super::intake::IntakeError;
 use super::wake::Wake;
 use crate::domain::intake::{FieldError, OrderRequest, validate};
+use crate::domain::{BrandId, OrderId};
 use crate::plan::choose_factory;
 use crate::store::{AcceptOutcome, Idempotency, NewOrder, OrderRecord, StoreError};
 use std::collections::BTreeSet;
@@ -132,7 +133,7 @@ impl Runtime {
                     lines.push(ImportLine {
                         line,
                         external_ref,
-                        id: Some(order.id.clone()),
+                        id: Some(order.id.to_string()),
                         errors: Vec::new(),
                     });
                     orders.push(order);
@@ -217,13 +218,13 @@ impl Runtime {
             )]);
         };
         Ok(NewOrder {
-            id: uuid::Uuid::now_v7().hyphenated().to_string(),
-            brand,
+            id: OrderId::new(uuid::Uuid::now_v7().hyphenated().to_string()),
+            brand: BrandId::new(brand),
             external_ref: request.external_ref,
             customer_name: request.customer.name.trim().to_string(),
             location: valid.location,
             zone: valid.zone,
-            factory: factory.id.0.clone(),
+            factory: factory.id.clone(),
             lines: request.lines,
             deadline_ms: valid.deadline_ms,
             accepted_ms: now,

@@ -1,7 +1,6 @@
 //! The scheduling loop: every interval (or when woken), ready jobs are put in
 //! machine queues by the pure planner, earliest deadline first.
 
-use crate::domain::{FactoryId, MachineId};
 use crate::plan::{JobCandidate, MachineSlot, assign_jobs};
 use crate::runtime::clock::Clock;
 use crate::runtime::wake::{Wake, Wakers};
@@ -49,7 +48,7 @@ impl Scheduler {
             .into_iter()
             .map(|job| JobCandidate {
                 token: job.token,
-                factory: FactoryId::new(job.factory),
+                factory: job.factory,
                 process: job.process,
                 material: job.material,
                 due_ms: job.due_ms,
@@ -65,10 +64,10 @@ impl Scheduler {
             .await?
             .into_iter()
             .map(|machine| MachineSlot {
-                queue_len: loads.get(&machine.id).copied().unwrap_or(0),
+                queue_len: loads.get(machine.id.as_str()).copied().unwrap_or(0),
                 accepts_jobs: machine.state.accepts_jobs(machine.mode),
-                id: MachineId::new(machine.id),
-                factory: FactoryId::new(machine.factory),
+                id: machine.id,
+                factory: machine.factory,
                 capabilities: machine.capabilities,
                 materials: machine.materials,
             })

@@ -68,9 +68,9 @@ impl Waves {
         let orders: Vec<RouteOrder> = waiting
             .iter()
             .filter_map(|order| {
-                let pickup = self.factories.get(&order.factory)?;
+                let pickup = self.factories.get(order.factory.as_str())?;
                 Some(RouteOrder {
-                    order: crate::domain::OrderId::new(order.order_id.clone()),
+                    order: order.order_id.clone(),
                     pickup: *pickup,
                     dropoff: order.dropoff,
                     deadline_ms: order.deadline_ms,
@@ -106,8 +106,8 @@ impl Waves {
                 records.push(HandoffRecord {
                     id: uuid::Uuid::now_v7().hyphenated().to_string(),
                     wave: wave.clone(),
-                    courier: plan.courier.0.clone(),
-                    order_id: stop.order.0.clone(),
+                    courier: plan.courier.clone(),
+                    order_id: stop.order.clone(),
                     kind: stop.kind,
                     seq: seq as i64,
                     place: match stop.kind {

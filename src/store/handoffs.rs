@@ -2,9 +2,10 @@
 //! confirmed by couriers, which moves their orders.
 
 use super::write::{Subject, emit, set_order_state_by_id};
-use super::{Store, StoreError, parse};
+use super::{Store, StoreError, parse, text_id};
 use crate::domain::{
-    Event, HandoffInput, HandoffKind, HandoffState, Location, Millis, OrderInput, OrderState,
+    CourierId, Event, FactoryId, HandoffInput, HandoffKind, HandoffState, Location, Millis,
+    OrderId, OrderInput, OrderState,
 };
 use sqlx::AssertSqlSafe;
 use sqlx::Row;
@@ -13,8 +14,8 @@ use sqlx::any::AnyRow;
 /// A ready order waiting for a courier.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaveOrder {
-    pub order_id: String,
-    pub factory: String,
+    pub order_id: OrderId,
+    pub factory: FactoryId,
     pub dropoff: Location,
     pub deadline_ms: Millis,
 }
@@ -23,8 +24,8 @@ pub struct WaveOrder {
 pub struct HandoffRecord {
     pub id: String,
     pub wave: String,
-    pub courier: String,
-    pub order_id: String,
+    pub courier: CourierId,
+    pub order_id: OrderId,
     pub kind: HandoffKind,
     pub seq: i64,
     /// Factory id for a pickup, `customer` for a drop-off.
@@ -42,8 +43,8 @@ fn handoff_from_row(row: &AnyRow) -> Result<HandoffRecord, StoreError> {
     Ok(HandoffRecord {
         id: row.try_get("id")?,
         wave: row.try_get("wave")?,
-        courier: row.try_get("courier")?,
-        order_id: row.try_get("order_id")?,
+        courier: text_id(row, "courier")?,
+        order_id: text_id(row, "order_id")?,
         kind: parse(&row.try_get::<String, _>("kind")?)?,
         seq: row.try_get("seq")?,
         place: row.try_get("place")?,
@@ -69,8 +70,8 @@ impl Store {
         rows.iter()
             .map(|row| {
                 Ok(WaveOrder {
-                    order_id: row.try_get("id")?,
-                    factory: row.try_get("factory")?,
+                    order_id: text_id(row, "id")?,
+                    factory: text_id(row, "factory")?,
                     dropoff: Location::new(row.try_get("lat")?, row.try_get("lon")?),
                     deadline_ms: row.try_get("deadline_ms")?,
                 })
@@ -151,8 +152,8 @@ impl Store {
             )))
             .bind(&stop.id)
             .bind(&stop.wave)
-            .bind(&stop.courier)
-            .bind(&stop.order_id)
+            .bind(stop.courier.as_str())
+            .bind(stop.order_id.as_str())
             .bind(stop.kind.as_str())
             .bind(stop.seq)
             .bind(&stop.place)
@@ -164,7 +165,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             let brand: String = sqlx::query("SELECT brand FROM orders WHERE id = $1")
-                .bind(&stop.order_id)
+                .bind(stop.order_id.as_str())
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("brand")?;
@@ -239,7 +240,7 @@ impl Store {
             return Err(StoreError::Conflict(format!("handoff {id} changed")));
         }
         let order = sqlx::query("SELECT brand, state FROM orders WHERE id = $1")
-            .bind(&handoff.order_id)
+            .bind(handoff.order_id.as_str())
             .fetch_one(&mut *tx)
             .await?;
         let brand: String = order.try_get("brand")?;

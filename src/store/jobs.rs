@@ -5,10 +5,12 @@
 use super::write::{
     NewJob, Subject, allocate, emit, insert_jobs, lock_order, set_order_state_by_id,
 };
-use super::{Backend, Store, StoreError, parse};
+use super::{Backend, Store, StoreError, parse, text_id};
 use crate::domain::follow_up::{may_move_order, order_moves, redo_plans, redo_units};
 use crate::domain::intake::JobPlan;
-use crate::domain::{JobInput, JobState, JobToken, MachineId, Millis, OrderState};
+use crate::domain::{
+    FactoryId, JobInput, JobState, JobToken, MachineId, Millis, OrderId, OrderState,
+};
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -16,7 +18,7 @@ use sqlx::{Any, Row, Transaction};
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
     pub token: JobToken,
-    pub order_id: String,
+    pub order_id: OrderId,
     pub line_index: i64,
     pub step_index: i64,
     pub process: String,
@@ -25,8 +27,8 @@ pub struct JobRecord {
     pub quantity: u32,
     pub seconds_per_unit: f64,
     pub due_ms: Millis,
-    pub factory: String,
-    pub machine: Option<String>,
+    pub factory: FactoryId,
+    pub machine: Option<MachineId>,
     pub state: JobState,
     pub good: u32,
     pub scrap: u32,
@@ -55,7 +57,7 @@ impl JobRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulableJob {
     pub token: JobToken,
-    pub factory: String,
+    pub factory: FactoryId,
     pub process: String,
     pub material: String,
     pub due_ms: Millis,
@@ -94,7 +96,7 @@ fn to_u32(value: i64, what: &str) -> Result<u32, StoreError> {
 fn job_from_row(row: &AnyRow) -> Result<JobRecord, StoreError> {
     Ok(JobRecord {
         token: JobToken(to_u32(row.try_get("token")?, "job token")?),
-        order_id: row.try_get("order_id")?,
+        order_id: text_id(row, "order_id")?,
         line_index: row.try_get("line_index")?,
         step_index: row.try_get("step_index")?,
         process: row.try_get("process")?,
@@ -103,8 +105,8 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord, StoreError> {
         quantity: to_u32(row.try_get("quantity")?, "quantity")?,
         seconds_per_unit: row.try_get("seconds_per_unit")?,
         due_ms: row.try_get("due_ms")?,
-        factory: row.try_get("factory")?,
-        machine: row.try_get("machine")?,
+        factory: text_id(row, "factory")?,
+        machine: row.try_get::<Option<String>, _>("machine")?.map(MachineId),
         state: parse(&row.try_get::<String, _>("state")?)?,
         good: to_u32(row.try_get("good")?, "good count")?,
         scrap: to_u32(row.try_get("scrap")?, "scrap count")?,
@@ -170,7 +172,7 @@ impl Store {
             .map(|row| {
                 Ok(SchedulableJob {
                     token: JobToken(to_u32(row.try_get("token")?, "job token")?),
-                    factory: row.try_get("factory")?,
+                    factory: text_id(row, "factory")?,
                     process: row.try_get("process")?,
                     material: row.try_get("material")?,
                     due_ms: row.try_get("due_ms")?,
@@ -258,7 +260,7 @@ async fn transition_in(
     // taken order first, then jobs).
     lock_order(tx, backend, &job.order_id).await?;
     let machine = match &input {
-        JobInput::Schedule { machine } => Some(machine.0.clone()),
+        JobInput::Schedule { machine } => Some(machine.clone()),
         JobInput::Unschedule | JobInput::MachineLost => None,
         _ => job.machine.clone(),
     };
@@ -285,7 +287,7 @@ async fn transition_in(
         )));
     }
     let order_row = sqlx::query("SELECT brand, state FROM orders WHERE id = $1")
-        .bind(&job.order_id)
+        .bind(job.order_id.as_str())
         .fetch_one(&mut **tx)
         .await?;
     let brand: String = order_row.try_get("brand")?;
@@ -308,7 +310,7 @@ async fn transition_in(
              AND replaces IS NULL ORDER BY step_index"
         );
         let line: Vec<JobPlan> = sqlx::query(AssertSqlSafe(sql))
-            .bind(&job.order_id)
+            .bind(job.order_id.as_str())
             .bind(job.line_index)
             .bind(job.step_index)
             .fetch_all(&mut **tx)
@@ -343,7 +345,7 @@ async fn transition_in(
     let mut new_order_state = None;
     if may_move_order(next) {
         let rows = sqlx::query("SELECT state FROM jobs WHERE order_id = $1")
-            .bind(&job.order_id)
+            .bind(job.order_id.as_str())
             .fetch_all(&mut **tx)
             .await?;
         let states = rows

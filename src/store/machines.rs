@@ -3,8 +3,8 @@
 
 use super::jobs::unschedule_in;
 use super::write::{Subject, emit};
-use super::{Store, StoreError, parse};
-use crate::domain::{Event, MachineInput, MachineMode, MachineState, Millis};
+use super::{Store, StoreError, parse, text_id};
+use crate::domain::{Event, FactoryId, MachineId, MachineInput, MachineMode, MachineState, Millis};
 use sqlx::AssertSqlSafe;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -20,8 +20,8 @@ pub struct ModeChange {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MachineSpec {
-    pub id: String,
-    pub factory: String,
+    pub id: MachineId,
+    pub factory: FactoryId,
     pub model: String,
     pub address: String,
     pub capabilities: Vec<String>,
@@ -30,8 +30,8 @@ pub struct MachineSpec {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct MachineRecord {
-    pub id: String,
-    pub factory: String,
+    pub id: MachineId,
+    pub factory: FactoryId,
     pub model: String,
     pub address: String,
     pub capabilities: Vec<String>,
@@ -52,8 +52,8 @@ fn list(text: &str) -> Vec<String> {
 
 fn machine_from_row(row: &AnyRow) -> Result<MachineRecord, StoreError> {
     Ok(MachineRecord {
-        id: row.try_get("id")?,
-        factory: row.try_get("factory")?,
+        id: text_id(row, "id")?,
+        factory: text_id(row, "factory")?,
         model: row.try_get("model")?,
         address: row.try_get("address")?,
         capabilities: list(&row.try_get::<String, _>("capabilities")?),
@@ -82,13 +82,13 @@ impl Store {
                 "UPDATE machines SET factory = $1, model = $2, address = $3, capabilities = $4, materials = $5, \
                  state = 'offline', updated_ms = $6 WHERE id = $7",
             )
-            .bind(&spec.factory)
+            .bind(spec.factory.as_str())
             .bind(&spec.model)
             .bind(&spec.address)
             .bind(spec.capabilities.join(","))
             .bind(spec.materials.join(","))
             .bind(now)
-            .bind(&spec.id)
+            .bind(spec.id.as_str())
             .execute(&mut *tx)
             .await?;
             if updated.rows_affected() == 0 {
@@ -96,8 +96,8 @@ impl Store {
                     "INSERT INTO machines (id, factory, model, address, capabilities, materials, state, mode, updated_ms) \
                      VALUES ($1, $2, $3, $4, $5, $6, 'offline', 'active', $7)",
                 )
-                .bind(&spec.id)
-                .bind(&spec.factory)
+                .bind(spec.id.as_str())
+                .bind(spec.factory.as_str())
                 .bind(&spec.model)
                 .bind(&spec.address)
                 .bind(spec.capabilities.join(","))
@@ -117,9 +117,9 @@ impl Store {
     /// Returns their ids.
     pub async fn retire_unconfigured(
         &self,
-        configured: &[String],
+        configured: &[MachineId],
         now: Millis,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Vec<MachineId>, StoreError> {
         let mut retired = Vec::new();
         for machine in self.list_machines(None).await? {
             if configured.contains(&machine.id) {

@@ -175,6 +175,14 @@ fn sqlite_pool(connections: u32) -> AnyPoolOptions {
         })
 }
 
+/// A text id column read as its typed id.
+pub(crate) fn text_id<T: From<String>>(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+) -> Result<T, StoreError> {
+    Ok(T::from(row.try_get::<String, _>(column)?))
+}
+
 pub(crate) fn parse<T: FromStr<Err = String>>(text: &str) -> Result<T, StoreError> {
     text.parse().map_err(StoreError::Corrupt)
 }

@@ -4,9 +4,12 @@ use super::write::{
     NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate, emit, insert_jobs, insert_outbox,
     lock_order, placeholders, set_order_state,
 };
-use super::{Store, StoreError, parse};
+use super::{Store, StoreError, parse, text_id};
 use crate::domain::intake::{JobPlan, LineRequest};
-use crate::domain::{Event, JobInput, JobState, Location, Millis, OrderInput, OrderState};
+use crate::domain::{
+    BrandId, Event, FactoryId, JobInput, JobState, Location, Millis, OrderId, OrderInput,
+    OrderState,
+};
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -15,13 +18,13 @@ use std::collections::HashMap;
 /// A validated order ready to be stored with its jobs.
 #[derive(Debug, Clone)]
 pub struct NewOrder {
-    pub id: String,
-    pub brand: String,
+    pub id: OrderId,
+    pub brand: BrandId,
     pub external_ref: Option<String>,
     pub customer_name: String,
     pub location: Location,
     pub zone: String,
-    pub factory: String,
+    pub factory: FactoryId,
     pub lines: Vec<LineRequest>,
     pub deadline_ms: Millis,
     pub accepted_ms: Millis,
@@ -77,14 +80,14 @@ pub enum AcceptOutcome {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderRecord {
-    pub id: String,
-    pub brand: String,
+    pub id: OrderId,
+    pub brand: BrandId,
     pub external_ref: Option<String>,
     pub state: OrderState,
     pub customer_name: String,
     pub location: Location,
     pub zone: String,
-    pub factory: String,
+    pub factory: FactoryId,
     pub lines: Vec<LineRequest>,
     pub deadline_ms: Millis,
     pub accepted_ms: Millis,
@@ -106,14 +109,14 @@ const ORDER_COLUMNS: &str = "id, brand, external_ref, state, customer_name, lat,
 pub(crate) fn order_from_row(row: &AnyRow) -> Result<OrderRecord, StoreError> {
     let lines: String = row.try_get("lines")?;
     Ok(OrderRecord {
-        id: row.try_get("id")?,
-        brand: row.try_get("brand")?,
+        id: text_id(row, "id")?,
+        brand: text_id(row, "brand")?,
         external_ref: row.try_get("external_ref")?,
         state: parse(&row.try_get::<String, _>("state")?)?,
         customer_name: row.try_get("customer_name")?,
         location: Location::new(row.try_get("lat")?, row.try_get("lon")?),
         zone: row.try_get("zone")?,
-        factory: row.try_get("factory")?,
+        factory: text_id(row, "factory")?,
         lines: serde_json::from_str(&lines)
             .map_err(|err| StoreError::Corrupt(format!("order lines: {err}")))?,
         deadline_ms: row.try_get("deadline_ms")?,
@@ -312,7 +315,7 @@ async fn insert_orders(
         }
         leader = AcceptOutcome::Created;
         if let Some(idem) = &order.idempotency {
-            let slot = (order.brand.clone(), idem.key.clone());
+            let slot = (order.brand.to_string(), idem.key.clone());
             if let Some((hash, status, response)) = stored.get(&slot) {
                 leader = if *hash == idem.request_hash {
                     AcceptOutcome::Replayed {
@@ -354,7 +357,7 @@ async fn insert_orders(
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for (order, idem) in chunk {
             query = query
-                .bind(order.brand.clone())
+                .bind(order.brand.to_string())
                 .bind(idem.key.clone())
                 .bind(idem.request_hash.clone())
                 .bind(i64::from(idem.status))
@@ -375,15 +378,15 @@ async fn insert_orders(
             let lines = serde_json::to_string(&order.lines)
                 .map_err(|err| StoreError::Corrupt(err.to_string()))?;
             query = query
-                .bind(order.id.clone())
-                .bind(order.brand.clone())
+                .bind(order.id.to_string())
+                .bind(order.brand.to_string())
                 .bind(order.external_ref.clone())
                 .bind(OrderState::Accepted.as_str())
                 .bind(order.customer_name.clone())
                 .bind(order.location.lat)
                 .bind(order.location.lon)
                 .bind(order.zone.clone())
-                .bind(order.factory.clone())
+                .bind(order.factory.to_string())
                 .bind(lines)
                 .bind(order.deadline_ms)
                 .bind(order.accepted_ms)

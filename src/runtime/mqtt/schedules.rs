@@ -44,7 +44,7 @@ impl CourierSchedule {
                 .map(|r| ScheduleStop {
                     id: r.id.clone(),
                     wave: r.wave.clone(),
-                    order_id: r.order_id.clone(),
+                    order_id: r.order_id.to_string(),
                     kind: r.kind,
                     seq: r.seq,
                     place: r.place.clone(),

@@ -175,11 +175,11 @@ async fn jobs_of_one_order_finishing_at_once_still_make_it_ready() {
         order.jobs = vec![plan(0, 0, "dtg_print"), plan(1, 0, "dtg_print")];
         for round in 0..15 {
             let mut order = order.clone();
-            order.id = format!("twin-{round}");
+            order.id = OrderId::new(format!("twin-{round}"));
             store.accept_orders(&[order.clone()]).await.expect("accept");
             let jobs: Vec<JobToken> = store
                 .list_jobs(&JobFilter {
-                    order_id: Some(order.id.clone()),
+                    order_id: Some(order.id.to_string()),
                     limit: 10,
                     ..Default::default()
                 })

@@ -126,7 +126,7 @@ async fn machines_dropped_from_the_configuration_give_their_jobs_back() {
             .expect("dispatch");
 
         let retired = store
-            .retire_unconfigured(&["keep".to_string()], NOW)
+            .retire_unconfigured(&[MachineId::new("keep")], NOW)
             .await
             .expect("retire");
         assert_eq!(retired, vec!["gone".to_string()]);
@@ -152,7 +152,7 @@ async fn machines_dropped_from_the_configuration_give_their_jobs_back() {
         assert!(store.machine_queue("gone").await.expect("queue").is_empty());
         assert!(
             store
-                .retire_unconfigured(&["keep".to_string()], NOW)
+                .retire_unconfigured(&[MachineId::new("keep")], NOW)
                 .await
                 .expect("again")
                 .is_empty()
