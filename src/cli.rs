@@ -56,6 +56,9 @@ enum Command {
         #[command(subcommand)]
         command: OrderCommand,
     },
+    /// Forecast demand from a long-format CSV file (`unique_id,ds,y`) with
+    /// fabflow's models; writes `unique_id,ds,y_hat` to standard output.
+    Forecast(crate::solve::ForecastArgs),
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +188,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                     idempotency_key,
                 },
         } => import(&file, &url, &token, idempotency_key.as_deref()).await,
+        Command::Forecast(args) => Ok(crate::solve::forecast(args)),
     }
 }
 
