@@ -49,6 +49,29 @@ fn one() -> f64 {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// A client must send a request's whole header within this time, and a
+    /// kept-alive connection with no new request is closed after it.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A request (handler and body) that takes longer is answered 408.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Open connections at most; more are closed at once, so idle sockets
+    /// cannot use up the daemon's file handles.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_max_connections() -> usize {
+    1_024
 }
 
 impl Default for HttpConfig {
@@ -56,6 +79,9 @@ impl Default for HttpConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 4 * 1024 * 1024,
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            request_timeout_ms: default_request_timeout_ms(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -267,6 +293,31 @@ impl Config {
                 "http.max_body_bytes".into(),
                 format!("must be 1024..=268435456, got {}", self.http.max_body_bytes),
             );
+        }
+        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 3] = [
+            (
+                "http.header_read_timeout_ms",
+                self.http.header_read_timeout_ms,
+                100..=600_000,
+            ),
+            (
+                "http.request_timeout_ms",
+                self.http.request_timeout_ms,
+                100..=3_600_000,
+            ),
+            (
+                "http.max_connections",
+                self.http.max_connections as u64,
+                1..=1_000_000,
+            ),
+        ];
+        for (key, value, range) in ranges {
+            if !range.contains(&value) {
+                problem(
+                    key.into(),
+                    format!("must be {}..={}, got {value}", range.start(), range.end()),
+                );
+            }
         }
         let url = &self.database.url;
         if !(url.starts_with("sqlite:")

@@ -6,6 +6,7 @@
 //! first (requests in flight finish), then the runtime's stages in order
 //! (see [`crate::runtime::Shutdown`]).
 
+use crate::api::serve::EdgeLimits;
 use crate::api::{self, ApiState};
 use crate::config::Config;
 use crate::runtime::{self, Clock, mqtt::BrokerAddress};
@@ -14,6 +15,7 @@ use fabflow_adapters::Profile;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::OnceLock;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -39,20 +41,17 @@ impl Daemon {
         let started = runtime::start(&config, &profiles).await?;
         let runtime = started.runtime;
         let (store, clock) = (runtime.store.clone(), runtime.clock);
-        let state = ApiState::new(runtime, config.http.max_body_bytes, metrics_handle());
+        let state = ApiState::new(runtime, &config.http, metrics_handle());
         let http = listener.local_addr()?;
         let app = api::router(state);
         // Stops the HTTP server; cancelled first at shutdown.
         let http_stop = CancellationToken::new();
         let http_token = http_stop.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { http_token.cancelled().await })
-            .await
-        });
+        let limits = EdgeLimits {
+            header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
+            max_connections: config.http.max_connections,
+        };
+        let server = tokio::spawn(api::serve::serve(listener, app, limits, http_token));
         let stages = started.shutdown;
         let task = tokio::spawn(async move {
             shutdown.cancelled().await;
@@ -60,7 +59,7 @@ impl Daemon {
             http_stop.cancel();
             let served = server.await;
             stages.run().await;
-            served??;
+            served?;
             Ok(())
         });
         Ok(Daemon {

@@ -396,11 +396,26 @@ async fn repeated_failed_authentications_are_slowed_down() {
     let (status, problem) = stranger.get("/v1/orders").await;
     assert_eq!(status, 429, "{problem}");
     assert_eq!(problem["status"], 429);
-    // Further guesses are not even looked up, right or wrong: a token the
-    // daemon has not seen from anyone yet is held back too.
+    // The guesser is told when to come back.
+    let response = reqwest::Client::new()
+        .get(format!("{}/v1/orders", w.base))
+        .bearer_auth("ffb_guessing-again")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 429);
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    // A valid token is never refused for its address's failures, even one
+    // the daemon has not seen from anyone yet.
     let fresh = w.running.api(Role::Brand, "fresh").await;
     let (status, _) = fresh.get("/v1/orders").await;
-    assert_eq!(status, 429);
+    assert_eq!(status, 200);
     // A token already in use keeps working.
     let (status, _) = w.acme.get("/v1/orders").await;
     assert_eq!(status, 200);

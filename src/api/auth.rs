@@ -114,10 +114,12 @@ pub async fn issue(
     Ok(token)
 }
 
-/// Known tokens kept in memory for a minute (a lookup per request is the
-/// largest cost of intake otherwise), and failed authentications counted per
-/// client address: past [`MAX_FAILURES`] unknown tokens in a minute, that
-/// address gets 429 for any token not already known, until the minute is over.
+/// Known tokens kept in memory while in use (a lookup per request is the
+/// largest cost of intake otherwise; an entry lapses a minute after its last
+/// use), and failed authentications counted per client address: past
+/// [`MAX_FAILURES`] unknown tokens in a minute, that address gets 429 with
+/// `Retry-After` for every unknown token until the minute is over. A valid
+/// token is never refused for its address's failures: it is still looked up.
 #[derive(Debug, Default)]
 pub struct Guard {
     known: Mutex<HashMap<String, (Caller, Instant)>>,
@@ -130,12 +132,19 @@ pub const MAX_FAILURES: u32 = 20;
 const MAX_ENTRIES: usize = 10_000;
 
 impl Guard {
+    /// A token known and used within the last minute; its entry is renewed.
     fn cached(&self, hash: &str) -> Option<Caller> {
-        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        known
-            .get(hash)
-            .filter(|(_, at)| at.elapsed() < TOKEN_TTL)
-            .map(|(caller, _)| caller.clone())
+        self.cached_at(hash, Instant::now())
+    }
+
+    fn cached_at(&self, hash: &str, now: Instant) -> Option<Caller> {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let (caller, used) = known.get_mut(hash)?;
+        if now.saturating_duration_since(*used) >= TOKEN_TTL {
+            return None;
+        }
+        *used = now;
+        Some(caller.clone())
     }
 
     fn remember(&self, hash: String, caller: Caller) {
@@ -149,12 +158,14 @@ impl Guard {
         known.insert(hash, (caller, Instant::now()));
     }
 
-    fn blocked(&self, ip: Option<IpAddr>) -> bool {
-        let Some(ip) = ip else { return false };
+    /// When `ip` may guess again, if it is held back now.
+    fn held_back(&self, ip: Option<IpAddr>) -> Option<Duration> {
+        let ip = ip?;
         let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        failures.get(&ip).is_some_and(|(count, since)| {
-            *count >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW
-        })
+        let (count, since) = failures.get(&ip)?;
+        (*count >= MAX_FAILURES)
+            .then(|| FAILURE_WINDOW.checked_sub(since.elapsed()))
+            .flatten()
     }
 
     fn failed(&self, ip: Option<IpAddr>) {
@@ -201,20 +212,12 @@ impl FromRequestParts<ApiState> for Caller {
             ));
         };
         let hashed = hash(token);
-        // A token already known is let through even from a held-back address;
-        // an unknown one from there is not even looked up (no guessing).
         if let Some(caller) = guard.cached(&hashed) {
             return Ok(caller);
         }
-        if guard.blocked(ip) {
-            return Err(ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
-                "too-many-failed-authentications",
-                format!(
-                    "more than {MAX_FAILURES} failed authentications in a minute from this address; try again later"
-                ),
-            ));
-        }
+        // A held-back address still gets its valid tokens through; every
+        // unknown one is answered 429 (a guess learns nothing either way).
+        let held_back = guard.held_back(ip);
         let record = state
             .runtime
             .store
@@ -233,10 +236,21 @@ impl FromRequestParts<ApiState> for Caller {
                 guard.remember(hashed, caller.clone());
                 Ok(caller)
             }
-            None => {
-                guard.failed(ip);
-                Err(ApiError::unauthorized("unknown token"))
-            }
+            None => match held_back {
+                Some(wait) => Err(ApiError::new(
+                    axum::http::StatusCode::TOO_MANY_REQUESTS,
+                    "too-many-failed-authentications",
+                    format!(
+                        "more than {MAX_FAILURES} failed authentications in a minute from this address; try again in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                )
+                .with_retry_after(wait.as_secs_f64().ceil() as u64)),
+                None => {
+                    guard.failed(ip);
+                    Err(ApiError::unauthorized("unknown token"))
+                }
+            },
         }
     }
 }
@@ -244,6 +258,25 @@ impl FromRequestParts<ApiState> for Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_in_constant_use_stays_cached_and_an_unused_one_lapses() {
+        let guard = Guard::default();
+        let caller = Caller {
+            role: Role::Brand,
+            scope: "acme".into(),
+        };
+        guard.remember("used".into(), caller.clone());
+        guard.remember("idle".into(), caller);
+        let start = Instant::now();
+        for minute in 1..=5u64 {
+            // Used every 50 s: never lapses.
+            let at = start + Duration::from_secs(50 * minute);
+            assert!(guard.cached_at("used", at).is_some(), "use {minute}");
+        }
+        assert!(guard.cached_at("idle", start + TOKEN_TTL).is_none());
+        assert!(guard.cached_at("unknown", start).is_none());
+    }
 
     #[test]
     fn hashes_are_hex_sha256_and_scopes_work() {

@@ -12,16 +12,21 @@ pub mod auth;
 pub mod ops;
 pub mod orders;
 pub mod problem;
+pub mod serve;
 pub mod views;
 
+use crate::config::HttpConfig;
 use crate::runtime::Runtime;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use problem::ApiError;
 use std::sync::Arc;
+use std::time::Duration;
+use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -74,7 +79,11 @@ impl utoipa::Modify for ProblemResponses {
             ("401", "Missing or unknown token"),
             ("403", "The token's role may not do this"),
             ("404", "No such resource for this caller"),
-            ("429", "Too many failed authentications from this address"),
+            ("408", "The request took longer than the limit"),
+            (
+                "429",
+                "Too many failed authentications from this address (see Retry-After)",
+            ),
             ("500", "Internal error (details in the daemon's log)"),
         ];
         let with_body = [
@@ -147,25 +156,25 @@ pub struct ApiState {
     pub guard: Arc<auth::Guard>,
     pub metrics: Option<PrometheusHandle>,
     pub max_body_bytes: usize,
+    /// A request that takes longer is answered 408.
+    pub request_timeout: Duration,
 }
 
 impl ApiState {
-    pub fn new(
-        runtime: Runtime,
-        max_body_bytes: usize,
-        metrics: Option<PrometheusHandle>,
-    ) -> ApiState {
+    pub fn new(runtime: Runtime, http: &HttpConfig, metrics: Option<PrometheusHandle>) -> ApiState {
         ApiState {
             runtime,
             guard: Arc::default(),
             metrics,
-            max_body_bytes,
+            max_body_bytes: http.max_body_bytes,
+            request_timeout: Duration::from_millis(http.request_timeout_ms),
         }
     }
 }
 
 pub fn router(state: ApiState) -> Router {
     let max_body = state.max_body_bytes;
+    let request_timeout = state.request_timeout;
     Router::new()
         .route("/", get(ops::dashboard))
         .route("/openapi.json", get(openapi))
@@ -181,6 +190,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/couriers/{id}/schedule", get(ops::courier_schedule))
         .route("/v1/handoffs/{id}/confirm", post(ops::confirm_handoff))
         .fallback(not_found)
+        // Inside the problem mapper, so a 408 is problem+json too.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .layer(axum::middleware::map_response(problem_for_rejections))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {

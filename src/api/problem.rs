@@ -28,6 +28,8 @@ pub struct ApiError {
     kind: &'static str,
     detail: String,
     errors: Vec<FieldError>,
+    /// Seconds for a `Retry-After` header (429, 503).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -37,7 +39,14 @@ impl ApiError {
             kind,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
+    }
+
+    /// Tells the client when to try again.
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     pub fn invalid(errors: Vec<FieldError>) -> Self {
@@ -50,6 +59,7 @@ impl ApiError {
             kind: "validation",
             detail,
             errors,
+            retry_after: None,
         }
     }
 
@@ -154,10 +164,14 @@ impl IntoResponse for ApiError {
             errors: self.errors,
         };
         let mut response = (self.status, axum::Json(body)).into_response();
-        response.headers_mut().insert(
+        let headers = response.headers_mut();
+        headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
