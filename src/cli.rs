@@ -104,6 +104,22 @@ enum TokenCommand {
         /// A name to recognise the token by.
         #[arg(long, default_value = "cli")]
         name: String,
+        /// Days until the token stops working (wall clock); never if not given.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        expires_in_days: Option<u32>,
+    },
+    /// List tokens: id, role, scope, name, created, expires, revoked (never the token).
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Revoke a token by its id (from `tokens list`): every daemon on the
+    /// database stops accepting it within about a second.
+    Revoke {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The token's id (12 hex digits), or the token itself.
+        id: String,
     },
 }
 
@@ -153,32 +169,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             init_logging(cli.log_json, "warn,rumqttd=off");
             demo(args).await
         }
-        Command::Tokens {
-            command:
-                TokenCommand::Create {
-                    config,
-                    role,
-                    scope,
-                    name,
-                },
-        } => {
-            let config = load(&config)?;
-            let role = Role::parse(&role).with_context(|| {
-                format!("--role must be brand, operator, courier or admin, got {role:?}")
-            })?;
-            let store = Store::connect(&config.database.url).await?;
-            let token = auth::issue(
-                &store,
-                role,
-                &scope,
-                &name,
-                fabflow::runtime::Clock::new(1.0).now_ms(),
-            )
-            .await?;
-            store.close().await;
-            println!("{token}");
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Tokens { command } => tokens(command).await,
         Command::Orders {
             command:
                 OrderCommand::Import {
@@ -189,6 +180,92 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => import(&file, &url, &token, idempotency_key.as_deref()).await,
         Command::Forecast(args) => Ok(crate::solve::forecast(args)),
+    }
+}
+
+async fn tokens(command: TokenCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TokenCommand::Create {
+            config,
+            role,
+            scope,
+            name,
+            expires_in_days,
+        } => {
+            let config = load(&config)?;
+            let role = Role::parse(&role).with_context(|| {
+                format!("--role must be brand, operator, courier or admin, got {role:?}")
+            })?;
+            if let Some(problem) = auth::scope_problem(role, &scope, &config) {
+                bail!("--scope: {problem}");
+            }
+            let expires_ms = expires_in_days.map(|days| {
+                auth::wall_clock_ms() + i64::from(days) * 24 * fabflow::domain::HOUR_MS
+            });
+            let store = Store::connect(&config.database.url).await?;
+            let (token, _) = auth::issue_expiring(
+                &store,
+                role,
+                &scope,
+                &name,
+                expires_ms,
+                "cli",
+                auth::wall_clock_ms(),
+            )
+            .await?;
+            store.close().await;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::List { config } => {
+            let config = load(&config)?;
+            let store = Store::connect(&config.database.url).await?;
+            let tokens = store.list_tokens().await?;
+            store.close().await;
+            let when = |ms: Option<i64>| {
+                ms.and_then(chrono::DateTime::from_timestamp_millis)
+                    .map_or("-".to_string(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+            };
+            println!(
+                "{:<12}  {:<8}  {:<20}  {:<16}  {:<16}  {:<16}  REVOKED",
+                "ID", "ROLE", "SCOPE", "NAME", "CREATED", "EXPIRES"
+            );
+            for token in tokens {
+                println!(
+                    "{:<12}  {:<8}  {:<20}  {:<16}  {:<16}  {:<16}  {}",
+                    token.id,
+                    token.role,
+                    token.scope,
+                    token.name,
+                    when(Some(token.created_ms)),
+                    when(token.expires_ms),
+                    when(token.revoked_ms)
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TokenCommand::Revoke { config, id } => {
+            let config = load(&config)?;
+            // The token itself names its id through its hash.
+            let id = if id.len() == fabflow::store::TOKEN_ID_LEN {
+                id
+            } else {
+                auth::hash(&id)[..fabflow::store::TOKEN_ID_LEN].to_string()
+            };
+            let store = Store::connect(&config.database.url).await?;
+            let revoked = store.revoke_token(&id, "cli", auth::wall_clock_ms()).await;
+            store.close().await;
+            match revoked {
+                Ok(()) => {
+                    println!("revoked {id}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(fabflow::store::StoreError::NotFound(_)) => {
+                    bail!("no live token with id {id} (see `fabflow tokens list`)")
+                }
+                Err(err) => Err(err.into()),
+            }
+        }
     }
 }
 

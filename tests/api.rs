@@ -458,3 +458,34 @@ async fn an_import_key_covers_the_whole_file() {
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(2));
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_decisions_are_in_the_audit_trail_that_only_admins_read() {
+    let w = world().await;
+    let (status, machines) = w.operator.get("/v1/machines").await;
+    assert_eq!(status, 200, "{machines}");
+    let machine = machines[0]["id"]
+        .as_str()
+        .expect("a machine in north")
+        .to_string();
+    let (status, view) = w
+        .operator
+        .post(&format!("/v1/machines/{machine}/pause"), &json!({}), None)
+        .await;
+    assert_eq!(status, 200, "{view}");
+    let (status, problem) = w.operator.get("/v1/audit").await;
+    assert_eq!(status, 403, "{problem}");
+    let (status, page) = w.admin.get("/v1/audit").await;
+    assert_eq!(status, 200, "{page}");
+    let entry = page["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|e| e["action"] == "machine.mode" && e["target"] == machine.as_str())
+        .unwrap_or_else(|| panic!("the pause is audited: {page}"));
+    let actor = entry["actor"].as_str().expect("actor");
+    assert!(actor.starts_with("operator:north (token "), "{actor}");
+    assert_eq!(entry["detail"], "active -> paused");
+    assert!(entry["at"].is_string());
+    w.stop().await;
+}

@@ -47,6 +47,81 @@ fn check_config_accepts_the_shipped_files_and_names_every_problem() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/file.toml"));
 }
 
+/// The status code of `GET path` with a bearer token (0 if no answer).
+fn status_of(url: &str, path: &str, token: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Some(address) = url.strip_prefix("http://") else {
+        return 0;
+    };
+    let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+        return 0;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_err() {
+        return 0;
+    }
+    let mut head = [0u8; 12];
+    if stream.read_exact(&mut head).is_err() {
+        return 0;
+    }
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap_or(0)
+}
+
+#[test]
+fn tokens_refuse_unknown_scopes_and_are_listed_without_their_secret() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path());
+    let config = config.to_str().expect("path");
+    for (role, scope, expected) in [
+        ("operator", "nroth", "unknown factories [\"nroth\"]"),
+        ("courier", "van-99", "unknown courier \"van-99\""),
+        ("admin", "acme", "an admin's scope is `*`"),
+        ("brand", "acme corp", "a brand id is"),
+    ] {
+        let out = fabflow(&[
+            "tokens", "create", "--config", config, "--role", role, "--scope", scope,
+        ]);
+        assert!(!out.status.success(), "{role} {scope}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{role} {scope}: {stderr}");
+    }
+    let out = fabflow(&[
+        "tokens",
+        "create",
+        "--config",
+        config,
+        "--role",
+        "operator",
+        "--scope",
+        "north,centre",
+        "--name",
+        "counter-tablet",
+        "--expires-in-days",
+        "30",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let out = fabflow(&["tokens", "list", "--config", config]);
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(listing.contains("counter-tablet"), "{listing}");
+    assert!(listing.contains("north,centre"), "{listing}");
+    assert!(
+        !listing.contains(&token),
+        "the token itself is never shown again"
+    );
+    let out = fabflow(&["tokens", "revoke", "--config", config, "0123456789ab"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no live token"));
+}
+
 /// Kills the daemon if the test fails before it stopped it.
 struct KillOnDrop(std::process::Child);
 
@@ -180,6 +255,21 @@ fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
         "{stdout}"
     );
     assert!(stdout.contains("nothing imported"), "{stdout}");
+
+    // Revoked by the CLI while the daemon runs (and has the token cached):
+    // refused within a few seconds.
+    assert_eq!(status_of(&url, "/v1/orders", &token), 200);
+    let out = fabflow(&["tokens", "revoke", "--config", config, &token]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status_of(&url, "/v1/orders", &token) != 401 {
+        assert!(Instant::now() < deadline, "a revoked token still works");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // SIGTERM: a graceful stop, exit status 0.
     let pid = child.0.id().to_string();

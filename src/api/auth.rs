@@ -1,6 +1,11 @@
 //! Bearer tokens: random, prefixed by role (`ffb_`, `ffo_`, `ffc_`, `ffa_`),
-//! stored only as SHA-256 hashes, never logged. A caller carries its role and
-//! scope (brand id, courier id, factory ids or `*`).
+//! stored only as SHA-256 hashes, never logged. A caller carries its role,
+//! scope (brand id, courier id, factory ids or `*`) and the token's public id.
+//!
+//! Expiry is on the wall clock (a token's life does not speed up with
+//! `time_scale`). A revoked token stops working on every daemon within about
+//! a second: each polls the database's token epoch and drops its cache when
+//! it moves.
 
 use super::ApiState;
 use super::problem::ApiError;
@@ -54,9 +59,23 @@ impl Role {
 pub struct Caller {
     pub role: Role,
     pub scope: String,
+    /// The token's public id (for the audit trail).
+    pub token_id: String,
+    /// When the token stops working (wall clock, Unix ms), if ever.
+    pub expires_ms: Option<i64>,
 }
 
 impl Caller {
+    /// Who this caller is, for the audit trail: `operator:north (token 1a2b3c4d5e6f)`.
+    pub fn actor(&self) -> String {
+        format!(
+            "{}:{} (token {})",
+            self.role.as_str(),
+            self.scope,
+            self.token_id
+        )
+    }
+
     /// The brand whose orders this caller may see: Some(brand) for brands, None for all.
     pub fn brand_scope(&self) -> Option<&str> {
         (self.role == Role::Brand).then_some(self.scope.as_str())
@@ -93,7 +112,8 @@ pub fn hash(token: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Creates a token for `role` and `scope`, stores its hash, returns the token (shown once).
+/// Creates a token for `role` and `scope` that never expires, stores its
+/// hash, returns the token (shown once).
 pub async fn issue(
     store: &Store,
     role: Role,
@@ -101,6 +121,23 @@ pub async fn issue(
     name: &str,
     now: i64,
 ) -> Result<String, StoreError> {
+    issue_expiring(store, role, scope, name, None, "cli", now)
+        .await
+        .map(|(token, _)| token)
+}
+
+/// Creates a token that stops working at `expires_ms` (wall clock, Unix
+/// ms), if given; its creation is audited as `actor`'s. Returns the token
+/// (shown once) and its public id.
+pub async fn issue_expiring(
+    store: &Store,
+    role: Role,
+    scope: &str,
+    name: &str,
+    expires_ms: Option<i64>,
+    actor: &str,
+    now: i64,
+) -> Result<(String, String), StoreError> {
     let mut bytes = [0u8; 24];
     rand::rng().fill(&mut bytes);
     let body: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -110,8 +147,59 @@ pub async fn issue(
         scope: scope.into(),
         name: name.into(),
     };
-    store.insert_token(&hash(&token), &record, now).await?;
-    Ok(token)
+    let id = store
+        .insert_token(&hash(&token), &record, expires_ms, actor, now)
+        .await?;
+    Ok((token, id))
+}
+
+/// Why `scope` is not a scope of `role` in this network, if it is not:
+/// brands are named by id (letters, digits, `-`, `_`, `.`); operators by
+/// configured factory ids (comma-separated) or `*`; couriers by a configured
+/// courier id; admins by `*`. A typo would give a token that sees nothing.
+pub fn scope_problem(role: Role, scope: &str, config: &crate::config::Config) -> Option<String> {
+    let factories: Vec<&str> = config.factories.iter().map(|f| f.id.as_str()).collect();
+    let couriers: Vec<&str> = config.couriers.iter().map(|c| c.id.as_str()).collect();
+    match role {
+        Role::Admin => (scope != "*").then(|| format!("an admin's scope is `*`, got {scope:?}")),
+        Role::Brand => {
+            let valid = !scope.is_empty()
+                && scope.len() <= 64
+                && scope
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            (!valid).then(|| {
+                format!("a brand id is 1..=64 letters, digits, `-`, `_` or `.`, got {scope:?}")
+            })
+        }
+        Role::Operator if scope == "*" => None,
+        Role::Operator => {
+            let unknown: Vec<&str> = scope
+                .split(',')
+                .map(str::trim)
+                .filter(|factory| !factories.contains(factory))
+                .collect();
+            (!unknown.is_empty()).then(|| {
+                format!(
+                    "unknown factories {unknown:?} (configured: {}; or `*`)",
+                    factories.join(", ")
+                )
+            })
+        }
+        Role::Courier => (!couriers.contains(&scope)).then(|| {
+            format!(
+                "unknown courier {scope:?} (configured: {})",
+                couriers.join(", ")
+            )
+        }),
+    }
+}
+
+/// Milliseconds since the Unix epoch on the wall clock (token expiry).
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64)
 }
 
 /// Known tokens kept in memory while in use (a lookup per request is the
@@ -124,7 +212,12 @@ pub async fn issue(
 pub struct Guard {
     known: Mutex<HashMap<String, (Caller, Instant)>>,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// The database's token epoch last seen, and when it was read.
+    epoch: Mutex<Option<(i64, Instant)>>,
 }
+
+/// How often the token epoch is read (revocations take effect within it).
+const EPOCH_POLL: Duration = Duration::from_secs(1);
 
 const TOKEN_TTL: Duration = Duration::from_secs(60);
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
@@ -143,8 +236,31 @@ impl Guard {
         if now.saturating_duration_since(*used) >= TOKEN_TTL {
             return None;
         }
+        if caller.expires_ms.is_some_and(|at| at <= wall_clock_ms()) {
+            known.remove(hash);
+            return None;
+        }
         *used = now;
         Some(caller.clone())
+    }
+
+    /// Drops every cached token if the database's token epoch moved (a
+    /// token was revoked) since it was last read, at most every EPOCH_POLL.
+    async fn follow_revocations(&self, store: &Store) -> Result<(), StoreError> {
+        let due = {
+            let epoch = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+            epoch.is_none_or(|(_, read)| read.elapsed() >= EPOCH_POLL)
+        };
+        if !due {
+            return Ok(());
+        }
+        let current = store.token_epoch().await?;
+        let mut epoch = self.epoch.lock().unwrap_or_else(|p| p.into_inner());
+        if epoch.is_some_and(|(seen, _)| seen != current) {
+            self.known.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+        *epoch = Some((current, Instant::now()));
+        Ok(())
     }
 
     fn remember(&self, hash: String, caller: Caller) {
@@ -212,6 +328,10 @@ impl FromRequestParts<ApiState> for Caller {
             ));
         };
         let hashed = hash(token);
+        guard
+            .follow_revocations(&state.runtime.store)
+            .await
+            .map_err(ApiError::internal)?;
         if let Some(caller) = guard.cached(&hashed) {
             return Ok(caller);
         }
@@ -221,14 +341,17 @@ impl FromRequestParts<ApiState> for Caller {
         let record = state
             .runtime
             .store
-            .find_token(&hashed)
+            .find_token(&hashed, wall_clock_ms())
             .await
             .map_err(ApiError::internal)?;
-        let caller = record.and_then(|record| {
-            let role = Role::parse(&record.role).filter(|role| token.starts_with(role.prefix()))?;
+        let caller = record.and_then(|found| {
+            let role =
+                Role::parse(&found.record.role).filter(|role| token.starts_with(role.prefix()))?;
             Some(Caller {
                 role,
-                scope: record.scope,
+                scope: found.record.scope,
+                token_id: found.id,
+                expires_ms: found.expires_ms,
             })
         });
         match caller {
@@ -265,6 +388,8 @@ mod tests {
         let caller = Caller {
             role: Role::Brand,
             scope: "acme".into(),
+            token_id: "0123456789ab".into(),
+            expires_ms: None,
         };
         guard.remember("used".into(), caller.clone());
         guard.remember("idle".into(), caller);
@@ -287,6 +412,8 @@ mod tests {
         let operator = Caller {
             role: Role::Operator,
             scope: "north,south".into(),
+            token_id: "0123456789ab".into(),
+            expires_ms: None,
         };
         assert!(operator.covers_factory("north"));
         assert!(!operator.covers_factory("centre"));
@@ -294,6 +421,8 @@ mod tests {
         let brand = Caller {
             role: Role::Brand,
             scope: "acme".into(),
+            token_id: "0123456789ab".into(),
+            expires_ms: None,
         };
         assert_eq!(brand.brand_scope(), Some("acme"));
         assert!(brand.require(&[Role::Admin]).is_err());

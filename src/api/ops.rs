@@ -5,7 +5,7 @@ use super::ApiState;
 use super::auth::{Caller, Role};
 use super::problem::ApiError;
 use super::views::CourierScheduleView;
-use super::views::{JobPage, MachineView, job_view, machine_view};
+use super::views::{AuditPage, AuditView, JobPage, MachineView, job_view, machine_view};
 use crate::domain::{HandoffState, JobState, ModeInput};
 use crate::store::JobFilter;
 use axum::Json;
@@ -135,7 +135,7 @@ pub async fn machine_action(
     };
     state
         .runtime
-        .change_machine_mode(&machine.id, input)
+        .change_machine_mode(&machine.id, input, &caller.actor())
         .await?;
     let machine = state
         .runtime
@@ -252,6 +252,36 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
         )
         .into_response(),
     }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListAudit {
+    /// Cursor: the `next` of the previous page.
+    pub after: Option<i64>,
+    /// Page size, 1..=500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+}
+
+/// The audit trail of operator and admin decisions (admins only).
+#[utoipa::path(get, path = "/v1/audit", tag = "ops", params(ListAudit),
+    responses((status = 200, body = AuditPage)), security(("bearer" = [])))]
+pub async fn list_audit(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(query): Query<ListAudit>,
+) -> Result<Json<AuditPage>, ApiError> {
+    caller.require(&[Role::Admin])?;
+    let limit = super::page_limit(query.limit)?;
+    let records = state.runtime.store.list_audit(query.after, limit).await?;
+    let next = (records.len() as i64 == limit)
+        .then(|| records.last().map(|r| r.seq))
+        .flatten();
+    Ok(Json(AuditPage {
+        items: records.iter().map(AuditView::from).collect(),
+        next,
+    }))
 }
 
 /// The operator dashboard: one page that reads the API with a token.

@@ -240,7 +240,7 @@ pub async fn cancel(
     caller.require(&[Role::Brand, Role::Admin])?;
     let order = state
         .runtime
-        .cancel_order(&id, caller.brand_scope())
+        .cancel_order(&id, caller.brand_scope(), &caller.actor())
         .await?;
     Ok(Json(OrderView::from(&order)))
 }

@@ -2,7 +2,7 @@
 
 use crate::domain::intake::LineRequest;
 use crate::domain::{HandoffKind, HandoffState, JobState, MachineMode, MachineState, OrderState};
-use crate::store::{HandoffRecord, JobRecord, MachineRecord, OrderRecord};
+use crate::store::{AuditRecord, HandoffRecord, JobRecord, MachineRecord, OrderRecord};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -223,4 +223,41 @@ impl CourierScheduleView {
                 .collect(),
         }
     }
+}
+
+/// One operator or admin decision.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditView {
+    /// Position in the trail (the `after` cursor).
+    pub seq: i64,
+    pub at: Option<DateTime<Utc>>,
+    /// Who: role, scope and token id, or `cli`, or the daemon itself.
+    pub actor: String,
+    /// What: `machine.mode`, `order.cancel`, `token.create`, `token.revoke`.
+    pub action: String,
+    /// The machine, order or token it was about.
+    pub target: String,
+    pub detail: String,
+}
+
+impl From<&AuditRecord> for AuditView {
+    fn from(record: &AuditRecord) -> Self {
+        AuditView {
+            seq: record.seq,
+            at: rfc3339(record.at_ms),
+            actor: record.actor.clone(),
+            action: record.action.clone(),
+            target: record.target.clone(),
+            detail: record.detail.clone(),
+        }
+    }
+}
+
+/// One page of the audit trail, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AuditPage {
+    pub items: Vec<AuditView>,
+    /// Cursor for the next page (`after=`), absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<i64>,
 }

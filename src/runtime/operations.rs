@@ -1,6 +1,7 @@
 //! Operator and courier use cases: an operator's decision on a machine, a
 //! courier's confirmation of a stop. Each is one store transaction with its
-//! event, followed by the wake-ups it calls for.
+//! event (and, for decisions, its audit row naming the `actor`), followed by
+//! the wake-ups it calls for.
 
 use super::Runtime;
 use super::wake::Wake;
@@ -15,10 +16,11 @@ impl Runtime {
         &self,
         machine: &str,
         input: ModeInput,
+        actor: &str,
     ) -> Result<ModeChange, StoreError> {
         let change = self
             .store
-            .change_machine_mode(machine, input, self.clock.now_ms())
+            .change_machine_mode(machine, input, actor, self.clock.now_ms())
             .await?;
         self.wakers.wake(Wake::mode_changed(&change));
         Ok(change)

@@ -174,10 +174,11 @@ impl Runtime {
         &self,
         id: &str,
         brand: Option<&str>,
+        actor: &str,
     ) -> Result<OrderRecord, StoreError> {
         let order = self
             .store
-            .cancel_order(id, brand, self.clock.now_ms())
+            .cancel_order(id, brand, actor, self.clock.now_ms())
             .await?;
         self.wakers.wake(Wake::OUTBOX);
         Ok(order)

@@ -317,7 +317,12 @@ impl Supervisor {
         let now = self.clock.now_ms();
         match self
             .store
-            .change_machine_mode(&self.machine, ModeInput::StartMaintenance, now)
+            .change_machine_mode(
+                &self.machine,
+                ModeInput::StartMaintenance,
+                "daemon (start refused three times)",
+                now,
+            )
             .await
         {
             Ok(change) => *wake |= Wake::mode_changed(&change),

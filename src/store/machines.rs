@@ -2,7 +2,7 @@
 //! what they report and what operators decide.
 
 use super::jobs::unschedule_in;
-use super::write::{Subject, emit};
+use super::write::{AuditEntry, Subject, emit, record_audit};
 use super::{Store, StoreError, parse, text_id};
 use crate::domain::{Event, FactoryId, MachineId, MachineInput, MachineMode, MachineState, Millis};
 use sqlx::AssertSqlSafe;
@@ -242,6 +242,7 @@ impl Store {
         &self,
         id: &str,
         input: crate::domain::ModeInput,
+        actor: &str,
         now: Millis,
     ) -> Result<ModeChange, StoreError> {
         let mut tx = self.begin().await?;
@@ -276,6 +277,13 @@ impl Store {
             &mut tx,
             &subject,
             &Event::MachineModeChanged { from, to: next },
+            now,
+        )
+        .await?;
+        let detail = format!("{from} -> {next}");
+        record_audit(
+            &mut tx,
+            &AuditEntry::new(actor, "machine.mode", id, &detail),
             now,
         )
         .await?;

@@ -21,7 +21,7 @@ pub use jobs::{JobFilter, JobRecord, JobTransition, SchedulableJob};
 pub use machines::{MachineRecord, MachineSpec, ModeChange};
 pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord};
 pub use outbox::OutboxRecord;
-pub use tokens::TokenRecord;
+pub use tokens::{AuditRecord, FoundToken, TOKEN_ID_LEN, TokenListing, TokenRecord};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};

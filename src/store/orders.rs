@@ -1,8 +1,8 @@
 //! Orders: group-committed intake with idempotency keys, scoped reads, cancel.
 
 use super::write::{
-    NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate, emit, insert_jobs, insert_outbox,
-    lock_order, placeholders, set_order_state,
+    AuditEntry, NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate, emit, insert_jobs,
+    insert_outbox, lock_order, placeholders, record_audit, set_order_state,
 };
 use super::{Store, StoreError, parse, text_id};
 use crate::domain::intake::{JobPlan, LineRequest};
@@ -193,6 +193,7 @@ impl Store {
         &self,
         id: &str,
         brand: Option<&str>,
+        actor: &str,
         now: Millis,
     ) -> Result<OrderRecord, StoreError> {
         let mut tx = self.begin().await?;
@@ -227,6 +228,12 @@ impl Store {
         }
         let (next, events) = order.state.handle(OrderInput::Cancel)?;
         set_order_state(&mut tx, &order, next, &events, now).await?;
+        record_audit(
+            &mut tx,
+            &AuditEntry::new(actor, "order.cancel", id, ""),
+            now,
+        )
+        .await?;
         for (token, state) in cancellable {
             let (job_next, job_events) = state.handle(JobInput::Cancel)?;
             let done = sqlx::query(

@@ -228,6 +228,46 @@ pub(crate) async fn set_order_state_by_id(
     Ok(())
 }
 
+/// One operator or admin decision for the audit trail.
+pub(crate) struct AuditEntry<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub target: &'a str,
+    pub detail: &'a str,
+}
+
+impl<'a> AuditEntry<'a> {
+    pub(crate) fn new(actor: &'a str, action: &'a str, target: &'a str, detail: &'a str) -> Self {
+        AuditEntry {
+            actor,
+            action,
+            target,
+            detail,
+        }
+    }
+}
+
+/// Records a decision in the transaction that makes it.
+pub(crate) async fn record_audit(
+    tx: &mut Transaction<'static, Any>,
+    entry: &AuditEntry<'_>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let seq = allocate(tx, "audit_seq", 1).await?;
+    sqlx::query(
+        "INSERT INTO audit (seq, at_ms, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(seq)
+    .bind(now)
+    .bind(entry.actor)
+    .bind(entry.action)
+    .bind(entry.target)
+    .bind(entry.detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod placeholder_tests {
     #[test]

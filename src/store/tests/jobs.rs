@@ -136,7 +136,9 @@ async fn a_lost_job_goes_back_to_pending_and_cancel_spares_running_orders() {
             .await
             .expect("dispatch");
         let order_of_first = lost.job.order_id.clone();
-        let refused = store.cancel_order(&order_of_first, Some("acme"), NOW).await;
+        let refused = store
+            .cancel_order(&order_of_first, Some("acme"), "brand:acme", NOW)
+            .await;
         assert!(
             matches!(refused, Err(StoreError::Conflict(_))),
             "{refused:?}"
@@ -148,11 +150,13 @@ async fn a_lost_job_goes_back_to_pending_and_cancel_spares_running_orders() {
             .expect("job")
             .order_id;
         assert!(matches!(
-            store.cancel_order(&other, Some("zest"), NOW).await,
+            store
+                .cancel_order(&other, Some("zest"), "brand:zest", NOW)
+                .await,
             Err(StoreError::NotFound(_))
         ));
         let cancelled = store
-            .cancel_order(&other, Some("acme"), NOW)
+            .cancel_order(&other, Some("acme"), "brand:acme", NOW)
             .await
             .expect("cancel");
         assert_eq!(cancelled.state, OrderState::Cancelled);

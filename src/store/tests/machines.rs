@@ -30,12 +30,31 @@ async fn machines_register_observe_and_change_mode() {
             .expect("observe");
         assert_eq!(state, MachineState::Idle);
         store
-            .change_machine_mode("dtg-1", ModeInput::Pause, NOW)
+            .change_machine_mode("dtg-1", ModeInput::Pause, "operator:north", NOW)
             .await
             .expect("pause");
+        let audit = store.list_audit(None, 10).await.expect("audit");
+        assert_eq!(
+            audit
+                .iter()
+                .map(|e| (
+                    e.actor.as_str(),
+                    e.action.as_str(),
+                    e.target.as_str(),
+                    e.detail.as_str()
+                ))
+                .collect::<Vec<_>>(),
+            [(
+                "operator:north",
+                "machine.mode",
+                "dtg-1",
+                "active -> paused"
+            )],
+            "the decision is audited in its own transaction"
+        );
         assert!(
             store
-                .change_machine_mode("dtg-1", ModeInput::Pause, NOW)
+                .change_machine_mode("dtg-1", ModeInput::Pause, "operator:north", NOW)
                 .await
                 .is_err()
         );

@@ -111,3 +111,4 @@ mod handoffs;
 mod jobs;
 mod machines;
 mod orders;
+mod tokens;
