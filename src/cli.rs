@@ -281,7 +281,13 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let profiles = fabflow_adapters::builtin_profiles();
+    let profiles = match runtime::profiles::load_profiles(&config) {
+        Ok(profiles) => profiles,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     if let Err(err) = runtime::Network::new(&config, &profiles, &file.display().to_string()) {
         eprintln!("{err}");
         return Ok(ExitCode::FAILURE);
@@ -300,7 +306,7 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
 
 async fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
-    let profiles = fabflow_adapters::builtin_profiles();
+    let profiles = runtime::profiles::load_profiles(&config)?;
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("binding http.listen {}", config.http.listen))?;

@@ -18,6 +18,10 @@ pub struct Config {
     /// Simulated seconds per real second (1 in production).
     #[serde(default = "one")]
     pub time_scale: f64,
+    /// Directories of machine profiles (`*.toml`, one model per file), read
+    /// besides the built-in ones; relative to the configuration file.
+    #[serde(default)]
+    pub profile_dirs: Vec<std::path::PathBuf>,
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
@@ -255,7 +259,14 @@ impl Config {
             file: file.clone(),
             problems: vec![format!("cannot read: {err}")],
         })?;
-        Config::parse(&text, &file)
+        let mut config = Config::parse(&text, &file)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for dir in &mut config.profile_dirs {
+            if dir.is_relative() {
+                *dir = base.join(&*dir);
+            }
+        }
+        Ok(config)
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {

@@ -302,3 +302,62 @@ fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
         lines.join("\n")
     );
 }
+
+#[test]
+fn machine_models_are_read_from_the_configured_profile_dirs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path());
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).expect("mkdir");
+    // A model of another maker, as a file: no rebuild.
+    let acme = std::fs::read_to_string("adapters/profiles/acme-dtg-200.toml").expect("profile");
+    std::fs::write(
+        profiles.join("stitchco-em-12.toml"),
+        acme.replace("model = \"acme-dtg-200\"", "model = \"stitchco-em-12\""),
+    )
+    .expect("write profile");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = format!(
+        "profile_dirs = [\"profiles\"]\n{text}\n[[machines]]\nid = \"embroidery-1\"\nfactory = \"north\"\nmodel = \"stitchco-em-12\"\naddress = \"127.0.0.1:15020\"\n"
+    );
+    std::fs::write(&config, &text).expect("write config");
+    let path = config.to_str().expect("path");
+    let out = fabflow(&["check-config", path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A broken file is named with its key; a built-in model defined again
+    // is refused; two machines on one address and unit id are refused.
+    std::fs::write(
+        profiles.join("broken.toml"),
+        acme.replace("model = \"acme-dtg-200\"", "model = \"broken-1\"")
+            .replace("word_order = \"little\"", "word_order = \"sideways\""),
+    )
+    .expect("write");
+    std::fs::write(profiles.join("again.toml"), &acme).expect("write");
+    let twin = "\n[[machines]]\nid = \"embroidery-2\"\nfactory = \"north\"\nmodel = \"stitchco-em-12\"\naddress = \"127.0.0.1:15020\"\n";
+    std::fs::write(&config, format!("{text}{twin}")).expect("write config");
+    let out = fabflow(&["check-config", path]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("broken.toml: line ") && stderr.contains("sideways"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("again.toml: model: model `acme-dtg-200` is already defined"),
+        "{stderr}"
+    );
+    std::fs::remove_file(profiles.join("broken.toml")).expect("rm");
+    std::fs::remove_file(profiles.join("again.toml")).expect("rm");
+    let out = fabflow(&["check-config", path]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("machines.embroidery-2.address: 127.0.0.1:15020 unit 1 is already machine embroidery-1's"),
+        "{stderr}"
+    );
+}

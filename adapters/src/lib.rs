@@ -15,5 +15,5 @@ mod types;
 pub use driver::{Connector, DriverConfig, MachineDriver, MachineFact, MachineHandle};
 pub use error::{AdapterError, DeviceErrorCode};
 pub use modbus::{ModbusConnector, ModbusLink};
-pub use profile::{Profile, ProfileError, ProfileErrors, builtin_profiles, load_dir};
+pub use profile::{Profile, ProfileError, ProfileErrors, builtin_profiles, load_dir, read_dir};
 pub use types::{JobCommand, MachineLink, MachineStatus, RunState};

@@ -13,6 +13,7 @@ pub mod intake;
 pub mod mqtt;
 pub mod operations;
 pub mod orders;
+pub mod profiles;
 pub mod scheduler;
 pub mod shutdown;
 pub mod supervisor;
@@ -91,6 +92,17 @@ impl Network {
                         .map(move |material| (process.clone(), material.clone()))
                 }));
             machines.push((machine.clone(), Arc::new((*profile).clone())));
+        }
+        // One device per address and unit id: two machines configured on the
+        // same one would both be driven, and start each other's jobs.
+        let mut devices: HashMap<(std::net::SocketAddr, u8), &str> = HashMap::new();
+        for (machine, profile) in &machines {
+            if let Some(first) = devices.insert((machine.address, profile.unit_id), &machine.id) {
+                problems.push(format!(
+                    "machines.{}.address: {} unit {} is already machine {first}'s",
+                    machine.id, machine.address, profile.unit_id
+                ));
+            }
         }
         // Every recipe and quantity must fit the registers of every machine
         // that could be given the step.

@@ -9,13 +9,28 @@ use super::{Profile, ProfileError, ProfileErrors};
 /// Loads and validates every `*.toml` file in `dir` (sorted by name), reporting
 /// the problems of all files at once, plus models defined twice.
 pub fn load_dir(dir: impl AsRef<Path>) -> Result<Vec<Profile>, ProfileErrors> {
+    let (profiles, errors) = read_dir(dir);
+    if errors.is_empty() {
+        Ok(profiles)
+    } else {
+        Err(ProfileErrors(errors))
+    }
+}
+
+/// Every valid profile of `dir`'s `*.toml` files, and every problem found
+/// (unreadable files, invalid ones, models defined twice), so a caller can
+/// check the valid ones further and still report everything at once.
+pub fn read_dir(dir: impl AsRef<Path>) -> (Vec<Profile>, Vec<ProfileError>) {
     let dir = dir.as_ref();
     let io_error = |origin: &Path, err: std::io::Error| ProfileError {
         origin: origin.display().to_string(),
         key: String::new(),
         message: err.to_string(),
     };
-    let entries = std::fs::read_dir(dir).map_err(|err| ProfileErrors(vec![io_error(dir, err)]))?;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(err) => return (Vec::new(), vec![io_error(dir, err)]),
+    };
     let mut paths = Vec::new();
     let mut errors = Vec::new();
     for entry in entries {
@@ -41,14 +56,9 @@ pub fn load_dir(dir: impl AsRef<Path>) -> Result<Vec<Profile>, ProfileErrors> {
         .iter()
         .map(|(o, t)| (o.as_str(), t.as_str()))
         .collect();
-    match parse_all(&sources) {
-        Ok(profiles) if errors.is_empty() => Ok(profiles),
-        Ok(_) => Err(ProfileErrors(errors)),
-        Err(more) => {
-            errors.extend(more.0);
-            Err(ProfileErrors(errors))
-        }
-    }
+    let (profiles, more) = parse_each(&sources);
+    errors.extend(more);
+    (profiles, errors)
 }
 
 /// The profile files compiled into the binary, as (origin, text).
@@ -87,6 +97,16 @@ pub fn builtin_profiles() -> Vec<Profile> {
 
 /// Parses several profiles, collecting every error and duplicate models.
 fn parse_all(sources: &[(&str, &str)]) -> Result<Vec<Profile>, ProfileErrors> {
+    let (profiles, errors) = parse_each(sources);
+    if errors.is_empty() {
+        Ok(profiles)
+    } else {
+        Err(ProfileErrors(errors))
+    }
+}
+
+/// The valid profiles of `sources`, and every problem (duplicate models among them).
+fn parse_each(sources: &[(&str, &str)]) -> (Vec<Profile>, Vec<ProfileError>) {
     let mut profiles: Vec<Profile> = Vec::new();
     let mut errors = Vec::new();
     for (origin, text) in sources {
@@ -108,9 +128,5 @@ fn parse_all(sources: &[(&str, &str)]) -> Result<Vec<Profile>, ProfileErrors> {
             Err(more) => errors.extend(more.0),
         }
     }
-    if errors.is_empty() {
-        Ok(profiles)
-    } else {
-        Err(ProfileErrors(errors))
-    }
+    (profiles, errors)
 }

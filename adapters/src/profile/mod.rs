@@ -12,7 +12,7 @@
 mod load;
 mod validate;
 
-pub use load::{BUILTIN_SOURCES, builtin_profiles, load_dir};
+pub use load::{BUILTIN_SOURCES, builtin_profiles, load_dir, read_dir};
 
 use std::collections::BTreeMap;
 use std::fmt;
