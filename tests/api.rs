@@ -154,11 +154,13 @@ async fn errors_are_problem_json_naming_the_field() {
             "/lines/0/quantity"
         ]
     );
-    // Unknown fields are refused (no mass assignment), malformed JSON too.
+    // Unknown fields are refused (no mass assignment), each with its
+    // pointer like every other field at fault; malformed JSON is 400.
     let mut sneaky = order("s");
     sneaky["state"] = json!("delivered");
     let (status, problem) = w.acme.post("/v1/orders", &sneaky, None).await;
-    assert_eq!(status, 400, "{problem}");
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(pointers(&problem), vec!["/state"]);
     assert!(
         problem["detail"]
             .as_str()
@@ -168,11 +170,63 @@ async fn errors_are_problem_json_naming_the_field() {
     let response = client
         .post(format!("{}/v1/orders", w.base))
         .bearer_auth(&w.acme.token)
+        .header("content-type", "application/json")
         .body("{\"customer\":")
         .send()
         .await
         .expect("request");
     assert_eq!(response.status(), 400);
+
+    // Type errors: every field at fault with its pointer, not the first
+    // parse error; a positional array is not an order.
+    let typed = json!({
+        "customer": {"name": "Ada", "lat": "52.5", "lon": 13.4},
+        "lines": [{"sku": "tee-black-m", "quantity": -1}, {"sku": "mug-white", "quantity": 1.5}]
+    });
+    let (status, problem) = w.acme.post("/v1/orders", &typed, None).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        pointers(&problem),
+        vec!["/customer/lat", "/lines/0/quantity", "/lines/1/quantity"]
+    );
+    let positional = json!([null, null, {"name": "Ada", "lat": 52.52, "lon": 13.4}, [{"sku": "tee-black-m", "quantity": 1}], null]);
+    let (status, problem) = w.acme.post("/v1/orders", &positional, None).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(pointers(&problem), vec![""]);
+    // Names with control characters or bidirectional overrides are refused;
+    // lengths count characters.
+    for name in ["Mal\u{0}lory", "\u{202E}yrollaM", "line\nbreak"] {
+        let mut bad = order("n");
+        bad["customer"]["name"] = json!(name);
+        let (status, problem) = w.acme.post("/v1/orders", &bad, None).await;
+        assert_eq!(status, 422, "{name:?}: {problem}");
+        assert_eq!(pointers(&problem), vec!["/customer/name"], "{name:?}");
+    }
+    let mut long = order("l");
+    long["customer"]["name"] = json!("é".repeat(200));
+    let (status, problem) = w.acme.post("/v1/orders", &long, None).await;
+    assert_eq!(
+        status, 201,
+        "200 characters are 400 bytes and fine: {problem}"
+    );
+    // The body must be declared JSON.
+    let response = client
+        .post(format!("{}/v1/orders", w.base))
+        .bearer_auth(&w.acme.token)
+        .header("content-type", "text/plain")
+        .body(order("t").to_string())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 415);
+    // The Bearer scheme is case-insensitive.
+    let response = client
+        .get(format!("{}/v1/orders", w.base))
+        .header("authorization", format!("bearer {}", w.acme.token))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
 
     // Body limit, page limit, unknown routes: problems too.
     let huge = json!({"external_ref": "x".repeat(100_000), "customer": {"name": "A", "lat": 52.5, "lon": 13.4}, "lines": []});
@@ -200,6 +254,25 @@ async fn idempotency_keys_replay_and_refuse_a_different_body() {
         .await;
     assert_eq!(status, 201);
     assert_eq!(again["id"], first["id"], "the first response is replayed");
+    // The same order spaced and ordered differently means the same request.
+    let respaced = serde_json::to_string_pretty(&json!({
+        "lines": order("i-1")["lines"],
+        "customer": order("i-1")["customer"],
+        "external_ref": "i-1",
+    }))
+    .expect("json");
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/orders", w.base))
+        .bearer_auth(&w.acme.token)
+        .header("content-type", "application/json")
+        .header("idempotency-key", "retry-me")
+        .body(respaced)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 201);
+    let replayed: Value = response.json().await.expect("json");
+    assert_eq!(replayed["id"], first["id"], "replayed, not refused");
     let (status, problem) = w
         .acme
         .post("/v1/orders", &order("i-2"), Some("retry-me"))
@@ -270,6 +343,31 @@ async fn imports_are_all_or_nothing_with_a_line_report() {
     assert_eq!(status, 415);
     let (_, listed) = w.acme.get("/v1/orders").await;
     assert_eq!(listed["items"].as_array().map(Vec::len), Some(5));
+
+    // Rows of one reference form one order wherever they stand; rows of one
+    // reference naming another customer are refused with their lines.
+    let scattered = "external_ref,customer_name,lat,lon,sku,quantity\n\
+                     s-1,Alice,52.52,13.40,tee-black-m,1\n\
+                     s-2,Mallory,52.50,13.41,mug-white,1\n\
+                     s-1,Alice,52.52,13.40,mug-white,1\n\
+                     s-2,Alice,52.52,13.40,phone-case,1\n";
+    let (status, report) = import(scattered.into(), "text/csv").await;
+    assert_eq!(status, 422, "{report}");
+    let lines = report["orders"].as_array().cloned().unwrap_or_default();
+    assert_eq!(lines.len(), 2, "{report}");
+    assert!(
+        lines[0]["errors"].as_array().is_some_and(Vec::is_empty),
+        "{report}"
+    );
+    assert_eq!(lines[1]["line"], 3);
+    assert_eq!(lines[1]["errors"][0]["pointer"], "line 5");
+    let fixed = scattered.replace("s-2,Alice,52.52,13.40", "s-2,Mallory,52.50,13.41");
+    let (status, report) = import(fixed, "text/csv").await;
+    assert_eq!(
+        (status, report["imported"].as_u64()),
+        (201, Some(2)),
+        "{report}"
+    );
     w.stop().await;
 }
 

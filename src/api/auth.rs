@@ -317,11 +317,14 @@ impl FromRequestParts<ApiState> for Caller {
                 "missing Authorization: Bearer <token>",
             ));
         };
+        // The scheme is case-insensitive (RFC 9110 section 11.1).
         let Some(token) = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .filter(|token| !token.is_empty())
         else {
             return Err(ApiError::unauthorized(
                 "Authorization must be `Bearer <token>`",

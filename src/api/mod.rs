@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod ops;
+pub mod order_json;
 pub mod orders;
 pub mod problem;
 pub mod serve;

@@ -3,6 +3,7 @@
 
 use super::ApiState;
 use super::auth::{Caller, Role};
+use super::order_json::{canonical_hash, read_order};
 use super::problem::ApiError;
 use super::views::{OrderDetail, OrderPage, OrderView, job_view, rfc3339};
 use crate::domain::OrderState;
@@ -19,6 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
@@ -59,21 +61,43 @@ fn submitter(caller: &Caller) -> Result<Submitter, ApiError> {
     }
 }
 
-fn key_of(key: Option<String>, body: &[u8]) -> Option<IdempotencyKey> {
+fn key_of(key: Option<String>, request_hash: impl FnOnce() -> String) -> Option<IdempotencyKey> {
     key.map(|key| IdempotencyKey {
         key,
-        request_hash: body_hash(body),
+        request_hash: request_hash(),
     })
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// The body must be declared JSON (`application/json` or a `+json` type).
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    match declared.as_deref() {
+        Some("application/json") => Ok(()),
+        Some(other) if other.starts_with("application/") && other.ends_with("+json") => Ok(()),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            format!(
+                "Content-Type must be application/json, got {}",
+                other.map_or("none".to_string(), |v| format!("{v:?}"))
+            ),
+        )),
+    }
+}
+
+/// The body as JSON; a syntax error is 400 with its line and column.
+fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     serde_json::from_slice(body).map_err(|err| {
-        ApiError::bad_request(format!("request body is not a valid order: {err}")).with_errors(
-            vec![FieldError::new(
+        ApiError::bad_request(format!("request body is not JSON: {err}")).with_errors(vec![
+            FieldError::new(
                 format!("line {}, column {}", err.line(), err.column()),
                 err.to_string(),
-            )],
-        )
+            ),
+        ])
     })
 }
 
@@ -115,8 +139,12 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let submitter = submitter(&caller)?;
-    let key = key_of(idempotency_key(&headers)?, &body);
-    let request: OrderRequest = parse_json(&body)?;
+    require_json(&headers)?;
+    let key = idempotency_key(&headers)?;
+    let value = parse_json(&body)?;
+    let request = read_order(&value).map_err(ApiError::invalid)?;
+    // Same key, same meaning: spacing and key order do not count.
+    let key = key_of(key, || canonical_hash(&value));
     let render = |order: &OrderRecord| {
         serde_json::to_string(&OrderView::from(order)).map_err(|err| err.to_string())
     };
@@ -328,7 +356,7 @@ pub async fn import(
     if parsed.len() > 100_000 {
         return Err(ApiError::bad_request("at most 100000 orders per import"));
     }
-    let key = key_of(key, &body);
+    let key = key_of(key, || body_hash(&body));
     let render = |import: &Import| {
         serde_json::to_string(&ImportReport::stored(import)).map_err(|err| err.to_string())
     };
@@ -368,12 +396,14 @@ fn parse_ndjson(text: &str) -> Vec<ParsedLine> {
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(index, line)| {
-            let parsed = serde_json::from_str::<OrderRequest>(line).map_err(|err| {
-                vec![FieldError::new(
-                    format!("line {}, column {}", index + 1, err.column()),
-                    err.to_string(),
-                )]
-            });
+            let parsed = serde_json::from_str::<serde_json::Value>(line)
+                .map_err(|err| {
+                    vec![FieldError::new(
+                        format!("line {}, column {}", index + 1, err.column()),
+                        err.to_string(),
+                    )]
+                })
+                .and_then(|value| read_order(&value));
             (index + 1, parsed)
         })
         .collect()
@@ -411,8 +441,11 @@ fn parse_csv(text: &str) -> Result<Vec<ParsedLine>, ApiError> {
             )));
         }
     }
+    // Rows with one external_ref form one order wherever they stand in the
+    // file; it starts at its first row. Rows of one order that name another
+    // customer are refused, each with its line.
     let mut out: Vec<ParsedLine> = Vec::new();
-    let mut current_ref: Option<String> = None;
+    let mut by_ref: HashMap<String, (usize, usize, String, f64, f64)> = HashMap::new();
     for record in reader.records() {
         let record = match record {
             Ok(record) => record,
@@ -425,7 +458,6 @@ fn parse_csv(text: &str) -> Result<Vec<ParsedLine>, ApiError> {
                         err.to_string(),
                     )]),
                 ));
-                current_ref = None;
                 continue;
             }
         };
@@ -440,19 +472,39 @@ fn parse_csv(text: &str) -> Result<Vec<ParsedLine>, ApiError> {
                         err.to_string(),
                     )]),
                 ));
-                current_ref = None;
                 continue;
             }
         };
-        let same_order = current_ref.as_deref() == Some(row.external_ref.as_str());
-        if let (true, Some((_, Ok(order)))) = (same_order, out.last_mut()) {
-            order.lines.push(LineRequest {
-                sku: row.sku,
-                quantity: row.quantity,
-            });
+        let line_request = LineRequest {
+            sku: row.sku,
+            quantity: row.quantity,
+        };
+        if let Some((index, first_line, name, lat, lon)) = by_ref.get(&row.external_ref) {
+            let same_customer = *name == row.customer_name && *lat == row.lat && *lon == row.lon;
+            let (_, parsed) = &mut out[*index];
+            match (same_customer, parsed) {
+                (true, Ok(order)) => order.lines.push(line_request),
+                (true, Err(_)) => {}
+                (false, parsed) => {
+                    let error = FieldError::new(
+                        format!("line {line}"),
+                        format!(
+                            "external_ref {:?} names customer {:?} at ({}, {}), but line {first_line} names {name:?} at ({lat}, {lon}); rows of one order name one customer",
+                            row.external_ref, row.customer_name, row.lat, row.lon
+                        ),
+                    );
+                    match parsed {
+                        Err(errors) => errors.push(error),
+                        Ok(_) => *parsed = Err(vec![error]),
+                    }
+                }
+            }
             continue;
         }
-        current_ref = Some(row.external_ref.clone());
+        by_ref.insert(
+            row.external_ref.clone(),
+            (out.len(), line, row.customer_name.clone(), row.lat, row.lon),
+        );
         out.push((
             line,
             Ok(OrderRequest {
@@ -463,10 +515,7 @@ fn parse_csv(text: &str) -> Result<Vec<ParsedLine>, ApiError> {
                     lat: row.lat,
                     lon: row.lon,
                 },
-                lines: vec![LineRequest {
-                    sku: row.sku,
-                    quantity: row.quantity,
-                }],
+                lines: vec![line_request],
                 deliver_by: None,
             }),
         ));
@@ -493,6 +542,27 @@ mod tests {
         assert!(parsed[1].1.is_err(), "bad quantity is reported");
         assert_eq!(parsed[1].0, 4);
         assert!(parse_csv("ref,name\n").is_err());
+    }
+
+    #[test]
+    fn csv_rows_group_by_reference_wherever_they_stand_and_conflicts_are_refused() {
+        let text = "external_ref,customer_name,lat,lon,sku,quantity\n\
+                    a,Alice,52.5,13.4,tee,1\n\
+                    m,Mallory,52.4,13.3,mug,1\n\
+                    a,Alice,52.5,13.4,mug,2\n\
+                    m,Alice,52.5,13.4,keychain,1\n";
+        let parsed = parse_csv(text).expect("parsed");
+        assert_eq!(parsed.len(), 2, "two references, two orders");
+        let alice = parsed[0].1.as_ref().expect("order a");
+        assert_eq!(alice.lines.len(), 2, "rows 2 and 4 are one order");
+        let errors = parsed[1].1.as_ref().expect_err("order m conflicts");
+        assert_eq!(parsed[1].0, 3);
+        assert_eq!(errors[0].pointer, "line 5");
+        assert!(
+            errors[0].reason.contains("line 3 names \"Mallory\""),
+            "{}",
+            errors[0].reason
+        );
     }
 
     #[test]

@@ -31,8 +31,11 @@ pub struct OrderRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Customer {
+    /// 1..=200 characters; no control or bidirectional formatting characters.
     pub name: String,
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     pub lon: f64,
 }
 
@@ -40,6 +43,7 @@ pub struct Customer {
 #[serde(deny_unknown_fields)]
 pub struct LineRequest {
     pub sku: String,
+    #[schema(minimum = 1, maximum = 100)]
     pub quantity: u32,
 }
 
@@ -103,6 +107,29 @@ pub struct JobPlan {
     pub due_ms: Millis,
 }
 
+/// What is wrong with a person's text (a name, a reference), if anything:
+/// it must be 1..=MAX_TEXT characters (not bytes), with no control
+/// characters (NUL, line breaks) and no bidirectional overrides or isolates
+/// (U+202A..U+202E, U+2066..U+2069), which make a label read as something
+/// else on a screen or a parcel.
+pub fn text_problem(text: &str) -> Option<String> {
+    let count = text.chars().count();
+    if count == 0 || count > MAX_TEXT {
+        return Some(format!("must be 1..={MAX_TEXT} characters, got {count}"));
+    }
+    let bidi = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    text.chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() || bidi(*c))
+        .map(|(at, c)| {
+            format!(
+                "character {} is U+{:04X}, a control or bidirectional formatting character",
+                at + 1,
+                u32::from(c)
+            )
+        })
+}
+
 /// Checks an order against the catalog, the served zones and the clock.
 pub fn validate(
     request: &OrderRequest,
@@ -113,19 +140,12 @@ pub fn validate(
 ) -> Result<ValidOrder, Vec<FieldError>> {
     let mut errors = Vec::new();
     if let Some(reference) = &request.external_ref
-        && (reference.is_empty() || reference.len() > MAX_TEXT)
+        && let Some(problem) = text_problem(reference)
     {
-        errors.push(FieldError::new(
-            "/external_ref",
-            format!("must be 1..={MAX_TEXT} characters"),
-        ));
+        errors.push(FieldError::new("/external_ref", problem));
     }
-    let name = request.customer.name.trim();
-    if name.is_empty() || name.len() > MAX_TEXT {
-        errors.push(FieldError::new(
-            "/customer/name",
-            format!("must be 1..={MAX_TEXT} characters"),
-        ));
+    if let Some(problem) = text_problem(request.customer.name.trim()) {
+        errors.push(FieldError::new("/customer/name", problem));
     }
     let location = Location::new(request.customer.lat, request.customer.lon);
     let zone = if !location.is_valid() {
@@ -232,6 +252,26 @@ pub fn plan_jobs(request: &OrderRequest, catalog: &Catalog, ready_by_ms: Millis)
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn text_is_counted_in_characters_and_refuses_controls_and_bidi_overrides() {
+        let cases: &[(&str, bool)] = &[
+            ("Ada", true),
+            ("Zoë Ångström", true),
+            ("", false),
+            ("Mallory\u{0}", false),
+            ("line\nbreak", false),
+            ("\u{202E}gpj.exe", false),
+            ("isolate \u{2067}x\u{2069}", false),
+        ];
+        for (text, ok) in cases {
+            assert_eq!(text_problem(text).is_none(), *ok, "{text:?}");
+        }
+        // 200 two-byte characters are 400 bytes: still fine.
+        assert!(text_problem(&"é".repeat(MAX_TEXT)).is_none());
+        assert!(text_problem(&"é".repeat(MAX_TEXT + 1)).is_some());
+    }
+
     use super::*;
     use crate::domain::{ProcessStep, Sku};
 

@@ -1,0 +1,342 @@
+//! Reading an order from JSON: the request's shape checked field by field, so
+//! every field at fault is answered at once with its JSON pointer (serde's
+//! derive stops at the first, and takes a positional array for an object),
+//! and the canonical form an idempotency key is compared by.
+
+use crate::domain::intake::{Customer, FieldError, LineRequest, OrderRequest};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// An order read from `value`, or every field at fault. `at` prefixes the
+/// pointers (empty for a request body).
+pub fn read_order(value: &Value) -> Result<OrderRequest, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let Some(object) = value.as_object() else {
+        return Err(vec![FieldError::new(
+            "",
+            format!("must be a JSON object (an order), got {}", kind(value)),
+        )]);
+    };
+    unknown_fields(
+        object,
+        "",
+        &["external_ref", "brand", "customer", "lines", "deliver_by"],
+        &mut errors,
+    );
+    let external_ref = optional_text(object, "external_ref", "", &mut errors);
+    let brand = optional_text(object, "brand", "", &mut errors);
+    let customer = match object.get("customer") {
+        None => {
+            errors.push(FieldError::new("/customer", "is required"));
+            None
+        }
+        Some(Value::Object(customer)) => {
+            unknown_fields(customer, "/customer", &["name", "lat", "lon"], &mut errors);
+            let name = required_text(customer, "name", "/customer", &mut errors);
+            let lat = number(customer, "lat", "/customer", &mut errors);
+            let lon = number(customer, "lon", "/customer", &mut errors);
+            match (name, lat, lon) {
+                (Some(name), Some(lat), Some(lon)) => Some(Customer { name, lat, lon }),
+                _ => None,
+            }
+        }
+        Some(other) => {
+            errors.push(FieldError::new(
+                "/customer",
+                format!(
+                    "must be an object with name, lat and lon, got {}",
+                    kind(other)
+                ),
+            ));
+            None
+        }
+    };
+    let lines = match object.get("lines") {
+        None => {
+            errors.push(FieldError::new("/lines", "is required"));
+            None
+        }
+        Some(Value::Array(items)) => {
+            let mut lines = Vec::with_capacity(items.len());
+            for (index, item) in items.iter().enumerate() {
+                let at = format!("/lines/{index}");
+                let Some(line) = item.as_object() else {
+                    errors.push(FieldError::new(
+                        at,
+                        format!(
+                            "must be an object with sku and quantity, got {}",
+                            kind(item)
+                        ),
+                    ));
+                    continue;
+                };
+                unknown_fields(line, &at, &["sku", "quantity"], &mut errors);
+                let sku = required_text(line, "sku", &at, &mut errors);
+                let quantity = match line.get("quantity") {
+                    None => {
+                        errors.push(FieldError::new(format!("{at}/quantity"), "is required"));
+                        None
+                    }
+                    Some(value) => match value.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                        Some(quantity) => Some(quantity),
+                        None => {
+                            errors.push(FieldError::new(
+                                format!("{at}/quantity"),
+                                format!("must be a whole number 1..=100, got {value}"),
+                            ));
+                            None
+                        }
+                    },
+                };
+                if let (Some(sku), Some(quantity)) = (sku, quantity) {
+                    lines.push(LineRequest { sku, quantity });
+                }
+            }
+            Some(lines)
+        }
+        Some(other) => {
+            errors.push(FieldError::new(
+                "/lines",
+                format!("must be an array of lines, got {}", kind(other)),
+            ));
+            None
+        }
+    };
+    let deliver_by = match object.get("deliver_by") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => match DateTime::parse_from_rfc3339(text) {
+            Ok(at) => Some(at.with_timezone(&Utc)),
+            Err(err) => {
+                errors.push(FieldError::new(
+                    "/deliver_by",
+                    format!("must be an RFC 3339 time (2026-12-03T18:00:00Z): {err}"),
+                ));
+                None
+            }
+        },
+        Some(other) => {
+            errors.push(FieldError::new(
+                "/deliver_by",
+                format!("must be an RFC 3339 time, got {}", kind(other)),
+            ));
+            None
+        }
+    };
+    match (customer, lines) {
+        (Some(customer), Some(lines)) if errors.is_empty() => Ok(OrderRequest {
+            external_ref,
+            brand,
+            customer,
+            lines,
+            deliver_by,
+        }),
+        _ => Err(errors),
+    }
+}
+
+/// The SHA-256 of `value`'s canonical form (object keys sorted, no
+/// insignificant whitespace): two bodies that differ only in spacing or key
+/// order mean the same request.
+pub fn canonical_hash(value: &Value) -> String {
+    let mut text = String::new();
+    canonical(value, &mut text);
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (index, key) in keys.into_iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                if let Some(inner) = map.get(key) {
+                    canonical(inner, out);
+                }
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (index, item) in items.iter().enumerate() {
+                if index > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn unknown_fields(
+    object: &Map<String, Value>,
+    at: &str,
+    known: &[&str],
+    errors: &mut Vec<FieldError>,
+) {
+    for key in object.keys() {
+        if !known.contains(&key.as_str()) {
+            errors.push(FieldError::new(
+                format!("{at}/{}", escape(key)),
+                format!("unknown field (expected {})", known.join(", ")),
+            ));
+        }
+    }
+}
+
+/// A key as a JSON pointer segment (RFC 6901).
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn optional_text(
+    object: &Map<String, Value>,
+    key: &str,
+    at: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    match object.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(text.clone()),
+        Some(other) => {
+            errors.push(FieldError::new(
+                format!("{at}/{key}"),
+                format!("must be a string, got {}", kind(other)),
+            ));
+            None
+        }
+    }
+}
+
+fn required_text(
+    object: &Map<String, Value>,
+    key: &str,
+    at: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
+    match object.get(key) {
+        Some(Value::String(text)) => Some(text.clone()),
+        None => {
+            errors.push(FieldError::new(format!("{at}/{key}"), "is required"));
+            None
+        }
+        Some(other) => {
+            errors.push(FieldError::new(
+                format!("{at}/{key}"),
+                format!("must be a string, got {}", kind(other)),
+            ));
+            None
+        }
+    }
+}
+
+fn number(
+    object: &Map<String, Value>,
+    key: &str,
+    at: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<f64> {
+    match object.get(key) {
+        Some(Value::Number(number)) => number.as_f64(),
+        None => {
+            errors.push(FieldError::new(format!("{at}/{key}"), "is required"));
+            None
+        }
+        Some(other) => {
+            errors.push(FieldError::new(
+                format!("{at}/{key}"),
+                format!("must be a number, got {}", kind(other)),
+            ));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pointers(value: Value) -> Vec<String> {
+        match read_order(&value) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.into_iter().map(|e| e.pointer).collect(),
+        }
+    }
+
+    #[test]
+    fn a_good_order_reads_as_serde_would() {
+        let value = json!({"external_ref": "pos-1", "customer": {"name": "Ada", "lat": 52.5, "lon": 13.4},
+            "lines": [{"sku": "tee", "quantity": 2}], "deliver_by": "2026-12-03T18:00:00Z"});
+        let read = read_order(&value).expect("valid");
+        let derived: OrderRequest = serde_json::from_value(value).expect("serde");
+        assert_eq!(read, derived);
+    }
+
+    #[test]
+    fn every_field_at_fault_is_named() {
+        let value = json!({"customer": {"name": 7, "lat": "north"},
+            "lines": [{"sku": "tee", "quantity": -1}, {"sku": "mug", "quantity": 1.5}, "hat"],
+            "colour": "red", "deliver_by": "tomorrow"});
+        assert_eq!(
+            pointers(value),
+            [
+                "/colour",
+                "/customer/name",
+                "/customer/lat",
+                "/customer/lon",
+                "/lines/0/quantity",
+                "/lines/1/quantity",
+                "/lines/2",
+                "/deliver_by"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_positional_array_is_not_an_order() {
+        let value = json!(["pos-1", null, {"name": "Ada", "lat": 52.5, "lon": 13.4}, [], null]);
+        assert!(
+            serde_json::from_value::<OrderRequest>(value.clone()).is_ok(),
+            "serde takes it"
+        );
+        assert_eq!(pointers(value), [""]);
+        assert_eq!(
+            pointers(json!({"customer": ["Ada", 52.5, 13.4], "lines": [["tee", 1]]})),
+            ["/customer", "/lines/0"]
+        );
+    }
+
+    #[test]
+    fn spacing_and_key_order_do_not_change_the_canonical_hash() {
+        let a: Value =
+            serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": "é"}}"#).expect("json");
+        let b: Value =
+            serde_json::from_str(r#"{"a":{"x":"\u00e9","y":[1,2]},"b":1}"#).expect("json");
+        let c: Value = serde_json::from_str(r#"{"a":{"x":"é","y":[2,1]},"b":1}"#).expect("json");
+        assert_eq!(canonical_hash(&a), canonical_hash(&b));
+        assert_ne!(canonical_hash(&a), canonical_hash(&c));
+    }
+}
