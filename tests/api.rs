@@ -219,6 +219,17 @@ async fn errors_are_problem_json_naming_the_field() {
         .await
         .expect("request");
     assert_eq!(response.status(), 415);
+    // A wrong method says so, as a problem.
+    let response = client
+        .delete(format!("{}/v1/orders", w.base))
+        .bearer_auth(&w.acme.token)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 405);
+    assert!(response.headers().contains_key("allow"));
+    let problem: Value = response.json().await.expect("problem+json");
+    assert_eq!(problem["title"], "Method Not Allowed", "{problem}");
     // The Bearer scheme is case-insensitive.
     let response = client
         .get(format!("{}/v1/orders", w.base))
@@ -585,5 +596,78 @@ async fn operator_decisions_are_in_the_audit_trail_that_only_admins_read() {
     assert!(actor.starts_with("operator:north (token "), "{actor}");
     assert_eq!(entry["detail"], "active -> paused");
     assert!(entry["at"].is_string());
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_resumes_the_event_log_after_the_last_seq_it_saw() {
+    let w = world().await;
+    for n in 0..3 {
+        let (status, _) = w
+            .acme
+            .post("/v1/orders", &order(&format!("ev-{n}")), None)
+            .await;
+        assert_eq!(status, 201);
+    }
+    let (status, _) = w.zest.post("/v1/orders", &order("zest-ev"), None).await;
+    assert_eq!(status, 201);
+
+    // Page by page, two at a time, until the log has acme's three accepts.
+    let mut seen: Vec<Value> = Vec::new();
+    let mut after: Option<i64> = None;
+    while seen
+        .iter()
+        .filter(|e| e["kind"] == "order.accepted")
+        .count()
+        < 3
+    {
+        let path = match after {
+            Some(seq) => format!("/v1/events?limit=2&after={seq}"),
+            None => "/v1/events?limit=2".to_string(),
+        };
+        let (status, page) = w.acme.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        assert!(!items.is_empty() || page["next"].is_null(), "{page}");
+        if items.is_empty() {
+            break;
+        }
+        after = items.last().and_then(|e| e["seq"].as_i64());
+        seen.extend(items);
+    }
+    assert!(
+        seen.iter().all(|e| e["brand"] == "acme"),
+        "a brand reads only its own events"
+    );
+    let seqs: Vec<i64> = seen.iter().filter_map(|e| e["seq"].as_i64()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "in log order, no repeats: {seqs:?}"
+    );
+    let ids: std::collections::HashSet<&str> =
+        seen.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids.len(), seen.len(), "unique ids");
+    // Resuming after the last seq seen gives nothing new yet, and the admin
+    // reads every brand's events.
+    let last = seqs.last().copied().expect("events");
+    let (_, page) = w.acme.get(&format!("/v1/events?after={last}")).await;
+    assert!(
+        page["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().all(|e| e["brand"] == "acme")),
+        "{page}"
+    );
+    let (status, page) = w.admin.get("/v1/events?limit=500").await;
+    assert_eq!(status, 200);
+    let brands: std::collections::HashSet<&str> = page["items"]
+        .as_array()
+        .map(|items| items.iter().filter_map(|e| e["brand"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        brands.contains("acme") && brands.contains("zest"),
+        "{brands:?}"
+    );
+    let (status, _) = w.courier.get("/v1/events").await;
+    assert_eq!(status, 403);
     w.stop().await;
 }

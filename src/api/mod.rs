@@ -36,11 +36,11 @@ use utoipa::OpenApi;
     paths(
         orders::create, orders::get, orders::list, orders::cancel, orders::import,
         ops::list_jobs, ops::list_machines, ops::machine_action, ops::courier_schedule, ops::confirm_handoff,
-        ops::list_audit, ops::healthz, ops::metrics
+        ops::list_audit, ops::list_events, ops::healthz, ops::metrics
     ),
     components(schemas(
         problem::Problem, views::OrderView, views::OrderPage, views::JobPage, views::OrderDetail, views::JobView, views::MachineView,
-        views::HandoffView, views::CustomerView, views::AuditView, views::AuditPage, orders::ImportReport, orders::ImportLine, ops::Confirmed, ops::Health,
+        views::HandoffView, views::CustomerView, views::AuditView, views::AuditPage, views::EventPage, orders::ImportReport, orders::ImportLine, ops::Confirmed, ops::Health,
         views::CourierScheduleView, views::ScheduleStopView,
         crate::domain::intake::OrderRequest, crate::domain::intake::FieldError
     )),
@@ -191,6 +191,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/couriers/{id}/schedule", get(ops::courier_schedule))
         .route("/v1/handoffs/{id}/confirm", post(ops::confirm_handoff))
         .route("/v1/audit", get(ops::list_audit))
+        .route("/v1/events", get(ops::list_events))
         .fallback(not_found)
         // Inside the problem mapper, so a 408 is problem+json too.
         .layer(TimeoutLayer::with_status_code(

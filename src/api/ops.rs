@@ -5,7 +5,7 @@ use super::ApiState;
 use super::auth::{Caller, Role};
 use super::problem::ApiError;
 use super::views::CourierScheduleView;
-use super::views::{AuditPage, AuditView, JobPage, MachineView, job_view, machine_view};
+use super::views::{AuditPage, AuditView, EventPage, JobPage, MachineView, job_view, machine_view};
 use crate::domain::{HandoffState, JobState, ModeInput};
 use crate::store::JobFilter;
 use axum::Json;
@@ -282,6 +282,44 @@ pub async fn list_audit(
         items: records.iter().map(AuditView::from).collect(),
         next,
     }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListEvents {
+    /// Cursor: events with a larger `seq` (the `next` of the previous page,
+    /// or the last `seq` a consumer saw).
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
+    /// Page size, 1..=500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<i64>,
+}
+
+/// The event log, from a position on: a brand reads its own events, an
+/// admin every event. A consumer that was away resumes with `after`.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(ListEvents),
+    responses((status = 200, body = EventPage)), security(("bearer" = [])))]
+pub async fn list_events(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Query(query): Query<ListEvents>,
+) -> Result<Json<EventPage>, ApiError> {
+    caller.require(&[Role::Brand, Role::Admin])?;
+    let limit = super::page_limit(query.limit)?;
+    let records = state
+        .runtime
+        .store
+        .events_after(caller.brand_scope(), query.after, limit)
+        .await?;
+    let next = (records.len() as i64 == limit)
+        .then(|| records.last().map(|r| r.seq))
+        .flatten();
+    let items = records
+        .iter()
+        .map(|record| serde_json::from_str(&record.payload).map_err(ApiError::internal))
+        .collect::<Result<Vec<serde_json::Value>, ApiError>>()?;
+    Ok(Json(EventPage { items, next }))
 }
 
 /// The operator dashboard: one page that reads the API with a token.

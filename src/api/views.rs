@@ -261,3 +261,16 @@ pub struct AuditPage {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<i64>,
 }
+
+/// One page of the event log, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventPage {
+    /// Event envelopes, as published on MQTT: `schema`, `id`, `seq`, `kind`,
+    /// `at`, `subject`, `order_id`, `brand`, `data`.
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<serde_json::Value>,
+    /// Cursor for the next page (`after=`): the last item's `seq`. Absent on
+    /// the last page; resume later with the last `seq` seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<i64>,
+}

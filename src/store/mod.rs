@@ -20,7 +20,7 @@ pub use handoffs::{HandoffRecord, WaveOrder};
 pub use jobs::{JobFilter, JobRecord, JobTransition, SchedulableJob};
 pub use machines::{MachineRecord, MachineSpec, ModeChange};
 pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord};
-pub use outbox::OutboxRecord;
+pub use outbox::{EventRecord, OutboxRecord};
 pub use tokens::{AuditRecord, FoundToken, TOKEN_ID_LEN, TokenListing, TokenRecord};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

@@ -57,3 +57,39 @@ impl Store {
         Ok(row.try_get("n")?)
     }
 }
+
+/// An event as a consumer reads it from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub seq: i64,
+    /// The event envelope (JSON text): schema, id, seq, kind, at, subject, data.
+    pub payload: String,
+}
+
+impl Store {
+    /// Events after `after` (a `seq`), oldest first; only `brand`'s when given.
+    pub async fn events_after(
+        &self,
+        brand: Option<&str>,
+        after: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, payload FROM outbox WHERE ($1 IS NULL OR brand = $1) \
+             AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(brand)
+        .bind(after.unwrap_or(0))
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(EventRecord {
+                    seq: row.try_get("seq")?,
+                    payload: row.try_get("payload")?,
+                })
+            })
+            .collect()
+    }
+}

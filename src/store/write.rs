@@ -47,19 +47,20 @@ pub(crate) struct Subject<'a> {
     pub brand: Option<&'a str>,
 }
 
-/// One outbox row: an event with its envelope.
+/// One outbox row: an event with its envelope (its `seq` is added when it
+/// is written).
 pub(crate) struct OutboxRow {
     pub id: String,
     pub kind: &'static str,
     pub brand: Option<String>,
-    pub payload: String,
+    pub envelope: serde_json::Map<String, serde_json::Value>,
     pub created_ms: Millis,
 }
 
 impl OutboxRow {
     pub(crate) fn new(subject: &Subject<'_>, event: &Event, now: Millis) -> OutboxRow {
         let id = uuid::Uuid::now_v7().hyphenated().to_string();
-        let payload = serde_json::json!({
+        let envelope = serde_json::json!({
             "schema": 1,
             "id": id,
             "kind": event.kind(),
@@ -73,7 +74,10 @@ impl OutboxRow {
             id,
             kind: event.kind(),
             brand: subject.brand.map(str::to_string),
-            payload: payload.to_string(),
+            envelope: match envelope {
+                serde_json::Value::Object(map) => map,
+                _ => serde_json::Map::new(),
+            },
             created_ms: now,
         }
     }
@@ -93,19 +97,29 @@ pub(crate) async fn insert_outbox(
     tx: &mut Transaction<'static, Any>,
     rows: &[OutboxRow],
 ) -> Result<(), StoreError> {
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    // Positions in the event log, in this transaction: the counter's row
+    // lock orders concurrent writers, so seq order is commit order.
+    let first = allocate(tx, "event_seq", rows.len() as i64).await?;
+    for (offset, chunk) in rows.chunks(ROWS_PER_STATEMENT).enumerate() {
         let sql = format!(
-            "INSERT INTO outbox (id, kind, brand, payload, created_ms) VALUES {}",
-            placeholders(chunk.len(), 5)
+            "INSERT INTO outbox (id, kind, brand, payload, created_ms, seq) VALUES {}",
+            placeholders(chunk.len(), 6)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
-        for row in chunk {
+        for (index, row) in chunk.iter().enumerate() {
+            let seq = first + (offset * ROWS_PER_STATEMENT + index) as i64;
+            let mut envelope = row.envelope.clone();
+            envelope.insert("seq".into(), seq.into());
             query = query
                 .bind(row.id.clone())
                 .bind(row.kind)
                 .bind(row.brand.clone())
-                .bind(row.payload.clone())
-                .bind(row.created_ms);
+                .bind(serde_json::Value::Object(envelope).to_string())
+                .bind(row.created_ms)
+                .bind(seq);
         }
         query.execute(&mut **tx).await?;
     }
