@@ -6,9 +6,11 @@
 //! problem on standard error as `FILE:LINE: reason`), 2 bad usage (clap).
 
 use clap::Args;
-use fabflow::forecast::{self, Frequency, ModelChoice, SelectionRule, csv as forecast_csv};
-use std::io::Write;
-use std::path::PathBuf;
+use fabflow::forecast::csv::{CsvError, ForecastWriter, ParsedCsv, Reader};
+use fabflow::forecast::{Forecaster, Frequency, ModelChoice, SelectionRule};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Debug, Args)]
@@ -51,18 +53,13 @@ fn parse_level(text: &str) -> Result<f64, String> {
 }
 
 /// `fabflow forecast`: CSV file in, `unique_id,ds,y_hat` CSV on standard output.
+/// The file is read in blocks and each series' forecast is written as soon
+/// as it is made; nothing is printed unless every series succeeded.
 pub fn forecast(args: ForecastArgs) -> ExitCode {
     let name = args.input.display().to_string();
-    let text = match std::fs::read_to_string(&args.input) {
-        Ok(text) => text,
-        Err(err) => {
-            eprintln!("{name}: {err}");
-            return ExitCode::from(1);
-        }
-    };
-    let parsed = match forecast_csv::parse(&text, args.freq) {
-        Ok(parsed) => parsed,
-        Err(errors) => {
+    let parsed = match read_csv(&args.input, args.freq) {
+        Ok(Ok(parsed)) => parsed,
+        Ok(Err(errors)) => {
             for error in errors {
                 if error.line > 0 {
                     eprintln!("{name}:{}: {}", error.line, error.kind);
@@ -72,30 +69,31 @@ pub fn forecast(args: ForecastArgs) -> ExitCode {
             }
             return ExitCode::from(1);
         }
-    };
-    let forecasts = match forecast::forecast_all(
-        &parsed.series,
-        args.horizon as usize,
-        args.model,
-        SelectionRule::default(),
-    ) {
-        Ok(forecasts) => forecasts,
         Err(err) => {
             eprintln!("{name}: {err}");
             return ExitCode::from(1);
         }
     };
-    let output = if args.levels.is_empty() {
-        forecast_csv::format_forecasts(&forecasts)
-    } else {
-        match forecast_csv::format_forecasts_with_intervals(&forecasts, &args.levels) {
-            Ok(output) => output,
-            Err(err) => {
-                eprintln!("error: {err}");
-                return ExitCode::from(2);
-            }
+    let mut writer = match ForecastWriter::with_levels(&args.levels) {
+        Ok(writer) => writer,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
         }
     };
+    let horizon = args.horizon as usize;
+    let mut forecaster = Forecaster::new(horizon, args.model, SelectionRule::default());
+    let mut output = String::with_capacity(64 + parsed.series.len() * horizon * 40);
+    writer.header(&mut output);
+    for series in &parsed.series {
+        match forecaster.forecast(series) {
+            Ok(forecast) => writer.rows(&mut output, &forecast),
+            Err(err) => {
+                eprintln!("{name}: {err}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let mut stdout = std::io::stdout().lock();
     if let Err(err) = stdout
         .write_all(output.as_bytes())
@@ -108,4 +106,67 @@ pub fn forecast(args: ForecastArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Bytes read from the input at a time: a large file is never held whole.
+const BLOCK_BYTES: usize = 1 << 20;
+
+/// Reads `path` in blocks of whole lines into the forecast CSV reader.
+fn read_csv(
+    path: &Path,
+    frequency: Option<Frequency>,
+) -> io::Result<Result<ParsedCsv, Vec<CsvError>>> {
+    let mut file = File::open(path)?;
+    let size = file.metadata().map_or(0, |metadata| metadata.len());
+    let mut reader = Reader::new(frequency);
+    let mut buffer = vec![0; BLOCK_BYTES];
+    // Bytes in `buffer`: a partial line from the block before, then new ones.
+    let mut filled = 0;
+    let mut read_so_far = 0u64;
+    loop {
+        if filled == buffer.len() {
+            // A line longer than the buffer.
+            buffer.resize(buffer.len() * 2, 0);
+        }
+        let mut at_end = false;
+        while filled < buffer.len() {
+            let read = file.read(buffer.get_mut(filled..).unwrap_or(&mut []))?;
+            if read == 0 {
+                at_end = true;
+                break;
+            }
+            filled += read;
+        }
+        let whole_lines = if at_end {
+            filled
+        } else {
+            match buffer
+                .get(..filled)
+                .and_then(|bytes| bytes.iter().rposition(|&byte| byte == b'\n'))
+            {
+                Some(last_line_end) => last_line_end + 1,
+                None => continue,
+            }
+        };
+        let bytes = buffer.get(..whole_lines).unwrap_or(&[]);
+        let text = std::str::from_utf8(bytes).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            )
+        })?;
+        let first = read_so_far == 0;
+        reader.feed(text);
+        read_so_far += whole_lines as u64;
+        if first && !at_end && whole_lines > 0 {
+            // As many rows again per byte in the rest of the file.
+            let rows = reader.row_count() as u64 * size.saturating_sub(read_so_far) / read_so_far;
+            reader.reserve_rows(usize::try_from(rows).unwrap_or(0) + 1024);
+        }
+        buffer.copy_within(whole_lines..filled, 0);
+        filled -= whole_lines;
+        if at_end {
+            return Ok(reader.finish());
+        }
+    }
 }

@@ -126,3 +126,37 @@ fn missing_file_exits_1() {
         "{stderr}"
     );
 }
+
+/// A file larger than the command's read block (and a line longer than one)
+/// gives what the library gives for the whole text at once.
+#[test]
+fn files_larger_than_a_block_read_as_a_whole() {
+    use fabflow::forecast::{
+        ModelChoice, ModelKind, SelectionRule, csv as forecast_csv, forecast_all,
+    };
+    let mut text = String::from("unique_id,ds,y\n");
+    let start = chrono::NaiveDate::from_ymd_opt(2020, 1, 5).expect("date");
+    for series in 0..600 {
+        for week in 0..120 {
+            let date = start + chrono::Days::new(week * 7);
+            let value = (series * 7 + week * 3) % 11 % 4;
+            text.push_str(&format!("s{series},{date},{value}.0\n"));
+        }
+    }
+    let long = "x".repeat(1_300_000);
+    text.push_str(&format!("{long},2020-01-01,1\n{long},2020-01-08,2\r\n"));
+    let path = write("forecast_large.csv", &text);
+    let path = path.to_str().expect("utf-8 path");
+    let (code, stdout, stderr) = run(&["--input", path, "--horizon", "3", "--model", "ses"]);
+    assert_eq!(code, 0, "{stderr}");
+    let parsed = forecast_csv::parse(&text, None).expect("valid");
+    let forecasts = forecast_all(
+        &parsed.series,
+        3,
+        ModelChoice::Fixed(ModelKind::Ses),
+        SelectionRule::Pool,
+    )
+    .expect("in range");
+    assert_eq!(stdout, forecast_csv::format_forecasts(&forecasts));
+    assert!(stdout.len() > 20_000);
+}

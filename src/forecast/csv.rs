@@ -21,19 +21,27 @@
 //!   last date with one value per period, and a period without a row has no
 //!   demand. `ParsedCsv::filled_periods` counts them.
 //!
+//! Reading: `parse` takes the whole text; `Reader` takes it in pieces of whole
+//! lines (a file read block by block) with the same result. Rows of the common
+//! shape (`unique_id,ds,y` in that order, unquoted id, `YYYY-MM-DD`, plain
+//! decimal) are read straight from the bytes; anything else goes through the
+//! general field splitter, which also words every error, so both paths give the
+//! same series and the same errors (a test checks it on random input). Writing:
+//! `format_forecasts`, or `ForecastWriter` one series at a time.
+//!
 //! Invariants: no I/O (text in, text out); every problem is reported, up to
 //! `MAX_ERRORS`, each with its 1-based line number (0 for the input as a whole)
 //! so the caller can prefix the file name; nothing panics on any input.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt::{self, Write as _};
+use std::ops::Range;
 
 use chrono::{Datelike, NaiveDate};
 
 use super::SeriesForecast;
-use super::intervals::{InvalidLevel, prediction_intervals};
+use super::intervals::{Interval, InvalidLevel, check_level, prediction_intervals};
 use super::series::{Frequency, Series};
 
 /// Most errors reported for one input; further ones are counted in one last
@@ -222,18 +230,12 @@ impl Errors {
     }
 }
 
-/// One parsed row.
+/// One parsed row: its date as a day number (chrono's days from the common
+/// era) and its value.
 #[derive(Clone, Copy)]
 struct Row {
     day: i32,
     value: f64,
-    line: usize,
-}
-
-/// Rows of one series, keyed by id.
-struct Rows {
-    id: String,
-    rows: Vec<Row>,
 }
 
 /// Positions of the required columns.
@@ -244,54 +246,392 @@ struct Columns {
     count: usize,
 }
 
+impl Columns {
+    /// True for a header of exactly `unique_id,ds,y`, whose rows take the fast
+    /// path of `plain_row`.
+    fn is_plain(&self) -> bool {
+        self.count == 3 && self.id == 0 && self.date == 1 && self.value == 2
+    }
+}
+
+/// Lines of the text with their 1-based numbers (counted on from `number`), as
+/// `split('\n')` gives them but for the empty piece after a final line end
+/// (which would be a blank line), one `\r` before each line end removed.
+struct Lines<'a> {
+    text: &'a str,
+    /// Byte offset of the next line.
+    position: usize,
+    /// Number of the last line given.
+    number: usize,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (usize, &'a str);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let rest = self
+            .text
+            .get(self.position..)
+            .filter(|rest| !rest.is_empty())?;
+        let line = match rest.find('\n') {
+            Some(end) => rest.get(..end).unwrap_or(rest),
+            None => rest,
+        };
+        // Past the line end; past the text's end after the last line.
+        self.position += line.len() + 1;
+        self.number += 1;
+        Some((self.number, line.strip_suffix('\r').unwrap_or(line)))
+    }
+}
+
+fn is_blank(line: &str) -> bool {
+    line.bytes().all(|byte| byte.is_ascii_whitespace())
+}
+
+/// Line numbers of rows, kept as the places where rows and lines stop advancing
+/// together (a blank or bad line in between) rather than one number per row.
+#[derive(Default)]
+struct LineMap {
+    /// (row index in text order, its line), ascending.
+    marks: Vec<(usize, usize)>,
+    /// The line the next row is on if no line is skipped (0 before the first).
+    next_line: usize,
+}
+
+impl LineMap {
+    /// Row `row` (the next one, in text order) is on line `line`.
+    #[inline]
+    fn note(&mut self, row: usize, line: usize) {
+        if line != self.next_line {
+            self.marks.push((row, line));
+        }
+        self.next_line = line + 1;
+    }
+
+    /// The line of row `row` (in text order).
+    fn line(&self, row: usize) -> usize {
+        let after = self.marks.partition_point(|&(marked, _)| marked <= row);
+        match after.checked_sub(1).and_then(|index| self.marks.get(index)) {
+            Some(&(marked, line)) => line + (row - marked),
+            None => 0,
+        }
+    }
+}
+
+/// The rows read so far, in text order, and the series they belong to.
+#[derive(Default)]
+struct Table {
+    /// Series ids in order of first appearance.
+    ids: Vec<String>,
+    index_of: HashMap<String, usize>,
+    rows: Vec<Row>,
+    /// (series, index of its first row) at every change of series between
+    /// consecutive rows: one entry per series when each one's rows are together.
+    runs: Vec<(usize, usize)>,
+    lines: LineMap,
+}
+
+impl Table {
+    /// The index of the series with this id, a new one if unseen.
+    fn series(&mut self, id: &str) -> usize {
+        if let Some(&index) = self.index_of.get(id) {
+            return index;
+        }
+        let index = self.ids.len();
+        self.ids.push(id.to_owned());
+        self.index_of.insert(id.to_owned(), index);
+        index
+    }
+
+    /// The id of series `index`.
+    fn id(&self, index: usize) -> Option<&str> {
+        self.ids.get(index).map(String::as_str)
+    }
+
+    #[inline]
+    fn push(&mut self, series: usize, row: Row, line: usize) {
+        if self.runs.last().is_none_or(|&(last, _)| last != series) {
+            self.runs.push((series, self.rows.len()));
+        }
+        self.lines.note(self.rows.len(), line);
+        self.rows.push(row);
+    }
+
+    /// The rows grouped by series (each series' rows in text order).
+    fn group(self) -> (Vec<String>, Grouped) {
+        let Table {
+            ids,
+            rows,
+            runs,
+            lines,
+            ..
+        } = self;
+        let run_end = |index: usize| runs.get(index + 1).map_or(rows.len(), |run| run.1);
+        if runs.len() == ids.len() {
+            // Each series' rows are together already (and its run is at its index).
+            let ranges = (0..runs.len())
+                .map(|index| runs.get(index).map_or(0, |run| run.1)..run_end(index))
+                .collect();
+            return (
+                ids,
+                Grouped {
+                    rows,
+                    order: None,
+                    ranges,
+                    lines,
+                },
+            );
+        }
+        // A stable counting sort by series.
+        let mut starts = vec![0usize; ids.len() + 1];
+        for (index, &(series, start)) in runs.iter().enumerate() {
+            if let Some(count) = starts.get_mut(series + 1) {
+                *count += run_end(index) - start;
+            }
+        }
+        for index in 1..starts.len() {
+            let before = starts.get(index - 1).copied().unwrap_or(0);
+            if let Some(start) = starts.get_mut(index) {
+                *start += before;
+            }
+        }
+        let ranges = starts
+            .windows(2)
+            .map(|pair| match *pair {
+                [start, end] => start..end,
+                _ => 0..0,
+            })
+            .collect();
+        let mut next = starts;
+        let mut grouped = vec![Row { day: 0, value: 0.0 }; rows.len()];
+        let mut order = vec![0usize; rows.len()];
+        for (index, &(series, start)) in runs.iter().enumerate() {
+            for position in start..run_end(index) {
+                let (Some(slot), Some(&row)) = (next.get_mut(series), rows.get(position)) else {
+                    continue;
+                };
+                if let (Some(target), Some(source)) = (grouped.get_mut(*slot), order.get_mut(*slot))
+                {
+                    *target = row;
+                    *source = position;
+                }
+                *slot += 1;
+            }
+        }
+        (
+            ids,
+            Grouped {
+                rows: grouped,
+                order: Some(order),
+                ranges,
+                lines,
+            },
+        )
+    }
+}
+
+/// Rows grouped by series.
+struct Grouped {
+    rows: Vec<Row>,
+    /// Index in text order of each row; `None` when it is its position.
+    order: Option<Vec<usize>>,
+    /// Each series' rows.
+    ranges: Vec<Range<usize>>,
+    lines: LineMap,
+}
+
+impl Grouped {
+    fn series_rows(&self, range: &Range<usize>) -> &[Row] {
+        self.rows.get(range.clone()).unwrap_or(&[])
+    }
+
+    /// The line of the row at `position`.
+    fn line(&self, position: usize) -> usize {
+        let row = match &self.order {
+            Some(order) => order.get(position).copied().unwrap_or(0),
+            None => position,
+        };
+        self.lines.line(row)
+    }
+
+    /// Sorts the rows in `range` by date, stably.
+    fn sort(&mut self, range: Range<usize>) {
+        let rows = &mut self.rows;
+        let order = self.order.get_or_insert_with(|| (0..rows.len()).collect());
+        let mut keyed: Vec<(Row, usize)> = range
+            .clone()
+            .filter_map(|position| Some((*rows.get(position)?, *order.get(position)?)))
+            .collect();
+        keyed.sort_by_key(|(row, _)| row.day);
+        for (position, (row, index)) in range.zip(keyed) {
+            if let (Some(target), Some(source)) = (rows.get_mut(position), order.get_mut(position))
+            {
+                *target = row;
+                *source = index;
+            }
+        }
+    }
+}
+
 /// Parses `unique_id,ds,y` text. `frequency` forces daily or weekly; `None`
 /// infers it from the dates. Returns every problem found (see `MAX_ERRORS`).
 pub fn parse(text: &str, frequency: Option<Frequency>) -> Result<ParsedCsv, Vec<CsvError>> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut errors = Errors::default();
-    let mut lines = text
-        .split('\n')
-        .enumerate()
-        .map(|(index, line)| (index + 1, line.strip_suffix('\r').unwrap_or(line)))
-        .filter(|(_, line)| !line.bytes().all(|byte| byte.is_ascii_whitespace()));
-    let mut fields: Vec<Cow<'_, str>> = Vec::new();
+    let mut reader = Reader::new(frequency);
+    // At most one row per line end (and one after the last).
+    reader.reserve_rows(text.bytes().filter(|&byte| byte == b'\n').count() + 1);
+    reader.feed(text);
+    reader.finish()
+}
 
-    let Some((header_line, header)) = lines.next() else {
-        errors.push(0, CsvErrorKind::EmptyInput);
-        return Err(errors.finish());
-    };
-    if let Err(kind) = split_fields(header, &mut fields) {
-        errors.push(header_line, kind);
-        return Err(errors.finish());
-    }
-    let columns = match find_columns(&fields) {
-        Ok(columns) => columns,
-        Err(kinds) => {
-            for kind in kinds {
-                errors.push(header_line, kind);
-            }
-            return Err(errors.finish());
+/// `parse` for text that comes in pieces (a file read block by block, so that
+/// it never has to be in memory whole): `feed` each piece in order, then
+/// `finish`. Every piece but the last must end with a line end (a row never
+/// spans two pieces); the result is what `parse` gives for all the pieces
+/// joined, line numbers included.
+#[derive(Default)]
+pub struct Reader {
+    frequency: Option<Frequency>,
+    errors: Errors,
+    /// Lines read so far.
+    line_count: usize,
+    /// The header's columns, once read.
+    columns: Option<Columns>,
+    /// The header was unusable: the rest is not read.
+    failed: bool,
+    table: Table,
+    months: MonthCache,
+    /// The series of the last row, whose id the next row most likely has.
+    last: Option<usize>,
+    /// Rows of the plain layout take the fast path (false only in tests that
+    /// check both paths agree).
+    plain_rows: bool,
+}
+
+impl Reader {
+    /// A reader for text with the given (or, with `None`, inferred) frequency.
+    pub fn new(frequency: Option<Frequency>) -> Self {
+        Reader {
+            frequency,
+            plain_rows: true,
+            ..Reader::default()
         }
-    };
+    }
 
-    let mut series: Vec<Rows> = Vec::new();
-    let mut index_of: HashMap<&str, usize> = HashMap::new();
-    // Rows of one series usually come together: remember the last id.
-    let mut last: Option<(&str, usize)> = None;
-    for (line_number, line) in lines {
-        if let Err(kind) = split_fields(line, &mut fields) {
-            errors.push(line_number, kind);
-            continue;
+    /// Makes room for `rows` more rows at once (an estimate is fine), so that
+    /// reading them does not copy the ones before as the table grows.
+    pub fn reserve_rows(&mut self, rows: usize) {
+        self.table.rows.reserve(rows);
+    }
+
+    /// Rows read so far (without errors).
+    pub fn row_count(&self) -> usize {
+        self.table.rows.len()
+    }
+
+    /// Reads the lines of `text` (see the type's note on pieces).
+    pub fn feed(&mut self, text: &str) {
+        if self.failed {
+            return;
+        }
+        let text = if self.line_count == 0 && self.columns.is_none() {
+            text.strip_prefix('\u{feff}').unwrap_or(text)
+        } else {
+            text
+        };
+        let mut lines = Lines {
+            text,
+            position: 0,
+            number: self.line_count,
+        };
+        let mut fields: Vec<Cow<'_, str>> = Vec::new();
+        let columns = match self.columns.take() {
+            Some(columns) => columns,
+            None => {
+                let Some((header_line, header)) = lines.by_ref().find(|(_, line)| !is_blank(line))
+                else {
+                    self.line_count = lines.number;
+                    return;
+                };
+                let found = split_fields(header, &mut fields)
+                    .map_err(|kind| vec![kind])
+                    .and_then(|()| find_columns(&fields));
+                match found {
+                    Ok(columns) => columns,
+                    Err(kinds) => {
+                        for kind in kinds {
+                            self.errors.push(header_line, kind);
+                        }
+                        self.failed = true;
+                        return;
+                    }
+                }
+            }
+        };
+        let plain = columns.is_plain() && self.plain_rows;
+        // The last row's id, for the next row to compare with: a copy of the
+        // one from the piece before, then slices of this one.
+        let carried = self
+            .last
+            .and_then(|series| Some((self.table.id(series)?.to_owned(), series)));
+        let mut last: Option<(&str, usize)> =
+            carried.as_ref().map(|(id, series)| (id.as_str(), *series));
+        loop {
+            if plain
+                && let Some(read) = plain_row(
+                    text,
+                    lines.position,
+                    last.map(|(id, _)| id),
+                    &mut self.months,
+                )
+            {
+                let series = match last {
+                    Some((_, series)) if read.same_id => series,
+                    _ => {
+                        let series = self.table.series(read.id);
+                        last = Some((read.id, series));
+                        self.last = Some(series);
+                        series
+                    }
+                };
+                lines.position = read.next;
+                lines.number += 1;
+                self.table.push(series, read.row, lines.number);
+                continue;
+            }
+            let Some((line_number, line)) = lines.next() else {
+                break;
+            };
+            if !is_blank(line) {
+                self.read_line(line_number, line, &columns, &mut fields);
+                // The next row compares with the owned id.
+                last = None;
+            }
+        }
+        self.line_count = lines.number;
+        self.columns = Some(columns);
+    }
+
+    /// Any row, in any layout: split into fields, every problem reported.
+    fn read_line<'a>(
+        &mut self,
+        line_number: usize,
+        line: &'a str,
+        columns: &Columns,
+        fields: &mut Vec<Cow<'a, str>>,
+    ) {
+        if let Err(kind) = split_fields(line, fields) {
+            self.errors.push(line_number, kind);
+            return;
         }
         if fields.len() != columns.count {
-            errors.push(
+            self.errors.push(
                 line_number,
                 CsvErrorKind::FieldCount {
                     expected: columns.count,
                     found: fields.len(),
                 },
             );
-            continue;
+            return;
         }
         let field = |index: usize| fields.get(index).map_or("", |field| field.as_ref());
         let id = field(columns.id);
@@ -299,13 +639,13 @@ pub fn parse(text: &str, frequency: Option<Frequency>) -> Result<ParsedCsv, Vec<
         let value = parse_value(field(columns.value).trim_ascii());
         let mut row_ok = true;
         if id.is_empty() {
-            errors.push(line_number, CsvErrorKind::EmptyId);
+            self.errors.push(line_number, CsvErrorKind::EmptyId);
             row_ok = false;
         }
         let day = match day {
             Ok(day) => day,
             Err(kind) => {
-                errors.push(line_number, kind);
+                self.errors.push(line_number, kind);
                 row_ok = false;
                 0
             }
@@ -313,68 +653,72 @@ pub fn parse(text: &str, frequency: Option<Frequency>) -> Result<ParsedCsv, Vec<
         let value = match value {
             Ok(value) => value,
             Err(kind) => {
-                errors.push(line_number, kind);
+                self.errors.push(line_number, kind);
                 row_ok = false;
                 0.0
             }
         };
         if !row_ok {
-            continue;
+            return;
         }
-        let row = Row {
-            day,
-            value,
-            line: line_number,
+        let series = match self.last {
+            Some(series) if self.table.id(series) == Some(id) => series,
+            _ => self.table.series(id),
         };
-        // An id borrowed from the text when unquoted, so the map needs no copy.
-        let slot = match (last, &fields.get(columns.id)) {
-            (Some((last_id, slot)), _) if last_id == id => slot,
-            (_, Some(Cow::Borrowed(borrowed))) => {
-                let borrowed: &str = borrowed;
-                let slot = slot_for(&mut index_of, &mut series, borrowed);
-                last = Some((borrowed, slot));
-                slot
-            }
-            _ => {
-                // Quoted id: owned, so look it up without remembering it.
-                last = None;
-                match series.iter().position(|rows| rows.id == id) {
-                    Some(slot) => slot,
-                    None => {
-                        series.push(Rows {
-                            id: id.to_owned(),
-                            rows: Vec::new(),
-                        });
-                        series.len() - 1
-                    }
-                }
-            }
-        };
-        if let Some(rows) = series.get_mut(slot) {
-            rows.rows.push(row);
-        }
+        self.last = Some(series);
+        self.table.push(series, Row { day, value }, line_number);
     }
 
+    /// The series read, or every problem found.
+    pub fn finish(self) -> Result<ParsedCsv, Vec<CsvError>> {
+        let mut errors = self.errors;
+        if self.columns.is_none() {
+            if !self.failed {
+                errors.push(0, CsvErrorKind::EmptyInput);
+            }
+            return Err(errors.finish());
+        }
+        finish(self.table, self.frequency, errors)
+    }
+}
+
+/// Everything after reading the rows: dates sorted and checked per series, the
+/// frequency, missing periods filled.
+fn finish(
+    table: Table,
+    frequency: Option<Frequency>,
+    mut errors: Errors,
+) -> Result<ParsedCsv, Vec<CsvError>> {
+    let (ids, mut grouped) = table.group();
     let mut reordered_series = 0;
-    for rows in &mut series {
-        if !rows.rows.is_sorted_by_key(|row| row.day) {
-            rows.rows.sort_by_key(|row| row.day);
+    let mut all_gaps = Vec::with_capacity(ids.len());
+    for (id, range) in ids.iter().zip(grouped.ranges.clone()) {
+        if !grouped.series_rows(&range).is_sorted_by_key(|row| row.day) {
+            grouped.sort(range.clone());
             reordered_series += 1;
         }
-        for pair in rows.rows.windows(2) {
-            if let [first, second] = pair
-                && first.day == second.day
-            {
-                errors.push(
-                    second.line.max(first.line),
-                    CsvErrorKind::DuplicateDate {
-                        id: rows.id.clone(),
-                        date: date_from_day(second.day),
-                        first_line: second.line.min(first.line),
-                    },
-                );
+        let rows = grouped.series_rows(&range);
+        let gaps = Gaps::of(rows);
+        if gaps.duplicate {
+            for (offset, pair) in rows.windows(2).enumerate() {
+                if let [first, second] = pair
+                    && first.day == second.day
+                {
+                    let position = range.start + offset;
+                    let (first_line, second_line) =
+                        (grouped.line(position), grouped.line(position + 1));
+                    errors.push(
+                        second_line.max(first_line),
+                        CsvErrorKind::DuplicateDate {
+                            id: id.clone(),
+                            date: date_from_day(second.day),
+                            first_line: second_line.min(first_line),
+                        },
+                    );
+                }
             }
         }
+        all_gaps.push(gaps);
     }
     if !errors.is_empty() {
         return Err(errors.finish());
@@ -382,7 +726,7 @@ pub fn parse(text: &str, frequency: Option<Frequency>) -> Result<ParsedCsv, Vec<
 
     let frequency = match frequency {
         Some(frequency) => frequency,
-        None => match infer_frequency(&series) {
+        None => match infer_frequency(&all_gaps, &grouped) {
             Ok(frequency) => frequency,
             Err((line, kind)) => {
                 errors.push(line, kind);
@@ -392,57 +736,64 @@ pub fn parse(text: &str, frequency: Option<Frequency>) -> Result<ParsedCsv, Vec<
     };
     let step = frequency.step_days() as i64;
 
-    let mut parsed = Vec::with_capacity(series.len());
+    let mut parsed = Vec::with_capacity(ids.len());
     let mut filled_periods = 0u64;
-    for rows in series {
-        let (Some(first), Some(last_row)) = (rows.rows.first(), rows.rows.last()) else {
+    for ((id, range), gaps) in ids.into_iter().zip(&grouped.ranges).zip(&all_gaps) {
+        let rows = grouped.series_rows(range);
+        let (Some(first), Some(last_row)) = (rows.first(), rows.last()) else {
             continue;
         };
-        let (first_day, first_line) = (first.day, first.line);
-        let mut grid_ok = true;
-        for pair in rows.rows.windows(2) {
-            if let [previous, row] = pair
-                && (i64::from(row.day) - i64::from(previous.day)) % step != 0
-            {
-                errors.push(
-                    row.line,
-                    CsvErrorKind::OffWeeklyGrid {
-                        id: rows.id.clone(),
-                        date: date_from_day(row.day),
-                        previous: date_from_day(previous.day),
-                        previous_line: previous.line,
-                    },
-                );
-                grid_ok = false;
+        let first_day = first.day;
+        // Every gap is a whole number of days; of weeks, for weekly data?
+        let grid_ok = step != 7 || gaps.whole_weeks;
+        if !grid_ok {
+            for (offset, pair) in rows.windows(2).enumerate() {
+                if let [previous, row] = pair
+                    && (i64::from(row.day) - i64::from(previous.day)) % step != 0
+                {
+                    let position = range.start + offset;
+                    errors.push(
+                        grouped.line(position + 1),
+                        CsvErrorKind::OffWeeklyGrid {
+                            id: id.clone(),
+                            date: date_from_day(row.day),
+                            previous: date_from_day(previous.day),
+                            previous_line: grouped.line(position),
+                        },
+                    );
+                }
             }
         }
         let periods = ((i64::from(last_row.day) - i64::from(first_day)) / step + 1) as u64;
         if periods > MAX_PERIODS {
             errors.push(
-                first_line,
-                CsvErrorKind::TooManyPeriods {
-                    id: rows.id.clone(),
-                    periods,
-                },
+                grouped.line(range.start),
+                CsvErrorKind::TooManyPeriods { id, periods },
             );
             continue;
         }
         if !grid_ok {
             continue;
         }
-        let mut values = vec![0.0; periods as usize];
-        for row in &rows.rows {
-            let period = ((i64::from(row.day) - i64::from(first_day)) / step) as usize;
-            if let Some(slot) = values.get_mut(period) {
-                *slot = row.value;
+        let values = if periods == rows.len() as u64 {
+            // No gap: the rows are the periods.
+            rows.iter().map(|row| row.value).collect()
+        } else {
+            let mut values = vec![0.0; periods as usize];
+            for row in rows {
+                let period = ((i64::from(row.day) - i64::from(first_day)) / step) as usize;
+                if let Some(slot) = values.get_mut(period) {
+                    *slot = row.value;
+                }
             }
-        }
-        filled_periods += periods - rows.rows.len() as u64;
-        match Series::new(rows.id, date_from_day(first_day), frequency, values) {
+            values
+        };
+        filled_periods += periods - rows.len() as u64;
+        match Series::new(id, date_from_day(first_day), frequency, values) {
             Ok(series) => parsed.push(series),
             // Values were checked row by row; keep the report complete anyway.
             Err(error) => errors.push(
-                first_line,
+                grouped.line(range.start),
                 CsvErrorKind::InvalidValue {
                     text: error.value.to_string(),
                 },
@@ -460,21 +811,193 @@ pub fn parse(text: &str, frequency: Option<Frequency>) -> Result<ParsedCsv, Vec<
     })
 }
 
-fn slot_for<'a>(
-    index_of: &mut HashMap<&'a str, usize>,
-    series: &mut Vec<Rows>,
-    id: &'a str,
-) -> usize {
-    match index_of.entry(id) {
-        Entry::Occupied(entry) => *entry.get(),
-        Entry::Vacant(entry) => {
-            series.push(Rows {
-                id: id.to_owned(),
-                rows: Vec::new(),
-            });
-            *entry.insert(series.len() - 1)
+/// The gaps between consecutive dates of one series' sorted rows, in one pass.
+struct Gaps {
+    /// Some gap is 0 (a date twice).
+    duplicate: bool,
+    /// Every gap is a whole number of weeks.
+    whole_weeks: bool,
+    /// The smallest gap and the offset (in the series' rows) of the first row
+    /// after one that small.
+    smallest: Option<(i64, usize)>,
+}
+
+impl Gaps {
+    fn of(rows: &[Row]) -> Self {
+        let mut gaps = Gaps {
+            duplicate: false,
+            whole_weeks: true,
+            smallest: None,
+        };
+        for (offset, pair) in rows.windows(2).enumerate() {
+            if let [previous, row] = pair {
+                let gap = i64::from(row.day) - i64::from(previous.day);
+                gaps.duplicate |= gap == 0;
+                gaps.whole_weeks &= gap % 7 == 0;
+                if gaps.smallest.is_none_or(|(least, _)| gap < least) {
+                    gaps.smallest = Some((gap, offset + 1));
+                }
+            }
         }
+        gaps
     }
+}
+
+/// A row of a `unique_id,ds,y` file in its common shape (an unquoted id, a
+/// `YYYY-MM-DD` date, a plain decimal value, nothing else), read straight from
+/// the bytes at `start`: the offset after its line end, its id and the row.
+/// `last_id` is the previous row's id, compared before scanning for a comma.
+/// `None` for anything else (quotes, spaces, times, other number forms, bad
+/// values, blank lines), which the general path then reads or reports exactly
+/// as it would any line.
+fn plain_row<'a>(
+    text: &'a str,
+    start: usize,
+    last_id: Option<&str>,
+    months: &mut MonthCache,
+) -> Option<PlainRow<'a>> {
+    let bytes = text.as_bytes();
+    let (id_end, same_id) = match last_id {
+        Some(last)
+            if bytes.get(start..start + last.len()) == Some(last.as_bytes())
+                && bytes.get(start + last.len()) == Some(&b',') =>
+        {
+            (start + last.len(), true)
+        }
+        _ => {
+            let mut end = start;
+            loop {
+                match *bytes.get(end)? {
+                    b',' => break,
+                    b'"' | b'\n' | b'\r' => return None,
+                    _ => end += 1,
+                }
+            }
+            (end, false)
+        }
+    };
+    if id_end == start {
+        return None;
+    }
+    // Cut at ASCII bytes, so on character boundaries.
+    let id = text.get(start..id_end)?;
+    let date_start = id_end + 1;
+    let day = months.day(bytes.get(date_start..date_start + 10)?)?;
+    if bytes.get(date_start + 10) != Some(&b',') {
+        return None;
+    }
+    // The value: `parse_plain_decimal`'s form, read on the way to the line end.
+    let value_start = date_start + 11;
+    let mut position = value_start;
+    let mut mantissa: i64 = 0;
+    let mut digits = 0usize;
+    // The digits before the point, as a number, once the point is read.
+    let mut integer = None;
+    let mut fraction_start = None;
+    let end = loop {
+        match bytes.get(position) {
+            Some(&byte @ b'0'..=b'9') => {
+                digits += 1;
+                if digits > 15 {
+                    return None;
+                }
+                mantissa = mantissa * 10 + i64::from(byte - b'0');
+            }
+            Some(b'.') if fraction_start.is_none() && position > value_start => {
+                fraction_start = Some(position + 1);
+                integer = Some(mantissa);
+            }
+            other => break other,
+        }
+        position += 1;
+    };
+    let fraction_digits = position - fraction_start.unwrap_or(position);
+    if digits == 0 || fraction_start == Some(position) {
+        return None;
+    }
+    let scale = POWERS_OF_TEN.get(fraction_digits)?;
+    // mantissa < 10^15 < 2^53, so every number here is exact. A whole number
+    // (no point, or zeros after it: `3.0`) needs no division; otherwise one
+    // correctly rounded division, as `parse_plain_decimal`.
+    let value = match integer {
+        Some(integer) if integer as f64 * scale == mantissa as f64 => integer as f64,
+        None => mantissa as f64,
+        Some(_) => mantissa as f64 / scale,
+    };
+    let next = match end {
+        None => position,
+        Some(b'\n') => position + 1,
+        // `\r`: accepted before a line end or at the end of the text.
+        Some(b'\r') => match bytes.get(position + 1) {
+            None => position + 1,
+            Some(b'\n') => position + 2,
+            Some(_) => return None,
+        },
+        Some(_) => return None,
+    };
+    Some(PlainRow {
+        next,
+        id,
+        same_id,
+        row: Row { day, value },
+    })
+}
+
+/// What `plain_row` read.
+struct PlainRow<'a> {
+    /// Offset of the next line.
+    next: usize,
+    id: &'a str,
+    /// The id is the previous row's.
+    same_id: bool,
+    row: Row,
+}
+
+/// The day number of the first of the month last seen, so that consecutive
+/// dates in one month cost two digits each.
+#[derive(Default)]
+struct MonthCache {
+    /// `YYYY-MM-` of that month as a number (0 before the first, matching no
+    /// date).
+    prefix: u64,
+    /// Its day number minus one.
+    base: i32,
+    /// Its number of days.
+    length: u32,
+}
+
+impl MonthCache {
+    /// The day number of a `YYYY-MM-DD` date, `None` if it is not one.
+    fn day(&mut self, date: &[u8]) -> Option<i32> {
+        let (prefix, day) = date.split_at_checked(8)?;
+        let day = digits(day)?;
+        let key = u64::from_le_bytes(prefix.try_into().ok()?);
+        if key != self.prefix {
+            let (year, month) = match prefix {
+                [y0, y1, y2, y3, b'-', m0, m1, b'-'] => {
+                    (digits(&[*y0, *y1, *y2, *y3])?, digits(&[*m0, *m1])?)
+                }
+                _ => return None,
+            };
+            self.length = month_length(year, month)?;
+            self.base = days_from_ce(year, month, 1)? - 1;
+            self.prefix = key;
+        }
+        (1..=self.length)
+            .contains(&day)
+            .then(|| self.base + day as i32)
+    }
+}
+
+/// The number written by ASCII digits alone (at most 9 of them).
+fn digits(bytes: &[u8]) -> Option<u32> {
+    if bytes.is_empty() || bytes.len() > 9 {
+        return None;
+    }
+    bytes.iter().try_fold(0u32, |total, &byte| {
+        byte.is_ascii_digit()
+            .then(|| total * 10 + u32::from(byte - b'0'))
+    })
 }
 
 fn find_columns(header: &[Cow<'_, str>]) -> Result<Columns, Vec<CsvErrorKind>> {
@@ -611,14 +1134,7 @@ fn parse_date(text: &str) -> Result<i32, CsvErrorKind> {
 /// four-digit year, or `None` when the month or day does not exist. Plain
 /// arithmetic (Hinnant's `days_from_civil`), as this runs once per row.
 fn days_from_ce(year: u32, month: u32, day: u32) -> Option<i32> {
-    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
-    let month_days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    };
+    let month_days = month_length(year, month)?;
     if year > 9999 || day == 0 || day > month_days {
         return None;
     }
@@ -632,6 +1148,18 @@ fn days_from_ce(year: u32, month: u32, day: u32) -> Option<i32> {
     // Days since 1970-01-01, then shifted to chrono's count from 0001-01-01.
     let unix_days = era * 146_097 + day_of_era - 719_468;
     i32::try_from(unix_days + 719_163).ok()
+}
+
+/// Days in `month` (1-12) of `year` in the Gregorian calendar.
+fn month_length(year: u32, month: u32) -> Option<u32> {
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => Some(31),
+        4 | 6 | 9 | 11 => Some(30),
+        2 if leap => Some(29),
+        2 => Some(28),
+        _ => None,
+    }
 }
 
 fn date_from_day(day: i32) -> NaiveDate {
@@ -706,27 +1234,26 @@ fn parse_plain_decimal(bytes: &[u8]) -> Option<f64> {
 /// number of weeks and some gap is one week; daily when some gap is one day
 /// (missing days are then filled with 0); anything else (monthly, fortnightly,
 /// daily data without two consecutive days anywhere) is an error, which a given
-/// frequency overrides.
-fn infer_frequency(series: &[Rows]) -> Result<Frequency, (usize, CsvErrorKind)> {
-    let mut all_whole_weeks = true;
-    // The smallest gap and the first line showing it.
+/// frequency overrides. `gaps` are those of each series of `grouped`, in order.
+fn infer_frequency(gaps: &[Gaps], grouped: &Grouped) -> Result<Frequency, (usize, CsvErrorKind)> {
+    let all_whole_weeks = gaps.iter().all(|gaps| gaps.whole_weeks);
+    // The smallest gap and the position of the first row showing it.
     let mut smallest: Option<(i64, usize)> = None;
-    for rows in series {
-        for pair in rows.rows.windows(2) {
-            if let [previous, row] = pair {
-                let gap = i64::from(row.day) - i64::from(previous.day);
-                all_whole_weeks &= gap % 7 == 0;
-                if smallest.is_none_or(|(least, _)| gap < least) {
-                    smallest = Some((gap, row.line));
-                }
-            }
+    for (gaps, range) in gaps.iter().zip(&grouped.ranges) {
+        if let Some((gap, offset)) = gaps.smallest
+            && smallest.is_none_or(|(least, _)| gap < least)
+        {
+            smallest = Some((gap, range.start + offset));
         }
     }
     match smallest {
         None => Err((0, CsvErrorKind::CannotInferFrequency)),
         Some((7, _)) if all_whole_weeks => Ok(Frequency::Weekly),
         Some((1, _)) => Ok(Frequency::Daily),
-        Some((days, line)) => Err((line, CsvErrorKind::UnsupportedSpacing { days })),
+        Some((days, position)) => Err((
+            grouped.line(position),
+            CsvErrorKind::UnsupportedSpacing { days },
+        )),
     }
 }
 
@@ -734,13 +1261,11 @@ fn infer_frequency(series: &[Rows]) -> Result<Frequency, (usize, CsvErrorKind)> 
 /// in the order given.
 pub fn format_forecasts(forecasts: &[SeriesForecast]) -> String {
     let rows: usize = forecasts.iter().map(|forecast| forecast.point.len()).sum();
-    let mut out = String::with_capacity(20 + rows * 32);
-    out.push_str("unique_id,ds,y_hat\n");
+    let mut out = String::with_capacity(20 + rows * 40);
+    let mut writer = ForecastWriter::new();
+    writer.header(&mut out);
     for forecast in forecasts {
-        for (date, value) in forecast.dates.iter().zip(&forecast.point) {
-            write_id(&mut out, &forecast.id);
-            let _ = writeln!(out, ",{},{}", DateText(*date), value);
-        }
+        writer.rows(&mut out, forecast);
     }
     out
 }
@@ -752,22 +1277,70 @@ pub fn format_forecasts_with_intervals(
     forecasts: &[SeriesForecast],
     levels: &[f64],
 ) -> Result<String, InvalidLevel> {
-    let mut out = String::from("unique_id,ds,y_hat");
-    for level in levels {
-        let _ = write!(out, ",y_hat-lo-{level},y_hat-hi-{level}");
-    }
-    out.push('\n');
+    let mut out = String::new();
+    let mut writer = ForecastWriter::with_levels(levels)?;
+    writer.header(&mut out);
     for forecast in forecasts {
-        let bounds = levels
+        writer.rows(&mut out, forecast);
+    }
+    Ok(out)
+}
+
+/// Writes what `format_forecasts` (or `format_forecasts_with_intervals`)
+/// writes, one series at a time: `header`, then `rows` of each forecast, so that
+/// a caller need not hold every forecast at once. Keeps the text of recent dates
+/// and numbers for reuse.
+#[derive(Debug, Default)]
+pub struct ForecastWriter {
+    /// Interval coverage levels in percent, each in (0, 100].
+    levels: Vec<f64>,
+    texts: Texts,
+}
+
+impl ForecastWriter {
+    /// `unique_id,ds,y_hat` rows.
+    pub fn new() -> Self {
+        ForecastWriter::default()
+    }
+
+    /// Rows with interval columns for each level in percent (in (0, 100]).
+    pub fn with_levels(levels: &[f64]) -> Result<Self, InvalidLevel> {
+        for &level in levels {
+            check_level(level / 100.0).map_err(|_| InvalidLevel { level })?;
+        }
+        Ok(ForecastWriter {
+            levels: levels.to_vec(),
+            texts: Texts::default(),
+        })
+    }
+
+    /// The header line.
+    pub fn header(&self, out: &mut String) {
+        out.push_str("unique_id,ds,y_hat");
+        for level in &self.levels {
+            let _ = write!(out, ",y_hat-lo-{level},y_hat-hi-{level}");
+        }
+        out.push('\n');
+    }
+
+    /// One line per forecast period of `forecast`.
+    pub fn rows(&mut self, out: &mut String, forecast: &SeriesForecast) {
+        // Levels were checked when the writer was made.
+        let bounds: Vec<Vec<Interval>> = self
+            .levels
             .iter()
             .map(|&level| {
                 prediction_intervals(&forecast.point, &forecast.fit.backtest, level / 100.0)
-                    .map_err(|_| InvalidLevel { level })
+                    .unwrap_or_default()
             })
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect();
+        let id = quoted_id(&forecast.id);
         for (index, (date, value)) in forecast.dates.iter().zip(&forecast.point).enumerate() {
-            write_id(&mut out, &forecast.id);
-            let _ = write!(out, ",{},{}", DateText(*date), value);
+            out.push_str(&id);
+            out.push(',');
+            out.push_str(self.texts.date(index, *date));
+            out.push(',');
+            out.push_str(self.texts.number(*value));
             for level in &bounds {
                 if let Some(interval) = level.get(index) {
                     let _ = write!(out, ",{},{}", interval.lower, interval.upper);
@@ -776,36 +1349,106 @@ pub fn format_forecasts_with_intervals(
             out.push('\n');
         }
     }
-    Ok(out)
 }
 
-fn write_id(out: &mut String, id: &str) {
-    if id.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        out.push_str(&id.replace('"', "\"\""));
-        out.push('"');
+/// The id as a CSV field: quoted (quotes doubled) when it holds a comma, a
+/// quote or a line break; and inert in a spreadsheet: an id that starts like
+/// a formula (`=`, `+`, `-`, `@`, tab, carriage return) gets a leading `'`
+/// (OWASP's advice for CSV injection), so opening the output never runs it.
+fn quoted_id(id: &str) -> Cow<'_, str> {
+    let formula = id.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let id: Cow<'_, str> = if formula {
+        Cow::Owned(format!("'{id}"))
     } else {
-        out.push_str(id);
+        Cow::Borrowed(id)
+    };
+    if id.contains([',', '"', '\n', '\r']) {
+        Cow::Owned(format!("\"{}\"", id.replace('"', "\"\"")))
+    } else {
+        id
     }
 }
 
-/// `YYYY-MM-DD` without going through chrono's format machinery.
-struct DateText(NaiveDate);
+/// Texts of dates and numbers, kept for reuse: the forecasts of many series
+/// share their dates, and a flat forecast repeats one number.
+#[derive(Debug, Default)]
+struct Texts {
+    /// For each step ahead, the last date written there and its text.
+    dates: Vec<(NaiveDate, String)>,
+    /// The bits of the last number written and its text.
+    number: Option<(u64, String)>,
+}
 
-impl fmt::Display for DateText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:04}-{:02}-{:02}",
-            self.0.year(),
-            self.0.month(),
-            self.0.day()
-        )
+impl Texts {
+    /// `YYYY-MM-DD` of the date of step `index`.
+    fn date(&mut self, index: usize, date: NaiveDate) -> &str {
+        while self.dates.len() <= index {
+            self.dates.push((date, String::new()));
+        }
+        let Some((known, text)) = self.dates.get_mut(index) else {
+            return "";
+        };
+        if text.is_empty() || *known != date {
+            *known = date;
+            text.clear();
+            write_date(text, date);
+        }
+        text
+    }
+
+    /// The shortest text that reads back as `value` (`Display` of f64).
+    fn number(&mut self, value: f64) -> &str {
+        let bits = value.to_bits();
+        let (known, text) = self.number.get_or_insert_with(|| (!bits, String::new()));
+        if *known != bits {
+            *known = bits;
+            text.clear();
+            let _ = write!(text, "{value}");
+        }
+        text
+    }
+}
+
+/// `YYYY-MM-DD` (the year zero-padded to four digits, as `{:04}` writes it).
+fn write_date(out: &mut String, date: NaiveDate) {
+    let (year, month, day) = (date.year(), date.month(), date.day());
+    match u32::try_from(year) {
+        Ok(year) if year <= 9999 => {
+            let digit = |value: u32| char::from(b'0' + (value % 10) as u8);
+            for character in [
+                digit(year / 1000),
+                digit(year / 100),
+                digit(year / 10),
+                digit(year),
+                '-',
+                digit(month / 10),
+                digit(month),
+                '-',
+                digit(day / 10),
+                digit(day),
+            ] {
+                out.push(character);
+            }
+        }
+        _ => {
+            let _ = write!(out, "{year:04}-{month:02}-{day:02}");
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn ids_that_a_spreadsheet_would_run_are_made_inert() {
+        assert_eq!(quoted_id("tee-black"), "tee-black");
+        assert_eq!(quoted_id("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(quoted_id("+1"), "'+1");
+        assert_eq!(quoted_id("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(quoted_id("-2+3"), "'-2+3");
+        assert_eq!(quoted_id("a,b"), "\"a,b\"");
+    }
+
     use super::*;
 
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {
@@ -1057,6 +1700,153 @@ mod tests {
     fn error_messages_carry_line_and_reason() {
         let found = parse("unique_id,ds,y\na,2024-01-01,-1\n", None).expect_err("negative");
         assert_eq!(found[0].to_string(), "line 2: y -1 is negative");
+    }
+
+    /// Random rows, good and bad, in every shape the fast path takes or
+    /// leaves: its results (and those of the text fed in pieces) are exactly the
+    /// general path's, errors and line numbers included.
+    #[test]
+    fn fast_path_and_pieces_agree_with_the_general_path() {
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |below: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % below
+        };
+        let ids = [
+            "a",
+            "b",
+            "ab",
+            "Bad Habit 1",
+            "\"q,1\"",
+            "\"a\"",
+            " a",
+            "a\"b",
+        ];
+        let values = [
+            "0",
+            "1",
+            "2.5",
+            "12.0",
+            "3.25",
+            "7.",
+            ".5",
+            "1e3",
+            "-1",
+            "",
+            "NaN",
+            " 3",
+            "0.000",
+            "1234567890123456",
+            "00012.50",
+        ];
+        for round in 0..400 {
+            let mut text = String::new();
+            if round % 17 == 0 {
+                text.push('\u{feff}');
+            }
+            if round % 13 == 0 {
+                text.push('\n');
+            }
+            text.push_str(if round % 11 == 0 {
+                "y,ds,unique_id\n"
+            } else {
+                "unique_id,ds,y\n"
+            });
+            let rows = 1 + next(40);
+            let weekly = round % 2 == 0;
+            let mut next_day = [0u64; 8];
+            for _ in 0..rows {
+                let which = next(100) as usize % if round % 3 == 0 { ids.len() } else { 3 };
+                let id = ids[which];
+                let day = if next(25) == 0 {
+                    next(30)
+                } else {
+                    next_day[which]
+                };
+                next_day[which] = day + 1 + u64::from(next(8) == 0);
+                let day = if weekly { day * 7 } else { day };
+                let date = NaiveDate::from_ymd_opt(2024, 1, 7)
+                    .and_then(|start| start.checked_add_days(chrono::Days::new(day)))
+                    .map(|date| date.to_string())
+                    .unwrap_or_default();
+                let date = match next(60) {
+                    0 => "2024-02-30".to_owned(),
+                    1 => format!("{date} 00:00:00"),
+                    2 => format!(" {date}"),
+                    _ => date,
+                };
+                let value = if next(12) == 0 {
+                    values[next(values.len() as u64) as usize]
+                } else {
+                    values[next(5) as usize]
+                };
+                let line = if round % 11 == 0 {
+                    format!("{value},{date},{id}")
+                } else {
+                    match next(120) {
+                        0 => format!("{id},{date}"),
+                        1 => format!("{id},{date},{value},x"),
+                        _ => format!("{id},{date},{value}"),
+                    }
+                };
+                text.push_str(&line);
+                text.push_str(match next(20) {
+                    0 => "\r\n",
+                    1 => "\n\n",
+                    2 => "\n  \n",
+                    _ => "\n",
+                });
+            }
+            if round % 5 == 0 {
+                text.pop();
+            }
+            let frequency = match round % 7 {
+                0 => Some(Frequency::Daily),
+                1 => Some(Frequency::Weekly),
+                _ => None,
+            };
+            let fast = parse(&text, frequency);
+            let mut general = Reader::new(frequency);
+            general.plain_rows = false;
+            general.feed(&text);
+            assert_eq!(fast, general.finish(), "{text:?}");
+            // The same text in pieces cut after line ends.
+            let mut pieces = Reader::new(frequency);
+            let mut rest = text.as_str();
+            while !rest.is_empty() {
+                let cut = rest
+                    .match_indices('\n')
+                    .nth(next(6) as usize)
+                    .map_or(rest.len(), |(index, _)| index + 1);
+                let (piece, after) = rest.split_at(cut);
+                pieces.feed(piece);
+                rest = after;
+            }
+            assert_eq!(fast, pieces.finish(), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn dates_are_written_as_the_standard_formatter_writes_them() {
+        for date in [
+            NaiveDate::MIN,
+            NaiveDate::MAX,
+            date(-1, 3, 4),
+            date(0, 12, 31),
+            date(1, 1, 1),
+            date(2024, 2, 29),
+            date(9999, 12, 31),
+            date(10000, 1, 1),
+        ] {
+            let mut text = String::new();
+            write_date(&mut text, date);
+            assert_eq!(
+                text,
+                format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day())
+            );
+        }
     }
 
     #[test]

@@ -17,7 +17,11 @@
 //! - `intervals`: empirical prediction intervals from backtest errors.
 //! - `production`: `recommend_run`, the quantity for a service level net of
 //!   stock and restockable returns, with the expected leftover.
-//! - `csv`: the `unique_id,ds,y` text layout in, `unique_id,ds,y_hat` out.
+//! - `csv`: the `unique_id,ds,y` text layout in, `unique_id,ds,y_hat` out
+//!   (`Reader` and `ForecastWriter` for text in pieces and one series at a time).
+//! - here: `forecast_series`, `forecast_all`, and `Forecaster`, which forecasts
+//!   series one by one reusing its working buffers (a caller that writes each
+//!   forecast before making the next never holds them all).
 //!
 //! **Architecture invariant:** this module knows no event, store or runtime
 //! type. The runtime keeps one `ForecastState` per SKU (and factory), calls
@@ -34,6 +38,8 @@ mod smoothing;
 use std::fmt;
 
 use chrono::NaiveDate;
+
+use self::models::Scratch;
 
 pub use self::models::{ForecastState, ModelChoice, ModelKind, Parameters, UnknownModel};
 pub use self::select::{Backtest, ModelFit, Score, SelectionRule};
@@ -86,18 +92,30 @@ pub fn forecast_series_with_rule(
     choice: ModelChoice,
     rule: SelectionRule,
 ) -> Result<SeriesForecast, ForecastError> {
+    forecast_with_scratch(series, horizon, choice, rule, &mut Scratch::default())
+}
+
+/// `forecast_series_with_rule` with buffers kept from earlier series.
+fn forecast_with_scratch(
+    series: &Series,
+    horizon: usize,
+    choice: ModelChoice,
+    rule: SelectionRule,
+    scratch: &mut Scratch,
+) -> Result<SeriesForecast, ForecastError> {
     let dates = series
         .future_dates(horizon)
         .map_err(|error| ForecastError {
             id: series.id().to_owned(),
             error,
         })?;
-    let fit = select::fit_valid(
+    let fit = select::fit_valid_with(
         series.values(),
         horizon,
         choice,
         series.frequency().season_length(),
         rule,
+        scratch,
     );
     Ok(SeriesForecast {
         id: series.id().to_owned(),
@@ -115,10 +133,43 @@ pub fn forecast_all(
     choice: ModelChoice,
     rule: SelectionRule,
 ) -> Result<Vec<SeriesForecast>, ForecastError> {
-    series
-        .iter()
-        .map(|one| forecast_series_with_rule(one, horizon, choice, rule))
-        .collect()
+    let mut forecaster = Forecaster::new(horizon, choice, rule);
+    series.iter().map(|one| forecaster.forecast(one)).collect()
+}
+
+/// Forecasts series one after another with the same settings, as
+/// `forecast_all` does, keeping working buffers from one series to the next;
+/// for a caller that writes each forecast out before the next (and so never
+/// holds them all).
+#[derive(Debug)]
+pub struct Forecaster {
+    horizon: usize,
+    choice: ModelChoice,
+    rule: SelectionRule,
+    scratch: Scratch,
+}
+
+impl Forecaster {
+    /// Forecasts of `horizon` periods with `choice` (and `rule` for `auto`).
+    pub fn new(horizon: usize, choice: ModelChoice, rule: SelectionRule) -> Self {
+        Forecaster {
+            horizon,
+            choice,
+            rule,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// `forecast_series_with_rule` of `series` with these settings.
+    pub fn forecast(&mut self, series: &Series) -> Result<SeriesForecast, ForecastError> {
+        forecast_with_scratch(
+            series,
+            self.horizon,
+            self.choice,
+            self.rule,
+            &mut self.scratch,
+        )
+    }
 }
 
 #[cfg(test)]

@@ -225,13 +225,17 @@ struct Bucketed {
 }
 
 impl Bucketed {
-    fn observe(&mut self, y: f64) {
+    /// Adds one period; true when it completes a bucket (the level changes).
+    fn observe(&mut self, y: f64) -> bool {
         self.partial_sum += y;
         self.partial_count += 1;
         if self.partial_count >= self.width {
             self.sums.observe(self.partial_sum);
             self.partial_sum = 0.0;
             self.partial_count = 0;
+            true
+        } else {
+            false
         }
     }
 
@@ -481,6 +485,44 @@ impl ForecastState {
         }
     }
 
+    /// This Croston-type state as `kind` with another debiasing factor.
+    fn with_factor(&self, kind: ModelKind, factor: f64) -> ForecastState {
+        let mut state = self.clone();
+        state.kind = kind;
+        if let Inner::Croston {
+            factor: own_factor, ..
+        } = &mut state.inner
+        {
+            *own_factor = factor;
+        }
+        state
+    }
+
+    /// `replay` of `fresh()`: the one-step forecasts from index `record_from` on
+    /// of this model and its constants replayed from no history, pushed to
+    /// `recorded` (aggregation levels are replayed one by one, without copying
+    /// their list).
+    pub(crate) fn replay_from_scratch(
+        &self,
+        values: &[f64],
+        record_from: usize,
+        recorded: &mut Vec<f64>,
+    ) {
+        match &self.inner {
+            Inner::Aggregated(levels) => {
+                let start = recorded.len();
+                recorded.resize(start + values.len().saturating_sub(record_from), 0.0);
+                let totals = recorded.get_mut(start..).unwrap_or(&mut []);
+                for level in levels {
+                    let mut level = level.fresh();
+                    replay_level(&mut level, values, record_from, totals);
+                }
+                mean_of_levels(totals, levels.len());
+            }
+            _ => self.fresh().replay(values, record_from, recorded),
+        }
+    }
+
     /// The models whose mean this state forecasts (itself for a single model).
     pub fn members(&self) -> Vec<ModelKind> {
         match &self.inner {
@@ -553,23 +595,17 @@ impl ForecastState {
                 interval,
                 since_demand,
                 factor,
-            } => {
-                for &y in before {
-                    croston_observe(size, interval, since_demand, y);
-                }
-                for &y in after {
-                    recorded.push(croston_forecast(size, interval, *factor));
-                    croston_observe(size, interval, since_demand, y);
-                }
-            }
+            } => croston_replay(
+                size,
+                interval,
+                since_demand,
+                *factor,
+                values,
+                record_from,
+                recorded,
+            ),
             Inner::Tsb { probability, size } => {
-                for &y in before {
-                    tsb_observe(probability, size, y);
-                }
-                for &y in after {
-                    recorded.push(tsb_forecast(probability, size));
-                    tsb_observe(probability, size, y);
-                }
+                tsb_replay(probability, size, values, record_from, recorded);
             }
             Inner::Mean { sum, count } => {
                 for &y in before {
@@ -593,24 +629,11 @@ impl ForecastState {
                 // `forecast_step`.
                 let start = recorded.len();
                 recorded.extend(after.iter().map(|_| 0.0));
-                let sums = recorded.get_mut(start..).unwrap_or(&mut []);
+                let totals = recorded.get_mut(start..).unwrap_or(&mut []);
                 for level in levels.iter_mut() {
-                    for &y in before {
-                        level.observe(y);
-                    }
-                    for (total, &y) in sums.iter_mut().zip(after) {
-                        *total += level.per_period();
-                        level.observe(y);
-                    }
+                    replay_level(level, values, record_from, totals);
                 }
-                let count = levels.len();
-                for total in sums.iter_mut() {
-                    *total = if count == 0 {
-                        0.0
-                    } else {
-                        *total / count as f64
-                    };
-                }
+                mean_of_levels(totals, levels.len());
             }
             Inner::Combination(members) => {
                 // Member by member, then the mean: the same sums in the same
@@ -650,9 +673,79 @@ impl ForecastState {
     }
 }
 
+/// Observes `values`, adding the level's per-period forecast before each one
+/// from index `record_from` on to `totals` (one per such value).
+fn replay_level(level: &mut Bucketed, values: &[f64], record_from: usize, totals: &mut [f64]) {
+    // Bucket by bucket: the per-period forecast changes only when one closes,
+    // so it is added to the totals of a whole bucket's periods at once, and the
+    // bucket's sum is taken in one go (in order, as `observe` takes it).
+    let width = level.width.max(1);
+    // Computed when a bucket that is recorded needs it (a division).
+    let mut per_period = None;
+    let mut position = 0;
+    while position < values.len() {
+        let end = (position + width.saturating_sub(level.partial_count).max(1)).min(values.len());
+        if end > record_from {
+            let from = position.max(record_from) - record_from;
+            let forecast = *per_period.get_or_insert_with(|| level.per_period());
+            for total in totals.get_mut(from..end - record_from).unwrap_or(&mut []) {
+                *total += forecast;
+            }
+        }
+        level.partial_sum = values
+            .get(position..end)
+            .unwrap_or(&[])
+            .iter()
+            .fold(level.partial_sum, |sum, &y| sum + y);
+        level.partial_count += end - position;
+        if level.partial_count >= width {
+            level.sums.observe(level.partial_sum);
+            level.partial_sum = 0.0;
+            level.partial_count = 0;
+            per_period = None;
+        }
+        position = end;
+    }
+}
+
+/// Sums over `count` levels to their mean, as `forecast_step` takes it.
+fn mean_of_levels(totals: &mut [f64], count: usize) {
+    for total in totals {
+        *total = if count == 0 {
+            0.0
+        } else {
+            *total / count as f64
+        };
+    }
+}
+
 /// `ForecastState::fit` for values already checked.
 pub(crate) fn fit_valid(kind: ModelKind, values: &[f64], season_length: usize) -> ForecastState {
-    fit_recording(kind, values, season_length, None).0
+    fit_recording(kind, values, season_length, None, &mut Scratch::default()).0
+}
+
+/// Buffers of `f64` handed from one fit to the next, so that fitting many series
+/// allocates little besides what the results keep.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    buffers: Vec<Vec<f64>>,
+}
+
+impl Scratch {
+    /// An empty buffer (one given back before, if any).
+    pub(crate) fn take(&mut self) -> Vec<f64> {
+        let mut buffer = self.buffers.pop().unwrap_or_default();
+        buffer.clear();
+        buffer
+    }
+
+    /// Keeps `buffer` for a later `take`.
+    pub(crate) fn give(&mut self, buffer: Vec<f64>) {
+        // A fit holds about 16 at once; more is a leak of its own.
+        if self.buffers.len() < 64 {
+            self.buffers.push(buffer);
+        }
+    }
 }
 
 /// Fits `kind` and, when `first_origin` is given, also returns the one-step
@@ -665,58 +758,234 @@ pub(crate) fn fit_recording(
     values: &[f64],
     season_length: usize,
     first_origin: Option<usize>,
+    scratch: &mut Scratch,
 ) -> (ForecastState, Vec<f64>) {
+    let history = History::new(values, scratch);
+    let fitted = fit_history(kind, &history, season_length, first_origin, scratch);
+    history.release(scratch);
+    fitted
+}
+
+/// A candidate of `auto`: a fitted model and its recorded one-step forecasts
+/// (see `fit_recording`).
+pub(crate) struct Recorded {
+    pub(crate) state: ForecastState,
+    pub(crate) forecasts: Vec<f64>,
+}
+
+/// Every candidate `auto` compares, in `ModelKind::ALL` order, each with its
+/// one-step forecasts from `first_origin` on; the seasonal naive model only when
+/// `with_seasonal_naive`. The same states and forecasts as `fit_recording` of
+/// each kind, bit for bit, with the work they share done once: the sizes and
+/// intervals of the demands; the combination's members; SBA, which is classic
+/// Croston times 0.95; and ADIDA's level, which is IMAPA's widest unless
+/// ADIDA's rules for one or no whole bucket apply.
+pub(crate) fn fit_candidates(
+    values: &[f64],
+    season_length: usize,
+    first_origin: usize,
+    with_seasonal_naive: bool,
+    scratch: &mut Scratch,
+) -> Vec<Recorded> {
+    let history = History::new(values, scratch);
+    let origin = Some(first_origin);
+    let fit = |kind: ModelKind, scratch: &mut Scratch| {
+        let (state, forecasts) = fit_history(kind, &history, season_length, origin, scratch);
+        Recorded { state, forecasts }
+    };
+    let ses = fit(ModelKind::Ses, scratch);
+    let croston = fit(ModelKind::CrostonClassic, scratch);
+    // Classic Croston's forecast is `size / interval * 1.0`, SBA's the same
+    // quotient times 0.95: the same bits as replaying SBA.
+    let mut sba_forecasts = scratch.take();
+    sba_forecasts.extend(
+        croston
+            .forecasts
+            .iter()
+            .map(|forecast| forecast * SBA_FACTOR),
+    );
+    let sba = Recorded {
+        state: croston.state.with_factor(ModelKind::Sba, SBA_FACTOR),
+        forecasts: sba_forecasts,
+    };
+    let tsb = fit(ModelKind::Tsb, scratch);
+    let imapa = fit(ModelKind::Imapa, scratch);
+    let adida = match (&imapa.state.inner, history.adida_rules_apply()) {
+        (Inner::Aggregated(levels), false) => match levels.last() {
+            Some(widest) => {
+                let state = fitted(
+                    ModelKind::Adida,
+                    values,
+                    Inner::Aggregated(vec![widest.clone()]),
+                );
+                let mut forecasts = scratch.take();
+                state.replay_from_scratch(values, first_origin, &mut forecasts);
+                Recorded { state, forecasts }
+            }
+            None => fit(ModelKind::Adida, scratch),
+        },
+        _ => fit(ModelKind::Adida, scratch),
+    };
+    let members = [&ses, &sba, &tsb, &imapa];
+    let mut combined = scratch.take();
+    combined.resize(ses.forecasts.len(), 0.0);
+    for member in members {
+        for (total, forecast) in combined.iter_mut().zip(&member.forecasts) {
+            *total += forecast;
+        }
+    }
+    for total in &mut combined {
+        *total /= members.len() as f64;
+    }
+    let combination = Recorded {
+        state: ForecastState::combination(
+            ModelKind::Combination,
+            members.iter().map(|member| member.state.clone()).collect(),
+        ),
+        forecasts: combined,
+    };
+    let croston_optimized = fit(ModelKind::CrostonOptimized, scratch);
+    let mean = fit(ModelKind::Mean, scratch);
+    let seasonal_naive = with_seasonal_naive.then(|| fit(ModelKind::SeasonalNaive, scratch));
+    let zero = fit(ModelKind::Zero, scratch);
+    history.release(scratch);
+    let mut candidates = Vec::with_capacity(ModelKind::ALL.len());
+    candidates.extend([
+        combination,
+        sba,
+        tsb,
+        ses,
+        imapa,
+        adida,
+        croston_optimized,
+        croston,
+        mean,
+    ]);
+    candidates.extend(seasonal_naive);
+    candidates.push(zero);
+    candidates
+}
+
+/// What several models take from one history, computed once.
+struct History<'a> {
+    values: &'a [f64],
+    /// Non-zero demand sizes and the intervals before each (the first counts
+    /// from before the first period), as statsforecast's `_demand` and
+    /// `_intervals`.
+    sizes: Vec<f64>,
+    intervals: Vec<f64>,
+    /// Rounded mean interval between demands, `None` for an all-zero history.
+    width: Option<usize>,
+}
+
+impl<'a> History<'a> {
+    fn new(values: &'a [f64], scratch: &mut Scratch) -> Self {
+        let mut sizes = scratch.take();
+        let mut intervals = scratch.take();
+        sizes.resize(values.len(), 0.0);
+        intervals.resize(values.len(), 0.0);
+        // Without a branch on the data (see `croston_replay`): every period is
+        // written at the next free place, which advances only on a demand.
+        let mut count = 0;
+        let mut since = 0.0;
+        for &y in values {
+            since += 1.0;
+            if let (Some(size), Some(interval)) = (sizes.get_mut(count), intervals.get_mut(count)) {
+                *size = y;
+                *interval = since;
+            }
+            let demand = y > 0.0;
+            count += usize::from(demand);
+            since = if demand { 0.0 } else { since };
+        }
+        sizes.truncate(count);
+        intervals.truncate(count);
+        let width = mean_interval_width(values, count);
+        History {
+            values,
+            sizes,
+            intervals,
+            width,
+        }
+    }
+
+    fn release(self, scratch: &mut Scratch) {
+        scratch.give(self.sizes);
+        scratch.give(self.intervals);
+    }
+
+    /// True when ADIDA's level differs from IMAPA's widest: some demand, and at
+    /// most one whole bucket.
+    fn adida_rules_apply(&self) -> bool {
+        let width = self.width.unwrap_or(1);
+        self.width.is_some() && self.values.len() / width <= 1
+    }
+}
+
+fn fit_history(
+    kind: ModelKind,
+    history: &History<'_>,
+    season_length: usize,
+    first_origin: Option<usize>,
+    scratch: &mut Scratch,
+) -> (ForecastState, Vec<f64>) {
+    let values = history.values;
     let record_from = first_origin.unwrap_or(usize::MAX);
-    let mut recorded =
-        Vec::with_capacity(first_origin.map_or(0, |origin| values.len().saturating_sub(origin)));
-    let mut replayed = |inner: Inner| {
+    let mut recorded = scratch.take();
+    let replayed = |inner: Inner, recorded: &mut Vec<f64>| {
         let mut state = ForecastState {
             kind,
             observations: 0,
             inner,
         };
-        state.replay(values, record_from, &mut recorded);
+        state.replay(values, record_from, recorded);
         state
     };
     let state = match kind {
         ModelKind::Ses => {
             let alpha = optimal_alpha(values, SES_BOUNDS.0, SES_BOUNDS.1);
-            replayed(Inner::Ses(Smoother::new(alpha)))
+            replayed(Inner::Ses(Smoother::new(alpha)), &mut recorded)
         }
-        ModelKind::CrostonClassic => replayed(croston_inner(CROSTON_ALPHA, CROSTON_ALPHA, 1.0)),
-        ModelKind::Sba => replayed(croston_inner(CROSTON_ALPHA, CROSTON_ALPHA, SBA_FACTOR)),
+        ModelKind::CrostonClassic => replayed(
+            croston_inner(CROSTON_ALPHA, CROSTON_ALPHA, 1.0),
+            &mut recorded,
+        ),
+        ModelKind::Sba => replayed(
+            croston_inner(CROSTON_ALPHA, CROSTON_ALPHA, SBA_FACTOR),
+            &mut recorded,
+        ),
         ModelKind::CrostonOptimized => {
-            let (sizes, intervals) = sizes_and_intervals(values);
-            let alpha_size = optimal_alpha(&sizes, CROSTON_BOUNDS.0, CROSTON_BOUNDS.1);
-            let alpha_interval = optimal_alpha(&intervals, CROSTON_BOUNDS.0, CROSTON_BOUNDS.1);
-            replayed(croston_inner(alpha_size, alpha_interval, 1.0))
+            let alpha_size = optimal_alpha(&history.sizes, CROSTON_BOUNDS.0, CROSTON_BOUNDS.1);
+            let alpha_interval =
+                optimal_alpha(&history.intervals, CROSTON_BOUNDS.0, CROSTON_BOUNDS.1);
+            replayed(
+                croston_inner(alpha_size, alpha_interval, 1.0),
+                &mut recorded,
+            )
         }
         ModelKind::Tsb => {
-            let (alpha_size, alpha_probability) = tsb_constants(values);
-            replayed(tsb_inner(alpha_size, alpha_probability))
+            let (alpha_size, alpha_probability) = tsb_constants(history, scratch);
+            replayed(tsb_inner(alpha_size, alpha_probability), &mut recorded)
         }
-        ModelKind::Mean => replayed(Inner::Mean { sum: 0.0, count: 0 }),
-        ModelKind::Zero => replayed(Inner::Zero),
+        ModelKind::Mean => replayed(Inner::Mean { sum: 0.0, count: 0 }, &mut recorded),
+        ModelKind::Zero => replayed(Inner::Zero, &mut recorded),
         ModelKind::Adida => {
-            let width = mean_interval_width(values).unwrap_or(1);
-            let state = fitted(
-                kind,
-                values,
-                Inner::Aggregated(vec![bucketed(values, width, true)]),
-            );
+            let width = history.width.unwrap_or(1);
+            let level = bucketed(values, width, true, scratch);
+            let state = fitted(kind, values, Inner::Aggregated(vec![level]));
             if first_origin.is_some() {
-                recorded = replay_forecasts(&state, values, record_from);
+                state.replay_from_scratch(values, record_from, &mut recorded);
             }
             state
         }
         ModelKind::Imapa => {
-            let widest = mean_interval_width(values).unwrap_or(1);
+            let widest = history.width.unwrap_or(1);
             let levels = (1..=widest)
-                .map(|width| bucketed(values, width, false))
+                .map(|width| bucketed(values, width, false, scratch))
                 .collect();
             let state = fitted(kind, values, Inner::Aggregated(levels));
             if first_origin.is_some() {
-                recorded = replay_forecasts(&state, values, record_from);
+                state.replay_from_scratch(values, record_from, &mut recorded);
             }
             state
         }
@@ -737,21 +1006,23 @@ pub(crate) fn fit_recording(
                 },
             );
             if first_origin.is_some() {
-                recorded = replay_forecasts(&state, values, record_from);
+                state.replay_from_scratch(values, record_from, &mut recorded);
             }
             state
         }
         ModelKind::Combination | ModelKind::Pool => {
             let mut members = Vec::with_capacity(ModelKind::COMBINED.len());
             for member in ModelKind::COMBINED {
-                let (state, forecasts) = fit_recording(member, values, season_length, first_origin);
-                if recorded.is_empty() {
-                    recorded = forecasts;
+                let (state, forecasts) =
+                    fit_history(member, history, season_length, first_origin, scratch);
+                if members.is_empty() {
+                    recorded.extend_from_slice(&forecasts);
                 } else {
-                    for (total, forecast) in recorded.iter_mut().zip(forecasts) {
+                    for (total, forecast) in recorded.iter_mut().zip(&forecasts) {
                         *total += forecast;
                     }
                 }
+                scratch.give(forecasts);
                 members.push(state);
             }
             let count = members.len().max(1) as f64;
@@ -774,6 +1045,104 @@ fn croston_observe(size: &mut Smoother, interval: &mut Smoother, since_demand: &
         interval.observe(*since_demand as f64);
         *since_demand = 0;
     }
+}
+
+/// `croston_observe` over `values`, pushing `croston_forecast` before each value
+/// from index `record_from` on. Once both levels exist (from the first demand
+/// on), the loop does not branch on the data: with intermittent demand `y > 0`
+/// is a coin flip the processor cannot predict, so both new levels are computed
+/// every period and kept only on a demand (the same arithmetic as `observe`,
+/// so the same bits).
+fn croston_replay(
+    size: &mut Smoother,
+    interval: &mut Smoother,
+    since_demand: &mut u64,
+    factor: f64,
+    values: &[f64],
+    record_from: usize,
+    recorded: &mut Vec<f64>,
+) {
+    let mut index = 0;
+    let (mut size_level, mut interval_level) = loop {
+        if let (Some(size_level), Some(interval_level)) = (size.level, interval.level) {
+            break (size_level, interval_level);
+        }
+        let Some(&y) = values.get(index) else {
+            return;
+        };
+        if index >= record_from {
+            recorded.push(croston_forecast(size, interval, factor));
+        }
+        croston_observe(size, interval, since_demand, y);
+        index += 1;
+    };
+    let (size_alpha, interval_alpha) = (size.alpha, interval.alpha);
+    let (size_complement, interval_complement) = (1.0 - size_alpha, 1.0 - interval_alpha);
+    // Counted in a float (exact for any count of periods a slice can hold):
+    // converting a u64 at every period costs more than the model.
+    let mut since = *since_demand as f64;
+    let record_from = record_from.saturating_sub(index);
+    for (position, &y) in values.get(index..).unwrap_or(&[]).iter().enumerate() {
+        if position >= record_from {
+            recorded.push(if interval_level > 0.0 {
+                size_level / interval_level * factor
+            } else {
+                size_level * factor
+            });
+        }
+        since += 1.0;
+        let demand = y > 0.0;
+        let new_size = size_alpha * y + size_complement * size_level;
+        let new_interval = interval_alpha * since + interval_complement * interval_level;
+        size_level = if demand { new_size } else { size_level };
+        interval_level = if demand { new_interval } else { interval_level };
+        since = if demand { 0.0 } else { since };
+    }
+    size.level = Some(size_level);
+    interval.level = Some(interval_level);
+    *since_demand = since as u64;
+}
+
+/// `tsb_observe` over `values`, pushing `tsb_forecast` before each value from
+/// index `record_from` on, without branching on the data once the size level
+/// exists (see `croston_replay`).
+fn tsb_replay(
+    probability: &mut Smoother,
+    size: &mut Smoother,
+    values: &[f64],
+    record_from: usize,
+    recorded: &mut Vec<f64>,
+) {
+    let mut index = 0;
+    let (mut probability_level, mut size_level) = loop {
+        if let (Some(probability_level), Some(size_level)) = (probability.level, size.level) {
+            break (probability_level, size_level);
+        }
+        let Some(&y) = values.get(index) else {
+            return;
+        };
+        if index >= record_from {
+            recorded.push(tsb_forecast(probability, size));
+        }
+        tsb_observe(probability, size, y);
+        index += 1;
+    };
+    let (probability_alpha, size_alpha) = (probability.alpha, size.alpha);
+    let (probability_complement, size_complement) = (1.0 - probability_alpha, 1.0 - size_alpha);
+    let record_from = record_from.saturating_sub(index);
+    for (position, &y) in values.get(index..).unwrap_or(&[]).iter().enumerate() {
+        if position >= record_from {
+            recorded.push(probability_level * size_level);
+        }
+        let demand = y > 0.0;
+        let occurred = if demand { 1.0 } else { 0.0 };
+        probability_level =
+            probability_alpha * occurred + probability_complement * probability_level;
+        let new_size = size_alpha * y + size_complement * size_level;
+        size_level = if demand { new_size } else { size_level };
+    }
+    probability.level = Some(probability_level);
+    size.level = Some(size_level);
 }
 
 #[inline]
@@ -806,9 +1175,8 @@ pub(crate) fn replay_forecasts(
     values: &[f64],
     first_origin: usize,
 ) -> Vec<f64> {
-    let mut replay = state.fresh();
     let mut forecasts = Vec::with_capacity(values.len().saturating_sub(first_origin));
-    replay.replay(values, first_origin, &mut forecasts);
+    state.replay_from_scratch(values, first_origin, &mut forecasts);
     forecasts
 }
 
@@ -832,19 +1200,10 @@ fn fitted(kind: ModelKind, values: &[f64], inner: Inner) -> ForecastState {
 
 /// Non-zero demand sizes and the intervals before each (the first counts from
 /// before the first period), as statsforecast's `_demand` and `_intervals`.
+#[cfg(test)]
 fn sizes_and_intervals(values: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    let mut sizes = Vec::new();
-    let mut intervals = Vec::new();
-    let mut since = 0u64;
-    for &y in values {
-        since += 1;
-        if y > 0.0 {
-            sizes.push(y);
-            intervals.push(since as f64);
-            since = 0;
-        }
-    }
-    (sizes, intervals)
+    let history = History::new(values, &mut Scratch::default());
+    (history.sizes, history.intervals)
 }
 
 fn tsb_inner(alpha_size: f64, alpha_probability: f64) -> Inner {
@@ -858,26 +1217,29 @@ fn tsb_inner(alpha_size: f64, alpha_probability: f64) -> Inner {
 /// smoother on `TSB_BOUNDS`: the size constant on the non-zero sizes, the
 /// probability constant on the 0/1 occurrence series (as CrostonOptimized fits
 /// its two smoothers separately).
-fn tsb_constants(values: &[f64]) -> (f64, f64) {
-    let (sizes, _) = sizes_and_intervals(values);
-    let occurrences: Vec<f64> = values
-        .iter()
-        .map(|&y| if y > 0.0 { 1.0 } else { 0.0 })
-        .collect();
-    (
-        optimal_alpha(&sizes, TSB_BOUNDS.0, TSB_BOUNDS.1),
+fn tsb_constants(history: &History<'_>, scratch: &mut Scratch) -> (f64, f64) {
+    let mut occurrences = scratch.take();
+    occurrences.extend(
+        history
+            .values
+            .iter()
+            .map(|&y| if y > 0.0 { 1.0 } else { 0.0 }),
+    );
+    let constants = (
+        optimal_alpha(&history.sizes, TSB_BOUNDS.0, TSB_BOUNDS.1),
         optimal_alpha(&occurrences, TSB_BOUNDS.0, TSB_BOUNDS.1),
-    )
+    );
+    scratch.give(occurrences);
+    constants
 }
 
-/// Rounded mean interval between non-zero demands (the ADIDA bucket width and
-/// the widest IMAPA level), `None` for an all-zero series. The intervals sum to
-/// the position of the last demand, so their mean is that over the count.
-/// Python rounds half to even, and so do we.
-fn mean_interval_width(values: &[f64]) -> Option<usize> {
-    let count = values.iter().filter(|&&y| y > 0.0).count();
+/// Rounded mean interval between the `count` non-zero demands of `values` (the
+/// ADIDA bucket width and the widest IMAPA level), `None` for an all-zero
+/// series. The intervals sum to the position of the last demand, so their mean
+/// is that over the count. Python rounds half to even, and so do we.
+fn mean_interval_width(values: &[f64], count: usize) -> Option<usize> {
     let last = values.iter().rposition(|&y| y > 0.0)?;
-    let mean = (last + 1) as f64 / count as f64;
+    let mean = (last + 1) as f64 / count.max(1) as f64;
     // mean <= values.len(), so the cast is in range.
     Some((mean.round_ties_even() as usize).max(1))
 }
@@ -888,15 +1250,17 @@ fn mean_interval_width(values: &[f64]) -> Option<usize> {
 /// bucket: the last value), which IMAPA does not use. All-zero history gives
 /// no level (a zero forecast, as statsforecast's) and a mid-range constant for
 /// later updates.
-fn bucketed(values: &[f64], width: usize, adida_rules: bool) -> Bucketed {
+fn bucketed(values: &[f64], width: usize, adida_rules: bool, scratch: &mut Scratch) -> Bucketed {
     let width = width.max(1);
     let default_alpha = (CROSTON_BOUNDS.0 + CROSTON_BOUNDS.1) / 2.0;
-    let sums: Vec<f64> = values
-        .get(values.len() % width..)
-        .unwrap_or(&[])
-        .chunks_exact(width)
-        .map(|chunk| chunk.iter().sum())
-        .collect();
+    let mut sums = scratch.take();
+    sums.extend(
+        values
+            .get(values.len() % width..)
+            .unwrap_or(&[])
+            .chunks_exact(width)
+            .map(|chunk| chunk.iter().sum::<f64>()),
+    );
     let sums_smoother = if values.iter().all(|&y| y == 0.0) {
         Smoother::new(default_alpha)
     } else if adida_rules && sums.len() <= 1 {
@@ -908,6 +1272,7 @@ fn bucketed(values: &[f64], width: usize, adida_rules: bool) -> Bucketed {
         let alpha = optimal_alpha(&sums, CROSTON_BOUNDS.0, CROSTON_BOUNDS.1);
         Smoother::over(alpha, &sums)
     };
+    scratch.give(sums);
     Bucketed {
         width,
         sums: sums_smoother,
@@ -1249,6 +1614,72 @@ pub(crate) mod tests {
                 }
                 assert_eq!(state.forecast(10), whole.forecast(10), "{kind}");
                 assert_eq!(state.observations(), 40);
+            }
+        }
+    }
+
+    /// `fit_candidates`, which shares work between the candidates, gives each
+    /// the very state and forecasts of fitting it alone.
+    #[test]
+    fn candidates_are_what_fitting_each_alone_gives() {
+        let mut rng = Rng::new(43);
+        let mut scratch = Scratch::default();
+        for round in 0..80 {
+            let length = (rng.next_u64() % 120) as usize;
+            let mut values = rng.series(length);
+            if round % 6 == 0 {
+                // One demand only, or none: ADIDA's own rules apply.
+                values.iter_mut().skip(1).for_each(|value| *value = 0.0);
+            }
+            let origin = (length / 2).max(1);
+            let season = if round % 2 == 0 { 7 } else { 52 };
+            let candidates = fit_candidates(&values, season, origin, true, &mut scratch);
+            let kinds: Vec<ModelKind> = candidates.iter().map(|c| c.state.kind()).collect();
+            assert_eq!(kinds, ModelKind::ALL.to_vec());
+            for candidate in candidates {
+                let kind = candidate.state.kind();
+                let (state, forecasts) =
+                    fit_recording(kind, &values, season, Some(origin), &mut scratch);
+                assert_eq!(candidate.state, state, "{kind}");
+                let bits =
+                    |forecasts: &[f64]| forecasts.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&candidate.forecasts), bits(&forecasts), "{kind}");
+            }
+        }
+    }
+
+    /// `replay` (with its branch-free loops) gives the very bits of forecasting
+    /// and observing one period at a time, for every model, from every origin.
+    #[test]
+    fn replay_matches_one_period_at_a_time() {
+        let mut rng = Rng::new(19);
+        for round in 0..60 {
+            let length = (rng.next_u64() % 70) as usize;
+            let mut values = rng.series(length);
+            if round % 4 == 0 {
+                values
+                    .iter_mut()
+                    .take(length / 2)
+                    .for_each(|value| *value = 0.0);
+            }
+            let record_from = (rng.next_u64() % 80) as usize;
+            for kind in ModelKind::ALL {
+                let fitted = ForecastState::fit(kind, &values, 7).expect("valid");
+                let mut replayed = fitted.fresh();
+                let mut recorded = Vec::new();
+                replayed.replay(&values, record_from, &mut recorded);
+                let mut stepped = fitted.fresh();
+                let mut expected = Vec::new();
+                for (index, &y) in values.iter().enumerate() {
+                    if index >= record_from {
+                        expected.push(stepped.forecast_step(1));
+                    }
+                    stepped.observe(y);
+                }
+                let bits =
+                    |forecasts: &[f64]| forecasts.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&recorded), bits(&expected), "{kind}");
+                assert_eq!(replayed, stepped, "{kind}");
             }
         }
     }

@@ -14,15 +14,20 @@
 //!
 //! `auto` scores every candidate by its mean squared error over all (origin,
 //! step) pairs (the loss RMSSE scales, per series) and by default forecasts the
-//! mean of the three best (`SelectionRule::Pool`).
+//! mean of the three best (`SelectionRule::Pool`). A flat model's forecast for
+//! every step from origin `t` is its state at `t`, so one replay per candidate
+//! (recorded while fitting, `models::fit_candidates`) gives all its errors, and
+//! the pool's are those of its members' recorded forecasts averaged.
 //!
 //! Invariants: only the values passed in are used (a caller evaluating on a
 //! holdout passes the history before it, and nothing of the holdout reaches the
 //! choice); the result is a deterministic function of the input; ties go to the
 //! model earlier in `ModelKind::ALL`.
 
+use std::borrow::Cow;
+
 use super::models::{
-    ForecastState, ModelChoice, ModelKind, fit_recording, fit_valid as fit_model, replay_forecasts,
+    ForecastState, ModelChoice, ModelKind, Scratch, fit_candidates, fit_recording, replay_forecasts,
 };
 use super::series::{InvalidValue, validate_values};
 
@@ -92,15 +97,85 @@ pub struct Score {
 }
 
 /// Rolling-origin errors (`actual - forecast`) of one model on its history.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Origin `first_origin + o` has `min(horizon, origin_count - o)` errors, 1, 2,
+/// ... steps ahead (rows are shorter where the history ends first). A flat
+/// model's errors are kept as what they are made of, the actual values and one
+/// forecast per origin (a quarter of the memory of the errors themselves at 8
+/// steps ahead); other models' errors are kept one by one.
+#[derive(Clone, Debug)]
 pub struct Backtest {
     horizon: usize,
     first_origin: usize,
     origin_count: usize,
-    /// Rows one after the other: origin `first_origin + o` has
-    /// `min(horizon, origin_count - o)` errors, 1, 2, ... steps ahead (rows are
-    /// shorter where the history ends first).
-    errors: Vec<f64>,
+    errors: Errors,
+}
+
+#[derive(Clone, Debug)]
+enum Errors {
+    /// Origin `o`, step `s` (0-based): `actuals[o + s] - forecasts[o]`.
+    Flat {
+        actuals: Vec<f64>,
+        forecasts: Vec<f64>,
+    },
+    /// The rows one after the other.
+    Rows(Vec<f64>),
+}
+
+/// The errors of one origin, in step order.
+enum RowErrors<'a> {
+    Flat {
+        actuals: std::slice::Iter<'a, f64>,
+        forecast: f64,
+    },
+    Rows(std::slice::Iter<'a, f64>),
+}
+
+impl Iterator for RowErrors<'_> {
+    type Item = f64;
+
+    fn next(&mut self) -> Option<f64> {
+        match self {
+            RowErrors::Flat { actuals, forecast } => {
+                actuals.next().map(|actual| actual - *forecast)
+            }
+            RowErrors::Rows(errors) => errors.next().copied(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let length = match self {
+            RowErrors::Flat { actuals, .. } => actuals.len(),
+            RowErrors::Rows(errors) => errors.len(),
+        };
+        (length, Some(length))
+    }
+}
+
+impl ExactSizeIterator for RowErrors<'_> {}
+
+impl Default for Backtest {
+    fn default() -> Self {
+        Backtest {
+            horizon: 0,
+            first_origin: 0,
+            origin_count: 0,
+            errors: Errors::Rows(Vec::new()),
+        }
+    }
+}
+
+/// Equal when the errors are, however they are kept.
+impl PartialEq for Backtest {
+    fn eq(&self, other: &Self) -> bool {
+        self.horizon == other.horizon
+            && self.first_origin == other.first_origin
+            && self.origin_count == other.origin_count
+            && self
+                .row_errors()
+                .map(Iterator::collect::<Vec<_>>)
+                .eq(other.row_errors().map(Iterator::collect::<Vec<_>>))
+    }
 }
 
 impl Backtest {
@@ -121,37 +196,62 @@ impl Backtest {
 
     /// Number of (origin, step) errors.
     pub fn error_count(&self) -> usize {
-        self.errors.len()
+        match &self.errors {
+            Errors::Flat { .. } => error_count(self.origin_count, self.horizon),
+            Errors::Rows(errors) => errors.len(),
+        }
     }
 
     /// The errors of each origin, in order.
-    pub fn rows(&self) -> impl Iterator<Item = &[f64]> + '_ {
+    pub fn rows(&self) -> impl Iterator<Item = Cow<'_, [f64]>> + '_ {
+        self.row_errors().map(|row| match row {
+            RowErrors::Rows(errors) => Cow::Borrowed(errors.as_slice()),
+            flat => Cow::Owned(flat.collect()),
+        })
+    }
+
+    /// Each origin's errors, without copying them.
+    fn row_errors(&self) -> impl Iterator<Item = RowErrors<'_>> + '_ {
         let mut offset = 0;
         (0..self.origin_count).map(move |origin| {
             let length = self.horizon.min(self.origin_count - origin);
-            let row = self.errors.get(offset..offset + length).unwrap_or(&[]);
-            offset += length;
-            row
+            match &self.errors {
+                Errors::Flat { actuals, forecasts } => RowErrors::Flat {
+                    actuals: actuals.get(origin..origin + length).unwrap_or(&[]).iter(),
+                    forecast: forecasts.get(origin).copied().unwrap_or(0.0),
+                },
+                Errors::Rows(errors) => {
+                    let row = errors.get(offset..offset + length).unwrap_or(&[]);
+                    offset += length;
+                    RowErrors::Rows(row.iter())
+                }
+            }
         })
     }
 
     /// Mean squared error over every (origin, step) pair, `None` without any.
     pub fn mse(&self) -> Option<f64> {
-        let count = self.errors.len();
-        (count > 0).then(|| self.errors.iter().map(|e| e * e).sum::<f64>() / count as f64)
+        let count = self.error_count();
+        (count > 0).then(|| {
+            self.row_errors()
+                .flatten()
+                .map(|error| error * error)
+                .sum::<f64>()
+                / count as f64
+        })
     }
 
     /// Errors `step` periods ahead (1-based), one per origin that reaches it.
     pub fn step_errors(&self, step: usize) -> Vec<f64> {
         let index = step.max(1) - 1;
-        self.rows()
-            .filter_map(|row| row.get(index).copied())
+        self.row_errors()
+            .filter_map(|mut row| row.nth(index))
             .collect()
     }
 
     /// Every error at any step, pooled.
     pub fn all_errors(&self) -> Vec<f64> {
-        self.errors.clone()
+        self.row_errors().flatten().collect()
     }
 
     /// Errors of the total over steps `first_step..=last_step` (1-based): for each
@@ -162,8 +262,9 @@ impl Backtest {
         if first > last {
             return Vec::new();
         }
-        self.rows()
-            .filter_map(|row| row.get(first..=last).map(|window| window.iter().sum()))
+        self.row_errors()
+            .filter(|row| row.len() > last)
+            .map(|row| row.skip(first).take(last - first + 1).sum())
             .collect()
     }
 }
@@ -225,21 +326,47 @@ pub(crate) fn fit_valid(
     season_length: usize,
     rule: SelectionRule,
 ) -> ModelFit {
+    fit_valid_with(
+        values,
+        horizon,
+        choice,
+        season_length,
+        rule,
+        &mut Scratch::default(),
+    )
+}
+
+/// `fit_valid` with buffers kept from fitting earlier series.
+pub(crate) fn fit_valid_with(
+    values: &[f64],
+    horizon: usize,
+    choice: ModelChoice,
+    season_length: usize,
+    rule: SelectionRule,
+    scratch: &mut Scratch,
+) -> ModelFit {
     let horizon = horizon.max(1);
     let origin = first_origin(values.len());
-    let (state, scores) = match choice {
-        ModelChoice::Fixed(kind) => (fit_model(kind, values, season_length), Vec::new()),
-        ModelChoice::Auto if values.len() < MIN_HISTORY_FOR_SELECTION => (
-            fit_model(SHORT_HISTORY_MODEL, values, season_length),
-            Vec::new(),
-        ),
-        ModelChoice::Auto => choose(values, horizon, season_length, rule),
+    let fixed = |kind: ModelKind, scratch: &mut Scratch| {
+        let (state, forecasts) = fit_recording(kind, values, season_length, Some(origin), scratch);
+        let backtest = if state.is_flat() {
+            flat_backtest(&forecasts, values, horizon, origin)
+        } else {
+            backtest(&state, values, horizon, origin)
+        };
+        scratch.give(forecasts);
+        ModelFit {
+            state,
+            backtest,
+            scores: Vec::new(),
+        }
     };
-    let backtest = backtest(&state, values, horizon, origin);
-    ModelFit {
-        state,
-        backtest,
-        scores,
+    match choice {
+        ModelChoice::Fixed(kind) => fixed(kind, scratch),
+        ModelChoice::Auto if values.len() < MIN_HISTORY_FOR_SELECTION => {
+            fixed(SHORT_HISTORY_MODEL, scratch)
+        }
+        ModelChoice::Auto => choose(values, horizon, season_length, rule, scratch),
     }
 }
 
@@ -250,59 +377,127 @@ pub fn backtest(
     horizon: usize,
     first_origin: usize,
 ) -> Backtest {
+    if state.is_flat() {
+        let forecasts = replay_forecasts(state, values, first_origin.min(values.len()));
+        return flat_backtest(&forecasts, values, horizon, first_origin);
+    }
+    stepped_backtest(state, values, horizon, first_origin)
+}
+
+/// `backtest` by replaying one period at a time and forecasting every step from
+/// each origin (what a model whose forecast changes with the step needs), the
+/// errors kept one by one.
+fn stepped_backtest(
+    state: &ForecastState,
+    values: &[f64],
+    horizon: usize,
+    first_origin: usize,
+) -> Backtest {
     let first_origin = first_origin.min(values.len());
     let scored = values.get(first_origin..).unwrap_or(&[]);
-    let mut errors = Vec::with_capacity(scored.len() * horizon);
-    if state.is_flat() {
-        let forecasts = replay_forecasts(state, values, first_origin);
-        for (index, forecast) in forecasts.iter().enumerate() {
-            let ahead = scored.get(index..).unwrap_or(&[]).iter().take(horizon);
-            errors.extend(ahead.map(|actual| actual - forecast));
-        }
-    } else {
-        let mut replay = state.fresh();
-        for &y in values.get(..first_origin).unwrap_or(&[]) {
-            replay.observe(y);
-        }
-        for (index, &y) in scored.iter().enumerate() {
-            let ahead = scored.get(index..).unwrap_or(&[]).iter().take(horizon);
-            errors.extend(
-                ahead
-                    .enumerate()
-                    .map(|(step, actual)| actual - replay.forecast_step(step + 1)),
-            );
-            replay.observe(y);
-        }
+    let mut errors = Vec::with_capacity(error_count(scored.len(), horizon));
+    let mut replay = state.fresh();
+    for &y in values.get(..first_origin).unwrap_or(&[]) {
+        replay.observe(y);
+    }
+    for (index, &y) in scored.iter().enumerate() {
+        let ahead = scored.get(index..).unwrap_or(&[]).iter().take(horizon);
+        errors.extend(
+            ahead
+                .enumerate()
+                .map(|(step, actual)| actual - replay.forecast_step(step + 1)),
+        );
+        replay.observe(y);
     }
     Backtest {
         horizon,
         first_origin,
         origin_count: scored.len(),
-        errors,
+        errors: Errors::Rows(errors),
     }
 }
 
-/// One candidate's squared error per origin.
-struct Candidate {
-    state: ForecastState,
-    losses: Vec<f64>,
+/// Number of (origin, step) pairs of `origins` origins, `horizon` steps each
+/// where the history lasts.
+fn error_count(origins: usize, horizon: usize) -> usize {
+    // Counting origins from the end: the k-th last has min(k, horizon) steps.
+    let short = horizon.min(origins);
+    short * (short + 1) / 2 + (origins - short) * horizon
 }
 
-/// Squared error per origin of flat forecasts.
-fn flat_losses(forecasts: &[f64], scored: &[f64], horizon: usize) -> Vec<f64> {
-    forecasts
-        .iter()
-        .enumerate()
-        .map(|(index, &forecast)| {
-            scored
-                .get(index..)
-                .unwrap_or(&[])
-                .iter()
-                .take(horizon)
-                .map(|actual| (actual - forecast) * (actual - forecast))
-                .sum()
-        })
-        .collect()
+/// The backtest of a flat model from its one-step forecast at each origin
+/// (`forecasts[i]` made before period `first_origin + i`), which is also its
+/// forecast for every later step from that origin.
+fn flat_backtest(
+    forecasts: &[f64],
+    values: &[f64],
+    horizon: usize,
+    first_origin: usize,
+) -> Backtest {
+    let first_origin = first_origin.min(values.len());
+    let scored = values.get(first_origin..).unwrap_or(&[]);
+    // One forecast per origin (a replay records exactly that many).
+    let mut forecasts = forecasts.get(..scored.len()).unwrap_or(forecasts).to_vec();
+    forecasts.resize(scored.len(), 0.0);
+    Backtest {
+        horizon,
+        first_origin,
+        origin_count: scored.len(),
+        errors: Errors::Flat {
+            actuals: scored.to_vec(),
+            forecasts,
+        },
+    }
+}
+
+/// Origins whose losses `flat_losses` sums side by side.
+const ORIGIN_BLOCK: usize = 8;
+
+/// Squared error per origin of flat forecasts (`forecasts[i]` for origin `i`
+/// of `scored`), into `losses`. Each origin's sum adds its steps in order; the
+/// sums of `ORIGIN_BLOCK` origins are kept side by side in registers, one step
+/// at a time, so the processor computes them together.
+#[inline(never)] // on its own, its sums stay in registers
+fn flat_losses(forecasts: &[f64], scored: &[f64], horizon: usize, losses: &mut Vec<f64>) {
+    losses.clear();
+    let origins = forecasts.len().min(scored.len());
+    // Origins before `full` have all `horizon` steps inside the history.
+    let full = scored
+        .len()
+        .saturating_sub(horizon.saturating_sub(1))
+        .min(origins);
+    let mut start = 0;
+    while start + ORIGIN_BLOCK <= full {
+        let Some(block) = forecasts
+            .get(start..start + ORIGIN_BLOCK)
+            .and_then(|block| <&[f64; ORIGIN_BLOCK]>::try_from(block).ok())
+        else {
+            break;
+        };
+        let mut sums = [0.0; ORIGIN_BLOCK];
+        for step in 0..horizon {
+            let from = start + step;
+            let Some(actuals) = scored
+                .get(from..from + ORIGIN_BLOCK)
+                .and_then(|actuals| <&[f64; ORIGIN_BLOCK]>::try_from(actuals).ok())
+            else {
+                break;
+            };
+            for lane in 0..ORIGIN_BLOCK {
+                let error = actuals[lane] - block[lane];
+                sums[lane] += error * error;
+            }
+        }
+        losses.extend_from_slice(&sums);
+        start += ORIGIN_BLOCK;
+    }
+    for (origin, forecast) in forecasts.iter().enumerate().take(origins).skip(start) {
+        let ahead = scored.get(origin..).unwrap_or(&[]).iter().take(horizon);
+        losses.push(ahead.fold(0.0, |sum, actual| {
+            let error = actual - forecast;
+            sum + error * error
+        }));
+    }
 }
 
 fn choose(
@@ -310,67 +505,43 @@ fn choose(
     horizon: usize,
     season_length: usize,
     rule: SelectionRule,
-) -> (ForecastState, Vec<Score>) {
+    scratch: &mut Scratch,
+) -> ModelFit {
     let origin = first_origin(values.len());
     let scored = values.get(origin..).unwrap_or(&[]);
-    let pairs: usize = (0..scored.len())
-        .map(|index| horizon.min(scored.len() - index))
-        .sum();
-    let mut candidates: Vec<Candidate> = Vec::with_capacity(ModelKind::ALL.len());
-    // Forecasts of the combination's members at each origin, summed.
-    let mut combined = vec![0.0; scored.len()];
-    let mut members: Vec<ForecastState> = Vec::with_capacity(ModelKind::COMBINED.len());
-    for kind in ModelKind::COMBINED {
-        let (state, forecasts) = fit_recording(kind, values, season_length, Some(origin));
-        for (total, forecast) in combined.iter_mut().zip(&forecasts) {
-            *total += forecast;
-        }
-        let losses = flat_losses(&forecasts, scored, horizon);
-        members.push(state.clone());
-        candidates.push(Candidate { state, losses });
-    }
-    for total in &mut combined {
-        *total /= ModelKind::COMBINED.len() as f64;
-    }
-    candidates.push(Candidate {
-        state: ForecastState::combination(ModelKind::Combination, members),
-        losses: flat_losses(&combined, scored, horizon),
-    });
-    for kind in ModelKind::ALL {
-        match kind {
-            _ if ModelKind::COMBINED.contains(&kind) || kind == ModelKind::Combination => {}
-            // Only with a whole season before the first origin.
-            ModelKind::SeasonalNaive if origin < season_length.max(1) => {}
-            ModelKind::SeasonalNaive => {
-                let state = fit_model(kind, values, season_length);
-                let losses = backtest(&state, values, horizon, origin)
-                    .rows()
-                    .map(|row| row.iter().map(|error| error * error).sum())
-                    .collect();
-                candidates.push(Candidate { state, losses });
-            }
-            _ => {
-                let (state, forecasts) = fit_recording(kind, values, season_length, Some(origin));
-                let losses = flat_losses(&forecasts, scored, horizon);
-                candidates.push(Candidate { state, losses });
-            }
-        }
-    }
-    // Back in `ModelKind::ALL` order, which breaks ties.
-    candidates.sort_by_key(|candidate| {
-        ModelKind::ALL
-            .iter()
-            .position(|&kind| kind == candidate.state.kind())
-    });
-
+    let pairs = error_count(scored.len(), horizon);
+    // Only with a whole season before the first origin.
+    let with_seasonal_naive = origin >= season_length.max(1);
+    let mut candidates =
+        fit_candidates(values, season_length, origin, with_seasonal_naive, scratch);
     let denominator = pairs.max(1) as f64;
-    let scores: Vec<Score> = candidates
-        .iter()
-        .map(|candidate| Score {
-            kind: candidate.state.kind(),
-            mse: candidate.losses.iter().sum::<f64>() / denominator,
-        })
-        .collect();
+    let mut losses: Vec<Vec<f64>> = Vec::new();
+    let mut spare = scratch.take();
+    let mut scores: Vec<Score> = Vec::with_capacity(candidates.len());
+    for candidate in &candidates {
+        let kind = candidate.state.kind();
+        let keep = rule == SelectionRule::OneStandardError;
+        let mut own = Vec::new();
+        let target = if keep { &mut own } else { &mut spare };
+        if candidate.state.is_flat() {
+            flat_losses(&candidate.forecasts, scored, horizon, target);
+        } else {
+            target.clear();
+            target.extend(
+                backtest(&candidate.state, values, horizon, origin)
+                    .rows()
+                    .map(|row| row.iter().map(|error| error * error).sum::<f64>()),
+            );
+        }
+        scores.push(Score {
+            kind,
+            mse: target.iter().sum::<f64>() / denominator,
+        });
+        if keep {
+            losses.push(own);
+        }
+    }
+    scratch.give(spare);
     // Candidate indices from least to most error; the sort is stable, so ties
     // keep `ModelKind::ALL` order.
     let mut ranking: Vec<usize> = (0..scores.len()).collect();
@@ -381,33 +552,71 @@ fn choose(
     let best = ranking.first().copied().unwrap_or(0);
     let chosen = match rule {
         SelectionRule::Pool => {
-            let mut pool: Vec<Option<ForecastState>> = candidates
+            let members: Vec<usize> = ranking.iter().take(POOL_SIZE).copied().collect();
+            // The pool's forecast at each origin: its members' summed in pool
+            // order, over their count, as `ForecastState::forecast_step` does.
+            let mut pooled = scratch.take();
+            pooled.resize(scored.len(), 0.0);
+            for &index in &members {
+                if let Some(member) = candidates.get(index) {
+                    for (total, forecast) in pooled.iter_mut().zip(&member.forecasts) {
+                        *total += forecast;
+                    }
+                }
+            }
+            for total in &mut pooled {
+                *total /= members.len().max(1) as f64;
+            }
+            let mut slots: Vec<Option<ForecastState>> = candidates
                 .into_iter()
-                .map(|candidate| Some(candidate.state))
+                .map(|candidate| {
+                    scratch.give(candidate.forecasts);
+                    Some(candidate.state)
+                })
                 .collect();
-            let members: Vec<ForecastState> = ranking
+            let states: Vec<ForecastState> = members
                 .iter()
-                .take(POOL_SIZE)
-                .filter_map(|&index| pool.get_mut(index).and_then(Option::take))
+                .filter_map(|&index| slots.get_mut(index).and_then(Option::take))
                 .collect();
-            return (ForecastState::combination(ModelKind::Pool, members), scores);
+            let state = ForecastState::combination(ModelKind::Pool, states);
+            let backtest = if state.is_flat() {
+                flat_backtest(&pooled, values, horizon, origin)
+            } else {
+                backtest(&state, values, horizon, origin)
+            };
+            scratch.give(pooled);
+            return ModelFit {
+                state,
+                backtest,
+                scores,
+            };
         }
         SelectionRule::LeastError => best,
         SelectionRule::OneStandardError => {
-            let best_losses = candidates
-                .get(best)
-                .map(|candidate| candidate.losses.as_slice())
-                .unwrap_or(&[]);
-            candidates
+            let best_losses = losses.get(best).map(Vec::as_slice).unwrap_or(&[]);
+            losses
                 .iter()
                 .position(|candidate| {
-                    within_one_standard_error(&candidate.losses, best_losses, denominator, horizon)
+                    within_one_standard_error(candidate, best_losses, denominator, horizon)
                 })
                 .unwrap_or(best)
         }
     };
-    let state = candidates.swap_remove(chosen.min(candidates.len().saturating_sub(1)));
-    (state.state, scores)
+    let chosen = candidates.swap_remove(chosen.min(candidates.len().saturating_sub(1)));
+    for candidate in candidates {
+        scratch.give(candidate.forecasts);
+    }
+    let backtest = if chosen.state.is_flat() {
+        flat_backtest(&chosen.forecasts, values, horizon, origin)
+    } else {
+        backtest(&chosen.state, values, horizon, origin)
+    };
+    scratch.give(chosen.forecasts);
+    ModelFit {
+        state: chosen.state,
+        backtest,
+        scores,
+    }
 }
 
 /// True when the mean squared error of `losses` exceeds that of `best` by no
@@ -457,6 +666,7 @@ fn within_one_standard_error(losses: &[f64], best: &[f64], pairs: f64, horizon: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::forecast::models::fit_valid as fit_model;
     use crate::forecast::models::tests::Rng;
 
     fn auto(values: &[f64], rule: SelectionRule) -> ModelFit {
@@ -481,6 +691,48 @@ mod tests {
         assert_eq!(backtest.window_errors(1, 2), vec![0.0]);
         assert_eq!(backtest.window_errors(2, 2), vec![3.0]);
         assert!(backtest.window_errors(2, 1).is_empty());
+    }
+
+    /// A flat model's backtest, kept as forecasts and actuals, answers every
+    /// question with the very bits of its errors replayed and kept one by one.
+    #[test]
+    fn flat_backtests_agree_with_stepped_ones() {
+        let mut rng = Rng::new(37);
+        for round in 0..40 {
+            let length = (rng.next_u64() % 50) as usize;
+            let values = rng.series(length);
+            let horizon = 1 + (rng.next_u64() % 9) as usize;
+            let origin = first_origin(values.len());
+            let kind = ModelKind::ALL[round % ModelKind::ALL.len()];
+            let state = fit_model(kind, &values, 7);
+            if !state.is_flat() {
+                continue;
+            }
+            let flat = backtest(&state, &values, horizon, origin);
+            let stepped = stepped_backtest(&state, &values, horizon, origin);
+            assert!(matches!(flat.errors, Errors::Flat { .. }));
+            assert_eq!(flat, stepped, "{kind}");
+            let bits = |errors: Vec<f64>| errors.iter().map(|e| e.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(flat.all_errors()), bits(stepped.all_errors()));
+            assert_eq!(flat.error_count(), stepped.error_count());
+            assert_eq!(
+                flat.mse().map(f64::to_bits),
+                stepped.mse().map(f64::to_bits)
+            );
+            for step in 0..=horizon + 1 {
+                assert_eq!(
+                    bits(flat.step_errors(step)),
+                    bits(stepped.step_errors(step))
+                );
+                for last in step..=horizon + 1 {
+                    assert_eq!(
+                        bits(flat.window_errors(step, last)),
+                        bits(stepped.window_errors(step, last))
+                    );
+                }
+            }
+            assert!(flat.rows().eq(stepped.rows()));
+        }
     }
 
     #[test]
