@@ -59,6 +59,9 @@ enum Command {
     /// Forecast demand from a long-format CSV file (`unique_id,ds,y`) with
     /// fabflow's models; writes `unique_id,ds,y_hat` to standard output.
     Forecast(crate::solve::ForecastArgs),
+    /// Solve a Solomon (VRPTW) or Li & Lim (PDPTW) instance with the courier
+    /// router; prints JSON with `vehicles`, `distance` and `routes`.
+    Route(crate::solve::RouteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +183,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => import(&file, &url, &token, idempotency_key.as_deref()).await,
         Command::Forecast(args) => Ok(crate::solve::forecast(args)),
+        Command::Route(args) => Ok(crate::solve::route(args)),
     }
 }
 

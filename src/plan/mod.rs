@@ -4,6 +4,7 @@
 
 pub mod route;
 pub mod schedule;
+pub mod vrp;
 
 pub use route::{CourierSlot, RouteOrder, RoutePlan, RouteStop, Travel, plan_routes};
 pub use schedule::{FactorySite, JobCandidate, MachineSlot, assign_jobs, choose_factory};
