@@ -219,14 +219,7 @@ fn optional_text(
 ) -> Option<String> {
     match object.get(key) {
         None | Some(Value::Null) => None,
-        Some(Value::String(text)) => Some(text.clone()),
-        Some(other) => {
-            errors.push(FieldError::new(
-                format!("{at}/{key}"),
-                format!("must be a string, got {}", kind(other)),
-            ));
-            None
-        }
+        Some(_) => required_text(object, key, at, errors),
     }
 }
 
@@ -236,20 +229,9 @@ fn required_text(
     at: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<String> {
-    match object.get(key) {
-        Some(Value::String(text)) => Some(text.clone()),
-        None => {
-            errors.push(FieldError::new(format!("{at}/{key}"), "is required"));
-            None
-        }
-        Some(other) => {
-            errors.push(FieldError::new(
-                format!("{at}/{key}"),
-                format!("must be a string, got {}", kind(other)),
-            ));
-            None
-        }
-    }
+    required(object, key, at, "a string", errors, |v| {
+        v.as_str().map(str::to_string)
+    })
 }
 
 fn number(
@@ -258,18 +240,34 @@ fn number(
     at: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<f64> {
+    required(object, key, at, "a number", errors, Value::as_f64)
+}
+
+/// `object[key]` read by `read`, or a problem at `at/key`: missing, or not
+/// `what`.
+fn required<T>(
+    object: &Map<String, Value>,
+    key: &str,
+    at: &str,
+    what: &str,
+    errors: &mut Vec<FieldError>,
+    read: impl Fn(&Value) -> Option<T>,
+) -> Option<T> {
+    let pointer = || format!("{at}/{key}");
     match object.get(key) {
-        Some(Value::Number(number)) => number.as_f64(),
         None => {
-            errors.push(FieldError::new(format!("{at}/{key}"), "is required"));
+            errors.push(FieldError::new(pointer(), "is required"));
             None
         }
-        Some(other) => {
-            errors.push(FieldError::new(
-                format!("{at}/{key}"),
-                format!("must be a number, got {}", kind(other)),
-            ));
-            None
+        Some(value) => {
+            let read = read(value);
+            if read.is_none() {
+                errors.push(FieldError::new(
+                    pointer(),
+                    format!("must be {what}, got {}", kind(value)),
+                ));
+            }
+            read
         }
     }
 }
