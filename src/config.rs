@@ -330,6 +330,21 @@ impl Config {
                 );
             }
         }
+        if let MqttConfig::Embedded { listen } = &self.mqtt
+            && listen.port() != 0
+            && listen.port() == self.http.listen.port()
+            && (listen.ip() == self.http.listen.ip()
+                || listen.ip().is_unspecified()
+                || self.http.listen.ip().is_unspecified())
+        {
+            problem(
+                "mqtt.listen".into(),
+                format!(
+                    "{listen} is also http.listen ({}); the two need their own ports",
+                    self.http.listen
+                ),
+            );
+        }
         let url = &self.database.url;
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")

@@ -42,6 +42,31 @@ fn check_config_accepts_the_shipped_files_and_names_every_problem() {
         "{stderr}"
     );
     assert!(stderr.contains("bad.toml"), "{stderr}");
+    // HTTP and the embedded broker on one address; a SKU no machine can make.
+    let demo = std::fs::read_to_string("config/demo.toml").expect("demo config");
+    let clash = demo.replace("listen = \"127.0.0.1:1883\"", "listen = \"127.0.0.1:8080\"")
+        + "\n[[machines]]\nid = \"p1\"\nfactory = \"centre\"\nmodel = \"acme-dtg-200\"\naddress = \"127.0.0.1:9\"\n";
+    let clash_path = dir.path().join("clash.toml");
+    std::fs::write(&clash_path, clash).expect("write");
+    let out = fabflow(&["check-config", clash_path.to_str().expect("path")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("mqtt.listen: 127.0.0.1:8080 is also http.listen"),
+        "{stderr}"
+    );
+    let no_press = demo
+        + "\n[[machines]]\nid = \"p1\"\nfactory = \"centre\"\nmodel = \"acme-dtg-200\"\naddress = \"127.0.0.1:9\"\n";
+    std::fs::write(&clash_path, no_press).expect("write");
+    let out = fabflow(&["check-config", clash_path.to_str().expect("path")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "skus.tee-black-m.route[1].process: no configured machine can do \"heat_press\""
+        ),
+        "{stderr}"
+    );
     let out = fabflow(&["check-config", "no/such/file.toml"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/file.toml"));
@@ -145,13 +170,20 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
             &format!("sqlite://{}", db.display()),
         );
     // Machines nobody answers for: orders are accepted; the daemon keeps trying.
-    let machines = ["acme-dtg-200", "heatwave-hp-40", "lumen-uv-6"]
-        .iter()
-        .enumerate()
-        .map(|(i, model)| {
-            format!("\n[[machines]]\nid = \"m{i}\"\nfactory = \"centre\"\nmodel = \"{model}\"\naddress = \"127.0.0.1:9\"\n")
-        })
-        .collect::<String>();
+    // (One per process the SKUs need; the 3D printer shares unit id 1 with
+    // the DTG printer, so it gets its own address.)
+    let machines = [
+        ("acme-dtg-200", "127.0.0.1:9"),
+        ("heatwave-hp-40", "127.0.0.1:9"),
+        ("lumen-uv-6", "127.0.0.1:9"),
+        ("forge-fdm-3", "127.0.0.1:10"),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (model, address))| {
+        format!("\n[[machines]]\nid = \"m{i}\"\nfactory = \"centre\"\nmodel = \"{model}\"\naddress = \"{address}\"\n")
+    })
+    .collect::<String>();
     let path = dir.join("run.toml");
     std::fs::write(&path, text + &machines).expect("write config");
     path

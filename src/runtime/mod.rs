@@ -104,6 +104,25 @@ impl Network {
                 ));
             }
         }
+        // With machines configured, every step of every SKU needs one that can
+        // do it (else every order of that SKU is refused). A configuration
+        // without machines (the demo adds its simulated fleet) is not held
+        // to this.
+        if !machines.is_empty() {
+            for sku in &config.skus {
+                for (index, step) in sku.route.iter().enumerate() {
+                    if !machines
+                        .iter()
+                        .any(|(_, profile)| profile.capabilities.contains(&step.process))
+                    {
+                        problems.push(format!(
+                            "skus.{}.route[{index}].process: no configured machine can do {:?}",
+                            sku.code, step.process
+                        ));
+                    }
+                }
+            }
+        }
         // Every recipe and quantity must fit the registers of every machine
         // that could be given the step.
         for sku in &config.skus {
