@@ -272,7 +272,12 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|err| ConfigError {
             file: file.into(),
-            problems: vec![describe_toml_error(&err)],
+            // A TOML syntax error stops there; wrong keys and types are
+            // looked for in every section and entry, and reported together.
+            problems: match shape_problems(text) {
+                problems if problems.is_empty() => vec![describe_toml_error(&err)],
+                problems => problems,
+            },
         })?;
         let problems = config.problems();
         if problems.is_empty() {
@@ -535,6 +540,83 @@ impl Config {
     }
 }
 
+/// Every unknown key and wrong type in the file, section by section and entry
+/// by entry (`machines.press-2: unknown field `adress`, expected ...`), or
+/// the one syntax error that stops the file from being read at all.
+fn shape_problems(text: &str) -> Vec<String> {
+    fn check<T: serde::de::DeserializeOwned>(value: &toml::Value) -> Option<String> {
+        value
+            .clone()
+            .try_into::<T>()
+            .err()
+            .map(|err| err.message().trim().to_string())
+    }
+    fn each<T: serde::de::DeserializeOwned>(key: &str, value: &toml::Value, out: &mut Vec<String>) {
+        let Some(items) = value.as_array() else {
+            if let Some(problem) = check::<Vec<T>>(value) {
+                out.push(format!("{key}: {problem}"));
+            }
+            return;
+        };
+        for (index, item) in items.iter().enumerate() {
+            if let Some(problem) = check::<T>(item) {
+                // Entries are named by their id (or code) where they have one.
+                let name = item
+                    .get("id")
+                    .or_else(|| item.get("code"))
+                    .and_then(toml::Value::as_str)
+                    .map_or_else(|| format!("[{index}]"), |id| format!(".{id}"));
+                out.push(format!("{key}{name}: {problem}"));
+            }
+        }
+    }
+    let table: toml::Table = match text.parse() {
+        Ok(table) => table,
+        Err(err) => return vec![describe_toml_error(&err)],
+    };
+    let mut out = Vec::new();
+    for (key, value) in &table {
+        let problem = match key.as_str() {
+            "time_scale" => check::<f64>(value),
+            "profile_dirs" => check::<Vec<std::path::PathBuf>>(value),
+            "http" => check::<HttpConfig>(value),
+            "database" => check::<DatabaseConfig>(value),
+            "mqtt" => check::<MqttConfig>(value),
+            "intake" => check::<IntakeConfig>(value),
+            "scheduler" => check::<SchedulerConfig>(value),
+            "zones" => {
+                each::<ZoneConfig>(key, value, &mut out);
+                None
+            }
+            "factories" => {
+                each::<FactoryConfig>(key, value, &mut out);
+                None
+            }
+            "machines" => {
+                each::<MachineConfig>(key, value, &mut out);
+                None
+            }
+            "couriers" => {
+                each::<CourierConfig>(key, value, &mut out);
+                None
+            }
+            "skus" => {
+                each::<Sku>(key, value, &mut out);
+                None
+            }
+            _ => Some(
+                "unknown key (expected time_scale, profile_dirs, http, database, mqtt, intake, \
+                 scheduler, zones, factories, machines, couriers, skus)"
+                    .to_string(),
+            ),
+        };
+        if let Some(problem) = problem {
+            out.push(format!("{key}: {problem}"));
+        }
+    }
+    out
+}
+
 fn describe_toml_error(err: &toml::de::Error) -> String {
     // toml's message names the key and the line; keep it on one line.
     err.to_string()
@@ -561,6 +643,30 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn wrong_keys_and_types_are_reported_together_with_their_places() {
+        let text = "time_scale = \"fast\"\ncolour = 1\n[http]\nlisten = \"127.0.0.1:8080\"\nmax_body_bytes = 1024\nmax_conections = 5\n\
+                    [[machines]]\nid = \"press-2\"\nfactory = \"north\"\nmodel = \"m\"\nadress = \"127.0.0.1:502\"\n\
+                    [[machines]]\nid = \"ok\"\nfactory = \"north\"\nmodel = \"m\"\naddress = \"127.0.0.1:502\"\n";
+        let err = super::Config::parse(text, "t.toml").expect_err("invalid");
+        let keys: Vec<&str> = err
+            .problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            keys,
+            ["colour", "http", "machines.press-2", "time_scale"],
+            "{err}"
+        );
+        assert!(err.problems[1].contains("max_conections"), "{err}");
+        assert!(err.problems[2].contains("adress"), "{err}");
+        // A syntax error is one problem, with its line.
+        let err = super::Config::parse("[http\n", "t.toml").expect_err("syntax");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.problems[0].contains("line 1"), "{err}");
+    }
+
     #[test]
     fn passwords_are_hidden() {
         assert_eq!(
