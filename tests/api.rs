@@ -477,6 +477,11 @@ async fn operators_couriers_and_ops_endpoints() {
         .await
         .expect("text");
     assert!(metrics.contains("fabflow_orders"), "{metrics}");
+    // Every state reads at every scrape, an empty one as 0 (not its last count).
+    assert!(
+        metrics.contains("fabflow_orders{state=\"returned\"} 0"),
+        "{metrics}"
+    );
     let dashboard = client
         .get(format!("{}/", w.base))
         .send()

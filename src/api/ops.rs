@@ -6,7 +6,7 @@ use super::auth::{Caller, Role};
 use super::problem::ApiError;
 use super::views::CourierScheduleView;
 use super::views::{AuditPage, AuditView, EventPage, JobPage, MachineView, job_view, machine_view};
-use crate::domain::{HandoffState, JobState, ModeInput};
+use crate::domain::{HandoffState, JobState, ModeInput, OrderState};
 use crate::store::JobFilter;
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -232,8 +232,10 @@ pub async fn healthz(State(state): State<ApiState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<ApiState>) -> Response {
     if let Ok(counts) = state.runtime.store.order_counts().await {
-        for (state, count) in counts {
-            metrics::gauge!("fabflow_orders", "state" => state.as_str()).set(count as f64);
+        // Every state, so one that emptied reads 0, not its last count.
+        for order_state in OrderState::ALL {
+            let count = counts.get(&order_state).copied().unwrap_or(0);
+            metrics::gauge!("fabflow_orders", "state" => order_state.as_str()).set(count as f64);
         }
     }
     if let Ok(backlog) = state.runtime.store.outbox_backlog().await {
