@@ -18,7 +18,7 @@ pub use client::{AcknowledgedClient, Delivery, MqttClient, connect, connect_ackn
 pub use outbox::{PublishError, run_outbox};
 
 use crate::config::MqttConfig;
-use std::net::SocketAddr;
+use crate::runtime::broker::Embedded;
 
 /// Where the daemon's MQTT clients connect.
 #[derive(Debug, Clone)]
@@ -30,7 +30,9 @@ pub struct BrokerAddress {
 }
 
 impl BrokerAddress {
-    pub fn from_config(config: &MqttConfig, embedded: Option<SocketAddr>) -> BrokerAddress {
+    /// The configured external broker, or the embedded one started (its
+    /// gateway, with the daemon's login).
+    pub fn from_config(config: &MqttConfig, embedded: Option<&Embedded>) -> BrokerAddress {
         match (config, embedded) {
             (
                 MqttConfig::External {
@@ -46,15 +48,18 @@ impl BrokerAddress {
                 username: username.clone(),
                 password: password.clone(),
             },
-            (MqttConfig::Embedded { listen }, addr) => {
-                let addr = addr.unwrap_or(*listen);
-                BrokerAddress {
-                    host: addr.ip().to_string(),
-                    port: addr.port(),
-                    username: None,
-                    password: None,
-                }
-            }
+            (MqttConfig::Embedded { .. }, Some(embedded)) => BrokerAddress {
+                host: embedded.addr.ip().to_string(),
+                port: embedded.addr.port(),
+                username: Some(embedded.daemon_user.clone()),
+                password: Some(embedded.daemon_password.clone()),
+            },
+            (MqttConfig::Embedded { listen }, None) => BrokerAddress {
+                host: listen.ip().to_string(),
+                port: listen.port(),
+                username: None,
+                password: None,
+            },
         }
     }
 
