@@ -269,3 +269,74 @@ async fn a_brand_receives_only_its_own_events() {
     brand_b.stop().await;
     stop(running, fleet).await;
 }
+
+/// Sends `connect` (raw bytes) and returns what the gateway answers before closing.
+async fn raw_answer(broker: &fabflow::runtime::mqtt::BrokerAddress, connect: &[u8]) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((broker.host.as_str(), broker.port))
+        .await
+        .expect("connect");
+    stream.write_all(connect).await.expect("write CONNECT");
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stream.read_to_end(&mut answer),
+    )
+    .await
+    .expect("answer and close in time")
+    .expect("read");
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn other_protocol_versions_wills_and_exactly_once_forgeries_are_refused() {
+    let (running, fleet, _dir) = daemon().await;
+    let broker = &running.daemon.mqtt;
+    // MQTT 5 (level 5): an MQTT 5 CONNACK, 0x84 unsupported protocol version.
+    let v5 = [
+        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 1, b'a',
+    ];
+    assert_eq!(raw_answer(broker, &v5).await, vec![0x20, 3, 0, 0x84, 0]);
+    // MQTT 3.1 (MQIsdp, level 3): CONNACK 1, unacceptable protocol version.
+    let v31 = [
+        0x10, 15, 0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3, 0x02, 0, 60, 0, 1, b'a',
+    ];
+    assert_eq!(raw_answer(broker, &v31).await, vec![0x20, 2, 0, 1]);
+
+    // A courier may not leave a will on an event topic.
+    let van = running.mqtt_login("van-1");
+    let mut options = rumqttc::MqttOptions::new("will-test", van.host.clone(), van.port);
+    let (user, password) = login(&van);
+    options.set_credentials(user, password);
+    options.set_last_will(rumqttc::LastWill::new(
+        "fabflow/v1/events/order.delivered",
+        "forged",
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (_client, mut eventloop) = rumqttc::AsyncClient::new(options, 8);
+    match eventloop.poll().await {
+        Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+            assert_eq!(code, ConnectReturnCode::NotAuthorized)
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // A refused QoS 2 publish closes the connection.
+    let mut client = connect(&van, Some(login(&van))).await.expect("van-1");
+    client
+        .client
+        .publish(
+            "fabflow/v1/events/order.delivered",
+            QoS::ExactlyOnce,
+            false,
+            "forged",
+        )
+        .await
+        .expect("publish requested");
+    assert!(
+        client.closed().await,
+        "the connection stays open after a refused QoS 2 publish"
+    );
+    stop(running, fleet).await;
+}

@@ -334,7 +334,7 @@ const MQTT_LIMIT: Duration = Duration::from_secs(20);
 
 /// A test MQTT client: what it receives, sorted by packet kind.
 pub struct Client {
-    client: AsyncClient,
+    pub client: AsyncClient,
     subacks: mpsc::UnboundedReceiver<Vec<SubscribeReasonCode>>,
     pubacks: mpsc::UnboundedReceiver<u16>,
     publishes: mpsc::UnboundedReceiver<Publish>,
@@ -439,6 +439,13 @@ impl Client {
                 return seen;
             }
         }
+    }
+
+    /// Whether the connection ends (the event loop stops) within the limit.
+    pub async fn closed(&mut self) -> bool {
+        tokio::time::timeout(MQTT_LIMIT, &mut self.task)
+            .await
+            .is_ok()
     }
 
     pub async fn stop(self) {
