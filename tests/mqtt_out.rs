@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 fn test_broker() -> BrokerAddress {
     let addr = fabflow::runtime::broker::start_open("127.0.0.1:0".parse().expect("address"))
         .expect("embedded broker");
-    BrokerAddress::from_config(&MqttConfig::Embedded { listen: addr }, None)
+    BrokerAddress::from_config(&MqttConfig::Embedded { listen: addr }, None).expect("no TLS")
 }
 
 fn order(n: usize, now: i64) -> NewOrder {

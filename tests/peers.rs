@@ -4,7 +4,9 @@
 //! (FABFLOW_TEST_POSTGRES_URL=postgres://...), and a Mosquitto with the
 //! password and ACL files of docs/mqtt-acl.md
 //! (FABFLOW_TEST_MQTT_ACL_URL=mqtt://host:port; each user's password is
-//! `test-<user>`, see .ci/run).
+//! `test-<user>`, see .ci/run), also over TLS
+//! (FABFLOW_TEST_MQTT_TLS_URL=mqtts://localhost:port, its CA in the PEM file
+//! FABFLOW_TEST_MQTT_TLS_CA).
 
 mod support;
 
@@ -37,7 +39,7 @@ async fn fresh_postgres_url(base: &str) -> String {
 }
 
 async fn run_loop(database_url: Option<String>, broker: Option<(String, u16)>) {
-    run_loop_as(database_url, broker, None).await
+    run_loop_as(database_url, broker, None, None).await
 }
 
 /// Host and port of an `mqtt://host:port` URL.
@@ -54,6 +56,7 @@ fn acl_login(host: &str, port: u16, user: &str) -> BrokerAddress {
         port,
         username: Some(user.to_string()),
         password: Some(format!("test-{user}")),
+        tls: None,
     }
 }
 
@@ -61,6 +64,7 @@ async fn run_loop_as(
     database_url: Option<String>,
     broker: Option<(String, u16)>,
     login: Option<(String, String)>,
+    ca_file: Option<std::path::PathBuf>,
 ) {
     let dir = tempfile::tempdir().expect("temp dir");
     let scale = 2000.0;
@@ -75,6 +79,7 @@ async fn run_loop_as(
             port: *port,
             username: login.as_ref().map(|(user, _)| user.clone()),
             password: login.as_ref().map(|(_, password)| password.clone()),
+            ca_file,
         };
     }
     let running = Running::start(config).await;
@@ -218,6 +223,7 @@ async fn mosquitto_with_the_documented_acl_holds_clients_to_their_topics() {
         None,
         Some((host.clone(), port)),
         Some(("fabflow".into(), "test-fabflow".into())),
+        None,
     )
     .await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -228,6 +234,7 @@ async fn mosquitto_with_the_documented_acl_holds_clients_to_their_topics() {
         port,
         username: Some("fabflow".into()),
         password: Some("test-fabflow".into()),
+        ca_file: None,
     };
     let running = Running::start(config).await;
     let token = running.token(Role::Brand, "brand-a").await;
@@ -257,4 +264,28 @@ async fn the_loop_runs_on_postgresql() {
         return;
     };
     run_loop(Some(fresh_postgres_url(&base).await), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_loop_runs_on_mosquitto_over_tls() {
+    let (Some(url), Some(ca)) = (
+        env("FABFLOW_TEST_MQTT_TLS_URL"),
+        env("FABFLOW_TEST_MQTT_TLS_CA"),
+    ) else {
+        eprintln!(
+            "peers: MQTT over TLS test skipped (set FABFLOW_TEST_MQTT_TLS_URL=mqtts://localhost:PORT and FABFLOW_TEST_MQTT_TLS_CA=FILE to run it)"
+        );
+        return;
+    };
+    let (host, port) = host_port(url.trim_start_matches("mqtts://"));
+    // A CA file that does not hold a certificate is refused at start.
+    let empty = tempfile::NamedTempFile::new().expect("temp file");
+    assert!(fabflow::runtime::mqtt::tls_config(empty.path()).is_err());
+    run_loop_as(
+        None,
+        Some((host, port)),
+        Some(("fabflow".into(), "test-fabflow".into())),
+        Some(ca.into()),
+    )
+    .await;
 }

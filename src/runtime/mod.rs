@@ -195,7 +195,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         }
         MqttConfig::External { .. } => (None, Vec::new()),
     };
-    let broker_address = mqtt::BrokerAddress::from_config(&config.mqtt, embedded.as_ref());
+    let broker_address = mqtt::BrokerAddress::from_config(&config.mqtt, embedded.as_ref())?;
     info!(mqtt = %broker_address.url(), embedded = embedded.is_some(), "MQTT broker");
     register_machines(&store, &network, clock).await?;
 

@@ -257,6 +257,11 @@ impl Watch {
         if let (Some(user), Some(password)) = (&broker.username, &broker.password) {
             options.set_credentials(user.clone(), password.clone());
         }
+        if let Some(tls) = &broker.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
+        }
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
@@ -350,6 +355,11 @@ pub async fn connect(
     let mut options = MqttOptions::new(id, broker.host.clone(), broker.port);
     if let Some((user, password)) = login {
         options.set_credentials(user, password);
+    }
+    if let Some(tls) = &broker.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
     }
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     match tokio::time::timeout(MQTT_LIMIT, eventloop.poll())
