@@ -122,7 +122,9 @@ pub async fn run_outbox(
         acked: HashSet::new(),
         outstanding: HashMap::new(),
     };
-    let batch_size = 200;
+    // Rows per batch: a brand's row is two messages, so a batch is at most
+    // 200 messages, all to be acknowledged within the batch's 5 s.
+    let batch_size = 100;
     loop {
         let flushing = cancel.is_cancelled();
         match publisher.publish_batch(batch_size).await {
