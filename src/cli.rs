@@ -51,6 +51,12 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage the embedded MQTT broker's users (writes to the configured
+    /// database; the running daemon checks logins against it at each CONNECT).
+    MqttUsers {
+        #[command(subcommand)]
+        command: MqttUserCommand,
+    },
     /// Work with orders through the HTTP API.
     Orders {
         #[command(subcommand)]
@@ -127,6 +133,43 @@ enum TokenCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum MqttUserCommand {
+    /// Create a user with a random password, printed once and stored only as a hash.
+    Create {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// observer | courier | brand | machine
+        #[arg(long)]
+        role: String,
+        /// The user name: the courier, brand or machine id (or any name for an observer).
+        #[arg(long)]
+        name: String,
+        /// The machine's factory (machines only).
+        #[arg(long)]
+        factory: Option<String>,
+    },
+    /// Give a user a new random password (printed once); the old one stops working.
+    Rotate {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// Remove a user.
+    Delete {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// List users (name, role, factory; never passwords).
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum OrderCommand {
     /// Import a whole event's orders (CSV or NDJSON): all or nothing, with a per-line report.
     Import {
@@ -173,6 +216,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             demo(args).await
         }
         Command::Tokens { command } => tokens(command).await,
+        Command::MqttUsers { command } => mqtt_users(command).await,
         Command::Orders {
             command:
                 OrderCommand::Import {
@@ -273,6 +317,68 @@ async fn tokens(command: TokenCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
+async fn mqtt_users(command: MqttUserCommand) -> anyhow::Result<ExitCode> {
+    use fabflow::runtime::broker::{access::MqttRole, users};
+    let now = fabflow::runtime::Clock::new(1.0).now_ms();
+    let config = match &command {
+        MqttUserCommand::Create { config, .. }
+        | MqttUserCommand::Rotate { config, .. }
+        | MqttUserCommand::Delete { config, .. }
+        | MqttUserCommand::List { config } => load(config)?,
+    };
+    let store = Store::connect(&config.database.url).await?;
+    let outcome = match command {
+        MqttUserCommand::Create {
+            role,
+            name,
+            factory,
+            ..
+        } => {
+            let role = MqttRole::parse(&role)
+                .filter(|role| *role != MqttRole::Daemon)
+                .with_context(|| {
+                    format!("--role must be observer, courier, brand or machine, got {role:?}")
+                })?;
+            match users::create(&store, role, &name, factory.as_deref(), now).await? {
+                Some(user) => {
+                    println!("{}", user.password);
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("MQTT user {name:?} exists; use `fabflow mqtt-users rotate`");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        MqttUserCommand::Rotate { name, .. } => match users::rotate(&store, &name, now).await? {
+            Some(password) => {
+                println!("{password}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("no MQTT user {name:?}");
+                ExitCode::FAILURE
+            }
+        },
+        MqttUserCommand::Delete { name, .. } => {
+            if store.delete_mqtt_user(&name).await? {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("no MQTT user {name:?}");
+                ExitCode::FAILURE
+            }
+        }
+        MqttUserCommand::List { .. } => {
+            for user in store.mqtt_users().await? {
+                println!("{}\t{}\t{}", user.username, user.role, user.factory);
+            }
+            ExitCode::SUCCESS
+        }
+    };
+    store.close().await;
+    Ok(outcome)
+}
+
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
@@ -316,6 +422,14 @@ async fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("binding http.listen {}", config.http.listen))?;
     let shutdown = CancellationToken::new();
     let daemon = Daemon::start(config, profiles, listener, shutdown.clone()).await?;
+    if !daemon.mqtt_users.is_empty() {
+        println!(
+            "MQTT users created (passwords shown once; `fabflow mqtt-users rotate` makes new ones):"
+        );
+        for user in &daemon.mqtt_users {
+            println!("  {:<9} {:<20} {}", user.role, user.username, user.password);
+        }
+    }
     tracing::info!(url = %format!("http://{}", daemon.http), "fabflow is running");
     daemon::signal().await;
     shutdown.cancel();
@@ -376,6 +490,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let brand = auth::issue(&daemon.store, Role::Brand, "demo-brand", "demo brand", now).await?;
     let operator = auth::issue(&daemon.store, Role::Operator, "*", "demo operator", now).await?;
     let admin = auth::issue(&daemon.store, Role::Admin, "*", "demo admin", now).await?;
+    let brand_mqtt = fabflow::runtime::broker::users::create(
+        &daemon.store,
+        fabflow::runtime::broker::access::MqttRole::Brand,
+        "demo-brand",
+        None,
+        now,
+    )
+    .await?;
     let mut courier_tokens = Vec::new();
     for courier in &couriers {
         let token = auth::issue(&daemon.store, Role::Courier, courier, courier, now).await?;
@@ -385,7 +507,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("fabflow demo is up: {url}");
     println!("  dashboard  {url}/#token={operator}");
     println!("  API spec   {url}/openapi.json");
-    println!("  MQTT       {}  (topics fabflow/v1/#)", daemon.mqtt.url());
+    println!(
+        "  MQTT       {}  (topics fabflow/v1/#; users below)",
+        daemon.mqtt.url()
+    );
     println!("  database   {}", fabflow::config::redact(&database_url));
     println!("  fleet      3 factories, {machine_count} Modbus TCP machines on 127.0.0.1");
     println!(
@@ -399,6 +524,23 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("  admin      {admin}");
     for (courier, token) in &courier_tokens {
         println!("  courier    {token}  ({courier})");
+    }
+    println!("MQTT users (shown once; user name, then password):");
+    for user in daemon.mqtt_users.iter().chain(&brand_mqtt) {
+        println!(
+            "  {:<9}  {:<12}  {}",
+            user.role, user.username, user.password
+        );
+    }
+    if let Some(observer) = daemon
+        .mqtt_users
+        .iter()
+        .find(|user| user.role == fabflow::runtime::broker::access::MqttRole::Observer)
+    {
+        println!(
+            "try: mosquitto_sub -h {} -p {} -u {} -P {} -t 'fabflow/v1/#' -v",
+            daemon.mqtt.host, daemon.mqtt.port, observer.username, observer.password
+        );
     }
     println!("try: curl -H 'Authorization: Bearer {brand}' {url}/v1/orders?limit=5");
     println!("(warnings only on stderr; RUST_LOG=info shows every job and machine)");

@@ -118,6 +118,10 @@ pub enum MqttConfig {
         username: Option<String>,
         #[serde(default)]
         password: Option<String>,
+        /// Connect with TLS (rustls), trusting the certificate authorities in
+        /// this PEM file; without it the connection is plain MQTT.
+        #[serde(default)]
+        ca_file: Option<std::path::PathBuf>,
     },
 }
 

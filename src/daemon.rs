@@ -26,6 +26,9 @@ pub struct Daemon {
     pub mqtt: BrokerAddress,
     pub store: Store,
     pub clock: Clock,
+    /// Embedded broker users created at this start, with their passwords
+    /// (shown once; see [`runtime::Started::mqtt_users`]).
+    pub mqtt_users: Vec<runtime::broker::users::NewUser>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -53,6 +56,7 @@ impl Daemon {
         };
         let server = tokio::spawn(api::serve::serve(listener, app, limits, http_token));
         let stages = started.shutdown;
+        let mqtt_users = started.mqtt_users;
         let task = tokio::spawn(async move {
             shutdown.cancelled().await;
             info!("shutting down: stopping HTTP intake");
@@ -67,6 +71,7 @@ impl Daemon {
             mqtt: started.broker,
             store,
             clock,
+            mqtt_users,
             task,
         })
     }

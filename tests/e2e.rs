@@ -46,8 +46,7 @@ async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadlin
     let brand = running.token(Role::Brand, "e2e-brand").await;
     let api = running.api(Role::Admin, "*").await;
     // Watch the event stream as a consumer would.
-    let mqtt = &running.daemon.mqtt;
-    let watch = Watch::start(&mqtt.host, mqtt.port, "fabflow/v1/#", support::kind_of).await;
+    let watch = Watch::start(&running.observer(), "fabflow/v1/#", support::kind_of).await;
 
     let orders = fabflow_sim::generate_orders(2026, 200, &SKUS, BBOX);
     let report = fabflow_sim::fire(&running.base, &brand, orders, 16).await;

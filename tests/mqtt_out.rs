@@ -17,9 +17,9 @@ use support::Watch;
 use tokio_util::sync::CancellationToken;
 
 fn test_broker() -> BrokerAddress {
-    let addr = fabflow::runtime::broker::start("127.0.0.1:0".parse().expect("address"))
+    let addr = fabflow::runtime::broker::start_open("127.0.0.1:0".parse().expect("address"))
         .expect("embedded broker");
-    BrokerAddress::from_config(&MqttConfig::Embedded { listen: addr }, Some(addr))
+    BrokerAddress::from_config(&MqttConfig::Embedded { listen: addr }, None).expect("no TLS")
 }
 
 fn order(n: usize, now: i64) -> NewOrder {
@@ -72,7 +72,7 @@ async fn every_outbox_row_is_published_and_stamped_once_acknowledged() {
     store.accept_orders(&orders).await.expect("accept orders");
     let events = store.unpublished(10_000).await.expect("outbox");
     assert!(events.len() >= orders.len(), "one event per order at least");
-    let watch = Watch::start(&broker.host, broker.port, "fabflow/v1/events/#", event_id).await;
+    let watch = Watch::start(&broker, "fabflow/v1/events/#", event_id).await;
 
     let stop = CancellationToken::new();
     let mut client = connect_acknowledged(&broker, "outbox-test", stop.clone());
@@ -110,7 +110,7 @@ async fn every_outbox_row_is_published_and_stamped_once_acknowledged() {
 #[tokio::test]
 async fn a_client_nobody_reads_acknowledgements_from_keeps_publishing() {
     let broker = test_broker();
-    let watch = Watch::start(&broker.host, broker.port, "test/schedules/#", whole_payload).await;
+    let watch = Watch::start(&broker, "test/schedules/#", whole_payload).await;
     let stop = CancellationToken::new();
     let schedules = connect(&broker, "schedules-test", stop.clone());
     // Well past the 1024 unread PUBACKs plus 256 queued requests after

@@ -1,14 +1,22 @@
 //! The whole loop against external peers, when their URL variables are set
-//! (`.ci/run` starts both): an external Mosquitto broker
-//! (FABFLOW_TEST_MQTT_URL=mqtt://host:port) and PostgreSQL
-//! (FABFLOW_TEST_POSTGRES_URL=postgres://...).
+//! (`.ci/run` starts them): an external Mosquitto broker
+//! (FABFLOW_TEST_MQTT_URL=mqtt://host:port), PostgreSQL
+//! (FABFLOW_TEST_POSTGRES_URL=postgres://...), and a Mosquitto with the
+//! password and ACL files of docs/mqtt-acl.md
+//! (FABFLOW_TEST_MQTT_ACL_URL=mqtt://host:port; each user's password is
+//! `test-<user>`, see .ci/run), also over TLS
+//! (FABFLOW_TEST_MQTT_TLS_URL=mqtts://localhost:port, its CA in the PEM file
+//! FABFLOW_TEST_MQTT_TLS_CA).
 
 mod support;
 
 use fabflow::api::auth::Role;
 use fabflow::config::MqttConfig;
+use fabflow::runtime::mqtt::BrokerAddress;
+use rumqttc::ConnectReturnCode;
+use serde_json::json;
 use std::time::Duration;
-use support::{Api, BBOX, Running, SKUS, Watch};
+use support::{Api, BBOX, Running, SKUS, Watch, connect, login};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -31,6 +39,33 @@ async fn fresh_postgres_url(base: &str) -> String {
 }
 
 async fn run_loop(database_url: Option<String>, broker: Option<(String, u16)>) {
+    run_loop_as(database_url, broker, None, None).await
+}
+
+/// Host and port of an `mqtt://host:port` URL.
+fn host_port(url: &str) -> (String, u16) {
+    let rest = url.trim_start_matches("mqtt://");
+    let (host, port) = rest.rsplit_once(':').expect("mqtt://host:port");
+    (host.to_string(), port.parse().expect("port"))
+}
+
+/// The ACL Mosquitto as `user` (password `test-<user>`, as .ci/run makes them).
+fn acl_login(host: &str, port: u16, user: &str) -> BrokerAddress {
+    BrokerAddress {
+        host: host.to_string(),
+        port,
+        username: Some(user.to_string()),
+        password: Some(format!("test-{user}")),
+        tls: None,
+    }
+}
+
+async fn run_loop_as(
+    database_url: Option<String>,
+    broker: Option<(String, u16)>,
+    login: Option<(String, String)>,
+    ca_file: Option<std::path::PathBuf>,
+) {
     let dir = tempfile::tempdir().expect("temp dir");
     let scale = 2000.0;
     let fleet = support::fleet(21, scale).await;
@@ -42,24 +77,20 @@ async fn run_loop(database_url: Option<String>, broker: Option<(String, u16)>) {
         config.mqtt = MqttConfig::External {
             host: host.clone(),
             port: *port,
-            username: None,
-            password: None,
+            username: login.as_ref().map(|(user, _)| user.clone()),
+            password: login.as_ref().map(|(_, password)| password.clone()),
+            ca_file,
         };
     }
     let running = Running::start(config).await;
     let brand = running.token(Role::Brand, "peer-brand").await;
     let mqtt = &running.daemon.mqtt;
     // Only this test's events: an external broker may carry others'.
-    let watch = Watch::start(
-        &mqtt.host,
-        mqtt.port,
-        "fabflow/v1/events/#",
-        |topic, payload| {
-            (payload["brand"] == "peer-brand")
-                .then(|| support::kind_of(topic, payload))
-                .flatten()
-        },
-    )
+    let watch = Watch::start(mqtt, "fabflow/v1/events/#", |topic, payload| {
+        (payload["brand"] == "peer-brand")
+            .then(|| support::kind_of(topic, payload))
+            .flatten()
+    })
     .await;
 
     let orders = fabflow_sim::generate_orders(8, 20, &SKUS, BBOX);
@@ -87,9 +118,141 @@ async fn the_loop_runs_on_an_external_mosquitto() {
         );
         return;
     };
-    let rest = url.trim_start_matches("mqtt://");
-    let (host, port) = rest.rsplit_once(':').expect("mqtt://host:port");
-    run_loop(None, Some((host.to_string(), port.parse().expect("port")))).await;
+    run_loop(None, Some(host_port(&url))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mosquitto_with_the_documented_acl_holds_clients_to_their_topics() {
+    let Some(url) = env("FABFLOW_TEST_MQTT_ACL_URL") else {
+        eprintln!(
+            "peers: Mosquitto ACL test skipped (set FABFLOW_TEST_MQTT_ACL_URL=mqtt://127.0.0.1:PORT to run it)"
+        );
+        return;
+    };
+    let (host, port) = host_port(&url);
+    let as_user = |user: &str| acl_login(&host, port, user);
+    // Logins.
+    let anonymous = connect(&as_user("nobody"), None).await.err();
+    assert_eq!(anonymous, Some(ConnectReturnCode::NotAuthorized));
+    let wrong = connect(&as_user("van-1"), Some(("van-1", "wrong")))
+        .await
+        .err();
+    assert!(
+        matches!(
+            wrong,
+            Some(ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword)
+        ),
+        "wrong password: {wrong:?}"
+    );
+
+    // A courier gets only its own schedule; forgeries are dropped. Topics
+    // carry a run id so earlier runs' retained messages do not count.
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let van_user = as_user("van-1");
+    let mut van = connect(&van_user, Some(login(&van_user)))
+        .await
+        .expect("van-1");
+    // Mosquitto may grant a wildcard filter and then deliver only what the ACL allows.
+    van.subscribe(&[
+        "fabflow/v1/couriers/+/schedule",
+        "fabflow/v1/couriers/van-1/#",
+    ])
+    .await;
+    let bike_user = as_user("bike-1");
+    let mut bike = connect(&bike_user, Some(login(&bike_user)))
+        .await
+        .expect("bike-1");
+    let forged = json!({"run": run, "courier": "van-1", "forged": true});
+    bike.publish("fabflow/v1/couriers/van-1/schedule", true, &forged)
+        .await;
+    bike.publish("fabflow/v1/events/order.delivered", false, &forged)
+        .await;
+    let daemon_user = as_user("fabflow");
+    let mut daemon = connect(&daemon_user, Some(login(&daemon_user)))
+        .await
+        .expect("fabflow");
+    let schedule = |courier: &str| json!({"run": run, "courier": courier, "stops": []});
+    daemon
+        .publish(
+            "fabflow/v1/couriers/bike-1/schedule",
+            true,
+            &schedule("bike-1"),
+        )
+        .await;
+    daemon
+        .publish(
+            "fabflow/v1/couriers/van-1/schedule",
+            true,
+            &schedule("van-1"),
+        )
+        .await;
+    let seen = van.until(|_, payload| payload == &schedule("van-1")).await;
+    assert!(
+        seen.iter().all(
+            |(topic, payload)| topic.starts_with("fabflow/v1/couriers/van-1/")
+                && payload.get("forged").is_none()
+        ),
+        "van-1 received {seen:?}"
+    );
+    let mut later = connect(&van_user, Some(login(&van_user)))
+        .await
+        .expect("van-1 again");
+    later
+        .subscribe(&["fabflow/v1/couriers/van-1/schedule"])
+        .await;
+    let (_, retained) = later.next().await;
+    assert_eq!(retained, schedule("van-1"), "retained");
+    for client in [van, bike, daemon, later] {
+        client.stop().await;
+    }
+
+    // The daemon logs in as `fabflow`; a brand reads only its own events.
+    let brand_user = as_user("brand-a");
+    let mut brand = connect(&brand_user, Some(login(&brand_user)))
+        .await
+        .expect("brand-a");
+    brand
+        .subscribe(&[
+            "fabflow/v1/events/#",
+            "fabflow/v1/brands/+/events/#",
+            "fabflow/v1/brands/brand-a/events/#",
+        ])
+        .await;
+    // The whole loop, ordering as `peer-brand`: brand-a must see none of it.
+    run_loop_as(
+        None,
+        Some((host.clone(), port)),
+        Some(("fabflow".into(), "test-fabflow".into())),
+        None,
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(22, 600.0).await;
+    let mut config = support::config(&fleet, &dir.path().join("acl.db"), 600.0);
+    config.mqtt = MqttConfig::External {
+        host: host.clone(),
+        port,
+        username: Some("fabflow".into()),
+        password: Some("test-fabflow".into()),
+        ca_file: None,
+    };
+    let running = Running::start(config).await;
+    let token = running.token(Role::Brand, "brand-a").await;
+    let orders = fabflow_sim::generate_orders(3, 1, &SKUS, BBOX);
+    let report = fabflow_sim::fire(&running.base, &token, orders, 1).await;
+    assert_eq!(report.accepted, 1, "{:?}", report.rejected.first());
+    let seen = brand
+        .until(|_, payload| payload["kind"] == "order.accepted" && payload["brand"] == "brand-a")
+        .await;
+    assert!(
+        seen.iter()
+            .all(|(topic, payload)| payload["brand"] == "brand-a"
+                && topic.starts_with("fabflow/v1/brands/brand-a/events/")),
+        "brand-a received {seen:?}"
+    );
+    brand.stop().await;
+    running.stop().await;
+    fleet.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -101,4 +264,28 @@ async fn the_loop_runs_on_postgresql() {
         return;
     };
     run_loop(Some(fresh_postgres_url(&base).await), None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_loop_runs_on_mosquitto_over_tls() {
+    let (Some(url), Some(ca)) = (
+        env("FABFLOW_TEST_MQTT_TLS_URL"),
+        env("FABFLOW_TEST_MQTT_TLS_CA"),
+    ) else {
+        eprintln!(
+            "peers: MQTT over TLS test skipped (set FABFLOW_TEST_MQTT_TLS_URL=mqtts://localhost:PORT and FABFLOW_TEST_MQTT_TLS_CA=FILE to run it)"
+        );
+        return;
+    };
+    let (host, port) = host_port(url.trim_start_matches("mqtts://"));
+    // A CA file that does not hold a certificate is refused at start.
+    let empty = tempfile::NamedTempFile::new().expect("temp file");
+    assert!(fabflow::runtime::mqtt::tls_config(empty.path()).is_err());
+    run_loop_as(
+        None,
+        Some((host, port)),
+        Some(("fabflow".into(), "test-fabflow".into())),
+        Some(ca.into()),
+    )
+    .await;
 }

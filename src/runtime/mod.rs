@@ -202,6 +202,10 @@ pub struct Started {
     pub runtime: Runtime,
     pub shutdown: Shutdown,
     pub broker: mqtt::BrokerAddress,
+    /// Embedded broker users created at this start (the observer and the
+    /// configured couriers, first start only), with their passwords: shown
+    /// once, stored only as hashes.
+    pub mqtt_users: Vec<broker::users::NewUser>,
 }
 
 /// Opens the database, starts the broker (if embedded), registers the
@@ -213,14 +217,16 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         .await
         .with_context(|| format!("opening database {}", redact(&config.database.url)))?;
     let clock = Clock::load(&store, config.time_scale).await?;
-    let embedded = match &config.mqtt {
+    let (embedded, mqtt_users) = match &config.mqtt {
         MqttConfig::Embedded { listen } => {
-            let listen = *listen;
-            Some(tokio::task::spawn_blocking(move || broker::start(listen)).await??)
+            let embedded = broker::start_embedded(*listen, store.clone()).await?;
+            let couriers: Vec<String> = network.couriers.iter().map(|c| c.id.clone()).collect();
+            let created = broker::users::ensure(&store, &couriers, clock.now_ms()).await?;
+            (Some(embedded), created)
         }
-        MqttConfig::External { .. } => None,
+        MqttConfig::External { .. } => (None, Vec::new()),
     };
-    let broker_address = mqtt::BrokerAddress::from_config(&config.mqtt, embedded);
+    let broker_address = mqtt::BrokerAddress::from_config(&config.mqtt, embedded.as_ref())?;
     info!(mqtt = %broker_address.url(), embedded = embedded.is_some(), "MQTT broker");
     register_machines(&store, &network, clock).await?;
 
@@ -328,6 +334,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             store,
         },
         broker: broker_address,
+        mqtt_users,
     })
 }
 

@@ -11,6 +11,7 @@
 mod handoffs;
 mod jobs;
 mod machines;
+mod mqtt_users;
 mod orders;
 mod outbox;
 mod tokens;
@@ -19,6 +20,7 @@ mod write;
 pub use handoffs::{HandoffRecord, WaveOrder};
 pub use jobs::{JobFilter, JobRecord, JobTransition, SchedulableJob};
 pub use machines::{MachineRecord, MachineSpec, ModeChange};
+pub use mqtt_users::MqttUserRecord;
 pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord};
 pub use outbox::{EventRecord, OutboxRecord};
 pub use tokens::{AuditRecord, FoundToken, TOKEN_ID_LEN, TokenListing, TokenRecord};

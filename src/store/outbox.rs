@@ -9,6 +9,8 @@ use sqlx::Row;
 pub struct OutboxRecord {
     pub id: String,
     pub kind: String,
+    /// The brand the event concerns, if any.
+    pub brand: Option<String>,
     pub payload: String,
 }
 
@@ -16,7 +18,7 @@ impl Store {
     /// The oldest unpublished events.
     pub async fn unpublished(&self, limit: i64) -> Result<Vec<OutboxRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, kind, payload FROM outbox WHERE published_ms IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, kind, brand, payload FROM outbox WHERE published_ms IS NULL ORDER BY id LIMIT $1",
         )
         .bind(limit)
         .fetch_all(self.reader())
@@ -26,6 +28,7 @@ impl Store {
                 Ok(OutboxRecord {
                     id: row.try_get("id")?,
                     kind: row.try_get("kind")?,
+                    brand: row.try_get("brand")?,
                     payload: row.try_get("payload")?,
                 })
             })

@@ -6,14 +6,20 @@
 use fabflow::api::auth::{self, Role};
 use fabflow::config::{Config, MqttConfig};
 use fabflow::daemon::Daemon;
+use fabflow::runtime::broker::access::MqttRole;
+use fabflow::runtime::mqtt::BrokerAddress;
 use fabflow_sim::{Fleet, FleetSpec};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Packet, Publish, QoS,
+    SubscribeFilter, SubscribeReasonCode,
+};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub const SKUS: [&str; 6] = [
@@ -194,6 +200,34 @@ impl Running {
         Api::new(self.base.clone(), self.token(role, scope).await)
     }
 
+    /// The embedded broker with the login of the user `name` created at
+    /// start (the observer, or a configured courier).
+    pub fn mqtt_login(&self, name: &str) -> BrokerAddress {
+        let user = self
+            .daemon
+            .mqtt_users
+            .iter()
+            .find(|user| user.username == name)
+            .unwrap_or_else(|| panic!("no MQTT user {name} made at start"));
+        BrokerAddress {
+            username: Some(user.username.clone()),
+            password: Some(user.password.clone()),
+            ..self.daemon.mqtt.clone()
+        }
+    }
+
+    /// The embedded broker as the observer (reads everything).
+    pub fn observer(&self) -> BrokerAddress {
+        let name = self
+            .daemon
+            .mqtt_users
+            .iter()
+            .find(|user| user.role == MqttRole::Observer)
+            .map(|user| user.username.clone())
+            .expect("observer made at first start");
+        self.mqtt_login(&name)
+    }
+
     /// Graceful shutdown; panics if the daemon does not stop cleanly.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -210,15 +244,24 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// Subscribes to `filter` on `broker`, logging in with its user name and
+    /// password if it has them.
     pub async fn start(
-        host: &str,
-        port: u16,
+        broker: &BrokerAddress,
         filter: &str,
         keep: fn(&str, &Value) -> Option<String>,
     ) -> Watch {
         let id = format!("watch-{}", uuid::Uuid::new_v4().simple());
-        let mut options = MqttOptions::new(id, host, port);
+        let mut options = MqttOptions::new(id, broker.host.clone(), broker.port);
         options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
+        if let (Some(user), Some(password)) = (&broker.username, &broker.password) {
+            options.set_credentials(user.clone(), password.clone());
+        }
+        if let Some(tls) = &broker.tls {
+            options.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(tls.clone()),
+            ));
+        }
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
@@ -290,4 +333,141 @@ pub fn kind_of(topic: &str, _payload: &Value) -> Option<String> {
         return Some("schedule".into());
     }
     topic.strip_prefix("fabflow/v1/events/").map(str::to_string)
+}
+
+const MQTT_LIMIT: Duration = Duration::from_secs(20);
+
+/// A test MQTT client: what it receives, sorted by packet kind.
+pub struct Client {
+    pub client: AsyncClient,
+    subacks: mpsc::UnboundedReceiver<Vec<SubscribeReasonCode>>,
+    pubacks: mpsc::UnboundedReceiver<u16>,
+    publishes: mpsc::UnboundedReceiver<Publish>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Connects to `broker` with `login`; the broker's CONNACK code if it refuses.
+pub async fn connect(
+    broker: &BrokerAddress,
+    login: Option<(&str, &str)>,
+) -> Result<Client, ConnectReturnCode> {
+    let id = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let mut options = MqttOptions::new(id, broker.host.clone(), broker.port);
+    if let Some((user, password)) = login {
+        options.set_credentials(user, password);
+    }
+    if let Some(tls) = &broker.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 64);
+    match tokio::time::timeout(MQTT_LIMIT, eventloop.poll())
+        .await
+        .expect("an answer to CONNECT")
+    {
+        Ok(Event::Incoming(Packet::ConnAck(_))) => {}
+        Err(ConnectionError::ConnectionRefused(code)) => return Err(code),
+        other => panic!("expected a CONNACK, got {other:?}"),
+    }
+    let (subacks_tx, subacks) = mpsc::unbounded_channel();
+    let (pubacks_tx, pubacks) = mpsc::unbounded_channel();
+    let (publishes_tx, publishes) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            match event {
+                Event::Incoming(Packet::SubAck(ack)) => {
+                    let _ = subacks_tx.send(ack.return_codes);
+                }
+                Event::Incoming(Packet::PubAck(ack)) => {
+                    let _ = pubacks_tx.send(ack.pkid);
+                }
+                Event::Incoming(Packet::Publish(publish)) => {
+                    let _ = publishes_tx.send(publish);
+                }
+                _ => {}
+            }
+        }
+    });
+    Ok(Client {
+        client,
+        subacks,
+        pubacks,
+        publishes,
+        task,
+    })
+}
+
+impl Client {
+    /// Subscribes to `filters` in one SUBSCRIBE; the SUBACK's codes.
+    pub async fn subscribe(&mut self, filters: &[&str]) -> Vec<SubscribeReasonCode> {
+        let filters: Vec<SubscribeFilter> = filters
+            .iter()
+            .map(|f| SubscribeFilter::new(f.to_string(), QoS::AtLeastOnce))
+            .collect();
+        self.client
+            .subscribe_many(filters)
+            .await
+            .expect("subscribe");
+        tokio::time::timeout(MQTT_LIMIT, self.subacks.recv())
+            .await
+            .expect("SUBACK in time")
+            .expect("connection open")
+    }
+
+    /// Publishes QoS 1 and waits for the PUBACK (the gateway acknowledges a
+    /// refused publish too, so the client does not hang).
+    pub async fn publish(&mut self, topic: &str, retain: bool, payload: &Value) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload.to_string())
+            .await
+            .expect("publish");
+        tokio::time::timeout(MQTT_LIMIT, self.pubacks.recv())
+            .await
+            .expect("PUBACK in time")
+            .expect("connection open");
+    }
+
+    /// The next message received.
+    pub async fn next(&mut self) -> (String, Value) {
+        let publish = tokio::time::timeout(MQTT_LIMIT, self.publishes.recv())
+            .await
+            .expect("a message in time")
+            .expect("connection open");
+        let payload = serde_json::from_slice(&publish.payload).unwrap_or_default();
+        (publish.topic, payload)
+    }
+
+    /// Messages until one satisfies `done`, that one included.
+    pub async fn until(&mut self, done: impl Fn(&str, &Value) -> bool) -> Vec<(String, Value)> {
+        let mut seen = Vec::new();
+        loop {
+            let (topic, payload) = self.next().await;
+            let last = done(&topic, &payload);
+            seen.push((topic, payload));
+            if last {
+                return seen;
+            }
+        }
+    }
+
+    /// Whether the connection ends (the event loop stops) within the limit.
+    pub async fn closed(&mut self) -> bool {
+        tokio::time::timeout(MQTT_LIMIT, &mut self.task)
+            .await
+            .is_ok()
+    }
+
+    pub async fn stop(self) {
+        let _ = self.client.disconnect().await;
+        self.task.abort();
+    }
+}
+
+/// The user name and password `broker` carries.
+pub fn login(broker: &BrokerAddress) -> (&str, &str) {
+    (
+        broker.username.as_deref().expect("user name"),
+        broker.password.as_deref().expect("password"),
+    )
 }

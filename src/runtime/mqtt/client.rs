@@ -84,6 +84,11 @@ fn spawn(
     if let (Some(user), Some(password)) = (&broker.username, &broker.password) {
         options.set_credentials(user.clone(), password.clone());
     }
+    if let Some(tls) = &broker.tls {
+        options.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls.clone()),
+        ));
+    }
     let (client, eventloop) = AsyncClient::new(options, 256);
     let (connected_tx, connected) = watch::channel(false);
     tokio::spawn(drive(

@@ -18,7 +18,44 @@ pub use client::{AcknowledgedClient, Delivery, MqttClient, connect, connect_ackn
 pub use outbox::{PublishError, run_outbox};
 
 use crate::config::MqttConfig;
-use std::net::SocketAddr;
+use crate::runtime::broker::Embedded;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Why the TLS settings for the external broker cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("mqtt.ca_file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+}
+
+/// A rustls client configuration (ring provider) that trusts the
+/// certificate authorities in the PEM file at `ca_file`.
+pub fn tls_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let fail = |reason: String| TlsError::CaFile {
+        path: ca_file.display().to_string(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_file).map_err(|err| fail(err.to_string()))?;
+    for cert in certs {
+        let cert = cert.map_err(|err| fail(err.to_string()))?;
+        roots.add(cert).map_err(|err| fail(err.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(fail("no certificate in the file".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|err| fail(err.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
 
 /// Where the daemon's MQTT clients connect.
 #[derive(Debug, Clone)]
@@ -27,17 +64,25 @@ pub struct BrokerAddress {
     pub port: u16,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// TLS to the broker, if configured (external brokers only).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl BrokerAddress {
-    pub fn from_config(config: &MqttConfig, embedded: Option<SocketAddr>) -> BrokerAddress {
-        match (config, embedded) {
+    /// The configured external broker, or the embedded one started (its
+    /// gateway, with the daemon's login).
+    pub fn from_config(
+        config: &MqttConfig,
+        embedded: Option<&Embedded>,
+    ) -> Result<BrokerAddress, TlsError> {
+        Ok(match (config, embedded) {
             (
                 MqttConfig::External {
                     host,
                     port,
                     username,
                     password,
+                    ca_file,
                 },
                 _,
             ) => BrokerAddress {
@@ -45,20 +90,27 @@ impl BrokerAddress {
                 port: *port,
                 username: username.clone(),
                 password: password.clone(),
+                tls: ca_file.as_deref().map(tls_config).transpose()?,
             },
-            (MqttConfig::Embedded { listen }, addr) => {
-                let addr = addr.unwrap_or(*listen);
-                BrokerAddress {
-                    host: addr.ip().to_string(),
-                    port: addr.port(),
-                    username: None,
-                    password: None,
-                }
-            }
-        }
+            (MqttConfig::Embedded { .. }, Some(embedded)) => BrokerAddress {
+                host: embedded.addr.ip().to_string(),
+                port: embedded.addr.port(),
+                username: Some(embedded.daemon_user.clone()),
+                password: Some(embedded.daemon_password.clone()),
+                tls: None,
+            },
+            (MqttConfig::Embedded { listen }, None) => BrokerAddress {
+                host: listen.ip().to_string(),
+                port: listen.port(),
+                username: None,
+                password: None,
+                tls: None,
+            },
+        })
     }
 
     pub fn url(&self) -> String {
-        format!("mqtt://{}:{}", self.host, self.port)
+        let scheme = if self.tls.is_some() { "mqtts" } else { "mqtt" };
+        format!("{scheme}://{}:{}", self.host, self.port)
     }
 }

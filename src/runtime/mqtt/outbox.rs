@@ -1,11 +1,13 @@
 //! The outbox publisher: sends unpublished outbox rows on
-//! `fabflow/v1/events/<kind>` (QoS 1) and stamps a row only once the broker
-//! acknowledged its message.
+//! `fabflow/v1/events/<kind>` (QoS 1), and a row that concerns a brand also
+//! on `fabflow/v1/brands/<brand>/events/<kind>` (the topic only that brand may
+//! read); it stamps a row only once the broker acknowledged all its messages.
 
 use super::client::{AcknowledgedClient, Delivery};
+use crate::runtime::broker::access::invalid_id;
 use crate::runtime::clock::Clock;
 use crate::runtime::wake::Wakers;
-use crate::store::{Store, StoreError};
+use crate::store::{OutboxRecord, Store, StoreError};
 use rumqttc::{ClientError, QoS};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
@@ -118,8 +120,11 @@ pub async fn run_outbox(
         reports_open: true,
         tracker: Tracker::default(),
         acked: HashSet::new(),
+        outstanding: HashMap::new(),
     };
-    let batch_size = 200;
+    // Rows per batch: a brand's row is two messages, so a batch is at most
+    // 200 messages, all to be acknowledged within the batch's 5 s.
+    let batch_size = 100;
     loop {
         let flushing = cancel.is_cancelled();
         match publisher.publish_batch(batch_size).await {
@@ -147,6 +152,42 @@ struct Publisher {
     tracker: Tracker,
     /// Rows the broker acknowledged, not yet stamped.
     acked: HashSet<String>,
+    /// For each row requested, its messages (keys, see [`message_key`]) not
+    /// yet acknowledged; set afresh each time the row is requested.
+    outstanding: HashMap<String, HashSet<String>>,
+}
+
+/// The tracker key of one of a row's messages: the row id for the message on
+/// `fabflow/v1/events/`, the row id and a NUL-prefixed suffix for its brand copy.
+fn message_key(row: &str, brand_copy: bool) -> String {
+    if brand_copy {
+        format!("{row}\0brand")
+    } else {
+        row.to_string()
+    }
+}
+
+fn row_of(key: &str) -> &str {
+    key.split_once('\0').map_or(key, |(row, _)| row)
+}
+
+/// The topics of `row`'s messages, with their keys.
+fn messages(row: &OutboxRecord) -> Vec<(String, String)> {
+    let mut out = vec![(
+        message_key(&row.id, false),
+        format!("fabflow/v1/events/{}", row.kind),
+    )];
+    match row.brand.as_deref() {
+        Some(brand) if invalid_id(brand).is_none() => out.push((
+            message_key(&row.id, true),
+            format!("fabflow/v1/brands/{brand}/events/{}", row.kind),
+        )),
+        Some(brand) => {
+            warn!(event.id = %row.id, brand, "brand id cannot sit in a topic level: event published on fabflow/v1/events/ only");
+        }
+        None => {}
+    }
+    out
 }
 
 impl Publisher {
@@ -166,14 +207,22 @@ impl Publisher {
             return Ok(0);
         }
         let client = self.mqtt.mqtt.client.clone();
+        let mut requests = Vec::new();
         for row in &rows {
-            self.tracker.requested(row.id.clone());
-            let request = client.publish(
-                format!("fabflow/v1/events/{}", row.kind),
-                QoS::AtLeastOnce,
-                false,
-                row.payload.clone().into_bytes(),
+            let messages = messages(row);
+            self.outstanding.insert(
+                row.id.clone(),
+                messages.iter().map(|(key, _)| key.clone()).collect(),
             );
+            requests.extend(
+                messages
+                    .into_iter()
+                    .map(|(key, topic)| (key, topic, row.payload.clone())),
+            );
+        }
+        for (key, topic, payload) in requests {
+            self.tracker.requested(key);
+            let request = client.publish(topic, QoS::AtLeastOnce, false, payload.into_bytes());
             tokio::pin!(request);
             // Reports are read while rumqttc's request channel is full, so
             // its event loop never waits on us while we wait on it. Biased:
@@ -245,7 +294,14 @@ impl Publisher {
             self.reports_open = false;
             return None;
         };
-        let row = self.tracker.handle(delivery)?;
+        let key = self.tracker.handle(delivery)?;
+        let row = row_of(&key).to_string();
+        let outstanding = self.outstanding.get_mut(&row)?;
+        outstanding.remove(&key);
+        if !outstanding.is_empty() {
+            return None;
+        }
+        self.outstanding.remove(&row);
         self.acked.insert(row.clone());
         Some(row)
     }

@@ -1,0 +1,156 @@
+//! The embedded MQTT broker, so the demo and small sites need no external
+//! service: rumqttd behind an access gateway (`gateway`) that authenticates
+//! every client (`users`) and holds it to its topic rules (`access`).
+//! rumqttd's `start()` blocks forever and has no shutdown call, so it gets
+//! its own thread that lives as long as the process.
+//!
+//! Architecture invariant: rumqttd listens only on a loopback port that is
+//! never published, and accepts only the gateway's login, drawn at each start
+//! and held in memory; every client, the daemon's own included, goes through
+//! the gateway.
+
+pub mod access;
+mod gateway;
+pub mod users;
+
+use crate::store::Store;
+use gateway::Gateway;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use users::{DAEMON_USER, Users, generate_password};
+
+/// Largest packet a client may send, after the fixed header (rumqttd's
+/// `max_payload_size` too).
+pub const MAX_PACKET_SIZE: usize = 4 * 1024 * 1024;
+
+/// A started embedded broker.
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    /// The gateway's address: where clients connect.
+    pub addr: SocketAddr,
+    /// The daemon's user name and this run's password for it.
+    pub daemon_user: String,
+    pub daemon_password: String,
+}
+
+/// Starts rumqttd on a private loopback port and the access gateway on
+/// `listen` (port 0: a free port is picked); returns once both accept
+/// connections. Users are read from `store` at each CONNECT, so a user
+/// created or rotated with the CLI counts at once.
+pub async fn start_embedded(listen: SocketAddr, store: Store) -> Result<Embedded, BrokerError> {
+    let upstream_user = "gateway".to_string();
+    let upstream_password = generate_password();
+    let login = (upstream_user.clone(), upstream_password.clone());
+    let upstream = tokio::task::spawn_blocking(move || {
+        start_rumqttd(SocketAddr::from(([127, 0, 0, 1], 0)), Some(login))
+    })
+    .await
+    .map_err(|err| BrokerError::Config(err.to_string()))??;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|err| BrokerError::Bind(listen, err))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|err| BrokerError::Bind(listen, err))?;
+    let daemon_password = generate_password();
+    let gateway = Gateway {
+        upstream,
+        upstream_user,
+        upstream_password,
+        users: Users::new(store, &daemon_password),
+        max_packet_size: MAX_PACKET_SIZE,
+        connect_timeout: Duration::from_secs(10),
+        max_connections: 1000,
+    };
+    tokio::spawn(gateway::serve(listener, Arc::new(gateway)));
+    Ok(Embedded {
+        addr,
+        daemon_user: DAEMON_USER.to_string(),
+        daemon_password,
+    })
+}
+
+/// Starts a bare rumqttd on `listen` with no logins and no topic rules, for
+/// tests of MQTT clients alone; the daemon uses [`start_embedded`].
+pub fn start_open(listen: SocketAddr) -> Result<SocketAddr, BrokerError> {
+    start_rumqttd(listen, None)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("embedded MQTT broker: cannot pick a free port: {0}")]
+    Port(std::io::Error),
+    #[error("embedded MQTT broker: bad config: {0}")]
+    Config(String),
+    #[error("embedded MQTT broker: cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("embedded MQTT broker did not accept connections on {0} within 10 s (port in use?)")]
+    NotListening(SocketAddr),
+}
+
+/// Starts rumqttd on `listen` (port 0: a free port is picked), accepting
+/// only `login` if given, and returns once it accepts connections, with the
+/// address it listens on.
+fn start_rumqttd(
+    listen: SocketAddr,
+    login: Option<(String, String)>,
+) -> Result<SocketAddr, BrokerError> {
+    let addr = if listen.port() == 0 {
+        let probe = TcpListener::bind(listen).map_err(BrokerError::Port)?;
+        probe.local_addr().map_err(BrokerError::Port)?
+    } else {
+        listen
+    };
+    if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+        return Err(BrokerError::NotListening(addr));
+    }
+    let text = format!(
+        r#"
+id = 0
+[router]
+id = 0
+max_connections = 1000
+max_outgoing_packet_count = 1000
+max_segment_size = 104857600
+max_segment_count = 10
+[v4.1]
+name = "v4-1"
+listen = "{addr}"
+next_connection_delay_ms = 1
+[v4.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = {MAX_PACKET_SIZE}
+max_inflight_count = 500
+dynamic_filters = true
+"#
+    );
+    let mut config: rumqttd::Config =
+        toml::from_str(&text).map_err(|err| BrokerError::Config(err.to_string()))?;
+    if let Some((user, password)) = login {
+        for server in config
+            .v4
+            .iter_mut()
+            .flat_map(|servers| servers.values_mut())
+        {
+            server.connections.auth = Some([(user.clone(), password.clone())].into());
+        }
+    }
+    std::thread::Builder::new()
+        .name("mqtt-broker".into())
+        .spawn(move || {
+            let mut broker = rumqttd::Broker::new(config);
+            if let Err(err) = broker.start() {
+                tracing::error!(error = %err, "embedded MQTT broker stopped");
+            }
+        })
+        .map_err(BrokerError::Port)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(addr);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(BrokerError::NotListening(addr))
+}
