@@ -674,5 +674,7 @@ async fn a_consumer_resumes_the_event_log_after_the_last_seq_it_saw() {
     );
     let (status, _) = w.courier.get("/v1/events").await;
     assert_eq!(status, 403);
+    let (status, problem) = w.acme.get("/v1/events?after=-1").await;
+    assert_eq!(status, 400, "{problem}");
     w.stop().await;
 }

@@ -256,10 +256,23 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
     }
 }
 
+/// A position cursor (`after`): a sequence number, 0 or more.
+fn cursor(after: Option<i64>) -> Result<Option<i64>, ApiError> {
+    match after {
+        Some(n) if n < 0 => Err(
+            ApiError::bad_request(format!("after must be 0 or more, got {n}")).with_errors(vec![
+                crate::domain::intake::FieldError::new("after", "must be 0 or more"),
+            ]),
+        ),
+        other => Ok(other),
+    }
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListAudit {
     /// Cursor: the `next` of the previous page.
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// Page size, 1..=500 (default 100).
     #[param(minimum = 1, maximum = 500)]
@@ -276,7 +289,8 @@ pub async fn list_audit(
 ) -> Result<Json<AuditPage>, ApiError> {
     caller.require(&[Role::Admin])?;
     let limit = super::page_limit(query.limit)?;
-    let records = state.runtime.store.list_audit(query.after, limit).await?;
+    let after = cursor(query.after)?;
+    let records = state.runtime.store.list_audit(after, limit).await?;
     let next = (records.len() as i64 == limit)
         .then(|| records.last().map(|r| r.seq))
         .flatten();
@@ -309,10 +323,11 @@ pub async fn list_events(
 ) -> Result<Json<EventPage>, ApiError> {
     caller.require(&[Role::Brand, Role::Admin])?;
     let limit = super::page_limit(query.limit)?;
+    let after = cursor(query.after)?;
     let records = state
         .runtime
         .store
-        .events_after(caller.brand_scope(), query.after, limit)
+        .events_after(caller.brand_scope(), after, limit)
         .await?;
     let next = (records.len() as i64 == limit)
         .then(|| records.last().map(|r| r.seq))
