@@ -384,7 +384,7 @@ impl Session<'_> {
                 };
                 self.narrowed
                     .lock()
-                    .expect("narrowed subscriptions lock poisoned")
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .insert(kept.pkid, allowed);
                 Ok(Upward::Broker(encode(&Packet::Subscribe(kept))))
             }
@@ -407,7 +407,7 @@ impl Session<'_> {
         let Some(allowed) = self
             .narrowed
             .lock()
-            .expect("narrowed subscriptions lock poisoned")
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(&suback.pkid)
         else {
             return Ok(frame);
