@@ -33,6 +33,8 @@ pub struct Config {
     #[serde(default)]
     pub scheduler: SchedulerConfig,
     #[serde(default)]
+    pub webhooks: WebhooksConfig,
+    #[serde(default)]
     pub zones: Vec<ZoneConfig>,
     #[serde(default)]
     pub factories: Vec<FactoryConfig>,
@@ -86,6 +88,42 @@ impl Default for HttpConfig {
             header_read_timeout_ms: default_header_read_timeout_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// Brand webhooks: how failed deliveries are retried, and where endpoints may be.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// The wait after a delivery's first failure; it doubles with each
+    /// failure (times a random 0.5..1.5) up to `max_retry_ms`.
+    pub first_retry_ms: u64,
+    pub max_retry_ms: u64,
+    /// A delivery still failing this long after its first attempt is dead,
+    /// for the brand to list and replay (default 24 h).
+    pub give_up_after_ms: u64,
+    /// One attempt's limit: connect, send and answer.
+    pub timeout_ms: u64,
+    /// Attempts in flight at once, over every endpoint.
+    pub concurrency: usize,
+    /// Allow endpoints in private, loopback and link-local networks (off by
+    /// default: a brand could otherwise reach the factory's own network).
+    pub allow_private_networks: bool,
+    /// How long a rotated-out secret keeps signing beside the new one.
+    pub rotation_grace_ms: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            first_retry_ms: 5_000,
+            max_retry_ms: 3_600_000,
+            give_up_after_ms: 24 * 3_600_000,
+            timeout_ms: 10_000,
+            concurrency: 8,
+            allow_private_networks: false,
+            rotation_grace_ms: 24 * 3_600_000,
         }
     }
 }
@@ -314,7 +352,30 @@ impl Config {
                 format!("must be 1024..=268435456, got {}", self.http.max_body_bytes),
             );
         }
-        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 3] = [
+        let hooks = &self.webhooks;
+        let ranges: [(&str, u64, std::ops::RangeInclusive<u64>); 9] = [
+            (
+                "webhooks.first_retry_ms",
+                hooks.first_retry_ms,
+                10..=86_400_000,
+            ),
+            (
+                "webhooks.max_retry_ms",
+                hooks.max_retry_ms,
+                hooks.first_retry_ms..=86_400_000,
+            ),
+            (
+                "webhooks.give_up_after_ms",
+                hooks.give_up_after_ms,
+                100..=30 * 86_400_000,
+            ),
+            ("webhooks.timeout_ms", hooks.timeout_ms, 100..=120_000),
+            ("webhooks.concurrency", hooks.concurrency as u64, 1..=256),
+            (
+                "webhooks.rotation_grace_ms",
+                hooks.rotation_grace_ms,
+                0..=30 * 86_400_000,
+            ),
             (
                 "http.header_read_timeout_ms",
                 self.http.header_read_timeout_ms,

@@ -15,6 +15,7 @@ pub mod orders;
 pub mod problem;
 pub mod serve;
 pub mod views;
+pub mod webhooks;
 
 use crate::config::HttpConfig;
 use crate::runtime::Runtime;
@@ -36,13 +37,17 @@ use utoipa::OpenApi;
     paths(
         orders::create, orders::get, orders::list, orders::cancel, orders::import,
         ops::list_jobs, ops::list_machines, ops::machine_action, ops::courier_schedule, ops::confirm_handoff,
-        ops::list_audit, ops::list_events, ops::healthz, ops::metrics
+        ops::list_audit, ops::list_events, ops::healthz, ops::metrics,
+        webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::rotate_secret,
+        webhooks::deliveries, webhooks::replay, webhooks::replay_dead
     ),
     components(schemas(
         problem::Problem, views::OrderView, views::OrderPage, views::JobPage, views::OrderDetail, views::JobView, views::MachineView,
         views::HandoffView, views::CustomerView, views::AuditView, views::AuditPage, views::EventPage, orders::ImportReport, orders::ImportLine, ops::Confirmed, ops::Health,
         views::CourierScheduleView, views::ScheduleStopView,
-        crate::domain::intake::OrderRequest, crate::domain::intake::FieldError
+        crate::domain::intake::OrderRequest, crate::domain::intake::FieldError,
+        webhooks::EndpointBody, webhooks::EndpointView, webhooks::EndpointWithSecret, webhooks::EndpointList,
+        webhooks::DeliveryView, webhooks::DeliveryPage, webhooks::Replayed
     )),
     modifiers(&BearerAuth, &ProblemResponses)
 )]
@@ -93,7 +98,11 @@ impl utoipa::Modify for ProblemResponses {
             ("422", "Invalid fields; `errors` names each one"),
         ];
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let operations = [(item.get.as_mut(), false), (item.post.as_mut(), true)];
+            let operations = [
+                (item.get.as_mut(), false),
+                (item.post.as_mut(), true),
+                (item.delete.as_mut(), false),
+            ];
             for (operation, has_body) in operations {
                 let Some(operation) = operation else { continue };
                 let responses = &mut operation.responses.responses;
@@ -192,6 +201,21 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/handoffs/{id}/confirm", post(ops::confirm_handoff))
         .route("/v1/audit", get(ops::list_audit))
         .route("/v1/events", get(ops::list_events))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get).delete(webhooks::delete),
+        )
+        .route(
+            "/v1/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route(
+            "/v1/webhooks/{id}/deliveries/{delivery}/replay",
+            post(webhooks::replay),
+        )
+        .route("/v1/webhooks/{id}/replay-dead", post(webhooks::replay_dead))
         .fallback(not_found)
         // Inside the problem mapper, so a 408 is problem+json too.
         .layer(TimeoutLayer::with_status_code(

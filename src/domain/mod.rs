@@ -15,6 +15,7 @@ pub mod job;
 pub mod machine;
 pub mod order;
 pub mod reconcile;
+pub mod webhook;
 
 pub use catalog::{Catalog, ProcessStep, Sku};
 pub use event::Event;

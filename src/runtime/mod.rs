@@ -19,6 +19,7 @@ pub mod shutdown;
 pub mod supervisor;
 pub mod wake;
 pub mod waves;
+pub mod webhooks;
 
 pub use clock::Clock;
 pub use intake::Intake;
@@ -194,6 +195,8 @@ pub struct Runtime {
     intake: Intake,
     /// Wakes the scheduler and the outbox publisher after a change.
     wakers: Wakers,
+    /// How webhook endpoints are checked and secrets rotated.
+    webhooks: Arc<webhooks::WebhookSettings>,
 }
 
 /// A started runtime: its handle, its stop sequence, and where its MQTT
@@ -304,6 +307,18 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
                 .instrument(info_span!("waves", zone = %zone.id)),
         );
     }
+    let webhook_settings = webhooks::WebhookSettings::from(&config.webhooks);
+    let deliverer = webhooks::Deliverer {
+        store: store.clone(),
+        client: webhooks::WebhookClient::new(&webhook_settings)?,
+        settings: webhook_settings.clone(),
+        wakers: wakers.clone(),
+    };
+    work.spawn(
+        deliverer
+            .run(work_stop.clone())
+            .instrument(info_span!("webhooks")),
+    );
     let outbox_client = mqtt::connect_acknowledged(&broker_address, "outbox", mqtt_stop.clone());
     let outbox_task = tokio::spawn(
         mqtt::run_outbox(
@@ -322,6 +337,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             network,
             intake,
             wakers,
+            webhooks: Arc::new(webhook_settings),
         },
         shutdown: Shutdown {
             intake: intake_stop,

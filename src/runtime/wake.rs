@@ -84,6 +84,9 @@ pub struct Wakers {
     scheduler: Arc<Notify>,
     /// Wakes the outbox publisher early (it also polls on its own).
     outbox: Arc<Notify>,
+    /// Wakes the webhook worker with the outbox publisher: both follow the
+    /// event log.
+    webhooks: Arc<Notify>,
 }
 
 impl Wakers {
@@ -93,6 +96,7 @@ impl Wakers {
         }
         if wake.outbox {
             self.outbox.notify_one();
+            self.webhooks.notify_one();
         }
     }
 
@@ -104,6 +108,11 @@ impl Wakers {
     /// Resolves when someone woke the outbox publisher.
     pub async fn outbox_woken(&self) {
         self.outbox.notified().await;
+    }
+
+    /// Resolves when events were written (the webhook worker's wake-up).
+    pub async fn webhooks_woken(&self) {
+        self.webhooks.notified().await;
     }
 }
 

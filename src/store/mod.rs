@@ -15,6 +15,7 @@ mod mqtt_users;
 mod orders;
 mod outbox;
 mod tokens;
+mod webhooks;
 mod write;
 
 pub use handoffs::{HandoffRecord, WaveOrder};
@@ -24,6 +25,9 @@ pub use mqtt_users::MqttUserRecord;
 pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord};
 pub use outbox::{EventRecord, OutboxRecord};
 pub use tokens::{AuditRecord, FoundToken, TOKEN_ID_LEN, TokenListing, TokenRecord};
+pub use webhooks::{
+    DueDelivery, MAX_ENDPOINTS_PER_BRAND, NewEndpoint, WebhookDelivery, WebhookEndpoint,
+};
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};

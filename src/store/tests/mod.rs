@@ -112,3 +112,4 @@ mod jobs;
 mod machines;
 mod orders;
 mod tokens;
+mod webhooks;
