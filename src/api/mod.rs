@@ -9,6 +9,7 @@
 //! adapter; its response types live in `views`.
 
 pub mod auth;
+pub mod forecasts;
 pub mod ops;
 pub mod order_json;
 pub mod orders;
@@ -39,7 +40,8 @@ use utoipa::OpenApi;
         ops::list_jobs, ops::list_machines, ops::machine_action, ops::courier_schedule, ops::confirm_handoff,
         ops::list_audit, ops::list_events, ops::healthz, ops::metrics,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::rotate_secret,
-        webhooks::deliveries, webhooks::replay, webhooks::replay_dead
+        webhooks::deliveries, webhooks::replay, webhooks::replay_dead,
+        forecasts::list, forecasts::run
     ),
     components(schemas(
         problem::Problem, views::OrderView, views::OrderPage, views::JobPage, views::OrderDetail, views::JobView, views::MachineView,
@@ -47,7 +49,8 @@ use utoipa::OpenApi;
         views::CourierScheduleView, views::ScheduleStopView,
         crate::domain::intake::OrderRequest, crate::domain::intake::FieldError,
         webhooks::EndpointBody, webhooks::EndpointView, webhooks::EndpointWithSecret, webhooks::EndpointList,
-        webhooks::DeliveryView, webhooks::DeliveryPage, webhooks::Replayed
+        webhooks::DeliveryView, webhooks::DeliveryPage, webhooks::Replayed,
+        forecasts::ForecastList, forecasts::ForecastView, forecasts::ForecastDay, forecasts::RunView
     )),
     modifiers(&BearerAuth, &ProblemResponses)
 )]
@@ -201,6 +204,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/handoffs/{id}/confirm", post(ops::confirm_handoff))
         .route("/v1/audit", get(ops::list_audit))
         .route("/v1/events", get(ops::list_events))
+        .route("/v1/forecasts", get(forecasts::list))
+        .route("/v1/forecasts/run", get(forecasts::run))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route(
             "/v1/webhooks/{id}",

@@ -1,13 +1,18 @@
 //! Events emitted by transitions. The runtime writes each one to the outbox in
 //! the same transaction as the state change that caused it.
 
-use super::{JobState, MachineId, MachineMode, MachineState, OrderState};
+use super::{FactoryId, JobState, MachineId, MachineMode, MachineState, OrderState};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
-    OrderAccepted,
+    /// An order was accepted: where it is made and what was ordered (the
+    /// demand the forecasts are built on).
+    OrderAccepted {
+        factory: FactoryId,
+        lines: Vec<OrderedLine>,
+    },
     OrderStateChanged {
         from: OrderState,
         to: OrderState,
@@ -44,7 +49,7 @@ impl Event {
     /// (`fabflow/v1/events/<kind>`).
     pub fn kind(&self) -> &'static str {
         match self {
-            Event::OrderAccepted => "order.accepted",
+            Event::OrderAccepted { .. } => "order.accepted",
             Event::OrderStateChanged { to, .. } => match to {
                 OrderState::Accepted => "order.accepted",
                 OrderState::InProduction => "order.in_production",
@@ -84,6 +89,13 @@ impl Event {
             _ => return None,
         })
     }
+}
+
+/// One line of an accepted order, as events carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderedLine {
+    pub sku: String,
+    pub quantity: u32,
 }
 
 #[cfg(test)]

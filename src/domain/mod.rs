@@ -18,7 +18,7 @@ pub mod reconcile;
 pub mod webhook;
 
 pub use catalog::{Catalog, ProcessStep, Sku};
-pub use event::Event;
+pub use event::{Event, OrderedLine};
 pub use geo_types::{Location, Zone};
 pub use handoff::{HandoffInput, HandoffKind, HandoffState};
 pub use ids::{BrandId, CourierId, FactoryId, JobToken, MachineId, OrderId};

@@ -70,6 +70,19 @@ impl DemandOutlook {
         }
     }
 
+    /// The same outlook with demand never below `floor` (units already
+    /// sold, such as pre-orders): the point and every sample are raised to
+    /// it. A floor that is not finite and positive changes nothing.
+    pub fn at_least(mut self, floor: f64) -> Self {
+        if floor.is_finite() && floor > 0.0 {
+            self.point = self.point.max(floor);
+            for sample in &mut self.samples {
+                *sample = sample.max(floor);
+            }
+        }
+        self
+    }
+
     /// The point forecast of the total.
     pub fn point(&self) -> f64 {
         self.point
@@ -294,5 +307,18 @@ mod tests {
     fn from_a_quantile_alone() {
         assert_eq!(recommend_from_quantile(7.2, 5.0, 2, 1), (5, 3.0));
         assert_eq!(recommend_from_quantile(f64::NAN, -1.0, 0, 0), (0, 0.0));
+    }
+
+    #[test]
+    fn pre_orders_floor_the_outlook() {
+        let outlook = DemandOutlook::from_errors(10.0, &[-6.0, 0.0, 5.0]).at_least(8.0);
+        assert_eq!(outlook.point(), 10.0);
+        assert_eq!(outlook.samples(), &[8.0, 10.0, 15.0]);
+        let low = DemandOutlook::from_errors(2.0, &[]).at_least(7.0);
+        assert_eq!(low.point(), 7.0);
+        assert_eq!(low.samples(), &[7.0]);
+        let same = DemandOutlook::from_errors(2.0, &[1.0]);
+        assert_eq!(same.clone().at_least(f64::NAN), same);
+        assert_eq!(same.clone().at_least(-3.0), same);
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod forecasts;
 pub mod intake;
 pub mod mqtt;
 pub mod operations;
@@ -318,6 +319,13 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         deliverer
             .run(work_stop.clone())
             .instrument(info_span!("webhooks")),
+    );
+    work.spawn(
+        forecasts::DemandCounter {
+            store: store.clone(),
+        }
+        .run(work_stop.clone())
+        .instrument(info_span!("demand")),
     );
     let outbox_client = mqtt::connect_acknowledged(&broker_address, "outbox", mqtt_stop.clone());
     let outbox_task = tokio::spawn(

@@ -8,6 +8,7 @@
 //! `synchronous=FULL`, one writer connection, `BEGIN IMMEDIATE` for every
 //! read-then-write transaction, a busy timeout.
 
+mod demand;
 mod handoffs;
 mod jobs;
 mod machines;
@@ -18,6 +19,7 @@ mod tokens;
 mod webhooks;
 mod write;
 
+pub use demand::DemandRow;
 pub use handoffs::{HandoffRecord, WaveOrder};
 pub use jobs::{JobFilter, JobRecord, JobTransition, SchedulableJob};
 pub use machines::{MachineRecord, MachineSpec, ModeChange};

@@ -8,7 +8,7 @@ use super::{Store, StoreError, parse, text_id};
 use crate::domain::intake::{JobPlan, LineRequest};
 use crate::domain::{
     BrandId, Event, FactoryId, JobInput, JobState, Location, Millis, OrderId, OrderInput,
-    OrderState,
+    OrderState, OrderedLine,
 };
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
@@ -432,7 +432,18 @@ async fn insert_orders(
                 order_id: Some(&order.id),
                 brand: Some(&order.brand),
             };
-            OutboxRow::new(&subject, &Event::OrderAccepted, order.accepted_ms)
+            let accepted = Event::OrderAccepted {
+                factory: order.factory.clone(),
+                lines: order
+                    .lines
+                    .iter()
+                    .map(|line| OrderedLine {
+                        sku: line.sku.clone(),
+                        quantity: line.quantity,
+                    })
+                    .collect(),
+            };
+            OutboxRow::new(&subject, &accepted, order.accepted_ms)
         })
         .collect();
     insert_outbox(tx, &events).await?;

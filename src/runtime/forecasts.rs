@@ -1,0 +1,458 @@
+//! Demand forecasts fed by the event log: a task counts the lines of every
+//! `order.accepted` event into daily demand per brand, SKU and factory (one
+//! event, one O(1) update per line), and the use cases fit the models of
+//! `crate::forecast` on those series: forecasts per SKU (brands), expected
+//! load per factory (operators), and the production run that reaches a
+//! service level for an upcoming event.
+//!
+//! Days are UTC days of the domain clock; today is still open, so series end
+//! yesterday and the first forecast step is today.
+
+use crate::domain::Millis;
+use crate::forecast::production::{DemandOutlook, RunRecommendation, RunRequest, recommend_run};
+use crate::forecast::{
+    Forecaster, Frequency, ModelChoice, SelectionRule, Series, intervals::prediction_intervals,
+};
+use crate::runtime::Clock;
+use crate::store::{DemandRow, Store, StoreError};
+use chrono::{DateTime, NaiveDate};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// The longest forecast horizon, in days.
+pub const MAX_HORIZON_DAYS: usize = 366;
+
+/// The UTC day of a domain-clock time.
+pub fn day_of(ms: Millis) -> Option<NaiveDate> {
+    DateTime::from_timestamp_millis(ms).map(|t| t.date_naive())
+}
+
+/// What one event adds to the demand: its brand's units per SKU and factory
+/// on its day. Only `order.accepted` adds anything.
+pub fn demand_of(envelope: &serde_json::Value) -> Vec<DemandRow> {
+    if envelope["kind"] != "order.accepted" {
+        return Vec::new();
+    }
+    let (Some(brand), Some(factory), Some(at)) = (
+        envelope["brand"].as_str(),
+        envelope["data"]["factory"].as_str(),
+        envelope["at"].as_str(),
+    ) else {
+        return Vec::new();
+    };
+    let Ok(at) = DateTime::parse_from_rfc3339(at) else {
+        return Vec::new();
+    };
+    let day = at.to_utc().date_naive().to_string();
+    envelope["data"]["lines"]
+        .as_array()
+        .map(|lines| {
+            lines
+                .iter()
+                .filter_map(|line| {
+                    Some(DemandRow {
+                        brand: brand.to_string(),
+                        sku: line["sku"].as_str()?.to_string(),
+                        factory: factory.to_string(),
+                        day: day.clone(),
+                        units: line["quantity"].as_i64()?,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Sums rows of the same brand, SKU, factory and day.
+fn merge(rows: Vec<DemandRow>) -> Vec<DemandRow> {
+    let mut sums: BTreeMap<(String, String, String, String), i64> = BTreeMap::new();
+    for row in rows {
+        *sums
+            .entry((row.brand, row.sku, row.factory, row.day))
+            .or_default() += row.units;
+    }
+    sums.into_iter()
+        .map(|((brand, sku, factory, day), units)| DemandRow {
+            brand,
+            sku,
+            factory,
+            day,
+            units,
+        })
+        .collect()
+}
+
+/// Counts accepted orders into daily demand, following the event log.
+pub struct DemandCounter {
+    pub store: Store,
+}
+
+/// Events read per pass.
+const COUNT_BATCH: i64 = 1_000;
+
+impl DemandCounter {
+    pub async fn run(self, cancel: CancellationToken) {
+        loop {
+            let more = match self.pass().await {
+                Ok(more) => more,
+                Err(StoreError::Conflict(reason)) => {
+                    debug!(%reason, "demand counted elsewhere; reading on");
+                    true
+                }
+                Err(err) => {
+                    warn!(error = %err, "counting demand failed; retrying");
+                    false
+                }
+            };
+            if more {
+                continue;
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
+    }
+
+    /// Counts one batch; true if there may be more at once.
+    async fn pass(&self) -> Result<bool, StoreError> {
+        let cursor = self.store.demand_cursor().await?;
+        let events = self
+            .store
+            .events_after(None, Some(cursor), COUNT_BATCH)
+            .await?;
+        let Some(last) = events.last().map(|e| e.seq) else {
+            return Ok(false);
+        };
+        let mut rows = Vec::new();
+        for event in &events {
+            match serde_json::from_str::<serde_json::Value>(&event.payload) {
+                Ok(envelope) => rows.extend(demand_of(&envelope)),
+                Err(err) => warn!(event.seq = event.seq, error = %err, "unreadable event skipped"),
+            }
+        }
+        self.store.count_demand(cursor, last, &merge(rows)).await?;
+        Ok(events.len() as i64 == COUNT_BATCH)
+    }
+}
+
+/// How forecasts are grouped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// One series per brand and SKU (all factories).
+    BrandSku,
+    /// One series per brand, SKU and factory.
+    BrandSkuFactory,
+    /// One series per factory and SKU (all brands): a factory's expected load.
+    FactorySku,
+}
+
+/// What a forecast is of: the parts its grouping keeps.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeriesKey {
+    pub brand: Option<String>,
+    pub sku: String,
+    pub factory: Option<String>,
+}
+
+/// One series' forecast.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemandForecast {
+    pub key: SeriesKey,
+    /// The model (or `auto` pool) chosen on the series' own history.
+    pub model: String,
+    /// Days of history it was fitted on (first order's day to yesterday).
+    pub history_days: usize,
+    /// One entry per day from today: date, units, 80% interval.
+    pub days: Vec<(NaiveDate, f64, f64, f64)>,
+}
+
+/// Daily series from demand rows: zero-filled from each series' first day
+/// to `last_day`. Rows after `last_day` (today's, still open) are left out.
+pub fn daily_series(
+    rows: &[DemandRow],
+    grouping: Grouping,
+    last_day: NaiveDate,
+) -> BTreeMap<SeriesKey, (NaiveDate, Vec<f64>)> {
+    let mut by_key: BTreeMap<SeriesKey, BTreeMap<NaiveDate, f64>> = BTreeMap::new();
+    for row in rows {
+        let Ok(day) = row.day.parse::<NaiveDate>() else {
+            continue;
+        };
+        if day > last_day {
+            continue;
+        }
+        let key = match grouping {
+            Grouping::BrandSku => SeriesKey {
+                brand: Some(row.brand.clone()),
+                sku: row.sku.clone(),
+                factory: None,
+            },
+            Grouping::BrandSkuFactory => SeriesKey {
+                brand: Some(row.brand.clone()),
+                sku: row.sku.clone(),
+                factory: Some(row.factory.clone()),
+            },
+            Grouping::FactorySku => SeriesKey {
+                brand: None,
+                sku: row.sku.clone(),
+                factory: Some(row.factory.clone()),
+            },
+        };
+        *by_key.entry(key).or_default().entry(day).or_default() += row.units.max(0) as f64;
+    }
+    by_key
+        .into_iter()
+        .filter_map(|(key, days)| {
+            let first = *days.keys().next()?;
+            let length = (last_day - first).num_days().max(0) as usize + 1;
+            let mut values = vec![0.0; length];
+            for (day, units) in days {
+                if let Some(slot) = values.get_mut((day - first).num_days() as usize) {
+                    *slot += units;
+                }
+            }
+            Some((key, (first, values)))
+        })
+        .collect()
+}
+
+/// Why a recommendation cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A recommended run with what it rests on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunAdvice {
+    pub recommendation: RunRecommendation,
+    /// The point forecast of demand over the window.
+    pub point_demand: f64,
+    pub model: String,
+    pub history_days: usize,
+}
+
+impl super::Runtime {
+    /// Today, on the domain clock (UTC).
+    fn today(clock: &Clock) -> NaiveDate {
+        day_of(clock.now_ms()).unwrap_or_default()
+    }
+
+    /// Forecasts of daily demand for `horizon` days from today, for the
+    /// series `grouping` makes of the rows `brand`, `sku` and `factories`
+    /// select (`None`: all).
+    pub async fn demand_forecasts(
+        &self,
+        grouping: Grouping,
+        brand: Option<&str>,
+        sku: Option<&str>,
+        factories: Option<&[String]>,
+        horizon: usize,
+    ) -> Result<Vec<DemandForecast>, StoreError> {
+        let horizon = horizon.clamp(1, MAX_HORIZON_DAYS);
+        let today = Self::today(&self.clock);
+        let yesterday = today.pred_opt().unwrap_or(today);
+        let rows: Vec<DemandRow> = self
+            .store
+            .demand(brand, sku, None)
+            .await?
+            .into_iter()
+            .filter(|row| factories.is_none_or(|f| f.contains(&row.factory)))
+            .collect();
+        let series = daily_series(&rows, grouping, yesterday);
+        let mut forecaster = Forecaster::new(horizon, ModelChoice::Auto, SelectionRule::default());
+        let mut out = Vec::with_capacity(series.len());
+        for (key, (first, values)) in series {
+            let history_days = values.len();
+            let Ok(series) = Series::new(key.sku.clone(), first, Frequency::Daily, values) else {
+                continue;
+            };
+            let Ok(forecast) = forecaster.forecast(&series) else {
+                continue;
+            };
+            let intervals = prediction_intervals(&forecast.point, &forecast.fit.backtest, 0.8)
+                .unwrap_or_default();
+            let days = forecast
+                .dates
+                .iter()
+                .zip(&forecast.point)
+                .enumerate()
+                .map(|(index, (date, point))| {
+                    let (lower, upper) = intervals
+                        .get(index)
+                        .map_or((*point, *point), |i| (i.lower, i.upper));
+                    (*date, *point, lower, upper)
+                })
+                .collect();
+            out.push(DemandForecast {
+                key,
+                model: forecast.fit.state.kind().name().to_string(),
+                history_days,
+                days,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The run of `sku` (at `factory`, or all of the brand's factories) that
+    /// meets the demand of the `window_days` from `window_start` with
+    /// probability `request.service_level`, net of stock and returns; demand
+    /// is never below `pre_orders` (units already sold for the event).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn recommend_run(
+        &self,
+        brand: &str,
+        sku: &str,
+        factory: Option<&str>,
+        window_start: NaiveDate,
+        window_days: usize,
+        pre_orders: u64,
+        request: RunRequest,
+    ) -> Result<RunAdvice, RunError> {
+        let today = Self::today(&self.clock);
+        if window_start < today {
+            return Err(RunError::Invalid {
+                field: "event_date",
+                reason: format!("must be today ({today}) or later, got {window_start}"),
+            });
+        }
+        let first_step = (window_start - today).num_days() as usize + 1;
+        let last_step = first_step + window_days.max(1) - 1;
+        if last_step > MAX_HORIZON_DAYS {
+            return Err(RunError::Invalid {
+                field: "event_date",
+                reason: format!("the event must end within {MAX_HORIZON_DAYS} days of today"),
+            });
+        }
+        let yesterday = today.pred_opt().unwrap_or(today);
+        let rows = self.store.demand(Some(brand), Some(sku), factory).await?;
+        let series = daily_series(&rows, Grouping::BrandSku, yesterday);
+        let (first, values) = series.into_values().next().unwrap_or((today, Vec::new()));
+        let history_days = values.len();
+        let series =
+            Series::new(sku.to_string(), first, Frequency::Daily, values).map_err(|err| {
+                RunError::Invalid {
+                    field: "sku",
+                    reason: err.to_string(),
+                }
+            })?;
+        let mut forecaster =
+            Forecaster::new(last_step, ModelChoice::Auto, SelectionRule::default());
+        let forecast = forecaster
+            .forecast(&series)
+            .map_err(|err| RunError::Invalid {
+                field: "event_date",
+                reason: err.to_string(),
+            })?;
+        let outlook = DemandOutlook::from_backtest(
+            &forecast.point,
+            &forecast.fit.backtest,
+            first_step,
+            last_step,
+        )
+        .at_least(pre_orders as f64);
+        let recommendation =
+            recommend_run(&outlook, &request).map_err(|err| RunError::Invalid {
+                field: "service_level",
+                reason: err.to_string(),
+            })?;
+        Ok(RunAdvice {
+            recommendation,
+            point_demand: outlook.point(),
+            model: forecast.fit.state.kind().name().to_string(),
+            history_days,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn row(brand: &str, sku: &str, factory: &str, day: &str, units: i64) -> DemandRow {
+        DemandRow {
+            brand: brand.into(),
+            sku: sku.into(),
+            factory: factory.into(),
+            day: day.into(),
+            units,
+        }
+    }
+
+    #[test]
+    fn accepted_orders_add_their_lines_on_their_day() {
+        let envelope = json!({
+            "kind": "order.accepted", "brand": "acme", "at": "2026-12-03T23:59:59.900+00:00",
+            "data": {"kind": "order_accepted", "factory": "north",
+                     "lines": [{"sku": "tee", "quantity": 2}, {"sku": "mug", "quantity": 1}]}
+        });
+        assert_eq!(
+            demand_of(&envelope),
+            vec![
+                row("acme", "tee", "north", "2026-12-03", 2),
+                row("acme", "mug", "north", "2026-12-03", 1)
+            ]
+        );
+        for other in [
+            json!({"kind": "job.done", "brand": "acme", "at": "2026-12-03T10:00:00Z", "data": {}}),
+            json!({"kind": "order.accepted", "at": "2026-12-03T10:00:00Z", "data": {"factory": "n", "lines": []}}),
+            json!({"kind": "order.accepted", "brand": "a", "at": "yesterday", "data": {"factory": "n", "lines": [{"sku": "t", "quantity": 1}]}}),
+        ] {
+            assert!(demand_of(&other).is_empty(), "{other}");
+        }
+    }
+
+    #[test]
+    fn series_are_zero_filled_grouped_and_end_yesterday() {
+        let rows = vec![
+            row("acme", "tee", "north", "2026-12-01", 2),
+            row("acme", "tee", "south", "2026-12-01", 1),
+            row("acme", "tee", "north", "2026-12-03", 4),
+            row("zest", "tee", "north", "2026-12-02", 5),
+            row("acme", "tee", "north", "2026-12-05", 9),
+        ];
+        let last = NaiveDate::from_ymd_opt(2026, 12, 4).expect("date");
+        let by_brand = daily_series(&rows, Grouping::BrandSku, last);
+        let acme = &by_brand[&SeriesKey {
+            brand: Some("acme".into()),
+            sku: "tee".into(),
+            factory: None,
+        }];
+        assert_eq!(acme.0.to_string(), "2026-12-01");
+        assert_eq!(acme.1, vec![3.0, 0.0, 4.0, 0.0]);
+        let load = daily_series(&rows, Grouping::FactorySku, last);
+        let north = &load[&SeriesKey {
+            brand: None,
+            sku: "tee".into(),
+            factory: Some("north".into()),
+        }];
+        assert_eq!(north.1, vec![2.0, 5.0, 4.0, 0.0]);
+        assert_eq!(
+            daily_series(&rows, Grouping::BrandSkuFactory, last).len(),
+            3
+        );
+    }
+
+    #[test]
+    fn merge_sums_equal_keys() {
+        let merged = merge(vec![
+            row("a", "t", "n", "2026-12-01", 1),
+            row("a", "t", "n", "2026-12-01", 2),
+            row("a", "t", "s", "2026-12-01", 5),
+        ]);
+        assert_eq!(
+            merged,
+            vec![
+                row("a", "t", "n", "2026-12-01", 3),
+                row("a", "t", "s", "2026-12-01", 5)
+            ]
+        );
+    }
+}
