@@ -33,7 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -137,7 +137,8 @@ impl SimMachine {
             silent: AtomicBool::new(false),
             refuse_starts: AtomicBool::new(false),
             ignore_starts: AtomicBool::new(false),
-            drop_start_reply: AtomicBool::new(false),
+            drop_start_replies: AtomicU32::new(0),
+            dropped_start_replies: AtomicU32::new(0),
             sequence,
             inner: Mutex::new(Inner {
                 image,
@@ -257,10 +258,18 @@ impl SimMachineHandle {
         self.shared.ignore_starts.store(ignore, Ordering::SeqCst);
     }
 
-    /// The next start trigger starts the job but its reply is never sent:
-    /// the client times out not knowing whether the start happened.
-    pub fn drop_next_start_reply(&self) {
-        self.shared.drop_start_reply.store(true, Ordering::SeqCst);
+    /// The next `count` start triggers start their job but their replies
+    /// are never sent: the client times out not knowing whether the start
+    /// happened.
+    pub fn drop_next_start_replies(&self, count: u32) {
+        self.shared
+            .drop_start_replies
+            .store(count, Ordering::SeqCst);
+    }
+
+    /// How many start replies were dropped so far.
+    pub fn dropped_start_replies(&self) -> u32 {
+        self.shared.dropped_start_replies.load(Ordering::SeqCst)
     }
 
     /// Sets the lifetime totals shown by cumulative counters (before any
@@ -353,9 +362,11 @@ struct Shared {
     refuse_starts: AtomicBool,
     /// Set by `set_ignore_starts`: start triggers are answered and do nothing.
     ignore_starts: AtomicBool,
-    /// Set by `drop_next_start_reply`: the next start trigger acts but its
-    /// reply is never sent (the client cannot know the start happened).
-    drop_start_reply: AtomicBool,
+    /// Set by `drop_next_start_replies`: how many of the next start triggers
+    /// act but get no reply (the client cannot know the start happened).
+    drop_start_replies: AtomicU32,
+    /// Start replies dropped so far.
+    dropped_start_replies: AtomicU32,
     /// Fleet-wide start counter (orders duplicate starts across machines).
     sequence: Arc<AtomicU64>,
     inner: Mutex<Inner>,
@@ -468,8 +479,12 @@ impl Shared {
         };
         inner.publish_with(self);
         if inner.started.len() != started_before
-            && self.drop_start_reply.swap(false, Ordering::SeqCst)
+            && self
+                .drop_start_replies
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
         {
+            self.dropped_start_replies.fetch_add(1, Ordering::SeqCst);
             debug!(machine.id = %self.config.machine_id, "sim start reply dropped");
             return Ok(None);
         }
