@@ -393,3 +393,68 @@ fn machine_models_are_read_from_the_configured_profile_dirs() {
         "{stderr}"
     );
 }
+
+/// The `threadline-x6` walk-through profile of adapters/README.md, as given there.
+fn readme_threadline_profile() -> String {
+    let readme = std::fs::read_to_string("adapters/README.md").expect("README");
+    let block = readme
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("```").next())
+        .find(|block| block.contains("model = \"threadline-x6\""))
+        .expect("the README gives the threadline-x6 profile")
+        .to_string();
+    block
+        .lines()
+        .map(|line| line.strip_prefix("   ").unwrap_or(line))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn check_config_reads_profiles_without_acknowledge_and_names_their_new_keys() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path());
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).expect("mkdir");
+    let profile = readme_threadline_profile();
+    std::fs::write(profiles.join("threadline-x6.toml"), &profile).expect("write profile");
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!(
+            "profile_dirs = [\"profiles\"]\n{text}\n[[machines]]\nid = \"embroidery-1\"\nfactory = \"north\"\nmodel = \"threadline-x6\"\naddress = \"127.0.0.1:15021\"\n"
+        ),
+    )
+    .expect("write config");
+    let path = config.to_str().expect("path");
+    let out = fabflow(&["check-config", path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Without its echo, without a valid counter type, with a silly timeout:
+    // every problem, each with its file and key.
+    let broken = profile
+        .replace("[signals.token_echo]", "[signals.unused_echo]")
+        .replace(
+            "address = 10\ntype = \"u16\"",
+            "address = 10\ntype = \"i16\"",
+        )
+        .replace("command_timeout_ms = 5000", "command_timeout_ms = 5");
+    assert_ne!(broken, profile);
+    std::fs::write(profiles.join("threadline-x6.toml"), broken).expect("write profile");
+    let out = fabflow(&["check-config", path]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "threadline-x6.toml: signals.unused_echo: unknown signal",
+        "threadline-x6.toml: commands.acknowledge: may be left out only when the machine echoes the job token it runs (`signals.token_echo`)",
+        "threadline-x6.toml: signals.good_count.counts: a cumulative counter must be u16 or u32 without scale (it wraps at the register width)",
+        "threadline-x6.toml: command_timeout_ms: must be 100..=3600000 (milliseconds), got 5",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in\n{stderr}");
+    }
+}

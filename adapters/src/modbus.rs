@@ -300,7 +300,14 @@ impl MachineLink for ModbusLink {
             to_u32(value)
                 .ok_or_else(|| protocol(name, format!("{value} is not a count 0..=4294967295")))
         };
-        let job_token = read_u32(SignalName::JobToken)?;
+        // The token the machine shows: its own echo when the profile has
+        // one (the start's `job_token` register may say only what was
+        // written, not what was taken).
+        let job_token = if profile.echoes_token() {
+            read_u32(SignalName::TokenEcho)?
+        } else {
+            read_u32(SignalName::JobToken)?
+        };
         let good_count = read_u32(SignalName::GoodCount)?;
         let scrap_count = read_u32(SignalName::ScrapCount)?;
         let fault_code = match profile.signal(SignalName::FaultCode) {
@@ -341,7 +348,13 @@ impl MachineLink for ModbusLink {
     async fn acknowledge(&mut self) -> Result<(), AdapterError> {
         self.check_usable()?;
         let profile = Arc::clone(&self.profile);
-        self.run_steps(&profile.acknowledge.steps, None).await
+        match &profile.acknowledge {
+            Some(acknowledge) => self.run_steps(&acknowledge.steps, None).await,
+            None => Err(self.profile_error(
+                "the profile has no acknowledge command (the machine takes its next start from done)"
+                    .to_string(),
+            )),
+        }
     }
 }
 
@@ -513,6 +526,7 @@ mod tests {
             word_order,
             scale,
             map: BTreeMap::new(),
+            counts: crate::profile::Counts::PerJob,
         }
     }
 

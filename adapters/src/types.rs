@@ -54,8 +54,12 @@ impl std::fmt::Display for RunState {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MachineStatus {
     pub state: RunState,
-    /// The token of the job last loaded on the machine (0 when none ever was).
+    /// The job token the machine shows: its `token_echo` signal when the
+    /// profile has one, otherwise the `job_token` register the start writes
+    /// (0 when none ever was).
     pub job_token: u32,
+    /// Raw counter values, as the profile's `counts` says (per job, or
+    /// lifetime totals wrapping at the register width).
     pub good_count: u32,
     pub scrap_count: u32,
     /// `None` when the profile has no `fault_code` signal.
@@ -85,6 +89,7 @@ pub trait MachineLink: Send {
     /// Runs the profile's `start` steps with the command's values. Not
     /// idempotent: after any error, read the status (job token) before retrying.
     async fn start_job(&mut self, cmd: &JobCommand) -> Result<(), AdapterError>;
-    /// Runs the profile's `acknowledge` steps (done → idle).
+    /// Runs the profile's `acknowledge` steps (done → idle). A profile
+    /// without them gets [`AdapterError::Profile`].
     async fn acknowledge(&mut self) -> Result<(), AdapterError>;
 }

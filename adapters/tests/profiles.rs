@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use fabflow_adapters::profile::{
-    BUILTIN_SOURCES, Profile, RegisterKind, SignalName, Step, ValueType, WordOrder,
+    BUILTIN_SOURCES, Counts, DEFAULT_COMMAND_TIMEOUT_MS, Profile, RegisterKind, SignalName, Step,
+    ValueType, WordOrder,
 };
 use fabflow_adapters::{RunState, builtin_profiles, load_dir};
 
@@ -128,11 +129,135 @@ fn a_good_profile_parses_into_typed_signals_and_steps() {
         })
     );
     assert_eq!(
-        profile.acknowledge.steps,
-        vec![Step::WriteCoil {
+        profile.acknowledge.clone().map(|ack| ack.steps),
+        Some(vec![Step::WriteCoil {
             address: 1,
             value: true
-        }]
+        }])
+    );
+    assert_eq!(profile.command_timeout_ms, DEFAULT_COMMAND_TIMEOUT_MS);
+    assert!(!profile.echoes_token());
+    assert_eq!(
+        profile.required(SignalName::GoodCount).counts,
+        Counts::PerJob
+    );
+}
+
+/// GOOD as a machine without an acknowledge step that echoes its token in
+/// an input register and counts lifetime totals.
+fn no_ack_cumulative_echo() -> String {
+    GOOD.replacen(
+        "[commands.acknowledge]\nsteps = [{ write_coil = 1, value = true }]\n",
+        "",
+        1,
+    )
+    .replacen(
+        "address = 1\ntype = \"u16\"\n",
+        "address = 1\ntype = \"u16\"\ncounts = \"cumulative\"\n",
+        1,
+    )
+    .replacen(
+        "address = 2\ntype = \"u16\"\n",
+        "address = 2\ntype = \"u16\"\ncounts = \"cumulative\"\n",
+        1,
+    )
+    .replacen(
+        "[signals.progress]",
+        "[signals.token_echo]\nkind = \"input\"\naddress = 10\ntype = \"u32\"\nword_order = \"big\"\n[signals.progress]",
+        1,
+    )
+    .replacen("unit_id = 2", "unit_id = 2\ncommand_timeout_ms = 2500", 1)
+}
+
+#[test]
+fn a_machine_without_acknowledge_with_cumulative_counters_and_a_token_echo() {
+    let text = no_ack_cumulative_echo();
+    let profile = Profile::from_toml_str(&text, "x.toml").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(profile.acknowledge, None);
+    assert!(profile.echoes_token());
+    let echo = profile.signal(SignalName::TokenEcho).expect("echo");
+    assert_eq!((echo.kind, echo.address), (RegisterKind::Input, 10));
+    let good = profile.required(SignalName::GoodCount);
+    assert_eq!(
+        (good.counts, good.modulus()),
+        (Counts::Cumulative, Some(65_536))
+    );
+    assert_eq!(
+        profile.required(SignalName::ScrapCount).counts,
+        Counts::Cumulative
+    );
+    assert_eq!(profile.command_timeout_ms, 2500);
+
+    // Each new key is checked with its place.
+    let p = "x.toml";
+    let errors = |from: &str, to: &str| -> Vec<String> {
+        assert!(text.contains(from), "test setup: {from:?} not in the text");
+        match Profile::from_toml_str(&text.replacen(from, to, 1), p) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    };
+    let cases = [
+        (
+            "[signals.token_echo]",
+            "[signals.token_echo_gone]",
+            "x.toml: commands.acknowledge: may be left out only when the machine echoes the job token it runs (`signals.token_echo`): without an echo a finished job and a start not yet taken look alike",
+        ),
+        (
+            "address = 10\ntype = \"u32\"\nword_order = \"big\"",
+            "address = 10\ntype = \"u16\"",
+            "x.toml: signals.token_echo.type: `token_echo` must be u32",
+        ),
+        (
+            "kind = \"input\"\naddress = 10",
+            "kind = \"coil\"\naddress = 10",
+            "x.toml: signals.token_echo.kind: `token_echo` is read from an input or holding register",
+        ),
+        (
+            "address = 10\ntype = \"u32\"\nword_order = \"big\"",
+            "address = 10\ntype = \"u32\"\nword_order = \"big\"\nscale = 2.0",
+            "x.toml: signals.token_echo.scale: not allowed on `token_echo` (it must be exact)",
+        ),
+        (
+            "address = 10\n",
+            "address = 0\n",
+            "x.toml: signals.token_echo.address: input 0..2 overlaps signal `state` (0..1)",
+        ),
+        (
+            "address = 1\ntype = \"u16\"\ncounts = \"cumulative\"",
+            "address = 1\ntype = \"f32\"\nword_order = \"big\"\ncounts = \"cumulative\"",
+            "x.toml: signals.good_count.counts: a cumulative counter must be u16 or u32 without scale (it wraps at the register width)",
+        ),
+        (
+            "address = 2\ntype = \"u16\"\ncounts = \"cumulative\"",
+            "address = 2\ntype = \"u16\"\nscale = 0.5\ncounts = \"cumulative\"",
+            "x.toml: signals.scrap_count.counts: a cumulative counter must be u16 or u32 without scale (it wraps at the register width)",
+        ),
+        (
+            "address = 103\ntype = \"u16\"",
+            "address = 103\ntype = \"u16\"\ncounts = \"cumulative\"",
+            "x.toml: signals.quantity.counts: only allowed on `good_count` and `scrap_count`",
+        ),
+        (
+            "command_timeout_ms = 2500",
+            "command_timeout_ms = 5",
+            "x.toml: command_timeout_ms: must be 100..=3600000 (milliseconds), got 5",
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let found = errors(from, to);
+        assert!(
+            found.iter().any(|e| e == expected),
+            "expected {expected:?} in {found:#?}"
+        );
+    }
+    // An unknown choice is refused with its position.
+    let found = errors("counts = \"cumulative\"", "counts = \"since_power_on\"");
+    assert!(
+        found
+            .iter()
+            .any(|e| e.contains("x.toml: line ") && e.contains("per_job")),
+        "{found:#?}"
     );
 }
 
@@ -193,7 +318,7 @@ fn each_kind_of_problem_is_reported_with_its_key() {
         "[signals.good_count]",
         "[signals.good_cnt]",
         &format!(
-            "{p}: signals.good_cnt: unknown signal (known: job_token, recipe, quantity, state, good_count, scrap_count, fault_code, progress)"
+            "{p}: signals.good_cnt: unknown signal (known: job_token, recipe, quantity, state, good_count, scrap_count, fault_code, progress, token_echo)"
         ),
     );
     check(
@@ -233,7 +358,14 @@ fn each_kind_of_problem_is_reported_with_its_key() {
     check(
         "[commands.acknowledge]\nsteps",
         "[commands.ack]\nsteps",
-        &format!("{p}: commands.acknowledge: required command is missing"),
+        &format!("{p}: commands.ack: unknown command (known: start, acknowledge)"),
+    );
+    check(
+        "[commands.acknowledge]\nsteps",
+        "[commands.ack]\nsteps",
+        &format!(
+            "{p}: commands.acknowledge: may be left out only when the machine echoes the job token it runs (`signals.token_echo`): without an echo a finished job and a start not yet taken look alike"
+        ),
     );
     check(
         "{ write = \"quantity\" }, { write_register = 9, value = 1 }",

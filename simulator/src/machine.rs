@@ -13,6 +13,16 @@
 //!   with exception 0x06 ServerDeviceBusy (so the reported token always
 //!   belongs to the job that ran). Acknowledging while Running is Busy too;
 //!   while Fault it is 0x04 ServerDeviceFailure (clear the fault first).
+//! - A profile without `acknowledge`: the machine takes its next job (the
+//!   parameters and the start trigger) straight from Done as from Idle.
+//! - A profile with `token_echo`: the machine shows the token of the job it
+//!   took in that signal, and takes the start registers as a mailbox: the
+//!   `job_token` register the start wrote reads 0 once the job is taken.
+//! - Counters with `counts = "cumulative"` show lifetime totals (from
+//!   [`SimMachineHandle::set_lifetime_counts`]) wrapping at the register
+//!   width; per-job counters restart at 0 with each job.
+//! - Every write request is counted by table and start address
+//!   ([`SimMachineHandle::writes`]).
 //! - Writes to status signals are 0x02 IllegalDataAddress; a command register
 //!   written with an unknown value is 0x03 IllegalDataValue. Trigger coils and
 //!   command registers read back as 0 (they act, they do not store).
@@ -23,12 +33,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use fabflow_adapters::RunState;
-use fabflow_adapters::profile::{Profile, RegisterKind, Signal, SignalName, Step};
+use fabflow_adapters::profile::{Counts, Profile, RegisterKind, Signal, SignalName, Step};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::net::TcpListener;
@@ -126,6 +136,9 @@ impl SimMachine {
             addr,
             silent: AtomicBool::new(false),
             refuse_starts: AtomicBool::new(false),
+            ignore_starts: AtomicBool::new(false),
+            drop_start_replies: AtomicU32::new(0),
+            dropped_start_replies: AtomicU32::new(0),
             sequence,
             inner: Mutex::new(Inner {
                 image,
@@ -135,6 +148,10 @@ impl SimMachine {
                 fault_code: 0,
                 good_count: 0,
                 scrap_count: 0,
+                lifetime_good: 0,
+                lifetime_scrap: 0,
+                echo: 0,
+                writes: BTreeMap::new(),
                 progress_percent: 0.0,
                 hold: false,
                 paused: false,
@@ -191,7 +208,11 @@ impl SimMachineHandle {
     pub fn snapshot(&self) -> SimSnapshot {
         let mut inner = self.shared.lock();
         inner.advance(Instant::now());
-        let token = self.shared.read_holding(&inner, SignalName::JobToken);
+        let token = if self.shared.profile.echoes_token() {
+            inner.echo
+        } else {
+            self.shared.read_holding(&inner, SignalName::JobToken)
+        };
         let recipe = self.shared.read_holding(&inner, SignalName::Recipe);
         let quantity = self.shared.read_holding(&inner, SignalName::Quantity);
         SimSnapshot {
@@ -228,6 +249,41 @@ impl SimMachineHandle {
     /// While silent, requests are read but never answered (client timeouts).
     pub fn set_silent(&self, silent: bool) {
         self.shared.silent.store(silent, Ordering::SeqCst);
+    }
+
+    /// While set, the machine answers every start trigger as if it took it
+    /// but does nothing: no job, no state change (a machine that does not
+    /// react to commands).
+    pub fn set_ignore_starts(&self, ignore: bool) {
+        self.shared.ignore_starts.store(ignore, Ordering::SeqCst);
+    }
+
+    /// The next `count` start triggers start their job but their replies
+    /// are never sent: the client times out not knowing whether the start
+    /// happened.
+    pub fn drop_next_start_replies(&self, count: u32) {
+        self.shared
+            .drop_start_replies
+            .store(count, Ordering::SeqCst);
+    }
+
+    /// How many start replies were dropped so far.
+    pub fn dropped_start_replies(&self) -> u32 {
+        self.shared.dropped_start_replies.load(Ordering::SeqCst)
+    }
+
+    /// Sets the lifetime totals shown by cumulative counters (before any
+    /// job); they wrap at the register width.
+    pub fn set_lifetime_counts(&self, good: u64, scrap: u64) {
+        let mut inner = self.shared.lock();
+        inner.lifetime_good = good;
+        inner.lifetime_scrap = scrap;
+        inner.publish_with(&self.shared);
+    }
+
+    /// How many write requests reached each (table, start address).
+    pub fn writes(&self) -> BTreeMap<(RegisterKind, u16), u64> {
+        self.shared.lock().writes.clone()
     }
 
     /// While set, the machine refuses every start with exception 0x04
@@ -304,6 +360,13 @@ struct Shared {
     silent: AtomicBool,
     /// Set by `set_refuse_starts`: every start gets ServerDeviceFailure.
     refuse_starts: AtomicBool,
+    /// Set by `set_ignore_starts`: start triggers are answered and do nothing.
+    ignore_starts: AtomicBool,
+    /// Set by `drop_next_start_replies`: how many of the next start triggers
+    /// act but get no reply (the client cannot know the start happened).
+    drop_start_replies: AtomicU32,
+    /// Start replies dropped so far.
+    dropped_start_replies: AtomicU32,
     /// Fleet-wide start counter (orders duplicate starts across machines).
     sequence: Arc<AtomicU64>,
     inner: Mutex<Inner>,
@@ -369,6 +432,20 @@ impl Shared {
         }
         let mut inner = self.lock();
         inner.publish_with(self);
+        let written = match &request.request {
+            Request::WriteSingleCoil(address, _) | Request::WriteMultipleCoils(address, _) => {
+                Some((RegisterKind::Coil, *address))
+            }
+            Request::WriteSingleRegister(address, _)
+            | Request::WriteMultipleRegisters(address, _) => {
+                Some((RegisterKind::Holding, *address))
+            }
+            _ => None,
+        };
+        if let Some(key) = written {
+            *inner.writes.entry(key).or_insert(0) += 1;
+        }
+        let started_before = inner.started.len();
         let response = match request.request {
             Request::ReadHoldingRegisters(address, count) => Response::ReadHoldingRegisters(
                 read_range(&inner.image.holding, address, count, 125)?,
@@ -401,7 +478,27 @@ impl Shared {
             _ => return Err(ExceptionCode::IllegalFunction),
         };
         inner.publish_with(self);
+        if inner.started.len() != started_before
+            && self
+                .drop_start_replies
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            self.dropped_start_replies.fetch_add(1, Ordering::SeqCst);
+            debug!(machine.id = %self.config.machine_id, "sim start reply dropped");
+            return Ok(None);
+        }
         Ok(Some(response))
+    }
+
+    /// Whether the machine takes job parameters and a start now: when idle,
+    /// or done if it has no acknowledge step.
+    fn takes_job(&self, phase: &Phase) -> bool {
+        match phase {
+            Phase::Idle => true,
+            Phase::Done => self.profile.acknowledge.is_none(),
+            Phase::Running(_) | Phase::Fault => false,
+        }
     }
 
     fn write_coils(
@@ -445,7 +542,7 @@ impl Shared {
             .job_params
             .iter()
             .any(|r| r.start < span.end && span.start < r.end);
-        if touches_job && !matches!(inner.phase, Phase::Idle) {
+        if touches_job && !self.takes_job(&inner.phase) {
             return Err(ExceptionCode::ServerDeviceBusy);
         }
         for (offset, word) in words.iter().enumerate() {
@@ -477,11 +574,15 @@ impl Shared {
     }
 
     fn start_job(&self, inner: &mut Inner) -> Result<(), ExceptionCode> {
-        if !matches!(inner.phase, Phase::Idle) {
+        if !self.takes_job(&inner.phase) {
             return Err(ExceptionCode::ServerDeviceBusy);
         }
         if self.refuse_starts.load(Ordering::SeqCst) {
             return Err(ExceptionCode::ServerDeviceFailure);
+        }
+        if self.ignore_starts.load(Ordering::SeqCst) {
+            debug!(machine.id = %self.config.machine_id, "sim start ignored");
+            return Ok(());
         }
         let token = self.read_holding(inner, SignalName::JobToken);
         let quantity = self.read_holding(inner, SignalName::Quantity);
@@ -501,9 +602,23 @@ impl Shared {
             elapsed: Duration::ZERO,
             last_update: Instant::now(),
         });
+        // The last job's units join the lifetime totals; this job counts from 0.
+        inner.lifetime_good += u64::from(inner.good_count);
+        inner.lifetime_scrap += u64::from(inner.scrap_count);
         inner.good_count = 0;
         inner.scrap_count = 0;
         inner.progress_percent = 0.0;
+        if self.profile.echoes_token() {
+            inner.echo = token;
+            // The start registers are a mailbox: the machine took the token.
+            if let Some(signal) = self.signal(SignalName::JobToken) {
+                let start = usize::from(signal.address);
+                let end = start + usize::from(signal.value_type.width());
+                if let Some(slot) = inner.image.holding.get_mut(start..end) {
+                    slot.fill(0);
+                }
+            }
+        }
         debug!(machine.id = %self.config.machine_id, job.token = token, quantity, "sim job started");
         Ok(())
     }
@@ -576,8 +691,16 @@ struct Inner {
     rng: StdRng,
     started: Vec<(u64, u32)>,
     fault_code: u32,
+    /// Units of the current (or last) job.
     good_count: u32,
     scrap_count: u32,
+    /// Units of every earlier job (and the starting totals).
+    lifetime_good: u64,
+    lifetime_scrap: u64,
+    /// The token of the last job taken (shown in `token_echo`).
+    echo: u32,
+    /// Write requests per (table, start address).
+    writes: BTreeMap<(RegisterKind, u16), u64>,
     progress_percent: f64,
     hold: bool,
     paused: bool,
@@ -628,12 +751,32 @@ impl Inner {
         self.advance(Instant::now());
         let state = self.state();
         let code = shared.layout.state_codes.get(&state).copied();
+        let counter = |name: SignalName, job: u32, lifetime: u64| -> Option<f64> {
+            let signal = shared.signal(name)?;
+            match (signal.counts, signal.modulus()) {
+                (Counts::Cumulative, Some(modulus)) => {
+                    Some(((lifetime + u64::from(job)) % modulus) as f64)
+                }
+                _ => Some(f64::from(job)),
+            }
+        };
         let values = [
             (SignalName::State, code.map(|c| c as f64)),
-            (SignalName::GoodCount, Some(f64::from(self.good_count))),
-            (SignalName::ScrapCount, Some(f64::from(self.scrap_count))),
+            (
+                SignalName::GoodCount,
+                counter(SignalName::GoodCount, self.good_count, self.lifetime_good),
+            ),
+            (
+                SignalName::ScrapCount,
+                counter(
+                    SignalName::ScrapCount,
+                    self.scrap_count,
+                    self.lifetime_scrap,
+                ),
+            ),
             (SignalName::FaultCode, Some(f64::from(self.fault_code))),
             (SignalName::Progress, Some(self.progress_percent)),
+            (SignalName::TokenEcho, Some(f64::from(self.echo))),
         ];
         for (name, value) in values {
             let (Some(signal), Some(value)) = (shared.signal(name), value) else {
@@ -702,10 +845,11 @@ impl Layout {
         }
         let mut register_triggers = BTreeMap::new();
         let mut coil_triggers = BTreeMap::new();
-        for (steps, trigger) in [
-            (&profile.start.steps, Trigger::Start),
-            (&profile.acknowledge.steps, Trigger::Acknowledge),
-        ] {
+        let mut commands = vec![(&profile.start.steps, Trigger::Start)];
+        if let Some(acknowledge) = &profile.acknowledge {
+            commands.push((&acknowledge.steps, Trigger::Acknowledge));
+        }
+        for (steps, trigger) in commands {
             match steps.last() {
                 Some(Step::WriteCoil {
                     address,

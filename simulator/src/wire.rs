@@ -68,6 +68,7 @@ mod tests {
             word_order,
             scale,
             map: BTreeMap::new(),
+            counts: fabflow_adapters::profile::Counts::PerJob,
         }
     }
 

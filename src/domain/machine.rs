@@ -1,7 +1,10 @@
 //! Machines: what the machine reports (its observed state) and what the
 //! operator decided (its mode), kept apart so that neither overwrites the other.
 //!
-//! The observed state follows every report; the mode changes only by an
+//! The observed state follows every report, except that a machine which has
+//! not reacted to a command within its profile's timeout is `stuck` until it
+//! does (the supervisor decides that, see `reconcile::reacted`); the mode
+//! changes only by an
 //! operator's command and refuses commands that make no sense (resume an
 //! active machine, pause one in maintenance).
 
@@ -20,6 +23,9 @@ pub enum MachineState {
     Paused,
     Fault,
     Maintenance,
+    /// Did not react to a command (a start, an acknowledge) in time. Takes
+    /// no jobs; leaves this state when the machine reacts.
+    Stuck,
 }
 
 /// A state as the machine reports it (the signal `state` of its profile).
@@ -49,6 +55,9 @@ pub enum MachineMode {
 pub enum MachineInput {
     Reported(Reported),
     Disconnected,
+    /// Connected and reporting, but it has not reacted to the last command
+    /// within its timeout.
+    Unresponsive,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,13 +69,14 @@ pub enum ModeInput {
 }
 
 impl MachineState {
-    pub const ALL: [MachineState; 6] = [
+    pub const ALL: [MachineState; 7] = [
         MachineState::Offline,
         MachineState::Idle,
         MachineState::Running,
         MachineState::Paused,
         MachineState::Fault,
         MachineState::Maintenance,
+        MachineState::Stuck,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +87,7 @@ impl MachineState {
             MachineState::Paused => "paused",
             MachineState::Fault => "fault",
             MachineState::Maintenance => "maintenance",
+            MachineState::Stuck => "stuck",
         }
     }
 
@@ -85,6 +96,7 @@ impl MachineState {
     pub fn handle(self, input: MachineInput) -> (MachineState, Vec<Event>) {
         let next = match input {
             MachineInput::Disconnected => MachineState::Offline,
+            MachineInput::Unresponsive => MachineState::Stuck,
             MachineInput::Reported(Reported::Idle) => MachineState::Idle,
             MachineInput::Reported(Reported::Running | Reported::Done) => MachineState::Running,
             MachineInput::Reported(Reported::Fault) => MachineState::Fault,
@@ -200,7 +212,11 @@ mod tests {
         check(S::Idle, R(Reported::Idle), S::Idle);
         for state in MachineState::ALL {
             check(state, Disconnected, S::Offline);
+            check(state, MachineInput::Unresponsive, S::Stuck);
         }
+        // Stuck until the supervisor sees a reaction and reports again.
+        check(S::Stuck, R(Reported::Idle), S::Idle);
+        check(S::Stuck, R(Reported::Running), S::Running);
     }
 
     #[test]
@@ -236,6 +252,7 @@ mod tests {
         assert!(!S::Idle.accepts_jobs(MachineMode::Paused));
         assert!(!S::Fault.accepts_jobs(MachineMode::Active));
         assert!(!S::Offline.accepts_jobs(MachineMode::Active));
+        assert!(!S::Stuck.accepts_jobs(MachineMode::Active));
     }
 
     #[test]

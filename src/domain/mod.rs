@@ -5,6 +5,7 @@
 //! emits, or a typed error naming the state and the input that was refused.
 
 pub mod catalog;
+pub mod counters;
 pub mod event;
 pub mod follow_up;
 pub mod geo_types;

@@ -65,6 +65,37 @@ pub fn reconcile(shown: Shown, token: JobToken, state: JobState, start: Start) -
     }
 }
 
+/// A command sent to a machine whose effect the daemon waits to see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Awaited {
+    Start { token: u32 },
+    Acknowledge,
+}
+
+impl Awaited {
+    pub fn name(self) -> &'static str {
+        match self {
+            Awaited::Start { .. } => "start",
+            Awaited::Acknowledge => "acknowledge",
+        }
+    }
+}
+
+/// Whether `now` shows the machine reacting to `command`, against `before`,
+/// its last report before the command went out: another state, moved
+/// counters, or (for a start, on a machine that echoes the token it runs in
+/// a register of its own) the command's token. A token read from the
+/// register the start wrote proves nothing: it shows what was written.
+pub fn reacted(before: Shown, now: Shown, command: Awaited, echoes_token: bool) -> bool {
+    if now.state != before.state || now.good != before.good || now.scrap != before.scrap {
+        return true;
+    }
+    match command {
+        Awaited::Start { token } => echoes_token && now.token == token,
+        Awaited::Acknowledge => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +180,98 @@ mod tests {
             );
             check(reported, OTHER, J::Running, Start::Unknown, reset.clone());
             check(reported, OTHER, J::Running, Start::Recent, None);
+        }
+    }
+
+    #[test]
+    fn a_reaction_is_a_new_state_moved_counters_or_an_echoed_token() {
+        let shown = |state, token, good| Shown {
+            state,
+            token,
+            good,
+            scrap: 0,
+            fault_code: None,
+        };
+        let start = Awaited::Start { token: MINE };
+        // (before, now, command, echoes, reacted)
+        let table = [
+            (
+                shown(R::Idle, OTHER, 0),
+                shown(R::Idle, OTHER, 0),
+                start,
+                true,
+                false,
+            ),
+            (
+                shown(R::Idle, OTHER, 0),
+                shown(R::Idle, MINE, 0),
+                start,
+                false,
+                false,
+            ),
+            (
+                shown(R::Idle, OTHER, 0),
+                shown(R::Idle, MINE, 0),
+                start,
+                true,
+                true,
+            ),
+            (
+                shown(R::Idle, MINE, 0),
+                shown(R::Running, MINE, 0),
+                start,
+                false,
+                true,
+            ),
+            (
+                shown(R::Done, OTHER, 4),
+                shown(R::Done, OTHER, 4),
+                start,
+                true,
+                false,
+            ),
+            (
+                shown(R::Done, OTHER, 4),
+                shown(R::Done, MINE, 6),
+                start,
+                true,
+                true,
+            ),
+            (
+                shown(R::Done, OTHER, 4),
+                shown(R::Done, OTHER, 6),
+                start,
+                false,
+                true,
+            ),
+            (
+                shown(R::Idle, OTHER, 0),
+                shown(R::Fault, OTHER, 0),
+                start,
+                false,
+                true,
+            ),
+            (
+                shown(R::Done, MINE, 2),
+                shown(R::Done, MINE, 2),
+                Awaited::Acknowledge,
+                true,
+                false,
+            ),
+            (
+                shown(R::Done, MINE, 2),
+                shown(R::Idle, MINE, 2),
+                Awaited::Acknowledge,
+                false,
+                true,
+            ),
+        ];
+        for (before, now, command, echoes, expected) in table {
+            assert_eq!(
+                reacted(before, now, command, echoes),
+                expected,
+                "{before:?} -> {now:?} after {command:?} (echoes: {echoes})"
+            );
         }
     }
 

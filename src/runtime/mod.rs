@@ -260,6 +260,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             handle,
             wakers: wakers.clone(),
             refusals: Default::default(),
+            behaviour: supervisor::Behaviour::of(profile),
         };
         let span = info_span!("supervisor", machine.id = %machine.id, factory.id = %machine.factory, adapter = "modbus");
         work.spawn(supervisor.run(facts).instrument(span));

@@ -6,19 +6,29 @@
 //! whenever the outcome of a start is unknown (error, restart, reconnect) the
 //! machine's job token is read back before anything else is sent: a machine
 //! showing the token has the job; one showing another token never got it.
+//! The token read is the machine's own echo when its profile has one.
+//!
+//! What the profile says about the model ([`Behaviour`]): a machine without
+//! an acknowledge step is never acknowledged and takes its next job from
+//! `done`; lifetime counters are read at the start (the baseline, stored with
+//! the dispatch) and the job is recorded with the difference; a machine that
+//! does not react to a start or an acknowledge within the profile's
+//! `command_timeout_ms` is recorded `stuck` (and warned about) until it does.
 //!
 //! Every store call's consequences are gathered as a [`Wake`] and handed to
 //! the wakers once per fact, in [`Supervisor::run`].
 
-use crate::domain::reconcile::{Shown, Start, reconcile};
+use crate::domain::counters::{Counting, produced};
+use crate::domain::reconcile::{Awaited, Shown, Start, reacted, reconcile};
 use crate::domain::{
     JobInput, JobState, JobToken, MachineInput, MachineMode, MachineState, ModeInput, Reported,
     TransitionError,
 };
 use crate::runtime::clock::Clock;
 use crate::runtime::wake::{Wake, Wakers};
-use crate::store::{JobRecord, Store, StoreError};
-use fabflow_adapters::{JobCommand, MachineFact, MachineHandle, MachineStatus, RunState};
+use crate::store::{CounterBaseline, JobRecord, JobTransition, Store, StoreError};
+use fabflow_adapters::profile::{Counts, SignalName};
+use fabflow_adapters::{JobCommand, MachineFact, MachineHandle, MachineStatus, Profile, RunState};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -29,8 +39,6 @@ use tracing::{debug, info, warn};
 enum Holding {
     /// One of our jobs (or one whose state another actor just changed).
     Busy,
-    /// A finished job was acknowledged: a command went out.
-    Acknowledged,
     /// Nothing of ours.
     Free,
 }
@@ -38,10 +46,68 @@ enum Holding {
 /// Tokens started in this session and when their start command was sent.
 type Started = HashMap<u32, Instant>;
 
-/// How long after a successful start the machine may still show something
-/// else (a status read before the start, a slow machine). Past it, a machine
-/// that does not show the job running has lost it.
-const START_GRACE: Duration = Duration::from_secs(10);
+/// How a machine model behaves, from its profile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Behaviour {
+    /// False when the machine takes its next start straight from `done`.
+    pub acknowledges: bool,
+    /// Whether the token in its status is the machine's own echo.
+    pub echoes_token: bool,
+    /// How long the machine may take to react to a command. Past it after a
+    /// start, a machine that does not show the job has lost it; a machine
+    /// that showed no reaction at all is stuck.
+    pub command_timeout: Duration,
+    pub good: Counting,
+    pub scrap: Counting,
+}
+
+impl Behaviour {
+    pub fn of(profile: &Profile) -> Behaviour {
+        // Validation allows cumulative counters only on u16 and u32 signals.
+        let counting = |name: SignalName| match profile.signal(name) {
+            Some(signal) if signal.counts == Counts::Cumulative => signal
+                .modulus()
+                .map_or(Counting::PerJob, |modulus| Counting::Cumulative { modulus }),
+            _ => Counting::PerJob,
+        };
+        Behaviour {
+            acknowledges: profile.acknowledge.is_some(),
+            echoes_token: profile.echoes_token(),
+            command_timeout: Duration::from_millis(profile.command_timeout_ms),
+            good: counting(SignalName::GoodCount),
+            scrap: counting(SignalName::ScrapCount),
+        }
+    }
+
+    fn cumulative(&self) -> bool {
+        matches!(self.good, Counting::Cumulative { .. })
+            || matches!(self.scrap, Counting::Cumulative { .. })
+    }
+}
+
+/// A command sent to the machine whose effect has not been seen yet.
+#[derive(Debug, Clone, Copy)]
+struct Awaiting {
+    command: Awaited,
+    /// The last report before the command went out.
+    before: Shown,
+    sent: Instant,
+    /// Past the timeout without a reaction: recorded stuck, warned once.
+    stuck: bool,
+}
+
+/// What one supervisor remembers between reports (not persisted: after a
+/// restart the machine's token decides).
+#[derive(Default)]
+struct Session {
+    /// Tokens this supervisor started, and when: a status that does not show
+    /// one of them may predate the start, so it proves nothing until the
+    /// command timeout has passed.
+    started: Started,
+    /// The last command whose effect is awaited. A lost connection ends the
+    /// wait (after the reconnect the machine is read afresh).
+    awaiting: Option<Awaiting>,
+}
 
 /// Starts refused in a row before the machine is put in maintenance.
 const MAX_REFUSALS: u32 = 3;
@@ -56,6 +122,8 @@ pub struct Supervisor {
     pub wakers: Wakers,
     /// Starts the machine refused in a row.
     pub refusals: AtomicU32,
+    /// What the machine's profile says about it.
+    pub behaviour: Behaviour,
 }
 
 /// The driver's facts while a command to it is in flight.
@@ -107,6 +175,16 @@ fn drain_stale(
     lost
 }
 
+fn shown(status: &MachineStatus) -> Shown {
+    Shown {
+        state: reported(status.state),
+        token: status.job_token,
+        good: status.good_count,
+        scrap: status.scrap_count,
+        fault_code: status.fault_code,
+    }
+}
+
 fn reported(state: RunState) -> Reported {
     match state {
         RunState::Idle => Reported::Idle,
@@ -120,10 +198,7 @@ fn reported(state: RunState) -> Reported {
 impl Supervisor {
     /// Runs until the driver's facts channel closes (the driver stopped).
     pub async fn run(self, mut facts: mpsc::Receiver<MachineFact>) {
-        // Tokens this supervisor started in this session, and when: a status
-        // that does not show one of them may predate the start, so it proves
-        // nothing until START_GRACE has passed.
-        let mut started: Started = HashMap::new();
+        let mut session = Session::default();
         while let Some(fact) = facts.recv().await {
             let mut wake = Wake::NONE;
             let result = match fact {
@@ -134,7 +209,7 @@ impl Supervisor {
                         lost: None,
                     };
                     let result = self
-                        .on_status(status, &mut started, &mut in_flight, &mut wake)
+                        .on_status(status, &mut session, &mut in_flight, &mut wake)
                         .await;
                     // A command went out: every report still queued was read
                     // before it and says nothing about the job. Drop them;
@@ -143,10 +218,11 @@ impl Supervisor {
                         Ok(true) => drain_stale(in_flight.facts, in_flight.lost),
                         _ => in_flight.lost,
                     };
-                    if let Some(reason) = lost
-                        && let Err(err) = self.on_lost(&mut wake).await
-                    {
-                        warn!(error = %err, reason = %reason, "recording the lost connection failed");
+                    if let Some(reason) = lost {
+                        session.awaiting = None;
+                        if let Err(err) = self.on_lost(&mut wake).await {
+                            warn!(error = %err, reason = %reason, "recording the lost connection failed");
+                        }
                     }
                     result.map(|_| ())
                 }
@@ -156,6 +232,7 @@ impl Supervisor {
                 }
                 MachineFact::Disconnected { error } => {
                     debug!(error = %error, "machine disconnected");
+                    session.awaiting = None;
                     self.on_lost(&mut wake).await
                 }
             };
@@ -191,16 +268,25 @@ impl Supervisor {
     async fn on_status(
         &self,
         status: MachineStatus,
-        started: &mut Started,
+        session: &mut Session,
         in_flight: &mut InFlight<'_>,
         wake: &mut Wake,
     ) -> Result<bool, StoreError> {
         let now = self.clock.now_ms();
+        let stuck = self.check_reaction(&status, session);
+        let input = if stuck {
+            MachineInput::Unresponsive
+        } else if status.state == RunState::Done && !self.behaviour.acknowledges {
+            // Done is where this machine waits for its next job.
+            MachineInput::Reported(Reported::Idle)
+        } else {
+            MachineInput::Reported(reported(status.state))
+        };
         let state = self
             .store
             .observe_machine(
                 &self.machine,
-                MachineInput::Reported(reported(status.state)),
+                input,
                 Some(status.job_token),
                 status.fault_code,
                 now,
@@ -208,23 +294,110 @@ impl Supervisor {
             .await?;
         // The machine's queue, read once per report.
         let queue = self.store.machine_queue(&self.machine).await?;
-        let held = self
-            .reconcile(&status, &queue, started, in_flight, wake)
-            .await?;
+        let held = self.reconcile(&status, &queue, session, wake).await?;
         if matches!(
             state,
-            MachineState::Fault | MachineState::Paused | MachineState::Offline
+            MachineState::Fault
+                | MachineState::Paused
+                | MachineState::Offline
+                | MachineState::Stuck
         ) {
             *wake |= Wake::unscheduled(self.store.unschedule_machine(&self.machine, now).await?);
         }
-        match held {
-            Holding::Acknowledged => Ok(true),
-            Holding::Busy => Ok(false),
-            Holding::Free if status.state == RunState::Idle => {
-                self.dispatch_next(&queue, started, in_flight, wake).await
+        match (held, status.state) {
+            (Holding::Busy, _) => Ok(false),
+            // A finished job whose completion is already stored (or was
+            // never ours): acknowledge it so the machine returns to idle.
+            (Holding::Free, RunState::Done) if self.behaviour.acknowledges => {
+                self.acknowledge(&status, session, in_flight, wake).await
             }
-            Holding::Free => Ok(false),
+            (Holding::Free, _) if stuck => Ok(false),
+            (Holding::Free, RunState::Idle | RunState::Done) => {
+                self.dispatch_next(&status, &queue, session, in_flight, wake)
+                    .await
+            }
+            (Holding::Free, _) => Ok(false),
         }
+    }
+
+    /// Ends the wait for the last command if the machine reacted to it, or
+    /// marks the machine stuck once the wait passed the command timeout.
+    /// Returns whether the machine is stuck.
+    fn check_reaction(&self, status: &MachineStatus, session: &mut Session) -> bool {
+        let Some(awaiting) = session.awaiting.as_mut() else {
+            return false;
+        };
+        if reacted(
+            awaiting.before,
+            shown(status),
+            awaiting.command,
+            self.behaviour.echoes_token,
+        ) {
+            if awaiting.stuck {
+                info!(
+                    command = awaiting.command.name(),
+                    state = %status.state,
+                    "machine reacted; no longer stuck"
+                );
+            }
+            session.awaiting = None;
+            return false;
+        }
+        let waited = awaiting.sent.elapsed();
+        if !awaiting.stuck && waited >= self.behaviour.command_timeout {
+            awaiting.stuck = true;
+            metrics::counter!("fabflow_machine_stuck_total", "command" => awaiting.command.name())
+                .increment(1);
+            let token = match awaiting.command {
+                Awaited::Start { token } => Some(token),
+                Awaited::Acknowledge => None,
+            };
+            warn!(
+                command = awaiting.command.name(),
+                job.token = ?token,
+                waited_ms = waited.as_millis() as u64,
+                timeout_ms = self.behaviour.command_timeout.as_millis() as u64,
+                state = %status.state,
+                shown.token = status.job_token,
+                "machine did not react to the command; shown as stuck"
+            );
+        }
+        awaiting.stuck
+    }
+
+    /// Acknowledges a finished job, unless an acknowledge is still awaited
+    /// (a stuck machine is sent it again once per command timeout). Returns
+    /// whether a command went out.
+    async fn acknowledge(
+        &self,
+        status: &MachineStatus,
+        session: &mut Session,
+        in_flight: &mut InFlight<'_>,
+        wake: &mut Wake,
+    ) -> Result<bool, StoreError> {
+        let mut stuck = false;
+        if let Some(awaiting) = &session.awaiting
+            && awaiting.command == Awaited::Acknowledge
+        {
+            if !awaiting.stuck || awaiting.sent.elapsed() < self.behaviour.command_timeout {
+                return Ok(false);
+            }
+            stuck = true;
+        }
+        match in_flight.command(self.handle.acknowledge()).await {
+            Ok(()) => {
+                debug!(job.token = status.job_token, "acknowledged finished job");
+                session.awaiting = Some(Awaiting {
+                    command: Awaited::Acknowledge,
+                    before: shown(status),
+                    sent: Instant::now(),
+                    stuck,
+                });
+            }
+            Err(err) => warn!(error = %err, "acknowledge failed; will retry on the next poll"),
+        }
+        *wake |= Wake::SCHEDULER;
+        Ok(true)
     }
 
     /// Brings the stored jobs in line with what the machine shows.
@@ -232,30 +405,41 @@ impl Supervisor {
         &self,
         status: &MachineStatus,
         queue: &[JobRecord],
-        started: &mut Started,
-        in_flight: &mut InFlight<'_>,
+        session: &mut Session,
         wake: &mut Wake,
     ) -> Result<Holding, StoreError> {
         let mut busy = false;
-        let shown = Shown {
-            state: reported(status.state),
-            token: status.job_token,
-            good: status.good_count,
-            scrap: status.scrap_count,
-            fault_code: status.fault_code,
-        };
+        let base = shown(status);
         for job in queue.iter().filter(|job| job.state.is_on_machine()) {
             let token = job.token;
-            let start = match started.get(&token.0) {
+            let start = match session.started.get(&token.0) {
                 None => Start::Unknown,
-                Some(at) if at.elapsed() > START_GRACE => Start::Settled,
+                Some(at) if at.elapsed() > self.behaviour.command_timeout => Start::Settled,
                 Some(_) => Start::Recent,
             };
+            // What this job made: lifetime counters count from the values
+            // read when it was started.
+            let shown = Shown {
+                good: produced(
+                    self.behaviour.good,
+                    job.baseline.map(|b| b.good),
+                    status.good_count,
+                ),
+                scrap: produced(
+                    self.behaviour.scrap,
+                    job.baseline.map(|b| b.scrap),
+                    status.scrap_count,
+                ),
+                ..base
+            };
+            if self.behaviour.cumulative() && job.baseline.is_none() {
+                debug!(job.token = %token, "no counter baseline stored; counts taken as shown");
+            }
             let input = reconcile(shown, token, job.state, start);
             match input {
                 Some(input) => match self.apply(token, input, wake).await? {
                     Some(state) if state.is_terminal() => {
-                        started.remove(&token.0);
+                        session.started.remove(&token.0);
                     }
                     Some(state) if !state.is_on_machine() => {}
                     // Still on the machine, or changed by someone else: look again next poll.
@@ -263,16 +447,6 @@ impl Supervisor {
                 },
                 None => busy = true,
             }
-        }
-        // A finished job whose completion is already stored (or was never
-        // ours): acknowledge it so the machine returns to idle.
-        if status.state == RunState::Done && !busy {
-            match in_flight.command(self.handle.acknowledge()).await {
-                Ok(()) => debug!(job.token = status.job_token, "acknowledged finished job"),
-                Err(err) => warn!(error = %err, "acknowledge failed; will retry on the next poll"),
-            }
-            *wake |= Wake::SCHEDULER;
-            return Ok(Holding::Acknowledged);
         }
         Ok(if busy { Holding::Busy } else { Holding::Free })
     }
@@ -287,7 +461,19 @@ impl Supervisor {
     ) -> Result<Option<JobState>, StoreError> {
         let label = format!("{input:?}");
         let now = self.clock.now_ms();
-        match self.store.transition_job(token, input, now).await {
+        let result = self.store.transition_job(token, input, now).await;
+        self.applied(token, &label, result, wake)
+    }
+
+    /// Logs and counts a job transition; None if the job had changed meanwhile.
+    fn applied(
+        &self,
+        token: JobToken,
+        label: &str,
+        result: Result<JobTransition, StoreError>,
+        wake: &mut Wake,
+    ) -> Result<Option<JobState>, StoreError> {
+        match result {
             Ok(moved) => {
                 info!(job.token = %token, order.id = %moved.job.order_id, from = %moved.from, to = %moved.job.state, "job {}", moved.job.state);
                 metrics::counter!("fabflow_job_transitions_total", "to" => moved.job.state.as_str()).increment(1);
@@ -341,8 +527,9 @@ impl Supervisor {
     /// start command was sent.
     async fn dispatch_next(
         &self,
+        status: &MachineStatus,
         queue: &[JobRecord],
-        started: &mut Started,
+        session: &mut Session,
         in_flight: &mut InFlight<'_>,
         wake: &mut Wake,
     ) -> Result<bool, StoreError> {
@@ -364,10 +551,21 @@ impl Supervisor {
         let token = job.token;
         // Persist first: once dispatched is stored, a crash at any later point
         // leads to a read-back of the machine, never to a blind second start.
-        // Only a dispatch this supervisor won may be started.
-        if self.apply(token, JobInput::Dispatch, wake).await? != Some(JobState::Dispatched) {
+        // Only a dispatch this supervisor won may be started. Lifetime
+        // counters are stored with it as they stand before the start (the
+        // machine is idle or done: they do not move until it runs the job).
+        let baseline = self.behaviour.cumulative().then_some(CounterBaseline {
+            good: status.good_count,
+            scrap: status.scrap_count,
+        });
+        let dispatched = self
+            .store
+            .dispatch_job(token, baseline, self.clock.now_ms())
+            .await;
+        if self.applied(token, "Dispatch", dispatched, wake)? != Some(JobState::Dispatched) {
             return Ok(false);
         }
+        let started = &mut session.started;
         started.insert(token.0, Instant::now());
         let command = JobCommand {
             job_token: token.0,
@@ -376,8 +574,15 @@ impl Supervisor {
         };
         let result = in_flight.command(self.handle.start_job(command)).await;
         // From here on the job may be on the machine: it stays "started" (a
-        // report not showing it proves nothing until START_GRACE has passed).
+        // report not showing it proves nothing until the command timeout has
+        // passed), and the machine's reaction is awaited.
         started.insert(token.0, Instant::now());
+        session.awaiting = Some(Awaiting {
+            command: Awaited::Start { token: token.0 },
+            before: shown(status),
+            sent: Instant::now(),
+            stuck: false,
+        });
         match result {
             Ok(()) => {
                 self.refusals.store(0, Ordering::Relaxed);
@@ -391,7 +596,8 @@ impl Supervisor {
                 metrics::counter!("fabflow_job_start_errors_total", "reason" => err.reason())
                     .increment(1);
                 warn!(job.token = %token, error = %err, "the machine refused the job; planning it again");
-                started.remove(&token.0);
+                session.started.remove(&token.0);
+                session.awaiting = None;
                 self.apply(token, JobInput::MachineLost, wake).await?;
                 self.refused(wake).await?;
             }
@@ -410,7 +616,8 @@ impl Supervisor {
                     // The token is written first: a machine showing another
                     // one never got this job, and it can be planned again.
                     Ok(status) if status.job_token != token.0 => {
-                        started.remove(&token.0);
+                        session.started.remove(&token.0);
+                        session.awaiting = None;
                         self.apply(token, JobInput::MachineLost, wake).await?;
                     }
                     // It has the token: reports decide (running, or still

@@ -33,8 +33,18 @@ pub struct JobRecord {
     pub good: u32,
     pub scrap: u32,
     pub replaces: Option<JobToken>,
+    /// Cumulative counters: the (good, scrap) values read when the job was
+    /// started; `None` on machines counting per job.
+    pub baseline: Option<CounterBaseline>,
     pub created_ms: Millis,
     pub updated_ms: Millis,
+}
+
+/// The values of a machine's lifetime counters when a job was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterBaseline {
+    pub good: u32,
+    pub scrap: u32,
 }
 
 impl JobRecord {
@@ -87,7 +97,8 @@ pub struct JobTransition {
 }
 
 const JOB_COLUMNS: &str = "token, order_id, line_index, step_index, process, recipe, material, quantity, \
-    seconds_per_unit, due_ms, factory, machine, state, good, scrap, replaces, created_ms, updated_ms";
+    seconds_per_unit, due_ms, factory, machine, state, good, scrap, replaces, good_base, scrap_base, \
+    created_ms, updated_ms";
 
 fn to_u32(value: i64, what: &str) -> Result<u32, StoreError> {
     u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} out of range")))
@@ -114,6 +125,16 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord, StoreError> {
             .try_get::<Option<i64>, _>("replaces")?
             .map(|t| to_u32(t, "job token").map(JobToken))
             .transpose()?,
+        baseline: match (
+            row.try_get::<Option<i64>, _>("good_base")?,
+            row.try_get::<Option<i64>, _>("scrap_base")?,
+        ) {
+            (Some(good), Some(scrap)) => Some(CounterBaseline {
+                good: to_u32(good, "good baseline")?,
+                scrap: to_u32(scrap, "scrap baseline")?,
+            }),
+            _ => None,
+        },
         created_ms: row.try_get("created_ms")?,
         updated_ms: row.try_get("updated_ms")?,
     })
@@ -235,6 +256,29 @@ impl Store {
         let mut tx = self.begin().await?;
         let result = transition_in(&mut tx, self.backend, token, input, now).await?;
         tx.commit().await?;
+        Ok(result)
+    }
+
+    /// Dispatches a scheduled job (compare-and-set, as `transition_job`)
+    /// and, in the same transaction, stores the machine's lifetime counter
+    /// values read before the start, if it counts that way.
+    pub async fn dispatch_job(
+        &self,
+        token: JobToken,
+        baseline: Option<CounterBaseline>,
+        now: Millis,
+    ) -> Result<JobTransition, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut result =
+            transition_in(&mut tx, self.backend, token, JobInput::Dispatch, now).await?;
+        sqlx::query("UPDATE jobs SET good_base = $1, scrap_base = $2 WHERE token = $3")
+            .bind(baseline.map(|b| i64::from(b.good)))
+            .bind(baseline.map(|b| i64::from(b.scrap)))
+            .bind(i64::from(token.0))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        result.job.baseline = baseline;
         Ok(result)
     }
 }

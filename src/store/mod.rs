@@ -21,7 +21,7 @@ mod write;
 
 pub use demand::DemandRow;
 pub use handoffs::{HandoffRecord, WaveOrder};
-pub use jobs::{JobFilter, JobRecord, JobTransition, SchedulableJob};
+pub use jobs::{CounterBaseline, JobFilter, JobRecord, JobTransition, SchedulableJob};
 pub use machines::{MachineRecord, MachineSpec, ModeChange};
 pub use mqtt_users::MqttUserRecord;
 pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord};

@@ -166,15 +166,15 @@ pub struct Running {
 
 impl Running {
     pub async fn start(config: Config) -> Running {
+        Running::start_with(config, fabflow_adapters::builtin_profiles()).await
+    }
+
+    /// Starts a daemon that knows the machine models `profiles`.
+    pub async fn start_with(config: Config, profiles: Vec<fabflow_adapters::Profile>) -> Running {
         let shutdown = CancellationToken::new();
-        let daemon = Daemon::start(
-            config,
-            fabflow_adapters::builtin_profiles(),
-            listener().await,
-            shutdown.clone(),
-        )
-        .await
-        .expect("daemon starts");
+        let daemon = Daemon::start(config, profiles, listener().await, shutdown.clone())
+            .await
+            .expect("daemon starts");
         let base = format!("http://{}", daemon.http);
         Running {
             daemon,

@@ -22,6 +22,11 @@ use serde::Deserialize;
 use crate::types::RunState;
 use validate::{RawProfile, line_column, validate};
 
+/// `command_timeout_ms` when a profile does not set it.
+pub const DEFAULT_COMMAND_TIMEOUT_MS: u64 = 10_000;
+/// The range `command_timeout_ms` must lie in.
+pub const COMMAND_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+
 /// The wire protocol of a profile. Only Modbus TCP is implemented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -130,10 +135,11 @@ pub enum SignalName {
     ScrapCount,
     FaultCode,
     Progress,
+    TokenEcho,
 }
 
 impl SignalName {
-    pub const ALL: [SignalName; 8] = [
+    pub const ALL: [SignalName; 9] = [
         SignalName::JobToken,
         SignalName::Recipe,
         SignalName::Quantity,
@@ -142,6 +148,7 @@ impl SignalName {
         SignalName::ScrapCount,
         SignalName::FaultCode,
         SignalName::Progress,
+        SignalName::TokenEcho,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -154,6 +161,7 @@ impl SignalName {
             SignalName::ScrapCount => "scrap_count",
             SignalName::FaultCode => "fault_code",
             SignalName::Progress => "progress",
+            SignalName::TokenEcho => "token_echo",
         }
     }
 
@@ -163,7 +171,10 @@ impl SignalName {
 
     /// Signals a profile must define.
     pub fn is_required(self) -> bool {
-        !matches!(self, SignalName::FaultCode | SignalName::Progress)
+        !matches!(
+            self,
+            SignalName::FaultCode | SignalName::Progress | SignalName::TokenEcho
+        )
     }
 
     /// Signals whose value comes from a [`crate::JobCommand`] (the only ones a
@@ -182,6 +193,28 @@ impl fmt::Display for SignalName {
     }
 }
 
+/// What a counter (`good_count`, `scrap_count`) counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Counts {
+    /// Units of the current job: reset by the machine at each start.
+    #[default]
+    PerJob,
+    /// Lifetime totals that never reset; they wrap at the register width
+    /// (the type is u16 or u32 without scale). The daemon records the
+    /// difference from the value read when it started the job.
+    Cumulative,
+}
+
+impl Counts {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Counts::PerJob => "per_job",
+            Counts::Cumulative => "cumulative",
+        }
+    }
+}
+
 /// Where one signal lives and how it is encoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signal {
@@ -194,6 +227,8 @@ pub struct Signal {
     pub scale: Option<f64>,
     /// Raw value → state; present exactly on the `state` signal.
     pub map: BTreeMap<i64, RunState>,
+    /// What a counter counts; `PerJob` on every other signal.
+    pub counts: Counts,
 }
 
 impl Signal {
@@ -201,6 +236,17 @@ impl Signal {
     pub fn span(&self) -> std::ops::Range<u32> {
         let start = u32::from(self.address);
         start..start + u32::from(self.value_type.width())
+    }
+
+    /// The number of distinct raw values of an unsigned integer signal
+    /// (65 536 for u16, 2^32 for u32): where a cumulative counter wraps.
+    /// `None` for other types.
+    pub fn modulus(&self) -> Option<u64> {
+        match self.value_type {
+            ValueType::U16 => Some(1 << 16),
+            ValueType::U32 => Some(1 << 32),
+            _ => None,
+        }
     }
 }
 
@@ -236,7 +282,13 @@ pub struct Profile {
     /// Every defined signal; all required ones are present.
     pub signals: BTreeMap<SignalName, Signal>,
     pub start: Command,
-    pub acknowledge: Command,
+    /// `None` for a machine that takes its next start straight from `done`
+    /// (it then has a `token_echo` signal).
+    pub acknowledge: Option<Command>,
+    /// How long the machine may take to react to a command (a start shows
+    /// a new state or its token, an acknowledge leaves `done`) before the
+    /// daemon calls it stuck. Default 10 000.
+    pub command_timeout_ms: u64,
 }
 
 impl Profile {
@@ -262,6 +314,12 @@ impl Profile {
     /// A defined signal. Required signals are always present.
     pub fn signal(&self, name: SignalName) -> Option<&Signal> {
         self.signals.get(&name)
+    }
+
+    /// Whether the machine echoes the token it runs in a signal of its own
+    /// (`token_echo`), apart from the `job_token` register the start writes.
+    pub fn echoes_token(&self) -> bool {
+        self.signals.contains_key(&SignalName::TokenEcho)
     }
 
     /// A required signal (job_token, recipe, quantity, state, good_count, scrap_count).

@@ -30,6 +30,7 @@ pub(super) struct RawProfile {
     #[serde(default)]
     materials: Vec<String>,
     unit_id: Option<i64>,
+    command_timeout_ms: Option<i64>,
     #[serde(default)]
     signals: BTreeMap<String, RawSignal>,
     #[serde(default)]
@@ -46,6 +47,7 @@ struct RawSignal {
     word_order: Option<WordOrder>,
     scale: Option<f64>,
     map: Option<BTreeMap<String, String>>,
+    counts: Option<Counts>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +137,24 @@ pub(super) fn validate(raw: RawProfile, origin: &str) -> Result<Profile, Profile
         }
     };
 
+    let command_timeout_ms = match raw.command_timeout_ms {
+        None => DEFAULT_COMMAND_TIMEOUT_MS,
+        Some(ms) => match u64::try_from(ms) {
+            Ok(ms) if COMMAND_TIMEOUT_RANGE_MS.contains(&ms) => ms,
+            _ => {
+                p.push(
+                    "command_timeout_ms",
+                    format!(
+                        "must be {}..={} (milliseconds), got {ms}",
+                        COMMAND_TIMEOUT_RANGE_MS.start(),
+                        COMMAND_TIMEOUT_RANGE_MS.end()
+                    ),
+                );
+                DEFAULT_COMMAND_TIMEOUT_MS
+            }
+        },
+    };
+
     let mut signals = BTreeMap::new();
     for (name, raw_signal) in &raw.signals {
         let key = format!("signals.{name}");
@@ -169,8 +189,17 @@ pub(super) fn validate(raw: RawProfile, origin: &str) -> Result<Profile, Profile
     if start.is_none() {
         p.push("commands.start", "required command is missing");
     }
-    if acknowledge.is_none() {
-        p.push("commands.acknowledge", "required command is missing");
+    // A machine without an acknowledge step shows `done` with the token of
+    // the job it finished until its next start: only a token it echoes
+    // itself (written by the machine, not by the start) tells a finished
+    // job from a start it has not taken yet.
+    if acknowledge.is_none() && !raw.signals.contains_key(SignalName::TokenEcho.as_str()) {
+        p.push(
+            "commands.acknowledge",
+            "may be left out only when the machine echoes the job token it runs \
+             (`signals.token_echo`): without an echo a finished job and a start \
+             not yet taken look alike",
+        );
     }
 
     if !p.list.is_empty() {
@@ -186,7 +215,8 @@ pub(super) fn validate(raw: RawProfile, origin: &str) -> Result<Profile, Profile
         unit_id,
         signals,
         start: start.unwrap_or(Command { steps: Vec::new() }),
-        acknowledge: acknowledge.unwrap_or(Command { steps: Vec::new() }),
+        acknowledge,
+        command_timeout_ms,
     })
 }
 
@@ -266,7 +296,10 @@ fn validate_signal(
         }
         let wants_integer = matches!(
             name,
-            SignalName::JobToken | SignalName::State | SignalName::FaultCode
+            SignalName::JobToken
+                | SignalName::TokenEcho
+                | SignalName::State
+                | SignalName::FaultCode
         );
         if wants_integer && !value_type.is_integer() {
             p.push(
@@ -274,8 +307,10 @@ fn validate_signal(
                 format!("`{name}` must be an integer type"),
             );
         }
-        if name == SignalName::JobToken && value_type != ValueType::U32 {
-            p.push(format!("{key}.type"), "`job_token` must be u32");
+        if matches!(name, SignalName::JobToken | SignalName::TokenEcho)
+            && value_type != ValueType::U32
+        {
+            p.push(format!("{key}.type"), format!("`{name}` must be u32"));
         }
         if matches!(name, SignalName::Recipe | SignalName::Quantity)
             && value_type == ValueType::Bool
@@ -300,7 +335,10 @@ fn validate_signal(
         }
         if matches!(
             name,
-            SignalName::JobToken | SignalName::State | SignalName::FaultCode
+            SignalName::JobToken
+                | SignalName::TokenEcho
+                | SignalName::State
+                | SignalName::FaultCode
         ) {
             p.push(
                 format!("{key}.scale"),
@@ -309,6 +347,34 @@ fn validate_signal(
         }
         if raw.value_type == Some(ValueType::Bool) {
             p.push(format!("{key}.scale"), "not allowed on bool signals");
+        }
+    }
+
+    if name == SignalName::TokenEcho
+        && let Some(kind) = raw.kind
+        && !matches!(kind, RegisterKind::Input | RegisterKind::Holding)
+    {
+        p.push(
+            format!("{key}.kind"),
+            "`token_echo` is read from an input or holding register",
+        );
+    }
+
+    let counts = raw.counts.unwrap_or_default();
+    if raw.counts.is_some() {
+        if !matches!(name, SignalName::GoodCount | SignalName::ScrapCount) {
+            p.push(
+                format!("{key}.counts"),
+                "only allowed on `good_count` and `scrap_count`",
+            );
+        } else if counts == Counts::Cumulative
+            && (!matches!(raw.value_type, Some(ValueType::U16 | ValueType::U32))
+                || raw.scale.is_some())
+        {
+            p.push(
+                format!("{key}.counts"),
+                "a cumulative counter must be u16 or u32 without scale (it wraps at the register width)",
+            );
         }
     }
 
@@ -374,6 +440,7 @@ fn validate_signal(
         word_order: raw.word_order.unwrap_or_default(),
         scale: raw.scale,
         map,
+        counts,
     })
 }
 

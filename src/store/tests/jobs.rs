@@ -308,3 +308,44 @@ async fn a_unit_ruined_at_a_later_step_is_made_again_from_the_first() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_dispatch_stores_the_counter_baseline_with_the_job() {
+    on_every_backend(|store| async move {
+        store
+            .accept_orders(&[new_order("o1", "acme", None)])
+            .await
+            .expect("accept");
+        let token = store.schedulable_jobs(10).await.expect("schedulable")[0].token;
+        store
+            .schedule_jobs(&[(token, MachineId::new("emb-1"))], NOW)
+            .await
+            .expect("schedule");
+        let baseline = CounterBaseline {
+            good: 65_535,
+            scrap: 7,
+        };
+        let moved = store
+            .dispatch_job(token, Some(baseline), NOW)
+            .await
+            .expect("dispatch");
+        assert_eq!(moved.job.state, JobState::Dispatched);
+        assert_eq!(moved.job.baseline, Some(baseline));
+        // Read back as a restarted daemon would: from the machine's queue.
+        let queue = store.machine_queue("emb-1").await.expect("queue");
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue[0].baseline, Some(baseline));
+        // The dispatch is a compare-and-set like any transition.
+        let again = store.dispatch_job(token, None, NOW).await;
+        assert!(matches!(again, Err(StoreError::Transition(_))), "{again:?}");
+        assert_eq!(
+            store
+                .get_job(token)
+                .await
+                .expect("get")
+                .and_then(|j| j.baseline),
+            Some(baseline)
+        );
+    })
+    .await;
+}
