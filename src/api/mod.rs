@@ -9,6 +9,7 @@
 //! adapter; its response types live in `views`.
 
 pub mod auth;
+pub mod feeds;
 pub mod ops;
 pub mod order_json;
 pub mod orders;
@@ -35,7 +36,8 @@ use utoipa::OpenApi;
     info(title = "fabflow", description = "Fulfilment orchestration for neighbourhood microfactories"),
     paths(
         orders::create, orders::get, orders::list, orders::cancel, orders::import,
-        ops::list_jobs, ops::list_machines, ops::machine_action, ops::courier_schedule, ops::confirm_handoff,
+        ops::list_jobs, ops::list_machines, ops::machine_action, ops::courier_schedule,
+        ops::courier_schedule_ics, ops::courier_route_geojson, ops::confirm_handoff,
         ops::list_audit, ops::list_events, ops::healthz, ops::metrics
     ),
     components(schemas(
@@ -189,6 +191,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/machines", get(ops::list_machines))
         .route("/v1/machines/{id}/{action}", post(ops::machine_action))
         .route("/v1/couriers/{id}/schedule", get(ops::courier_schedule))
+        .route(
+            "/v1/couriers/{id}/schedule.ics",
+            get(ops::courier_schedule_ics),
+        )
+        .route(
+            "/v1/couriers/{id}/route.geojson",
+            get(ops::courier_route_geojson),
+        )
         .route("/v1/handoffs/{id}/confirm", post(ops::confirm_handoff))
         .route("/v1/audit", get(ops::list_audit))
         .route("/v1/events", get(ops::list_events))

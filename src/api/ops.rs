@@ -2,7 +2,8 @@
 //! plus health and metrics.
 
 use super::ApiState;
-use super::auth::{Caller, Role};
+use super::auth::{Caller, FeedCaller, Role};
+use super::feeds;
 use super::problem::ApiError;
 use super::views::CourierScheduleView;
 use super::views::{AuditPage, AuditView, EventPage, JobPage, MachineView, job_view, machine_view};
@@ -160,17 +161,65 @@ pub async fn courier_schedule(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<CourierScheduleView>, ApiError> {
-    caller.require(&[Role::Courier, Role::Operator, Role::Admin])?;
-    let known = state.runtime.network.couriers.iter().any(|c| c.id == id);
-    if !known || (caller.role == Role::Courier && caller.scope != id) {
-        return Err(ApiError::not_found(format!("courier {id}")));
-    }
-    let records = state.runtime.store.courier_schedule(&id).await?;
+    let stops = schedule_for(&state, &caller, &id).await?;
+    let records: Vec<_> = stops.into_iter().map(|stop| stop.handoff).collect();
     Ok(Json(CourierScheduleView::new(
         &id,
         &records,
         state.runtime.clock.now_ms(),
     )))
+}
+
+/// The courier `id`'s stops, if `caller` may see them (a courier only its
+/// own; operators and admins any): another courier's is a 404.
+async fn schedule_for(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Vec<crate::store::ScheduledStop>, ApiError> {
+    caller.require(&[Role::Courier, Role::Operator, Role::Admin])?;
+    let known = state.runtime.network.couriers.iter().any(|c| c.id == id);
+    if !known || (caller.role == Role::Courier && caller.scope != id) {
+        return Err(ApiError::not_found(format!("courier {id}")));
+    }
+    Ok(state.runtime.store.courier_schedule(id).await?)
+}
+
+/// A courier's stops as an iCalendar feed (RFC 5545): one VEVENT per stop
+/// with its time window (UTC), place, contact and handoff id. Calendar apps
+/// that cannot send a bearer header may give the token as `?token=`.
+#[utoipa::path(get, path = "/v1/couriers/{id}/schedule.ics", tag = "couriers",
+    params(("id" = String, Path),
+        ("token" = Option<String>, Query, description = "The bearer token, for calendar apps that cannot send an Authorization header")),
+    responses((status = 200, content_type = "text/calendar", body = String, description = "iCalendar (RFC 5545)"),
+        (status = 404, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn courier_schedule_ics(
+    State(state): State<ApiState>,
+    FeedCaller(caller): FeedCaller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let stops = schedule_for(&state, &caller, &id).await?;
+    let body = feeds::icalendar(&id, &stops, state.runtime.clock.now_ms());
+    Ok(([(header::CONTENT_TYPE, feeds::ICALENDAR)], body).into_response())
+}
+
+/// A courier's route as a GeoJSON FeatureCollection (RFC 7946, `[lon, lat]`):
+/// a LineString per wave through its stops, and a Point per stop.
+#[utoipa::path(get, path = "/v1/couriers/{id}/route.geojson", tag = "couriers",
+    params(("id" = String, Path),
+        ("token" = Option<String>, Query, description = "The bearer token, for map apps that cannot send an Authorization header")),
+    responses((status = 200, content_type = "application/geo+json", body = Object, description = "GeoJSON FeatureCollection (RFC 7946)"),
+        (status = 404, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn courier_route_geojson(
+    State(state): State<ApiState>,
+    FeedCaller(caller): FeedCaller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let stops = schedule_for(&state, &caller, &id).await?;
+    let body = feeds::geojson(&id, &stops, state.runtime.clock.now_ms());
+    Ok(([(header::CONTENT_TYPE, feeds::GEOJSON)], body.to_string()).into_response())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -2,7 +2,7 @@
 //! drop-off at a customer). `planned → done`, or `planned → missed` (the order
 //! goes back to the next planning wave). `done` and `missed` never change.
 
-use super::{Event, TransitionError};
+use super::{Event, HOUR_MS, Millis, TransitionError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -26,6 +26,24 @@ pub enum HandoffState {
 pub enum HandoffInput {
     Confirm,
     Miss,
+}
+
+/// How long after its ETA an unconfirmed pickup counts as missed (domain time).
+pub const MISSED_AFTER_MS: Millis = 2 * HOUR_MS;
+
+/// The shortest window a drop-off is shown with (when its ETA is at or past
+/// the order's deadline).
+pub const MIN_DROPOFF_WINDOW_MS: Millis = HOUR_MS / 2;
+
+/// The time window of a stop, as couriers are shown it: from its ETA until a
+/// pickup counts as missed, or until the order's deadline for a drop-off
+/// (at least [`MIN_DROPOFF_WINDOW_MS`], so the window is never empty).
+pub fn stop_window(kind: HandoffKind, eta_ms: Millis, deadline_ms: Millis) -> (Millis, Millis) {
+    let end = match kind {
+        HandoffKind::Pickup => eta_ms.saturating_add(MISSED_AFTER_MS),
+        HandoffKind::Dropoff => deadline_ms.max(eta_ms.saturating_add(MIN_DROPOFF_WINDOW_MS)),
+    };
+    (eta_ms, end)
 }
 
 impl HandoffKind {
@@ -117,5 +135,19 @@ mod tests {
         }
         assert_eq!("done".parse::<S>(), Ok(S::Done));
         assert_eq!("pickup".parse::<HandoffKind>(), Ok(HandoffKind::Pickup));
+    }
+
+    #[test]
+    fn windows_run_from_the_eta_and_are_never_empty() {
+        use HandoffKind::{Dropoff, Pickup};
+        assert_eq!(
+            stop_window(Pickup, 1_000, 0),
+            (1_000, 1_000 + MISSED_AFTER_MS)
+        );
+        assert_eq!(stop_window(Dropoff, 1_000, 9_000_000), (1_000, 9_000_000));
+        assert_eq!(
+            stop_window(Dropoff, 9_000_000, 1_000),
+            (9_000_000, 9_000_000 + MIN_DROPOFF_WINDOW_MS)
+        );
     }
 }

@@ -194,6 +194,8 @@ pub struct Runtime {
     intake: Intake,
     /// Wakes the scheduler and the outbox publisher after a change.
     wakers: Wakers,
+    /// Marks couriers whose schedule changed, for the schedule publisher.
+    schedules: mqtt::schedules::ScheduleChanges,
 }
 
 /// A started runtime: its handle, its stop sequence, and where its MQTT
@@ -272,7 +274,8 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             .run(work_stop.clone())
             .instrument(info_span!("scheduler")),
     );
-    let schedules = mqtt::connect(&broker_address, "schedules", mqtt_stop.clone());
+    let schedules_client = mqtt::connect(&broker_address, "schedules", mqtt_stop.clone());
+    let schedules = mqtt::schedules::ScheduleChanges::default();
     let factory_locations: HashMap<String, Location> = network
         .factories
         .iter()
@@ -295,7 +298,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
                 .cloned()
                 .collect(),
             factories: factory_locations.clone(),
-            mqtt: schedules.client.clone(),
+            schedules: schedules.clone(),
             wakers: wakers.clone(),
         };
         work.spawn(
@@ -315,6 +318,18 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         )
         .instrument(info_span!("outbox")),
     );
+    // Stopped with the outbox, after the waves: their last changes go out.
+    let schedules_task = tokio::spawn(
+        mqtt::schedules::run_schedules(
+            store.clone(),
+            clock,
+            schedules_client,
+            network.couriers.iter().map(|c| c.id.clone()).collect(),
+            schedules.clone(),
+            outbox_stop.clone(),
+        )
+        .instrument(info_span!("schedules")),
+    );
     Ok(Started {
         runtime: Runtime {
             store: store.clone(),
@@ -322,6 +337,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             network,
             intake,
             wakers,
+            schedules,
         },
         shutdown: Shutdown {
             intake: intake_stop,
@@ -330,6 +346,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             work_tasks: work,
             outbox: outbox_stop,
             outbox_task,
+            schedules_task,
             mqtt: mqtt_stop,
             store,
         },

@@ -37,6 +37,7 @@ impl Runtime {
             .confirm_handoff(id, courier, self.clock.now_ms())
             .await?;
         self.wakers.wake(Wake::OUTBOX);
+        self.schedules.mark(handoff.courier.as_str());
         Ok(handoff)
     }
 }

@@ -36,6 +36,16 @@ pub struct HandoffRecord {
     pub updated_ms: Millis,
 }
 
+/// A stop of a courier's schedule with what the courier needs of its order:
+/// who to meet (the customer's name; the factory for a pickup) and the
+/// order's deadline, which closes a drop-off's window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledStop {
+    pub handoff: HandoffRecord,
+    pub customer_name: String,
+    pub deadline_ms: Millis,
+}
+
 const HANDOFF_COLUMNS: &str =
     "id, wave, courier, order_id, kind, seq, place, lat, lon, eta_ms, state, updated_ms";
 
@@ -181,16 +191,31 @@ impl Store {
         Ok(())
     }
 
-    /// A courier's stops that are planned or done, in route order.
-    pub async fn courier_schedule(&self, courier: &str) -> Result<Vec<HandoffRecord>, StoreError> {
+    /// A courier's stops that are planned or done, in route order, with
+    /// their orders' customer name and deadline.
+    pub async fn courier_schedule(&self, courier: &str) -> Result<Vec<ScheduledStop>, StoreError> {
+        let columns: Vec<String> = HANDOFF_COLUMNS
+            .split(", ")
+            .map(|column| format!("h.{column}"))
+            .collect();
         let sql = format!(
-            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE courier = $1 AND state IN ('planned', 'done') ORDER BY wave, seq"
+            "SELECT {}, o.customer_name, o.deadline_ms FROM handoffs h JOIN orders o ON o.id = h.order_id \
+             WHERE h.courier = $1 AND h.state IN ('planned', 'done') ORDER BY h.wave, h.seq",
+            columns.join(", ")
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(courier)
             .fetch_all(self.reader())
             .await?;
-        rows.iter().map(handoff_from_row).collect()
+        rows.iter()
+            .map(|row| {
+                Ok(ScheduledStop {
+                    handoff: handoff_from_row(row)?,
+                    customer_name: row.try_get("customer_name")?,
+                    deadline_ms: row.try_get("deadline_ms")?,
+                })
+            })
+            .collect()
     }
 
     /// Every handoff of an order.

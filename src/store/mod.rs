@@ -17,7 +17,7 @@ mod outbox;
 mod tokens;
 mod write;
 
-pub use handoffs::{HandoffRecord, WaveOrder};
+pub use handoffs::{HandoffRecord, ScheduledStop, WaveOrder};
 pub use jobs::{JobFilter, JobRecord, JobTransition, SchedulableJob};
 pub use machines::{MachineRecord, MachineSpec, ModeChange};
 pub use mqtt_users::MqttUserRecord;
