@@ -412,13 +412,17 @@ async fn schedules_come_as_icalendar_and_geojson_showing_only_the_couriers_own_s
     w.running.stop().await;
 }
 
-/// Confirms one stop as its courier.
-async fn confirm(_admin: &Api, courier: &Api, stop: &Value) {
+/// Confirms one stop as its courier, with the code the admin reads (as the
+/// operator or the brand would hand it over).
+async fn confirm(admin: &Api, courier: &Api, stop: &Value) {
     let id = stop["id"].as_str().expect("stop id");
+    let (status, handoff) = admin.get(&format!("/v1/handoffs/{id}")).await;
+    assert_eq!(status, 200, "{handoff}");
+    let code = handoff["code"].as_str().expect("an admin sees the code");
     let (status, body) = courier
         .post(
             &format!("/v1/handoffs/{id}/confirm"),
-            &serde_json::json!({}),
+            &serde_json::json!({ "code": code }),
             None,
         )
         .await;
@@ -501,5 +505,205 @@ async fn the_retained_mqtt_schedule_follows_every_confirmation() {
     );
     subscriber.stop().await;
     late.stop().await;
+    w.running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_are_confirmed_with_their_code_and_failed_attempts_are_replanned_or_escalated() {
+    let w = world(2).await;
+    let operator = w.running.api(Role::Operator, "north").await;
+    let south = w.running.api(Role::Operator, "south").await;
+    let brand = w.running.api(Role::Brand, "acme").await;
+    let (courier, api, stops) = {
+        let mut found = None;
+        for (courier, api) in &w.couriers {
+            let (_, json) = api.get(&format!("/v1/couriers/{courier}/schedule")).await;
+            let stops = json["stops"].as_array().cloned().unwrap_or_default();
+            if !stops.is_empty() {
+                found = Some((courier.clone(), api.clone(), stops));
+                break;
+            }
+        }
+        found.expect("a courier with stops")
+    };
+    let pickup = stops
+        .iter()
+        .find(|s| s["kind"] == "pickup")
+        .expect("a pickup");
+    let pickup_id = pickup["id"].as_str().expect("id");
+    let order_id = pickup["order_id"].as_str().expect("order");
+    let dropoff = stops
+        .iter()
+        .find(|s| s["kind"] == "dropoff" && s["order_id"] == order_id)
+        .expect("its drop-off");
+    let dropoff_id = dropoff["id"].as_str().expect("id");
+
+    // Who sees which code: the operator the pickup's, the brand the
+    // drop-off's; the courier neither, in any form.
+    let (status, seen) = operator.get(&format!("/v1/handoffs/{pickup_id}")).await;
+    assert_eq!(status, 200, "{seen}");
+    let pickup_code = seen["code"]
+        .as_str()
+        .expect("the operator sees the pickup code")
+        .to_string();
+    assert!(pickup_code.len() == 6 && pickup_code.bytes().all(|b| b.is_ascii_digit()));
+    let (_, seen) = operator.get(&format!("/v1/handoffs/{dropoff_id}")).await;
+    assert!(seen.get("code").is_none(), "{seen}");
+    let (status, _) = south.get(&format!("/v1/handoffs/{pickup_id}")).await;
+    assert_eq!(status, 404, "another factory's operator");
+    let (status, order) = brand.get(&format!("/v1/orders/{order_id}")).await;
+    assert_eq!(status, 200);
+    let handoffs = order["handoffs"].as_array().cloned().unwrap_or_default();
+    let dropoff_code = handoffs
+        .iter()
+        .find(|h| h["id"] == dropoff_id)
+        .and_then(|h| h["code"].as_str())
+        .expect("the brand sees the drop-off code")
+        .to_string();
+    assert!(
+        handoffs
+            .iter()
+            .find(|h| h["id"] == pickup_id)
+            .is_some_and(|h| h.get("code").is_none())
+    );
+    let (status, mine) = api.get(&format!("/v1/handoffs/{pickup_id}")).await;
+    assert_eq!(status, 200);
+    assert!(
+        mine.get("code").is_none(),
+        "the courier never sees the code"
+    );
+    for path in ["schedule", "schedule.ics", "route.geojson"] {
+        let url = format!("{}/v1/couriers/{courier}/{path}", w.running.base);
+        let (_, _, body) = get_text(&url, Some(&api.token)).await;
+        assert!(
+            !body.contains(&pickup_code) && !body.contains(&dropoff_code),
+            "{path} shows a code"
+        );
+    }
+
+    // No code, then a wrong one: 422 pointing at /code, counted.
+    let confirm_url = format!("/v1/handoffs/{pickup_id}/confirm");
+    let (status, problem) = api.post(&confirm_url, &serde_json::json!({}), None).await;
+    assert_eq!(
+        (status, problem["errors"][0]["pointer"].as_str()),
+        (422, Some("/code")),
+        "{problem}"
+    );
+    let wrong = if pickup_code == "000000" {
+        "000001"
+    } else {
+        "000000"
+    };
+    let (status, problem) = api
+        .post(&confirm_url, &serde_json::json!({"code": wrong}), None)
+        .await;
+    assert_eq!(
+        (status, problem["errors"][0]["pointer"].as_str()),
+        (422, Some("/code")),
+        "{problem}"
+    );
+    let (_, seen) = operator.get(&format!("/v1/handoffs/{pickup_id}")).await;
+    assert_eq!(seen["wrong_codes"], 1);
+    // Up to the limit (5 in the demo configuration): locked, 423, until released.
+    for _ in 0..3 {
+        let (status, _) = api
+            .post(&confirm_url, &serde_json::json!({"code": wrong}), None)
+            .await;
+        assert_eq!(status, 422);
+    }
+    let (status, problem) = api
+        .post(&confirm_url, &serde_json::json!({"code": wrong}), None)
+        .await;
+    assert_eq!(status, 423, "{problem}");
+    let (status, problem) = api
+        .post(
+            &confirm_url,
+            &serde_json::json!({"code": pickup_code}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 423, "locked even for the right code: {problem}");
+    let release = format!("/v1/handoffs/{pickup_id}/release");
+    let (status, _) = api.post(&release, &serde_json::json!({}), None).await;
+    assert_eq!(status, 403, "a courier cannot release");
+    let (status, _) = south.post(&release, &serde_json::json!({}), None).await;
+    assert_eq!(status, 404, "nor another factory's operator");
+    let (status, released) = operator.post(&release, &serde_json::json!({}), None).await;
+    assert_eq!(
+        (status, released["state"].as_str()),
+        (200, Some("planned")),
+        "{released}"
+    );
+    let (_, audit) = w.admin.get("/v1/audit").await;
+    assert!(
+        audit["items"].as_array().is_some_and(|items| items
+            .iter()
+            .any(|a| a["action"] == "handoff.release" && a["target"] == pickup_id)),
+        "{audit}"
+    );
+    let (status, body) = api
+        .post(
+            &confirm_url,
+            &serde_json::json!({"code": pickup_code}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A failed drop-off: reason checked, the order back to ready and planned again.
+    let fail_url = format!("/v1/handoffs/{dropoff_id}/fail");
+    let (status, problem) = api
+        .post(&fail_url, &serde_json::json!({"reason": "lost"}), None)
+        .await;
+    assert_eq!(
+        (status, problem["errors"][0]["pointer"].as_str()),
+        (422, Some("/reason"))
+    );
+    let (status, failed) = api
+        .post(&fail_url, &serde_json::json!({"reason": "not_home"}), None)
+        .await;
+    assert_eq!(status, 200, "{failed}");
+    assert_eq!(
+        (failed["attempts"].as_u64(), failed["escalated"].as_bool()),
+        (Some(1), Some(false))
+    );
+    // The next waves plan it again; each new attempt fails until the third escalates.
+    for attempt in 2..=3u64 {
+        let (courier, api, stop) =
+            wait_for("the order planned again", Duration::from_secs(30), || {
+                let couriers = w.couriers.clone();
+                let order_id = order_id.to_string();
+                async move {
+                    for (courier, api) in &couriers {
+                        let (_, json) = api.get(&format!("/v1/couriers/{courier}/schedule")).await;
+                        let stops = json["stops"].as_array().cloned().unwrap_or_default();
+                        if let Some(stop) = stops.into_iter().find(|s| {
+                            s["order_id"] == order_id.as_str()
+                                && s["kind"] == "pickup"
+                                && s["state"] == "planned"
+                        }) {
+                            return Some((courier.clone(), api.clone(), stop));
+                        }
+                    }
+                    None
+                }
+            })
+            .await;
+        let id = stop["id"].as_str().expect("id");
+        let (status, failed) = api
+            .post(
+                &format!("/v1/handoffs/{id}/fail"),
+                &serde_json::json!({"reason": "refused"}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{courier}: {failed}");
+        assert_eq!(failed["attempts"].as_u64(), Some(attempt));
+        assert_eq!(failed["escalated"].as_bool(), Some(attempt == 3));
+    }
+    let (_, order) = brand.get(&format!("/v1/orders/{order_id}")).await;
+    assert_eq!(order["state"], "ready");
+    assert_eq!(order["escalation"]["attempts"], 3, "{order}");
+    assert_eq!(order["escalation"]["reason"], "refused");
     w.running.stop().await;
 }

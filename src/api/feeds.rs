@@ -125,8 +125,9 @@ pub fn icalendar(courier: &str, stops: &[ScheduledStop], now_ms: i64) -> String 
             h.id,
         );
         let status = match h.state {
-            HandoffState::Missed => "CANCELLED",
-            _ => "CONFIRMED",
+            HandoffState::Missed | HandoffState::Failed => "CANCELLED",
+            HandoffState::Locked => "TENTATIVE",
+            HandoffState::Planned | HandoffState::Done => "CONFIRMED",
         };
         line(&mut out, "BEGIN:VEVENT");
         line(&mut out, &format!("UID:{}@fabflow", escape_text(&h.id)));

@@ -38,12 +38,14 @@ use utoipa::OpenApi;
         orders::create, orders::get, orders::list, orders::cancel, orders::import,
         ops::list_jobs, ops::list_machines, ops::machine_action, ops::courier_schedule,
         ops::courier_schedule_ics, ops::courier_route_geojson, ops::confirm_handoff,
+        ops::fail_handoff, ops::get_handoff, ops::release_handoff,
         ops::list_audit, ops::list_events, ops::healthz, ops::metrics
     ),
     components(schemas(
         problem::Problem, views::OrderView, views::OrderPage, views::JobPage, views::OrderDetail, views::JobView, views::MachineView,
         views::HandoffView, views::CustomerView, views::AuditView, views::AuditPage, views::EventPage, orders::ImportReport, orders::ImportLine, ops::Confirmed, ops::Health,
-        views::CourierScheduleView, views::ScheduleStopView,
+        views::CourierScheduleView, views::ScheduleStopView, views::HandoffDetailView, views::EscalationView,
+        ops::ConfirmRequest, ops::FailRequest, ops::FailedView, crate::domain::FailureReason,
         crate::domain::intake::OrderRequest, crate::domain::intake::FieldError
     )),
     modifiers(&BearerAuth, &ProblemResponses)
@@ -199,7 +201,10 @@ pub fn router(state: ApiState) -> Router {
             "/v1/couriers/{id}/route.geojson",
             get(ops::courier_route_geojson),
         )
+        .route("/v1/handoffs/{id}", get(ops::get_handoff))
         .route("/v1/handoffs/{id}/confirm", post(ops::confirm_handoff))
+        .route("/v1/handoffs/{id}/fail", post(ops::fail_handoff))
+        .route("/v1/handoffs/{id}/release", post(ops::release_handoff))
         .route("/v1/audit", get(ops::list_audit))
         .route("/v1/events", get(ops::list_events))
         .fallback(not_found)

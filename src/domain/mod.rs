@@ -19,7 +19,10 @@ pub mod reconcile;
 pub use catalog::{Catalog, ProcessStep, Sku};
 pub use event::Event;
 pub use geo_types::{Location, Zone};
-pub use handoff::{HandoffInput, HandoffKind, HandoffState, MISSED_AFTER_MS, stop_window};
+pub use handoff::{
+    AfterFailure, FailureReason, HandoffInput, HandoffKind, HandoffState, MISSED_AFTER_MS,
+    after_failed_attempt, locks_after, stop_window,
+};
 pub use ids::{BrandId, CourierId, FactoryId, JobToken, MachineId, OrderId};
 pub use job::{JobInput, JobState};
 pub use machine::{MachineInput, MachineMode, MachineState, ModeInput, Reported};

@@ -50,6 +50,8 @@ pub struct Network {
     pub rules: IntakeRules,
     pub couriers: Vec<CourierConfig>,
     pub machines: Vec<(crate::config::MachineConfig, Arc<Profile>)>,
+    /// Wrong codes that lock a stop, failed attempts that escalate an order.
+    pub handoffs: crate::config::HandoffsConfig,
 }
 
 impl Network {
@@ -173,6 +175,7 @@ impl Network {
             rules: config.intake.rules(),
             couriers: config.couriers.clone(),
             machines,
+            handoffs: config.handoffs,
         })
     }
 

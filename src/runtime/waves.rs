@@ -30,6 +30,13 @@ pub struct Waves {
     pub wakers: Wakers,
 }
 
+/// A new proof-of-handoff code: six decimal digits from the thread-local
+/// CSPRNG (ChaCha, seeded by the operating system).
+pub fn handoff_code() -> String {
+    use rand::Rng;
+    format!("{:06}", rand::rng().random_range(0..1_000_000u32))
+}
+
 impl Waves {
     pub async fn run(self, cancel: CancellationToken) {
         loop {
@@ -126,6 +133,9 @@ impl Waves {
                     eta_ms: stop.eta_ms,
                     state: HandoffState::Planned,
                     updated_ms: now,
+                    code: Some(handoff_code()),
+                    wrong_codes: 0,
+                    failure: None,
                 });
             }
         }

@@ -17,7 +17,9 @@ mod outbox;
 mod tokens;
 mod write;
 
-pub use handoffs::{HandoffRecord, ScheduledStop, WaveOrder};
+pub use handoffs::{
+    Confirmation, Escalation, FailedAttempt, HandoffDetail, HandoffRecord, ScheduledStop, WaveOrder,
+};
 pub use jobs::{JobFilter, JobRecord, JobTransition, SchedulableJob};
 pub use machines::{MachineRecord, MachineSpec, ModeChange};
 pub use mqtt_users::MqttUserRecord;
@@ -41,6 +43,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// The thing is locked until someone releases it.
+    #[error("locked: {0}")]
+    Locked(String),
     /// A transition the domain refuses.
     #[error(transparent)]
     Transition(#[from] crate::domain::TransitionError),
