@@ -560,6 +560,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             poll_interval: Duration::from_millis(250),
             miss_rate: 0.0,
             seed: args.seed,
+            // The operator gives pickups' codes, the brand's customers drop-offs'.
+            codes: Some(fabflow_sim::CodeSource {
+                operator_token: operator.clone(),
+                brand_token: brand.clone(),
+            }),
         },
         courier_stop.clone(),
     ));

@@ -35,6 +35,8 @@ pub struct Config {
     #[serde(default)]
     pub webhooks: WebhooksConfig,
     #[serde(default)]
+    pub handoffs: HandoffsConfig,
+    #[serde(default)]
     pub zones: Vec<ZoneConfig>,
     #[serde(default)]
     pub factories: Vec<FactoryConfig>,
@@ -213,6 +215,37 @@ impl Default for SchedulerConfig {
         Self {
             interval_ms: 250,
             max_queue: 2,
+        }
+    }
+}
+
+/// Proof of handoff: how many wrong codes lock a stop, how many failed
+/// attempts escalate an order.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandoffsConfig {
+    /// Wrong codes after which a stop is locked until an operator releases it.
+    #[serde(default = "default_max_wrong_codes")]
+    pub max_wrong_codes: u32,
+    /// Failed attempts (not home, wrong address, refused) of one order after
+    /// which it is escalated instead of planned again.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_max_wrong_codes() -> u32 {
+    5
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+
+impl Default for HandoffsConfig {
+    fn default() -> Self {
+        Self {
+            max_wrong_codes: default_max_wrong_codes(),
+            max_attempts: default_max_attempts(),
         }
     }
 }
@@ -463,6 +496,18 @@ impl Config {
                 format!("must be 1..=100, got {}", self.scheduler.max_queue),
             );
         }
+        if !(1..=20).contains(&self.handoffs.max_wrong_codes) {
+            problem(
+                "handoffs.max_wrong_codes".into(),
+                format!("must be 1..=20, got {}", self.handoffs.max_wrong_codes),
+            );
+        }
+        if !(1..=10).contains(&self.handoffs.max_attempts) {
+            problem(
+                "handoffs.max_attempts".into(),
+                format!("must be 1..=10, got {}", self.handoffs.max_attempts),
+            );
+        }
         let mut zone_ids = BTreeSet::new();
         for zone in &self.zones {
             let key = format!("zones.{}", zone.id);
@@ -649,6 +694,7 @@ fn shape_problems(text: &str) -> Vec<String> {
             "mqtt" => check::<MqttConfig>(value),
             "intake" => check::<IntakeConfig>(value),
             "scheduler" => check::<SchedulerConfig>(value),
+            "handoffs" => check::<HandoffsConfig>(value),
             "zones" => {
                 each::<ZoneConfig>(key, value, &mut out);
                 None
@@ -671,7 +717,7 @@ fn shape_problems(text: &str) -> Vec<String> {
             }
             _ => Some(
                 "unknown key (expected time_scale, profile_dirs, http, database, mqtt, intake, \
-                 scheduler, zones, factories, machines, couriers, skus)"
+                 scheduler, handoffs, zones, factories, machines, couriers, skus)"
                     .to_string(),
             ),
         };

@@ -1,6 +1,9 @@
 //! Simulated couriers: one task per courier polls the daemon's clock
 //! (`GET /healthz`) and its schedule (`GET /v1/couriers/{id}/schedule`), and
-//! confirms each due stop (`POST /v1/handoffs/{id}/confirm`) as a rider would.
+//! confirms each due stop (`POST /v1/handoffs/{id}/confirm`) as a rider would,
+//! with the stop's proof-of-handoff code when [`CodeSource`] is given: the
+//! code a factory operator (pickup) or a customer (drop-off) would hand
+//! over, read as they would (`GET /v1/handoffs/{id}` with their token).
 //!
 //! Invariants: within a wave a courier confirms stops in `seq` order and never
 //! passes a planned stop that is not yet due (its ETA is later than the
@@ -50,6 +53,22 @@ impl fmt::Debug for CourierSpec {
     }
 }
 
+/// Who hands couriers the stops' codes: an operator token that sees every
+/// factory's pickups, and the brand token whose customers receive the
+/// drop-offs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CodeSource {
+    pub operator_token: String,
+    pub brand_token: String,
+}
+
+impl fmt::Debug for CodeSource {
+    // Tokens are credentials: keep them out of logs and panics.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CodeSource { <redacted> }")
+    }
+}
+
 /// What [`run`] simulates.
 #[derive(Debug, Clone)]
 pub struct CourierConfig {
@@ -64,6 +83,9 @@ pub struct CourierConfig {
     /// misses the same stops however the polls fall.
     pub miss_rate: f64,
     pub seed: u64,
+    /// Where couriers get each stop's code; None confirms without one (a
+    /// daemon that requires codes then refuses, and the stop is passed).
+    pub codes: Option<CodeSource>,
 }
 
 impl CourierConfig {
@@ -75,6 +97,7 @@ impl CourierConfig {
             poll_interval: Duration::from_millis(500),
             miss_rate: 0.0,
             seed: 1,
+            codes: None,
         }
     }
 }
@@ -142,6 +165,7 @@ pub async fn run(config: CourierConfig, cancel: CancellationToken) -> CourierRep
     let api = Arc::new(Api {
         client,
         base: config.api_base.trim_end_matches('/').to_string(),
+        codes: config.codes,
     });
     let poll_interval = config.poll_interval.max(MIN_POLL_INTERVAL);
     let miss_rate = if config.miss_rate.is_nan() {
@@ -183,6 +207,7 @@ struct Api {
     client: reqwest::Client,
     /// Base URL without a trailing slash.
     base: String,
+    codes: Option<CodeSource>,
 }
 
 impl Api {
@@ -199,15 +224,35 @@ impl Api {
         self.get_json("schedule", &path, Some(&courier.token)).await
     }
 
-    /// Confirms one stop; any 2xx is a confirmation.
-    async fn confirm(&self, courier: &CourierSpec, handoff: &str) -> Result<(), CourierError> {
+    /// The code the operator (pickup) or the customer (drop-off) hands the
+    /// courier at `stop`, if codes are simulated.
+    async fn code(&self, stop: &Stop) -> Result<Option<String>, CourierError> {
+        let Some(codes) = &self.codes else {
+            return Ok(None);
+        };
+        let token = if stop.kind == "pickup" {
+            &codes.operator_token
+        } else {
+            &codes.brand_token
+        };
+        let path = format!("/v1/handoffs/{}", stop.id);
+        let handoff: HandoffCode = self.get_json("handoff", &path, Some(token)).await?;
+        Ok(handoff.code)
+    }
+
+    /// Confirms one stop, with its code if given; any 2xx is a confirmation.
+    async fn confirm(
+        &self,
+        courier: &CourierSpec,
+        handoff: &str,
+        code: Option<&str>,
+    ) -> Result<(), CourierError> {
         let url = format!("{}/v1/handoffs/{handoff}/confirm", self.base);
-        let response = self
-            .client
-            .post(url)
-            .bearer_auth(&courier.token)
-            .send()
-            .await?;
+        let mut request = self.client.post(url).bearer_auth(&courier.token);
+        if let Some(code) = code {
+            request = request.json(&serde_json::json!({ "code": code }));
+        }
+        let response = request.send().await?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -306,6 +351,12 @@ impl CourierError {
             }
         }
     }
+}
+
+/// What a code holder reads of a handoff.
+#[derive(Debug, Deserialize)]
+struct HandoffCode {
+    code: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -425,6 +476,14 @@ struct Courier {
 }
 
 impl Courier {
+    /// Gets the stop's code (if codes are simulated), then confirms with it.
+    async fn confirm(&self, stop: &Stop) -> Result<(), CourierError> {
+        let code = self.api.code(stop).await?;
+        self.api
+            .confirm(&self.spec, &stop.id, code.as_deref())
+            .await
+    }
+
     async fn run(mut self, cancel: CancellationToken) -> (String, CourierCounts) {
         info!("courier started");
         while !cancel.is_cancelled() {
@@ -480,7 +539,7 @@ impl Courier {
                     info!(handoff.id = %stop.id, order.id = %stop.order_id, wave = %stop.wave,
                         seq = stop.seq, kind = %stop.kind, "stop missed on purpose");
                 }
-                Step::Confirm(stop) => match self.api.confirm(&self.spec, &stop.id).await {
+                Step::Confirm(stop) => match self.confirm(stop).await {
                     Ok(()) => {
                         self.counts.confirmed += 1;
                         info!(handoff.id = %stop.id, order.id = %stop.order_id, wave = %stop.wave,

@@ -14,7 +14,7 @@ pub mod machine;
 mod wire;
 
 pub use burst::{BurstReport, fire, generate_orders};
-pub use couriers::{CourierConfig, CourierCounts, CourierReport, CourierSpec};
+pub use couriers::{CodeSource, CourierConfig, CourierCounts, CourierReport, CourierSpec};
 pub use fleet::{FactorySpec, Fleet, FleetSpec, MachineSpec, SimMachineInfo};
 pub use machine::{SimMachine, SimMachineConfig, SimMachineHandle, SimSnapshot};
 

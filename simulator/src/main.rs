@@ -100,6 +100,24 @@ enum Command {
         /// Seed of the missed stops (same seed, same stops missed).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// An operator token (all factories): the couriers read each
+        /// pickup's code with it, as the factory operator hands it over.
+        #[arg(
+            long,
+            env = "FABFLOW_OPERATOR_TOKEN",
+            hide_env_values = true,
+            requires = "brand_token"
+        )]
+        operator_token: Option<String>,
+        /// The brand token: the couriers read each drop-off's code with it,
+        /// as the brand's customer hands it over.
+        #[arg(
+            long,
+            env = "FABFLOW_BRAND_TOKEN",
+            hide_env_values = true,
+            requires = "operator_token"
+        )]
+        brand_token: Option<String>,
     },
 }
 
@@ -201,11 +219,19 @@ async fn main() -> anyhow::Result<()> {
             poll_ms,
             miss_rate,
             seed,
+            operator_token,
+            brand_token,
         } => {
             let config = CourierConfig {
                 poll_interval: Duration::from_millis(poll_ms),
                 miss_rate,
                 seed,
+                codes: operator_token
+                    .zip(brand_token)
+                    .map(|(operator_token, brand_token)| fabflow_sim::CodeSource {
+                        operator_token,
+                        brand_token,
+                    }),
                 ..CourierConfig::new(api, couriers)
             };
             // Stops the couriers; cancelled on Ctrl-C/SIGTERM or if waiting for them fails.

@@ -310,7 +310,6 @@ impl FromRequestParts<ApiState> for Caller {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip());
-        let guard = &state.guard;
         // No token is no guess: it is refused but not counted.
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(ApiError::unauthorized(
@@ -330,6 +329,54 @@ impl FromRequestParts<ApiState> for Caller {
                 "Authorization must be `Bearer <token>`",
             ));
         };
+        caller_for(token, ip, state).await
+    }
+}
+
+/// A caller named by a bearer token in the `Authorization` header or, when
+/// there is none, by a `token` query parameter: for the feed URLs that
+/// calendar and map apps subscribe to, which cannot send headers. Counted
+/// and held back like header tokens; the request path is logged without its
+/// query, so the token is never logged.
+#[derive(Debug, Clone)]
+pub struct FeedCaller(pub Caller);
+
+impl FromRequestParts<ApiState> for FeedCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            return Caller::from_request_parts(parts, state)
+                .await
+                .map(FeedCaller);
+        }
+        let query = axum::extract::Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+            .map_err(|err| ApiError::bad_request(format!("query string: {err}")))?;
+        let Some(token) = query
+            .0
+            .get("token")
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+        else {
+            return Err(ApiError::unauthorized(
+                "missing Authorization: Bearer <token> (or ?token=<token> on a feed URL)",
+            ));
+        };
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        caller_for(token, ip, state).await.map(FeedCaller)
+    }
+}
+
+/// The caller `token` names, counting an unknown token against `ip`.
+async fn caller_for(token: &str, ip: Option<IpAddr>, state: &ApiState) -> Result<Caller, ApiError> {
+    let guard = &state.guard;
+    {
         let hashed = hash(token);
         guard
             .follow_revocations(&state.runtime.store)

@@ -9,6 +9,7 @@
 //! adapter; its response types live in `views`.
 
 pub mod auth;
+pub mod feeds;
 pub mod forecasts;
 pub mod ops;
 pub mod order_json;
@@ -37,7 +38,9 @@ use utoipa::OpenApi;
     info(title = "fabflow", description = "Fulfilment orchestration for neighbourhood microfactories"),
     paths(
         orders::create, orders::get, orders::list, orders::cancel, orders::import,
-        ops::list_jobs, ops::list_machines, ops::machine_action, ops::courier_schedule, ops::confirm_handoff,
+        ops::list_jobs, ops::list_machines, ops::machine_action, ops::courier_schedule,
+        ops::courier_schedule_ics, ops::courier_route_geojson, ops::confirm_handoff,
+        ops::fail_handoff, ops::get_handoff, ops::release_handoff,
         ops::list_audit, ops::list_events, ops::healthz, ops::metrics,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::rotate_secret,
         webhooks::deliveries, webhooks::replay, webhooks::replay_dead,
@@ -46,7 +49,8 @@ use utoipa::OpenApi;
     components(schemas(
         problem::Problem, views::OrderView, views::OrderPage, views::JobPage, views::OrderDetail, views::JobView, views::MachineView,
         views::HandoffView, views::CustomerView, views::AuditView, views::AuditPage, views::EventPage, orders::ImportReport, orders::ImportLine, ops::Confirmed, ops::Health,
-        views::CourierScheduleView, views::ScheduleStopView,
+        views::CourierScheduleView, views::ScheduleStopView, views::HandoffDetailView, views::EscalationView,
+        ops::ConfirmRequest, ops::FailRequest, ops::FailedView, crate::domain::FailureReason,
         crate::domain::intake::OrderRequest, crate::domain::intake::FieldError,
         webhooks::EndpointBody, webhooks::EndpointView, webhooks::EndpointWithSecret, webhooks::EndpointList,
         webhooks::DeliveryView, webhooks::DeliveryPage, webhooks::Replayed,
@@ -201,7 +205,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/machines", get(ops::list_machines))
         .route("/v1/machines/{id}/{action}", post(ops::machine_action))
         .route("/v1/couriers/{id}/schedule", get(ops::courier_schedule))
+        .route(
+            "/v1/couriers/{id}/schedule.ics",
+            get(ops::courier_schedule_ics),
+        )
+        .route(
+            "/v1/couriers/{id}/route.geojson",
+            get(ops::courier_route_geojson),
+        )
+        .route("/v1/handoffs/{id}", get(ops::get_handoff))
         .route("/v1/handoffs/{id}/confirm", post(ops::confirm_handoff))
+        .route("/v1/handoffs/{id}/fail", post(ops::fail_handoff))
+        .route("/v1/handoffs/{id}/release", post(ops::release_handoff))
         .route("/v1/audit", get(ops::list_audit))
         .route("/v1/events", get(ops::list_events))
         .route("/v1/forecasts", get(forecasts::list))

@@ -2,16 +2,19 @@
 //! plus health and metrics.
 
 use super::ApiState;
-use super::auth::{Caller, Role};
+use super::auth::{Caller, FeedCaller, Role};
+use super::feeds;
 use super::problem::ApiError;
-use super::views::CourierScheduleView;
 use super::views::{AuditPage, AuditView, EventPage, JobPage, MachineView, job_view, machine_view};
-use crate::domain::{HandoffState, JobState, ModeInput, OrderState};
-use crate::store::JobFilter;
+use super::views::{CourierScheduleView, HandoffDetailView};
+use crate::domain::intake::FieldError;
+use crate::domain::{FailureReason, HandoffKind, HandoffState, JobState, ModeInput, OrderState};
+use crate::store::{Confirmation, HandoffDetail, JobFilter};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -160,17 +163,65 @@ pub async fn courier_schedule(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<CourierScheduleView>, ApiError> {
-    caller.require(&[Role::Courier, Role::Operator, Role::Admin])?;
-    let known = state.runtime.network.couriers.iter().any(|c| c.id == id);
-    if !known || (caller.role == Role::Courier && caller.scope != id) {
-        return Err(ApiError::not_found(format!("courier {id}")));
-    }
-    let records = state.runtime.store.courier_schedule(&id).await?;
+    let stops = schedule_for(&state, &caller, &id).await?;
+    let records: Vec<_> = stops.into_iter().map(|stop| stop.handoff).collect();
     Ok(Json(CourierScheduleView::new(
         &id,
         &records,
         state.runtime.clock.now_ms(),
     )))
+}
+
+/// The courier `id`'s stops, if `caller` may see them (a courier only its
+/// own; operators and admins any): another courier's is a 404.
+async fn schedule_for(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Vec<crate::store::ScheduledStop>, ApiError> {
+    caller.require(&[Role::Courier, Role::Operator, Role::Admin])?;
+    let known = state.runtime.network.couriers.iter().any(|c| c.id == id);
+    if !known || (caller.role == Role::Courier && caller.scope != id) {
+        return Err(ApiError::not_found(format!("courier {id}")));
+    }
+    Ok(state.runtime.store.courier_schedule(id).await?)
+}
+
+/// A courier's stops as an iCalendar feed (RFC 5545): one VEVENT per stop
+/// with its time window (UTC), place, contact and handoff id. Calendar apps
+/// that cannot send a bearer header may give the token as `?token=`.
+#[utoipa::path(get, path = "/v1/couriers/{id}/schedule.ics", tag = "couriers",
+    params(("id" = String, Path),
+        ("token" = Option<String>, Query, description = "The bearer token, for calendar apps that cannot send an Authorization header")),
+    responses((status = 200, content_type = "text/calendar", body = String, description = "iCalendar (RFC 5545)"),
+        (status = 404, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn courier_schedule_ics(
+    State(state): State<ApiState>,
+    FeedCaller(caller): FeedCaller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let stops = schedule_for(&state, &caller, &id).await?;
+    let body = feeds::icalendar(&id, &stops, state.runtime.clock.now_ms());
+    Ok(([(header::CONTENT_TYPE, feeds::ICALENDAR)], body).into_response())
+}
+
+/// A courier's route as a GeoJSON FeatureCollection (RFC 7946, `[lon, lat]`):
+/// a LineString per wave through its stops, and a Point per stop.
+#[utoipa::path(get, path = "/v1/couriers/{id}/route.geojson", tag = "couriers",
+    params(("id" = String, Path),
+        ("token" = Option<String>, Query, description = "The bearer token, for map apps that cannot send an Authorization header")),
+    responses((status = 200, content_type = "application/geo+json", body = Object, description = "GeoJSON FeatureCollection (RFC 7946)"),
+        (status = 404, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn courier_route_geojson(
+    State(state): State<ApiState>,
+    FeedCaller(caller): FeedCaller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let stops = schedule_for(&state, &caller, &id).await?;
+    let body = feeds::geojson(&id, &stops, state.runtime.clock.now_ms());
+    Ok(([(header::CONTENT_TYPE, feeds::GEOJSON)], body.to_string()).into_response())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -180,25 +231,217 @@ pub struct Confirmed {
     pub state: HandoffState,
 }
 
-/// A courier confirms a stop: pickup (order out for delivery) or drop-off (delivered).
+/// A confirmation: the stop's proof-of-handoff code, which the factory
+/// operator (pickup) or the customer (drop-off) gives the courier.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmRequest {
+    /// The stop's code (six digits). Required of couriers; an admin may
+    /// confirm without it.
+    #[schema(example = "042137")]
+    pub code: Option<String>,
+}
+
+/// A JSON body that may be absent (empty): the type's default.
+fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|err| {
+        ApiError::bad_request(format!(
+            "request body is not valid JSON for this operation: {err}"
+        ))
+    })
+}
+
+fn code_error(reason: impl Into<String>) -> Vec<FieldError> {
+    vec![FieldError::new("/code", reason)]
+}
+
+/// A courier confirms a stop with the code the operator (pickup) or the
+/// customer (drop-off) gave them: pickup (order out for delivery) or
+/// drop-off (delivered). A wrong code is 422 and counted; at the configured
+/// limit the stop locks (423) until an operator releases it.
 #[utoipa::path(post, path = "/v1/handoffs/{id}/confirm", tag = "couriers",
     params(("id" = String, Path)),
+    request_body(content = ConfirmRequest, description = "The stop's code (an admin may send no body)"),
     responses((status = 200, body = Confirmed), (status = 404, body = super::problem::Problem),
-        (status = 409, body = super::problem::Problem)),
+        (status = 409, body = super::problem::Problem),
+        (status = 422, body = super::problem::Problem, description = "No code, or a wrong code (`errors` points at `/code`)"),
+        (status = 423, body = super::problem::Problem, description = "Locked after too many wrong codes")),
     security(("bearer" = [])))]
 pub async fn confirm_handoff(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
+    body: Bytes,
 ) -> Result<Json<Confirmed>, ApiError> {
     caller.require(&[Role::Courier, Role::Admin])?;
+    let request: ConfirmRequest = optional_body(&body)?;
     let courier = (caller.role == Role::Courier).then_some(caller.scope.as_str());
-    let handoff = state.runtime.confirm_handoff(&id, courier).await?;
-    Ok(Json(Confirmed {
-        id: handoff.id,
-        order_id: handoff.order_id.to_string(),
-        state: handoff.state,
+    let code = request.code.as_deref().map(str::trim);
+    if code.is_none() && courier.is_some() {
+        // Not found comes first: a missing code says nothing of other stops.
+        let found = state.runtime.store.get_handoff(&id).await?;
+        if found.is_none_or(|f| Some(f.handoff.courier.as_str()) != courier) {
+            return Err(ApiError::not_found(format!("handoff {id}")));
+        }
+        return Err(ApiError::invalid(code_error(
+            "required: the code the factory operator (pickup) or the customer (drop-off) gives you",
+        )));
+    }
+    match state.runtime.confirm_handoff(&id, courier, code).await? {
+        Confirmation::Confirmed(handoff) => Ok(Json(Confirmed {
+            id: handoff.id,
+            order_id: handoff.order_id.to_string(),
+            state: handoff.state,
+        })),
+        Confirmation::WrongCode {
+            wrong_codes,
+            locked: false,
+        } => {
+            let limit = state.runtime.network.handoffs.max_wrong_codes;
+            Err(ApiError::invalid(code_error(format!(
+                "wrong code ({wrong_codes} of {limit} wrong codes; the stop locks at {limit})"
+            ))))
+        }
+        Confirmation::WrongCode {
+            wrong_codes,
+            locked: true,
+        } => Err(ApiError::new(
+            StatusCode::LOCKED,
+            "locked",
+            format!("wrong code; handoff {id} is now locked after {wrong_codes} wrong codes until an operator releases it"),
+        )
+        .with_errors(code_error("wrong code; the stop is now locked"))),
+    }
+}
+
+/// A failed attempt: why the courier could not complete the stop.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    pub reason: FailureReason,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FailedView {
+    pub id: String,
+    pub order_id: String,
+    pub state: HandoffState,
+    pub reason: FailureReason,
+    /// The order's failed attempts so far, this one included.
+    pub attempts: u32,
+    /// True when the attempts ran out: the order is no longer planned and
+    /// waits for the operator and the brand (`order.escalated`).
+    pub escalated: bool,
+}
+
+/// A courier reports a failed attempt (not home, wrong address, refused):
+/// the order is planned again in the next wave, or escalated after the
+/// configured number of attempts.
+#[utoipa::path(post, path = "/v1/handoffs/{id}/fail", tag = "couriers",
+    params(("id" = String, Path)),
+    request_body = FailRequest,
+    responses((status = 200, body = FailedView), (status = 404, body = super::problem::Problem),
+        (status = 409, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn fail_handoff(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<FailedView>, ApiError> {
+    caller.require(&[Role::Courier, Role::Admin])?;
+    let courier = (caller.role == Role::Courier).then_some(caller.scope.as_str());
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
+    let request: FailRequest = serde_json::from_value(value).map_err(|_| {
+        ApiError::invalid(vec![FieldError::new(
+            "/reason",
+            "must be one of not_home, wrong_address, refused",
+        )])
+    })?;
+    let failed = state
+        .runtime
+        .fail_handoff(&id, courier, request.reason)
+        .await?;
+    Ok(Json(FailedView {
+        id: failed.handoff.id,
+        order_id: failed.handoff.order_id.to_string(),
+        state: failed.handoff.state,
+        reason: request.reason,
+        attempts: failed.attempts,
+        escalated: failed.escalated,
     }))
+}
+
+/// Which handoff codes `caller` may see of a stop of an order made at
+/// `factory` for `brand`: the pickup code to operators of that factory, the
+/// drop-off code to that brand (to pass to its customer), both to admins,
+/// none to couriers.
+pub fn sees_code(caller: &Caller, kind: HandoffKind, factory: &str, brand: &str) -> bool {
+    match (caller.role, kind) {
+        (Role::Admin, _) => true,
+        (Role::Operator, HandoffKind::Pickup) => caller.covers_factory(factory),
+        (Role::Brand, HandoffKind::Dropoff) => caller.scope == brand,
+        _ => false,
+    }
+}
+
+/// Finds a handoff `caller` may see: a courier its own stops, an operator
+/// its factories' orders', a brand its own orders', an admin any.
+async fn visible_handoff(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<HandoffDetail, ApiError> {
+    let found = state.runtime.store.get_handoff(id).await?;
+    found
+        .filter(|found| match caller.role {
+            Role::Admin => true,
+            Role::Operator => caller.covers_factory(&found.factory),
+            Role::Brand => caller.scope == found.brand,
+            Role::Courier => caller.scope == found.handoff.courier.as_str(),
+        })
+        .ok_or_else(|| ApiError::not_found(format!("handoff {id}")))
+}
+
+/// One handoff. The factory's operator sees a pickup's code (to give the
+/// courier), the brand a drop-off's (to pass to its customer); a courier
+/// never sees a code.
+#[utoipa::path(get, path = "/v1/handoffs/{id}", tag = "couriers",
+    params(("id" = String, Path)),
+    responses((status = 200, body = HandoffDetailView), (status = 404, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn get_handoff(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<HandoffDetailView>, ApiError> {
+    let found = visible_handoff(&state, &caller, &id).await?;
+    let show = sees_code(&caller, found.handoff.kind, &found.factory, &found.brand);
+    Ok(Json(HandoffDetailView::new(&found, show)))
+}
+
+/// An operator (of the order's factory) or an admin releases a stop locked
+/// by wrong codes: planned again, its count of wrong codes reset; audited.
+#[utoipa::path(post, path = "/v1/handoffs/{id}/release", tag = "couriers",
+    params(("id" = String, Path)),
+    responses((status = 200, body = HandoffDetailView), (status = 404, body = super::problem::Problem),
+        (status = 409, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn release_handoff(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<HandoffDetailView>, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let found = visible_handoff(&state, &caller, &id).await?;
+    let handoff = state.runtime.release_handoff(&id, &caller.actor()).await?;
+    let show = sees_code(&caller, handoff.kind, &found.factory, &found.brand);
+    let found = HandoffDetail { handoff, ..found };
+    Ok(Json(HandoffDetailView::new(&found, show)))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -5,7 +5,7 @@ use super::ApiState;
 use super::auth::{Caller, Role};
 use super::order_json::{canonical_hash, read_order};
 use super::problem::ApiError;
-use super::views::{OrderDetail, OrderPage, OrderView, job_view, rfc3339};
+use super::views::{OrderDetail, OrderPage, OrderView, job_view};
 use crate::domain::OrderState;
 use crate::domain::intake::{Customer, FieldError, LineRequest, OrderRequest};
 use crate::runtime::{
@@ -194,19 +194,18 @@ pub async fn get(
         })
         .await?;
     let handoffs = state.runtime.store.order_handoffs(&id).await?;
+    let escalation = state.runtime.store.order_escalation(&id).await?;
     Ok(Json(OrderDetail {
         order: OrderView::from(&order),
         jobs: jobs.iter().map(job_view).collect(),
         handoffs: handoffs
             .iter()
-            .map(|h| super::views::HandoffView {
-                id: h.id.clone(),
-                courier: h.courier.to_string(),
-                kind: h.kind,
-                state: h.state,
-                eta: rfc3339(h.eta_ms),
+            .map(|h| {
+                let show = super::ops::sees_code(&caller, h.kind, &order.factory, &order.brand);
+                super::views::HandoffView::new(h, show)
             })
             .collect(),
+        escalation: escalation.as_ref().map(super::views::EscalationView::from),
     }))
 }
 

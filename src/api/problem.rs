@@ -112,6 +112,7 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(detail) => ApiError::conflict(detail),
+            StoreError::Locked(detail) => ApiError::new(StatusCode::LOCKED, "locked", detail),
             StoreError::Transition(err) => ApiError::conflict(err.to_string()),
             other => ApiError::internal(other),
         }

@@ -1,8 +1,12 @@
 //! What the API returns: stable JSON shapes, separate from storage rows.
 
 use crate::domain::intake::LineRequest;
-use crate::domain::{HandoffKind, HandoffState, JobState, MachineMode, MachineState, OrderState};
-use crate::store::{AuditRecord, HandoffRecord, JobRecord, MachineRecord, OrderRecord};
+use crate::domain::{
+    FailureReason, HandoffKind, HandoffState, JobState, MachineMode, MachineState, OrderState,
+};
+use crate::store::{
+    AuditRecord, Escalation, HandoffDetail, HandoffRecord, JobRecord, MachineRecord, OrderRecord,
+};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -80,6 +84,28 @@ pub struct OrderDetail {
     pub order: OrderView,
     pub jobs: Vec<JobView>,
     pub handoffs: Vec<HandoffView>,
+    /// Set when the order's delivery attempts ran out: no wave plans it
+    /// again; the operator and the brand decide.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<EscalationView>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EscalationView {
+    /// The reason of the last failed attempt.
+    pub reason: FailureReason,
+    pub attempts: i64,
+    pub at: Option<DateTime<Utc>>,
+}
+
+impl From<&Escalation> for EscalationView {
+    fn from(escalation: &Escalation) -> Self {
+        EscalationView {
+            reason: escalation.reason,
+            attempts: escalation.attempts,
+            at: rfc3339(escalation.at_ms),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -89,6 +115,63 @@ pub struct HandoffView {
     pub kind: HandoffKind,
     pub state: HandoffState,
     pub eta: Option<DateTime<Utc>>,
+    /// The proof-of-handoff code, to those who hand it over: the brand sees
+    /// a drop-off's (to pass to its customer), the factory's operator a
+    /// pickup's; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Why the attempt failed, for a failed stop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<FailureReason>,
+}
+
+impl HandoffView {
+    /// `handoff` as seen by someone who may (`show_code`) or may not see its code.
+    pub fn new(handoff: &HandoffRecord, show_code: bool) -> HandoffView {
+        HandoffView {
+            id: handoff.id.clone(),
+            courier: handoff.courier.to_string(),
+            kind: handoff.kind,
+            state: handoff.state,
+            eta: rfc3339(handoff.eta_ms),
+            code: handoff.code.clone().filter(|_| show_code),
+            failure: handoff.failure,
+        }
+    }
+}
+
+/// One handoff with its order, for the people at either end of it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HandoffDetailView {
+    #[serde(flatten)]
+    pub handoff: HandoffView,
+    pub order_id: String,
+    pub wave: String,
+    pub seq: i64,
+    /// Factory id for pickups, `customer` for drop-offs.
+    pub place: String,
+    pub lat: f64,
+    pub lon: f64,
+    /// Wrong codes tried since it was planned or last released.
+    pub wrong_codes: i64,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl HandoffDetailView {
+    pub fn new(found: &HandoffDetail, show_code: bool) -> HandoffDetailView {
+        let h = &found.handoff;
+        HandoffDetailView {
+            handoff: HandoffView::new(h, show_code),
+            order_id: h.order_id.to_string(),
+            wave: h.wave.clone(),
+            seq: h.seq,
+            place: h.place.clone(),
+            lat: h.location.lat,
+            lon: h.location.lon,
+            wrong_codes: h.wrong_codes,
+            updated_at: rfc3339(h.updated_ms),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

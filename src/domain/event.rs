@@ -1,7 +1,7 @@
 //! Events emitted by transitions. The runtime writes each one to the outbox in
 //! the same transaction as the state change that caused it.
 
-use super::{FactoryId, JobState, MachineId, MachineMode, MachineState, OrderState};
+use super::{FactoryId, FailureReason, JobState, MachineId, MachineMode, MachineState, OrderState};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +42,21 @@ pub enum Event {
     HandoffPlanned,
     HandoffConfirmed,
     HandoffMissed,
+    /// A courier reported a failed attempt.
+    HandoffFailed {
+        reason: FailureReason,
+    },
+    /// Too many wrong codes: the stop waits for an operator.
+    HandoffLocked {
+        wrong_codes: u32,
+    },
+    /// An operator released a locked stop.
+    HandoffReleased,
+    /// The order's attempts ran out: it waits for the operator and the brand.
+    OrderEscalated {
+        reason: FailureReason,
+        attempts: u32,
+    },
 }
 
 impl Event {
@@ -73,6 +88,10 @@ impl Event {
             Event::HandoffPlanned => "handoff.planned",
             Event::HandoffConfirmed => "handoff.confirmed",
             Event::HandoffMissed => "handoff.missed",
+            Event::HandoffFailed { .. } => "handoff.failed",
+            Event::HandoffLocked { .. } => "handoff.locked",
+            Event::HandoffReleased => "handoff.released",
+            Event::OrderEscalated { .. } => "order.escalated",
         }
     }
 

@@ -21,7 +21,10 @@ pub mod webhook;
 pub use catalog::{Catalog, ProcessStep, Sku};
 pub use event::{Event, OrderedLine};
 pub use geo_types::{Location, Zone};
-pub use handoff::{HandoffInput, HandoffKind, HandoffState};
+pub use handoff::{
+    AfterFailure, FailureReason, HandoffInput, HandoffKind, HandoffState, MISSED_AFTER_MS,
+    after_failed_attempt, locks_after, stop_window,
+};
 pub use ids::{BrandId, CourierId, FactoryId, JobToken, MachineId, OrderId};
 pub use job::{JobInput, JobState};
 pub use machine::{MachineInput, MachineMode, MachineState, ModeInput, Reported};

@@ -35,6 +35,9 @@ pub enum OrderInput {
     PickedUp,
     /// A courier confirmed the drop-off at the customer.
     DroppedOff,
+    /// A drop-off attempt failed (not home, wrong address, refused): the
+    /// parcel goes back to its factory, ready for the next wave.
+    DeliveryFailed,
     /// The brand (or an operator) cancelled it.
     Cancel,
     /// The brand asked for a return after delivery.
@@ -98,6 +101,7 @@ impl OrderState {
             (S::Accepted | S::InProduction, I::AllJobsDone) => S::Ready,
             (S::Ready, I::PickedUp) => S::OutForDelivery,
             (S::OutForDelivery, I::DroppedOff) => S::Delivered,
+            (S::OutForDelivery, I::DeliveryFailed) => S::Ready,
             (S::Accepted | S::InProduction | S::Ready, I::Cancel) => S::Cancelled,
             (S::Delivered, I::RequestReturn) => S::ReturnRequested,
             (S::ReturnRequested, I::ReturnPickedUp) => S::ReturnInTransit,

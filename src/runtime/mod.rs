@@ -52,6 +52,8 @@ pub struct Network {
     pub rules: IntakeRules,
     pub couriers: Vec<CourierConfig>,
     pub machines: Vec<(crate::config::MachineConfig, Arc<Profile>)>,
+    /// Wrong codes that lock a stop, failed attempts that escalate an order.
+    pub handoffs: crate::config::HandoffsConfig,
 }
 
 impl Network {
@@ -175,6 +177,7 @@ impl Network {
             rules: config.intake.rules(),
             couriers: config.couriers.clone(),
             machines,
+            handoffs: config.handoffs,
         })
     }
 
@@ -198,6 +201,8 @@ pub struct Runtime {
     wakers: Wakers,
     /// How webhook endpoints are checked and secrets rotated.
     webhooks: Arc<webhooks::WebhookSettings>,
+    /// Marks couriers whose schedule changed, for the schedule publisher.
+    schedules: mqtt::schedules::ScheduleChanges,
 }
 
 /// A started runtime: its handle, its stop sequence, and where its MQTT
@@ -277,7 +282,8 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             .run(work_stop.clone())
             .instrument(info_span!("scheduler")),
     );
-    let schedules = mqtt::connect(&broker_address, "schedules", mqtt_stop.clone());
+    let schedules_client = mqtt::connect(&broker_address, "schedules", mqtt_stop.clone());
+    let schedules = mqtt::schedules::ScheduleChanges::default();
     let factory_locations: HashMap<String, Location> = network
         .factories
         .iter()
@@ -300,7 +306,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
                 .cloned()
                 .collect(),
             factories: factory_locations.clone(),
-            mqtt: schedules.client.clone(),
+            schedules: schedules.clone(),
             wakers: wakers.clone(),
         };
         work.spawn(
@@ -339,6 +345,18 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         )
         .instrument(info_span!("outbox")),
     );
+    // Stopped with the outbox, after the waves: their last changes go out.
+    let schedules_task = tokio::spawn(
+        mqtt::schedules::run_schedules(
+            store.clone(),
+            clock,
+            schedules_client,
+            network.couriers.iter().map(|c| c.id.clone()).collect(),
+            schedules.clone(),
+            outbox_stop.clone(),
+        )
+        .instrument(info_span!("schedules")),
+    );
     Ok(Started {
         runtime: Runtime {
             store: store.clone(),
@@ -347,6 +365,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             intake,
             wakers,
             webhooks: Arc::new(webhook_settings),
+            schedules,
         },
         shutdown: Shutdown {
             intake: intake_stop,
@@ -355,6 +374,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             work_tasks: work,
             outbox: outbox_stop,
             outbox_task,
+            schedules_task,
             mqtt: mqtt_stop,
             store,
         },

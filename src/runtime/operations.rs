@@ -5,8 +5,8 @@
 
 use super::Runtime;
 use super::wake::Wake;
-use crate::domain::ModeInput;
-use crate::store::{HandoffRecord, ModeChange, StoreError};
+use crate::domain::{FailureReason, ModeInput};
+use crate::store::{Confirmation, FailedAttempt, HandoffRecord, ModeChange, StoreError};
 
 impl Runtime {
     /// Pauses, resumes, or starts or ends maintenance of a machine; a mode
@@ -26,17 +26,86 @@ impl Runtime {
         Ok(change)
     }
 
-    /// A courier confirms a stop (`courier`: only their own stops).
+    /// A courier confirms a stop with its code (`courier`: only their own
+    /// stops; `code` None: an admin's confirmation, unchecked). A wrong code
+    /// is counted, and locks the stop at the configured limit.
     pub async fn confirm_handoff(
         &self,
         id: &str,
         courier: Option<&str>,
+        code: Option<&str>,
+    ) -> Result<Confirmation, StoreError> {
+        let outcome = self
+            .store
+            .confirm_handoff(
+                id,
+                courier,
+                code,
+                self.network.handoffs.max_wrong_codes,
+                self.clock.now_ms(),
+            )
+            .await?;
+        match &outcome {
+            Confirmation::Confirmed(handoff) => {
+                self.wakers.wake(Wake::OUTBOX);
+                self.schedules.mark(handoff.courier.as_str());
+            }
+            Confirmation::WrongCode { locked, .. } => {
+                metrics::counter!("fabflow_handoff_wrong_codes_total").increment(1);
+                if *locked {
+                    metrics::counter!("fabflow_handoffs_locked_total").increment(1);
+                    self.wakers.wake(Wake::OUTBOX);
+                    if let Some(courier) = courier {
+                        self.schedules.mark(courier);
+                    } else if let Some(found) = self.store.get_handoff(id).await? {
+                        self.schedules.mark(found.handoff.courier.as_str());
+                    }
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// A courier reports a failed attempt at a stop: re-planned in the next
+    /// wave, or escalated after the configured number of attempts.
+    pub async fn fail_handoff(
+        &self,
+        id: &str,
+        courier: Option<&str>,
+        reason: FailureReason,
+    ) -> Result<FailedAttempt, StoreError> {
+        let failed = self
+            .store
+            .fail_handoff(
+                id,
+                courier,
+                reason,
+                self.network.handoffs.max_attempts,
+                self.clock.now_ms(),
+            )
+            .await?;
+        metrics::counter!("fabflow_handoff_failures_total", "reason" => reason.as_str())
+            .increment(1);
+        if failed.escalated {
+            metrics::counter!("fabflow_orders_escalated_total").increment(1);
+        }
+        self.wakers.wake(Wake::OUTBOX);
+        self.schedules.mark(failed.handoff.courier.as_str());
+        Ok(failed)
+    }
+
+    /// An operator releases a stop locked by wrong codes (audited as `actor`'s).
+    pub async fn release_handoff(
+        &self,
+        id: &str,
+        actor: &str,
     ) -> Result<HandoffRecord, StoreError> {
         let handoff = self
             .store
-            .confirm_handoff(id, courier, self.clock.now_ms())
+            .release_handoff(id, actor, self.clock.now_ms())
             .await?;
         self.wakers.wake(Wake::OUTBOX);
+        self.schedules.mark(handoff.courier.as_str());
         Ok(handoff)
     }
 }

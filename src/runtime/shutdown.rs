@@ -5,6 +5,7 @@
 //! 2. work: scheduler, planning waves and machine supervisors (their drivers
 //!    finish the request in flight, then stop);
 //! 3. outbox: the publisher makes a last pass and waits for acknowledgements;
+//!    the courier schedule publisher queues the schedules still marked;
 //! 4. mqtt: the clients' event loops, which the outbox flush still needed;
 //! 5. the database pool.
 //!
@@ -27,6 +28,8 @@ pub struct Shutdown {
     /// Tells the outbox publisher to flush and end.
     pub(super) outbox: CancellationToken,
     pub(super) outbox_task: JoinHandle<()>,
+    /// The courier schedule publisher, told to stop with the same token.
+    pub(super) schedules_task: JoinHandle<()>,
     /// Ends the MQTT clients' event loops, after the outbox flush.
     pub(super) mqtt: CancellationToken,
     pub(super) store: Store,
@@ -44,6 +47,7 @@ impl Shutdown {
         info!("flushing the outbox");
         self.outbox.cancel();
         self.outbox_task.await.ok();
+        self.schedules_task.await.ok();
         self.mqtt.cancel();
         self.store.close().await;
         info!("stopped");

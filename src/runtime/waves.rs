@@ -1,21 +1,21 @@
 //! Courier planning waves: on each zone's cron schedule (read on the domain
 //! clock), ready orders are routed to the zone's couriers, the stops stored as
-//! handoffs, and each courier's schedule published (`mqtt::schedules`).
+//! handoffs, and the zone's couriers marked for their schedules to be
+//! published again (`mqtt::schedules`), whenever a wave plans or misses stops.
 
 use crate::config::CourierConfig;
 use crate::domain::{CourierId, HandoffState, Location};
 use crate::plan::{CourierSlot, RouteOrder, Travel, plan_routes};
 use crate::runtime::clock::Clock;
-use crate::runtime::mqtt::schedules;
+use crate::runtime::mqtt::schedules::ScheduleChanges;
 use crate::runtime::wake::{Wake, Wakers};
 use crate::store::{HandoffRecord, Store, StoreError};
-use rumqttc::AsyncClient;
 use std::collections::HashMap;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// How long after its ETA an unconfirmed pickup counts as missed (domain time).
-pub const MISSED_AFTER_MS: i64 = 2 * crate::domain::HOUR_MS;
+pub use crate::domain::MISSED_AFTER_MS;
 
 pub struct Waves {
     pub store: Store,
@@ -24,9 +24,17 @@ pub struct Waves {
     pub schedule: cron::Schedule,
     pub couriers: Vec<CourierConfig>,
     pub factories: HashMap<String, Location>,
-    pub mqtt: AsyncClient,
+    /// Marks the couriers whose schedules a wave changed.
+    pub schedules: ScheduleChanges,
     /// Wakes the outbox publisher after a wave stored its stops.
     pub wakers: Wakers,
+}
+
+/// A new proof-of-handoff code: six decimal digits from the thread-local
+/// CSPRNG (ChaCha, seeded by the operating system).
+pub fn handoff_code() -> String {
+    use rand::Rng;
+    format!("{:06}", rand::rng().random_range(0..1_000_000u32))
 }
 
 impl Waves {
@@ -60,6 +68,9 @@ impl Waves {
         if missed > 0 {
             metrics::counter!("fabflow_handoffs_missed_total").increment(missed as u64);
             warn!(zone = %self.zone, orders = missed, "pickups missed; planning them again");
+            self.schedules
+                .mark_all(self.couriers.iter().map(|c| c.id.as_str()));
+            self.wakers.wake(Wake::OUTBOX);
         }
         let waiting = self.store.wave_orders(&self.zone).await?;
         if waiting.is_empty() {
@@ -122,6 +133,9 @@ impl Waves {
                     eta_ms: stop.eta_ms,
                     state: HandoffState::Planned,
                     updated_ms: now,
+                    code: Some(handoff_code()),
+                    wrong_codes: 0,
+                    failure: None,
                 });
             }
         }
@@ -134,16 +148,7 @@ impl Waves {
         }
         info!(zone = %self.zone, wave = %wave, orders = routed, routes = plans.len(), "planning wave");
         for plan in &plans {
-            let schedule = self.store.courier_schedule(&plan.courier.0).await?;
-            let planned: Vec<HandoffRecord> = schedule
-                .into_iter()
-                .filter(|h| h.state == HandoffState::Planned)
-                .collect();
-            if let Err(err) =
-                schedules::publish(&self.mqtt, plan.courier.as_str(), &planned, now).await
-            {
-                warn!(courier = %plan.courier, error = %err, "schedule not published; the API serves it");
-            }
+            self.schedules.mark(plan.courier.as_str());
         }
         Ok(routed)
     }

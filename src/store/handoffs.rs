@@ -1,11 +1,12 @@
 //! Handoffs: the stops of courier routes, saved per planning wave and
 //! confirmed by couriers, which moves their orders.
 
-use super::write::{Subject, emit, set_order_state_by_id};
+use super::write::{AuditEntry, Subject, emit, lock_order, record_audit, set_order_state_by_id};
 use super::{Store, StoreError, parse, text_id};
 use crate::domain::{
-    CourierId, Event, FactoryId, HandoffInput, HandoffKind, HandoffState, Location, Millis,
-    OrderId, OrderInput, OrderState,
+    AfterFailure, CourierId, Event, FactoryId, FailureReason, HandoffInput, HandoffKind,
+    HandoffState, Location, Millis, OrderId, OrderInput, OrderState, after_failed_attempt,
+    locks_after,
 };
 use sqlx::AssertSqlSafe;
 use sqlx::Row;
@@ -34,10 +35,64 @@ pub struct HandoffRecord {
     pub eta_ms: Millis,
     pub state: HandoffState,
     pub updated_ms: Millis,
+    /// The proof-of-handoff code (None for stops planned before codes).
+    /// Shown to the operator (pickup) or the brand (drop-off), never to
+    /// the courier.
+    pub code: Option<String>,
+    /// Wrong codes tried since the stop was planned or last released.
+    pub wrong_codes: i64,
+    /// Why the attempt failed, for a failed stop.
+    pub failure: Option<FailureReason>,
 }
 
-const HANDOFF_COLUMNS: &str =
-    "id, wave, courier, order_id, kind, seq, place, lat, lon, eta_ms, state, updated_ms";
+/// A handoff with what scopes it: its order's factory and brand.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandoffDetail {
+    pub handoff: HandoffRecord,
+    pub factory: String,
+    pub brand: String,
+}
+
+/// What became of a confirmation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Confirmation {
+    Confirmed(HandoffRecord),
+    /// The code was wrong; counted (and, at the limit, the stop is locked).
+    WrongCode {
+        wrong_codes: u32,
+        locked: bool,
+    },
+}
+
+/// A failed attempt, stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedAttempt {
+    pub handoff: HandoffRecord,
+    /// The order's failed attempts so far, this one included.
+    pub attempts: u32,
+    /// Whether the attempts ran out and the order was escalated.
+    pub escalated: bool,
+}
+
+/// Why an order is no longer planned: its attempts ran out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Escalation {
+    pub reason: FailureReason,
+    pub attempts: i64,
+    pub at_ms: Millis,
+}
+
+/// A stop of a courier's schedule with what the courier needs of its order:
+/// who to meet (the customer's name; the factory for a pickup) and the
+/// order's deadline, which closes a drop-off's window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledStop {
+    pub handoff: HandoffRecord,
+    pub customer_name: String,
+    pub deadline_ms: Millis,
+}
+
+const HANDOFF_COLUMNS: &str = "id, wave, courier, order_id, kind, seq, place, lat, lon, eta_ms, state, updated_ms, code, wrong_codes, failure";
 
 fn handoff_from_row(row: &AnyRow) -> Result<HandoffRecord, StoreError> {
     Ok(HandoffRecord {
@@ -52,6 +107,12 @@ fn handoff_from_row(row: &AnyRow) -> Result<HandoffRecord, StoreError> {
         eta_ms: row.try_get("eta_ms")?,
         state: parse(&row.try_get::<String, _>("state")?)?,
         updated_ms: row.try_get("updated_ms")?,
+        code: row.try_get("code")?,
+        wrong_codes: row.try_get("wrong_codes")?,
+        failure: row
+            .try_get::<Option<String>, _>("failure")?
+            .map(|text| parse(&text))
+            .transpose()?,
     })
 }
 
@@ -61,7 +122,8 @@ impl Store {
         let rows = sqlx::query(
             "SELECT o.id, o.factory, o.lat, o.lon, o.deadline_ms FROM orders o \
              WHERE o.state = 'ready' AND o.zone = $1 AND NOT EXISTS \
-             (SELECT 1 FROM handoffs h WHERE h.order_id = o.id AND h.state IN ('planned', 'done')) \
+             (SELECT 1 FROM handoffs h WHERE h.order_id = o.id AND h.state IN ('planned', 'locked')) \
+             AND NOT EXISTS (SELECT 1 FROM order_escalations e WHERE e.order_id = o.id) \
              ORDER BY o.deadline_ms, o.id",
         )
         .bind(zone)
@@ -148,7 +210,7 @@ impl Store {
         let mut tx = self.begin().await?;
         for stop in stops {
             sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO handoffs ({HANDOFF_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                "INSERT INTO handoffs ({HANDOFF_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
             )))
             .bind(&stop.id)
             .bind(&stop.wave)
@@ -162,6 +224,9 @@ impl Store {
             .bind(stop.eta_ms)
             .bind(stop.state.as_str())
             .bind(now)
+            .bind(stop.code.as_deref())
+            .bind(stop.wrong_codes)
+            .bind(stop.failure.map(FailureReason::as_str))
             .execute(&mut *tx)
             .await?;
             let brand: String = sqlx::query("SELECT brand FROM orders WHERE id = $1")
@@ -181,16 +246,32 @@ impl Store {
         Ok(())
     }
 
-    /// A courier's stops that are planned or done, in route order.
-    pub async fn courier_schedule(&self, courier: &str) -> Result<Vec<HandoffRecord>, StoreError> {
+    /// A courier's stops that are planned, done, locked or failed (not
+    /// missed), in route order, with
+    /// their orders' customer name and deadline.
+    pub async fn courier_schedule(&self, courier: &str) -> Result<Vec<ScheduledStop>, StoreError> {
+        let columns: Vec<String> = HANDOFF_COLUMNS
+            .split(", ")
+            .map(|column| format!("h.{column}"))
+            .collect();
         let sql = format!(
-            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE courier = $1 AND state IN ('planned', 'done') ORDER BY wave, seq"
+            "SELECT {}, o.customer_name, o.deadline_ms FROM handoffs h JOIN orders o ON o.id = h.order_id \
+             WHERE h.courier = $1 AND h.state IN ('planned', 'done', 'locked', 'failed') ORDER BY h.wave, h.seq",
+            columns.join(", ")
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(courier)
             .fetch_all(self.reader())
             .await?;
-        rows.iter().map(handoff_from_row).collect()
+        rows.iter()
+            .map(|row| {
+                Ok(ScheduledStop {
+                    handoff: handoff_from_row(row)?,
+                    customer_name: row.try_get("customer_name")?,
+                    deadline_ms: row.try_get("deadline_ms")?,
+                })
+            })
+            .collect()
     }
 
     /// Every handoff of an order.
@@ -205,32 +286,204 @@ impl Store {
         rows.iter().map(handoff_from_row).collect()
     }
 
-    /// A courier confirms a stop: the handoff is done and its order moves
-    /// (pickup: out for delivery; drop-off: delivered). `courier` scopes the
-    /// lookup (None for admins).
-    pub async fn confirm_handoff(
-        &self,
+    /// A handoff with its order's factory and brand.
+    pub async fn get_handoff(&self, id: &str) -> Result<Option<HandoffDetail>, StoreError> {
+        let columns: Vec<String> = HANDOFF_COLUMNS
+            .split(", ")
+            .map(|column| format!("h.{column}"))
+            .collect();
+        let sql = format!(
+            "SELECT {}, o.factory AS order_factory, o.brand AS order_brand FROM handoffs h \
+             JOIN orders o ON o.id = h.order_id WHERE h.id = $1",
+            columns.join(", ")
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.reader())
+            .await?;
+        row.map(|row| {
+            Ok(HandoffDetail {
+                handoff: handoff_from_row(&row)?,
+                factory: row.try_get("order_factory")?,
+                brand: row.try_get("order_brand")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Why an order is no longer planned, if its attempts ran out.
+    pub async fn order_escalation(&self, order_id: &str) -> Result<Option<Escalation>, StoreError> {
+        let row = sqlx::query(
+            "SELECT reason, attempts, at_ms FROM order_escalations WHERE order_id = $1",
+        )
+        .bind(order_id)
+        .fetch_optional(self.reader())
+        .await?;
+        row.map(|row| {
+            Ok(Escalation {
+                reason: parse(&row.try_get::<String, _>("reason")?)?,
+                attempts: row.try_get("attempts")?,
+                at_ms: row.try_get("at_ms")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Reads a handoff in `tx`, scoped to `courier` (None for admins).
+    async fn handoff_in(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         id: &str,
         courier: Option<&str>,
-        now: Millis,
     ) -> Result<HandoffRecord, StoreError> {
-        let mut tx = self.begin().await?;
         let sql = format!(
             "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE id = $1 AND ($2 IS NULL OR courier = $2)"
         );
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(id)
             .bind(courier)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
-        let Some(handoff) = row.as_ref().map(handoff_from_row).transpose()? else {
-            return Err(StoreError::NotFound(format!("handoff {id}")));
+        row.as_ref()
+            .map(handoff_from_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(format!("handoff {id}")))
+    }
+
+    /// A courier confirms a stop with its code: the handoff is done and its
+    /// order moves (pickup: out for delivery; drop-off: delivered). `code`
+    /// None skips the check (an admin's confirmation); a stop without a
+    /// stored code takes any. A wrong code is counted in the same
+    /// transaction and, at `max_wrong_codes`, locks the stop. `courier`
+    /// scopes the lookup (None for admins).
+    pub async fn confirm_handoff(
+        &self,
+        id: &str,
+        courier: Option<&str>,
+        code: Option<&str>,
+        max_wrong_codes: u32,
+        now: Millis,
+    ) -> Result<Confirmation, StoreError> {
+        let mut tx = self.begin().await?;
+        let handoff = Self::handoff_in(&mut tx, id, courier).await?;
+        if handoff.state == HandoffState::Locked {
+            return Err(StoreError::Locked(format!(
+                "handoff {id} is locked after {} wrong codes; an operator must release it",
+                handoff.wrong_codes
+            )));
+        }
+        let order = sqlx::query("SELECT brand, state FROM orders WHERE id = $1")
+            .bind(handoff.order_id.as_str())
+            .fetch_one(&mut *tx)
+            .await?;
+        let brand: String = order.try_get("brand")?;
+        let order_state: OrderState = parse(&order.try_get::<String, _>("state")?)?;
+        let subject = Subject {
+            kind: "handoff",
+            id,
+            order_id: Some(&handoff.order_id),
+            brand: Some(&brand),
         };
+        let wrong = match (code, handoff.code.as_deref()) {
+            (Some(given), Some(stored)) => !codes_match(given, stored),
+            _ => false,
+        };
+        if wrong {
+            // Counted only while the stop can still be confirmed.
+            handoff.state.handle(HandoffInput::Confirm)?;
+            let wrong_codes = u32::try_from(handoff.wrong_codes + 1).unwrap_or(u32::MAX);
+            let locked = locks_after(wrong_codes, max_wrong_codes);
+            let next = if locked {
+                let (next, events) = handoff.state.handle(HandoffInput::Lock { wrong_codes })?;
+                for event in &events {
+                    emit(&mut tx, &subject, event, now).await?;
+                }
+                next
+            } else {
+                handoff.state
+            };
+            let done = sqlx::query(
+                "UPDATE handoffs SET wrong_codes = $1, state = $2, updated_ms = $3 \
+                 WHERE id = $4 AND state = $5 AND wrong_codes = $6",
+            )
+            .bind(i64::from(wrong_codes))
+            .bind(next.as_str())
+            .bind(now)
+            .bind(id)
+            .bind(handoff.state.as_str())
+            .bind(handoff.wrong_codes)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("handoff {id} changed")));
+            }
+            tx.commit().await?;
+            return Ok(Confirmation::WrongCode {
+                wrong_codes,
+                locked,
+            });
+        }
         let (next, events) = handoff.state.handle(HandoffInput::Confirm)?;
         let done = sqlx::query(
             "UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = $4",
         )
         .bind(next.as_str())
+        .bind(now)
+        .bind(id)
+        .bind(handoff.state.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!("handoff {id} changed")));
+        }
+        for event in &events {
+            emit(&mut tx, &subject, event, now).await?;
+        }
+        let input = match handoff.kind {
+            HandoffKind::Pickup => OrderInput::PickedUp,
+            HandoffKind::Dropoff => OrderInput::DroppedOff,
+        };
+        let (order_next, order_events) = order_state.handle(input)?;
+        set_order_state_by_id(
+            &mut tx,
+            &handoff.order_id,
+            &brand,
+            order_state,
+            order_next,
+            &order_events,
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Confirmation::Confirmed(HandoffRecord {
+            state: next,
+            updated_ms: now,
+            ..handoff
+        }))
+    }
+
+    /// A courier reports a failed attempt, in one transaction: the stop is
+    /// failed with its reason; a failed pickup's drop-off is missed (the
+    /// order is still ready), a failed drop-off's order goes back to ready
+    /// (the parcel back at its factory); after the order's
+    /// `max_attempts`-th failure the order is escalated and no wave plans it
+    /// again.
+    pub async fn fail_handoff(
+        &self,
+        id: &str,
+        courier: Option<&str>,
+        reason: FailureReason,
+        max_attempts: u32,
+        now: Millis,
+    ) -> Result<FailedAttempt, StoreError> {
+        let mut tx = self.begin().await?;
+        let handoff = Self::handoff_in(&mut tx, id, courier).await?;
+        lock_order(&mut tx, self.backend(), &handoff.order_id).await?;
+        let (next, events) = handoff.state.handle(HandoffInput::Fail(reason))?;
+        let done = sqlx::query(
+            "UPDATE handoffs SET state = $1, failure = $2, updated_ms = $3 WHERE id = $4 AND state = $5",
+        )
+        .bind(next.as_str())
+        .bind(reason.as_str())
         .bind(now)
         .bind(id)
         .bind(handoff.state.as_str())
@@ -254,26 +507,160 @@ impl Store {
         for event in &events {
             emit(&mut tx, &subject, event, now).await?;
         }
-        let input = match handoff.kind {
-            HandoffKind::Pickup => OrderInput::PickedUp,
-            HandoffKind::Dropoff => OrderInput::DroppedOff,
+        match handoff.kind {
+            HandoffKind::Pickup => {
+                // The drop-off planned with it cannot happen.
+                let stops = sqlx::query(
+                    "SELECT id FROM handoffs WHERE order_id = $1 AND wave = $2 AND kind = 'dropoff' AND state = 'planned'",
+                )
+                .bind(handoff.order_id.as_str())
+                .bind(&handoff.wave)
+                .fetch_all(&mut *tx)
+                .await?;
+                for stop in stops {
+                    let stop_id: String = stop.try_get("id")?;
+                    let (missed, events) = HandoffState::Planned.handle(HandoffInput::Miss)?;
+                    let done = sqlx::query(
+                        "UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'planned'",
+                    )
+                    .bind(missed.as_str())
+                    .bind(now)
+                    .bind(&stop_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() == 1 {
+                        let subject = Subject {
+                            id: &stop_id,
+                            ..subject.clone()
+                        };
+                        for event in &events {
+                            emit(&mut tx, &subject, event, now).await?;
+                        }
+                    }
+                }
+            }
+            HandoffKind::Dropoff => {
+                let (order_next, order_events) = order_state.handle(OrderInput::DeliveryFailed)?;
+                set_order_state_by_id(
+                    &mut tx,
+                    &handoff.order_id,
+                    &brand,
+                    order_state,
+                    order_next,
+                    &order_events,
+                    now,
+                )
+                .await?;
+            }
+        }
+        let attempts: i64 = sqlx::query(
+            "SELECT COUNT(*) AS attempts FROM handoffs WHERE order_id = $1 AND state = 'failed'",
+        )
+        .bind(handoff.order_id.as_str())
+        .fetch_one(&mut *tx)
+        .await?
+        .try_get("attempts")?;
+        let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+        let escalated = after_failed_attempt(attempts, max_attempts) == AfterFailure::Escalate;
+        if escalated {
+            sqlx::query(
+                "INSERT INTO order_escalations (order_id, reason, attempts, at_ms) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(handoff.order_id.as_str())
+            .bind(reason.as_str())
+            .bind(i64::from(attempts))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let order_subject = Subject {
+                kind: "order",
+                id: &handoff.order_id,
+                order_id: Some(&handoff.order_id),
+                brand: Some(&brand),
+            };
+            emit(
+                &mut tx,
+                &order_subject,
+                &Event::OrderEscalated { reason, attempts },
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(FailedAttempt {
+            handoff: HandoffRecord {
+                state: next,
+                failure: Some(reason),
+                updated_ms: now,
+                ..handoff
+            },
+            attempts,
+            escalated,
+        })
+    }
+
+    /// An operator releases a locked stop: planned again, its wrong codes
+    /// forgotten; the decision is audited as `actor`'s.
+    pub async fn release_handoff(
+        &self,
+        id: &str,
+        actor: &str,
+        now: Millis,
+    ) -> Result<HandoffRecord, StoreError> {
+        let mut tx = self.begin().await?;
+        let handoff = Self::handoff_in(&mut tx, id, None).await?;
+        let (next, events) = handoff.state.handle(HandoffInput::Release)?;
+        let done = sqlx::query(
+            "UPDATE handoffs SET state = $1, wrong_codes = 0, updated_ms = $2 WHERE id = $3 AND state = $4",
+        )
+        .bind(next.as_str())
+        .bind(now)
+        .bind(id)
+        .bind(handoff.state.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!("handoff {id} changed")));
+        }
+        let brand: String = sqlx::query("SELECT brand FROM orders WHERE id = $1")
+            .bind(handoff.order_id.as_str())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("brand")?;
+        let subject = Subject {
+            kind: "handoff",
+            id,
+            order_id: Some(&handoff.order_id),
+            brand: Some(&brand),
         };
-        let (order_next, order_events) = order_state.handle(input)?;
-        set_order_state_by_id(
+        for event in &events {
+            emit(&mut tx, &subject, event, now).await?;
+        }
+        let detail = format!("released after {} wrong codes", handoff.wrong_codes);
+        record_audit(
             &mut tx,
-            &handoff.order_id,
-            &brand,
-            order_state,
-            order_next,
-            &order_events,
+            &AuditEntry::new(actor, "handoff.release", id, &detail),
             now,
         )
         .await?;
         tx.commit().await?;
         Ok(HandoffRecord {
             state: next,
+            wrong_codes: 0,
             updated_ms: now,
             ..handoff
         })
     }
+}
+
+/// Whether a code given matches the stored one, comparing every byte (no
+/// early exit on the first difference).
+fn codes_match(given: &str, stored: &str) -> bool {
+    let (given, stored) = (given.trim().as_bytes(), stored.as_bytes());
+    given.len() == stored.len()
+        && given
+            .iter()
+            .zip(stored)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
 }

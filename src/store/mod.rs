@@ -20,7 +20,9 @@ mod webhooks;
 mod write;
 
 pub use demand::DemandRow;
-pub use handoffs::{HandoffRecord, WaveOrder};
+pub use handoffs::{
+    Confirmation, Escalation, FailedAttempt, HandoffDetail, HandoffRecord, ScheduledStop, WaveOrder,
+};
 pub use jobs::{CounterBaseline, JobFilter, JobRecord, JobTransition, SchedulableJob};
 pub use machines::{MachineRecord, MachineSpec, ModeChange};
 pub use mqtt_users::MqttUserRecord;
@@ -47,6 +49,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// The thing is locked until someone releases it.
+    #[error("locked: {0}")]
+    Locked(String),
     /// A transition the domain refuses.
     #[error(transparent)]
     Transition(#[from] crate::domain::TransitionError),

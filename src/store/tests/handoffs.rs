@@ -39,6 +39,9 @@ async fn waves_and_confirmed_handoffs_deliver_orders() {
             eta_ms: NOW + seq,
             state: HandoffState::Planned,
             updated_ms: NOW,
+            code: Some(format!("{}", 111_111 * (seq + 1))),
+            wrong_codes: 0,
+            failure: None,
         };
         store
             .save_wave(
@@ -74,13 +77,28 @@ async fn waves_and_confirmed_handoffs_deliver_orders() {
                 .is_empty()
         );
         assert!(matches!(
-            store.confirm_handoff("h1", Some("bike-2"), NOW).await,
+            store
+                .confirm_handoff("h1", Some("bike-2"), Some("111111"), 5, NOW)
+                .await,
             Err(StoreError::NotFound(_))
         ));
-        store
-            .confirm_handoff("h1", Some("bike-1"), NOW)
-            .await
-            .expect("pickup");
+        assert_eq!(
+            store
+                .confirm_handoff("h1", Some("bike-1"), Some("999999"), 5, NOW)
+                .await
+                .expect("a wrong code is counted"),
+            Confirmation::WrongCode {
+                wrong_codes: 1,
+                locked: false
+            }
+        );
+        assert!(matches!(
+            store
+                .confirm_handoff("h1", Some("bike-1"), Some("111111"), 5, NOW)
+                .await
+                .expect("pickup"),
+            Confirmation::Confirmed(_)
+        ));
         assert_eq!(
             store
                 .get_order("o1", None)
@@ -91,13 +109,14 @@ async fn waves_and_confirmed_handoffs_deliver_orders() {
         );
         assert!(
             store
-                .confirm_handoff("h1", Some("bike-1"), NOW)
+                .confirm_handoff("h1", Some("bike-1"), Some("111111"), 5, NOW)
                 .await
                 .is_err(),
             "a stop is confirmed once"
         );
+        // An admin's confirmation (no code).
         store
-            .confirm_handoff("h2", None, NOW)
+            .confirm_handoff("h2", None, None, 5, NOW)
             .await
             .expect("drop-off");
         assert_eq!(
@@ -108,6 +127,218 @@ async fn waves_and_confirmed_handoffs_deliver_orders() {
                 .map(|o| o.state),
             Some(OrderState::Delivered)
         );
+    })
+    .await;
+}
+
+/// Accepts order `o1` and finishes its two jobs, so it is ready.
+async fn ready_order(store: &Store) {
+    store
+        .accept_orders(&[new_order("o1", "acme", None)])
+        .await
+        .expect("accept");
+    for _ in 0..2 {
+        let token = store.schedulable_jobs(10).await.expect("schedulable")[0].token;
+        store
+            .schedule_jobs(&[(token, MachineId::new("m"))], NOW)
+            .await
+            .expect("schedule");
+        store
+            .transition_job(token, JobInput::Dispatch, NOW)
+            .await
+            .expect("dispatch");
+        store
+            .transition_job(token, JobInput::MachineFinished { good: 2, scrap: 0 }, NOW)
+            .await
+            .expect("done");
+    }
+}
+
+fn pair(wave: &str, pickup: &str, dropoff: &str) -> Vec<HandoffRecord> {
+    [
+        (pickup, HandoffKind::Pickup, 0),
+        (dropoff, HandoffKind::Dropoff, 1),
+    ]
+    .into_iter()
+    .map(|(id, kind, seq)| HandoffRecord {
+        id: id.into(),
+        wave: wave.into(),
+        courier: "bike-1".into(),
+        order_id: "o1".into(),
+        kind,
+        seq,
+        place: "north".into(),
+        location: Location::new(52.5, 13.4),
+        eta_ms: NOW + seq,
+        state: HandoffState::Planned,
+        updated_ms: NOW,
+        code: Some(format!("{id}-code")),
+        wrong_codes: 0,
+        failure: None,
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn wrong_codes_lock_a_stop_until_an_operator_releases_it() {
+    on_every_backend(|store| async move {
+        ready_order(&store).await;
+        store
+            .save_wave(&pair("w1", "h1", "h2"), NOW)
+            .await
+            .expect("wave");
+        let wrong = |store: Store| async move {
+            store
+                .confirm_handoff("h1", Some("bike-1"), Some("nope"), 2, NOW)
+                .await
+                .expect("counted")
+        };
+        assert_eq!(
+            wrong(store.clone()).await,
+            Confirmation::WrongCode {
+                wrong_codes: 1,
+                locked: false
+            }
+        );
+        assert_eq!(
+            wrong(store.clone()).await,
+            Confirmation::WrongCode {
+                wrong_codes: 2,
+                locked: true
+            }
+        );
+        assert!(matches!(
+            store
+                .confirm_handoff("h1", Some("bike-1"), Some("h1-code"), 2, NOW)
+                .await,
+            Err(StoreError::Locked(_))
+        ));
+        assert!(
+            store
+                .wave_orders("berlin")
+                .await
+                .expect("wave orders")
+                .is_empty(),
+            "a locked stop is not planned again"
+        );
+        let released = store
+            .release_handoff("h1", "operator:north (token t)", NOW)
+            .await
+            .expect("release");
+        assert_eq!(
+            (released.state, released.wrong_codes),
+            (HandoffState::Planned, 0)
+        );
+        assert!(
+            store
+                .release_handoff("h1", "operator:north (token t)", NOW)
+                .await
+                .is_err()
+        );
+        let audit = store.list_audit(None, 10).await.expect("audit");
+        assert!(
+            audit
+                .iter()
+                .any(|a| a.action == "handoff.release" && a.target == "h1")
+        );
+        assert!(matches!(
+            store
+                .confirm_handoff("h1", Some("bike-1"), Some("h1-code"), 2, NOW)
+                .await
+                .expect("confirmed after release"),
+            Confirmation::Confirmed(_)
+        ));
+        let kinds = outbox_kinds(&store).await;
+        for kind in ["handoff.locked", "handoff.released", "handoff.confirmed"] {
+            assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn failed_attempts_are_planned_again_then_escalated() {
+    on_every_backend(|store| async move {
+        ready_order(&store).await;
+        store
+            .save_wave(&pair("w1", "h1", "h2"), NOW)
+            .await
+            .expect("wave");
+        store
+            .confirm_handoff("h1", Some("bike-1"), Some("h1-code"), 5, NOW)
+            .await
+            .expect("pickup");
+        // A failed drop-off: the parcel goes back; the order is ready and planned again.
+        let failed = store
+            .fail_handoff("h2", Some("bike-1"), FailureReason::NotHome, 2, NOW)
+            .await
+            .expect("failed");
+        assert_eq!(
+            (failed.handoff.state, failed.attempts, failed.escalated),
+            (HandoffState::Failed, 1, false)
+        );
+        assert_eq!(failed.handoff.failure, Some(FailureReason::NotHome));
+        let order = store
+            .get_order("o1", None)
+            .await
+            .expect("get")
+            .expect("order");
+        assert_eq!(order.state, OrderState::Ready);
+        assert_eq!(
+            store
+                .wave_orders("berlin")
+                .await
+                .expect("wave orders")
+                .len(),
+            1
+        );
+        assert!(
+            store
+                .fail_handoff("h2", Some("bike-1"), FailureReason::NotHome, 2, NOW)
+                .await
+                .is_err(),
+            "a failed stop never changes"
+        );
+        // A failed pickup in the next wave: its drop-off is missed, and the
+        // second failure escalates the order.
+        store
+            .save_wave(&pair("w2", "h3", "h4"), NOW)
+            .await
+            .expect("wave");
+        let failed = store
+            .fail_handoff("h3", None, FailureReason::Refused, 2, NOW)
+            .await
+            .expect("failed");
+        assert_eq!((failed.attempts, failed.escalated), (2, true));
+        let states: Vec<HandoffState> = store
+            .order_handoffs("o1")
+            .await
+            .expect("handoffs")
+            .iter()
+            .map(|h| h.state)
+            .collect();
+        use HandoffState::{Done, Failed, Missed};
+        assert_eq!(states, [Done, Failed, Failed, Missed]);
+        assert!(
+            store
+                .wave_orders("berlin")
+                .await
+                .expect("wave orders")
+                .is_empty(),
+            "escalated"
+        );
+        let escalation = store
+            .order_escalation("o1")
+            .await
+            .expect("read")
+            .expect("escalated");
+        assert_eq!(
+            (escalation.reason, escalation.attempts),
+            (FailureReason::Refused, 2)
+        );
+        let kinds = outbox_kinds(&store).await;
+        assert_eq!(kinds.iter().filter(|k| *k == "handoff.failed").count(), 2);
+        assert_eq!(kinds.iter().filter(|k| *k == "order.escalated").count(), 1);
     })
     .await;
 }
@@ -135,6 +366,9 @@ async fn overdue_pickups_are_missed_and_their_orders_planned_again() {
                 .expect("done");
         }
         let stop = |id: &str, kind, seq, eta_ms| HandoffRecord {
+            code: None,
+            wrong_codes: 0,
+            failure: None,
             id: id.into(),
             wave: "w1".into(),
             courier: "bike-1".into(),
