@@ -100,6 +100,22 @@ async fn accepted_orders_become_forecasts_and_runs_for_their_brand_only() {
     )
     .await;
     assert_eq!(counted(&running, "other").await, 7);
+    // Production is counted too, from each line's last job: once every order
+    // is made, the brand has made exactly what it sold.
+    wait_for("production counted", Duration::from_secs(90), || async {
+        let produced: i64 = running
+            .daemon
+            .store
+            .demand(Some("shop"), None, None)
+            .await
+            .expect("demand")
+            .iter()
+            .map(|row| row.produced)
+            .sum();
+        assert!(produced <= submitted, "{produced} made of {submitted} sold");
+        (produced == submitted).then_some(())
+    })
+    .await;
 
     // The brand's forecasts: its two SKUs, a week ahead, finite and >= 0.
     let (status, list) = shop.get("/v1/forecasts?horizon_days=7").await;

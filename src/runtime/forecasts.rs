@@ -29,58 +29,85 @@ pub fn day_of(ms: Millis) -> Option<NaiveDate> {
     DateTime::from_timestamp_millis(ms).map(|t| t.date_naive())
 }
 
-/// What one event adds to the demand: its brand's units per SKU and factory
-/// on its day. Only `order.accepted` adds anything.
+/// What one event adds: its brand's units ordered per SKU and factory on
+/// its day (`order.accepted`), or finished units made (`job.done` of a
+/// line's last step, its good units). Other events add nothing.
 pub fn demand_of(envelope: &serde_json::Value) -> Vec<DemandRow> {
-    if envelope["kind"] != "order.accepted" {
-        return Vec::new();
-    }
-    let (Some(brand), Some(factory), Some(at)) = (
-        envelope["brand"].as_str(),
-        envelope["data"]["factory"].as_str(),
-        envelope["at"].as_str(),
-    ) else {
+    let (Some(brand), Some(at)) = (envelope["brand"].as_str(), envelope["at"].as_str()) else {
         return Vec::new();
     };
     let Ok(at) = DateTime::parse_from_rfc3339(at) else {
         return Vec::new();
     };
     let day = at.to_utc().date_naive().to_string();
-    envelope["data"]["lines"]
-        .as_array()
-        .map(|lines| {
-            lines
-                .iter()
-                .filter_map(|line| {
-                    Some(DemandRow {
-                        brand: brand.to_string(),
-                        sku: line["sku"].as_str()?.to_string(),
-                        factory: factory.to_string(),
-                        day: day.clone(),
-                        units: line["quantity"].as_i64()?,
-                    })
+    let row = |sku: &str, factory: &str, units: i64, produced: i64| DemandRow {
+        brand: brand.to_string(),
+        sku: sku.to_string(),
+        factory: factory.to_string(),
+        day: day.clone(),
+        units,
+        produced,
+    };
+    match envelope["kind"].as_str() {
+        Some("order.accepted") => {
+            let Some(factory) = envelope["data"]["factory"].as_str() else {
+                return Vec::new();
+            };
+            envelope["data"]["lines"]
+                .as_array()
+                .map(|lines| {
+                    lines
+                        .iter()
+                        .filter_map(|line| {
+                            Some(row(
+                                line["sku"].as_str()?,
+                                factory,
+                                line["quantity"].as_i64()?,
+                                0,
+                            ))
+                        })
+                        .collect()
                 })
-                .collect()
-        })
-        .unwrap_or_default()
+                .unwrap_or_default()
+        }
+        Some("job.done") if envelope["job"]["final_step"] == true => {
+            let job = &envelope["job"];
+            match (
+                job["sku"].as_str(),
+                job["factory"].as_str(),
+                envelope["data"]["good"].as_i64(),
+            ) {
+                (Some(sku), Some(factory), Some(good)) if good > 0 => {
+                    vec![row(sku, factory, 0, good)]
+                }
+                _ => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// Sums rows of the same brand, SKU, factory and day.
 fn merge(rows: Vec<DemandRow>) -> Vec<DemandRow> {
-    let mut sums: BTreeMap<(String, String, String, String), i64> = BTreeMap::new();
+    let mut sums: BTreeMap<(String, String, String, String), (i64, i64)> = BTreeMap::new();
     for row in rows {
-        *sums
+        let sum = sums
             .entry((row.brand, row.sku, row.factory, row.day))
-            .or_default() += row.units;
+            .or_default();
+        sum.0 += row.units;
+        sum.1 += row.produced;
     }
     sums.into_iter()
-        .map(|((brand, sku, factory, day), units)| DemandRow {
-            brand,
-            sku,
-            factory,
-            day,
-            units,
-        })
+        .map(
+            |((brand, sku, factory, day), (units, produced))| DemandRow {
+                brand,
+                sku,
+                factory,
+                day,
+                units,
+                produced,
+            },
+        )
         .collect()
 }
 
@@ -383,6 +410,7 @@ mod tests {
             factory: factory.into(),
             day: day.into(),
             units,
+            produced: 0,
         }
     }
 
@@ -400,7 +428,17 @@ mod tests {
                 row("acme", "mug", "north", "2026-12-03", 1)
             ]
         );
+        let done = |final_step: bool, good: i64| {
+            json!({"kind": "job.done", "brand": "acme", "at": "2026-12-04T01:00:00Z",
+                   "job": {"sku": "tee", "factory": "north", "final_step": final_step},
+                   "data": {"kind": "job_done", "good": good, "scrap": 1}})
+        };
+        let mut made = row("acme", "tee", "north", "2026-12-04", 0);
+        made.produced = 2;
+        assert_eq!(demand_of(&done(true, 2)), vec![made]);
         for other in [
+            done(false, 2),
+            done(true, 0),
             json!({"kind": "job.done", "brand": "acme", "at": "2026-12-03T10:00:00Z", "data": {}}),
             json!({"kind": "order.accepted", "at": "2026-12-03T10:00:00Z", "data": {"factory": "n", "lines": []}}),
             json!({"kind": "order.accepted", "brand": "a", "at": "yesterday", "data": {"factory": "n", "lines": [{"sku": "t", "quantity": 1}]}}),

@@ -11,7 +11,10 @@ pub struct DemandRow {
     pub factory: String,
     /// `YYYY-MM-DD` (UTC, domain clock).
     pub day: String,
+    /// Units ordered.
     pub units: i64,
+    /// Finished units made (good units of a line's last step).
+    pub produced: i64,
 }
 
 impl Store {
@@ -47,10 +50,11 @@ impl Store {
         }
         for row in rows {
             let added = sqlx::query(
-                "UPDATE demand_daily SET units = units + $1 \
-                 WHERE brand = $2 AND sku = $3 AND factory = $4 AND day = $5",
+                "UPDATE demand_daily SET units = units + $1, produced = produced + $2 \
+                 WHERE brand = $3 AND sku = $4 AND factory = $5 AND day = $6",
             )
             .bind(row.units)
+            .bind(row.produced)
             .bind(&row.brand)
             .bind(&row.sku)
             .bind(&row.factory)
@@ -59,14 +63,15 @@ impl Store {
             .await?;
             if added.rows_affected() == 0 {
                 sqlx::query(
-                    "INSERT INTO demand_daily (brand, sku, factory, day, units) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO demand_daily (brand, sku, factory, day, units, produced) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(&row.brand)
                 .bind(&row.sku)
                 .bind(&row.factory)
                 .bind(&row.day)
                 .bind(row.units)
+                .bind(row.produced)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -84,7 +89,7 @@ impl Store {
         factory: Option<&str>,
     ) -> Result<Vec<DemandRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT brand, sku, factory, day, units FROM demand_daily \
+            "SELECT brand, sku, factory, day, units, produced FROM demand_daily \
              WHERE ($1 IS NULL OR brand = $1) AND ($2 IS NULL OR sku = $2) \
              AND ($3 IS NULL OR factory = $3) ORDER BY brand, sku, factory, day",
         )
@@ -101,6 +106,7 @@ impl Store {
                     factory: row.try_get("factory")?,
                     day: row.try_get("day")?,
                     units: row.try_get("units")?,
+                    produced: row.try_get("produced")?,
                 })
             })
             .collect()

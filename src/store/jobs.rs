@@ -3,13 +3,14 @@
 //! made again, the order moved), all in one transaction.
 
 use super::write::{
-    NewJob, Subject, allocate, emit, insert_jobs, lock_order, set_order_state_by_id,
+    NewJob, OutboxRow, Subject, allocate, insert_jobs, insert_outbox, lock_order,
+    set_order_state_by_id,
 };
 use super::{Backend, Store, StoreError, parse, text_id};
 use crate::domain::follow_up::{may_move_order, order_moves, redo_plans, redo_units};
-use crate::domain::intake::JobPlan;
+use crate::domain::intake::{JobPlan, LineRequest};
 use crate::domain::{
-    FactoryId, JobInput, JobState, JobToken, MachineId, Millis, OrderId, OrderState,
+    Event, FactoryId, JobInput, JobState, JobToken, MachineId, Millis, OrderId, OrderState,
 };
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
@@ -330,12 +331,24 @@ async fn transition_in(
             job.state
         )));
     }
-    let order_row = sqlx::query("SELECT brand, state FROM orders WHERE id = $1")
+    let order_row = sqlx::query("SELECT brand, state, lines FROM orders WHERE id = $1")
         .bind(job.order_id.as_str())
         .fetch_one(&mut **tx)
         .await?;
     let brand: String = order_row.try_get("brand")?;
     let order_state: OrderState = parse(&order_row.try_get::<String, _>("state")?)?;
+    let lines: Vec<LineRequest> =
+        serde_json::from_str(&order_row.try_get::<String, _>("lines")?)
+            .map_err(|err| StoreError::Corrupt(format!("order lines: {err}")))?;
+    let later_steps: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM jobs WHERE order_id = $1 AND line_index = $2 AND step_index > $3",
+    )
+    .bind(job.order_id.as_str())
+    .bind(job.line_index)
+    .bind(job.step_index)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("n")?;
     let token_text = token.to_string();
     let subject = Subject {
         kind: "job",
@@ -343,9 +356,36 @@ async fn transition_in(
         order_id: Some(&job.order_id),
         brand: Some(&brand),
     };
-    for event in &events {
-        emit(tx, &subject, event, now).await?;
-    }
+    // Every job event says which job it is: what it makes, where, and
+    // whether it is its line's last step (its good units are finished goods).
+    let context = serde_json::json!({
+        "sku": usize::try_from(job.line_index).ok().and_then(|i| lines.get(i)).map(|l| l.sku.as_str()),
+        "line": job.line_index,
+        "step": job.step_index,
+        "final_step": later_steps == 0,
+        "process": job.process,
+        "quantity": job.quantity,
+        "factory": job.factory.as_str(),
+        "machine": machine.as_deref(),
+    });
+    let rows: Vec<OutboxRow> = events
+        .iter()
+        .map(|event| {
+            let mut row = OutboxRow::new(&subject, event, now);
+            row.envelope.insert("job".into(), context.clone());
+            if let (Event::JobDone { .. }, Some(serde_json::Value::Object(data))) =
+                (event, row.envelope.get_mut("data"))
+            {
+                // From the job's last change (running, or dispatched) to done.
+                data.insert(
+                    "machine_seconds".into(),
+                    (now.saturating_sub(job.updated_ms).max(0) as f64 / 1000.0).into(),
+                );
+            }
+            row
+        })
+        .collect();
+    insert_outbox(tx, &rows).await?;
     // Units that did not come out good are made again (domain rule).
     let redo = redo_units(next, job.quantity, good, order_state);
     let replacement = if redo > 0 {
