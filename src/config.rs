@@ -35,6 +35,8 @@ pub struct Config {
     #[serde(default)]
     pub webhooks: WebhooksConfig,
     #[serde(default)]
+    pub forecasts: ForecastsConfig,
+    #[serde(default)]
     pub handoffs: HandoffsConfig,
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
@@ -90,6 +92,26 @@ impl Default for HttpConfig {
             header_read_timeout_ms: default_header_read_timeout_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// Demand forecasts: when every brand's SKUs are refitted and published
+/// on MQTT (the API fits on request).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForecastsConfig {
+    /// Cron (with seconds) on the domain clock; hourly by default.
+    pub refit_cron: String,
+    /// Days ahead in the published forecasts.
+    pub horizon_days: u64,
+}
+
+impl Default for ForecastsConfig {
+    fn default() -> Self {
+        Self {
+            refit_cron: "0 0 * * * *".into(),
+            horizon_days: 14,
         }
     }
 }
@@ -383,6 +405,18 @@ impl Config {
             problem(
                 "http.max_body_bytes".into(),
                 format!("must be 1024..=268435456, got {}", self.http.max_body_bytes),
+            );
+        }
+        if let Err(err) = self.forecasts.refit_cron.parse::<cron::Schedule>() {
+            problem(
+                "forecasts.refit_cron".into(),
+                format!("not a cron expression (sec min hour day month weekday): {err}"),
+            );
+        }
+        if !(1..=366).contains(&self.forecasts.horizon_days) {
+            problem(
+                "forecasts.horizon_days".into(),
+                format!("must be 1..=366, got {}", self.forecasts.horizon_days),
             );
         }
         let hooks = &self.webhooks;

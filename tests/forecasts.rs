@@ -49,11 +49,15 @@ async fn accepted_orders_become_forecasts_and_runs_for_their_brand_only() {
     // One simulated day per 2 real seconds.
     let scale = 43_200.0;
     let fleet = support::fleet(21, scale).await;
-    let config = support::config(&fleet, &dir.path().join("forecast.db"), scale);
+    let mut config = support::config(&fleet, &dir.path().join("forecast.db"), scale);
+    // Refits every 6 simulated hours (half a real second).
+    config.forecasts.refit_cron = "0 0 */6 * * *".into();
     let running = Running::start(config.clone()).await;
     let brand_token = running.token(Role::Brand, "shop").await;
     let shop = running.api(Role::Brand, "shop").await;
     let other = running.api(Role::Brand, "other").await;
+    // The observer's login is made (and shown) at the first start only.
+    let first_observer = running.observer();
 
     // Orders on several days: 3 tees and a mug a day.
     let mut submitted = 0;
@@ -116,6 +120,36 @@ async fn accepted_orders_become_forecasts_and_runs_for_their_brand_only() {
         (produced == submitted).then_some(())
     })
     .await;
+
+    // The refit publishes the brand's forecasts, retained, where only the
+    // brand (and the observer) reads.
+    let observer = fabflow::runtime::mqtt::BrokerAddress {
+        username: first_observer.username.clone(),
+        password: first_observer.password.clone(),
+        ..running.daemon.mqtt.clone()
+    };
+    let mut mqtt = support::connect(&observer, Some(support::login(&observer)))
+        .await
+        .expect("observer connects");
+    mqtt.subscribe(&["fabflow/v1/brands/shop/forecasts/#"])
+        .await;
+    let seen = tokio::time::timeout(
+        Duration::from_secs(30),
+        mqtt.until(|topic, payload| {
+            topic == "fabflow/v1/brands/shop/forecasts/tee-black-m"
+                && payload["history_days"].as_u64() >= Some(2)
+        }),
+    )
+    .await
+    .expect("a published forecast");
+    let (_, published) = seen.last().cloned().expect("a message");
+    assert_eq!(published["brand"], "shop", "{published}");
+    assert_eq!(
+        published["days"].as_array().map(Vec::len),
+        Some(14),
+        "{published}"
+    );
+    mqtt.stop().await;
 
     // The brand's forecasts: its two SKUs, a week ahead, finite and >= 0.
     let (status, list) = shop.get("/v1/forecasts?horizon_days=7").await;

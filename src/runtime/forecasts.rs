@@ -14,6 +14,7 @@ use crate::forecast::{
     Forecaster, Frequency, ModelChoice, SelectionRule, Series, intervals::prediction_intervals,
 };
 use crate::runtime::Clock;
+use crate::runtime::broker::access::invalid_id;
 use crate::store::{DemandRow, Store, StoreError};
 use chrono::{DateTime, NaiveDate};
 use std::collections::BTreeMap;
@@ -282,49 +283,16 @@ impl super::Runtime {
         factories: Option<&[String]>,
         horizon: usize,
     ) -> Result<Vec<DemandForecast>, StoreError> {
-        let horizon = horizon.clamp(1, MAX_HORIZON_DAYS);
-        let today = Self::today(&self.clock);
-        let yesterday = today.pred_opt().unwrap_or(today);
-        let rows: Vec<DemandRow> = self
-            .store
-            .demand(brand, sku, None)
-            .await?
-            .into_iter()
-            .filter(|row| factories.is_none_or(|f| f.contains(&row.factory)))
-            .collect();
-        let series = daily_series(&rows, grouping, yesterday);
-        let mut forecaster = Forecaster::new(horizon, ModelChoice::Auto, SelectionRule::default());
-        let mut out = Vec::with_capacity(series.len());
-        for (key, (first, values)) in series {
-            let history_days = values.len();
-            let Ok(series) = Series::new(key.sku.clone(), first, Frequency::Daily, values) else {
-                continue;
-            };
-            let Ok(forecast) = forecaster.forecast(&series) else {
-                continue;
-            };
-            let intervals = prediction_intervals(&forecast.point, &forecast.fit.backtest, 0.8)
-                .unwrap_or_default();
-            let days = forecast
-                .dates
-                .iter()
-                .zip(&forecast.point)
-                .enumerate()
-                .map(|(index, (date, point))| {
-                    let (lower, upper) = intervals
-                        .get(index)
-                        .map_or((*point, *point), |i| (i.lower, i.upper));
-                    (*date, *point, lower, upper)
-                })
-                .collect();
-            out.push(DemandForecast {
-                key,
-                model: forecast.fit.state.kind().name().to_string(),
-                history_days,
-                days,
-            });
-        }
-        Ok(out)
+        demand_forecasts(
+            &self.store,
+            &self.clock,
+            grouping,
+            brand,
+            sku,
+            factories,
+            horizon,
+        )
+        .await
     }
 
     /// The run of `sku` (at `factory`, or all of the brand's factories) that
@@ -396,6 +364,162 @@ impl super::Runtime {
             history_days,
         })
     }
+}
+
+/// Forecasts of daily demand for `horizon` days from today, for the series
+/// `grouping` makes of the rows `brand`, `sku` and `factories` select
+/// (`None`: all).
+pub async fn demand_forecasts(
+    store: &Store,
+    clock: &Clock,
+    grouping: Grouping,
+    brand: Option<&str>,
+    sku: Option<&str>,
+    factories: Option<&[String]>,
+    horizon: usize,
+) -> Result<Vec<DemandForecast>, StoreError> {
+    let horizon = horizon.clamp(1, MAX_HORIZON_DAYS);
+    let today = day_of(clock.now_ms()).unwrap_or_default();
+    let yesterday = today.pred_opt().unwrap_or(today);
+    let rows: Vec<DemandRow> = store
+        .demand(brand, sku, None)
+        .await?
+        .into_iter()
+        .filter(|row| factories.is_none_or(|f| f.contains(&row.factory)))
+        .collect();
+    let series = daily_series(&rows, grouping, yesterday);
+    let mut forecaster = Forecaster::new(horizon, ModelChoice::Auto, SelectionRule::default());
+    let mut out = Vec::with_capacity(series.len());
+    for (key, (first, values)) in series {
+        let history_days = values.len();
+        let Ok(series) = Series::new(key.sku.clone(), first, Frequency::Daily, values) else {
+            continue;
+        };
+        let Ok(forecast) = forecaster.forecast(&series) else {
+            continue;
+        };
+        let intervals =
+            prediction_intervals(&forecast.point, &forecast.fit.backtest, 0.8).unwrap_or_default();
+        let days = forecast
+            .dates
+            .iter()
+            .zip(&forecast.point)
+            .enumerate()
+            .map(|(index, (date, point))| {
+                let (lower, upper) = intervals
+                    .get(index)
+                    .map_or((*point, *point), |i| (i.lower, i.upper));
+                (*date, *point, lower, upper)
+            })
+            .collect();
+        out.push(DemandForecast {
+            key,
+            model: forecast.fit.state.kind().name().to_string(),
+            history_days,
+            days,
+        });
+    }
+    Ok(out)
+}
+
+/// Refits every brand's SKU forecasts on a cron schedule (domain clock),
+/// and at start, and publishes each one that changed, retained, on
+/// `fabflow/v1/brands/<brand>/forecasts/<sku>` (which only that brand reads).
+pub struct ForecastPublisher {
+    pub store: Store,
+    pub clock: Clock,
+    pub schedule: cron::Schedule,
+    pub horizon_days: usize,
+    pub mqtt: rumqttc::AsyncClient,
+}
+
+impl ForecastPublisher {
+    pub async fn run(self, cancel: CancellationToken) {
+        // What was last published per topic; a restart publishes all again.
+        let mut published: std::collections::HashMap<String, String> = Default::default();
+        loop {
+            match self.refit(&mut published).await {
+                Ok(sent) if sent > 0 => debug!(sent, "forecasts published"),
+                Ok(_) => {}
+                Err(err) => warn!(error = %err, "forecast refit failed; next at its time"),
+            }
+            let now = self.clock.now();
+            let Some(next) = self.schedule.after(&now).next() else {
+                warn!("forecast cron has no future time; refits stop");
+                return;
+            };
+            let wait = self.clock.real((next - now).num_milliseconds());
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Refits and publishes what changed; returns how many were sent.
+    async fn refit(
+        &self,
+        published: &mut std::collections::HashMap<String, String>,
+    ) -> Result<usize, StoreError> {
+        let forecasts = demand_forecasts(
+            &self.store,
+            &self.clock,
+            Grouping::BrandSku,
+            None,
+            None,
+            None,
+            self.horizon_days,
+        )
+        .await?;
+        let mut sent = 0;
+        for forecast in forecasts {
+            let Some(brand) = forecast.key.brand.as_deref() else {
+                continue;
+            };
+            if invalid_id(brand).is_some() || invalid_id(&forecast.key.sku).is_some() {
+                continue;
+            }
+            let topic = format!("fabflow/v1/brands/{brand}/forecasts/{}", forecast.key.sku);
+            let payload = forecast_json(&forecast).to_string();
+            if published.get(&topic) == Some(&payload) {
+                continue;
+            }
+            match self
+                .mqtt
+                .publish(
+                    topic.clone(),
+                    rumqttc::QoS::AtLeastOnce,
+                    true,
+                    payload.clone(),
+                )
+                .await
+            {
+                Ok(()) => {
+                    published.insert(topic, payload);
+                    sent += 1;
+                }
+                Err(err) => {
+                    warn!(error = %err, "forecast not published; retried at the next refit");
+                    break;
+                }
+            }
+        }
+        Ok(sent)
+    }
+}
+
+/// A forecast as published (and as the API shows it).
+pub fn forecast_json(forecast: &DemandForecast) -> serde_json::Value {
+    serde_json::json!({
+        "brand": forecast.key.brand,
+        "sku": forecast.key.sku,
+        "factory": forecast.key.factory,
+        "model": forecast.model,
+        "history_days": forecast.history_days,
+        "days": forecast.days.iter().map(|(date, units, lower, upper)| serde_json::json!({
+            "date": date.to_string(), "units": units, "lower": lower, "upper": upper,
+        })).collect::<Vec<_>>(),
+    })
 }
 
 #[cfg(test)]

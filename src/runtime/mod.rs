@@ -334,6 +334,22 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         .run(work_stop.clone())
         .instrument(info_span!("demand")),
     );
+    let forecast_client = mqtt::connect(&broker_address, "forecasts", mqtt_stop.clone());
+    work.spawn(
+        forecasts::ForecastPublisher {
+            store: store.clone(),
+            clock,
+            schedule: config
+                .forecasts
+                .refit_cron
+                .parse()
+                .context("forecasts.refit_cron")?,
+            horizon_days: config.forecasts.horizon_days as usize,
+            mqtt: forecast_client.client,
+        }
+        .run(work_stop.clone())
+        .instrument(info_span!("forecasts")),
+    );
     let outbox_client = mqtt::connect_acknowledged(&broker_address, "outbox", mqtt_stop.clone());
     let outbox_task = tokio::spawn(
         mqtt::run_outbox(
