@@ -526,6 +526,28 @@ fn parse_csv(text: &str) -> Result<Vec<ParsedLine>, ApiError> {
 mod tests {
     use super::*;
 
+    // Fuzzing the CSV import (issue 10): arbitrary text, and rows made of
+    // the characters CSV cares about under the real header, never panic.
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(300))]
+
+        #[test]
+        fn csv_import_never_panics(text in ".{0,300}") {
+            let _ = parse_csv(&text);
+        }
+
+        #[test]
+        fn csv_rows_under_the_header_never_panic(
+            rows in proptest::collection::vec("[a-z0-9,.\\-\"\r\u{0}\u{202E}é ]{0,40}", 0..8)
+        ) {
+            let text = format!(
+                "external_ref,customer_name,lat,lon,sku,quantity\n{}",
+                rows.join("\n")
+            );
+            let _ = parse_csv(&text);
+        }
+    }
+
     #[test]
     fn csv_rows_with_one_reference_form_one_order() {
         let text = "external_ref,customer_name,lat,lon,sku,quantity\n\
