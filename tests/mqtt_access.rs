@@ -72,6 +72,22 @@ async fn anonymous_clients_and_wrong_passwords_are_refused_at_connect() {
         .expect("the rotated password works")
         .stop()
         .await;
+    // Guessing from one address past the limit: still refused (after a
+    // wait), and a real login from that same address still works.
+    for n in 0..25 {
+        assert_eq!(
+            connect(broker, Some(("van-1", &format!("guess-{n}"))))
+                .await
+                .err(),
+            Some(ConnectReturnCode::BadUserNamePassword),
+            "guess {n}"
+        );
+    }
+    connect(&van, Some(("van-1", &rotated)))
+        .await
+        .expect("a real login from a throttled address")
+        .stop()
+        .await;
     stop(running, fleet).await;
 }
 

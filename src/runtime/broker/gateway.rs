@@ -48,6 +48,47 @@ pub struct Gateway {
     pub connect_timeout: Duration,
     /// Open client connections at most; more are closed at once.
     pub max_connections: usize,
+    /// Failed logins per client address.
+    pub logins: LoginGuard,
+}
+
+/// Failed logins counted per client address and minute. Past
+/// [`LoginGuard::MAX_FAILURES`] in a minute, each further refusal from that
+/// address waits [`LoginGuard::TARPIT`] before its CONNACK and is logged at
+/// debug level only: guessing gets slow and cannot flood the log. A valid
+/// login is still checked and accepted (as on the HTTP edge): clients
+/// behind one address (a factory's NAT) are not locked out by one of them.
+#[derive(Debug, Default)]
+pub struct LoginGuard {
+    failures: Mutex<HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+impl LoginGuard {
+    pub const MAX_FAILURES: u32 = 20;
+    pub const WINDOW: Duration = Duration::from_secs(60);
+    pub const TARPIT: Duration = Duration::from_secs(1);
+    /// Addresses remembered at most; the expired are dropped first, then all.
+    const MAX_ADDRESSES: usize = 10_000;
+
+    /// Counts a failed login from `ip`; true if it is past the limit.
+    pub fn failed(&self, ip: std::net::IpAddr, now: std::time::Instant) -> bool {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failures.len() >= Self::MAX_ADDRESSES {
+            failures.retain(|_, (_, since)| now.duration_since(*since) < Self::WINDOW);
+            if failures.len() >= Self::MAX_ADDRESSES {
+                failures.clear();
+            }
+        }
+        let entry = failures.entry(ip).or_insert((0, now));
+        if now.duration_since(entry.1) >= Self::WINDOW {
+            *entry = (0, now);
+        }
+        entry.0 = entry.0.saturating_add(1);
+        entry.0 > Self::MAX_FAILURES
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +246,16 @@ async fn connection(mut client: TcpStream, gateway: &Gateway) -> Result<(), Gate
         Ok(Some(identity)) => identity,
         Ok(None) => {
             denied("connect");
-            warn!(mqtt.client = %client_id, mqtt.user = %login.username, "MQTT connection refused: bad user name or password");
+            let ip = client.peer_addr().map(|peer| peer.ip());
+            let throttled = ip.is_ok_and(|ip| gateway.logins.failed(ip, std::time::Instant::now()));
+            if throttled {
+                metrics::counter!("fabflow_mqtt_denied_total", "action" => "login_throttled")
+                    .increment(1);
+                debug!(mqtt.client = %client_id, mqtt.user = %login.username, "MQTT connection refused: bad user name or password (address over its failure limit)");
+                tokio::time::sleep(LoginGuard::TARPIT).await;
+            } else {
+                warn!(mqtt.client = %client_id, mqtt.user = %login.username, "MQTT connection refused: bad user name or password");
+            }
             return refuse(&mut client, ConnectReturnCode::BadUserNamePassword).await;
         }
         Err(err) => {
@@ -421,5 +471,47 @@ impl Session<'_> {
             })
             .collect();
         Ok(encode(&Packet::SubAck(SubAck::new(suback.pkid, codes))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Instant;
+
+    #[test]
+    fn failures_are_limited_per_address_and_minute() {
+        let guard = LoginGuard::default();
+        let (one, two) = (
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+        );
+        let start = Instant::now();
+        for n in 1..=LoginGuard::MAX_FAILURES {
+            assert!(!guard.failed(one, start), "failure {n} is within the limit");
+        }
+        assert!(guard.failed(one, start), "one past the limit");
+        assert!(
+            !guard.failed(two, start),
+            "another address has its own count"
+        );
+        let later = start + LoginGuard::WINDOW;
+        assert!(!guard.failed(one, later), "a new minute starts a new count");
+    }
+
+    #[test]
+    fn the_table_of_addresses_stays_bounded() {
+        let guard = LoginGuard::default();
+        let now = Instant::now();
+        for n in 0..(LoginGuard::MAX_ADDRESSES as u32 + 5) {
+            guard.failed(IpAddr::V4(Ipv4Addr::from(n)), now);
+        }
+        let size = guard
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len();
+        assert!(size <= LoginGuard::MAX_ADDRESSES, "{size} addresses kept");
     }
 }

@@ -62,6 +62,7 @@ pub async fn start_embedded(listen: SocketAddr, store: Store) -> Result<Embedded
         max_packet_size: MAX_PACKET_SIZE,
         connect_timeout: Duration::from_secs(10),
         max_connections: 1000,
+        logins: gateway::LoginGuard::default(),
     };
     tokio::spawn(gateway::serve(listener, Arc::new(gateway)));
     Ok(Embedded {
