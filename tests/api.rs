@@ -678,3 +678,27 @@ async fn a_consumer_resumes_the_event_log_after_the_last_seq_it_saw() {
     assert_eq!(status, 400, "{problem}");
     w.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jobs_cursor_is_described_and_checked_as_a_token() {
+    let w = world().await;
+    let (status, problem) = w.operator.get("/v1/jobs?after=abc").await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(pointers(&problem), ["after"], "{problem}");
+    let (status, problem) = w.operator.get("/v1/jobs?after=-4").await;
+    assert_eq!(status, 400, "{problem}");
+    let (status, page) = w.operator.get("/v1/jobs?after=0&limit=1").await;
+    assert_eq!(status, 200, "{page}");
+    let spec: Value = reqwest::get(format!("{}/openapi.json", w.base))
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    let after = spec["paths"]["/v1/jobs"]["get"]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "after").cloned())
+        .expect("after parameter");
+    assert_eq!(after["schema"]["pattern"], "^[0-9]{1,18}$", "{after}");
+    w.stop().await;
+}

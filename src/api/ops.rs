@@ -27,8 +27,9 @@ pub struct ListJobs {
     pub state: Option<JobState>,
     #[serde(default, deserialize_with = "super::empty_as_none")]
     pub order_id: Option<String>,
-    /// Cursor: the `next` of the previous page.
+    /// Cursor: the `next` of the previous page (a job token: digits).
     #[serde(default, deserialize_with = "super::empty_as_none")]
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub after: Option<String>,
     /// Page size, 1..=500 (default 100).
     #[param(minimum = 1, maximum = 500)]
@@ -53,7 +54,19 @@ pub async fn list_jobs(
     let after = match &query.after {
         Some(text) => Some(
             text.parse::<i64>()
-                .map_err(|_| ApiError::bad_request("after must be a job token"))?,
+                .ok()
+                .filter(|token| *token >= 0)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "after must be a job token (digits), got {text:?}"
+                    ))
+                    .with_errors(vec![
+                        crate::domain::intake::FieldError::new(
+                            "after",
+                            "must be a job token (digits)",
+                        ),
+                    ])
+                })?,
         ),
         None => None,
     };
