@@ -62,8 +62,10 @@ impl FleetSpec {
         FleetSpec::from_toml_str(&text, &path.display().to_string())
     }
 
-    /// Three factories (north, centre, south), twelve machines covering all
-    /// four builtin profiles, more DTG printers and heat presses than others.
+    /// Three factories (north, centre, south), fifteen machines covering
+    /// every builtin profile, more DTG printers and heat presses than
+    /// others: twelve Modbus TCP machines and three MQTT ones (two heat
+    /// presses speaking the generic JSON protocol, a networked 3D printer).
     pub fn demo(seed: u64, time_scale: f64) -> FleetSpec {
         let machine = |id: &str, model: &str, cycle_seconds: f64, scrap_rate: f64| MachineSpec {
             id: id.to_string(),
@@ -75,6 +77,8 @@ impl FleetSpec {
         let press = |id: &str| machine(id, "heatwave-hp-40", 30.0, 0.01);
         let uv = |id: &str| machine(id, "lumen-uv-6", 60.0, 0.03);
         let fdm = |id: &str| machine(id, "forge-fdm-3", 600.0, 0.05);
+        let json_press = |id: &str| machine(id, "generic-json", 30.0, 0.01);
+        let printer = |id: &str| machine(id, "strata-p1", 480.0, 0.05);
         FleetSpec {
             seed,
             time_scale,
@@ -87,6 +91,7 @@ impl FleetSpec {
                         press("north-press-1"),
                         press("north-press-2"),
                         uv("north-uv-1"),
+                        json_press("north-press-3"),
                     ],
                 },
                 FactorySpec {
@@ -96,11 +101,17 @@ impl FleetSpec {
                         press("centre-press-1"),
                         uv("centre-uv-1"),
                         fdm("centre-fdm-1"),
+                        printer("centre-printer-1"),
                     ],
                 },
                 FactorySpec {
                     id: "south".to_string(),
-                    machines: vec![dtg("south-dtg-1"), press("south-press-1"), uv("south-uv-1")],
+                    machines: vec![
+                        dtg("south-dtg-1"),
+                        press("south-press-1"),
+                        uv("south-uv-1"),
+                        json_press("south-press-2"),
+                    ],
                 },
             ],
         }
@@ -370,10 +381,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn demo_fleet_has_twelve_machines_covering_every_builtin_profile() {
+    fn demo_fleet_has_fifteen_machines_covering_every_builtin_profile() {
         let spec = FleetSpec::demo(7, 60.0);
         let machines: Vec<&MachineSpec> = spec.factories.iter().flat_map(|f| &f.machines).collect();
-        assert_eq!(machines.len(), 12);
+        assert_eq!(machines.len(), 15);
+        let profiles = fabflow_adapters::builtin_profiles();
+        assert_eq!(Fleet::mqtt_machines_of(&spec, &profiles).len(), 3);
         let ids: Vec<&str> = spec.factories.iter().map(|f| f.id.as_str()).collect();
         assert_eq!(ids, ["north", "centre", "south"]);
         for profile in fabflow_adapters::builtin_profiles() {

@@ -385,7 +385,7 @@ async fn a_wrong_unit_id_is_refused_by_the_machine() {
 
 /// Runs three 20-unit jobs on every machine of a fleet and returns the scrap counts.
 async fn scrap_pattern(seed: u64) -> Vec<(String, Vec<u32>)> {
-    let profiles = modbus_profiles();
+    let profiles = fabflow_adapters::builtin_profiles();
     let mut spec = FleetSpec::demo(seed, 100.0);
     for machine in spec
         .factories
@@ -440,7 +440,7 @@ async fn same_seed_gives_the_same_scrap_pattern() {
 
 #[tokio::test]
 async fn fleet_reports_machines_and_duplicate_starts() {
-    let profiles = modbus_profiles();
+    let profiles = fabflow_adapters::builtin_profiles();
     let fleet = Fleet::start(&FleetSpec::demo(1, 1000.0), &profiles)
         .await
         .expect("fleet");
