@@ -475,18 +475,47 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let profiles = fabflow_adapters::builtin_profiles();
     let spec = fabflow_sim::FleetSpec::demo(args.seed, args.time_scale);
-    let fleet = fabflow_sim::Fleet::start(&spec, &profiles)
+    let mut fleet = fabflow_sim::Fleet::start(&spec, &profiles)
         .await
         .context("starting the simulated fleet")?;
     config.machines = fabflow::demo::machines(&fleet, 50, 1_000);
     let machine_count = config.machines.len();
+    let mqtt_machines = fabflow::demo::mqtt_machines(&spec, &profiles, 50, 1_000);
+    let mqtt_count = mqtt_machines.len();
+    config.machines.extend(mqtt_machines.iter().cloned());
     let database_url = config.database.url.clone();
     let couriers: Vec<String> = config.couriers.iter().map(|c| c.id.clone()).collect();
     let listener = bind_or_any(args.port).await?;
     let shutdown = CancellationToken::new();
-    let daemon = Daemon::start(config, profiles, listener, shutdown.clone()).await?;
+    let daemon = Daemon::start(config, profiles.clone(), listener, shutdown.clone()).await?;
     let url = format!("http://{}", daemon.http);
     let now = daemon.clock.now_ms();
+    // The MQTT machines log in as their own users: made at this start, or
+    // (a database kept from an earlier demo) given a new password now.
+    let mut passwords: std::collections::HashMap<String, String> = daemon
+        .mqtt_users
+        .iter()
+        .map(|user| (user.username.clone(), user.password.clone()))
+        .collect();
+    for machine in &mqtt_machines {
+        if !passwords.contains_key(&machine.id) {
+            let rotated = fabflow::runtime::broker::users::rotate(&daemon.store, &machine.id, now)
+                .await?
+                .with_context(|| format!("no MQTT user for machine {}", machine.id))?;
+            passwords.insert(machine.id.clone(), rotated);
+        }
+    }
+    fleet
+        .start_mqtt(
+            &spec,
+            &profiles,
+            &daemon.mqtt.host,
+            daemon.mqtt.port,
+            &passwords,
+            Duration::from_millis(500),
+        )
+        .await
+        .context("starting the simulated MQTT machines")?;
     let brand = auth::issue(&daemon.store, Role::Brand, "demo-brand", "demo brand", now).await?;
     let operator = auth::issue(&daemon.store, Role::Operator, "*", "demo operator", now).await?;
     let admin = auth::issue(&daemon.store, Role::Admin, "*", "demo admin", now).await?;
@@ -512,7 +541,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         daemon.mqtt.url()
     );
     println!("  database   {}", fabflow::config::redact(&database_url));
-    println!("  fleet      3 factories, {machine_count} Modbus TCP machines on 127.0.0.1");
+    println!(
+        "  fleet      3 factories, {machine_count} Modbus TCP machines on 127.0.0.1, {mqtt_count} MQTT machines on the broker"
+    );
     println!(
         "  time       x{} (48 simulated hours take {:.1} minutes)",
         args.time_scale,

@@ -298,8 +298,13 @@ pub struct MachineConfig {
     pub factory: String,
     /// A profile model from adapters/profiles (e.g. `acme-dtg-200`).
     pub model: String,
-    /// Modbus TCP address `host:port`.
-    pub address: SocketAddr,
+    /// Modbus TCP address `host:port` (Modbus machines only).
+    #[serde(default)]
+    pub address: Option<SocketAddr>,
+    /// An MQTT machine's serial, filled into its profile's `{serial}`
+    /// topics; defaults to the machine id (MQTT machines only).
+    #[serde(default)]
+    pub serial: Option<String>,
     /// Materials loaded now; defaults to every material of the profile.
     #[serde(default)]
     pub materials: Option<Vec<String>>,
@@ -307,6 +312,13 @@ pub struct MachineConfig {
     pub poll_interval_ms: u64,
     #[serde(default = "default_timeout_ms")]
     pub request_timeout_ms: u64,
+}
+
+impl MachineConfig {
+    /// The serial an MQTT machine's topics are made with: `serial`, or the id.
+    pub fn serial(&self) -> &str {
+        self.serial.as_deref().unwrap_or(&self.id)
+    }
 }
 
 fn default_poll_ms() -> u64 {

@@ -458,3 +458,74 @@ fn check_config_reads_profiles_without_acknowledge_and_names_their_new_keys() {
         assert!(stderr.contains(expected), "{expected:?} not in\n{stderr}");
     }
 }
+
+#[test]
+fn check_config_reads_mqtt_profiles_and_names_their_keys_and_machines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path());
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).expect("mkdir");
+    // A copy of the generic JSON machine under another model name.
+    let generic = std::fs::read_to_string("adapters/profiles/generic-json.toml").expect("profile");
+    let profile = generic.replace("model = \"generic-json\"", "model = \"presso-j2\"");
+    std::fs::write(profiles.join("presso-j2.toml"), &profile).expect("write profile");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let machine = "\n[[machines]]\nid = \"press-j\"\nfactory = \"north\"\nmodel = \"presso-j2\"\nserial = \"PJ-0042\"\n";
+    std::fs::write(
+        &config,
+        format!("profile_dirs = [\"profiles\"]\n{text}{machine}"),
+    )
+    .expect("write config");
+    let path = config.to_str().expect("path");
+    let out = fabflow(&["check-config", path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A broken MQTT profile: every problem with its file and key.
+    let broken = profile
+        .replace(
+            "command_topic = \"fabflow/v1/machines/{serial}/command\"",
+            "command_topic = \"fabflow/v1/machines/all/command\"",
+        )
+        .replace("pointer = \"/state\"", "pointer = \"state\"")
+        .replace("quantity = \"{quantity}\"", "quantity = 1")
+        .replace("report_timeout_ms = 5000", "report_timeout_ms = 5");
+    assert_ne!(broken, profile);
+    std::fs::write(profiles.join("presso-j2.toml"), broken).expect("write profile");
+    let out = fabflow(&["check-config", path]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "presso-j2.toml: command_topic: must contain `{serial}` (each machine its own topic)",
+        "presso-j2.toml: signals.state.pointer: must be empty or start with `/` (RFC 6901), got `state`",
+        "presso-j2.toml: commands.start.payload: must carry `{quantity}` somewhere",
+        "presso-j2.toml: report_timeout_ms: must be 200..=3600000 (milliseconds), got 5",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in\n{stderr}");
+    }
+
+    // The machines: an MQTT machine has no address, a serial that can be a
+    // topic level, and a report topic of its own.
+    std::fs::write(profiles.join("presso-j2.toml"), &profile).expect("write profile");
+    let machines = "\n[[machines]]\nid = \"press-k\"\nfactory = \"north\"\nmodel = \"presso-j2\"\nserial = \"PJ-0042\"\n\
+        \n[[machines]]\nid = \"press-l\"\nfactory = \"north\"\nmodel = \"presso-j2\"\naddress = \"127.0.0.1:15030\"\n\
+        \n[[machines]]\nid = \"press-m\"\nfactory = \"north\"\nmodel = \"presso-j2\"\nserial = \"a/b\"\n";
+    std::fs::write(
+        &config,
+        format!("profile_dirs = [\"profiles\"]\n{text}{machine}{machines}"),
+    )
+    .expect("write config");
+    let out = fabflow(&["check-config", path]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "machines.press-k.serial: report topic fabflow/v1/machines/PJ-0042/report is already machine press-j's",
+        "machines.press-l.address: not for an MQTT machine",
+        "machines.press-m.serial: \"a/b\" must not contain '/', '+', '#', '$' or NUL (it is a topic level)",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in\n{stderr}");
+    }
+}

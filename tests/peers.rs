@@ -4,7 +4,7 @@
 //! (FABFLOW_TEST_POSTGRES_URL=postgres://...), and a Mosquitto with the
 //! password and ACL files of docs/mqtt-acl.md
 //! (FABFLOW_TEST_MQTT_ACL_URL=mqtt://host:port; each user's password is
-//! `test-<user>`, see .ci/run), also over TLS
+//! `test-<user>`, see .ci/run; MQTT machines run through it too), also over TLS
 //! (FABFLOW_TEST_MQTT_TLS_URL=mqtts://localhost:port, its CA in the PEM file
 //! FABFLOW_TEST_MQTT_TLS_CA).
 
@@ -288,4 +288,128 @@ async fn the_loop_runs_on_mosquitto_over_tls() {
         Some(ca.into()),
     )
     .await;
+}
+
+/// MQTT machines through the ACL Mosquitto: the daemon logs in as `fabflow`,
+/// each simulated machine as its serial (the ACL ties its topics to its user
+/// name); a machine cannot forge another's reports, and orders complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mqtt_machines_run_through_mosquitto_with_the_documented_acl() {
+    use fabflow::domain::{ProcessStep, Sku};
+    use fabflow_sim::{FactorySpec, Fleet, FleetSpec, MachineSpec};
+    use std::collections::HashMap;
+
+    let Some(url) = env("FABFLOW_TEST_MQTT_ACL_URL") else {
+        eprintln!(
+            "peers: MQTT machines on Mosquitto skipped (set FABFLOW_TEST_MQTT_ACL_URL=mqtt://127.0.0.1:PORT to run it)"
+        );
+        return;
+    };
+    let (host, port) = host_port(&url);
+    // The ACL's rules first: a machine publishes only its own reports.
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let press_user = acl_login(&host, port, "mqtt-press-1");
+    let mut press = connect(&press_user, Some(login(&press_user)))
+        .await
+        .expect("mqtt-press-1");
+    let daemon_user = acl_login(&host, port, "fabflow");
+    let mut reader = connect(&daemon_user, Some(login(&daemon_user)))
+        .await
+        .expect("fabflow");
+    reader
+        .subscribe(&["device/+/report", "fabflow/v1/machines/+/report"])
+        .await;
+    let forged = json!({"run": run, "forged": true});
+    press
+        .publish("device/mqtt-printer-1/report", false, &forged)
+        .await;
+    let own = json!({"run": run, "own": true});
+    press
+        .publish("fabflow/v1/machines/mqtt-press-1/report", false, &own)
+        .await;
+    let seen = reader.until(|_, payload| payload == &own).await;
+    assert!(
+        seen.iter()
+            .all(|(_, payload)| payload.get("forged").is_none()),
+        "a forged report got through: {seen:?}"
+    );
+
+    // Then the loop, with one machine of each shipped MQTT profile.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let scale = 2000.0;
+    let spec = FleetSpec {
+        seed: 9,
+        time_scale: scale,
+        factories: vec![FactorySpec {
+            id: "north".to_string(),
+            machines: [
+                ("mqtt-press-1", "generic-json"),
+                ("mqtt-printer-1", "strata-p1"),
+            ]
+            .iter()
+            .map(|(id, model)| MachineSpec {
+                id: id.to_string(),
+                model: model.to_string(),
+                cycle_seconds: 60.0,
+                scrap_rate: 0.0,
+            })
+            .collect(),
+        }],
+    };
+    let profiles = fabflow_adapters::builtin_profiles();
+    let mut fleet = Fleet::start(&spec, &profiles).await.expect("fleet");
+    let mut config = support::config(&fleet, &dir.path().join("peers-mqtt.db"), scale);
+    config.mqtt = MqttConfig::External {
+        host: host.clone(),
+        port,
+        username: Some("fabflow".into()),
+        password: Some("test-fabflow".into()),
+        ca_file: None,
+    };
+    config.machines = fabflow::demo::mqtt_machines(&spec, &profiles, 40, 1_000);
+    let step = |process: &str, recipe: u32, material: &str| ProcessStep {
+        process: process.to_string(),
+        recipe,
+        material: material.to_string(),
+        seconds_per_unit: 60.0,
+    };
+    config.skus = vec![
+        Sku {
+            code: "tee-pressed".into(),
+            name: "Tee, pressed".into(),
+            route: vec![step("heat_press", 21, "cotton_tee")],
+        },
+        Sku {
+            code: "keychain".into(),
+            name: "Keychain".into(),
+            route: vec![step("print_3d", 41, "pla")],
+        },
+    ];
+    let running = Running::start(config).await;
+    let passwords: HashMap<String, String> = ["mqtt-press-1", "mqtt-printer-1"]
+        .iter()
+        .map(|user| (user.to_string(), format!("test-{user}")))
+        .collect();
+    fleet
+        .start_mqtt(
+            &spec,
+            &profiles,
+            &host,
+            port,
+            &passwords,
+            Duration::from_millis(500),
+        )
+        .await
+        .expect("MQTT machines start");
+    let brand = running.token(Role::Brand, "peer-mqtt-brand").await;
+    let orders = fabflow_sim::generate_orders(31, 6, &["tee-pressed", "keychain"], BBOX);
+    let report = fabflow_sim::fire(&running.base, &brand, orders, 4).await;
+    assert_eq!(report.accepted, 6, "{:?}", report.rejected.first());
+    let api = Api::new(running.base.clone(), brand);
+    support::wait_all_produced(&api, 6, Duration::from_secs(180)).await;
+    assert!(!fleet.started_tokens("mqtt-press-1").is_empty());
+    assert!(!fleet.started_tokens("mqtt-printer-1").is_empty());
+    assert_eq!(fleet.duplicate_starts(), Vec::<(String, u32)>::new());
+    fleet.shutdown().await;
+    running.stop().await;
 }

@@ -45,6 +45,8 @@ fn every_profile_file_loads_and_builtins_match_the_directory() {
         "heatwave-hp-40",
         "lumen-uv-6",
         "forge-fdm-3",
+        "strata-p1",
+        "generic-json",
     ] {
         assert!(models.contains(&model), "{model} missing from {models:?}");
     }
@@ -299,8 +301,8 @@ fn each_kind_of_problem_is_reported_with_its_key() {
     );
     check(
         "protocol = \"modbus\"",
-        "protocol = \"mqtt\"",
-        &format!("{p}: protocol: unsupported protocol `mqtt` (supported: modbus)"),
+        "protocol = \"opcua\"",
+        &format!("{p}: protocol: unsupported protocol `opcua` (supported: modbus, mqtt)"),
     );
     check(
         "2 = \"done\"",
@@ -434,5 +436,173 @@ fn load_dir_reports_every_bad_file_and_duplicate_models() {
     assert!(
         text.contains("c.toml: unit_id: must be 1..=247, got 0"),
         "{text}"
+    );
+}
+
+/// The generic JSON machine profile, as shipped.
+fn generic_json() -> String {
+    std::fs::read_to_string(profiles_dir().join("generic-json.toml")).expect("shipped profile")
+}
+
+fn mqtt_errors(from: &str, to: &str) -> Vec<String> {
+    let good = generic_json();
+    assert!(
+        good.contains(from),
+        "test setup: {from:?} not in generic-json.toml"
+    );
+    let text = good.replacen(from, to, 1);
+    match Profile::from_toml_str(&text, "profiles/m.toml") {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn check_mqtt(from: &str, to: &str, expected: &str) {
+    let errors = mqtt_errors(from, to);
+    assert!(
+        errors.iter().any(|e| e == expected),
+        "expected {expected:?} in {errors:#?}"
+    );
+}
+
+#[test]
+fn mqtt_profiles_parse_into_topics_pointers_and_payloads() {
+    use fabflow_adapters::profile::Protocol;
+    let profile = Profile::from_toml_str(&generic_json(), "generic-json.toml")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(profile.protocol, Protocol::Mqtt);
+    assert!(profile.echoes_token() && profile.acknowledges());
+    let mqtt = profile.mqtt.as_ref().expect("mqtt spec");
+    assert_eq!(
+        mqtt.report_topic_for("hp-7"),
+        "fabflow/v1/machines/hp-7/report"
+    );
+    assert_eq!(
+        mqtt.command_topic_for("hp-7"),
+        "fabflow/v1/machines/hp-7/command"
+    );
+    assert_eq!(mqtt.report_timeout_ms, 5000);
+    assert_eq!(mqtt.state.pointer, "/state");
+    assert_eq!(mqtt.state_map.get("done"), Some(&RunState::Done));
+    assert_eq!(mqtt.token.pointer, "/job/token");
+    assert_eq!(
+        mqtt.sequence.as_ref().map(|p| p.pointer.as_str()),
+        Some("/seq")
+    );
+    assert_eq!(mqtt.start["job"]["token"], "{job_token}");
+    assert!(profile.signals.is_empty());
+
+    let printer = builtin_profiles()
+        .into_iter()
+        .find(|p| p.model == "strata-p1")
+        .expect("builtin printer");
+    assert!(
+        !printer.acknowledges(),
+        "a print starts straight from FINISH"
+    );
+    let spec = printer.mqtt.as_ref().expect("mqtt spec");
+    assert_eq!(spec.report_topic_for("01P00A"), "device/01P00A/report");
+    assert_eq!(spec.command_topic_for("01P00A"), "device/01P00A/request");
+    assert_eq!(spec.state.pointer, "/print/gcode_state");
+}
+
+#[test]
+fn mqtt_profile_problems_are_reported_with_file_and_key() {
+    let p = "profiles/m.toml";
+    check_mqtt(
+        "report_topic = \"fabflow/v1/machines/{serial}/report\"",
+        "report_topic = \"fabflow/v1/machines/+/report\"",
+        &format!(
+            "{p}: report_topic: must be a topic name without wildcards (`+`, `#`) or a leading `$`, got `fabflow/v1/machines/+/report`"
+        ),
+    );
+    check_mqtt(
+        "command_topic = \"fabflow/v1/machines/{serial}/command\"",
+        "command_topic = \"fabflow/v1/machines/all/command\"",
+        &format!(
+            "{p}: command_topic: must contain `{{serial}}` (each machine its own topic), got `fabflow/v1/machines/all/command`"
+        ),
+    );
+    check_mqtt(
+        "report_timeout_ms = 5000",
+        "report_timeout_ms = 5",
+        &format!("{p}: report_timeout_ms: must be 200..=3600000 (milliseconds), got 5"),
+    );
+    check_mqtt(
+        "pointer = \"/state\"",
+        "pointer = \"state\"",
+        &format!(
+            "{p}: signals.state.pointer: must be empty or start with `/` (RFC 6901), got `state`"
+        ),
+    );
+    check_mqtt(
+        "pointer = \"/job/token\"",
+        "kind = \"input\"",
+        &format!(
+            "{p}: signals.token_echo.pointer: required: a JSON pointer into the report (RFC 6901), like `/print/gcode_state`"
+        ),
+    );
+    check_mqtt(
+        "pointer = \"/job/token\"",
+        "kind = \"input\"",
+        &format!(
+            "{p}: signals.token_echo.kind: only allowed with `protocol = \"modbus\"` (an MQTT signal has a `pointer`)"
+        ),
+    );
+    check_mqtt(
+        "done = \"done\"",
+        "done = \"finished\"",
+        &format!(
+            "{p}: signals.state.map.done: unknown state `finished` (known: idle, running, done, fault, paused)"
+        ),
+    );
+    check_mqtt(
+        "[signals.sequence]",
+        "[signals.seqno]",
+        &format!(
+            "{p}: signals.seqno: unknown signal (known on MQTT: state, token_echo, good_count, scrap_count, fault_code, progress, sequence)"
+        ),
+    );
+    check_mqtt(
+        "[signals.good_count]",
+        "[signals.job_token]",
+        &format!(
+            "{p}: signals.job_token: not a report signal on MQTT: `job_token` goes out in the start payload as `{{job_token}}`"
+        ),
+    );
+    check_mqtt(
+        "quantity = \"{quantity}\"",
+        "quantity = 1",
+        &format!("{p}: commands.start.payload: must carry `{{quantity}}` somewhere"),
+    );
+    check_mqtt(
+        "recipe = \"{recipe}\"",
+        "recipe = \"{recipe}\", design = \"{design}\"",
+        &format!(
+            "{p}: commands.start.payload: unknown placeholder `{{design}}` in `{{design}}` (known: {{job_token}}, {{recipe}}, {{quantity}})"
+        ),
+    );
+    check_mqtt(
+        "payload = { schema = 1, command = \"acknowledge\" }",
+        "payload = { schema = 1, command = \"acknowledge\", job = \"{job_token}\" }",
+        &format!(
+            "{p}: commands.acknowledge.payload: `{{job_token}}`: only `start` carries job values"
+        ),
+    );
+    check_mqtt(
+        "payload = { schema = 1, command = \"acknowledge\" }",
+        "steps = [{ write_coil = 1, value = true }]",
+        &format!("{p}: commands.acknowledge.steps: only allowed with `protocol = \"mqtt\"` (an MQTT command has a `payload`)").replace("\"mqtt\"", "\"modbus\""),
+    );
+    check_mqtt(
+        "protocol = \"mqtt\"",
+        "protocol = \"mqtt\"\nunit_id = 1",
+        &format!("{p}: unit_id: only allowed with `protocol = \"modbus\"`"),
+    );
+    // A Modbus profile refuses the MQTT keys.
+    check(
+        "unit_id = 2",
+        "unit_id = 2\nreport_topic = \"x/{serial}\"",
+        "adapters/profiles/x.toml: report_topic: only allowed with `protocol = \"mqtt\"`",
     );
 }

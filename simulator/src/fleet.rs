@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::SimError;
 use crate::machine::{SimMachine, SimMachineConfig, SimMachineHandle};
+use crate::mqtt_machine::{SimMqttHandle, SimMqttLogin, SimMqttMachine};
 
 /// The whole simulated network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,8 +62,10 @@ impl FleetSpec {
         FleetSpec::from_toml_str(&text, &path.display().to_string())
     }
 
-    /// Three factories (north, centre, south), twelve machines covering all
-    /// four builtin profiles, more DTG printers and heat presses than others.
+    /// Three factories (north, centre, south), fifteen machines covering
+    /// every builtin profile, more DTG printers and heat presses than
+    /// others: twelve Modbus TCP machines and three MQTT ones (two heat
+    /// presses speaking the generic JSON protocol, a networked 3D printer).
     pub fn demo(seed: u64, time_scale: f64) -> FleetSpec {
         let machine = |id: &str, model: &str, cycle_seconds: f64, scrap_rate: f64| MachineSpec {
             id: id.to_string(),
@@ -74,6 +77,8 @@ impl FleetSpec {
         let press = |id: &str| machine(id, "heatwave-hp-40", 30.0, 0.01);
         let uv = |id: &str| machine(id, "lumen-uv-6", 60.0, 0.03);
         let fdm = |id: &str| machine(id, "forge-fdm-3", 600.0, 0.05);
+        let json_press = |id: &str| machine(id, "generic-json", 30.0, 0.01);
+        let printer = |id: &str| machine(id, "strata-p1", 480.0, 0.05);
         FleetSpec {
             seed,
             time_scale,
@@ -86,6 +91,7 @@ impl FleetSpec {
                         press("north-press-1"),
                         press("north-press-2"),
                         uv("north-uv-1"),
+                        json_press("north-press-3"),
                     ],
                 },
                 FactorySpec {
@@ -95,11 +101,17 @@ impl FleetSpec {
                         press("centre-press-1"),
                         uv("centre-uv-1"),
                         fdm("centre-fdm-1"),
+                        printer("centre-printer-1"),
                     ],
                 },
                 FactorySpec {
                     id: "south".to_string(),
-                    machines: vec![dtg("south-dtg-1"), press("south-press-1"), uv("south-uv-1")],
+                    machines: vec![
+                        dtg("south-dtg-1"),
+                        press("south-press-1"),
+                        uv("south-uv-1"),
+                        json_press("south-press-2"),
+                    ],
                 },
             ],
         }
@@ -115,15 +127,31 @@ pub struct SimMachineInfo {
     pub addr: SocketAddr,
 }
 
+/// One simulated MQTT machine of a fleet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SimMqttInfo {
+    pub factory_id: String,
+    pub machine_id: String,
+    pub model: String,
+    /// Fills the profile's `{serial}` topics (the machine id).
+    pub serial: String,
+}
+
 /// A running fleet.
 #[derive(Debug)]
 pub struct Fleet {
     machines: Vec<(SimMachineInfo, SimMachineHandle)>,
+    /// MQTT machines, started by [`Fleet::start_mqtt`] once the broker and
+    /// their logins exist.
+    mqtt: Vec<(SimMqttInfo, SimMqttHandle)>,
+    /// Fleet-wide start counter, shared by every machine.
+    sequence: Arc<AtomicU64>,
 }
 
 impl Fleet {
-    /// Starts every machine of `spec` with the profile named by its model.
-    /// On error, machines already started are shut down.
+    /// Starts every Modbus machine of `spec` with the profile named by its
+    /// model (the MQTT ones wait for [`Fleet::start_mqtt`]). On error,
+    /// machines already started are shut down.
     pub async fn start(spec: &FleetSpec, profiles: &[Profile]) -> Result<Fleet, SimError> {
         let mut seen = BTreeSet::new();
         for machine in spec.factories.iter().flat_map(|f| &f.machines) {
@@ -140,12 +168,17 @@ impl Fleet {
         let sequence = Arc::new(AtomicU64::new(0));
         let mut fleet = Fleet {
             machines: Vec::new(),
+            mqtt: Vec::new(),
+            sequence: Arc::clone(&sequence),
         };
         for factory in &spec.factories {
             for machine in &factory.machines {
                 let Some(profile) = profiles.iter().find(|p| p.model == machine.model) else {
                     continue; // checked above
                 };
+                if profile.mqtt.is_some() {
+                    continue; // started by start_mqtt
+                }
                 let config = SimMachineConfig {
                     machine_id: machine.id.clone(),
                     cycle_seconds: machine.cycle_seconds,
@@ -178,7 +211,97 @@ impl Fleet {
         Ok(fleet)
     }
 
-    /// Every machine, in spec order.
+    /// The MQTT machines of `spec` (to configure before the broker runs):
+    /// their factory, id, model and serial, in spec order.
+    pub fn mqtt_machines_of(spec: &FleetSpec, profiles: &[Profile]) -> Vec<SimMqttInfo> {
+        spec.factories
+            .iter()
+            .flat_map(|f| f.machines.iter().map(move |m| (f, m)))
+            .filter(|(_, m)| {
+                profiles
+                    .iter()
+                    .any(|p| p.model == m.model && p.mqtt.is_some())
+            })
+            .map(|(f, m)| SimMqttInfo {
+                factory_id: f.id.clone(),
+                machine_id: m.id.clone(),
+                model: m.model.clone(),
+                serial: m.id.clone(),
+            })
+            .collect()
+    }
+
+    /// Starts the MQTT machines of `spec`, each logging in to the broker at
+    /// `host:port` as its own user with the password `passwords` gives for
+    /// its id. Reports go out every `report_interval` and on change.
+    pub async fn start_mqtt(
+        &mut self,
+        spec: &FleetSpec,
+        profiles: &[Profile],
+        host: &str,
+        port: u16,
+        passwords: &std::collections::HashMap<String, String>,
+        report_interval: std::time::Duration,
+    ) -> Result<(), SimError> {
+        for info in Fleet::mqtt_machines_of(spec, profiles) {
+            let Some(machine) = spec
+                .factories
+                .iter()
+                .flat_map(|f| &f.machines)
+                .find(|m| m.id == info.machine_id)
+            else {
+                continue;
+            };
+            let Some(profile) = profiles.iter().find(|p| p.model == machine.model) else {
+                continue;
+            };
+            let Some(password) = passwords.get(&info.machine_id) else {
+                return Err(SimError::InvalidMachine {
+                    machine: info.machine_id.clone(),
+                    message: "no MQTT password for it".into(),
+                });
+            };
+            let config = SimMachineConfig {
+                machine_id: machine.id.clone(),
+                cycle_seconds: machine.cycle_seconds,
+                scrap_rate: machine.scrap_rate,
+                time_scale: spec.time_scale,
+                seed: machine_seed(spec.seed, &machine.id),
+            };
+            let login = SimMqttLogin {
+                host: host.to_string(),
+                port,
+                username: info.machine_id.clone(),
+                password: password.clone(),
+            };
+            let handle = SimMqttMachine::start_with_sequence(
+                config,
+                Arc::new(profile.clone()),
+                &info.serial,
+                login,
+                report_interval,
+                Arc::clone(&self.sequence),
+            )
+            .await?;
+            self.mqtt.push((info, handle));
+        }
+        Ok(())
+    }
+
+    /// The MQTT machines started, in spec order.
+    pub fn mqtt_machines(&self) -> Vec<SimMqttInfo> {
+        self.mqtt.iter().map(|(info, _)| info.clone()).collect()
+    }
+
+    /// One MQTT machine, for fault injection and inspection.
+    pub fn mqtt_machine(&self, machine_id: &str) -> Option<SimMqttHandle> {
+        self.mqtt
+            .iter()
+            .find(|(info, _)| info.machine_id == machine_id)
+            .map(|(_, handle)| handle.clone())
+    }
+
+    /// Every Modbus machine, in spec order.
     pub fn machines(&self) -> Vec<SimMachineInfo> {
         self.machines.iter().map(|(info, _)| info.clone()).collect()
     }
@@ -193,9 +316,13 @@ impl Fleet {
 
     /// Tokens started on one machine, in order (empty for an unknown id).
     pub fn started_tokens(&self, machine_id: &str) -> Vec<u32> {
-        self.machine(machine_id)
-            .map(|m| m.started_tokens())
-            .unwrap_or_default()
+        match self.machine(machine_id) {
+            Some(machine) => machine.started_tokens(),
+            None => self
+                .mqtt_machine(machine_id)
+                .map(|m| m.started_tokens())
+                .unwrap_or_default(),
+        }
     }
 
     /// Every start of a token that had already been started somewhere in the
@@ -211,6 +338,12 @@ impl Fleet {
                     .into_iter()
                     .map(move |(sequence, token)| (sequence, token, info.machine_id.as_str()))
             })
+            .chain(self.mqtt.iter().flat_map(|(info, handle)| {
+                handle
+                    .started_log()
+                    .into_iter()
+                    .map(move |(sequence, token)| (sequence, token, info.machine_id.as_str()))
+            }))
             .collect();
         starts.sort();
         let mut seen = BTreeSet::new();
@@ -225,6 +358,9 @@ impl Fleet {
     pub async fn shutdown(&self) {
         for (_, handle) in &self.machines {
             handle.shutdown().await;
+        }
+        for (_, handle) in &self.mqtt {
+            handle.shutdown();
         }
     }
 }
@@ -245,10 +381,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn demo_fleet_has_twelve_machines_covering_every_builtin_profile() {
+    fn demo_fleet_has_fifteen_machines_covering_every_builtin_profile() {
         let spec = FleetSpec::demo(7, 60.0);
         let machines: Vec<&MachineSpec> = spec.factories.iter().flat_map(|f| &f.machines).collect();
-        assert_eq!(machines.len(), 12);
+        assert_eq!(machines.len(), 15);
+        let profiles = fabflow_adapters::builtin_profiles();
+        assert_eq!(Fleet::mqtt_machines_of(&spec, &profiles).len(), 3);
         let ids: Vec<&str> = spec.factories.iter().map(|f| f.id.as_str()).collect();
         assert_eq!(ids, ["north", "centre", "south"]);
         for profile in fabflow_adapters::builtin_profiles() {

@@ -1,5 +1,6 @@
 //! fabflow-sim: a simulated microfactory network that speaks only the wire.
-//! Machines are real Modbus TCP servers laid out by machine profiles; order
+//! Machines are real Modbus TCP servers laid out by machine profiles, or
+//! MQTT clients publishing JSON reports the profiles describe; order
 //! bursts are real HTTP requests; couriers poll their schedules and confirm
 //! stops over HTTP.
 //!
@@ -11,12 +12,14 @@ pub mod burst;
 pub mod couriers;
 pub mod fleet;
 pub mod machine;
+pub mod mqtt_machine;
 mod wire;
 
 pub use burst::{BurstReport, fire, generate_orders};
 pub use couriers::{CodeSource, CourierConfig, CourierCounts, CourierReport, CourierSpec};
-pub use fleet::{FactorySpec, Fleet, FleetSpec, MachineSpec, SimMachineInfo};
+pub use fleet::{FactorySpec, Fleet, FleetSpec, MachineSpec, SimMachineInfo, SimMqttInfo};
 pub use machine::{SimMachine, SimMachineConfig, SimMachineHandle, SimSnapshot};
+pub use mqtt_machine::{SimMqttHandle, SimMqttLogin, SimMqttMachine, SimMqttSnapshot};
 
 use thiserror::Error;
 

@@ -180,6 +180,14 @@ async fn main() -> anyhow::Result<()> {
                     machine.factory_id, machine.machine_id, machine.model, machine.addr
                 );
             }
+            // MQTT machines log in to the daemon's broker as their own
+            // users: `fabflow demo` starts them; standalone, they are left out.
+            for machine in Fleet::mqtt_machines_of(&spec, &profiles) {
+                eprintln!(
+                    "{}\t{}\t{}\tnot started (MQTT: run it with `fabflow demo`)",
+                    machine.factory_id, machine.machine_id, machine.model
+                );
+            }
             wait_for_stop_signal().await?;
             fleet.shutdown().await;
             let duplicates = fleet.duplicate_starts();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use fabflow_adapters::profile::{SignalName, WordOrder};
 use fabflow_adapters::{
     AdapterError, DeviceErrorCode, DriverConfig, JobCommand, MachineDriver, MachineFact,
-    MachineLink, MachineStatus, ModbusConnector, ModbusLink, Profile, RunState, builtin_profiles,
+    MachineLink, MachineStatus, ModbusConnector, ModbusLink, Profile, RunState,
 };
 use fabflow_sim::{Fleet, FleetSpec, SimMachine, SimMachineConfig, SimMachineHandle};
 use tokio::sync::mpsc;
@@ -118,7 +118,7 @@ fn assert_busy(result: Result<(), AdapterError>, model: &str) {
 
 #[tokio::test]
 async fn link_runs_a_job_through_its_whole_cycle_on_every_profile() {
-    for (index, profile) in builtin_profiles().iter().enumerate() {
+    for (index, profile) in modbus_profiles().iter().enumerate() {
         let model = profile.model.as_str();
         let sim = sim(profile, 1).await;
         let mut link = link(&sim, profile).await;
@@ -202,7 +202,7 @@ async fn link_runs_a_job_through_its_whole_cycle_on_every_profile() {
 
 #[tokio::test]
 async fn driver_runs_a_job_and_keeps_the_connection_on_device_errors() {
-    for (index, profile) in builtin_profiles().iter().enumerate() {
+    for (index, profile) in modbus_profiles().iter().enumerate() {
         let model = profile.model.as_str();
         let sim = sim(profile, 2).await;
         let cancel = CancellationToken::new();
@@ -267,7 +267,7 @@ async fn driver_runs_a_job_and_keeps_the_connection_on_device_errors() {
 
 #[tokio::test]
 async fn a_silent_machine_times_out_and_the_driver_reconnects_after() {
-    for profile in builtin_profiles() {
+    for profile in modbus_profiles() {
         let model = profile.model.as_str();
         let sim = sim(&profile, 3).await;
 
@@ -336,7 +336,7 @@ async fn a_silent_machine_times_out_and_the_driver_reconnects_after() {
 
 #[tokio::test]
 async fn an_injected_fault_shows_state_and_code() {
-    for (index, profile) in builtin_profiles().iter().enumerate() {
+    for (index, profile) in modbus_profiles().iter().enumerate() {
         let model = profile.model.as_str();
         let sim = sim(profile, 4).await;
         let mut link = link(&sim, profile).await;
@@ -368,7 +368,7 @@ async fn an_injected_fault_shows_state_and_code() {
 
 #[tokio::test]
 async fn a_wrong_unit_id_is_refused_by_the_machine() {
-    for profile in builtin_profiles() {
+    for profile in modbus_profiles() {
         let sim = sim(&profile, 5).await;
         let mut wrong = profile.clone();
         wrong.unit_id = if profile.unit_id == 9 { 10 } else { 9 };
@@ -385,7 +385,7 @@ async fn a_wrong_unit_id_is_refused_by_the_machine() {
 
 /// Runs three 20-unit jobs on every machine of a fleet and returns the scrap counts.
 async fn scrap_pattern(seed: u64) -> Vec<(String, Vec<u32>)> {
-    let profiles = builtin_profiles();
+    let profiles = fabflow_adapters::builtin_profiles();
     let mut spec = FleetSpec::demo(seed, 100.0);
     for machine in spec
         .factories
@@ -440,7 +440,7 @@ async fn same_seed_gives_the_same_scrap_pattern() {
 
 #[tokio::test]
 async fn fleet_reports_machines_and_duplicate_starts() {
-    let profiles = builtin_profiles();
+    let profiles = fabflow_adapters::builtin_profiles();
     let fleet = Fleet::start(&FleetSpec::demo(1, 1000.0), &profiles)
         .await
         .expect("fleet");
@@ -482,4 +482,12 @@ async fn fleet_reports_machines_and_duplicate_starts() {
     );
     assert!(fleet.machine("nope").is_none());
     fleet.shutdown().await;
+}
+
+/// The built-in Modbus profiles (the MQTT ones are driven by their own suite).
+fn modbus_profiles() -> Vec<fabflow_adapters::Profile> {
+    fabflow_adapters::builtin_profiles()
+        .into_iter()
+        .filter(|p| p.protocol == fabflow_adapters::profile::Protocol::Modbus)
+        .collect()
 }

@@ -35,7 +35,7 @@ use crate::plan::FactorySite;
 use crate::store::{MachineSpec, Store};
 use anyhow::Context;
 use fabflow_adapters::profile::SignalName;
-use fabflow_adapters::{DriverConfig, MachineDriver, ModbusConnector, Profile};
+use fabflow_adapters::{DriverConfig, MachineDriver, ModbusConnector, MqttConnector, Profile};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -98,14 +98,58 @@ impl Network {
             machines.push((machine.clone(), Arc::new((*profile).clone())));
         }
         // One device per address and unit id: two machines configured on the
-        // same one would both be driven, and start each other's jobs.
+        // same one would both be driven, and start each other's jobs. Over
+        // MQTT, one machine per report topic, for the same reason.
         let mut devices: HashMap<(std::net::SocketAddr, u8), &str> = HashMap::new();
+        let mut topics: HashMap<String, &str> = HashMap::new();
         for (machine, profile) in &machines {
-            if let Some(first) = devices.insert((machine.address, profile.unit_id), &machine.id) {
-                problems.push(format!(
-                    "machines.{}.address: {} unit {} is already machine {first}'s",
-                    machine.id, machine.address, profile.unit_id
-                ));
+            match (&profile.mqtt, machine.address) {
+                (None, Some(address)) => {
+                    if machine.serial.is_some() {
+                        problems.push(format!(
+                            "machines.{}.serial: only for MQTT machines ({} speaks Modbus)",
+                            machine.id, profile.model
+                        ));
+                    }
+                    if let Some(first) = devices.insert((address, profile.unit_id), &machine.id) {
+                        problems.push(format!(
+                            "machines.{}.address: {} unit {} is already machine {first}'s",
+                            machine.id, address, profile.unit_id
+                        ));
+                    }
+                }
+                (None, None) => problems.push(format!(
+                    "machines.{}.address: required for a Modbus machine ({}), as host:port",
+                    machine.id, profile.model
+                )),
+                (Some(spec), address) => {
+                    if address.is_some() {
+                        problems.push(format!(
+                            "machines.{}.address: not for an MQTT machine ({} is reached through the broker; give `serial` if its topics use another name than the id)",
+                            machine.id, profile.model
+                        ));
+                    }
+                    if let Some(reason) = broker::access::invalid_id(&machine.id) {
+                        problems.push(format!(
+                            "machines.{}: an MQTT machine's id is its broker login, and it {reason}",
+                            machine.id
+                        ));
+                    }
+                    if let Some(reason) = broker::access::invalid_id(machine.serial()) {
+                        problems.push(format!(
+                            "machines.{}.serial: {:?} {reason} (it is a topic level)",
+                            machine.id,
+                            machine.serial()
+                        ));
+                    }
+                    let topic = spec.report_topic_for(machine.serial());
+                    if let Some(first) = topics.insert(topic.clone(), &machine.id) {
+                        problems.push(format!(
+                            "machines.{}.serial: report topic {topic} is already machine {first}'s",
+                            machine.id
+                        ));
+                    }
+                }
             }
         }
         // With machines configured, every step of every SKU needs one that can
@@ -181,6 +225,24 @@ impl Network {
         })
     }
 
+    /// The configured MQTT machines' own topics, by machine id (their
+    /// broker login).
+    pub fn machine_topics(&self) -> HashMap<String, broker::access::MachineTopics> {
+        self.machines
+            .iter()
+            .filter_map(|(machine, profile)| {
+                let spec = profile.mqtt.as_ref()?;
+                Some((
+                    machine.id.clone(),
+                    broker::access::MachineTopics {
+                        report: spec.report_topic_for(machine.serial()),
+                        command: spec.command_topic_for(machine.serial()),
+                    },
+                ))
+            })
+            .collect()
+    }
+
     pub fn factory_location(&self, id: &str) -> Option<Location> {
         self.factories
             .iter()
@@ -228,9 +290,17 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
     let clock = Clock::load(&store, config.time_scale).await?;
     let (embedded, mqtt_users) = match &config.mqtt {
         MqttConfig::Embedded { listen } => {
-            let embedded = broker::start_embedded(*listen, store.clone()).await?;
+            let embedded =
+                broker::start_embedded(*listen, store.clone(), network.machine_topics()).await?;
             let couriers: Vec<String> = network.couriers.iter().map(|c| c.id.clone()).collect();
-            let created = broker::users::ensure(&store, &couriers, clock.now_ms()).await?;
+            let machines: Vec<(String, String)> = network
+                .machines
+                .iter()
+                .filter(|(_, profile)| profile.mqtt.is_some())
+                .map(|(machine, _)| (machine.id.clone(), machine.factory.clone()))
+                .collect();
+            let created =
+                broker::users::ensure(&store, &couriers, &machines, clock.now_ms()).await?;
             (Some(embedded), created)
         }
         MqttConfig::External { .. } => (None, Vec::new()),
@@ -256,8 +326,29 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
         };
-        let connector = ModbusConnector::new(machine.address, Arc::clone(profile), timeout);
-        let (handle, facts) = MachineDriver::spawn(driver, connector, work_stop.child_token());
+        let (handle, facts) = match (&profile.mqtt, machine.address) {
+            (Some(_), _) => {
+                // The daemon's own login; a stable client id per machine, so
+                // the broker keeps its session (and the reports queued in it)
+                // across reconnects and restarts.
+                let connector = MqttConnector::new(
+                    broker_address.machine_broker(),
+                    Arc::clone(profile),
+                    machine.serial(),
+                    format!("fabflow-machine-{}", machine.id),
+                    timeout,
+                )?;
+                MachineDriver::spawn(driver, connector, work_stop.child_token())
+            }
+            (None, Some(address)) => {
+                let connector = ModbusConnector::new(address, Arc::clone(profile), timeout);
+                MachineDriver::spawn(driver, connector, work_stop.child_token())
+            }
+            (None, None) => anyhow::bail!(
+                "machines.{}.address: required for a Modbus machine",
+                machine.id
+            ),
+        };
         let supervisor = supervisor::Supervisor {
             machine: machine.id.clone(),
             store: store.clone(),
@@ -267,7 +358,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             refusals: Default::default(),
             behaviour: supervisor::Behaviour::of(profile),
         };
-        let span = info_span!("supervisor", machine.id = %machine.id, factory.id = %machine.factory, adapter = "modbus");
+        let span = info_span!("supervisor", machine.id = %machine.id, factory.id = %machine.factory, adapter = profile.protocol.as_str());
         work.spawn(supervisor.run(facts).instrument(span));
     }
     let scheduler = scheduler::Scheduler {
@@ -409,7 +500,11 @@ async fn register_machines(store: &Store, network: &Network, clock: Clock) -> an
             id: MachineId::new(machine.id.clone()),
             factory: FactoryId::new(machine.factory.clone()),
             model: profile.model.clone(),
-            address: machine.address.to_string(),
+            address: match (&profile.mqtt, machine.address) {
+                (Some(spec), _) => format!("mqtt:{}", spec.report_topic_for(machine.serial())),
+                (None, Some(address)) => address.to_string(),
+                (None, None) => String::new(),
+            },
             capabilities: profile.capabilities.clone(),
             materials: machine
                 .materials

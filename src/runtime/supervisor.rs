@@ -64,14 +64,12 @@ pub struct Behaviour {
 impl Behaviour {
     pub fn of(profile: &Profile) -> Behaviour {
         // Validation allows cumulative counters only on u16 and u32 signals.
-        let counting = |name: SignalName| match profile.signal(name) {
-            Some(signal) if signal.counts == Counts::Cumulative => signal
-                .modulus()
-                .map_or(Counting::PerJob, |modulus| Counting::Cumulative { modulus }),
+        let counting = |name: SignalName| match profile.counting(name) {
+            (Counts::Cumulative, Some(modulus)) => Counting::Cumulative { modulus },
             _ => Counting::PerJob,
         };
         Behaviour {
-            acknowledges: profile.acknowledge.is_some(),
+            acknowledges: profile.acknowledges(),
             echoes_token: profile.echoes_token(),
             command_timeout: Duration::from_millis(profile.command_timeout_ms),
             good: counting(SignalName::GoodCount),

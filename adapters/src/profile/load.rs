@@ -73,12 +73,20 @@ pub const BUILTIN_SOURCES: &[(&str, &str)] = &[
         include_str!("../../profiles/forge-fdm-3.toml"),
     ),
     (
+        "adapters/profiles/generic-json.toml",
+        include_str!("../../profiles/generic-json.toml"),
+    ),
+    (
         "adapters/profiles/heatwave-hp-40.toml",
         include_str!("../../profiles/heatwave-hp-40.toml"),
     ),
     (
         "adapters/profiles/lumen-uv-6.toml",
         include_str!("../../profiles/lumen-uv-6.toml"),
+    ),
+    (
+        "adapters/profiles/strata-p1.toml",
+        include_str!("../../profiles/strata-p1.toml"),
     ),
 ];
 

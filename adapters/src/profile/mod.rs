@@ -27,10 +27,87 @@ pub const DEFAULT_COMMAND_TIMEOUT_MS: u64 = 10_000;
 /// The range `command_timeout_ms` must lie in.
 pub const COMMAND_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
 
-/// The wire protocol of a profile. Only Modbus TCP is implemented.
+/// `report_timeout_ms` of an MQTT profile when it does not set it.
+pub const DEFAULT_REPORT_TIMEOUT_MS: u64 = 10_000;
+/// The range `report_timeout_ms` must lie in.
+pub const REPORT_TIMEOUT_RANGE_MS: std::ops::RangeInclusive<u64> = 200..=3_600_000;
+
+/// The wire protocol of a profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
+    /// Modbus TCP: registers, polled; the profile's `signals` and command `steps`.
     Modbus,
+    /// JSON over MQTT: reports pushed by the machine, commands published to
+    /// it; the profile's [`MqttSpec`].
+    Mqtt,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Modbus => "modbus",
+            Protocol::Mqtt => "mqtt",
+        }
+    }
+}
+
+/// One JSON value in a report, found by an RFC 6901 pointer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pointer {
+    /// The pointer (`/print/gcode_state`); "" is the whole report.
+    pub pointer: String,
+    /// Multiplier applied on read (`progress` only).
+    pub scale: Option<f64>,
+    /// What a counter counts (`good_count`, `scrap_count`); `PerJob` otherwise.
+    pub counts: Counts,
+}
+
+/// How an MQTT machine is driven: where it reports and takes commands, and
+/// where each signal sits in its JSON reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSpec {
+    /// The topic the machine publishes its reports on; `{serial}` is
+    /// replaced by the machine's serial (see [`MqttSpec::topic`]).
+    pub report_topic: String,
+    /// The topic the machine reads its commands from; `{serial}` as above.
+    pub command_topic: String,
+    /// A machine whose last report is older than this is offline.
+    pub report_timeout_ms: u64,
+    /// The state value (a JSON string, or an integer as its decimal text) → state.
+    pub state: Pointer,
+    pub state_map: BTreeMap<String, RunState>,
+    /// The token of the job the machine took (the machine's own echo).
+    pub token: Pointer,
+    pub good_count: Pointer,
+    pub scrap_count: Pointer,
+    pub fault_code: Option<Pointer>,
+    /// Percent after `scale`.
+    pub progress: Option<Pointer>,
+    /// A number that grows with every report (a sequence or a timestamp):
+    /// a report with a smaller one than the last taken is old and dropped.
+    pub sequence: Option<Pointer>,
+    /// The start command's JSON payload: a string value `"{job_token}"`,
+    /// `"{recipe}"` or `"{quantity}"` becomes that number; inside a longer
+    /// string the placeholder becomes its decimal text.
+    pub start: serde_json::Value,
+    /// The acknowledge command's payload (no placeholders), if the machine
+    /// needs one to leave `done`.
+    pub acknowledge: Option<serde_json::Value>,
+}
+
+impl MqttSpec {
+    /// A topic template with the machine's serial filled in.
+    pub fn topic(template: &str, serial: &str) -> String {
+        template.replace("{serial}", serial)
+    }
+
+    pub fn report_topic_for(&self, serial: &str) -> String {
+        MqttSpec::topic(&self.report_topic, serial)
+    }
+
+    pub fn command_topic_for(&self, serial: &str) -> String {
+        MqttSpec::topic(&self.command_topic, serial)
+    }
 }
 
 /// Which Modbus table a signal lives in.
@@ -277,7 +354,7 @@ pub struct Profile {
     pub description: String,
     pub capabilities: Vec<String>,
     pub materials: Vec<String>,
-    /// Modbus unit (slave) id, 1..=247.
+    /// Modbus unit (slave) id, 1..=247 (0 on an MQTT profile).
     pub unit_id: u8,
     /// Every defined signal; all required ones are present.
     pub signals: BTreeMap<SignalName, Signal>,
@@ -289,6 +366,11 @@ pub struct Profile {
     /// a new state or its token, an acknowledge leaves `done`) before the
     /// daemon calls it stuck. Default 10 000.
     pub command_timeout_ms: u64,
+    /// Topics, JSON pointers and payloads of an MQTT profile (`protocol =
+    /// "mqtt"`); `None` on a Modbus profile, whose `signals`, `start` and
+    /// `acknowledge` are then the whole story. An MQTT profile has no
+    /// `signals` and empty `start` steps.
+    pub mqtt: Option<MqttSpec>,
 }
 
 impl Profile {
@@ -318,8 +400,36 @@ impl Profile {
 
     /// Whether the machine echoes the token it runs in a signal of its own
     /// (`token_echo`), apart from the `job_token` register the start writes.
+    /// An MQTT machine's report is written by the machine itself, so the
+    /// token in it is always its own echo.
     pub fn echoes_token(&self) -> bool {
-        self.signals.contains_key(&SignalName::TokenEcho)
+        self.mqtt.is_some() || self.signals.contains_key(&SignalName::TokenEcho)
+    }
+
+    /// Whether the machine needs an acknowledge to leave `done`.
+    pub fn acknowledges(&self) -> bool {
+        match &self.mqtt {
+            Some(mqtt) => mqtt.acknowledge.is_some(),
+            None => self.acknowledge.is_some(),
+        }
+    }
+
+    /// What a counter (`good_count`, `scrap_count`) counts, and where a
+    /// cumulative one wraps (`None` for other signals or types).
+    pub fn counting(&self, name: SignalName) -> (Counts, Option<u64>) {
+        if let Some(mqtt) = &self.mqtt {
+            let pointer = match name {
+                SignalName::GoodCount => &mqtt.good_count,
+                SignalName::ScrapCount => &mqtt.scrap_count,
+                _ => return (Counts::PerJob, None),
+            };
+            // JSON counters are read as u32: a cumulative one wraps there.
+            return (pointer.counts, Some(1 << 32));
+        }
+        match self.signal(name) {
+            Some(signal) => (signal.counts, signal.modulus()),
+            None => (Counts::PerJob, None),
+        }
     }
 
     /// A required signal (job_token, recipe, quantity, state, good_count, scrap_count).

@@ -31,6 +31,9 @@ pub(super) struct RawProfile {
     materials: Vec<String>,
     unit_id: Option<i64>,
     command_timeout_ms: Option<i64>,
+    report_topic: Option<String>,
+    command_topic: Option<String>,
+    report_timeout_ms: Option<i64>,
     #[serde(default)]
     signals: BTreeMap<String, RawSignal>,
     #[serde(default)]
@@ -48,12 +51,14 @@ struct RawSignal {
     scale: Option<f64>,
     map: Option<BTreeMap<String, String>>,
     counts: Option<Counts>,
+    pointer: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCommand {
     steps: Option<Vec<RawStep>>,
+    payload: Option<toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,7 +93,7 @@ pub(super) fn validate(raw: RawProfile, origin: &str) -> Result<Profile, Profile
         list: Vec::new(),
     };
 
-    let model = raw.model.unwrap_or_default();
+    let model = raw.model.clone().unwrap_or_default();
     if model.is_empty() {
         p.push("model", "required, a non-empty name like `acme-dtg-200`");
     } else if !model
@@ -101,16 +106,23 @@ pub(super) fn validate(raw: RawProfile, origin: &str) -> Result<Profile, Profile
         );
     }
 
-    match raw.protocol.as_deref() {
-        Some("modbus") => {}
-        Some(other) => p.push(
-            "protocol",
-            format!("unsupported protocol `{other}` (supported: modbus)"),
-        ),
-        None => p.push("protocol", "required (supported: modbus)"),
-    }
+    let protocol = match raw.protocol.as_deref() {
+        Some("modbus") => Protocol::Modbus,
+        Some("mqtt") => Protocol::Mqtt,
+        Some(other) => {
+            p.push(
+                "protocol",
+                format!("unsupported protocol `{other}` (supported: modbus, mqtt)"),
+            );
+            Protocol::Modbus
+        }
+        None => {
+            p.push("protocol", "required (supported: modbus, mqtt)");
+            Protocol::Modbus
+        }
+    };
 
-    let capabilities = raw.capabilities.unwrap_or_default();
+    let capabilities = raw.capabilities.clone().unwrap_or_default();
     if capabilities.is_empty() {
         p.push("capabilities", "required, at least one capability");
     }
@@ -125,6 +137,37 @@ pub(super) fn validate(raw: RawProfile, origin: &str) -> Result<Profile, Profile
         }
     }
 
+    let command_timeout_ms = command_timeout(&mut p, raw.command_timeout_ms);
+    if protocol == Protocol::Mqtt {
+        let mqtt = validate_mqtt(&mut p, &raw);
+        if !p.list.is_empty() {
+            return Err(ProfileErrors(p.list));
+        }
+        return Ok(Profile {
+            origin: origin.to_string(),
+            model,
+            protocol,
+            description: raw.description.unwrap_or_default(),
+            capabilities,
+            materials: raw.materials,
+            unit_id: 0,
+            signals: BTreeMap::new(),
+            start: Command { steps: Vec::new() },
+            acknowledge: None,
+            command_timeout_ms,
+            mqtt,
+        });
+    }
+    for (key, given) in [
+        ("report_topic", raw.report_topic.is_some()),
+        ("command_topic", raw.command_topic.is_some()),
+        ("report_timeout_ms", raw.report_timeout_ms.is_some()),
+    ] {
+        if given {
+            p.push(key, "only allowed with `protocol = \"mqtt\"`");
+        }
+    }
+
     let unit_id = match raw.unit_id {
         Some(id @ 1..=247) => u8::try_from(id).unwrap_or(1),
         Some(other) => {
@@ -135,24 +178,6 @@ pub(super) fn validate(raw: RawProfile, origin: &str) -> Result<Profile, Profile
             p.push("unit_id", "required, 1..=247");
             1
         }
-    };
-
-    let command_timeout_ms = match raw.command_timeout_ms {
-        None => DEFAULT_COMMAND_TIMEOUT_MS,
-        Some(ms) => match u64::try_from(ms) {
-            Ok(ms) if COMMAND_TIMEOUT_RANGE_MS.contains(&ms) => ms,
-            _ => {
-                p.push(
-                    "command_timeout_ms",
-                    format!(
-                        "must be {}..={} (milliseconds), got {ms}",
-                        COMMAND_TIMEOUT_RANGE_MS.start(),
-                        COMMAND_TIMEOUT_RANGE_MS.end()
-                    ),
-                );
-                DEFAULT_COMMAND_TIMEOUT_MS
-            }
-        },
     };
 
     let mut signals = BTreeMap::new();
@@ -208,7 +233,7 @@ pub(super) fn validate(raw: RawProfile, origin: &str) -> Result<Profile, Profile
     Ok(Profile {
         origin: origin.to_string(),
         model,
-        protocol: Protocol::Modbus,
+        protocol,
         description: raw.description.unwrap_or_default(),
         capabilities,
         materials: raw.materials,
@@ -217,7 +242,28 @@ pub(super) fn validate(raw: RawProfile, origin: &str) -> Result<Profile, Profile
         start: start.unwrap_or(Command { steps: Vec::new() }),
         acknowledge,
         command_timeout_ms,
+        mqtt: None,
     })
+}
+
+fn command_timeout(p: &mut Problems<'_>, raw: Option<i64>) -> u64 {
+    match raw {
+        None => DEFAULT_COMMAND_TIMEOUT_MS,
+        Some(ms) => match u64::try_from(ms) {
+            Ok(ms) if COMMAND_TIMEOUT_RANGE_MS.contains(&ms) => ms,
+            _ => {
+                p.push(
+                    "command_timeout_ms",
+                    format!(
+                        "must be {}..={} (milliseconds), got {ms}",
+                        COMMAND_TIMEOUT_RANGE_MS.start(),
+                        COMMAND_TIMEOUT_RANGE_MS.end()
+                    ),
+                );
+                DEFAULT_COMMAND_TIMEOUT_MS
+            }
+        },
+    }
 }
 
 fn validate_signal(
@@ -227,6 +273,12 @@ fn validate_signal(
     raw: &RawSignal,
 ) -> Option<Signal> {
     let before = p.list.len();
+    if raw.pointer.is_some() {
+        p.push(
+            format!("{key}.pointer"),
+            "only allowed with `protocol = \"mqtt\"` (a Modbus signal has kind and address)",
+        );
+    }
     if raw.kind.is_none() {
         p.push(
             format!("{key}.kind"),
@@ -481,6 +533,12 @@ fn validate_command(
     signals: &BTreeMap<SignalName, Signal>,
 ) -> Command {
     let mut steps = Vec::new();
+    if raw.payload.is_some() {
+        p.push(
+            format!("{key}.payload"),
+            "only allowed with `protocol = \"mqtt\"` (a Modbus command has steps)",
+        );
+    }
     let Some(raw_steps) = &raw.steps else {
         p.push(format!("{key}.steps"), "required, a list of steps");
         return Command { steps };
@@ -639,5 +697,359 @@ fn check_command_address(
                 ),
             );
         }
+    }
+}
+
+// ---- MQTT profiles ----
+
+/// The placeholders a start payload must carry, each once at least.
+const PLACEHOLDERS: [&str; 3] = ["job_token", "recipe", "quantity"];
+
+/// Validates the MQTT parts of a profile: topics, report pointers and
+/// command payloads. Returns the spec when nothing was wrong with them.
+fn validate_mqtt(p: &mut Problems<'_>, raw: &RawProfile) -> Option<MqttSpec> {
+    let before = p.list.len();
+    if raw.unit_id.is_some() {
+        p.push("unit_id", "only allowed with `protocol = \"modbus\"`");
+    }
+    let report_topic = mqtt_topic(p, "report_topic", raw.report_topic.as_deref());
+    let command_topic = mqtt_topic(p, "command_topic", raw.command_topic.as_deref());
+    if let (Some(report), Some(command)) = (&report_topic, &command_topic)
+        && report == command
+    {
+        p.push(
+            "command_topic",
+            "must differ from `report_topic` (the machine would read its own reports)",
+        );
+    }
+    let report_timeout_ms = match raw.report_timeout_ms {
+        None => DEFAULT_REPORT_TIMEOUT_MS,
+        Some(ms) => match u64::try_from(ms) {
+            Ok(ms) if REPORT_TIMEOUT_RANGE_MS.contains(&ms) => ms,
+            _ => {
+                p.push(
+                    "report_timeout_ms",
+                    format!(
+                        "must be {}..={} (milliseconds), got {ms}",
+                        REPORT_TIMEOUT_RANGE_MS.start(),
+                        REPORT_TIMEOUT_RANGE_MS.end()
+                    ),
+                );
+                DEFAULT_REPORT_TIMEOUT_MS
+            }
+        },
+    };
+
+    const KNOWN: &str =
+        "state, token_echo, good_count, scrap_count, fault_code, progress, sequence";
+    let mut pointers: BTreeMap<&str, Pointer> = BTreeMap::new();
+    let mut state_map = BTreeMap::new();
+    for (name, signal) in &raw.signals {
+        let key = format!("signals.{name}");
+        if matches!(name.as_str(), "job_token" | "recipe" | "quantity") {
+            p.push(
+                key,
+                format!(
+                    "not a report signal on MQTT: `{name}` goes out in the start payload as `{{{name}}}`"
+                ),
+            );
+            continue;
+        }
+        if !KNOWN.split(", ").any(|known| known == name) {
+            p.push(key, format!("unknown signal (known on MQTT: {KNOWN})"));
+            continue;
+        }
+        let errors = p.list.len();
+        for (field, given) in [
+            ("kind", signal.kind.is_some()),
+            ("address", signal.address.is_some()),
+            ("type", signal.value_type.is_some()),
+            ("word_order", signal.word_order.is_some()),
+        ] {
+            if given {
+                p.push(
+                    format!("{key}.{field}"),
+                    "only allowed with `protocol = \"modbus\"` (an MQTT signal has a `pointer`)",
+                );
+            }
+        }
+        match &signal.pointer {
+            None => p.push(
+                format!("{key}.pointer"),
+                "required: a JSON pointer into the report (RFC 6901), like `/print/gcode_state`",
+            ),
+            Some(pointer) => {
+                if let Some(problem) = pointer_problem(pointer) {
+                    p.push(format!("{key}.pointer"), problem);
+                }
+            }
+        }
+        if let Some(scale) = signal.scale {
+            if name != "progress" {
+                p.push(format!("{key}.scale"), "only allowed on `progress`");
+            } else if !scale.is_finite() || scale == 0.0 {
+                p.push(
+                    format!("{key}.scale"),
+                    format!("must be finite and non-zero, got {scale}"),
+                );
+            }
+        }
+        if signal.counts.is_some() && !matches!(name.as_str(), "good_count" | "scrap_count") {
+            p.push(
+                format!("{key}.counts"),
+                "only allowed on `good_count` and `scrap_count`",
+            );
+        }
+        match (&signal.map, name == "state") {
+            (None, true) => p.push(
+                format!("{key}.map"),
+                format!("required: reported value = state ({STATE_NAMES})"),
+            ),
+            (Some(_), false) => p.push(format!("{key}.map"), "only allowed on `state`"),
+            (None, false) => {}
+            (Some(raw_map), true) => {
+                for (value, state_name) in raw_map {
+                    match RunState::from_name(state_name) {
+                        Some(state) => {
+                            state_map.insert(value.clone(), state);
+                        }
+                        None => p.push(
+                            format!("{key}.map.{value}"),
+                            format!("unknown state `{state_name}` (known: {STATE_NAMES})"),
+                        ),
+                    }
+                }
+                for needed in [
+                    RunState::Idle,
+                    RunState::Running,
+                    RunState::Done,
+                    RunState::Fault,
+                ] {
+                    if raw_map.values().all(|v| v != needed.as_str()) {
+                        p.push(format!("{key}.map"), format!("no value maps to `{needed}`"));
+                    }
+                }
+            }
+        }
+        if p.list.len() == errors
+            && let Some(pointer) = &signal.pointer
+        {
+            pointers.insert(
+                KNOWN
+                    .split(", ")
+                    .find(|known| known == name)
+                    .unwrap_or_default(),
+                Pointer {
+                    pointer: pointer.clone(),
+                    scale: signal.scale,
+                    counts: signal.counts.unwrap_or_default(),
+                },
+            );
+        }
+    }
+    for required in ["state", "token_echo", "good_count", "scrap_count"] {
+        if !raw.signals.contains_key(required) {
+            let what = if required == "token_echo" {
+                "required signal is missing (where the report shows the token of the job the machine took)"
+            } else {
+                "required signal is missing"
+            };
+            p.push(format!("signals.{required}"), what);
+        }
+    }
+
+    let mut start = None;
+    let mut acknowledge = None;
+    for (name, command) in &raw.commands {
+        let key = format!("commands.{name}");
+        let is_start = match name.as_str() {
+            "start" => true,
+            "acknowledge" => false,
+            _ => {
+                p.push(key, "unknown command (known: start, acknowledge)");
+                continue;
+            }
+        };
+        if command.steps.is_some() {
+            p.push(
+                format!("{key}.steps"),
+                "only allowed with `protocol = \"modbus\"` (an MQTT command has a `payload`)",
+            );
+        }
+        let Some(payload) = &command.payload else {
+            p.push(
+                format!("{key}.payload"),
+                "required: the JSON object published on `command_topic`",
+            );
+            continue;
+        };
+        let json = toml_to_json(payload);
+        if !json.is_object() {
+            p.push(format!("{key}.payload"), "must be a table (a JSON object)");
+            continue;
+        }
+        let mut found = BTreeSet::new();
+        let errors = p.list.len();
+        check_placeholders(p, &format!("{key}.payload"), &json, &mut found);
+        if p.list.len() != errors {
+            continue;
+        }
+        if is_start {
+            for needed in PLACEHOLDERS {
+                if !found.contains(needed) {
+                    p.push(
+                        format!("{key}.payload"),
+                        format!("must carry `{{{needed}}}` somewhere"),
+                    );
+                }
+            }
+            start = Some(json);
+        } else {
+            if let Some(used) = found.first() {
+                p.push(
+                    format!("{key}.payload"),
+                    format!("`{{{used}}}`: only `start` carries job values"),
+                );
+            }
+            acknowledge = Some(json);
+        }
+    }
+    if !raw.commands.contains_key("start") {
+        p.push("commands.start", "required command is missing");
+    }
+
+    if p.list.len() != before {
+        return None;
+    }
+    let take = |pointers: &mut BTreeMap<&str, Pointer>, name: &str| pointers.remove(name);
+    Some(MqttSpec {
+        report_topic: report_topic?,
+        command_topic: command_topic?,
+        report_timeout_ms,
+        state: take(&mut pointers, "state")?,
+        state_map,
+        token: take(&mut pointers, "token_echo")?,
+        good_count: take(&mut pointers, "good_count")?,
+        scrap_count: take(&mut pointers, "scrap_count")?,
+        fault_code: take(&mut pointers, "fault_code"),
+        progress: take(&mut pointers, "progress"),
+        sequence: take(&mut pointers, "sequence"),
+        start: start?,
+        acknowledge,
+    })
+}
+
+/// A topic template: levels without wildcards, `{serial}` somewhere.
+fn mqtt_topic(p: &mut Problems<'_>, key: &str, topic: Option<&str>) -> Option<String> {
+    let Some(topic) = topic else {
+        p.push(
+            key,
+            "required, a topic with `{serial}` in it, like `device/{serial}/report`",
+        );
+        return None;
+    };
+    let before = p.list.len();
+    if topic.is_empty() || topic.contains(['+', '#', '\0']) || topic.starts_with('$') {
+        p.push(
+            key,
+            format!(
+                "must be a topic name without wildcards (`+`, `#`) or a leading `$`, got `{topic}`"
+            ),
+        );
+    }
+    if !topic.contains("{serial}") {
+        p.push(
+            key,
+            format!("must contain `{{serial}}` (each machine its own topic), got `{topic}`"),
+        );
+    }
+    if topic.replace("{serial}", "").contains(['{', '}']) {
+        p.push(
+            key,
+            format!("`{{serial}}` is the only placeholder of a topic, got `{topic}`"),
+        );
+    }
+    (p.list.len() == before).then(|| topic.to_string())
+}
+
+/// Why `pointer` is not an RFC 6901 JSON pointer.
+fn pointer_problem(pointer: &str) -> Option<String> {
+    if !pointer.is_empty() && !pointer.starts_with('/') {
+        return Some(format!(
+            "must be empty or start with `/` (RFC 6901), got `{pointer}`"
+        ));
+    }
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Some(format!(
+                "`~` must be followed by 0 or 1 (RFC 6901), got `{pointer}`"
+            ));
+        }
+    }
+    None
+}
+
+/// A TOML value as JSON (dates become their text).
+fn toml_to_json(value: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(items) => J::Array(items.iter().map(toml_to_json).collect()),
+        toml::Value::Table(table) => J::Object(
+            table
+                .iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// Every `{name}` placeholder in the strings of `value`; unknown names
+/// and unclosed braces are problems.
+fn check_placeholders(
+    p: &mut Problems<'_>,
+    key: &str,
+    value: &serde_json::Value,
+    found: &mut BTreeSet<&'static str>,
+) {
+    match value {
+        serde_json::Value::String(text) => {
+            let mut rest = text.as_str();
+            while let Some(open) = rest.find('{') {
+                let Some(close) = rest[open..].find('}') else {
+                    p.push(key, format!("unclosed `{{` in `{text}`"));
+                    return;
+                };
+                let name = &rest[open + 1..open + close];
+                match PLACEHOLDERS.iter().find(|known| **known == name) {
+                    Some(known) => {
+                        found.insert(known);
+                    }
+                    None => p.push(
+                        key,
+                        format!(
+                            "unknown placeholder `{{{name}}}` in `{text}` (known: {{job_token}}, {{recipe}}, {{quantity}})"
+                        ),
+                    ),
+                }
+                rest = &rest[open + close + 1..];
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                check_placeholders(p, key, item, found);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for item in map.values() {
+                check_placeholders(p, key, item, found);
+            }
+        }
+        _ => {}
     }
 }

@@ -54,13 +54,25 @@ impl fmt::Display for MqttRole {
 }
 
 /// A connected client's identity: its role, its user name (the courier,
-/// brand or machine id) and, for a machine, its factory.
+/// brand or machine id) and, for a machine, its factory and topics.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub role: MqttRole,
     pub user: String,
     /// The machine's factory; empty for other roles.
     pub factory: String,
+    /// A configured MQTT machine's own topics (from its profile and serial);
+    /// `None` for other roles, and for a machine user that is not configured
+    /// (it keeps `fabflow/v1/<factory>/<id>/{state,cmd}`).
+    pub topics: Option<MachineTopics>,
+}
+
+/// An MQTT machine's own topics: the one it publishes its reports on and
+/// the one it reads its commands from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineTopics {
+    pub report: String,
+    pub command: String,
 }
 
 /// Why an id cannot name an MQTT user or sit in a topic level.
@@ -81,7 +93,10 @@ impl Identity {
     fn publishable(&self) -> Vec<String> {
         match self.role {
             MqttRole::Daemon => vec!["#".into()],
-            MqttRole::Machine => vec![format!("fabflow/v1/{}/{}/state", self.factory, self.user)],
+            MqttRole::Machine => match &self.topics {
+                Some(topics) => vec![topics.report.clone()],
+                None => vec![format!("fabflow/v1/{}/{}/state", self.factory, self.user)],
+            },
             MqttRole::Observer | MqttRole::Courier | MqttRole::Brand => Vec::new(),
         }
     }
@@ -92,7 +107,10 @@ impl Identity {
             MqttRole::Daemon | MqttRole::Observer => vec!["#".into()],
             MqttRole::Courier => vec![format!("fabflow/v1/couriers/{}/#", self.user)],
             MqttRole::Brand => vec![format!("fabflow/v1/brands/{}/#", self.user)],
-            MqttRole::Machine => vec![format!("fabflow/v1/{}/{}/cmd", self.factory, self.user)],
+            MqttRole::Machine => match &self.topics {
+                Some(topics) => vec![topics.command.clone()],
+                None => vec![format!("fabflow/v1/{}/{}/cmd", self.factory, self.user)],
+            },
         }
     }
 
@@ -163,6 +181,7 @@ mod tests {
             role,
             user: user.into(),
             factory: factory.into(),
+            topics: None,
         }
     }
 
@@ -237,6 +256,30 @@ mod tests {
                 ("sub", "fabflow/v1/north/press-1/state", false),
                 ("sub", "fabflow/v1/north/+/cmd", false),
                 ("sub", "fabflow/v1/north/press-1/#", false),
+            ],
+        );
+    }
+
+    #[test]
+    fn configured_mqtt_machines_publish_only_their_report_and_read_only_their_commands() {
+        let mut printer = identity(MqttRole::Machine, "printer-1", "centre");
+        printer.topics = Some(MachineTopics {
+            report: "device/01P00A/report".into(),
+            command: "device/01P00A/request".into(),
+        });
+        check(
+            &printer,
+            &[
+                ("pub", "device/01P00A/report", true),
+                ("pub", "device/01P00B/report", false),
+                ("pub", "device/01P00A/request", false),
+                ("pub", "device/+/report", false),
+                ("pub", "fabflow/v1/centre/printer-1/state", false),
+                ("sub", "device/01P00A/request", true),
+                ("sub", "device/01P00A/report", false),
+                ("sub", "device/01P00A/#", false),
+                ("sub", "device/+/request", false),
+                ("sub", "fabflow/v1/centre/printer-1/cmd", false),
             ],
         );
     }

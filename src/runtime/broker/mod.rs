@@ -38,7 +38,13 @@ pub struct Embedded {
 /// `listen` (port 0: a free port is picked); returns once both accept
 /// connections. Users are read from `store` at each CONNECT, so a user
 /// created or rotated with the CLI counts at once.
-pub async fn start_embedded(listen: SocketAddr, store: Store) -> Result<Embedded, BrokerError> {
+/// `machine_topics` are the configured MQTT machines' own topics, by user
+/// name (see [`Users::new`]).
+pub async fn start_embedded(
+    listen: SocketAddr,
+    store: Store,
+    machine_topics: std::collections::HashMap<String, access::MachineTopics>,
+) -> Result<Embedded, BrokerError> {
     let upstream_user = "gateway".to_string();
     let upstream_password = generate_password();
     let login = (upstream_user.clone(), upstream_password.clone());
@@ -58,7 +64,7 @@ pub async fn start_embedded(listen: SocketAddr, store: Store) -> Result<Embedded
         upstream,
         upstream_user,
         upstream_password,
-        users: Users::new(store, &daemon_password),
+        users: Users::new(store, &daemon_password, machine_topics),
         max_packet_size: MAX_PACKET_SIZE,
         connect_timeout: Duration::from_secs(10),
         max_connections: 1000,

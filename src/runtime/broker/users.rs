@@ -3,11 +3,13 @@
 //! daemon's own user is not stored: its password is drawn at each start and
 //! lives only in memory.
 
-use super::access::{Identity, MqttRole, invalid_id};
+use super::access::{Identity, MachineTopics, MqttRole, invalid_id};
 use crate::domain::Millis;
 use crate::store::{MqttUserRecord, Store, StoreError};
 use rand::Rng;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The user name of the daemon's own clients (reserved: never stored).
 pub const DAEMON_USER: &str = "fabflow";
@@ -65,14 +67,23 @@ pub struct Users {
     store: Store,
     /// Hash of the daemon's password for this run.
     daemon_hash: String,
+    /// The configured MQTT machines' topics, by user name (machine id).
+    machine_topics: Arc<HashMap<String, MachineTopics>>,
 }
 
 impl Users {
     /// The users of `store`; the daemon's clients log in with `daemon_password`.
-    pub fn new(store: Store, daemon_password: &str) -> Users {
+    /// A machine user named in `machine_topics` may publish only its
+    /// report topic and read only its command topic.
+    pub fn new(
+        store: Store,
+        daemon_password: &str,
+        machine_topics: HashMap<String, MachineTopics>,
+    ) -> Users {
         Users {
             store,
             daemon_hash: hash_password(daemon_password),
+            machine_topics: Arc::new(machine_topics),
         }
     }
 
@@ -89,6 +100,7 @@ impl Users {
                     role: MqttRole::Daemon,
                     user: DAEMON_USER.into(),
                     factory: String::new(),
+                    topics: None,
                 }),
             );
         }
@@ -102,6 +114,9 @@ impl Users {
         Ok(MqttRole::parse(&record.role)
             .filter(|role| *role != MqttRole::Daemon)
             .map(|role| Identity {
+                topics: (role == MqttRole::Machine)
+                    .then(|| self.machine_topics.get(&record.username).cloned())
+                    .flatten(),
                 role,
                 user: record.username,
                 factory: record.factory,
@@ -171,15 +186,20 @@ pub async fn rotate(
     Ok(changed.then_some(password))
 }
 
-/// At start: creates the observer and a user for each configured courier,
-/// those that do not exist yet; returns the ones created (passwords shown once).
+/// At start: creates the observer, a user for each configured courier and
+/// one for each configured MQTT machine (`(id, factory)`), those that do
+/// not exist yet; returns the ones created (passwords shown once).
 pub async fn ensure(
     store: &Store,
     couriers: &[String],
+    machines: &[(String, String)],
     now: Millis,
 ) -> Result<Vec<NewUser>, UserError> {
     let mut created = Vec::new();
     created.extend(create(store, MqttRole::Observer, OBSERVER_USER, None, now).await?);
+    for (machine, factory) in machines {
+        created.extend(create(store, MqttRole::Machine, machine, Some(factory), now).await?);
+    }
     for courier in couriers {
         if let Some(reason) = invalid_id(courier) {
             tracing::warn!(courier.id = %courier, reason, "courier id cannot name an MQTT user: no MQTT login made for it");

@@ -69,6 +69,20 @@ pub struct BrokerAddress {
 }
 
 impl BrokerAddress {
+    /// The same broker and login, for the MQTT machine links.
+    pub fn machine_broker(&self) -> fabflow_adapters::MqttBroker {
+        fabflow_adapters::MqttBroker {
+            host: self.host.clone(),
+            port: self.port,
+            username: self.username.clone(),
+            password: self.password.clone(),
+            tls: self
+                .tls
+                .as_ref()
+                .map(|tls| rumqttc::TlsConfiguration::Rustls(Arc::clone(tls))),
+        }
+    }
+
     /// The configured external broker, or the embedded one started (its
     /// gateway, with the daemon's login).
     pub fn from_config(
