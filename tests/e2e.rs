@@ -11,7 +11,12 @@ use std::time::Duration;
 use support::{Api, BBOX, Running, SKUS, Watch, wait_for};
 use tokio_util::sync::CancellationToken;
 
-const TIME_SCALE: f64 = 2000.0;
+/// Simulated seconds per real second. The deadline check below holds the
+/// plan to the 48-hour promise on the simulated clock, so a second of CPU
+/// starvation on a shared machine costs the fleet scale-seconds of work: at
+/// 2000 a loaded machine (load 6 and more, two cores) made orders hours
+/// late. At 600 a stall costs a sixth of that; the test takes longer.
+const TIME_SCALE: f64 = 600.0;
 
 /// Orders whose pickup and drop-off are in some courier's schedule, with the drop-off ETA.
 async fn scheduled_orders(
@@ -59,7 +64,7 @@ async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadlin
 
     let scheduled = wait_for(
         "every order in a courier schedule",
-        Duration::from_secs(240),
+        Duration::from_secs(900),
         || {
             let api = api.clone();
             let couriers = couriers.clone();
