@@ -482,14 +482,15 @@ mod tests {
         use OrderState::{Delivered, OutForDelivery};
         let d = Delivered;
         let within = 1_000 + 14 * DAY_MS;
-        let table: [(
+        type Case<'a> = (
             OrderState,
             Millis,
-            &[u32],
+            &'a [u32],
             Vec<RequestedLine>,
-            &str,
-            Result<Vec<u32>, Vec<&str>>,
-        ); 11] = [
+            &'a str,
+            Result<Vec<u32>, Vec<&'a str>>,
+        );
+        let table: [Case; 11] = [
             (d, 2_000, &[0, 0], vec![asked(0, 3)], "too big", Ok(vec![3])),
             (
                 d,

@@ -136,6 +136,7 @@ impl Waves {
                     code: Some(handoff_code()),
                     wrong_codes: 0,
                     failure: None,
+                    return_id: None,
                 });
             }
         }
