@@ -1,9 +1,12 @@
 //! The order state machine.
 //!
 //! `accepted → in_production → ready → out_for_delivery → delivered`, with
-//! `cancelled` before production ends, and `return_requested →
-//! return_in_transit → returned` after delivery. `delivered` only changes by a
-//! return; `cancelled` and `returned` never change.
+//! `cancelled` before production ends, and `accepted → ready` when restocked
+//! units filled every line. Returns have their own state machine
+//! (`domain::returns`) and leave the order `delivered`, so an order can have
+//! several; `return_requested → return_in_transit → returned` are kept from
+//! the first sketch but nothing enters them. `cancelled` and `returned` never
+//! change.
 
 use super::{Event, JobState, TransitionError};
 use serde::{Deserialize, Serialize};
