@@ -728,6 +728,7 @@ mod tests {
             order_id: String::new(),
             eta: eta.map(time),
             state,
+            return_id: None,
         }
     }
 
