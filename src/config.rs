@@ -39,6 +39,8 @@ pub struct Config {
     #[serde(default)]
     pub handoffs: HandoffsConfig,
     #[serde(default)]
+    pub returns: ReturnsConfig,
+    #[serde(default)]
     pub zones: Vec<ZoneConfig>,
     #[serde(default)]
     pub factories: Vec<FactoryConfig>,
@@ -269,6 +271,48 @@ impl Default for HandoffsConfig {
             max_wrong_codes: default_max_wrong_codes(),
             max_attempts: default_max_attempts(),
         }
+    }
+}
+
+/// How long after delivery a brand may ask for a return (`[returns]`),
+/// with exceptions per brand (`[[returns.brands]]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnsConfig {
+    /// Days after delivery during which a return may be requested.
+    #[serde(default = "default_return_window_days")]
+    pub window_days: u32,
+    #[serde(default)]
+    pub brands: Vec<BrandReturnsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BrandReturnsConfig {
+    pub brand: String,
+    pub window_days: u32,
+}
+
+fn default_return_window_days() -> u32 {
+    14
+}
+
+impl Default for ReturnsConfig {
+    fn default() -> Self {
+        Self {
+            window_days: default_return_window_days(),
+            brands: Vec::new(),
+        }
+    }
+}
+
+impl ReturnsConfig {
+    /// The return window of `brand`, in days.
+    pub fn window_days_for(&self, brand: &str) -> u32 {
+        self.brands
+            .iter()
+            .find(|b| b.brand == brand)
+            .map_or(self.window_days, |b| b.window_days)
     }
 }
 
@@ -554,6 +598,25 @@ impl Config {
                 format!("must be 1..=10, got {}", self.handoffs.max_attempts),
             );
         }
+        if !(1..=365).contains(&self.returns.window_days) {
+            problem(
+                "returns.window_days".into(),
+                format!("must be 1..=365, got {}", self.returns.window_days),
+            );
+        }
+        let mut return_brands = BTreeSet::new();
+        for brand in &self.returns.brands {
+            let key = format!("returns.brands.{}", brand.brand);
+            if !return_brands.insert(brand.brand.as_str()) {
+                problem(key.clone(), "duplicate brand".into());
+            }
+            if !(1..=365).contains(&brand.window_days) {
+                problem(
+                    format!("{key}.window_days"),
+                    format!("must be 1..=365, got {}", brand.window_days),
+                );
+            }
+        }
         let mut zone_ids = BTreeSet::new();
         for zone in &self.zones {
             let key = format!("zones.{}", zone.id);
@@ -741,6 +804,7 @@ fn shape_problems(text: &str) -> Vec<String> {
             "intake" => check::<IntakeConfig>(value),
             "scheduler" => check::<SchedulerConfig>(value),
             "handoffs" => check::<HandoffsConfig>(value),
+            "returns" => check::<ReturnsConfig>(value),
             "zones" => {
                 each::<ZoneConfig>(key, value, &mut out);
                 None
@@ -763,7 +827,7 @@ fn shape_problems(text: &str) -> Vec<String> {
             }
             _ => Some(
                 "unknown key (expected time_scale, profile_dirs, http, database, mqtt, intake, \
-                 scheduler, handoffs, zones, factories, machines, couriers, skus)"
+                 scheduler, handoffs, returns, zones, factories, machines, couriers, skus)"
                     .to_string(),
             ),
         };

@@ -224,13 +224,15 @@ impl Api {
         self.get_json("schedule", &path, Some(&courier.token)).await
     }
 
-    /// The code the operator (pickup) or the customer (drop-off) hands the
-    /// courier at `stop`, if codes are simulated.
+    /// The code the operator (at the factory: a delivery's pickup, a
+    /// return's drop-off) or the customer (a delivery's drop-off, a return's
+    /// pickup) hands the courier at `stop`, if codes are simulated.
     async fn code(&self, stop: &Stop) -> Result<Option<String>, CourierError> {
         let Some(codes) = &self.codes else {
             return Ok(None);
         };
-        let token = if stop.kind == "pickup" {
+        let at_factory = (stop.kind == "pickup") == stop.return_id.is_none();
+        let token = if at_factory {
             &codes.operator_token
         } else {
             &codes.brand_token
@@ -382,6 +384,9 @@ struct Stop {
     order_id: String,
     eta: Option<WireTime>,
     state: StopState,
+    /// Set on a return's stops: picked up at the customer, dropped at the factory.
+    #[serde(default)]
+    return_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -723,6 +728,7 @@ mod tests {
             order_id: String::new(),
             eta: eta.map(time),
             state,
+            return_id: None,
         }
     }
 

@@ -6,7 +6,7 @@
 //! collects it at the stop); both show only the stops they are given.
 
 use crate::domain::{HandoffKind, HandoffState, stop_window};
-use crate::store::ScheduledStop;
+use crate::store::{HandoffRecord, ScheduledStop};
 use chrono::DateTime;
 use serde_json::{Value, json};
 
@@ -63,11 +63,19 @@ pub fn push_line(out: &mut String, line: &str) {
     out.push_str("\r\n");
 }
 
-fn kind_word(kind: HandoffKind) -> &'static str {
-    match kind {
-        HandoffKind::Pickup => "Pickup",
-        HandoffKind::Dropoff => "Drop-off",
+fn kind_word(h: &HandoffRecord) -> &'static str {
+    match (h.kind, h.return_id.is_some()) {
+        (HandoffKind::Pickup, false) => "Pickup",
+        (HandoffKind::Dropoff, false) => "Drop-off",
+        (HandoffKind::Pickup, true) => "Return pickup",
+        (HandoffKind::Dropoff, true) => "Return drop-off",
     }
+}
+
+/// Whether `h` is a stop at a factory (a delivery's pickup, a return's
+/// drop-off) rather than at the customer.
+fn at_factory(h: &HandoffRecord) -> bool {
+    (h.kind == HandoffKind::Pickup) == h.return_id.is_none()
 }
 
 /// The iCalendar object of `courier`'s `stops`: one VEVENT per stop, its
@@ -92,29 +100,42 @@ pub fn icalendar(courier: &str, stops: &[ScheduledStop], now_ms: i64) -> String 
     for stop in stops {
         let h = &stop.handoff;
         let (start, end) = stop_window(h.kind, h.eta_ms, stop.deadline_ms);
-        let (summary, location, contact) = match h.kind {
-            HandoffKind::Pickup => (
-                format!("Pickup: order {} at factory {}", h.order_id, h.place),
+        let (summary, location, contact) = if at_factory(h) {
+            (
+                format!(
+                    "{}: order {} at factory {}",
+                    kind_word(h),
+                    h.order_id,
+                    h.place
+                ),
                 format!("Factory {}", h.place),
                 format!("the operator at factory {}", h.place),
-            ),
-            HandoffKind::Dropoff => (
-                format!("Drop-off: order {} to {}", h.order_id, stop.customer_name),
+            )
+        } else {
+            (
+                format!(
+                    "{}: order {} {} {}",
+                    kind_word(h),
+                    h.order_id,
+                    if h.return_id.is_some() { "from" } else { "to" },
+                    stop.customer_name
+                ),
                 format!(
                     "{} ({:.5}, {:.5})",
                     stop.customer_name, h.location.lat, h.location.lon
                 ),
                 stop.customer_name.clone(),
-            ),
+            )
         };
-        let code_from = match h.kind {
-            HandoffKind::Pickup => "the factory operator",
-            HandoffKind::Dropoff => "the customer",
+        let code_from = if at_factory(h) {
+            "the factory operator"
+        } else {
+            "the customer"
         };
         let description = format!(
             "{} {} of wave {}\nOrder: {}\nContact: {}\nHandoff: {}\nState: {}\n\
              Confirm with the handoff code {} gives you: POST /v1/handoffs/{}/confirm",
-            kind_word(h.kind),
+            kind_word(h),
             h.seq + 1,
             h.wave,
             h.order_id,
@@ -194,9 +215,10 @@ pub fn geojson(courier: &str, stops: &[ScheduledStop], now_ms: i64) -> Value {
                 "wave": h.wave,
                 "sequence": h.seq,
                 "place": h.place,
-                "contact": match h.kind {
-                    HandoffKind::Pickup => format!("factory {}", h.place),
-                    HandoffKind::Dropoff => stop.customer_name.clone(),
+                "contact": if at_factory(h) {
+                    format!("factory {}", h.place)
+                } else {
+                    stop.customer_name.clone()
                 },
                 "eta": DateTime::from_timestamp_millis(h.eta_ms),
                 "window_start": DateTime::from_timestamp_millis(start),

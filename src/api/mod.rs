@@ -15,6 +15,7 @@ pub mod ops;
 pub mod order_json;
 pub mod orders;
 pub mod problem;
+pub mod returns;
 pub mod serve;
 pub mod views;
 pub mod webhooks;
@@ -44,7 +45,8 @@ use utoipa::OpenApi;
         ops::list_audit, ops::list_events, ops::healthz, ops::metrics,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::rotate_secret,
         webhooks::deliveries, webhooks::replay, webhooks::replay_dead,
-        forecasts::list, forecasts::run
+        forecasts::list, forecasts::run,
+        returns::create, returns::get, returns::list, returns::inspect, returns::cancel, returns::stock
     ),
     components(schemas(
         problem::Problem, views::OrderView, views::OrderPage, views::JobPage, views::OrderDetail, views::JobView, views::MachineView,
@@ -54,7 +56,10 @@ use utoipa::OpenApi;
         crate::domain::intake::OrderRequest, crate::domain::intake::FieldError,
         webhooks::EndpointBody, webhooks::EndpointView, webhooks::EndpointWithSecret, webhooks::EndpointList,
         webhooks::DeliveryView, webhooks::DeliveryPage, webhooks::Replayed,
-        forecasts::ForecastList, forecasts::ForecastView, forecasts::ForecastDay, forecasts::RunView
+        forecasts::ForecastList, forecasts::ForecastView, forecasts::ForecastDay, forecasts::RunView,
+        returns::ReturnRequestBody, returns::ReturnRequestLine, returns::InspectionBody, returns::InspectionLineBody,
+        views::ReturnView, views::ReturnDetail, views::ReturnPage, views::StockView,
+        crate::domain::ReturnState, crate::domain::ReturnLine, crate::domain::InspectedLine
     )),
     modifiers(&BearerAuth, &ProblemResponses)
 )]
@@ -201,6 +206,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/orders/import", post(orders::import))
         .route("/v1/orders/{id}", get(orders::get))
         .route("/v1/orders/{id}/cancel", post(orders::cancel))
+        .route("/v1/orders/{id}/returns", post(returns::create))
+        .route("/v1/returns", get(returns::list))
+        .route("/v1/returns/{id}", get(returns::get))
+        .route("/v1/returns/{id}/inspection", post(returns::inspect))
+        .route("/v1/returns/{id}/cancel", post(returns::cancel))
+        .route("/v1/stock", get(returns::stock))
         .route("/v1/jobs", get(ops::list_jobs))
         .route("/v1/machines", get(ops::list_machines))
         .route("/v1/machines/{id}/{action}", post(ops::machine_action))

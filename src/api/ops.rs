@@ -9,7 +9,7 @@ use super::views::{AuditPage, AuditView, EventPage, JobPage, MachineView, job_vi
 use super::views::{CourierScheduleView, HandoffDetailView};
 use crate::domain::intake::FieldError;
 use crate::domain::{FailureReason, HandoffKind, HandoffState, JobState, ModeInput, OrderState};
-use crate::store::{Confirmation, HandoffDetail, JobFilter};
+use crate::store::{Confirmation, HandoffDetail, HandoffRecord, JobFilter};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
@@ -389,16 +389,19 @@ pub async fn fail_handoff(
     }))
 }
 
-/// Which handoff codes `caller` may see of a stop of an order made at
-/// `factory` for `brand`: the pickup code to operators of that factory, the
-/// drop-off code to that brand (to pass to its customer), both to admins,
-/// none to couriers.
-pub fn sees_code(caller: &Caller, kind: HandoffKind, factory: &str, brand: &str) -> bool {
-    match (caller.role, kind) {
-        (Role::Admin, _) => true,
-        (Role::Operator, HandoffKind::Pickup) => caller.covers_factory(factory),
-        (Role::Brand, HandoffKind::Dropoff) => caller.scope == brand,
-        _ => false,
+/// Whether `caller` may see the code of `handoff`, a stop of an order made
+/// at `factory` for `brand`: the code of the stop at the factory to
+/// operators of that factory (a delivery's pickup, a return's drop-off),
+/// the code of the stop at the customer to that brand, to pass on (a
+/// delivery's drop-off, a return's pickup); every code to admins, none to
+/// couriers.
+pub fn sees_code(caller: &Caller, handoff: &HandoffRecord, factory: &str, brand: &str) -> bool {
+    let at_factory = (handoff.kind == HandoffKind::Pickup) == handoff.return_id.is_none();
+    match caller.role {
+        Role::Admin => true,
+        Role::Operator => at_factory && caller.covers_factory(factory),
+        Role::Brand => !at_factory && caller.scope == brand,
+        Role::Courier => false,
     }
 }
 
@@ -433,7 +436,7 @@ pub async fn get_handoff(
     Path(id): Path<String>,
 ) -> Result<Json<HandoffDetailView>, ApiError> {
     let found = visible_handoff(&state, &caller, &id).await?;
-    let show = sees_code(&caller, found.handoff.kind, &found.factory, &found.brand);
+    let show = sees_code(&caller, &found.handoff, &found.factory, &found.brand);
     Ok(Json(HandoffDetailView::new(&found, show)))
 }
 
@@ -452,7 +455,7 @@ pub async fn release_handoff(
     caller.require(&[Role::Operator, Role::Admin])?;
     let found = visible_handoff(&state, &caller, &id).await?;
     let handoff = state.runtime.release_handoff(&id, &caller.actor()).await?;
-    let show = sees_code(&caller, handoff.kind, &found.factory, &found.brand);
+    let show = sees_code(&caller, &handoff, &found.factory, &found.brand);
     let found = HandoffDetail { handoff, ..found };
     Ok(Json(HandoffDetailView::new(&found, show)))
 }

@@ -195,13 +195,15 @@ pub async fn get(
         .await?;
     let handoffs = state.runtime.store.order_handoffs(&id).await?;
     let escalation = state.runtime.store.order_escalation(&id).await?;
+    let returns = state.runtime.store.order_returns(&id).await?;
     Ok(Json(OrderDetail {
+        returns: returns.iter().map(super::views::ReturnView::from).collect(),
         order: OrderView::from(&order),
         jobs: jobs.iter().map(job_view).collect(),
         handoffs: handoffs
             .iter()
             .map(|h| {
-                let show = super::ops::sees_code(&caller, h.kind, &order.factory, &order.brand);
+                let show = super::ops::sees_code(&caller, h, &order.factory, &order.brand);
                 super::views::HandoffView::new(h, show)
             })
             .collect(),

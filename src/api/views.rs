@@ -2,10 +2,12 @@
 
 use crate::domain::intake::LineRequest;
 use crate::domain::{
-    FailureReason, HandoffKind, HandoffState, JobState, MachineMode, MachineState, OrderState,
+    FailureReason, HandoffKind, HandoffState, InspectedLine, JobState, MachineMode, MachineState,
+    OrderState, ReturnLine, ReturnState,
 };
 use crate::store::{
     AuditRecord, Escalation, HandoffDetail, HandoffRecord, JobRecord, MachineRecord, OrderRecord,
+    ReturnRecord, StockRecord,
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -84,6 +86,8 @@ pub struct OrderDetail {
     pub order: OrderView,
     pub jobs: Vec<JobView>,
     pub handoffs: Vec<HandoffView>,
+    /// The order's returns, oldest first (their stops are among `handoffs`).
+    pub returns: Vec<ReturnView>,
     /// Set when the order's delivery attempts ran out: no wave plans it
     /// again; the operator and the brand decide.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -116,13 +120,19 @@ pub struct HandoffView {
     pub state: HandoffState,
     pub eta: Option<DateTime<Utc>>,
     /// The proof-of-handoff code, to those who hand it over: the brand sees
-    /// a drop-off's (to pass to its customer), the factory's operator a
-    /// pickup's; absent otherwise.
+    /// the code of the stop at its customer (a delivery's drop-off, a
+    /// return's pickup) to pass on, the factory's operator the code of the
+    /// stop at the factory (a delivery's pickup, a return's drop-off);
+    /// absent otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
     /// Why the attempt failed, for a failed stop.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureReason>,
+    /// The return this stop moves (a pickup at the customer, a drop-off at
+    /// the factory); absent for the order's own delivery.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_id: Option<String>,
 }
 
 impl HandoffView {
@@ -136,6 +146,7 @@ impl HandoffView {
             eta: rfc3339(handoff.eta_ms),
             code: handoff.code.clone().filter(|_| show_code),
             failure: handoff.failure,
+            return_id: handoff.return_id.clone(),
         }
     }
 }
@@ -148,7 +159,7 @@ pub struct HandoffDetailView {
     pub order_id: String,
     pub wave: String,
     pub seq: i64,
-    /// Factory id for pickups, `customer` for drop-offs.
+    /// Factory id for a stop at a factory, `customer` for one at the customer.
     pub place: String,
     pub lat: f64,
     pub lon: f64,
@@ -275,12 +286,16 @@ pub struct ScheduleStopView {
     pub order_id: String,
     pub kind: HandoffKind,
     pub seq: i64,
-    /// Factory id for pickups, `customer` for drop-offs.
+    /// Factory id for a stop at a factory, `customer` for one at the customer.
     pub place: String,
     pub lat: f64,
     pub lon: f64,
     pub eta: Option<DateTime<Utc>>,
     pub state: HandoffState,
+    /// Set on a return's stops: collect the parcel at the customer, bring
+    /// it to the factory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub return_id: Option<String>,
 }
 
 impl CourierScheduleView {
@@ -302,6 +317,7 @@ impl CourierScheduleView {
                     lon: r.location.lon,
                     eta: rfc3339(r.eta_ms),
                     state: r.state,
+                    return_id: r.return_id.clone(),
                 })
                 .collect(),
         }
@@ -356,4 +372,79 @@ pub struct EventPage {
     /// the last page; resume later with the last `seq` seen.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<i64>,
+}
+
+/// A return: what comes back from which order, where it stands, and what
+/// inspection made of it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReturnView {
+    pub id: String,
+    pub order_id: String,
+    pub brand: String,
+    /// Where the units go back: the order's factory.
+    pub factory: String,
+    pub state: ReturnState,
+    pub reason: String,
+    pub lines: Vec<ReturnLine>,
+    /// Per line, units restocked and scrapped (once inspected).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inspection: Option<Vec<InspectedLine>>,
+    pub requested_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<&ReturnRecord> for ReturnView {
+    fn from(record: &ReturnRecord) -> Self {
+        ReturnView {
+            id: record.id.clone(),
+            order_id: record.order_id.to_string(),
+            brand: record.brand.to_string(),
+            factory: record.factory.to_string(),
+            state: record.state,
+            reason: record.reason.clone(),
+            lines: record.lines.clone(),
+            inspection: record.inspection.clone(),
+            requested_at: rfc3339(record.requested_ms),
+            updated_at: rfc3339(record.updated_ms),
+        }
+    }
+}
+
+/// One return with its stops (the pickup at the customer and the drop-off
+/// at the factory, per planning wave).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReturnDetail {
+    #[serde(flatten)]
+    pub record: ReturnView,
+    pub handoffs: Vec<HandoffView>,
+}
+
+/// One page of returns, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReturnPage {
+    pub items: Vec<ReturnView>,
+    /// Cursor for the next page (`after=`), absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// Restocked units of a SKU at a factory, which later orders take first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StockView {
+    pub factory: String,
+    pub sku: String,
+    #[schema(minimum = 0)]
+    pub units: i64,
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<&StockRecord> for StockView {
+    fn from(record: &StockRecord) -> Self {
+        StockView {
+            factory: record.factory.to_string(),
+            sku: record.sku.clone(),
+            units: record.units,
+            updated_at: rfc3339(record.updated_ms),
+        }
+    }
 }

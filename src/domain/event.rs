@@ -1,6 +1,7 @@
 //! Events emitted by transitions. The runtime writes each one to the outbox in
 //! the same transaction as the state change that caused it.
 
+use super::returns::{InspectedLine, ReturnLine};
 use super::{FactoryId, FailureReason, JobState, MachineId, MachineMode, MachineState, OrderState};
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +58,32 @@ pub enum Event {
         reason: FailureReason,
         attempts: u32,
     },
+    /// Restocked units filled a line of a new order at its factory (the
+    /// line gets no jobs).
+    StockTaken {
+        factory: FactoryId,
+        line: usize,
+        sku: String,
+        units: u32,
+    },
+    /// A brand asked for units of a delivered order back.
+    ReturnRequested {
+        factory: FactoryId,
+        reason: String,
+        lines: Vec<ReturnLine>,
+    },
+    /// A wave planned the pickup at the customer and the drop-off at the factory.
+    ReturnPickupPlanned,
+    /// The planned pickup was missed or failed; the next wave plans it again.
+    ReturnPickupMissed,
+    ReturnPickedUp,
+    /// The parcel arrived at the factory.
+    ReturnReceived,
+    /// The operator restocked or scrapped every unit.
+    ReturnInspected {
+        lines: Vec<InspectedLine>,
+    },
+    ReturnCancelled,
 }
 
 impl Event {
@@ -92,6 +119,14 @@ impl Event {
             Event::HandoffLocked { .. } => "handoff.locked",
             Event::HandoffReleased => "handoff.released",
             Event::OrderEscalated { .. } => "order.escalated",
+            Event::StockTaken { .. } => "stock.taken",
+            Event::ReturnRequested { .. } => "return.requested",
+            Event::ReturnPickupPlanned => "return.pickup_planned",
+            Event::ReturnPickupMissed => "return.pickup_missed",
+            Event::ReturnPickedUp => "return.picked_up",
+            Event::ReturnReceived => "return.received",
+            Event::ReturnInspected { .. } => "return.inspected",
+            Event::ReturnCancelled => "return.cancelled",
         }
     }
 

@@ -1,4 +1,5 @@
-//! Pure domain types and state machines: orders, jobs, machines, handoffs.
+//! Pure domain types and state machines: orders, jobs, machines, handoffs,
+//! returns.
 //!
 //! Nothing here does I/O, awaits, logs or reads a clock: time comes in as a
 //! parameter, and every transition returns the new state plus the events it
@@ -16,6 +17,7 @@ pub mod job;
 pub mod machine;
 pub mod order;
 pub mod reconcile;
+pub mod returns;
 pub mod webhook;
 
 pub use catalog::{Catalog, ProcessStep, Sku};
@@ -29,6 +31,7 @@ pub use ids::{BrandId, CourierId, FactoryId, JobToken, MachineId, OrderId};
 pub use job::{JobInput, JobState};
 pub use machine::{MachineInput, MachineMode, MachineState, ModeInput, Reported};
 pub use order::{OrderInput, OrderState, production_input};
+pub use returns::{InspectedLine, ReturnInput, ReturnLine, ReturnState};
 
 use std::fmt;
 
@@ -61,3 +64,4 @@ pub type Millis = i64;
 
 pub const HOUR_MS: Millis = 3_600_000;
 pub const MINUTE_MS: Millis = 60_000;
+pub const DAY_MS: Millis = 24 * HOUR_MS;

@@ -1,9 +1,12 @@
 //! The order state machine.
 //!
 //! `accepted → in_production → ready → out_for_delivery → delivered`, with
-//! `cancelled` before production ends, and `return_requested →
-//! return_in_transit → returned` after delivery. `delivered` only changes by a
-//! return; `cancelled` and `returned` never change.
+//! `cancelled` before production ends, and `accepted → ready` when restocked
+//! units filled every line. Returns have their own state machine
+//! (`domain::returns`) and leave the order `delivered`, so an order can have
+//! several; `return_requested → return_in_transit → returned` are kept from
+//! the first sketch but nothing enters them. `cancelled` and `returned` never
+//! change.
 
 use super::{Event, JobState, TransitionError};
 use serde::{Deserialize, Serialize};
@@ -29,6 +32,8 @@ pub enum OrderState {
 pub enum OrderInput {
     /// The first of its jobs went to a machine.
     ProductionStarted,
+    /// Restocked units filled every line at acceptance: nothing to make.
+    FilledFromStock,
     /// Every job of the order is done.
     AllJobsDone,
     /// A courier confirmed the pickup at the factory.
@@ -97,6 +102,7 @@ impl OrderState {
         use OrderState as S;
         let next = match (self, input) {
             (S::Accepted, I::ProductionStarted) => S::InProduction,
+            (S::Accepted, I::FilledFromStock) => S::Ready,
             // A job can finish between two polls, before "started" was seen.
             (S::Accepted | S::InProduction, I::AllJobsDone) => S::Ready,
             (S::Ready, I::PickedUp) => S::OutForDelivery,
@@ -196,6 +202,8 @@ mod tests {
         check(&[I::ProductionStarted], Ok(S::InProduction));
         check(&[I::ProductionStarted, I::AllJobsDone], Ok(S::Ready));
         check(&[I::AllJobsDone], Ok(S::Ready));
+        check(&[I::FilledFromStock], Ok(S::Ready));
+        check(&[I::FilledFromStock, I::PickedUp], Ok(S::OutForDelivery));
         check(&[I::AllJobsDone, I::PickedUp], Ok(S::OutForDelivery));
         check(
             &[I::AllJobsDone, I::PickedUp, I::DroppedOff],
@@ -242,6 +250,8 @@ mod tests {
     fn refused_inputs() {
         check(&[I::PickedUp], Err(0));
         check(&[I::DroppedOff], Err(0));
+        check(&[I::ProductionStarted, I::FilledFromStock], Err(1));
+        check(&[I::AllJobsDone, I::FilledFromStock], Err(1));
         check(&[I::RequestReturn], Err(0));
         check(&[I::ProductionStarted, I::ProductionStarted], Err(1));
         check(&[I::AllJobsDone, I::AllJobsDone], Err(1));
@@ -261,6 +271,7 @@ mod tests {
     fn terminal_states_never_change() {
         let inputs = [
             I::ProductionStarted,
+            I::FilledFromStock,
             I::AllJobsDone,
             I::PickedUp,
             I::DroppedOff,

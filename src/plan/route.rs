@@ -1,5 +1,6 @@
-//! Courier routing for a planning wave: orders are shared out earliest
-//! deadline first, up to each courier's capacity, and each courier's stops are
+//! Courier routing for a planning wave: orders (deliveries from a factory
+//! to a customer, and returns from a customer to a factory, each a pickup
+//! and a drop-off) are shared out earliest deadline first, up to each courier's capacity, and each courier's stops are
 //! put in nearest-neighbour order (a real router comes later).
 //!
 //! Invariants (property-tested): each order is on at most one route, once as a
@@ -19,6 +20,8 @@ pub struct CourierSlot {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteOrder {
     pub order: OrderId,
+    /// The return this pickup-and-drop-off moves (None: the order's delivery).
+    pub return_id: Option<String>,
     pub pickup: Location,
     pub dropoff: Location,
     pub deadline_ms: Millis,
@@ -27,6 +30,7 @@ pub struct RouteOrder {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteStop {
     pub order: OrderId,
+    pub return_id: Option<String>,
     pub kind: HandoffKind,
     pub location: Location,
     pub eta_ms: Millis,
@@ -66,6 +70,7 @@ pub fn plan_routes(
         a.deadline_ms
             .cmp(&b.deadline_ms)
             .then_with(|| a.order.cmp(&b.order))
+            .then_with(|| a.return_id.cmp(&b.return_id))
     });
     let mut queue = queue.into_iter();
     let mut plans = Vec::new();
@@ -115,6 +120,7 @@ fn nearest_neighbour(
         delivered[index] = Some(kind == HandoffKind::Dropoff);
         stops.push(RouteStop {
             order: load[index].order.clone(),
+            return_id: load[index].return_id.clone(),
             kind,
             location,
             eta_ms: clock,
@@ -133,6 +139,7 @@ mod tests {
     fn order(id: &str, pickup: (f64, f64), dropoff: (f64, f64), deadline_ms: Millis) -> RouteOrder {
         RouteOrder {
             order: OrderId::new(id),
+            return_id: None,
             pickup: Location::new(pickup.0, pickup.1),
             dropoff: Location::new(dropoff.0, dropoff.1),
             deadline_ms,

@@ -15,6 +15,7 @@ pub mod mqtt;
 pub mod operations;
 pub mod orders;
 pub mod profiles;
+pub mod returns;
 pub mod scheduler;
 pub mod shutdown;
 pub mod supervisor;
@@ -54,6 +55,8 @@ pub struct Network {
     pub machines: Vec<(crate::config::MachineConfig, Arc<Profile>)>,
     /// Wrong codes that lock a stop, failed attempts that escalate an order.
     pub handoffs: crate::config::HandoffsConfig,
+    /// Return windows, per brand.
+    pub returns: crate::config::ReturnsConfig,
 }
 
 impl Network {
@@ -222,6 +225,7 @@ impl Network {
             couriers: config.couriers.clone(),
             machines,
             handoffs: config.handoffs,
+            returns: config.returns.clone(),
         })
     }
 

@@ -1,10 +1,12 @@
 //! Courier planning waves: on each zone's cron schedule (read on the domain
-//! clock), ready orders are routed to the zone's couriers, the stops stored as
+//! clock), ready orders and requested returns are routed to the zone's
+//! couriers, the stops stored as
 //! handoffs, and the zone's couriers marked for their schedules to be
 //! published again (`mqtt::schedules`), whenever a wave plans or misses stops.
 
 use crate::config::CourierConfig;
-use crate::domain::{CourierId, HandoffState, Location};
+use crate::domain::returns::PICKUP_DEADLINE_MS;
+use crate::domain::{CourierId, HandoffKind, HandoffState, Location};
 use crate::plan::{CourierSlot, RouteOrder, Travel, plan_routes};
 use crate::runtime::clock::Clock;
 use crate::runtime::mqtt::schedules::ScheduleChanges;
@@ -73,21 +75,33 @@ impl Waves {
             self.wakers.wake(Wake::OUTBOX);
         }
         let waiting = self.store.wave_orders(&self.zone).await?;
-        if waiting.is_empty() {
+        let returns = self.store.wave_returns(&self.zone).await?;
+        if waiting.is_empty() && returns.is_empty() {
             return Ok(0);
         }
-        let orders: Vec<RouteOrder> = waiting
-            .iter()
-            .filter_map(|order| {
-                let pickup = self.factories.get(order.factory.as_str())?;
-                Some(RouteOrder {
-                    order: order.order_id.clone(),
-                    pickup: *pickup,
-                    dropoff: order.dropoff,
-                    deadline_ms: order.deadline_ms,
-                })
+        // Deliveries (factory to customer) and returns (customer to the
+        // order's factory) are the same kind of pickup-and-drop-off pair.
+        let deliveries = waiting.iter().filter_map(|order| {
+            let pickup = self.factories.get(order.factory.as_str())?;
+            Some(RouteOrder {
+                order: order.order_id.clone(),
+                return_id: None,
+                pickup: *pickup,
+                dropoff: order.dropoff,
+                deadline_ms: order.deadline_ms,
             })
-            .collect();
+        });
+        let pickups_back = returns.iter().filter_map(|back| {
+            let dropoff = self.factories.get(back.factory.as_str())?;
+            Some(RouteOrder {
+                order: back.order_id.clone(),
+                return_id: Some(back.return_id.clone()),
+                pickup: back.pickup,
+                dropoff: *dropoff,
+                deadline_ms: back.requested_ms + PICKUP_DEADLINE_MS,
+            })
+        });
+        let orders: Vec<RouteOrder> = deliveries.chain(pickups_back).collect();
         let couriers: Vec<CourierSlot> = self
             .couriers
             .iter()
@@ -102,6 +116,11 @@ impl Waves {
         let factory_of: HashMap<&str, &str> = waiting
             .iter()
             .map(|o| (o.order_id.as_str(), o.factory.as_str()))
+            .chain(
+                returns
+                    .iter()
+                    .map(|r| (r.order_id.as_str(), r.factory.as_str())),
+            )
             .collect();
         let mut records = Vec::new();
         let mut late = 0;
@@ -109,8 +128,10 @@ impl Waves {
             for (seq, stop) in plan.stops.iter().enumerate() {
                 let deadline = orders
                     .iter()
-                    .find(|o| o.order == stop.order)
+                    .find(|o| o.order == stop.order && o.return_id == stop.return_id)
                     .map_or(i64::MAX, |o| o.deadline_ms);
+                // A delivery is picked up at the factory, a return at the customer.
+                let at_factory = (stop.kind == HandoffKind::Pickup) == stop.return_id.is_none();
                 if stop.eta_ms > deadline {
                     late += 1;
                 }
@@ -121,13 +142,14 @@ impl Waves {
                     order_id: stop.order.clone(),
                     kind: stop.kind,
                     seq: seq as i64,
-                    place: match stop.kind {
-                        crate::domain::HandoffKind::Pickup => factory_of
+                    place: if at_factory {
+                        factory_of
                             .get(stop.order.as_str())
                             .copied()
                             .unwrap_or("factory")
-                            .to_string(),
-                        crate::domain::HandoffKind::Dropoff => "customer".to_string(),
+                            .to_string()
+                    } else {
+                        "customer".to_string()
                     },
                     location: stop.location,
                     eta_ms: stop.eta_ms,
@@ -136,6 +158,7 @@ impl Waves {
                     code: Some(handoff_code()),
                     wrong_codes: 0,
                     failure: None,
+                    return_id: stop.return_id.clone(),
                 });
             }
         }

@@ -1,12 +1,13 @@
 //! Handoffs: the stops of courier routes, saved per planning wave and
 //! confirmed by couriers, which moves their orders.
 
+use super::returns::{miss_return_stops, move_return, return_in};
 use super::write::{AuditEntry, Subject, emit, lock_order, record_audit, set_order_state_by_id};
 use super::{Store, StoreError, parse, text_id};
 use crate::domain::{
     AfterFailure, CourierId, Event, FactoryId, FailureReason, HandoffInput, HandoffKind,
-    HandoffState, Location, Millis, OrderId, OrderInput, OrderState, after_failed_attempt,
-    locks_after,
+    HandoffState, Location, Millis, OrderId, OrderInput, OrderState, ReturnInput, ReturnState,
+    after_failed_attempt, locks_after,
 };
 use sqlx::AssertSqlSafe;
 use sqlx::Row;
@@ -43,6 +44,9 @@ pub struct HandoffRecord {
     pub wrong_codes: i64,
     /// Why the attempt failed, for a failed stop.
     pub failure: Option<FailureReason>,
+    /// The return this stop moves (a pickup at the customer, a drop-off at
+    /// the factory); None for the order's own delivery.
+    pub return_id: Option<String>,
 }
 
 /// A handoff with what scopes it: its order's factory and brand.
@@ -56,7 +60,7 @@ pub struct HandoffDetail {
 /// What became of a confirmation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Confirmation {
-    Confirmed(HandoffRecord),
+    Confirmed(Box<HandoffRecord>),
     /// The code was wrong; counted (and, at the limit, the stop is locked).
     WrongCode {
         wrong_codes: u32,
@@ -92,7 +96,7 @@ pub struct ScheduledStop {
     pub deadline_ms: Millis,
 }
 
-const HANDOFF_COLUMNS: &str = "id, wave, courier, order_id, kind, seq, place, lat, lon, eta_ms, state, updated_ms, code, wrong_codes, failure";
+const HANDOFF_COLUMNS: &str = "id, wave, courier, order_id, kind, seq, place, lat, lon, eta_ms, state, updated_ms, code, wrong_codes, failure, return_id";
 
 fn handoff_from_row(row: &AnyRow) -> Result<HandoffRecord, StoreError> {
     Ok(HandoffRecord {
@@ -113,6 +117,7 @@ fn handoff_from_row(row: &AnyRow) -> Result<HandoffRecord, StoreError> {
             .try_get::<Option<String>, _>("failure")?
             .map(|text| parse(&text))
             .transpose()?,
+        return_id: row.try_get("return_id")?,
     })
 }
 
@@ -122,7 +127,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT o.id, o.factory, o.lat, o.lon, o.deadline_ms FROM orders o \
              WHERE o.state = 'ready' AND o.zone = $1 AND NOT EXISTS \
-             (SELECT 1 FROM handoffs h WHERE h.order_id = o.id AND h.state IN ('planned', 'locked')) \
+             (SELECT 1 FROM handoffs h WHERE h.order_id = o.id AND h.return_id IS NULL AND h.state IN ('planned', 'locked')) \
              AND NOT EXISTS (SELECT 1 FROM order_escalations e WHERE e.order_id = o.id) \
              ORDER BY o.deadline_ms, o.id",
         )
@@ -152,7 +157,7 @@ impl Store {
         now: Millis,
     ) -> Result<usize, StoreError> {
         let rows = sqlx::query(
-            "SELECT h.id, h.wave, h.order_id, o.brand FROM handoffs h JOIN orders o ON o.id = h.order_id \
+            "SELECT h.id, h.wave, h.order_id, h.return_id, o.brand FROM handoffs h JOIN orders o ON o.id = h.order_id \
              WHERE o.zone = $1 AND h.kind = 'pickup' AND h.state = 'planned' AND h.eta_ms < $2",
         )
         .bind(zone)
@@ -169,12 +174,17 @@ impl Store {
             let wave: String = row.try_get("wave")?;
             let order_id: String = row.try_get("order_id")?;
             let brand: String = row.try_get("brand")?;
+            let return_id: Option<String> = row.try_get("return_id")?;
+            // The pickup and the drop-off planned with it (of the same
+            // return, or of the order's delivery).
             let stops = sqlx::query(
-                "SELECT id FROM handoffs WHERE order_id = $1 AND wave = $2 AND state = 'planned' AND (id = $3 OR kind = 'dropoff')",
+                "SELECT id FROM handoffs WHERE order_id = $1 AND wave = $2 AND state = 'planned' AND (id = $3 OR kind = 'dropoff') \
+                 AND COALESCE(return_id, '') = $4",
             )
             .bind(&order_id)
             .bind(&wave)
             .bind(&pickup)
+            .bind(return_id.clone().unwrap_or_default())
             .fetch_all(&mut *tx)
             .await?;
             for stop in stops {
@@ -199,6 +209,13 @@ impl Store {
                     emit(&mut tx, &subject, event, now).await?;
                 }
             }
+            if let Some(return_id) = &return_id {
+                // The return waits for the next wave.
+                let record = return_in(&mut tx, return_id).await?;
+                if record.state == ReturnState::PickupPlanned {
+                    move_return(&mut tx, &record, ReturnInput::PickupMissed, now).await?;
+                }
+            }
             missed += 1;
         }
         tx.commit().await?;
@@ -210,7 +227,7 @@ impl Store {
         let mut tx = self.begin().await?;
         for stop in stops {
             sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO handoffs ({HANDOFF_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                "INSERT INTO handoffs ({HANDOFF_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
             )))
             .bind(&stop.id)
             .bind(&stop.wave)
@@ -227,8 +244,13 @@ impl Store {
             .bind(stop.code.as_deref())
             .bind(stop.wrong_codes)
             .bind(stop.failure.map(FailureReason::as_str))
+            .bind(stop.return_id.as_deref())
             .execute(&mut *tx)
             .await?;
+            if let (Some(return_id), HandoffKind::Pickup) = (&stop.return_id, stop.kind) {
+                let record = return_in(&mut tx, return_id).await?;
+                move_return(&mut tx, &record, ReturnInput::PlanPickup, now).await?;
+            }
             let brand: String = sqlx::query("SELECT brand FROM orders WHERE id = $1")
                 .bind(stop.order_id.as_str())
                 .fetch_one(&mut *tx)
@@ -438,27 +460,37 @@ impl Store {
         for event in &events {
             emit(&mut tx, &subject, event, now).await?;
         }
-        let input = match handoff.kind {
-            HandoffKind::Pickup => OrderInput::PickedUp,
-            HandoffKind::Dropoff => OrderInput::DroppedOff,
-        };
-        let (order_next, order_events) = order_state.handle(input)?;
-        set_order_state_by_id(
-            &mut tx,
-            &handoff.order_id,
-            &brand,
-            order_state,
-            order_next,
-            &order_events,
-            now,
-        )
-        .await?;
+        if let Some(return_id) = &handoff.return_id {
+            // A return's stop moves the return, never its (delivered) order.
+            let record = return_in(&mut tx, return_id).await?;
+            let input = match handoff.kind {
+                HandoffKind::Pickup => ReturnInput::PickedUp,
+                HandoffKind::Dropoff => ReturnInput::Received,
+            };
+            move_return(&mut tx, &record, input, now).await?;
+        } else {
+            let input = match handoff.kind {
+                HandoffKind::Pickup => OrderInput::PickedUp,
+                HandoffKind::Dropoff => OrderInput::DroppedOff,
+            };
+            let (order_next, order_events) = order_state.handle(input)?;
+            set_order_state_by_id(
+                &mut tx,
+                &handoff.order_id,
+                &brand,
+                order_state,
+                order_next,
+                &order_events,
+                now,
+            )
+            .await?;
+        }
         tx.commit().await?;
-        Ok(Confirmation::Confirmed(HandoffRecord {
+        Ok(Confirmation::Confirmed(Box::new(HandoffRecord {
             state: next,
             updated_ms: now,
             ..handoff
-        }))
+        })))
     }
 
     /// A courier reports a failed attempt, in one transaction: the stop is
@@ -477,6 +509,11 @@ impl Store {
     ) -> Result<FailedAttempt, StoreError> {
         let mut tx = self.begin().await?;
         let handoff = Self::handoff_in(&mut tx, id, courier).await?;
+        if handoff.return_id.is_some() && handoff.kind == HandoffKind::Dropoff {
+            return Err(StoreError::Conflict(format!(
+                "handoff {id} is a return's drop-off at its factory: confirm it with the code the factory's operator gives"
+            )));
+        }
         lock_order(&mut tx, self.backend(), &handoff.order_id).await?;
         let (next, events) = handoff.state.handle(HandoffInput::Fail(reason))?;
         let done = sqlx::query(
@@ -507,11 +544,36 @@ impl Store {
         for event in &events {
             emit(&mut tx, &subject, event, now).await?;
         }
+        if let Some(return_id) = &handoff.return_id {
+            // A failed return pickup: its drop-off is missed and the return
+            // waits for the next wave; no escalation (the brand may cancel).
+            let record = return_in(&mut tx, return_id).await?;
+            miss_return_stops(&mut tx, &record, now).await?;
+            move_return(&mut tx, &record, ReturnInput::PickupMissed, now).await?;
+            let attempts: i64 = sqlx::query(
+                "SELECT COUNT(*) AS attempts FROM handoffs WHERE return_id = $1 AND state = 'failed'",
+            )
+            .bind(return_id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("attempts")?;
+            tx.commit().await?;
+            return Ok(FailedAttempt {
+                handoff: HandoffRecord {
+                    state: next,
+                    failure: Some(reason),
+                    updated_ms: now,
+                    ..handoff
+                },
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                escalated: false,
+            });
+        }
         match handoff.kind {
             HandoffKind::Pickup => {
                 // The drop-off planned with it cannot happen.
                 let stops = sqlx::query(
-                    "SELECT id FROM handoffs WHERE order_id = $1 AND wave = $2 AND kind = 'dropoff' AND state = 'planned'",
+                    "SELECT id FROM handoffs WHERE order_id = $1 AND wave = $2 AND kind = 'dropoff' AND state = 'planned' AND return_id IS NULL",
                 )
                 .bind(handoff.order_id.as_str())
                 .bind(&handoff.wave)
@@ -554,7 +616,7 @@ impl Store {
             }
         }
         let attempts: i64 = sqlx::query(
-            "SELECT COUNT(*) AS attempts FROM handoffs WHERE order_id = $1 AND state = 'failed'",
+            "SELECT COUNT(*) AS attempts FROM handoffs WHERE order_id = $1 AND state = 'failed' AND return_id IS NULL",
         )
         .bind(handoff.order_id.as_str())
         .fetch_one(&mut *tx)

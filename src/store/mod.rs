@@ -15,6 +15,7 @@ mod machines;
 mod mqtt_users;
 mod orders;
 mod outbox;
+mod returns;
 mod tokens;
 mod webhooks;
 mod write;
@@ -28,6 +29,7 @@ pub use machines::{MachineRecord, MachineSpec, ModeChange};
 pub use mqtt_users::MqttUserRecord;
 pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord};
 pub use outbox::{EventRecord, OutboxRecord};
+pub use returns::{NewReturn, ReturnFilter, ReturnRecord, StockRecord, WaveReturn};
 pub use tokens::{AuditRecord, FoundToken, TOKEN_ID_LEN, TokenListing, TokenRecord};
 pub use webhooks::{
     DueDelivery, MAX_ENDPOINTS_PER_BRAND, NewEndpoint, WebhookDelivery, WebhookEndpoint,

@@ -1,8 +1,9 @@
 //! Orders: group-committed intake with idempotency keys, scoped reads, cancel.
 
+use super::returns::{apply_stock_take, plan_stock_takes};
 use super::write::{
     AuditEntry, NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate, emit, insert_jobs,
-    insert_outbox, lock_order, placeholders, record_audit, set_order_state,
+    insert_outbox, lock_order, placeholders, record_audit, set_order_state, set_order_state_by_id,
 };
 use super::{Store, StoreError, parse, text_id};
 use crate::domain::intake::{JobPlan, LineRequest};
@@ -135,7 +136,8 @@ impl Store {
         batch: &[NewOrder],
     ) -> Result<Vec<AcceptOutcome>, StoreError> {
         let mut tx = self.begin().await?;
-        let outcomes = insert_orders(&mut tx, batch).await?;
+        let postgres = self.backend == super::Backend::Postgres;
+        let outcomes = insert_orders(&mut tx, postgres, batch).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -272,6 +274,7 @@ impl Store {
 
 async fn insert_orders(
     tx: &mut Transaction<'static, Any>,
+    postgres: bool,
     batch: &[NewOrder],
 ) -> Result<Vec<AcceptOutcome>, StoreError> {
     // Keys already stored, fetched in one statement per chunk.
@@ -402,12 +405,42 @@ async fn insert_orders(
         query.execute(&mut **tx).await?;
     }
 
-    let job_count: i64 = created.iter().map(|order| order.jobs.len() as i64).sum();
+    // Restocked units fill whole lines first (domain::returns::fill_from_stock):
+    // such a line gets no jobs.
+    let takes = plan_stock_takes(
+        tx,
+        postgres,
+        &created
+            .iter()
+            .map(|order| (order.factory.as_str(), order.lines.as_slice()))
+            .collect::<Vec<_>>(),
+    )
+    .await?;
+    let filled = |order: usize, line: usize| {
+        takes
+            .iter()
+            .any(|take| take.order == order && take.line == line)
+    };
+    let job_count: i64 = created
+        .iter()
+        .enumerate()
+        .map(|(index, order)| {
+            order
+                .jobs
+                .iter()
+                .filter(|job| !filled(index, job.line_index))
+                .count() as i64
+        })
+        .sum();
     if job_count > 0 {
         let mut token = allocate(tx, "job_token", job_count).await?;
         let mut rows = Vec::with_capacity(job_count as usize);
-        for order in &created {
-            for job in &order.jobs {
+        for (index, order) in created.iter().enumerate() {
+            for job in order
+                .jobs
+                .iter()
+                .filter(|job| !filled(index, job.line_index))
+            {
                 rows.push(NewJob {
                     token,
                     order_id: &order.id,
@@ -447,5 +480,26 @@ async fn insert_orders(
         })
         .collect();
     insert_outbox(tx, &events).await?;
+    for take in &takes {
+        let order = created[take.order];
+        apply_stock_take(tx, take, &order.id, &order.brand, order.accepted_ms).await?;
+    }
+    for (index, order) in created.iter().enumerate() {
+        let all_filled = (0..order.lines.len()).all(|line| filled(index, line));
+        if !takes.is_empty() && all_filled {
+            // Nothing to make: ready at its factory for the next wave.
+            let (next, events) = OrderState::Accepted.handle(OrderInput::FilledFromStock)?;
+            set_order_state_by_id(
+                tx,
+                &order.id,
+                &order.brand,
+                OrderState::Accepted,
+                next,
+                &events,
+                order.accepted_ms,
+            )
+            .await?;
+        }
+    }
     Ok(outcomes)
 }

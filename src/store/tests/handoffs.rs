@@ -42,6 +42,7 @@ async fn waves_and_confirmed_handoffs_deliver_orders() {
             code: Some(format!("{}", 111_111 * (seq + 1))),
             wrong_codes: 0,
             failure: None,
+            return_id: None,
         };
         store
             .save_wave(
@@ -175,6 +176,7 @@ fn pair(wave: &str, pickup: &str, dropoff: &str) -> Vec<HandoffRecord> {
         code: Some(format!("{id}-code")),
         wrong_codes: 0,
         failure: None,
+        return_id: None,
     })
     .collect()
 }
@@ -369,6 +371,7 @@ async fn overdue_pickups_are_missed_and_their_orders_planned_again() {
             code: None,
             wrong_codes: 0,
             failure: None,
+            return_id: None,
             id: id.into(),
             wave: "w1".into(),
             courier: "bike-1".into(),

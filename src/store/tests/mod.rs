@@ -111,5 +111,6 @@ mod handoffs;
 mod jobs;
 mod machines;
 mod orders;
+mod returns;
 mod tokens;
 mod webhooks;
