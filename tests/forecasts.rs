@@ -230,7 +230,7 @@ async fn accepted_orders_become_forecasts_and_runs_for_their_brand_only() {
         ),
         (
             format!("/v1/forecasts/run?sku=tee-black-m&event_date={past}"),
-            422,
+            400,
             "event_date",
         ),
         (

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 impl From<RunError> for ApiError {
     fn from(err: RunError) -> Self {
         match err {
-            RunError::Invalid { field, reason } => {
-                ApiError::invalid(vec![FieldError::new(field, reason)])
-            }
+            // A query parameter at fault: 400 with its pointer, as for
+            // every other query error.
+            RunError::Invalid { field, reason } => invalid(field, reason),
             RunError::Store(err) => err.into(),
         }
     }

@@ -27,9 +27,9 @@ pub struct ListJobs {
     pub state: Option<JobState>,
     #[serde(default, deserialize_with = "super::empty_as_none")]
     pub order_id: Option<String>,
-    /// Cursor: the `next` of the previous page (a job token: digits).
+    /// Cursor: the `next` of the previous page (a job token: digits; empty for none).
     #[serde(default, deserialize_with = "super::empty_as_none")]
-    #[param(pattern = "^[0-9]{1,18}$")]
+    #[param(pattern = "^[0-9]{0,18}$")]
     pub after: Option<String>,
     /// Page size, 1..=500 (default 100).
     #[param(minimum = 1, maximum = 500)]
