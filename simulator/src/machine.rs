@@ -728,14 +728,9 @@ impl Inner {
         }
         job.last_update = now;
         let total = job.scrap.len();
-        let finished = if job.unit.is_zero() {
-            total
-        } else {
-            ((job.elapsed.as_secs_f64() / job.unit.as_secs_f64()).floor() as usize).min(total)
-        };
-        let scrap = job.scrap[..finished].iter().filter(|s| **s).count();
-        self.scrap_count = scrap as u32;
-        self.good_count = (finished - scrap) as u32;
+        let (finished, good, scrap) = units_done(job.elapsed, job.unit, &job.scrap);
+        self.scrap_count = scrap;
+        self.good_count = good;
         self.progress_percent = if finished == total {
             100.0
         } else {
@@ -909,4 +904,18 @@ impl Layout {
     fn register_trigger(&self, at: usize, value: u16) -> Option<Trigger> {
         self.register_triggers.get(&(at, value)).copied()
     }
+}
+
+/// Units of a job finished after `elapsed` at `unit` per unit (all at once
+/// for a zero unit time), and how many of those came out good and scrap
+/// (`scrap[i]`: whether unit `i` is scrap). Shared by Modbus and MQTT machines.
+pub(crate) fn units_done(elapsed: Duration, unit: Duration, scrap: &[bool]) -> (usize, u32, u32) {
+    let total = scrap.len();
+    let finished = if unit.is_zero() {
+        total
+    } else {
+        ((elapsed.as_secs_f64() / unit.as_secs_f64()).floor() as usize).min(total)
+    };
+    let bad = scrap[..finished].iter().filter(|s| **s).count();
+    (finished, (finished - bad) as u32, bad as u32)
 }

@@ -117,14 +117,9 @@ impl Inner {
         }
         job.last_update = now;
         let total = job.scrap.len();
-        let finished = if job.unit.is_zero() {
-            total
-        } else {
-            ((job.elapsed.as_secs_f64() / job.unit.as_secs_f64()).floor() as usize).min(total)
-        };
-        let scrap = job.scrap[..finished].iter().filter(|s| **s).count();
-        self.scrap = scrap as u32;
-        self.good = (finished - scrap) as u32;
+        let (finished, good, scrap) = crate::machine::units_done(job.elapsed, job.unit, &job.scrap);
+        self.scrap = scrap;
+        self.good = good;
         self.progress = if finished == total {
             100.0
         } else {
