@@ -39,6 +39,8 @@ pub struct Config {
     #[serde(default)]
     pub handoffs: HandoffsConfig,
     #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default)]
     pub returns: ReturnsConfig,
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
@@ -270,6 +272,75 @@ impl Default for HandoffsConfig {
         Self {
             max_wrong_codes: default_max_wrong_codes(),
             max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+/// How planning waves route couriers (`[routing]`): travel assumptions and
+/// the router's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Courier speed door to door, km/h (a cargo bike in town: 15).
+    #[serde(default = "default_speed_kmh")]
+    pub speed_kmh: f64,
+    /// Road distance over great-circle distance (1.3 in most towns).
+    #[serde(default = "default_detour_factor")]
+    pub detour_factor: f64,
+    /// Time at each stop (handing over, code, parking), seconds.
+    #[serde(default = "default_service_s")]
+    pub service_s: f64,
+    /// Wall-clock budget of the router per wave, milliseconds.
+    #[serde(default = "default_time_limit_ms")]
+    pub time_limit_ms: u64,
+    /// `distance` (fewest kilometres) or `couriers` (fewest couriers first).
+    #[serde(default)]
+    pub objective: RoutingObjective,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoutingObjective {
+    #[default]
+    Distance,
+    Couriers,
+}
+
+fn default_speed_kmh() -> f64 {
+    15.0
+}
+
+fn default_detour_factor() -> f64 {
+    1.3
+}
+
+fn default_service_s() -> f64 {
+    180.0
+}
+
+fn default_time_limit_ms() -> u64 {
+    500
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            speed_kmh: default_speed_kmh(),
+            detour_factor: default_detour_factor(),
+            service_s: default_service_s(),
+            time_limit_ms: default_time_limit_ms(),
+            objective: RoutingObjective::default(),
+        }
+    }
+}
+
+impl RoutingConfig {
+    /// The planner's travel assumptions.
+    pub fn travel(&self) -> crate::plan::Travel {
+        crate::plan::Travel {
+            speed_m_per_s: self.speed_kmh / 3.6,
+            service_ms: (self.service_s * 1000.0) as i64,
+            detour_factor: self.detour_factor,
         }
     }
 }
@@ -592,6 +663,31 @@ impl Config {
                 format!("must be 1..=20, got {}", self.handoffs.max_wrong_codes),
             );
         }
+        let routing = &self.routing;
+        if !(routing.speed_kmh.is_finite() && (1.0..=200.0).contains(&routing.speed_kmh)) {
+            problem(
+                "routing.speed_kmh".into(),
+                format!("must be 1..=200, got {}", routing.speed_kmh),
+            );
+        }
+        if !(routing.detour_factor.is_finite() && (1.0..=5.0).contains(&routing.detour_factor)) {
+            problem(
+                "routing.detour_factor".into(),
+                format!("must be 1..=5, got {}", routing.detour_factor),
+            );
+        }
+        if !(routing.service_s.is_finite() && (0.0..=3600.0).contains(&routing.service_s)) {
+            problem(
+                "routing.service_s".into(),
+                format!("must be 0..=3600, got {}", routing.service_s),
+            );
+        }
+        if !(10..=60_000).contains(&routing.time_limit_ms) {
+            problem(
+                "routing.time_limit_ms".into(),
+                format!("must be 10..=60000, got {}", routing.time_limit_ms),
+            );
+        }
         if !(1..=10).contains(&self.handoffs.max_attempts) {
             problem(
                 "handoffs.max_attempts".into(),
@@ -803,7 +899,10 @@ fn shape_problems(text: &str) -> Vec<String> {
             "mqtt" => check::<MqttConfig>(value),
             "intake" => check::<IntakeConfig>(value),
             "scheduler" => check::<SchedulerConfig>(value),
+            "webhooks" => check::<WebhooksConfig>(value),
+            "forecasts" => check::<ForecastsConfig>(value),
             "handoffs" => check::<HandoffsConfig>(value),
+            "routing" => check::<RoutingConfig>(value),
             "returns" => check::<ReturnsConfig>(value),
             "zones" => {
                 each::<ZoneConfig>(key, value, &mut out);
@@ -827,7 +926,7 @@ fn shape_problems(text: &str) -> Vec<String> {
             }
             _ => Some(
                 "unknown key (expected time_scale, profile_dirs, http, database, mqtt, intake, \
-                 scheduler, handoffs, returns, zones, factories, machines, couriers, skus)"
+                 scheduler, webhooks, forecasts, handoffs, routing, returns, zones, factories, machines, couriers, skus)"
                     .to_string(),
             ),
         };

@@ -56,6 +56,27 @@ pub struct OrderView {
     pub deadline: Option<DateTime<Utc>>,
     pub accepted_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// When the current plan expects it ready at its factory (absent until
+    /// estimated, or when no machine can make it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_ready_at: Option<DateTime<Utc>>,
+    /// When the current plan expects it delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_delivery_at: Option<DateTime<Utc>>,
+    /// Set once the plan sees that the order cannot be delivered by its
+    /// deadline (event `order.at_risk`); it stays set as a record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at_risk: Option<AtRiskView>,
+}
+
+/// Why an order is at risk of missing its promise, and since when.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AtRiskView {
+    /// `no_capable_machine`, `production_backlog` or `no_courier_in_time`.
+    pub reason: String,
+    /// The reason in words.
+    pub detail: String,
+    pub since: Option<DateTime<Utc>>,
 }
 
 impl From<&OrderRecord> for OrderView {
@@ -76,6 +97,15 @@ impl From<&OrderRecord> for OrderView {
             deadline: rfc3339(order.deadline_ms),
             accepted_at: rfc3339(order.accepted_ms),
             updated_at: rfc3339(order.updated_ms),
+            estimated_ready_at: order.promise.eta_ready_ms.and_then(rfc3339),
+            estimated_delivery_at: order.promise.eta_delivery_ms.and_then(rfc3339),
+            at_risk: order.promise.at_risk.as_ref().map(|reason| AtRiskView {
+                detail: crate::domain::AtRiskReason::parse(reason)
+                    .map_or("", |r| r.describe())
+                    .to_string(),
+                reason: reason.clone(),
+                since: order.promise.at_risk_ms.and_then(rfc3339),
+            }),
         }
     }
 }

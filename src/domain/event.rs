@@ -58,6 +58,14 @@ pub enum Event {
         reason: FailureReason,
         attempts: u32,
     },
+    /// The plan says the order cannot be delivered by its deadline: flagged
+    /// once, as soon as the plan sees it, long before the deadline passes.
+    OrderAtRisk {
+        reason: super::AtRiskReason,
+        /// The delivery the plan expects (None: it cannot say, e.g. no machine).
+        estimated_delivery_ms: Option<i64>,
+        deadline_ms: i64,
+    },
     /// Restocked units filled a line of a new order at its factory (the
     /// line gets no jobs).
     StockTaken {
@@ -119,6 +127,7 @@ impl Event {
             Event::HandoffLocked { .. } => "handoff.locked",
             Event::HandoffReleased => "handoff.released",
             Event::OrderEscalated { .. } => "order.escalated",
+            Event::OrderAtRisk { .. } => "order.at_risk",
             Event::StockTaken { .. } => "stock.taken",
             Event::ReturnRequested { .. } => "return.requested",
             Event::ReturnPickupPlanned => "return.pickup_planned",

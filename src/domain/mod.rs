@@ -16,6 +16,7 @@ pub mod intake;
 pub mod job;
 pub mod machine;
 pub mod order;
+pub mod promise;
 pub mod reconcile;
 pub mod returns;
 pub mod webhook;
@@ -31,6 +32,7 @@ pub use ids::{BrandId, CourierId, FactoryId, JobToken, MachineId, OrderId};
 pub use job::{JobInput, JobState};
 pub use machine::{MachineInput, MachineMode, MachineState, ModeInput, Reported};
 pub use order::{OrderInput, OrderState, production_input};
+pub use promise::AtRiskReason;
 pub use returns::{InspectedLine, ReturnInput, ReturnLine, ReturnState};
 
 use std::fmt;

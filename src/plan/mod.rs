@@ -2,9 +2,12 @@
 //! the order in which a courier visits its stops. No I/O, no clock reads:
 //! everything they need arrives as arguments.
 
+pub mod promise;
 pub mod route;
 pub mod schedule;
 pub mod vrp;
 
-pub use route::{CourierSlot, RouteOrder, RoutePlan, RouteStop, Travel, plan_routes};
+pub use route::{
+    CourierSlot, RouteOrder, RoutePlan, RouteStop, Travel, WavePlan, WaveSearch, plan_routes,
+};
 pub use schedule::{FactorySite, JobCandidate, MachineSlot, assign_jobs, choose_factory};

@@ -15,6 +15,7 @@ pub mod mqtt;
 pub mod operations;
 pub mod orders;
 pub mod profiles;
+pub mod promise;
 pub mod returns;
 pub mod scheduler;
 pub mod shutdown;
@@ -269,6 +270,9 @@ pub struct Runtime {
     webhooks: Arc<webhooks::WebhookSettings>,
     /// Marks couriers whose schedule changed, for the schedule publisher.
     schedules: mqtt::schedules::ScheduleChanges,
+    /// The promise watch's latest backlog, for estimates at intake.
+    promises: promise::PromiseBoard,
+    lead: Arc<promise::DeliveryLead>,
 }
 
 /// A started runtime: its handle, its stop sequence, and where its MQTT
@@ -384,12 +388,15 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         .iter()
         .map(|f| (f.id.0.clone(), f.location))
         .collect();
+    let mut wave_gap_ms = 0;
     for zone in &config.zones {
         let schedule: cron::Schedule = zone
             .planning_cron
             .parse()
             .with_context(|| format!("zones.{}.planning_cron", zone.id))?;
+        wave_gap_ms = wave_gap_ms.max(promise::widest_gap_ms(&schedule, clock.now()));
         let waves = waves::Waves {
+            routing: config.routing,
             store: store.clone(),
             clock,
             zone: zone.id.clone(),
@@ -410,6 +417,25 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
                 .instrument(info_span!("waves", zone = %zone.id)),
         );
     }
+    let lead = Arc::new(promise::DeliveryLead {
+        travel: config.routing.travel(),
+        wave_gap_ms,
+        factories: factory_locations.clone(),
+    });
+    let promises = promise::PromiseBoard::default();
+    let watch = promise::PromiseWatch {
+        board: promises.clone(),
+        store: store.clone(),
+        clock,
+        interval: Duration::from_secs(1),
+        lead: (*lead).clone(),
+        wakers: wakers.clone(),
+    };
+    work.spawn(
+        watch
+            .run(work_stop.clone())
+            .instrument(info_span!("promise")),
+    );
     let webhook_settings = webhooks::WebhookSettings::from(&config.webhooks);
     let deliverer = webhooks::Deliverer {
         store: store.clone(),
@@ -477,6 +503,8 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             wakers,
             webhooks: Arc::new(webhook_settings),
             schedules,
+            promises,
+            lead,
         },
         shutdown: Shutdown {
             intake: intake_stop,

@@ -81,6 +81,35 @@ pub struct Import {
 pub type ParsedLine = (usize, Result<OrderRequest, Vec<FieldError>>);
 
 impl Runtime {
+    /// What the latest backlog says of a new order (nothing before the
+    /// promise watch's first round). The watch stores it and raises the
+    /// at-risk flag within a second.
+    fn estimate(&self, order: &crate::store::NewOrder) -> crate::store::Promise {
+        let Some(backlog) = self.promises.latest() else {
+            return crate::store::Promise::default();
+        };
+        let steps: Vec<crate::plan::promise::StepWork> = order
+            .jobs
+            .iter()
+            .map(|job| crate::plan::promise::StepWork {
+                line: job.line_index as i64,
+                step: job.step_index as i64,
+                process: job.process.clone(),
+                seconds: f64::from(job.quantity) * job.seconds_per_unit,
+                token: None,
+            })
+            .collect();
+        let now = self.clock.now_ms();
+        let lead = self.lead.ms(order.factory.as_str(), order.location);
+        let estimate = backlog.estimate(&order.factory, &steps, order.deadline_ms, now, lead);
+        crate::store::Promise {
+            eta_ready_ms: estimate.ready_ms,
+            eta_delivery_ms: estimate.delivery_ms,
+            at_risk: estimate.at_risk.map(|reason| reason.as_str().to_string()),
+            at_risk_ms: estimate.at_risk.map(|_| now),
+        }
+    }
+
     /// Validates one order, places it at a factory, stores it with its jobs
     /// and wakes the scheduler. `render` makes the reply stored for the key.
     pub async fn accept_order<R>(
@@ -96,7 +125,8 @@ impl Runtime {
         let mut order = self
             .prepare(submitter, request)
             .map_err(OrderError::Invalid)?;
-        let record = order.record();
+        let mut record = order.record();
+        record.promise = self.estimate(&order);
         let reply = render(&record).map_err(OrderError::Render)?;
         order.idempotency = key.map(|key| Idempotency {
             key: key.key,

@@ -4,13 +4,15 @@
 //! handoffs, and the zone's couriers marked for their schedules to be
 //! published again (`mqtt::schedules`), whenever a wave plans or misses stops.
 
-use crate::config::CourierConfig;
+use crate::config::{CourierConfig, RoutingConfig, RoutingObjective};
 use crate::domain::returns::PICKUP_DEADLINE_MS;
-use crate::domain::{CourierId, HandoffKind, HandoffState, Location};
-use crate::plan::{CourierSlot, RouteOrder, Travel, plan_routes};
+use crate::domain::{AtRiskReason, CourierId, HandoffKind, HandoffState, Location};
+use crate::plan::vrp::Objective;
+use crate::plan::{CourierSlot, RouteOrder, WaveSearch, plan_routes};
 use crate::runtime::clock::Clock;
 use crate::runtime::mqtt::schedules::ScheduleChanges;
 use crate::runtime::wake::{Wake, Wakers};
+use crate::store::PromiseUpdate;
 use crate::store::{HandoffRecord, Store, StoreError};
 use std::collections::HashMap;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +27,8 @@ pub struct Waves {
     pub zone: String,
     pub schedule: cron::Schedule,
     pub couriers: Vec<CourierConfig>,
+    /// Travel assumptions and the router's budget.
+    pub routing: RoutingConfig,
     pub factories: HashMap<String, Location>,
     /// Marks the couriers whose schedules a wave changed.
     pub schedules: ScheduleChanges,
@@ -102,16 +106,83 @@ impl Waves {
             })
         });
         let orders: Vec<RouteOrder> = deliveries.chain(pickups_back).collect();
+        // A courier still busy with earlier stops starts from its last one,
+        // when that is done.
+        let tails = self.store.courier_tails().await?;
+        let travel = self.routing.travel();
         let couriers: Vec<CourierSlot> = self
             .couriers
             .iter()
-            .map(|c| CourierSlot {
-                id: CourierId::new(c.id.clone()),
-                start: Location::new(c.lat, c.lon),
-                capacity: c.capacity,
+            .map(|c| {
+                let (start, available_ms) = tails
+                    .get(&c.id)
+                    .map_or((Location::new(c.lat, c.lon), now), |&(at, eta)| {
+                        (at, (eta + travel.service_ms).max(now))
+                    });
+                CourierSlot {
+                    id: CourierId::new(c.id.clone()),
+                    start,
+                    available_ms,
+                    capacity: c.capacity,
+                }
             })
             .collect();
-        let plans = plan_routes(&couriers, &orders, now, Travel::default());
+        let search = WaveSearch {
+            objective: match self.routing.objective {
+                RoutingObjective::Distance => Objective::Distance,
+                RoutingObjective::Couriers => Objective::VehiclesThenDistance,
+            },
+            seed: u64::try_from(now).unwrap_or(1),
+            ..WaveSearch::default()
+        };
+        let started = std::time::Instant::now();
+        let budget = std::time::Duration::from_millis(self.routing.time_limit_ms);
+        let mut progress = || started.elapsed().as_secs_f64() / budget.as_secs_f64();
+        let planned = match plan_routes(&couriers, &orders, now, travel, search, &mut progress) {
+            Ok(planned) => planned,
+            Err(err) => {
+                warn!(zone = %self.zone, error = %err, "routing model refused; wave skipped");
+                return Ok(0);
+            }
+        };
+        // Every delivery's ETA is stored; those no courier reaches in time
+        // are flagged now, not when their deadline has passed.
+        let dropoff_eta: HashMap<&str, i64> = planned
+            .routes
+            .iter()
+            .flat_map(|r| &r.stops)
+            .filter(|s| s.return_id.is_none() && s.kind == HandoffKind::Dropoff)
+            .map(|s| (s.order.as_str(), s.eta_ms))
+            .collect();
+        let delivery_index: HashMap<&str, usize> = orders
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.return_id.is_none())
+            .map(|(index, o)| (o.order.as_str(), index))
+            .collect();
+        let at_risk: Vec<PromiseUpdate> = waiting
+            .iter()
+            .map(|order| {
+                let late = delivery_index.get(order.order_id.as_str()).copied();
+                PromiseUpdate {
+                    order_id: order.order_id.clone(),
+                    brand: order.brand.clone(),
+                    deadline_ms: order.deadline_ms,
+                    eta_ready_ms: None,
+                    eta_delivery_ms: dropoff_eta.get(order.order_id.as_str()).copied(),
+                    at_risk: late
+                        .filter(|index| planned.at_risk.contains(index))
+                        .map(|_| AtRiskReason::NoCourierInTime),
+                }
+            })
+            .collect();
+        let flagged = self.store.record_promises(&at_risk, now).await?;
+        if flagged > 0 {
+            metrics::counter!("fabflow_orders_at_risk_total").increment(flagged as u64);
+            warn!(zone = %self.zone, orders = flagged, "no courier can deliver these orders by their deadline");
+            self.wakers.wake(Wake::OUTBOX);
+        }
+        let plans = planned.routes;
         let wave = uuid::Uuid::now_v7().hyphenated().to_string();
         let factory_of: HashMap<&str, &str> = waiting
             .iter()

@@ -5,7 +5,7 @@ use super::returns::{miss_return_stops, move_return, return_in};
 use super::write::{AuditEntry, Subject, emit, lock_order, record_audit, set_order_state_by_id};
 use super::{Store, StoreError, parse, text_id};
 use crate::domain::{
-    AfterFailure, CourierId, Event, FactoryId, FailureReason, HandoffInput, HandoffKind,
+    AfterFailure, BrandId, CourierId, Event, FactoryId, FailureReason, HandoffInput, HandoffKind,
     HandoffState, Location, Millis, OrderId, OrderInput, OrderState, ReturnInput, ReturnState,
     after_failed_attempt, locks_after,
 };
@@ -17,6 +17,7 @@ use sqlx::any::AnyRow;
 #[derive(Debug, Clone, PartialEq)]
 pub struct WaveOrder {
     pub order_id: OrderId,
+    pub brand: BrandId,
     pub factory: FactoryId,
     pub dropoff: Location,
     pub deadline_ms: Millis,
@@ -125,7 +126,7 @@ impl Store {
     /// Ready orders of a zone that no courier is planned to pick up yet.
     pub async fn wave_orders(&self, zone: &str) -> Result<Vec<WaveOrder>, StoreError> {
         let rows = sqlx::query(
-            "SELECT o.id, o.factory, o.lat, o.lon, o.deadline_ms FROM orders o \
+            "SELECT o.id, o.brand, o.factory, o.lat, o.lon, o.deadline_ms FROM orders o \
              WHERE o.state = 'ready' AND o.zone = $1 AND NOT EXISTS \
              (SELECT 1 FROM handoffs h WHERE h.order_id = o.id AND h.return_id IS NULL AND h.state IN ('planned', 'locked')) \
              AND NOT EXISTS (SELECT 1 FROM order_escalations e WHERE e.order_id = o.id) \
@@ -138,6 +139,7 @@ impl Store {
             .map(|row| {
                 Ok(WaveOrder {
                     order_id: text_id(row, "id")?,
+                    brand: text_id(row, "brand")?,
                     factory: text_id(row, "factory")?,
                     dropoff: Location::new(row.try_get("lat")?, row.try_get("lon")?),
                     deadline_ms: row.try_get("deadline_ms")?,

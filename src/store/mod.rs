@@ -15,6 +15,7 @@ mod machines;
 mod mqtt_users;
 mod orders;
 mod outbox;
+mod promise;
 mod returns;
 mod tokens;
 mod webhooks;
@@ -27,8 +28,9 @@ pub use handoffs::{
 pub use jobs::{CounterBaseline, JobFilter, JobRecord, JobTransition, SchedulableJob};
 pub use machines::{MachineRecord, MachineSpec, ModeChange};
 pub use mqtt_users::MqttUserRecord;
-pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord};
+pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord, Promise};
 pub use outbox::{EventRecord, OutboxRecord};
+pub use promise::{OpenJob, OrderInMaking, PromiseUpdate};
 pub use returns::{NewReturn, ReturnFilter, ReturnRecord, StockRecord, WaveReturn};
 pub use tokens::{AuditRecord, FoundToken, TOKEN_ID_LEN, TokenListing, TokenRecord};
 pub use webhooks::{

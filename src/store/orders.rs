@@ -53,6 +53,7 @@ impl NewOrder {
             deadline_ms: self.deadline_ms,
             accepted_ms: self.accepted_ms,
             updated_ms: self.accepted_ms,
+            promise: Promise::default(),
         }
     }
 }
@@ -93,6 +94,17 @@ pub struct OrderRecord {
     pub deadline_ms: Millis,
     pub accepted_ms: Millis,
     pub updated_ms: Millis,
+    pub promise: Promise,
+}
+
+/// What the current plan says of an order's promise.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Promise {
+    pub eta_ready_ms: Option<Millis>,
+    pub eta_delivery_ms: Option<Millis>,
+    /// Why the order cannot be delivered by its deadline (None: on track).
+    pub at_risk: Option<String>,
+    pub at_risk_ms: Option<Millis>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -105,7 +117,7 @@ pub struct OrderFilter {
     pub limit: i64,
 }
 
-const ORDER_COLUMNS: &str = "id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, deadline_ms, accepted_ms, updated_ms";
+const ORDER_COLUMNS: &str = "id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, deadline_ms, accepted_ms, updated_ms, eta_ready_ms, eta_delivery_ms, at_risk, at_risk_ms";
 
 pub(crate) fn order_from_row(row: &AnyRow) -> Result<OrderRecord, StoreError> {
     let lines: String = row.try_get("lines")?;
@@ -123,6 +135,12 @@ pub(crate) fn order_from_row(row: &AnyRow) -> Result<OrderRecord, StoreError> {
         deadline_ms: row.try_get("deadline_ms")?,
         accepted_ms: row.try_get("accepted_ms")?,
         updated_ms: row.try_get("updated_ms")?,
+        promise: Promise {
+            eta_ready_ms: row.try_get("eta_ready_ms")?,
+            eta_delivery_ms: row.try_get("eta_delivery_ms")?,
+            at_risk: row.try_get("at_risk")?,
+            at_risk_ms: row.try_get("at_risk_ms")?,
+        },
     })
 }
 

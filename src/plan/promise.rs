@@ -1,0 +1,365 @@
+//! The promise estimate: when an order will be ready and delivered, from the
+//! work queued in its factory, and whether that misses its deadline.
+//!
+//! A fluid model of earliest-deadline-first production, the rule the
+//! scheduler follows: the jobs of one process in one factory form a queue
+//! ordered by due time (then token), served by that process's machines
+//! together. A job finishes when the machine time of everything up to and
+//! including it is done, shared over the machines; the steps of a line run in
+//! order, so a step also finishes no earlier than its own time after the step
+//! before. The order is ready when its last line is, and delivered a delivery
+//! lead later (waiting for a wave, riding to the customer).
+//!
+//! It is an estimate: it does not see setups, materials, or machines that
+//! serve several processes at once (each counts fully for every process it
+//! has). It errs early on running jobs (counted whole). Pure: no I/O, no clock.
+
+use crate::domain::{AtRiskReason, FactoryId, Millis};
+use std::collections::HashMap;
+
+/// A job in a factory's queues.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedWork {
+    pub token: i64,
+    pub factory: FactoryId,
+    pub process: String,
+    /// Machine time it needs, seconds.
+    pub seconds: f64,
+    pub due_ms: Millis,
+}
+
+/// One step still to make of an order's line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepWork {
+    pub line: i64,
+    pub step: i64,
+    pub process: String,
+    pub seconds: f64,
+    /// The job's token if it is already queued (then it is in the backlog);
+    /// None for an order not yet stored.
+    pub token: Option<i64>,
+}
+
+/// What the plan says of one order.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    pub ready_ms: Option<Millis>,
+    pub delivery_ms: Option<Millis>,
+    pub at_risk: Option<AtRiskReason>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Queue {
+    machines: usize,
+    /// (due, token) ascending.
+    keys: Vec<(Millis, i64)>,
+    /// prefix[i]: seconds of keys[..i].
+    prefix: Vec<f64>,
+}
+
+/// The factories' queued work, by factory and process.
+#[derive(Debug, Clone, Default)]
+pub struct Backlog {
+    queues: HashMap<(FactoryId, String), Queue>,
+}
+
+impl Backlog {
+    /// `machines`: per (factory, process), the machines that count as
+    /// capacity (zero or absent: no machine can run it).
+    pub fn new(
+        work: impl IntoIterator<Item = QueuedWork>,
+        machines: &HashMap<(FactoryId, String), usize>,
+    ) -> Backlog {
+        let mut grouped: HashMap<(FactoryId, String), Vec<(Millis, i64, f64)>> = HashMap::new();
+        for item in work {
+            grouped
+                .entry((item.factory, item.process))
+                .or_default()
+                .push((item.due_ms, item.token, item.seconds.max(0.0)));
+        }
+        let mut queues: HashMap<(FactoryId, String), Queue> = machines
+            .iter()
+            .map(|(key, &count)| {
+                (
+                    key.clone(),
+                    Queue {
+                        machines: count,
+                        prefix: vec![0.0],
+                        ..Queue::default()
+                    },
+                )
+            })
+            .collect();
+        for (key, mut items) in grouped {
+            items.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            let queue = queues.entry(key).or_insert_with(|| Queue {
+                prefix: vec![0.0],
+                ..Queue::default()
+            });
+            let mut total = 0.0;
+            for (due, token, seconds) in items {
+                total += seconds;
+                queue.keys.push((due, token));
+                queue.prefix.push(total);
+            }
+        }
+        Backlog { queues }
+    }
+
+    /// Seconds from now until a job of `seconds` with this due time (and
+    /// token, if queued) is done, or None when no machine runs the process.
+    fn fluid_finish_s(
+        &self,
+        factory: &FactoryId,
+        process: &str,
+        due_ms: Millis,
+        token: Option<i64>,
+        seconds: f64,
+    ) -> Option<f64> {
+        let queue = self.queues.get(&(factory.clone(), process.to_string()))?;
+        if queue.machines == 0 {
+            return None;
+        }
+        let ahead = match token {
+            // Everything up to and including itself.
+            Some(token) => {
+                let at = queue.keys.partition_point(|key| *key <= (due_ms, token));
+                queue.prefix[at]
+            }
+            // Everything due no later, then itself.
+            None => {
+                let at = queue.keys.partition_point(|key| key.0 <= due_ms);
+                queue.prefix[at] + seconds.max(0.0)
+            }
+        };
+        Some(ahead / queue.machines as f64)
+    }
+
+    /// When an order's remaining steps are done and it is delivered, and
+    /// whether that is after its deadline.
+    pub fn estimate(
+        &self,
+        factory: &FactoryId,
+        steps: &[StepWork],
+        deadline_ms: Millis,
+        now_ms: Millis,
+        delivery_lead_ms: Millis,
+    ) -> Estimate {
+        let mut steps: Vec<&StepWork> = steps.iter().collect();
+        steps.sort_by_key(|s| (s.line, s.step));
+        let mut ready_ms = now_ms;
+        let mut line_end: Option<(i64, f64)> = None;
+        for step in steps {
+            let Some(fluid) = self.fluid_finish_s(
+                factory,
+                &step.process,
+                deadline_ms,
+                step.token,
+                step.seconds,
+            ) else {
+                return Estimate {
+                    ready_ms: None,
+                    delivery_ms: None,
+                    at_risk: Some(AtRiskReason::NoCapableMachine),
+                };
+            };
+            let after_previous = match line_end {
+                Some((line, end)) if line == step.line => end + step.seconds.max(0.0),
+                _ => step.seconds.max(0.0),
+            };
+            let end = fluid.max(after_previous);
+            line_end = Some((step.line, end));
+            ready_ms = ready_ms.max(now_ms + (end * 1000.0).ceil() as Millis);
+        }
+        let delivery_ms = ready_ms.saturating_add(delivery_lead_ms.max(0));
+        Estimate {
+            ready_ms: Some(ready_ms),
+            delivery_ms: Some(delivery_ms),
+            at_risk: (delivery_ms > deadline_ms).then_some(AtRiskReason::ProductionBacklog),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HOUR: Millis = 3_600_000;
+
+    fn factory() -> FactoryId {
+        FactoryId::new("f")
+    }
+
+    fn work(token: i64, process: &str, seconds: f64, due_ms: Millis) -> QueuedWork {
+        QueuedWork {
+            token,
+            factory: factory(),
+            process: process.into(),
+            seconds,
+            due_ms,
+        }
+    }
+
+    fn machines(pairs: &[(&str, usize)]) -> HashMap<(FactoryId, String), usize> {
+        pairs
+            .iter()
+            .map(|(process, count)| ((factory(), process.to_string()), *count))
+            .collect()
+    }
+
+    fn step(line: i64, step: i64, process: &str, seconds: f64, token: Option<i64>) -> StepWork {
+        StepWork {
+            line,
+            step,
+            process: process.into(),
+            seconds,
+            token,
+        }
+    }
+
+    #[test]
+    fn a_new_order_waits_for_the_work_due_before_it_shared_over_the_machines() {
+        let backlog = Backlog::new(
+            [
+                work(1, "print", 3600.0, HOUR),
+                work(2, "print", 3600.0, 2 * HOUR),
+                work(3, "print", 3600.0, 100 * HOUR),
+            ],
+            &machines(&[("print", 2)]),
+        );
+        // Due at 10 h: the two earlier hours ahead of it on two machines
+        // (1 h), then its own 2 h on them (1 h): ready after 2 h.
+        let estimate = backlog.estimate(
+            &factory(),
+            &[step(0, 0, "print", 7200.0, None)],
+            10 * HOUR,
+            0,
+            HOUR,
+        );
+        assert_eq!(estimate.ready_ms, Some(2 * HOUR));
+        assert_eq!(estimate.delivery_ms, Some(3 * HOUR));
+        assert_eq!(estimate.at_risk, None);
+    }
+
+    #[test]
+    fn steps_of_a_line_follow_each_other_and_lines_run_side_by_side() {
+        let backlog = Backlog::new([], &machines(&[("print", 4), ("press", 4)]));
+        let estimate = backlog.estimate(
+            &factory(),
+            &[
+                step(0, 1, "press", 600.0, None),
+                step(0, 0, "print", 1200.0, None),
+                step(1, 0, "print", 300.0, None),
+            ],
+            10 * HOUR,
+            1_000,
+            0,
+        );
+        // Line 0: 1200 s then 600 s; line 1 ends sooner.
+        assert_eq!(estimate.ready_ms, Some(1_000 + 1_800_000));
+    }
+
+    #[test]
+    fn a_queued_job_counts_itself_once() {
+        let backlog = Backlog::new(
+            [work(7, "print", 600.0, HOUR), work(8, "print", 600.0, HOUR)],
+            &machines(&[("print", 1)]),
+        );
+        let first = backlog.estimate(
+            &factory(),
+            &[step(0, 0, "print", 600.0, Some(7))],
+            HOUR,
+            0,
+            0,
+        );
+        let second = backlog.estimate(
+            &factory(),
+            &[step(0, 0, "print", 600.0, Some(8))],
+            HOUR,
+            0,
+            0,
+        );
+        assert_eq!(first.ready_ms, Some(600_000));
+        assert_eq!(second.ready_ms, Some(1_200_000));
+    }
+
+    #[test]
+    fn too_much_work_ahead_is_a_backlog_risk() {
+        let backlog = Backlog::new(
+            (0..60).map(|token| work(token, "print", 3600.0, HOUR)),
+            &machines(&[("print", 1)]),
+        );
+        let estimate = backlog.estimate(
+            &factory(),
+            &[step(0, 0, "print", 60.0, None)],
+            48 * HOUR,
+            0,
+            HOUR,
+        );
+        assert_eq!(estimate.at_risk, Some(AtRiskReason::ProductionBacklog));
+        assert!(estimate.delivery_ms > Some(48 * HOUR));
+    }
+
+    #[test]
+    fn no_machine_for_a_step_is_its_own_reason() {
+        let backlog = Backlog::new([], &machines(&[("print", 1), ("embroider", 0)]));
+        let estimate = backlog.estimate(
+            &factory(),
+            &[
+                step(0, 0, "print", 60.0, None),
+                step(0, 1, "embroider", 60.0, None),
+            ],
+            48 * HOUR,
+            0,
+            0,
+        );
+        assert_eq!(estimate.at_risk, Some(AtRiskReason::NoCapableMachine));
+        assert_eq!(estimate.ready_ms, None);
+        let elsewhere = backlog.estimate(
+            &FactoryId::new("g"),
+            &[step(0, 0, "print", 1.0, None)],
+            0,
+            0,
+            0,
+        );
+        assert_eq!(elsewhere.at_risk, Some(AtRiskReason::NoCapableMachine));
+    }
+
+    #[test]
+    fn an_order_with_nothing_left_is_ready_now() {
+        let backlog = Backlog::new([], &HashMap::new());
+        let estimate = backlog.estimate(&factory(), &[], HOUR, 5, 10);
+        assert_eq!(estimate.ready_ms, Some(5));
+        assert_eq!(estimate.delivery_ms, Some(15));
+        assert_eq!(estimate.at_risk, None);
+    }
+
+    proptest! {
+        #[test]
+        fn more_work_or_fewer_machines_never_makes_an_order_earlier(
+            queued in prop::collection::vec((0.0f64..10_000.0, 0i64..100), 0..40),
+            own in 1.0f64..5_000.0,
+            due in 0i64..100,
+            count in 1usize..5,
+        ) {
+            let items: Vec<QueuedWork> = queued.iter().enumerate()
+                .map(|(i, (s, d))| work(i as i64, "print", *s, d * HOUR))
+                .collect();
+            let steps = [step(0, 0, "print", own, None)];
+            let base = Backlog::new(items.clone(), &machines(&[("print", count)]))
+                .estimate(&factory(), &steps, due * HOUR, 0, 0);
+            let more = Backlog::new(
+                items.iter().cloned().chain([work(1_000, "print", 100.0, 0)]),
+                &machines(&[("print", count)]),
+            )
+            .estimate(&factory(), &steps, due * HOUR, 0, 0);
+            let fewer = Backlog::new(items, &machines(&[("print", count.max(2) - 1)]))
+                .estimate(&factory(), &steps, due * HOUR, 0, 0);
+            prop_assert!(more.ready_ms >= base.ready_ms);
+            prop_assert!(fewer.ready_ms >= base.ready_ms);
+            // Never sooner than its own time on every machine at once.
+            prop_assert!(base.ready_ms >= Some((own * 1000.0 / count as f64) as Millis));
+        }
+    }
+}

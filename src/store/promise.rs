@@ -1,0 +1,179 @@
+//! The promise as planned: estimated ready and delivery times of orders in
+//! the making, and the at-risk flag with its `order.at_risk` event.
+
+use super::write::{Subject, emit};
+use super::{Store, StoreError, parse, text_id};
+use crate::domain::{AtRiskReason, BrandId, Event, FactoryId, JobState, Location, Millis, OrderId};
+use sqlx::Row;
+use std::collections::HashMap;
+
+/// A job not yet finished, as the promise estimate needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenJob {
+    pub token: i64,
+    pub order_id: OrderId,
+    pub line: i64,
+    pub step: i64,
+    pub factory: FactoryId,
+    pub process: String,
+    /// Machine time it takes: quantity times seconds per unit.
+    pub seconds: f64,
+    pub due_ms: Millis,
+    pub state: JobState,
+}
+
+/// An order whose production is not finished, with what was last estimated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderInMaking {
+    pub id: OrderId,
+    pub brand: BrandId,
+    pub factory: FactoryId,
+    pub location: Location,
+    pub deadline_ms: Millis,
+    pub eta_ready_ms: Option<Millis>,
+    pub eta_delivery_ms: Option<Millis>,
+    pub at_risk: Option<String>,
+}
+
+/// A new estimate for one order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromiseUpdate {
+    pub order_id: OrderId,
+    pub brand: BrandId,
+    pub deadline_ms: Millis,
+    pub eta_ready_ms: Option<Millis>,
+    pub eta_delivery_ms: Option<Millis>,
+    /// Set: flag the order (once; an order already flagged keeps its first reason).
+    pub at_risk: Option<AtRiskReason>,
+}
+
+impl Store {
+    /// Every job of the network that is not finished (pending to running).
+    pub async fn open_jobs(&self) -> Result<Vec<OpenJob>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT token, order_id, line_index, step_index, factory, process, quantity, \
+             seconds_per_unit, due_ms, state FROM jobs \
+             WHERE state IN ('pending', 'scheduled', 'dispatched', 'running')",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let quantity: i64 = row.try_get("quantity")?;
+                let per_unit: f64 = row.try_get("seconds_per_unit")?;
+                Ok(OpenJob {
+                    token: row.try_get("token")?,
+                    order_id: text_id(row, "order_id")?,
+                    line: row.try_get("line_index")?,
+                    step: row.try_get("step_index")?,
+                    factory: text_id(row, "factory")?,
+                    process: row.try_get("process")?,
+                    seconds: quantity.max(0) as f64 * per_unit.max(0.0),
+                    due_ms: row.try_get("due_ms")?,
+                    state: parse(&row.try_get::<String, _>("state")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Orders accepted or in production (not yet ready).
+    pub async fn orders_in_making(&self) -> Result<Vec<OrderInMaking>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, brand, factory, lat, lon, deadline_ms, eta_ready_ms, eta_delivery_ms, at_risk \
+             FROM orders WHERE state IN ('accepted', 'in_production')",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(OrderInMaking {
+                    id: text_id(row, "id")?,
+                    brand: text_id(row, "brand")?,
+                    factory: text_id(row, "factory")?,
+                    location: Location::new(row.try_get("lat")?, row.try_get("lon")?),
+                    deadline_ms: row.try_get("deadline_ms")?,
+                    eta_ready_ms: row.try_get("eta_ready_ms")?,
+                    eta_delivery_ms: row.try_get("eta_delivery_ms")?,
+                    at_risk: row.try_get("at_risk")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores estimates and flags, in one transaction; an order newly at risk
+    /// gets its `order.at_risk` event in the same transaction. Returns how
+    /// many orders were newly flagged.
+    pub async fn record_promises(
+        &self,
+        updates: &[PromiseUpdate],
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        if updates.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let mut flagged = 0;
+        for update in updates {
+            sqlx::query(
+                "UPDATE orders SET eta_ready_ms = COALESCE($2, eta_ready_ms), \
+                 eta_delivery_ms = COALESCE($3, eta_delivery_ms) WHERE id = $1",
+            )
+            .bind(update.order_id.as_str())
+            .bind(update.eta_ready_ms)
+            .bind(update.eta_delivery_ms)
+            .execute(&mut *tx)
+            .await?;
+            let Some(reason) = update.at_risk else {
+                continue;
+            };
+            let newly = sqlx::query(
+                "UPDATE orders SET at_risk = $2, at_risk_ms = $3 WHERE id = $1 AND at_risk IS NULL",
+            )
+            .bind(update.order_id.as_str())
+            .bind(reason.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if newly == 1 {
+                flagged += 1;
+                let subject = Subject {
+                    kind: "order",
+                    id: update.order_id.as_str(),
+                    order_id: Some(update.order_id.as_str()),
+                    brand: Some(update.brand.as_str()),
+                };
+                let event = Event::OrderAtRisk {
+                    reason,
+                    estimated_delivery_ms: update.eta_delivery_ms,
+                    deadline_ms: update.deadline_ms,
+                };
+                emit(&mut tx, &subject, &event, now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(flagged)
+    }
+
+    /// Where and when each courier is free: the location and ETA of its last
+    /// stop still to do (planned or locked), by courier id. Couriers with
+    /// nothing to do are absent.
+    pub async fn courier_tails(&self) -> Result<HashMap<String, (Location, Millis)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT courier, lat, lon, eta_ms FROM handoffs WHERE state IN ('planned', 'locked')",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        let mut tails: HashMap<String, (Location, Millis)> = HashMap::new();
+        for row in rows {
+            let courier: String = row.try_get("courier")?;
+            let eta: Millis = row.try_get("eta_ms")?;
+            let location = Location::new(row.try_get("lat")?, row.try_get("lon")?);
+            let entry = tails.entry(courier).or_insert((location, eta));
+            if eta > entry.1 {
+                *entry = (location, eta);
+            }
+        }
+        Ok(tails)
+    }
+}
