@@ -988,6 +988,41 @@ mod tests {
     }
 
     #[test]
+    fn known_sections_are_not_reported_with_a_wrong_key_elsewhere() {
+        // One wrong key: only it is reported, not the valid sections beside it.
+        let text = "colour = 1\n[webhooks]\n[forecasts]\n[routing]\nspeed_kmh = 20.0\n";
+        let err = super::Config::parse(text, "t.toml").expect_err("invalid");
+        assert_eq!(err.problems.len(), 1, "{:?}", err.problems);
+        assert!(err.problems[0].starts_with("colour:"), "{:?}", err.problems);
+        let text = "[routing]\nspeed = 20.0\n";
+        let err = super::Config::parse(text, "t.toml").expect_err("invalid");
+        assert!(
+            err.problems[0].starts_with("routing: unknown field `speed`"),
+            "{:?}",
+            err.problems
+        );
+    }
+
+    #[test]
+    fn routing_values_out_of_range_are_named() {
+        let mut config = super::Config::demo().expect("demo config");
+        config.routing.speed_kmh = 0.0;
+        config.routing.detour_factor = 0.5;
+        config.routing.time_limit_ms = 0;
+        let problems = config.problems();
+        for key in [
+            "routing.speed_kmh",
+            "routing.detour_factor",
+            "routing.time_limit_ms",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "{key}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
     fn passwords_are_hidden() {
         assert_eq!(
             super::redact("postgres://u:secret@db/x"),

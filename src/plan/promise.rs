@@ -48,6 +48,9 @@ pub struct Estimate {
     pub at_risk: Option<AtRiskReason>,
 }
 
+/// A factory and one of its processes.
+type QueueKey = (FactoryId, String);
+
 #[derive(Debug, Clone, Default)]
 struct Queue {
     machines: usize,
@@ -60,7 +63,7 @@ struct Queue {
 /// The factories' queued work, by factory and process.
 #[derive(Debug, Clone, Default)]
 pub struct Backlog {
-    queues: HashMap<(FactoryId, String), Queue>,
+    queues: HashMap<QueueKey, Queue>,
 }
 
 impl Backlog {
@@ -68,16 +71,16 @@ impl Backlog {
     /// capacity (zero or absent: no machine can run it).
     pub fn new(
         work: impl IntoIterator<Item = QueuedWork>,
-        machines: &HashMap<(FactoryId, String), usize>,
+        machines: &HashMap<QueueKey, usize>,
     ) -> Backlog {
-        let mut grouped: HashMap<(FactoryId, String), Vec<(Millis, i64, f64)>> = HashMap::new();
+        let mut grouped: HashMap<QueueKey, Vec<(Millis, i64, f64)>> = HashMap::new();
         for item in work {
             grouped
                 .entry((item.factory, item.process))
                 .or_default()
                 .push((item.due_ms, item.token, item.seconds.max(0.0)));
         }
-        let mut queues: HashMap<(FactoryId, String), Queue> = machines
+        let mut queues: HashMap<QueueKey, Queue> = machines
             .iter()
             .map(|(key, &count)| {
                 (
@@ -91,7 +94,7 @@ impl Backlog {
             })
             .collect();
         for (key, mut items) in grouped {
-            items.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            items.sort_by_key(|item| (item.0, item.1));
             let queue = queues.entry(key).or_insert_with(|| Queue {
                 prefix: vec![0.0],
                 ..Queue::default()
@@ -171,11 +174,18 @@ impl Backlog {
             line_end = Some((step.line, end));
             ready_ms = ready_ms.max(now_ms + (end * 1000.0).ceil() as Millis);
         }
-        let delivery_ms = ready_ms.saturating_add(delivery_lead_ms.max(0));
+        let lead = delivery_lead_ms.max(0);
+        let delivery_ms = ready_ms.saturating_add(lead);
+        // Late even if it were ready now: the ride is the problem, not the queue.
+        let reason = if now_ms.saturating_add(lead) > deadline_ms {
+            AtRiskReason::NoCourierInTime
+        } else {
+            AtRiskReason::ProductionBacklog
+        };
         Estimate {
             ready_ms: Some(ready_ms),
             delivery_ms: Some(delivery_ms),
-            at_risk: (delivery_ms > deadline_ms).then_some(AtRiskReason::ProductionBacklog),
+            at_risk: (delivery_ms > deadline_ms).then_some(reason),
         }
     }
 }
@@ -324,6 +334,19 @@ mod tests {
             0,
         );
         assert_eq!(elsewhere.at_risk, Some(AtRiskReason::NoCapableMachine));
+    }
+
+    #[test]
+    fn a_ride_too_long_for_the_deadline_is_a_courier_risk() {
+        let backlog = Backlog::new([], &machines(&[("print", 1)]));
+        let estimate = backlog.estimate(
+            &factory(),
+            &[step(0, 0, "print", 60.0, None)],
+            2 * HOUR,
+            0,
+            3 * HOUR,
+        );
+        assert_eq!(estimate.at_risk, Some(AtRiskReason::NoCourierInTime));
     }
 
     #[test]

@@ -139,7 +139,15 @@ impl Waves {
         let budget = std::time::Duration::from_millis(self.routing.time_limit_ms);
         let mut progress = || started.elapsed().as_secs_f64() / budget.as_secs_f64();
         let planned = match plan_routes(&couriers, &orders, now, travel, search, &mut progress) {
-            Ok(planned) => planned,
+            // The domain clock ran on while the router worked (fast on a
+            // scaled clock): the routes leave from when they are stored.
+            Ok(mut planned) => {
+                let spent = (self.clock.now_ms() - now).max(0);
+                for stop in planned.routes.iter_mut().flat_map(|r| r.stops.iter_mut()) {
+                    stop.eta_ms += spent;
+                }
+                planned
+            }
             Err(err) => {
                 warn!(zone = %self.zone, error = %err, "routing model refused; wave skipped");
                 return Ok(0);

@@ -114,13 +114,16 @@ impl Store {
         let mut tx = self.begin().await?;
         let mut flagged = 0;
         for update in updates {
+            // An estimate left out keeps the last one; a ready order never
+            // estimated was ready by now.
             sqlx::query(
-                "UPDATE orders SET eta_ready_ms = COALESCE($2, eta_ready_ms), \
+                "UPDATE orders SET eta_ready_ms = COALESCE($2, eta_ready_ms, $4), \
                  eta_delivery_ms = COALESCE($3, eta_delivery_ms) WHERE id = $1",
             )
             .bind(update.order_id.as_str())
             .bind(update.eta_ready_ms)
             .bind(update.eta_delivery_ms)
+            .bind(now)
             .execute(&mut *tx)
             .await?;
             let Some(reason) = update.at_risk else {
