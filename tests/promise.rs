@@ -201,3 +201,109 @@ async fn a_wave_flags_an_order_no_courier_reaches_in_time_and_still_routes_it() 
 
     running.stop().await;
 }
+
+/// The couriers with a planned pickup of `order`.
+async fn pickup_couriers(api: &support::Api, order: &str) -> Vec<String> {
+    let (_, detail) = api.get(&format!("/v1/orders/{order}")).await;
+    detail["handoffs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|h| h["kind"] == "pickup" && h["state"] == "planned")
+        .filter_map(|h| h["courier"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_courier_who_drops_out_has_its_pickups_planned_with_the_others() {
+    // Slower clock: a pickup counts as missed two simulated hours after its
+    // ETA (72 s here), so only the drop-out moves stops.
+    const SLOW: f64 = 100.0;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(23, SLOW).await;
+    let mut config = support::config(&fleet, &dir.path().join("duty.db"), SLOW);
+    for zone in &mut config.zones {
+        zone.planning_cron = "0 */5 * * * *".into();
+    }
+    let running = Running::start(config).await;
+    let brand = running.api(Role::Brand, "duty-brand").await;
+    let admin = running.api(Role::Admin, "*").await;
+
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (status, order) = brand
+            .post("/v1/orders", &order_body("mug-white", 1), None)
+            .await;
+        assert_eq!(status, 201, "{order}");
+        ids.push(order["id"].as_str().expect("id").to_string());
+    }
+    let planned = wait_for("every order's pickup planned", LIMIT, || async {
+        let mut all = Vec::new();
+        for id in &ids {
+            let couriers = pickup_couriers(&admin, id).await;
+            all.push(couriers.first()?.clone());
+        }
+        Some(all)
+    })
+    .await;
+    let leaving = planned[0].clone();
+    let theirs: Vec<&String> = ids
+        .iter()
+        .zip(&planned)
+        .filter(|(_, c)| **c == leaving)
+        .map(|(id, _)| id)
+        .collect();
+
+    // Refusals first: another courier, a body that is not a duty.
+    let other = running.api(Role::Courier, "not-a-courier-here").await;
+    let (status, _) = other
+        .post(
+            &format!("/v1/couriers/{leaving}/duty"),
+            &json!({"on_duty": false}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    let courier = running.api(Role::Courier, &leaving).await;
+    let (status, problem) = courier
+        .post(
+            &format!("/v1/couriers/{leaving}/duty"),
+            &json!({"on_duty": "no"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["pointer"], "/on_duty", "{problem}");
+
+    // The courier drops out: its pickups go back and are planned with others.
+    let (status, duty) = courier
+        .post(
+            &format!("/v1/couriers/{leaving}/duty"),
+            &json!({"on_duty": false}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{duty}");
+    assert_eq!(duty["on_duty"], false);
+    assert_eq!(duty["released"], theirs.len(), "{duty}");
+    for id in theirs {
+        let now_with = wait_for("the pickup planned with another courier", LIMIT, || async {
+            pickup_couriers(&admin, id).await.first().cloned()
+        })
+        .await;
+        assert_ne!(now_with, leaving, "order {id}");
+    }
+    let (_, schedule) = admin.get(&format!("/v1/couriers/{leaving}/schedule")).await;
+    let stops = schedule["stops"].as_array().cloned().unwrap_or_default();
+    assert!(stops.iter().all(|s| s["state"] != "planned"), "{schedule}");
+    let (_, audit) = admin.get("/v1/audit?limit=500").await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|a| a["action"] == "courier.duty")),
+        "{audit}"
+    );
+
+    running.stop().await;
+}

@@ -41,7 +41,7 @@ use utoipa::OpenApi;
         orders::create, orders::get, orders::list, orders::cancel, orders::import,
         ops::list_jobs, ops::list_machines, ops::machine_action, ops::courier_schedule,
         ops::courier_schedule_ics, ops::courier_route_geojson, ops::confirm_handoff,
-        ops::fail_handoff, ops::get_handoff, ops::release_handoff,
+        ops::fail_handoff, ops::get_handoff, ops::release_handoff, ops::courier_duty,
         ops::list_audit, ops::list_events, ops::healthz, ops::metrics,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::rotate_secret,
         webhooks::deliveries, webhooks::replay, webhooks::replay_dead,
@@ -49,10 +49,10 @@ use utoipa::OpenApi;
         returns::create, returns::get, returns::list, returns::inspect, returns::cancel, returns::stock
     ),
     components(schemas(
-        problem::Problem, views::OrderView, views::OrderPage, views::JobPage, views::OrderDetail, views::JobView, views::MachineView,
+        problem::Problem, views::OrderView, views::AtRiskView, views::OrderPage, views::JobPage, views::OrderDetail, views::JobView, views::MachineView,
         views::HandoffView, views::CustomerView, views::AuditView, views::AuditPage, views::EventPage, orders::ImportReport, orders::ImportLine, ops::Confirmed, ops::Health,
         views::CourierScheduleView, views::ScheduleStopView, views::HandoffDetailView, views::EscalationView,
-        ops::ConfirmRequest, ops::FailRequest, ops::FailedView, crate::domain::FailureReason,
+        ops::ConfirmRequest, ops::FailRequest, ops::FailedView, ops::DutyRequest, ops::DutyView, crate::domain::FailureReason,
         crate::domain::intake::OrderRequest, crate::domain::intake::FieldError,
         webhooks::EndpointBody, webhooks::EndpointView, webhooks::EndpointWithSecret, webhooks::EndpointList,
         webhooks::DeliveryView, webhooks::DeliveryPage, webhooks::Replayed,
@@ -216,6 +216,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/machines", get(ops::list_machines))
         .route("/v1/machines/{id}/{action}", post(ops::machine_action))
         .route("/v1/couriers/{id}/schedule", get(ops::courier_schedule))
+        .route("/v1/couriers/{id}/duty", post(ops::courier_duty))
         .route(
             "/v1/couriers/{id}/schedule.ics",
             get(ops::courier_schedule_ics),

@@ -389,6 +389,60 @@ pub async fn fail_handoff(
     }))
 }
 
+/// A courier's duty: off (dropping out for the day) or back on.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DutyRequest {
+    pub on_duty: bool,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DutyView {
+    pub courier: String,
+    pub on_duty: bool,
+    /// Pickups not yet made that were handed back for other couriers.
+    pub released: u64,
+}
+
+/// A courier goes off duty (or back on): the courier itself, an operator or
+/// an admin. Off duty, its pickups not yet made are handed back and every
+/// zone re-plans at once; parcels on board stay with it. Audited.
+#[utoipa::path(post, path = "/v1/couriers/{id}/duty", tag = "couriers",
+    params(("id" = String, Path)),
+    request_body = DutyRequest,
+    responses((status = 200, body = DutyView), (status = 400, body = super::problem::Problem),
+        (status = 404, body = super::problem::Problem), (status = 422, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn courier_duty(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<DutyView>, ApiError> {
+    caller.require(&[Role::Courier, Role::Operator, Role::Admin])?;
+    let known = state.runtime.network.couriers.iter().any(|c| c.id == id);
+    if !known || (caller.role == Role::Courier && caller.scope != id) {
+        return Err(ApiError::not_found(format!("courier {id}")));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
+    let request: DutyRequest = serde_json::from_value(value).map_err(|_| {
+        ApiError::invalid(vec![FieldError::new(
+            "/on_duty",
+            "must be true or false (and the only field)",
+        )])
+    })?;
+    let released = state
+        .runtime
+        .set_courier_duty(&id, request.on_duty, &caller.actor())
+        .await?;
+    Ok(Json(DutyView {
+        courier: id,
+        on_duty: request.on_duty,
+        released: released as u64,
+    }))
+}
+
 /// Whether `caller` may see the code of `handoff`, a stop of an order made
 /// at `factory` for `brand`: the code of the stop at the factory to
 /// operators of that factory (a delivery's pickup, a return's drop-off),

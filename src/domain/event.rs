@@ -66,6 +66,12 @@ pub enum Event {
         estimated_delivery_ms: Option<i64>,
         deadline_ms: i64,
     },
+    /// A courier went off duty (its pickups not yet made were handed back
+    /// for the next wave) or back on duty.
+    CourierDutyChanged {
+        on_duty: bool,
+        released: u32,
+    },
     /// Restocked units filled a line of a new order at its factory (the
     /// line gets no jobs).
     StockTaken {
@@ -128,6 +134,7 @@ impl Event {
             Event::HandoffReleased => "handoff.released",
             Event::OrderEscalated { .. } => "order.escalated",
             Event::OrderAtRisk { .. } => "order.at_risk",
+            Event::CourierDutyChanged { .. } => "courier.duty_changed",
             Event::StockTaken { .. } => "stock.taken",
             Event::ReturnRequested { .. } => "return.requested",
             Event::ReturnPickupPlanned => "return.pickup_planned",

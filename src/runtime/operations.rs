@@ -5,8 +5,15 @@
 
 use super::Runtime;
 use super::wake::Wake;
-use crate::domain::{FailureReason, ModeInput};
-use crate::store::{Confirmation, FailedAttempt, HandoffRecord, ModeChange, StoreError};
+use crate::domain::{AtRiskReason, FailureReason, Millis, ModeInput};
+use crate::store::{
+    Confirmation, FailedAttempt, HandoffRecord, ModeChange, PromiseUpdate, StoreError,
+};
+use tracing::warn;
+
+/// A stop confirmed this long after its ETA (domain time) delays the
+/// courier's later stops.
+pub const LATE_STOP_MS: Millis = 5 * 60_000;
 
 impl Runtime {
     /// Pauses, resumes, or starts or ends maintenance of a machine; a mode
@@ -49,6 +56,7 @@ impl Runtime {
             Confirmation::Confirmed(handoff) => {
                 self.wakers.wake(Wake::OUTBOX);
                 self.schedules.mark(handoff.courier.as_str());
+                self.after_late_stop(handoff).await?;
             }
             Confirmation::WrongCode { locked, .. } => {
                 metrics::counter!("fabflow_handoff_wrong_codes_total").increment(1);
@@ -64,6 +72,58 @@ impl Runtime {
             }
         }
         Ok(outcome)
+    }
+
+    /// A stop confirmed well after its ETA pushes the courier's later stops
+    /// back by as much; a delivery that then misses its deadline is flagged
+    /// at risk now, not when the deadline has passed.
+    async fn after_late_stop(&self, handoff: &HandoffRecord) -> Result<(), StoreError> {
+        let now = self.clock.now_ms();
+        let delay = now - handoff.eta_ms;
+        if delay < LATE_STOP_MS {
+            return Ok(());
+        }
+        let late = self
+            .store
+            .delay_courier(handoff.courier.as_str(), delay)
+            .await?;
+        let updates: Vec<PromiseUpdate> = late
+            .into_iter()
+            .map(|drop| PromiseUpdate {
+                order_id: drop.order_id,
+                brand: drop.brand,
+                deadline_ms: drop.deadline_ms,
+                eta_ready_ms: None,
+                eta_delivery_ms: Some(drop.eta_ms),
+                at_risk: Some(AtRiskReason::NoCourierInTime),
+            })
+            .collect();
+        let flagged = self.store.record_promises(&updates, now).await?;
+        if flagged > 0 {
+            metrics::counter!("fabflow_orders_at_risk_total").increment(flagged as u64);
+            warn!(courier = %handoff.courier, orders = flagged, delay_ms = delay,
+                "a late courier will miss these orders' deadlines");
+            self.wakers.wake(Wake::OUTBOX);
+        }
+        Ok(())
+    }
+
+    /// A courier goes off duty (dropping out for the day) or back on. Its
+    /// pickups not yet made are handed back and every zone re-plans now.
+    pub async fn set_courier_duty(
+        &self,
+        courier: &str,
+        on_duty: bool,
+        actor: &str,
+    ) -> Result<usize, StoreError> {
+        let released = self
+            .store
+            .set_courier_duty(courier, on_duty, actor, self.clock.now_ms())
+            .await?;
+        self.wakers.wake(Wake::OUTBOX);
+        self.schedules.mark(courier);
+        self.wakers.replan();
+        Ok(released)
     }
 
     /// A courier reports a failed attempt at a stop: re-planned in the next

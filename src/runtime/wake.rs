@@ -87,6 +87,8 @@ pub struct Wakers {
     /// Wakes the webhook worker with the outbox publisher: both follow the
     /// event log.
     webhooks: Arc<Notify>,
+    /// Wakes every zone's waves for a re-plan now (a courier dropped out).
+    replan: Arc<Notify>,
 }
 
 impl Wakers {
@@ -98,6 +100,17 @@ impl Wakers {
             self.outbox.notify_one();
             self.webhooks.notify_one();
         }
+    }
+
+    /// Asks every zone's waves to plan now rather than at their next cron
+    /// time (a wave already running plans at its next time).
+    pub fn replan(&self) {
+        self.replan.notify_waiters();
+    }
+
+    /// Resolves when a re-plan was asked for.
+    pub async fn replan_woken(&self) {
+        self.replan.notified().await;
     }
 
     /// Resolves when someone woke the scheduler.

@@ -55,6 +55,9 @@ impl Waves {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
+                _ = self.wakers.replan_woken() => {
+                    info!(zone = %self.zone, "re-planning now");
+                }
             }
             if let Err(err) = self.wave().await {
                 warn!(zone = %self.zone, error = %err, "planning wave failed");
@@ -109,10 +112,12 @@ impl Waves {
         // A courier still busy with earlier stops starts from its last one,
         // when that is done.
         let tails = self.store.courier_tails().await?;
+        let off_duty = self.store.couriers_off_duty().await?;
         let travel = self.routing.travel();
         let couriers: Vec<CourierSlot> = self
             .couriers
             .iter()
+            .filter(|c| !off_duty.contains(&c.id))
             .map(|c| {
                 let (start, available_ms) = tails
                     .get(&c.id)

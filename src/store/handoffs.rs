@@ -12,6 +12,7 @@ use crate::domain::{
 use sqlx::AssertSqlSafe;
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use std::collections::HashSet;
 
 /// A ready order waiting for a courier.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,58 +171,129 @@ impl Store {
             return Ok(0);
         }
         let mut tx = self.begin().await?;
-        let mut missed = 0;
-        for row in rows {
-            let pickup: String = row.try_get("id")?;
-            let wave: String = row.try_get("wave")?;
-            let order_id: String = row.try_get("order_id")?;
-            let brand: String = row.try_get("brand")?;
-            let return_id: Option<String> = row.try_get("return_id")?;
-            // The pickup and the drop-off planned with it (of the same
-            // return, or of the order's delivery).
-            let stops = sqlx::query(
-                "SELECT id FROM handoffs WHERE order_id = $1 AND wave = $2 AND state = 'planned' AND (id = $3 OR kind = 'dropoff') \
-                 AND COALESCE(return_id, '') = $4",
-            )
-            .bind(&order_id)
-            .bind(&wave)
-            .bind(&pickup)
-            .bind(return_id.clone().unwrap_or_default())
-            .fetch_all(&mut *tx)
-            .await?;
-            for stop in stops {
-                let id: String = stop.try_get("id")?;
-                let (next, events) = HandoffState::Planned.handle(HandoffInput::Miss)?;
-                let done = sqlx::query("UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'planned'")
-                    .bind(next.as_str())
-                    .bind(now)
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
-                if done.rows_affected() != 1 {
-                    continue;
-                }
-                let subject = Subject {
-                    kind: "handoff",
-                    id: &id,
-                    order_id: Some(&order_id),
-                    brand: Some(&brand),
-                };
-                for event in &events {
-                    emit(&mut tx, &subject, event, now).await?;
-                }
-            }
-            if let Some(return_id) = &return_id {
-                // The return waits for the next wave.
-                let record = return_in(&mut tx, return_id).await?;
-                if record.state == ReturnState::PickupPlanned {
-                    move_return(&mut tx, &record, ReturnInput::PickupMissed, now).await?;
-                }
-            }
-            missed += 1;
-        }
+        let missed = miss_pickups(&mut tx, &rows, now).await?;
         tx.commit().await?;
         Ok(missed)
+    }
+
+    /// A courier goes off duty (or back on): stored with who decided, audited,
+    /// one `courier.duty_changed` event. Going off duty hands back every
+    /// pickup it has not made (with the drop-off planned with it) for the
+    /// next wave to plan with other couriers; parcels already on board stay
+    /// with it. Returns how many orders and returns were handed back.
+    pub async fn set_courier_duty(
+        &self,
+        courier: &str,
+        on_duty: bool,
+        actor: &str,
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.begin().await?;
+        let flag = i64::from(on_duty);
+        let updated = sqlx::query(
+            "UPDATE courier_duty SET on_duty = $2, updated_ms = $3, actor = $4 WHERE courier = $1",
+        )
+        .bind(courier)
+        .bind(flag)
+        .bind(now)
+        .bind(actor)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            sqlx::query(
+                "INSERT INTO courier_duty (courier, on_duty, updated_ms, actor) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(courier)
+            .bind(flag)
+            .bind(now)
+            .bind(actor)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let released = if on_duty {
+            0
+        } else {
+            let rows = sqlx::query(
+                "SELECT h.id, h.wave, h.order_id, h.return_id, o.brand FROM handoffs h JOIN orders o ON o.id = h.order_id \
+                 WHERE h.courier = $1 AND h.kind = 'pickup' AND h.state = 'planned'",
+            )
+            .bind(courier)
+            .fetch_all(&mut *tx)
+            .await?;
+            miss_pickups(&mut tx, &rows, now).await?
+        };
+        let detail = format!(
+            "{} ({released} pickups handed back)",
+            if on_duty { "on duty" } else { "off duty" }
+        );
+        record_audit(
+            &mut tx,
+            &AuditEntry::new(actor, "courier.duty", courier, &detail),
+            now,
+        )
+        .await?;
+        let subject = Subject {
+            kind: "courier",
+            id: courier,
+            order_id: None,
+            brand: None,
+        };
+        let event = Event::CourierDutyChanged {
+            on_duty,
+            released: u32::try_from(released).unwrap_or(u32::MAX),
+        };
+        emit(&mut tx, &subject, &event, now).await?;
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    /// Couriers an operator or the courier took off duty.
+    pub async fn couriers_off_duty(&self) -> Result<HashSet<String>, StoreError> {
+        let rows = sqlx::query("SELECT courier FROM courier_duty WHERE on_duty = 0")
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter()
+            .map(|row| Ok(row.try_get::<String, _>("courier")?))
+            .collect()
+    }
+
+    /// A courier confirmed a stop `delay` after its ETA: its stops still to
+    /// do are expected that much later. Returns the drop-offs of deliveries
+    /// that now arrive after their order's deadline, with what the promise
+    /// needs to flag them.
+    pub async fn delay_courier(
+        &self,
+        courier: &str,
+        delay: Millis,
+    ) -> Result<Vec<LateDropoff>, StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE handoffs SET eta_ms = eta_ms + $2 WHERE courier = $1 AND state IN ('planned', 'locked')",
+        )
+        .bind(courier)
+        .bind(delay)
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT o.id, o.brand, o.deadline_ms, h.eta_ms FROM handoffs h JOIN orders o ON o.id = h.order_id \
+             WHERE h.courier = $1 AND h.kind = 'dropoff' AND h.return_id IS NULL \
+             AND h.state IN ('planned', 'locked') AND h.eta_ms > o.deadline_ms",
+        )
+        .bind(courier)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LateDropoff {
+                    order_id: text_id(row, "id")?,
+                    brand: text_id(row, "brand")?,
+                    deadline_ms: row.try_get("deadline_ms")?,
+                    eta_ms: row.try_get("eta_ms")?,
+                })
+            })
+            .collect()
     }
 
     /// Saves a wave's stops in one transaction, with a `handoff.planned` event each.
@@ -727,4 +799,76 @@ fn codes_match(given: &str, stored: &str) -> bool {
             .zip(stored)
             .fold(0u8, |diff, (a, b)| diff | (a ^ b))
             == 0
+}
+
+/// A delivery's drop-off now planned after its order's deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LateDropoff {
+    pub order_id: OrderId,
+    pub brand: BrandId,
+    pub deadline_ms: Millis,
+    pub eta_ms: Millis,
+}
+
+/// Misses each pickup in `rows` (id, wave, order_id, return_id, brand) and
+/// the drop-off planned with it; a return's pickup sends the return back to
+/// waiting. Returns how many pickups were handed back.
+async fn miss_pickups(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    rows: &[AnyRow],
+    now: Millis,
+) -> Result<usize, StoreError> {
+    let mut missed = 0;
+    for row in rows {
+        let pickup: String = row.try_get("id")?;
+        let wave: String = row.try_get("wave")?;
+        let order_id: String = row.try_get("order_id")?;
+        let brand: String = row.try_get("brand")?;
+        let return_id: Option<String> = row.try_get("return_id")?;
+        // The pickup and the drop-off planned with it (of the same
+        // return, or of the order's delivery).
+        let stops = sqlx::query(
+            "SELECT id FROM handoffs WHERE order_id = $1 AND wave = $2 AND state = 'planned' AND (id = $3 OR kind = 'dropoff') \
+             AND COALESCE(return_id, '') = $4",
+        )
+        .bind(&order_id)
+        .bind(&wave)
+        .bind(&pickup)
+        .bind(return_id.clone().unwrap_or_default())
+        .fetch_all(&mut **tx)
+        .await?;
+        for stop in stops {
+            let id: String = stop.try_get("id")?;
+            let (next, events) = HandoffState::Planned.handle(HandoffInput::Miss)?;
+            let done = sqlx::query(
+                "UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'planned'",
+            )
+            .bind(next.as_str())
+            .bind(now)
+            .bind(&id)
+            .execute(&mut **tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                continue;
+            }
+            let subject = Subject {
+                kind: "handoff",
+                id: &id,
+                order_id: Some(&order_id),
+                brand: Some(&brand),
+            };
+            for event in &events {
+                emit(tx, &subject, event, now).await?;
+            }
+        }
+        if let Some(return_id) = &return_id {
+            // The return waits for the next wave.
+            let record = return_in(tx, return_id).await?;
+            if record.state == ReturnState::PickupPlanned {
+                move_return(tx, &record, ReturnInput::PickupMissed, now).await?;
+            }
+        }
+        missed += 1;
+    }
+    Ok(missed)
 }

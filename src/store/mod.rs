@@ -23,7 +23,8 @@ mod write;
 
 pub use demand::DemandRow;
 pub use handoffs::{
-    Confirmation, Escalation, FailedAttempt, HandoffDetail, HandoffRecord, ScheduledStop, WaveOrder,
+    Confirmation, Escalation, FailedAttempt, HandoffDetail, HandoffRecord, LateDropoff,
+    ScheduledStop, WaveOrder,
 };
 pub use jobs::{CounterBaseline, JobFilter, JobRecord, JobTransition, SchedulableJob};
 pub use machines::{MachineRecord, MachineSpec, ModeChange};

@@ -445,3 +445,124 @@ async fn overdue_pickups_are_missed_and_their_orders_planned_again() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_courier_off_duty_hands_back_its_pickups_and_is_left_out() {
+    on_every_backend(|store| async move {
+        ready_order(&store).await;
+        store
+            .save_wave(&pair("w1", "h1", "h2"), NOW)
+            .await
+            .expect("wave");
+        assert!(store.couriers_off_duty().await.expect("duty").is_empty());
+        let released = store
+            .set_courier_duty("bike-1", false, "op", NOW + 5)
+            .await
+            .expect("off duty");
+        assert_eq!(released, 1);
+        let off = store.couriers_off_duty().await.expect("duty");
+        assert!(off.contains("bike-1") && off.len() == 1);
+        // Both stops are missed and the order waits for the next wave.
+        let states: Vec<HandoffState> = store
+            .order_handoffs("o1")
+            .await
+            .expect("handoffs")
+            .iter()
+            .map(|h| h.state)
+            .collect();
+        assert_eq!(states, vec![HandoffState::Missed, HandoffState::Missed]);
+        assert_eq!(store.wave_orders("berlin").await.expect("wave").len(), 1);
+        // Back on duty: nothing to hand back; audited both times, one event each.
+        assert_eq!(
+            store
+                .set_courier_duty("bike-1", true, "bike-1", NOW + 6)
+                .await
+                .expect("on duty"),
+            0
+        );
+        assert!(store.couriers_off_duty().await.expect("duty").is_empty());
+        let audit = store.list_audit(None, 100).await.expect("audit");
+        assert_eq!(
+            audit.iter().filter(|a| a.action == "courier.duty").count(),
+            2
+        );
+        let events = store.events_after(None, None, 1000).await.expect("events");
+        let duty = events
+            .iter()
+            .filter(|e| e.payload.contains("\"courier.duty_changed\""))
+            .count();
+        assert_eq!(duty, 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_late_courier_pushes_its_stops_back_and_names_deliveries_now_late() {
+    on_every_backend(|store| async move {
+        ready_order(&store).await;
+        store
+            .save_wave(&pair("w1", "h1", "h2"), NOW)
+            .await
+            .expect("wave");
+        // An hour late: still before the 48-hour deadline.
+        let late = store
+            .delay_courier("bike-1", 3_600_000)
+            .await
+            .expect("delay");
+        assert!(late.is_empty());
+        let etas: Vec<Millis> = store
+            .order_handoffs("o1")
+            .await
+            .expect("handoffs")
+            .iter()
+            .map(|h| h.eta_ms)
+            .collect();
+        assert_eq!(etas, vec![NOW + 3_600_000, NOW + 3_600_001]);
+        // Two days late: the drop-off now misses the deadline.
+        let late = store
+            .delay_courier("bike-1", 48 * 3_600_000)
+            .await
+            .expect("delay");
+        assert_eq!(late.len(), 1);
+        assert_eq!(late[0].order_id.as_str(), "o1");
+        assert!(late[0].eta_ms > late[0].deadline_ms);
+        // Flagged once, with its event; a second flag changes nothing.
+        let update = PromiseUpdate {
+            order_id: late[0].order_id.clone(),
+            brand: late[0].brand.clone(),
+            deadline_ms: late[0].deadline_ms,
+            eta_ready_ms: None,
+            eta_delivery_ms: Some(late[0].eta_ms),
+            at_risk: Some(AtRiskReason::NoCourierInTime),
+        };
+        assert_eq!(
+            store
+                .record_promises(std::slice::from_ref(&update), NOW + 7)
+                .await
+                .expect("flag"),
+            1
+        );
+        assert_eq!(
+            store
+                .record_promises(&[update], NOW + 8)
+                .await
+                .expect("flag"),
+            0
+        );
+        let order = store.get_order("o1", None).await.expect("get").expect("o1");
+        assert_eq!(order.promise.at_risk.as_deref(), Some("no_courier_in_time"));
+        assert_eq!(order.promise.at_risk_ms, Some(NOW + 7));
+        assert_eq!(order.promise.eta_delivery_ms, Some(late[0].eta_ms));
+        assert_eq!(order.promise.eta_ready_ms, Some(NOW + 7), "ready by then");
+        let events = store
+            .events_after(Some("acme"), None, 1000)
+            .await
+            .expect("events");
+        let flags = events
+            .iter()
+            .filter(|e| e.payload.contains("\"order.at_risk\""))
+            .count();
+        assert_eq!(flags, 1);
+    })
+    .await;
+}
