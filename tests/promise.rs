@@ -198,6 +198,9 @@ async fn a_wave_flags_an_order_no_courier_reaches_in_time_and_still_routes_it() 
     assert!(time(&flagged["estimated_delivery_at"]) > time(&flagged["deadline"]));
     let events = at_risk_events(&brand, &id).await;
     assert_eq!(events.len(), 1, "{events:?}");
+    let admin = running.api(Role::Admin, "*").await;
+    let kinds = support::assert_events_match_schemas(&admin).await;
+    assert!(kinds.contains("order.at_risk"), "{kinds:?}");
 
     running.stop().await;
 }
@@ -297,6 +300,8 @@ async fn a_courier_who_drops_out_has_its_pickups_planned_with_the_others() {
     let (_, schedule) = admin.get(&format!("/v1/couriers/{leaving}/schedule")).await;
     let stops = schedule["stops"].as_array().cloned().unwrap_or_default();
     assert!(stops.iter().all(|s| s["state"] != "planned"), "{schedule}");
+    let kinds = support::assert_events_match_schemas(&admin).await;
+    assert!(kinds.contains("courier.duty_changed"), "{kinds:?}");
     let (_, audit) = admin.get("/v1/audit?limit=500").await;
     assert!(
         audit["items"]

@@ -266,6 +266,18 @@ async fn a_returned_order_is_picked_up_inspected_and_its_restocked_units_fill_a_
             ],
         )
         .await;
+    // Every event of the run matches its published schema.
+    let kinds = support::assert_events_match_schemas(&admin).await;
+    for kind in [
+        "order.accepted",
+        "job.done",
+        "handoff.confirmed",
+        "order.delivered",
+        "return.inspected",
+        "stock.taken",
+    ] {
+        assert!(kinds.contains(kind), "no {kind} among {kinds:?}");
+    }
     watch.stop().await;
     running.stop().await;
     fleet.shutdown().await;

@@ -5,7 +5,7 @@ use super::returns::{InspectedLine, ReturnLine};
 use super::{FactoryId, FailureReason, JobState, MachineId, MachineMode, MachineState, OrderState};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Event {
     /// An order was accepted: where it is made and what was ordered (the
@@ -162,7 +162,7 @@ impl Event {
 }
 
 /// One line of an accepted order, as events carry it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OrderedLine {
     pub sku: String,
     pub quantity: u32,

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod counters;
 pub mod event;
+pub mod event_schema;
 pub mod follow_up;
 pub mod geo_types;
 pub mod handoff;

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Why the network cannot deliver an order by its deadline, as the plan sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AtRiskReason {
     /// No machine of its factory that accepts jobs can run one of its steps

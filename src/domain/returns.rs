@@ -52,7 +52,9 @@ pub enum ReturnInput {
 }
 
 /// One line of a return: a line of its order and how many of its units.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, schemars::JsonSchema,
+)]
 pub struct ReturnLine {
     /// The index of the line in the order's `lines` (0-based).
     pub line: usize,
@@ -61,7 +63,9 @@ pub struct ReturnLine {
 }
 
 /// What inspection made of a line's units.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema, schemars::JsonSchema,
+)]
 pub struct InspectedLine {
     pub line: usize,
     pub sku: String,

@@ -471,3 +471,48 @@ pub fn login(broker: &BrokerAddress) -> (&str, &str) {
         broker.password.as_deref().expect("password"),
     )
 }
+
+/// Every event in the log that `api` may read (all of them for an admin)
+/// validates against its kind's published JSON Schema (docs/events/schemas,
+/// generated from `domain::event_schema`); returns the kinds seen.
+#[allow(dead_code)]
+pub async fn assert_events_match_schemas(api: &Api) -> std::collections::BTreeSet<String> {
+    let schemas = fabflow::domain::event_schema::kind_schemas();
+    let mut validators = HashMap::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut after = String::new();
+    loop {
+        let (status, body) = api.get(&format!("/v1/events?limit=500{after}")).await;
+        assert_eq!(status, 200, "{body}");
+        for event in body["items"].as_array().cloned().unwrap_or_default() {
+            let kind = event["kind"].as_str().unwrap_or_default().to_string();
+            let schema = schemas
+                .get(kind.as_str())
+                .unwrap_or_else(|| panic!("event kind {kind} has no published schema: {event}"));
+            let validator = validators.entry(kind.clone()).or_insert_with(|| {
+                jsonschema::draft202012::options()
+                    .should_validate_formats(true)
+                    .build(schema)
+                    .expect("schema compiles")
+            });
+            let errors: Vec<String> = validator
+                .iter_errors(&event)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{kind} does not match its schema: {errors:?}\n{event}"
+            );
+            seen.insert(kind);
+        }
+        match &body["next"] {
+            Value::Null => return seen,
+            next => {
+                after = format!(
+                    "&after={}",
+                    next.as_str().map_or(next.to_string(), str::to_string)
+                )
+            }
+        }
+    }
+}
