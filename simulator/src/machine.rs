@@ -227,23 +227,66 @@ impl SimMachineHandle {
         }
     }
 
-    /// Puts the machine in Fault with `code`; a running job is aborted.
+    /// Puts the machine in Fault with `code` (a jam): a running job stops
+    /// where it is, keeping its token and counts, and goes on when the
+    /// fault is cleared.
     pub fn inject_fault(&self, code: u32) {
         let mut inner = self.shared.lock();
         inner.advance(Instant::now());
-        inner.phase = Phase::Fault;
+        let interrupted = match std::mem::replace(&mut inner.phase, Phase::Idle) {
+            Phase::Running(job) => Some(job),
+            Phase::Fault(job) => job,
+            Phase::Idle | Phase::Done => None,
+        };
+        inner.phase = Phase::Fault(interrupted);
         inner.fault_code = code;
         inner.publish_with(&self.shared);
     }
 
-    /// Clears a fault: Fault → Idle, fault code 0. No effect in other states.
+    /// Clears a fault, fault code 0: a job the fault stopped resumes under
+    /// the same token, its counts continuing (it is not a new start);
+    /// without one the machine is Idle. No effect in other states.
     pub fn clear_fault(&self) {
         let mut inner = self.shared.lock();
-        if matches!(inner.phase, Phase::Fault) {
-            inner.phase = Phase::Idle;
+        let phase = std::mem::replace(&mut inner.phase, Phase::Idle);
+        let cleared = matches!(phase, Phase::Fault(_));
+        inner.phase = match phase {
+            Phase::Fault(Some(mut job)) => {
+                job.last_update = Instant::now();
+                Phase::Running(job)
+            }
+            Phase::Fault(None) => Phase::Idle,
+            other => other,
+        };
+        if cleared {
             inner.fault_code = 0;
+        }
+        inner.publish_with(&self.shared);
+    }
+
+    /// A power loss: every connection drops, and the machine comes back
+    /// idle without its job: job registers, token, counts and fault code
+    /// cleared (lifetime counters survive). Its start log is kept (it is
+    /// the test's record of what was physically started).
+    pub async fn power_cycle(&self) {
+        self.stop_server().await;
+        {
+            let mut inner = self.shared.lock();
+            inner.phase = Phase::Idle;
+            inner.lifetime_good += u64::from(inner.good_count);
+            inner.lifetime_scrap += u64::from(inner.scrap_count);
+            inner.good_count = 0;
+            inner.scrap_count = 0;
+            inner.fault_code = 0;
+            inner.progress_percent = 0.0;
+            inner.echo = 0;
+            inner.hold = false;
+            inner.paused = false;
+            inner.image.holding.fill(0);
+            inner.image.coils.fill(false);
             inner.publish_with(&self.shared);
         }
+        self.spawn_server();
     }
 
     /// While silent, requests are read but never answered (client timeouts).
@@ -497,7 +540,7 @@ impl Shared {
         match phase {
             Phase::Idle => true,
             Phase::Done => self.profile.acknowledge.is_none(),
-            Phase::Running(_) | Phase::Fault => false,
+            Phase::Running(_) | Phase::Fault(_) => false,
         }
     }
 
@@ -568,7 +611,7 @@ impl Shared {
                     Ok(())
                 }
                 Phase::Running(_) => Err(ExceptionCode::ServerDeviceBusy),
-                Phase::Fault => Err(ExceptionCode::ServerDeviceFailure),
+                Phase::Fault(_) => Err(ExceptionCode::ServerDeviceFailure),
             },
         }
     }
@@ -682,7 +725,8 @@ enum Phase {
     Idle,
     Running(Job),
     Done,
-    Fault,
+    /// With the job the fault stopped, if any: it resumes when cleared.
+    Fault(Option<Job>),
 }
 
 struct Inner {
@@ -713,7 +757,7 @@ impl Inner {
             Phase::Running(_) if self.paused => RunState::Paused,
             Phase::Running(_) => RunState::Running,
             Phase::Done => RunState::Done,
-            Phase::Fault => RunState::Fault,
+            Phase::Fault(_) => RunState::Fault,
         }
     }
 

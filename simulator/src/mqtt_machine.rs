@@ -73,7 +73,8 @@ enum Phase {
     Idle,
     Running(Job),
     Done,
-    Fault,
+    /// With the job the fault stopped, if any: it resumes when cleared.
+    Fault(Option<Job>),
 }
 
 struct Inner {
@@ -103,7 +104,7 @@ impl Inner {
             Phase::Idle => RunState::Idle,
             Phase::Running(_) => RunState::Running,
             Phase::Done => RunState::Done,
-            Phase::Fault => RunState::Fault,
+            Phase::Fault(_) => RunState::Fault,
         }
     }
 
@@ -175,7 +176,7 @@ impl Shared {
             let takes = match inner.phase {
                 Phase::Idle => true,
                 Phase::Done => self.spec.acknowledge.is_none(),
-                Phase::Running(_) | Phase::Fault => false,
+                Phase::Running(_) | Phase::Fault(_) => false,
             };
             if !takes || *quantity == 0 || self.ignore_starts.load(Ordering::SeqCst) {
                 debug!(machine.id = %self.config.machine_id, job.token = token, "sim: start ignored");
@@ -652,23 +653,55 @@ impl SimMqttHandle {
         self.shared.changed.notify_one();
     }
 
-    /// Puts the machine in fault with `code`; a running job is aborted.
+    /// Puts the machine in fault with `code` (a jam): a running job stops
+    /// where it is, keeping its token and counts, and goes on when the
+    /// fault is cleared.
     pub fn inject_fault(&self, code: u32) {
         let mut inner = self.shared.lock();
         inner.advance(Instant::now());
-        inner.phase = Phase::Fault;
+        let interrupted = match std::mem::replace(&mut inner.phase, Phase::Idle) {
+            Phase::Running(job) => Some(job),
+            Phase::Fault(job) => job,
+            Phase::Idle | Phase::Done => None,
+        };
+        inner.phase = Phase::Fault(interrupted);
         inner.fault_code = code;
         drop(inner);
         self.shared.changed.notify_one();
     }
 
-    /// Clears a fault: fault → idle.
+    /// Clears a fault: a job the fault stopped resumes under the same
+    /// token, counts continuing; without one the machine is idle.
     pub fn clear_fault(&self) {
         let mut inner = self.shared.lock();
-        if matches!(inner.phase, Phase::Fault) {
-            inner.phase = Phase::Idle;
+        let phase = std::mem::replace(&mut inner.phase, Phase::Idle);
+        let cleared = matches!(phase, Phase::Fault(_));
+        inner.phase = match phase {
+            Phase::Fault(Some(mut job)) => {
+                job.last_update = Instant::now();
+                Phase::Running(job)
+            }
+            Phase::Fault(None) => Phase::Idle,
+            other => other,
+        };
+        if cleared {
             inner.fault_code = 0;
         }
+        drop(inner);
+        self.shared.changed.notify_one();
+    }
+
+    /// A power loss: the machine comes back idle without its job (token 0,
+    /// counts and fault code cleared). Its start log is kept.
+    pub fn power_cycle(&self) {
+        let mut inner = self.shared.lock();
+        inner.phase = Phase::Idle;
+        inner.token = 0;
+        inner.good = 0;
+        inner.scrap = 0;
+        inner.progress = 0.0;
+        inner.fault_code = 0;
+        inner.hold = false;
         drop(inner);
         self.shared.changed.notify_one();
     }

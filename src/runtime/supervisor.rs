@@ -19,7 +19,7 @@
 //! the wakers once per fact, in [`Supervisor::run`].
 
 use crate::domain::counters::{Counting, produced};
-use crate::domain::reconcile::{Awaited, Shown, Start, reacted, reconcile};
+use crate::domain::reconcile::{Awaited, Shown, Start, progressed, reacted, reconcile};
 use crate::domain::{
     JobInput, JobState, JobToken, MachineInput, MachineMode, MachineState, ModeInput, Reported,
     TransitionError,
@@ -433,6 +433,14 @@ impl Supervisor {
             if self.behaviour.cumulative() && job.baseline.is_none() {
                 debug!(job.token = %token, "no counter baseline stored; counts taken as shown");
             }
+            // A held job keeps its machine only while the machine shows it
+            // (it may resume it); one the machine forgot waits for an
+            // operator while the machine takes other work.
+            let blocks = |state: JobState| state != JobState::Held || status.job_token == token.0;
+            if let Some((good, scrap)) = progressed(shown, token, job.state, (job.good, job.scrap))
+            {
+                self.store.record_progress(token, good, scrap).await?;
+            }
             let input = reconcile(shown, token, job.state, start);
             match input {
                 Some(input) => match self.apply(token, input, wake).await? {
@@ -440,10 +448,11 @@ impl Supervisor {
                         session.started.remove(&token.0);
                     }
                     Some(state) if !state.is_on_machine() => {}
-                    // Still on the machine, or changed by someone else: look again next poll.
-                    _ => busy = true,
+                    Some(state) => busy |= blocks(state),
+                    // Changed by someone else: look again next poll.
+                    None => busy = true,
                 },
-                None => busy = true,
+                None => busy |= blocks(job.state),
             }
         }
         Ok(if busy { Holding::Busy } else { Holding::Free })
@@ -596,7 +605,7 @@ impl Supervisor {
                 warn!(job.token = %token, error = %err, "the machine refused the job; planning it again");
                 session.started.remove(&token.0);
                 session.awaiting = None;
-                self.apply(token, JobInput::MachineLost, wake).await?;
+                self.apply(token, JobInput::StartRefused, wake).await?;
                 self.refused(wake).await?;
             }
             Err(err) => {
@@ -611,12 +620,15 @@ impl Supervisor {
                 // This read runs after the failed start on the driver's task,
                 // so it is fresh.
                 match in_flight.command(self.handle.read_status()).await {
-                    // The token is written first: a machine showing another
-                    // one never got this job, and it can be planned again.
+                    // A machine showing another token does not have the job
+                    // now, but it may have started it and lost it (a power
+                    // loss between the start and this read): the token is
+                    // retired and the units made again under new tokens.
                     Ok(status) if status.job_token != token.0 => {
                         session.started.remove(&token.0);
                         session.awaiting = None;
-                        self.apply(token, JobInput::MachineLost, wake).await?;
+                        self.apply(token, JobInput::MachineAborted { fault_code: None }, wake)
+                            .await?;
                     }
                     // It has the token: reports decide (running, or still
                     // idle after the grace: failed and made again).
