@@ -66,8 +66,11 @@ async fn wait_job(api: &Api, token: u32, what: &str, wanted: impl Fn(&Value) -> 
     .await
 }
 
+/// Whether an MQTT message (topic, payload) is the one looked for.
+type Wanted<'a> = &'a dyn Fn(&str, &Value) -> bool;
+
 /// Reads MQTT messages until every predicate has matched one.
-async fn until_all(client: &mut support::Client, wanted: &[&dyn Fn(&str, &Value) -> bool]) {
+async fn until_all(client: &mut support::Client, wanted: &[Wanted<'_>]) {
     let mut seen = vec![false; wanted.len()];
     while seen.contains(&false) {
         let (topic, payload) = client.next().await;
@@ -348,13 +351,16 @@ async fn a_power_loss_holds_the_job_until_an_operator_abandons_it() {
     let remade = replacements(&admin, token).await;
     assert!(!remade.is_empty(), "its units are made again");
     assert!(remade.iter().all(|j| j["token"] != token));
+    let token_text = token.to_string();
     let (_, audit) = admin.get("/v1/audit?limit=500").await;
     let decided = audit["items"]
         .as_array()
         .map(|items| {
             items
                 .iter()
-                .filter(|a| a["action"] == "job.abandon" && a["target"] == token.to_string())
+                .filter(|a| {
+                    a["action"] == "job.abandon" && a["target"].as_str() == Some(&token_text)
+                })
                 .count()
         })
         .unwrap_or(0);

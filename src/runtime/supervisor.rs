@@ -1,12 +1,16 @@
 //! One supervisor per machine: turns the driver's facts into job transitions
 //! and dispatches the next queued job.
 //!
-//! Invariant: a job is physically started at most once. The job is stored as
-//! `dispatched` before its start command is written (persist, then act), and
-//! whenever the outcome of a start is unknown (error, restart, reconnect) the
-//! machine's job token is read back before anything else is sent: a machine
-//! showing the token has the job; one showing another token never got it.
-//! The token read is the machine's own echo when its profile has one.
+//! Invariant: a job is physically started at most once, and a token too. The
+//! job is stored as `dispatched` before its start command is written
+//! (persist, then act), and whenever the outcome of a start is unknown
+//! (error, restart, reconnect) the machine's job token is read back before
+//! anything else is sent: a machine showing the token has the job; one
+//! showing another token may have lost it (power), so the job fails with its
+//! token retired rather than being started again. A job the machine stops
+//! is held until the machine resumes its token or an operator decides
+//! (`domain::reconcile`). The token read is the machine's own echo when its
+//! profile has one.
 //!
 //! What the profile says about the model ([`Behaviour`]): a machine without
 //! an acknowledge step is never acknowledged and takes its next job from
