@@ -14,6 +14,7 @@ use fabflow_adapters::Profile;
 use serde::{Deserialize, Serialize};
 
 use crate::SimError;
+use crate::faults::FaultSpec;
 use crate::machine::{SimMachine, SimMachineConfig, SimMachineHandle};
 use crate::mqtt_machine::{SimMqttHandle, SimMqttLogin, SimMqttMachine};
 
@@ -45,6 +46,13 @@ pub struct MachineSpec {
     pub cycle_seconds: f64,
     /// Probability that a unit is scrap, 0..=1.
     pub scrap_rate: f64,
+    /// Injected faults (`faults` module); none by default.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub faults: FaultSpec,
+}
+
+fn is_default(faults: &FaultSpec) -> bool {
+    *faults == FaultSpec::default()
 }
 
 impl FleetSpec {
@@ -72,6 +80,7 @@ impl FleetSpec {
             model: model.to_string(),
             cycle_seconds,
             scrap_rate,
+            faults: FaultSpec::default(),
         };
         let dtg = |id: &str| machine(id, "acme-dtg-200", 90.0, 0.02);
         let press = |id: &str| machine(id, "heatwave-hp-40", 30.0, 0.01);
@@ -137,6 +146,33 @@ pub struct SimMqttInfo {
     pub serial: String,
 }
 
+/// One simulated machine as the control API shows it: what it does now,
+/// its own start log and its injected faults.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimMachineStatus {
+    pub id: String,
+    pub factory: String,
+    pub model: String,
+    pub protocol: &'static str,
+    pub state: String,
+    pub job_token: u32,
+    pub good: u32,
+    pub scrap: u32,
+    pub fault_code: u32,
+    /// Every token started on it, in order.
+    pub started: Vec<u32>,
+    pub faults: FaultSpec,
+}
+
+/// Why a control request was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimControlError {
+    #[error("no such machine")]
+    UnknownMachine,
+    #[error("invalid faults: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
 /// A running fleet.
 #[derive(Debug)]
 pub struct Fleet {
@@ -162,6 +198,13 @@ impl Fleet {
                 return Err(SimError::UnknownModel {
                     machine: machine.id.clone(),
                     model: machine.model.clone(),
+                });
+            }
+            let problems = machine.faults.problems();
+            if !problems.is_empty() {
+                return Err(SimError::InvalidMachine {
+                    machine: machine.id.clone(),
+                    message: format!("faults.{}", problems.join("; faults.")),
                 });
             }
         }
@@ -199,6 +242,7 @@ impl Fleet {
                         return Err(err);
                     }
                 };
+                handle.set_faults(machine.faults.clone());
                 let info = SimMachineInfo {
                     factory_id: factory.id.clone(),
                     machine_id: machine.id.clone(),
@@ -283,6 +327,7 @@ impl Fleet {
                 Arc::clone(&self.sequence),
             )
             .await?;
+            handle.set_faults(machine.faults.clone());
             self.mqtt.push((info, handle));
         }
         Ok(())
@@ -351,6 +396,100 @@ impl Fleet {
             .into_iter()
             .filter(|(_, token, _)| !seen.insert(*token))
             .map(|(_, token, machine)| (machine.to_string(), token))
+            .collect()
+    }
+
+    /// Sets one machine's injected faults; the problems with `spec` (as
+    /// `key: reason`) or an unknown machine.
+    pub fn set_faults(&self, machine_id: &str, spec: FaultSpec) -> Result<(), SimControlError> {
+        let problems = spec.problems();
+        if !problems.is_empty() {
+            return Err(SimControlError::Invalid(problems));
+        }
+        match (self.machine(machine_id), self.mqtt_machine(machine_id)) {
+            (Some(machine), _) => machine.set_faults(spec),
+            (None, Some(machine)) => machine.set_faults(spec),
+            (None, None) => return Err(SimControlError::UnknownMachine),
+        }
+        Ok(())
+    }
+
+    /// Jams one machine now with `code` (a running job stops, keeping its
+    /// token and counts, until cleared).
+    pub fn jam(&self, machine_id: &str, code: u32) -> Result<(), SimControlError> {
+        match (self.machine(machine_id), self.mqtt_machine(machine_id)) {
+            (Some(machine), _) => machine.inject_fault(code),
+            (None, Some(machine)) => machine.inject_fault(code),
+            (None, None) => return Err(SimControlError::UnknownMachine),
+        }
+        Ok(())
+    }
+
+    /// Clears one machine's fault (a jammed job goes on).
+    pub fn clear(&self, machine_id: &str) -> Result<(), SimControlError> {
+        match (self.machine(machine_id), self.mqtt_machine(machine_id)) {
+            (Some(machine), _) => machine.clear_fault(),
+            (None, Some(machine)) => machine.clear_fault(),
+            (None, None) => return Err(SimControlError::UnknownMachine),
+        }
+        Ok(())
+    }
+
+    /// Cuts one machine's power: it comes back idle without its job.
+    pub async fn power_loss(&self, machine_id: &str) -> Result<(), SimControlError> {
+        match (self.machine(machine_id), self.mqtt_machine(machine_id)) {
+            (Some(machine), _) => machine.power_cycle().await,
+            (None, Some(machine)) => machine.power_cycle(),
+            (None, None) => return Err(SimControlError::UnknownMachine),
+        }
+        Ok(())
+    }
+
+    /// One machine as the control API shows it.
+    pub fn status(&self, machine_id: &str) -> Option<SimMachineStatus> {
+        if let Some((info, machine)) = self
+            .machines
+            .iter()
+            .find(|(i, _)| i.machine_id == machine_id)
+        {
+            let snapshot = machine.snapshot();
+            return Some(SimMachineStatus {
+                id: info.machine_id.clone(),
+                factory: info.factory_id.clone(),
+                model: info.model.clone(),
+                protocol: "modbus",
+                state: snapshot.state.to_string(),
+                job_token: snapshot.job_token,
+                good: snapshot.good_count,
+                scrap: snapshot.scrap_count,
+                fault_code: snapshot.fault_code,
+                started: machine.started_tokens(),
+                faults: machine.faults(),
+            });
+        }
+        let (info, machine) = self.mqtt.iter().find(|(i, _)| i.machine_id == machine_id)?;
+        let snapshot = machine.snapshot();
+        Some(SimMachineStatus {
+            id: info.machine_id.clone(),
+            factory: info.factory_id.clone(),
+            model: info.model.clone(),
+            protocol: "mqtt",
+            state: snapshot.state.to_string(),
+            job_token: snapshot.job_token,
+            good: snapshot.good_count,
+            scrap: snapshot.scrap_count,
+            fault_code: snapshot.fault_code,
+            started: machine.started_tokens(),
+            faults: machine.faults(),
+        })
+    }
+
+    /// Every machine's id, Modbus ones first, in spec order.
+    pub fn machine_ids(&self) -> Vec<String> {
+        self.machines
+            .iter()
+            .map(|(info, _)| info.machine_id.clone())
+            .chain(self.mqtt.iter().map(|(info, _)| info.machine_id.clone()))
             .collect()
     }
 
