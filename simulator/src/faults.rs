@@ -10,10 +10,11 @@
 //!   (or numbers) everywhere else.
 //! - `flap_every_ms`: a flapping network: every period the machine drops
 //!   its connections (Modbus), or goes silent for a period and back (MQTT).
-//! - `jam`: the next `times` jobs stop with fault `code` after `after_units`
-//!   units, keeping their token and counts, and go on `clear_after_ms` later
-//!   (a jam its operator clears); `clear_after_ms = 0` waits for a clear
-//!   over the control API.
+//! - `jam`: the next `times` jobs (default 1) stop with fault `code` once
+//!   `after_units` of their units are made (default 0: at once), keeping
+//!   their token and counts, and go on `clear_after_ms` later (a jam its
+//!   operator clears); `clear_after_ms = 0` waits for a clear over the
+//!   control API.
 //! - MQTT only: `duplicate_reports` (every report twice), `reorder_reports`
 //!   (every report followed by the one before it, late), `lose_every` (every
 //!   Nth report never published).
@@ -42,7 +43,7 @@ pub struct FaultSpec {
 #[serde(deny_unknown_fields)]
 pub struct JamSpec {
     pub code: u32,
-    #[serde(default = "one")]
+    #[serde(default)]
     pub after_units: u32,
     #[serde(default)]
     pub clear_after_ms: u64,
@@ -68,11 +69,6 @@ impl FaultSpec {
                 "flap_every_ms: must be 0 (off) or 50..=3600000, got {}",
                 self.flap_every_ms
             ));
-        }
-        if let Some(jam) = &self.jam
-            && jam.after_units == 0
-        {
-            out.push("jam.after_units: must be at least 1".to_string());
         }
         out
     }
