@@ -238,7 +238,7 @@ mod tests {
         .expect("parses");
         assert_eq!(
             spec.jam.as_ref().map(|j| (j.after_units, j.times)),
-            Some((1, 1))
+            Some((0, 1))
         );
         assert!(spec.problems().is_empty());
         let bad = FaultSpec {

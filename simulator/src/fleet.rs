@@ -541,6 +541,47 @@ mod tests {
     }
 
     #[test]
+    fn machine_faults_are_read_from_the_spec_and_checked_at_start() {
+        let text = r#"
+seed = 1
+time_scale = 60.0
+[[factories]]
+id = "north"
+[[factories.machines]]
+id = "north-dtg-1"
+model = "acme-dtg-200"
+cycle_seconds = 90.0
+scrap_rate = 0.02
+faults = { slow_factor = 3.0, scrap_burst = 4, jam = { code = 42, after_units = 1, clear_after_ms = 2000, times = 2 } }
+"#;
+        let spec = FleetSpec::from_toml_str(text, "test").expect("parses");
+        let faults = &spec.factories[0].machines[0].faults;
+        assert_eq!(faults.slow_factor, Some(3.0));
+        assert_eq!(
+            faults.jam.as_ref().map(|j| (j.code, j.times)),
+            Some((42, 2))
+        );
+        let text = toml::to_string(&spec).expect("serialise");
+        assert_eq!(
+            FleetSpec::from_toml_str(&text, "again").expect("parse"),
+            spec
+        );
+        let typo = text.replacen("scrap_burst", "scrap_bust", 1);
+        assert!(FleetSpec::from_toml_str(&typo, "typo").is_err());
+    }
+
+    #[tokio::test]
+    async fn invalid_faults_refuse_the_fleet() {
+        let mut spec = FleetSpec::demo(1, 60.0);
+        spec.factories[0].machines[0].faults.slow_factor = Some(-1.0);
+        let started = Fleet::start(&spec, &fabflow_adapters::builtin_profiles()).await;
+        assert!(
+            matches!(&started, Err(SimError::InvalidMachine { message, .. }) if message.contains("slow_factor")),
+            "{started:?}"
+        );
+    }
+
+    #[test]
     fn fleet_spec_round_trips_through_toml() {
         let spec = FleetSpec::demo(7, 60.0);
         let text = toml::to_string(&spec).expect("serialise");
