@@ -74,6 +74,7 @@ async fn fleet(ids: &[&str], profile: &Profile) -> Fleet {
                     model: MODEL.to_string(),
                     cycle_seconds: 60.0,
                     scrap_rate: 0.0,
+                    faults: Default::default(),
                 })
                 .collect(),
         }],

@@ -52,6 +52,7 @@ fn spec(machines: &[(&str, &str)]) -> FleetSpec {
                     model: model.to_string(),
                     cycle_seconds: 60.0,
                     scrap_rate: 0.0,
+                    faults: Default::default(),
                 })
                 .collect(),
         }],

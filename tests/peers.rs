@@ -352,6 +352,7 @@ async fn mqtt_machines_run_through_mosquitto_with_the_documented_acl() {
                 model: model.to_string(),
                 cycle_seconds: 60.0,
                 scrap_rate: 0.0,
+                faults: Default::default(),
             })
             .collect(),
         }],

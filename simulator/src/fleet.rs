@@ -14,6 +14,7 @@ use fabflow_adapters::Profile;
 use serde::{Deserialize, Serialize};
 
 use crate::SimError;
+use crate::faults::FaultSpec;
 use crate::machine::{SimMachine, SimMachineConfig, SimMachineHandle};
 use crate::mqtt_machine::{SimMqttHandle, SimMqttLogin, SimMqttMachine};
 
@@ -45,6 +46,13 @@ pub struct MachineSpec {
     pub cycle_seconds: f64,
     /// Probability that a unit is scrap, 0..=1.
     pub scrap_rate: f64,
+    /// Injected faults (`faults` module); none by default.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub faults: FaultSpec,
+}
+
+fn is_default(faults: &FaultSpec) -> bool {
+    *faults == FaultSpec::default()
 }
 
 impl FleetSpec {
@@ -72,6 +80,7 @@ impl FleetSpec {
             model: model.to_string(),
             cycle_seconds,
             scrap_rate,
+            faults: FaultSpec::default(),
         };
         let dtg = |id: &str| machine(id, "acme-dtg-200", 90.0, 0.02);
         let press = |id: &str| machine(id, "heatwave-hp-40", 30.0, 0.01);
@@ -137,6 +146,33 @@ pub struct SimMqttInfo {
     pub serial: String,
 }
 
+/// One simulated machine as the control API shows it: what it does now,
+/// its own start log and its injected faults.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimMachineStatus {
+    pub id: String,
+    pub factory: String,
+    pub model: String,
+    pub protocol: &'static str,
+    pub state: String,
+    pub job_token: u32,
+    pub good: u32,
+    pub scrap: u32,
+    pub fault_code: u32,
+    /// Every token started on it, in order.
+    pub started: Vec<u32>,
+    pub faults: FaultSpec,
+}
+
+/// Why a control request was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SimControlError {
+    #[error("no such machine")]
+    UnknownMachine,
+    #[error("invalid faults: {}", .0.join("; "))]
+    Invalid(Vec<String>),
+}
+
 /// A running fleet.
 #[derive(Debug)]
 pub struct Fleet {
@@ -162,6 +198,13 @@ impl Fleet {
                 return Err(SimError::UnknownModel {
                     machine: machine.id.clone(),
                     model: machine.model.clone(),
+                });
+            }
+            let problems = machine.faults.problems();
+            if !problems.is_empty() {
+                return Err(SimError::InvalidMachine {
+                    machine: machine.id.clone(),
+                    message: format!("faults.{}", problems.join("; faults.")),
                 });
             }
         }
@@ -199,6 +242,7 @@ impl Fleet {
                         return Err(err);
                     }
                 };
+                handle.set_faults(machine.faults.clone());
                 let info = SimMachineInfo {
                     factory_id: factory.id.clone(),
                     machine_id: machine.id.clone(),
@@ -283,6 +327,7 @@ impl Fleet {
                 Arc::clone(&self.sequence),
             )
             .await?;
+            handle.set_faults(machine.faults.clone());
             self.mqtt.push((info, handle));
         }
         Ok(())
@@ -354,6 +399,100 @@ impl Fleet {
             .collect()
     }
 
+    /// Sets one machine's injected faults; the problems with `spec` (as
+    /// `key: reason`) or an unknown machine.
+    pub fn set_faults(&self, machine_id: &str, spec: FaultSpec) -> Result<(), SimControlError> {
+        let problems = spec.problems();
+        if !problems.is_empty() {
+            return Err(SimControlError::Invalid(problems));
+        }
+        match (self.machine(machine_id), self.mqtt_machine(machine_id)) {
+            (Some(machine), _) => machine.set_faults(spec),
+            (None, Some(machine)) => machine.set_faults(spec),
+            (None, None) => return Err(SimControlError::UnknownMachine),
+        }
+        Ok(())
+    }
+
+    /// Jams one machine now with `code` (a running job stops, keeping its
+    /// token and counts, until cleared).
+    pub fn jam(&self, machine_id: &str, code: u32) -> Result<(), SimControlError> {
+        match (self.machine(machine_id), self.mqtt_machine(machine_id)) {
+            (Some(machine), _) => machine.inject_fault(code),
+            (None, Some(machine)) => machine.inject_fault(code),
+            (None, None) => return Err(SimControlError::UnknownMachine),
+        }
+        Ok(())
+    }
+
+    /// Clears one machine's fault (a jammed job goes on).
+    pub fn clear(&self, machine_id: &str) -> Result<(), SimControlError> {
+        match (self.machine(machine_id), self.mqtt_machine(machine_id)) {
+            (Some(machine), _) => machine.clear_fault(),
+            (None, Some(machine)) => machine.clear_fault(),
+            (None, None) => return Err(SimControlError::UnknownMachine),
+        }
+        Ok(())
+    }
+
+    /// Cuts one machine's power: it comes back idle without its job.
+    pub async fn power_loss(&self, machine_id: &str) -> Result<(), SimControlError> {
+        match (self.machine(machine_id), self.mqtt_machine(machine_id)) {
+            (Some(machine), _) => machine.power_cycle().await,
+            (None, Some(machine)) => machine.power_cycle(),
+            (None, None) => return Err(SimControlError::UnknownMachine),
+        }
+        Ok(())
+    }
+
+    /// One machine as the control API shows it.
+    pub fn status(&self, machine_id: &str) -> Option<SimMachineStatus> {
+        if let Some((info, machine)) = self
+            .machines
+            .iter()
+            .find(|(i, _)| i.machine_id == machine_id)
+        {
+            let snapshot = machine.snapshot();
+            return Some(SimMachineStatus {
+                id: info.machine_id.clone(),
+                factory: info.factory_id.clone(),
+                model: info.model.clone(),
+                protocol: "modbus",
+                state: snapshot.state.to_string(),
+                job_token: snapshot.job_token,
+                good: snapshot.good_count,
+                scrap: snapshot.scrap_count,
+                fault_code: snapshot.fault_code,
+                started: machine.started_tokens(),
+                faults: machine.faults(),
+            });
+        }
+        let (info, machine) = self.mqtt.iter().find(|(i, _)| i.machine_id == machine_id)?;
+        let snapshot = machine.snapshot();
+        Some(SimMachineStatus {
+            id: info.machine_id.clone(),
+            factory: info.factory_id.clone(),
+            model: info.model.clone(),
+            protocol: "mqtt",
+            state: snapshot.state.to_string(),
+            job_token: snapshot.job_token,
+            good: snapshot.good_count,
+            scrap: snapshot.scrap_count,
+            fault_code: snapshot.fault_code,
+            started: machine.started_tokens(),
+            faults: machine.faults(),
+        })
+    }
+
+    /// Every machine's id, Modbus ones first, in spec order.
+    pub fn machine_ids(&self) -> Vec<String> {
+        self.machines
+            .iter()
+            .map(|(info, _)| info.machine_id.clone())
+            .chain(self.mqtt.iter().map(|(info, _)| info.machine_id.clone()))
+            .collect()
+    }
+
     /// Stops every machine (closes connections and listeners' accept loops).
     pub async fn shutdown(&self) {
         for (_, handle) in &self.machines {
@@ -399,6 +538,47 @@ mod tests {
         let count = |model: &str| machines.iter().filter(|m| m.model == model).count();
         assert!(count("acme-dtg-200") > count("lumen-uv-6"));
         assert!(count("heatwave-hp-40") > count("forge-fdm-3"));
+    }
+
+    #[test]
+    fn machine_faults_are_read_from_the_spec_and_checked_at_start() {
+        let text = r#"
+seed = 1
+time_scale = 60.0
+[[factories]]
+id = "north"
+[[factories.machines]]
+id = "north-dtg-1"
+model = "acme-dtg-200"
+cycle_seconds = 90.0
+scrap_rate = 0.02
+faults = { slow_factor = 3.0, scrap_burst = 4, jam = { code = 42, after_units = 1, clear_after_ms = 2000, times = 2 } }
+"#;
+        let spec = FleetSpec::from_toml_str(text, "test").expect("parses");
+        let faults = &spec.factories[0].machines[0].faults;
+        assert_eq!(faults.slow_factor, Some(3.0));
+        assert_eq!(
+            faults.jam.as_ref().map(|j| (j.code, j.times)),
+            Some((42, 2))
+        );
+        let text = toml::to_string(&spec).expect("serialise");
+        assert_eq!(
+            FleetSpec::from_toml_str(&text, "again").expect("parse"),
+            spec
+        );
+        let typo = text.replacen("scrap_burst", "scrap_bust", 1);
+        assert!(FleetSpec::from_toml_str(&typo, "typo").is_err());
+    }
+
+    #[tokio::test]
+    async fn invalid_faults_refuse_the_fleet() {
+        let mut spec = FleetSpec::demo(1, 60.0);
+        spec.factories[0].machines[0].faults.slow_factor = Some(-1.0);
+        let started = Fleet::start(&spec, &fabflow_adapters::builtin_profiles()).await;
+        assert!(
+            matches!(&started, Err(SimError::InvalidMachine { message, .. }) if message.contains("slow_factor")),
+            "{started:?}"
+        );
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! an adapter shows up as a failing compliance test.
 
 pub mod burst;
+pub mod control;
 pub mod couriers;
+pub mod faults;
 pub mod fleet;
 pub mod machine;
 pub mod mqtt_machine;
@@ -17,7 +19,11 @@ mod wire;
 
 pub use burst::{BurstReport, fire, generate_orders};
 pub use couriers::{CodeSource, CourierConfig, CourierCounts, CourierReport, CourierSpec};
-pub use fleet::{FactorySpec, Fleet, FleetSpec, MachineSpec, SimMachineInfo, SimMqttInfo};
+pub use faults::{FaultSpec, JamSpec};
+pub use fleet::{
+    FactorySpec, Fleet, FleetSpec, MachineSpec, SimControlError, SimMachineInfo, SimMachineStatus,
+    SimMqttInfo,
+};
 pub use machine::{SimMachine, SimMachineConfig, SimMachineHandle, SimSnapshot};
 pub use mqtt_machine::{SimMqttHandle, SimMqttLogin, SimMqttMachine, SimMqttSnapshot};
 

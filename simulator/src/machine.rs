@@ -49,6 +49,7 @@ use tokio_modbus::{ExceptionCode, Request, Response, SlaveRequest};
 use tracing::debug;
 
 use crate::SimError;
+use crate::faults::{FaultSpec, FaultState};
 use crate::wire;
 
 /// How one simulated machine behaves.
@@ -155,7 +156,10 @@ impl SimMachine {
                 progress_percent: 0.0,
                 hold: false,
                 paused: false,
+                faults: FaultState::default(),
             }),
+            stopped: AtomicBool::new(false),
+            flapping: AtomicBool::new(false),
             server: Arc::new(Server::new(listener)),
             serve_task: Mutex::new(None),
         });
@@ -227,23 +231,68 @@ impl SimMachineHandle {
         }
     }
 
-    /// Puts the machine in Fault with `code`; a running job is aborted.
+    /// Puts the machine in Fault with `code` (a jam): a running job stops
+    /// where it is, keeping its token and counts, and goes on when the
+    /// fault is cleared.
     pub fn inject_fault(&self, code: u32) {
         let mut inner = self.shared.lock();
         inner.advance(Instant::now());
-        inner.phase = Phase::Fault;
+        let interrupted = match std::mem::replace(&mut inner.phase, Phase::Idle) {
+            Phase::Running(job) => Some(job),
+            Phase::Fault(job) => job,
+            Phase::Idle | Phase::Done => None,
+        };
+        inner.phase = Phase::Fault(interrupted);
         inner.fault_code = code;
         inner.publish_with(&self.shared);
     }
 
-    /// Clears a fault: Fault → Idle, fault code 0. No effect in other states.
+    /// Clears a fault, fault code 0: a job the fault stopped resumes under
+    /// the same token, its counts continuing (it is not a new start);
+    /// without one the machine is Idle. No effect in other states.
     pub fn clear_fault(&self) {
         let mut inner = self.shared.lock();
-        if matches!(inner.phase, Phase::Fault) {
-            inner.phase = Phase::Idle;
+        let phase = std::mem::replace(&mut inner.phase, Phase::Idle);
+        let cleared = matches!(phase, Phase::Fault(_));
+        inner.phase = match phase {
+            Phase::Fault(Some(mut job)) => {
+                job.last_update = Instant::now();
+                Phase::Running(job)
+            }
+            Phase::Fault(None) => Phase::Idle,
+            other => other,
+        };
+        if cleared {
             inner.fault_code = 0;
+            inner.faults.forget_jam();
+        }
+        inner.publish_with(&self.shared);
+    }
+
+    /// A power loss: every connection drops, and the machine comes back
+    /// idle without its job: job registers, token, counts and fault code
+    /// cleared (lifetime counters survive). Its start log is kept (it is
+    /// the test's record of what was physically started).
+    pub async fn power_cycle(&self) {
+        self.stop_server().await;
+        {
+            let mut inner = self.shared.lock();
+            inner.phase = Phase::Idle;
+            inner.lifetime_good += u64::from(inner.good_count);
+            inner.lifetime_scrap += u64::from(inner.scrap_count);
+            inner.good_count = 0;
+            inner.scrap_count = 0;
+            inner.fault_code = 0;
+            inner.progress_percent = 0.0;
+            inner.echo = 0;
+            inner.hold = false;
+            inner.paused = false;
+            inner.faults.forget_jam();
+            inner.image.holding.fill(0);
+            inner.image.coils.fill(false);
             inner.publish_with(&self.shared);
         }
+        self.spawn_server();
     }
 
     /// While silent, requests are read but never answered (client timeouts).
@@ -317,7 +366,39 @@ impl SimMachineHandle {
 
     /// Stops serving: closes the connections and the accept loop.
     pub async fn shutdown(&self) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
         self.stop_server().await;
+    }
+
+    /// Sets the machine's injected faults (see `faults`); a flapping
+    /// network starts at once and stops when `flap_every_ms` is set to 0.
+    pub fn set_faults(&self, spec: FaultSpec) {
+        let flap = spec.flap_every_ms;
+        self.shared.lock().faults.set(spec);
+        if flap == 0 || self.shared.flapping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let handle = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let period = handle.shared.lock().faults.spec.flap_every_ms;
+                if period == 0 || handle.shared.stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(period)).await;
+                if handle.shared.stopped.load(Ordering::SeqCst) {
+                    break;
+                }
+                debug!(machine.id = %handle.machine_id(), "sim network flap: connections dropped");
+                handle.drop_connections().await;
+            }
+            handle.shared.flapping.store(false, Ordering::SeqCst);
+        });
+    }
+
+    /// The machine's injected faults as they stand (counts used up).
+    pub fn faults(&self) -> FaultSpec {
+        self.shared.lock().faults.spec.clone()
     }
 
     async fn stop_server(&self) {
@@ -330,6 +411,9 @@ impl SimMachineHandle {
     }
 
     fn spawn_server(&self) {
+        if self.shared.stopped.load(Ordering::SeqCst) {
+            return;
+        }
         let server = Arc::clone(&self.shared.server);
         let service = SimService {
             shared: Arc::clone(&self.shared),
@@ -370,6 +454,11 @@ struct Shared {
     /// Fleet-wide start counter (orders duplicate starts across machines).
     sequence: Arc<AtomicU64>,
     inner: Mutex<Inner>,
+    /// Set by `shutdown`: the server is never started again (a flapping
+    /// network stops with it).
+    stopped: AtomicBool,
+    /// A flapping task runs (at most one).
+    flapping: AtomicBool,
     /// The tokio-modbus server; `serve` borrows it, so it can be restarted.
     server: Arc<Server>,
     /// The running accept loop; aborting it closes every connection.
@@ -446,6 +535,9 @@ impl Shared {
             *inner.writes.entry(key).or_insert(0) += 1;
         }
         let started_before = inner.started.len();
+        if let Some(words) = self.garbage(&mut inner, &request.request) {
+            return Ok(Some(words));
+        }
         let response = match request.request {
             Request::ReadHoldingRegisters(address, count) => Response::ReadHoldingRegisters(
                 read_range(&inner.image.holding, address, count, 125)?,
@@ -491,13 +583,53 @@ impl Shared {
         Ok(Some(response))
     }
 
+    /// Garbage for a read of the status that covers the state signal, while
+    /// `garbage_reads` lasts: random words, the state an unknown code.
+    fn garbage(&self, inner: &mut Inner, request: &Request<'_>) -> Option<Response> {
+        let (kind, address, count) = match request {
+            Request::ReadInputRegisters(a, c) => (RegisterKind::Input, *a, *c),
+            Request::ReadHoldingRegisters(a, c) => (RegisterKind::Holding, *a, *c),
+            _ => return None,
+        };
+        let state = self.signal(SignalName::State)?;
+        let span = usize::from(address)..usize::from(address) + usize::from(count);
+        if state.kind != kind || !span.contains(&usize::from(state.address)) {
+            return None;
+        }
+        if check_range(
+            match kind {
+                RegisterKind::Input => inner.image.input.len(),
+                _ => inner.image.holding.len(),
+            },
+            address,
+            usize::from(count),
+            125,
+        )
+        .is_err()
+            || !inner.faults.take_garbage()
+        {
+            return None;
+        }
+        let mut words: Vec<u16> = (0..count).map(|_| inner.rng.random::<u16>()).collect();
+        let code = wire::encode(state, f64::from(self.layout.unknown_state_code));
+        let at = usize::from(state.address - address);
+        if let Some(slot) = words.get_mut(at..at + code.len()) {
+            slot.copy_from_slice(&code);
+        }
+        debug!(machine.id = %self.config.machine_id, "sim: garbage status read");
+        Some(match kind {
+            RegisterKind::Input => Response::ReadInputRegisters(words),
+            _ => Response::ReadHoldingRegisters(words),
+        })
+    }
+
     /// Whether the machine takes job parameters and a start now: when idle,
     /// or done if it has no acknowledge step.
     fn takes_job(&self, phase: &Phase) -> bool {
         match phase {
             Phase::Idle => true,
             Phase::Done => self.profile.acknowledge.is_none(),
-            Phase::Running(_) | Phase::Fault => false,
+            Phase::Running(_) | Phase::Fault(_) => false,
         }
     }
 
@@ -568,7 +700,7 @@ impl Shared {
                     Ok(())
                 }
                 Phase::Running(_) => Err(ExceptionCode::ServerDeviceBusy),
-                Phase::Fault => Err(ExceptionCode::ServerDeviceFailure),
+                Phase::Fault(_) => Err(ExceptionCode::ServerDeviceFailure),
             },
         }
     }
@@ -593,12 +725,14 @@ impl Shared {
         let scrap: Vec<bool> = (0..quantity)
             .map(|_| inner.rng.random_bool(scrap_rate))
             .collect();
+        let scrap = inner.faults.new_job(scrap);
         let sequence = self.sequence.fetch_add(1, Ordering::SeqCst);
         inner.started.push((sequence, token));
         let unit_seconds = self.config.cycle_seconds / self.config.time_scale;
+        let unit = inner.faults.unit(Duration::from_secs_f64(unit_seconds));
         inner.phase = Phase::Running(Job {
             scrap,
-            unit: Duration::from_secs_f64(unit_seconds),
+            unit,
             elapsed: Duration::ZERO,
             last_update: Instant::now(),
         });
@@ -682,7 +816,8 @@ enum Phase {
     Idle,
     Running(Job),
     Done,
-    Fault,
+    /// With the job the fault stopped, if any: it resumes when cleared.
+    Fault(Option<Job>),
 }
 
 struct Inner {
@@ -704,6 +839,8 @@ struct Inner {
     progress_percent: f64,
     hold: bool,
     paused: bool,
+    /// Injected faults (see `faults`).
+    faults: FaultState,
 }
 
 impl Inner {
@@ -713,12 +850,20 @@ impl Inner {
             Phase::Running(_) if self.paused => RunState::Paused,
             Phase::Running(_) => RunState::Running,
             Phase::Done => RunState::Done,
-            Phase::Fault => RunState::Fault,
+            Phase::Fault(_) => RunState::Fault,
         }
     }
 
     /// Moves a running job's clock to `now` and updates counts and progress.
     fn advance(&mut self, now: Instant) {
+        // A jam that clears by itself: the job goes on where it stopped.
+        if matches!(self.phase, Phase::Fault(Some(_))) && self.faults.cleared(now) {
+            if let Phase::Fault(Some(mut job)) = std::mem::replace(&mut self.phase, Phase::Idle) {
+                job.last_update = now;
+                self.phase = Phase::Running(job);
+            }
+            self.fault_code = 0;
+        }
         let frozen = self.hold || self.paused;
         let Phase::Running(job) = &mut self.phase else {
             return;
@@ -738,6 +883,11 @@ impl Inner {
         };
         if finished == total {
             self.phase = Phase::Done;
+        } else if let Some(code) = self.faults.jam_now(finished, total, now)
+            && let Phase::Running(job) = std::mem::replace(&mut self.phase, Phase::Idle)
+        {
+            self.phase = Phase::Fault(Some(job));
+            self.fault_code = code;
         }
     }
 
@@ -818,6 +968,8 @@ struct Layout {
     coil_triggers: BTreeMap<usize, Trigger>,
     /// The code reported for each state (the smallest code mapping to it).
     state_codes: BTreeMap<RunState, i64>,
+    /// A state code the profile does not map (for garbage reads).
+    unknown_state_code: u16,
 }
 
 impl Layout {
@@ -877,6 +1029,14 @@ impl Layout {
                 state_codes.entry(*name).or_insert(*code);
             }
         }
+        let mapped: Vec<i64> = profile
+            .signal(SignalName::State)
+            .map(|state| state.map.keys().copied().collect())
+            .unwrap_or_default();
+        let unknown_state_code = (0..=u16::MAX)
+            .rev()
+            .find(|code| !mapped.contains(&i64::from(*code)))
+            .unwrap_or(u16::MAX);
         Ok(Layout {
             ends,
             read_only,
@@ -885,6 +1045,7 @@ impl Layout {
             command_registers,
             coil_triggers,
             state_codes,
+            unknown_state_code,
         })
     }
 

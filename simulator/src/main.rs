@@ -39,6 +39,11 @@ enum Command {
         /// Load machine profiles from this directory instead of the built-in ones.
         #[arg(long, value_name = "DIR")]
         profiles: Option<PathBuf>,
+        /// Serve the control API (machine status, start logs, fault
+        /// injection) on this loopback address, e.g. 127.0.0.1:7070 (port 0:
+        /// any free port; the address is printed).
+        #[arg(long, value_name = "ADDR", value_parser = parse_loopback)]
+        control: Option<std::net::SocketAddr>,
     },
     /// Post a deterministic burst of orders to {api}/v1/orders and print the report.
     Burst {
@@ -131,6 +136,17 @@ fn parse_courier(text: &str) -> Result<CourierSpec, String> {
     }
 }
 
+fn parse_loopback(text: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = text.parse().map_err(|err| format!("{err}"))?;
+    if addr.ip().is_loopback() {
+        Ok(addr)
+    } else {
+        Err(format!(
+            "must be a loopback address (the control API has no authentication), got {addr}"
+        ))
+    }
+}
+
 fn parse_probability(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
@@ -154,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
             seed,
             time_scale,
             profiles,
+            control,
         } => {
             let mut spec = match spec {
                 Some(path) => {
@@ -173,12 +190,27 @@ async fn main() -> anyhow::Result<()> {
                 }
                 None => fabflow_adapters::builtin_profiles(),
             };
-            let fleet = Fleet::start(&spec, &profiles).await?;
+            let fleet = std::sync::Arc::new(Fleet::start(&spec, &profiles).await?);
             for machine in fleet.machines() {
                 println!(
                     "{}\t{}\t{}\t{}",
                     machine.factory_id, machine.machine_id, machine.model, machine.addr
                 );
+            }
+            // Stops the control API at the end.
+            let cancel = CancellationToken::new();
+            if let Some(addr) = control {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the control API to {addr}"))?;
+                println!("control\thttp://{}", listener.local_addr()?);
+                let fleet = std::sync::Arc::clone(&fleet);
+                let cancel = cancel.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = fabflow_sim::control::serve(listener, fleet, cancel).await {
+                        tracing::error!(error = %err, "control API stopped");
+                    }
+                });
             }
             // MQTT machines log in to the daemon's broker as their own
             // users: `fabflow demo` starts them; standalone, they are left out.
@@ -189,6 +221,7 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             wait_for_stop_signal().await?;
+            cancel.cancel();
             fleet.shutdown().await;
             let duplicates = fleet.duplicate_starts();
             if !duplicates.is_empty() {

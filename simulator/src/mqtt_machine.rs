@@ -39,6 +39,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::faults::{FaultSpec, FaultState};
+
 use crate::SimError;
 use crate::machine::SimMachineConfig;
 
@@ -58,6 +60,7 @@ pub struct SimMqttSnapshot {
     pub job_token: u32,
     pub good_count: u32,
     pub scrap_count: u32,
+    pub fault_code: u32,
     /// Reports published so far.
     pub reports: u64,
 }
@@ -73,7 +76,8 @@ enum Phase {
     Idle,
     Running(Job),
     Done,
-    Fault,
+    /// With the job the fault stopped, if any: it resumes when cleared.
+    Fault(Option<Job>),
 }
 
 struct Inner {
@@ -95,6 +99,8 @@ struct Inner {
     /// replays that older one.
     last: Option<Value>,
     previous: Option<Value>,
+    /// Injected faults (see `faults`).
+    faults: FaultState,
 }
 
 impl Inner {
@@ -103,11 +109,19 @@ impl Inner {
             Phase::Idle => RunState::Idle,
             Phase::Running(_) => RunState::Running,
             Phase::Done => RunState::Done,
-            Phase::Fault => RunState::Fault,
+            Phase::Fault(_) => RunState::Fault,
         }
     }
 
     fn advance(&mut self, now: Instant) {
+        // A jam that clears by itself: the job goes on where it stopped.
+        if matches!(self.phase, Phase::Fault(Some(_))) && self.faults.cleared(now) {
+            if let Phase::Fault(Some(mut job)) = std::mem::replace(&mut self.phase, Phase::Idle) {
+                job.last_update = now;
+                self.phase = Phase::Running(job);
+            }
+            self.fault_code = 0;
+        }
         let hold = self.hold;
         let Phase::Running(job) = &mut self.phase else {
             return;
@@ -127,6 +141,11 @@ impl Inner {
         };
         if finished == total {
             self.phase = Phase::Done;
+        } else if let Some(code) = self.faults.jam_now(finished, total, now)
+            && let Phase::Running(job) = std::mem::replace(&mut self.phase, Phase::Idle)
+        {
+            self.phase = Phase::Fault(Some(job));
+            self.fault_code = code;
         }
     }
 }
@@ -175,7 +194,7 @@ impl Shared {
             let takes = match inner.phase {
                 Phase::Idle => true,
                 Phase::Done => self.spec.acknowledge.is_none(),
-                Phase::Running(_) | Phase::Fault => false,
+                Phase::Running(_) | Phase::Fault(_) => false,
             };
             if !takes || *quantity == 0 || self.ignore_starts.load(Ordering::SeqCst) {
                 debug!(machine.id = %self.config.machine_id, job.token = token, "sim: start ignored");
@@ -189,11 +208,15 @@ impl Shared {
             let scrap: Vec<bool> = (0..quantity)
                 .map(|_| inner.rng.random_bool(scrap_rate))
                 .collect();
+            let scrap = inner.faults.new_job(scrap);
             let sequence = self.sequence.fetch_add(1, Ordering::SeqCst);
             inner.started.push((sequence, token));
+            let unit = inner.faults.unit(Duration::from_secs_f64(
+                self.config.cycle_seconds / self.config.time_scale,
+            ));
             inner.phase = Phase::Running(Job {
                 scrap,
-                unit: Duration::from_secs_f64(self.config.cycle_seconds / self.config.time_scale),
+                unit,
                 elapsed: Duration::ZERO,
                 last_update: Instant::now(),
             });
@@ -214,6 +237,25 @@ impl Shared {
         }
         drop(inner);
         self.changed.notify_one();
+    }
+
+    /// A garbage report: the state a value the profile does not map, random
+    /// numbers at every other pointer.
+    fn garbage(&self, inner: &mut Inner) -> Value {
+        let mut report = Value::Object(Map::new());
+        put(
+            &mut report,
+            &self.spec.state.pointer,
+            Value::from("\u{fffd}garbage"),
+        );
+        for pointer in [
+            &self.spec.token.pointer,
+            &self.spec.good_count.pointer,
+            &self.spec.scrap_count.pointer,
+        ] {
+            put(&mut report, pointer, Value::from(inner.rng.random::<u32>()));
+        }
+        report
     }
 
     /// The report as the profile lays it out.
@@ -410,6 +452,7 @@ impl SimMqttMachine {
                 reports: 0,
                 last: None,
                 previous: None,
+                faults: FaultState::default(),
             }),
             spec,
             config,
@@ -531,29 +574,42 @@ async fn run(
             if !force && last_shown == Some(shown) {
                 continue;
             }
-            if shared.silent.load(Ordering::SeqCst) {
+            if shared.silent.load(Ordering::SeqCst) || inner.faults.flap_silent(Instant::now()) {
                 continue;
             }
             if last_shown.is_some_and(|last| last != shown) {
                 inner.previous = inner.last.take();
             }
             last_shown = Some(shown);
-            let report = shared.report(&mut inner);
-            let late = if shared.late_duplicate.swap(false, Ordering::SeqCst) {
+            let mut report = shared.report(&mut inner);
+            let duplicate = inner.faults.spec.duplicate_reports;
+            let reorder = inner.faults.spec.reorder_reports;
+            let late: Vec<Value> = if shared.late_duplicate.swap(false, Ordering::SeqCst) {
                 // The same report again, then the older one.
-                Some(
-                    vec![report.clone()]
-                        .into_iter()
-                        .chain(inner.previous.clone()),
-                )
+                std::iter::once(report.clone())
+                    .chain(inner.previous.clone())
+                    .collect()
             } else {
-                None
+                // Injected: the same report again, and/or the older one.
+                let again = duplicate.then(|| report.clone());
+                let older = if reorder {
+                    inner.previous.clone()
+                } else {
+                    None
+                };
+                again.into_iter().chain(older).collect()
             };
             inner.last = Some(report.clone());
             inner.reports += 1;
-            (report, late.into_iter().flatten())
+            if inner.faults.take_garbage() {
+                report = shared.garbage(&mut inner);
+            }
+            if inner.faults.lose_report() {
+                debug!(machine.id = %shared.config.machine_id, "sim: report lost");
+                continue;
+            }
+            (report, late)
         };
-        let late: Vec<Value> = late.collect();
         if !late.is_empty() {
             // The older report stays the last one heard for a whole interval.
             ticker.reset();
@@ -621,6 +677,7 @@ impl SimMqttHandle {
             job_token: inner.token,
             good_count: inner.good,
             scrap_count: inner.scrap,
+            fault_code: inner.fault_code,
             reports: inner.reports,
         }
     }
@@ -652,23 +709,68 @@ impl SimMqttHandle {
         self.shared.changed.notify_one();
     }
 
-    /// Puts the machine in fault with `code`; a running job is aborted.
+    /// Puts the machine in fault with `code` (a jam): a running job stops
+    /// where it is, keeping its token and counts, and goes on when the
+    /// fault is cleared.
     pub fn inject_fault(&self, code: u32) {
         let mut inner = self.shared.lock();
         inner.advance(Instant::now());
-        inner.phase = Phase::Fault;
+        let interrupted = match std::mem::replace(&mut inner.phase, Phase::Idle) {
+            Phase::Running(job) => Some(job),
+            Phase::Fault(job) => job,
+            Phase::Idle | Phase::Done => None,
+        };
+        inner.phase = Phase::Fault(interrupted);
         inner.fault_code = code;
         drop(inner);
         self.shared.changed.notify_one();
     }
 
-    /// Clears a fault: fault → idle.
+    /// Clears a fault: a job the fault stopped resumes under the same
+    /// token, counts continuing; without one the machine is idle.
     pub fn clear_fault(&self) {
         let mut inner = self.shared.lock();
-        if matches!(inner.phase, Phase::Fault) {
-            inner.phase = Phase::Idle;
+        let phase = std::mem::replace(&mut inner.phase, Phase::Idle);
+        let cleared = matches!(phase, Phase::Fault(_));
+        inner.phase = match phase {
+            Phase::Fault(Some(mut job)) => {
+                job.last_update = Instant::now();
+                Phase::Running(job)
+            }
+            Phase::Fault(None) => Phase::Idle,
+            other => other,
+        };
+        if cleared {
             inner.fault_code = 0;
+            inner.faults.forget_jam();
         }
+        drop(inner);
+        self.shared.changed.notify_one();
+    }
+
+    /// Sets the machine's injected faults (see `faults`).
+    pub fn set_faults(&self, spec: FaultSpec) {
+        self.shared.lock().faults.set(spec);
+        self.shared.changed.notify_one();
+    }
+
+    /// The machine's injected faults as they stand (counts used up).
+    pub fn faults(&self) -> FaultSpec {
+        self.shared.lock().faults.spec.clone()
+    }
+
+    /// A power loss: the machine comes back idle without its job (token 0,
+    /// counts and fault code cleared). Its start log is kept.
+    pub fn power_cycle(&self) {
+        let mut inner = self.shared.lock();
+        inner.phase = Phase::Idle;
+        inner.token = 0;
+        inner.good = 0;
+        inner.scrap = 0;
+        inner.progress = 0.0;
+        inner.fault_code = 0;
+        inner.hold = false;
+        inner.faults.forget_jam();
         drop(inner);
         self.shared.changed.notify_one();
     }

@@ -354,12 +354,22 @@ async fn an_injected_fault_shows_state_and_code() {
             Some(DeviceErrorCode::ServerDeviceFailure),
             "{model}"
         );
+        // Cleared, the job the fault stopped goes on under its token.
         sim.clear_fault();
         let status = link.read_status().await.expect("status");
         assert_eq!(
-            (status.state, status.fault_code.unwrap_or(0)),
-            (RunState::Idle, 0),
+            (
+                status.state,
+                status.job_token,
+                status.fault_code.unwrap_or(0)
+            ),
+            (RunState::Running, job(index).job_token, 0),
             "{model}"
+        );
+        assert_eq!(
+            sim.started_tokens(),
+            vec![job(index).job_token],
+            "{model}: one start"
         );
         sim.set_hold(false);
         sim.shutdown().await;

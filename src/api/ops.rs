@@ -5,10 +5,15 @@ use super::ApiState;
 use super::auth::{Caller, FeedCaller, Role};
 use super::feeds;
 use super::problem::ApiError;
-use super::views::{AuditPage, AuditView, EventPage, JobPage, MachineView, job_view, machine_view};
+use super::views::{
+    AuditPage, AuditView, EventPage, JobPage, JobView, MachineView, job_view, machine_view,
+};
 use super::views::{CourierScheduleView, HandoffDetailView};
 use crate::domain::intake::FieldError;
-use crate::domain::{FailureReason, HandoffKind, HandoffState, JobState, ModeInput, OrderState};
+use crate::domain::{
+    FailureReason, HandoffKind, HandoffState, JobState, JobToken, ModeInput, OrderState,
+};
+use crate::runtime::operations::HeldDecision;
 use crate::store::{Confirmation, HandoffDetail, HandoffRecord, JobFilter};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -91,6 +96,67 @@ pub async fn list_jobs(
         .map(job_view)
         .collect();
     Ok(Json(JobPage { items, next }))
+}
+
+/// A held job (one its machine stopped: a fault, a reset, a power loss)
+/// goes on on its machine: refused (409) unless the job is held, its
+/// machine still shows it and is out of its fault. One transaction, one
+/// event (`job.resumed`), audited.
+#[utoipa::path(post, path = "/v1/jobs/{token}/resume", tag = "jobs",
+    params(("token" = u32, Path, description = "The job token")),
+    responses((status = 200, body = JobView), (status = 404, body = super::problem::Problem),
+        (status = 409, body = super::problem::Problem, description = "Not held, or its machine no longer has it or is still in fault")),
+    security(("bearer" = [])))]
+pub async fn resume_job(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(token): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    decide_job(&state, &caller, &token, HeldDecision::Resume).await
+}
+
+/// A held job is abandoned: it fails, its token is retired, and its units
+/// not reported good are made again under new tokens. Refused (409) unless
+/// the job is held. One transaction, one event (`job.abandoned`), audited.
+#[utoipa::path(post, path = "/v1/jobs/{token}/abandon", tag = "jobs",
+    params(("token" = u32, Path, description = "The job token")),
+    responses((status = 200, body = JobView), (status = 404, body = super::problem::Problem),
+        (status = 409, body = super::problem::Problem, description = "Not held")),
+    security(("bearer" = [])))]
+pub async fn abandon_job(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(token): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    decide_job(&state, &caller, &token, HeldDecision::Abandon).await
+}
+
+/// Finds the job `token` among those `caller` may see (an operator: its
+/// factories'; another factory's job is a 404) and applies the decision.
+async fn decide_job(
+    state: &ApiState,
+    caller: &Caller,
+    token: &str,
+    decision: HeldDecision,
+) -> Result<Json<JobView>, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let not_found = || ApiError::not_found(format!("job {token}"));
+    let token = token
+        .parse::<u32>()
+        .map(JobToken)
+        .map_err(|_| not_found())?;
+    state
+        .runtime
+        .store
+        .get_job(token)
+        .await?
+        .filter(|job| caller.covers_factory(&job.factory))
+        .ok_or_else(not_found)?;
+    let moved = state
+        .runtime
+        .decide_held_job(token, decision, &caller.actor())
+        .await?;
+    Ok(Json(job_view(&moved.job)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -2,8 +2,8 @@
 
 use crate::domain::intake::LineRequest;
 use crate::domain::{
-    FailureReason, HandoffKind, HandoffState, InspectedLine, JobState, MachineMode, MachineState,
-    OrderState, ReturnLine, ReturnState,
+    FailureReason, HandoffKind, HandoffState, HoldCause, InspectedLine, JobState, MachineMode,
+    MachineState, OrderState, ReturnLine, ReturnState,
 };
 use crate::store::{
     AuditRecord, Escalation, HandoffDetail, HandoffRecord, JobRecord, MachineRecord, OrderRecord,
@@ -229,8 +229,15 @@ pub struct JobView {
     pub factory: String,
     pub machine: Option<String>,
     pub state: JobState,
+    /// Units reported good so far (a running job's as its machine counts them).
     pub good: u32,
     pub scrap: u32,
+    /// Why its machine stopped it (a held job; kept once it failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold_cause: Option<HoldCause>,
+    /// The fault code its machine showed when it stopped it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault_code: Option<u32>,
     /// The job whose failed or scrapped units this one makes again.
     pub replaces: Option<u32>,
     pub due: Option<DateTime<Utc>>,
@@ -252,6 +259,8 @@ pub fn job_view(job: &JobRecord) -> JobView {
         state: job.state,
         good: job.good,
         scrap: job.scrap,
+        hold_cause: job.hold_cause,
+        fault_code: job.fault_code,
         replaces: job.replaces.map(|t| t.0),
         due: rfc3339(job.due_ms),
         updated_at: rfc3339(job.updated_ms),

@@ -2,7 +2,9 @@
 //! the same transaction as the state change that caused it.
 
 use super::returns::{InspectedLine, ReturnLine};
-use super::{FactoryId, FailureReason, JobState, MachineId, MachineMode, MachineState, OrderState};
+use super::{
+    FactoryId, FailureReason, HoldCause, JobState, MachineId, MachineMode, MachineState, OrderState,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -31,10 +33,30 @@ pub enum Event {
     JobFailed {
         fault_code: Option<u32>,
     },
+    /// Its machine stopped it; it waits for the machine or an operator.
+    JobHeld {
+        cause: HoldCause,
+        fault_code: Option<u32>,
+        /// Units reported so far (null: the machine no longer shows the job).
+        good: Option<u32>,
+        scrap: Option<u32>,
+    },
+    /// Running again after a hold: the machine resumed the same token, or
+    /// an operator decided it goes on (`operator`).
+    JobResumed {
+        operator: bool,
+    },
+    /// An operator abandoned a held job: failed, its units not reported
+    /// good made again under new tokens.
+    JobAbandoned,
     JobCancelled,
     MachineStateChanged {
         from: MachineState,
         to: MachineState,
+    },
+    /// The machine reports a fault (entering it, or a new code while in it).
+    MachineFaulted {
+        fault_code: Option<u32>,
     },
     MachineModeChanged {
         from: MachineMode,
@@ -123,8 +145,12 @@ impl Event {
             Event::JobRunning => "job.running",
             Event::JobDone { .. } => "job.done",
             Event::JobFailed { .. } => "job.failed",
+            Event::JobHeld { .. } => "job.held",
+            Event::JobResumed { .. } => "job.resumed",
+            Event::JobAbandoned => "job.abandoned",
             Event::JobCancelled => "job.cancelled",
             Event::MachineStateChanged { .. } => "machine.state_changed",
+            Event::MachineFaulted { .. } => "machine.faulted",
             Event::MachineModeChanged { .. } => "machine.mode_changed",
             Event::HandoffPlanned => "handoff.planned",
             Event::HandoffConfirmed => "handoff.confirmed",
@@ -154,7 +180,9 @@ impl Event {
             Event::JobDispatched => JobState::Dispatched,
             Event::JobRunning => JobState::Running,
             Event::JobDone { .. } => JobState::Done,
-            Event::JobFailed { .. } => JobState::Failed,
+            Event::JobFailed { .. } | Event::JobAbandoned => JobState::Failed,
+            Event::JobHeld { .. } => JobState::Held,
+            Event::JobResumed { .. } => JobState::Running,
             Event::JobCancelled => JobState::Cancelled,
             _ => return None,
         })

@@ -7,7 +7,8 @@
 use super::event::{Event, OrderedLine};
 use super::returns::{InspectedLine, ReturnLine};
 use super::{
-    AtRiskReason, FactoryId, FailureReason, MachineId, MachineMode, MachineState, OrderState,
+    AtRiskReason, FactoryId, FailureReason, HoldCause, MachineId, MachineMode, MachineState,
+    OrderState,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -38,7 +39,18 @@ pub fn samples() -> Vec<Event> {
         Event::JobFailed {
             fault_code: Some(17),
         },
+        Event::JobHeld {
+            cause: HoldCause::Fault,
+            fault_code: Some(17),
+            good: Some(1),
+            scrap: Some(0),
+        },
+        Event::JobResumed { operator: false },
+        Event::JobAbandoned,
         Event::JobCancelled,
+        Event::MachineFaulted {
+            fault_code: Some(17),
+        },
         Event::MachineStateChanged {
             from: MachineState::Idle,
             to: MachineState::Running,
@@ -126,7 +138,11 @@ pub fn variant_name(event: &Event) -> &'static str {
         Event::JobRunning => "job_running",
         Event::JobDone { .. } => "job_done",
         Event::JobFailed { .. } => "job_failed",
+        Event::JobHeld { .. } => "job_held",
+        Event::JobResumed { .. } => "job_resumed",
+        Event::JobAbandoned => "job_abandoned",
         Event::JobCancelled => "job_cancelled",
+        Event::MachineFaulted { .. } => "machine_faulted",
         Event::MachineStateChanged { .. } => "machine_state_changed",
         Event::MachineModeChanged { .. } => "machine_mode_changed",
         Event::HandoffPlanned => "handoff_planned",
@@ -267,8 +283,12 @@ pub fn kind_schemas() -> BTreeMap<&'static str, Value> {
 /// An example envelope of every event kind, by kind.
 pub fn kind_examples() -> BTreeMap<&'static str, Value> {
     let mut out = BTreeMap::new();
-    for (index, event) in samples().into_iter().enumerate() {
+    for event in samples() {
         let kind = event.kind();
+        // Stable per kind (FNV-1a), so adding a kind changes no other example.
+        let index = kind.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        }) % 100_000;
         let mut data = serde_json::to_value(&event).unwrap_or(Value::Null);
         if kind == "job.done"
             && let Some(map) = data.as_object_mut()
@@ -288,7 +308,7 @@ pub fn kind_examples() -> BTreeMap<&'static str, Value> {
         let mut envelope = json!({
             "schema": ENVELOPE_VERSION,
             "id": format!("019ade3c-5b1e-7c11-9c5e-{:012x}", 0x2f0b1c6f8a20_u64 + index as u64),
-            "seq": 4182 + index,
+            "seq": 100_000 + index,
             "kind": kind,
             "at": "2026-12-03T10:41:07.512+00:00",
             "subject": { "type": subject, "id": subject_id },

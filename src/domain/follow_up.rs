@@ -10,16 +10,16 @@
 use super::intake::JobPlan;
 use super::{Event, JobState, OrderState, TransitionError, production_input};
 
-/// Units of a job to make again now that it reached `next`: all of a failed
-/// job, the units of a finished one not reported good, and none once the
+/// Units of a job to make again now that it reached `next`: the units of a
+/// failed or finished job not reported good (a held job abandoned keeps the
+/// good units its machine reported before it stopped), and none once the
 /// order has left production (cancelled, or already ready).
 pub fn redo_units(next: JobState, quantity: u32, good: u32, order: OrderState) -> u32 {
     if !matches!(order, OrderState::Accepted | OrderState::InProduction) {
         return 0;
     }
     match next {
-        JobState::Failed => quantity,
-        JobState::Done => quantity.saturating_sub(good),
+        JobState::Failed | JobState::Done => quantity.saturating_sub(good),
         _ => 0,
     }
 }
@@ -53,11 +53,12 @@ pub fn redo_plans(line: &[JobPlan], lost: &JobPlan, units: u32) -> Vec<JobPlan> 
 }
 
 /// Whether a job reaching `next` can move its order (production started, or
-/// every job done): only then are the order's jobs worth reading.
+/// every job done; a failed job whose units all came out good needs no
+/// replacement): only then are the order's jobs worth reading.
 pub fn may_move_order(next: JobState) -> bool {
     matches!(
         next,
-        JobState::Dispatched | JobState::Running | JobState::Done
+        JobState::Dispatched | JobState::Running | JobState::Done | JobState::Failed
     )
 }
 
@@ -113,7 +114,9 @@ mod tests {
         // (next, quantity, good, order) -> units
         let cases = [
             (J::Failed, 5, 0, O::InProduction, 5),
-            (J::Failed, 5, 3, O::InProduction, 5),
+            (J::Failed, 5, 3, O::InProduction, 2),
+            (J::Failed, 5, 5, O::InProduction, 0),
+            (J::Held, 5, 3, O::InProduction, 0),
             (J::Done, 5, 5, O::InProduction, 0),
             (J::Done, 5, 3, O::InProduction, 2),
             (J::Done, 5, 7, O::InProduction, 0),
@@ -165,12 +168,13 @@ mod tests {
 
     #[test]
     fn only_machine_progress_moves_an_order() {
-        let moving = [J::Dispatched, J::Running, J::Done];
+        let moving = [J::Dispatched, J::Running, J::Done, J::Failed];
         for state in [
             J::Pending,
             J::Scheduled,
             J::Dispatched,
             J::Running,
+            J::Held,
             J::Done,
             J::Failed,
             J::Cancelled,

@@ -1,10 +1,20 @@
 //! The job state machine: one process step of one order line on one machine.
 //!
 //! `pending → scheduled → dispatched → running → done`, with `failed` and
-//! `cancelled`; `scheduled/dispatched/running → pending` when the machine is
-//! lost before the job was seen to finish. `done`, `failed` and `cancelled`
-//! never change. A job that is `dispatched` or `running` may physically be on
-//! its machine, so it can only leave that state on what the machine reports.
+//! `cancelled`, and `held` for a job its machine stopped (a fault, a reset,
+//! a power loss): it waits there until the machine resumes the same token
+//! or an operator decides (resume, or abandon: `failed`, its units not
+//! reported good made again under new tokens). `scheduled → pending` when
+//! the planner takes it back; `dispatched → pending` only when the machine
+//! refused the start (so it never started). `done`, `failed` and `cancelled`
+//! never change. A job that is `dispatched`, `running` or `held` may
+//! physically be on its machine, so it leaves that state only on what the
+//! machine reports or on an operator's decision about a held job.
+//!
+//! Invariant: a token is started at most once. A job whose start outcome is
+//! unknown and whose machine no longer shows its token may have been made:
+//! it fails (its token retired, never dispatched again) rather than going
+//! back to `pending`.
 
 use super::{Event, MachineId, TransitionError};
 use serde::{Deserialize, Serialize};
@@ -18,9 +28,59 @@ pub enum JobState {
     Scheduled,
     Dispatched,
     Running,
+    /// Stopped by its machine (fault, reset, power loss); waits for the
+    /// machine to resume it or for an operator's decision.
+    Held,
     Done,
     Failed,
     Cancelled,
+}
+
+/// Why a job is held.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldCause {
+    /// The machine reports a fault with the job's token.
+    Fault,
+    /// The machine shows the job's token but is idle after running it: it
+    /// dropped the job (reset, or a fault cleared by aborting).
+    Reset,
+    /// The machine no longer shows the job's token (a power loss, or it was
+    /// given another job): it forgot the job.
+    Lost,
+}
+
+impl HoldCause {
+    pub const ALL: [HoldCause; 3] = [HoldCause::Fault, HoldCause::Reset, HoldCause::Lost];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldCause::Fault => "fault",
+            HoldCause::Reset => "reset",
+            HoldCause::Lost => "lost",
+        }
+    }
+}
+
+impl FromStr for HoldCause {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        HoldCause::ALL
+            .into_iter()
+            .find(|cause| cause.as_str() == text)
+            .ok_or_else(|| format!("unknown hold cause {text:?}"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,21 +100,41 @@ pub enum JobInput {
         good: u32,
         scrap: u32,
     },
-    /// The machine aborted it (fault) after it had started.
+    /// The machine stopped it: the job is held. `counts` are the units the
+    /// machine reported for it so far (None when it no longer shows the
+    /// job, and the counts last recorded stand).
+    MachineHeld {
+        cause: HoldCause,
+        fault_code: Option<u32>,
+        counts: Option<(u32, u32)>,
+    },
+    /// The machine shows the held job's token running again.
+    MachineResumed,
+    /// The job ended without the machine finishing it and without a way
+    /// back: its start outcome is unknown and the machine does not show its
+    /// token, the machine never reacted to it, or the machine was removed.
+    /// Its token is retired; the units not reported good are made again.
     MachineAborted {
         fault_code: Option<u32>,
     },
-    /// The machine never received it: it shows another token and is idle.
-    MachineLost,
+    /// The machine refused the start (it answered with an error before the
+    /// start was accepted): it never started, so it may be planned again.
+    StartRefused,
+    /// An operator: the held job goes on on its machine.
+    Resume,
+    /// An operator: the held job ends; its units not reported good are made
+    /// again under new tokens, and its token is retired.
+    Abandon,
     Cancel,
 }
 
 impl JobState {
-    pub const ALL: [JobState; 7] = [
+    pub const ALL: [JobState; 8] = [
         JobState::Pending,
         JobState::Scheduled,
         JobState::Dispatched,
         JobState::Running,
+        JobState::Held,
         JobState::Done,
         JobState::Failed,
         JobState::Cancelled,
@@ -66,6 +146,7 @@ impl JobState {
             JobState::Scheduled => "scheduled",
             JobState::Dispatched => "dispatched",
             JobState::Running => "running",
+            JobState::Held => "held",
             JobState::Done => "done",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
@@ -87,7 +168,10 @@ impl JobState {
 
     /// The job may be physically on its machine.
     pub fn is_on_machine(self) -> bool {
-        matches!(self, JobState::Dispatched | JobState::Running)
+        matches!(
+            self,
+            JobState::Dispatched | JobState::Running | JobState::Held
+        )
     }
 
     pub fn handle(self, input: JobInput) -> Result<(JobState, Vec<Event>), TransitionError> {
@@ -103,20 +187,39 @@ impl JobState {
             (S::Scheduled, I::Unschedule) => (S::Pending, Event::JobRequeued),
             (S::Scheduled, I::Dispatch) => (S::Dispatched, Event::JobDispatched),
             (S::Dispatched, I::MachineStarted) => (S::Running, Event::JobRunning),
-            (S::Dispatched | S::Running, I::MachineFinished { good, scrap }) => (
+            (S::Dispatched | S::Running | S::Held, I::MachineFinished { good, scrap }) => (
                 S::Done,
                 Event::JobDone {
                     good: *good,
                     scrap: *scrap,
                 },
             ),
-            (S::Dispatched | S::Running, I::MachineAborted { fault_code }) => (
+            (
+                S::Dispatched | S::Running,
+                I::MachineHeld {
+                    cause,
+                    fault_code,
+                    counts,
+                },
+            ) => (
+                S::Held,
+                Event::JobHeld {
+                    cause: *cause,
+                    fault_code: *fault_code,
+                    good: counts.map(|c| c.0),
+                    scrap: counts.map(|c| c.1),
+                },
+            ),
+            (S::Held, I::MachineResumed) => (S::Running, Event::JobResumed { operator: false }),
+            (S::Held, I::Resume) => (S::Running, Event::JobResumed { operator: true }),
+            (S::Held, I::Abandon) => (S::Failed, Event::JobAbandoned),
+            (S::Dispatched | S::Running | S::Held, I::MachineAborted { fault_code }) => (
                 S::Failed,
                 Event::JobFailed {
                     fault_code: *fault_code,
                 },
             ),
-            (S::Dispatched, I::MachineLost) => (S::Pending, Event::JobRequeued),
+            (S::Dispatched, I::StartRefused) => (S::Pending, Event::JobRequeued),
             (S::Pending | S::Scheduled, I::Cancel) => (S::Cancelled, Event::JobCancelled),
             (from, _) => return Err(TransitionError::new("job", from, input)),
         };
@@ -158,6 +261,14 @@ mod tests {
         I::MachineFinished { good: 2, scrap: 1 }
     }
 
+    fn held() -> JobInput {
+        I::MachineHeld {
+            cause: HoldCause::Fault,
+            fault_code: Some(42),
+            counts: Some((1, 0)),
+        }
+    }
+
     fn check(script: &[JobInput], expected: Result<JobState, usize>) {
         let mut state = S::Pending;
         for (index, input) in script.iter().enumerate() {
@@ -195,10 +306,10 @@ mod tests {
     fn lost_machines_and_replanning() {
         check(&[schedule(), I::Unschedule], Ok(S::Pending));
         check(&[schedule(), I::Unschedule, schedule()], Ok(S::Scheduled));
-        check(&[schedule(), I::Dispatch, I::MachineLost], Ok(S::Pending));
+        check(&[schedule(), I::Dispatch, I::StartRefused], Ok(S::Pending));
         // Once seen running, only the machine's own report may end it.
         check(
-            &[schedule(), I::Dispatch, I::MachineStarted, I::MachineLost],
+            &[schedule(), I::Dispatch, I::MachineStarted, I::StartRefused],
             Err(3),
         );
         check(&[schedule(), I::Dispatch, I::Unschedule], Err(2));
@@ -218,6 +329,51 @@ mod tests {
         check(&[I::Cancel], Ok(S::Cancelled));
         check(&[schedule(), I::Cancel], Ok(S::Cancelled));
         check(&[schedule(), I::Dispatch, I::Cancel], Err(2));
+    }
+
+    #[test]
+    fn held_jobs_wait_for_the_machine_or_a_decision() {
+        let run = [schedule(), I::Dispatch, I::MachineStarted];
+        let with = |more: &[JobInput]| [&run[..], more].concat();
+        check(&with(&[held()]), Ok(S::Held));
+        check(&[schedule(), I::Dispatch, held()], Ok(S::Held));
+        // The machine resumes the same token, or finishes it.
+        check(&with(&[held(), I::MachineResumed]), Ok(S::Running));
+        check(&with(&[held(), finished()]), Ok(S::Done));
+        check(&with(&[held(), I::MachineResumed, held()]), Ok(S::Held));
+        // An operator decides.
+        check(&with(&[held(), I::Resume]), Ok(S::Running));
+        check(&with(&[held(), I::Abandon]), Ok(S::Failed));
+        // Decisions only about held jobs; a held job is never requeued,
+        // cancelled or held twice.
+        check(&with(&[I::Resume]), Err(3));
+        check(&with(&[I::Abandon]), Err(3));
+        check(&[schedule(), I::Abandon], Err(1));
+        check(&with(&[held(), I::StartRefused]), Err(4));
+        check(&with(&[held(), I::Cancel]), Err(4));
+        check(&with(&[held(), held()]), Err(4));
+        check(&with(&[held(), I::MachineStarted]), Err(4));
+        // Removed with its machine: failed, as any job on it.
+        check(
+            &with(&[held(), I::MachineAborted { fault_code: None }]),
+            Ok(S::Failed),
+        );
+    }
+
+    #[test]
+    fn a_start_of_unknown_outcome_is_never_requeued() {
+        // Only a refused start goes back to pending; an unknown one fails
+        // (its token retired) whatever the machine shows.
+        let abort = I::MachineAborted { fault_code: None };
+        check(&[schedule(), I::Dispatch, abort], Ok(S::Failed));
+        check(&[schedule(), I::Dispatch, I::StartRefused], Ok(S::Pending));
+    }
+
+    #[test]
+    fn hold_causes_round_trip() {
+        for cause in HoldCause::ALL {
+            assert_eq!(cause.as_str().parse::<HoldCause>(), Ok(cause));
+        }
     }
 
     #[test]
@@ -247,7 +403,11 @@ mod tests {
             I::MachineStarted,
             finished(),
             I::MachineAborted { fault_code: None },
-            I::MachineLost,
+            I::StartRefused,
+            held(),
+            I::MachineResumed,
+            I::Resume,
+            I::Abandon,
             I::Cancel,
         ];
         for state in JobState::ALL.into_iter().filter(|s| s.is_terminal()) {

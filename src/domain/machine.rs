@@ -135,6 +135,22 @@ impl MachineState {
         (next, events)
     }
 
+    /// Follows a report with the fault code it shows (`old_fault`: the code
+    /// recorded before): as [`MachineState::handle`], plus `machine.faulted`
+    /// when the machine enters a fault or shows a new code while in one.
+    pub fn observe(
+        self,
+        input: MachineInput,
+        fault_code: Option<u32>,
+        old_fault: Option<u32>,
+    ) -> (MachineState, Vec<Event>) {
+        let (next, mut events) = self.handle(input);
+        if next == MachineState::Fault && (self != MachineState::Fault || fault_code != old_fault) {
+            events.push(Event::MachineFaulted { fault_code });
+        }
+        (next, events)
+    }
+
     /// The state shown to people: the operator's mode wins over the report.
     pub fn effective(self, mode: MachineMode) -> MachineState {
         match mode {
@@ -239,6 +255,28 @@ mod tests {
         // Stuck until the supervisor sees a reaction and reports again.
         check(S::Stuck, R(Reported::Idle), S::Idle);
         check(S::Stuck, R(Reported::Running), S::Running);
+    }
+
+    #[test]
+    fn a_fault_is_announced_with_its_code() {
+        let faulted = |code| Event::MachineFaulted { fault_code: code };
+        let fault = R(Reported::Fault);
+        let (next, events) = S::Running.observe(fault, Some(42), None);
+        assert_eq!(next, S::Fault);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1], faulted(Some(42)));
+        // Still the same fault: nothing new.
+        assert!(S::Fault.observe(fault, Some(42), Some(42)).1.is_empty());
+        // Another code while in fault: announced, no state change.
+        assert_eq!(
+            S::Fault.observe(fault, Some(7), Some(42)).1,
+            vec![faulted(Some(7))]
+        );
+        // Leaving the fault: only the state change.
+        let (next, events) = S::Fault.observe(R(Reported::Idle), None, Some(42));
+        assert_eq!(next, S::Idle);
+        assert_eq!(events.len(), 1);
+        assert!(S::Idle.observe(Disconnected, None, None).1.len() == 1);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use handoff::{
     after_failed_attempt, locks_after, stop_window,
 };
 pub use ids::{BrandId, CourierId, FactoryId, JobToken, MachineId, OrderId};
-pub use job::{JobInput, JobState};
+pub use job::{HoldCause, JobInput, JobState};
 pub use machine::{MachineInput, MachineMode, MachineState, ModeInput, Reported};
 pub use order::{OrderInput, OrderState, production_input};
 pub use promise::AtRiskReason;

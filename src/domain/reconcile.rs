@@ -1,12 +1,17 @@
 //! What a machine's report means for a job the store has on that machine.
 //!
 //! The rule that keeps a job from being produced twice: a job stored as
-//! dispatched or running is moved only on what the machine shows. A machine
-//! showing the job's token has (or had) the job; one showing another token
-//! never got it, unless this daemon started it moments ago and the report
-//! predates the start.
+//! dispatched, running or held is moved only on what the machine shows. A
+//! machine showing the job's token has (or had) the job. One showing another
+//! token does not have it now, but may have had it: a machine that lost
+//! power comes back without its job, and after a daemon crash nobody knows
+//! whether the start went out. So a job whose start outcome is unknown is
+//! never requeued under its token: it fails and its token is retired (its
+//! units made again under new tokens). A job seen running that its machine
+//! stops (a fault, a reset, a power loss) is held: it waits for the machine
+//! to resume the same token or for an operator's decision.
 
-use super::{JobInput, JobState, JobToken, Reported};
+use super::{HoldCause, JobInput, JobState, JobToken, MachineState, Reported};
 
 /// One status report of a machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,36 +37,97 @@ pub enum Start {
 
 /// The input to apply to the job, or None to wait for a later report.
 pub fn reconcile(shown: Shown, token: JobToken, state: JobState, start: Start) -> Option<JobInput> {
+    use JobState as J;
     use Reported as R;
-    let aborted = |fault_code| Some(JobInput::MachineAborted { fault_code });
+    // The token may have reached the machine: never start it again.
+    let retire = Some(JobInput::MachineAborted { fault_code: None });
+    let held = |cause, counts| {
+        Some(JobInput::MachineHeld {
+            cause,
+            fault_code: if cause == HoldCause::Fault {
+                shown.fault_code
+            } else {
+                None
+            },
+            counts,
+        })
+    };
+    let counts = Some((shown.good, shown.scrap));
     if shown.token == token.0 {
         return match (shown.state, state) {
-            (R::Running | R::Paused, JobState::Dispatched) => Some(JobInput::MachineStarted),
+            (R::Running | R::Paused, J::Dispatched) => Some(JobInput::MachineStarted),
+            // The machine resumed the same job: its counts continue.
+            (R::Running | R::Paused, J::Held) => Some(JobInput::MachineResumed),
             (R::Running | R::Paused, _) => None,
             (R::Done, _) => Some(JobInput::MachineFinished {
                 good: shown.good,
                 scrap: shown.scrap,
             }),
-            (R::Fault, _) => aborted(shown.fault_code),
-            // Token loaded but the start never completed (cut short before its
-            // last step): the job never ran, so it may be started again.
-            (R::Idle, JobState::Dispatched) if start == Start::Unknown => {
-                Some(JobInput::MachineLost)
-            }
+            (R::Fault, J::Held) => None,
+            (R::Fault, _) => held(HoldCause::Fault, counts),
             // Seen running, now idle with its token: finished jobs are
-            // acknowledged only once stored as done, so the machine was reset.
-            (R::Idle, JobState::Running) => aborted(None),
-            (R::Idle, _) if start == Start::Settled => aborted(None),
+            // acknowledged only once stored as done, so the machine dropped it.
+            (R::Idle, J::Running) => held(HoldCause::Reset, counts),
+            // Token loaded, machine idle: the start was cut short, or the
+            // job ran before a power loss on a machine that keeps its
+            // registers. Unknown (or never reacted to): retire the token.
+            (R::Idle, J::Dispatched) if start != Start::Recent => retire,
             (R::Idle, _) => None,
         };
     }
     match (start, state) {
+        // Held: waits for the machine or an operator, whatever it runs now.
+        (_, J::Held) => None,
         // The report may have been read before our start.
         (Start::Recent, _) => None,
-        // The token never reached the machine (the start was never written).
-        (Start::Unknown, JobState::Dispatched) => Some(JobInput::MachineLost),
-        // We started it, or saw it run, and the machine shows another job: it lost ours.
-        _ => aborted(None),
+        // The start may or may not have reached the machine before it lost
+        // it (power loss, crash): the token is retired, never reused.
+        (_, J::Dispatched) => retire,
+        // Seen running, and the machine shows another job: it lost ours
+        // (counts as last recorded).
+        _ => held(HoldCause::Lost, None),
+    }
+}
+
+/// The units the machine shows for a running job when they moved past
+/// those recorded (`recorded`): recorded as it goes, so a job whose machine
+/// later forgets it keeps the units it was seen to make.
+pub fn progressed(
+    shown: Shown,
+    token: JobToken,
+    state: JobState,
+    recorded: (u32, u32),
+) -> Option<(u32, u32)> {
+    let on_it = shown.token == token.0
+        && state == JobState::Running
+        && matches!(shown.state, Reported::Running | Reported::Paused);
+    let moved = shown.good > recorded.0 || shown.scrap > recorded.1;
+    (on_it && moved).then_some((shown.good.max(recorded.0), shown.scrap.max(recorded.1)))
+}
+
+/// Why an operator may not resume a held job whose machine last showed
+/// `machine_token` in `machine_state`, or None if they may: the machine
+/// must still show the job (a machine that forgot it cannot go on with it:
+/// abandon it instead) and must not still be in fault or unreachable.
+pub fn resume_refusal(
+    token: JobToken,
+    machine_token: Option<i64>,
+    machine_state: MachineState,
+) -> Option<String> {
+    if machine_token != Some(i64::from(token.0)) {
+        let shows = machine_token.map_or_else(|| "no token".to_string(), |t| format!("token {t}"));
+        return Some(format!(
+            "the machine no longer has job {token} (it shows {shows}); abandon the job to make its units again"
+        ));
+    }
+    match machine_state {
+        MachineState::Fault => Some(format!(
+            "the machine still reports a fault; clear it at the machine before resuming job {token}"
+        )),
+        MachineState::Offline => Some(format!(
+            "the machine is offline; job {token} can be resumed once it is back"
+        )),
+        _ => None,
     }
 }
 
@@ -120,13 +186,20 @@ mod tests {
         );
     }
 
+    fn held(cause: HoldCause, counts: Option<(u32, u32)>) -> Option<JobInput> {
+        Some(JobInput::MachineHeld {
+            cause,
+            fault_code: (cause == HoldCause::Fault).then_some(9),
+            counts,
+        })
+    }
+
     #[test]
     fn the_machine_shows_our_token() {
         let finished = Some(JobInput::MachineFinished { good: 4, scrap: 1 });
-        let faulted = Some(JobInput::MachineAborted {
-            fault_code: Some(9),
-        });
-        let reset = Some(JobInput::MachineAborted { fault_code: None });
+        let faulted = held(HoldCause::Fault, Some((4, 1)));
+        let reset = held(HoldCause::Reset, Some((4, 1)));
+        let retired = Some(JobInput::MachineAborted { fault_code: None });
         for start in [Start::Unknown, Start::Recent, Start::Settled] {
             check(
                 R::Running,
@@ -146,29 +219,53 @@ mod tests {
             check(R::Done, MINE, J::Dispatched, start, finished.clone());
             check(R::Done, MINE, J::Running, start, finished.clone());
             check(R::Fault, MINE, J::Running, start, faulted.clone());
+            check(R::Fault, MINE, J::Dispatched, start, faulted.clone());
             check(R::Idle, MINE, J::Running, start, reset.clone());
+            // A held job: resumed by the machine, finished, or still waiting.
+            check(
+                R::Running,
+                MINE,
+                J::Held,
+                start,
+                Some(JobInput::MachineResumed),
+            );
+            check(
+                R::Paused,
+                MINE,
+                J::Held,
+                start,
+                Some(JobInput::MachineResumed),
+            );
+            check(R::Done, MINE, J::Held, start, finished.clone());
+            check(R::Fault, MINE, J::Held, start, None);
+            check(R::Idle, MINE, J::Held, start, None);
         }
+        // Loaded but idle: a start of unknown outcome is never made again
+        // under its token; one that never reacted is retired too.
         check(
             R::Idle,
             MINE,
             J::Dispatched,
             Start::Unknown,
-            Some(JobInput::MachineLost),
+            retired.clone(),
         );
         check(R::Idle, MINE, J::Dispatched, Start::Recent, None);
-        check(R::Idle, MINE, J::Dispatched, Start::Settled, reset);
+        check(R::Idle, MINE, J::Dispatched, Start::Settled, retired);
     }
 
     #[test]
     fn the_machine_shows_another_token() {
-        let reset = Some(JobInput::MachineAborted { fault_code: None });
+        let retired = Some(JobInput::MachineAborted { fault_code: None });
+        let lost = held(HoldCause::Lost, None);
         for reported in [R::Idle, R::Running, R::Done, R::Fault] {
+            // A power loss after a crash: the start may have happened, so
+            // the job is never requeued under its token.
             check(
                 reported,
                 OTHER,
                 J::Dispatched,
                 Start::Unknown,
-                Some(JobInput::MachineLost),
+                retired.clone(),
             );
             check(reported, OTHER, J::Dispatched, Start::Recent, None);
             check(
@@ -176,11 +273,74 @@ mod tests {
                 OTHER,
                 J::Dispatched,
                 Start::Settled,
-                reset.clone(),
+                retired.clone(),
             );
-            check(reported, OTHER, J::Running, Start::Unknown, reset.clone());
+            check(reported, OTHER, J::Running, Start::Unknown, lost.clone());
+            check(reported, OTHER, J::Running, Start::Settled, lost.clone());
             check(reported, OTHER, J::Running, Start::Recent, None);
+            for start in [Start::Unknown, Start::Recent, Start::Settled] {
+                check(reported, OTHER, J::Held, start, None);
+            }
         }
+    }
+
+    #[test]
+    fn an_operator_resumes_only_a_job_its_machine_still_has() {
+        let mine = JobToken(MINE);
+        let table = [
+            (Some(i64::from(MINE)), MachineState::Idle, true),
+            (Some(i64::from(MINE)), MachineState::Paused, true),
+            (Some(i64::from(MINE)), MachineState::Running, true),
+            (Some(i64::from(MINE)), MachineState::Fault, false),
+            (Some(i64::from(MINE)), MachineState::Offline, false),
+            (Some(i64::from(OTHER)), MachineState::Idle, false),
+            (Some(0), MachineState::Idle, false),
+            (None, MachineState::Idle, false),
+        ];
+        for (shown, state, allowed) in table {
+            assert_eq!(
+                resume_refusal(mine, shown, state).is_none(),
+                allowed,
+                "{shown:?} {state}"
+            );
+        }
+    }
+
+    #[test]
+    fn progress_is_recorded_as_it_goes() {
+        let shown = |state, token, good| Shown {
+            state,
+            token,
+            good,
+            scrap: 0,
+            fault_code: None,
+        };
+        let mine = JobToken(MINE);
+        assert_eq!(
+            progressed(shown(R::Running, MINE, 3), mine, J::Running, (1, 0)),
+            Some((3, 0))
+        );
+        assert_eq!(
+            progressed(shown(R::Running, MINE, 1), mine, J::Running, (1, 0)),
+            None
+        );
+        // A late report with fewer units never lowers the record.
+        assert_eq!(
+            progressed(shown(R::Running, MINE, 0), mine, J::Running, (2, 0)),
+            None
+        );
+        assert_eq!(
+            progressed(shown(R::Running, OTHER, 5), mine, J::Running, (1, 0)),
+            None
+        );
+        assert_eq!(
+            progressed(shown(R::Running, MINE, 5), mine, J::Dispatched, (0, 0)),
+            None
+        );
+        assert_eq!(
+            progressed(shown(R::Idle, MINE, 5), mine, J::Running, (0, 0)),
+            None
+        );
     }
 
     #[test]
@@ -280,7 +440,7 @@ mod tests {
         let states = [R::Idle, R::Running, R::Done, R::Fault, R::Paused];
         for reported in states {
             for token in [MINE, OTHER] {
-                for job in [J::Dispatched, J::Running] {
+                for job in [J::Dispatched, J::Running, J::Held] {
                     for start in [Start::Unknown, Start::Recent, Start::Settled] {
                         let shown = Shown {
                             state: reported,

@@ -5,15 +5,26 @@
 
 use super::Runtime;
 use super::wake::Wake;
-use crate::domain::{AtRiskReason, FailureReason, Millis, ModeInput};
+use crate::domain::{AtRiskReason, FailureReason, JobInput, JobToken, Millis, ModeInput};
 use crate::store::{
-    Confirmation, FailedAttempt, HandoffRecord, ModeChange, PromiseUpdate, StoreError,
+    Confirmation, FailedAttempt, HandoffRecord, JobTransition, ModeChange, PromiseUpdate,
+    StoreError,
 };
 use tracing::warn;
 
 /// A stop confirmed this long after its ETA (domain time) delays the
 /// courier's later stops.
 pub const LATE_STOP_MS: Millis = 5 * 60_000;
+
+/// What an operator decides about a held job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldDecision {
+    /// The job goes on on its machine (which still shows it, out of its fault).
+    Resume,
+    /// The job ends; its units not reported good are made again under new
+    /// tokens, and its token is retired.
+    Abandon,
+}
 
 impl Runtime {
     /// Pauses, resumes, or starts or ends maintenance of a machine; a mode
@@ -31,6 +42,30 @@ impl Runtime {
             .await?;
         self.wakers.wake(Wake::mode_changed(&change));
         Ok(change)
+    }
+
+    /// An operator's decision on a held job (audited as `actor`'s).
+    pub async fn decide_held_job(
+        &self,
+        token: JobToken,
+        decision: HeldDecision,
+        actor: &str,
+    ) -> Result<JobTransition, StoreError> {
+        let input = match decision {
+            HeldDecision::Resume => JobInput::Resume,
+            HeldDecision::Abandon => JobInput::Abandon,
+        };
+        let moved = self
+            .store
+            .decide_held_job(token, input, actor, self.clock.now_ms())
+            .await?;
+        metrics::counter!("fabflow_held_jobs_decided_total", "decision" => match decision {
+            HeldDecision::Resume => "resume",
+            HeldDecision::Abandon => "abandon",
+        })
+        .increment(1);
+        self.wakers.wake(Wake::job_moved(&moved));
+        Ok(moved)
     }
 
     /// A courier confirms a stop with its code (`courier`: only their own

@@ -1,12 +1,16 @@
 //! One supervisor per machine: turns the driver's facts into job transitions
 //! and dispatches the next queued job.
 //!
-//! Invariant: a job is physically started at most once. The job is stored as
-//! `dispatched` before its start command is written (persist, then act), and
-//! whenever the outcome of a start is unknown (error, restart, reconnect) the
-//! machine's job token is read back before anything else is sent: a machine
-//! showing the token has the job; one showing another token never got it.
-//! The token read is the machine's own echo when its profile has one.
+//! Invariant: a job is physically started at most once, and a token too. The
+//! job is stored as `dispatched` before its start command is written
+//! (persist, then act), and whenever the outcome of a start is unknown
+//! (error, restart, reconnect) the machine's job token is read back before
+//! anything else is sent: a machine showing the token has the job; one
+//! showing another token may have lost it (power), so the job fails with its
+//! token retired rather than being started again. A job the machine stops
+//! is held until the machine resumes its token or an operator decides
+//! (`domain::reconcile`). The token read is the machine's own echo when its
+//! profile has one.
 //!
 //! What the profile says about the model ([`Behaviour`]): a machine without
 //! an acknowledge step is never acknowledged and takes its next job from
@@ -19,7 +23,7 @@
 //! the wakers once per fact, in [`Supervisor::run`].
 
 use crate::domain::counters::{Counting, produced};
-use crate::domain::reconcile::{Awaited, Shown, Start, reacted, reconcile};
+use crate::domain::reconcile::{Awaited, Shown, Start, progressed, reacted, reconcile};
 use crate::domain::{
     JobInput, JobState, JobToken, MachineInput, MachineMode, MachineState, ModeInput, Reported,
     TransitionError,
@@ -433,6 +437,14 @@ impl Supervisor {
             if self.behaviour.cumulative() && job.baseline.is_none() {
                 debug!(job.token = %token, "no counter baseline stored; counts taken as shown");
             }
+            // A held job keeps its machine only while the machine shows it
+            // (it may resume it); one the machine forgot waits for an
+            // operator while the machine takes other work.
+            let blocks = |state: JobState| state != JobState::Held || status.job_token == token.0;
+            if let Some((good, scrap)) = progressed(shown, token, job.state, (job.good, job.scrap))
+            {
+                self.store.record_progress(token, good, scrap).await?;
+            }
             let input = reconcile(shown, token, job.state, start);
             match input {
                 Some(input) => match self.apply(token, input, wake).await? {
@@ -440,10 +452,11 @@ impl Supervisor {
                         session.started.remove(&token.0);
                     }
                     Some(state) if !state.is_on_machine() => {}
-                    // Still on the machine, or changed by someone else: look again next poll.
-                    _ => busy = true,
+                    Some(state) => busy |= blocks(state),
+                    // Changed by someone else: look again next poll.
+                    None => busy = true,
                 },
-                None => busy = true,
+                None => busy |= blocks(job.state),
             }
         }
         Ok(if busy { Holding::Busy } else { Holding::Free })
@@ -596,7 +609,7 @@ impl Supervisor {
                 warn!(job.token = %token, error = %err, "the machine refused the job; planning it again");
                 session.started.remove(&token.0);
                 session.awaiting = None;
-                self.apply(token, JobInput::MachineLost, wake).await?;
+                self.apply(token, JobInput::StartRefused, wake).await?;
                 self.refused(wake).await?;
             }
             Err(err) => {
@@ -611,12 +624,15 @@ impl Supervisor {
                 // This read runs after the failed start on the driver's task,
                 // so it is fresh.
                 match in_flight.command(self.handle.read_status()).await {
-                    // The token is written first: a machine showing another
-                    // one never got this job, and it can be planned again.
+                    // A machine showing another token does not have the job
+                    // now, but it may have started it and lost it (a power
+                    // loss between the start and this read): the token is
+                    // retired and the units made again under new tokens.
                     Ok(status) if status.job_token != token.0 => {
                         session.started.remove(&token.0);
                         session.awaiting = None;
-                        self.apply(token, JobInput::MachineLost, wake).await?;
+                        self.apply(token, JobInput::MachineAborted { fault_code: None }, wake)
+                            .await?;
                     }
                     // It has the token: reports decide (running, or still
                     // idle after the grace: failed and made again).

@@ -40,7 +40,7 @@ impl Wake {
     pub fn job_moved(moved: &JobTransition) -> Wake {
         let state = moved.job.state;
         Wake {
-            scheduler: state.is_terminal() || state == JobState::Pending,
+            scheduler: state.is_terminal() || matches!(state, JobState::Pending | JobState::Held),
             outbox: true,
         }
     }

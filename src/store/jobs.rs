@@ -10,7 +10,8 @@ use super::{Backend, Store, StoreError, parse, text_id};
 use crate::domain::follow_up::{may_move_order, order_moves, redo_plans, redo_units};
 use crate::domain::intake::{JobPlan, LineRequest};
 use crate::domain::{
-    Event, FactoryId, JobInput, JobState, JobToken, MachineId, Millis, OrderId, OrderState,
+    Event, FactoryId, HoldCause, JobInput, JobState, JobToken, MachineId, Millis, OrderId,
+    OrderState,
 };
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
@@ -37,6 +38,11 @@ pub struct JobRecord {
     /// Cumulative counters: the (good, scrap) values read when the job was
     /// started; `None` on machines counting per job.
     pub baseline: Option<CounterBaseline>,
+    /// Held: why its machine stopped it (kept once it leaves the hold for
+    /// anything but running again).
+    pub hold_cause: Option<HoldCause>,
+    /// The fault code the machine showed when it stopped the job.
+    pub fault_code: Option<u32>,
     pub created_ms: Millis,
     pub updated_ms: Millis,
 }
@@ -99,7 +105,7 @@ pub struct JobTransition {
 
 const JOB_COLUMNS: &str = "token, order_id, line_index, step_index, process, recipe, material, quantity, \
     seconds_per_unit, due_ms, factory, machine, state, good, scrap, replaces, good_base, scrap_base, \
-    created_ms, updated_ms";
+    hold_cause, fault_code, created_ms, updated_ms";
 
 fn to_u32(value: i64, what: &str) -> Result<u32, StoreError> {
     u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value} out of range")))
@@ -136,6 +142,14 @@ fn job_from_row(row: &AnyRow) -> Result<JobRecord, StoreError> {
             }),
             _ => None,
         },
+        hold_cause: row
+            .try_get::<Option<String>, _>("hold_cause")?
+            .map(|text| parse(&text))
+            .transpose()?,
+        fault_code: row
+            .try_get::<Option<i64>, _>("fault_code")?
+            .map(|code| to_u32(code, "fault code"))
+            .transpose()?,
         created_ms: row.try_get("created_ms")?,
         updated_ms: row.try_get("updated_ms")?,
     })
@@ -203,10 +217,10 @@ impl Store {
             .collect()
     }
 
-    /// Jobs scheduled, dispatched or running on a machine, oldest first.
+    /// Jobs scheduled, dispatched, running or held on a machine, oldest first.
     pub async fn machine_queue(&self, machine: &str) -> Result<Vec<JobRecord>, StoreError> {
         let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE machine = $1 AND state IN ('scheduled', 'dispatched', 'running') \
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE machine = $1 AND state IN ('scheduled', 'dispatched', 'running', 'held') \
              ORDER BY CASE state WHEN 'scheduled' THEN 1 ELSE 0 END, due_ms, token"
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
@@ -260,6 +274,103 @@ impl Store {
         Ok(result)
     }
 
+    /// Records the units a running job's machine reports so far (they only
+    /// go up; no event: progress is not a change of state).
+    pub async fn record_progress(
+        &self,
+        token: JobToken,
+        good: u32,
+        scrap: u32,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE jobs SET good = $1, scrap = $2 WHERE token = $3 AND state = 'running' \
+             AND good <= $1 AND scrap <= $2",
+        )
+        .bind(i64::from(good))
+        .bind(i64::from(scrap))
+        .bind(i64::from(token.0))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// An operator's decision on a held job (`Resume` or `Abandon`), in one
+    /// transaction with its event, its audit row naming `actor`, and (for
+    /// an abandon) the jobs that make its units not reported good again. A
+    /// resume is refused (conflict) unless the machine still shows the job
+    /// and is out of its fault.
+    pub async fn decide_held_job(
+        &self,
+        token: JobToken,
+        decision: JobInput,
+        actor: &str,
+        now: Millis,
+    ) -> Result<JobTransition, StoreError> {
+        let action = match decision {
+            JobInput::Resume => "job.resume",
+            JobInput::Abandon => "job.abandon",
+            other => {
+                return Err(StoreError::Conflict(format!(
+                    "{other:?} is not an operator's decision on a held job"
+                )));
+            }
+        };
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "SELECT j.state, j.machine, m.state AS machine_state, m.job_token AS machine_token \
+             FROM jobs j LEFT JOIN machines m ON m.id = j.machine WHERE j.token = $1",
+        )
+        .bind(i64::from(token.0))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound(format!("job {token}")));
+        };
+        let state: JobState = parse(&row.try_get::<String, _>("state")?)?;
+        // The state machine says whether the decision fits the job at all.
+        state.handle(decision.clone())?;
+        if decision == JobInput::Resume {
+            let machine_state = match row.try_get::<Option<String>, _>("machine_state")? {
+                Some(text) => parse(&text)?,
+                None => crate::domain::MachineState::Offline,
+            };
+            let machine_token: Option<i64> = row.try_get("machine_token")?;
+            if let Some(reason) =
+                crate::domain::reconcile::resume_refusal(token, machine_token, machine_state)
+            {
+                return Err(StoreError::Conflict(reason));
+            }
+        }
+        let moved = transition_in(&mut tx, self.backend, token, decision, now).await?;
+        let token_text = token.to_string();
+        let detail = match moved.replacement {
+            Some(last) => format!(
+                "{} -> {} (good {}, remade by jobs up to {last})",
+                moved.from, moved.job.state, moved.job.good
+            ),
+            None => format!("{} -> {}", moved.from, moved.job.state),
+        };
+        super::write::record_audit(
+            &mut tx,
+            &super::write::AuditEntry::new(actor, action, &token_text, &detail),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    /// Whether a token is retired (never to be started again).
+    pub async fn is_retired(&self, token: JobToken) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM retired_tokens WHERE token = $1")
+            .bind(i64::from(token.0))
+            .fetch_one(self.reader())
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
     /// Dispatches a scheduled job (compare-and-set, as `transition_job`)
     /// and, in the same transaction, stores the machine's lifetime counter
     /// values read before the start, if it counts that way.
@@ -306,30 +417,68 @@ async fn transition_in(
     lock_order(tx, backend, &job.order_id).await?;
     let machine = match &input {
         JobInput::Schedule { machine } => Some(machine.clone()),
-        JobInput::Unschedule | JobInput::MachineLost => None,
+        JobInput::Unschedule | JobInput::StartRefused => None,
         _ => job.machine.clone(),
     };
-    let (good, scrap) = match input {
-        JobInput::MachineFinished { good, scrap } => (good, scrap),
+    let (good, scrap) = match &input {
+        JobInput::MachineFinished { good, scrap } => (*good, *scrap),
+        // Units reported so far never go down (a late report has fewer).
+        JobInput::MachineHeld {
+            counts: Some((good, scrap)),
+            ..
+        } => ((*good).max(job.good), (*scrap).max(job.scrap)),
         _ => (job.good, job.scrap),
     };
-    let done = sqlx::query(
-        "UPDATE jobs SET state = $1, machine = $2, good = $3, scrap = $4, updated_ms = $5 WHERE token = $6 AND state = $7",
-    )
-    .bind(next.as_str())
-    .bind(machine.as_deref())
-    .bind(i64::from(good))
-    .bind(i64::from(scrap))
-    .bind(now)
-    .bind(i64::from(token.0))
-    .bind(job.state.as_str())
-    .execute(&mut **tx)
-    .await?;
+    let (hold_cause, fault_code) = match &input {
+        JobInput::MachineHeld {
+            cause, fault_code, ..
+        } => (Some(*cause), *fault_code),
+        JobInput::MachineResumed | JobInput::Resume => (None, None),
+        _ => (job.hold_cause, job.fault_code),
+    };
+    // A retired token is never queued or started again, whatever its row says.
+    let fenced = if matches!(next, JobState::Scheduled | JobState::Dispatched) {
+        " AND NOT EXISTS (SELECT 1 FROM retired_tokens r WHERE r.token = jobs.token)"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "UPDATE jobs SET state = $1, machine = $2, good = $3, scrap = $4, updated_ms = $5, hold_cause = $6, \
+         fault_code = $7 WHERE token = $8 AND state = $9{fenced}"
+    );
+    let done = sqlx::query(AssertSqlSafe(sql))
+        .bind(next.as_str())
+        .bind(machine.as_deref())
+        .bind(i64::from(good))
+        .bind(i64::from(scrap))
+        .bind(now)
+        .bind(hold_cause.map(HoldCause::as_str))
+        .bind(fault_code.map(i64::from))
+        .bind(i64::from(token.0))
+        .bind(job.state.as_str())
+        .execute(&mut **tx)
+        .await?;
     if done.rows_affected() != 1 {
         return Err(StoreError::Conflict(format!(
-            "job {token} is no longer {}",
+            "job {token} is no longer {} (or its token is retired)",
             job.state
         )));
+    }
+    // A job that may have reached its machine and ends without it finishing
+    // retires its token for good (the domain: a token is started at most once).
+    if next == JobState::Failed && job.state.is_on_machine() {
+        let reason = match &input {
+            JobInput::Abandon => "abandoned by an operator",
+            _ => "ended on its machine without finishing",
+        };
+        sqlx::query(
+            "INSERT INTO retired_tokens (token, reason, retired_ms) VALUES ($1, $2, $3) ON CONFLICT (token) DO NOTHING",
+        )
+        .bind(i64::from(token.0))
+        .bind(reason)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
     }
     let order_row = sqlx::query("SELECT brand, state, lines FROM orders WHERE id = $1")
         .bind(job.order_id.as_str())
@@ -456,6 +605,8 @@ async fn transition_in(
             machine,
             good,
             scrap,
+            hold_cause,
+            fault_code,
             updated_ms: now,
             ..job
         },
@@ -472,7 +623,7 @@ impl Store {
     ) -> Result<std::collections::HashMap<String, usize>, StoreError> {
         let rows = sqlx::query(
             "SELECT machine, COUNT(*) AS n FROM jobs WHERE machine IS NOT NULL \
-             AND state IN ('scheduled', 'dispatched', 'running') GROUP BY machine",
+             AND state IN ('scheduled', 'dispatched', 'running', 'held') GROUP BY machine",
         )
         .fetch_all(self.reader())
         .await?;

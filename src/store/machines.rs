@@ -191,7 +191,6 @@ impl Store {
             return Err(StoreError::NotFound(format!("machine {id}")));
         };
         let from: MachineState = parse(&row.try_get::<String, _>("state")?)?;
-        let (next, events) = from.handle(input);
         let old_token: Option<i64> = row.try_get("job_token")?;
         let old_fault: Option<i64> = row.try_get("fault_code")?;
         let token = job_token.map(i64::from).or(old_token);
@@ -200,6 +199,8 @@ impl Store {
         } else {
             fault_code.map(i64::from)
         };
+        let as_code = |code: Option<i64>| code.and_then(|c| u32::try_from(c).ok());
+        let (next, events) = from.observe(input, as_code(fault), as_code(old_fault));
         if next == from && token == old_token && fault == old_fault {
             return Ok(next);
         }

@@ -2,6 +2,9 @@
 //! `fabflow/v1/events/<kind>` (QoS 1), and a row that concerns a brand also
 //! on `fabflow/v1/brands/<brand>/events/<kind>` (the topic only that brand may
 //! read); it stamps a row only once the broker acknowledged all its messages.
+//! A `machine.*` row also publishes the machine's state as it stands then,
+//! retained, on `fabflow/v1/machines/<id>/state` (so a client connecting
+//! later sees every machine's last state, its fault code, offline machines).
 
 use super::client::{AcknowledgedClient, Delivery};
 use crate::runtime::broker::access::invalid_id;
@@ -167,6 +170,38 @@ fn message_key(row: &str, brand_copy: bool) -> String {
     }
 }
 
+/// The tracker key of a row's retained machine state message.
+fn state_key(row: &str) -> String {
+    format!("{row}\0state")
+}
+
+/// The machine a `machine.*` row is about.
+fn machine_of(row: &OutboxRecord) -> Option<String> {
+    if !row.kind.starts_with("machine.") {
+        return None;
+    }
+    let envelope: serde_json::Value = serde_json::from_str(&row.payload).ok()?;
+    let id = envelope["subject"]["id"].as_str()?;
+    invalid_id(id).is_none().then(|| id.to_string())
+}
+
+/// A machine's retained state document (schema 1).
+pub fn machine_state_payload(machine: &crate::store::MachineRecord) -> String {
+    serde_json::json!({
+        "schema": 1,
+        "machine": machine.id.as_str(),
+        "factory": machine.factory.as_str(),
+        "state": machine.state.effective(machine.mode),
+        "observed": machine.state,
+        "mode": machine.mode,
+        "fault_code": machine.fault_code,
+        "job_token": machine.job_token,
+        "at": chrono::DateTime::<chrono::Utc>::from_timestamp_millis(machine.updated_ms)
+            .map(|t| t.to_rfc3339()),
+    })
+    .to_string()
+}
+
 fn row_of(key: &str) -> &str {
     key.split_once('\0').map_or(key, |(row, _)| row)
 }
@@ -209,20 +244,30 @@ impl Publisher {
         let client = self.mqtt.mqtt.client.clone();
         let mut requests = Vec::new();
         for row in &rows {
-            let messages = messages(row);
+            let mut messages: Vec<(String, String, String, bool)> = messages(row)
+                .into_iter()
+                .map(|(key, topic)| (key, topic, row.payload.clone(), false))
+                .collect();
+            // Read now, so it is never older than the event it follows.
+            if let Some(id) = machine_of(row)
+                && let Some(machine) = self.store.get_machine(&id).await?
+            {
+                messages.push((
+                    state_key(&row.id),
+                    format!("fabflow/v1/machines/{id}/state"),
+                    machine_state_payload(&machine),
+                    true,
+                ));
+            }
             self.outstanding.insert(
                 row.id.clone(),
-                messages.iter().map(|(key, _)| key.clone()).collect(),
+                messages.iter().map(|(key, ..)| key.clone()).collect(),
             );
-            requests.extend(
-                messages
-                    .into_iter()
-                    .map(|(key, topic)| (key, topic, row.payload.clone())),
-            );
+            requests.extend(messages);
         }
-        for (key, topic, payload) in requests {
+        for (key, topic, payload, retain) in requests {
             self.tracker.requested(key);
-            let request = client.publish(topic, QoS::AtLeastOnce, false, payload.into_bytes());
+            let request = client.publish(topic, QoS::AtLeastOnce, retain, payload.into_bytes());
             tokio::pin!(request);
             // Reports are read while rumqttc's request channel is full, so
             // its event loop never waits on us while we wait on it. Biased:

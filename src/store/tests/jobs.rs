@@ -120,7 +120,7 @@ async fn a_lost_job_goes_back_to_pending_and_cancel_spares_running_orders() {
             .await
             .expect("dispatch");
         let lost = store
-            .transition_job(first, JobInput::MachineLost, NOW)
+            .transition_job(first, JobInput::StartRefused, NOW)
             .await
             .expect("lost");
         assert_eq!(
@@ -345,6 +345,177 @@ async fn a_dispatch_stores_the_counter_baseline_with_the_job() {
                 .expect("get")
                 .and_then(|j| j.baseline),
             Some(baseline)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_held_job_is_resumed_or_abandoned_and_an_abandoned_token_is_never_reused() {
+    on_every_backend(|store| async move {
+        store
+            .register_machines(
+                &[MachineSpec {
+                    id: "m".into(),
+                    factory: "north".into(),
+                    model: "acme-dtg-200".into(),
+                    address: "127.0.0.1:5020".into(),
+                    capabilities: vec!["dtg_print".into()],
+                    materials: vec!["cotton_tee".into()],
+                }],
+                NOW,
+            )
+            .await
+            .expect("register");
+        store
+            .accept_orders(&[new_order("o1", "acme", None)])
+            .await
+            .expect("accept");
+        let token = store.schedulable_jobs(10).await.expect("schedulable")[0].token;
+        store
+            .schedule_jobs(&[(token, MachineId::new("m"))], NOW)
+            .await
+            .expect("schedule");
+        for input in [JobInput::Dispatch, JobInput::MachineStarted] {
+            store.transition_job(token, input, NOW).await.expect("move");
+        }
+        let quantity = store
+            .get_job(token)
+            .await
+            .expect("get")
+            .expect("job")
+            .quantity;
+        assert!(quantity >= 2, "the test needs a job of several units");
+        let held = store
+            .transition_job(
+                token,
+                JobInput::MachineHeld {
+                    cause: HoldCause::Fault,
+                    fault_code: Some(42),
+                    counts: Some((1, 0)),
+                },
+                NOW,
+            )
+            .await
+            .expect("held");
+        assert_eq!(
+            (
+                held.job.state,
+                held.job.fault_code,
+                held.job.hold_cause,
+                held.job.good
+            ),
+            (JobState::Held, Some(42), Some(HoldCause::Fault), 1)
+        );
+        // Still on its machine: in its queue.
+        assert_eq!(store.machine_queue("m").await.expect("queue").len(), 1);
+        // The machine (as last observed) does not show the job: no resume.
+        let refused = store
+            .decide_held_job(token, JobInput::Resume, "operator:north", NOW)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::Conflict(_))),
+            "{refused:?}"
+        );
+        store
+            .observe_machine(
+                "m",
+                MachineInput::Reported(crate::domain::Reported::Idle),
+                Some(token.0),
+                None,
+                NOW,
+            )
+            .await
+            .expect("observe");
+        let resumed = store
+            .decide_held_job(token, JobInput::Resume, "operator:north", NOW)
+            .await
+            .expect("resume");
+        assert_eq!(
+            (resumed.job.state, resumed.job.fault_code),
+            (JobState::Running, None)
+        );
+        // Held again, then abandoned: only the units not reported good are remade.
+        store
+            .transition_job(
+                token,
+                JobInput::MachineHeld {
+                    cause: HoldCause::Lost,
+                    fault_code: None,
+                    counts: None,
+                },
+                NOW,
+            )
+            .await
+            .expect("held again");
+        let abandoned = store
+            .decide_held_job(token, JobInput::Abandon, "operator:north", NOW)
+            .await
+            .expect("abandon");
+        assert_eq!(
+            (abandoned.job.state, abandoned.job.good),
+            (JobState::Failed, 1)
+        );
+        let remake = abandoned.replacement.expect("units remade");
+        let remade = store.get_job(remake).await.expect("get").expect("job");
+        assert_eq!(
+            (remade.quantity, remade.replaces),
+            (quantity - 1, Some(token))
+        );
+        assert_ne!(remake, token, "remade under a new token");
+        assert!(store.is_retired(token).await.expect("retired"));
+        // A second decision is refused: the job is no longer held.
+        let again = store
+            .decide_held_job(token, JobInput::Abandon, "operator:north", NOW)
+            .await;
+        assert!(matches!(again, Err(StoreError::Transition(_))), "{again:?}");
+        // Each decision is audited once.
+        let audit = store.list_audit(None, 100).await.expect("audit");
+        let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
+        assert_eq!(actions, ["job.resume", "job.abandon"]);
+        // Events: held, resumed, held, abandoned.
+        let kinds = outbox_kinds(&store).await;
+        for kind in ["job.held", "job.resumed", "job.abandoned"] {
+            assert!(kinds.iter().any(|k| k == kind), "{kind} in {kinds:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_retired_token_is_never_dispatched_again() {
+    on_every_backend(|store| async move {
+        store
+            .accept_orders(&[new_order("o1", "acme", None)])
+            .await
+            .expect("accept");
+        let token = store.schedulable_jobs(10).await.expect("schedulable")[0].token;
+        store
+            .schedule_jobs(&[(token, MachineId::new("m"))], NOW)
+            .await
+            .expect("schedule");
+        store
+            .transition_job(token, JobInput::Dispatch, NOW)
+            .await
+            .expect("dispatch");
+        // Start outcome unknown, machine without the token: retired.
+        let failed = store
+            .transition_job(token, JobInput::MachineAborted { fault_code: None }, NOW)
+            .await
+            .expect("retire");
+        assert_eq!(failed.job.state, JobState::Failed);
+        assert!(failed.replacement.is_some());
+        assert!(store.is_retired(token).await.expect("retired"));
+        // Even a row put back to scheduled by hand is never dispatched.
+        sqlx::query("UPDATE jobs SET state = 'scheduled' WHERE token = $1")
+            .bind(i64::from(token.0))
+            .execute(&store.write)
+            .await
+            .expect("tamper");
+        let dispatched = store.transition_job(token, JobInput::Dispatch, NOW).await;
+        assert!(
+            matches!(dispatched, Err(StoreError::Conflict(_))),
+            "{dispatched:?}"
         );
     })
     .await;

@@ -6,8 +6,8 @@ use super::*;
 use crate::domain::Millis;
 use crate::domain::intake::{JobPlan, LineRequest};
 use crate::domain::{
-    AtRiskReason, FailureReason, HandoffKind, HandoffState, JobInput, JobState, JobToken, Location,
-    MachineId, OrderId, OrderState,
+    AtRiskReason, FailureReason, HandoffKind, HandoffState, HoldCause, JobInput, JobState,
+    JobToken, Location, MachineId, MachineInput, OrderId, OrderState,
 };
 use sqlx::AssertSqlSafe;
 use std::future::Future;
