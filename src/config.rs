@@ -334,17 +334,6 @@ impl Default for RoutingConfig {
     }
 }
 
-impl RoutingConfig {
-    /// The planner's travel assumptions.
-    pub fn travel(&self) -> crate::plan::Travel {
-        crate::plan::Travel {
-            speed_m_per_s: self.speed_kmh / 3.6,
-            service_ms: (self.service_s * 1000.0) as i64,
-            detour_factor: self.detour_factor,
-        }
-    }
-}
-
 /// How long after delivery a brand may ask for a return (`[returns]`),
 /// with exceptions per brand (`[[returns.brands]]`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]

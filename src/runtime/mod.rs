@@ -418,7 +418,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         );
     }
     let lead = Arc::new(promise::DeliveryLead {
-        travel: config.routing.travel(),
+        travel: waves::travel(&config.routing),
         wave_gap_ms,
         factories: factory_locations.clone(),
     });

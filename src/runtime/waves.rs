@@ -21,6 +21,15 @@ use tracing::{info, warn};
 /// How long after its ETA an unconfirmed pickup counts as missed (domain time).
 pub use crate::domain::MISSED_AFTER_MS;
 
+/// The planner's travel assumptions from `[routing]`.
+pub fn travel(routing: &RoutingConfig) -> crate::plan::Travel {
+    crate::plan::Travel {
+        speed_m_per_s: routing.speed_kmh / 3.6,
+        service_ms: (routing.service_s * 1000.0) as i64,
+        detour_factor: routing.detour_factor,
+    }
+}
+
 pub struct Waves {
     pub store: Store,
     pub clock: Clock,
@@ -113,7 +122,7 @@ impl Waves {
         // when that is done.
         let tails = self.store.courier_tails().await?;
         let off_duty = self.store.couriers_off_duty().await?;
-        let travel = self.routing.travel();
+        let travel = travel(&self.routing);
         let couriers: Vec<CourierSlot> = self
             .couriers
             .iter()
@@ -173,19 +182,24 @@ impl Waves {
             .filter(|(_, o)| o.return_id.is_none())
             .map(|(index, o)| (o.order.as_str(), index))
             .collect();
+        let risky: std::collections::HashSet<usize> = planned.at_risk.iter().copied().collect();
         let at_risk: Vec<PromiseUpdate> = waiting
             .iter()
             .map(|order| {
-                let late = delivery_index.get(order.order_id.as_str()).copied();
+                let eta = dropoff_eta.get(order.order_id.as_str()).copied();
+                // Unplaceable in time, or late once the router's own time
+                // is counted.
+                let late = delivery_index
+                    .get(order.order_id.as_str())
+                    .is_some_and(|index| risky.contains(index))
+                    || eta.is_some_and(|eta| eta > order.deadline_ms);
                 PromiseUpdate {
                     order_id: order.order_id.clone(),
                     brand: order.brand.clone(),
                     deadline_ms: order.deadline_ms,
                     eta_ready_ms: None,
-                    eta_delivery_ms: dropoff_eta.get(order.order_id.as_str()).copied(),
-                    at_risk: late
-                        .filter(|index| planned.at_risk.contains(index))
-                        .map(|_| AtRiskReason::NoCourierInTime),
+                    eta_delivery_ms: eta,
+                    at_risk: late.then_some(AtRiskReason::NoCourierInTime),
                 }
             })
             .collect();

@@ -48,12 +48,13 @@ pub struct PromiseUpdate {
 }
 
 impl Store {
-    /// Every job of the network that is not finished (pending to running).
+    /// Every job of the network that is not finished (pending to running, or
+    /// held on its machine waiting for a decision).
     pub async fn open_jobs(&self) -> Result<Vec<OpenJob>, StoreError> {
         let rows = sqlx::query(
             "SELECT token, order_id, line_index, step_index, factory, process, quantity, \
              seconds_per_unit, due_ms, state FROM jobs \
-             WHERE state IN ('pending', 'scheduled', 'dispatched', 'running')",
+             WHERE state IN ('pending', 'scheduled', 'dispatched', 'running', 'held')",
         )
         .fetch_all(self.reader())
         .await?;
