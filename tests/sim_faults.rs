@@ -241,7 +241,7 @@ async fn check_jam(press_model: &str, machine: &str) {
         let token = held_event["subject"]["id"].as_str().unwrap_or_default();
         let job = jobs
             .iter()
-            .find(|j| j["token"].to_string() == token)
+            .find(|j| j["token"].as_u64().map(|t| t.to_string()).as_deref() == Some(token))
             .unwrap_or_else(|| panic!("held job {token} is listed"));
         assert_eq!(job["state"], "done", "held job {token}: {job}");
     }
