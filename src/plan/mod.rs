@@ -4,6 +4,7 @@
 
 pub mod route;
 pub mod schedule;
+pub mod shop;
 pub mod vrp;
 
 pub use route::{CourierSlot, RouteOrder, RoutePlan, RouteStop, Travel, plan_routes};
