@@ -37,7 +37,7 @@ const MAX_COUNT: usize = 100_000;
 
 fn count(line: usize, token: Option<&str>, what: &str) -> Result<usize, ParseError> {
     let Some(token) = token else {
-        return Err(error(line, format!("missing {what}")));
+        return Err(error(line, format!("{what}: missing, the line ends early")));
     };
     let value: usize = token.parse().map_err(|_| {
         error(
@@ -217,7 +217,7 @@ mod tests {
         let cases: &[(&str, usize, &str)] = &[
             ("", 1, "empty file"),
             ("x 2\n", 1, "number of jobs"),
-            ("2\n", 1, "missing number of machines"),
+            ("2\n", 1, "number of machines: missing"),
             ("1 2 3 4\n", 1, "at most an average"),
             ("1 2 avg\n", 1, "average"),
             ("0 2\n", 1, "at least 1"),
@@ -227,7 +227,7 @@ mod tests {
             (
                 "1 2\n1 1 0\n",
                 2,
-                "missing job 0 operation 0: processing time",
+                "job 0 operation 0: processing time: missing",
             ),
             ("1 2\n2 1 0 3\n", 2, "operation 1: number of machines"),
             ("1 2\n1 1 0 3 9\n", 2, "unexpected \"9\""),
