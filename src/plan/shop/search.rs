@@ -1109,7 +1109,7 @@ impl<'a> Search<'a> {
             return None;
         }
         let mut index = same[self.rng.below(same.len())] + 1;
-        if a as u16 == state.alt[op as usize] && state.pos[op as usize] as usize <= index - 1 {
+        if a as u16 == state.alt[op as usize] && (state.pos[op as usize] as usize) < index {
             index -= 1;
         }
         let fixed = self.fixed_count[machine] as usize;
