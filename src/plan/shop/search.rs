@@ -612,7 +612,21 @@ impl<'a> Search<'a> {
             segment[len - 1] = op;
         }
         let segment = &segment[..len];
-        let in_segment = |x: u32| -> Option<usize> { segment.iter().position(|&s| s == x) };
+        // Place of an operation in the segment's new order.
+        let in_segment = |x: u32| -> Option<usize> {
+            if x == op {
+                return Some(if to < from { 0 } else { len - 1 });
+            }
+            if self.machine(state, x) != machine {
+                return None;
+            }
+            let p = state.pos[x as usize] as usize;
+            if to < from {
+                (to..from).contains(&p).then(|| p - to + 1)
+            } else {
+                (from + 1..=to).contains(&p).then(|| p - from - 1)
+            }
+        };
         let mut heads = [0 as Time; 64];
         let mut previous = if lo > 0 {
             let a = seq[lo - 1];
