@@ -361,6 +361,17 @@ proptest! {
     }
 
     #[test]
+    fn the_floor_search_never_ends_worse_than_its_construction_and_repeats(
+        problem in problem_strategy(true),
+        seed in 0u64..1000,
+    ) {
+        let start = solve_with(&problem, Objective::Floor, seed, 0);
+        let searched = solve_with(&problem, Objective::Floor, seed, 80);
+        prop_assert!(searched.score <= start.score);
+        prop_assert_eq!(searched.clone(), solve_with(&problem, Objective::Floor, seed, 80));
+    }
+
+    #[test]
     fn the_search_never_ends_worse_than_its_construction(
         problem in problem_strategy(false),
         seed in 0u64..1000,
