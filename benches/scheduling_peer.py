@@ -168,7 +168,7 @@ def load_bounds(data):
 def render(results, limits, solvers):
     out = []
     for limit in limits:
-        out.append(f"### {limit / 1000:g} s per instance\n")
+        out.append(f"#### {limit / 1000:g} s per instance\n")
         head = "| instance | best known |"
         rule = "| --- | ---: |"
         for s in solvers:

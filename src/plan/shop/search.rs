@@ -1063,7 +1063,7 @@ impl<'a> Search<'a> {
                 if !ok {
                     continue;
                 }
-                let tabu = self.is_tabu_after_undo(&state, mv);
+                let tabu = self.is_tabu(&state, mv);
                 if tabu && score >= best.score {
                     continue;
                 }
@@ -1082,10 +1082,6 @@ impl<'a> Search<'a> {
             }
         }
         best
-    }
-
-    fn is_tabu_after_undo(&self, state: &State, mv: &Move) -> bool {
-        self.is_tabu(state, mv)
     }
 
     /// The job that ends latest past its due time (or latest, when none is late).
