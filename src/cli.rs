@@ -68,6 +68,9 @@ enum Command {
     /// Solve a Solomon (VRPTW) or Li & Lim (PDPTW) instance with the courier
     /// router; prints JSON with `vehicles`, `distance` and `routes`.
     Route(crate::solve::RouteArgs),
+    /// Solve a flexible job-shop instance (FJSP text format) with the
+    /// production scheduler; prints JSON with `makespan` and `operations`.
+    Schedule(crate::solve::ScheduleArgs),
 }
 
 #[derive(Debug, Args)]
@@ -228,6 +231,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         } => import(&file, &url, &token, idempotency_key.as_deref()).await,
         Command::Forecast(args) => Ok(crate::solve::forecast(args)),
         Command::Route(args) => Ok(crate::solve::route(args)),
+        Command::Schedule(args) => Ok(crate::solve::schedule(args)),
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod promise;
 pub mod route;
 pub mod schedule;
+pub mod shop;
 pub mod vrp;
 
 pub use route::{

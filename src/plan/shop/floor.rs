@@ -1,0 +1,230 @@
+//! The floor's view of the engine, ready for the runtime's scheduler loop
+//! (not wired in yet): jobs with their remaining steps (process, material,
+//! base duration), machines as `plan::schedule::MachineSlot` sees them plus
+//! speed, setup per material change, loaded material and the time they are
+//! free, and jobs already running. `plan_floor` turns them into a
+//! `model::Problem`, solves it under the floor objective (late orders, total
+//! lateness, setup time, distance to the customer) and returns an ordered
+//! queue per machine with estimated starts and ends.
+//!
+//! Invariants: a step goes only to a machine that accepts jobs, belongs to
+//! the job's factory (when the job names one), has the step's process and
+//! material; a running step keeps its machine and start; a job with a step
+//! that no machine can run is returned in `unplaceable`, not scheduled.
+//! Shift calendars are not modelled yet: a machine is available from
+//! `available_from_ms` on.
+
+use super::model::{Alternative, Fixed, Job, Machine, ModelError, Objective, Operation, Problem};
+use super::search::{SolveOptions, solve};
+use crate::domain::{FactoryId, JobToken, Location, MachineId, Millis};
+use std::collections::BTreeMap;
+
+/// A machine on the floor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FloorMachine {
+    pub id: MachineId,
+    pub factory: FactoryId,
+    /// Where the factory is (for the distance to the customer).
+    pub location: Location,
+    pub capabilities: Vec<String>,
+    pub materials: Vec<String>,
+    /// Online, active and not faulted.
+    pub accepts_jobs: bool,
+    /// Time a step's base duration is divided by (1.0 is nominal).
+    pub speed: f64,
+    /// Setup time when the material changes.
+    pub setup_ms: Millis,
+    pub loaded_material: Option<String>,
+    /// No new step starts before this (now, or the end of a pause).
+    pub available_from_ms: Millis,
+}
+
+/// One remaining step of a job (a line's process route, in order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FloorStep {
+    pub process: String,
+    pub material: String,
+    /// Duration at speed 1.0 for the whole quantity.
+    pub base_duration_ms: Millis,
+}
+
+/// A step running now: it stays where and when it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Running {
+    pub machine: MachineId,
+    pub started_ms: Millis,
+    pub ends_ms: Millis,
+}
+
+/// A job (line item) with the steps it still needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FloorJob {
+    pub token: JobToken,
+    /// Jobs with the same order key make one order for "late orders".
+    pub order: String,
+    /// Only machines of this factory, when set.
+    pub factory: Option<FactoryId>,
+    pub steps: Vec<FloorStep>,
+    /// The first step is running (its duration is `ends_ms - started_ms`).
+    pub running: Option<Running>,
+    pub release_ms: Millis,
+    pub due_ms: Millis,
+    /// The customer, for the distance term (last step's factory to here).
+    pub customer: Option<Location>,
+}
+
+/// One step in a machine's queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedStep {
+    pub token: JobToken,
+    pub step: usize,
+    pub start_ms: Millis,
+    pub end_ms: Millis,
+}
+
+/// The plan: a queue per machine in start order, the score, and jobs that
+/// cannot be placed with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FloorPlan {
+    pub queues: BTreeMap<MachineId, Vec<PlannedStep>>,
+    pub late_orders: usize,
+    pub total_lateness_ms: Millis,
+    pub setup_ms: Millis,
+    pub distance_m: i64,
+    pub unplaceable: Vec<(JobToken, String)>,
+}
+
+impl FloorMachine {
+    fn runs(&self, job: &FloorJob, step: &FloorStep) -> bool {
+        self.accepts_jobs
+            && job.factory.as_ref().is_none_or(|f| *f == self.factory)
+            && self.capabilities.contains(&step.process)
+            && self.materials.contains(&step.material)
+    }
+}
+
+/// Plans `jobs` onto `machines` under the floor objective. `progress` as in
+/// `search::solve` (the caller's clock); `max_iterations` caps the search.
+pub fn plan_floor(
+    jobs: &[FloorJob],
+    machines: &[FloorMachine],
+    seed: u64,
+    max_iterations: u64,
+    progress: &mut dyn FnMut() -> f64,
+) -> Result<FloorPlan, ModelError> {
+    let mut families: BTreeMap<&str, u32> = BTreeMap::new();
+    for job in jobs {
+        for step in &job.steps {
+            let next = families.len() as u32;
+            families.entry(step.material.as_str()).or_insert(next);
+        }
+    }
+    let mut orders: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut problem = Problem {
+        jobs: Vec::new(),
+        machines: machines
+            .iter()
+            .map(|m| Machine {
+                available_from: m.available_from_ms,
+                setup: m.setup_ms.max(0),
+                loaded_family: m
+                    .loaded_material
+                    .as_deref()
+                    .and_then(|name| families.get(name).copied()),
+            })
+            .collect(),
+    };
+    let mut placed: Vec<&FloorJob> = Vec::new();
+    let mut unplaceable = Vec::new();
+    'jobs: for job in jobs {
+        let mut operations = Vec::with_capacity(job.steps.len());
+        for (s, step) in job.steps.iter().enumerate() {
+            let last = s + 1 == job.steps.len();
+            let running = if s == 0 { job.running.as_ref() } else { None };
+            let alternatives: Vec<Alternative> = machines
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| match running {
+                    Some(r) => m.id == r.machine,
+                    None => m.runs(job, step),
+                })
+                .map(|(i, m)| Alternative {
+                    machine: i,
+                    duration: match running {
+                        Some(r) => (r.ends_ms - r.started_ms).max(1),
+                        None => {
+                            let speed = if m.speed > 0.0 { m.speed } else { 1.0 };
+                            ((step.base_duration_ms as f64 / speed).ceil() as Millis).max(1)
+                        }
+                    },
+                    distance: match (last, job.customer) {
+                        (true, Some(c)) => m.location.distance_m(c).round() as i64,
+                        _ => 0,
+                    },
+                })
+                .collect();
+            if alternatives.is_empty() {
+                let reason = match running {
+                    Some(r) => format!("running on unknown machine {}", r.machine),
+                    None => format!(
+                        "no machine accepts step {s} ({} on {})",
+                        step.process, step.material
+                    ),
+                };
+                unplaceable.push((job.token, reason));
+                continue 'jobs;
+            }
+            operations.push(Operation {
+                fixed: running.map(|r| Fixed {
+                    machine: alternatives[0].machine,
+                    start: r.started_ms,
+                }),
+                alternatives,
+                family: families.get(step.material.as_str()).copied(),
+            });
+        }
+        let next = orders.len();
+        let order = *orders.entry(job.order.as_str()).or_insert(next);
+        problem.jobs.push(Job {
+            operations,
+            release: job.release_ms,
+            due: Some(job.due_ms),
+            order,
+        });
+        placed.push(job);
+    }
+    let options = SolveOptions {
+        objective: Objective::Floor,
+        seed,
+        max_iterations,
+    };
+    let schedule = solve(&problem, &options, progress)?;
+    let mut queues: BTreeMap<MachineId, Vec<PlannedStep>> = machines
+        .iter()
+        .map(|m| (m.id.clone(), Vec::new()))
+        .collect();
+    for s in &schedule.operations {
+        if let (Some(machine), Some(job)) = (machines.get(s.machine), placed.get(s.job)) {
+            queues
+                .entry(machine.id.clone())
+                .or_default()
+                .push(PlannedStep {
+                    token: job.token,
+                    step: s.op,
+                    start_ms: s.start,
+                    end_ms: s.end,
+                });
+        }
+    }
+    for queue in queues.values_mut() {
+        queue.sort_by_key(|p| (p.start_ms, p.end_ms));
+    }
+    Ok(FloorPlan {
+        queues,
+        late_orders: schedule.score.late_orders,
+        total_lateness_ms: schedule.score.total_lateness,
+        setup_ms: schedule.score.setup_time,
+        distance_m: schedule.score.distance,
+        unplaceable,
+    })
+}

@@ -1,0 +1,383 @@
+use super::*;
+use crate::domain::{FactoryId, JobToken, Location, MachineId};
+use proptest::prelude::*;
+
+fn solve_with(problem: &Problem, objective: Objective, seed: u64, iterations: u64) -> Schedule {
+    let options = SolveOptions {
+        objective,
+        seed,
+        max_iterations: iterations,
+    };
+    solve(problem, &options, &mut || 0.0).expect("valid problem")
+}
+
+fn alt(machine: usize, duration: Time) -> Alternative {
+    Alternative {
+        machine,
+        duration,
+        distance: 0,
+    }
+}
+
+fn op(alternatives: Vec<Alternative>) -> Operation {
+    Operation {
+        alternatives,
+        family: None,
+        fixed: None,
+    }
+}
+
+fn job(operations: Vec<Operation>) -> Job {
+    Job {
+        operations,
+        release: 0,
+        due: None,
+        order: 0,
+    }
+}
+
+#[test]
+fn a_small_flexible_shop_reaches_its_optimum() {
+    // Two jobs, two machines; each job's two operations can go anywhere,
+    // but machine 1 is twice as slow. Optimum: 6 (both jobs in parallel,
+    // crossed over).
+    let problem = Problem {
+        jobs: vec![
+            job(vec![
+                op(vec![alt(0, 3), alt(1, 6)]),
+                op(vec![alt(0, 3), alt(1, 6)]),
+            ]),
+            job(vec![op(vec![alt(1, 3)]), op(vec![alt(0, 3), alt(1, 3)])]),
+        ],
+        machines: vec![Machine::default(); 2],
+    };
+    let schedule = solve_with(&problem, Objective::Makespan, 1, 1000);
+    check(&problem, &schedule.operations).expect("feasible");
+    assert_eq!(schedule.makespan, 6);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_schedule() {
+    let text = "3 3\n3 2 0 3 1 5 1 2 4 2 0 2 2 6\n2 1 1 4 2 0 3 2 2\n3 1 0 5 1 1 2 2 1 3 2 4\n";
+    let problem = parse_fjsp(text).expect("valid");
+    let a = solve_with(&problem, Objective::Makespan, 9, 300);
+    let b = solve_with(&problem, Objective::Makespan, 9, 300);
+    assert_eq!(a, b);
+    check(&problem, &a.operations).expect("feasible");
+}
+
+#[test]
+fn the_checker_finds_each_kind_of_violation() {
+    let problem = Problem {
+        jobs: vec![
+            job(vec![op(vec![alt(0, 2)]), op(vec![alt(0, 2), alt(1, 3)])]),
+            job(vec![op(vec![alt(0, 1)])]),
+        ],
+        machines: vec![Machine::default(); 2],
+    };
+    let s = |job, op, machine, start, end| ScheduledOp {
+        job,
+        op,
+        machine,
+        start,
+        end,
+    };
+    let good = vec![s(0, 0, 0, 0, 2), s(0, 1, 1, 2, 5), s(1, 0, 0, 2, 3)];
+    assert_eq!(check(&problem, &good), Ok(()));
+    let cases = [
+        (
+            vec![s(0, 0, 0, 0, 2), s(0, 1, 1, 2, 5)],
+            Violation::Missing { job: 1, op: 0 },
+        ),
+        (
+            vec![s(0, 0, 1, 0, 2), s(0, 1, 1, 2, 5), s(1, 0, 0, 2, 3)],
+            Violation::Incapable {
+                job: 0,
+                op: 0,
+                machine: 1,
+            },
+        ),
+        (
+            vec![s(0, 0, 0, 0, 2), s(0, 1, 1, 1, 4), s(1, 0, 0, 2, 3)],
+            Violation::Precedence { job: 0, op: 1 },
+        ),
+        (
+            vec![s(0, 0, 0, 0, 2), s(0, 1, 1, 2, 5), s(1, 0, 0, 1, 2)],
+            Violation::Overlap {
+                machine: 0,
+                first: (0, 0),
+                second: (1, 0),
+            },
+        ),
+        (
+            vec![s(0, 0, 0, 0, 2), s(0, 1, 1, 2, 4), s(1, 0, 0, 2, 3)],
+            Violation::WrongDuration { job: 0, op: 1 },
+        ),
+    ];
+    for (schedule, want) in cases {
+        assert_eq!(check(&problem, &schedule), Err(want));
+    }
+}
+
+#[test]
+fn invalid_problems_are_refused() {
+    let mut fixed_late = op(vec![alt(0, 2)]);
+    fixed_late.fixed = Some(Fixed {
+        machine: 0,
+        start: 0,
+    });
+    let cases = [
+        (job(vec![op(vec![])]), "no machine"),
+        (job(vec![op(vec![alt(5, 1)])]), "does not exist"),
+        (job(vec![op(vec![alt(0, 0)])]), "at least 1"),
+        (job(vec![op(vec![alt(0, 1), alt(0, 2)])]), "listed twice"),
+        (
+            job(vec![op(vec![alt(0, 1)]), fixed_late]),
+            "only a job's first",
+        ),
+    ];
+    for (j, reason) in cases {
+        let problem = Problem {
+            jobs: vec![j],
+            machines: vec![Machine::default()],
+        };
+        let err = solve(&problem, &SolveOptions::default(), &mut || 1.0).expect_err("invalid");
+        assert!(err.reason.contains(reason), "{err}");
+    }
+}
+
+#[test]
+fn the_floor_objective_puts_late_orders_first_then_setups() {
+    // One machine, two materials, setup 5. Job 0 (family 1) is due early;
+    // jobs 1 and 2 (family 0) are due late. Best: 0 first (on time), then
+    // the two family-0 jobs together: one setup after job 0.
+    let fam = |family: u32, duration: Time| Operation {
+        alternatives: vec![alt(0, duration)],
+        family: Some(family),
+        fixed: None,
+    };
+    let due_job = |family, due, order| Job {
+        operations: vec![fam(family, 3)],
+        release: 0,
+        due: Some(due),
+        order,
+    };
+    let problem = Problem {
+        jobs: vec![due_job(1, 3, 0), due_job(0, 100, 1), due_job(0, 100, 2)],
+        machines: vec![Machine {
+            available_from: 0,
+            setup: 5,
+            loaded_family: Some(1),
+        }],
+    };
+    let schedule = solve_with(&problem, Objective::Floor, 3, 500);
+    check(&problem, &schedule.operations).expect("feasible");
+    assert_eq!(schedule.score.late_orders, 0);
+    assert_eq!(schedule.score.setup_time, 5);
+    assert_eq!(schedule.operations[0].start, 0);
+}
+
+#[test]
+fn floor_plans_keep_running_steps_and_respect_machines() {
+    let machine = |id: &str, process: &str| FloorMachine {
+        id: MachineId::new(id),
+        factory: FactoryId::new("f"),
+        location: Location::new(52.5, 13.4),
+        capabilities: vec![process.into()],
+        materials: vec!["cotton".into()],
+        accepts_jobs: true,
+        speed: 1.0,
+        setup_ms: 0,
+        loaded_material: None,
+        available_from_ms: 1_000,
+    };
+    let step = |process: &str, ms| FloorStep {
+        process: process.into(),
+        material: "cotton".into(),
+        base_duration_ms: ms,
+    };
+    let floor_job = |token, steps, running| FloorJob {
+        token: JobToken(token),
+        order: format!("o{token}"),
+        factory: None,
+        steps,
+        running,
+        release_ms: 0,
+        due_ms: 50_000,
+        customer: Some(Location::new(52.52, 13.4)),
+    };
+    let machines = [
+        machine("p1", "print"),
+        machine("p2", "print"),
+        machine("h1", "press"),
+    ];
+    let jobs = [
+        floor_job(
+            1,
+            vec![step("print", 4_000), step("press", 1_000)],
+            Some(Running {
+                machine: MachineId::new("p1"),
+                started_ms: 0,
+                ends_ms: 3_000,
+            }),
+        ),
+        floor_job(2, vec![step("print", 2_000), step("press", 1_000)], None),
+        floor_job(3, vec![step("print", 2_000), step("press", 1_000)], None),
+        floor_job(4, vec![step("laser", 2_000)], None),
+    ];
+    let plan = plan_floor(&jobs, &machines, 1, 200, &mut || 0.0).expect("valid");
+    assert_eq!(plan.unplaceable.len(), 1);
+    assert_eq!(plan.unplaceable[0].0, JobToken(4));
+    assert_eq!(plan.late_orders, 0);
+    let p1 = &plan.queues[&MachineId::new("p1")];
+    assert_eq!(
+        (p1[0].token, p1[0].start_ms, p1[0].end_ms),
+        (JobToken(1), 0, 3_000)
+    );
+    for (id, queue) in &plan.queues {
+        for pair in queue.windows(2) {
+            assert!(pair[1].start_ms >= pair[0].end_ms, "{id} overlaps");
+        }
+        for step in queue {
+            assert!(
+                step.start_ms >= 1_000 || step.token == JobToken(1),
+                "{id} before free"
+            );
+        }
+    }
+    assert_eq!(plan.queues[&MachineId::new("h1")].len(), 3);
+}
+
+/// A random problem: up to 6 jobs of up to 4 operations on up to 4
+/// machines; in floor mode also releases, dues, families, setups, machines
+/// free later, and running first operations.
+fn problem_strategy(floor: bool) -> impl Strategy<Value = Problem> {
+    let machines = 1usize..5;
+    machines.prop_flat_map(move |m| {
+        let alternative = (0..m, 1i64..20, 0i64..50);
+        let operation = (
+            prop::collection::vec(alternative, 1..=m),
+            prop::option::of(0u32..3),
+        );
+        let job_spec = (
+            prop::collection::vec(operation, 1..5),
+            0i64..30,
+            0i64..120,
+            0usize..3,
+            any::<bool>(),
+            0i64..10,
+        );
+        let machine_spec = (0i64..20, 0i64..6, prop::option::of(0u32..3));
+        (
+            prop::collection::vec(job_spec, 1..7),
+            prop::collection::vec(machine_spec, m..=m),
+        )
+            .prop_map(move |(jobs, machine_specs)| {
+                let mut running_on = vec![false; machine_specs.len()];
+                let jobs = jobs
+                    .into_iter()
+                    .map(|(ops, release, due, order, run, start)| {
+                        let mut operations: Vec<Operation> = ops
+                            .into_iter()
+                            .map(|(alts, family)| {
+                                let mut alternatives: Vec<Alternative> = Vec::new();
+                                for (machine, duration, distance) in alts {
+                                    if alternatives.iter().all(|a| a.machine != machine) {
+                                        alternatives.push(Alternative {
+                                            machine,
+                                            duration,
+                                            distance,
+                                        });
+                                    }
+                                }
+                                Operation {
+                                    alternatives,
+                                    family: if floor { family } else { None },
+                                    fixed: None,
+                                }
+                            })
+                            .collect();
+                        if floor && run {
+                            let first = &mut operations[0];
+                            let machine = first.alternatives[0].machine;
+                            if !running_on[machine] {
+                                running_on[machine] = true;
+                                first.fixed = Some(Fixed { machine, start });
+                            }
+                        }
+                        Job {
+                            operations,
+                            release: if floor { release } else { 0 },
+                            due: floor.then_some(due),
+                            order,
+                        }
+                    })
+                    .collect();
+                let machines = machine_specs
+                    .into_iter()
+                    .map(|(free, setup, loaded)| {
+                        if floor {
+                            Machine {
+                                available_from: free,
+                                setup,
+                                loaded_family: loaded,
+                            }
+                        } else {
+                            Machine::default()
+                        }
+                    })
+                    .collect();
+                Problem { jobs, machines }
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn makespan_schedules_are_feasible(
+        problem in problem_strategy(false),
+        seed in 0u64..1000,
+        iterations in 0u64..400,
+    ) {
+        let schedule = solve_with(&problem, Objective::Makespan, seed, iterations);
+        prop_assert_eq!(check(&problem, &schedule.operations), Ok(()));
+        let end = schedule.operations.iter().map(|s| s.end).max().unwrap_or(0);
+        prop_assert_eq!(schedule.makespan, end);
+    }
+
+    #[test]
+    fn floor_schedules_are_feasible_and_keep_running_operations(
+        problem in problem_strategy(true),
+        seed in 0u64..1000,
+        iterations in 0u64..300,
+    ) {
+        let schedule = solve_with(&problem, Objective::Floor, seed, iterations);
+        // `check` covers capability, precedence, releases, machines free
+        // from, setups, one at a time, and running operations unmoved.
+        prop_assert_eq!(check(&problem, &schedule.operations), Ok(()));
+        prop_assert_eq!(schedule.score, floor_score(&problem, &schedule.operations));
+    }
+
+    #[test]
+    fn the_floor_search_never_ends_worse_than_its_construction_and_repeats(
+        problem in problem_strategy(true),
+        seed in 0u64..1000,
+    ) {
+        let start = solve_with(&problem, Objective::Floor, seed, 0);
+        let searched = solve_with(&problem, Objective::Floor, seed, 80);
+        prop_assert!(searched.score <= start.score);
+        prop_assert_eq!(searched.clone(), solve_with(&problem, Objective::Floor, seed, 80));
+    }
+
+    #[test]
+    fn the_search_never_ends_worse_than_its_construction(
+        problem in problem_strategy(false),
+        seed in 0u64..1000,
+    ) {
+        let start = solve_with(&problem, Objective::Makespan, seed, 0);
+        let searched = solve_with(&problem, Objective::Makespan, seed, 300);
+        prop_assert!(searched.makespan <= start.makespan);
+    }
+}
