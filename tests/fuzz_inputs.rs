@@ -1,7 +1,8 @@
 //! Inputs from outside never crash the daemon: property-driven fuzzing of
 //! every parser that reads text or JSON someone else wrote (configuration,
 //! machine profiles, order JSON, the forecast CSV, routing instances and
-//! OSRM tables). Each target gets arbitrary text and mutations of a valid
+//! OSRM tables) and of what machines send (Modbus registers and MQTT
+//! reports, decoded through every built-in profile). Each target gets arbitrary text and mutations of a valid
 //! file (bytes replaced, inserted, deleted; lines duplicated and dropped),
 //! and must answer Ok or an error, never panic.
 //!
@@ -207,6 +208,57 @@ proptest! {
         let (origin, source) = fabflow_adapters::profile::BUILTIN_SOURCES[which];
         let text = if use_arbitrary { arbitrary } else { mutate(source, &edits) };
         let _ = fabflow_adapters::Profile::from_toml_str(&text, origin);
+    }
+
+    #[test]
+    fn modbus_registers_never_panic(
+        seed_words in prop::collection::vec(any::<u16>(), 0..64),
+        lengths in prop::collection::vec(0usize..130, 1..8),
+        extremes in prop::collection::vec(prop_oneof![Just(0u16), Just(u16::MAX), Just(0x7FFF), Just(0x8000), Just(0x7FC0)], 0..16),
+    ) {
+        // Any words, in blocks of any length (short, long, empty), through
+        // every built-in Modbus profile: a status or an error, never a panic.
+        let mut pool: Vec<u16> = seed_words.iter().chain(&extremes).copied().collect();
+        if pool.is_empty() {
+            pool.push(0);
+        }
+        for profile in fabflow_adapters::builtin_profiles().iter().filter(|p| p.mqtt.is_none()) {
+            let mut block = 0usize;
+            let mut read = |_kind, _start, count: u16| {
+                let len = match lengths.get(block % lengths.len()) {
+                    Some(&len) if len < 125 => len,
+                    _ => usize::from(count),
+                };
+                block += 1;
+                (0..len).map(|i| pool[(i + block) % pool.len()]).collect()
+            };
+            if let Ok(status) = fabflow_adapters::status_from_reads(profile, &mut read) {
+                prop_assert!(status.progress_percent.is_none_or(f64::is_finite));
+            }
+        }
+    }
+
+    #[test]
+    fn mqtt_reports_never_panic(value in json(), text in ".{0,200}", raw in prop::collection::vec(any::<u8>(), 0..200)) {
+        // Arbitrary JSON, text and bytes through every MQTT profile's report reader.
+        for profile in fabflow_adapters::builtin_profiles() {
+            let Some(spec) = profile.mqtt.as_ref() else { continue };
+            let json = serde_json::to_vec(&value).unwrap_or_default();
+            for payload in [json.as_slice(), text.as_bytes(), raw.as_slice()] {
+                let _ = fabflow_adapters::mqtt::read_report(spec, payload);
+            }
+        }
+    }
+
+    #[test]
+    fn mqtt_reports_near_a_valid_one_never_panic(edits in prop::collection::vec(edit(), 1..8)) {
+        const REPORT: &str = r#"{"print":{"gcode_state":"RUNNING","mc_percent":42,"job_id":"17","sequence_id":"9","plates_done":1,"plates_failed":0,"print_error":0}}"#;
+        let text = mutate(REPORT, &edits);
+        for profile in fabflow_adapters::builtin_profiles() {
+            if let Some(spec) = profile.mqtt.as_ref() {
+                let _ = fabflow_adapters::mqtt::read_report(spec, text.as_bytes());
+            }
+        }
     }
 
     #[test]

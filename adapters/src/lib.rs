@@ -15,7 +15,7 @@ mod types;
 
 pub use driver::{Connector, DriverConfig, MachineDriver, MachineFact, MachineHandle};
 pub use error::{AdapterError, DeviceErrorCode};
-pub use modbus::{ModbusConnector, ModbusLink};
+pub use modbus::{ModbusConnector, ModbusLink, decode_status, status_from_reads};
 pub use mqtt::{MqttBroker, MqttConnector, MqttLink};
 pub use profile::{Profile, ProfileError, ProfileErrors, builtin_profiles, load_dir, read_dir};
 pub use types::{JobCommand, MachineLink, MachineStatus, RunState};

@@ -261,82 +261,7 @@ impl MachineLink for ModbusLink {
             let words = self.read_block(block).await?;
             tables.insert((block.kind, block.start), words);
         }
-        let profile = Arc::clone(&self.profile);
-        let words_of = |name: SignalName| -> Option<(&Signal, &[u16])> {
-            let signal = profile.signal(name)?;
-            let width = usize::from(signal.value_type.width());
-            tables
-                .iter()
-                .filter(|((kind, _), _)| *kind == signal.kind)
-                .find_map(|((_, start), words)| {
-                    let offset = usize::from(signal.address.checked_sub(*start)?);
-                    words.get(offset..offset + width)
-                })
-                .map(|words| (signal, words))
-        };
-        let missing = |name: SignalName| AdapterError::Profile {
-            model: profile.model.clone(),
-            message: format!("signal `{name}` is not covered by the read plan"),
-        };
-        let protocol = |name: SignalName, message: String| AdapterError::Protocol {
-            operation: format!("read {name}"),
-            message,
-        };
-
-        let (state_signal, words) =
-            words_of(SignalName::State).ok_or_else(|| missing(SignalName::State))?;
-        let code = decode_integer(state_signal, words)
-            .ok_or_else(|| protocol(SignalName::State, "state is not an integer".into()))?;
-        let state = *state_signal.map.get(&code).ok_or_else(|| {
-            protocol(
-                SignalName::State,
-                format!("state code {code} is not in the profile's map"),
-            )
-        })?;
-
-        let read_u32 = |name: SignalName| -> Result<u32, AdapterError> {
-            let (signal, words) = words_of(name).ok_or_else(|| missing(name))?;
-            let value = decode_scaled(signal, words);
-            to_u32(value)
-                .ok_or_else(|| protocol(name, format!("{value} is not a count 0..=4294967295")))
-        };
-        // The token the machine shows: its own echo when the profile has
-        // one (the start's `job_token` register may say only what was
-        // written, not what was taken).
-        let job_token = if profile.echoes_token() {
-            read_u32(SignalName::TokenEcho)?
-        } else {
-            read_u32(SignalName::JobToken)?
-        };
-        let good_count = read_u32(SignalName::GoodCount)?;
-        let scrap_count = read_u32(SignalName::ScrapCount)?;
-        let fault_code = match profile.signal(SignalName::FaultCode) {
-            Some(_) => Some(read_u32(SignalName::FaultCode)?),
-            None => None,
-        };
-        let progress_percent = match profile.signal(SignalName::Progress) {
-            Some(_) => {
-                let (signal, words) =
-                    words_of(SignalName::Progress).ok_or_else(|| missing(SignalName::Progress))?;
-                let value = decode_scaled(signal, words);
-                if !value.is_finite() {
-                    return Err(protocol(
-                        SignalName::Progress,
-                        format!("{value} is not a percent"),
-                    ));
-                }
-                Some(value)
-            }
-            None => None,
-        };
-        Ok(MachineStatus {
-            state,
-            job_token,
-            good_count,
-            scrap_count,
-            fault_code,
-            progress_percent,
-        })
+        decode_status(&self.profile, &tables)
     }
 
     async fn start_job(&mut self, cmd: &JobCommand) -> Result<(), AdapterError> {
@@ -447,6 +372,112 @@ fn split_words(order: WordOrder, bits: u32) -> Vec<u16> {
         WordOrder::Big => vec![high, low],
         WordOrder::Little => vec![low, high],
     }
+}
+
+/// Reads a status as a link does, with `read` standing in for the wire:
+/// asked for (table, first address, count) of each block of the profile's
+/// read plan, it answers with words (any number of them; a real link refuses
+/// a short answer before decoding, this does not). For trying every answer a
+/// machine may give (tests/fuzz_inputs.rs).
+pub fn status_from_reads(
+    profile: &Profile,
+    read: &mut dyn FnMut(RegisterKind, u16, u16) -> Vec<u16>,
+) -> Result<MachineStatus, AdapterError> {
+    let mut tables = BTreeMap::new();
+    for block in plan_reads(profile)? {
+        tables.insert(
+            (block.kind, block.start),
+            read(block.kind, block.start, block.count),
+        );
+    }
+    decode_status(profile, &tables)
+}
+
+/// A machine's status from the registers read by its read plan, keyed by
+/// (table, first address) of each block: the state through the profile's
+/// map, the token (its echo when the profile has one), the counts, fault
+/// code and progress. Pure, so that any words a machine may send can be
+/// tried against it (tests/fuzz_inputs.rs): it never panics, whatever the
+/// words; a value the profile cannot read is a protocol error.
+pub fn decode_status(
+    profile: &Profile,
+    tables: &BTreeMap<(RegisterKind, u16), Vec<u16>>,
+) -> Result<MachineStatus, AdapterError> {
+    let words_of = |name: SignalName| -> Option<(&Signal, &[u16])> {
+        let signal = profile.signal(name)?;
+        let width = usize::from(signal.value_type.width());
+        tables
+            .iter()
+            .filter(|((kind, _), _)| *kind == signal.kind)
+            .find_map(|((_, start), words)| {
+                let offset = usize::from(signal.address.checked_sub(*start)?);
+                words.get(offset..offset + width)
+            })
+            .map(|words| (signal, words))
+    };
+    let missing = |name: SignalName| AdapterError::Profile {
+        model: profile.model.clone(),
+        message: format!("signal `{name}` is not covered by the read plan"),
+    };
+    let protocol = |name: SignalName, message: String| AdapterError::Protocol {
+        operation: format!("read {name}"),
+        message,
+    };
+
+    let (state_signal, words) =
+        words_of(SignalName::State).ok_or_else(|| missing(SignalName::State))?;
+    let code = decode_integer(state_signal, words)
+        .ok_or_else(|| protocol(SignalName::State, "state is not an integer".into()))?;
+    let state = *state_signal.map.get(&code).ok_or_else(|| {
+        protocol(
+            SignalName::State,
+            format!("state code {code} is not in the profile's map"),
+        )
+    })?;
+
+    let read_u32 = |name: SignalName| -> Result<u32, AdapterError> {
+        let (signal, words) = words_of(name).ok_or_else(|| missing(name))?;
+        let value = decode_scaled(signal, words);
+        to_u32(value)
+            .ok_or_else(|| protocol(name, format!("{value} is not a count 0..=4294967295")))
+    };
+    // The token the machine shows: its own echo when the profile has
+    // one (the start's `job_token` register may say only what was
+    // written, not what was taken).
+    let job_token = if profile.echoes_token() {
+        read_u32(SignalName::TokenEcho)?
+    } else {
+        read_u32(SignalName::JobToken)?
+    };
+    let good_count = read_u32(SignalName::GoodCount)?;
+    let scrap_count = read_u32(SignalName::ScrapCount)?;
+    let fault_code = match profile.signal(SignalName::FaultCode) {
+        Some(_) => Some(read_u32(SignalName::FaultCode)?),
+        None => None,
+    };
+    let progress_percent = match profile.signal(SignalName::Progress) {
+        Some(_) => {
+            let (signal, words) =
+                words_of(SignalName::Progress).ok_or_else(|| missing(SignalName::Progress))?;
+            let value = decode_scaled(signal, words);
+            if !value.is_finite() {
+                return Err(protocol(
+                    SignalName::Progress,
+                    format!("{value} is not a percent"),
+                ));
+            }
+            Some(value)
+        }
+        None => None,
+    };
+    Ok(MachineStatus {
+        state,
+        job_token,
+        good_count,
+        scrap_count,
+        fault_code,
+        progress_percent,
+    })
 }
 
 /// The raw value of an integer signal (`None` for f32/bool or a short slice).
