@@ -228,9 +228,11 @@ async fn accepted_orders_become_forecasts_and_runs_for_their_brand_only() {
             400,
             "horizon_days",
         ),
+        // Well-formed, refused by a rule (an event already past, another
+        // brand): 422, as a schema-valid request must not be called malformed.
         (
             format!("/v1/forecasts/run?sku=tee-black-m&event_date={past}"),
-            400,
+            422,
             "event_date",
         ),
         (
@@ -240,7 +242,7 @@ async fn accepted_orders_become_forecasts_and_runs_for_their_brand_only() {
         ),
         (
             format!("/v1/forecasts/run?sku=tee-black-m&event_date={event}&brand=other"),
-            400,
+            422,
             "brand",
         ),
     ];

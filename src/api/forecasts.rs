@@ -16,9 +16,11 @@ use serde::{Deserialize, Serialize};
 impl From<RunError> for ApiError {
     fn from(err: RunError) -> Self {
         match err {
-            // A query parameter at fault: 400 with its pointer, as for
-            // every other query error.
-            RunError::Invalid { field, reason } => invalid(field, reason),
+            // A well-formed query the rules refuse (an event already past,
+            // or beyond the horizon, as of today): 422 with its pointer.
+            RunError::Invalid { field, reason } => {
+                ApiError::invalid(vec![FieldError::new(field, reason)])
+            }
             RunError::Store(err) => err.into(),
         }
     }
@@ -164,6 +166,7 @@ pub struct RunQuery {
     #[param(minimum = 1, maximum = 31)]
     pub event_days: Option<i64>,
     /// Probability of meeting the whole demand, in (0, 1] (default 0.98).
+    #[param(exclusive_minimum = 0.0, maximum = 1.0)]
     pub service_level: Option<f64>,
     /// Finished units on hand (default 0).
     #[param(minimum = 0)]
@@ -215,7 +218,9 @@ fn count(value: Option<i64>, field: &str) -> Result<u64, ApiError> {
 /// The production run for an upcoming event that reaches a service level,
 /// net of stock on hand and restockable returns, with the expected leftover.
 #[utoipa::path(get, path = "/v1/forecasts/run", tag = "forecasts", params(RunQuery),
-    responses((status = 200, body = RunView)), security(("bearer" = [])))]
+    responses((status = 200, body = RunView),
+        (status = 422, description = "A brand the caller may not ask for (or none named by an admin), an event already past or beyond the horizon", body = super::problem::Problem)),
+    security(("bearer" = [])))]
 pub async fn run(
     State(state): State<ApiState>,
     caller: Caller,
@@ -225,11 +230,21 @@ pub async fn run(
     let brand = match (caller.brand_scope(), &query.brand) {
         (Some(own), None) => own.to_string(),
         (Some(own), Some(asked)) if asked == own => own.to_string(),
+        // Who may ask for which brand is a rule of roles, not of the
+        // query's shape: 422, as for a body's business rules.
         (Some(_), Some(_)) => {
-            return Err(invalid("brand", "a brand token reads only its own brand"));
+            return Err(ApiError::invalid(vec![FieldError::new(
+                "brand",
+                "a brand token reads only its own brand",
+            )]));
         }
         (None, Some(asked)) => asked.clone(),
-        (None, None) => return Err(invalid("brand", "an admin must name the brand")),
+        (None, None) => {
+            return Err(ApiError::invalid(vec![FieldError::new(
+                "brand",
+                "an admin must name the brand",
+            )]));
+        }
     };
     let event_days = match query.event_days {
         None => 1,

@@ -125,7 +125,7 @@ fn json_response(
 /// Submit one order.
 #[utoipa::path(post, path = "/v1/orders", tag = "orders",
     request_body = OrderRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the first response is replayed")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry-safe key: the first response is replayed", min_length = 1, max_length = 255)),
     responses(
         (status = 201, description = "Accepted", body = OrderView),
         (status = 409, description = "Same key still in flight", body = super::problem::Problem),
@@ -318,8 +318,12 @@ impl ImportReport {
 /// `external_ref,customer_name,lat,lon,sku,quantity`; rows with the same
 /// external_ref form one order). All or nothing.
 #[utoipa::path(post, path = "/v1/orders/import", tag = "orders",
-    request_body(content = String, content_type = "application/x-ndjson"),
-    responses((status = 201, body = ImportReport), (status = 422, description = "Nothing imported; see the per-line report", body = ImportReport)),
+    request_body(description = "One order per line: NDJSON (the order JSON), or CSV with a header line",
+        content((String = "application/x-ndjson"), (String = "text/csv"))),
+    responses((status = 201, body = ImportReport),
+        (status = 400, description = "Not UTF-8, no orders, a CSV without its header", body = super::problem::Problem),
+        (status = 415, description = "Neither NDJSON nor CSV", body = super::problem::Problem),
+        (status = 422, description = "Nothing imported; see the per-line report", body = ImportReport)),
     security(("bearer" = [])))]
 pub async fn import(
     State(state): State<ApiState>,
