@@ -234,6 +234,39 @@ pub struct SchedulerConfig {
     pub interval_ms: u64,
     /// Jobs queued per machine, including the one it runs.
     pub max_queue: usize,
+    /// How jobs are chosen for the queues: `queue` (earliest due first, onto
+    /// the shortest capable queue) or `shop` (`plan::shop::plan_floor`).
+    #[serde(default)]
+    pub planner: Planner,
+    /// Wall-clock budget of the `shop` planner per round, milliseconds.
+    #[serde(default = "default_plan_budget_ms")]
+    pub plan_budget_ms: u64,
+}
+
+/// The scheduler's planner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Planner {
+    /// Earliest due first, each job onto the capable machine with the
+    /// shortest queue (`plan::assign_jobs`).
+    #[default]
+    Queue,
+    /// The flexible job-shop engine under the floor objective; each
+    /// machine's queue is filled from the head of its planned queue.
+    Shop,
+}
+
+impl Planner {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Planner::Queue => "queue",
+            Planner::Shop => "shop",
+        }
+    }
+}
+
+fn default_plan_budget_ms() -> u64 {
+    50
 }
 
 impl Default for SchedulerConfig {
@@ -241,6 +274,8 @@ impl Default for SchedulerConfig {
         Self {
             interval_ms: 250,
             max_queue: 2,
+            planner: Planner::default(),
+            plan_budget_ms: default_plan_budget_ms(),
         }
     }
 }
@@ -646,6 +681,12 @@ impl Config {
                 format!("must be 1..=100, got {}", self.scheduler.max_queue),
             );
         }
+        if !(1..=10_000).contains(&self.scheduler.plan_budget_ms) {
+            problem(
+                "scheduler.plan_budget_ms".into(),
+                format!("must be 1..=10000, got {}", self.scheduler.plan_budget_ms),
+            );
+        }
         if !(1..=20).contains(&self.handoffs.max_wrong_codes) {
             problem(
                 "handoffs.max_wrong_codes".into(),
@@ -1009,6 +1050,28 @@ mod tests {
                 "{key}: {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_planner_is_a_choice_with_a_budget() {
+        let base = "[scheduler]\ninterval_ms = 250\nmax_queue = 2\n";
+        let parse = |extra: &str| super::Config::parse(&format!("{base}{extra}"), "t.toml");
+        let config = parse("").expect("default planner");
+        assert_eq!(config.scheduler.planner, super::Planner::Queue);
+        assert_eq!(config.scheduler.plan_budget_ms, 50);
+        let config = parse("planner = \"shop\"\nplan_budget_ms = 80\n").expect("shop");
+        assert_eq!(config.scheduler.planner, super::Planner::Shop);
+        assert_eq!(config.scheduler.plan_budget_ms, 80);
+        let err = parse("planner = \"fancy\"\n").expect_err("unknown planner");
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.problems[0].starts_with("scheduler: "), "{err}");
+        assert!(err.problems[0].contains("fancy"), "{err}");
+        assert!(err.to_string().contains("t.toml"), "{err}");
+        let err = parse("plan_budget_ms = 0\n").expect_err("no budget");
+        assert_eq!(
+            err.problems,
+            ["scheduler.plan_budget_ms: must be 1..=10000, got 0"]
+        );
     }
 
     #[test]

@@ -72,6 +72,37 @@ fn check_config_accepts_the_shipped_files_and_names_every_problem() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/file.toml"));
 }
 
+#[test]
+fn check_config_accepts_the_shop_planner_and_names_a_wrong_one() {
+    let demo = std::fs::read_to_string("config/demo.toml").expect("demo config");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("shop.toml");
+    let with = |planner: &str| {
+        demo.replacen(
+            "[scheduler]\n",
+            &format!("[scheduler]\nplanner = \"{planner}\"\nplan_budget_ms = 80\n"),
+            1,
+        )
+    };
+    assert_ne!(with("shop"), demo, "the demo has a [scheduler] section");
+    std::fs::write(&path, with("shop")).expect("write");
+    let out = fabflow(&["check-config", path.to_str().expect("path")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&path, with("fastest")).expect("write");
+    let out = fabflow(&["check-config", path.to_str().expect("path")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("scheduler: unknown variant `fastest`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("shop.toml"), "{stderr}");
+}
+
 /// The status code of `GET path` with a bearer token (0 if no answer).
 fn status_of(url: &str, path: &str, token: &str) -> u16 {
     use std::io::{Read, Write};

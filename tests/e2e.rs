@@ -160,6 +160,106 @@ async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadlin
     assert_eq!(store.outbox_backlog().await.expect("backlog"), 0);
 }
 
+/// The `shop` planner (`plan::shop::plan_floor`) in charge of the queues:
+/// every order produced, no token started twice, every job done on a
+/// capable machine of its order's factory, and the jobs were queued by the
+/// shop planner (its own metric), never by the fallback to the queue rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_orders_are_produced_once_on_capable_machines_by_the_shop_planner() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(13, TIME_SCALE).await;
+    let mut config = support::config(&fleet, &dir.path().join("shop.db"), TIME_SCALE);
+    config.scheduler.planner = fabflow::config::Planner::Shop;
+    config.scheduler.plan_budget_ms = 50;
+    let running = Running::start(config).await;
+    let brand = running.token(Role::Brand, "shop-brand").await;
+    let api = running.api(Role::Admin, "*").await;
+
+    let orders = fabflow_sim::generate_orders(2027, 60, &SKUS, BBOX);
+    let report = fabflow_sim::fire(&running.base, &brand, orders, 8).await;
+    assert_eq!(
+        report.accepted,
+        60,
+        "rejected: {:?}",
+        report.rejected.first()
+    );
+    let orders = support::wait_all_produced(&api, 60, Duration::from_secs(900)).await;
+
+    let (status, machines) = api.get("/v1/machines").await;
+    assert_eq!(status, 200, "{machines}");
+    let machines: HashMap<String, serde_json::Value> = machines
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|m| Some((m["id"].as_str()?.to_string(), m)))
+        .collect();
+    assert!(!machines.is_empty());
+    let mut done = 0;
+    for order in &orders {
+        let id = order["id"].as_str().expect("id");
+        let (_, detail) = api.get(&format!("/v1/orders/{id}")).await;
+        let jobs = detail["jobs"].as_array().cloned().unwrap_or_default();
+        assert!(!jobs.is_empty(), "order {id} has no jobs");
+        for job in &jobs {
+            let state = job["state"].as_str().unwrap_or_default();
+            assert!(["done", "failed"].contains(&state), "{job}");
+            assert_eq!(job["factory"], order["factory"], "{job}");
+            if state == "failed" {
+                continue;
+            }
+            done += 1;
+            let machine_id = job["machine"].as_str().unwrap_or_else(|| panic!("{job}"));
+            let machine = &machines[machine_id];
+            assert_eq!(machine["factory"], job["factory"], "{job} on {machine}");
+            let has = |list: &str, item: &serde_json::Value| {
+                machine[list]
+                    .as_array()
+                    .is_some_and(|items| items.contains(item))
+            };
+            assert!(has("capabilities", &job["process"]), "{job} on {machine}");
+            assert!(has("materials", &job["material"]), "{job} on {machine}");
+        }
+    }
+    assert!(done >= 60, "{done} jobs done");
+    assert_eq!(fleet.duplicate_starts(), Vec::<(String, u32)>::new());
+
+    // The shop planner queued them; it never fell back to the queue rule.
+    let metrics = reqwest::get(format!("{}/metrics", running.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let shop_scheduled: f64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("fabflow_jobs_scheduled_total{planner=\"shop\"} ")
+                .and_then(|value| value.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no shop-scheduled jobs in {metrics}"));
+    assert!(
+        shop_scheduled >= f64::from(done),
+        "{shop_scheduled} < {done}"
+    );
+    assert!(
+        !metrics.contains("fabflow_floor_plan_fallbacks_total"),
+        "{metrics}"
+    );
+    // Rounds that ran the floor planner (its timing is recorded per plan).
+    let plans: f64 = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("fabflow_floor_plan_seconds_count ")
+                .and_then(|value| value.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no floor plans in {metrics}"));
+    assert!(plans >= 1.0, "{plans} floor plans");
+
+    running.stop().await;
+    fleet.shutdown().await;
+}
+
 /// Runs a daemon on its own runtime in its own thread, so the test can kill
 /// it the hard way: drop the runtime, keep the SQLite file.
 struct Doomed {

@@ -374,6 +374,13 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         clock,
         interval: Duration::from_millis(config.scheduler.interval_ms),
         max_queue: config.scheduler.max_queue,
+        planner: config.scheduler.planner,
+        plan_budget: Duration::from_millis(config.scheduler.plan_budget_ms),
+        factories: network
+            .factories
+            .iter()
+            .map(|f| (f.id.0.clone(), f.location))
+            .collect(),
         wakers: wakers.clone(),
     };
     work.spawn(

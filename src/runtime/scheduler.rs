@@ -1,19 +1,38 @@
 //! The scheduling loop: every interval (or when woken), ready jobs are put in
-//! machine queues by the pure planner, earliest deadline first.
+//! machine queues by the pure planner: earliest deadline first onto the
+//! shortest queue (`planner = "queue"`, the default), or the head of each
+//! machine's queue in a `plan::shop` floor plan (`planner = "shop"`).
+//!
+//! Either way jobs reach machines only through `Store::schedule_jobs`, never
+//! beyond `max_queue` per machine, so dispatch, fencing and re-planning on
+//! pause, fault or offline (which hands queued jobs back) do not depend on
+//! the planner. Jobs already dispatched or running never move.
 
+use crate::config::Planner;
+use crate::domain::{JobToken, Location, MachineId, Millis};
+use crate::plan::shop::{FloorJob, FloorMachine, FloorStep, plan_floor};
 use crate::plan::{JobCandidate, MachineSlot, assign_jobs};
 use crate::runtime::clock::Clock;
 use crate::runtime::wake::{Wake, Wakers};
-use crate::store::{Store, StoreError};
-use std::time::Duration;
+use crate::store::{SchedulableJob, Store, StoreError};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+/// Iteration cap of one `shop` round, besides its wall-clock budget.
+const SHOP_MAX_ITERATIONS: u64 = 20_000;
 
 pub struct Scheduler {
     pub store: Store,
     pub clock: Clock,
     pub interval: Duration,
     pub max_queue: usize,
+    pub planner: Planner,
+    /// Wall-clock budget of the `shop` planner per round.
+    pub plan_budget: Duration,
+    /// Factory locations, for the floor objective's distance to the customer.
+    pub factories: HashMap<String, Location>,
     /// Woken by supervisors and intake when there is new work or a free
     /// machine; wakes the outbox publisher after a round that queued jobs.
     pub wakers: Wakers,
@@ -41,27 +60,13 @@ impl Scheduler {
 
     /// One scheduling round; returns how many jobs were queued.
     pub async fn round(&self) -> Result<usize, StoreError> {
-        let candidates: Vec<JobCandidate> = self
-            .store
-            .schedulable_jobs(200)
-            .await?
-            .into_iter()
-            .map(|job| JobCandidate {
-                token: job.token,
-                factory: job.factory,
-                process: job.process,
-                material: job.material,
-                due_ms: job.due_ms,
-            })
-            .collect();
-        if candidates.is_empty() {
+        let jobs = self.store.schedulable_jobs(200).await?;
+        if jobs.is_empty() {
             return Ok(0);
         }
         let loads = self.store.machine_loads().await?;
-        let slots: Vec<MachineSlot> = self
-            .store
-            .list_machines(None)
-            .await?
+        let machines = self.store.list_machines(None).await?;
+        let slots: Vec<MachineSlot> = machines
             .into_iter()
             .map(|machine| MachineSlot {
                 queue_len: loads.get(machine.id.as_str()).copied().unwrap_or(0),
@@ -72,15 +77,156 @@ impl Scheduler {
                 materials: machine.materials,
             })
             .collect();
-        let assignments = assign_jobs(&candidates, &slots, self.max_queue);
+        let now = self.clock.now_ms();
+        let assignments = match self.planner {
+            Planner::Queue => queue_assignments(&jobs, &slots, self.max_queue),
+            Planner::Shop => {
+                let backlogs = self.store.machine_backlogs().await?;
+                self.shop_assignments(jobs, slots, &backlogs, now).await
+            }
+        };
         if assignments.is_empty() {
             return Ok(0);
         }
-        let count = self
-            .store
-            .schedule_jobs(&assignments, self.clock.now_ms())
-            .await?;
-        metrics::counter!("fabflow_jobs_scheduled_total").increment(count as u64);
+        let count = self.store.schedule_jobs(&assignments, now).await?;
+        metrics::counter!("fabflow_jobs_scheduled_total", "planner" => self.planner.as_str())
+            .increment(count as u64);
         Ok(count)
+    }
+
+    /// Plans the floor on a blocking thread within the round's budget, then
+    /// takes the head of each machine's planned queue, up to its room. If
+    /// the engine refuses the problem (a broken invariant of ours), the round
+    /// falls back to the queue rule and says so.
+    async fn shop_assignments(
+        &self,
+        jobs: Vec<SchedulableJob>,
+        slots: Vec<MachineSlot>,
+        backlogs: &HashMap<String, f64>,
+        now: Millis,
+    ) -> Vec<(JobToken, MachineId)> {
+        let floor_machines = floor_machines(&slots, backlogs, &self.factories, now);
+        let floor_jobs = floor_jobs(&jobs, now);
+        let room: HashMap<MachineId, usize> = slots
+            .iter()
+            .filter(|slot| slot.accepts_jobs)
+            .map(|slot| {
+                (
+                    slot.id.clone(),
+                    self.max_queue.saturating_sub(slot.queue_len),
+                )
+            })
+            .collect();
+        let budget = self.plan_budget;
+        let planned = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let mut progress = || started.elapsed().as_secs_f64() / budget.as_secs_f64().max(1e-3);
+            let plan = plan_floor(
+                &floor_jobs,
+                &floor_machines,
+                1,
+                SHOP_MAX_ITERATIONS,
+                &mut progress,
+            );
+            metrics::histogram!("fabflow_floor_plan_seconds").record(started.elapsed());
+            plan.map(|plan| plan.queue_heads(&floor_jobs, &|id| room.get(id).copied().unwrap_or(0)))
+        })
+        .await;
+        match planned {
+            Ok(Ok(heads)) => heads,
+            Ok(Err(err)) => {
+                metrics::counter!("fabflow_floor_plan_fallbacks_total").increment(1);
+                warn!(error = %err, "floor planner refused the round; using the queue rule");
+                queue_assignments(&jobs, &slots, self.max_queue)
+            }
+            Err(err) => {
+                metrics::counter!("fabflow_floor_plan_fallbacks_total").increment(1);
+                warn!(error = %err, "floor planner failed; using the queue rule");
+                queue_assignments(&jobs, &slots, self.max_queue)
+            }
+        }
+    }
+}
+
+fn queue_assignments(
+    jobs: &[SchedulableJob],
+    slots: &[MachineSlot],
+    max_queue: usize,
+) -> Vec<(JobToken, MachineId)> {
+    let candidates: Vec<JobCandidate> = jobs
+        .iter()
+        .map(|job| JobCandidate {
+            token: job.token,
+            factory: job.factory.clone(),
+            process: job.process.clone(),
+            material: job.material.clone(),
+            due_ms: job.due_ms,
+        })
+        .collect();
+    assign_jobs(&candidates, slots, max_queue)
+}
+
+/// Machines as the floor planner sees them: free once the work already on
+/// them (units not yet reported good, at nominal speed) is done.
+fn floor_machines(
+    slots: &[MachineSlot],
+    backlogs: &HashMap<String, f64>,
+    factories: &HashMap<String, Location>,
+    now: Millis,
+) -> Vec<FloorMachine> {
+    slots
+        .iter()
+        .map(|slot| {
+            let backlog_s = backlogs.get(slot.id.as_str()).copied().unwrap_or(0.0);
+            FloorMachine {
+                id: slot.id.clone(),
+                factory: slot.factory.clone(),
+                // An unknown factory (none in a validated config) only loses
+                // the distance term: every machine of it is equally far.
+                location: factories
+                    .get(slot.factory.as_str())
+                    .copied()
+                    .unwrap_or(Location::new(0.0, 0.0)),
+                capabilities: slot.capabilities.clone(),
+                materials: slot.materials.clone(),
+                accepts_jobs: slot.accepts_jobs,
+                speed: 1.0,
+                setup_ms: 0,
+                loaded_material: None,
+                available_from_ms: now.saturating_add(seconds_to_ms(backlog_s)),
+            }
+        })
+        .collect()
+}
+
+/// Ready jobs as floor jobs: one step each (a line's later steps become
+/// ready when this one is done), for the order's factory and customer.
+fn floor_jobs(jobs: &[SchedulableJob], now: Millis) -> Vec<FloorJob> {
+    jobs.iter()
+        .map(|job| FloorJob {
+            token: job.token,
+            order: job.order_id.to_string(),
+            factory: Some(job.factory.clone()),
+            steps: vec![FloorStep {
+                process: job.process.clone(),
+                material: job.material.clone(),
+                base_duration_ms: seconds_to_ms(f64::from(job.quantity) * job.seconds_per_unit)
+                    .max(1),
+            }],
+            running: None,
+            release_ms: now,
+            due_ms: job.due_ms,
+            customer: Some(job.customer),
+        })
+        .collect()
+}
+
+/// Seconds (possibly not finite, from the database) as whole milliseconds.
+fn seconds_to_ms(seconds: f64) -> Millis {
+    if seconds.is_finite() && seconds > 0.0 {
+        // `as` saturates at the ends of the range.
+        (seconds * 1000.0).ceil() as Millis
+    } else {
+        0
     }
 }

@@ -10,8 +10,8 @@ use super::{Backend, Store, StoreError, parse, text_id};
 use crate::domain::follow_up::{may_move_order, order_moves, redo_plans, redo_units};
 use crate::domain::intake::{JobPlan, LineRequest};
 use crate::domain::{
-    Event, FactoryId, HoldCause, JobInput, JobState, JobToken, MachineId, Millis, OrderId,
-    OrderState,
+    Event, FactoryId, HoldCause, JobInput, JobState, JobToken, Location, MachineId, Millis,
+    OrderId, OrderState,
 };
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
@@ -74,10 +74,15 @@ impl JobRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SchedulableJob {
     pub token: JobToken,
+    pub order_id: OrderId,
     pub factory: FactoryId,
     pub process: String,
     pub material: String,
+    pub quantity: u32,
+    pub seconds_per_unit: f64,
     pub due_ms: Millis,
+    /// Where the order goes (its drop-off).
+    pub customer: Location,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -192,10 +197,11 @@ impl Store {
         per_group: i64,
     ) -> Result<Vec<SchedulableJob>, StoreError> {
         let rows = sqlx::query(
-            "SELECT token, factory, process, material, due_ms FROM ( \
-               SELECT j.token, j.factory, j.process, j.material, j.due_ms, ROW_NUMBER() OVER ( \
+            "SELECT token, order_id, factory, process, material, quantity, seconds_per_unit, due_ms, lat, lon FROM ( \
+               SELECT j.token, j.order_id, j.factory, j.process, j.material, j.quantity, j.seconds_per_unit, \
+                 j.due_ms, o.lat, o.lon, ROW_NUMBER() OVER ( \
                  PARTITION BY j.factory, j.process, j.material ORDER BY j.due_ms, j.token) AS rank \
-               FROM jobs j \
+               FROM jobs j JOIN orders o ON o.id = j.order_id \
                WHERE j.state = 'pending' AND NOT EXISTS (SELECT 1 FROM jobs p WHERE p.order_id = j.order_id \
                  AND p.line_index = j.line_index AND p.step_index < j.step_index \
                  AND p.state NOT IN ('done', 'failed', 'cancelled')) \
@@ -208,10 +214,14 @@ impl Store {
             .map(|row| {
                 Ok(SchedulableJob {
                     token: JobToken(to_u32(row.try_get("token")?, "job token")?),
+                    order_id: text_id(row, "order_id")?,
                     factory: text_id(row, "factory")?,
                     process: row.try_get("process")?,
                     material: row.try_get("material")?,
+                    quantity: to_u32(row.try_get("quantity")?, "quantity")?,
+                    seconds_per_unit: row.try_get("seconds_per_unit")?,
                     due_ms: row.try_get("due_ms")?,
+                    customer: Location::new(row.try_get("lat")?, row.try_get("lon")?),
                 })
             })
             .collect()
@@ -633,6 +643,31 @@ impl Store {
             loads.insert(row.try_get::<String, _>("machine")?, n.max(0) as usize);
         }
         Ok(loads)
+    }
+
+    /// Work still ahead of each machine, in seconds at nominal speed: the
+    /// units not yet reported good of every job scheduled, dispatched,
+    /// running or held on it, times the job's seconds per unit.
+    pub async fn machine_backlogs(
+        &self,
+    ) -> Result<std::collections::HashMap<String, f64>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT machine, quantity, good, seconds_per_unit FROM jobs WHERE machine IS NOT NULL \
+             AND state IN ('scheduled', 'dispatched', 'running', 'held')",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        let mut backlogs = std::collections::HashMap::new();
+        for row in rows {
+            let quantity: i64 = row.try_get("quantity")?;
+            let good: i64 = row.try_get("good")?;
+            let seconds_per_unit: f64 = row.try_get("seconds_per_unit")?;
+            let left = (quantity - good).max(0) as f64 * seconds_per_unit.max(0.0);
+            *backlogs
+                .entry(row.try_get::<String, _>("machine")?)
+                .or_insert(0.0) += left;
+        }
+        Ok(backlogs)
     }
 
     /// Takes every queued (not yet dispatched) job off a machine, for re-planning.

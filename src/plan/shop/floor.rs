@@ -1,5 +1,5 @@
-//! The floor's view of the engine, ready for the runtime's scheduler loop
-//! (not wired in yet): jobs with their remaining steps (process, material,
+//! The floor's view of the engine, used by the runtime's scheduler loop
+//! when `[scheduler] planner = "shop"`: jobs with their remaining steps (process, material,
 //! base duration), machines as `plan::schedule::MachineSlot` sees them plus
 //! speed, setup per material change, loaded material and the time they are
 //! free, and jobs already running. `plan_floor` turns them into a
@@ -92,6 +92,43 @@ pub struct FloorPlan {
     pub setup_ms: Millis,
     pub distance_m: i64,
     pub unplaceable: Vec<(JobToken, String)>,
+}
+
+impl FloorPlan {
+    /// What to queue now: from each machine's planned queue, in start order,
+    /// the first steps of jobs not running yet, as many as `room` allows for
+    /// that machine (0 for a machine it does not know). The rest of the plan
+    /// is only a forecast: the next round plans again. A job is taken once.
+    pub fn queue_heads(
+        &self,
+        jobs: &[FloorJob],
+        room: &dyn Fn(&MachineId) -> usize,
+    ) -> Vec<(JobToken, MachineId)> {
+        let waiting: std::collections::BTreeSet<JobToken> = jobs
+            .iter()
+            .filter(|job| job.running.is_none())
+            .map(|job| job.token)
+            .collect();
+        let mut taken = std::collections::BTreeSet::new();
+        let mut heads = Vec::new();
+        for (machine, queue) in &self.queues {
+            let room = room(machine);
+            let mut placed = 0;
+            for planned in queue {
+                if placed >= room {
+                    break;
+                }
+                if planned.step == 0
+                    && waiting.contains(&planned.token)
+                    && taken.insert(planned.token)
+                {
+                    heads.push((planned.token, machine.clone()));
+                    placed += 1;
+                }
+            }
+        }
+        heads
+    }
 }
 
 impl FloorMachine {

@@ -381,3 +381,147 @@ proptest! {
         prop_assert!(searched.makespan <= start.makespan);
     }
 }
+
+/// A random floor: machines of two factories with one process and material
+/// each, some not accepting jobs, some busy for a while; single-step jobs
+/// (what the runtime's scheduler passes), some pinned to a factory.
+#[allow(clippy::type_complexity)]
+fn floor_strategy() -> impl Strategy<Value = (Vec<FloorMachine>, Vec<FloorJob>, Vec<usize>)> {
+    let machines = prop::collection::vec(
+        (0usize..2, 0usize..2, 0usize..2, any::<bool>(), 0i64..5_000),
+        0..6,
+    );
+    let jobs = prop::collection::vec(
+        (0usize..3, 0usize..2, 0usize..2, 1i64..4_000, 0i64..20_000),
+        0..14,
+    );
+    let rooms = prop::collection::vec(0usize..3, 6);
+    (machines, jobs, rooms).prop_map(|(machines, jobs, rooms)| {
+        let factories = ["f0", "f1"];
+        let processes = ["print", "press"];
+        let materials = ["cotton", "tote"];
+        let machines = machines
+            .into_iter()
+            .enumerate()
+            .map(|(i, (f, p, m, accepts, busy))| FloorMachine {
+                id: MachineId::new(format!("m{i}")),
+                factory: FactoryId::new(factories[f]),
+                location: Location::new(52.5 + f as f64 / 10.0, 13.4),
+                capabilities: vec![processes[p].into()],
+                materials: vec![materials[m].into()],
+                accepts_jobs: accepts,
+                speed: 1.0,
+                setup_ms: 0,
+                loaded_material: None,
+                available_from_ms: busy,
+            })
+            .collect();
+        let jobs = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(t, (f, p, m, ms, due))| FloorJob {
+                token: JobToken(t as u32),
+                order: format!("o{}", t / 2),
+                factory: factories.get(f).map(|id| FactoryId::new(*id)),
+                steps: vec![FloorStep {
+                    process: processes[p].into(),
+                    material: materials[m].into(),
+                    base_duration_ms: ms,
+                }],
+                running: None,
+                release_ms: 0,
+                due_ms: due,
+                customer: Some(Location::new(52.52, 13.4)),
+            })
+            .collect();
+        (machines, jobs, rooms)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// What the runtime queues from a floor plan: each job at most once,
+    /// only on a machine that accepts jobs, of the job's factory, with its
+    /// process and material, and never more than the machine's room.
+    #[test]
+    fn queue_heads_respect_machines_and_room((machines, jobs, rooms) in floor_strategy()) {
+        let plan = plan_floor(&jobs, &machines, 7, 60, &mut || 0.0).expect("valid floor");
+        let room = |id: &MachineId| {
+            machines.iter().position(|m| &m.id == id).map_or(0, |i| rooms[i])
+        };
+        let heads = plan.queue_heads(&jobs, &room);
+        let mut seen = std::collections::BTreeSet::new();
+        let mut per_machine: std::collections::BTreeMap<&MachineId, usize> = Default::default();
+        for (token, id) in &heads {
+            prop_assert!(seen.insert(*token), "job {token} queued twice");
+            let machine = machines.iter().find(|m| &m.id == id).expect("known machine");
+            let job = jobs.iter().find(|j| j.token == *token).expect("known job");
+            let step = &job.steps[0];
+            prop_assert!(machine.accepts_jobs, "{id} does not accept jobs");
+            prop_assert!(job.factory.as_ref().is_none_or(|f| *f == machine.factory));
+            prop_assert!(machine.capabilities.contains(&step.process));
+            prop_assert!(machine.materials.contains(&step.material));
+            *per_machine.entry(id).or_default() += 1;
+        }
+        for (id, count) in per_machine {
+            prop_assert!(count <= room(id), "{id}: {count} queued, room {}", room(id));
+        }
+        // A job some machine could run now is queued, or every machine that
+        // could run it is full or planned it behind others.
+        for job in &jobs {
+            let capable: Vec<&FloorMachine> = machines
+                .iter()
+                .filter(|m| {
+                    m.accepts_jobs
+                        && job.factory.as_ref().is_none_or(|f| *f == m.factory)
+                        && m.capabilities.contains(&job.steps[0].process)
+                        && m.materials.contains(&job.steps[0].material)
+                })
+                .collect();
+            let planned = plan.queues.values().flatten().any(|p| p.token == job.token);
+            prop_assert_eq!(planned, !capable.is_empty(), "job {}", job.token);
+        }
+    }
+}
+
+#[test]
+fn queue_heads_take_the_front_of_each_planned_queue() {
+    let machine = |id: &str| FloorMachine {
+        id: MachineId::new(id),
+        factory: FactoryId::new("f"),
+        location: Location::new(52.5, 13.4),
+        capabilities: vec!["print".into()],
+        materials: vec!["cotton".into()],
+        accepts_jobs: true,
+        speed: 1.0,
+        setup_ms: 0,
+        loaded_material: None,
+        available_from_ms: 0,
+    };
+    let job = |token: u32, due_ms| FloorJob {
+        token: JobToken(token),
+        order: format!("o{token}"),
+        factory: Some(FactoryId::new("f")),
+        steps: vec![FloorStep {
+            process: "print".into(),
+            material: "cotton".into(),
+            base_duration_ms: 1_000,
+        }],
+        running: None,
+        release_ms: 0,
+        due_ms,
+        customer: None,
+    };
+    let jobs: Vec<FloorJob> = (1..=5).map(|t| job(t, 1_000 * i64::from(t))).collect();
+    let plan = plan_floor(&jobs, &[machine("a")], 1, 100, &mut || 0.0).expect("valid");
+    // One machine, dues one second apart: the plan is earliest due first,
+    // and only the room's worth of its front is queued now.
+    let heads = plan.queue_heads(&jobs, &|_| 2);
+    let tokens: Vec<u32> = heads.iter().map(|(t, _)| t.0).collect();
+    assert_eq!(tokens, [1, 2]);
+    assert!(plan.queue_heads(&jobs, &|_| 0).is_empty());
+    // Nothing to plan: an empty plan, nothing queued.
+    let empty = plan_floor(&[], &[machine("a")], 1, 100, &mut || 0.0).expect("empty");
+    assert!(empty.queue_heads(&[], &|_| 2).is_empty());
+}

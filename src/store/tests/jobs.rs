@@ -520,3 +520,28 @@ async fn a_retired_token_is_never_dispatched_again() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn schedulable_jobs_carry_work_and_customer_and_backlogs_count_queued_work() {
+    on_every_backend(|store| async move {
+        store
+            .accept_orders(&[new_order("o1", "acme", None)])
+            .await
+            .expect("accept");
+        let ready = store.schedulable_jobs(10).await.expect("schedulable");
+        assert_eq!(ready.len(), 1);
+        let job = &ready[0];
+        assert_eq!(job.order_id.as_str(), "o1");
+        assert_eq!((job.quantity, job.seconds_per_unit), (2, 60.0));
+        assert_eq!(job.customer, Location::new(52.5, 13.4));
+        assert!(store.machine_backlogs().await.expect("backlogs").is_empty());
+        store
+            .schedule_jobs(&[(job.token, MachineId::new("dtg-1"))], NOW)
+            .await
+            .expect("schedule");
+        let backlogs = store.machine_backlogs().await.expect("backlogs");
+        assert_eq!(backlogs.get("dtg-1").copied(), Some(120.0));
+        assert_eq!(backlogs.len(), 1);
+    })
+    .await;
+}
