@@ -149,10 +149,26 @@ impl Waves {
             seed: u64::try_from(now).unwrap_or(1),
             ..WaveSearch::default()
         };
-        let started = std::time::Instant::now();
         let budget = std::time::Duration::from_millis(self.routing.time_limit_ms);
-        let mut progress = || started.elapsed().as_secs_f64() / budget.as_secs_f64();
-        let planned = match plan_routes(&couriers, &orders, now, travel, search, &mut progress) {
+        // The router is CPU work for up to its budget: off the async workers,
+        // so HTTP and the machine supervisors carry on meanwhile.
+        let routed = {
+            let orders = orders.clone();
+            tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let mut progress = || started.elapsed().as_secs_f64() / budget.as_secs_f64();
+                plan_routes(&couriers, &orders, now, travel, search, &mut progress)
+            })
+            .await
+        };
+        let routed = match routed {
+            Ok(routed) => routed,
+            Err(err) => {
+                warn!(zone = %self.zone, error = %err, "the router stopped; wave skipped");
+                return Ok(0);
+            }
+        };
+        let planned = match routed {
             // The domain clock ran on while the router worked (fast on a
             // scaled clock): the routes leave from when they are stored.
             Ok(mut planned) => {
