@@ -155,6 +155,27 @@ async fn ready_order(store: &Store) {
     }
 }
 
+/// Order `o1` ready, with its pickup `h1` and drop-off `h2` planned for bike-1.
+async fn ready_and_planned(store: &Store) {
+    ready_order(store).await;
+    store
+        .save_wave(&pair("w1", "h1", "h2"), NOW)
+        .await
+        .expect("wave");
+}
+
+/// How many events of `kind` the log holds (of `brand`, or every one).
+async fn events_of_kind(store: &Store, brand: Option<&str>, kind: &str) -> usize {
+    let quoted = format!("\"{kind}\"");
+    store
+        .events_after(brand, None, 1000)
+        .await
+        .expect("events")
+        .iter()
+        .filter(|e| e.payload.contains(&quoted))
+        .count()
+}
+
 fn pair(wave: &str, pickup: &str, dropoff: &str) -> Vec<HandoffRecord> {
     [
         (pickup, HandoffKind::Pickup, 0),
@@ -184,11 +205,7 @@ fn pair(wave: &str, pickup: &str, dropoff: &str) -> Vec<HandoffRecord> {
 #[tokio::test]
 async fn wrong_codes_lock_a_stop_until_an_operator_releases_it() {
     on_every_backend(|store| async move {
-        ready_order(&store).await;
-        store
-            .save_wave(&pair("w1", "h1", "h2"), NOW)
-            .await
-            .expect("wave");
+        ready_and_planned(&store).await;
         let wrong = |store: Store| async move {
             store
                 .confirm_handoff("h1", Some("bike-1"), Some("nope"), 2, NOW)
@@ -261,11 +278,7 @@ async fn wrong_codes_lock_a_stop_until_an_operator_releases_it() {
 #[tokio::test]
 async fn failed_attempts_are_planned_again_then_escalated() {
     on_every_backend(|store| async move {
-        ready_order(&store).await;
-        store
-            .save_wave(&pair("w1", "h1", "h2"), NOW)
-            .await
-            .expect("wave");
+        ready_and_planned(&store).await;
         store
             .confirm_handoff("h1", Some("bike-1"), Some("h1-code"), 5, NOW)
             .await
@@ -449,11 +462,7 @@ async fn overdue_pickups_are_missed_and_their_orders_planned_again() {
 #[tokio::test]
 async fn a_courier_off_duty_hands_back_its_pickups_and_is_left_out() {
     on_every_backend(|store| async move {
-        ready_order(&store).await;
-        store
-            .save_wave(&pair("w1", "h1", "h2"), NOW)
-            .await
-            .expect("wave");
+        ready_and_planned(&store).await;
         assert!(store.couriers_off_duty().await.expect("duty").is_empty());
         let released = store
             .set_courier_duty("bike-1", false, "op", NOW + 5)
@@ -486,12 +495,10 @@ async fn a_courier_off_duty_hands_back_its_pickups_and_is_left_out() {
             audit.iter().filter(|a| a.action == "courier.duty").count(),
             2
         );
-        let events = store.events_after(None, None, 1000).await.expect("events");
-        let duty = events
-            .iter()
-            .filter(|e| e.payload.contains("\"courier.duty_changed\""))
-            .count();
-        assert_eq!(duty, 2);
+        assert_eq!(
+            events_of_kind(&store, None, "courier.duty_changed").await,
+            2
+        );
     })
     .await;
 }
@@ -499,11 +506,7 @@ async fn a_courier_off_duty_hands_back_its_pickups_and_is_left_out() {
 #[tokio::test]
 async fn a_late_courier_pushes_its_stops_back_and_names_deliveries_now_late() {
     on_every_backend(|store| async move {
-        ready_order(&store).await;
-        store
-            .save_wave(&pair("w1", "h1", "h2"), NOW)
-            .await
-            .expect("wave");
+        ready_and_planned(&store).await;
         // An hour late: still before the 48-hour deadline.
         let late = store
             .delay_courier("bike-1", 3_600_000)
@@ -554,15 +557,10 @@ async fn a_late_courier_pushes_its_stops_back_and_names_deliveries_now_late() {
         assert_eq!(order.promise.at_risk_ms, Some(NOW + 7));
         assert_eq!(order.promise.eta_delivery_ms, Some(late[0].eta_ms));
         assert_eq!(order.promise.eta_ready_ms, Some(NOW + 7), "ready by then");
-        let events = store
-            .events_after(Some("acme"), None, 1000)
-            .await
-            .expect("events");
-        let flags = events
-            .iter()
-            .filter(|e| e.payload.contains("\"order.at_risk\""))
-            .count();
-        assert_eq!(flags, 1);
+        assert_eq!(
+            events_of_kind(&store, Some("acme"), "order.at_risk").await,
+            1
+        );
     })
     .await;
 }
@@ -570,11 +568,7 @@ async fn a_late_courier_pushes_its_stops_back_and_names_deliveries_now_late() {
 #[tokio::test]
 async fn a_pickup_confirmed_while_it_is_being_missed_keeps_its_drop_off() {
     on_every_backend(|store| async move {
-        ready_order(&store).await;
-        store
-            .save_wave(&pair("w1", "h1", "h2"), NOW)
-            .await
-            .expect("wave");
+        ready_and_planned(&store).await;
         // The wave reads the overdue pickup...
         let rows = sqlx::query(
             "SELECT h.id, h.wave, h.order_id, h.return_id, o.brand FROM handoffs h JOIN orders o ON o.id = h.order_id \
