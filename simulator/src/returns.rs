@@ -105,17 +105,25 @@ struct ReturnLine {
     quantity: u32,
 }
 
-/// The units asked back of `order`, if its customer returns anything:
-/// one line (by chance) and 1 to all of its units.
+/// The units asked back of `order`, if its customer returns anything.
 fn return_of(seed: u64, rate: f64, order: &Order) -> Option<(usize, u32)> {
-    if order.lines.is_empty() || roll(seed, &["return", &order.id]) >= rate {
+    let quantities: Vec<u32> = order.lines.iter().map(|line| line.quantity).collect();
+    asked_back(seed, rate, &order.id, &quantities)
+}
+
+/// What the customer of order `order_id` (its lines' `quantities`) asks
+/// back at return share `rate`: None, or one line (by chance) and 1 to all
+/// of its units. The same for the same seed, so that a test can tell which
+/// returns to expect.
+pub fn asked_back(seed: u64, rate: f64, order_id: &str, quantities: &[u32]) -> Option<(usize, u32)> {
+    if quantities.is_empty() || roll(seed, &["return", order_id]) >= rate {
         return None;
     }
     let pick = |what: &str, count: usize| {
-        ((roll(seed, &[what, &order.id]) * count as f64) as usize).min(count.saturating_sub(1))
+        ((roll(seed, &[what, order_id]) * count as f64) as usize).min(count.saturating_sub(1))
     };
-    let line = pick("return-line", order.lines.len());
-    let delivered = order.lines[line].quantity;
+    let line = pick("return-line", quantities.len());
+    let delivered = quantities[line];
     if delivered == 0 {
         return None;
     }
