@@ -1322,6 +1322,138 @@ mod tests {
         check(&stops, &t5, &["b0"], &[], "+a1 +a2 +b1 +c1");
     }
 
+    fn courier(faults: CourierFaults) -> Courier {
+        Courier {
+            api: Arc::new(Api {
+                client: reqwest::Client::new(),
+                base: "http://127.0.0.1:9".to_string(),
+                codes: None,
+            }),
+            spec: CourierSpec {
+                id: "bike-1".to_string(),
+                token: "ffc_x".to_string(),
+            },
+            miss: MissPolicy { seed: 1, rate: 0.0 },
+            chance: Chance::new(1, "bike-1"),
+            faults,
+            poll_interval: Duration::from_millis(1),
+            passed: HashMap::new(),
+            first_eta: HashMap::new(),
+            last_done: HashMap::new(),
+            fumbled: HashSet::new(),
+            off_duty: Duty::On,
+            counts: CourierCounts::default(),
+        }
+    }
+
+    #[test]
+    fn a_courier_arrives_by_its_speed_and_lateness_never_before_the_eta() {
+        use StopState::Planned;
+        let t = |minute: u32| format!("2026-11-22T10:{minute:02}:00Z");
+        let a = stop("a", "w", 0, Some(&t(0)), Planned);
+        let b = stop("b", "w", 1, Some(&t(20)), Planned);
+        // At the plan's speed, on time: each stop at its ETA.
+        let mut keeps = courier(CourierFaults::default());
+        keeps.first_eta.insert("a".into(), time(&t(0)));
+        keeps.first_eta.insert("b".into(), time(&t(20)));
+        assert_eq!(keeps.due_at(&a), Some(time(&t(0))));
+        keeps.arrived(&a);
+        assert_eq!(keeps.due_at(&b), Some(time(&t(20))));
+        // At half speed the 20-minute leg takes 40.
+        let mut slow = courier(CourierFaults {
+            speed: 0.5,
+            ..CourierFaults::default()
+        });
+        slow.first_eta = keeps.first_eta.clone();
+        slow.arrived(&a);
+        assert_eq!(slow.due_at(&b), Some(time(&t(40))));
+        // Twice as fast: still not before the ETA.
+        let mut fast = courier(CourierFaults {
+            speed: 2.0,
+            ..CourierFaults::default()
+        });
+        fast.first_eta = keeps.first_eta.clone();
+        fast.arrived(&a);
+        assert_eq!(fast.due_at(&b), Some(time(&t(20))));
+        // Always late: 1 to 10 minutes after the ETA, the same each time.
+        let late = courier(CourierFaults {
+            late_rate: 1.0,
+            late_max_minutes: 10.0,
+            ..CourierFaults::default()
+        });
+        let due = late.due_at(&a).expect("due");
+        let by = due.seconds_since(time(&t(0)));
+        assert!((60.0..=600.0).contains(&by), "{by} s late");
+        assert_eq!(late.due_at(&a), Some(due));
+        assert_eq!(keeps.due_at(&stop("c", "w", 2, None, Planned)), None);
+    }
+
+    #[test]
+    fn a_courier_chooses_not_home_only_at_customers_and_no_pickup_off_duty() {
+        use StopState::Planned;
+        let eta = "2026-11-22T10:00:00Z";
+        let mut pickup = stop("p", "w", 0, Some(eta), Planned);
+        pickup.kind = "pickup".into();
+        let mut dropoff = stop("d", "w", 1, Some(eta), Planned);
+        dropoff.kind = "dropoff".into();
+        let mut back_pickup = pickup.clone();
+        back_pickup.return_id = Some("r".into());
+        let mut back_dropoff = dropoff.clone();
+        back_dropoff.return_id = Some("r".into());
+        let mut out = courier(CourierFaults {
+            not_home_rate: 1.0,
+            ..CourierFaults::default()
+        });
+        assert_eq!(out.choose(&pickup), Action::Confirm, "a factory is always in");
+        assert_eq!(out.choose(&dropoff), Action::NotHome);
+        assert_eq!(out.choose(&back_pickup), Action::NotHome);
+        assert_eq!(out.choose(&back_dropoff), Action::Confirm);
+        out.off_duty = Duty::Off {
+            until: time(eta).next_midnight(),
+        };
+        assert_eq!(out.choose(&pickup), Action::Skip);
+        assert_eq!(out.choose(&back_pickup), Action::Skip);
+        assert_eq!(out.choose(&dropoff), Action::NotHome, "parcels on board go on");
+        assert_eq!(
+            time(eta).next_midnight(),
+            time("2026-11-23T00:00:00Z"),
+            "back the next day"
+        );
+        let keeps = courier(CourierFaults::default());
+        assert_eq!(keeps.choose(&dropoff), Action::Confirm);
+    }
+
+    #[test]
+    fn wrong_codes_differ_from_the_right_one() {
+        for right in ["042137", "000009", "999999", ""] {
+            assert_ne!(wrong_code(right), right);
+        }
+        assert_eq!(wrong_code("042139"), "042130");
+    }
+
+    #[test]
+    fn courier_faults_are_checked_and_set_by_name() {
+        assert!(CourierFaults::default().problems().is_empty());
+        let mut faults = CourierFaults::default();
+        faults.set("late_rate", 1.5).expect("a known field");
+        faults.set("speed", 0.0).expect("a known field");
+        assert_eq!(
+            faults.problems(),
+            vec![
+                "late_rate: must be 0..=1, got 1.5".to_string(),
+                "speed: must be 0.05..=20, got 0".to_string()
+            ]
+        );
+        assert!(faults.set("lateness", 1.0).is_err());
+        let sane = CourierFaults {
+            speed: f64::NAN,
+            not_home_rate: f64::NAN,
+            ..faults
+        }
+        .sanitized();
+        assert!(sane.problems().is_empty(), "{sane:?}");
+    }
+
     #[test]
     fn misses_follow_the_seed_and_rate() {
         let ids: Vec<String> = (0..1000).map(|i| format!("handoff-{i}")).collect();
