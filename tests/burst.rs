@@ -124,7 +124,11 @@ async fn all_delivered(api: &Api, count: usize) -> Option<Vec<Value>> {
 async fn a_burst_of_500_orders_with_faulty_couriers_and_returns_keeps_the_promise() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut spec = fabflow_sim::FleetSpec::demo(SEED, TIME_SCALE);
-    for machine in spec.factories.iter_mut().flat_map(|f| f.machines.iter_mut()) {
+    for machine in spec
+        .factories
+        .iter_mut()
+        .flat_map(|f| f.machines.iter_mut())
+    {
         machine.cycle_seconds /= PACE;
     }
     let fleet = fabflow_sim::Fleet::start(&spec, &fabflow_adapters::builtin_profiles())
@@ -342,13 +346,15 @@ async fn a_burst_of_500_orders_with_faulty_couriers_and_returns_keeps_the_promis
             });
             assert!(
                 time(&order["at_risk"]["since"]) < time(&order["deadline"]),
-                "order {id} flagged at {since}, after its deadline {}",
-                order["deadline"]
+                "order {id} flagged at {since}, after its deadline: {order}"
             );
         }
     }
     // Later orders were filled from the shelves, not made.
-    let taken: Vec<&Value> = events.iter().filter(|e| e["kind"] == "stock.taken").collect();
+    let taken: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "stock.taken")
+        .collect();
     assert_eq!(taken.len(), later.len(), "{taken:?}");
     for id in &later {
         assert!(

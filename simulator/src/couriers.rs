@@ -1404,7 +1404,11 @@ mod tests {
             not_home_rate: 1.0,
             ..CourierFaults::default()
         });
-        assert_eq!(out.choose(&pickup), Action::Confirm, "a factory is always in");
+        assert_eq!(
+            out.choose(&pickup),
+            Action::Confirm,
+            "a factory is always in"
+        );
         assert_eq!(out.choose(&dropoff), Action::NotHome);
         assert_eq!(out.choose(&back_pickup), Action::NotHome);
         assert_eq!(out.choose(&back_dropoff), Action::Confirm);
@@ -1413,7 +1417,11 @@ mod tests {
         };
         assert_eq!(out.choose(&pickup), Action::Skip);
         assert_eq!(out.choose(&back_pickup), Action::Skip);
-        assert_eq!(out.choose(&dropoff), Action::NotHome, "parcels on board go on");
+        assert_eq!(
+            out.choose(&dropoff),
+            Action::NotHome,
+            "parcels on board go on"
+        );
         assert_eq!(
             time(eta).next_midnight(),
             time("2026-11-23T00:00:00Z"),

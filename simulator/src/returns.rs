@@ -115,7 +115,12 @@ fn return_of(seed: u64, rate: f64, order: &Order) -> Option<(usize, u32)> {
 /// back at return share `rate`: None, or one line (by chance) and 1 to all
 /// of its units. The same for the same seed, so that a test can tell which
 /// returns to expect.
-pub fn asked_back(seed: u64, rate: f64, order_id: &str, quantities: &[u32]) -> Option<(usize, u32)> {
+pub fn asked_back(
+    seed: u64,
+    rate: f64,
+    order_id: &str,
+    quantities: &[u32],
+) -> Option<(usize, u32)> {
     if quantities.is_empty() || roll(seed, &["return", order_id]) >= rate {
         return None;
     }

@@ -3,8 +3,14 @@
 //! estimates are stored, and an order newly seen to miss its deadline is
 //! flagged at risk with its `order.at_risk` event, long before the deadline.
 //! Waves flag ready orders no courier reaches in time (`runtime::waves`).
+//! Whatever the estimates say, an order not delivered by the last call
+//! (`domain::promise::last_call_ms` before its deadline) is flagged then
+//! (`deadline_close`): estimates can be wrong, the brand must still hear of
+//! a late order before its deadline.
 
-use crate::domain::{FactoryId, Location, MachineMode, MachineState, Millis, OrderId};
+use crate::domain::{
+    AtRiskReason, FactoryId, Location, MachineMode, MachineState, Millis, OrderId,
+};
 use crate::plan::Travel;
 use crate::plan::promise::{Backlog, QueuedWork, StepWork};
 use crate::runtime::clock::Clock;
@@ -172,6 +178,16 @@ impl PromiseWatch {
         for chunk in updates.chunks(500) {
             flagged += self.store.record_promises(chunk, now).await?;
         }
+        // The last call: the watch's own period in domain time sets the margin.
+        let every_ms = (self.interval.as_secs_f64() * 1000.0 * self.clock.scale()) as Millis;
+        flagged += self
+            .store
+            .flag_undelivered_by(
+                now + crate::domain::promise::last_call_ms(every_ms),
+                AtRiskReason::DeadlineClose,
+                now,
+            )
+            .await?;
         debug!(updated = updates.len(), flagged, "promise estimates");
         Ok(flagged)
     }

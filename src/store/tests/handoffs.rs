@@ -566,3 +566,52 @@ async fn a_late_courier_pushes_its_stops_back_and_names_deliveries_now_late() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_last_call_flags_undelivered_orders_once() {
+    on_every_backend(|store| async move {
+        ready_order(&store).await;
+        store
+            .accept_orders(&[new_order("o2", "acme", None)])
+            .await
+            .expect("accept");
+        let deadline = NOW + 48 * 3_600_000;
+        let last_call = deadline - crate::domain::promise::LAST_CALL_MS;
+        // Before the last call: nothing.
+        assert_eq!(
+            store
+                .flag_undelivered_by(deadline - 1, AtRiskReason::DeadlineClose, NOW)
+                .await
+                .expect("flag"),
+            0
+        );
+        // At the last call, both orders (ready and accepted), once.
+        assert_eq!(
+            store
+                .flag_undelivered_by(deadline, AtRiskReason::DeadlineClose, last_call)
+                .await
+                .expect("flag"),
+            2
+        );
+        assert_eq!(
+            store
+                .flag_undelivered_by(deadline, AtRiskReason::DeadlineClose, last_call + 1)
+                .await
+                .expect("flag"),
+            0
+        );
+        let order = store.get_order("o1", None).await.expect("get").expect("o1");
+        assert_eq!(order.promise.at_risk.as_deref(), Some("deadline_close"));
+        assert_eq!(order.promise.at_risk_ms, Some(last_call));
+        let events = store
+            .events_after(Some("acme"), None, 1000)
+            .await
+            .expect("events");
+        let flags = events
+            .iter()
+            .filter(|e| e.payload.contains("\"order.at_risk\""))
+            .count();
+        assert_eq!(flags, 2);
+    })
+    .await;
+}
