@@ -14,7 +14,7 @@ pub enum AtRiskReason {
     /// Ready, but no courier of its zone can reach the customer by the deadline.
     NoCourierInTime,
     /// Not delivered yet, and its deadline is closer than the last call
-    /// ([`last_call_ms`]), whatever the estimates said: the estimates
+    /// (an hour, or more on a scaled clock), whatever the estimates said: the estimates
     /// missed something (a courier behind schedule, a customer out, a
     /// slower line than planned), and the brand hears of it before the
     /// deadline, not after.
@@ -26,11 +26,11 @@ pub enum AtRiskReason {
 pub const LAST_CALL_MS: super::Millis = 3_600_000;
 
 /// The last-call margin for a watch that looks every `watch_every_ms` of
-/// domain time: an hour, or six looks when they are further apart (a
-/// scaled clock), so that a look or two lost to a busy machine still
-/// flags the order before its deadline.
+/// domain time: an hour, or three looks when they are further apart (a
+/// scaled clock, a busy machine), so that a look lost still flags the
+/// order before its deadline.
 pub fn last_call_ms(watch_every_ms: super::Millis) -> super::Millis {
-    LAST_CALL_MS.max(watch_every_ms.saturating_mul(6))
+    LAST_CALL_MS.max(watch_every_ms.saturating_mul(3))
 }
 
 impl AtRiskReason {
@@ -78,11 +78,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_last_call_is_an_hour_or_six_looks_of_the_watch() {
+    fn the_last_call_is_an_hour_or_three_looks_of_the_watch() {
         assert_eq!(last_call_ms(1_000), LAST_CALL_MS);
-        assert_eq!(last_call_ms(600_000), LAST_CALL_MS);
-        // A look a second of real time at x1000: 1000 s of domain time.
-        assert_eq!(last_call_ms(1_000_000), 6_000_000);
+        assert_eq!(last_call_ms(1_200_000), LAST_CALL_MS);
+        // A look every two seconds of real time at x1000: 2000 s of domain time.
+        assert_eq!(last_call_ms(2_000_000), 6_000_000);
         assert_eq!(last_call_ms(i64::MAX), i64::MAX);
     }
 
