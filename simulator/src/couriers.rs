@@ -338,7 +338,7 @@ pub async fn run(config: CourierConfig, cancel: CancellationToken) -> CourierRep
                 api.client.clone(),
                 api.base.clone(),
                 codes.clone(),
-                config.returns.clone(),
+                config.returns,
                 config.seed,
                 poll_interval,
                 cancel.child_token(),

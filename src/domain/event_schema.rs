@@ -307,7 +307,7 @@ pub fn kind_examples() -> BTreeMap<&'static str, Value> {
         let about_order = !matches!(subject, "machine" | "courier");
         let mut envelope = json!({
             "schema": ENVELOPE_VERSION,
-            "id": format!("019ade3c-5b1e-7c11-9c5e-{:012x}", 0x2f0b1c6f8a20_u64 + index as u64),
+            "id": format!("019ade3c-5b1e-7c11-9c5e-{:012x}", 0x2f0b1c6f8a20_u64 + index),
             "seq": 100_000 + index,
             "kind": kind,
             "at": "2026-12-03T10:41:07.512+00:00",
