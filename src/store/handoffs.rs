@@ -813,7 +813,7 @@ pub struct LateDropoff {
 /// Misses each pickup in `rows` (id, wave, order_id, return_id, brand) and
 /// the drop-off planned with it; a return's pickup sends the return back to
 /// waiting. Returns how many pickups were handed back.
-async fn miss_pickups(
+pub(super) async fn miss_pickups(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     rows: &[AnyRow],
     now: Millis,
@@ -825,21 +825,45 @@ async fn miss_pickups(
         let order_id: String = row.try_get("order_id")?;
         let brand: String = row.try_get("brand")?;
         let return_id: Option<String> = row.try_get("return_id")?;
-        // The pickup and the drop-off planned with it (of the same
-        // return, or of the order's delivery).
+        // The pickup first, by compare-and-set: the rows were read before
+        // this transaction, and a courier who confirmed (or failed) the
+        // pickup since has the parcel, so neither it nor the drop-off
+        // planned with it is missed. (Missing the drop-off alone left the
+        // order out for delivery with no stop to deliver it.)
+        let (next, events) = HandoffState::Planned.handle(HandoffInput::Miss)?;
+        let taken = sqlx::query(
+            "UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'planned'",
+        )
+        .bind(next.as_str())
+        .bind(now)
+        .bind(&pickup)
+        .execute(&mut **tx)
+        .await?;
+        if taken.rows_affected() != 1 {
+            continue;
+        }
+        let subject = Subject {
+            kind: "handoff",
+            id: &pickup,
+            order_id: Some(&order_id),
+            brand: Some(&brand),
+        };
+        for event in &events {
+            emit(tx, &subject, event, now).await?;
+        }
+        // Then the drop-off planned with it (of the same return, or of the
+        // order's delivery).
         let stops = sqlx::query(
-            "SELECT id FROM handoffs WHERE order_id = $1 AND wave = $2 AND state = 'planned' AND (id = $3 OR kind = 'dropoff') \
-             AND COALESCE(return_id, '') = $4",
+            "SELECT id FROM handoffs WHERE order_id = $1 AND wave = $2 AND state = 'planned' AND kind = 'dropoff' \
+             AND COALESCE(return_id, '') = $3",
         )
         .bind(&order_id)
         .bind(&wave)
-        .bind(&pickup)
         .bind(return_id.clone().unwrap_or_default())
         .fetch_all(&mut **tx)
         .await?;
         for stop in stops {
             let id: String = stop.try_get("id")?;
-            let (next, events) = HandoffState::Planned.handle(HandoffInput::Miss)?;
             let done = sqlx::query(
                 "UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'planned'",
             )

@@ -615,3 +615,50 @@ async fn the_last_call_flags_undelivered_orders_once() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_pickup_confirmed_while_it_is_being_missed_keeps_its_drop_off() {
+    on_every_backend(|store| async move {
+        ready_order(&store).await;
+        store
+            .save_wave(&pair("w1", "h1", "h2"), NOW)
+            .await
+            .expect("wave");
+        // The wave reads the overdue pickup...
+        let rows = sqlx::query(
+            "SELECT h.id, h.wave, h.order_id, h.return_id, o.brand FROM handoffs h JOIN orders o ON o.id = h.order_id \
+             WHERE h.kind = 'pickup' AND h.state = 'planned'",
+        )
+        .fetch_all(store.reader())
+        .await
+        .expect("rows");
+        assert_eq!(rows.len(), 1);
+        // ...the late courier confirms it...
+        store
+            .confirm_handoff("h1", None, None, 5, NOW + 1)
+            .await
+            .expect("confirm");
+        // ...then the wave misses what it read: nothing, the parcel is on board.
+        let mut tx = store.begin().await.expect("tx");
+        let missed = crate::store::handoffs::miss_pickups(&mut tx, &rows, NOW + 2)
+            .await
+            .expect("miss");
+        tx.commit().await.expect("commit");
+        assert_eq!(missed, 0);
+        let states: Vec<(String, HandoffState)> = store
+            .order_handoffs("o1")
+            .await
+            .expect("handoffs")
+            .iter()
+            .map(|h| (h.id.clone(), h.state))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("h1".to_string(), HandoffState::Done),
+                ("h2".to_string(), HandoffState::Planned)
+            ]
+        );
+    })
+    .await;
+}
