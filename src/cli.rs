@@ -582,24 +582,33 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!();
 
     let courier_stop = CancellationToken::new();
+    let courier_specs = courier_tokens
+        .iter()
+        .map(|(id, token)| fabflow_sim::couriers::CourierSpec {
+            id: id.clone(),
+            token: token.clone(),
+        })
+        .collect();
     let courier_task = tokio::spawn(fabflow_sim::couriers::run(
         fabflow_sim::couriers::CourierConfig {
-            api_base: url.clone(),
-            couriers: courier_tokens
-                .iter()
-                .map(|(id, token)| fabflow_sim::couriers::CourierSpec {
-                    id: id.clone(),
-                    token: token.clone(),
-                })
-                .collect(),
             poll_interval: Duration::from_millis(250),
-            miss_rate: 0.0,
             seed: args.seed,
             // The operator gives pickups' codes, the brand's customers drop-offs'.
             codes: Some(fabflow_sim::CodeSource {
                 operator_token: operator.clone(),
                 brand_token: brand.clone(),
             }),
+            // Couriers as they are: now and then late, a customer out, a
+            // mistyped code, and bike-2 may call it a day early.
+            faults: demo_courier_faults(0.0),
+            per_courier: [("bike-2".to_string(), demo_courier_faults(0.01))].into(),
+            // One delivered order in twenty comes back; the operator
+            // restocks most of it.
+            returns: fabflow_sim::ReturnsSpec {
+                rate: 0.05,
+                scrap_rate: 0.2,
+            },
+            ..fabflow_sim::couriers::CourierConfig::new(url.clone(), courier_specs)
         },
         courier_stop.clone(),
     ));
@@ -680,6 +689,18 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         bail!("machine {} started job token {} twice", dup.0, dup.1);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The demo couriers' modest faults, dropping out at `dropout_rate` per stop.
+fn demo_courier_faults(dropout_rate: f64) -> fabflow_sim::CourierFaults {
+    fabflow_sim::CourierFaults {
+        speed: 1.0,
+        late_rate: 0.05,
+        late_max_minutes: 20.0,
+        not_home_rate: 0.02,
+        wrong_code_rate: 0.03,
+        dropout_rate,
+    }
 }
 
 fn tempdir_for_demo() -> anyhow::Result<PathBuf> {

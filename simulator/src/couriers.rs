@@ -5,9 +5,17 @@
 //! code a factory operator (pickup) or a customer (drop-off) would hand
 //! over, read as they would (`GET /v1/handoffs/{id}` with their token).
 //!
+//! Couriers misbehave by seeded chance ([`CourierFaults`], per courier):
+//! they ride slower than planned (`speed`), run late at a stop, find a
+//! customer not home (`POST /v1/handoffs/{id}/fail`), enter a wrong code
+//! once before the right one, or drop out for the day
+//! (`POST /v1/couriers/{id}/duty`). Every chance is decided from the seed,
+//! the courier and the stop id, so the same seed misbehaves at the same
+//! stops however the polls fall.
+//!
 //! Invariants: within a wave a courier confirms stops in `seq` order and never
 //! passes a planned stop that is not yet due (its ETA is later than the
-//! daemon's `now`). A stop it has passed (missed on purpose, answered 409, or
+//! daemon's `now`, or the courier has not yet arrived: see [`CourierFaults`]). A stop it has passed (missed on purpose, answered 409, or
 //! refused with another 4xx) is never tried again. Transport errors and 5xx
 //! replies are counted and retried on the next poll. Nothing here panics on
 //! what the daemon sends.
@@ -86,6 +94,130 @@ pub struct CourierConfig {
     /// Where couriers get each stop's code; None confirms without one (a
     /// daemon that requires codes then refuses, and the stop is passed).
     pub codes: Option<CodeSource>,
+    /// How every courier misbehaves, unless `per_courier` says otherwise.
+    pub faults: CourierFaults,
+    /// Faults of single couriers, by courier id (replacing `faults`).
+    pub per_courier: BTreeMap<String, CourierFaults>,
+    /// Customers asking for returns and the operator inspecting them
+    /// (needs `codes`: the brand and operator tokens).
+    pub returns: crate::returns::ReturnsSpec,
+}
+
+/// How one courier misbehaves. Rates are probabilities (0..=1) decided
+/// once per stop from the seed, the courier id and the stop id.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CourierFaults {
+    /// Riding speed over the plan's (0.05..=20): a leg between two stops
+    /// takes its planned time divided by this, counted from when the
+    /// courier confirmed the stop before. A courier never arrives before a
+    /// stop's ETA, so above 1 it only catches up after delays.
+    pub speed: f64,
+    /// Chance that the courier arrives late at a stop, by 1 to
+    /// `late_max_minutes` (simulated) minutes more.
+    pub late_rate: f64,
+    pub late_max_minutes: f64,
+    /// Chance that a customer is not home at a stop at the customer (a
+    /// delivery's drop-off, a return's pickup): the courier reports a failed
+    /// attempt `not_home` instead of confirming.
+    pub not_home_rate: f64,
+    /// Chance that the courier first enters a wrong code (refused, 422),
+    /// then the right one.
+    pub wrong_code_rate: f64,
+    /// Chance, after each confirmed stop, that the courier drops out for the
+    /// day: it goes off duty (its pickups not yet made are planned with
+    /// others), hands over the parcels it carries (the drop-offs the daemon
+    /// leaves with it), makes no new pickup, and comes back on duty at the
+    /// next midnight (UTC) of the daemon's clock.
+    pub dropout_rate: f64,
+}
+
+impl Default for CourierFaults {
+    /// A courier that keeps to the plan.
+    fn default() -> CourierFaults {
+        CourierFaults {
+            speed: 1.0,
+            late_rate: 0.0,
+            late_max_minutes: 30.0,
+            not_home_rate: 0.0,
+            wrong_code_rate: 0.0,
+            dropout_rate: 0.0,
+        }
+    }
+}
+
+impl CourierFaults {
+    /// Every field out of range, as `field: must be ..., got ...`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let rates = [
+            ("late_rate", self.late_rate),
+            ("not_home_rate", self.not_home_rate),
+            ("wrong_code_rate", self.wrong_code_rate),
+            ("dropout_rate", self.dropout_rate),
+        ];
+        for (name, value) in rates {
+            if !(0.0..=1.0).contains(&value) {
+                problems.push(format!("{name}: must be 0..=1, got {value}"));
+            }
+        }
+        if !(0.05..=20.0).contains(&self.speed) {
+            problems.push(format!("speed: must be 0.05..=20, got {}", self.speed));
+        }
+        if !(1.0..=600.0).contains(&self.late_max_minutes) {
+            problems.push(format!(
+                "late_max_minutes: must be 1..=600, got {}",
+                self.late_max_minutes
+            ));
+        }
+        problems
+    }
+
+    /// Sets one field by its name (as in [`CourierFaults::problems`]).
+    pub fn set(&mut self, field: &str, value: f64) -> Result<(), String> {
+        let slot = match field {
+            "speed" => &mut self.speed,
+            "late_rate" => &mut self.late_rate,
+            "late_max_minutes" => &mut self.late_max_minutes,
+            "not_home_rate" => &mut self.not_home_rate,
+            "wrong_code_rate" => &mut self.wrong_code_rate,
+            "dropout_rate" => &mut self.dropout_rate,
+            other => {
+                return Err(format!(
+                    "unknown courier fault `{other}` (speed, late_rate, late_max_minutes, \
+                     not_home_rate, wrong_code_rate, dropout_rate)"
+                ));
+            }
+        };
+        *slot = value;
+        Ok(())
+    }
+
+    /// Out-of-range values pulled into range (NaN rates count as 0, a NaN
+    /// speed as 1), so that a library caller cannot make a courier panic.
+    fn sanitized(self) -> CourierFaults {
+        let rate = |value: f64| {
+            if value.is_nan() {
+                0.0
+            } else {
+                value.clamp(0.0, 1.0)
+            }
+        };
+        let within = |value: f64, low: f64, high: f64, fallback: f64| {
+            if value.is_nan() {
+                fallback
+            } else {
+                value.clamp(low, high)
+            }
+        };
+        CourierFaults {
+            speed: within(self.speed, 0.05, 20.0, 1.0),
+            late_rate: rate(self.late_rate),
+            late_max_minutes: within(self.late_max_minutes, 1.0, 600.0, 30.0),
+            not_home_rate: rate(self.not_home_rate),
+            wrong_code_rate: rate(self.wrong_code_rate),
+            dropout_rate: rate(self.dropout_rate),
+        }
+    }
 }
 
 impl CourierConfig {
@@ -98,6 +230,9 @@ impl CourierConfig {
             miss_rate: 0.0,
             seed: 1,
             codes: None,
+            faults: CourierFaults::default(),
+            per_courier: BTreeMap::new(),
+            returns: crate::returns::ReturnsSpec::default(),
         }
     }
 }
@@ -115,6 +250,14 @@ pub struct CourierCounts {
     pub errors: usize,
     /// Stops skipped on purpose (`miss_rate`).
     pub missed: usize,
+    /// Stops reached late on purpose (`late_rate`), confirmed or not.
+    pub late: usize,
+    /// Failed attempts reported (`not_home_rate`) and accepted.
+    pub not_home: usize,
+    /// Wrong codes entered on purpose (`wrong_code_rate`) and refused.
+    pub wrong_codes: usize,
+    /// Times the courier went off duty (`dropout_rate`).
+    pub dropouts: usize,
 }
 
 impl CourierCounts {
@@ -123,6 +266,10 @@ impl CourierCounts {
         self.conflicts += other.conflicts;
         self.errors += other.errors;
         self.missed += other.missed;
+        self.late += other.late;
+        self.not_home += other.not_home;
+        self.wrong_codes += other.wrong_codes;
+        self.dropouts += other.dropouts;
     }
 }
 
@@ -133,8 +280,14 @@ pub struct CourierReport {
     pub conflicts: usize,
     pub errors: usize,
     pub missed: usize,
+    pub late: usize,
+    pub not_home: usize,
+    pub wrong_codes: usize,
+    pub dropouts: usize,
     /// Counts by courier id (a duplicated id sums its tasks).
     pub per_courier: BTreeMap<String, CourierCounts>,
+    /// What the customers and the operator did with returns.
+    pub returns: crate::returns::ReturnsReport,
 }
 
 impl CourierReport {
@@ -143,6 +296,10 @@ impl CourierReport {
         self.conflicts += counts.conflicts;
         self.errors += counts.errors;
         self.missed += counts.missed;
+        self.late += counts.late;
+        self.not_home += counts.not_home;
+        self.wrong_codes += counts.wrong_codes;
+        self.dropouts += counts.dropouts;
         self.per_courier.entry(courier).or_default().add(&counts);
     }
 }
@@ -173,18 +330,51 @@ pub async fn run(config: CourierConfig, cancel: CancellationToken) -> CourierRep
     } else {
         config.miss_rate.clamp(0.0, 1.0)
     };
+    // Customers asking for returns and the operator inspecting them: a
+    // task of its own, stopped with the couriers.
+    let returns = match (&api.codes, config.returns.is_active()) {
+        (Some(codes), true) => Some(tokio::spawn(
+            crate::returns::run(
+                api.client.clone(),
+                api.base.clone(),
+                codes.clone(),
+                config.returns,
+                config.seed,
+                poll_interval,
+                cancel.child_token(),
+            )
+            .instrument(info_span!("customers")),
+        )),
+        (None, true) => {
+            warn!("returns need the brand and operator tokens (codes); none requested");
+            None
+        }
+        _ => None,
+    };
     let mut tasks = JoinSet::new();
     for spec in config.couriers {
         let span = info_span!("courier", courier.id = %spec.id);
+        let faults = config
+            .per_courier
+            .get(&spec.id)
+            .copied()
+            .unwrap_or(config.faults)
+            .sanitized();
         let courier = Courier {
             api: Arc::clone(&api),
             miss: MissPolicy {
                 seed: config.seed,
                 rate: miss_rate,
             },
+            chance: Chance::new(config.seed, &spec.id),
+            faults,
             poll_interval,
             spec,
             passed: HashMap::new(),
+            first_eta: HashMap::new(),
+            last_done: HashMap::new(),
+            fumbled: HashSet::new(),
+            off_duty: Duty::On,
             counts: CourierCounts::default(),
         };
         // A child token per task; cancelled with the root.
@@ -195,6 +385,15 @@ pub async fn run(config: CourierConfig, cancel: CancellationToken) -> CourierRep
             Ok((courier, counts)) => report.add(courier, counts),
             Err(err) => {
                 warn!(error = %err, "courier task failed");
+                report.errors += 1;
+            }
+        }
+    }
+    if let Some(task) = returns {
+        match task.await {
+            Ok(done) => report.returns = done,
+            Err(err) => {
+                warn!(error = %err, "customers task failed");
                 report.errors += 1;
             }
         }
@@ -249,12 +448,46 @@ impl Api {
         handoff: &str,
         code: Option<&str>,
     ) -> Result<(), CourierError> {
-        let url = format!("{}/v1/handoffs/{handoff}/confirm", self.base);
-        let mut request = self.client.post(url).bearer_auth(&courier.token);
-        if let Some(code) = code {
-            request = request.json(&serde_json::json!({ "code": code }));
+        let body = code.map(|code| serde_json::json!({ "code": code }));
+        let path = format!("/v1/handoffs/{handoff}/confirm");
+        self.post("confirm", &path, &courier.token, body).await
+    }
+
+    /// Reports a failed attempt at one stop (`not_home`, ...).
+    async fn fail(
+        &self,
+        courier: &CourierSpec,
+        handoff: &str,
+        reason: &str,
+    ) -> Result<(), CourierError> {
+        let path = format!("/v1/handoffs/{handoff}/fail");
+        let body = serde_json::json!({ "reason": reason });
+        self.post("fail", &path, &courier.token, Some(body)).await
+    }
+
+    /// Goes on or off duty.
+    async fn duty(&self, courier: &CourierSpec, on_duty: bool) -> Result<(), CourierError> {
+        let path = format!("/v1/couriers/{}/duty", courier.id);
+        let body = serde_json::json!({ "on_duty": on_duty });
+        self.post("duty", &path, &courier.token, Some(body)).await
+    }
+
+    /// POSTs `body` (none: an empty body); any 2xx is success, 409 a conflict.
+    async fn post(
+        &self,
+        request: &'static str,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(), CourierError> {
+        let mut builder = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            builder = builder.json(&body);
         }
-        let response = request.send().await?;
+        let response = builder.send().await?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -264,7 +497,7 @@ impl Api {
             CourierError::Conflict { body }
         } else {
             CourierError::Status {
-                request: "confirm",
+                request,
                 status: status.as_u16(),
                 body,
             }
@@ -405,6 +638,8 @@ enum Passed {
     Missed,
     Conflict,
     Refused,
+    /// A failed attempt reported (`not_home`).
+    Failed,
 }
 
 /// What a courier does next with a due stop.
@@ -412,17 +647,31 @@ enum Passed {
 enum Step<'a> {
     Confirm(&'a Stop),
     Miss(&'a Stop),
+    /// Report a failed attempt: the customer is not home.
+    NotHome(&'a Stop),
+}
+
+/// What a courier makes of a stop, once it is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Confirm,
+    Miss,
+    NotHome,
+    /// Not the courier's to do now (a pickup while off duty): neither
+    /// worked nor holding back the stops after it.
+    Skip,
 }
 
 /// The due stops, in (wave, seq) order, that a courier works through this
 /// poll. Within a wave it stops at the first planned stop that is not due
-/// (ETA unknown or later than `now`) and has not been passed; stops
-/// `misses` picks are skipped. Pure: no I/O, no clock.
+/// (`due_at` unknown or later than `now`) and has not been passed or
+/// skipped; `choose` says what it does at each. Pure: no I/O, no clock.
 fn plan<'a>(
     stops: &'a [Stop],
     now: WireTime,
     passed: &HashMap<String, Passed>,
-    misses: impl Fn(&str) -> bool,
+    due_at: impl Fn(&Stop) -> Option<WireTime>,
+    choose: impl Fn(&Stop) -> Action,
 ) -> Vec<Step<'a>> {
     let mut ordered: Vec<&Stop> = stops.iter().collect();
     ordered.sort_by(|a, b| (&a.wave, a.seq).cmp(&(&b.wave, b.seq)));
@@ -435,16 +684,35 @@ fn plan<'a>(
         {
             continue;
         }
-        match stop.eta {
-            Some(eta) if eta <= now => steps.push(if misses(&stop.id) {
-                Step::Miss(stop)
-            } else {
-                Step::Confirm(stop)
+        let action = choose(stop);
+        if action == Action::Skip {
+            continue;
+        }
+        match due_at(stop) {
+            Some(due) if due <= now => steps.push(match action {
+                Action::Miss => Step::Miss(stop),
+                Action::NotHome => Step::NotHome(stop),
+                Action::Confirm | Action::Skip => Step::Confirm(stop),
             }),
             _ => blocked_wave = Some(stop.wave.as_str()),
         }
     }
     steps
+}
+
+/// FNV-1a of `parts`, separated: stable across Rust versions, unlike `DefaultHasher`.
+fn fnv(parts: &[&str]) -> u64 {
+    parts
+        .iter()
+        .flat_map(|part| part.bytes().chain(std::iter::once(0xff)))
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+/// A number in 0..1 drawn once and for all for `(seed, parts)`.
+pub(crate) fn roll(seed: u64, parts: &[&str]) -> f64 {
+    StdRng::seed_from_u64(seed ^ fnv(parts)).random::<f64>()
 }
 
 /// Decides, once and for all per stop, whether the courier misses it.
@@ -460,7 +728,6 @@ impl MissPolicy {
         if self.rate <= 0.0 {
             return false;
         }
-        // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
         let hash = stop_id
             .bytes()
             .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
@@ -470,27 +737,145 @@ impl MissPolicy {
     }
 }
 
+/// One courier's seeded chances: the same seed, courier and stop always
+/// draw the same number for the same fault.
+#[derive(Debug, Clone)]
+struct Chance {
+    seed: u64,
+    courier: String,
+}
+
+impl Chance {
+    fn new(seed: u64, courier: &str) -> Chance {
+        Chance {
+            seed,
+            courier: courier.to_string(),
+        }
+    }
+
+    fn roll(&self, fault: &str, stop: &str) -> f64 {
+        roll(self.seed, &[fault, &self.courier, stop])
+    }
+}
+
+/// Whether a courier works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Duty {
+    On,
+    /// Decided to drop out; the daemon has not yet been told (retried each poll).
+    Leaving,
+    /// Off duty until this time on the daemon's clock.
+    Off {
+        until: WireTime,
+    },
+}
+
 struct Courier {
     api: Arc<Api>,
     spec: CourierSpec,
     miss: MissPolicy,
+    chance: Chance,
+    faults: CourierFaults,
     poll_interval: Duration,
     /// Stops gone past, by handoff id; pruned to the current schedule.
     passed: HashMap<String, Passed>,
+    /// Each stop's ETA when the courier first saw it (the plan's, before
+    /// any delay pushed it), by handoff id; pruned to the current schedule.
+    first_eta: HashMap<String, WireTime>,
+    /// Per wave, the last stop the courier worked: its first ETA and when
+    /// the courier arrived there (simulated, on the daemon's clock).
+    last_done: HashMap<String, (WireTime, WireTime)>,
+    /// Stops where a wrong code was entered already (once is enough);
+    /// pruned to the current schedule.
+    fumbled: HashSet<String>,
+    off_duty: Duty,
     counts: CourierCounts,
 }
 
 impl Courier {
-    /// Gets the stop's code (if codes are simulated), then confirms with it.
-    async fn confirm(&self, stop: &Stop) -> Result<(), CourierError> {
+    /// Simulated minutes late at `stop`, if the courier runs late there.
+    fn late_minutes(&self, stop: &Stop) -> Option<f64> {
+        let faults = &self.faults;
+        (faults.late_rate > 0.0 && self.chance.roll("late", &stop.id) < faults.late_rate)
+            .then(|| 1.0 + self.chance.roll("late-by", &stop.id) * (faults.late_max_minutes - 1.0))
+    }
+
+    /// When the courier arrives at `stop`: not before its ETA; after the
+    /// leg from the wave's last stop at the courier's speed; later still
+    /// if it runs late there. None while the ETA is unknown.
+    fn due_at(&self, stop: &Stop) -> Option<WireTime> {
+        let eta = stop.eta?;
+        let mut due = eta;
+        if let Some(&(previous_eta, arrived)) = self.last_done.get(&stop.wave) {
+            let planned = self.first_eta.get(&stop.id).copied().unwrap_or(eta);
+            let leg = planned.seconds_since(previous_eta).max(0.0);
+            due = due.max(arrived.plus_seconds(leg / self.faults.speed));
+        }
+        if let Some(minutes) = self.late_minutes(stop) {
+            due = due.plus_seconds(minutes * 60.0);
+        }
+        Some(due)
+    }
+
+    /// What the courier does at `stop` when it is due.
+    fn choose(&self, stop: &Stop) -> Action {
+        if self.off_duty != Duty::On && stop.kind == "pickup" {
+            return Action::Skip;
+        }
+        if self.miss.misses(&stop.id) {
+            return Action::Miss;
+        }
+        let at_customer = (stop.kind == "dropoff") == stop.return_id.is_none();
+        if at_customer
+            && self.faults.not_home_rate > 0.0
+            && self.chance.roll("not-home", &stop.id) < self.faults.not_home_rate
+        {
+            return Action::NotHome;
+        }
+        Action::Confirm
+    }
+
+    /// The stop is worked: later legs of its wave start from here.
+    fn arrived(&mut self, stop: &Stop) {
+        if let Some(due) = self.due_at(stop) {
+            let planned = self
+                .first_eta
+                .get(&stop.id)
+                .copied()
+                .or(stop.eta)
+                .unwrap_or(due);
+            self.last_done.insert(stop.wave.clone(), (planned, due));
+        }
+    }
+
+    /// Gets the stop's code (if codes are simulated), enters a wrong one
+    /// first if the courier fumbles here, then confirms with the right one.
+    async fn confirm(&mut self, stop: &Stop) -> Result<(), CourierError> {
         let code = self.api.code(stop).await?;
+        let fumbles = self.faults.wrong_code_rate > 0.0
+            && self.chance.roll("wrong-code", &stop.id) < self.faults.wrong_code_rate
+            && !self.fumbled.contains(&stop.id);
+        if let (Some(right), true) = (code.as_deref(), fumbles) {
+            let wrong = wrong_code(right);
+            match self.api.confirm(&self.spec, &stop.id, Some(&wrong)).await {
+                Err(CourierError::Status { status: 422, .. }) => {
+                    self.fumbled.insert(stop.id.clone());
+                    self.counts.wrong_codes += 1;
+                    info!(handoff.id = %stop.id, order.id = %stop.order_id,
+                        "wrong code entered on purpose, refused");
+                }
+                // Taken (a stop without a code): nothing more to enter.
+                Ok(()) => return Ok(()),
+                Err(err) => return Err(err),
+            }
+        }
         self.api
             .confirm(&self.spec, &stop.id, code.as_deref())
             .await
     }
 
     async fn run(mut self, cancel: CancellationToken) -> (String, CourierCounts) {
-        info!("courier started");
+        info!(faults = ?self.faults, "courier started");
         while !cancel.is_cancelled() {
             if let Err(err) = self.poll(&cancel).await {
                 self.counts.errors += 1;
@@ -509,19 +894,47 @@ impl Courier {
             conflicts = self.counts.conflicts,
             errors = self.counts.errors,
             missed = self.counts.missed,
+            late = self.counts.late,
+            not_home = self.counts.not_home,
+            wrong_codes = self.counts.wrong_codes,
+            dropouts = self.counts.dropouts,
             "courier stopped"
         );
         (self.spec.id, self.counts)
     }
 
-    /// One poll: read the clock and the schedule, then confirm what is due.
+    /// Tells the daemon the courier's duty changes, if it does now: a
+    /// drop-out decided earlier, or the next day begun.
+    async fn keep_duty(&mut self, now: WireTime) -> Result<(), CourierError> {
+        match self.off_duty {
+            Duty::On => {}
+            Duty::Leaving => {
+                self.api.duty(&self.spec, false).await?;
+                self.off_duty = Duty::Off {
+                    until: now.next_midnight(),
+                };
+                self.counts.dropouts += 1;
+                warn!("dropped out for the day: off duty");
+            }
+            Duty::Off { until } if until <= now => {
+                self.api.duty(&self.spec, true).await?;
+                self.off_duty = Duty::On;
+                info!("a new day: back on duty");
+            }
+            Duty::Off { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// One poll: read the clock and the schedule, then work what is due.
     /// Returns the first retryable error; the rest of the poll is dropped so
-    /// that no later stop is confirmed before the failed one.
+    /// that no later stop is worked before the failed one.
     async fn poll(&mut self, cancel: &CancellationToken) -> Result<(), CourierError> {
         let Some(now) = cancel.run_until_cancelled(self.api.now()).await else {
             return Ok(());
         };
         let now = now?;
+        self.keep_duty(now).await?;
         let Some(schedule) = cancel
             .run_until_cancelled(self.api.schedule(&self.spec))
             .await
@@ -531,12 +944,38 @@ impl Courier {
         let schedule = schedule?;
         let current: HashSet<&str> = schedule.stops.iter().map(|s| s.id.as_str()).collect();
         self.passed.retain(|id, _| current.contains(id.as_str()));
-        let miss = self.miss;
-        let steps = plan(&schedule.stops, now, &self.passed, |id| miss.misses(id));
+        self.first_eta.retain(|id, _| current.contains(id.as_str()));
+        self.fumbled.retain(|id| current.contains(id.as_str()));
+        let waves: HashSet<&str> = schedule.stops.iter().map(|s| s.wave.as_str()).collect();
+        self.last_done
+            .retain(|wave, _| waves.contains(wave.as_str()));
+        for stop in &schedule.stops {
+            if let Some(eta) = stop.eta {
+                self.first_eta.entry(stop.id.clone()).or_insert(eta);
+            }
+        }
+        let steps = plan(
+            &schedule.stops,
+            now,
+            &self.passed,
+            |stop| self.due_at(stop),
+            |stop| self.choose(stop),
+        );
+        let mut blocked: HashSet<String> = HashSet::new();
         for step in steps {
             if cancel.is_cancelled() {
                 break;
             }
+            let stop = match step {
+                Step::Confirm(stop) | Step::Miss(stop) | Step::NotHome(stop) => stop,
+            };
+            // The plan was drawn before this poll's earlier stops were
+            // worked: the leg from them may not be ridden yet.
+            if blocked.contains(&stop.wave) || self.due_at(stop).is_none_or(|due| due > now) {
+                blocked.insert(stop.wave.clone());
+                continue;
+            }
+            let late = self.late_minutes(stop);
             match step {
                 Step::Miss(stop) => {
                     self.passed.insert(stop.id.clone(), Passed::Missed);
@@ -544,31 +983,86 @@ impl Courier {
                     info!(handoff.id = %stop.id, order.id = %stop.order_id, wave = %stop.wave,
                         seq = stop.seq, kind = %stop.kind, "stop missed on purpose");
                 }
+                Step::NotHome(stop) => {
+                    match self.api.fail(&self.spec, &stop.id, "not_home").await {
+                        Ok(()) => {
+                            self.arrived(stop);
+                            self.passed.insert(stop.id.clone(), Passed::Failed);
+                            self.counts.not_home += 1;
+                            self.counts.late += usize::from(late.is_some());
+                            info!(handoff.id = %stop.id, order.id = %stop.order_id, wave = %stop.wave,
+                            seq = stop.seq, kind = %stop.kind, "customer not home; attempt reported failed");
+                        }
+                        Err(err) => self.passed_on(stop, err)?,
+                    }
+                }
                 Step::Confirm(stop) => match self.confirm(stop).await {
                     Ok(()) => {
+                        self.arrived(stop);
                         self.counts.confirmed += 1;
+                        self.counts.late += usize::from(late.is_some());
                         info!(handoff.id = %stop.id, order.id = %stop.order_id, wave = %stop.wave,
-                            seq = stop.seq, kind = %stop.kind, "stop confirmed");
+                            seq = stop.seq, kind = %stop.kind, late_minutes = late.unwrap_or(0.0),
+                            "stop confirmed");
+                        if self.off_duty == Duty::On
+                            && self.faults.dropout_rate > 0.0
+                            && self.chance.roll("dropout", &stop.id) < self.faults.dropout_rate
+                        {
+                            self.off_duty = Duty::Leaving;
+                            self.keep_duty(now).await?;
+                            // The pickups left in this poll are no longer ours.
+                            blocked.extend(current_waves(&schedule.stops));
+                        }
                     }
-                    Err(err @ CourierError::Conflict { .. }) => {
-                        self.passed.insert(stop.id.clone(), Passed::Conflict);
-                        self.counts.conflicts += 1;
-                        info!(handoff.id = %stop.id, order.id = %stop.order_id, error = %err,
-                            "stop conflicted; passing it");
-                    }
-                    Err(err) if !err.is_retryable() => {
-                        self.passed.insert(stop.id.clone(), Passed::Refused);
-                        self.counts.errors += 1;
-                        warn!(handoff.id = %stop.id, order.id = %stop.order_id, error = %err,
-                            "stop refused; passing it");
-                    }
-                    Err(err) => return Err(err),
+                    Err(err) => self.passed_on(stop, err)?,
                 },
             }
         }
         debug!(passed = self.passed.len(), "poll done");
         Ok(())
     }
+
+    /// Passes `stop` after a refusal (409, or another 4xx), or hands back a
+    /// retryable error for the poll to stop at.
+    fn passed_on(&mut self, stop: &Stop, err: CourierError) -> Result<(), CourierError> {
+        match err {
+            err @ CourierError::Conflict { .. } => {
+                self.passed.insert(stop.id.clone(), Passed::Conflict);
+                self.counts.conflicts += 1;
+                info!(handoff.id = %stop.id, order.id = %stop.order_id, error = %err,
+                    "stop conflicted; passing it");
+                Ok(())
+            }
+            err if !err.is_retryable() => {
+                self.passed.insert(stop.id.clone(), Passed::Refused);
+                self.counts.errors += 1;
+                warn!(handoff.id = %stop.id, order.id = %stop.order_id, error = %err,
+                    "stop refused; passing it");
+                Ok(())
+            }
+            err => Err(err),
+        }
+    }
+}
+
+/// Every wave of `stops`.
+fn current_waves(stops: &[Stop]) -> impl Iterator<Item = String> + '_ {
+    stops.iter().map(|stop| stop.wave.clone())
+}
+
+/// A code that is not `right`: its last digit moved on by one (a typo).
+fn wrong_code(right: &str) -> String {
+    let mut chars: Vec<char> = right.chars().collect();
+    match chars.last_mut() {
+        Some(last) => {
+            *last = match last.to_digit(10) {
+                Some(digit) => char::from_digit((digit + 1) % 10, 10).unwrap_or('0'),
+                None => '0',
+            };
+        }
+        None => chars.push('0'),
+    }
+    chars.into_iter().collect()
 }
 
 /// An RFC 3339 timestamp as whole seconds since the Unix epoch (UTC) plus
@@ -580,6 +1074,35 @@ struct WireTime {
 }
 
 impl WireTime {
+    /// Seconds from `earlier` to `self` (negative if `earlier` is later).
+    fn seconds_since(self, earlier: WireTime) -> f64 {
+        (self.seconds - earlier.seconds) as f64
+            + (f64::from(self.nanos) - f64::from(earlier.nanos)) / 1e9
+    }
+
+    /// `self` plus `seconds` (at nanosecond precision; non-finite adds nothing).
+    fn plus_seconds(self, seconds: f64) -> WireTime {
+        if !seconds.is_finite() {
+            return self;
+        }
+        let total = i128::from(self.nanos) + (seconds * 1e9).round() as i128;
+        let carry = total.div_euclid(1_000_000_000);
+        WireTime {
+            seconds: self
+                .seconds
+                .saturating_add(i64::try_from(carry).unwrap_or(0)),
+            nanos: u32::try_from(total.rem_euclid(1_000_000_000)).unwrap_or(0),
+        }
+    }
+
+    /// The next midnight (UTC) after `self`.
+    fn next_midnight(self) -> WireTime {
+        WireTime {
+            seconds: (self.seconds.div_euclid(86_400) + 1) * 86_400,
+            nanos: 0,
+        }
+    }
+
     /// `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`, `T`/`Z` in either case.
     fn parse(text: &str) -> Option<WireTime> {
         let bytes = text.as_bytes();
@@ -738,12 +1261,25 @@ mod tests {
             .iter()
             .map(|id| (id.to_string(), Passed::Conflict))
             .collect();
-        let steps = plan(stops, time(now), &passed, |id| missed.contains(&id));
+        let steps = plan(
+            stops,
+            time(now),
+            &passed,
+            |stop| stop.eta,
+            |stop| {
+                if missed.contains(&stop.id.as_str()) {
+                    Action::Miss
+                } else {
+                    Action::Confirm
+                }
+            },
+        );
         let rendered: Vec<String> = steps
             .iter()
             .map(|step| match step {
                 Step::Confirm(stop) => format!("+{}", stop.id),
                 Step::Miss(stop) => format!("-{}", stop.id),
+                Step::NotHome(stop) => format!("!{}", stop.id),
             })
             .collect();
         assert_eq!(rendered.join(" "), expected, "now {now}, passed {passed:?}");
@@ -784,6 +1320,146 @@ mod tests {
         check(&stops, &t3, &[], &[], "+c1");
         check(&stops, &t5, &[], &[], "+a1 +a2 +c1");
         check(&stops, &t5, &["b0"], &[], "+a1 +a2 +b1 +c1");
+    }
+
+    fn courier(faults: CourierFaults) -> Courier {
+        Courier {
+            api: Arc::new(Api {
+                client: reqwest::Client::new(),
+                base: "http://127.0.0.1:9".to_string(),
+                codes: None,
+            }),
+            spec: CourierSpec {
+                id: "bike-1".to_string(),
+                token: "ffc_x".to_string(),
+            },
+            miss: MissPolicy { seed: 1, rate: 0.0 },
+            chance: Chance::new(1, "bike-1"),
+            faults,
+            poll_interval: Duration::from_millis(1),
+            passed: HashMap::new(),
+            first_eta: HashMap::new(),
+            last_done: HashMap::new(),
+            fumbled: HashSet::new(),
+            off_duty: Duty::On,
+            counts: CourierCounts::default(),
+        }
+    }
+
+    #[test]
+    fn a_courier_arrives_by_its_speed_and_lateness_never_before_the_eta() {
+        use StopState::Planned;
+        let t = |minute: u32| format!("2026-11-22T10:{minute:02}:00Z");
+        let a = stop("a", "w", 0, Some(&t(0)), Planned);
+        let b = stop("b", "w", 1, Some(&t(20)), Planned);
+        // At the plan's speed, on time: each stop at its ETA.
+        let mut keeps = courier(CourierFaults::default());
+        keeps.first_eta.insert("a".into(), time(&t(0)));
+        keeps.first_eta.insert("b".into(), time(&t(20)));
+        assert_eq!(keeps.due_at(&a), Some(time(&t(0))));
+        keeps.arrived(&a);
+        assert_eq!(keeps.due_at(&b), Some(time(&t(20))));
+        // At half speed the 20-minute leg takes 40.
+        let mut slow = courier(CourierFaults {
+            speed: 0.5,
+            ..CourierFaults::default()
+        });
+        slow.first_eta = keeps.first_eta.clone();
+        slow.arrived(&a);
+        assert_eq!(slow.due_at(&b), Some(time(&t(40))));
+        // Twice as fast: still not before the ETA.
+        let mut fast = courier(CourierFaults {
+            speed: 2.0,
+            ..CourierFaults::default()
+        });
+        fast.first_eta = keeps.first_eta.clone();
+        fast.arrived(&a);
+        assert_eq!(fast.due_at(&b), Some(time(&t(20))));
+        // Always late: 1 to 10 minutes after the ETA, the same each time.
+        let late = courier(CourierFaults {
+            late_rate: 1.0,
+            late_max_minutes: 10.0,
+            ..CourierFaults::default()
+        });
+        let due = late.due_at(&a).expect("due");
+        let by = due.seconds_since(time(&t(0)));
+        assert!((60.0..=600.0).contains(&by), "{by} s late");
+        assert_eq!(late.due_at(&a), Some(due));
+        assert_eq!(keeps.due_at(&stop("c", "w", 2, None, Planned)), None);
+    }
+
+    #[test]
+    fn a_courier_chooses_not_home_only_at_customers_and_no_pickup_off_duty() {
+        use StopState::Planned;
+        let eta = "2026-11-22T10:00:00Z";
+        let mut pickup = stop("p", "w", 0, Some(eta), Planned);
+        pickup.kind = "pickup".into();
+        let mut dropoff = stop("d", "w", 1, Some(eta), Planned);
+        dropoff.kind = "dropoff".into();
+        let mut back_pickup = pickup.clone();
+        back_pickup.return_id = Some("r".into());
+        let mut back_dropoff = dropoff.clone();
+        back_dropoff.return_id = Some("r".into());
+        let mut out = courier(CourierFaults {
+            not_home_rate: 1.0,
+            ..CourierFaults::default()
+        });
+        assert_eq!(
+            out.choose(&pickup),
+            Action::Confirm,
+            "a factory is always in"
+        );
+        assert_eq!(out.choose(&dropoff), Action::NotHome);
+        assert_eq!(out.choose(&back_pickup), Action::NotHome);
+        assert_eq!(out.choose(&back_dropoff), Action::Confirm);
+        out.off_duty = Duty::Off {
+            until: time(eta).next_midnight(),
+        };
+        assert_eq!(out.choose(&pickup), Action::Skip);
+        assert_eq!(out.choose(&back_pickup), Action::Skip);
+        assert_eq!(
+            out.choose(&dropoff),
+            Action::NotHome,
+            "parcels on board go on"
+        );
+        assert_eq!(
+            time(eta).next_midnight(),
+            time("2026-11-23T00:00:00Z"),
+            "back the next day"
+        );
+        let keeps = courier(CourierFaults::default());
+        assert_eq!(keeps.choose(&dropoff), Action::Confirm);
+    }
+
+    #[test]
+    fn wrong_codes_differ_from_the_right_one() {
+        for right in ["042137", "000009", "999999", ""] {
+            assert_ne!(wrong_code(right), right);
+        }
+        assert_eq!(wrong_code("042139"), "042130");
+    }
+
+    #[test]
+    fn courier_faults_are_checked_and_set_by_name() {
+        assert!(CourierFaults::default().problems().is_empty());
+        let mut faults = CourierFaults::default();
+        faults.set("late_rate", 1.5).expect("a known field");
+        faults.set("speed", 0.0).expect("a known field");
+        assert_eq!(
+            faults.problems(),
+            vec![
+                "late_rate: must be 0..=1, got 1.5".to_string(),
+                "speed: must be 0.05..=20, got 0".to_string()
+            ]
+        );
+        assert!(faults.set("lateness", 1.0).is_err());
+        let sane = CourierFaults {
+            speed: f64::NAN,
+            not_home_rate: f64::NAN,
+            ..faults
+        }
+        .sanitized();
+        assert!(sane.problems().is_empty(), "{sane:?}");
     }
 
     #[test]

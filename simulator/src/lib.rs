@@ -2,7 +2,9 @@
 //! Machines are real Modbus TCP servers laid out by machine profiles, or
 //! MQTT clients publishing JSON reports the profiles describe; order
 //! bursts are real HTTP requests; couriers poll their schedules and confirm
-//! stops over HTTP.
+//! stops over HTTP (running late, missing customers, fumbling codes and
+//! dropping out by seeded chance); customers ask for returns and an operator
+//! inspects them.
 //!
 //! Architecture invariant: the simulator reads profiles (addresses, types) but
 //! does its own register encoding, never the adapter's, so an encoding bug in
@@ -15,10 +17,13 @@ pub mod faults;
 pub mod fleet;
 pub mod machine;
 pub mod mqtt_machine;
+pub mod returns;
 mod wire;
 
 pub use burst::{BurstReport, fire, generate_orders};
-pub use couriers::{CodeSource, CourierConfig, CourierCounts, CourierReport, CourierSpec};
+pub use couriers::{
+    CodeSource, CourierConfig, CourierCounts, CourierFaults, CourierReport, CourierSpec,
+};
 pub use faults::{FaultSpec, JamSpec};
 pub use fleet::{
     FactorySpec, Fleet, FleetSpec, MachineSpec, SimControlError, SimMachineInfo, SimMachineStatus,
@@ -26,6 +31,7 @@ pub use fleet::{
 };
 pub use machine::{SimMachine, SimMachineConfig, SimMachineHandle, SimSnapshot};
 pub use mqtt_machine::{SimMqttHandle, SimMqttLogin, SimMqttMachine, SimMqttSnapshot};
+pub use returns::{ReturnsReport, ReturnsSpec};
 
 use thiserror::Error;
 

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use fabflow_sim::{CourierConfig, CourierSpec, Fleet, FleetSpec, couriers, fire, generate_orders};
+use fabflow_sim::{
+    CourierConfig, CourierFaults, CourierSpec, Fleet, FleetSpec, ReturnsSpec, couriers, fire,
+    generate_orders,
+};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -102,9 +105,47 @@ enum Command {
         /// Probability (0..=1) that a courier skips a stop and never confirms it.
         #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
         miss_rate: f64,
-        /// Seed of the missed stops (same seed, same stops missed).
+        /// Seed of every chance below and of the missed stops (same seed,
+        /// same stops missed, late, failed...).
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Riding speed over the plan's (0.05..=20): legs take their planned
+        /// time divided by this; never earlier than a stop's ETA.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Probability (0..=1) that a courier arrives late at a stop.
+        #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+        late_rate: f64,
+        /// A late courier arrives 1 to this many simulated minutes after it would have.
+        #[arg(long, default_value_t = 30.0)]
+        late_max_minutes: f64,
+        /// Probability (0..=1) that the customer is not home at a stop at the
+        /// customer: the courier reports a failed attempt (`not_home`).
+        #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+        not_home_rate: f64,
+        /// Probability (0..=1) that a courier enters a wrong code once before
+        /// the right one.
+        #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+        wrong_code_rate: f64,
+        /// Probability (0..=1), after each confirmed stop, that the courier
+        /// drops out for the day (off duty until the next midnight of the
+        /// daemon's clock; it still hands over the parcels it carries).
+        #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+        dropout_rate: f64,
+        /// One courier's own fault, replacing the value above for it:
+        /// ID:FIELD=VALUE (FIELD one of speed, late_rate, late_max_minutes,
+        /// not_home_rate, wrong_code_rate, dropout_rate); repeat for more.
+        #[arg(long = "courier-fault", value_name = "ID:FIELD=VALUE", value_parser = parse_courier_fault)]
+        courier_faults: Vec<(String, String, f64)>,
+        /// Share (0..=1) of delivered orders whose customer asks for a
+        /// return (through the brand token); the operator token inspects
+        /// every return received. Needs both tokens.
+        #[arg(long, default_value_t = 0.0, value_parser = parse_probability, requires = "brand_token")]
+        return_rate: f64,
+        /// Probability (0..=1) that the operator scraps a returned unit
+        /// rather than restocking it.
+        #[arg(long, default_value_t = 0.2, value_parser = parse_probability)]
+        scrap_rate: f64,
         /// An operator token (all factories): the couriers read each
         /// pickup's code with it, as the factory operator hands it over.
         #[arg(
@@ -134,6 +175,25 @@ fn parse_courier(text: &str) -> Result<CourierSpec, String> {
         }),
         _ => Err("expected ID=TOKEN, both non-empty".to_string()),
     }
+}
+
+fn parse_courier_fault(text: &str) -> Result<(String, String, f64), String> {
+    let (id, setting) = text
+        .split_once(':')
+        .ok_or_else(|| "expected ID:FIELD=VALUE".to_string())?;
+    let (field, value) = setting
+        .split_once('=')
+        .ok_or_else(|| "expected ID:FIELD=VALUE".to_string())?;
+    if id.is_empty() {
+        return Err("expected ID:FIELD=VALUE, with a courier id".to_string());
+    }
+    let value: f64 = value
+        .parse()
+        .map_err(|err| format!("{field}: {err} (`{value}`)"))?;
+    // Checked here so that a typo fails at once, with the list of fields.
+    let mut probe = CourierFaults::default();
+    probe.set(field, value)?;
+    Ok((id.to_string(), field.to_string(), value))
 }
 
 fn parse_loopback(text: &str) -> Result<std::net::SocketAddr, String> {
@@ -262,11 +322,54 @@ async fn main() -> anyhow::Result<()> {
             seed,
             operator_token,
             brand_token,
+            speed,
+            late_rate,
+            late_max_minutes,
+            not_home_rate,
+            wrong_code_rate,
+            dropout_rate,
+            courier_faults,
+            return_rate,
+            scrap_rate,
         } => {
+            let faults = CourierFaults {
+                speed,
+                late_rate,
+                late_max_minutes,
+                not_home_rate,
+                wrong_code_rate,
+                dropout_rate,
+            };
+            let mut problems: Vec<String> = faults.problems();
+            let mut per_courier = std::collections::BTreeMap::new();
+            for (id, field, value) in courier_faults {
+                let own = per_courier.entry(id.clone()).or_insert(faults);
+                if let Err(problem) = own.set(&field, value) {
+                    problems.push(format!("--courier-fault {id}: {problem}"));
+                }
+            }
+            for (id, own) in &per_courier {
+                problems.extend(
+                    own.problems()
+                        .into_iter()
+                        .map(|p| format!("--courier-fault {id}: {p}")),
+                );
+            }
+            let returns = ReturnsSpec {
+                rate: return_rate,
+                scrap_rate,
+            };
+            problems.extend(returns.problems());
+            if !problems.is_empty() {
+                anyhow::bail!("{}", problems.join("\n"));
+            }
             let config = CourierConfig {
                 poll_interval: Duration::from_millis(poll_ms),
                 miss_rate,
                 seed,
+                faults,
+                per_courier,
+                returns,
                 codes: operator_token
                     .zip(brand_token)
                     .map(|(operator_token, brand_token)| fabflow_sim::CodeSource {
@@ -286,12 +389,34 @@ async fn main() -> anyhow::Result<()> {
             println!("conflicts: {}", report.conflicts);
             println!("errors: {}", report.errors);
             println!("missed: {}", report.missed);
+            println!("late: {}", report.late);
+            println!("not home: {}", report.not_home);
+            println!("wrong codes: {}", report.wrong_codes);
+            println!("dropouts: {}", report.dropouts);
             for (courier, counts) in &report.per_courier {
                 println!(
-                    "  {courier}: confirmed {} conflicts {} errors {} missed {}",
-                    counts.confirmed, counts.conflicts, counts.errors, counts.missed
+                    "  {courier}: confirmed {} conflicts {} errors {} missed {} late {} not home {} wrong codes {} dropouts {}",
+                    counts.confirmed,
+                    counts.conflicts,
+                    counts.errors,
+                    counts.missed,
+                    counts.late,
+                    counts.not_home,
+                    counts.wrong_codes,
+                    counts.dropouts
                 );
             }
+            let back = &report.returns;
+            println!(
+                "returns: requested {} ({} units), refused {}, inspected {}: restocked {}, scrapped {}; errors {}",
+                back.requested,
+                back.units,
+                back.refused,
+                back.inspected,
+                back.restocked,
+                back.scrapped,
+                back.errors
+            );
         }
     }
     Ok(())

@@ -308,6 +308,7 @@ async fn couriers_confirm_due_stops_in_order_once_and_pass_a_conflict() {
         conflicts: 1,
         errors: daemon.state().health_failures,
         missed: 0,
+        ..CourierCounts::default()
     };
     assert_eq!(
         report,
@@ -317,6 +318,7 @@ async fn couriers_confirm_due_stops_in_order_once_and_pass_a_conflict() {
             errors: counts.errors,
             missed: 0,
             per_courier: [(COURIER.to_string(), counts)].into(),
+            ..CourierReport::default()
         }
     );
     daemon.server.abort();

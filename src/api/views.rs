@@ -72,7 +72,8 @@ pub struct OrderView {
 /// Why an order is at risk of missing its promise, and since when.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AtRiskView {
-    /// `no_capable_machine`, `production_backlog` or `no_courier_in_time`.
+    /// `no_capable_machine`, `production_backlog`, `no_courier_in_time` or
+    /// `deadline_close`.
     pub reason: String,
     /// The reason in words.
     pub detail: String,

@@ -3,8 +3,14 @@
 //! estimates are stored, and an order newly seen to miss its deadline is
 //! flagged at risk with its `order.at_risk` event, long before the deadline.
 //! Waves flag ready orders no courier reaches in time (`runtime::waves`).
+//! Whatever the estimates say, an order not delivered by the last call
+//! (`domain::promise::last_call_ms` before its deadline) is flagged then
+//! (`deadline_close`): estimates can be wrong, the brand must still hear of
+//! a late order before its deadline.
 
-use crate::domain::{FactoryId, Location, MachineMode, MachineState, Millis, OrderId};
+use crate::domain::{
+    AtRiskReason, FactoryId, Location, MachineMode, MachineState, Millis, OrderId,
+};
 use crate::plan::Travel;
 use crate::plan::promise::{Backlog, QueuedWork, StepWork};
 use crate::runtime::clock::Clock;
@@ -91,10 +97,31 @@ pub fn capacity(machines: &[crate::store::MachineRecord]) -> HashMap<(FactoryId,
 
 impl PromiseWatch {
     pub async fn run(self, cancel: CancellationToken) {
+        // Domain time between the last two looks: a busy machine stretches
+        // it past `interval`, and the last call must allow for that.
+        let mut previous: Option<Millis> = None;
+        let mut gap_ms: Millis = 0;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(self.interval) => {}
+            }
+            let now = self.clock.now_ms();
+            if let Some(before) = previous {
+                gap_ms = now - before;
+            }
+            previous = Some(now);
+            match self.last_call(gap_ms).await {
+                Ok(0) => {}
+                Ok(flagged) => {
+                    warn!(
+                        orders = flagged,
+                        "orders not delivered at the last call before their deadline"
+                    );
+                    metrics::counter!("fabflow_orders_at_risk_total").increment(flagged as u64);
+                    self.wakers.wake(Wake::OUTBOX);
+                }
+                Err(err) => warn!(error = %err, "last call failed"),
             }
             match self.round().await {
                 Ok(0) => {}
@@ -106,6 +133,23 @@ impl PromiseWatch {
                 Err(err) => warn!(error = %err, "promise estimate failed"),
             }
         }
+    }
+
+    /// Flags every order not delivered by the last call before its
+    /// deadline; `gap_ms` is the domain time since the watch looked last.
+    /// Runs before the estimates, which take long with many orders.
+    pub async fn last_call(&self, gap_ms: Millis) -> Result<usize, StoreError> {
+        let now = self.clock.now_ms();
+        // The watch's own period in domain time, or the last gap if longer.
+        let every_ms =
+            ((self.interval.as_secs_f64() * 1000.0 * self.clock.scale()) as Millis).max(gap_ms);
+        self.store
+            .flag_undelivered_by(
+                now + crate::domain::promise::last_call_ms(every_ms),
+                AtRiskReason::DeadlineClose,
+                now,
+            )
+            .await
     }
 
     /// One estimate of every order in the making; returns how many were
@@ -172,6 +216,7 @@ impl PromiseWatch {
         for chunk in updates.chunks(500) {
             flagged += self.store.record_promises(chunk, now).await?;
         }
+
         debug!(updated = updates.len(), flagged, "promise estimates");
         Ok(flagged)
     }

@@ -159,6 +159,63 @@ impl Store {
         Ok(flagged)
     }
 
+    /// Flags every order not yet delivered (nor cancelled) whose deadline is
+    /// at or before `deadline_by` and that is not flagged yet, with
+    /// `reason` and its `order.at_risk` event, in one transaction. Returns
+    /// how many were flagged.
+    pub async fn flag_undelivered_by(
+        &self,
+        deadline_by: Millis,
+        reason: AtRiskReason,
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, brand, deadline_ms, eta_delivery_ms FROM orders \
+             WHERE state IN ('accepted', 'in_production', 'ready', 'out_for_delivery') \
+             AND at_risk IS NULL AND deadline_ms <= $1",
+        )
+        .bind(deadline_by)
+        .fetch_all(self.reader())
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let mut flagged = 0;
+        for row in &rows {
+            let id: OrderId = text_id(row, "id")?;
+            let brand: BrandId = text_id(row, "brand")?;
+            let newly = sqlx::query(
+                "UPDATE orders SET at_risk = $2, at_risk_ms = $3 WHERE id = $1 AND at_risk IS NULL \
+                 AND state IN ('accepted', 'in_production', 'ready', 'out_for_delivery')",
+            )
+            .bind(id.as_str())
+            .bind(reason.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if newly != 1 {
+                continue;
+            }
+            flagged += 1;
+            let subject = Subject {
+                kind: "order",
+                id: id.as_str(),
+                order_id: Some(id.as_str()),
+                brand: Some(brand.as_str()),
+            };
+            let event = Event::OrderAtRisk {
+                reason,
+                estimated_delivery_ms: row.try_get("eta_delivery_ms")?,
+                deadline_ms: row.try_get("deadline_ms")?,
+            };
+            emit(&mut tx, &subject, &event, now).await?;
+        }
+        tx.commit().await?;
+        Ok(flagged)
+    }
+
     /// Where and when each courier is free: the location and ETA of its last
     /// stop still to do (planned or locked), by courier id. Couriers with
     /// nothing to do are absent.

@@ -607,3 +607,99 @@ async fn a_pickup_confirmed_while_it_is_being_missed_keeps_its_drop_off() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_last_call_flags_undelivered_orders_once() {
+    on_every_backend(|store| async move {
+        ready_order(&store).await;
+        store
+            .accept_orders(&[new_order("o2", "acme", None)])
+            .await
+            .expect("accept");
+        let deadline = NOW + 48 * 3_600_000;
+        let last_call = deadline - crate::domain::promise::LAST_CALL_MS;
+        // Before the last call: nothing.
+        assert_eq!(
+            store
+                .flag_undelivered_by(deadline - 1, AtRiskReason::DeadlineClose, NOW)
+                .await
+                .expect("flag"),
+            0
+        );
+        // At the last call, both orders (ready and accepted), once.
+        assert_eq!(
+            store
+                .flag_undelivered_by(deadline, AtRiskReason::DeadlineClose, last_call)
+                .await
+                .expect("flag"),
+            2
+        );
+        assert_eq!(
+            store
+                .flag_undelivered_by(deadline, AtRiskReason::DeadlineClose, last_call + 1)
+                .await
+                .expect("flag"),
+            0
+        );
+        let order = store.get_order("o1", None).await.expect("get").expect("o1");
+        assert_eq!(order.promise.at_risk.as_deref(), Some("deadline_close"));
+        assert_eq!(order.promise.at_risk_ms, Some(last_call));
+        let events = store
+            .events_after(Some("acme"), None, 1000)
+            .await
+            .expect("events");
+        let flags = events
+            .iter()
+            .filter(|e| e.payload.contains("\"order.at_risk\""))
+            .count();
+        assert_eq!(flags, 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pickup_confirmed_while_it_is_being_missed_keeps_its_drop_off() {
+    on_every_backend(|store| async move {
+        ready_order(&store).await;
+        store
+            .save_wave(&pair("w1", "h1", "h2"), NOW)
+            .await
+            .expect("wave");
+        // The wave reads the overdue pickup...
+        let rows = sqlx::query(
+            "SELECT h.id, h.wave, h.order_id, h.return_id, o.brand FROM handoffs h JOIN orders o ON o.id = h.order_id \
+             WHERE h.kind = 'pickup' AND h.state = 'planned'",
+        )
+        .fetch_all(store.reader())
+        .await
+        .expect("rows");
+        assert_eq!(rows.len(), 1);
+        // ...the late courier confirms it...
+        store
+            .confirm_handoff("h1", None, None, 5, NOW + 1)
+            .await
+            .expect("confirm");
+        // ...then the wave misses what it read: nothing, the parcel is on board.
+        let mut tx = store.begin().await.expect("tx");
+        let missed = crate::store::handoffs::miss_pickups(&mut tx, &rows, NOW + 2)
+            .await
+            .expect("miss");
+        tx.commit().await.expect("commit");
+        assert_eq!(missed, 0);
+        let states: Vec<(String, HandoffState)> = store
+            .order_handoffs("o1")
+            .await
+            .expect("handoffs")
+            .iter()
+            .map(|h| (h.id.clone(), h.state))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("h1".to_string(), HandoffState::Done),
+                ("h2".to_string(), HandoffState::Planned)
+            ]
+        );
+    })
+    .await;
+}
