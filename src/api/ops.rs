@@ -583,7 +583,12 @@ pub async fn release_handoff(
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
     pub status: &'static str,
+    /// `ok`, `unreachable`, or `refusing_writes` (its last write transaction
+    /// was refused, e.g. a full disk; clears with the next one that commits).
     pub database: &'static str,
+    /// Why the database refuses writes, and since how long.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_detail: Option<String>,
     /// The domain clock (scaled by time_scale).
     pub now: Option<chrono::DateTime<chrono::Utc>>,
     pub time_scale: f64,
@@ -592,10 +597,18 @@ pub struct Health {
 /// Liveness and database reachability.
 #[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn healthz(State(state): State<ApiState>) -> Response {
-    let database_ok = state.runtime.store.outbox_backlog().await.is_ok();
+    let reachable = state.runtime.store.outbox_backlog().await.is_ok();
+    let refusing = state.runtime.store.refusing_writes();
+    let database_ok = reachable && refusing.is_none();
     let health = Health {
         status: if database_ok { "ok" } else { "degraded" },
-        database: if database_ok { "ok" } else { "unreachable" },
+        database: match (reachable, &refusing) {
+            (false, _) => "unreachable",
+            (true, Some(_)) => "refusing_writes",
+            (true, None) => "ok",
+        },
+        database_detail: refusing
+            .map(|(since, reason)| format!("{reason} (for {} s)", since.as_secs())),
         now: state.runtime.clock.now().into(),
         time_scale: state.runtime.clock.scale(),
     };

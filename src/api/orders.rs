@@ -130,6 +130,8 @@ fn json_response(
         (status = 201, description = "Accepted", body = OrderView),
         (status = 409, description = "Same key still in flight", body = super::problem::Problem),
         (status = 422, description = "Invalid order, or key reused with another body", body = super::problem::Problem),
+        (status = 503, description = "The database refuses writes for now (e.g. a full disk): nothing stored; retry after Retry-After seconds", body = super::problem::Problem,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -323,7 +325,9 @@ impl ImportReport {
     responses((status = 201, body = ImportReport),
         (status = 400, description = "Not UTF-8, no orders, a CSV without its header", body = super::problem::Problem),
         (status = 415, description = "Neither NDJSON nor CSV", body = super::problem::Problem),
-        (status = 422, description = "Nothing imported; see the per-line report", body = ImportReport)),
+        (status = 422, description = "Nothing imported; see the per-line report", body = ImportReport),
+        (status = 503, description = "The database refuses writes for now (e.g. a full disk): nothing stored; retry after Retry-After seconds", body = super::problem::Problem,
+            headers(("Retry-After" = u64, description = "Seconds to wait")))),
     security(("bearer" = [])))]
 pub async fn import(
     State(state): State<ApiState>,

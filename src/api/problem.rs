@@ -107,6 +107,9 @@ impl ApiError {
     }
 }
 
+/// Seconds a client is asked to wait while the database refuses writes.
+const RETRY_UNAVAILABLE_S: u64 = 5;
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
@@ -114,6 +117,14 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(detail) => ApiError::conflict(detail),
             StoreError::Locked(detail) => ApiError::new(StatusCode::LOCKED, "locked", detail),
             StoreError::Transition(err) => ApiError::conflict(err.to_string()),
+            StoreError::Unavailable(reason) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-unavailable",
+                format!(
+                    "the database refuses writes for now ({reason}); nothing was stored, try again later"
+                ),
+            )
+            .with_retry_after(RETRY_UNAVAILABLE_S),
             other => ApiError::internal(other),
         }
     }
@@ -145,7 +156,10 @@ impl From<IntakeError> for ApiError {
                 "unavailable",
                 err.to_string(),
             ),
-            IntakeError::Failed(err) => ApiError::internal(err),
+            IntakeError::Failed(err) => match &*err {
+                StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()).into(),
+                _ => ApiError::internal(err),
+            },
         }
     }
 }

@@ -161,7 +161,8 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>, stop: Can
                     let _ = submission.reply.send(Ok(mine));
                 }
             }
-            Err(err) if batch.len() > 1 => {
+            // A database that refuses writes refuses each one alike.
+            Err(err) if batch.len() > 1 && !matches!(err, StoreError::Unavailable(_)) => {
                 // One submission can spoil a shared transaction: retry each on its own.
                 error!(error = %err, orders = orders.len(), "group commit failed; retrying one by one");
                 for submission in batch.drain(..) {

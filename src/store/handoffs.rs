@@ -427,7 +427,7 @@ impl Store {
 
     /// Reads a handoff in `tx`, scoped to `courier` (None for admins).
     async fn handoff_in(
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tx: &mut super::WriteTx,
         id: &str,
         courier: Option<&str>,
     ) -> Result<HandoffRecord, StoreError> {
@@ -814,7 +814,7 @@ pub struct LateDropoff {
 /// the drop-off planned with it; a return's pickup sends the return back to
 /// waiting. Returns how many pickups were handed back.
 pub(super) async fn miss_pickups(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut super::WriteTx,
     rows: &[AnyRow],
     now: Millis,
 ) -> Result<usize, StoreError> {

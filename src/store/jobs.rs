@@ -6,7 +6,7 @@ use super::write::{
     NewJob, OutboxRow, Subject, allocate, insert_jobs, insert_outbox, lock_order,
     set_order_state_by_id,
 };
-use super::{Backend, Store, StoreError, parse, text_id};
+use super::{Backend, Store, StoreError, WriteTx, parse, text_id};
 use crate::domain::follow_up::{may_move_order, order_moves, redo_plans, redo_units};
 use crate::domain::intake::{JobPlan, LineRequest};
 use crate::domain::{
@@ -14,8 +14,8 @@ use crate::domain::{
     OrderId, OrderState,
 };
 use sqlx::AssertSqlSafe;
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
@@ -406,7 +406,7 @@ impl Store {
 }
 
 async fn transition_in(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     backend: Backend,
     token: JobToken,
     input: JobInput,
@@ -694,7 +694,7 @@ impl Store {
 
 /// Takes every queued job off a machine inside `tx`; returns how many.
 pub(super) async fn unschedule_in(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     backend: Backend,
     machine: &str,
     now: Millis,

@@ -39,14 +39,21 @@ pub use webhooks::{
 };
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
+use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The database refuses writes or cannot be reached for now (a full
+    /// disk, a read-only file, the server down or out of connections):
+    /// worth trying again later, not a fault of the request.
+    #[error("the database refuses writes for now: {0}")]
+    Unavailable(String),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A compare-and-set found the row in another state.
@@ -65,6 +72,102 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match refusal(&err) {
+            Some(reason) => StoreError::Unavailable(reason),
+            None => StoreError::Database(err),
+        }
+    }
+}
+
+/// Why `err` is the database refusing work for now rather than refusing
+/// this request: a full disk, a read-only or unopenable file, I/O errors,
+/// a lock held past the busy timeout (SQLite result codes); insufficient
+/// resources, a read-only server, a server shutting down or a broken
+/// connection (PostgreSQL SQLSTATE classes 53, 25006, 57P, 08); the pool
+/// out of connections or closed.
+fn refusal(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(db) => {
+            let code = db.code()?;
+            let refused = if code.len() == 5 {
+                // A PostgreSQL SQLSTATE.
+                code.starts_with("53")
+                    || code == "25006"
+                    || code.starts_with("57P")
+                    || code.starts_with("08")
+            } else {
+                // A SQLite (extended) result code: its low byte is the primary.
+                // BUSY 5, LOCKED 6, READONLY 8, IOERR 10, FULL 13, CANTOPEN 14.
+                code.parse::<i64>()
+                    .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14))
+            };
+            refused.then(|| db.message().to_string())
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed
+        | sqlx::Error::InvalidSavePointStatement => Some(err.to_string()),
+        _ => None,
+    }
+}
+
+/// Whether the database took the last write: set by a write transaction
+/// whose commit was refused ([`StoreError::Unavailable`]), cleared by the
+/// next one that commits. `/healthz` reports it.
+#[derive(Debug, Default)]
+struct WriteHealth {
+    refused: Mutex<Option<(Instant, String)>>,
+}
+
+impl WriteHealth {
+    fn note<T>(&self, outcome: &Result<T, StoreError>) {
+        let Ok(mut refused) = self.refused.lock() else {
+            return;
+        };
+        match outcome {
+            Ok(_) => *refused = None,
+            Err(StoreError::Unavailable(reason)) => {
+                let since = refused.as_ref().map_or_else(Instant::now, |(at, _)| *at);
+                *refused = Some((since, reason.clone()));
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// A write transaction. It reads and writes like sqlx's own (`&mut *tx`
+/// is the connection), and its commit tells the store whether the
+/// database took it.
+pub(crate) struct WriteTx {
+    tx: Transaction<'static, Any>,
+    health: Arc<WriteHealth>,
+}
+
+impl WriteTx {
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+        let outcome = self.tx.commit().await.map_err(StoreError::from);
+        self.health.note(&outcome);
+        outcome
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -79,6 +182,7 @@ pub struct Store {
     /// Readers; on PostgreSQL the same pool as `write`.
     read: AnyPool,
     backend: Backend,
+    health: Arc<WriteHealth>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -108,10 +212,12 @@ impl Store {
                     write,
                     read,
                     backend,
+                    health: Arc::default(),
                 }
             }
             Backend::Postgres => {
                 let pool = AnyPoolOptions::new()
+                    .after_release(|conn, _meta| Box::pin(release_clean(conn)))
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
                     .connect_with(options)
@@ -120,6 +226,7 @@ impl Store {
                     write: pool.clone(),
                     read: pool,
                     backend,
+                    health: Arc::default(),
                 }
             }
         };
@@ -133,11 +240,24 @@ impl Store {
 
     /// A write transaction: `BEGIN IMMEDIATE` on SQLite, so a read-then-write
     /// never fails with "database is locked" on the upgrade.
-    pub(crate) async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        Ok(match self.backend {
+    pub(crate) async fn begin(&self) -> Result<WriteTx, StoreError> {
+        let tx = match self.backend {
             Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.write.begin().await?,
+        };
+        Ok(WriteTx {
+            tx,
+            health: self.health.clone(),
         })
+    }
+
+    /// Since when, and why, the database refuses writes; `None` while the
+    /// last write transaction committed.
+    pub fn refusing_writes(&self) -> Option<(Duration, String)> {
+        let refused = self.health.refused.lock().ok()?;
+        refused
+            .as_ref()
+            .map(|(since, reason)| (since.elapsed(), reason.clone()))
     }
 
     pub(crate) fn reader(&self) -> &AnyPool {
@@ -176,8 +296,22 @@ impl Store {
     }
 }
 
+/// Whether a connection coming back to the pool may be used again: not when
+/// it is still inside a transaction. A commit the database refused (a full
+/// disk) can leave sqlx counting an open transaction that SQLite already
+/// rolled back; the rollback on drop then fails too, and every later
+/// `BEGIN` on that connection would fail ("begin_with at non-zero
+/// transaction depth") long after the disk has room again. Such a
+/// connection is closed and the pool opens a fresh one.
+async fn release_clean(conn: &mut AnyConnection) -> Result<bool, sqlx::Error> {
+    // The ping runs after the rollback queued when the transaction dropped.
+    conn.ping().await?;
+    Ok(!conn.is_in_transaction())
+}
+
 fn sqlite_pool(connections: u32) -> AnyPoolOptions {
     AnyPoolOptions::new()
+        .after_release(|conn, _meta| Box::pin(release_clean(conn)))
         .max_connections(connections)
         .acquire_timeout(Duration::from_secs(30))
         .after_connect(|conn, _meta| {

@@ -5,15 +5,15 @@ use super::write::{
     AuditEntry, NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate, emit, insert_jobs,
     insert_outbox, lock_order, placeholders, record_audit, set_order_state, set_order_state_by_id,
 };
-use super::{Store, StoreError, parse, text_id};
+use super::{Store, StoreError, WriteTx, parse, text_id};
 use crate::domain::intake::{JobPlan, LineRequest};
 use crate::domain::{
     BrandId, Event, FactoryId, JobInput, JobState, Location, Millis, OrderId, OrderInput,
     OrderState, OrderedLine,
 };
 use sqlx::AssertSqlSafe;
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
 use std::collections::HashMap;
 
 /// A validated order ready to be stored with its jobs.
@@ -153,11 +153,18 @@ impl Store {
         &self,
         batch: &[NewOrder],
     ) -> Result<Vec<AcceptOutcome>, StoreError> {
-        let mut tx = self.begin().await?;
         let postgres = self.backend == super::Backend::Postgres;
-        let outcomes = insert_orders(&mut tx, postgres, batch).await?;
-        tx.commit().await?;
-        Ok(outcomes)
+        let outcome = async {
+            let mut tx = self.begin().await?;
+            let outcomes = insert_orders(&mut tx, postgres, batch).await?;
+            tx.commit().await?;
+            Ok(outcomes)
+        }
+        .await;
+        // A refusal mid-statement (PostgreSQL extending a table, SQLite at
+        // its page limit) counts as much as one at commit.
+        self.health.note(&outcome);
+        outcome
     }
 
     pub async fn get_order(
@@ -291,7 +298,7 @@ impl Store {
 }
 
 async fn insert_orders(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     postgres: bool,
     batch: &[NewOrder],
 ) -> Result<Vec<AcceptOutcome>, StoreError> {

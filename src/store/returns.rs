@@ -5,7 +5,7 @@
 //! event in the same transaction.
 
 use super::write::{AuditEntry, Subject, emit, lock_order, record_audit};
-use super::{Store, StoreError, parse, text_id};
+use super::{Store, StoreError, WriteTx, parse, text_id};
 use crate::domain::intake::FieldError;
 use crate::domain::returns::{
     InspectionLine, RequestedLine, check_inspection, check_request, fill_from_stock,
@@ -15,7 +15,7 @@ use crate::domain::{
     OrderId, OrderState, ReturnInput, ReturnLine, ReturnState,
 };
 use sqlx::any::AnyRow;
-use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+use sqlx::{AssertSqlSafe, Row};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -111,10 +111,7 @@ fn return_from_row(row: &AnyRow) -> Result<ReturnRecord, StoreError> {
 }
 
 /// Reads a return in `tx`.
-pub(crate) async fn return_in(
-    tx: &mut Transaction<'static, Any>,
-    id: &str,
-) -> Result<ReturnRecord, StoreError> {
+pub(crate) async fn return_in(tx: &mut WriteTx, id: &str) -> Result<ReturnRecord, StoreError> {
     let sql = format!("SELECT {RETURN_COLUMNS} FROM returns WHERE id = $1");
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(id)
@@ -129,7 +126,7 @@ pub(crate) async fn return_in(
 /// Moves a return by `input` (compare-and-set on its state) and writes its
 /// events; returns the new state.
 pub(crate) async fn move_return(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     record: &ReturnRecord,
     input: ReturnInput,
     now: Millis,
@@ -167,7 +164,7 @@ fn return_subject(record: &ReturnRecord) -> Subject<'_> {
 
 /// Marks a return's planned (or locked) stops missed, with their events.
 pub(crate) async fn miss_return_stops(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     record: &ReturnRecord,
     now: Millis,
 ) -> Result<(), StoreError> {
@@ -225,7 +222,7 @@ pub(crate) struct StockTake {
 /// domain's whole-line rule, reading the stock in `tx` (locked on
 /// PostgreSQL). Nothing is written: see [`apply_stock_takes`].
 pub(crate) async fn plan_stock_takes(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     postgres: bool,
     orders: &[(&str, &[crate::domain::intake::LineRequest])],
 ) -> Result<Vec<StockTake>, StoreError> {
@@ -269,7 +266,7 @@ pub(crate) async fn plan_stock_takes(
 /// Takes the units of `take` off the shelf (compare-and-set: never below
 /// zero), with its `stock.taken` event on the order.
 pub(crate) async fn apply_stock_take(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     take: &StockTake,
     order_id: &str,
     brand: &str,

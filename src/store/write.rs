@@ -2,15 +2,15 @@
 //! rows, order state changes, row locks and counters. They run SQL and
 //! decide nothing; the domain's rules say what to write.
 
-use super::{Backend, OrderRecord, StoreError};
+use super::{Backend, OrderRecord, StoreError, WriteTx};
 use crate::domain::intake::JobPlan;
 use crate::domain::{Event, JobState, Millis, OrderState};
-use sqlx::{Any, AssertSqlSafe, Row, Transaction};
+use sqlx::{AssertSqlSafe, Row};
 
 /// Locks an order's row until the transaction ends, on PostgreSQL (SQLite has
 /// a single writer: every write transaction is already serialised).
 pub(crate) async fn lock_order(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     backend: Backend,
     id: &str,
 ) -> Result<(), StoreError> {
@@ -24,11 +24,7 @@ pub(crate) async fn lock_order(
 }
 
 /// Allocates `count` consecutive values of a counter inside `tx`; returns the first.
-pub(crate) async fn allocate(
-    tx: &mut Transaction<'static, Any>,
-    name: &str,
-    count: i64,
-) -> Result<i64, StoreError> {
+pub(crate) async fn allocate(tx: &mut WriteTx, name: &str, count: i64) -> Result<i64, StoreError> {
     let row = sqlx::query("UPDATE counters SET value = value + $1 WHERE name = $2 RETURNING value")
         .bind(count)
         .bind(name)
@@ -85,7 +81,7 @@ impl OutboxRow {
 
 /// Writes one outbox row for `event` inside `tx`.
 pub(crate) async fn emit(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     subject: &Subject<'_>,
     event: &Event,
     now: Millis,
@@ -93,10 +89,7 @@ pub(crate) async fn emit(
     insert_outbox(tx, &[OutboxRow::new(subject, event, now)]).await
 }
 
-pub(crate) async fn insert_outbox(
-    tx: &mut Transaction<'static, Any>,
-    rows: &[OutboxRow],
-) -> Result<(), StoreError> {
+pub(crate) async fn insert_outbox(tx: &mut WriteTx, rows: &[OutboxRow]) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -162,10 +155,7 @@ pub(crate) struct NewJob<'a> {
 }
 
 /// Inserts pending jobs with multi-row statements.
-pub(crate) async fn insert_jobs(
-    tx: &mut Transaction<'static, Any>,
-    rows: &[NewJob<'_>],
-) -> Result<(), StoreError> {
+pub(crate) async fn insert_jobs(tx: &mut WriteTx, rows: &[NewJob<'_>]) -> Result<(), StoreError> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO jobs (token, order_id, line_index, step_index, process, recipe, material, quantity, \
@@ -199,7 +189,7 @@ pub(crate) async fn insert_jobs(
 
 /// Compare-and-set of an order's state, with its events.
 pub(crate) async fn set_order_state(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     order: &OrderRecord,
     next: OrderState,
     events: &[Event],
@@ -209,7 +199,7 @@ pub(crate) async fn set_order_state(
 }
 
 pub(crate) async fn set_order_state_by_id(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     id: &str,
     brand: &str,
     from: OrderState,
@@ -263,7 +253,7 @@ impl<'a> AuditEntry<'a> {
 
 /// Records a decision in the transaction that makes it.
 pub(crate) async fn record_audit(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut WriteTx,
     entry: &AuditEntry<'_>,
     now: Millis,
 ) -> Result<(), StoreError> {
