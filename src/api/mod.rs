@@ -39,7 +39,7 @@ use utoipa::OpenApi;
     info(title = "fabflow", description = "Fulfilment orchestration for neighbourhood microfactories"),
     paths(
         orders::create, orders::get, orders::list, orders::cancel, orders::import,
-        ops::list_jobs, ops::resume_job, ops::abandon_job, ops::list_machines, ops::machine_action, ops::courier_schedule,
+        ops::list_jobs, ops::resume_job, ops::abandon_job, ops::list_machines, ops::machine_queue, ops::machine_action, ops::courier_schedule,
         ops::courier_schedule_ics, ops::courier_route_geojson, ops::confirm_handoff,
         ops::fail_handoff, ops::get_handoff, ops::release_handoff, ops::courier_duty,
         ops::list_audit, ops::list_events, ops::healthz, ops::metrics,
@@ -49,7 +49,7 @@ use utoipa::OpenApi;
         returns::create, returns::get, returns::list, returns::inspect, returns::cancel, returns::stock
     ),
     components(schemas(
-        problem::Problem, views::OrderView, views::AtRiskView, views::OrderPage, views::JobPage, views::OrderDetail, views::JobView, views::MachineView, crate::domain::HoldCause,
+        problem::Problem, views::OrderView, views::AtRiskView, views::OrderPage, views::JobPage, views::OrderDetail, views::JobView, views::WaitingView, crate::domain::waiting::WaitReason, views::MachineQueueView, views::MachineView, crate::domain::HoldCause,
         views::HandoffView, views::CustomerView, views::AuditView, views::AuditPage, views::EventPage, orders::ImportReport, orders::ImportLine, ops::Confirmed, ops::Health,
         views::CourierScheduleView, views::ScheduleStopView, views::HandoffDetailView, views::EscalationView,
         ops::ConfirmRequest, ops::FailRequest, ops::FailedView, ops::DutyRequest, ops::DutyView, crate::domain::FailureReason,
@@ -216,6 +216,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{token}/resume", post(ops::resume_job))
         .route("/v1/jobs/{token}/abandon", post(ops::abandon_job))
         .route("/v1/machines", get(ops::list_machines))
+        .route("/v1/machines/{id}/queue", get(ops::machine_queue))
         .route("/v1/machines/{id}/{action}", post(ops::machine_action))
         .route("/v1/couriers/{id}/schedule", get(ops::courier_schedule))
         .route("/v1/couriers/{id}/duty", post(ops::courier_duty))

@@ -6,7 +6,8 @@ use super::auth::{Caller, FeedCaller, Role};
 use super::feeds;
 use super::problem::ApiError;
 use super::views::{
-    AuditPage, AuditView, EventPage, JobPage, JobView, MachineView, job_view, machine_view,
+    AuditPage, AuditView, EventPage, JobPage, JobView, MachineQueueView, MachineView, job_view,
+    job_view_explained, machine_view,
 };
 use super::views::{CourierScheduleView, HandoffDetailView};
 use crate::domain::intake::FieldError;
@@ -90,10 +91,18 @@ pub async fn list_jobs(
     let next = (jobs.len() as i64 == limit)
         .then(|| jobs.last().map(|j| j.token.0.to_string()))
         .flatten();
+    let waits = jobs
+        .iter()
+        .any(|job| !matches!(job.state, JobState::Running) && !job.state.is_terminal());
+    let waiting = if waits {
+        state.runtime.explain_jobs(query.factory.as_deref()).await?
+    } else {
+        Default::default()
+    };
     let items = jobs
         .iter()
         .filter(|job| caller.covers_factory(&job.factory))
-        .map(job_view)
+        .map(|job| job_view_explained(job, &waiting))
         .collect();
     Ok(Json(JobPage { items, next }))
 }
@@ -188,6 +197,40 @@ pub async fn list_machines(
             .map(|m| machine_view(m, loads.get(m.id.as_str()).copied().unwrap_or(0)))
             .collect(),
     ))
+}
+
+/// A machine and its queue in the order it takes jobs: the running job
+/// first, then each queued job with its position, why it waits and its
+/// estimated start and finish.
+#[utoipa::path(get, path = "/v1/machines/{id}/queue", tag = "machines",
+    params(("id" = String, Path)),
+    responses((status = 200, body = MachineQueueView), (status = 404, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn machine_queue(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<MachineQueueView>, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let machine = state
+        .runtime
+        .store
+        .get_machine(&id)
+        .await?
+        .filter(|m| caller.covers_factory(&m.factory))
+        .ok_or_else(|| ApiError::not_found(format!("machine {id}")))?;
+    let queue = state.runtime.store.machine_queue(&id).await?;
+    let waiting = state
+        .runtime
+        .explain_jobs(Some(machine.factory.as_str()))
+        .await?;
+    Ok(Json(MachineQueueView {
+        machine: machine_view(&machine, queue.len()),
+        jobs: queue
+            .iter()
+            .map(|job| job_view_explained(job, &waiting))
+            .collect(),
+    }))
 }
 
 /// Pause (finish the current job, take nothing new), resume, or start/end maintenance.

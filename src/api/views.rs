@@ -1,6 +1,7 @@
 //! What the API returns: stable JSON shapes, separate from storage rows.
 
 use crate::domain::intake::LineRequest;
+use crate::domain::waiting::{WaitReason, Waiting};
 use crate::domain::{
     FailureReason, HandoffKind, HandoffState, HoldCause, InspectedLine, JobState, MachineMode,
     MachineState, OrderState, ReturnLine, ReturnState,
@@ -11,6 +12,7 @@ use crate::store::{
 };
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::collections::HashMap;
 
 pub fn rfc3339(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
@@ -243,6 +245,47 @@ pub struct JobView {
     pub replaces: Option<u32>,
     pub due: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
+    /// Why it is not running (yet): absent for running and finished jobs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<WaitingView>,
+}
+
+/// Why a job waits, and when a queued one should start and finish.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct WaitingView {
+    pub reason: WaitReason,
+    /// The reason in a sentence naming machines and steps.
+    pub detail: String,
+    /// The machine whose queue it is in, or the capable one free first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    /// Its place in that machine's queue (1: taken next).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<usize>,
+    /// Absent while its machine waits on a person (paused, faulted, offline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_start: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimated_finish: Option<DateTime<Utc>>,
+}
+
+pub fn waiting_view(waiting: &Waiting) -> WaitingView {
+    WaitingView {
+        reason: waiting.reason,
+        detail: waiting.detail.clone(),
+        machine: waiting.machine.clone(),
+        position: waiting.position,
+        estimated_start: waiting.estimated_start_ms.and_then(rfc3339),
+        estimated_finish: waiting.estimated_finish_ms.and_then(rfc3339),
+    }
+}
+
+/// A job as the API shows it, with why it waits when `waiting` knows.
+pub fn job_view_explained(job: &JobRecord, waiting: &HashMap<u32, Waiting>) -> JobView {
+    JobView {
+        waiting: waiting.get(&job.token.0).map(waiting_view),
+        ..job_view(job)
+    }
 }
 
 pub fn job_view(job: &JobRecord) -> JobView {
@@ -265,6 +308,7 @@ pub fn job_view(job: &JobRecord) -> JobView {
         replaces: job.replaces.map(|t| t.0),
         due: rfc3339(job.due_ms),
         updated_at: rfc3339(job.updated_ms),
+        waiting: None,
     }
 }
 
@@ -305,6 +349,15 @@ pub fn machine_view(machine: &MachineRecord, queue: usize) -> MachineView {
         queue,
         updated_at: rfc3339(machine.updated_ms),
     }
+}
+
+/// A machine with its queue in the order it takes jobs: the running job
+/// first, then each queued one with its position and estimated start and
+/// finish.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MachineQueueView {
+    pub machine: MachineView,
+    pub jobs: Vec<JobView>,
 }
 
 /// A courier's schedule: every stop planned for them, in visiting order.

@@ -20,6 +20,7 @@ pub mod order;
 pub mod promise;
 pub mod reconcile;
 pub mod returns;
+pub mod waiting;
 pub mod webhook;
 
 pub use catalog::{Catalog, ProcessStep, Sku};

@@ -2,6 +2,7 @@
 //! the order in which a courier visits its stops. No I/O, no clock reads:
 //! everything they need arrives as arguments.
 
+pub mod explain;
 pub mod promise;
 pub mod route;
 pub mod schedule;

@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod explain;
 pub mod forecasts;
 pub mod intake;
 pub mod mqtt;

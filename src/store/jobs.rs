@@ -240,6 +240,47 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
+    /// Every job on a machine (scheduled, dispatched, running or held), by
+    /// machine, each machine's in the order of [`Store::machine_queue`].
+    pub async fn queued_jobs(&self, factory: Option<&str>) -> Result<Vec<JobRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE machine IS NOT NULL AND ($1 IS NULL OR factory = $1) \
+             AND state IN ('scheduled', 'dispatched', 'running', 'held') \
+             ORDER BY machine, CASE state WHEN 'scheduled' THEN 1 ELSE 0 END, due_ms, token"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(factory)
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Pending jobs, earliest due first, each with the first earlier step
+    /// of its line that is not done yet (its step number and process).
+    pub async fn pending_jobs(
+        &self,
+        factory: Option<&str>,
+    ) -> Result<Vec<(JobRecord, Option<(i64, String)>)>, StoreError> {
+        let open = "FROM jobs p WHERE p.order_id = j.order_id AND p.line_index = j.line_index \
+                    AND p.step_index < j.step_index AND p.state NOT IN ('done', 'failed', 'cancelled') \
+                    ORDER BY p.step_index LIMIT 1";
+        let sql = format!(
+            "SELECT {JOB_COLUMNS}, (SELECT p.step_index {open}) AS open_step, (SELECT p.process {open}) AS open_process \
+             FROM jobs j WHERE state = 'pending' AND ($1 IS NULL OR factory = $1) ORDER BY due_ms, token"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(factory)
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let step: Option<i64> = row.try_get("open_step")?;
+                let process: Option<String> = row.try_get("open_process")?;
+                Ok((job_from_row(row)?, step.zip(process)))
+            })
+            .collect()
+    }
+
     /// Puts jobs in machine queues in one transaction; a job that left
     /// `pending` meanwhile is skipped.
     pub async fn schedule_jobs(

@@ -1,0 +1,66 @@
+//! Why jobs wait: the floor read from the store, explained by
+//! `plan::explain` (the API shows it on every job and machine queue).
+
+use super::Runtime;
+use crate::domain::waiting::Waiting;
+use crate::plan::explain::{FloorJob, FloorMachine, explain};
+use crate::store::{JobRecord, StoreError};
+use std::collections::HashMap;
+
+fn floor_job(job: &JobRecord, waits_for_step: Option<(i64, String)>) -> FloorJob {
+    FloorJob {
+        token: job.token.0,
+        factory: job.factory.to_string(),
+        process: job.process.clone(),
+        material: job.material.clone(),
+        quantity: job.quantity,
+        good: job.good,
+        seconds_per_unit: job.seconds_per_unit,
+        state: job.state,
+        machine: job.machine.as_ref().map(ToString::to_string),
+        waits_for_step,
+    }
+}
+
+impl Runtime {
+    /// Why each job of `factory` (or of every factory) that is not running
+    /// waits, with queue positions and estimated start and finish; running
+    /// and finished jobs have no entry.
+    pub async fn explain_jobs(
+        &self,
+        factory: Option<&str>,
+    ) -> Result<HashMap<u32, Waiting>, StoreError> {
+        let machines: Vec<FloorMachine> = self
+            .store
+            .list_machines(factory)
+            .await?
+            .into_iter()
+            .map(|m| FloorMachine {
+                id: m.id.to_string(),
+                factory: m.factory.to_string(),
+                capabilities: m.capabilities,
+                materials: m.materials,
+                state: m.state,
+                mode: m.mode,
+                fault_code: m.fault_code,
+            })
+            .collect();
+        let mut queues: HashMap<String, Vec<FloorJob>> = HashMap::new();
+        for job in self.store.queued_jobs(factory).await? {
+            if let Some(machine) = &job.machine {
+                queues
+                    .entry(machine.to_string())
+                    .or_default()
+                    .push(floor_job(&job, None));
+            }
+        }
+        let pending: Vec<FloorJob> = self
+            .store
+            .pending_jobs(factory)
+            .await?
+            .into_iter()
+            .map(|(job, step)| floor_job(&job, step))
+            .collect();
+        Ok(explain(self.clock.now_ms(), &machines, &queues, &pending))
+    }
+}

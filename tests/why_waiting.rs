@@ -1,0 +1,193 @@
+//! End to end, operators asking why a job has not started: every queued
+//! job says why it waits (an earlier step, no machine that takes jobs, its
+//! place in a machine's queue) and a machine's queue shows each job's
+//! position and estimated start and finish, through the API only.
+
+mod support;
+
+use fabflow::api::auth::Role;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::{Api, Running, wait_for};
+
+/// Slow enough that queues stay filled while the test looks at them.
+const TIME_SCALE: f64 = 60.0;
+
+async fn jobs(api: &Api, factory: &str) -> Vec<Value> {
+    let (status, page) = api
+        .get(&format!("/v1/jobs?factory={factory}&limit=500"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn time(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap_or_default())
+        .unwrap_or_else(|err| panic!("{value} is not RFC 3339: {err}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_waiting_job_says_why_and_queues_say_when() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(3, TIME_SCALE).await;
+    let config = support::config(&fleet, &dir.path().join("why.db"), TIME_SCALE);
+    let north = config
+        .factories
+        .iter()
+        .find(|f| f.id == "north")
+        .map(|f| (f.lat, f.lon))
+        .expect("the demo has a factory north");
+    let running = Running::start(config).await;
+    let operator = running.api(Role::Operator, "north").await;
+    let brand = running.api(Role::Brand, "why-brand").await;
+
+    // Every printer of north is paused before the orders come.
+    let (status, machines) = operator.get("/v1/machines?factory=north").await;
+    assert_eq!(status, 200, "{machines}");
+    let printers: Vec<String> = machines
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| {
+            m["capabilities"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|p| p == "dtg_print"))
+        })
+        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .collect();
+    assert!(!printers.is_empty(), "north has DTG printers: {machines}");
+    for printer in &printers {
+        let (status, body) = operator
+            .post(&format!("/v1/machines/{printer}/pause"), &json!({}), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for n in 0..8 {
+        let body = json!({
+            "external_ref": format!("why-{n}"),
+            "customer": {"name": "Ada", "lat": north.0 + 0.001, "lon": north.1 + 0.001},
+            "lines": [{"sku": "tee-black-m", "quantity": 3}],
+        });
+        let (status, order) = brand.post("/v1/orders", &body, None).await;
+        assert_eq!(status, 201, "{order}");
+        assert_eq!(order["factory"], "north", "{order}");
+    }
+
+    // Printing waits for a printer that takes jobs; pressing for printing.
+    let all = jobs(&operator, "north").await;
+    let prints: Vec<&Value> = all.iter().filter(|j| j["process"] == "dtg_print").collect();
+    let presses: Vec<&Value> = all
+        .iter()
+        .filter(|j| j["process"] == "heat_press")
+        .collect();
+    assert_eq!((prints.len(), presses.len()), (8, 8), "{all:?}");
+    for job in &prints {
+        assert_eq!(job["state"], "pending", "{job}");
+        assert_eq!(job["waiting"]["reason"], "no_machine_available", "{job}");
+        let detail = job["waiting"]["detail"].as_str().unwrap_or_default();
+        assert!(
+            printers
+                .iter()
+                .all(|p| detail.contains(&format!("{p} is paused"))),
+            "{detail}"
+        );
+    }
+    for job in &presses {
+        assert_eq!(job["waiting"]["reason"], "previous_step", "{job}");
+        assert!(
+            job["waiting"]["detail"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("step 0 (dtg_print)"),
+            "{job}"
+        );
+    }
+
+    // One printer back: its queue fills and says when each job should run.
+    let printer = &printers[0];
+    let (status, body) = operator
+        .post(&format!("/v1/machines/{printer}/resume"), &json!({}), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let queue = wait_for(
+        "a queue of two jobs or more",
+        Duration::from_secs(60),
+        || async {
+            let (status, queue) = operator.get(&format!("/v1/machines/{printer}/queue")).await;
+            assert_eq!(status, 200, "{queue}");
+            let queued = queue["jobs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|j| j["state"] == "scheduled")
+                .count();
+            (queued >= 2).then_some(queue)
+        },
+    )
+    .await;
+    let mut last_finish: Option<chrono::DateTime<chrono::FixedOffset>> = None;
+    let mut position = 0;
+    for job in queue["jobs"].as_array().cloned().unwrap_or_default() {
+        if job["state"] == "running" {
+            assert!(job.get("waiting").is_none(), "{job}");
+            continue;
+        }
+        position += 1;
+        let waiting = &job["waiting"];
+        assert_eq!(waiting["machine"], printer.as_str(), "{job}");
+        assert_eq!(waiting["position"], position, "{job}");
+        assert!(
+            ["queued", "starting"].contains(&waiting["reason"].as_str().unwrap_or_default()),
+            "{job}"
+        );
+        let (start, finish) = (
+            time(&waiting["estimated_start"]),
+            time(&waiting["estimated_finish"]),
+        );
+        assert!(finish > start, "{job}");
+        if let Some(before) = last_finish {
+            assert_eq!(
+                start, before,
+                "each job starts when the one before it ends: {job}"
+            );
+        }
+        last_finish = Some(finish);
+    }
+    assert!(position >= 2, "{queue}");
+    // The paused printers' jobs are gone from their queues; jobs still
+    // pending wait for room on the working one, with an estimate.
+    let pending: Vec<Value> = jobs(&operator, "north")
+        .await
+        .into_iter()
+        .filter(|j| j["process"] == "dtg_print" && j["state"] == "pending")
+        .collect();
+    for job in &pending {
+        assert_eq!(job["waiting"]["reason"], "queues_full", "{job}");
+        assert_eq!(job["waiting"]["machine"], printer.as_str(), "{job}");
+        assert!(job["waiting"]["estimated_start"].is_string(), "{job}");
+    }
+
+    // Pausing the working printer hands its queue back: the jobs it had not
+    // started wait for a machine again.
+    let (status, body) = operator
+        .post(&format!("/v1/machines/{printer}/pause"), &json!({}), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, queue) = operator.get(&format!("/v1/machines/{printer}/queue")).await;
+    assert_eq!(status, 200, "{queue}");
+    assert!(
+        queue["jobs"]
+            .as_array()
+            .is_some_and(|jobs| jobs.iter().all(|j| j["state"] != "scheduled")),
+        "{queue}"
+    );
+    // Another factory's operator sees neither the machine nor its queue.
+    let other = running.api(Role::Operator, "south").await;
+    let (status, body) = other.get(&format!("/v1/machines/{printer}/queue")).await;
+    assert_eq!(status, 404, "{body}");
+
+    running.stop().await;
+    fleet.shutdown().await;
+}
