@@ -169,6 +169,124 @@ async fn every_waiting_job_says_why_and_queues_say_when() {
         assert!(job["waiting"]["estimated_start"].is_string(), "{job}");
     }
 
+    // An operator moves jobs, and is refused where it makes no sense.
+    let queued: Vec<Value> = queue["jobs"].as_array().cloned().unwrap_or_default();
+    let last = queued
+        .iter()
+        .rev()
+        .find(|j| j["state"] == "scheduled")
+        .expect("a queued job");
+    let token = last["token"].as_u64().expect("token");
+    let other_printer = &printers[1];
+    let refused = |body: &Value, words: &str| {
+        assert_eq!(body["status"], 409, "{body}");
+        assert!(
+            body["detail"].as_str().unwrap_or_default().contains(words),
+            "{body} should say {words:?}"
+        );
+    };
+    let (status, body) = operator
+        .post(
+            &format!("/v1/jobs/{token}/move"),
+            &json!({"machine": other_printer}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    refused(&body, "takes no jobs");
+    let press = machines
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| {
+            m["capabilities"]
+                .as_array()
+                .is_some_and(|c| !c.iter().any(|p| p == "dtg_print"))
+        })
+        .and_then(|m| m["id"].as_str().map(str::to_string))
+        .expect("a machine that does not print");
+    let (_, body) = operator
+        .post(
+            &format!("/v1/jobs/{token}/move"),
+            &json!({"machine": press}),
+            None,
+        )
+        .await;
+    refused(&body, "does not do dtg_print");
+    let (status, body) = operator
+        .post(
+            &format!("/v1/jobs/{token}/move"),
+            &json!({"machin": other_printer}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["pointer"], "/machine", "{body}");
+    let (status, body) = operator
+        .post(
+            &format!("/v1/jobs/{token}/move"),
+            &json!({"machine": "south-dtg-1"}),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status, 404,
+        "another factory's machine is not the operator's: {body}"
+    );
+    if let Some(on_machine) = queued.iter().find(|j| j["state"] == "running") {
+        let (_, body) = operator
+            .post(
+                &format!("/v1/jobs/{}/move", on_machine["token"]),
+                &json!({"machine": other_printer}),
+                None,
+            )
+            .await;
+        refused(&body, "only a pending or queued job moves");
+    }
+    let (status, body) = operator
+        .post(
+            &format!("/v1/machines/{other_printer}/resume"),
+            &json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, moved) = operator
+        .post(
+            &format!("/v1/jobs/{token}/move"),
+            &json!({"machine": other_printer}),
+            None,
+        )
+        .await;
+    if status == 409 {
+        // The printer it was queued on started it meanwhile.
+        eprintln!("why_waiting: the job started before it could be moved");
+        refused(&moved, "only a pending or queued job moves");
+    } else {
+        assert_eq!(status, 200, "{moved}");
+        assert_eq!(moved["machine"], other_printer.as_str(), "{moved}");
+        assert_eq!(moved["state"], "scheduled", "{moved}");
+        let admin = running.api(Role::Admin, "*").await;
+        let (_, audit) = admin.get("/v1/audit?limit=500").await;
+        assert!(
+            audit["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().any(|a| a["action"] == "job.move")),
+            "{audit}"
+        );
+        let kinds = support::assert_events_match_schemas(&admin).await;
+        assert!(kinds.contains("job.moved"), "{kinds:?}");
+    }
+    let (status, body) = operator
+        .post(
+            &format!("/v1/machines/{other_printer}/pause"),
+            &json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
     // Pausing the working printer hands its queue back: the jobs it had not
     // started wait for a machine again.
     let (status, body) = operator

@@ -168,6 +168,75 @@ async fn decide_job(
     Ok(Json(job_view(&moved.job)))
 }
 
+/// Where an operator moves a job.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoveRequest {
+    /// The machine whose queue takes the job (same factory, capable, active).
+    #[schema(min_length = 1)]
+    pub machine: String,
+}
+
+/// A pending or queued job goes to another machine's queue. Refused (409,
+/// with the reason) for a job already on its machine (dispatched, running,
+/// held) or finished, a machine of another factory, one that does not do
+/// its process or cannot use its material, one that takes no jobs (paused,
+/// maintenance), or while an earlier step of its line is not done. One
+/// transaction, one event (`job.moved`), audited.
+#[utoipa::path(post, path = "/v1/jobs/{token}/move", tag = "jobs",
+    params(("token" = u32, Path, description = "The job token")),
+    request_body = MoveRequest,
+    responses((status = 200, body = JobView), (status = 400, body = super::problem::Problem),
+        (status = 404, body = super::problem::Problem, description = "No such job or machine (for this operator)"),
+        (status = 409, body = super::problem::Problem, description = "The move makes no sense; `detail` says why"),
+        (status = 422, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn move_job(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Result<Json<JobView>, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let not_found = || ApiError::not_found(format!("job {token}"));
+    let token = token
+        .parse::<u32>()
+        .map(JobToken)
+        .map_err(|_| not_found())?;
+    state
+        .runtime
+        .store
+        .get_job(token)
+        .await?
+        .filter(|job| caller.covers_factory(&job.factory))
+        .ok_or_else(not_found)?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
+    let request: MoveRequest = serde_json::from_value(value)
+        .ok()
+        .filter(|r: &MoveRequest| !r.machine.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(vec![FieldError::new(
+                "/machine",
+                "must be a machine id (and the only field)",
+            )])
+        })?;
+    let visible = state
+        .runtime
+        .store
+        .get_machine(&request.machine)
+        .await?
+        .is_some_and(|m| caller.covers_factory(&m.factory));
+    if !visible {
+        return Err(ApiError::not_found(format!("machine {}", request.machine)));
+    }
+    let moved = state
+        .runtime
+        .move_job(token, &request.machine, &caller.actor())
+        .await?;
+    Ok(Json(job_view(&moved.job)))
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListMachines {

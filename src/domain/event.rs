@@ -24,6 +24,10 @@ pub enum Event {
         machine: MachineId,
     },
     JobRequeued,
+    /// An operator moved the job to this machine's queue.
+    JobMoved {
+        machine: MachineId,
+    },
     JobDispatched,
     JobRunning,
     JobDone {
@@ -140,6 +144,7 @@ impl Event {
                 OrderState::Returned => "order.returned",
             },
             Event::JobScheduled { .. } => "job.scheduled",
+            Event::JobMoved { .. } => "job.moved",
             Event::JobRequeued => "job.requeued",
             Event::JobDispatched => "job.dispatched",
             Event::JobRunning => "job.running",
@@ -175,7 +180,7 @@ impl Event {
     /// The job state this event leaves a job in, if it is a job event.
     pub fn job_state(&self) -> Option<JobState> {
         Some(match self {
-            Event::JobScheduled { .. } => JobState::Scheduled,
+            Event::JobScheduled { .. } | Event::JobMoved { .. } => JobState::Scheduled,
             Event::JobRequeued => JobState::Pending,
             Event::JobDispatched => JobState::Dispatched,
             Event::JobRunning => JobState::Running,

@@ -29,6 +29,9 @@ pub fn samples() -> Vec<Event> {
             factory: FactoryId::new("north"),
             lines: vec![line],
         },
+        Event::JobMoved {
+            machine: MachineId::new("north-dtg-2"),
+        },
         Event::JobScheduled {
             machine: MachineId::new("dtg-1"),
         },
@@ -134,6 +137,7 @@ pub fn variant_name(event: &Event) -> &'static str {
         Event::OrderStateChanged { .. } => "order_state_changed",
         Event::JobScheduled { .. } => "job_scheduled",
         Event::JobRequeued => "job_requeued",
+        Event::JobMoved { .. } => "job_moved",
         Event::JobDispatched => "job_dispatched",
         Event::JobRunning => "job_running",
         Event::JobDone { .. } => "job_done",

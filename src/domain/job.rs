@@ -120,6 +120,11 @@ pub enum JobInput {
     /// The machine refused the start (it answered with an error before the
     /// start was accepted): it never started, so it may be planned again.
     StartRefused,
+    /// An operator: the job (pending, or queued on another machine) goes
+    /// to this machine's queue. See [`move_refusal`] for when it may.
+    Move {
+        machine: MachineId,
+    },
     /// An operator: the held job goes on on its machine.
     Resume,
     /// An operator: the held job ends; its units not reported good are made
@@ -184,6 +189,12 @@ impl JobState {
                     machine: machine.clone(),
                 },
             ),
+            (S::Pending | S::Scheduled, I::Move { machine }) => (
+                S::Scheduled,
+                Event::JobMoved {
+                    machine: machine.clone(),
+                },
+            ),
             (S::Scheduled, I::Unschedule) => (S::Pending, Event::JobRequeued),
             (S::Scheduled, I::Dispatch) => (S::Dispatched, Event::JobDispatched),
             (S::Dispatched, I::MachineStarted) => (S::Running, Event::JobRunning),
@@ -227,6 +238,63 @@ impl JobState {
     }
 }
 
+/// What an operator's move of a job to a machine is checked against.
+#[derive(Debug, Clone)]
+pub struct MoveCheck<'a> {
+    pub state: JobState,
+    pub factory: &'a str,
+    pub process: &'a str,
+    pub material: &'a str,
+    /// The machine whose queue it is in now, if any.
+    pub machine: Option<&'a str>,
+    /// The first earlier step of its line that is not done.
+    pub open_step: Option<i64>,
+    pub target: &'a str,
+    pub target_factory: &'a str,
+    pub target_capabilities: &'a [String],
+    pub target_materials: &'a [String],
+    pub target_mode: super::MachineMode,
+}
+
+/// Why moving a job to a machine makes no sense, if it does not: only a
+/// job that is not on a machine yet (pending, or queued elsewhere) moves,
+/// only to a machine of its factory that does its process with its
+/// material and takes jobs, and never ahead of an earlier step of its line.
+pub fn move_refusal(check: &MoveCheck<'_>) -> Option<String> {
+    let target = check.target;
+    if !matches!(check.state, JobState::Pending | JobState::Scheduled) {
+        return Some(format!(
+            "the job is {}: only a pending or queued job moves (a job on its machine stays there)",
+            check.state
+        ));
+    }
+    if check.machine == Some(target) {
+        return Some(format!("the job is already queued on {target}"));
+    }
+    if check.target_factory != check.factory {
+        return Some(format!(
+            "{target} is in factory {}, the job is made in {}",
+            check.target_factory, check.factory
+        ));
+    }
+    if !check.target_capabilities.iter().any(|c| c == check.process) {
+        return Some(format!("{target} does not do {}", check.process));
+    }
+    if !check.target_materials.iter().any(|m| m == check.material) {
+        return Some(format!("{target} cannot use {}", check.material));
+    }
+    if check.target_mode != super::MachineMode::Active {
+        return Some(format!(
+            "{target} takes no jobs: it is {}",
+            check.target_mode
+        ));
+    }
+    if let Some(step) = check.open_step {
+        return Some(format!("step {step} of its line is not done yet"));
+    }
+    None
+}
+
 impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -251,6 +319,109 @@ mod tests {
 
     fn machine() -> MachineId {
         MachineId::new("m1")
+    }
+
+    #[test]
+    fn a_job_moves_only_when_it_makes_sense() {
+        let caps = vec!["print".to_string()];
+        let mats = vec!["cotton".to_string()];
+        let ok = MoveCheck {
+            state: S::Scheduled,
+            factory: "north",
+            process: "print",
+            material: "cotton",
+            machine: Some("m1"),
+            open_step: None,
+            target: "m2",
+            target_factory: "north",
+            target_capabilities: &caps,
+            target_materials: &mats,
+            target_mode: crate::domain::MachineMode::Active,
+        };
+        assert_eq!(move_refusal(&ok), None);
+        assert_eq!(
+            move_refusal(&MoveCheck {
+                state: S::Pending,
+                machine: None,
+                ..ok.clone()
+            }),
+            None
+        );
+        let refused = |check: MoveCheck<'_>, words: &str| {
+            let why = move_refusal(&check).unwrap_or_default();
+            assert!(why.contains(words), "{why:?} should say {words:?}");
+        };
+        for state in [
+            S::Dispatched,
+            S::Running,
+            S::Held,
+            S::Done,
+            S::Failed,
+            S::Cancelled,
+        ] {
+            refused(
+                MoveCheck {
+                    state,
+                    ..ok.clone()
+                },
+                "only a pending or queued job moves",
+            );
+        }
+        refused(
+            MoveCheck {
+                target: "m1",
+                ..ok.clone()
+            },
+            "already queued on m1",
+        );
+        refused(
+            MoveCheck {
+                target_factory: "south",
+                ..ok.clone()
+            },
+            "in factory south",
+        );
+        refused(
+            MoveCheck {
+                process: "embroider",
+                ..ok.clone()
+            },
+            "does not do embroider",
+        );
+        refused(
+            MoveCheck {
+                material: "denim",
+                ..ok.clone()
+            },
+            "cannot use denim",
+        );
+        refused(
+            MoveCheck {
+                target_mode: crate::domain::MachineMode::Paused,
+                ..ok.clone()
+            },
+            "takes no jobs",
+        );
+        refused(
+            MoveCheck {
+                open_step: Some(0),
+                ..ok.clone()
+            },
+            "step 0",
+        );
+        // The state machine agrees: pending and scheduled jobs move, others do not.
+        let to = I::Move {
+            machine: MachineId::new("m2"),
+        };
+        assert_eq!(
+            S::Pending.handle(to.clone()).map(|(s, _)| s),
+            Ok(S::Scheduled)
+        );
+        assert_eq!(
+            S::Scheduled.handle(to.clone()).map(|(s, _)| s),
+            Ok(S::Scheduled)
+        );
+        assert!(S::Running.handle(to).is_err());
     }
 
     fn schedule() -> JobInput {

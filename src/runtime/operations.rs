@@ -68,6 +68,26 @@ impl Runtime {
         Ok(moved)
     }
 
+    /// An operator moves a pending or queued job to another machine's queue
+    /// (refused with the reason when it makes no sense: a job on its
+    /// machine, a machine that cannot make it or takes no jobs, an earlier
+    /// step not done).
+    pub async fn move_job(
+        &self,
+        token: JobToken,
+        machine: &str,
+        actor: &str,
+    ) -> Result<JobTransition, StoreError> {
+        let moved = self
+            .store
+            .move_job(token, machine, actor, self.clock.now_ms())
+            .await?;
+        metrics::counter!("fabflow_jobs_moved_total").increment(1);
+        // The queue it left has room; the event goes out.
+        self.wakers.wake(Wake::BOTH);
+        Ok(moved)
+    }
+
     /// A courier confirms a stop with its code (`courier`: only their own
     /// stops; `code` None: an admin's confirmation, unchecked). A wrong code
     /// is counted, and locks the stop at the configured limit.

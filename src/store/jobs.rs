@@ -352,6 +352,92 @@ impl Store {
     /// an abandon) the jobs that make its units not reported good again. A
     /// resume is refused (conflict) unless the machine still shows the job
     /// and is out of its fault.
+    /// An operator moves a pending or queued job to `machine`'s queue: one
+    /// transaction with its event (`job.moved`) and audit row; refused
+    /// ([`StoreError::Conflict`], with the reason) when
+    /// `domain::job::move_refusal` says it makes no sense.
+    pub async fn move_job(
+        &self,
+        token: JobToken,
+        machine: &str,
+        actor: &str,
+        now: Millis,
+    ) -> Result<JobTransition, StoreError> {
+        let mut tx = self.begin().await?;
+        let job = sqlx::query(
+            "SELECT j.state, j.factory, j.process, j.material, j.machine, \
+               (SELECT MIN(p.step_index) FROM jobs p WHERE p.order_id = j.order_id AND p.line_index = j.line_index \
+                 AND p.step_index < j.step_index AND p.state NOT IN ('done', 'failed', 'cancelled')) AS open_step \
+             FROM jobs j WHERE j.token = $1",
+        )
+        .bind(i64::from(token.0))
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("job {token}")))?;
+        let target = sqlx::query(
+            "SELECT factory, capabilities, materials, mode FROM machines WHERE id = $1",
+        )
+        .bind(machine)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("machine {machine}")))?;
+        let list = |text: String| -> Vec<String> {
+            text.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let state: JobState = parse(&job.try_get::<String, _>("state")?)?;
+        let (factory, process, material): (String, String, String) = (
+            job.try_get("factory")?,
+            job.try_get("process")?,
+            job.try_get("material")?,
+        );
+        let current: Option<String> = job.try_get("machine")?;
+        let capabilities = list(target.try_get("capabilities")?);
+        let materials = list(target.try_get("materials")?);
+        let target_factory: String = target.try_get("factory")?;
+        let check = crate::domain::job::MoveCheck {
+            state,
+            factory: &factory,
+            process: &process,
+            material: &material,
+            machine: current.as_deref(),
+            open_step: job.try_get("open_step")?,
+            target: machine,
+            target_factory: &target_factory,
+            target_capabilities: &capabilities,
+            target_materials: &materials,
+            target_mode: parse(&target.try_get::<String, _>("mode")?)?,
+        };
+        if let Some(reason) = crate::domain::job::move_refusal(&check) {
+            return Err(StoreError::Conflict(reason));
+        }
+        let moved = transition_in(
+            &mut tx,
+            self.backend,
+            token,
+            JobInput::Move {
+                machine: MachineId::new(machine),
+            },
+            now,
+        )
+        .await?;
+        let detail = format!(
+            "{} -> {machine} ({})",
+            current.as_deref().unwrap_or("not queued"),
+            moved.from
+        );
+        super::write::record_audit(
+            &mut tx,
+            &super::write::AuditEntry::new(actor, "job.move", &token.to_string(), &detail),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
     pub async fn decide_held_job(
         &self,
         token: JobToken,
@@ -467,7 +553,7 @@ async fn transition_in(
     // taken order first, then jobs).
     lock_order(tx, backend, &job.order_id).await?;
     let machine = match &input {
-        JobInput::Schedule { machine } => Some(machine.clone()),
+        JobInput::Schedule { machine } | JobInput::Move { machine } => Some(machine.clone()),
         JobInput::Unschedule | JobInput::StartRefused => None,
         _ => job.machine.clone(),
     };
