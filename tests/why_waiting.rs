@@ -301,6 +301,57 @@ async fn every_waiting_job_says_why_and_queues_say_when() {
             .is_some_and(|jobs| jobs.iter().all(|j| j["state"] != "scheduled")),
         "{queue}"
     );
+    // Draining: the printer works through what it has queued, takes
+    // nothing new, and pauses by itself once its queue is empty.
+    let (status, body) = operator
+        .post(&format!("/v1/machines/{printer}/resume"), &json!({}), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let queued_tokens = |queue: &Value| -> std::collections::BTreeSet<u64> {
+        queue["jobs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(|j| j["state"] == "scheduled")
+            .filter_map(|j| j["token"].as_u64())
+            .collect()
+    };
+    wait_for("queued jobs again", Duration::from_secs(60), || async {
+        let (_, queue) = operator.get(&format!("/v1/machines/{printer}/queue")).await;
+        (!queued_tokens(&queue).is_empty()).then_some(())
+    })
+    .await;
+    let (status, drained) = operator
+        .post(&format!("/v1/machines/{printer}/drain"), &json!({}), None)
+        .await;
+    assert_eq!(status, 200, "{drained}");
+    assert_eq!(drained["mode"], "draining", "{drained}");
+    let (_, queue) = operator.get(&format!("/v1/machines/{printer}/queue")).await;
+    let kept = queued_tokens(&queue);
+    wait_for(
+        "the drained printer to pause",
+        Duration::from_secs(300),
+        || async {
+            let (_, queue) = operator.get(&format!("/v1/machines/{printer}/queue")).await;
+            let now = queued_tokens(&queue);
+            assert!(
+                now.is_subset(&kept),
+                "a draining machine takes nothing new: {now:?} after {kept:?}"
+            );
+            (queue["machine"]["mode"] == "paused").then_some(())
+        },
+    )
+    .await;
+    let admin = running.api(Role::Admin, "*").await;
+    let (_, audit) = admin.get("/v1/audit?limit=500").await;
+    assert!(
+        audit["items"]
+            .as_array()
+            .is_some_and(|items| items.iter().any(|a| a["actor"] == "daemon (drained)")),
+        "{audit}"
+    );
+
     // Another factory's operator sees neither the machine nor its queue.
     let other = running.api(Role::Operator, "south").await;
     let (status, body) = other.get(&format!("/v1/machines/{printer}/queue")).await;

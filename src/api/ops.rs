@@ -302,9 +302,11 @@ pub async fn machine_queue(
     }))
 }
 
-/// Pause (finish the current job, take nothing new), resume, or start/end maintenance.
+/// Pause (finish the current job, take nothing new), drain (finish the
+/// whole queue, take nothing new, then pause), resume, or start/end
+/// maintenance.
 #[utoipa::path(post, path = "/v1/machines/{id}/{action}", tag = "machines",
-    params(("id" = String, Path), ("action" = String, Path, description = "pause | resume | maintenance | end-maintenance")),
+    params(("id" = String, Path), ("action" = String, Path, description = "pause | resume | maintenance | end-maintenance | drain (finish the queue, take nothing new, then pause)")),
     responses((status = 200, body = MachineView), (status = 409, body = super::problem::Problem)),
     security(("bearer" = [])))]
 pub async fn machine_action(
@@ -325,6 +327,7 @@ pub async fn machine_action(
         "resume" => ModeInput::Resume,
         "maintenance" => ModeInput::StartMaintenance,
         "end-maintenance" => ModeInput::EndMaintenance,
+        "drain" => ModeInput::Drain,
         other => return Err(ApiError::not_found(format!("machine action {other:?}"))),
     };
     state

@@ -71,6 +71,9 @@ pub enum MachineMode {
     Paused,
     /// Out of service for maintenance.
     Maintenance,
+    /// Works through the jobs already in its queue, takes nothing new, and
+    /// is paused once its queue is empty.
+    Draining,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +91,8 @@ pub enum ModeInput {
     Resume,
     StartMaintenance,
     EndMaintenance,
+    /// Finish the queue, then pause.
+    Drain,
 }
 
 impl MachineState {
@@ -154,7 +159,7 @@ impl MachineState {
     /// The state shown to people: the operator's mode wins over the report.
     pub fn effective(self, mode: MachineMode) -> MachineState {
         match mode {
-            MachineMode::Active => self,
+            MachineMode::Active | MachineMode::Draining => self,
             MachineMode::Paused => MachineState::Paused,
             MachineMode::Maintenance => MachineState::Maintenance,
         }
@@ -167,17 +172,24 @@ impl MachineState {
 }
 
 impl MachineMode {
-    pub const ALL: [MachineMode; 3] = [
+    pub const ALL: [MachineMode; 4] = [
         MachineMode::Active,
         MachineMode::Paused,
         MachineMode::Maintenance,
+        MachineMode::Draining,
     ];
+
+    /// Whether its queued jobs are still started (active, or draining).
+    pub fn works_its_queue(self) -> bool {
+        matches!(self, MachineMode::Active | MachineMode::Draining)
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
             MachineMode::Active => "active",
             MachineMode::Paused => "paused",
             MachineMode::Maintenance => "maintenance",
+            MachineMode::Draining => "draining",
         }
     }
 
@@ -185,9 +197,10 @@ impl MachineMode {
         use MachineMode as M;
         use ModeInput as I;
         match (self, input) {
-            (M::Active, I::Pause) => Ok(M::Paused),
-            (M::Paused, I::Resume) => Ok(M::Active),
-            (M::Active | M::Paused, I::StartMaintenance) => Ok(M::Maintenance),
+            (M::Active | M::Draining, I::Pause) => Ok(M::Paused),
+            (M::Paused | M::Draining, I::Resume) => Ok(M::Active),
+            (M::Active, I::Drain) => Ok(M::Draining),
+            (M::Active | M::Paused | M::Draining, I::StartMaintenance) => Ok(M::Maintenance),
             (M::Maintenance, I::EndMaintenance) => Ok(M::Active),
             (from, input) => Err(TransitionError::new("machine mode", from, input)),
         }
@@ -296,6 +309,14 @@ mod tests {
             (M::Maintenance, I::Resume, None),
             (M::Maintenance, I::StartMaintenance, None),
             (M::Maintenance, I::EndMaintenance, Some(M::Active)),
+            (M::Active, I::Drain, Some(M::Draining)),
+            (M::Paused, I::Drain, None),
+            (M::Maintenance, I::Drain, None),
+            (M::Draining, I::Drain, None),
+            (M::Draining, I::Pause, Some(M::Paused)),
+            (M::Draining, I::Resume, Some(M::Active)),
+            (M::Draining, I::StartMaintenance, Some(M::Maintenance)),
+            (M::Draining, I::EndMaintenance, None),
         ];
         for (from, input, expected) in table {
             assert_eq!(from.handle(input).ok(), expected, "{from} + {input:?}");
@@ -313,6 +334,11 @@ mod tests {
         assert!(!S::Fault.accepts_jobs(MachineMode::Active));
         assert!(!S::Offline.accepts_jobs(MachineMode::Active));
         assert!(!S::Stuck.accepts_jobs(MachineMode::Active));
+        // Draining: works its queue, shows its own state, takes nothing new.
+        assert_eq!(S::Running.effective(MachineMode::Draining), S::Running);
+        assert!(!S::Idle.accepts_jobs(MachineMode::Draining));
+        assert!(MachineMode::Draining.works_its_queue());
+        assert!(!MachineMode::Paused.works_its_queue());
     }
 
     #[test]

@@ -57,7 +57,10 @@ impl FloorMachine {
             (_, MachineState::Offline) => {
                 Some((WaitReason::MachineOffline, format!("{id} is offline")))
             }
-            (MachineMode::Active, MachineState::Idle | MachineState::Running) => None,
+            (
+                MachineMode::Active | MachineMode::Draining,
+                MachineState::Idle | MachineState::Running,
+            ) => None,
         }
     }
 }
@@ -171,7 +174,8 @@ pub fn explain(
                 },
             );
         }
-        if blocked.is_none() {
+        // A draining machine finishes its queue but takes nothing new.
+        if blocked.is_none() && machine.mode == MachineMode::Active {
             free_at.insert(&machine.id, at);
         }
     }
@@ -222,7 +226,13 @@ pub fn explain(
             None => {
                 let why: Vec<String> = capable
                     .iter()
-                    .filter_map(|m| m.unavailable().map(|(_, why)| why))
+                    .filter_map(|m| match m.unavailable() {
+                        Some((_, why)) => Some(why),
+                        None if m.mode == MachineMode::Draining => {
+                            Some(format!("{} is draining", m.id))
+                        }
+                        None => None,
+                    })
                     .collect();
                 out.insert(
                     job.token,

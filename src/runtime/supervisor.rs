@@ -547,7 +547,30 @@ impl Supervisor {
         let Some(machine) = self.store.get_machine(&self.machine).await? else {
             return Ok(false);
         };
-        if machine.mode != MachineMode::Active {
+        if machine.mode == MachineMode::Draining
+            && !queue
+                .iter()
+                .any(|job| job.state == JobState::Scheduled || job.state.is_on_machine())
+        {
+            // Drained: its queue is done; it pauses.
+            match self
+                .store
+                .change_machine_mode(
+                    &self.machine,
+                    ModeInput::Pause,
+                    "daemon (drained)",
+                    self.clock.now_ms(),
+                )
+                .await
+            {
+                Ok(change) => *wake |= Wake::mode_changed(&change),
+                // An operator decided otherwise meanwhile.
+                Err(StoreError::Transition(_)) => {}
+                Err(err) => return Err(err),
+            }
+            return Ok(false);
+        }
+        if !machine.mode.works_its_queue() {
             // Paused or in maintenance: jobs queued meanwhile go back to the planner.
             let count = self
                 .store

@@ -288,7 +288,7 @@ impl Store {
             now,
         )
         .await?;
-        let unscheduled = if next == MachineMode::Active {
+        let unscheduled = if next.works_its_queue() {
             0
         } else {
             unschedule_in(&mut tx, self.backend, id, now).await?
