@@ -46,6 +46,7 @@ impl Daemon {
         let (store, clock) = (runtime.store.clone(), runtime.clock);
         let state = ApiState::new(runtime, &config.http, metrics_handle());
         let http = listener.local_addr()?;
+        let streams_stop = state.streams_stop.clone();
         let app = api::router(state);
         // Stops the HTTP server; cancelled first at shutdown.
         let http_stop = CancellationToken::new();
@@ -61,6 +62,7 @@ impl Daemon {
             shutdown.cancelled().await;
             info!("shutting down: stopping HTTP intake");
             http_stop.cancel();
+            streams_stop.cancel();
             let served = server.await;
             stages.run().await;
             served?;

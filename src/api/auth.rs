@@ -310,8 +310,14 @@ impl FromRequestParts<ApiState> for Caller {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip());
-        // No token is no guess: it is refused but not counted.
+        // No token is no guess: it is refused but not counted. Without a
+        // bearer header, a dashboard session cookie may name the caller.
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            if let Some(caller) =
+                super::session::caller_from_cookie(&parts.method, &parts.headers, ip, state).await
+            {
+                return caller;
+            }
             return Err(ApiError::unauthorized(
                 "missing Authorization: Bearer <token>",
             ));
@@ -361,6 +367,12 @@ impl FromRequestParts<ApiState> for FeedCaller {
             .map(|t| t.trim())
             .filter(|t| !t.is_empty())
         else {
+            // The dashboard reads feeds with its session cookie.
+            if let Some(caller) =
+                super::session::caller_from_cookie(&parts.method, &parts.headers, None, state).await
+            {
+                return caller.map(FeedCaller);
+            }
             return Err(ApiError::unauthorized(
                 "missing Authorization: Bearer <token> (or ?token=<token> on a feed URL)",
             ));
@@ -374,10 +386,26 @@ impl FromRequestParts<ApiState> for FeedCaller {
 }
 
 /// The caller `token` names, counting an unknown token against `ip`.
-async fn caller_for(token: &str, ip: Option<IpAddr>, state: &ApiState) -> Result<Caller, ApiError> {
+pub(super) async fn caller_for(
+    token: &str,
+    ip: Option<IpAddr>,
+    state: &ApiState,
+) -> Result<Caller, ApiError> {
+    caller_by_hash(&hash(token), |role| token.starts_with(role.prefix()), ip, state).await
+}
+
+/// The caller whose token hashes to `hashed`, if its stored role passes
+/// `role_ok` (a token's prefix must match its role), counting an unknown
+/// token against `ip`.
+pub(super) async fn caller_by_hash(
+    hashed: &str,
+    role_ok: impl Fn(Role) -> bool,
+    ip: Option<IpAddr>,
+    state: &ApiState,
+) -> Result<Caller, ApiError> {
     let guard = &state.guard;
     {
-        let hashed = hash(token);
+        let hashed = hashed.to_string();
         guard
             .follow_revocations(&state.runtime.store)
             .await
@@ -395,8 +423,7 @@ async fn caller_for(token: &str, ip: Option<IpAddr>, state: &ApiState) -> Result
             .await
             .map_err(ApiError::internal)?;
         let caller = record.and_then(|found| {
-            let role =
-                Role::parse(&found.record.role).filter(|role| token.starts_with(role.prefix()))?;
+            let role = Role::parse(&found.record.role).filter(|role| role_ok(*role))?;
             Some(Caller {
                 role,
                 scope: found.record.scope,

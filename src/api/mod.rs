@@ -17,6 +17,7 @@ pub mod orders;
 pub mod problem;
 pub mod returns;
 pub mod serve;
+pub mod session;
 pub mod views;
 pub mod webhooks;
 
@@ -42,7 +43,7 @@ use utoipa::OpenApi;
         ops::list_jobs, ops::resume_job, ops::abandon_job, ops::list_machines, ops::machine_action, ops::courier_schedule,
         ops::courier_schedule_ics, ops::courier_route_geojson, ops::confirm_handoff,
         ops::fail_handoff, ops::get_handoff, ops::release_handoff, ops::courier_duty,
-        ops::list_audit, ops::list_events, ops::healthz, ops::metrics,
+        ops::list_audit, ops::list_events, ops::healthz, ops::metrics, ops::overview,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::rotate_secret,
         webhooks::deliveries, webhooks::replay, webhooks::replay_dead,
         forecasts::list, forecasts::run,
@@ -50,6 +51,7 @@ use utoipa::OpenApi;
     ),
     components(schemas(
         problem::Problem, views::OrderView, views::AtRiskView, views::OrderPage, views::JobPage, views::OrderDetail, views::JobView, views::MachineView, crate::domain::HoldCause,
+        ops::Overview, ops::FactoryOverview, ops::CourierOverview,
         views::HandoffView, views::CustomerView, views::AuditView, views::AuditPage, views::EventPage, orders::ImportReport, orders::ImportLine, ops::Confirmed, ops::Health,
         views::CourierScheduleView, views::ScheduleStopView, views::HandoffDetailView, views::EscalationView,
         ops::ConfirmRequest, ops::FailRequest, ops::FailedView, ops::DutyRequest, ops::DutyView, crate::domain::FailureReason,
@@ -180,6 +182,11 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// A request that takes longer is answered 408.
     pub request_timeout: Duration,
+    /// Dashboard sessions (cookie to token hash), in memory.
+    pub sessions: Arc<session::Sessions>,
+    /// Ends the dashboard's event streams; cancelled when HTTP stops, so
+    /// a stream never holds the graceful shutdown open.
+    pub streams_stop: tokio_util::sync::CancellationToken,
 }
 
 impl ApiState {
@@ -190,6 +197,8 @@ impl ApiState {
             metrics,
             max_body_bytes: http.max_body_bytes,
             request_timeout: Duration::from_millis(http.request_timeout_ms),
+            sessions: Arc::default(),
+            streams_stop: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -199,6 +208,15 @@ pub fn router(state: ApiState) -> Router {
     let request_timeout = state.request_timeout;
     Router::new()
         .route("/", get(ops::dashboard))
+        .route("/dashboard/app.js", get(ops::dashboard_js))
+        .route("/dashboard/app.css", get(ops::dashboard_css))
+        .route(
+            "/dashboard/session",
+            post(session::sign_in)
+                .get(session::current)
+                .delete(session::sign_out),
+        )
+        .route("/dashboard/events", get(session::events))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
@@ -215,6 +233,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs", get(ops::list_jobs))
         .route("/v1/jobs/{token}/resume", post(ops::resume_job))
         .route("/v1/jobs/{token}/abandon", post(ops::abandon_job))
+        .route("/v1/overview", get(ops::overview))
         .route("/v1/machines", get(ops::list_machines))
         .route("/v1/machines/{id}/{action}", post(ops::machine_action))
         .route("/v1/couriers/{id}/schedule", get(ops::courier_schedule))

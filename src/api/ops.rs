@@ -718,7 +718,197 @@ pub async fn list_events(
     Ok(Json(EventPage { items, next }))
 }
 
-/// The operator dashboard: one page that reads the API with a token.
-pub async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("dashboard.html"))
+/// The operator dashboard: one page, its script and stylesheet embedded in
+/// the binary; it reads the API with a session cookie (`session`). Only its
+/// own origin may serve it anything, and no other site may frame it.
+pub async fn dashboard() -> Response {
+    (
+        [
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Html(include_str!("dashboard.html")),
+    )
+        .into_response()
+}
+
+/// The dashboard's own stylesheet and script, embedded in the binary.
+pub async fn dashboard_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("dashboard.js"),
+    )
+        .into_response()
+}
+
+pub async fn dashboard_css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("dashboard.css"),
+    )
+        .into_response()
+}
+
+/// A factory at a glance: its machines by state and their queued jobs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FactoryOverview {
+    pub id: String,
+    /// Machines per state as people see it (`idle`, `running`, `paused`, ...).
+    pub machines: std::collections::BTreeMap<String, usize>,
+    /// Jobs queued, dispatched or running on its machines.
+    pub queued_jobs: usize,
+    /// Orders made here, per state.
+    pub orders: std::collections::BTreeMap<String, i64>,
+}
+
+/// A courier at a glance.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CourierOverview {
+    pub id: String,
+    pub zone: String,
+    /// Orders one route can carry.
+    pub capacity: usize,
+}
+
+/// The network at a glance, for an operator's factories (an admin's: all).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Overview {
+    pub factories: Vec<FactoryOverview>,
+    pub couriers: Vec<CourierOverview>,
+    /// Orders per state over the caller's factories.
+    pub orders_by_state: std::collections::BTreeMap<String, i64>,
+    /// Orders still on their way whose promise is at risk, earliest deadline first (at most 50).
+    pub at_risk: Vec<super::views::OrderView>,
+    /// Machines in fault, offline or stuck.
+    pub faults: Vec<MachineView>,
+    /// Jobs held after their machine stopped them, waiting for the machine or a decision.
+    pub held_jobs: Vec<JobView>,
+    /// Events written but not yet published.
+    pub outbox_backlog: i64,
+    /// How long the oldest unpublished event has waited (domain clock), in seconds.
+    pub outbox_oldest_age_seconds: Option<f64>,
+    pub generated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The network at a glance: factories with their machines by state,
+/// couriers, orders by state and at risk, faults, held jobs and the outbox
+/// backlog (operators: their factories).
+#[utoipa::path(get, path = "/v1/overview", tag = "ops",
+    responses((status = 200, body = Overview)), security(("bearer" = [])))]
+pub async fn overview(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<Overview>, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let store = &state.runtime.store;
+    let now = state.runtime.clock.now_ms();
+    let machines = store.list_machines(None).await?;
+    let loads = store.machine_loads().await?;
+    let order_counts = store.order_counts_by_factory().await?;
+    let mut factories = Vec::new();
+    for site in &state.runtime.network.factories {
+        let id = site.id.to_string();
+        if !caller.covers_factory(&id) {
+            continue;
+        }
+        let mut by_state = std::collections::BTreeMap::new();
+        let mut queued_jobs = 0;
+        for machine in machines.iter().filter(|m| m.factory.as_str() == id) {
+            let shown = machine.state.effective(machine.mode);
+            *by_state.entry(shown.as_str().to_string()).or_insert(0) += 1;
+            queued_jobs += loads.get(machine.id.as_str()).copied().unwrap_or(0);
+        }
+        let orders = order_counts
+            .iter()
+            .filter(|(factory, _, _)| *factory == id)
+            .map(|(_, order_state, n)| (order_state.as_str().to_string(), *n))
+            .collect();
+        factories.push(FactoryOverview {
+            id,
+            machines: by_state,
+            queued_jobs,
+            orders,
+        });
+    }
+    let mut orders_by_state = std::collections::BTreeMap::new();
+    for (factory, order_state, n) in &order_counts {
+        if caller.covers_factory(factory) {
+            *orders_by_state
+                .entry(order_state.as_str().to_string())
+                .or_insert(0) += n;
+        }
+    }
+    let at_risk = store
+        .at_risk_orders(500)
+        .await?
+        .iter()
+        .filter(|order| caller.covers_factory(order.factory.as_str()))
+        .take(50)
+        .map(super::views::OrderView::from)
+        .collect();
+    let faults = machines
+        .iter()
+        .filter(|m| caller.covers_factory(m.factory.as_str()))
+        .filter(|m| {
+            matches!(
+                m.state,
+                crate::domain::MachineState::Fault
+                    | crate::domain::MachineState::Offline
+                    | crate::domain::MachineState::Stuck
+            )
+        })
+        .map(|m| machine_view(m, loads.get(m.id.as_str()).copied().unwrap_or(0)))
+        .collect();
+    let held_jobs = store
+        .list_jobs(&JobFilter {
+            factory: None,
+            machine: None,
+            state: Some(JobState::Held),
+            order_id: None,
+            after: None,
+            limit: 500,
+        })
+        .await?
+        .iter()
+        .filter(|job| caller.covers_factory(job.factory.as_str()))
+        .map(job_view)
+        .collect();
+    let outbox_backlog = store.outbox_backlog().await?;
+    let outbox_oldest_age_seconds = store
+        .outbox_oldest_unpublished()
+        .await?
+        .map(|created| (now - created).max(0) as f64 / 1000.0);
+    let couriers = state
+        .runtime
+        .network
+        .couriers
+        .iter()
+        .map(|c| CourierOverview {
+            id: c.id.clone(),
+            zone: c.zone.clone(),
+            capacity: c.capacity,
+        })
+        .collect();
+    Ok(Json(Overview {
+        factories,
+        couriers,
+        orders_by_state,
+        at_risk,
+        faults,
+        held_jobs,
+        outbox_backlog,
+        outbox_oldest_age_seconds,
+        generated_at: super::views::rfc3339(now),
+    }))
 }

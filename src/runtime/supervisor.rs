@@ -109,6 +109,8 @@ struct Session {
     /// The last command whose effect is awaited. A lost connection ends the
     /// wait (after the reconnect the machine is read afresh).
     awaiting: Option<Awaiting>,
+    /// The machine state last recorded, to tell watchers when it moves.
+    recorded: Option<MachineState>,
 }
 
 /// Starts refused in a row before the machine is put in maintenance.
@@ -294,6 +296,10 @@ impl Supervisor {
                 now,
             )
             .await?;
+        if session.recorded != Some(state) {
+            session.recorded = Some(state);
+            self.wakers.changed();
+        }
         // The machine's queue, read once per report.
         let queue = self.store.machine_queue(&self.machine).await?;
         let held = self.reconcile(&status, &queue, session, wake).await?;
@@ -444,6 +450,7 @@ impl Supervisor {
             if let Some((good, scrap)) = progressed(shown, token, job.state, (job.good, job.scrap))
             {
                 self.store.record_progress(token, good, scrap).await?;
+                self.wakers.changed();
             }
             let input = reconcile(shown, token, job.state, start);
             match input {
