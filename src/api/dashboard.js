@@ -204,7 +204,7 @@ async function renderFactory(body, controls) {
         m.fault_code !== null && m.fault_code !== undefined && m.observed === "fault" ? el("span", { class: "error" }, ` fault ${m.fault_code}`) : ""),
       el("div", { class: "muted" }, `materials: ${m.materials.join(", ")}`),
       current ? el("div", {}, `Job ${current.token} · ${current.process} · ${current.material} · order ${current.order_id.slice(0, 8)}…`,
-        el("div", { class: "progress", title: `${current.good} of ${current.quantity}` }, el("div", { style: `width:${progress}%` })),
+        el("progress", { max: Math.max(1, current.quantity), value: Math.min(current.good, current.quantity), title: `${progress}%` }),
         el("span", { class: "muted" }, `${current.good}/${current.quantity} good, ${current.scrap} scrap, due ${when(current.due)}`))
         : el("div", { class: "muted" }, "No job on the machine."),
       held.map((job) => el("div", {}, el("strong", { class: "error" }, `Held job ${job.token} (${job.hold_cause || "held"})`), heldActions(job))),
