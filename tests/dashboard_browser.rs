@@ -171,10 +171,17 @@ async fn an_operator_watches_a_machine_start_and_pauses_it_from_the_page() {
         .await
         .expect("factory view");
     let cookie_visible = page
-        .execute("return document.cookie.includes('fabflow_session');", vec![])
+        .execute(
+            "return document.cookie.includes('fabflow_session');",
+            vec![],
+        )
         .await
         .expect("script runs");
-    assert_eq!(cookie_visible, Value::Bool(false), "the session cookie is HttpOnly");
+    assert_eq!(
+        cookie_visible,
+        Value::Bool(false),
+        "the session cookie is HttpOnly"
+    );
     // A marker a reload would wipe.
     page.execute("window.__noReload = true; return true;", vec![])
         .await
@@ -200,7 +207,10 @@ async fn an_operator_watches_a_machine_start_and_pauses_it_from_the_page() {
         "lines": [{"sku": "tee-black-m", "quantity": 3}],
     });
     let (status, body) = brand.post("/v1/orders", &order, Some("browser-1")).await;
-    assert!(status == 201 || status == 200, "order refused: {status} {body}");
+    assert!(
+        status == 201 || status == 200,
+        "order refused: {status} {body}"
+    );
 
     // One printer goes running on the page, with no reload.
     let machine = wait_for("a DTG printer shown running", LIMIT, || async {

@@ -391,7 +391,13 @@ pub(super) async fn caller_for(
     ip: Option<IpAddr>,
     state: &ApiState,
 ) -> Result<Caller, ApiError> {
-    caller_by_hash(&hash(token), |role| token.starts_with(role.prefix()), ip, state).await
+    caller_by_hash(
+        &hash(token),
+        |role| token.starts_with(role.prefix()),
+        ip,
+        state,
+    )
+    .await
 }
 
 /// The caller whose token hashes to `hashed`, if its stored role passes

@@ -182,6 +182,8 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// A request that takes longer is answered 408.
     pub request_timeout: Duration,
+    /// When set, `/metrics` answers only requests bearing it.
+    pub metrics_token: Option<String>,
     /// Dashboard sessions (cookie to token hash), in memory.
     pub sessions: Arc<session::Sessions>,
     /// Ends the dashboard's event streams; cancelled when HTTP stops, so
@@ -197,6 +199,7 @@ impl ApiState {
             metrics,
             max_body_bytes: http.max_body_bytes,
             request_timeout: Duration::from_millis(http.request_timeout_ms),
+            metrics_token: http.metrics_token.clone().filter(|t| !t.is_empty()),
             sessions: Arc::default(),
             streams_stop: tokio_util::sync::CancellationToken::new(),
         }
@@ -276,11 +279,40 @@ pub fn router(state: ApiState) -> Router {
             request_timeout,
         ))
         .layer(axum::middleware::map_response(problem_for_rejections))
+        .layer(axum::middleware::from_fn(count_requests))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
         }))
         .with_state(state)
+}
+
+/// Counts every request by method, route template (the matched path, such
+/// as `/v1/orders/{id}`, never the raw path with its ids; `unmatched` for
+/// none) and status, and times it by route.
+async fn count_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let method = match *request.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("fabflow_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("fabflow_http_request_seconds", "method" => method, "route" => route)
+        .record(started.elapsed());
+    response
 }
 
 async fn openapi() -> impl IntoResponse {

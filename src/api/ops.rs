@@ -607,18 +607,38 @@ pub async fn healthz(State(state): State<ApiState>) -> Response {
     (status, Json(health)).into_response()
 }
 
-/// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain")))]
-pub async fn metrics(State(state): State<ApiState>) -> Response {
-    if let Ok(counts) = state.runtime.store.order_counts().await {
-        // Every state, so one that emptied reads 0, not its last count.
-        for order_state in OrderState::ALL {
-            let count = counts.get(&order_state).copied().unwrap_or(0);
-            metrics::gauge!("fabflow_orders", "state" => order_state.as_str()).set(count as f64);
+/// Prometheus metrics. The state gauges (orders, jobs, machines, the
+/// outbox, courier plans) are read from the store at every scrape, every
+/// label value included, so a state that emptied reads 0. When
+/// `[http] metrics_token` is set, a scrape must send it as a bearer token.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain"),
+    (status = 401, body = super::problem::Problem, description = "`[http] metrics_token` is set and the request did not send it")))]
+pub async fn metrics(State(state): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(expected) = &state.metrics_token {
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        let matches = sent.is_some_and(|sent| {
+            sent.len() == expected.len()
+                && sent
+                    .bytes()
+                    .zip(expected.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if !matches {
+            return ApiError::unauthorized(
+                "metrics need Authorization: Bearer <[http] metrics_token>",
+            )
+            .into_response();
         }
     }
-    if let Ok(backlog) = state.runtime.store.outbox_backlog().await {
-        metrics::gauge!("fabflow_outbox_backlog").set(backlog as f64);
+    if let Err(err) = record_state_gauges(&state).await {
+        tracing::warn!(error = %err, "reading the state gauges failed");
+        metrics::counter!("fabflow_metrics_errors_total").increment(1);
     }
     match &state.metrics {
         Some(handle) => (
@@ -633,6 +653,56 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
         )
         .into_response(),
     }
+}
+
+/// Sets every state gauge from the store, each label value included.
+async fn record_state_gauges(state: &ApiState) -> Result<(), crate::store::StoreError> {
+    let store = &state.runtime.store;
+    let network = &state.runtime.network;
+    let orders = store.order_counts().await?;
+    for order_state in OrderState::ALL {
+        let count = orders.get(&order_state).copied().unwrap_or(0);
+        metrics::gauge!("fabflow_orders", "state" => order_state.as_str()).set(count as f64);
+    }
+    let jobs = store.job_counts().await?;
+    for job_state in JobState::ALL {
+        let count = jobs.get(&job_state).copied().unwrap_or(0);
+        metrics::gauge!("fabflow_jobs", "state" => job_state.as_str()).set(count as f64);
+    }
+    let machines = store.list_machines(None).await?;
+    let mut factories: Vec<String> = network.factories.iter().map(|f| f.id.to_string()).collect();
+    for machine in &machines {
+        if !factories.iter().any(|f| f == machine.factory.as_str()) {
+            factories.push(machine.factory.to_string());
+        }
+    }
+    for factory in &factories {
+        for machine_state in crate::domain::MachineState::ALL {
+            let count = machines
+                .iter()
+                .filter(|m| m.factory.as_str() == factory.as_str())
+                .filter(|m| m.state.effective(m.mode) == machine_state)
+                .count();
+            metrics::gauge!("fabflow_machines", "factory" => factory.clone(), "state" => machine_state.as_str())
+                .set(count as f64);
+        }
+    }
+    metrics::gauge!("fabflow_outbox_backlog").set(store.outbox_backlog().await? as f64);
+    let oldest = store.outbox_oldest_unpublished().await?;
+    let age = oldest.map_or(0.0, |created| {
+        (state.runtime.clock.now_ms() - created).max(0) as f64 / 1000.0
+    });
+    metrics::gauge!("fabflow_outbox_oldest_age_seconds").set(age);
+    metrics::gauge!("fabflow_orders_at_risk").set(store.at_risk_count().await? as f64);
+    let plans = store.courier_plan_counts().await?;
+    for courier in &network.couriers {
+        let (planned, late) = plans.get(&courier.id).copied().unwrap_or((0, 0));
+        metrics::gauge!("fabflow_courier_planned_stops", "courier" => courier.id.clone())
+            .set(planned as f64);
+        metrics::gauge!("fabflow_courier_late_stops", "courier" => courier.id.clone())
+            .set(late as f64);
+    }
+    Ok(())
 }
 
 /// A position cursor (`after`): a sequence number, 0 or more.

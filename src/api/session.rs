@@ -166,16 +166,19 @@ pub(super) async fn caller_from_cookie(
         }
     }
     let role = session.role;
-    let caller =
-        auth::caller_by_hash(&session.token_hash, |found| found == role, ip, state).await;
+    let caller = auth::caller_by_hash(&session.token_hash, |found| found == role, ip, state).await;
     if caller.is_err() {
         state.sessions.remove(&id_hash);
     }
-    Some(caller.map(|caller| Caller {
-        expires_ms: Some(caller.expires_ms.map_or(session.expires_ms, |at| {
-            at.min(session.expires_ms)
-        })),
-        ..caller
+    Some(caller.map(|caller| {
+        Caller {
+            expires_ms: Some(
+                caller
+                    .expires_ms
+                    .map_or(session.expires_ms, |at| at.min(session.expires_ms)),
+            ),
+            ..caller
+        }
     }))
 }
 
@@ -304,28 +307,25 @@ pub async fn events(
     let changes = state.runtime.changes();
     let stop = state.streams_stop.clone();
     let expires_ms = caller.expires_ms;
-    let stream = futures::stream::unfold(
-        (changes, true),
-        move |(mut changes, first)| {
-            let stop = stop.clone();
-            async move {
-                if !first {
-                    tokio::time::sleep(STREAM_COALESCE).await;
-                    let expired = || expires_ms.is_some_and(|at| at <= auth::wall_clock_ms());
-                    tokio::select! {
-                        _ = stop.cancelled() => return None,
-                        moved = changes.changed() => moved.ok()?,
-                    }
-                    if expired() {
-                        return None;
-                    }
+    let stream = futures::stream::unfold((changes, true), move |(mut changes, first)| {
+        let stop = stop.clone();
+        async move {
+            if !first {
+                tokio::time::sleep(STREAM_COALESCE).await;
+                let expired = || expires_ms.is_some_and(|at| at <= auth::wall_clock_ms());
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    moved = changes.changed() => moved.ok()?,
                 }
-                let count = *changes.borrow_and_update();
-                let event = Event::default().event("changed").data(count.to_string());
-                Some((Ok(event), (changes, false)))
+                if expired() {
+                    return None;
+                }
             }
-        },
-    );
+            let count = *changes.borrow_and_update();
+            let event = Event::default().event("changed").data(count.to_string());
+            Some((Ok(event), (changes, false)))
+        }
+    });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -346,12 +346,18 @@ mod tests {
         let found = cookie_value(&headers(&[("cookie", "a=1; fabflow_session=abc ; b=2")]));
         assert_eq!(found.as_deref(), Some("abc"));
         assert_eq!(cookie_value(&headers(&[("cookie", "a=1")])), None);
-        assert_eq!(cookie_value(&headers(&[("cookie", "fabflow_session=")])), None);
+        assert_eq!(
+            cookie_value(&headers(&[("cookie", "fabflow_session=")])),
+            None
+        );
     }
 
     #[test]
     fn only_requests_from_the_same_origin_pass() {
-        let ok = headers(&[("host", "127.0.0.1:8080"), ("origin", "http://127.0.0.1:8080")]);
+        let ok = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://127.0.0.1:8080"),
+        ]);
         assert_eq!(cross_origin(&ok), None);
         let same_site = headers(&[
             ("host", "fab.example"),
@@ -359,7 +365,10 @@ mod tests {
             ("sec-fetch-site", "same-origin"),
         ]);
         assert_eq!(cross_origin(&same_site), None);
-        let other = headers(&[("host", "127.0.0.1:8080"), ("origin", "http://evil.example")]);
+        let other = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://evil.example"),
+        ]);
         assert!(cross_origin(&other).is_some());
         let no_origin = headers(&[("host", "127.0.0.1:8080")]);
         assert!(cross_origin(&no_origin).is_some());

@@ -128,6 +128,8 @@ pub struct Supervisor {
     pub refusals: AtomicU32,
     /// What the machine's profile says about it.
     pub behaviour: Behaviour,
+    /// Its profile's protocol (`modbus`, `mqtt`), a metrics label.
+    pub protocol: &'static str,
 }
 
 /// The driver's facts while a command to it is in flight.
@@ -160,7 +162,7 @@ impl InFlight<'_> {
 
 fn note(lost: &mut Option<String>, fact: MachineFact) {
     match fact {
-        MachineFact::Disconnected { error } => *lost = Some(error),
+        MachineFact::Disconnected { error, .. } => *lost = Some(error),
         MachineFact::Connected => *lost = None,
         MachineFact::Status(_) | MachineFact::ReadFailed { .. } => {}
     }
@@ -230,11 +232,15 @@ impl Supervisor {
                     }
                     result.map(|_| ())
                 }
-                MachineFact::ReadFailed { error } => {
+                MachineFact::ReadFailed { error, reason } => {
+                    metrics::counter!("fabflow_machine_errors_total", "protocol" => self.protocol, "kind" => "read", "reason" => reason)
+                        .increment(1);
                     warn!(error = %error, "machine status unreadable");
                     Ok(())
                 }
-                MachineFact::Disconnected { error } => {
+                MachineFact::Disconnected { error, reason } => {
+                    metrics::counter!("fabflow_machine_errors_total", "protocol" => self.protocol, "kind" => "connection", "reason" => reason)
+                        .increment(1);
                     debug!(error = %error, "machine disconnected");
                     session.awaiting = None;
                     self.on_lost(&mut wake).await
@@ -495,6 +501,11 @@ impl Supervisor {
             Ok(moved) => {
                 info!(job.token = %token, order.id = %moved.job.order_id, from = %moved.from, to = %moved.job.state, "job {}", moved.job.state);
                 metrics::counter!("fabflow_job_transitions_total", "to" => moved.job.state.as_str()).increment(1);
+                if moved.job.state == JobState::Done {
+                    // Domain seconds from the job's creation to its last unit.
+                    let took = (self.clock.now_ms() - moved.job.created_ms).max(0) as f64 / 1000.0;
+                    metrics::histogram!("fabflow_job_completion_seconds").record(took);
+                }
                 *wake |= Wake::job_moved(&moved);
                 Ok(Some(moved.job.state))
             }
@@ -605,6 +616,9 @@ impl Supervisor {
             Ok(()) => {
                 self.refusals.store(0, Ordering::Relaxed);
                 metrics::counter!("fabflow_jobs_dispatched_total").increment(1);
+                // Domain seconds from the job's creation to its start.
+                let waited = (self.clock.now_ms() - job.created_ms).max(0) as f64 / 1000.0;
+                metrics::histogram!("fabflow_job_dispatch_seconds").record(waited);
                 info!(job.token = %token, order.id = %job.order_id, "job started on machine");
             }
             Err(err) if err.device_code().is_some() => {

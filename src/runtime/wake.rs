@@ -113,7 +113,8 @@ impl Wakers {
     /// Marks that something people watch changed (what a wake-up does not
     /// cover: a machine's recorded state, a running job's counts).
     pub fn changed(&self) {
-        self.changes.send_modify(|count| *count = count.wrapping_add(1));
+        self.changes
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
     /// Follows the change count (see [`Wakers::changed`]).

@@ -243,6 +243,17 @@ impl Store {
         rows.iter().map(order_from_row).collect()
     }
 
+    /// How many orders still on their way are flagged at risk (metrics).
+    pub async fn at_risk_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM orders WHERE at_risk IS NOT NULL \
+             AND state IN ('accepted', 'in_production', 'ready', 'out_for_delivery')",
+        )
+        .fetch_one(self.reader())
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Cancels an order and its jobs that have not reached a machine. An order
     /// with a job on a machine cannot be cancelled (that job is being made).
     pub async fn cancel_order(
