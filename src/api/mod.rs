@@ -185,7 +185,7 @@ pub struct ApiState {
     /// When set, `/metrics` answers only requests bearing it.
     pub metrics_token: Option<String>,
     /// Dashboard sessions (cookie to token hash), in memory.
-    pub sessions: Arc<session::Sessions>,
+    pub sessions: Arc<auth::Sessions>,
     /// Ends the dashboard's event streams; cancelled when HTTP stops, so
     /// a stream never holds the graceful shutdown open.
     pub streams_stop: tokio_util::sync::CancellationToken,
