@@ -111,7 +111,7 @@ async fn sessions_are_cookies_that_need_csrf_and_the_same_origin_to_change_anyth
         &base,
         reqwest::Method::GET,
         "/v1/machines",
-        &[cookie.clone()],
+        std::slice::from_ref(&cookie),
     )
     .await;
     assert_eq!(status, 200, "{machines}");
@@ -125,7 +125,7 @@ async fn sessions_are_cookies_that_need_csrf_and_the_same_origin_to_change_anyth
         &base,
         reqwest::Method::GET,
         "/v1/overview",
-        &[cookie.clone()],
+        std::slice::from_ref(&cookie),
     )
     .await;
     assert_eq!(status, 200, "{overview}");
@@ -138,7 +138,7 @@ async fn sessions_are_cookies_that_need_csrf_and_the_same_origin_to_change_anyth
         &base,
         reqwest::Method::GET,
         "/dashboard/session",
-        &[cookie.clone()],
+        std::slice::from_ref(&cookie),
     )
     .await;
     assert_eq!(status, 200, "{session}");
@@ -258,7 +258,7 @@ async fn sessions_are_cookies_that_need_csrf_and_the_same_origin_to_change_anyth
         &base,
         reqwest::Method::GET,
         "/v1/machines",
-        &[cookie.clone()],
+        std::slice::from_ref(&cookie),
     )
     .await;
     assert_eq!(status, 401, "{body}");
