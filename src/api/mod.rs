@@ -282,7 +282,9 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn(count_requests))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+            // A fresh id per request (never taken from the client), so every
+            // line logged while serving it can be told apart and grepped.
+            tracing::info_span!("request", request.id = %uuid::Uuid::now_v7().simple(), method = %request.method(), path = %request.uri().path())
         }))
         .with_state(state)
 }
