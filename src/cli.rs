@@ -62,6 +62,38 @@ enum Command {
         #[command(subcommand)]
         command: OrderCommand,
     },
+    /// List machines with their state, mode, job and queue (HTTP API).
+    Machines {
+        /// Only this factory's machines.
+        #[arg(long)]
+        factory: Option<String>,
+        #[command(flatten)]
+        api: crate::ops_cli::ApiArgs,
+    },
+    /// List jobs, filtered by factory and state (HTTP API).
+    Jobs {
+        #[arg(long)]
+        factory: Option<String>,
+        /// pending | scheduled | dispatched | running | held | done | failed | cancelled
+        #[arg(long)]
+        state: Option<String>,
+        #[command(flatten)]
+        api: crate::ops_cli::ApiArgs,
+    },
+    /// Pause, drain, resume a machine, or start or end its maintenance (HTTP API).
+    Machine {
+        #[command(subcommand)]
+        command: crate::ops_cli::MachineCommand,
+        #[command(flatten)]
+        api: crate::ops_cli::ApiArgs,
+    },
+    /// Decide a held job: resume it, or abandon (retry) it (HTTP API).
+    Job {
+        #[command(subcommand)]
+        command: crate::ops_cli::JobCommand,
+        #[command(flatten)]
+        api: crate::ops_cli::ApiArgs,
+    },
     /// Forecast demand from a long-format CSV file (`unique_id,ds,y`) with
     /// fabflow's models; writes `unique_id,ds,y_hat` to standard output.
     Forecast(crate::solve::ForecastArgs),
@@ -188,6 +220,13 @@ enum OrderCommand {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// Show one order with its jobs and handoffs.
+    Show {
+        /// The order's id.
+        id: String,
+        #[command(flatten)]
+        api: crate::ops_cli::ApiArgs,
+    },
 }
 
 /// Logs to stderr; `RUST_LOG` overrides `default` (the demo keeps its
@@ -229,6 +268,19 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
                     idempotency_key,
                 },
         } => import(&file, &url, &token, idempotency_key.as_deref()).await,
+        Command::Orders {
+            command: OrderCommand::Show { id, api },
+        } => crate::ops_cli::show_order(&api, &id).await,
+        Command::Machines { factory, api } => {
+            crate::ops_cli::machines(&api, factory.as_deref()).await
+        }
+        Command::Jobs {
+            factory,
+            state,
+            api,
+        } => crate::ops_cli::jobs(&api, factory.as_deref(), state.as_deref()).await,
+        Command::Machine { command, api } => crate::ops_cli::machine(&api, command).await,
+        Command::Job { command, api } => crate::ops_cli::job(&api, command).await,
         Command::Forecast(args) => Ok(crate::solve::forecast(args)),
         Command::Route(args) => Ok(crate::solve::route(args)),
         Command::Schedule(args) => Ok(crate::solve::schedule(args)),

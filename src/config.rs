@@ -74,6 +74,10 @@ pub struct HttpConfig {
     /// cannot use up the daemon's file handles.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>`
+    /// (for a daemon on a public address).
+    #[serde(default)]
+    pub metrics_token: Option<String>,
 }
 
 fn default_header_read_timeout_ms() -> u64 {
@@ -96,6 +100,7 @@ impl Default for HttpConfig {
             header_read_timeout_ms: default_header_read_timeout_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             max_connections: default_max_connections(),
+            metrics_token: None,
         }
     }
 }

@@ -46,6 +46,7 @@ impl Daemon {
         let (store, clock) = (runtime.store.clone(), runtime.clock);
         let state = ApiState::new(runtime, &config.http, metrics_handle());
         let http = listener.local_addr()?;
+        let streams_stop = state.streams_stop.clone();
         let app = api::router(state);
         // Stops the HTTP server; cancelled first at shutdown.
         let http_stop = CancellationToken::new();
@@ -61,6 +62,7 @@ impl Daemon {
             shutdown.cancelled().await;
             info!("shutting down: stopping HTTP intake");
             http_stop.cancel();
+            streams_stop.cancel();
             let served = server.await;
             stages.run().await;
             served?;
@@ -87,7 +89,31 @@ impl Daemon {
 pub fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .get_or_init(|| {
+            // Histograms as buckets (Grafana's histogram_quantile), not
+            // summaries: HTTP requests in wall seconds, jobs in domain
+            // seconds (minutes to two days), everything else by default.
+            use metrics_exporter_prometheus::Matcher;
+            let http = [
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            let jobs = [
+                10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
+                172800.0,
+            ];
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Prefix("fabflow_job_".into()), &jobs)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full("fabflow_http_request_seconds".into()),
+                        &http,
+                    )
+                })
+                .and_then(|builder| builder.set_buckets(&http))
+                .ok()?
+                .install_recorder()
+                .ok()
+        })
         .clone()
 }
 

@@ -2,6 +2,7 @@
 //! configuration checks, token management and API client subcommands.
 
 mod cli;
+mod ops_cli;
 mod solve;
 
 use clap::Parser;

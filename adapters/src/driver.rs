@@ -82,9 +82,17 @@ pub enum MachineFact {
     Status(MachineStatus),
     /// A poll failed without losing the connection (a device exception or a
     /// reply the profile cannot explain, e.g. an unmapped state code).
-    ReadFailed { error: String },
+    ReadFailed {
+        error: String,
+        /// A short label of the error's kind (`AdapterError::reason`), for metrics.
+        reason: &'static str,
+    },
     /// The connection was lost or could not be made; the driver reconnects.
-    Disconnected { error: String },
+    Disconnected {
+        error: String,
+        /// A short label of the error's kind (`AdapterError::reason`), for metrics.
+        reason: &'static str,
+    },
 }
 
 /// Capacity of the facts channel. When the consumer lags the driver waits
@@ -261,6 +269,7 @@ impl Driver {
                     if !self
                         .emit(MachineFact::Disconnected {
                             error: error.to_string(),
+                            reason: error.reason(),
                         })
                         .await
                     {
@@ -286,6 +295,7 @@ impl Driver {
                     if !self
                         .emit(MachineFact::Disconnected {
                             error: error.to_string(),
+                            reason: error.reason(),
                         })
                         .await
                     {
@@ -350,7 +360,7 @@ impl Driver {
                         Err(error) if error.breaks_connection() => return Exit::Lost(error),
                         Err(error) => {
                             warn!(error = %error, "status read failed");
-                            if !self.emit(MachineFact::ReadFailed { error: error.to_string() }).await {
+                            if !self.emit(MachineFact::ReadFailed { error: error.to_string(), reason: error.reason() }).await {
                                 return Exit::Stop;
                             }
                         }

@@ -11,8 +11,8 @@ use super::ApiState;
 use super::problem::ApiError;
 use crate::store::{Store, StoreError, TokenRecord};
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -310,8 +310,13 @@ impl FromRequestParts<ApiState> for Caller {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0.ip());
-        // No token is no guess: it is refused but not counted.
+        // No token is no guess: it is refused but not counted. Without a
+        // bearer header, a dashboard session cookie may name the caller.
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            if let Some(caller) = caller_from_cookie(&parts.method, &parts.headers, ip, state).await
+            {
+                return caller;
+            }
             return Err(ApiError::unauthorized(
                 "missing Authorization: Bearer <token>",
             ));
@@ -361,6 +366,12 @@ impl FromRequestParts<ApiState> for FeedCaller {
             .map(|t| t.trim())
             .filter(|t| !t.is_empty())
         else {
+            // The dashboard reads feeds with its session cookie.
+            if let Some(caller) =
+                caller_from_cookie(&parts.method, &parts.headers, None, state).await
+            {
+                return caller.map(FeedCaller);
+            }
             return Err(ApiError::unauthorized(
                 "missing Authorization: Bearer <token> (or ?token=<token> on a feed URL)",
             ));
@@ -374,10 +385,32 @@ impl FromRequestParts<ApiState> for FeedCaller {
 }
 
 /// The caller `token` names, counting an unknown token against `ip`.
-async fn caller_for(token: &str, ip: Option<IpAddr>, state: &ApiState) -> Result<Caller, ApiError> {
+pub(super) async fn caller_for(
+    token: &str,
+    ip: Option<IpAddr>,
+    state: &ApiState,
+) -> Result<Caller, ApiError> {
+    caller_by_hash(
+        &hash(token),
+        |role| token.starts_with(role.prefix()),
+        ip,
+        state,
+    )
+    .await
+}
+
+/// The caller whose token hashes to `hashed`, if its stored role passes
+/// `role_ok` (a token's prefix must match its role), counting an unknown
+/// token against `ip`.
+pub(super) async fn caller_by_hash(
+    hashed: &str,
+    role_ok: impl Fn(Role) -> bool,
+    ip: Option<IpAddr>,
+    state: &ApiState,
+) -> Result<Caller, ApiError> {
     let guard = &state.guard;
     {
-        let hashed = hash(token);
+        let hashed = hashed.to_string();
         guard
             .follow_revocations(&state.runtime.store)
             .await
@@ -395,8 +428,7 @@ async fn caller_for(token: &str, ip: Option<IpAddr>, state: &ApiState) -> Result
             .await
             .map_err(ApiError::internal)?;
         let caller = record.and_then(|found| {
-            let role =
-                Role::parse(&found.record.role).filter(|role| token.starts_with(role.prefix()))?;
+            let role = Role::parse(&found.record.role).filter(|role| role_ok(*role))?;
             Some(Caller {
                 role,
                 scope: found.record.scope,
@@ -426,6 +458,161 @@ async fn caller_for(token: &str, ip: Option<IpAddr>, state: &ApiState) -> Result
             },
         }
     }
+}
+
+// ---- dashboard sessions --------------------------------------------------
+//
+// A dashboard session (see `api::session` for sign-in and the stream) names
+// its caller by a cookie when a request has no bearer header. The session
+// holds the token's hash, never the token, and every request through it
+// looks the token up again by that hash. A request that changes state
+// through a cookie must carry the session's CSRF token in `X-CSRF-Token`
+// and come from the daemon's own origin.
+
+/// The session cookie's name.
+pub const COOKIE: &str = "fabflow_session";
+/// The header a cookie-authenticated request that changes state carries.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+const MAX_SESSIONS: usize = 10_000;
+
+/// One signed-in browser.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// SHA-256 of the token it was opened with.
+    pub token_hash: String,
+    pub role: Role,
+    pub csrf: String,
+    /// Wall clock, Unix ms.
+    pub expires_ms: i64,
+}
+
+/// Sessions in memory, by the SHA-256 of their cookie value: a restart
+/// signs everyone out (they sign in again with their token).
+#[derive(Debug, Default)]
+pub struct Sessions {
+    by_id: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    pub fn insert(&self, id_hash: String, session: Session) {
+        let mut by_id = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
+        if by_id.len() >= MAX_SESSIONS {
+            let now = wall_clock_ms();
+            by_id.retain(|_, s| s.expires_ms > now);
+            if by_id.len() >= MAX_SESSIONS {
+                by_id.clear();
+            }
+        }
+        by_id.insert(id_hash, session);
+    }
+
+    pub fn get(&self, id_hash: &str) -> Option<Session> {
+        let mut by_id = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
+        let session = by_id.get(id_hash)?.clone();
+        if session.expires_ms <= wall_clock_ms() {
+            by_id.remove(id_hash);
+            return None;
+        }
+        Some(session)
+    }
+
+    pub fn remove(&self, id_hash: &str) {
+        let mut by_id = self.by_id.lock().unwrap_or_else(|p| p.into_inner());
+        by_id.remove(id_hash);
+    }
+}
+
+pub fn random_hex() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The session cookie's value in `headers`, if any.
+pub fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value.trim().to_string())
+        .filter(|value| !value.is_empty())
+}
+
+/// Equal byte strings, compared in time independent of where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Why a request is not from the daemon's own origin, if it is not: its
+/// `Origin` must name the host it was sent to, and `Sec-Fetch-Site`, when
+/// the browser sends it, must be `same-origin`.
+pub fn cross_origin(headers: &HeaderMap) -> Option<&'static str> {
+    if let Some(site) = headers.get("sec-fetch-site")
+        && site.as_bytes() != b"same-origin"
+    {
+        return Some("the request did not come from this site (Sec-Fetch-Site)");
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return Some("missing Origin header");
+    };
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    match (origin_host, host) {
+        (Some(origin_host), Some(host)) if origin_host.eq_ignore_ascii_case(host) => None,
+        _ => Some("the request's Origin is not this site"),
+    }
+}
+
+/// The caller a session cookie names, for a request of `method` with
+/// `headers`: None when there is no cookie at all (the caller gives the
+/// bearer error instead).
+async fn caller_from_cookie(
+    method: &Method,
+    headers: &HeaderMap,
+    ip: Option<std::net::IpAddr>,
+    state: &ApiState,
+) -> Option<Result<Caller, ApiError>> {
+    let value = cookie_value(headers)?;
+    let id_hash = hash(&value);
+    let Some(session) = state.sessions.get(&id_hash) else {
+        return Some(Err(ApiError::unauthorized(
+            "the session expired or is unknown; sign in again",
+        )));
+    };
+    let safe = matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if !safe {
+        let csrf_ok = headers
+            .get(CSRF_HEADER)
+            .is_some_and(|sent| same(sent.as_bytes(), session.csrf.as_bytes()));
+        if !csrf_ok {
+            return Some(Err(ApiError::forbidden(
+                "a change made with a session cookie needs the session's X-CSRF-Token header",
+            )));
+        }
+        if let Some(reason) = cross_origin(headers) {
+            return Some(Err(ApiError::forbidden(reason)));
+        }
+    }
+    let role = session.role;
+    let caller = caller_by_hash(&session.token_hash, |found| found == role, ip, state).await;
+    if caller.is_err() {
+        state.sessions.remove(&id_hash);
+    }
+    Some(caller.map(|caller| {
+        Caller {
+            expires_ms: Some(
+                caller
+                    .expires_ms
+                    .map_or(session.expires_ms, |at| at.min(session.expires_ms)),
+            ),
+            ..caller
+        }
+    }))
 }
 
 #[cfg(test)]
@@ -478,5 +665,65 @@ mod tests {
         assert!(brand.require(&[Role::Admin]).is_err());
         assert!(!brand.covers_factory("north"));
         assert_eq!(Role::parse("courier"), Some(Role::Courier));
+    }
+}
+
+#[cfg(test)]
+mod session_tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(*name, HeaderValue::from_str(value).expect("test header"));
+        }
+        map
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let found = cookie_value(&headers(&[("cookie", "a=1; fabflow_session=abc ; b=2")]));
+        assert_eq!(found.as_deref(), Some("abc"));
+        assert_eq!(cookie_value(&headers(&[("cookie", "a=1")])), None);
+        assert_eq!(
+            cookie_value(&headers(&[("cookie", "fabflow_session=")])),
+            None
+        );
+    }
+
+    #[test]
+    fn only_requests_from_the_same_origin_pass() {
+        let ok = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://127.0.0.1:8080"),
+        ]);
+        assert_eq!(cross_origin(&ok), None);
+        let same_site = headers(&[
+            ("host", "fab.example"),
+            ("origin", "https://fab.example"),
+            ("sec-fetch-site", "same-origin"),
+        ]);
+        assert_eq!(cross_origin(&same_site), None);
+        let other = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://evil.example"),
+        ]);
+        assert!(cross_origin(&other).is_some());
+        let no_origin = headers(&[("host", "127.0.0.1:8080")]);
+        assert!(cross_origin(&no_origin).is_some());
+        let cross_site = headers(&[
+            ("host", "127.0.0.1:8080"),
+            ("origin", "http://127.0.0.1:8080"),
+            ("sec-fetch-site", "cross-site"),
+        ]);
+        assert!(cross_origin(&cross_site).is_some());
+    }
+
+    #[test]
+    fn comparison_is_exact() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"ab"));
     }
 }

@@ -17,6 +17,7 @@ pub mod orders;
 pub mod problem;
 pub mod returns;
 pub mod serve;
+pub mod session;
 pub mod views;
 pub mod webhooks;
 
@@ -42,7 +43,7 @@ use utoipa::OpenApi;
         ops::list_jobs, ops::resume_job, ops::abandon_job, ops::move_job, ops::list_machines, ops::machine_queue, ops::machine_action, ops::courier_schedule,
         ops::courier_schedule_ics, ops::courier_route_geojson, ops::confirm_handoff,
         ops::fail_handoff, ops::get_handoff, ops::release_handoff, ops::courier_duty,
-        ops::list_audit, ops::list_events, ops::healthz, ops::metrics,
+        ops::list_audit, ops::list_events, ops::healthz, ops::metrics, ops::overview,
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::rotate_secret,
         webhooks::deliveries, webhooks::replay, webhooks::replay_dead,
         forecasts::list, forecasts::run,
@@ -50,6 +51,7 @@ use utoipa::OpenApi;
     ),
     components(schemas(
         problem::Problem, views::OrderView, views::AtRiskView, views::OrderPage, views::JobPage, views::OrderDetail, views::JobView, views::WaitingView, crate::domain::waiting::WaitReason, views::MachineQueueView, views::MachineView, crate::domain::HoldCause,
+        ops::Overview, ops::FactoryOverview, ops::CourierOverview,
         views::HandoffView, views::CustomerView, views::AuditView, views::AuditPage, views::EventPage, orders::ImportReport, orders::ImportLine, ops::Confirmed, ops::Health,
         views::CourierScheduleView, views::ScheduleStopView, views::HandoffDetailView, views::EscalationView,
         ops::ConfirmRequest, ops::FailRequest, ops::FailedView, ops::DutyRequest, ops::DutyView, ops::MoveRequest, crate::domain::FailureReason,
@@ -180,6 +182,13 @@ pub struct ApiState {
     pub max_body_bytes: usize,
     /// A request that takes longer is answered 408.
     pub request_timeout: Duration,
+    /// When set, `/metrics` answers only requests bearing it.
+    pub metrics_token: Option<String>,
+    /// Dashboard sessions (cookie to token hash), in memory.
+    pub sessions: Arc<auth::Sessions>,
+    /// Ends the dashboard's event streams; cancelled when HTTP stops, so
+    /// a stream never holds the graceful shutdown open.
+    pub streams_stop: tokio_util::sync::CancellationToken,
 }
 
 impl ApiState {
@@ -190,6 +199,9 @@ impl ApiState {
             metrics,
             max_body_bytes: http.max_body_bytes,
             request_timeout: Duration::from_millis(http.request_timeout_ms),
+            metrics_token: http.metrics_token.clone().filter(|t| !t.is_empty()),
+            sessions: Arc::default(),
+            streams_stop: tokio_util::sync::CancellationToken::new(),
         }
     }
 }
@@ -199,6 +211,15 @@ pub fn router(state: ApiState) -> Router {
     let request_timeout = state.request_timeout;
     Router::new()
         .route("/", get(ops::dashboard))
+        .route("/dashboard/app.js", get(ops::dashboard_js))
+        .route("/dashboard/app.css", get(ops::dashboard_css))
+        .route(
+            "/dashboard/session",
+            post(session::sign_in)
+                .get(session::current)
+                .delete(session::sign_out),
+        )
+        .route("/dashboard/events", get(session::events))
         .route("/openapi.json", get(openapi))
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
@@ -216,6 +237,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{token}/resume", post(ops::resume_job))
         .route("/v1/jobs/{token}/abandon", post(ops::abandon_job))
         .route("/v1/jobs/{token}/move", post(ops::move_job))
+        .route("/v1/overview", get(ops::overview))
         .route("/v1/machines", get(ops::list_machines))
         .route("/v1/machines/{id}/queue", get(ops::machine_queue))
         .route("/v1/machines/{id}/{action}", post(ops::machine_action))
@@ -259,11 +281,42 @@ pub fn router(state: ApiState) -> Router {
             request_timeout,
         ))
         .layer(axum::middleware::map_response(problem_for_rejections))
+        .layer(axum::middleware::from_fn(count_requests))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+            // A fresh id per request (never taken from the client), so every
+            // line logged while serving it can be told apart and grepped.
+            tracing::info_span!("request", request.id = %uuid::Uuid::now_v7().simple(), method = %request.method(), path = %request.uri().path())
         }))
         .with_state(state)
+}
+
+/// Counts every request by method, route template (the matched path, such
+/// as `/v1/orders/{id}`, never the raw path with its ids; `unmatched` for
+/// none) and status, and times it by route.
+async fn count_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let method = match *request.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("fabflow_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("fabflow_http_request_seconds", "method" => method, "route" => route)
+        .record(started.elapsed());
+    response
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -735,18 +735,38 @@ pub async fn healthz(State(state): State<ApiState>) -> Response {
     (status, Json(health)).into_response()
 }
 
-/// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain")))]
-pub async fn metrics(State(state): State<ApiState>) -> Response {
-    if let Ok(counts) = state.runtime.store.order_counts().await {
-        // Every state, so one that emptied reads 0, not its last count.
-        for order_state in OrderState::ALL {
-            let count = counts.get(&order_state).copied().unwrap_or(0);
-            metrics::gauge!("fabflow_orders", "state" => order_state.as_str()).set(count as f64);
+/// Prometheus metrics. The state gauges (orders, jobs, machines, the
+/// outbox, courier plans) are read from the store at every scrape, every
+/// label value included, so a state that emptied reads 0. When
+/// `[http] metrics_token` is set, a scrape must send it as a bearer token.
+#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, content_type = "text/plain"),
+    (status = 401, body = super::problem::Problem, description = "`[http] metrics_token` is set and the request did not send it")))]
+pub async fn metrics(State(state): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(expected) = &state.metrics_token {
+        let sent = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        let matches = sent.is_some_and(|sent| {
+            sent.len() == expected.len()
+                && sent
+                    .bytes()
+                    .zip(expected.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
+        });
+        if !matches {
+            return ApiError::unauthorized(
+                "metrics need Authorization: Bearer <[http] metrics_token>",
+            )
+            .into_response();
         }
     }
-    if let Ok(backlog) = state.runtime.store.outbox_backlog().await {
-        metrics::gauge!("fabflow_outbox_backlog").set(backlog as f64);
+    if let Err(err) = record_state_gauges(&state).await {
+        tracing::warn!(error = %err, "reading the state gauges failed");
+        metrics::counter!("fabflow_metrics_errors_total").increment(1);
     }
     match &state.metrics {
         Some(handle) => (
@@ -761,6 +781,56 @@ pub async fn metrics(State(state): State<ApiState>) -> Response {
         )
         .into_response(),
     }
+}
+
+/// Sets every state gauge from the store, each label value included.
+async fn record_state_gauges(state: &ApiState) -> Result<(), crate::store::StoreError> {
+    let store = &state.runtime.store;
+    let network = &state.runtime.network;
+    let orders = store.order_counts().await?;
+    for order_state in OrderState::ALL {
+        let count = orders.get(&order_state).copied().unwrap_or(0);
+        metrics::gauge!("fabflow_orders", "state" => order_state.as_str()).set(count as f64);
+    }
+    let jobs = store.job_counts().await?;
+    for job_state in JobState::ALL {
+        let count = jobs.get(&job_state).copied().unwrap_or(0);
+        metrics::gauge!("fabflow_jobs", "state" => job_state.as_str()).set(count as f64);
+    }
+    let machines = store.list_machines(None).await?;
+    let mut factories: Vec<String> = network.factories.iter().map(|f| f.id.to_string()).collect();
+    for machine in &machines {
+        if !factories.iter().any(|f| f == machine.factory.as_str()) {
+            factories.push(machine.factory.to_string());
+        }
+    }
+    for factory in &factories {
+        for machine_state in crate::domain::MachineState::ALL {
+            let count = machines
+                .iter()
+                .filter(|m| m.factory.as_str() == factory.as_str())
+                .filter(|m| m.state.effective(m.mode) == machine_state)
+                .count();
+            metrics::gauge!("fabflow_machines", "factory" => factory.clone(), "state" => machine_state.as_str())
+                .set(count as f64);
+        }
+    }
+    metrics::gauge!("fabflow_outbox_backlog").set(store.outbox_backlog().await? as f64);
+    let oldest = store.outbox_oldest_unpublished().await?;
+    let age = oldest.map_or(0.0, |created| {
+        (state.runtime.clock.now_ms() - created).max(0) as f64 / 1000.0
+    });
+    metrics::gauge!("fabflow_outbox_oldest_age_seconds").set(age);
+    metrics::gauge!("fabflow_orders_at_risk").set(store.at_risk_count().await? as f64);
+    let plans = store.courier_plan_counts().await?;
+    for courier in &network.couriers {
+        let (planned, late) = plans.get(&courier.id).copied().unwrap_or((0, 0));
+        metrics::gauge!("fabflow_courier_planned_stops", "courier" => courier.id.clone())
+            .set(planned as f64);
+        metrics::gauge!("fabflow_courier_late_stops", "courier" => courier.id.clone())
+            .set(late as f64);
+    }
+    Ok(())
 }
 
 /// A position cursor (`after`): a sequence number, 0 or more.
@@ -846,7 +916,197 @@ pub async fn list_events(
     Ok(Json(EventPage { items, next }))
 }
 
-/// The operator dashboard: one page that reads the API with a token.
-pub async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("dashboard.html"))
+/// The operator dashboard: one page, its script and stylesheet embedded in
+/// the binary; it reads the API with a session cookie (`session`). Only its
+/// own origin may serve it anything, and no other site may frame it.
+pub async fn dashboard() -> Response {
+    (
+        [
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Html(include_str!("dashboard.html")),
+    )
+        .into_response()
+}
+
+/// The dashboard's own stylesheet and script, embedded in the binary.
+pub async fn dashboard_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("dashboard.js"),
+    )
+        .into_response()
+}
+
+pub async fn dashboard_css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("dashboard.css"),
+    )
+        .into_response()
+}
+
+/// A factory at a glance: its machines by state and their queued jobs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FactoryOverview {
+    pub id: String,
+    /// Machines per state as people see it (`idle`, `running`, `paused`, ...).
+    pub machines: std::collections::BTreeMap<String, usize>,
+    /// Jobs queued, dispatched or running on its machines.
+    pub queued_jobs: usize,
+    /// Orders made here, per state.
+    pub orders: std::collections::BTreeMap<String, i64>,
+}
+
+/// A courier at a glance.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CourierOverview {
+    pub id: String,
+    pub zone: String,
+    /// Orders one route can carry.
+    pub capacity: usize,
+}
+
+/// The network at a glance, for an operator's factories (an admin's: all).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Overview {
+    pub factories: Vec<FactoryOverview>,
+    pub couriers: Vec<CourierOverview>,
+    /// Orders per state over the caller's factories.
+    pub orders_by_state: std::collections::BTreeMap<String, i64>,
+    /// Orders still on their way whose promise is at risk, earliest deadline first (at most 50).
+    pub at_risk: Vec<super::views::OrderView>,
+    /// Machines in fault, offline or stuck.
+    pub faults: Vec<MachineView>,
+    /// Jobs held after their machine stopped them, waiting for the machine or a decision.
+    pub held_jobs: Vec<JobView>,
+    /// Events written but not yet published.
+    pub outbox_backlog: i64,
+    /// How long the oldest unpublished event has waited (domain clock), in seconds.
+    pub outbox_oldest_age_seconds: Option<f64>,
+    pub generated_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The network at a glance: factories with their machines by state,
+/// couriers, orders by state and at risk, faults, held jobs and the outbox
+/// backlog (operators: their factories).
+#[utoipa::path(get, path = "/v1/overview", tag = "ops",
+    responses((status = 200, body = Overview)), security(("bearer" = [])))]
+pub async fn overview(
+    State(state): State<ApiState>,
+    caller: Caller,
+) -> Result<Json<Overview>, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let store = &state.runtime.store;
+    let now = state.runtime.clock.now_ms();
+    let machines = store.list_machines(None).await?;
+    let loads = store.machine_loads().await?;
+    let order_counts = store.order_counts_by_factory().await?;
+    let mut factories = Vec::new();
+    for site in &state.runtime.network.factories {
+        let id = site.id.to_string();
+        if !caller.covers_factory(&id) {
+            continue;
+        }
+        let mut by_state = std::collections::BTreeMap::new();
+        let mut queued_jobs = 0;
+        for machine in machines.iter().filter(|m| m.factory.as_str() == id) {
+            let shown = machine.state.effective(machine.mode);
+            *by_state.entry(shown.as_str().to_string()).or_insert(0) += 1;
+            queued_jobs += loads.get(machine.id.as_str()).copied().unwrap_or(0);
+        }
+        let orders = order_counts
+            .iter()
+            .filter(|(factory, _, _)| *factory == id)
+            .map(|(_, order_state, n)| (order_state.as_str().to_string(), *n))
+            .collect();
+        factories.push(FactoryOverview {
+            id,
+            machines: by_state,
+            queued_jobs,
+            orders,
+        });
+    }
+    let mut orders_by_state = std::collections::BTreeMap::new();
+    for (factory, order_state, n) in &order_counts {
+        if caller.covers_factory(factory) {
+            *orders_by_state
+                .entry(order_state.as_str().to_string())
+                .or_insert(0) += n;
+        }
+    }
+    let at_risk = store
+        .at_risk_orders(500)
+        .await?
+        .iter()
+        .filter(|order| caller.covers_factory(order.factory.as_str()))
+        .take(50)
+        .map(super::views::OrderView::from)
+        .collect();
+    let faults = machines
+        .iter()
+        .filter(|m| caller.covers_factory(m.factory.as_str()))
+        .filter(|m| {
+            matches!(
+                m.state,
+                crate::domain::MachineState::Fault
+                    | crate::domain::MachineState::Offline
+                    | crate::domain::MachineState::Stuck
+            )
+        })
+        .map(|m| machine_view(m, loads.get(m.id.as_str()).copied().unwrap_or(0)))
+        .collect();
+    let held_jobs = store
+        .list_jobs(&JobFilter {
+            factory: None,
+            machine: None,
+            state: Some(JobState::Held),
+            order_id: None,
+            after: None,
+            limit: 500,
+        })
+        .await?
+        .iter()
+        .filter(|job| caller.covers_factory(job.factory.as_str()))
+        .map(job_view)
+        .collect();
+    let outbox_backlog = store.outbox_backlog().await?;
+    let outbox_oldest_age_seconds = store
+        .outbox_oldest_unpublished()
+        .await?
+        .map(|created| (now - created).max(0) as f64 / 1000.0);
+    let couriers = state
+        .runtime
+        .network
+        .couriers
+        .iter()
+        .map(|c| CourierOverview {
+            id: c.id.clone(),
+            zone: c.zone.clone(),
+            capacity: c.capacity,
+        })
+        .collect();
+    Ok(Json(Overview {
+        factories,
+        couriers,
+        orders_by_state,
+        at_risk,
+        faults,
+        held_jobs,
+        outbox_backlog,
+        outbox_oldest_age_seconds,
+        generated_at: super::views::rfc3339(now),
+    }))
 }

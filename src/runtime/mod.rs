@@ -366,6 +366,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             wakers: wakers.clone(),
             refusals: Default::default(),
             behaviour: supervisor::Behaviour::of(profile),
+            protocol: profile.protocol.as_str(),
         };
         let span = info_span!("supervisor", machine.id = %machine.id, factory.id = %machine.factory, adapter = profile.protocol.as_str());
         work.spawn(supervisor.run(facts).instrument(span));

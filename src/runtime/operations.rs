@@ -27,6 +27,14 @@ pub enum HeldDecision {
 }
 
 impl Runtime {
+    /// Follows what people watch: the value moves after every change the
+    /// runtime makes or records (see `Wakers::changed`). Only the latest
+    /// value is kept, so a reader sees "something changed since", not each
+    /// change.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.wakers.watch_changes()
+    }
+
     /// Pauses, resumes, or starts or ends maintenance of a machine; a mode
     /// that takes no jobs hands its queued jobs back to the planner, in the
     /// same transaction.

@@ -109,6 +109,8 @@ struct Session {
     /// The last command whose effect is awaited. A lost connection ends the
     /// wait (after the reconnect the machine is read afresh).
     awaiting: Option<Awaiting>,
+    /// The machine state last recorded, to tell watchers when it moves.
+    recorded: Option<MachineState>,
 }
 
 /// Starts refused in a row before the machine is put in maintenance.
@@ -126,6 +128,8 @@ pub struct Supervisor {
     pub refusals: AtomicU32,
     /// What the machine's profile says about it.
     pub behaviour: Behaviour,
+    /// Its profile's protocol (`modbus`, `mqtt`), a metrics label.
+    pub protocol: &'static str,
 }
 
 /// The driver's facts while a command to it is in flight.
@@ -158,7 +162,7 @@ impl InFlight<'_> {
 
 fn note(lost: &mut Option<String>, fact: MachineFact) {
     match fact {
-        MachineFact::Disconnected { error } => *lost = Some(error),
+        MachineFact::Disconnected { error, .. } => *lost = Some(error),
         MachineFact::Connected => *lost = None,
         MachineFact::Status(_) | MachineFact::ReadFailed { .. } => {}
     }
@@ -228,11 +232,15 @@ impl Supervisor {
                     }
                     result.map(|_| ())
                 }
-                MachineFact::ReadFailed { error } => {
+                MachineFact::ReadFailed { error, reason } => {
+                    metrics::counter!("fabflow_machine_errors_total", "protocol" => self.protocol, "kind" => "read", "reason" => reason)
+                        .increment(1);
                     warn!(error = %error, "machine status unreadable");
                     Ok(())
                 }
-                MachineFact::Disconnected { error } => {
+                MachineFact::Disconnected { error, reason } => {
+                    metrics::counter!("fabflow_machine_errors_total", "protocol" => self.protocol, "kind" => "connection", "reason" => reason)
+                        .increment(1);
                     debug!(error = %error, "machine disconnected");
                     session.awaiting = None;
                     self.on_lost(&mut wake).await
@@ -294,6 +302,10 @@ impl Supervisor {
                 now,
             )
             .await?;
+        if session.recorded != Some(state) {
+            session.recorded = Some(state);
+            self.wakers.changed();
+        }
         // The machine's queue, read once per report.
         let queue = self.store.machine_queue(&self.machine).await?;
         let held = self.reconcile(&status, &queue, session, wake).await?;
@@ -444,6 +456,7 @@ impl Supervisor {
             if let Some((good, scrap)) = progressed(shown, token, job.state, (job.good, job.scrap))
             {
                 self.store.record_progress(token, good, scrap).await?;
+                self.wakers.changed();
             }
             let input = reconcile(shown, token, job.state, start);
             match input {
@@ -488,6 +501,11 @@ impl Supervisor {
             Ok(moved) => {
                 info!(job.token = %token, order.id = %moved.job.order_id, from = %moved.from, to = %moved.job.state, "job {}", moved.job.state);
                 metrics::counter!("fabflow_job_transitions_total", "to" => moved.job.state.as_str()).increment(1);
+                if moved.job.state == JobState::Done {
+                    // Domain seconds from the job's creation to its last unit.
+                    let took = (self.clock.now_ms() - moved.job.created_ms).max(0) as f64 / 1000.0;
+                    metrics::histogram!("fabflow_job_completion_seconds").record(took);
+                }
                 *wake |= Wake::job_moved(&moved);
                 Ok(Some(moved.job.state))
             }
@@ -621,6 +639,9 @@ impl Supervisor {
             Ok(()) => {
                 self.refusals.store(0, Ordering::Relaxed);
                 metrics::counter!("fabflow_jobs_dispatched_total").increment(1);
+                // Domain seconds from the job's creation to its start.
+                let waited = (self.clock.now_ms() - job.created_ms).max(0) as f64 / 1000.0;
+                metrics::histogram!("fabflow_job_dispatch_seconds").record(waited);
                 info!(job.token = %token, order.id = %job.order_id, "job started on machine");
             }
             Err(err) if err.device_code().is_some() => {

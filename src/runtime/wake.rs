@@ -6,7 +6,7 @@
 use crate::domain::JobState;
 use crate::store::{JobTransition, ModeChange};
 use std::sync::Arc;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// What a change calls for. Combine several with `|`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -89,10 +89,18 @@ pub struct Wakers {
     webhooks: Arc<Notify>,
     /// Wakes every zone's waves for a re-plan now (a courier dropped out).
     replan: Arc<Notify>,
+    /// Counts changes people watch (every wake-up, a machine's recorded
+    /// state, a running job's counts), for the dashboard's event stream. A
+    /// watch keeps only the latest value: a slow reader skips to now, never
+    /// blocks a writer. Nothing to close: readers end with their requests.
+    changes: Arc<watch::Sender<u64>>,
 }
 
 impl Wakers {
     pub fn wake(&self, wake: Wake) {
+        if wake != Wake::NONE {
+            self.changed();
+        }
         if wake.scheduler {
             self.scheduler.notify_one();
         }
@@ -100,6 +108,18 @@ impl Wakers {
             self.outbox.notify_one();
             self.webhooks.notify_one();
         }
+    }
+
+    /// Marks that something people watch changed (what a wake-up does not
+    /// cover: a machine's recorded state, a running job's counts).
+    pub fn changed(&self) {
+        self.changes
+            .send_modify(|count| *count = count.wrapping_add(1));
+    }
+
+    /// Follows the change count (see [`Wakers::changed`]).
+    pub fn watch_changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Asks every zone's waves to plan now rather than at their next cron
@@ -139,5 +159,16 @@ mod tests {
         assert_eq!(Wake::NONE | Wake::OUTBOX, Wake::OUTBOX);
         assert_eq!(Wake::unscheduled(0), Wake::NONE);
         assert_eq!(Wake::unscheduled(2), Wake::SCHEDULER);
+    }
+
+    #[test]
+    fn every_wake_up_and_each_marked_change_moves_the_change_count() {
+        let wakers = Wakers::default();
+        let changes = wakers.watch_changes();
+        wakers.wake(Wake::NONE);
+        assert_eq!(*changes.borrow(), 0);
+        wakers.wake(Wake::SCHEDULER);
+        wakers.changed();
+        assert_eq!(*changes.borrow(), 2);
     }
 }

@@ -345,6 +345,32 @@ impl Store {
     /// A courier's stops that are planned, done, locked or failed (not
     /// missed), in route order, with
     /// their orders' customer name and deadline.
+    /// Per courier, the stops still planned and, of those, the drop-offs
+    /// planned to arrive after their order's deadline (metrics).
+    pub async fn courier_plan_counts(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (i64, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT h.courier, COUNT(*) AS planned, \
+             CAST(SUM(CASE WHEN h.kind = 'dropoff' AND h.eta_ms > o.deadline_ms THEN 1 ELSE 0 END) AS BIGINT) AS late \
+             FROM handoffs h JOIN orders o ON o.id = h.order_id \
+             WHERE h.state = 'planned' GROUP BY h.courier",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        let mut counts = std::collections::HashMap::new();
+        for row in rows {
+            counts.insert(
+                row.try_get::<String, _>("courier")?,
+                (
+                    row.try_get::<i64, _>("planned")?,
+                    row.try_get::<Option<i64>, _>("late")?.unwrap_or(0),
+                ),
+            );
+        }
+        Ok(counts)
+    }
+
     pub async fn courier_schedule(&self, courier: &str) -> Result<Vec<ScheduledStop>, StoreError> {
         let columns: Vec<String> = HANDOFF_COLUMNS
             .split(", ")

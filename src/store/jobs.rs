@@ -772,6 +772,21 @@ impl Store {
         Ok(loads)
     }
 
+    /// Counts jobs per state (metrics, read at every scrape).
+    pub async fn job_counts(&self) -> Result<std::collections::HashMap<JobState, i64>, StoreError> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(self.reader())
+            .await?;
+        let mut counts = std::collections::HashMap::new();
+        for row in rows {
+            counts.insert(
+                parse(&row.try_get::<String, _>("state")?)?,
+                row.try_get::<i64, _>("n")?,
+            );
+        }
+        Ok(counts)
+    }
+
     /// Work still ahead of each machine, in seconds at nominal speed: the
     /// units not yet reported good of every job scheduled, dispatched,
     /// running or held on it, times the job's seconds per unit.

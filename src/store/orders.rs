@@ -214,6 +214,53 @@ impl Store {
         Ok(counts)
     }
 
+    /// Counts orders per factory and state (the dashboard's overview, scoped
+    /// by the caller's factories).
+    pub async fn order_counts_by_factory(
+        &self,
+    ) -> Result<Vec<(String, OrderState, i64)>, StoreError> {
+        let rows =
+            sqlx::query("SELECT factory, state, COUNT(*) AS n FROM orders GROUP BY factory, state")
+                .fetch_all(self.reader())
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<String, _>("factory")?,
+                    parse(&row.try_get::<String, _>("state")?)?,
+                    row.try_get::<i64, _>("n")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Orders flagged at risk that are still on their way to the customer
+    /// (accepted, in production, ready, out for delivery), earliest deadline
+    /// first, at most `limit`.
+    pub async fn at_risk_orders(&self, limit: i64) -> Result<Vec<OrderRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders WHERE at_risk IS NOT NULL \
+             AND state IN ('accepted', 'in_production', 'ready', 'out_for_delivery') \
+             ORDER BY deadline_ms, id LIMIT $1"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter().map(order_from_row).collect()
+    }
+
+    /// How many orders still on their way are flagged at risk (metrics).
+    pub async fn at_risk_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM orders WHERE at_risk IS NOT NULL \
+             AND state IN ('accepted', 'in_production', 'ready', 'out_for_delivery')",
+        )
+        .fetch_one(self.reader())
+        .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Cancels an order and its jobs that have not reached a machine. An order
     /// with a job on a machine cannot be cancelled (that job is being made).
     pub async fn cancel_order(

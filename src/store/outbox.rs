@@ -59,6 +59,15 @@ impl Store {
             .await?;
         Ok(row.try_get("n")?)
     }
+
+    /// When the oldest unpublished event was written (domain ms), if any.
+    pub async fn outbox_oldest_unpublished(&self) -> Result<Option<i64>, StoreError> {
+        let row =
+            sqlx::query("SELECT MIN(created_ms) AS oldest FROM outbox WHERE published_ms IS NULL")
+                .fetch_one(self.reader())
+                .await?;
+        Ok(row.try_get("oldest")?)
+    }
 }
 
 /// An event as a consumer reads it from the log.
