@@ -11,6 +11,7 @@
 mod demand;
 mod handoffs;
 mod jobs;
+mod leases;
 mod machines;
 mod mqtt_users;
 mod orders;
@@ -27,6 +28,7 @@ pub use handoffs::{
     ScheduledStop, WaveOrder,
 };
 pub use jobs::{CounterBaseline, JobFilter, JobRecord, JobTransition, SchedulableJob};
+pub use leases::{Fence, Lease, SqliteLock};
 pub use machines::{MachineRecord, MachineSpec, ModeChange};
 pub use mqtt_users::MqttUserRecord;
 pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord, Promise};
@@ -63,6 +65,13 @@ pub enum StoreError {
     /// A stored value that does not parse: a broken invariant of ours.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A fenced write whose lease is no longer this daemon's (another owner,
+    /// a newer epoch, or expired): nothing was written.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// The database file is another daemon's (SQLite serves one daemon).
+    #[error("{0}")]
+    InUse(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,13 +88,28 @@ pub struct Store {
     /// Readers; on PostgreSQL the same pool as `write`.
     read: AnyPool,
     backend: Backend,
+    /// SQLite: the exclusive lock on the file's sidecar `.lock`, held until
+    /// [`Store::close`] (or the last clone is dropped, or the process ends).
+    lock: Option<std::sync::Arc<std::sync::Mutex<Option<SqliteLock>>>>,
+    /// Set on a fenced handle ([`Store::fenced`]): every write transaction
+    /// first checks that this lease is still held at this epoch.
+    fence: Option<std::sync::Arc<Fence>>,
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `url`.
+    /// Opens (creating if needed) and migrates the database at `url`, as
+    /// this process (see [`Store::connect_as`]).
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_as(url, &format!("pid {}", std::process::id())).await
+    }
+
+    /// Opens (creating if needed) and migrates the database at `url`. A
+    /// SQLite file is locked for this daemon (`holder` names it in the
+    /// message another daemon gets): a second daemon on the same file is
+    /// refused with [`StoreError::InUse`].
+    pub async fn connect_as(url: &str, holder: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let rest = rest.trim_start_matches("//");
@@ -102,12 +126,18 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url)?;
         let store = match backend {
             Backend::Sqlite => {
+                let lock = match leases::sqlite_file(&url) {
+                    Some(path) => Some(SqliteLock::acquire(&path, holder)?),
+                    None => None,
+                };
                 let write = sqlite_pool(1).connect_with(options.clone()).await?;
                 let read = sqlite_pool(4).connect_with(options).await?;
                 Store {
                     write,
                     read,
                     backend,
+                    lock: lock.map(|lock| std::sync::Arc::new(std::sync::Mutex::new(Some(lock)))),
+                    fence: None,
                 }
             }
             Backend::Postgres => {
@@ -120,6 +150,8 @@ impl Store {
                     write: pool.clone(),
                     read: pool,
                     backend,
+                    lock: None,
+                    fence: None,
                 }
             }
         };
@@ -133,11 +165,20 @@ impl Store {
 
     /// A write transaction: `BEGIN IMMEDIATE` on SQLite, so a read-then-write
     /// never fails with "database is locked" on the upgrade.
+    ///
+    /// On a fenced handle the transaction starts by checking the lease
+    /// (owner, epoch, not expired on the database clock; on PostgreSQL the
+    /// lease row is locked `FOR SHARE` until the end, so a take-over waits
+    /// for it): a daemon that lost the lease commits nothing.
     pub(crate) async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        Ok(match self.backend {
+        let mut tx = match self.backend {
             Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.write.begin().await?,
-        })
+        };
+        if let Some(fence) = &self.fence {
+            leases::check_fence(&mut tx, self.backend, fence).await?;
+        }
+        Ok(tx)
     }
 
     pub(crate) fn reader(&self) -> &AnyPool {
@@ -147,6 +188,12 @@ impl Store {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+        if let Some(lock) = &self.lock
+            && let Ok(mut held) = lock.lock()
+        {
+            // Dropping the file releases the lock for the next daemon.
+            held.take();
+        }
     }
 
     pub async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {
