@@ -319,7 +319,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
     };
     let broker_address = mqtt::BrokerAddress::from_config(&config.mqtt, embedded.as_ref())?;
     info!(mqtt = %broker_address.url(), embedded = embedded.is_some(), "MQTT broker");
-    register_machines(&store, &network, clock).await?;
+    register_machines(&store, &network, clock, single).await?;
 
     let intake_stop = CancellationToken::new();
     let work_stop = CancellationToken::new();
@@ -632,7 +632,14 @@ fn start_machines(
 
 /// Records the configured machines; machines no longer configured are
 /// retired (offline, their jobs planned again).
-async fn register_machines(store: &Store, network: &Network, clock: Clock) -> anyhow::Result<()> {
+/// With several daemons (`single` false) the machines keep their recorded
+/// state: another daemon may be driving them.
+async fn register_machines(
+    store: &Store,
+    network: &Network,
+    clock: Clock,
+    single: bool,
+) -> anyhow::Result<()> {
     let specs: Vec<MachineSpec> = network
         .machines
         .iter()
@@ -652,7 +659,13 @@ async fn register_machines(store: &Store, network: &Network, clock: Clock) -> an
                 .unwrap_or_else(|| profile.materials.clone()),
         })
         .collect();
-    store.register_machines(&specs, clock.now_ms()).await?;
+    if single {
+        store.register_machines(&specs, clock.now_ms()).await?;
+    } else {
+        store
+            .register_shared_machines(&specs, clock.now_ms())
+            .await?;
+    }
     let configured: Vec<MachineId> = specs.iter().map(|spec| spec.id.clone()).collect();
     for machine in store
         .retire_unconfigured(&configured, clock.now_ms())
