@@ -261,3 +261,194 @@ async fn a_killed_daemons_factories_are_taken_over_and_every_order_delivered() {
     beta.stop().await;
     fleet.shutdown().await;
 }
+
+/// A TCP proxy in front of PostgreSQL whose link can be cut: while cut,
+/// bytes either way are swallowed (a silent network, no reset); once
+/// restored, the connections that lived through the cut are closed.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    /// (cut now, generation): every cut and restore is a new generation.
+    state: tokio::sync::watch::Sender<(bool, u64)>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Proxy {
+        let listener = support::listener().await;
+        let addr = listener.local_addr().expect("proxy address");
+        let (state, _) = tokio::sync::watch::channel((false, 0u64));
+        let watch = state.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                tokio::spawn(pipe(client, server, watch.subscribe()));
+            }
+        });
+        Proxy { addr, state }
+    }
+
+    fn set(&self, cut: bool) {
+        self.state.send_modify(|(now, generation)| {
+            *now = cut;
+            *generation += 1;
+        });
+    }
+}
+
+async fn pipe(
+    mut client: tokio::net::TcpStream,
+    mut server: tokio::net::TcpStream,
+    state: tokio::sync::watch::Receiver<(bool, u64)>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let born = state.borrow().1;
+    let (mut up, mut down) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    loop {
+        let (cut, generation) = *state.borrow();
+        if !cut && generation != born {
+            return; // lived through a cut: closed, as a real outage would
+        }
+        tokio::select! {
+            read = client.read(&mut up) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if !state.borrow().0 && server.write_all(&up[..n]).await.is_err() { return },
+            },
+            read = server.read(&mut down) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => if !state.borrow().0 && client.write_all(&down[..n]).await.is_err() { return },
+            },
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_daemon_cut_off_from_the_database_stops_driving_before_its_factories_are_taken_over() {
+    let base = match std::env::var("FABFLOW_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            eprintln!(
+                "cluster: PostgreSQL link-cut test skipped (set FABFLOW_TEST_POSTGRES_URL to run it)"
+            );
+            return;
+        }
+    };
+    let url = fresh_database(&base).await;
+    // postgres://user@host:port/db: the proxy stands in for host:port.
+    let (scheme_user, rest) = url.split_once('@').expect("user@host in the URL");
+    let (target, database) = rest.split_once('/').expect("host:port/database");
+    let proxy = Proxy::start(target.to_string()).await;
+    let proxied = format!("{scheme_user}@{}/{database}", proxy.addr);
+
+    let scale = 600.0;
+    let n_orders = 30;
+    let (lease_ms, margin_ms) = (6_000, 2_500);
+    let fleet = support::fleet(11, scale).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = |id: &str, url: &str| {
+        let mut config = support::config(&fleet, &dir.path().join("unused.db"), scale);
+        config.database.url = url.to_string();
+        config.cluster.daemon_id = Some(id.into());
+        config.cluster.lease_ms = lease_ms;
+        config.cluster.renew_interval_ms = 1_000;
+        config.cluster.renew_margin_ms = margin_ms;
+        config
+    };
+    let alpha = Running::start(config("alpha", &proxied)).await;
+    let beta = Running::start(config("beta", &url)).await;
+    let store = beta.daemon.store.clone();
+    let owners = || async {
+        let now = store.db_now_ms().await.expect("db clock");
+        store
+            .leases()
+            .await
+            .expect("leases")
+            .into_iter()
+            .filter(|lease| lease.expires_ms > now)
+            .map(|lease| (lease.name, lease.owner))
+            .collect::<Vec<_>>()
+    };
+    let spread = |owners: &[(String, String)]| {
+        owners.len() == 4
+            && owners.iter().filter(|(_, o)| o == "alpha").count() == 2
+            && owners.iter().filter(|(_, o)| o == "beta").count() == 2
+    };
+    // Spread on the database, and alpha's own view agrees.
+    wait_for(
+        "leases spread over both daemons",
+        Duration::from_secs(60),
+        || async {
+            (spread(&owners().await) && alpha.daemon.leases.names().len() == 2).then_some(())
+        },
+    )
+    .await;
+
+    let brand_token = beta.token(Role::Brand, "cluster-brand").await;
+    let brand = Api::new(beta.base.clone(), brand_token.clone());
+    let orders = fabflow_sim::generate_orders(23, n_orders, &SKUS, BBOX);
+    let report = fabflow_sim::fire(&beta.base, &brand_token, orders, 8).await;
+    assert_eq!(
+        report.accepted,
+        n_orders,
+        "rejected: {:?}",
+        report.rejected.first()
+    );
+    wait_for("production under way", Duration::from_secs(120), || async {
+        let orders = brand.all_orders().await;
+        let done = orders.iter().filter(|o| support::is_produced(o)).count();
+        (done >= 3 && done < n_orders).then_some(())
+    })
+    .await;
+
+    // Cut alpha off. It must stop driving (no lease valid on its side)
+    // before beta holds alpha's leases on the database.
+    proxy.set(true);
+    let cut = Instant::now();
+    let mut stopped = None;
+    let taken = loop {
+        if stopped.is_none() && alpha.daemon.leases.names().is_empty() {
+            stopped = Some(cut.elapsed());
+        }
+        let owners = owners().await;
+        if owners.len() == 4 && owners.iter().all(|(_, o)| o == "beta") {
+            break cut.elapsed();
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(60),
+            "no take-over: {owners:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let stopped = stopped.expect("the cut-off daemon stopped driving before the take-over");
+    eprintln!(
+        "link cut: alpha stopped driving after {:.2} s, beta took over after {:.2} s (lease_ms {lease_ms}, renew_margin_ms {margin_ms})",
+        stopped.as_secs_f64(),
+        taken.as_secs_f64()
+    );
+    assert!(stopped < taken);
+
+    // The link back: alpha returns, and its share of the leases moves back.
+    proxy.set(false);
+    let restored = Instant::now();
+    wait_for(
+        "leases moved back to alpha",
+        Duration::from_secs(60),
+        || async { spread(&owners().await).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "link restored: leases spread again after {:.1} s",
+        restored.elapsed().as_secs_f64()
+    );
+
+    support::wait_all_produced(&brand, n_orders, Duration::from_secs(300)).await;
+    assert_eq!(
+        fleet.duplicate_starts(),
+        Vec::<(String, u32)>::new(),
+        "no job token started twice"
+    );
+    alpha.stop().await;
+    beta.stop().await;
+    fleet.shutdown().await;
+}

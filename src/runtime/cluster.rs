@@ -148,6 +148,36 @@ impl LeaseCheck {
 pub type StartFactory =
     Arc<dyn Fn(&str, Fence, CancellationToken, &mut JoinSet<()>) + Send + Sync + 'static>;
 
+/// What runs under the held factory leases, and what is still stopping.
+#[derive(Default)]
+struct Units {
+    running: HashMap<String, Unit>,
+    /// Units being stopped (and then their leases released), in the
+    /// background: a slow stop never holds up the renewal of other leases.
+    /// Awaited at shutdown.
+    stopping: JoinSet<()>,
+}
+
+impl Units {
+    /// Stops the unit under `name` in the background, then releases the
+    /// lease if `release` is given (a hand-over: the next owner need not
+    /// wait for expiry).
+    fn stop(&mut self, name: &str, release: Option<(Store, Fence)>) {
+        let unit = self.running.remove(name);
+        let name = name.to_string();
+        self.stopping.spawn(async move {
+            if let Some(unit) = unit {
+                stop_unit(&name, unit).await;
+            }
+            if let Some((store, fence)) = release
+                && let Err(err) = store.release_lease(&fence).await
+            {
+                warn!(lease = %name, error = %err, "releasing the lease failed; it expires by itself");
+            }
+        });
+    }
+}
+
 /// What runs under one held factory lease.
 struct Unit {
     /// Stops the factory's drivers (their supervisors end with them) and
@@ -171,9 +201,11 @@ pub struct Coordinator {
 
 impl Coordinator {
     pub async fn run(self, cancel: CancellationToken) {
-        let mut units: HashMap<String, Unit> = HashMap::new();
+        let mut units = Units::default();
         loop {
             self.tick(&mut units, &cancel).await;
+            // Reap the stops that ended.
+            while units.stopping.try_join_next().is_some() {}
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(self.timings.renew_interval) => {}
@@ -181,9 +213,10 @@ impl Coordinator {
         }
         // Stop driving first, then let the leases go and leave, so the
         // other daemons take over at once rather than after expiry.
-        for (name, unit) in units.drain() {
+        for (name, unit) in units.running.drain() {
             stop_unit(&name, unit).await;
         }
+        while units.stopping.join_next().await.is_some() {}
         for held in self.holdings.held() {
             self.holdings.remove(&held.fence.lease);
             if let Err(err) = self.store.release_lease(&held.fence).await {
@@ -211,7 +244,7 @@ impl Coordinator {
         }
     }
 
-    async fn tick(&self, units: &mut HashMap<String, Unit>, cancel: &CancellationToken) {
+    async fn tick(&self, units: &mut Units, cancel: &CancellationToken) {
         let lease_ms = self.timings.lease_ms();
         if !self.single
             && let Err(err) = self
@@ -226,7 +259,7 @@ impl Coordinator {
             if held.valid_until <= Instant::now() {
                 // Run out here: its machines were stopped. Only a new take,
                 // at a new epoch, starts them again.
-                self.drop_lease(&name, units).await;
+                self.drop_lease(&name, units, false);
                 continue;
             }
             let sent = Instant::now();
@@ -239,12 +272,12 @@ impl Coordinator {
                     .set(held.fence, self.timings.valid_until(sent)),
                 Ok(false) => {
                     warn!(lease = %name, epoch = held.fence.epoch, "lease lost; stopping what it covers");
-                    self.drop_lease(&name, units).await;
+                    self.drop_lease(&name, units, false);
                 }
                 Err(err) => {
                     if held.valid_until <= Instant::now() {
                         warn!(lease = %name, error = %err, "lease not renewed in time; stopped driving");
-                        self.drop_lease(&name, units).await;
+                        self.drop_lease(&name, units, false);
                     } else {
                         warn!(lease = %name, error = %err, "lease renewal failed; retrying");
                     }
@@ -281,14 +314,17 @@ impl Coordinator {
                     Ok(Some(fence)) => {
                         info!(lease = %name, epoch = fence.epoch, "lease taken");
                         metrics::counter!("fabflow_leases_taken_total").increment(1);
-                        // Whatever ran under an older epoch is gone first.
-                        if let Some(unit) = units.remove(name) {
-                            stop_unit(name, unit).await;
+                        // Whatever ran under an older epoch is stopping
+                        // (it can neither commit nor command any more).
+                        if units.running.contains_key(name) {
+                            units.stop(name, None);
                         }
                         self.holdings
                             .set(fence.clone(), self.timings.valid_until(sent));
                         if let Some(factory) = name.strip_prefix("factory/") {
-                            units.insert(name.clone(), self.start_unit(factory, fence));
+                            units
+                                .running
+                                .insert(name.clone(), self.start_unit(factory, fence));
                         }
                     }
                     Ok(None) => debug!(lease = %name, "lease still held by another daemon"),
@@ -296,33 +332,33 @@ impl Coordinator {
                 }
             } else if !mine && held {
                 info!(lease = %name, "lease falls to another daemon; handing it over");
-                if let Some(fence) = self.drop_lease(name, units).await
-                    && let Err(err) = self.bounded(self.store.release_lease(&fence)).await
-                {
-                    warn!(lease = %name, error = %err, "releasing the lease failed; it expires by itself");
-                }
+                self.drop_lease(name, units, true);
             }
         }
         // A unit whose lease is no longer valid here (its watchdog stopped
         // it) is cleaned up; the lease may be taken again, at a new epoch.
         let stale: Vec<String> = units
+            .running
             .iter()
             .filter(|(name, unit)| self.holdings.fence(name).is_none() || unit.stop.is_cancelled())
             .map(|(name, _)| name)
             .cloned()
             .collect();
         for name in stale {
-            self.drop_lease(&name, units).await;
+            self.drop_lease(&name, units, false);
         }
     }
 
-    /// Forgets a lease and stops what runs under it; returns its fence.
-    async fn drop_lease(&self, name: &str, units: &mut HashMap<String, Unit>) -> Option<Fence> {
+    /// Forgets a lease at once (nothing here acts on it any more) and
+    /// stops what runs under it in the background; with `release`, the
+    /// lease is given up once that has stopped.
+    fn drop_lease(&self, name: &str, units: &mut Units, release: bool) {
         let fence = self.holdings.remove(name);
-        if let Some(unit) = units.remove(name) {
-            stop_unit(name, unit).await;
-        }
-        fence
+        let release = match fence {
+            Some(fence) if release => Some((self.store.clone(), fence)),
+            _ => None,
+        };
+        units.stop(name, release);
     }
 
     fn start_unit(&self, factory: &str, fence: Fence) -> Unit {

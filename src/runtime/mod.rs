@@ -263,6 +263,9 @@ pub struct Runtime {
     pub store: Store,
     pub clock: Clock,
     pub network: Arc<Network>,
+    /// The leases this daemon holds: which factories it drives and which
+    /// zones' waves it plans (all of them on SQLite).
+    pub leases: Arc<cluster::Holdings>,
     /// Submits orders to the group-commit task; closed by [`Shutdown`].
     intake: Intake,
     /// Wakes the scheduler and the outbox publisher after a change.
@@ -527,6 +530,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             store: store.clone(),
             clock,
             network,
+            leases: holdings,
             intake,
             wakers,
             webhooks: Arc::new(webhook_settings),

@@ -41,7 +41,7 @@ pub use webhooks::{
 };
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Executor, Row, Transaction};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -96,6 +96,13 @@ pub struct Store {
     fence: Option<std::sync::Arc<Fence>>,
 }
 
+/// PostgreSQL ends a session idle inside a transaction this long
+/// (milliseconds), releasing its locks: our transactions never wait on
+/// anything but the database inside, so only a daemon cut off or frozen
+/// mid-transaction reaches it. Below the shortest `cluster.lease_ms` that
+/// makes sense, so a take-over is never held up much longer than the lease.
+pub const PG_IDLE_IN_TRANSACTION_MS: u64 = 5_000;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 impl Store {
@@ -144,6 +151,20 @@ impl Store {
                 let pool = AnyPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            // A daemon cut off mid-transaction (a silent
+                            // network) would hold its row locks (the event
+                            // counter, a lease row) until TCP gives up,
+                            // hours later, and stall every other daemon:
+                            // the server ends such a session instead.
+                            conn.execute(AssertSqlSafe(format!(
+                                "SET idle_in_transaction_session_timeout = {PG_IDLE_IN_TRANSACTION_MS}"
+                            )))
+                            .await?;
+                            Ok(())
+                        })
+                    })
                     .connect_with(options)
                     .await?;
                 Store {
