@@ -1011,6 +1011,7 @@ fn shape_problems(text: &str) -> Vec<String> {
             "mqtt" => check::<MqttConfig>(value),
             "intake" => check::<IntakeConfig>(value),
             "scheduler" => check::<SchedulerConfig>(value),
+            "cluster" => check::<ClusterConfig>(value),
             "webhooks" => check::<WebhooksConfig>(value),
             "forecasts" => check::<ForecastsConfig>(value),
             "handoffs" => check::<HandoffsConfig>(value),
@@ -1075,6 +1076,39 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cluster_timings_must_let_a_daemon_stop_before_its_lease_expires() {
+        let ok = super::Config::parse(
+            "[cluster]\ndaemon_id = \"a\"\nlease_ms = 5000\nrenew_interval_ms = 1000\nrenew_margin_ms = 1500\n",
+            "t.toml",
+        )
+        .expect("valid");
+        assert_eq!(ok.cluster.daemon_id(), "a");
+        let err = super::Config::parse(
+            "[cluster]\nlease_ms = 4000\nrenew_interval_ms = 1500\nrenew_margin_ms = 4000\n",
+            "t.toml",
+        )
+        .expect_err("invalid");
+        let keys: Vec<&str> = err
+            .problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            keys,
+            ["cluster.renew_margin_ms", "cluster.renew_interval_ms"],
+            "{err}"
+        );
+        // A wrong key in [cluster] is reported with its place.
+        let err = super::Config::parse("[cluster]\nlease = 5\n", "t.toml").expect_err("key");
+        assert!(err.problems[0].starts_with("cluster"), "{err}");
+        // Defaults: a take-over within lease_ms + renew_interval_ms <= 20 s.
+        let defaults = super::ClusterConfig::default();
+        assert!(defaults.lease_ms + defaults.renew_interval_ms <= 20_000);
+        assert!(defaults.problems().is_empty());
+        assert!(!defaults.daemon_id().is_empty());
+    }
+
     #[test]
     fn wrong_keys_and_types_are_reported_together_with_their_places() {
         let text = "time_scale = \"fast\"\ncolour = 1\n[http]\nlisten = \"127.0.0.1:8080\"\nmax_body_bytes = 1024\nmax_conections = 5\n\
