@@ -370,10 +370,7 @@ impl Coordinator {
         let holdings = Arc::clone(&self.holdings);
         let watched = stop.clone();
         tasks.spawn(async move {
-            loop {
-                let Some(until) = holdings.valid_until(&fence.lease, fence.epoch) else {
-                    break;
-                };
+            while let Some(until) = holdings.valid_until(&fence.lease, fence.epoch) {
                 if until <= Instant::now() {
                     warn!(lease = %fence.lease, epoch = fence.epoch, "lease ran out before it was renewed; stopping its machines");
                     metrics::counter!("fabflow_leases_expired_total").increment(1);
