@@ -202,14 +202,17 @@ pub struct Coordinator {
 impl Coordinator {
     pub async fn run(self, cancel: CancellationToken) {
         let mut units = Units::default();
+        // Rounds start every renew_interval, however long one took.
+        let mut rounds = tokio::time::interval(self.timings.renew_interval);
+        rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = rounds.tick() => {}
+            }
             self.tick(&mut units, &cancel).await;
             // Reap the stops that ended.
             while units.stopping.try_join_next().is_some() {}
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(self.timings.renew_interval) => {}
-            }
         }
         // Stop driving first, then let the leases go and leave, so the
         // other daemons take over at once rather than after expiry.
@@ -253,20 +256,27 @@ impl Coordinator {
         {
             warn!(error = %err, "heartbeat failed");
         }
-        // Renew what is held; what cannot be renewed is stopped.
+        // Renew what is held, all at once (one slow row never delays the
+        // others past their margin); what cannot be renewed is stopped.
+        let mut renewals = Vec::new();
         for held in self.holdings.held() {
-            let name = held.fence.lease.clone();
             if held.valid_until <= Instant::now() {
                 // Run out here: its machines were stopped. Only a new take,
                 // at a new epoch, starts them again.
-                self.drop_lease(&name, units, false);
+                self.drop_lease(&held.fence.lease, units, false);
                 continue;
             }
-            let sent = Instant::now();
-            match self
-                .bounded(self.store.renew_lease(&held.fence, lease_ms))
-                .await
-            {
+            renewals.push(async move {
+                let sent = Instant::now();
+                let result = self
+                    .bounded(self.store.renew_lease(&held.fence, lease_ms))
+                    .await;
+                (held, sent, result)
+            });
+        }
+        for (held, sent, result) in futures::future::join_all(renewals).await {
+            let name = held.fence.lease.clone();
+            match result {
                 Ok(true) => self
                     .holdings
                     .set(held.fence, self.timings.valid_until(sent)),
