@@ -33,6 +33,8 @@ pub struct Config {
     #[serde(default)]
     pub scheduler: SchedulerConfig,
     #[serde(default)]
+    pub cluster: ClusterConfig,
+    #[serde(default)]
     pub webhooks: WebhooksConfig,
     #[serde(default)]
     pub forecasts: ForecastsConfig,
@@ -282,6 +284,86 @@ impl Default for SchedulerConfig {
             planner: Planner::default(),
             plan_budget_ms: default_plan_budget_ms(),
         }
+    }
+}
+
+/// Several daemons on one PostgreSQL database: who this daemon is and how
+/// its leases are timed (docs/architecture.md, "Several daemons"). A
+/// daemon that dies has its factories taken over within about `lease_ms`
+/// plus `renew_interval_ms`; one cut off from the database stops driving
+/// its machines `renew_margin_ms` before its leases can expire.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// This daemon's name among the others (unique per running daemon).
+    /// Default: the host name and the process id.
+    pub daemon_id: Option<String>,
+    /// How long a lease (and a heartbeat) lasts unrenewed, milliseconds.
+    pub lease_ms: u64,
+    /// How often leases and the heartbeat are renewed, milliseconds.
+    pub renew_interval_ms: u64,
+    /// How long before its lease could expire a daemon that could not
+    /// renew stops driving, milliseconds (covers a command in flight and
+    /// clock rate differences).
+    pub renew_margin_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            daemon_id: None,
+            lease_ms: 10_000,
+            renew_interval_ms: 2_000,
+            renew_margin_ms: 3_000,
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The configured daemon id, or `<host>-<pid>`.
+    pub fn daemon_id(&self) -> String {
+        if let Some(id) = &self.daemon_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "fabflow".into());
+        format!("{host}-{}", std::process::id())
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(id) = &self.daemon_id
+            && (id.is_empty() || id.len() > 128 || id.chars().any(char::is_control))
+        {
+            out.push(format!(
+                "cluster.daemon_id: must be 1..=128 printable characters, got {id:?}"
+            ));
+        }
+        if !(1_000..=600_000).contains(&self.lease_ms) {
+            out.push(format!(
+                "cluster.lease_ms: must be 1000..=600000, got {}",
+                self.lease_ms
+            ));
+        }
+        if self.renew_margin_ms < 500 || self.renew_margin_ms >= self.lease_ms {
+            out.push(format!(
+                "cluster.renew_margin_ms: must be 500.. and less than lease_ms ({}), got {}",
+                self.lease_ms, self.renew_margin_ms
+            ));
+        }
+        // At least two renewals fit in the time a lease is valid locally.
+        let valid = self.lease_ms.saturating_sub(self.renew_margin_ms);
+        if self.renew_interval_ms < 100 || self.renew_interval_ms.saturating_mul(2) > valid {
+            out.push(format!(
+                "cluster.renew_interval_ms: must be 100.. and at most half of lease_ms - renew_margin_ms ({valid}), got {}",
+                self.renew_interval_ms
+            ));
+        }
+        out
     }
 }
 
@@ -549,7 +631,7 @@ impl Config {
 
     /// Every problem with the values, each as `key: reason`.
     pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        let mut out = self.cluster.problems();
         let mut problem = |key: String, reason: String| out.push(format!("{key}: {reason}"));
         if !(self.time_scale.is_finite() && (0.001..=100_000.0).contains(&self.time_scale)) {
             problem(
@@ -934,6 +1016,7 @@ fn shape_problems(text: &str) -> Vec<String> {
             "mqtt" => check::<MqttConfig>(value),
             "intake" => check::<IntakeConfig>(value),
             "scheduler" => check::<SchedulerConfig>(value),
+            "cluster" => check::<ClusterConfig>(value),
             "webhooks" => check::<WebhooksConfig>(value),
             "forecasts" => check::<ForecastsConfig>(value),
             "handoffs" => check::<HandoffsConfig>(value),
@@ -998,6 +1081,39 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn cluster_timings_must_let_a_daemon_stop_before_its_lease_expires() {
+        let ok = super::Config::parse(
+            "[cluster]\ndaemon_id = \"a\"\nlease_ms = 5000\nrenew_interval_ms = 1000\nrenew_margin_ms = 1500\n",
+            "t.toml",
+        )
+        .expect("valid");
+        assert_eq!(ok.cluster.daemon_id(), "a");
+        let err = super::Config::parse(
+            "[cluster]\nlease_ms = 4000\nrenew_interval_ms = 1500\nrenew_margin_ms = 4000\n",
+            "t.toml",
+        )
+        .expect_err("invalid");
+        let keys: Vec<&str> = err
+            .problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or(""))
+            .collect();
+        assert_eq!(
+            keys,
+            ["cluster.renew_margin_ms", "cluster.renew_interval_ms"],
+            "{err}"
+        );
+        // A wrong key in [cluster] is reported with its place.
+        let err = super::Config::parse("[cluster]\nlease = 5\n", "t.toml").expect_err("key");
+        assert!(err.problems[0].starts_with("cluster"), "{err}");
+        // Defaults: a take-over within lease_ms + renew_interval_ms <= 20 s.
+        let defaults = super::ClusterConfig::default();
+        assert!(defaults.lease_ms + defaults.renew_interval_ms <= 20_000);
+        assert!(defaults.problems().is_empty());
+        assert!(!defaults.daemon_id().is_empty());
+    }
+
     #[test]
     fn wrong_keys_and_types_are_reported_together_with_their_places() {
         let text = "time_scale = \"fast\"\ncolour = 1\n[http]\nlisten = \"127.0.0.1:8080\"\nmax_body_bytes = 1024\nmax_conections = 5\n\

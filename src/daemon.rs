@@ -26,6 +26,8 @@ pub struct Daemon {
     pub mqtt: BrokerAddress,
     pub store: Store,
     pub clock: Clock,
+    /// The leases this daemon holds now (what it drives and plans).
+    pub leases: std::sync::Arc<runtime::cluster::Holdings>,
     /// Embedded broker users created at this start, with their passwords
     /// (shown once; see [`runtime::Started::mqtt_users`]).
     pub mqtt_users: Vec<runtime::broker::users::NewUser>,
@@ -44,6 +46,7 @@ impl Daemon {
         let started = runtime::start(&config, &profiles).await?;
         let runtime = started.runtime;
         let (store, clock) = (runtime.store.clone(), runtime.clock);
+        let leases = std::sync::Arc::clone(&runtime.leases);
         let state = ApiState::new(runtime, &config.http, metrics_handle());
         let http = listener.local_addr()?;
         let streams_stop = state.streams_stop.clone();
@@ -73,6 +76,7 @@ impl Daemon {
             mqtt: started.broker,
             store,
             clock,
+            leases,
             mqtt_users,
             task,
         })

@@ -302,7 +302,10 @@ fn start_doomed(config: fabflow::config::Config) -> Doomed {
             ready_tx
                 .send((format!("http://{}", daemon.http), brand))
                 .expect("report");
-            std::mem::forget(daemon);
+            // Not stopped: dropped with the runtime below, mid-flight. Its
+            // store handles (and the SQLite file lock) go with its tasks, as
+            // a killed process's go with it.
+            drop(daemon);
         });
         // Block until told to die, then drop every task mid-flight.
         let _ = kill_rx.recv();
@@ -360,6 +363,17 @@ async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice(
             .count();
         doomed.kill.send(()).expect("kill");
         doomed.thread.join().expect("killed");
+        // The runtime's threads drop the dead daemon's tasks in the
+        // background: wait until its file lock is gone with them.
+        let lock_free = || fabflow::store::SqliteLock::acquire(&db, "crash test").is_ok();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !lock_free() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the dead daemon's file lock is never released"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         eprintln!("kill {round}: {produced_at_kill} orders produced, {busy} machines busy");
     }
 

@@ -9,6 +9,7 @@
 
 pub mod broker;
 pub mod clock;
+pub mod cluster;
 pub mod explain;
 pub mod forecasts;
 pub mod intake;
@@ -263,6 +264,9 @@ pub struct Runtime {
     pub store: Store,
     pub clock: Clock,
     pub network: Arc<Network>,
+    /// The leases this daemon holds: which factories it drives and which
+    /// zones' waves it plans (all of them on SQLite).
+    pub leases: Arc<cluster::Holdings>,
     /// Submits orders to the group-commit task; closed by [`Shutdown`].
     intake: Intake,
     /// Wakes the scheduler and the outbox publisher after a change.
@@ -293,9 +297,12 @@ pub struct Started {
 /// accepts connections.
 pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Started> {
     let network = Arc::new(Network::new(config, profiles, "configuration")?);
-    let store = Store::connect(&config.database.url)
+    let daemon_id = config.cluster.daemon_id();
+    let store = Store::connect_as(&config.database.url, &daemon_id)
         .await
         .with_context(|| format!("opening database {}", redact(&config.database.url)))?;
+    let single = store.backend() == crate::store::Backend::Sqlite;
+    info!(daemon.id = %daemon_id, single, "daemon");
     let clock = Clock::load(&store, config.time_scale).await?;
     let (embedded, mqtt_users) = match &config.mqtt {
         MqttConfig::Embedded { listen } => {
@@ -316,7 +323,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
     };
     let broker_address = mqtt::BrokerAddress::from_config(&config.mqtt, embedded.as_ref())?;
     info!(mqtt = %broker_address.url(), embedded = embedded.is_some(), "MQTT broker");
-    register_machines(&store, &network, clock).await?;
+    register_machines(&store, &network, clock, single).await?;
 
     let intake_stop = CancellationToken::new();
     let work_stop = CancellationToken::new();
@@ -326,51 +333,61 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
     let (intake, intake_task) = Intake::start(store.clone(), intake_stop.clone());
 
     let mut work = JoinSet::new();
-    for (machine, profile) in &network.machines {
-        let timeout = Duration::from_millis(machine.request_timeout_ms);
-        let driver = DriverConfig {
-            name: machine.id.clone(),
-            poll_interval: Duration::from_millis(machine.poll_interval_ms),
-            request_timeout: timeout,
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(5),
-        };
-        let (handle, facts) = match (&profile.mqtt, machine.address) {
-            (Some(_), _) => {
-                // The daemon's own login; a stable client id per machine, so
-                // the broker keeps its session (and the reports queued in it)
-                // across reconnects and restarts.
-                let connector = MqttConnector::new(
-                    broker_address.machine_broker(),
-                    Arc::clone(profile),
-                    machine.serial(),
-                    format!("fabflow-machine-{}", machine.id),
-                    timeout,
-                )?;
-                MachineDriver::spawn(driver, connector, work_stop.child_token())
-            }
-            (None, Some(address)) => {
-                let connector = ModbusConnector::new(address, Arc::clone(profile), timeout);
-                MachineDriver::spawn(driver, connector, work_stop.child_token())
-            }
-            (None, None) => anyhow::bail!(
-                "machines.{}.address: required for a Modbus machine",
-                machine.id
-            ),
-        };
-        let supervisor = supervisor::Supervisor {
-            machine: machine.id.clone(),
-            store: store.clone(),
-            clock,
-            handle,
-            wakers: wakers.clone(),
-            refusals: Default::default(),
-            behaviour: supervisor::Behaviour::of(profile),
-            protocol: profile.protocol.as_str(),
-        };
-        let span = info_span!("supervisor", machine.id = %machine.id, factory.id = %machine.factory, adapter = profile.protocol.as_str());
-        work.spawn(supervisor.run(facts).instrument(span));
-    }
+    // The leases this daemon holds; what runs under each checks it.
+    let holdings = Arc::new(cluster::Holdings::default());
+    let start_factory: cluster::StartFactory = {
+        let network = Arc::clone(&network);
+        let broker_address = broker_address.clone();
+        let store = store.clone();
+        let wakers = wakers.clone();
+        let holdings = Arc::clone(&holdings);
+        Arc::new(move |factory, fence, stop, tasks| {
+            start_machines(
+                &network,
+                &broker_address,
+                &store,
+                clock,
+                &wakers,
+                &holdings,
+                factory,
+                fence,
+                &stop,
+                tasks,
+            )
+        })
+    };
+    let lease_names: BTreeSet<String> = network
+        .factories
+        .iter()
+        .map(|f| f.id.0.clone())
+        .chain(network.machines.iter().map(|(m, _)| m.factory.clone()))
+        .map(|factory| cluster::factory_lease(&factory))
+        .collect();
+    let zone_leases: BTreeSet<String> = config
+        .zones
+        .iter()
+        .map(|zone| cluster::zone_lease(&zone.id))
+        .collect();
+    let mut leases: Vec<String> = lease_names.into_iter().collect();
+    leases.extend(zone_leases);
+    let coordinator = cluster::Coordinator {
+        store: store.clone(),
+        daemon: daemon_id.clone(),
+        timings: cluster::Timings {
+            lease: Duration::from_millis(config.cluster.lease_ms),
+            renew_interval: Duration::from_millis(config.cluster.renew_interval_ms),
+            renew_margin: Duration::from_millis(config.cluster.renew_margin_ms),
+        },
+        single,
+        leases,
+        holdings: Arc::clone(&holdings),
+        start_factory,
+    };
+    work.spawn(
+        coordinator
+            .run(work_stop.clone())
+            .instrument(info_span!("cluster", daemon.id = %daemon_id)),
+    );
     let scheduler = scheduler::Scheduler {
         store: store.clone(),
         clock,
@@ -384,6 +401,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             .map(|f| (f.id.0.clone(), f.location))
             .collect(),
         wakers: wakers.clone(),
+        holdings: Arc::clone(&holdings),
     };
     work.spawn(
         scheduler
@@ -419,6 +437,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             factories: factory_locations.clone(),
             schedules: schedules.clone(),
             wakers: wakers.clone(),
+            holdings: Arc::clone(&holdings),
         };
         work.spawn(
             waves
@@ -482,12 +501,16 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
     );
     let outbox_client = mqtt::connect_acknowledged(&broker_address, "outbox", mqtt_stop.clone());
     let outbox_task = tokio::spawn(
-        mqtt::run_outbox(
+        mqtt::run_outbox_as(
             store.clone(),
             clock,
             outbox_client,
             outbox_stop.clone(),
             wakers.clone(),
+            mqtt::OutboxClaim {
+                daemon: daemon_id.clone(),
+                claim_ms: i64::try_from(config.cluster.lease_ms).unwrap_or(i64::MAX),
+            },
         )
         .instrument(info_span!("outbox")),
     );
@@ -508,6 +531,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             store: store.clone(),
             clock,
             network,
+            leases: holdings,
             intake,
             wakers,
             webhooks: Arc::new(webhook_settings),
@@ -531,9 +555,97 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
     })
 }
 
+/// Starts the drivers and supervisors of one factory's machines under its
+/// lease: each supervisor writes through a store fenced by the lease's
+/// epoch and checks the lease before every command; `stop` stops the
+/// drivers (their supervisors end with them).
+#[allow(clippy::too_many_arguments)]
+fn start_machines(
+    network: &Network,
+    broker_address: &mqtt::BrokerAddress,
+    store: &Store,
+    clock: Clock,
+    wakers: &Wakers,
+    holdings: &Arc<cluster::Holdings>,
+    factory: &str,
+    fence: crate::store::Fence,
+    stop: &CancellationToken,
+    tasks: &mut JoinSet<()>,
+) {
+    let fenced = store.fenced(fence.clone());
+    for (machine, profile) in network
+        .machines
+        .iter()
+        .filter(|(m, _)| m.factory == factory)
+    {
+        let timeout = Duration::from_millis(machine.request_timeout_ms);
+        let driver = DriverConfig {
+            name: machine.id.clone(),
+            poll_interval: Duration::from_millis(machine.poll_interval_ms),
+            request_timeout: timeout,
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        };
+        let (handle, facts) = match (&profile.mqtt, machine.address) {
+            (Some(_), _) => {
+                // The daemon's own login; a stable client id per machine, so
+                // the broker keeps its session (and the reports queued in it)
+                // across reconnects, restarts and take-overs.
+                let connector = match MqttConnector::new(
+                    broker_address.machine_broker(),
+                    Arc::clone(profile),
+                    machine.serial(),
+                    format!("fabflow-machine-{}", machine.id),
+                    timeout,
+                ) {
+                    Ok(connector) => connector,
+                    Err(err) => {
+                        tracing::error!(machine.id = %machine.id, error = %err, "machine not driven: its MQTT link cannot be set up");
+                        continue;
+                    }
+                };
+                MachineDriver::spawn(driver, connector, stop.child_token())
+            }
+            (None, Some(address)) => {
+                let connector = ModbusConnector::new(address, Arc::clone(profile), timeout);
+                MachineDriver::spawn(driver, connector, stop.child_token())
+            }
+            (None, None) => {
+                // Network::new refuses this configuration.
+                tracing::error!(machine.id = %machine.id, "machine not driven: no address");
+                continue;
+            }
+        };
+        let supervisor = supervisor::Supervisor {
+            machine: machine.id.clone(),
+            store: fenced.clone(),
+            clock,
+            handle,
+            wakers: wakers.clone(),
+            refusals: Default::default(),
+            behaviour: supervisor::Behaviour::of(profile),
+            protocol: profile.protocol.as_str(),
+            lease: Some(cluster::LeaseCheck {
+                holdings: Arc::clone(holdings),
+                lease: fence.lease.clone(),
+                epoch: fence.epoch,
+            }),
+        };
+        let span = info_span!("supervisor", machine.id = %machine.id, factory.id = %machine.factory, adapter = profile.protocol.as_str(), lease.epoch = fence.epoch);
+        tasks.spawn(supervisor.run(facts).instrument(span));
+    }
+}
+
 /// Records the configured machines; machines no longer configured are
 /// retired (offline, their jobs planned again).
-async fn register_machines(store: &Store, network: &Network, clock: Clock) -> anyhow::Result<()> {
+/// With several daemons (`single` false) the machines keep their recorded
+/// state: another daemon may be driving them.
+async fn register_machines(
+    store: &Store,
+    network: &Network,
+    clock: Clock,
+    single: bool,
+) -> anyhow::Result<()> {
     let specs: Vec<MachineSpec> = network
         .machines
         .iter()
@@ -553,7 +665,13 @@ async fn register_machines(store: &Store, network: &Network, clock: Clock) -> an
                 .unwrap_or_else(|| profile.materials.clone()),
         })
         .collect();
-    store.register_machines(&specs, clock.now_ms()).await?;
+    if single {
+        store.register_machines(&specs, clock.now_ms()).await?;
+    } else {
+        store
+            .register_shared_machines(&specs, clock.now_ms())
+            .await?;
+    }
     let configured: Vec<MachineId> = specs.iter().map(|spec| spec.id.clone()).collect();
     for machine in store
         .retire_unconfigured(&configured, clock.now_ms())

@@ -36,6 +36,10 @@ pub struct Scheduler {
     /// Woken by supervisors and intake when there is new work or a free
     /// machine; wakes the outbox publisher after a round that queued jobs.
     pub wakers: Wakers,
+    /// The leases this daemon holds: it schedules only onto the machines
+    /// of its factories, each factory's jobs in a transaction fenced by
+    /// that factory's lease.
+    pub holdings: std::sync::Arc<crate::runtime::cluster::Holdings>,
 }
 
 impl Scheduler {
@@ -60,7 +64,21 @@ impl Scheduler {
 
     /// One scheduling round; returns how many jobs were queued.
     pub async fn round(&self) -> Result<usize, StoreError> {
-        let jobs = self.store.schedulable_jobs(200).await?;
+        // The factories this daemon drives, with their fences.
+        let held: HashMap<String, crate::store::Fence> = self
+            .holdings
+            .names()
+            .into_iter()
+            .filter_map(|name| {
+                let factory = name.strip_prefix("factory/")?.to_string();
+                Some((factory, self.holdings.fence(&name)?))
+            })
+            .collect();
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let mut jobs = self.store.schedulable_jobs(200).await?;
+        jobs.retain(|job| held.contains_key(job.factory.as_str()));
         if jobs.is_empty() {
             return Ok(0);
         }
@@ -68,6 +86,7 @@ impl Scheduler {
         let machines = self.store.list_machines(None).await?;
         let slots: Vec<MachineSlot> = machines
             .into_iter()
+            .filter(|machine| held.contains_key(machine.factory.as_str()))
             .map(|machine| MachineSlot {
                 queue_len: loads.get(machine.id.as_str()).copied().unwrap_or(0),
                 accepts_jobs: machine.state.accepts_jobs(machine.mode),
@@ -76,6 +95,10 @@ impl Scheduler {
                 capabilities: machine.capabilities,
                 materials: machine.materials,
             })
+            .collect();
+        let factory_of: HashMap<String, String> = slots
+            .iter()
+            .map(|slot| (slot.id.0.clone(), slot.factory.0.clone()))
             .collect();
         let now = self.clock.now_ms();
         let assignments = match self.planner {
@@ -88,7 +111,34 @@ impl Scheduler {
         if assignments.is_empty() {
             return Ok(0);
         }
-        let count = self.store.schedule_jobs(&assignments, now).await?;
+        // Each factory's assignments under its own lease.
+        let mut by_factory: HashMap<&str, Vec<(JobToken, MachineId)>> = HashMap::new();
+        for (token, machine) in assignments {
+            if let Some(factory) = factory_of.get(machine.as_str()).map(String::as_str) {
+                by_factory
+                    .entry(factory)
+                    .or_default()
+                    .push((token, machine));
+            }
+        }
+        let mut count = 0;
+        for (factory, assignments) in by_factory {
+            let Some(fence) = held.get(factory) else {
+                continue;
+            };
+            match self
+                .store
+                .fenced(fence.clone())
+                .schedule_jobs(&assignments, now)
+                .await
+            {
+                Ok(scheduled) => count += scheduled,
+                Err(StoreError::Fenced(reason)) => {
+                    debug!(factory.id = %factory, reason = %reason, "lease lost meanwhile; not scheduled");
+                }
+                Err(err) => return Err(err),
+            }
+        }
         metrics::counter!("fabflow_jobs_scheduled_total", "planner" => self.planner.as_str())
             .increment(count as u64);
         Ok(count)

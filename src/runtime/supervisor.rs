@@ -130,6 +130,9 @@ pub struct Supervisor {
     pub behaviour: Behaviour,
     /// Its profile's protocol (`modbus`, `mqtt`), a metrics label.
     pub protocol: &'static str,
+    /// The factory lease this supervisor runs under (None: unfenced, as in
+    /// tests): no command goes to the machine once it is not valid here.
+    pub lease: Option<crate::runtime::cluster::LeaseCheck>,
 }
 
 /// The driver's facts while a command to it is in flight.
@@ -202,6 +205,19 @@ fn reported(state: RunState) -> Reported {
 }
 
 impl Supervisor {
+    /// Whether this daemon may still send commands to the machine: its
+    /// factory's lease is valid here at the epoch this supervisor started
+    /// under (checked right before every command, after the fenced commit).
+    fn may_drive(&self) -> bool {
+        match &self.lease {
+            Some(lease) if !lease.valid() => {
+                warn!(lease = %lease.lease, epoch = lease.epoch, "lease not valid here: no command sent");
+                false
+            }
+            _ => true,
+        }
+    }
+
     /// Runs until the driver's facts channel closes (the driver stopped).
     pub async fn run(self, mut facts: mpsc::Receiver<MachineFact>) {
         let mut session = Session::default();
@@ -397,6 +413,9 @@ impl Supervisor {
                 return Ok(false);
             }
             stuck = true;
+        }
+        if !self.may_drive() {
+            return Ok(false);
         }
         match in_flight.command(self.handle.acknowledge()).await {
             Ok(()) => {
@@ -615,6 +634,13 @@ impl Supervisor {
             .dispatch_job(token, baseline, self.clock.now_ms())
             .await;
         if self.applied(token, "Dispatch", dispatched, wake)? != Some(JobState::Dispatched) {
+            return Ok(false);
+        }
+        // Stored dispatched under the lease; the start goes out only while
+        // the lease is still valid here. Not sent, the job's start outcome
+        // is unknown to whoever drives the machine next: it reads the
+        // machine's token first, as after any restart.
+        if !self.may_drive() {
             return Ok(false);
         }
         let started = &mut session.started;

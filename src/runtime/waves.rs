@@ -43,6 +43,9 @@ pub struct Waves {
     pub schedules: ScheduleChanges,
     /// Wakes the outbox publisher after a wave stored its stops.
     pub wakers: Wakers,
+    /// The leases this daemon holds: a wave runs here only under its
+    /// zone's lease, and writes through a store fenced by it.
+    pub holdings: std::sync::Arc<crate::runtime::cluster::Holdings>,
 }
 
 /// A new proof-of-handoff code: six decimal digits from the thread-local
@@ -68,7 +71,12 @@ impl Waves {
                     info!(zone = %self.zone, "re-planning now");
                 }
             }
-            if let Err(err) = self.wave().await {
+            let lease = crate::runtime::cluster::zone_lease(&self.zone);
+            let Some(fence) = self.holdings.fence(&lease) else {
+                tracing::debug!(zone = %self.zone, "zone's waves run on another daemon");
+                continue;
+            };
+            if let Err(err) = self.wave_on(&self.store.fenced(fence)).await {
                 warn!(zone = %self.zone, error = %err, "planning wave failed");
             }
         }
@@ -76,11 +84,16 @@ impl Waves {
 
     /// Plans one wave now; returns how many orders were routed.
     pub async fn wave(&self) -> Result<usize, StoreError> {
+        self.wave_on(&self.store).await
+    }
+
+    /// Plans one wave now, writing through `store` (fenced by the zone's
+    /// lease when several daemons share the database).
+    async fn wave_on(&self, store: &Store) -> Result<usize, StoreError> {
         let now = self.clock.now_ms();
         // A pickup no courier confirmed within MISSED_AFTER of its ETA is
         // missed; its order is routed again in this wave.
-        let missed = self
-            .store
+        let missed = store
             .miss_overdue_pickups(&self.zone, now - MISSED_AFTER_MS, now)
             .await?;
         if missed > 0 {
@@ -90,8 +103,8 @@ impl Waves {
                 .mark_all(self.couriers.iter().map(|c| c.id.as_str()));
             self.wakers.wake(Wake::OUTBOX);
         }
-        let waiting = self.store.wave_orders(&self.zone).await?;
-        let returns = self.store.wave_returns(&self.zone).await?;
+        let waiting = store.wave_orders(&self.zone).await?;
+        let returns = store.wave_returns(&self.zone).await?;
         if waiting.is_empty() && returns.is_empty() {
             return Ok(0);
         }
@@ -120,8 +133,8 @@ impl Waves {
         let orders: Vec<RouteOrder> = deliveries.chain(pickups_back).collect();
         // A courier still busy with earlier stops starts from its last one,
         // when that is done.
-        let tails = self.store.courier_tails().await?;
-        let off_duty = self.store.couriers_off_duty().await?;
+        let tails = store.courier_tails().await?;
+        let off_duty = store.couriers_off_duty().await?;
         let travel = travel(&self.routing);
         let couriers: Vec<CourierSlot> = self
             .couriers
@@ -219,7 +232,7 @@ impl Waves {
                 }
             })
             .collect();
-        let flagged = self.store.record_promises(&at_risk, now).await?;
+        let flagged = store.record_promises(&at_risk, now).await?;
         if flagged > 0 {
             metrics::counter!("fabflow_orders_at_risk_total").increment(flagged as u64);
             warn!(zone = %self.zone, orders = flagged, "no courier can deliver these orders by their deadline");
@@ -276,7 +289,7 @@ impl Waves {
                 });
             }
         }
-        self.store.save_wave(&records, now).await?;
+        store.save_wave(&records, now).await?;
         self.wakers.wake(Wake::OUTBOX);
         let routed = records.len() / 2;
         metrics::counter!("fabflow_orders_routed_total").increment(routed as u64);

@@ -76,21 +76,43 @@ impl Store {
         specs: &[MachineSpec],
         now: Millis,
     ) -> Result<(), StoreError> {
+        self.register(specs, true, now).await
+    }
+
+    /// As [`Store::register_machines`], but known machines keep the state
+    /// recorded for them: with several daemons on the database, another
+    /// one may be driving them right now.
+    pub async fn register_shared_machines(
+        &self,
+        specs: &[MachineSpec],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        self.register(specs, false, now).await
+    }
+
+    async fn register(
+        &self,
+        specs: &[MachineSpec],
+        reset_state: bool,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let state = if reset_state { "'offline'" } else { "state" };
         let mut tx = self.begin().await?;
         for spec in specs {
-            let updated = sqlx::query(
+            let sql = format!(
                 "UPDATE machines SET factory = $1, model = $2, address = $3, capabilities = $4, materials = $5, \
-                 state = 'offline', updated_ms = $6 WHERE id = $7",
-            )
-            .bind(spec.factory.as_str())
-            .bind(&spec.model)
-            .bind(&spec.address)
-            .bind(spec.capabilities.join(","))
-            .bind(spec.materials.join(","))
-            .bind(now)
-            .bind(spec.id.as_str())
-            .execute(&mut *tx)
-            .await?;
+                 state = {state}, updated_ms = $6 WHERE id = $7"
+            );
+            let updated = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(spec.factory.as_str())
+                .bind(&spec.model)
+                .bind(&spec.address)
+                .bind(spec.capabilities.join(","))
+                .bind(spec.materials.join(","))
+                .bind(now)
+                .bind(spec.id.as_str())
+                .execute(&mut *tx)
+                .await?;
             if updated.rows_affected() == 0 {
                 sqlx::query(
                     "INSERT INTO machines (id, factory, model, address, capabilities, materials, state, mode, updated_ms) \

@@ -11,6 +11,7 @@
 mod demand;
 mod handoffs;
 mod jobs;
+mod leases;
 mod machines;
 mod mqtt_users;
 mod orders;
@@ -27,6 +28,7 @@ pub use handoffs::{
     ScheduledStop, WaveOrder,
 };
 pub use jobs::{CounterBaseline, JobFilter, JobRecord, JobTransition, SchedulableJob};
+pub use leases::{Fence, Lease, SqliteLock};
 pub use machines::{MachineRecord, MachineSpec, ModeChange};
 pub use mqtt_users::MqttUserRecord;
 pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord, Promise};
@@ -39,7 +41,7 @@ pub use webhooks::{
 };
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyConnection, AnyPool, Connection, Executor, Row, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, AssertSqlSafe, Connection, Executor, Row, Transaction};
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -70,6 +72,13 @@ pub enum StoreError {
     /// A stored value that does not parse: a broken invariant of ours.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A fenced write whose lease is no longer this daemon's (another owner,
+    /// a newer epoch, or expired): nothing was written.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// The database file is another daemon's (SQLite serves one daemon).
+    #[error("{0}")]
+    InUse(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -183,13 +192,35 @@ pub struct Store {
     read: AnyPool,
     backend: Backend,
     health: Arc<WriteHealth>,
+    /// SQLite: the exclusive lock on the file's sidecar `.lock`, held until
+    /// [`Store::close`] (or the last clone is dropped, or the process ends).
+    lock: Option<std::sync::Arc<std::sync::Mutex<Option<SqliteLock>>>>,
+    /// Set on a fenced handle ([`Store::fenced`]): every write transaction
+    /// first checks that this lease is still held at this epoch.
+    fence: Option<std::sync::Arc<Fence>>,
 }
+
+/// PostgreSQL ends a session idle inside a transaction this long
+/// (milliseconds), releasing its locks: our transactions never wait on
+/// anything but the database inside, so only a daemon cut off or frozen
+/// mid-transaction reaches it. Below the shortest `cluster.lease_ms` that
+/// makes sense, so a take-over is never held up much longer than the lease.
+pub const PG_IDLE_IN_TRANSACTION_MS: u64 = 5_000;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `url`.
+    /// Opens (creating if needed) and migrates the database at `url`, as
+    /// this process (see [`Store::connect_as`]).
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_as(url, &format!("pid {}", std::process::id())).await
+    }
+
+    /// Opens (creating if needed) and migrates the database at `url`. A
+    /// SQLite file is locked for this daemon (`holder` names it in the
+    /// message another daemon gets): a second daemon on the same file is
+    /// refused with [`StoreError::InUse`].
+    pub async fn connect_as(url: &str, holder: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let rest = rest.trim_start_matches("//");
@@ -206,6 +237,10 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url)?;
         let store = match backend {
             Backend::Sqlite => {
+                let lock = match leases::sqlite_file(&url) {
+                    Some(path) => Some(SqliteLock::acquire(&path, holder)?),
+                    None => None,
+                };
                 let write = sqlite_pool(1).connect_with(options.clone()).await?;
                 let read = sqlite_pool(4).connect_with(options).await?;
                 Store {
@@ -213,6 +248,8 @@ impl Store {
                     read,
                     backend,
                     health: Arc::default(),
+                    lock: lock.map(|lock| std::sync::Arc::new(std::sync::Mutex::new(Some(lock)))),
+                    fence: None,
                 }
             }
             Backend::Postgres => {
@@ -220,6 +257,20 @@ impl Store {
                     .after_release(|conn, _meta| Box::pin(release_clean(conn)))
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|conn, _meta| {
+                        Box::pin(async move {
+                            // A daemon cut off mid-transaction (a silent
+                            // network) would hold its row locks (the event
+                            // counter, a lease row) until TCP gives up,
+                            // hours later, and stall every other daemon:
+                            // the server ends such a session instead.
+                            conn.execute(AssertSqlSafe(format!(
+                                "SET idle_in_transaction_session_timeout = {PG_IDLE_IN_TRANSACTION_MS}"
+                            )))
+                            .await?;
+                            Ok(())
+                        })
+                    })
                     .connect_with(options)
                     .await?;
                 Store {
@@ -227,6 +278,8 @@ impl Store {
                     read: pool,
                     backend,
                     health: Arc::default(),
+                    lock: None,
+                    fence: None,
                 }
             }
         };
@@ -240,15 +293,24 @@ impl Store {
 
     /// A write transaction: `BEGIN IMMEDIATE` on SQLite, so a read-then-write
     /// never fails with "database is locked" on the upgrade.
+    ///
+    /// On a fenced handle the transaction starts by checking the lease
+    /// (owner, epoch, not expired on the database clock; on PostgreSQL the
+    /// lease row is locked `FOR SHARE` until the end, so a take-over waits
+    /// for it): a daemon that lost the lease commits nothing.
     pub(crate) async fn begin(&self) -> Result<WriteTx, StoreError> {
         let tx = match self.backend {
             Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.write.begin().await?,
         };
-        Ok(WriteTx {
+        let mut tx = WriteTx {
             tx,
             health: self.health.clone(),
-        })
+        };
+        if let Some(fence) = &self.fence {
+            leases::check_fence(&mut tx, self.backend, fence).await?;
+        }
+        Ok(tx)
     }
 
     /// Since when, and why, the database refuses writes; `None` while the
@@ -267,6 +329,12 @@ impl Store {
     pub async fn close(&self) {
         self.write.close().await;
         self.read.close().await;
+        if let Some(lock) = &self.lock
+            && let Ok(mut held) = lock.lock()
+        {
+            // Dropping the file releases the lock for the next daemon.
+            held.take();
+        }
     }
 
     pub async fn get_meta(&self, key: &str) -> Result<Option<String>, StoreError> {

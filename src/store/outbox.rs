@@ -35,6 +35,53 @@ impl Store {
             .collect()
     }
 
+    /// Claims up to `limit` of the oldest unpublished events for `daemon`
+    /// for `claim_ms` (database clock): rows nobody holds, whose claim
+    /// expired, or that `daemon` claimed before (its own retries). On
+    /// PostgreSQL the rows are picked `FOR UPDATE SKIP LOCKED`, so daemons
+    /// draining at once take different rows without waiting on each other.
+    /// A claim that runs out before the row is stamped lets another daemon
+    /// send it again: at least once, each event with its unique id.
+    pub async fn claim_unpublished(
+        &self,
+        daemon: &str,
+        limit: i64,
+        claim_ms: i64,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let now = super::leases::db_now(self.backend);
+        let skip_locked = match self.backend {
+            super::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            super::Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE outbox SET claimed_by = $1, claimed_until_ms = {now} + $2 WHERE id IN (                SELECT id FROM outbox WHERE published_ms IS NULL AND (claimed_until_ms IS NULL                OR claimed_until_ms <= {now} OR claimed_by = $1) ORDER BY seq LIMIT $3{skip_locked})              RETURNING id, kind, brand, payload, seq"
+        );
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(daemon)
+            .bind(claim_ms)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<i64, _>("seq")?,
+                    OutboxRecord {
+                        id: row.try_get("id")?,
+                        kind: row.try_get("kind")?,
+                        brand: row.try_get("brand")?,
+                        payload: row.try_get("payload")?,
+                    },
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        claimed.sort_by_key(|(seq, _)| *seq);
+        Ok(claimed.into_iter().map(|(_, row)| row).collect())
+    }
+
     pub async fn mark_published(&self, ids: &[String], now: Millis) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());

@@ -15,7 +15,7 @@ mod outbox;
 pub mod schedules;
 
 pub use client::{AcknowledgedClient, Delivery, MqttClient, connect, connect_acknowledged};
-pub use outbox::{PublishError, run_outbox};
+pub use outbox::{OutboxClaim, PublishError, run_outbox, run_outbox_as};
 
 use crate::config::MqttConfig;
 use crate::runtime::broker::Embedded;

@@ -116,9 +116,36 @@ pub async fn run_outbox(
     cancel: CancellationToken,
     wakers: Wakers,
 ) {
+    let claim = OutboxClaim {
+        daemon: format!("pid {}", std::process::id()),
+        claim_ms: 10_000,
+    };
+    run_outbox_as(store, clock, mqtt, cancel, wakers, claim).await
+}
+
+/// Whose the publisher's claims on outbox rows are, and for how long: with
+/// several daemons, each drains the rows it claimed (`FOR UPDATE SKIP
+/// LOCKED` on PostgreSQL); rows a daemon claimed and did not stamp go to
+/// another once the claim runs out (at least once).
+#[derive(Debug, Clone)]
+pub struct OutboxClaim {
+    pub daemon: String,
+    pub claim_ms: i64,
+}
+
+/// [`run_outbox`], claiming rows as `claim` says.
+pub async fn run_outbox_as(
+    store: Store,
+    clock: Clock,
+    mqtt: AcknowledgedClient,
+    cancel: CancellationToken,
+    wakers: Wakers,
+    claim: OutboxClaim,
+) {
     let mut publisher = Publisher {
         store,
         clock,
+        claim,
         mqtt,
         reports_open: true,
         tracker: Tracker::default(),
@@ -149,6 +176,8 @@ pub async fn run_outbox(
 struct Publisher {
     store: Store,
     clock: Clock,
+    /// Whose claims this publisher takes on outbox rows.
+    claim: OutboxClaim,
     mqtt: AcknowledgedClient,
     /// False once the event-loop task has ended and closed `deliveries`.
     reports_open: bool,
@@ -237,7 +266,10 @@ impl Publisher {
         if !*self.mqtt.mqtt.connected.borrow() {
             return Ok(0);
         }
-        let rows = self.store.unpublished(batch_size).await?;
+        let rows = self
+            .store
+            .claim_unpublished(&self.claim.daemon, batch_size, self.claim.claim_ms)
+            .await?;
         if rows.is_empty() {
             return Ok(0);
         }

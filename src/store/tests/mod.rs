@@ -109,6 +109,7 @@ async fn outbox_kinds(store: &Store) -> Vec<String> {
 mod backend;
 mod handoffs;
 mod jobs;
+mod leases;
 mod machines;
 mod orders;
 mod returns;
