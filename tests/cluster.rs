@@ -15,6 +15,11 @@ use std::time::{Duration, Instant};
 use support::{Api, BBOX, Running, SKUS, wait_for};
 use tokio_util::sync::CancellationToken;
 
+/// The two PostgreSQL scenarios each run two daemons and a fleet on
+/// timing-sensitive leases: one at a time, so they do not starve each other
+/// on a two-core machine.
+static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_daemon_on_the_same_sqlite_file_is_refused_with_a_clear_message() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -113,6 +118,7 @@ async fn all_delivered(api: &Api, count: usize) -> Option<Vec<Value>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_daemons_factories_are_taken_over_and_every_order_delivered() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let base = match std::env::var("FABFLOW_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => url,
         _ => {
@@ -326,6 +332,7 @@ async fn pipe(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_daemon_cut_off_from_the_database_stops_driving_before_its_factories_are_taken_over() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
     let base = match std::env::var("FABFLOW_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => url,
         _ => {
