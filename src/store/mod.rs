@@ -210,17 +210,22 @@ pub const PG_IDLE_IN_TRANSACTION_MS: u64 = 5_000;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `url`, as
-    /// this process (see [`Store::connect_as`]).
+    /// Opens (creating if needed) and migrates the database at `url`
+    /// without claiming it: for the admin commands (`tokens`, `mqtt-users`)
+    /// that work beside a running daemon, and for tests.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
-        Store::connect_as(url, &format!("pid {}", std::process::id())).await
+        Store::open(url, None).await
     }
 
-    /// Opens (creating if needed) and migrates the database at `url`. A
-    /// SQLite file is locked for this daemon (`holder` names it in the
+    /// Opens (creating if needed) and migrates the database at `url` for a
+    /// daemon. A SQLite file is locked for it (`holder` names it in the
     /// message another daemon gets): a second daemon on the same file is
     /// refused with [`StoreError::InUse`].
     pub async fn connect_as(url: &str, holder: &str) -> Result<Store, StoreError> {
+        Store::open(url, Some(holder)).await
+    }
+
+    async fn open(url: &str, holder: Option<&str>) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = if let Some(rest) = url.strip_prefix("sqlite:") {
             let rest = rest.trim_start_matches("//");
@@ -237,9 +242,9 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url)?;
         let store = match backend {
             Backend::Sqlite => {
-                let lock = match leases::sqlite_file(&url) {
-                    Some(path) => Some(SqliteLock::acquire(&path, holder)?),
-                    None => None,
+                let lock = match (leases::sqlite_file(&url), holder) {
+                    (Some(path), Some(holder)) => Some(SqliteLock::acquire(&path, holder)?),
+                    _ => None,
                 };
                 let write = sqlite_pool(1).connect_with(options.clone()).await?;
                 let read = sqlite_pool(4).connect_with(options).await?;
