@@ -62,10 +62,10 @@ async fn an_operator_lists_and_steers_machines_and_reads_orders_from_the_cli() {
     let machines: Value = serde_json::from_str(&run.stdout).expect("--json prints JSON");
     let first = machines[0]["id"].as_str().expect("a machine").to_string();
 
-    // Drain (a pause), then resume.
+    // Drain (finish the queue, then pause), then resume.
     let run = fabflow(&base, Some(&operator), &["machine", "drain", &first]).await;
     assert!(run.ok, "{}", run.stderr);
-    assert!(run.stdout.contains("is now paused"), "{}", run.stdout);
+    assert!(run.stdout.contains("(mode draining)"), "{}", run.stdout);
     let run = fabflow(
         &base,
         Some(&operator),
