@@ -377,7 +377,12 @@ impl Store {
 /// transaction depth") long after the disk has room again. Such a
 /// connection is closed and the pool opens a fresh one.
 async fn release_clean(conn: &mut AnyConnection) -> Result<bool, sqlx::Error> {
-    // The ping runs after the rollback queued when the transaction dropped.
+    if !conn.is_in_transaction() {
+        // The common case (a committed transaction, a read): no round trip.
+        return Ok(true);
+    }
+    // A transaction dropped without commit queued its rollback; the ping
+    // runs after it, so what is left open after that stays open.
     conn.ping().await?;
     Ok(!conn.is_in_transaction())
 }
