@@ -140,14 +140,13 @@ pub async fn abandon_job(
     decide_job(&state, &caller, &token, HeldDecision::Abandon).await
 }
 
-/// Finds the job `token` among those `caller` may see (an operator: its
-/// factories'; another factory's job is a 404) and applies the decision.
-async fn decide_job(
+/// The job `token` if `caller` (an operator or admin) may see it: an
+/// operator sees its factories' jobs; anything else is a 404.
+async fn operators_job(
     state: &ApiState,
     caller: &Caller,
     token: &str,
-    decision: HeldDecision,
-) -> Result<Json<JobView>, ApiError> {
+) -> Result<JobToken, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
     let not_found = || ApiError::not_found(format!("job {token}"));
     let token = token
@@ -161,6 +160,18 @@ async fn decide_job(
         .await?
         .filter(|job| caller.covers_factory(&job.factory))
         .ok_or_else(not_found)?;
+    Ok(token)
+}
+
+/// Finds the job `token` among those `caller` may see and applies the
+/// decision.
+async fn decide_job(
+    state: &ApiState,
+    caller: &Caller,
+    token: &str,
+    decision: HeldDecision,
+) -> Result<Json<JobView>, ApiError> {
+    let token = operators_job(state, caller, token).await?;
     let moved = state
         .runtime
         .decide_held_job(token, decision, &caller.actor())
@@ -197,19 +208,7 @@ pub async fn move_job(
     Path(token): Path<String>,
     body: Bytes,
 ) -> Result<Json<JobView>, ApiError> {
-    caller.require(&[Role::Operator, Role::Admin])?;
-    let not_found = || ApiError::not_found(format!("job {token}"));
-    let token = token
-        .parse::<u32>()
-        .map(JobToken)
-        .map_err(|_| not_found())?;
-    state
-        .runtime
-        .store
-        .get_job(token)
-        .await?
-        .filter(|job| caller.covers_factory(&job.factory))
-        .ok_or_else(not_found)?;
+    let token = operators_job(&state, &caller, &token).await?;
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
     let request: MoveRequest = serde_json::from_value(value)
