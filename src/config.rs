@@ -116,6 +116,9 @@ pub struct ForecastsConfig {
     pub refit_cron: String,
     /// Days ahead in the published forecasts.
     pub horizon_days: u64,
+    /// Days after a sales event's last day whose orders still count toward
+    /// it (brands send their orders after the event).
+    pub attribution_days: u64,
 }
 
 impl Default for ForecastsConfig {
@@ -123,6 +126,7 @@ impl Default for ForecastsConfig {
         Self {
             refit_cron: "0 0 * * * *".into(),
             horizon_days: 14,
+            attribution_days: 5,
         }
     }
 }
@@ -655,6 +659,12 @@ impl Config {
             problem(
                 "forecasts.horizon_days".into(),
                 format!("must be 1..=366, got {}", self.forecasts.horizon_days),
+            );
+        }
+        if self.forecasts.attribution_days > 60 {
+            problem(
+                "forecasts.attribution_days".into(),
+                format!("must be 0..=60, got {}", self.forecasts.attribution_days),
             );
         }
         let hooks = &self.webhooks;

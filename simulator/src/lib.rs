@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod machine;
 pub mod mqtt_machine;
 pub mod returns;
+pub mod season;
 mod wire;
 
 pub use burst::{BurstReport, fire, generate_orders};
@@ -32,6 +33,7 @@ pub use fleet::{
 pub use machine::{SimMachine, SimMachineConfig, SimMachineHandle, SimSnapshot};
 pub use mqtt_machine::{SimMqttHandle, SimMqttLogin, SimMqttMachine, SimMqttSnapshot};
 pub use returns::{ReturnsReport, ReturnsSpec};
+pub use season::{PlanScore, SeasonSpec};
 
 use thiserror::Error;
 

@@ -16,6 +16,7 @@ pub mod order_json;
 pub mod orders;
 pub mod problem;
 pub mod returns;
+pub mod sales_events;
 pub mod serve;
 pub mod session;
 pub mod views;
@@ -47,6 +48,7 @@ use utoipa::OpenApi;
         webhooks::create, webhooks::list, webhooks::get, webhooks::delete, webhooks::rotate_secret,
         webhooks::deliveries, webhooks::replay, webhooks::replay_dead,
         forecasts::list, forecasts::run,
+        sales_events::put, sales_events::list, sales_events::get, sales_events::delete, sales_events::plan,
         returns::create, returns::get, returns::list, returns::inspect, returns::cancel, returns::stock
     ),
     components(schemas(
@@ -59,6 +61,8 @@ use utoipa::OpenApi;
         webhooks::EndpointBody, webhooks::EndpointView, webhooks::EndpointWithSecret, webhooks::EndpointList,
         webhooks::DeliveryView, webhooks::DeliveryPage, webhooks::Replayed,
         forecasts::ForecastList, forecasts::ForecastView, forecasts::ForecastDay, forecasts::RunView,
+        sales_events::SalesEventList, crate::domain::sales_event::SalesEventRequest, crate::domain::sales_event::SalesEventView,
+        crate::domain::sales_event::EventPlanView, crate::domain::sales_event::SkuPlanView,
         returns::ReturnRequestBody, returns::ReturnRequestLine, returns::InspectionBody, returns::InspectionLineBody,
         views::ReturnView, views::ReturnDetail, views::ReturnPage, views::StockView,
         crate::domain::ReturnState, crate::domain::ReturnLine, crate::domain::InspectedLine
@@ -259,6 +263,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events", get(ops::list_events))
         .route("/v1/forecasts", get(forecasts::list))
         .route("/v1/forecasts/run", get(forecasts::run))
+        .route("/v1/forecasts/events/{id}", get(sales_events::plan))
+        .route("/v1/sales-events", get(sales_events::list))
+        .route(
+            "/v1/sales-events/{id}",
+            get(sales_events::get)
+                .put(sales_events::put)
+                .delete(sales_events::delete),
+        )
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route(
             "/v1/webhooks/{id}",

@@ -20,6 +20,7 @@ pub mod order;
 pub mod promise;
 pub mod reconcile;
 pub mod returns;
+pub mod sales_event;
 pub mod waiting;
 pub mod webhook;
 

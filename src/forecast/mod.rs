@@ -15,6 +15,8 @@
 //!   the least rolling-origin backtest error on the series' own history) and the
 //!   `Backtest` errors everything empirical is built from.
 //! - `intervals`: empirical prediction intervals from backtest errors.
+//! - `events`: demand per sales event (days attributed to a brand's events,
+//!   units per visitor when footfall is known) and the next event's outlook.
 //! - `production`: `recommend_run`, the quantity for a service level net of
 //!   stock and restockable returns, with the expected leftover.
 //! - `csv`: the `unique_id,ds,y` text layout in, `unique_id,ds,y_hat` out
@@ -28,6 +30,7 @@
 //! `update` with each closed period's demand, and refits on its schedule.
 
 pub mod csv;
+pub mod events;
 pub mod intervals;
 pub mod models;
 pub mod production;

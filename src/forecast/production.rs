@@ -70,6 +70,31 @@ impl DemandOutlook {
         }
     }
 
+    /// An outlook from sampled totals (any order; NaN, infinite and negative
+    /// samples count as 0) around `point`, backed by `error_count` errors.
+    /// No sample gives the point alone.
+    pub fn from_samples(point: f64, samples: Vec<f64>, error_count: usize) -> Self {
+        let clean = |value: f64| {
+            if value.is_finite() && value > 0.0 {
+                value
+            } else {
+                0.0
+            }
+        };
+        let point = clean(point);
+        let samples: Vec<f64> = samples.into_iter().map(clean).collect();
+        let samples = if samples.is_empty() {
+            vec![point]
+        } else {
+            sorted(samples)
+        };
+        DemandOutlook {
+            point,
+            samples,
+            error_count,
+        }
+    }
+
     /// The same outlook with demand never below `floor` (units already
     /// sold, such as pre-orders): the point and every sample are raised to
     /// it. A floor that is not finite and positive changes nothing.

@@ -31,8 +31,9 @@ pub fn day_of(ms: Millis) -> Option<NaiveDate> {
 }
 
 /// What one event adds: its brand's units ordered per SKU and factory on
-/// its day (`order.accepted`), or finished units made (`job.done` of a
-/// line's last step, its good units). Other events add nothing.
+/// its day (`order.accepted`), finished units made (`job.done` of a
+/// line's last step, its good units), or units asked back
+/// (`return.requested`). Other events add nothing.
 pub fn demand_of(envelope: &serde_json::Value) -> Vec<DemandRow> {
     let (Some(brand), Some(at)) = (envelope["brand"].as_str(), envelope["at"].as_str()) else {
         return Vec::new();
@@ -48,6 +49,7 @@ pub fn demand_of(envelope: &serde_json::Value) -> Vec<DemandRow> {
         day: day.clone(),
         units,
         produced,
+        returned: 0,
     };
     match envelope["kind"].as_str() {
         Some("order.accepted") => {
@@ -84,29 +86,50 @@ pub fn demand_of(envelope: &serde_json::Value) -> Vec<DemandRow> {
                 _ => Vec::new(),
             }
         }
+        Some("return.requested") => {
+            let Some(factory) = envelope["data"]["factory"].as_str() else {
+                return Vec::new();
+            };
+            envelope["data"]["lines"]
+                .as_array()
+                .map(|lines| {
+                    lines
+                        .iter()
+                        .filter_map(|line| {
+                            let mut returned = row(line["sku"].as_str()?, factory, 0, 0);
+                            returned.returned = line["quantity"].as_i64()?;
+                            Some(returned)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        }
         _ => Vec::new(),
     }
 }
 
 /// Sums rows of the same brand, SKU, factory and day.
 fn merge(rows: Vec<DemandRow>) -> Vec<DemandRow> {
-    let mut sums: BTreeMap<(String, String, String, String), (i64, i64)> = BTreeMap::new();
+    type Key = (String, String, String, String);
+    let mut sums: BTreeMap<Key, (i64, i64, i64)> = BTreeMap::new();
     for row in rows {
         let sum = sums
             .entry((row.brand, row.sku, row.factory, row.day))
             .or_default();
         sum.0 += row.units;
         sum.1 += row.produced;
+        sum.2 += row.returned;
     }
     sums.into_iter()
         .map(
-            |((brand, sku, factory, day), (units, produced))| DemandRow {
+            |((brand, sku, factory, day), (units, produced, returned))| DemandRow {
                 brand,
                 sku,
                 factory,
                 day,
                 units,
                 produced,
+                returned,
             },
         )
         .collect()
@@ -430,6 +453,8 @@ pub struct ForecastPublisher {
     pub clock: Clock,
     pub schedule: cron::Schedule,
     pub horizon_days: usize,
+    /// Days after a sales event whose orders count toward it.
+    pub attribution_days: u32,
     pub mqtt: rumqttc::AsyncClient,
 }
 
@@ -504,9 +529,81 @@ impl ForecastPublisher {
                 }
             }
         }
+        sent += self.publish_plans(published).await?;
+        Ok(sent)
+    }
+
+    /// Publishes the plan of every sales event still to come that changed,
+    /// retained, on `fabflow/v1/brands/<brand>/plans/<event>`.
+    async fn publish_plans(
+        &self,
+        published: &mut std::collections::HashMap<String, String>,
+    ) -> Result<usize, StoreError> {
+        let today = day_of(self.clock.now_ms()).unwrap_or_default();
+        let mut sent = 0;
+        for event in self.store.sales_events(None).await? {
+            let upcoming = event
+                .starts_on
+                .parse::<NaiveDate>()
+                .is_ok_and(|day| day >= today);
+            if !upcoming || invalid_id(&event.brand).is_some() {
+                continue;
+            }
+            let plan = match super::event_plans::event_plan(
+                &self.store,
+                &event.brand,
+                &event.id,
+                today,
+                self.attribution_days,
+                DEFAULT_SERVICE_LEVEL,
+                true,
+            )
+            .await
+            {
+                Ok(plan) => plan,
+                Err(super::event_plans::PlanError::Store(err)) => return Err(err),
+                Err(err) => {
+                    debug!(error = %err, event = %event.id, "no plan for this event");
+                    continue;
+                }
+            };
+            let topic = format!("fabflow/v1/brands/{}/plans/{}", event.brand, event.id);
+            let payload = match serde_json::to_string(&super::event_plans::plan_view(&plan)) {
+                Ok(payload) => payload,
+                Err(err) => {
+                    warn!(error = %err, "plan not serialised");
+                    continue;
+                }
+            };
+            if published.get(&topic) == Some(&payload) {
+                continue;
+            }
+            match self
+                .mqtt
+                .publish(
+                    topic.clone(),
+                    rumqttc::QoS::AtLeastOnce,
+                    true,
+                    payload.clone(),
+                )
+                .await
+            {
+                Ok(()) => {
+                    published.insert(topic, payload);
+                    sent += 1;
+                }
+                Err(err) => {
+                    warn!(error = %err, "plan not published; retried at the next refit");
+                    break;
+                }
+            }
+        }
         Ok(sent)
     }
 }
+
+/// The service level of published plans (the API takes any).
+pub const DEFAULT_SERVICE_LEVEL: f64 = 0.98;
 
 /// A forecast as published (and as the API shows it).
 pub fn forecast_json(forecast: &DemandForecast) -> serde_json::Value {
@@ -535,6 +632,7 @@ mod tests {
             day: day.into(),
             units,
             produced: 0,
+            returned: 0,
         }
     }
 
@@ -569,6 +667,21 @@ mod tests {
         ] {
             assert!(demand_of(&other).is_empty(), "{other}");
         }
+    }
+
+    #[test]
+    fn return_requests_count_units_asked_back() {
+        let envelope = json!({
+            "kind": "return.requested", "brand": "acme", "at": "2026-12-05T09:00:00Z",
+            "data": {"kind": "return_requested", "factory": "north", "reason": "size",
+                     "lines": [{"line": 0, "sku": "tee", "quantity": 2}, {"line": 1, "sku": "mug"}]}
+        });
+        let mut back = row("acme", "tee", "north", "2026-12-05", 0);
+        back.returned = 2;
+        assert_eq!(demand_of(&envelope), vec![back]);
+        let no_factory = json!({"kind": "return.requested", "brand": "acme",
+            "at": "2026-12-05T09:00:00Z", "data": {"lines": [{"sku": "tee", "quantity": 1}]}});
+        assert!(demand_of(&no_factory).is_empty());
     }
 
     #[test]

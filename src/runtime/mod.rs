@@ -10,6 +10,7 @@
 pub mod broker;
 pub mod clock;
 pub mod cluster;
+pub mod event_plans;
 pub mod explain;
 pub mod forecasts;
 pub mod intake;
@@ -278,6 +279,8 @@ pub struct Runtime {
     /// The promise watch's latest backlog, for estimates at intake.
     promises: promise::PromiseBoard,
     lead: Arc<promise::DeliveryLead>,
+    /// Days after a sales event whose orders count toward it.
+    attribution_days: u32,
 }
 
 /// A started runtime: its handle, its stop sequence, and where its MQTT
@@ -494,6 +497,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
                 .parse()
                 .context("forecasts.refit_cron")?,
             horizon_days: config.forecasts.horizon_days as usize,
+            attribution_days: config.forecasts.attribution_days.min(60) as u32,
             mqtt: forecast_client.client,
         }
         .run(work_stop.clone())
@@ -538,6 +542,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             schedules,
             promises,
             lead,
+            attribution_days: config.forecasts.attribution_days.min(60) as u32,
         },
         shutdown: Shutdown {
             intake: intake_stop,

@@ -15,6 +15,8 @@ pub struct DemandRow {
     pub units: i64,
     /// Finished units made (good units of a line's last step).
     pub produced: i64,
+    /// Units customers asked back (lines of `return.requested`).
+    pub returned: i64,
 }
 
 impl Store {
@@ -50,7 +52,8 @@ impl Store {
         }
         for row in rows {
             let added = sqlx::query(
-                "UPDATE demand_daily SET units = units + $1, produced = produced + $2 \
+                "UPDATE demand_daily SET units = units + $1, produced = produced + $2, \
+                 returned = returned + $7 \
                  WHERE brand = $3 AND sku = $4 AND factory = $5 AND day = $6",
             )
             .bind(row.units)
@@ -59,12 +62,14 @@ impl Store {
             .bind(&row.sku)
             .bind(&row.factory)
             .bind(&row.day)
+            .bind(row.returned)
             .execute(&mut *tx)
             .await?;
             if added.rows_affected() == 0 {
                 sqlx::query(
-                    "INSERT INTO demand_daily (brand, sku, factory, day, units, produced) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO demand_daily \
+                     (brand, sku, factory, day, units, produced, returned) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(&row.brand)
                 .bind(&row.sku)
@@ -72,6 +77,7 @@ impl Store {
                 .bind(&row.day)
                 .bind(row.units)
                 .bind(row.produced)
+                .bind(row.returned)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -89,7 +95,7 @@ impl Store {
         factory: Option<&str>,
     ) -> Result<Vec<DemandRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT brand, sku, factory, day, units, produced FROM demand_daily \
+            "SELECT brand, sku, factory, day, units, produced, returned FROM demand_daily \
              WHERE ($1 IS NULL OR brand = $1) AND ($2 IS NULL OR sku = $2) \
              AND ($3 IS NULL OR factory = $3) ORDER BY brand, sku, factory, day",
         )
@@ -107,8 +113,101 @@ impl Store {
                     day: row.try_get("day")?,
                     units: row.try_get("units")?,
                     produced: row.try_get("produced")?,
+                    returned: row.try_get("returned")?,
                 })
             })
             .collect()
+    }
+}
+
+/// A brand's sales event: a pop-up or market it sells at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SalesEventRecord {
+    pub brand: String,
+    pub id: String,
+    pub name: String,
+    /// `YYYY-MM-DD`: the first selling day.
+    pub starts_on: String,
+    /// Selling days.
+    pub days: i64,
+    /// Visitors counted, if known.
+    pub footfall: Option<i64>,
+    pub updated_ms: i64,
+}
+
+impl Store {
+    /// Creates or replaces a brand's sales event; true if it was new.
+    pub async fn put_sales_event(&self, event: &SalesEventRecord) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let replaced = sqlx::query(
+            "UPDATE sales_events SET name = $3, starts_on = $4, days = $5, footfall = $6, \
+             updated_ms = $7 WHERE brand = $1 AND id = $2",
+        )
+        .bind(&event.brand)
+        .bind(&event.id)
+        .bind(&event.name)
+        .bind(&event.starts_on)
+        .bind(event.days)
+        .bind(event.footfall)
+        .bind(event.updated_ms)
+        .execute(&mut *tx)
+        .await?;
+        let created = replaced.rows_affected() == 0;
+        if created {
+            sqlx::query(
+                "INSERT INTO sales_events (brand, id, name, starts_on, days, footfall, updated_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&event.brand)
+            .bind(&event.id)
+            .bind(&event.name)
+            .bind(&event.starts_on)
+            .bind(event.days)
+            .bind(event.footfall)
+            .bind(event.updated_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// A brand's sales events (every brand's with `None`), by first day.
+    pub async fn sales_events(
+        &self,
+        brand: Option<&str>,
+    ) -> Result<Vec<SalesEventRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT brand, id, name, starts_on, days, footfall, updated_ms FROM sales_events \
+             WHERE ($1 IS NULL OR brand = $1) ORDER BY brand, starts_on, id",
+        )
+        .bind(brand)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SalesEventRecord {
+                    brand: row.try_get("brand")?,
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    starts_on: row.try_get("starts_on")?,
+                    days: row.try_get("days")?,
+                    footfall: row.try_get("footfall")?,
+                    updated_ms: row.try_get("updated_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes a brand's sales event; false if there was none.
+    pub async fn delete_sales_event(&self, brand: &str, id: &str) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query("DELETE FROM sales_events WHERE brand = $1 AND id = $2")
+            .bind(brand)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted.rows_affected() == 1)
     }
 }

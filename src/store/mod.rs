@@ -22,7 +22,7 @@ mod tokens;
 mod webhooks;
 mod write;
 
-pub use demand::DemandRow;
+pub use demand::{DemandRow, SalesEventRecord};
 pub use handoffs::{
     Confirmation, Escalation, FailedAttempt, HandoffDetail, HandoffRecord, LateDropoff,
     ScheduledStop, WaveOrder,

@@ -136,6 +136,19 @@ impl Api {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .client
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// Every order, following the cursor.
     pub async fn all_orders(&self) -> Vec<Value> {
         let mut out = Vec::new();

@@ -107,6 +107,7 @@ async fn outbox_kinds(store: &Store) -> Vec<String> {
 }
 
 mod backend;
+mod demand;
 mod handoffs;
 mod jobs;
 mod leases;

@@ -1,0 +1,89 @@
+//! Demand counting (with units asked back) and brands' sales events.
+
+use super::*;
+
+fn demand_row(day: &str, units: i64, produced: i64, returned: i64) -> DemandRow {
+    DemandRow {
+        brand: "acme".into(),
+        sku: "tee".into(),
+        factory: "north".into(),
+        day: day.into(),
+        units,
+        produced,
+        returned,
+    }
+}
+
+#[tokio::test]
+async fn demand_adds_units_made_and_asked_back_once_per_cursor_move() {
+    on_every_backend(|store| async move {
+        store
+            .count_demand(0, 5, &[demand_row("2026-12-01", 3, 0, 0)])
+            .await
+            .expect("first count");
+        store
+            .count_demand(5, 9, &[demand_row("2026-12-01", 2, 4, 1)])
+            .await
+            .expect("second count");
+        // A pass that read from an old cursor adds nothing.
+        assert!(matches!(
+            store
+                .count_demand(5, 12, &[demand_row("2026-12-01", 100, 0, 0)])
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        let rows = store.demand(Some("acme"), None, None).await.expect("rows");
+        assert_eq!(rows, vec![demand_row("2026-12-01", 5, 4, 1)]);
+        assert_eq!(store.demand_cursor().await.expect("cursor"), 9);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sales_events_are_created_replaced_listed_by_brand_and_deleted() {
+    on_every_backend(|store| async move {
+        let event =
+            |brand: &str, id: &str, starts_on: &str, footfall: Option<i64>| SalesEventRecord {
+                brand: brand.into(),
+                id: id.into(),
+                name: format!("Market {id}"),
+                starts_on: starts_on.into(),
+                days: 2,
+                footfall,
+                updated_ms: NOW,
+            };
+        assert!(
+            store
+                .put_sales_event(&event("acme", "b", "2026-12-12", None))
+                .await
+                .expect("put")
+        );
+        assert!(
+            store
+                .put_sales_event(&event("acme", "a", "2026-12-05", Some(400)))
+                .await
+                .expect("put")
+        );
+        assert!(
+            store
+                .put_sales_event(&event("zest", "a", "2026-12-01", None))
+                .await
+                .expect("put")
+        );
+        let replaced = event("acme", "b", "2026-12-19", Some(900));
+        assert!(!store.put_sales_event(&replaced).await.expect("replace"));
+        let acme = store.sales_events(Some("acme")).await.expect("list");
+        assert_eq!(
+            acme,
+            vec![event("acme", "a", "2026-12-05", Some(400)), replaced]
+        );
+        assert_eq!(store.sales_events(None).await.expect("all").len(), 3);
+        assert!(store.delete_sales_event("acme", "a").await.expect("delete"));
+        assert!(!store.delete_sales_event("acme", "a").await.expect("again"));
+        assert_eq!(
+            store.sales_events(Some("zest")).await.expect("zest").len(),
+            1
+        );
+    })
+    .await;
+}
