@@ -190,7 +190,7 @@ impl DemandCounter {
 }
 
 /// How forecasts are grouped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Grouping {
     /// One series per brand and SKU (all factories).
     BrandSku,
@@ -201,7 +201,7 @@ pub enum Grouping {
 }
 
 /// What a forecast is of: the parts its grouping keeps.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SeriesKey {
     pub brand: Option<String>,
     pub sku: String,
@@ -218,6 +218,87 @@ pub struct DemandForecast {
     pub history_days: usize,
     /// One entry per day from today: date, units, 80% interval.
     pub days: Vec<(NaiveDate, f64, f64, f64)>,
+}
+
+/// Fitted models kept between refits, one per series: a request rolls a kept
+/// model forward over the days closed since (`ForecastState::update`, O(1)
+/// per day) instead of fitting again; the refit on `forecasts.refit_cron`
+/// empties it, so every series is fitted from scratch on that schedule. A
+/// series whose closed days changed (a late count) is fitted again at once.
+#[derive(Default)]
+pub struct FitCache {
+    fits: std::sync::Mutex<std::collections::HashMap<(Grouping, SeriesKey), CachedFit>>,
+}
+
+struct CachedFit {
+    first: NaiveDate,
+    /// The fit (its backtest gives the intervals), its state rolled forward.
+    fit: crate::forecast::ModelFit,
+    /// Days folded into the state, and their sum (to notice a change).
+    days: usize,
+    sum: f64,
+}
+
+impl FitCache {
+    /// Forgets every fit (the next request fits from scratch).
+    pub fn clear(&self) {
+        if let Ok(mut fits) = self.fits.lock() {
+            fits.clear();
+        }
+    }
+
+    /// The point forecast and fit of a series from its kept model rolled
+    /// forward, if it has one whose days are unchanged.
+    fn rolled(
+        &self,
+        key: &(Grouping, SeriesKey),
+        first: NaiveDate,
+        values: &[f64],
+        horizon: usize,
+    ) -> Option<(Vec<f64>, crate::forecast::ModelFit)> {
+        let mut fits = self.fits.lock().ok()?;
+        let cached = fits.get_mut(key)?;
+        let known = values.get(..cached.days)?;
+        if cached.first != first || (known.iter().sum::<f64>() - cached.sum).abs() > 1e-9 {
+            fits.remove(key);
+            return None;
+        }
+        for value in &values[cached.days..] {
+            cached.fit.state.update(*value).ok()?;
+            cached.sum += value;
+        }
+        cached.days = values.len();
+        Some((cached.fit.state.forecast(horizon), cached.fit.clone()))
+    }
+
+    fn keep(
+        &self,
+        key: (Grouping, SeriesKey),
+        first: NaiveDate,
+        values: &[f64],
+        fit: crate::forecast::ModelFit,
+    ) {
+        if let Ok(mut fits) = self.fits.lock() {
+            fits.insert(
+                key,
+                CachedFit {
+                    first,
+                    fit,
+                    days: values.len(),
+                    sum: values.iter().sum(),
+                },
+            );
+        }
+    }
+
+    /// How many series have a kept model.
+    pub fn len(&self) -> usize {
+        self.fits.lock().map(|f| f.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Daily series from demand rows: zero-filled from each series' first day
@@ -309,6 +390,7 @@ impl super::Runtime {
         demand_forecasts(
             &self.store,
             &self.clock,
+            &self.fits,
             grouping,
             brand,
             sku,
@@ -392,9 +474,11 @@ impl super::Runtime {
 /// Forecasts of daily demand for `horizon` days from today, for the series
 /// `grouping` makes of the rows `brand`, `sku` and `factories` select
 /// (`None`: all).
+#[allow(clippy::too_many_arguments)]
 pub async fn demand_forecasts(
     store: &Store,
     clock: &Clock,
+    cache: &FitCache,
     grouping: Grouping,
     brand: Option<&str>,
     sku: Option<&str>,
@@ -415,18 +499,29 @@ pub async fn demand_forecasts(
     let mut out = Vec::with_capacity(series.len());
     for (key, (first, values)) in series {
         let history_days = values.len();
-        let Ok(series) = Series::new(key.sku.clone(), first, Frequency::Daily, values) else {
-            continue;
+        let cache_key = (grouping, key.clone());
+        let (point, fit) = match cache.rolled(&cache_key, first, &values, horizon) {
+            Some(rolled) => rolled,
+            None => {
+                let Ok(series) =
+                    Series::new(key.sku.clone(), first, Frequency::Daily, values.clone())
+                else {
+                    continue;
+                };
+                let Ok(forecast) = forecaster.forecast(&series) else {
+                    continue;
+                };
+                cache.keep(cache_key, first, &values, forecast.fit.clone());
+                (forecast.point, forecast.fit)
+            }
         };
-        let Ok(forecast) = forecaster.forecast(&series) else {
-            continue;
-        };
-        let intervals =
-            prediction_intervals(&forecast.point, &forecast.fit.backtest, 0.8).unwrap_or_default();
-        let days = forecast
-            .dates
+        let dates: Vec<NaiveDate> = (0..horizon)
+            .filter_map(|step| today.checked_add_days(chrono::Days::new(step as u64)))
+            .collect();
+        let intervals = prediction_intervals(&point, &fit.backtest, 0.8).unwrap_or_default();
+        let days = dates
             .iter()
-            .zip(&forecast.point)
+            .zip(&point)
             .enumerate()
             .map(|(index, (date, point))| {
                 let (lower, upper) = intervals
@@ -437,7 +532,7 @@ pub async fn demand_forecasts(
             .collect();
         out.push(DemandForecast {
             key,
-            model: forecast.fit.state.kind().name().to_string(),
+            model: fit.state.kind().name().to_string(),
             history_days,
             days,
         });
@@ -455,6 +550,8 @@ pub struct ForecastPublisher {
     pub horizon_days: usize,
     /// Days after a sales event whose orders count toward it.
     pub attribution_days: u32,
+    /// Emptied at every refit: the refit fits every series from scratch.
+    pub fits: std::sync::Arc<FitCache>,
     pub mqtt: rumqttc::AsyncClient,
 }
 
@@ -486,9 +583,11 @@ impl ForecastPublisher {
         &self,
         published: &mut std::collections::HashMap<String, String>,
     ) -> Result<usize, StoreError> {
+        self.fits.clear();
         let forecasts = demand_forecasts(
             &self.store,
             &self.clock,
+            &self.fits,
             Grouping::BrandSku,
             None,
             None,
@@ -713,6 +812,45 @@ mod tests {
             daily_series(&rows, Grouping::BrandSkuFactory, last).len(),
             3
         );
+    }
+
+    #[test]
+    fn kept_fits_roll_forward_one_day_at_a_time_and_refit_when_history_changes() {
+        let cache = FitCache::default();
+        let key = (
+            Grouping::BrandSku,
+            SeriesKey {
+                brand: Some("acme".into()),
+                sku: "tee".into(),
+                factory: None,
+            },
+        );
+        let first = NaiveDate::from_ymd_opt(2026, 11, 1).expect("date");
+        let history = vec![0.0, 3.0, 0.0, 0.0, 5.0, 0.0, 2.0, 0.0, 0.0, 4.0];
+        let fit = crate::forecast::select::fit(&history, 7, ModelChoice::Auto, 7).expect("fit");
+        assert!(
+            cache.rolled(&key, first, &history, 7).is_none(),
+            "nothing kept yet"
+        );
+        cache.keep(key.clone(), first, &history, fit.clone());
+        // Two more closed days: the kept state takes them, as update would.
+        let mut longer = history.clone();
+        longer.extend([6.0, 0.0]);
+        let (point, rolled) = cache.rolled(&key, first, &longer, 7).expect("rolled");
+        let mut expected = fit.state.clone();
+        expected.update(6.0).expect("valid");
+        expected.update(0.0).expect("valid");
+        assert_eq!(rolled.state, expected);
+        assert_eq!(point, expected.forecast(7));
+        assert_eq!(rolled.backtest, fit.backtest);
+        // A closed day counted late changes the history: fitted again.
+        let mut changed = longer.clone();
+        changed[2] = 1.0;
+        assert!(cache.rolled(&key, first, &changed, 7).is_none());
+        assert!(cache.is_empty());
+        cache.keep(key.clone(), first, &changed, fit);
+        cache.clear();
+        assert!(cache.is_empty());
     }
 
     #[test]

@@ -281,6 +281,8 @@ pub struct Runtime {
     lead: Arc<promise::DeliveryLead>,
     /// Days after a sales event whose orders count toward it.
     attribution_days: u32,
+    /// Forecast models kept between refits (rolled forward per closed day).
+    fits: Arc<forecasts::FitCache>,
 }
 
 /// A started runtime: its handle, its stop sequence, and where its MQTT
@@ -487,6 +489,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         .instrument(info_span!("demand")),
     );
     let forecast_client = mqtt::connect(&broker_address, "forecasts", mqtt_stop.clone());
+    let fits = Arc::new(forecasts::FitCache::default());
     work.spawn(
         forecasts::ForecastPublisher {
             store: store.clone(),
@@ -498,6 +501,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
                 .context("forecasts.refit_cron")?,
             horizon_days: config.forecasts.horizon_days as usize,
             attribution_days: config.forecasts.attribution_days.min(60) as u32,
+            fits: Arc::clone(&fits),
             mqtt: forecast_client.client,
         }
         .run(work_stop.clone())
@@ -543,6 +547,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             promises,
             lead,
             attribution_days: config.forecasts.attribution_days.min(60) as u32,
+            fits,
         },
         shutdown: Shutdown {
             intake: intake_stop,
