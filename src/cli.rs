@@ -3,7 +3,7 @@
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use fabflow::api::auth::{self, Role};
-use fabflow::config::Config;
+use fabflow::config::{Config, ConfigError};
 use fabflow::daemon::{self, Daemon};
 use fabflow::domain::OrderState;
 use fabflow::runtime;
@@ -440,22 +440,40 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let config = match Config::load(file) {
-        Ok(config) => config,
+    // Every problem at once: the values', the profiles', and how machines
+    // join their models (an unknown model beside a bad value).
+    let (config, problems) = match Config::load_unchecked(file) {
+        Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("{err}");
             return Ok(ExitCode::FAILURE);
         }
     };
-    let profiles = match runtime::profiles::load_profiles(&config) {
-        Ok(profiles) => profiles,
+    let mut failed = false;
+    if !problems.is_empty() {
+        eprintln!(
+            "{}",
+            ConfigError {
+                file: file.display().to_string(),
+                problems,
+            }
+        );
+        failed = true;
+    }
+    match runtime::profiles::load_profiles(&config) {
+        Ok(profiles) => {
+            if let Err(err) = runtime::Network::new(&config, &profiles, &file.display().to_string())
+            {
+                eprintln!("{err}");
+                failed = true;
+            }
+        }
         Err(errors) => {
             eprintln!("{errors}");
-            return Ok(ExitCode::FAILURE);
+            failed = true;
         }
-    };
-    if let Err(err) = runtime::Network::new(&config, &profiles, &file.display().to_string()) {
-        eprintln!("{err}");
+    }
+    if failed {
         return Ok(ExitCode::FAILURE);
     }
     println!(

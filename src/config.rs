@@ -593,31 +593,40 @@ impl fmt::Display for ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let (config, problems) = Config::load_unchecked(path)?;
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                file: path.display().to_string(),
+                problems,
+            })
+        }
+    }
+
+    /// The file as read, and the problems of its values (none: valid). A
+    /// file that cannot be read or does not deserialize is an error; value
+    /// problems are returned beside the config, so that a caller can report
+    /// them together with what depends on more than the file (profiles).
+    pub fn load_unchecked(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
             file: file.clone(),
             problems: vec![format!("cannot read: {err}")],
         })?;
-        let mut config = Config::parse(&text, &file)?;
+        let mut config = Config::deserialize(&text, &file)?;
         let base = path.parent().unwrap_or(Path::new("."));
         for dir in &mut config.profile_dirs {
             if dir.is_relative() {
                 *dir = base.join(&*dir);
             }
         }
-        Ok(config)
+        let problems = config.problems();
+        Ok((config, problems))
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|err| ConfigError {
-            file: file.into(),
-            // A TOML syntax error stops there; wrong keys and types are
-            // looked for in every section and entry, and reported together.
-            problems: match shape_problems(text) {
-                problems if problems.is_empty() => vec![describe_toml_error(&err)],
-                problems => problems,
-            },
-        })?;
+        let config = Config::deserialize(text, file)?;
         let problems = config.problems();
         if problems.is_empty() {
             Ok(config)
@@ -627,6 +636,18 @@ impl Config {
                 problems,
             })
         }
+    }
+
+    fn deserialize(text: &str, file: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|err| ConfigError {
+            file: file.into(),
+            // A TOML syntax error stops there; wrong keys and types are
+            // looked for in every section and entry, and reported together.
+            problems: match shape_problems(text) {
+                problems if problems.is_empty() => vec![describe_toml_error(&err)],
+                problems => problems,
+            },
+        })
     }
 
     pub fn demo() -> Result<Config, ConfigError> {

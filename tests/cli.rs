@@ -55,7 +55,7 @@ fn check_config_accepts_the_shipped_files_and_names_every_problem() {
         stderr.contains("mqtt.listen: 127.0.0.1:8080 is also http.listen"),
         "{stderr}"
     );
-    let no_press = demo
+    let no_press = demo.clone()
         + "\n[[machines]]\nid = \"p1\"\nfactory = \"centre\"\nmodel = \"acme-dtg-200\"\naddress = \"127.0.0.1:9\"\n";
     std::fs::write(&clash_path, no_press).expect("write");
     let out = fabflow(&["check-config", clash_path.to_str().expect("path")]);
@@ -65,6 +65,18 @@ fn check_config_accepts_the_shipped_files_and_names_every_problem() {
         stderr.contains(
             "skus.tee-black-m.route[1].process: no configured machine can do \"heat_press\""
         ),
+        "{stderr}"
+    );
+    // An unknown model is named in the same run as a bad value.
+    let both = demo.replace("time_scale = 600.0", "time_scale = -5.0")
+        + "\n[[machines]]\nid = \"x1\"\nfactory = \"centre\"\nmodel = \"nobody-makes-this\"\naddress = \"127.0.0.1:9\"\n";
+    std::fs::write(&clash_path, both).expect("write");
+    let out = fabflow(&["check-config", clash_path.to_str().expect("path")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("time_scale: must be"), "{stderr}");
+    assert!(
+        stderr.contains("machines.x1.model: unknown machine model \"nobody-makes-this\""),
         "{stderr}"
     );
     let out = fabflow(&["check-config", "no/such/file.toml"]);
