@@ -572,3 +572,77 @@ fn check_config_reads_mqtt_profiles_and_names_their_keys_and_machines() {
         assert!(stderr.contains(expected), "{expected:?} not in\n{stderr}");
     }
 }
+
+#[test]
+fn run_survives_running_out_of_file_handles() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path());
+    let config = config.to_str().expect("path");
+    // The daemon gets few file handles; the test, its usual many.
+    let mut child = KillOnDrop(
+        Command::new("sh")
+            .args([
+                "-c",
+                "ulimit -n 200 && exec \"$0\" run --config \"$1\"",
+                BIN,
+                config,
+            ])
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let stderr = child.0.stderr.take().expect("stderr");
+    let (url_tx, url_rx) = std::sync::mpsc::channel();
+    let (exhausted_tx, exhausted_rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("http://127.0.0.1:") {
+                let url: String = line[at..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace() && *c != '"')
+                    .collect();
+                let _ = url_tx.send(url);
+            }
+            if line.contains("accepting a connection failed") {
+                let _ = exhausted_tx.send(line);
+            }
+        }
+    });
+    let url = url_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("daemon prints its URL");
+    assert_eq!(status_of(&url, "/healthz", ""), 200);
+    // More idle connections than the daemon has handles.
+    let address = url.trim_start_matches("http://").to_string();
+    let hoard: Vec<std::net::TcpStream> = (0..400)
+        .filter_map(|_| std::net::TcpStream::connect(&address).ok())
+        .collect();
+    let exhausted = exhausted_rx.recv_timeout(Duration::from_secs(30));
+    assert!(
+        exhausted.is_ok(),
+        "the daemon never ran out of handles ({} connections held)",
+        hoard.len()
+    );
+    assert!(
+        exhausted
+            .as_ref()
+            .is_ok_and(|l| l.contains("Too many open files")),
+        "{exhausted:?}"
+    );
+    assert!(matches!(child.0.try_wait(), Ok(None)), "the daemon exited");
+    // Handles come back: the daemon serves again, without a restart.
+    drop(hoard);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status_of(&url, "/healthz", "") != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "no answer after the connections closed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(matches!(child.0.try_wait(), Ok(None)));
+    drop(child);
+    let _ = reader.join();
+}
