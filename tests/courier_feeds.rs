@@ -493,6 +493,21 @@ async fn the_retained_mqtt_schedule_follows_every_confirmation() {
             .await;
         assert!(seen.iter().all(|(t, _)| *t == topic));
     }
+    // How late each confirmed stop was is a histogram by kind.
+    let metrics = reqwest::get(format!("{}/metrics", w.running.base))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for kind in ["pickup", "dropoff"] {
+        assert!(
+            metrics.contains(&format!(
+                "fabflow_handoff_lateness_seconds_count{{kind=\"{kind}\"}}"
+            )),
+            "{kind} lateness missing"
+        );
+    }
     // A subscriber arriving now gets the latest schedule, retained: all done.
     let mut late = connect(&broker, Some(login(&broker)))
         .await

@@ -143,6 +143,9 @@ impl Runtime {
     async fn after_late_stop(&self, handoff: &HandoffRecord) -> Result<(), StoreError> {
         let now = self.clock.now_ms();
         let delay = now - handoff.eta_ms;
+        // Simulated seconds after the planned time (0 for an early stop).
+        metrics::histogram!("fabflow_handoff_lateness_seconds", "kind" => handoff.kind.as_str())
+            .record(delay.max(0) as f64 / 1000.0);
         if delay < LATE_STOP_MS {
             return Ok(());
         }
