@@ -24,6 +24,12 @@ Only the Python standard library is used. Build first:
     cargo build --release
     benches/crash_harness.py --orders 2000 --kills 20
 The issue's figure: --orders 10000 --kills 50 (see docs/reliability.md).
+
+On PostgreSQL (--postgres URL, which needs --broker mosquitto): --daemons N
+daemons share the database and the broker, orders go to them in turn, and the
+kills go round them; --restart-broker restarts Mosquitto halfway through the
+kills, and --pg-restart-cmd CMD runs CMD (e.g. a `pg_ctl restart`) there too.
+A fresh database is made for the run (psql must be on the PATH).
 """
 
 import argparse
@@ -40,6 +46,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -153,7 +160,19 @@ def main():
                         help="real seconds to wait for every order to be delivered")
     parser.add_argument("--broker", choices=["embedded", "mosquitto"], default="embedded")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--postgres", metavar="URL",
+                        help="run on PostgreSQL: a server URL (a fresh database is made on it)")
+    parser.add_argument("--daemons", type=int, default=1, help="daemons on the shared database (PostgreSQL)")
+    parser.add_argument("--lease-ms", type=int, default=6000, help="[cluster] lease_ms with several daemons")
+    parser.add_argument("--restart-broker", action="store_true",
+                        help="restart Mosquitto halfway through the kills")
+    parser.add_argument("--pg-restart-cmd", metavar="CMD",
+                        help="a shell command that restarts PostgreSQL, run halfway through the kills")
     args = parser.parse_args()
+    if args.daemons > 1 and not args.postgres:
+        parser.error("--daemons needs --postgres (SQLite takes one daemon)")
+    if args.postgres and args.broker != "mosquitto":
+        parser.error("--postgres needs --broker mosquitto (daemons share one external broker)")
 
     fabflow = Path(args.bin_dir) / "fabflow"
     sim = Path(args.bin_dir) / "fabflow-sim"
@@ -164,7 +183,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="fabflow-crash-"))
     log(f"work directory {work}")
     children = []
-    daemon = None
+    daemons = []
     started = time.monotonic()
     try:
         # The fleet, with its control API (start logs).
@@ -190,8 +209,18 @@ def main():
         # directory, free ports, more couriers, the fleet's machines.
         http_port, mqtt_port = free_port(), free_port()
         config = (ROOT / "config" / "demo.toml").read_text()
-        config = config.replace('url = "sqlite://fabflow-demo.db"', f'url = "sqlite://{work}/harness.db"')
-        config = config.replace('listen = "127.0.0.1:8080"', f'listen = "127.0.0.1:{http_port}"')
+        if args.postgres:
+            database = f"fabflow_crash_{os.getpid()}"
+            made = subprocess.run(["psql", args.postgres, "-v", "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {database}"],
+                                  capture_output=True, text=True)
+            if made.returncode != 0:
+                raise SystemExit(f"creating database {database} failed: {made.stderr.strip()}")
+            url = urllib.parse.urlsplit(args.postgres)._replace(path=f"/{database}").geturl()
+            config = config.replace('url = "sqlite://fabflow-demo.db"', f'url = "{url}"')
+            log(f"database {url}")
+        else:
+            config = config.replace('url = "sqlite://fabflow-demo.db"', f'url = "sqlite://{work}/harness.db"')
+        config = config.replace('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:HTTP_PORT"')
         config = re.sub(r"^time_scale = .*$", f"time_scale = {args.time_scale}", config, flags=re.M)
         mosquitto = None
         if args.broker == "mosquitto":
@@ -219,8 +248,18 @@ def main():
         for factory, machine, model, address in machines:
             config += (f'\n[[machines]]\nid = "{machine}"\nfactory = "{factory}"\nmodel = "{model}"\n'
                        f'address = "{address}"\npoll_interval_ms = 200\nrequest_timeout_ms = 1000\n')
-        config_path = work / "harness.toml"
-        config_path.write_text(config)
+        ports = [http_port] + [free_port() for _ in range(args.daemons - 1)]
+        configs = []
+        for n, port in enumerate(ports):
+            text = config.replace("HTTP_PORT", str(port))
+            if args.postgres:
+                margin = max(1000, args.lease_ms // 3)
+                text += (f'\n[cluster]\ndaemon_id = "harness-{n + 1}"\nlease_ms = {args.lease_ms}\n'
+                         f"renew_interval_ms = {max(500, args.lease_ms // 5)}\nrenew_margin_ms = {margin}\n")
+            path = work / f"harness-{n + 1}.toml"
+            path.write_text(text)
+            configs.append(path)
+        config_path = configs[0]
         check = subprocess.run([str(fabflow), "check-config", str(config_path)], capture_output=True, text=True)
         if check.returncode != 0:
             raise SystemExit(f"check-config failed:\n{check.stdout}{check.stderr}")
@@ -233,10 +272,14 @@ def main():
 
         brand, admin, operator = token("brand", "acme"), token("admin", "*"), token("operator", "*")
         courier_tokens = [(c, token("courier", c)) for c in couriers]
-        base = f"http://127.0.0.1:{http_port}"
-        daemon = Daemon(str(fabflow), config_path, work / "daemon.log", base)
-        daemon.start()
-        log(f"daemon up at {base}")
+        bases = [f"http://127.0.0.1:{port}" for port in ports]
+        base = bases[0]
+        daemons = [Daemon(str(fabflow), path, work / f"daemon-{n + 1}.log", url)
+                   for n, (path, url) in enumerate(zip(configs, bases))]
+        daemon = daemons[0]
+        for one in daemons:
+            one.start()
+        log(f"{len(daemons)} daemon(s) up at {', '.join(bases)}")
 
         subscriber = None
         if mosquitto:
@@ -262,8 +305,11 @@ def main():
 
         def send(index):
             body = order_body(random.Random(args.seed * 1_000_003 + index), index)
+            attempt = index
             while True:
-                status, answer = http("POST", f"{base}/v1/orders", brand, body, key=f"harness-{index:05d}")
+                to = bases[attempt % len(bases)]
+                attempt += 1
+                status, answer = http("POST", f"{to}/v1/orders", brand, body, key=f"harness-{index:05d}")
                 if 200 <= status < 300 and isinstance(answer, dict) and "id" in answer:
                     with lock:
                         accepted[index] = answer["id"]
@@ -288,12 +334,26 @@ def main():
         # Kill at random moments, during the feed and after it.
         for kill in range(args.kills):
             time.sleep(rng.uniform(*args.kill_gap))
-            daemon.kill()
+            if kill == args.kills // 2:
+                if args.restart_broker and mosquitto:
+                    mosquitto.send_signal(signal.SIGKILL)
+                    mosquitto.wait()
+                    time.sleep(1.0)
+                    mosquitto = subprocess.Popen(["mosquitto", "-c", str(work / "mosquitto.conf")],
+                                                 stdout=subprocess.DEVNULL, stderr=open(work / "mosquitto.log", "ab"))
+                    children.append(mosquitto)
+                    log("broker killed and restarted")
+                if args.pg_restart_cmd:
+                    restarted = subprocess.run(args.pg_restart_cmd, shell=True, capture_output=True, text=True)
+                    log(f"PostgreSQL restarted (exit {restarted.returncode})")
+            victim = daemons[kill % len(daemons)]
+            victim.kill()
             time.sleep(rng.uniform(0.0, 1.0))
-            daemon.start()
+            victim.start()
             with lock:
                 done = len(accepted)
-            log(f"kill {kill + 1}/{args.kills}: restarted in {daemon.restarts[-1]:.2f} s; {done} orders accepted")
+            log(f"kill {kill + 1}/{args.kills} ({victim.config.name}): restarted in {victim.restarts[-1]:.2f} s; "
+                f"{done} orders accepted")
         feeder.join()
         log(f"feeding done: {len(accepted)} accepted, {len(refused)} refused")
 
@@ -374,20 +434,22 @@ def main():
                 failures.append(f"{len(unseen)} of {events_listed} events never reached the subscriber, e.g. {unseen[:3]}")
 
         elapsed = time.monotonic() - started
-        restarts = daemon.restarts[1:]
+        restarts = [t for one in daemons for t in one.restarts[1:]]
         print(json.dumps({
             "orders_fed": args.orders, "accepted": len(accepted),
             "delivered": sum(1 for i in accepted.values() if states.get(i) == "delivered"),
             "kills_survived": len(restarts), "restart_seconds_mean": round(sum(restarts) / len(restarts), 2) if restarts else None,
             "restart_seconds_max": round(max(restarts), 2) if restarts else None,
             "machine_starts": starts, "events_checked": events_listed, "broker": args.broker,
+            "daemons": args.daemons, "database": "postgres" if args.postgres else "sqlite",
             "wall_seconds": round(elapsed, 1), "failures": failures,
         }, indent=2))
-        daemon.stop()
+        for one in daemons:
+            one.stop()
         return 1 if failures else 0
     finally:
-        if daemon:
-            daemon.stop()
+        for one in daemons:
+            one.stop()
         for child in reversed(children):
             if child.poll() is None:
                 child.send_signal(signal.SIGINT)

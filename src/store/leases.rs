@@ -41,15 +41,18 @@ pub(crate) fn db_now(backend: Backend) -> &'static str {
 }
 
 /// Checks inside `tx` that `fence` still holds; on PostgreSQL the lease row
-/// stays share-locked until `tx` ends, so a take-over (an update of that
-/// row) waits for this transaction and never interleaves with it.
+/// stays key-share-locked until `tx` ends, so a take-over (which locks the
+/// row `FOR UPDATE` first) waits for this transaction and never interleaves
+/// with it. The owner's own renewals (an update of `expires_ms` alone, a
+/// no-key update) do not wait for it: a transaction slowed by a busy row
+/// elsewhere never holds up the renewal that keeps its lease.
 pub(crate) async fn check_fence(
     tx: &mut super::WriteTx,
     backend: Backend,
     fence: &Fence,
 ) -> Result<(), StoreError> {
     let lock = match backend {
-        Backend::Postgres => " FOR SHARE",
+        Backend::Postgres => " FOR KEY SHARE",
         Backend::Sqlite => "",
     };
     let sql = format!(
@@ -147,13 +150,23 @@ impl Store {
              expires_ms = excluded.expires_ms WHERE leases.expires_ms <= {now} OR $4 = 1 \
              RETURNING epoch"
         );
+        let mut tx = self.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Waits for every fenced transaction of the last holder (they
+            // key-share-lock the row) before the take is decided.
+            sqlx::query("SELECT name FROM leases WHERE name = $1 FOR UPDATE")
+                .bind(name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
         let row = sqlx::query(AssertSqlSafe(sql))
             .bind(name)
             .bind(owner)
             .bind(ttl_ms)
             .bind(i64::from(force))
-            .fetch_optional(&self.write)
+            .fetch_optional(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(match row {
             Some(row) => Some(Fence {
                 lease: name.to_string(),

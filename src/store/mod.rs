@@ -90,6 +90,20 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    /// A transaction PostgreSQL aborted to break a deadlock or a
+    /// serialization conflict with another daemon's (SQLSTATE 40P01, 40001):
+    /// it did nothing, and running it again is the remedy.
+    pub fn is_contention(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("40P01" | "40001"))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Why `err` is the database refusing work for now rather than refusing
 /// this request: a full disk, a read-only or unopenable file, I/O errors,
 /// a lock held past the busy timeout (SQLite result codes); insufficient
@@ -301,8 +315,9 @@ impl Store {
     ///
     /// On a fenced handle the transaction starts by checking the lease
     /// (owner, epoch, not expired on the database clock; on PostgreSQL the
-    /// lease row is locked `FOR SHARE` until the end, so a take-over waits
-    /// for it): a daemon that lost the lease commits nothing.
+    /// lease row is locked `FOR KEY SHARE` until the end, so a take-over,
+    /// which locks it `FOR UPDATE`, waits for it, and a renewal does not):
+    /// a daemon that lost the lease commits nothing.
     pub(crate) async fn begin(&self) -> Result<WriteTx, StoreError> {
         let tx = match self.backend {
             Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,

@@ -117,6 +117,9 @@ pub struct OrderFilter {
     pub limit: i64,
 }
 
+/// Times a batch of orders aborted by a deadlock is run again.
+const CONTENTION_RETRIES: u32 = 5;
+
 const ORDER_COLUMNS: &str = "id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, deadline_ms, accepted_ms, updated_ms, eta_ready_ms, eta_delivery_ms, at_risk, at_risk_ms";
 
 pub(crate) fn order_from_row(row: &AnyRow) -> Result<OrderRecord, StoreError> {
@@ -154,17 +157,42 @@ impl Store {
         batch: &[NewOrder],
     ) -> Result<Vec<AcceptOutcome>, StoreError> {
         let postgres = self.backend == super::Backend::Postgres;
-        let outcome = async {
-            let mut tx = self.begin().await?;
-            let outcomes = insert_orders(&mut tx, postgres, batch).await?;
-            tx.commit().await?;
-            Ok(outcomes)
+        let mut attempt = 0u32;
+        loop {
+            let outcome = async {
+                let mut tx = self.begin().await?;
+                let outcomes = insert_orders(&mut tx, postgres, batch).await?;
+                tx.commit().await?;
+                Ok(outcomes)
+            }
+            .await;
+            // Daemons taking orders at once (a client retrying one key at
+            // another daemon) can deadlock on PostgreSQL; the aborted one
+            // did nothing and runs again, after a short random pause.
+            if attempt < CONTENTION_RETRIES
+                && outcome
+                    .as_ref()
+                    .err()
+                    .is_some_and(StoreError::is_contention)
+            {
+                attempt += 1;
+                let pause = rand::random_range(5..=25u64) * u64::from(attempt);
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                continue;
+            }
+            // Still contended: not the request's fault; the client retries.
+            let outcome = outcome.map_err(|err| {
+                if err.is_contention() {
+                    StoreError::Unavailable(format!("contention with another daemon: {err}"))
+                } else {
+                    err
+                }
+            });
+            // A refusal mid-statement (PostgreSQL extending a table, SQLite at
+            // its page limit) counts as much as one at commit.
+            self.health.note(&outcome);
+            return outcome;
         }
-        .await;
-        // A refusal mid-statement (PostgreSQL extending a table, SQLite at
-        // its page limit) counts as much as one at commit.
-        self.health.note(&outcome);
-        outcome
     }
 
     pub async fn get_order(
@@ -427,10 +455,13 @@ async fn insert_orders(
         return Ok(outcomes);
     }
 
-    let keyed: Vec<(&NewOrder, &Idempotency)> = created
+    // Keys in one order across transactions: two batches holding the same
+    // keys wait for each other rather than deadlock.
+    let mut keyed: Vec<(&NewOrder, &Idempotency)> = created
         .iter()
         .filter_map(|order| order.idempotency.as_ref().map(|idem| (*order, idem)))
         .collect();
+    keyed.sort_by(|a, b| (a.0.brand.as_str(), &a.1.key).cmp(&(b.0.brand.as_str(), &b.1.key)));
     for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO idempotency (brand, key, request_hash, status, response, created_ms) VALUES {}",

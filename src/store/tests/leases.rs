@@ -280,3 +280,40 @@ async fn a_second_daemon_on_a_sqlite_file_is_refused_by_name() {
         .expect("after the first closed");
     next.close().await;
 }
+
+#[tokio::test]
+async fn renewals_pass_a_fenced_transaction_and_take_overs_wait_for_it() {
+    on_every_backend(|store| async move {
+        if store.backend != Backend::Postgres {
+            return; // SQLite has one writer: nothing runs beside a transaction.
+        }
+        let lease = store
+            .acquire_lease("factory/north", "d1", 60_000, false)
+            .await
+            .expect("acquire")
+            .expect("taken");
+        let fenced = store.fenced(lease.clone());
+        let tx = fenced.begin().await.expect("a fenced transaction");
+        // The owner renews while its transaction is open.
+        let renewed =
+            tokio::time::timeout(Duration::from_secs(20), store.renew_lease(&lease, 60_000))
+                .await
+                .expect("the renewal waited for the fenced transaction");
+        assert!(renewed.expect("renew"), "renewed");
+        // Released (as when handed over), then taken by another daemon:
+        // the take waits for the open transaction to end.
+        assert!(store.release_lease(&lease).await.expect("release"));
+        let other = store.clone();
+        let take = tokio::spawn(async move {
+            other
+                .acquire_lease("factory/north", "d2", 60_000, false)
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!take.is_finished(), "the take-over did not wait");
+        tx.commit().await.expect("commit");
+        let taken = take.await.expect("task").expect("acquire");
+        assert_eq!(taken.map(|f| f.epoch), Some(lease.epoch + 1));
+    })
+    .await;
+}
