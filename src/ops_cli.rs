@@ -1,5 +1,5 @@
 //! The operator's commands over the HTTP API (`FABFLOW_URL`, `FABFLOW_TOKEN`):
-//! `machines`, `jobs`, `orders show`, `machine pause|resume|drain|maintenance|ready`,
+//! `machines`, `jobs`, `orders show`, `machine pause|resume|drain|maintenance|ready|material`,
 //! `job resume|abandon`. Aligned tables by default, `--json` for scripts; an
 //! error is a non-zero exit with the API's problem detail.
 
@@ -40,6 +40,9 @@ pub enum MachineCommand {
     Maintenance { id: String },
     /// End maintenance: the machine is ready for jobs again.
     Ready { id: String },
+    /// Declare the material loaded: the machine then starts only jobs of
+    /// it (`unknown`: not known, any of its materials starts).
+    Material { id: String, material: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,13 +65,27 @@ pub enum JobCommand {
 
 /// One API call; the JSON answer, or an error naming the problem.
 async fn call(api: &ApiArgs, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+    call_with(api, method, path, None).await
+}
+
+/// One API call with an optional JSON body.
+async fn call_with(
+    api: &ApiArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<Value> {
     let Some(token) = api.token.as_deref().filter(|t| !t.is_empty()) else {
         bail!("no token: set FABFLOW_TOKEN or pass --token (an operator or admin token)");
     };
     let url = format!("{}{path}", api.url.trim_end_matches('/'));
-    let response = reqwest::Client::new()
+    let mut request = reqwest::Client::new()
         .request(method.clone(), &url)
-        .bearer_auth(token)
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request
         .send()
         .await
         .with_context(|| format!("{method} {url}: cannot reach the daemon"))?;
@@ -81,7 +98,26 @@ async fn call(api: &ApiArgs, method: reqwest::Method, path: &str) -> anyhow::Res
             .and_then(Value::as_str)
             .or_else(|| body.get("title").and_then(Value::as_str))
             .unwrap_or("no detail");
-        bail!("{method} {path}: HTTP {status}: {detail}");
+        let fields: Vec<String> = body
+            .get("errors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    self::text(&e["pointer"]),
+                    self::text(&e["reason"])
+                )
+            })
+            .collect();
+        if fields.is_empty() || fields.iter().any(|f| detail.contains(f.as_str())) {
+            bail!("{method} {path}: HTTP {status}: {detail}");
+        }
+        bail!(
+            "{method} {path}: HTTP {status}: {detail} ({})",
+            fields.join("; ")
+        );
     }
     Ok(body)
 }
@@ -285,6 +321,31 @@ pub async fn show_order(api: &ApiArgs, id: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `machine material <id> <material>`: declares the material loaded.
+async fn machine_material(api: &ApiArgs, id: &str, material: &str) -> anyhow::Result<ExitCode> {
+    {
+        let material = match material {
+            "unknown" | "" => Value::Null,
+            name => Value::String(name.to_string()),
+        };
+        let path = format!("/v1/machines/{}/material", encode(id));
+        let body = serde_json::json!({ "material": material });
+        let machine = call_with(api, reqwest::Method::POST, &path, Some(&body)).await?;
+        if api.json {
+            return print_json(&machine);
+        }
+        println!(
+            "machine {} has {} loaded",
+            text(&machine["id"]),
+            match &machine["loaded_material"] {
+                Value::Null => "no known material".to_string(),
+                other => text(other),
+            }
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
 pub async fn machine(api: &ApiArgs, command: MachineCommand) -> anyhow::Result<ExitCode> {
     let (id, action) = match &command {
         MachineCommand::Pause { id } => (id, "pause"),
@@ -292,6 +353,9 @@ pub async fn machine(api: &ApiArgs, command: MachineCommand) -> anyhow::Result<E
         MachineCommand::Resume { id } => (id, "resume"),
         MachineCommand::Maintenance { id } => (id, "maintenance"),
         MachineCommand::Ready { id } => (id, "end-maintenance"),
+        MachineCommand::Material { id, material } => {
+            return machine_material(api, id, material).await;
+        }
     };
     let path = format!("/v1/machines/{}/{action}", encode(id));
     let machine = call(api, reqwest::Method::POST, &path).await?;

@@ -94,6 +94,22 @@ function machineAction(machine, action, label) {
   });
 }
 
+// The operator loaded a material on the machine ("": not known).
+function materialLoaded(machine, material) {
+  const label = material ? `${material} loaded` : "material not known";
+  confirmAction(`Declare ${label} on machine ${machine.id}? It then starts only jobs of that material.`, async () => {
+    const after = await api(`/v1/machines/${encodeURIComponent(machine.id)}/material`, { method: "POST", body: { material: material || null } });
+    return `Machine ${after.id} has ${after.loaded_material || "no known material"} loaded.`;
+  });
+}
+
+function materialControl(m) {
+  return el("label", { class: "material" }, "Material loaded: ",
+    el("select", { "data-machine": m.id, "data-action": "material", onchange: (e) => materialLoaded(m, e.target.value) },
+      el("option", { value: "", selected: !m.loaded_material }, "not known"),
+      m.materials.map((name) => el("option", { value: name, selected: name === m.loaded_material }, name))));
+}
+
 function jobDecision(job, decision) {
   const question = decision === "resume"
     ? `Resume held job ${job.token} on ${job.machine}? Only if the machine carries on with it.`
@@ -209,7 +225,7 @@ async function renderFactory(body, controls) {
       el("h3", {}, m.id, " ", el("span", { class: "muted" }, m.model)),
       el("div", { class: "state" }, badge(m.state), m.state !== m.observed ? el("span", { class: "muted" }, ` (machine reports ${m.observed})`) : "",
         m.fault_code !== null && m.fault_code !== undefined && m.observed === "fault" ? el("span", { class: "error" }, ` fault ${m.fault_code}`) : ""),
-      el("div", { class: "muted" }, `materials: ${m.materials.join(", ")}`),
+      el("div", { class: "muted" }, `materials: ${m.materials.join(", ")}`, m.loaded_material ? ` · loaded: ${m.loaded_material}` : ""),
       current ? el("div", {}, `Job ${current.token} · ${current.process} · ${current.material} · order ${current.order_id.slice(0, 8)}…`,
         el("progress", { max: Math.max(1, current.quantity), value: Math.min(current.good, current.quantity), title: `${progress}%` }),
         el("span", { class: "muted" }, `${current.good}/${current.quantity} good, ${current.scrap} scrap, due ${when(current.due)}`))
@@ -221,7 +237,7 @@ async function renderFactory(body, controls) {
             ? `starts ~${when(job.waiting.estimated_start)}, done ~${when(job.waiting.estimated_finish)}`
             : job.waiting.detail) : "")))
           : el("span", { class: "muted" }, " empty")),
-      el("div", { class: "actions" }, actions));
+      el("div", { class: "actions" }, actions, materialControl(m)));
   });
   body.replaceChildren(el("div", { class: "grid" }, cards.length ? cards : el("p", { class: "muted" }, "No machines.")));
 }

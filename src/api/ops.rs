@@ -346,6 +346,80 @@ pub async fn machine_action(
     )))
 }
 
+/// The material an operator loaded on a machine.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaterialRequest {
+    /// One of the machine's `materials`; null when it is not known (the
+    /// machine then starts jobs of any of its materials).
+    #[schema(example = "tote")]
+    pub material: Option<String>,
+}
+
+/// An operator declares the material loaded on a machine. From then on the
+/// machine starts only jobs of that material; jobs of another material
+/// wait (`material_not_loaded`) and its queued ones go back to the planner,
+/// which places jobs only on machines whose loaded material fits (or is
+/// not known). Refused (422, pointing at `/material`) for a material the
+/// machine's model cannot use. One transaction, one event
+/// (`machine.material_loaded`), audited (`machine.material`).
+#[utoipa::path(post, path = "/v1/machines/{id}/material", tag = "machines",
+    params(("id" = String, Path)),
+    request_body = MaterialRequest,
+    responses((status = 200, body = MachineView), (status = 400, body = super::problem::Problem),
+        (status = 404, body = super::problem::Problem, description = "No such machine (for this operator)"),
+        (status = 409, body = super::problem::Problem, description = "The machine changed meanwhile"),
+        (status = 422, body = super::problem::Problem, description = "Not a material the machine's model can use (`errors` points at `/material`)")),
+    security(("bearer" = [])))]
+pub async fn load_material(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<MachineView>, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let machine = state
+        .runtime
+        .store
+        .get_machine(&id)
+        .await?
+        .filter(|m| caller.covers_factory(&m.factory))
+        .ok_or_else(|| ApiError::not_found(format!("machine {id}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
+    let request: MaterialRequest = serde_json::from_value(value).map_err(|_| {
+        ApiError::invalid(vec![FieldError::new(
+            "/material",
+            "must be a material name or null (and the only field)",
+        )])
+    })?;
+    let material = request.material.as_deref().map(str::trim);
+    if let Some(material) = material
+        && let Some(reason) =
+            crate::domain::machine::material_refusal(&machine.model, &machine.materials, material)
+    {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            "/material",
+            format!("{id}: {reason}"),
+        )]));
+    }
+    state
+        .runtime
+        .load_material(&machine.id, material, &caller.actor())
+        .await?;
+    let machine = state
+        .runtime
+        .store
+        .get_machine(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("machine {id}")))?;
+    let loads = state.runtime.store.machine_loads().await?;
+    Ok(Json(machine_view(
+        &machine,
+        loads.get(&id).copied().unwrap_or(0),
+    )))
+}
+
 /// A courier's stops (a courier sees only its own).
 #[utoipa::path(get, path = "/v1/couriers/{id}/schedule", tag = "couriers",
     params(("id" = String, Path)),

@@ -66,6 +66,12 @@ pub enum Event {
         from: MachineMode,
         to: MachineMode,
     },
+    /// An operator declared the material loaded on the machine (null: not
+    /// known, any material starts). A known material starts only its jobs.
+    MachineMaterialLoaded {
+        from: Option<String>,
+        to: Option<String>,
+    },
     HandoffPlanned,
     HandoffConfirmed,
     HandoffMissed,
@@ -157,6 +163,7 @@ impl Event {
             Event::MachineStateChanged { .. } => "machine.state_changed",
             Event::MachineFaulted { .. } => "machine.faulted",
             Event::MachineModeChanged { .. } => "machine.mode_changed",
+            Event::MachineMaterialLoaded { .. } => "machine.material_loaded",
             Event::HandoffPlanned => "handoff.planned",
             Event::HandoffConfirmed => "handoff.confirmed",
             Event::HandoffMissed => "handoff.missed",

@@ -62,6 +62,10 @@ pub fn samples() -> Vec<Event> {
             from: MachineMode::Active,
             to: MachineMode::Paused,
         },
+        Event::MachineMaterialLoaded {
+            from: Some("cotton_tee".into()),
+            to: Some("tote".into()),
+        },
         Event::HandoffPlanned,
         Event::HandoffConfirmed,
         Event::HandoffMissed,
@@ -149,6 +153,7 @@ pub fn variant_name(event: &Event) -> &'static str {
         Event::MachineFaulted { .. } => "machine_faulted",
         Event::MachineStateChanged { .. } => "machine_state_changed",
         Event::MachineModeChanged { .. } => "machine_mode_changed",
+        Event::MachineMaterialLoaded { .. } => "machine_material_loaded",
         Event::HandoffPlanned => "handoff_planned",
         Event::HandoffConfirmed => "handoff_confirmed",
         Event::HandoffMissed => "handoff_missed",

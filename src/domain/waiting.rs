@@ -19,6 +19,9 @@ pub enum WaitReason {
     /// Capable machines work, but their queues are full; it is placed when
     /// one has room (earliest deadline first).
     QueuesFull,
+    /// Its material is not the one loaded: on its machine (queued), or on
+    /// every capable machine (pending). An operator loads it.
+    MaterialNotLoaded,
     /// In a machine's queue behind other jobs.
     Queued,
     /// In the queue of a machine that is paused or in maintenance.

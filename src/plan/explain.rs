@@ -22,11 +22,30 @@ pub struct FloorMachine {
     pub state: MachineState,
     pub mode: MachineMode,
     pub fault_code: Option<i64>,
+    /// The material an operator declared loaded (None: not known).
+    pub loaded_material: Option<String>,
 }
 
 impl FloorMachine {
     fn can_make(&self, job: &FloorJob) -> bool {
         self.capabilities.contains(&job.process) && self.materials.contains(&job.material)
+    }
+
+    /// Whether it starts `job` as loaded now (an unknown material: yes).
+    fn has_material_for(&self, job: &FloorJob) -> bool {
+        crate::domain::machine::material_fits(self.loaded_material.as_deref(), &job.material)
+    }
+
+    /// The sentence for a job whose material is not loaded here.
+    fn material_detail(&self, job: &FloorJob) -> String {
+        format!(
+            "needs {} loaded; {} has {} loaded",
+            job.material,
+            self.id,
+            self.loaded_material
+                .as_deref()
+                .unwrap_or("no known material")
+        )
     }
 
     /// Why this machine takes no job now, if it does not.
@@ -135,6 +154,21 @@ pub fn explain(
                 }
                 _ => {}
             }
+            if job.state == JobState::Scheduled && !machine.has_material_for(job) {
+                // Skipped by the machine until an operator loads its material.
+                out.insert(
+                    job.token,
+                    Waiting {
+                        reason: WaitReason::MaterialNotLoaded,
+                        detail: machine.material_detail(job),
+                        machine: Some(machine.id.clone()),
+                        position: None,
+                        estimated_start_ms: None,
+                        estimated_finish_ms: None,
+                    },
+                );
+                continue;
+            }
             position += 1;
             let (reason, detail, start) = match (&blocked, job.state) {
                 (Some((reason, why)), _) => (
@@ -218,6 +252,42 @@ pub fn explain(
             );
             continue;
         }
+        // Placed only where its material is loaded (or not known).
+        let loaded: Vec<&FloorMachine> = capable
+            .iter()
+            .copied()
+            .filter(|m| m.has_material_for(job))
+            .collect();
+        if loaded.is_empty() {
+            let each: Vec<String> = capable
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} has {}",
+                        m.id,
+                        m.loaded_material.as_deref().unwrap_or("no known material")
+                    )
+                })
+                .collect();
+            out.insert(
+                job.token,
+                Waiting {
+                    reason: WaitReason::MaterialNotLoaded,
+                    detail: format!(
+                        "needs {} loaded on a machine that does {}; {} loaded",
+                        job.material,
+                        job.process,
+                        each.join(", ")
+                    ),
+                    machine: None,
+                    position: None,
+                    estimated_start_ms: None,
+                    estimated_finish_ms: None,
+                },
+            );
+            continue;
+        }
+        let capable = loaded;
         let first_free = capable
             .iter()
             .filter_map(|m| free_at.get(m.id.as_str()).map(|at| (*at, m.id.as_str())))
@@ -284,6 +354,7 @@ mod tests {
             state,
             mode,
             fault_code: None,
+            loaded_material: None,
         }
     }
 
@@ -461,5 +532,57 @@ mod tests {
             "{}",
             out[&5].detail
         );
+    }
+
+    #[test]
+    fn jobs_of_a_material_not_loaded_say_what_is_needed_and_what_is_loaded() {
+        let mut m1 = machine("m1", MachineState::Idle, MachineMode::Active);
+        m1.materials.push("tote".into());
+        m1.loaded_material = Some("tote".into());
+        let mut m2 = m1.clone();
+        m2.id = "m2".into();
+        let queues = HashMap::from([(
+            "m1".to_string(),
+            vec![job(1, JobState::Scheduled, Some("m1")), {
+                let mut tote = job(2, JobState::Scheduled, Some("m1"));
+                tote.material = "tote".into();
+                tote
+            }],
+        )]);
+        let out = explain(
+            NOW,
+            &[m1.clone(), m2],
+            &queues,
+            &[job(3, JobState::Pending, None)],
+        );
+        // Queued: skipped by its machine, which takes the tote job first.
+        assert_eq!(out[&1].reason, WaitReason::MaterialNotLoaded);
+        assert_eq!(out[&1].position, None);
+        assert!(
+            out[&1]
+                .detail
+                .contains("needs cotton loaded; m1 has tote loaded"),
+            "{}",
+            out[&1].detail
+        );
+        assert_eq!(out[&2].reason, WaitReason::Starting);
+        assert_eq!(out[&2].position, Some(1));
+        // Pending: every capable machine has another material.
+        assert_eq!(out[&3].reason, WaitReason::MaterialNotLoaded);
+        assert!(
+            out[&3].detail.contains("needs cotton") && out[&3].detail.contains("m2 has tote"),
+            "{}",
+            out[&3].detail
+        );
+        // One machine of unknown material is enough to place it.
+        let mut unknown = m1;
+        unknown.loaded_material = None;
+        let out = explain(
+            NOW,
+            &[unknown],
+            &HashMap::new(),
+            &[job(3, JobState::Pending, None)],
+        );
+        assert_eq!(out[&3].reason, WaitReason::QueuesFull);
     }
 }

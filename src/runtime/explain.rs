@@ -43,6 +43,7 @@ impl Runtime {
                 state: m.state,
                 mode: m.mode,
                 fault_code: m.fault_code,
+                loaded_material: m.loaded_material,
             })
             .collect();
         let mut queues: HashMap<String, Vec<FloorJob>> = HashMap::new();

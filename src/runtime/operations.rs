@@ -7,8 +7,8 @@ use super::Runtime;
 use super::wake::Wake;
 use crate::domain::{AtRiskReason, FailureReason, JobInput, JobToken, Millis, ModeInput};
 use crate::store::{
-    Confirmation, FailedAttempt, HandoffRecord, JobTransition, ModeChange, PromiseUpdate,
-    StoreError,
+    Confirmation, FailedAttempt, HandoffRecord, JobTransition, MaterialChange, ModeChange,
+    PromiseUpdate, StoreError,
 };
 use tracing::warn;
 
@@ -49,6 +49,24 @@ impl Runtime {
             .change_machine_mode(machine, input, actor, self.clock.now_ms())
             .await?;
         self.wakers.wake(Wake::mode_changed(&change));
+        Ok(change)
+    }
+
+    /// An operator declares the material loaded on a machine (None: not
+    /// known); its queued jobs of another material go back to the planner.
+    pub async fn load_material(
+        &self,
+        machine: &str,
+        material: Option<&str>,
+        actor: &str,
+    ) -> Result<MaterialChange, StoreError> {
+        let change = self
+            .store
+            .load_material(machine, material, actor, self.clock.now_ms())
+            .await?;
+        metrics::counter!("fabflow_machine_materials_loaded_total").increment(1);
+        // Jobs of the new material may now be placed and started there.
+        self.wakers.wake(Wake::BOTH);
         Ok(change)
     }
 

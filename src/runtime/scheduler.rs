@@ -94,6 +94,7 @@ impl Scheduler {
                 factory: machine.factory,
                 capabilities: machine.capabilities,
                 materials: machine.materials,
+                loaded_material: machine.loaded_material,
             })
             .collect();
         let factory_of: HashMap<String, String> = slots
@@ -238,11 +239,21 @@ fn floor_machines(
                     .copied()
                     .unwrap_or(Location::new(0.0, 0.0)),
                 capabilities: slot.capabilities.clone(),
-                materials: slot.materials.clone(),
+                // A machine with a declared material starts only jobs of it
+                // (the dispatcher's rule), so the plan offers it no other.
+                materials: match &slot.loaded_material {
+                    Some(loaded) => slot
+                        .materials
+                        .iter()
+                        .filter(|m| *m == loaded)
+                        .cloned()
+                        .collect(),
+                    None => slot.materials.clone(),
+                },
                 accepts_jobs: slot.accepts_jobs,
                 speed: 1.0,
                 setup_ms: 0,
-                loaded_material: None,
+                loaded_material: slot.loaded_material.clone(),
                 available_from_ms: now.saturating_add(seconds_to_ms(backlog_s)),
             }
         })

@@ -584,10 +584,15 @@ impl Supervisor {
         let Some(machine) = self.store.get_machine(&self.machine).await? else {
             return Ok(false);
         };
+        let loaded = machine.loaded_material.as_deref();
+        let startable = |job: &&JobRecord| {
+            job.state == JobState::Scheduled
+                && crate::domain::machine::material_fits(loaded, &job.material)
+        };
         if machine.mode == MachineMode::Draining
             && !queue
                 .iter()
-                .any(|job| job.state == JobState::Scheduled || job.state.is_on_machine())
+                .any(|job| startable(&job) || job.state.is_on_machine())
         {
             // Drained: its queue is done; it pauses.
             match self
@@ -616,7 +621,9 @@ impl Supervisor {
             *wake |= Wake::unscheduled(count);
             return Ok(false);
         }
-        let Some(job) = queue.iter().find(|job| job.state == JobState::Scheduled) else {
+        // A machine with a declared material starts only jobs of it; the
+        // others wait (`material_not_loaded`) for the operator.
+        let Some(job) = queue.iter().find(startable) else {
             return Ok(false);
         };
         let token = job.token;

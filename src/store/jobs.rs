@@ -828,23 +828,35 @@ impl Store {
             return Ok(0);
         }
         let mut tx = self.begin().await?;
-        let count = unschedule_in(&mut tx, self.backend, machine, now).await?;
+        let count = unschedule_in(&mut tx, self.backend, machine, None, now).await?;
         tx.commit().await?;
         Ok(count)
     }
 }
 
-/// Takes every queued job off a machine inside `tx`; returns how many.
+/// Takes the queued jobs off a machine inside `tx` (with `keep`: all but
+/// those of that material); returns how many.
 pub(super) async fn unschedule_in(
     tx: &mut WriteTx,
     backend: Backend,
     machine: &str,
+    keep: Option<&str>,
     now: Millis,
 ) -> Result<usize, StoreError> {
-    let rows = sqlx::query("SELECT token FROM jobs WHERE machine = $1 AND state = 'scheduled'")
-        .bind(machine)
-        .fetch_all(&mut **tx)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT token, material FROM jobs WHERE machine = $1 AND state = 'scheduled' ORDER BY token",
+    )
+    .bind(machine)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut tokens = Vec::new();
+    for row in rows {
+        let material: String = row.try_get("material")?;
+        if keep != Some(material.as_str()) {
+            tokens.push(row);
+        }
+    }
+    let rows = tokens;
     let mut count = 0;
     for row in rows {
         let token = JobToken(to_u32(row.try_get("token")?, "job token")?);

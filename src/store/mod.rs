@@ -29,7 +29,7 @@ pub use handoffs::{
 };
 pub use jobs::{CounterBaseline, JobFilter, JobRecord, JobTransition, SchedulableJob};
 pub use leases::{Fence, Lease, SqliteLock};
-pub use machines::{MachineRecord, MachineSpec, ModeChange};
+pub use machines::{MachineRecord, MachineSpec, MaterialChange, ModeChange};
 pub use mqtt_users::MqttUserRecord;
 pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord, Promise};
 pub use outbox::{EventRecord, OutboxRecord};

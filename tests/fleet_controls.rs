@@ -1,0 +1,224 @@
+//! End to end, an operator's fleet controls through the API (and the CLI):
+//! declaring the material loaded on a machine, and what dispatch and the
+//! waiting reasons then say. Starts the simulator and the daemon on
+//! loopback and looks only through the API, as a user would.
+
+mod support;
+
+use fabflow::api::auth::Role;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::{Api, Running, wait_for};
+
+/// Slow enough that queues stay filled while the test looks at them.
+const TIME_SCALE: f64 = 60.0;
+
+const BIN: &str = env!("CARGO_BIN_EXE_fabflow");
+
+async fn jobs(api: &Api, factory: &str) -> Vec<Value> {
+    let (status, page) = api
+        .get(&format!("/v1/jobs?factory={factory}&limit=500"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+/// The ids of `factory`'s machines that do `process`.
+async fn machines_doing(api: &Api, factory: &str, process: &str) -> Vec<String> {
+    let (status, machines) = api.get(&format!("/v1/machines?factory={factory}")).await;
+    assert_eq!(status, 200, "{machines}");
+    machines
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| {
+            m["capabilities"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|p| p == process))
+        })
+        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+async fn order_tees(brand: &Api, near: (f64, f64), prefix: &str, count: usize) -> Vec<Value> {
+    let mut orders = Vec::new();
+    for n in 0..count {
+        let body = json!({
+            "external_ref": format!("{prefix}-{n}"),
+            "customer": {"name": "Ada", "lat": near.0 + 0.001, "lon": near.1 + 0.001},
+            "lines": [{"sku": "tee-black-m", "quantity": 2}],
+        });
+        let (status, order) = brand.post("/v1/orders", &body, None).await;
+        assert_eq!(status, 201, "{order}");
+        assert_eq!(order["factory"], "north", "{order}");
+        orders.push(order);
+    }
+    orders
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_declared_material_decides_what_a_machine_starts_and_why_jobs_wait() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(5, TIME_SCALE).await;
+    let config = support::config(&fleet, &dir.path().join("material.db"), TIME_SCALE);
+    let north = config
+        .factories
+        .iter()
+        .find(|f| f.id == "north")
+        .map(|f| (f.lat, f.lon))
+        .expect("the demo has a factory north");
+    let running = Running::start(config).await;
+    let operator = running.api(Role::Operator, "north").await;
+    let brand = running.api(Role::Brand, "material-brand").await;
+    let admin = running.api(Role::Admin, "*").await;
+
+    let printers = machines_doing(&operator, "north", "dtg_print").await;
+    assert!(printers.len() >= 2, "north has two DTG printers or more");
+
+    // A material the model cannot use is refused, pointing at the field.
+    let (status, body) = operator
+        .post(
+            &format!("/v1/machines/{}/material", printers[0]),
+            &json!({"material": "pla"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["pointer"], "/material", "{body}");
+    let reason = body["errors"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("cannot use \"pla\"") && reason.contains("cotton_tee"),
+        "names the material and what the model uses: {body}"
+    );
+    let (status, body) = operator
+        .post(
+            &format!("/v1/machines/{}/material", printers[0]),
+            &json!({"materal": "tote"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["errors"][0]["pointer"], "/material", "{body}");
+    // Another factory's operator does not see the machine.
+    let south = running.api(Role::Operator, "south").await;
+    let (status, body) = south
+        .post(
+            &format!("/v1/machines/{}/material", printers[0]),
+            &json!({"material": "tote"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+
+    // Every printer of north has totes loaded before tee orders come.
+    for printer in &printers {
+        let (status, body) = operator
+            .post(
+                &format!("/v1/machines/{printer}/material"),
+                &json!({"material": "tote"}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["loaded_material"], "tote", "{body}");
+    }
+    order_tees(&brand, north, "material", 4).await;
+    let prints: Vec<Value> = jobs(&operator, "north")
+        .await
+        .into_iter()
+        .filter(|j| j["process"] == "dtg_print")
+        .collect();
+    assert_eq!(prints.len(), 4, "{prints:?}");
+    for job in &prints {
+        assert_eq!(
+            job["state"], "pending",
+            "nothing places a tee on a tote printer: {job}"
+        );
+        assert_eq!(job["waiting"]["reason"], "material_not_loaded", "{job}");
+        let detail = job["waiting"]["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("needs cotton_tee")
+                && detail.contains(&format!("{} has tote", printers[0])),
+            "names the material needed and the one loaded: {detail}"
+        );
+    }
+
+    // The operator loads tees on one printer, from the CLI: the jobs go
+    // there, and only there.
+    let token = running.token(Role::Operator, "north").await;
+    let output = tokio::process::Command::new(BIN)
+        .args(["machine", "material", &printers[0], "cotton_tee"])
+        .env("FABFLOW_URL", &running.base)
+        .env("FABFLOW_TOKEN", &token)
+        .output()
+        .await
+        .expect("run fabflow");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("machine {} has cotton_tee loaded", printers[0])),
+        "{stdout}"
+    );
+    let refused = tokio::process::Command::new(BIN)
+        .args(["machine", "material", &printers[0], "pla"])
+        .env("FABFLOW_URL", &running.base)
+        .env("FABFLOW_TOKEN", &token)
+        .output()
+        .await
+        .expect("run fabflow");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("422") && stderr.contains("cannot use"),
+        "{stderr}"
+    );
+
+    let started = wait_for(
+        "a tee print to start on the cotton printer",
+        Duration::from_secs(120),
+        || async {
+            let prints: Vec<Value> = jobs(&operator, "north")
+                .await
+                .into_iter()
+                .filter(|j| j["process"] == "dtg_print")
+                .collect();
+            prints
+                .iter()
+                .any(|j| ["running", "done"].contains(&j["state"].as_str().unwrap_or_default()))
+                .then_some(prints)
+        },
+    )
+    .await;
+    for job in &started {
+        assert!(
+            job["machine"].is_null() || job["machine"] == printers[0].as_str(),
+            "a tee print only on the printer with tees: {job}"
+        );
+        if job["state"] == "pending" {
+            assert_ne!(job["waiting"]["reason"], "material_not_loaded", "{job}");
+        }
+    }
+
+    // Audited and published, each event matching its schema.
+    let (_, audit) = admin.get("/v1/audit?limit=500").await;
+    let materials: Vec<&Value> = audit["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|a| a["action"] == "machine.material")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(materials.len(), printers.len() + 1, "{audit}");
+    let kinds = support::assert_events_match_schemas(&admin).await;
+    assert!(kinds.contains("machine.material_loaded"), "{kinds:?}");
+
+    running.stop().await;
+    fleet.shutdown().await;
+}
