@@ -1,6 +1,6 @@
 //! The operator's commands over the HTTP API (`FABFLOW_URL`, `FABFLOW_TOKEN`):
 //! `machines`, `jobs`, `orders show`, `machine pause|resume|drain|maintenance|ready|material`,
-//! `job resume|abandon`. Aligned tables by default, `--json` for scripts; an
+//! `job resume|abandon|retry|cancel`. Aligned tables by default, `--json` for scripts; an
 //! error is a non-zero exit with the API's problem detail.
 
 use anyhow::{Context, bail};
@@ -54,9 +54,21 @@ pub enum JobCommand {
         job: String,
     },
     /// A held job is abandoned: it fails and its units not reported good are
-    /// made again under new jobs (`retry` is the same).
-    #[command(alias = "retry")]
+    /// made again under new jobs.
     Abandon {
+        /// The job's token.
+        #[arg(value_name = "JOB_TOKEN")]
+        job: String,
+    },
+    /// A held job is made again: as abandon, recorded as a retry.
+    Retry {
+        /// The job's token.
+        #[arg(value_name = "JOB_TOKEN")]
+        job: String,
+    },
+    /// A pending or queued job, and the rest of its order line not yet
+    /// made, is cancelled (the order follows).
+    Cancel {
         /// The job's token.
         #[arg(value_name = "JOB_TOKEN")]
         job: String,
@@ -375,12 +387,30 @@ pub async fn job(api: &ApiArgs, command: JobCommand) -> anyhow::Result<ExitCode>
     let (job, decision) = match &command {
         JobCommand::Resume { job } => (job, "resume"),
         JobCommand::Abandon { job } => (job, "abandon"),
+        JobCommand::Retry { job } => (job, "retry"),
+        JobCommand::Cancel { job } => (job, "cancel"),
     };
     let path = format!("/v1/jobs/{}/{decision}", encode(job));
-    let job = call(api, reqwest::Method::POST, &path).await?;
+    let answer = call(api, reqwest::Method::POST, &path).await?;
     if api.json {
-        return print_json(&job);
+        return print_json(&answer);
     }
+    if decision == "cancel" {
+        let cancelled: Vec<String> = answer["cancelled"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        println!(
+            "jobs {} cancelled; order {} is {}",
+            cancelled.join(", "),
+            text(&answer["job"]["order_id"]),
+            text(&answer["order_state"])
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let job = answer;
     println!("job {} is now {}", text(&job["token"]), text(&job["state"]));
     Ok(ExitCode::SUCCESS)
 }

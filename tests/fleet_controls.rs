@@ -222,3 +222,259 @@ async fn a_declared_material_decides_what_a_machine_starts_and_why_jobs_wait() {
     running.stop().await;
     fleet.shutdown().await;
 }
+
+/// The jobs of `order`.
+async fn order_jobs(api: &Api, order: &str) -> Vec<Value> {
+    let (status, page) = api
+        .get(&format!("/v1/jobs?order_id={order}&limit=500"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn find<'a>(jobs: &'a [Value], line: i64, process: &str) -> &'a Value {
+    jobs.iter()
+        .find(|j| j["line_index"] == line && j["process"] == process && j["replaces"].is_null())
+        .unwrap_or_else(|| panic!("line {line} has a {process} job: {jobs:?}"))
+}
+
+fn token_of(job: &Value) -> u64 {
+    job["token"].as_u64().expect("a job token")
+}
+
+async fn post_job(api: &Api, token: u64, action: &str) -> (u16, Value) {
+    api.post(&format!("/v1/jobs/{token}/{action}"), &Value::Null, None)
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operators_cancel_jobs_not_started_and_retry_held_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(7, TIME_SCALE).await;
+    let config = support::config(&fleet, &dir.path().join("cancel.db"), TIME_SCALE);
+    let north = config
+        .factories
+        .iter()
+        .find(|f| f.id == "north")
+        .map(|f| (f.lat, f.lon))
+        .expect("the demo has a factory north");
+    let running = Running::start(config).await;
+    let operator = running.api(Role::Operator, "north").await;
+    let brand = running.api(Role::Brand, "cancel-brand").await;
+    let admin = running.api(Role::Admin, "*").await;
+
+    // Tees only on north's printers: tote prints wait for their material.
+    let printers = machines_doing(&operator, "north", "dtg_print").await;
+    for printer in &printers {
+        let (status, body) = operator
+            .post(
+                &format!("/v1/machines/{printer}/material"),
+                &json!({"material": "cotton_tee"}),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let order = |reference: &str, lines: Value| {
+        json!({
+            "external_ref": reference,
+            "customer": {"name": "Ada", "lat": north.0 + 0.001, "lon": north.1 + 0.001},
+            "lines": lines,
+        })
+    };
+    let (status, mixed) = brand
+        .post(
+            "/v1/orders",
+            &order(
+                "cancel-mixed",
+                json!([{"sku": "tee-black-m", "quantity": 1}, {"sku": "tote-natural", "quantity": 1}]),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{mixed}");
+    let (status, totes) = brand
+        .post(
+            "/v1/orders",
+            &order(
+                "cancel-totes",
+                json!([{"sku": "tote-natural", "quantity": 2}]),
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{totes}");
+    let mixed_id = mixed["id"].as_str().expect("order id").to_string();
+    let totes_id = totes["id"].as_str().expect("order id").to_string();
+
+    // Cancelling a later step takes its whole line off the floor; with no
+    // line left, the order is cancelled.
+    let jobs = order_jobs(&operator, &totes_id).await;
+    let press = token_of(find(&jobs, 0, "heat_press"));
+    let print = token_of(find(&jobs, 0, "dtg_print"));
+    let (status, cancelled) = post_job(&operator, press, "cancel").await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["job"]["state"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["order_state"], "cancelled", "{cancelled}");
+    let tokens: Vec<u64> = cancelled["cancelled"]
+        .as_array()
+        .map(|t| t.iter().filter_map(Value::as_u64).collect())
+        .unwrap_or_default();
+    assert_eq!(tokens.len(), 2, "{cancelled}");
+    assert!(
+        tokens.contains(&press) && tokens.contains(&print),
+        "{cancelled}"
+    );
+    let (_, seen) = brand.get(&format!("/v1/orders/{totes_id}")).await;
+    assert_eq!(seen["state"], "cancelled", "the brand sees it: {seen}");
+    let (status, body) = post_job(&operator, print, "cancel").await;
+    assert_eq!(
+        status, 409,
+        "a cancelled job is not cancelled twice: {body}"
+    );
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("only a pending or queued job is cancelled"),
+        "{body}"
+    );
+    // Another factory's operator does not see the job.
+    let south = running.api(Role::Operator, "south").await;
+    let (status, body) = post_job(&south, print, "cancel").await;
+    assert_eq!(status, 404, "{body}");
+
+    // The tee line of the mixed order is made; cancelling its tote line
+    // then leaves only done lines: the order is ready.
+    wait_for(
+        "the tee line of the mixed order made",
+        Duration::from_secs(180),
+        || async {
+            let jobs = order_jobs(&operator, &mixed_id).await;
+            let tee: Vec<&Value> = jobs
+                .iter()
+                .filter(|j| j["line_index"] == 0 && j["state"] != "failed")
+                .collect();
+            (!tee.is_empty() && tee.iter().all(|j| j["state"] == "done")).then_some(())
+        },
+    )
+    .await;
+    let jobs = order_jobs(&operator, &mixed_id).await;
+    let tote_print = find(&jobs, 1, "dtg_print");
+    assert_eq!(tote_print["state"], "pending", "{tote_print}");
+    assert_eq!(
+        tote_print["waiting"]["reason"], "material_not_loaded",
+        "{tote_print}"
+    );
+    let (status, cancelled) = post_job(&operator, token_of(tote_print), "cancel").await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(cancelled["order_state"], "ready", "{cancelled}");
+    let (_, seen) = brand.get(&format!("/v1/orders/{mixed_id}")).await;
+    assert_eq!(seen["state"], "ready", "{seen}");
+
+    // A running job is not cancelled, nor is a line with a job on a machine.
+    let (status, tees) = brand
+        .post(
+            "/v1/orders",
+            &order("retry-tees", json!([{"sku": "tee-black-m", "quantity": 3}])),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{tees}");
+    let tees_id = tees["id"].as_str().expect("order id").to_string();
+    let printer = wait_for(
+        "a printer running the tees",
+        Duration::from_secs(120),
+        || async {
+            printers
+                .iter()
+                .filter_map(|id| fleet.machine(id))
+                .find(|m| m.snapshot().state == fabflow_adapters::RunState::Running)
+        },
+    )
+    .await;
+    printer.set_hold(true);
+    let token = u64::from(printer.snapshot().job_token);
+    wait_for(
+        "the print seen running",
+        Duration::from_secs(60),
+        || async {
+            let jobs = order_jobs(&operator, &tees_id).await;
+            jobs.iter()
+                .any(|j| token_of(j) == token && j["state"] == "running")
+                .then_some(())
+        },
+    )
+    .await;
+    let (status, body) = post_job(&operator, token, "cancel").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is running"),
+        "{body}"
+    );
+    let jobs = order_jobs(&operator, &tees_id).await;
+    let press = token_of(find(&jobs, 0, "heat_press"));
+    let (status, body) = post_job(&operator, press, "cancel").await;
+    assert_eq!(status, 409, "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("job {token}")) && detail.contains(printer.machine_id()),
+        "names the job on a machine and where: {body}"
+    );
+    let (status, body) = post_job(&operator, token, "retry").await;
+    assert_eq!(status, 409, "only a held job is retried: {body}");
+
+    // The printer loses power: the job is held, and the operator retries
+    // it: failed, its units made again under new tokens.
+    printer.power_cycle().await;
+    printer.set_hold(false);
+    wait_for("the lost print held", Duration::from_secs(60), || async {
+        let jobs = order_jobs(&operator, &tees_id).await;
+        jobs.iter()
+            .any(|j| token_of(j) == token && j["state"] == "held")
+            .then_some(())
+    })
+    .await;
+    let (status, retried) = post_job(&operator, token, "retry").await;
+    assert_eq!(status, 200, "{retried}");
+    assert_eq!(retried["state"], "failed", "{retried}");
+    let jobs = order_jobs(&operator, &tees_id).await;
+    let remade: Vec<&Value> = jobs.iter().filter(|j| j["replaces"] == token).collect();
+    assert!(!remade.is_empty(), "units made again: {jobs:?}");
+    assert!(remade.iter().all(|j| token_of(j) != token));
+    let (status, body) = post_job(&operator, token, "retry").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already being made again"),
+        "{body}"
+    );
+
+    // Audited and published, each event matching its schema.
+    let (_, audit) = admin.get("/v1/audit?limit=500").await;
+    for action in ["job.cancel", "job.retry"] {
+        assert!(
+            audit["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().any(|a| a["action"] == action)),
+            "{action}: {audit}"
+        );
+    }
+    let kinds = support::assert_events_match_schemas(&admin).await;
+    for kind in [
+        "job.cancelled",
+        "job.retried",
+        "order.cancelled",
+        "order.ready",
+    ] {
+        assert!(kinds.contains(kind), "{kind}: {kinds:?}");
+    }
+
+    running.stop().await;
+    fleet.shutdown().await;
+}

@@ -110,19 +110,29 @@ function materialControl(m) {
       m.materials.map((name) => el("option", { value: name, selected: name === m.loaded_material }, name))));
 }
 
+const JOB_QUESTIONS = {
+  resume: (job) => `Resume held job ${job.token} on ${job.machine}? Only if the machine carries on with it.`,
+  abandon: (job) => `Abandon held job ${job.token}? Its units not reported good are made again under new jobs.`,
+  retry: (job) => `Retry held job ${job.token}? Its units not reported good are made again under new jobs.`,
+  cancel: (job) => `Cancel job ${job.token} and the rest of its order line not yet made? The order is cancelled if no line is left, ready if the lines left are done.`,
+};
+
 function jobDecision(job, decision) {
-  const question = decision === "resume"
-    ? `Resume held job ${job.token} on ${job.machine}? Only if the machine carries on with it.`
-    : `Abandon held job ${job.token}? Its units not reported good are made again under new jobs.`;
-  confirmAction(question, async () => {
+  confirmAction(JOB_QUESTIONS[decision](job), async () => {
     const after = await api(`/v1/jobs/${job.token}/${decision}`, { method: "POST" });
+    if (decision === "cancel") return `Jobs ${after.cancelled.join(", ")} cancelled; the order is ${after.order_state.replace(/_/g, " ")}.`;
     return `Job ${after.token} is now ${after.state}.`;
   });
+}
+
+function cancelButton(job) {
+  return el("button", { type: "button", class: "danger", "data-job": job.token, "data-action": "cancel", onclick: () => jobDecision(job, "cancel") }, "Cancel");
 }
 
 function heldActions(job) {
   return el("div", { class: "actions" },
     el("button", { type: "button", "data-job": job.token, "data-action": "resume", onclick: () => jobDecision(job, "resume") }, "Resume"),
+    el("button", { type: "button", "data-job": job.token, "data-action": "retry", onclick: () => jobDecision(job, "retry") }, "Retry (make again)"),
     el("button", { type: "button", class: "danger", "data-job": job.token, "data-action": "abandon", onclick: () => jobDecision(job, "abandon") }, "Abandon (make again)"));
 }
 
@@ -232,7 +242,7 @@ async function renderFactory(body, controls) {
         : el("div", { class: "muted" }, "No job on the machine."),
       held.map((job) => el("div", {}, el("strong", { class: "error" }, `Held job ${job.token} (${job.hold_cause || "held"})`), heldActions(job))),
       el("div", {}, el("strong", {}, `Queue (${queue.length})`),
-        queue.length ? el("ol", { class: "queue" }, queue.map((job) => el("li", {}, `job ${job.token}: ${job.quantity} × ${job.process} (${job.material}), due ${when(job.due)}`,
+        queue.length ? el("ol", { class: "queue" }, queue.map((job) => el("li", {}, `job ${job.token}: ${job.quantity} × ${job.process} (${job.material}), due ${when(job.due)} `, cancelButton(job),
           job.waiting ? el("div", { class: "muted" }, job.waiting.estimated_start
             ? `starts ~${when(job.waiting.estimated_start)}, done ~${when(job.waiting.estimated_finish)}`
             : job.waiting.detail) : "")))

@@ -140,6 +140,73 @@ pub async fn abandon_job(
     decide_job(&state, &caller, &token, HeldDecision::Abandon).await
 }
 
+/// A held job is made again: the same end as `abandon` (it fails, its
+/// token is retired, its units not reported good are made again by new
+/// jobs whose `replaces` is its token), recorded as a retry (`job.retried`,
+/// audit `job.retry`). Refused (409) unless the job is held: a failed job's
+/// units are already being made again. One transaction, one event.
+#[utoipa::path(post, path = "/v1/jobs/{token}/retry", tag = "jobs",
+    params(("token" = u32, Path, description = "The job token")),
+    responses((status = 200, body = JobView), (status = 404, body = super::problem::Problem),
+        (status = 409, body = super::problem::Problem, description = "Not held; `detail` says why")),
+    security(("bearer" = [])))]
+pub async fn retry_job(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(token): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    decide_job(&state, &caller, &token, HeldDecision::Retry).await
+}
+
+/// What a job's cancellation did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CancelledJobView {
+    /// The job, now cancelled.
+    pub job: JobView,
+    /// Every job cancelled with it: the jobs of its line not yet made
+    /// (earlier and later steps, replacements), itself included.
+    pub cancelled: Vec<u32>,
+    /// The order's state after the cancellation (cancelled when every line
+    /// is, ready when the lines left are all done).
+    pub order_state: OrderState,
+}
+
+/// A job not yet on a machine (pending or queued) is taken off the floor,
+/// and with it its order line: every job of the line not yet made (earlier
+/// and later steps, replacements) is cancelled (`job.cancelled` each). The
+/// order follows: cancelled once every line is, ready once the lines left
+/// are all done, otherwise unchanged. Refused (409, with the reason) for a
+/// job that is running, dispatched, held or finished, or while another job
+/// of its line is on a machine. One transaction, audited (`job.cancel`).
+#[utoipa::path(post, path = "/v1/jobs/{token}/cancel", tag = "jobs",
+    params(("token" = u32, Path, description = "The job token")),
+    responses((status = 200, body = CancelledJobView), (status = 404, body = super::problem::Problem),
+        (status = 409, body = super::problem::Problem, description = "The job (or another of its line) is on a machine or finished; `detail` says which")),
+    security(("bearer" = [])))]
+pub async fn cancel_job(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(token): Path<String>,
+) -> Result<Json<CancelledJobView>, ApiError> {
+    let token = operators_job(&state, &caller, &token).await?;
+    let (moved, cancelled) = state.runtime.cancel_job(token, &caller.actor()).await?;
+    let order_state = match moved.order_state {
+        Some(order_state) => order_state,
+        None => state
+            .runtime
+            .store
+            .get_order(moved.job.order_id.as_str(), None)
+            .await?
+            .map(|order| order.state)
+            .ok_or_else(|| ApiError::not_found(format!("order {}", moved.job.order_id)))?,
+    };
+    Ok(Json(CancelledJobView {
+        job: job_view(&moved.job),
+        cancelled: cancelled.iter().map(|t| t.0).collect(),
+        order_state,
+    }))
+}
+
 /// The job `token` if `caller` (an operator or admin) may see it: an
 /// operator sees its factories' jobs; anything else is a 404.
 async fn operators_job(

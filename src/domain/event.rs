@@ -53,6 +53,11 @@ pub enum Event {
     /// An operator abandoned a held job: failed, its units not reported
     /// good made again under new tokens.
     JobAbandoned,
+    /// An operator retried a held job: failed, its token retired, its
+    /// units not reported good made again under new tokens.
+    JobRetried,
+    /// A job not on a machine yet was taken off the floor (its order was
+    /// cancelled, or an operator cancelled its line).
     JobCancelled,
     MachineStateChanged {
         from: MachineState,
@@ -159,6 +164,7 @@ impl Event {
             Event::JobHeld { .. } => "job.held",
             Event::JobResumed { .. } => "job.resumed",
             Event::JobAbandoned => "job.abandoned",
+            Event::JobRetried => "job.retried",
             Event::JobCancelled => "job.cancelled",
             Event::MachineStateChanged { .. } => "machine.state_changed",
             Event::MachineFaulted { .. } => "machine.faulted",
@@ -192,7 +198,7 @@ impl Event {
             Event::JobDispatched => JobState::Dispatched,
             Event::JobRunning => JobState::Running,
             Event::JobDone { .. } => JobState::Done,
-            Event::JobFailed { .. } | Event::JobAbandoned => JobState::Failed,
+            Event::JobFailed { .. } | Event::JobAbandoned | Event::JobRetried => JobState::Failed,
             Event::JobHeld { .. } => JobState::Held,
             Event::JobResumed { .. } => JobState::Running,
             Event::JobCancelled => JobState::Cancelled,

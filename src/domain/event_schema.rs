@@ -50,6 +50,7 @@ pub fn samples() -> Vec<Event> {
         },
         Event::JobResumed { operator: false },
         Event::JobAbandoned,
+        Event::JobRetried,
         Event::JobCancelled,
         Event::MachineFaulted {
             fault_code: Some(17),
@@ -149,6 +150,7 @@ pub fn variant_name(event: &Event) -> &'static str {
         Event::JobHeld { .. } => "job_held",
         Event::JobResumed { .. } => "job_resumed",
         Event::JobAbandoned => "job_abandoned",
+        Event::JobRetried => "job_retried",
         Event::JobCancelled => "job_cancelled",
         Event::MachineFaulted { .. } => "machine_faulted",
         Event::MachineStateChanged { .. } => "machine_state_changed",

@@ -24,6 +24,8 @@ pub enum HeldDecision {
     /// The job ends; its units not reported good are made again under new
     /// tokens, and its token is retired.
     Abandon,
+    /// The same end as `Abandon`, asked for as "make it again" (`job.retried`).
+    Retry,
 }
 
 impl Runtime {
@@ -80,6 +82,7 @@ impl Runtime {
         let input = match decision {
             HeldDecision::Resume => JobInput::Resume,
             HeldDecision::Abandon => JobInput::Abandon,
+            HeldDecision::Retry => JobInput::Retry,
         };
         let moved = self
             .store
@@ -88,10 +91,32 @@ impl Runtime {
         metrics::counter!("fabflow_held_jobs_decided_total", "decision" => match decision {
             HeldDecision::Resume => "resume",
             HeldDecision::Abandon => "abandon",
+            HeldDecision::Retry => "retry",
         })
         .increment(1);
         self.wakers.wake(Wake::job_moved(&moved));
         Ok(moved)
+    }
+
+    /// An operator cancels a pending or queued job, and with it the rest of
+    /// its line not yet made; the order follows (cancelled with every line
+    /// cancelled, ready with the lines left all done). Refused while any job
+    /// of the line is on a machine. Returns the job's transition and every
+    /// job cancelled.
+    pub async fn cancel_job(
+        &self,
+        token: JobToken,
+        actor: &str,
+    ) -> Result<(JobTransition, Vec<JobToken>), StoreError> {
+        let cancelled = self
+            .store
+            .cancel_job(token, actor, self.clock.now_ms())
+            .await?;
+        metrics::counter!("fabflow_jobs_cancelled_total").increment(cancelled.1.len() as u64);
+        // Queues have room; the events go out (a ready order waits for its
+        // zone's next wave, as after any last job done).
+        self.wakers.wake(Wake::BOTH);
+        Ok(cancelled)
     }
 
     /// An operator moves a pending or queued job to another machine's queue
