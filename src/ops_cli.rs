@@ -1,5 +1,5 @@
 //! The operator's commands over the HTTP API (`FABFLOW_URL`, `FABFLOW_TOKEN`):
-//! `machines`, `jobs`, `orders show`, `machine pause|resume|drain|maintenance|ready|material`,
+//! `machines`, `jobs`, `orders show`, `machine pause|resume|drain|maintenance|ready|material|plan-maintenance|windows|cancel-maintenance`,
 //! `job resume|abandon|retry|cancel`. Aligned tables by default, `--json` for scripts; an
 //! error is a non-zero exit with the API's problem detail.
 
@@ -43,6 +43,18 @@ pub enum MachineCommand {
     /// Declare the material loaded: the machine then starts only jobs of
     /// it (`unknown`: not known, any of its materials starts).
     Material { id: String, material: String },
+    /// Plan maintenance ahead: no job starts that would run into
+    /// [start, end) (RFC 3339 times on the daemon's clock).
+    PlanMaintenance {
+        id: String,
+        start: String,
+        end: String,
+        reason: String,
+    },
+    /// The machine's planned maintenance windows not over yet.
+    Windows { id: String },
+    /// Remove a planned maintenance window.
+    CancelMaintenance { id: String, window: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -333,6 +345,29 @@ pub async fn show_order(api: &ApiArgs, id: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Maintenance windows as a table (or the API's JSON).
+fn print_windows(api: &ApiArgs, windows: &Value) -> anyhow::Result<ExitCode> {
+    if api.json {
+        return print_json(windows);
+    }
+    let rows: Vec<Vec<String>> = windows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            vec![
+                text(&w["id"]),
+                text(&w["machine"]),
+                text(&w["start"]),
+                text(&w["end"]),
+                text(&w["reason"]),
+            ]
+        })
+        .collect();
+    print_table(&["window", "machine", "start", "end", "reason"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `machine material <id> <material>`: declares the material loaded.
 async fn machine_material(api: &ApiArgs, id: &str, material: &str) -> anyhow::Result<ExitCode> {
     {
@@ -367,6 +402,39 @@ pub async fn machine(api: &ApiArgs, command: MachineCommand) -> anyhow::Result<E
         MachineCommand::Ready { id } => (id, "end-maintenance"),
         MachineCommand::Material { id, material } => {
             return machine_material(api, id, material).await;
+        }
+        MachineCommand::PlanMaintenance {
+            id,
+            start,
+            end,
+            reason,
+        } => {
+            let body = serde_json::json!({ "start": start, "end": end, "reason": reason });
+            let path = format!("/v1/machines/{}/maintenance-windows", encode(id));
+            let window = call_with(api, reqwest::Method::POST, &path, Some(&body)).await?;
+            return print_windows(api, &Value::Array(vec![window]));
+        }
+        MachineCommand::Windows { id } => {
+            let path = format!("/v1/machines/{}/maintenance-windows", encode(id));
+            let windows = call(api, reqwest::Method::GET, &path).await?;
+            return print_windows(api, &windows);
+        }
+        MachineCommand::CancelMaintenance { id, window } => {
+            let path = format!(
+                "/v1/machines/{}/maintenance-windows/{}",
+                encode(id),
+                encode(window)
+            );
+            let removed = call(api, reqwest::Method::DELETE, &path).await?;
+            if api.json {
+                return print_json(&removed);
+            }
+            println!(
+                "maintenance window {} of {} removed",
+                text(&removed["id"]),
+                text(&removed["machine"])
+            );
+            return Ok(ExitCode::SUCCESS);
         }
     };
     let path = format!("/v1/machines/{}/{action}", encode(id));

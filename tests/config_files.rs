@@ -79,6 +79,7 @@ fn machines_must_use_known_models_and_their_materials() {
         materials: None,
         poll_interval_ms: 200,
         request_timeout_ms: 1000,
+        calendar: None,
     });
     config.machines.push(fabflow::config::MachineConfig {
         id: "m2".into(),
@@ -89,6 +90,7 @@ fn machines_must_use_known_models_and_their_materials() {
         materials: Some(vec!["pla".into()]),
         poll_interval_ms: 200,
         request_timeout_ms: 1000,
+        calendar: None,
     });
     let err = Network::new(&config, &fabflow_adapters::builtin_profiles(), "demo.toml")
         .expect_err("invalid");
@@ -115,6 +117,7 @@ fn recipes_must_fit_the_registers_of_the_machines_that_run_them() {
         materials: None,
         poll_interval_ms: 200,
         request_timeout_ms: 1000,
+        calendar: None,
     });
     let mug = config
         .skus

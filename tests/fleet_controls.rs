@@ -478,3 +478,208 @@ async fn operators_cancel_jobs_not_started_and_retry_held_ones() {
     running.stop().await;
     fleet.shutdown().await;
 }
+
+fn rfc3339(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap_or_default())
+        .unwrap_or_else(|err| panic!("{value} is not RFC 3339: {err}"))
+}
+
+/// The first queued job of `machine` among `jobs` (its next to start).
+fn first_queued<'a>(jobs: &'a [Value], machine: &str) -> Option<&'a Value> {
+    jobs.iter()
+        .filter(|j| j["machine"] == machine && j["state"] == "scheduled")
+        .find(|j| j["waiting"]["position"] == 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shifts_and_planned_maintenance_decide_when_jobs_start() {
+    use chrono::{Duration as Span, DurationRound, Utc};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(11, TIME_SCALE).await;
+    let mut config = support::config(&fleet, &dir.path().join("calendar.db"), TIME_SCALE);
+    let north = config
+        .factories
+        .iter()
+        .find(|f| f.id == "north")
+        .map(|f| (f.lat, f.lon))
+        .expect("the demo has a factory north");
+    // north-dtg-1 works one hour a day, from half an hour (domain time, UTC)
+    // after the daemon starts; north-dtg-2 always works.
+    let opens = (Utc::now() + Span::minutes(30))
+        .duration_trunc(Span::minutes(1))
+        .expect("a minute");
+    let shift_cron = format!("0 {} {} * * *", opens.format("%M"), opens.format("%H"));
+    for machine in &mut config.machines {
+        if machine.id == "north-dtg-1" {
+            machine.calendar = Some(fabflow::config::CalendarConfig {
+                shifts: vec![fabflow::config::ShiftConfig {
+                    start: shift_cron.clone(),
+                    duration_minutes: 60,
+                }],
+            });
+        }
+    }
+    let printers = ["north-dtg-1", "north-dtg-2"];
+    let running = Running::start(config).await;
+    let operator = running.api(Role::Operator, "north").await;
+    let brand = running.api(Role::Brand, "calendar-brand").await;
+    let admin = running.api(Role::Admin, "*").await;
+    assert_eq!(
+        machines_doing(&operator, "north", "dtg_print").await,
+        printers
+    );
+
+    // Maintenance planned on north-dtg-2 from a minute from now, for 40
+    // minutes (domain time): a print there would run into it.
+    let (_, health) = operator.get("/healthz").await;
+    let now = rfc3339(&health["now"]);
+    let start = (now + Span::minutes(1)).to_rfc3339();
+    let end_at = now + Span::minutes(40);
+    let end = end_at.to_rfc3339();
+    let windows = "/v1/machines/north-dtg-2/maintenance-windows";
+    for (body, pointer) in [
+        (
+            json!({"start": start, "end": start, "reason": "belts"}),
+            "/end",
+        ),
+        (
+            json!({"start": "tomorrow", "end": end, "reason": "belts"}),
+            "/start",
+        ),
+        (
+            json!({"start": start, "end": end, "reason": " "}),
+            "/reason",
+        ),
+    ] {
+        let (status, problem) = operator.post(windows, &body, None).await;
+        assert_eq!(status, 422, "{problem}");
+        assert_eq!(problem["errors"][0]["pointer"], pointer, "{problem}");
+    }
+    let south = running.api(Role::Operator, "south").await;
+    let body = json!({"start": start, "end": end, "reason": "print head cleaning"});
+    let (status, problem) = south.post(windows, &body, None).await;
+    assert_eq!(status, 404, "{problem}");
+    let (status, window) = operator.post(windows, &body, None).await;
+    assert_eq!(status, 201, "{window}");
+    let window_id = window["id"].as_str().expect("a window id").to_string();
+    let (status, listed) = operator.get(windows).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+
+    order_tees(&brand, north, "calendar", 4).await;
+    let queued = wait_for(
+        "a print queued on each printer",
+        Duration::from_secs(60),
+        || async {
+            let jobs = jobs(&operator, "north").await;
+            printers
+                .iter()
+                .all(|p| first_queued(&jobs, p).is_some())
+                .then_some(jobs)
+        },
+    )
+    .await;
+    for job in queued.iter().filter(|j| j["process"] == "dtg_print") {
+        assert!(
+            ["pending", "scheduled"].contains(&job["state"].as_str().unwrap_or_default()),
+            "no print starts outside a shift or into maintenance: {job}"
+        );
+    }
+    let outside = first_queued(&queued, "north-dtg-1").expect("queued");
+    assert_eq!(outside["waiting"]["reason"], "outside_shift", "{outside}");
+    assert!(
+        outside["waiting"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("north-dtg-1 is outside its shift"),
+        "{outside}"
+    );
+    assert_eq!(
+        rfc3339(&outside["waiting"]["estimated_start"]),
+        opens,
+        "it starts when the shift opens: {outside}"
+    );
+    let maintained = first_queued(&queued, "north-dtg-2").expect("queued");
+    assert_eq!(
+        maintained["waiting"]["reason"], "maintenance",
+        "{maintained}"
+    );
+    assert!(
+        maintained["waiting"]["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("(print head cleaning)"),
+        "{maintained}"
+    );
+    assert_eq!(
+        rfc3339(&maintained["waiting"]["estimated_start"]).timestamp(),
+        end_at.timestamp(),
+        "it starts when the maintenance ends: {maintained}"
+    );
+
+    // The window removed, north-dtg-2 starts its print.
+    let (status, removed) = operator.delete(&format!("{windows}/{window_id}")).await;
+    assert_eq!(status, 200, "{removed}");
+    let (status, body) = operator.delete(&format!("{windows}/{window_id}")).await;
+    assert_eq!(status, 404, "{body}");
+    let started = |printer: &'static str| {
+        let operator = &operator;
+        move || async move {
+            jobs(operator, "north")
+                .await
+                .iter()
+                .any(|j| {
+                    j["machine"] == printer
+                        && j["process"] == "dtg_print"
+                        && ["dispatched", "running", "done"]
+                            .contains(&j["state"].as_str().unwrap_or_default())
+                })
+                .then_some(())
+        }
+    };
+    wait_for(
+        "a print on north-dtg-2 once its maintenance is off",
+        Duration::from_secs(60),
+        started("north-dtg-2"),
+    )
+    .await;
+    // north-dtg-1 starts when its shift opens, not before.
+    let (_, health) = operator.get("/healthz").await;
+    if rfc3339(&health["now"]) < opens {
+        let now_jobs = jobs(&operator, "north").await;
+        assert!(
+            !now_jobs.iter().any(|j| j["machine"] == "north-dtg-1"
+                && ["dispatched", "running", "done"]
+                    .contains(&j["state"].as_str().unwrap_or_default())),
+            "nothing starts on north-dtg-1 before its shift"
+        );
+    }
+    wait_for(
+        "a print on north-dtg-1 once its shift opens",
+        Duration::from_secs(180),
+        started("north-dtg-1"),
+    )
+    .await;
+    let (_, health) = operator.get("/healthz").await;
+    assert!(rfc3339(&health["now"]) >= opens, "{health}");
+
+    let (_, audit) = admin.get("/v1/audit?limit=500").await;
+    for action in ["machine.maintenance_window", "machine.maintenance_cancel"] {
+        assert!(
+            audit["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().any(|a| a["action"] == action)),
+            "{action}: {audit}"
+        );
+    }
+    let kinds = support::assert_events_match_schemas(&admin).await;
+    for kind in [
+        "machine.maintenance_scheduled",
+        "machine.maintenance_cancelled",
+    ] {
+        assert!(kinds.contains(kind), "{kind}: {kinds:?}");
+    }
+
+    running.stop().await;
+    fleet.shutdown().await;
+}

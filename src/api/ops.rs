@@ -487,6 +487,154 @@ pub async fn load_material(
     )))
 }
 
+/// Maintenance planned on a machine.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceRequest {
+    /// When it starts (RFC 3339, on the daemon's clock; see `/healthz` `now`).
+    #[schema(example = "2026-12-07T10:00:00Z")]
+    pub start: String,
+    /// When it ends (RFC 3339), after `start`, at most 31 days later, not past.
+    #[schema(example = "2026-12-07T12:00:00Z")]
+    pub end: String,
+    /// Why (1..=200 characters), shown to operators in waiting jobs.
+    #[schema(example = "print head cleaning")]
+    pub reason: String,
+}
+
+/// A maintenance window planned on a machine.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MaintenanceWindowView {
+    pub id: String,
+    pub machine: String,
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+    pub end: Option<chrono::DateTime<chrono::Utc>>,
+    pub reason: String,
+}
+
+fn window_view(window: &crate::store::WindowRecord) -> MaintenanceWindowView {
+    MaintenanceWindowView {
+        id: window.id.clone(),
+        machine: window.machine.clone(),
+        start: super::views::rfc3339(window.start_ms),
+        end: super::views::rfc3339(window.end_ms),
+        reason: window.reason.clone(),
+    }
+}
+
+/// The machine `id` if `caller` (an operator or admin) may see it.
+async fn operators_machine(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<crate::store::MachineRecord, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    state
+        .runtime
+        .store
+        .get_machine(id)
+        .await?
+        .filter(|m| caller.covers_factory(&m.factory))
+        .ok_or_else(|| ApiError::not_found(format!("machine {id}")))
+}
+
+/// Plans maintenance on a machine ahead: the dispatcher starts no job on it
+/// that would run into `[start, end)` (a job's run estimated as its
+/// quantity times its seconds per unit); queued jobs held back say so
+/// (`waiting.reason` `maintenance`, with the estimated start after it).
+/// One transaction, one event (`machine.maintenance_scheduled`), audited
+/// (`machine.maintenance_window`).
+#[utoipa::path(post, path = "/v1/machines/{id}/maintenance-windows", tag = "machines",
+    params(("id" = String, Path)),
+    request_body = MaintenanceRequest,
+    responses((status = 201, body = MaintenanceWindowView), (status = 400, body = super::problem::Problem),
+        (status = 404, body = super::problem::Problem, description = "No such machine (for this operator)"),
+        (status = 422, body = super::problem::Problem, description = "`errors` point at `/start`, `/end` or `/reason`")),
+    security(("bearer" = [])))]
+pub async fn schedule_maintenance(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<MaintenanceWindowView>), ApiError> {
+    let machine = operators_machine(&state, &caller, &id).await?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
+    let request: MaintenanceRequest = serde_json::from_value(value).map_err(|err| {
+        ApiError::invalid(vec![FieldError::new(
+            "",
+            format!("must be {{\"start\", \"end\", \"reason\"}} and nothing else: {err}"),
+        )])
+    })?;
+    let mut errors = Vec::new();
+    let mut instant = |pointer: &str, text: &str| match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(at) => Some(at.timestamp_millis()),
+        Err(err) => {
+            errors.push(FieldError::new(
+                pointer,
+                format!("must be an RFC 3339 time such as 2026-12-07T10:00:00Z: {err}"),
+            ));
+            None
+        }
+    };
+    let start = instant("/start", &request.start);
+    let end = instant("/end", &request.end);
+    let reason = request.reason.trim();
+    if let (Some(start), Some(end)) = (start, end) {
+        let now = state.runtime.clock.now_ms();
+        for (pointer, why) in crate::domain::calendar::window_problems(start, end, reason, now) {
+            errors.push(FieldError::new(pointer, why));
+        }
+    }
+    let (Some(start), Some(end), true) = (start, end, errors.is_empty()) else {
+        return Err(ApiError::invalid(errors));
+    };
+    let window = state
+        .runtime
+        .schedule_maintenance(&machine.id, start, end, reason, &caller.actor())
+        .await?;
+    Ok((StatusCode::CREATED, Json(window_view(&window))))
+}
+
+/// The maintenance windows planned on a machine that are not over yet,
+/// earliest first.
+#[utoipa::path(get, path = "/v1/machines/{id}/maintenance-windows", tag = "machines",
+    params(("id" = String, Path)),
+    responses((status = 200, body = [MaintenanceWindowView]), (status = 404, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn list_maintenance(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<MaintenanceWindowView>>, ApiError> {
+    let machine = operators_machine(&state, &caller, &id).await?;
+    let windows = state
+        .runtime
+        .store
+        .maintenance_windows(Some(machine.id.as_str()), state.runtime.clock.now_ms())
+        .await?;
+    Ok(Json(windows.iter().map(window_view).collect()))
+}
+
+/// Removes a planned maintenance window of a machine. One transaction, one
+/// event (`machine.maintenance_cancelled`), audited.
+#[utoipa::path(delete, path = "/v1/machines/{id}/maintenance-windows/{window}", tag = "machines",
+    params(("id" = String, Path), ("window" = String, Path)),
+    responses((status = 200, body = MaintenanceWindowView), (status = 404, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn cancel_maintenance(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path((id, window)): Path<(String, String)>,
+) -> Result<Json<MaintenanceWindowView>, ApiError> {
+    let machine = operators_machine(&state, &caller, &id).await?;
+    let removed = state
+        .runtime
+        .cancel_maintenance(&machine.id, &window, &caller.actor())
+        .await?;
+    Ok(Json(window_view(&removed)))
+}
+
 /// A courier's stops (a courier sees only its own).
 #[utoipa::path(get, path = "/v1/couriers/{id}/schedule", tag = "couriers",
     params(("id" = String, Path)),

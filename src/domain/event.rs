@@ -77,6 +77,18 @@ pub enum Event {
         from: Option<String>,
         to: Option<String>,
     },
+    /// An operator planned maintenance on the machine: no job starts that
+    /// would run into `[start_ms, end_ms)` (domain clock).
+    MachineMaintenanceScheduled {
+        window: String,
+        start_ms: i64,
+        end_ms: i64,
+        reason: String,
+    },
+    /// An operator removed a planned maintenance window.
+    MachineMaintenanceCancelled {
+        window: String,
+    },
     HandoffPlanned,
     HandoffConfirmed,
     HandoffMissed,
@@ -170,6 +182,8 @@ impl Event {
             Event::MachineFaulted { .. } => "machine.faulted",
             Event::MachineModeChanged { .. } => "machine.mode_changed",
             Event::MachineMaterialLoaded { .. } => "machine.material_loaded",
+            Event::MachineMaintenanceScheduled { .. } => "machine.maintenance_scheduled",
+            Event::MachineMaintenanceCancelled { .. } => "machine.maintenance_cancelled",
             Event::HandoffPlanned => "handoff.planned",
             Event::HandoffConfirmed => "handoff.confirmed",
             Event::HandoffMissed => "handoff.missed",

@@ -5,6 +5,7 @@
 //! parameter, and every transition returns the new state plus the events it
 //! emits, or a typed error naming the state and the input that was refused.
 
+pub mod calendar;
 pub mod catalog;
 pub mod counters;
 pub mod event;

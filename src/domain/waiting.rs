@@ -22,6 +22,12 @@ pub enum WaitReason {
     /// Its material is not the one loaded: on its machine (queued), or on
     /// every capable machine (pending). An operator loads it.
     MaterialNotLoaded,
+    /// First in its machine's queue, outside the machine's shift; the
+    /// estimate is when the next shift opens.
+    OutsideShift,
+    /// First in its machine's queue, and its estimated run would meet a
+    /// planned maintenance window; the estimate is after it.
+    Maintenance,
     /// In a machine's queue behind other jobs.
     Queued,
     /// In the queue of a machine that is paused or in maintenance.

@@ -8,6 +8,7 @@
 //! seconds per unit. A machine that is not working (paused, faulted,
 //! offline) gives no estimate: its queue waits on a person, not a clock.
 
+use crate::domain::calendar::{Blocked, Calendar, Closed};
 use crate::domain::waiting::{WaitReason, Waiting};
 use crate::domain::{JobState, MachineMode, MachineState, Millis};
 use std::collections::HashMap;
@@ -24,6 +25,39 @@ pub struct FloorMachine {
     pub fault_code: Option<i64>,
     /// The material an operator declared loaded (None: not known).
     pub loaded_material: Option<String>,
+    /// Its shifts and planned maintenance (default: always works).
+    pub calendar: Calendar,
+}
+
+/// An instant as operators read it (RFC 3339, UTC, whole seconds).
+fn clock_text(ms: Millis) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map_or_else(
+        || format!("{ms} ms"),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
+/// Why a calendar holds a job back, as a reason and a sentence.
+fn calendar_reason(machine: &str, blocked: &Blocked) -> (WaitReason, String) {
+    let opens = match blocked.opens_ms {
+        Some(at) => format!("it may start at {}", clock_text(at)),
+        None => "no opening within a year".to_string(),
+    };
+    match &blocked.why {
+        Closed::OutsideShift => (
+            WaitReason::OutsideShift,
+            format!("{machine} is outside its shift; {opens}"),
+        ),
+        Closed::Maintenance(window) => (
+            WaitReason::Maintenance,
+            format!(
+                "it would run into maintenance of {machine} from {} to {} ({}); {opens}",
+                clock_text(window.start_ms),
+                clock_text(window.end_ms),
+                window.reason
+            ),
+        ),
+    }
 }
 
 impl FloorMachine {
@@ -181,16 +215,32 @@ pub fn explain(
                     format!("sent to {}, which has not started it yet", machine.id),
                     Some(at),
                 ),
-                (None, _) if position == 1 && at == now => (
-                    WaitReason::Starting,
-                    format!("next on {}, which is free", machine.id),
-                    Some(at),
-                ),
-                (None, _) => (
-                    WaitReason::Queued,
-                    format!("number {position} in the queue of {}", machine.id),
-                    Some(at),
-                ),
+                (None, _) => match machine.calendar.check(at, job.work_ms(false)) {
+                    // The machine's calendar holds it back: the first in
+                    // line says why; the others wait in the queue.
+                    Some(blocked) => {
+                        let (reason, why) = calendar_reason(&machine.id, &blocked);
+                        if position == 1 && at == now {
+                            (reason, why, blocked.opens_ms)
+                        } else {
+                            (
+                                WaitReason::Queued,
+                                format!("number {position} in the queue of {}; {why}", machine.id),
+                                blocked.opens_ms,
+                            )
+                        }
+                    }
+                    None if position == 1 && at == now => (
+                        WaitReason::Starting,
+                        format!("next on {}, which is free", machine.id),
+                        Some(at),
+                    ),
+                    None => (
+                        WaitReason::Queued,
+                        format!("number {position} in the queue of {}", machine.id),
+                        Some(at),
+                    ),
+                },
             };
             let finish = start.map(|s| s + job.work_ms(false));
             if let Some(end) = finish {
@@ -316,8 +366,16 @@ pub fn explain(
                     },
                 );
             }
-            Some((start, machine)) => {
-                let finish = start + job.work_ms(false);
+            Some((free, machine)) => {
+                let calendar = capable
+                    .iter()
+                    .find(|m| m.id == machine)
+                    .map(|m| &m.calendar);
+                let work = job.work_ms(false);
+                let start = calendar
+                    .and_then(|c| c.next_start(free, work))
+                    .unwrap_or(free);
+                let finish = start + work;
                 free_at.insert(machine, finish);
                 let machine = machine.to_string();
                 out.insert(
@@ -355,6 +413,7 @@ mod tests {
             mode,
             fault_code: None,
             loaded_material: None,
+            calendar: Calendar::default(),
         }
     }
 
@@ -584,5 +643,44 @@ mod tests {
             &[job(3, JobState::Pending, None)],
         );
         assert_eq!(out[&3].reason, WaitReason::QueuesFull);
+    }
+
+    #[test]
+    fn a_calendar_says_when_the_first_job_may_start() {
+        use crate::domain::calendar::{Shift, Window};
+        // NOW is 1970-01-01T00:16:40Z; the shift opens every day at 01:00.
+        let mut m1 = machine("m1", MachineState::Idle, MachineMode::Active);
+        m1.calendar.shifts = vec![Shift::new("0 0 1 * * *", 3_600_000).expect("valid")];
+        let queues = HashMap::from([(
+            "m1".to_string(),
+            vec![
+                job(1, JobState::Scheduled, Some("m1")),
+                job(2, JobState::Scheduled, Some("m1")),
+            ],
+        )]);
+        let out = explain(NOW, std::slice::from_ref(&m1), &queues, &[]);
+        assert_eq!(out[&1].reason, WaitReason::OutsideShift);
+        assert!(
+            out[&1]
+                .detail
+                .contains("m1 is outside its shift; it may start at 1970-01-01T01:00:00Z"),
+            "{}",
+            out[&1].detail
+        );
+        assert_eq!(out[&1].estimated_start_ms, Some(3_600_000));
+        // The next one follows it, inside the shift.
+        assert_eq!(out[&2].reason, WaitReason::Queued);
+        assert_eq!(out[&2].estimated_start_ms, Some(3_600_000 + 60_000));
+        // In shift, with maintenance planned before the job would finish.
+        let mut m2 = machine("m1", MachineState::Idle, MachineMode::Active);
+        m2.calendar.windows = vec![Window {
+            start_ms: NOW + 30_000,
+            end_ms: NOW + 600_000,
+            reason: "belts".into(),
+        }];
+        let out = explain(NOW, &[m2], &queues, &[]);
+        assert_eq!(out[&1].reason, WaitReason::Maintenance);
+        assert!(out[&1].detail.contains("(belts)"), "{}", out[&1].detail);
+        assert_eq!(out[&1].estimated_start_ms, Some(NOW + 600_000));
     }
 }

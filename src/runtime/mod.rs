@@ -630,6 +630,11 @@ fn start_machines(
                 lease: fence.lease.clone(),
                 epoch: fence.epoch,
             }),
+            shifts: machine
+                .calendar
+                .as_ref()
+                .map(crate::config::CalendarConfig::shifts)
+                .unwrap_or_default(),
         };
         let span = info_span!("supervisor", machine.id = %machine.id, factory.id = %machine.factory, adapter = profile.protocol.as_str(), lease.epoch = fence.epoch);
         tasks.spawn(supervisor.run(facts).instrument(span));

@@ -8,7 +8,7 @@ use super::wake::Wake;
 use crate::domain::{AtRiskReason, FailureReason, JobInput, JobToken, Millis, ModeInput};
 use crate::store::{
     Confirmation, FailedAttempt, HandoffRecord, JobTransition, MaterialChange, ModeChange,
-    PromiseUpdate, StoreError,
+    PromiseUpdate, StoreError, WindowRecord,
 };
 use tracing::warn;
 
@@ -70,6 +70,47 @@ impl Runtime {
         // Jobs of the new material may now be placed and started there.
         self.wakers.wake(Wake::BOTH);
         Ok(change)
+    }
+
+    /// An operator plans maintenance on a machine for `[start_ms, end_ms)`
+    /// (checked by the caller with `domain::calendar::window_problems`):
+    /// no job starts there that would run into it.
+    pub async fn schedule_maintenance(
+        &self,
+        machine: &str,
+        start_ms: Millis,
+        end_ms: Millis,
+        reason: &str,
+        actor: &str,
+    ) -> Result<WindowRecord, StoreError> {
+        let window = self
+            .store
+            .schedule_maintenance(
+                machine,
+                start_ms,
+                end_ms,
+                reason,
+                actor,
+                self.clock.now_ms(),
+            )
+            .await?;
+        self.wakers.wake(Wake::OUTBOX);
+        Ok(window)
+    }
+
+    /// An operator removes a planned maintenance window of a machine.
+    pub async fn cancel_maintenance(
+        &self,
+        machine: &str,
+        id: &str,
+        actor: &str,
+    ) -> Result<WindowRecord, StoreError> {
+        let window = self
+            .store
+            .cancel_maintenance(machine, id, actor, self.clock.now_ms())
+            .await?;
+        self.wakers.wake(Wake::BOTH);
+        Ok(window)
     }
 
     /// An operator's decision on a held job (audited as `actor`'s).

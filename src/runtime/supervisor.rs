@@ -133,6 +133,9 @@ pub struct Supervisor {
     /// The factory lease this supervisor runs under (None: unfenced, as in
     /// tests): no command goes to the machine once it is not valid here.
     pub lease: Option<crate::runtime::cluster::LeaseCheck>,
+    /// Its configured shifts (none: it always works); with its maintenance
+    /// windows from the store they decide whether a job may start now.
+    pub shifts: Vec<crate::domain::calendar::Shift>,
 }
 
 /// The driver's facts while a command to it is in flight.
@@ -626,6 +629,24 @@ impl Supervisor {
         let Some(job) = queue.iter().find(startable) else {
             return Ok(false);
         };
+        // Only inside a shift, and never into planned maintenance (the
+        // job's estimated run: its quantity at its seconds per unit).
+        let now = self.clock.now_ms();
+        let windows = self
+            .store
+            .maintenance_windows(Some(&self.machine), now)
+            .await?;
+        let calendar = crate::domain::calendar::Calendar {
+            shifts: self.shifts.clone(),
+            windows: windows.iter().map(|w| w.window()).collect(),
+        };
+        if let Some(blocked) = calendar.check(
+            now,
+            crate::domain::calendar::work_ms(job.quantity, job.seconds_per_unit),
+        ) {
+            debug!(job.token = %job.token, closed = ?blocked.why, opens_ms = ?blocked.opens_ms, "not started: the machine's calendar");
+            return Ok(false);
+        }
         let token = job.token;
         // Persist first: once dispatched is stored, a crash at any later point
         // leads to a read-back of the machine, never to a blind second start.
