@@ -515,6 +515,11 @@ pub struct FactoryConfig {
     pub name: String,
     pub lat: f64,
     pub lon: f64,
+    /// The most its machines may draw together while starting jobs (each
+    /// machine's `startup_power_w` for its `startup_ms` after a start, from
+    /// its profile): starts are staggered to stay under it. None: no limit.
+    #[serde(default)]
+    pub power_budget_w: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -900,6 +905,12 @@ impl Config {
             let key = format!("factories.{}", factory.id);
             if !factory_ids.insert(factory.id.as_str()) {
                 problem(key.clone(), "duplicate factory id".into());
+            }
+            if factory.power_budget_w == Some(0) {
+                problem(
+                    format!("{key}.power_budget_w"),
+                    "must be more than 0 watts (leave it out for no budget)".into(),
+                );
             }
             if !Location::new(factory.lat, factory.lon).is_valid() {
                 problem(

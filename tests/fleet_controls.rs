@@ -683,3 +683,112 @@ async fn shifts_and_planned_maintenance_decide_when_jobs_start() {
     running.stop().await;
     fleet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn starts_are_staggered_under_a_factory_power_budget() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(13, TIME_SCALE).await;
+    let mut config = support::config(&fleet, &dir.path().join("power.db"), TIME_SCALE);
+    let north = config
+        .factories
+        .iter()
+        .find(|f| f.id == "north")
+        .map(|f| (f.lat, f.lon))
+        .expect("the demo has a factory north");
+    // Two printers drawing 1500 W each for 20 minutes (domain time) after a
+    // start, in a factory with 2000 W for start-ups: never both at once.
+    const STARTUP_MS: i64 = 20 * 60_000;
+    for factory in &mut config.factories {
+        if factory.id == "north" {
+            factory.power_budget_w = Some(2000);
+        }
+    }
+    let profiles: Vec<fabflow_adapters::Profile> = fabflow_adapters::builtin_profiles()
+        .into_iter()
+        .map(|mut profile| {
+            profile.startup =
+                (profile.model == "acme-dtg-200").then_some(fabflow_adapters::profile::Startup {
+                    power_w: 1500,
+                    duration_ms: STARTUP_MS as u64,
+                });
+            profile
+        })
+        .collect();
+    let running = Running::start_with(config, profiles).await;
+    let operator = running.api(Role::Operator, "north").await;
+    let brand = running.api(Role::Brand, "power-brand").await;
+    let admin = running.api(Role::Admin, "*").await;
+    let printers = machines_doing(&operator, "north", "dtg_print").await;
+    assert_eq!(printers.len(), 2, "{printers:?}");
+
+    order_tees(&brand, north, "power", 2).await;
+    // One printer starts; the other's print waits for room in the budget.
+    let held_back = wait_for(
+        "a print held back by the power budget",
+        Duration::from_secs(60),
+        || async {
+            jobs(&operator, "north")
+                .await
+                .into_iter()
+                .find(|j| j["waiting"]["reason"] == "power_budget")
+        },
+    )
+    .await;
+    let detail = held_back["waiting"]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("draw 1500 W of its 2000 W power budget"),
+        "{held_back}"
+    );
+    assert!(
+        held_back["waiting"]["estimated_start"].is_string(),
+        "says when there is room: {held_back}"
+    );
+    // Both print in the end, never both starting within one start-up window.
+    wait_for(
+        "both printers started",
+        Duration::from_secs(180),
+        || async {
+            let jobs = jobs(&operator, "north").await;
+            printers
+                .iter()
+                .all(|p| {
+                    jobs.iter().any(|j| {
+                        j["machine"] == p.as_str()
+                            && j["process"] == "dtg_print"
+                            && ["running", "done"]
+                                .contains(&j["state"].as_str().unwrap_or_default())
+                    })
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let (status, events) = admin.get("/v1/events?limit=500").await;
+    assert_eq!(status, 200, "{events}");
+    let mut starts: Vec<(i64, String)> = events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["kind"] == "job.dispatched")
+        .filter(|e| printers.iter().any(|p| e["job"]["machine"] == p.as_str()))
+        .map(|e| {
+            (
+                rfc3339(&e["at"]).timestamp_millis(),
+                e["job"]["machine"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    starts.sort();
+    assert!(starts.len() >= 2, "{starts:?}");
+    for pair in starts.windows(2) {
+        if pair[0].1 != pair[1].1 {
+            assert!(
+                pair[1].0 - pair[0].0 >= STARTUP_MS,
+                "two printers started within one start-up window: {starts:?}"
+            );
+        }
+    }
+
+    running.stop().await;
+    fleet.shutdown().await;
+}

@@ -18,6 +18,7 @@ pub mod intake;
 pub mod job;
 pub mod machine;
 pub mod order;
+pub mod power;
 pub mod promise;
 pub mod reconcile;
 pub mod returns;

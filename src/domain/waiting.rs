@@ -28,6 +28,10 @@ pub enum WaitReason {
     /// First in its machine's queue, and its estimated run would meet a
     /// planned maintenance window; the estimate is after it.
     Maintenance,
+    /// First in its machine's queue, which is free, but the start-up draws
+    /// of its factory's machines starting now leave no room in the
+    /// factory's power budget; the estimate is when there is.
+    PowerBudget,
     /// In a machine's queue behind other jobs.
     Queued,
     /// In the queue of a machine that is paused or in maintenance.

@@ -9,6 +9,7 @@
 //! offline) gives no estimate: its queue waits on a person, not a clock.
 
 use crate::domain::calendar::{Blocked, Calendar, Closed};
+use crate::domain::power::{Drawing, admit};
 use crate::domain::waiting::{WaitReason, Waiting};
 use crate::domain::{JobState, MachineMode, MachineState, Millis};
 use std::collections::HashMap;
@@ -27,6 +28,44 @@ pub struct FloorMachine {
     pub loaded_material: Option<String>,
     /// Its shifts and planned maintenance (default: always works).
     pub calendar: Calendar,
+    /// What it draws while starting a job (0: nothing counted).
+    pub startup_power_w: u32,
+    /// Its factory's power budget and the starts drawing now (None: no budget).
+    pub factory_power: Option<FactoryPower>,
+}
+
+/// A factory's power budget and the starts of its machines still drawing.
+#[derive(Debug, Clone, Default)]
+pub struct FactoryPower {
+    pub budget_w: u32,
+    pub drawing: Vec<Drawing>,
+}
+
+impl FloorMachine {
+    /// Why its factory's power budget holds a start back now, if it does.
+    fn power_wait(&self, now: Millis) -> Option<(WaitReason, String, Option<Millis>)> {
+        let power = self.factory_power.as_ref()?;
+        let wait = admit(
+            Some(power.budget_w),
+            &power.drawing,
+            &self.id,
+            self.startup_power_w,
+            now,
+        )
+        .err()?;
+        let when = match wait.free_at_ms {
+            Some(at) => format!("it may start at {}", clock_text(at)),
+            None => "it never fits the budget".to_string(),
+        };
+        Some((
+            WaitReason::PowerBudget,
+            format!(
+                "{}'s start-up draw ({} W) waits: machines of {} starting now draw {} W of its {} W power budget; {when}",
+                self.id, wait.needed_w, self.factory, wait.drawing_w, wait.budget_w
+            ),
+            wait.free_at_ms,
+        ))
+    }
 }
 
 /// An instant as operators read it (RFC 3339, UTC, whole seconds).
@@ -230,11 +269,14 @@ pub fn explain(
                             )
                         }
                     }
-                    None if position == 1 && at == now => (
-                        WaitReason::Starting,
-                        format!("next on {}, which is free", machine.id),
-                        Some(at),
-                    ),
+                    None if position == 1 && at == now => match machine.power_wait(now) {
+                        Some((reason, why, free)) => (reason, why, free),
+                        None => (
+                            WaitReason::Starting,
+                            format!("next on {}, which is free", machine.id),
+                            Some(at),
+                        ),
+                    },
                     None => (
                         WaitReason::Queued,
                         format!("number {position} in the queue of {}", machine.id),
@@ -414,6 +456,8 @@ mod tests {
             fault_code: None,
             loaded_material: None,
             calendar: Calendar::default(),
+            startup_power_w: 0,
+            factory_power: None,
         }
     }
 
@@ -682,5 +726,38 @@ mod tests {
         assert_eq!(out[&1].reason, WaitReason::Maintenance);
         assert!(out[&1].detail.contains("(belts)"), "{}", out[&1].detail);
         assert_eq!(out[&1].estimated_start_ms, Some(NOW + 600_000));
+    }
+
+    #[test]
+    fn a_start_held_back_by_the_power_budget_says_so_and_when() {
+        let mut m1 = machine("m1", MachineState::Idle, MachineMode::Active);
+        m1.startup_power_w = 1500;
+        m1.factory_power = Some(FactoryPower {
+            budget_w: 2000,
+            drawing: vec![Drawing {
+                machine: "m2".into(),
+                power_w: 1500,
+                started_ms: NOW - 1000,
+                until_ms: NOW + 60_000,
+            }],
+        });
+        let queues = HashMap::from([(
+            "m1".to_string(),
+            vec![job(1, JobState::Scheduled, Some("m1"))],
+        )]);
+        let out = explain(NOW, std::slice::from_ref(&m1), &queues, &[]);
+        assert_eq!(out[&1].reason, WaitReason::PowerBudget);
+        assert!(
+            out[&1]
+                .detail
+                .contains("draw 1500 W of its 2000 W power budget"),
+            "{}",
+            out[&1].detail
+        );
+        assert_eq!(out[&1].estimated_start_ms, Some(NOW + 60_000));
+        // Room enough: it starts.
+        m1.startup_power_w = 500;
+        let out = explain(NOW, &[m1], &queues, &[]);
+        assert_eq!(out[&1].reason, WaitReason::Starting);
     }
 }

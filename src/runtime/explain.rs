@@ -3,7 +3,7 @@
 
 use super::Runtime;
 use crate::domain::waiting::Waiting;
-use crate::plan::explain::{FloorJob, FloorMachine, explain};
+use crate::plan::explain::{FactoryPower, FloorJob, FloorMachine, explain};
 use crate::store::{JobRecord, StoreError};
 use std::collections::HashMap;
 
@@ -57,23 +57,36 @@ impl Runtime {
     ) -> Result<HashMap<u32, Waiting>, StoreError> {
         let now = self.clock.now_ms();
         let windows = self.store.maintenance_windows(None, now).await?;
-        let machines: Vec<FloorMachine> = self
-            .store
-            .list_machines(factory)
-            .await?
-            .into_iter()
-            .map(|m| FloorMachine {
-                calendar: self.calendar_of(m.id.as_str(), &windows),
-                id: m.id.to_string(),
-                factory: m.factory.to_string(),
-                capabilities: m.capabilities,
-                materials: m.materials,
-                state: m.state,
-                mode: m.mode,
-                fault_code: m.fault_code,
-                loaded_material: m.loaded_material,
-            })
-            .collect();
+        let machines: Vec<FloorMachine> =
+            self.store
+                .list_machines(factory)
+                .await?
+                .into_iter()
+                .map(|m| FloorMachine {
+                    calendar: self.calendar_of(m.id.as_str(), &windows),
+                    startup_power_w: self
+                        .network
+                        .machines
+                        .iter()
+                        .find(|(config, _)| config.id == m.id.as_str())
+                        .and_then(|(_, profile)| profile.startup)
+                        .map_or(0, |startup| startup.power_w),
+                    factory_power: self.power.budget(m.factory.as_str()).map(|budget_w| {
+                        FactoryPower {
+                            budget_w,
+                            drawing: self.power.drawing(m.factory.as_str(), now),
+                        }
+                    }),
+                    id: m.id.to_string(),
+                    factory: m.factory.to_string(),
+                    capabilities: m.capabilities,
+                    materials: m.materials,
+                    state: m.state,
+                    mode: m.mode,
+                    fault_code: m.fault_code,
+                    loaded_material: m.loaded_material,
+                })
+                .collect();
         let mut queues: HashMap<String, Vec<FloorJob>> = HashMap::new();
         for job in self.store.queued_jobs(factory).await? {
             if let Some(machine) = &job.machine {

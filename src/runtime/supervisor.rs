@@ -136,6 +136,12 @@ pub struct Supervisor {
     /// Its configured shifts (none: it always works); with its maintenance
     /// windows from the store they decide whether a job may start now.
     pub shifts: Vec<crate::domain::calendar::Shift>,
+    /// Its factory, whose power budget its starts share.
+    pub factory: String,
+    /// What it draws while it starts a job (its profile's), if anything.
+    pub startup: Option<fabflow_adapters::profile::Startup>,
+    /// The factories' start-up draws: a start takes room here first.
+    pub power: std::sync::Arc<crate::runtime::power::PowerLedger>,
 }
 
 /// The driver's facts while a command to it is in flight.
@@ -645,6 +651,16 @@ impl Supervisor {
             crate::domain::calendar::work_ms(job.quantity, job.seconds_per_unit),
         ) {
             debug!(job.token = %job.token, closed = ?blocked.why, opens_ms = ?blocked.opens_ms, "not started: the machine's calendar");
+            return Ok(false);
+        }
+        // Staggered under the factory's power budget: the room is taken
+        // here, before the dispatch is stored (a start that then does not
+        // happen only keeps the room until its window ends).
+        if let Err(wait) = self
+            .power
+            .try_start(&self.factory, &self.machine, self.startup, now)
+        {
+            debug!(job.token = %job.token, drawing_w = wait.drawing_w, budget_w = wait.budget_w, "not started: the factory's power budget");
             return Ok(false);
         }
         let token = job.token;
