@@ -240,7 +240,8 @@ impl FromStr for MachineMode {
 }
 
 /// Why a machine of `model` cannot have `material` loaded, if it cannot:
-/// the profile's `materials` list what the model can use.
+/// `materials` are the machine's (its profile's, or the subset its
+/// configuration gives).
 pub fn material_refusal(model: &str, materials: &[String], material: &str) -> Option<String> {
     if material.trim().is_empty() {
         return Some("must name a material".into());
@@ -249,7 +250,7 @@ pub fn material_refusal(model: &str, materials: &[String], material: &str) -> Op
         return None;
     }
     Some(format!(
-        "model {model} cannot use {material:?}; it uses {}",
+        "cannot use {material:?}: its materials (model {model}, as configured) are {}",
         if materials.is_empty() {
             "no material".to_string()
         } else {
