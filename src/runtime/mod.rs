@@ -429,6 +429,18 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             .collect(),
         wakers: wakers.clone(),
         holdings: Arc::clone(&holdings),
+        shifts: network
+            .machines
+            .iter()
+            .map(|(machine, _)| {
+                let shifts = machine
+                    .calendar
+                    .as_ref()
+                    .map(crate::config::CalendarConfig::shifts)
+                    .unwrap_or_default();
+                (machine.id.clone(), shifts)
+            })
+            .collect(),
     };
     work.spawn(
         scheduler
