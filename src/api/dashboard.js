@@ -117,6 +117,32 @@ const JOB_QUESTIONS = {
   cancel: (job) => `Cancel job ${job.token} and the rest of its order line not yet made? The order is cancelled if no line is left, ready if the lines left are done.`,
 };
 
+// Maintenance planned ahead: the machine starts no job that would run into it.
+function planMaintenance(machine) {
+  const hour = 3600 * 1000;
+  const start = window.prompt(`Maintenance on ${machine.id} starts at (RFC 3339, UTC):`, new Date(Date.now() + hour).toISOString().slice(0, 16) + ":00Z");
+  if (!start) return;
+  const end = window.prompt("and ends at:", new Date(Date.parse(start) + 2 * hour).toISOString().slice(0, 16) + ":00Z");
+  if (!end) return;
+  const reason = window.prompt("Why (shown on the jobs it holds back):", "");
+  if (!reason) return;
+  confirmAction(`Plan maintenance on ${machine.id} from ${when(start)} to ${when(end)} (${reason})? No job starts that would run into it.`, async () => {
+    const window_ = await api(`/v1/machines/${encodeURIComponent(machine.id)}/maintenance-windows`, { method: "POST", body: { start, end, reason } });
+    return `Maintenance planned on ${window_.machine} from ${when(window_.start)} to ${when(window_.end)}.`;
+  });
+}
+
+function maintenanceList(machine, windows) {
+  if (!windows.length) return "";
+  return el("div", {}, el("strong", {}, "Planned maintenance"),
+    el("ul", {}, windows.map((w) => el("li", {}, `${when(w.start)} – ${when(w.end)}: ${w.reason} `,
+      el("button", { type: "button", class: "danger", "data-window": w.id, "data-action": "cancel-maintenance", onclick: () =>
+        confirmAction(`Remove the maintenance of ${machine.id} from ${when(w.start)}?`, async () => {
+          await api(`/v1/machines/${encodeURIComponent(machine.id)}/maintenance-windows/${encodeURIComponent(w.id)}`, { method: "DELETE" });
+          return `Maintenance of ${machine.id} removed.`;
+        }) }, "Remove")))));
+}
+
 function jobDecision(job, decision) {
   confirmAction(JOB_QUESTIONS[decision](job), async () => {
     const after = await api(`/v1/jobs/${job.token}/${decision}`, { method: "POST" });
@@ -207,7 +233,9 @@ async function renderFactory(body, controls) {
   if (!filters.factory) { body.replaceChildren(el("p", { class: "muted" }, "No factory in your scope.")); return; }
   const [machines, jobs] = await Promise.all([
     api(`/v1/machines?factory=${encodeURIComponent(filters.factory)}`), openJobs(filters.factory)]);
-  const cards = machines.map((m) => {
+  const windows = await Promise.all(machines.map((m) =>
+    api(`/v1/machines/${encodeURIComponent(m.id)}/maintenance-windows`).catch(() => [])));
+  const cards = machines.map((m, index) => {
     const mine = jobs.filter((job) => job.machine === m.id);
     const current = mine.find((job) => job.token === m.job_token && job.state !== "scheduled")
       || mine.find((job) => job.state === "running" || job.state === "dispatched");
@@ -247,7 +275,9 @@ async function renderFactory(body, controls) {
             ? `starts ~${when(job.waiting.estimated_start)}, done ~${when(job.waiting.estimated_finish)}`
             : job.waiting.detail) : "")))
           : el("span", { class: "muted" }, " empty")),
-      el("div", { class: "actions" }, actions, materialControl(m)));
+      maintenanceList(m, windows[index] || []),
+      el("div", { class: "actions" }, actions, materialControl(m),
+        el("button", { type: "button", "data-machine": m.id, "data-action": "plan-maintenance", onclick: () => planMaintenance(m) }, "Plan maintenance")));
   });
   body.replaceChildren(el("div", { class: "grid" }, cards.length ? cards : el("p", { class: "muted" }, "No machines.")));
 }
