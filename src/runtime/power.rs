@@ -64,6 +64,28 @@ impl PowerLedger {
         Ok(())
     }
 
+    /// The start command of `machine` went out at `at` (or may have): its
+    /// draw is counted from then, for its whole start-up window (room is
+    /// taken before the dispatch is stored, a little earlier).
+    pub fn started(&self, factory: &str, machine: &str, startup: Option<Startup>, at: Millis) {
+        let (Some(_), Some(startup)) = (self.budget(factory), startup) else {
+            return;
+        };
+        let mut all = self
+            .starts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let starts = all.entry(factory.to_string()).or_default();
+        starts.retain(|d| d.machine != machine);
+        starts.push(Drawing {
+            machine: machine.to_string(),
+            power_w: startup.power_w,
+            started_ms: at,
+            until_ms: at
+                .saturating_add(Millis::try_from(startup.duration_ms).unwrap_or(Millis::MAX)),
+        });
+    }
+
     /// The starts of `factory` still drawing at `now`.
     pub fn drawing(&self, factory: &str, now: Millis) -> Vec<Drawing> {
         let all = self
@@ -97,7 +119,11 @@ mod tests {
         let wait = ledger.try_start("north", "b", warm, 10).err();
         assert_eq!(wait.and_then(|w| w.free_at_ms), Some(100));
         assert_eq!(ledger.drawing("north", 10).len(), 1);
-        assert_eq!(ledger.try_start("north", "b", warm, 100), Ok(()));
+        // The start went out later than the room was taken: counted from then.
+        ledger.started("north", "a", warm, 40);
+        let wait = ledger.try_start("north", "b", warm, 100).err();
+        assert_eq!(wait.and_then(|w| w.free_at_ms), Some(140));
+        assert_eq!(ledger.try_start("north", "b", warm, 140), Ok(()));
         // No budget, or no draw in the profile: nothing is counted.
         assert_eq!(ledger.try_start("south", "c", warm, 100), Ok(()));
         assert_eq!(ledger.try_start("north", "d", None, 100), Ok(()));

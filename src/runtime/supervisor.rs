@@ -695,6 +695,14 @@ impl Supervisor {
             quantity: job.quantity,
         };
         let result = in_flight.command(self.handle.start_job(command)).await;
+        // Whatever the outcome, the machine may be starting from now on: its
+        // start-up draw counts from now against its factory's budget.
+        self.power.started(
+            &self.factory,
+            &self.machine,
+            self.startup,
+            self.clock.now_ms(),
+        );
         // From here on the job may be on the machine: it stays "started" (a
         // report not showing it proves nothing until the command timeout has
         // passed), and the machine's reaction is awaited.
