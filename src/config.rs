@@ -519,6 +519,11 @@ pub struct FactoryConfig {
     pub name: String,
     pub lat: f64,
     pub lon: f64,
+    /// The most its machines may draw together while starting jobs (each
+    /// machine's `startup_power_w` for its `startup_ms` after a start, from
+    /// its profile): starts are staggered to stay under it. None: no limit.
+    #[serde(default)]
+    pub power_budget_w: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -542,6 +547,44 @@ pub struct MachineConfig {
     pub poll_interval_ms: u64,
     #[serde(default = "default_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// When the machine works: without it, always. The dispatcher starts a
+    /// job only inside a shift (it may run past the shift's end).
+    #[serde(default)]
+    pub calendar: Option<CalendarConfig>,
+}
+
+/// A machine's working calendar.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarConfig {
+    /// The shifts (at least one); they may overlap.
+    pub shifts: Vec<ShiftConfig>,
+}
+
+/// One shift: when it starts (a cron expression on the domain clock, UTC,
+/// 6 or 7 fields, seconds first: `0 0 8 * * Mon-Fri`) and how long it lasts.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShiftConfig {
+    pub start: String,
+    pub duration_minutes: u32,
+}
+
+impl CalendarConfig {
+    /// The shifts as the domain's calendar takes them (a shift that does
+    /// not parse, which validation refuses, is left out).
+    pub fn shifts(&self) -> Vec<crate::domain::calendar::Shift> {
+        self.shifts
+            .iter()
+            .filter_map(|shift| {
+                crate::domain::calendar::Shift::new(
+                    &shift.start,
+                    i64::from(shift.duration_minutes) * 60_000,
+                )
+                .ok()
+            })
+            .collect()
+    }
 }
 
 impl MachineConfig {
@@ -894,6 +937,12 @@ impl Config {
             if !factory_ids.insert(factory.id.as_str()) {
                 problem(key.clone(), "duplicate factory id".into());
             }
+            if factory.power_budget_w == Some(0) {
+                problem(
+                    format!("{key}.power_budget_w"),
+                    "must be more than 0 watts (leave it out for no budget)".into(),
+                );
+            }
             if !Location::new(factory.lat, factory.lon).is_valid() {
                 problem(
                     key,
@@ -924,6 +973,31 @@ impl Config {
                     format!("{key}.request_timeout_ms"),
                     format!("must be 50..=60000, got {}", machine.request_timeout_ms),
                 );
+            }
+            if let Some(calendar) = &machine.calendar {
+                if calendar.shifts.is_empty() {
+                    problem(
+                        format!("{key}.calendar.shifts"),
+                        "needs at least one shift (leave the calendar out for a machine that always works)".into(),
+                    );
+                }
+                for (index, shift) in calendar.shifts.iter().enumerate() {
+                    let at = format!("{key}.calendar.shifts[{index}]");
+                    if let Err(err) = shift.start.parse::<cron::Schedule>() {
+                        problem(
+                            format!("{at}.start"),
+                            format!(
+                                "not a cron expression (sec min hour day month weekday): {err}"
+                            ),
+                        );
+                    }
+                    if !(1..=10_080).contains(&shift.duration_minutes) {
+                        problem(
+                            format!("{at}.duration_minutes"),
+                            format!("must be 1..=10080 (a week), got {}", shift.duration_minutes),
+                        );
+                    }
+                }
             }
         }
         let mut courier_ids = BTreeSet::new();
@@ -1183,6 +1257,71 @@ mod tests {
             "{:?}",
             err.problems
         );
+    }
+
+    #[test]
+    fn machine_calendars_are_checked_shift_by_shift() {
+        let mut config = super::Config::demo().expect("demo config");
+        let shift = |start: &str, duration_minutes| super::ShiftConfig {
+            start: start.into(),
+            duration_minutes,
+        };
+        for id in ["m1", "m2"] {
+            config.machines.push(super::MachineConfig {
+                id: id.into(),
+                factory: "north".into(),
+                model: "acme-dtg-200".into(),
+                address: None,
+                serial: None,
+                materials: None,
+                poll_interval_ms: 200,
+                request_timeout_ms: 1000,
+                calendar: None,
+            });
+        }
+        let id = config.machines[0].id.clone();
+        config.machines[0].calendar = Some(super::CalendarConfig {
+            shifts: vec![shift("0 0 8 * * Mon-Fri", 480), shift("0 0 8 * *", 0)],
+        });
+        config.machines[1].calendar = Some(super::CalendarConfig { shifts: vec![] });
+        let problems = config.problems();
+        let second = format!("machines.{id}.calendar.shifts[1]");
+        for key in [
+            format!("{second}.start: not a cron expression"),
+            format!("{second}.duration_minutes: must be 1..=10080"),
+            format!(
+                "machines.{}.calendar.shifts: needs at least one shift",
+                config.machines[1].id
+            ),
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(&key)),
+                "{key}: {problems:?}"
+            );
+        }
+        assert!(
+            !problems.iter().any(|p| p.contains("shifts[0]")),
+            "{problems:?}"
+        );
+        // In a file: the calendar's keys, and a wrong one with its place.
+        let text = "[[machines]]\nid = \"m\"\nfactory = \"north\"\nmodel = \"m\"\n\
+                    calendar = { shifts = [{ start = \"0 0 8 * * *\", duration_minutes = 60 }] }\n";
+        let parsed = super::Config::parse(text, "t.toml");
+        assert!(
+            parsed.as_ref().map_or_else(
+                |err| !err.to_string().contains("calendar"),
+                |c| c.machines[0]
+                    .calendar
+                    .as_ref()
+                    .is_some_and(|c| c.shifts().len() == 1)
+            ),
+            "{:?}",
+            parsed.err()
+        );
+        let text = "[[machines]]\nid = \"m\"\nfactory = \"north\"\nmodel = \"m\"\n\
+                    calendar = { shifts = [{ start = \"0 0 8 * * *\", hours = 8 }] }\n";
+        let err = super::Config::parse(text, "t.toml").expect_err("unknown key");
+        assert!(err.to_string().contains("hours"), "{err}");
     }
 
     #[test]

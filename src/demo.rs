@@ -23,6 +23,7 @@ pub fn machines(
             materials: None,
             poll_interval_ms,
             request_timeout_ms,
+            calendar: None,
         })
         .collect()
 }
@@ -45,6 +46,7 @@ pub fn mqtt_machines(
             materials: None,
             poll_interval_ms,
             request_timeout_ms,
+            calendar: None,
         })
         .collect()
 }

@@ -1,6 +1,6 @@
 //! The operator's commands over the HTTP API (`FABFLOW_URL`, `FABFLOW_TOKEN`):
-//! `machines`, `jobs`, `orders show`, `machine pause|resume|drain|maintenance|ready`,
-//! `job resume|abandon`. Aligned tables by default, `--json` for scripts; an
+//! `machines`, `jobs`, `orders show`, `machine pause|resume|drain|maintenance|ready|material|plan-maintenance|windows|cancel-maintenance`,
+//! `job resume|abandon|retry|cancel`. Aligned tables by default, `--json` for scripts; an
 //! error is a non-zero exit with the API's problem detail.
 
 use anyhow::{Context, bail};
@@ -40,6 +40,21 @@ pub enum MachineCommand {
     Maintenance { id: String },
     /// End maintenance: the machine is ready for jobs again.
     Ready { id: String },
+    /// Declare the material loaded: the machine then starts only jobs of
+    /// it (`unknown`: not known, any of its materials starts).
+    Material { id: String, material: String },
+    /// Plan maintenance ahead: no job starts that would run into
+    /// [start, end) (RFC 3339 times on the daemon's clock).
+    PlanMaintenance {
+        id: String,
+        start: String,
+        end: String,
+        reason: String,
+    },
+    /// The machine's planned maintenance windows not over yet.
+    Windows { id: String },
+    /// Remove a planned maintenance window.
+    CancelMaintenance { id: String, window: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -51,9 +66,21 @@ pub enum JobCommand {
         job: String,
     },
     /// A held job is abandoned: it fails and its units not reported good are
-    /// made again under new jobs (`retry` is the same).
-    #[command(alias = "retry")]
+    /// made again under new jobs.
     Abandon {
+        /// The job's token.
+        #[arg(value_name = "JOB_TOKEN")]
+        job: String,
+    },
+    /// A held job is made again: as abandon, recorded as a retry.
+    Retry {
+        /// The job's token.
+        #[arg(value_name = "JOB_TOKEN")]
+        job: String,
+    },
+    /// A pending or queued job, and the rest of its order line not yet
+    /// made, is cancelled (the order follows).
+    Cancel {
         /// The job's token.
         #[arg(value_name = "JOB_TOKEN")]
         job: String,
@@ -62,13 +89,27 @@ pub enum JobCommand {
 
 /// One API call; the JSON answer, or an error naming the problem.
 async fn call(api: &ApiArgs, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+    call_with(api, method, path, None).await
+}
+
+/// One API call with an optional JSON body.
+async fn call_with(
+    api: &ApiArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<Value> {
     let Some(token) = api.token.as_deref().filter(|t| !t.is_empty()) else {
         bail!("no token: set FABFLOW_TOKEN or pass --token (an operator or admin token)");
     };
     let url = format!("{}{path}", api.url.trim_end_matches('/'));
-    let response = reqwest::Client::new()
+    let mut request = reqwest::Client::new()
         .request(method.clone(), &url)
-        .bearer_auth(token)
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request
         .send()
         .await
         .with_context(|| format!("{method} {url}: cannot reach the daemon"))?;
@@ -81,7 +122,26 @@ async fn call(api: &ApiArgs, method: reqwest::Method, path: &str) -> anyhow::Res
             .and_then(Value::as_str)
             .or_else(|| body.get("title").and_then(Value::as_str))
             .unwrap_or("no detail");
-        bail!("{method} {path}: HTTP {status}: {detail}");
+        let fields: Vec<String> = body
+            .get("errors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    self::text(&e["pointer"]),
+                    self::text(&e["reason"])
+                )
+            })
+            .collect();
+        if fields.is_empty() || fields.iter().any(|f| detail.contains(f.as_str())) {
+            bail!("{method} {path}: HTTP {status}: {detail}");
+        }
+        bail!(
+            "{method} {path}: HTTP {status}: {detail} ({})",
+            fields.join("; ")
+        );
     }
     Ok(body)
 }
@@ -285,6 +345,54 @@ pub async fn show_order(api: &ApiArgs, id: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Maintenance windows as a table (or the API's JSON).
+fn print_windows(api: &ApiArgs, windows: &Value) -> anyhow::Result<ExitCode> {
+    if api.json {
+        return print_json(windows);
+    }
+    let rows: Vec<Vec<String>> = windows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            vec![
+                text(&w["id"]),
+                text(&w["machine"]),
+                text(&w["start"]),
+                text(&w["end"]),
+                text(&w["reason"]),
+            ]
+        })
+        .collect();
+    print_table(&["window", "machine", "start", "end", "reason"], &rows);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `machine material <id> <material>`: declares the material loaded.
+async fn machine_material(api: &ApiArgs, id: &str, material: &str) -> anyhow::Result<ExitCode> {
+    {
+        let material = match material {
+            "unknown" | "" => Value::Null,
+            name => Value::String(name.to_string()),
+        };
+        let path = format!("/v1/machines/{}/material", encode(id));
+        let body = serde_json::json!({ "material": material });
+        let machine = call_with(api, reqwest::Method::POST, &path, Some(&body)).await?;
+        if api.json {
+            return print_json(&machine);
+        }
+        println!(
+            "machine {} has {} loaded",
+            text(&machine["id"]),
+            match &machine["loaded_material"] {
+                Value::Null => "no known material".to_string(),
+                other => text(other),
+            }
+        );
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
 pub async fn machine(api: &ApiArgs, command: MachineCommand) -> anyhow::Result<ExitCode> {
     let (id, action) = match &command {
         MachineCommand::Pause { id } => (id, "pause"),
@@ -292,6 +400,42 @@ pub async fn machine(api: &ApiArgs, command: MachineCommand) -> anyhow::Result<E
         MachineCommand::Resume { id } => (id, "resume"),
         MachineCommand::Maintenance { id } => (id, "maintenance"),
         MachineCommand::Ready { id } => (id, "end-maintenance"),
+        MachineCommand::Material { id, material } => {
+            return machine_material(api, id, material).await;
+        }
+        MachineCommand::PlanMaintenance {
+            id,
+            start,
+            end,
+            reason,
+        } => {
+            let body = serde_json::json!({ "start": start, "end": end, "reason": reason });
+            let path = format!("/v1/machines/{}/maintenance-windows", encode(id));
+            let window = call_with(api, reqwest::Method::POST, &path, Some(&body)).await?;
+            return print_windows(api, &Value::Array(vec![window]));
+        }
+        MachineCommand::Windows { id } => {
+            let path = format!("/v1/machines/{}/maintenance-windows", encode(id));
+            let windows = call(api, reqwest::Method::GET, &path).await?;
+            return print_windows(api, &windows);
+        }
+        MachineCommand::CancelMaintenance { id, window } => {
+            let path = format!(
+                "/v1/machines/{}/maintenance-windows/{}",
+                encode(id),
+                encode(window)
+            );
+            let removed = call(api, reqwest::Method::DELETE, &path).await?;
+            if api.json {
+                return print_json(&removed);
+            }
+            println!(
+                "maintenance window {} of {} removed",
+                text(&removed["id"]),
+                text(&removed["machine"])
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let path = format!("/v1/machines/{}/{action}", encode(id));
     let machine = call(api, reqwest::Method::POST, &path).await?;
@@ -311,12 +455,30 @@ pub async fn job(api: &ApiArgs, command: JobCommand) -> anyhow::Result<ExitCode>
     let (job, decision) = match &command {
         JobCommand::Resume { job } => (job, "resume"),
         JobCommand::Abandon { job } => (job, "abandon"),
+        JobCommand::Retry { job } => (job, "retry"),
+        JobCommand::Cancel { job } => (job, "cancel"),
     };
     let path = format!("/v1/jobs/{}/{decision}", encode(job));
-    let job = call(api, reqwest::Method::POST, &path).await?;
+    let answer = call(api, reqwest::Method::POST, &path).await?;
     if api.json {
-        return print_json(&job);
+        return print_json(&answer);
     }
+    if decision == "cancel" {
+        let cancelled: Vec<String> = answer["cancelled"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        println!(
+            "jobs {} cancelled; order {} is {}",
+            cancelled.join(", "),
+            text(&answer["job"]["order_id"]),
+            text(&answer["order_state"])
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let job = answer;
     println!("job {} is now {}", text(&job["token"]), text(&job["state"]));
     Ok(ExitCode::SUCCESS)
 }

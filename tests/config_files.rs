@@ -79,6 +79,7 @@ fn machines_must_use_known_models_and_their_materials() {
         materials: None,
         poll_interval_ms: 200,
         request_timeout_ms: 1000,
+        calendar: None,
     });
     config.machines.push(fabflow::config::MachineConfig {
         id: "m2".into(),
@@ -89,6 +90,7 @@ fn machines_must_use_known_models_and_their_materials() {
         materials: Some(vec!["pla".into()]),
         poll_interval_ms: 200,
         request_timeout_ms: 1000,
+        calendar: None,
     });
     let err = Network::new(&config, &fabflow_adapters::builtin_profiles(), "demo.toml")
         .expect_err("invalid");
@@ -115,6 +117,7 @@ fn recipes_must_fit_the_registers_of_the_machines_that_run_them() {
         materials: None,
         poll_interval_ms: 200,
         request_timeout_ms: 1000,
+        calendar: None,
     });
     let mug = config
         .skus
@@ -128,5 +131,43 @@ fn recipes_must_fit_the_registers_of_the_machines_that_run_them() {
     assert!(
         message.contains("skus.mug-white.route[0].recipe: 70000 does not fit the recipe register of lumen-uv-6 (machine uv-1, 0..=65535)"),
         "{message}"
+    );
+}
+
+#[test]
+fn a_power_budget_below_a_machines_own_start_up_draw_is_refused() {
+    let mut config = Config::demo().expect("demo");
+    config.machines.push(fabflow::config::MachineConfig {
+        id: "press-1".into(),
+        factory: "north".into(),
+        model: "heatwave-hp-40".into(),
+        address: Some("127.0.0.1:5020".parse().expect("addr")),
+        serial: None,
+        materials: None,
+        poll_interval_ms: 200,
+        request_timeout_ms: 1000,
+        calendar: None,
+    });
+    for factory in &mut config.factories {
+        if factory.id == "north" {
+            factory.power_budget_w = Some(1000);
+        }
+    }
+    let profiles = fabflow_adapters::builtin_profiles();
+    let err = Network::new(&config, &profiles, "demo.toml").expect_err("invalid");
+    let message = err.to_string();
+    assert!(
+        message.contains("factories.north.power_budget_w: 1000 W is less than machine press-1's start-up draw (1800 W, profile heatwave-hp-40)"),
+        "{message}"
+    );
+    for factory in &mut config.factories {
+        factory.power_budget_w = Some(2000);
+    }
+    let second = Network::new(&config, &profiles, "demo.toml").err();
+    assert!(
+        second
+            .as_ref()
+            .is_none_or(|err| !err.to_string().contains("power_budget_w")),
+        "{second:?}"
     );
 }

@@ -79,6 +79,7 @@ fn config(
             materials: None,
             poll_interval_ms: 40,
             request_timeout_ms: 1_000,
+            calendar: None,
         })
         .collect();
     let has = |model: &str| spec.factories[0].machines.iter().any(|m| m.model == model);

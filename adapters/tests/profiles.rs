@@ -606,3 +606,33 @@ fn mqtt_profile_problems_are_reported_with_file_and_key() {
         "adapters/profiles/x.toml: report_topic: only allowed with `protocol = \"mqtt\"`",
     );
 }
+
+#[test]
+fn a_start_up_draw_is_both_keys_in_range() {
+    let with = |extra: &str| GOOD.replacen("unit_id = 2", &format!("unit_id = 2\n{extra}"), 1);
+    let profile = Profile::from_toml_str(
+        &with("startup_power_w = 1800\nstartup_ms = 300000"),
+        "x.toml",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        profile.startup,
+        Some(fabflow_adapters::profile::Startup {
+            power_w: 1800,
+            duration_ms: 300_000
+        })
+    );
+    assert_eq!(
+        Profile::from_toml_str(GOOD, "x.toml").map(|p| p.startup),
+        Ok(None)
+    );
+    for (extra, key) in [
+        ("startup_power_w = 1800", "startup_ms"),
+        ("startup_ms = 1000", "startup_power_w"),
+        ("startup_power_w = 0\nstartup_ms = 1000", "startup_power_w"),
+        ("startup_power_w = 10\nstartup_ms = -1", "startup_ms"),
+    ] {
+        let errors = Profile::from_toml_str(&with(extra), "x.toml").expect_err(extra);
+        assert!(errors.iter().any(|e| e.key == key), "{extra}: {errors}");
+    }
+}

@@ -94,19 +94,71 @@ function machineAction(machine, action, label) {
   });
 }
 
+// The operator loaded a material on the machine ("": not known).
+function materialLoaded(machine, material) {
+  const label = material ? `${material} loaded` : "material not known";
+  confirmAction(`Declare ${label} on machine ${machine.id}? It then starts only jobs of that material.`, async () => {
+    const after = await api(`/v1/machines/${encodeURIComponent(machine.id)}/material`, { method: "POST", body: { material: material || null } });
+    return `Machine ${after.id} has ${after.loaded_material || "no known material"} loaded.`;
+  });
+}
+
+function materialControl(m) {
+  return el("label", { class: "material" }, "Material loaded: ",
+    el("select", { "data-machine": m.id, "data-action": "material", onchange: (e) => materialLoaded(m, e.target.value) },
+      el("option", { value: "", selected: !m.loaded_material }, "not known"),
+      m.materials.map((name) => el("option", { value: name, selected: name === m.loaded_material }, name))));
+}
+
+const JOB_QUESTIONS = {
+  resume: (job) => `Resume held job ${job.token} on ${job.machine}? Only if the machine carries on with it.`,
+  abandon: (job) => `Abandon held job ${job.token}? Its units not reported good are made again under new jobs.`,
+  retry: (job) => `Retry held job ${job.token}? Its units not reported good are made again under new jobs.`,
+  cancel: (job) => `Cancel job ${job.token} and the rest of its order line not yet made? The order is cancelled if no line is left, ready if the lines left are done.`,
+};
+
+// Maintenance planned ahead: the machine starts no job that would run into it.
+function planMaintenance(machine) {
+  const hour = 3600 * 1000;
+  const start = window.prompt(`Maintenance on ${machine.id} starts at (RFC 3339, UTC):`, new Date(Date.now() + hour).toISOString().slice(0, 16) + ":00Z");
+  if (!start) return;
+  const end = window.prompt("and ends at:", new Date(Date.parse(start) + 2 * hour).toISOString().slice(0, 16) + ":00Z");
+  if (!end) return;
+  const reason = window.prompt("Why (shown on the jobs it holds back):", "");
+  if (!reason) return;
+  confirmAction(`Plan maintenance on ${machine.id} from ${when(start)} to ${when(end)} (${reason})? No job starts that would run into it.`, async () => {
+    const window_ = await api(`/v1/machines/${encodeURIComponent(machine.id)}/maintenance-windows`, { method: "POST", body: { start, end, reason } });
+    return `Maintenance planned on ${window_.machine} from ${when(window_.start)} to ${when(window_.end)}.`;
+  });
+}
+
+function maintenanceList(machine, windows) {
+  if (!windows.length) return "";
+  return el("div", {}, el("strong", {}, "Planned maintenance"),
+    el("ul", {}, windows.map((w) => el("li", {}, `${when(w.start)} – ${when(w.end)}: ${w.reason} `,
+      el("button", { type: "button", class: "danger", "data-window": w.id, "data-action": "cancel-maintenance", onclick: () =>
+        confirmAction(`Remove the maintenance of ${machine.id} from ${when(w.start)}?`, async () => {
+          await api(`/v1/machines/${encodeURIComponent(machine.id)}/maintenance-windows/${encodeURIComponent(w.id)}`, { method: "DELETE" });
+          return `Maintenance of ${machine.id} removed.`;
+        }) }, "Remove")))));
+}
+
 function jobDecision(job, decision) {
-  const question = decision === "resume"
-    ? `Resume held job ${job.token} on ${job.machine}? Only if the machine carries on with it.`
-    : `Abandon held job ${job.token}? Its units not reported good are made again under new jobs.`;
-  confirmAction(question, async () => {
+  confirmAction(JOB_QUESTIONS[decision](job), async () => {
     const after = await api(`/v1/jobs/${job.token}/${decision}`, { method: "POST" });
+    if (decision === "cancel") return `Jobs ${after.cancelled.join(", ")} cancelled; the order is ${after.order_state.replace(/_/g, " ")}.`;
     return `Job ${after.token} is now ${after.state}.`;
   });
+}
+
+function cancelButton(job) {
+  return el("button", { type: "button", class: "danger", "data-job": job.token, "data-action": "cancel", onclick: () => jobDecision(job, "cancel") }, "Cancel");
 }
 
 function heldActions(job) {
   return el("div", { class: "actions" },
     el("button", { type: "button", "data-job": job.token, "data-action": "resume", onclick: () => jobDecision(job, "resume") }, "Resume"),
+    el("button", { type: "button", "data-job": job.token, "data-action": "retry", onclick: () => jobDecision(job, "retry") }, "Retry (make again)"),
     el("button", { type: "button", class: "danger", "data-job": job.token, "data-action": "abandon", onclick: () => jobDecision(job, "abandon") }, "Abandon (make again)"));
 }
 
@@ -181,7 +233,9 @@ async function renderFactory(body, controls) {
   if (!filters.factory) { body.replaceChildren(el("p", { class: "muted" }, "No factory in your scope.")); return; }
   const [machines, jobs] = await Promise.all([
     api(`/v1/machines?factory=${encodeURIComponent(filters.factory)}`), openJobs(filters.factory)]);
-  const cards = machines.map((m) => {
+  const windows = await Promise.all(machines.map((m) =>
+    api(`/v1/machines/${encodeURIComponent(m.id)}/maintenance-windows`).catch(() => [])));
+  const cards = machines.map((m, index) => {
     const mine = jobs.filter((job) => job.machine === m.id);
     const current = mine.find((job) => job.token === m.job_token && job.state !== "scheduled")
       || mine.find((job) => job.state === "running" || job.state === "dispatched");
@@ -209,19 +263,21 @@ async function renderFactory(body, controls) {
       el("h3", {}, m.id, " ", el("span", { class: "muted" }, m.model)),
       el("div", { class: "state" }, badge(m.state), m.state !== m.observed ? el("span", { class: "muted" }, ` (machine reports ${m.observed})`) : "",
         m.fault_code !== null && m.fault_code !== undefined && m.observed === "fault" ? el("span", { class: "error" }, ` fault ${m.fault_code}`) : ""),
-      el("div", { class: "muted" }, `materials: ${m.materials.join(", ")}`),
+      el("div", { class: "muted" }, `materials: ${m.materials.join(", ")}`, m.loaded_material ? ` · loaded: ${m.loaded_material}` : ""),
       current ? el("div", {}, `Job ${current.token} · ${current.process} · ${current.material} · order ${current.order_id.slice(0, 8)}…`,
         el("progress", { max: Math.max(1, current.quantity), value: Math.min(current.good, current.quantity), title: `${progress}%` }),
         el("span", { class: "muted" }, `${current.good}/${current.quantity} good, ${current.scrap} scrap, due ${when(current.due)}`))
         : el("div", { class: "muted" }, "No job on the machine."),
       held.map((job) => el("div", {}, el("strong", { class: "error" }, `Held job ${job.token} (${job.hold_cause || "held"})`), heldActions(job))),
       el("div", {}, el("strong", {}, `Queue (${queue.length})`),
-        queue.length ? el("ol", { class: "queue" }, queue.map((job) => el("li", {}, `job ${job.token}: ${job.quantity} × ${job.process} (${job.material}), due ${when(job.due)}`,
+        queue.length ? el("ol", { class: "queue" }, queue.map((job) => el("li", {}, `job ${job.token}: ${job.quantity} × ${job.process} (${job.material}), due ${when(job.due)} `, cancelButton(job),
           job.waiting ? el("div", { class: "muted" }, job.waiting.estimated_start
             ? `starts ~${when(job.waiting.estimated_start)}, done ~${when(job.waiting.estimated_finish)}`
             : job.waiting.detail) : "")))
           : el("span", { class: "muted" }, " empty")),
-      el("div", { class: "actions" }, actions));
+      maintenanceList(m, windows[index] || []),
+      el("div", { class: "actions" }, actions, materialControl(m),
+        el("button", { type: "button", "data-machine": m.id, "data-action": "plan-maintenance", onclick: () => planMaintenance(m) }, "Plan maintenance")));
   });
   body.replaceChildren(el("div", { class: "grid" }, cards.length ? cards : el("p", { class: "muted" }, "No machines.")));
 }

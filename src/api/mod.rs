@@ -41,7 +41,7 @@ use utoipa::OpenApi;
     info(title = "fabflow", description = "Fulfilment orchestration for neighbourhood microfactories"),
     paths(
         orders::create, orders::get, orders::list, orders::cancel, orders::import,
-        ops::list_jobs, ops::resume_job, ops::abandon_job, ops::move_job, ops::list_machines, ops::machine_queue, ops::machine_action, ops::courier_schedule,
+        ops::list_jobs, ops::resume_job, ops::abandon_job, ops::retry_job, ops::cancel_job, ops::move_job, ops::list_machines, ops::machine_queue, ops::machine_action, ops::load_material, ops::schedule_maintenance, ops::list_maintenance, ops::cancel_maintenance, ops::courier_schedule,
         ops::courier_schedule_ics, ops::courier_route_geojson, ops::confirm_handoff,
         ops::fail_handoff, ops::get_handoff, ops::release_handoff, ops::courier_duty,
         ops::list_audit, ops::list_events, ops::healthz, ops::metrics, ops::overview,
@@ -56,7 +56,7 @@ use utoipa::OpenApi;
         ops::Overview, ops::FactoryOverview, ops::CourierOverview,
         views::HandoffView, views::CustomerView, views::AuditView, views::AuditPage, views::EventPage, orders::ImportReport, orders::ImportLine, ops::Confirmed, ops::Health,
         views::CourierScheduleView, views::ScheduleStopView, views::HandoffDetailView, views::EscalationView,
-        ops::ConfirmRequest, ops::FailRequest, ops::FailedView, ops::DutyRequest, ops::DutyView, ops::MoveRequest, crate::domain::FailureReason,
+        ops::ConfirmRequest, ops::FailRequest, ops::FailedView, ops::DutyRequest, ops::DutyView, ops::MoveRequest, ops::MaterialRequest, ops::CancelledJobView, ops::MaintenanceRequest, ops::MaintenanceWindowView, crate::domain::FailureReason,
         crate::domain::intake::OrderRequest, crate::domain::intake::FieldError,
         webhooks::EndpointBody, webhooks::EndpointView, webhooks::EndpointWithSecret, webhooks::EndpointList,
         webhooks::DeliveryView, webhooks::DeliveryPage, webhooks::Replayed,
@@ -240,10 +240,21 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs", get(ops::list_jobs))
         .route("/v1/jobs/{token}/resume", post(ops::resume_job))
         .route("/v1/jobs/{token}/abandon", post(ops::abandon_job))
+        .route("/v1/jobs/{token}/retry", post(ops::retry_job))
+        .route("/v1/jobs/{token}/cancel", post(ops::cancel_job))
         .route("/v1/jobs/{token}/move", post(ops::move_job))
         .route("/v1/overview", get(ops::overview))
         .route("/v1/machines", get(ops::list_machines))
         .route("/v1/machines/{id}/queue", get(ops::machine_queue))
+        .route("/v1/machines/{id}/material", post(ops::load_material))
+        .route(
+            "/v1/machines/{id}/maintenance-windows",
+            post(ops::schedule_maintenance).get(ops::list_maintenance),
+        )
+        .route(
+            "/v1/machines/{id}/maintenance-windows/{window}",
+            axum::routing::delete(ops::cancel_maintenance),
+        )
         .route("/v1/machines/{id}/{action}", post(ops::machine_action))
         .route("/v1/couriers/{id}/schedule", get(ops::courier_schedule))
         .route("/v1/couriers/{id}/duty", post(ops::courier_duty))

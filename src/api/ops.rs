@@ -140,6 +140,73 @@ pub async fn abandon_job(
     decide_job(&state, &caller, &token, HeldDecision::Abandon).await
 }
 
+/// A held job is made again: the same end as `abandon` (it fails, its
+/// token is retired, its units not reported good are made again by new
+/// jobs whose `replaces` is its token), recorded as a retry (`job.retried`,
+/// audit `job.retry`). Refused (409) unless the job is held: a failed job's
+/// units are already being made again. One transaction, one event.
+#[utoipa::path(post, path = "/v1/jobs/{token}/retry", tag = "jobs",
+    params(("token" = u32, Path, description = "The job token")),
+    responses((status = 200, body = JobView), (status = 404, body = super::problem::Problem),
+        (status = 409, body = super::problem::Problem, description = "Not held; `detail` says why")),
+    security(("bearer" = [])))]
+pub async fn retry_job(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(token): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    decide_job(&state, &caller, &token, HeldDecision::Retry).await
+}
+
+/// What a job's cancellation did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CancelledJobView {
+    /// The job, now cancelled.
+    pub job: JobView,
+    /// Every job cancelled with it: the jobs of its line not yet made
+    /// (earlier and later steps, replacements), itself included.
+    pub cancelled: Vec<u32>,
+    /// The order's state after the cancellation (cancelled when every line
+    /// is, ready when the lines left are all done).
+    pub order_state: OrderState,
+}
+
+/// A job not yet on a machine (pending or queued) is taken off the floor,
+/// and with it its order line: every job of the line not yet made (earlier
+/// and later steps, replacements) is cancelled (`job.cancelled` each). The
+/// order follows: cancelled once every line is, ready once the lines left
+/// are all done, otherwise unchanged. Refused (409, with the reason) for a
+/// job that is running, dispatched, held or finished, or while another job
+/// of its line is on a machine. One transaction, audited (`job.cancel`).
+#[utoipa::path(post, path = "/v1/jobs/{token}/cancel", tag = "jobs",
+    params(("token" = u32, Path, description = "The job token")),
+    responses((status = 200, body = CancelledJobView), (status = 404, body = super::problem::Problem),
+        (status = 409, body = super::problem::Problem, description = "The job (or another of its line) is on a machine or finished; `detail` says which")),
+    security(("bearer" = [])))]
+pub async fn cancel_job(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(token): Path<String>,
+) -> Result<Json<CancelledJobView>, ApiError> {
+    let token = operators_job(&state, &caller, &token).await?;
+    let (moved, cancelled) = state.runtime.cancel_job(token, &caller.actor()).await?;
+    let order_state = match moved.order_state {
+        Some(order_state) => order_state,
+        None => state
+            .runtime
+            .store
+            .get_order(moved.job.order_id.as_str(), None)
+            .await?
+            .map(|order| order.state)
+            .ok_or_else(|| ApiError::not_found(format!("order {}", moved.job.order_id)))?,
+    };
+    Ok(Json(CancelledJobView {
+        job: job_view(&moved.job),
+        cancelled: cancelled.iter().map(|t| t.0).collect(),
+        order_state,
+    }))
+}
+
 /// The job `token` if `caller` (an operator or admin) may see it: an
 /// operator sees its factories' jobs; anything else is a 404.
 async fn operators_job(
@@ -344,6 +411,228 @@ pub async fn machine_action(
         &machine,
         loads.get(&id).copied().unwrap_or(0),
     )))
+}
+
+/// The material an operator loaded on a machine.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaterialRequest {
+    /// One of the machine's `materials`; null when it is not known (the
+    /// machine then starts jobs of any of its materials).
+    #[schema(example = "tote")]
+    pub material: Option<String>,
+}
+
+/// An operator declares the material loaded on a machine. From then on the
+/// machine starts only jobs of that material; jobs of another material
+/// wait (`material_not_loaded`) and its queued ones go back to the planner,
+/// which places jobs only on machines whose loaded material fits (or is
+/// not known). Refused (422, pointing at `/material`) for a material the
+/// machine's model cannot use. One transaction, one event
+/// (`machine.material_loaded`), audited (`machine.material`).
+#[utoipa::path(post, path = "/v1/machines/{id}/material", tag = "machines",
+    params(("id" = String, Path)),
+    request_body = MaterialRequest,
+    responses((status = 200, body = MachineView), (status = 400, body = super::problem::Problem),
+        (status = 404, body = super::problem::Problem, description = "No such machine (for this operator)"),
+        (status = 409, body = super::problem::Problem, description = "The machine changed meanwhile"),
+        (status = 422, body = super::problem::Problem, description = "Not a material the machine's model can use (`errors` points at `/material`)")),
+    security(("bearer" = [])))]
+pub async fn load_material(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<MachineView>, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let machine = state
+        .runtime
+        .store
+        .get_machine(&id)
+        .await?
+        .filter(|m| caller.covers_factory(&m.factory))
+        .ok_or_else(|| ApiError::not_found(format!("machine {id}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
+    let request: MaterialRequest = serde_json::from_value(value).map_err(|_| {
+        ApiError::invalid(vec![FieldError::new(
+            "/material",
+            "must be a material name or null (and the only field)",
+        )])
+    })?;
+    let material = request.material.as_deref().map(str::trim);
+    if let Some(material) = material
+        && let Some(reason) =
+            crate::domain::machine::material_refusal(&machine.model, &machine.materials, material)
+    {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            "/material",
+            format!("{id}: {reason}"),
+        )]));
+    }
+    state
+        .runtime
+        .load_material(&machine.id, material, &caller.actor())
+        .await?;
+    let machine = state
+        .runtime
+        .store
+        .get_machine(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("machine {id}")))?;
+    let loads = state.runtime.store.machine_loads().await?;
+    Ok(Json(machine_view(
+        &machine,
+        loads.get(&id).copied().unwrap_or(0),
+    )))
+}
+
+/// Maintenance planned on a machine.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceRequest {
+    /// When it starts (RFC 3339, on the daemon's clock; see `/healthz` `now`).
+    #[schema(example = "2026-12-07T10:00:00Z")]
+    pub start: String,
+    /// When it ends (RFC 3339), after `start`, at most 31 days later, not past.
+    #[schema(example = "2026-12-07T12:00:00Z")]
+    pub end: String,
+    /// Why (1..=200 characters), shown to operators in waiting jobs.
+    #[schema(example = "print head cleaning")]
+    pub reason: String,
+}
+
+/// A maintenance window planned on a machine.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MaintenanceWindowView {
+    pub id: String,
+    pub machine: String,
+    pub start: Option<chrono::DateTime<chrono::Utc>>,
+    pub end: Option<chrono::DateTime<chrono::Utc>>,
+    pub reason: String,
+}
+
+fn window_view(window: &crate::store::WindowRecord) -> MaintenanceWindowView {
+    MaintenanceWindowView {
+        id: window.id.clone(),
+        machine: window.machine.clone(),
+        start: super::views::rfc3339(window.start_ms),
+        end: super::views::rfc3339(window.end_ms),
+        reason: window.reason.clone(),
+    }
+}
+
+/// The machine `id` if `caller` (an operator or admin) may see it.
+async fn operators_machine(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<crate::store::MachineRecord, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    state
+        .runtime
+        .store
+        .get_machine(id)
+        .await?
+        .filter(|m| caller.covers_factory(&m.factory))
+        .ok_or_else(|| ApiError::not_found(format!("machine {id}")))
+}
+
+/// Plans maintenance on a machine ahead: the dispatcher starts no job on it
+/// that would run into `[start, end)` (a job's run estimated as its
+/// quantity times its seconds per unit); queued jobs held back say so
+/// (`waiting.reason` `maintenance`, with the estimated start after it).
+/// One transaction, one event (`machine.maintenance_scheduled`), audited
+/// (`machine.maintenance_window`).
+#[utoipa::path(post, path = "/v1/machines/{id}/maintenance-windows", tag = "machines",
+    params(("id" = String, Path)),
+    request_body = MaintenanceRequest,
+    responses((status = 201, body = MaintenanceWindowView), (status = 400, body = super::problem::Problem),
+        (status = 404, body = super::problem::Problem, description = "No such machine (for this operator)"),
+        (status = 422, body = super::problem::Problem, description = "`errors` point at `/start`, `/end` or `/reason`")),
+    security(("bearer" = [])))]
+pub async fn schedule_maintenance(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<MaintenanceWindowView>), ApiError> {
+    let machine = operators_machine(&state, &caller, &id).await?;
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
+    let request: MaintenanceRequest = serde_json::from_value(value).map_err(|err| {
+        ApiError::invalid(vec![FieldError::new(
+            "",
+            format!("must be {{\"start\", \"end\", \"reason\"}} and nothing else: {err}"),
+        )])
+    })?;
+    let mut errors = Vec::new();
+    let mut instant = |pointer: &str, text: &str| match chrono::DateTime::parse_from_rfc3339(text) {
+        Ok(at) => Some(at.timestamp_millis()),
+        Err(err) => {
+            errors.push(FieldError::new(
+                pointer,
+                format!("must be an RFC 3339 time such as 2026-12-07T10:00:00Z: {err}"),
+            ));
+            None
+        }
+    };
+    let start = instant("/start", &request.start);
+    let end = instant("/end", &request.end);
+    let reason = request.reason.trim();
+    if let (Some(start), Some(end)) = (start, end) {
+        let now = state.runtime.clock.now_ms();
+        for (pointer, why) in crate::domain::calendar::window_problems(start, end, reason, now) {
+            errors.push(FieldError::new(pointer, why));
+        }
+    }
+    let (Some(start), Some(end), true) = (start, end, errors.is_empty()) else {
+        return Err(ApiError::invalid(errors));
+    };
+    let window = state
+        .runtime
+        .schedule_maintenance(&machine.id, start, end, reason, &caller.actor())
+        .await?;
+    Ok((StatusCode::CREATED, Json(window_view(&window))))
+}
+
+/// The maintenance windows planned on a machine that are not over yet,
+/// earliest first.
+#[utoipa::path(get, path = "/v1/machines/{id}/maintenance-windows", tag = "machines",
+    params(("id" = String, Path)),
+    responses((status = 200, body = [MaintenanceWindowView]), (status = 404, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn list_maintenance(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<MaintenanceWindowView>>, ApiError> {
+    let machine = operators_machine(&state, &caller, &id).await?;
+    let windows = state
+        .runtime
+        .store
+        .maintenance_windows(Some(machine.id.as_str()), state.runtime.clock.now_ms())
+        .await?;
+    Ok(Json(windows.iter().map(window_view).collect()))
+}
+
+/// Removes a planned maintenance window of a machine. One transaction, one
+/// event (`machine.maintenance_cancelled`), audited.
+#[utoipa::path(delete, path = "/v1/machines/{id}/maintenance-windows/{window}", tag = "machines",
+    params(("id" = String, Path), ("window" = String, Path)),
+    responses((status = 200, body = MaintenanceWindowView), (status = 404, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn cancel_maintenance(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path((id, window)): Path<(String, String)>,
+) -> Result<Json<MaintenanceWindowView>, ApiError> {
+    let machine = operators_machine(&state, &caller, &id).await?;
+    let removed = state
+        .runtime
+        .cancel_maintenance(&machine.id, &window, &caller.actor())
+        .await?;
+    Ok(Json(window_view(&removed)))
 }
 
 /// A courier's stops (a courier sees only its own).

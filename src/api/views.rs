@@ -325,6 +325,9 @@ pub struct MachineView {
     pub mode: MachineMode,
     pub capabilities: Vec<String>,
     pub materials: Vec<String>,
+    /// The material an operator declared loaded (null: not known; the
+    /// machine then starts jobs of any of its materials).
+    pub loaded_material: Option<String>,
     /// The job token the machine last showed.
     pub job_token: Option<i64>,
     pub fault_code: Option<i64>,
@@ -344,6 +347,7 @@ pub fn machine_view(machine: &MachineRecord, queue: usize) -> MachineView {
         mode: machine.mode,
         capabilities: machine.capabilities.clone(),
         materials: machine.materials.clone(),
+        loaded_material: machine.loaded_material.clone(),
         job_token: machine.job_token,
         fault_code: machine.fault_code,
         queue,

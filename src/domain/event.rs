@@ -53,6 +53,11 @@ pub enum Event {
     /// An operator abandoned a held job: failed, its units not reported
     /// good made again under new tokens.
     JobAbandoned,
+    /// An operator retried a held job: failed, its token retired, its
+    /// units not reported good made again under new tokens.
+    JobRetried,
+    /// A job not on a machine yet was taken off the floor (its order was
+    /// cancelled, or an operator cancelled its line).
     JobCancelled,
     MachineStateChanged {
         from: MachineState,
@@ -65,6 +70,24 @@ pub enum Event {
     MachineModeChanged {
         from: MachineMode,
         to: MachineMode,
+    },
+    /// An operator declared the material loaded on the machine (null: not
+    /// known, any material starts). A known material starts only its jobs.
+    MachineMaterialLoaded {
+        from: Option<String>,
+        to: Option<String>,
+    },
+    /// An operator planned maintenance on the machine: no job starts that
+    /// would run into `[start_ms, end_ms)` (domain clock).
+    MachineMaintenanceScheduled {
+        window: String,
+        start_ms: i64,
+        end_ms: i64,
+        reason: String,
+    },
+    /// An operator removed a planned maintenance window.
+    MachineMaintenanceCancelled {
+        window: String,
     },
     HandoffPlanned,
     HandoffConfirmed,
@@ -153,10 +176,14 @@ impl Event {
             Event::JobHeld { .. } => "job.held",
             Event::JobResumed { .. } => "job.resumed",
             Event::JobAbandoned => "job.abandoned",
+            Event::JobRetried => "job.retried",
             Event::JobCancelled => "job.cancelled",
             Event::MachineStateChanged { .. } => "machine.state_changed",
             Event::MachineFaulted { .. } => "machine.faulted",
             Event::MachineModeChanged { .. } => "machine.mode_changed",
+            Event::MachineMaterialLoaded { .. } => "machine.material_loaded",
+            Event::MachineMaintenanceScheduled { .. } => "machine.maintenance_scheduled",
+            Event::MachineMaintenanceCancelled { .. } => "machine.maintenance_cancelled",
             Event::HandoffPlanned => "handoff.planned",
             Event::HandoffConfirmed => "handoff.confirmed",
             Event::HandoffMissed => "handoff.missed",
@@ -185,7 +212,7 @@ impl Event {
             Event::JobDispatched => JobState::Dispatched,
             Event::JobRunning => JobState::Running,
             Event::JobDone { .. } => JobState::Done,
-            Event::JobFailed { .. } | Event::JobAbandoned => JobState::Failed,
+            Event::JobFailed { .. } | Event::JobAbandoned | Event::JobRetried => JobState::Failed,
             Event::JobHeld { .. } => JobState::Held,
             Event::JobResumed { .. } => JobState::Running,
             Event::JobCancelled => JobState::Cancelled,

@@ -50,6 +50,7 @@ pub fn samples() -> Vec<Event> {
         },
         Event::JobResumed { operator: false },
         Event::JobAbandoned,
+        Event::JobRetried,
         Event::JobCancelled,
         Event::MachineFaulted {
             fault_code: Some(17),
@@ -61,6 +62,19 @@ pub fn samples() -> Vec<Event> {
         Event::MachineModeChanged {
             from: MachineMode::Active,
             to: MachineMode::Paused,
+        },
+        Event::MachineMaterialLoaded {
+            from: Some("cotton_tee".into()),
+            to: Some("tote".into()),
+        },
+        Event::MachineMaintenanceScheduled {
+            window: "019ad5c4-7e2a-7c1e-9b1e-3f1d2c4b5a69".into(),
+            start_ms: 1_796_112_000_000,
+            end_ms: 1_796_119_200_000,
+            reason: "print head cleaning".into(),
+        },
+        Event::MachineMaintenanceCancelled {
+            window: "019ad5c4-7e2a-7c1e-9b1e-3f1d2c4b5a69".into(),
         },
         Event::HandoffPlanned,
         Event::HandoffConfirmed,
@@ -145,10 +159,14 @@ pub fn variant_name(event: &Event) -> &'static str {
         Event::JobHeld { .. } => "job_held",
         Event::JobResumed { .. } => "job_resumed",
         Event::JobAbandoned => "job_abandoned",
+        Event::JobRetried => "job_retried",
         Event::JobCancelled => "job_cancelled",
         Event::MachineFaulted { .. } => "machine_faulted",
         Event::MachineStateChanged { .. } => "machine_state_changed",
         Event::MachineModeChanged { .. } => "machine_mode_changed",
+        Event::MachineMaterialLoaded { .. } => "machine_material_loaded",
+        Event::MachineMaintenanceScheduled { .. } => "machine_maintenance_scheduled",
+        Event::MachineMaintenanceCancelled { .. } => "machine_maintenance_cancelled",
         Event::HandoffPlanned => "handoff_planned",
         Event::HandoffConfirmed => "handoff_confirmed",
         Event::HandoffMissed => "handoff_missed",

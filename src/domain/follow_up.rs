@@ -58,7 +58,11 @@ pub fn redo_plans(line: &[JobPlan], lost: &JobPlan, units: u32) -> Vec<JobPlan> 
 pub fn may_move_order(next: JobState) -> bool {
     matches!(
         next,
-        JobState::Dispatched | JobState::Running | JobState::Done | JobState::Failed
+        JobState::Dispatched
+            | JobState::Running
+            | JobState::Done
+            | JobState::Failed
+            | JobState::Cancelled
     )
 }
 
@@ -167,8 +171,8 @@ mod tests {
     }
 
     #[test]
-    fn only_machine_progress_moves_an_order() {
-        let moving = [J::Dispatched, J::Running, J::Done, J::Failed];
+    fn only_machine_progress_and_cancelling_move_an_order() {
+        let moving = [J::Dispatched, J::Running, J::Done, J::Failed, J::Cancelled];
         for state in [
             J::Pending,
             J::Scheduled,
@@ -197,6 +201,12 @@ mod tests {
             (O::InProduction, &[J::Done, J::Running], &[]),
             (O::InProduction, &[J::Done, J::Failed, J::Done], &[O::Ready]),
             (O::InProduction, &[J::Done, J::Cancelled], &[O::Ready]),
+            (
+                O::InProduction,
+                &[J::Cancelled, J::Cancelled],
+                &[O::Cancelled],
+            ),
+            (O::Accepted, &[J::Cancelled], &[O::Cancelled]),
             (O::Ready, &[J::Done], &[]),
             (O::Cancelled, &[J::Done], &[]),
         ];

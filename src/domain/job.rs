@@ -86,9 +86,7 @@ impl FromStr for HoldCause {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobInput {
     /// The planner put it in a machine's queue.
-    Schedule {
-        machine: MachineId,
-    },
+    Schedule { machine: MachineId },
     /// The planner took it back out of the queue (machine paused, faulted, re-plan).
     Unschedule,
     /// The start command was written to the machine.
@@ -96,10 +94,7 @@ pub enum JobInput {
     /// The machine reports it running with this job's token.
     MachineStarted,
     /// The machine reports it finished with this job's token.
-    MachineFinished {
-        good: u32,
-        scrap: u32,
-    },
+    MachineFinished { good: u32, scrap: u32 },
     /// The machine stopped it: the job is held. `counts` are the units the
     /// machine reported for it so far (None when it no longer shows the
     /// job, and the counts last recorded stand).
@@ -114,22 +109,24 @@ pub enum JobInput {
     /// back: its start outcome is unknown and the machine does not show its
     /// token, the machine never reacted to it, or the machine was removed.
     /// Its token is retired; the units not reported good are made again.
-    MachineAborted {
-        fault_code: Option<u32>,
-    },
+    MachineAborted { fault_code: Option<u32> },
     /// The machine refused the start (it answered with an error before the
     /// start was accepted): it never started, so it may be planned again.
     StartRefused,
     /// An operator: the job (pending, or queued on another machine) goes
     /// to this machine's queue. See [`move_refusal`] for when it may.
-    Move {
-        machine: MachineId,
-    },
+    Move { machine: MachineId },
     /// An operator: the held job goes on on its machine.
     Resume,
     /// An operator: the held job ends; its units not reported good are made
     /// again under new tokens, and its token is retired.
     Abandon,
+    /// An operator: the held job is made again. The same end as `Abandon`
+    /// (failed, token retired, units not reported good remade under new
+    /// tokens), told apart in the event log (`job.retried`).
+    Retry,
+    /// An operator (or the order's cancellation): a job not on a machine
+    /// yet is taken off the floor.
     Cancel,
 }
 
@@ -224,6 +221,7 @@ impl JobState {
             (S::Held, I::MachineResumed) => (S::Running, Event::JobResumed { operator: false }),
             (S::Held, I::Resume) => (S::Running, Event::JobResumed { operator: true }),
             (S::Held, I::Abandon) => (S::Failed, Event::JobAbandoned),
+            (S::Held, I::Retry) => (S::Failed, Event::JobRetried),
             (S::Dispatched | S::Running | S::Held, I::MachineAborted { fault_code }) => (
                 S::Failed,
                 Event::JobFailed {
@@ -515,11 +513,14 @@ mod tests {
         // An operator decides.
         check(&with(&[held(), I::Resume]), Ok(S::Running));
         check(&with(&[held(), I::Abandon]), Ok(S::Failed));
+        check(&with(&[held(), I::Retry]), Ok(S::Failed));
         // Decisions only about held jobs; a held job is never requeued,
         // cancelled or held twice.
         check(&with(&[I::Resume]), Err(3));
         check(&with(&[I::Abandon]), Err(3));
         check(&[schedule(), I::Abandon], Err(1));
+        check(&[schedule(), I::Retry], Err(1));
+        check(&with(&[held(), I::Abandon, I::Retry]), Err(5));
         check(&with(&[held(), I::StartRefused]), Err(4));
         check(&with(&[held(), I::Cancel]), Err(4));
         check(&with(&[held(), held()]), Err(4));
@@ -579,6 +580,7 @@ mod tests {
             I::MachineResumed,
             I::Resume,
             I::Abandon,
+            I::Retry,
             I::Cancel,
         ];
         for state in JobState::ALL.into_iter().filter(|s| s.is_terminal()) {

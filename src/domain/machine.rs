@@ -239,6 +239,33 @@ impl FromStr for MachineMode {
     }
 }
 
+/// Why a machine of `model` cannot have `material` loaded, if it cannot:
+/// `materials` are the machine's (its profile's, or the subset its
+/// configuration gives).
+pub fn material_refusal(model: &str, materials: &[String], material: &str) -> Option<String> {
+    if material.trim().is_empty() {
+        return Some("must name a material".into());
+    }
+    if materials.iter().any(|m| m == material) {
+        return None;
+    }
+    Some(format!(
+        "cannot use {material:?}: its materials (model {model}, as configured) are {}",
+        if materials.is_empty() {
+            "no material".to_string()
+        } else {
+            materials.join(", ")
+        }
+    ))
+}
+
+/// Whether a machine with `loaded` material (None: not declared) starts a
+/// job of `material`: an unknown material starts anything, as before
+/// operators declared materials; a known one only its own jobs.
+pub fn material_fits(loaded: Option<&str>, material: &str) -> bool {
+    loaded.is_none_or(|loaded| loaded == material)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,5 +376,26 @@ mod tests {
         for mode in MachineMode::ALL {
             assert_eq!(mode.as_str().parse::<MachineMode>(), Ok(mode));
         }
+    }
+
+    #[test]
+    fn materials_a_model_cannot_use_are_refused_with_what_it_can() {
+        let materials = vec!["cotton_tee".to_string(), "tote".to_string()];
+        assert_eq!(material_refusal("acme", &materials, "tote"), None);
+        let refused = material_refusal("acme", &materials, "pla").unwrap_or_default();
+        assert!(
+            refused.contains("acme") && refused.contains("\"pla\""),
+            "{refused}"
+        );
+        assert!(refused.contains("cotton_tee, tote"), "{refused}");
+        assert!(material_refusal("acme", &materials, " ").is_some());
+        assert!(material_refusal("bare", &[], "tote").is_some_and(|r| r.contains("no material")));
+    }
+
+    #[test]
+    fn a_known_material_starts_only_its_own_jobs() {
+        assert!(material_fits(None, "tote"));
+        assert!(material_fits(Some("tote"), "tote"));
+        assert!(!material_fits(Some("cotton_tee"), "tote"));
     }
 }

@@ -5,6 +5,7 @@
 //! parameter, and every transition returns the new state plus the events it
 //! emits, or a typed error naming the state and the input that was refused.
 
+pub mod calendar;
 pub mod catalog;
 pub mod counters;
 pub mod event;
@@ -17,6 +18,7 @@ pub mod intake;
 pub mod job;
 pub mod machine;
 pub mod order;
+pub mod power;
 pub mod promise;
 pub mod reconcile;
 pub mod returns;

@@ -137,11 +137,18 @@ impl OrderState {
 
 /// What the states of an order's jobs say should happen to the order, if
 /// anything: `AllJobsDone` once every live job is done, `ProductionStarted`
-/// once any job has left the queue. Failed and cancelled jobs are not live: a
-/// failed job is always replaced by a new one (see runtime), which is.
+/// once any job has left the queue, `Cancel` once no job is live and some
+/// were cancelled (an operator cancelled every line). Failed and cancelled
+/// jobs are not live: a failed job is always replaced by a new one (see
+/// runtime), which is.
 pub fn production_input(state: OrderState, jobs: &[JobState]) -> Option<OrderInput> {
     let live: Vec<JobState> = jobs.iter().copied().filter(|job| job.is_live()).collect();
     match state {
+        OrderState::Accepted | OrderState::InProduction
+            if live.is_empty() && jobs.contains(&JobState::Cancelled) =>
+        {
+            Some(OrderInput::Cancel)
+        }
         OrderState::Accepted | OrderState::InProduction
             if !live.is_empty() && live.iter().all(|job| *job == JobState::Done) =>
         {
@@ -317,6 +324,9 @@ mod tests {
             let live: Vec<_> = jobs.iter().filter(|j| !matches!(j, JobState::Cancelled | JobState::Failed)).collect();
             let all_done = !live.is_empty() && live.iter().all(|j| **j == JobState::Done);
             prop_assert_eq!(state == S::Ready, all_done);
+            // Cancelled only when nothing is left to make and some line was cancelled.
+            let all_cancelled = live.is_empty() && jobs.contains(&JobState::Cancelled);
+            prop_assert_eq!(state == S::Cancelled, all_cancelled);
         }
     }
 
@@ -340,7 +350,19 @@ mod tests {
             production_input(S::InProduction, &[J::Done, J::Cancelled]),
             Some(I::AllJobsDone)
         );
-        assert_eq!(production_input(S::Accepted, &[J::Cancelled]), None);
+        // Every line cancelled by an operator: the order is cancelled.
+        assert_eq!(
+            production_input(S::Accepted, &[J::Cancelled]),
+            Some(I::Cancel)
+        );
+        assert_eq!(
+            production_input(S::InProduction, &[J::Cancelled, J::Failed]),
+            Some(I::Cancel)
+        );
+        assert_eq!(
+            production_input(S::Accepted, &[J::Cancelled, J::Pending]),
+            None
+        );
         assert_eq!(production_input(S::Ready, &[J::Done]), None);
     }
 

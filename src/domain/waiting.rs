@@ -19,6 +19,19 @@ pub enum WaitReason {
     /// Capable machines work, but their queues are full; it is placed when
     /// one has room (earliest deadline first).
     QueuesFull,
+    /// Its material is not the one loaded: on its machine (queued), or on
+    /// every capable machine (pending). An operator loads it.
+    MaterialNotLoaded,
+    /// First in its machine's queue, outside the machine's shift; the
+    /// estimate is when the next shift opens.
+    OutsideShift,
+    /// First in its machine's queue, and its estimated run would meet a
+    /// planned maintenance window; the estimate is after it.
+    Maintenance,
+    /// First in its machine's queue, which is free, but the start-up draws
+    /// of its factory's machines starting now leave no room in the
+    /// factory's power budget; the estimate is when there is.
+    PowerBudget,
     /// In a machine's queue behind other jobs.
     Queued,
     /// In the queue of a machine that is paused or in maintenance.

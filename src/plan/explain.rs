@@ -8,6 +8,8 @@
 //! seconds per unit. A machine that is not working (paused, faulted,
 //! offline) gives no estimate: its queue waits on a person, not a clock.
 
+use crate::domain::calendar::{Blocked, Calendar, Closed};
+use crate::domain::power::{Drawing, admit};
 use crate::domain::waiting::{WaitReason, Waiting};
 use crate::domain::{JobState, MachineMode, MachineState, Millis};
 use std::collections::HashMap;
@@ -22,11 +24,101 @@ pub struct FloorMachine {
     pub state: MachineState,
     pub mode: MachineMode,
     pub fault_code: Option<i64>,
+    /// The material an operator declared loaded (None: not known).
+    pub loaded_material: Option<String>,
+    /// Its shifts and planned maintenance (default: always works).
+    pub calendar: Calendar,
+    /// What it draws while starting a job (0: nothing counted).
+    pub startup_power_w: u32,
+    /// Its factory's power budget and the starts drawing now (None: no budget).
+    pub factory_power: Option<FactoryPower>,
+}
+
+/// A factory's power budget and the starts of its machines still drawing.
+#[derive(Debug, Clone, Default)]
+pub struct FactoryPower {
+    pub budget_w: u32,
+    pub drawing: Vec<Drawing>,
+}
+
+impl FloorMachine {
+    /// Why its factory's power budget holds a start back now, if it does.
+    fn power_wait(&self, now: Millis) -> Option<(WaitReason, String, Option<Millis>)> {
+        let power = self.factory_power.as_ref()?;
+        let wait = admit(
+            Some(power.budget_w),
+            &power.drawing,
+            &self.id,
+            self.startup_power_w,
+            now,
+        )
+        .err()?;
+        let when = match wait.free_at_ms {
+            Some(at) => format!("it may start at {}", clock_text(at)),
+            None => "it never fits the budget".to_string(),
+        };
+        Some((
+            WaitReason::PowerBudget,
+            format!(
+                "{}'s start-up draw ({} W) waits: machines of {} starting now draw {} W of its {} W power budget; {when}",
+                self.id, wait.needed_w, self.factory, wait.drawing_w, wait.budget_w
+            ),
+            wait.free_at_ms,
+        ))
+    }
+}
+
+/// An instant as operators read it (RFC 3339, UTC, whole seconds).
+fn clock_text(ms: Millis) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms).map_or_else(
+        || format!("{ms} ms"),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
+}
+
+/// Why a calendar holds a job back, as a reason and a sentence.
+fn calendar_reason(machine: &str, blocked: &Blocked) -> (WaitReason, String) {
+    let opens = match blocked.opens_ms {
+        Some(at) => format!("it may start at {}", clock_text(at)),
+        None => "no opening within a year".to_string(),
+    };
+    match &blocked.why {
+        Closed::OutsideShift => (
+            WaitReason::OutsideShift,
+            format!("{machine} is outside its shift; {opens}"),
+        ),
+        Closed::Maintenance(window) => (
+            WaitReason::Maintenance,
+            format!(
+                "it would run into maintenance of {machine} from {} to {} ({}); {opens}",
+                clock_text(window.start_ms),
+                clock_text(window.end_ms),
+                window.reason
+            ),
+        ),
+    }
 }
 
 impl FloorMachine {
     fn can_make(&self, job: &FloorJob) -> bool {
         self.capabilities.contains(&job.process) && self.materials.contains(&job.material)
+    }
+
+    /// Whether it starts `job` as loaded now (an unknown material: yes).
+    fn has_material_for(&self, job: &FloorJob) -> bool {
+        crate::domain::machine::material_fits(self.loaded_material.as_deref(), &job.material)
+    }
+
+    /// The sentence for a job whose material is not loaded here.
+    fn material_detail(&self, job: &FloorJob) -> String {
+        format!(
+            "needs {} loaded; {} has {} loaded",
+            job.material,
+            self.id,
+            self.loaded_material
+                .as_deref()
+                .unwrap_or("no known material")
+        )
     }
 
     /// Why this machine takes no job now, if it does not.
@@ -135,6 +227,21 @@ pub fn explain(
                 }
                 _ => {}
             }
+            if job.state == JobState::Scheduled && !machine.has_material_for(job) {
+                // Skipped by the machine until an operator loads its material.
+                out.insert(
+                    job.token,
+                    Waiting {
+                        reason: WaitReason::MaterialNotLoaded,
+                        detail: machine.material_detail(job),
+                        machine: Some(machine.id.clone()),
+                        position: None,
+                        estimated_start_ms: None,
+                        estimated_finish_ms: None,
+                    },
+                );
+                continue;
+            }
             position += 1;
             let (reason, detail, start) = match (&blocked, job.state) {
                 (Some((reason, why)), _) => (
@@ -147,16 +254,35 @@ pub fn explain(
                     format!("sent to {}, which has not started it yet", machine.id),
                     Some(at),
                 ),
-                (None, _) if position == 1 && at == now => (
-                    WaitReason::Starting,
-                    format!("next on {}, which is free", machine.id),
-                    Some(at),
-                ),
-                (None, _) => (
-                    WaitReason::Queued,
-                    format!("number {position} in the queue of {}", machine.id),
-                    Some(at),
-                ),
+                (None, _) => match machine.calendar.check(at, job.work_ms(false)) {
+                    // The machine's calendar holds it back: the first in
+                    // line says why; the others wait in the queue.
+                    Some(blocked) => {
+                        let (reason, why) = calendar_reason(&machine.id, &blocked);
+                        if position == 1 && at == now {
+                            (reason, why, blocked.opens_ms)
+                        } else {
+                            (
+                                WaitReason::Queued,
+                                format!("number {position} in the queue of {}; {why}", machine.id),
+                                blocked.opens_ms,
+                            )
+                        }
+                    }
+                    None if position == 1 && at == now => match machine.power_wait(now) {
+                        Some((reason, why, free)) => (reason, why, free),
+                        None => (
+                            WaitReason::Starting,
+                            format!("next on {}, which is free", machine.id),
+                            Some(at),
+                        ),
+                    },
+                    None => (
+                        WaitReason::Queued,
+                        format!("number {position} in the queue of {}", machine.id),
+                        Some(at),
+                    ),
+                },
             };
             let finish = start.map(|s| s + job.work_ms(false));
             if let Some(end) = finish {
@@ -218,6 +344,42 @@ pub fn explain(
             );
             continue;
         }
+        // Placed only where its material is loaded (or not known).
+        let loaded: Vec<&FloorMachine> = capable
+            .iter()
+            .copied()
+            .filter(|m| m.has_material_for(job))
+            .collect();
+        if loaded.is_empty() {
+            let each: Vec<String> = capable
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{} has {}",
+                        m.id,
+                        m.loaded_material.as_deref().unwrap_or("no known material")
+                    )
+                })
+                .collect();
+            out.insert(
+                job.token,
+                Waiting {
+                    reason: WaitReason::MaterialNotLoaded,
+                    detail: format!(
+                        "needs {} loaded on a machine that does {}; {} loaded",
+                        job.material,
+                        job.process,
+                        each.join(", ")
+                    ),
+                    machine: None,
+                    position: None,
+                    estimated_start_ms: None,
+                    estimated_finish_ms: None,
+                },
+            );
+            continue;
+        }
+        let capable = loaded;
         let first_free = capable
             .iter()
             .filter_map(|m| free_at.get(m.id.as_str()).map(|at| (*at, m.id.as_str())))
@@ -246,8 +408,16 @@ pub fn explain(
                     },
                 );
             }
-            Some((start, machine)) => {
-                let finish = start + job.work_ms(false);
+            Some((free, machine)) => {
+                let calendar = capable
+                    .iter()
+                    .find(|m| m.id == machine)
+                    .map(|m| &m.calendar);
+                let work = job.work_ms(false);
+                let start = calendar
+                    .and_then(|c| c.next_start(free, work))
+                    .unwrap_or(free);
+                let finish = start + work;
                 free_at.insert(machine, finish);
                 let machine = machine.to_string();
                 out.insert(
@@ -284,6 +454,10 @@ mod tests {
             state,
             mode,
             fault_code: None,
+            loaded_material: None,
+            calendar: Calendar::default(),
+            startup_power_w: 0,
+            factory_power: None,
         }
     }
 
@@ -461,5 +635,129 @@ mod tests {
             "{}",
             out[&5].detail
         );
+    }
+
+    #[test]
+    fn jobs_of_a_material_not_loaded_say_what_is_needed_and_what_is_loaded() {
+        let mut m1 = machine("m1", MachineState::Idle, MachineMode::Active);
+        m1.materials.push("tote".into());
+        m1.loaded_material = Some("tote".into());
+        let mut m2 = m1.clone();
+        m2.id = "m2".into();
+        let queues = HashMap::from([(
+            "m1".to_string(),
+            vec![job(1, JobState::Scheduled, Some("m1")), {
+                let mut tote = job(2, JobState::Scheduled, Some("m1"));
+                tote.material = "tote".into();
+                tote
+            }],
+        )]);
+        let out = explain(
+            NOW,
+            &[m1.clone(), m2],
+            &queues,
+            &[job(3, JobState::Pending, None)],
+        );
+        // Queued: skipped by its machine, which takes the tote job first.
+        assert_eq!(out[&1].reason, WaitReason::MaterialNotLoaded);
+        assert_eq!(out[&1].position, None);
+        assert!(
+            out[&1]
+                .detail
+                .contains("needs cotton loaded; m1 has tote loaded"),
+            "{}",
+            out[&1].detail
+        );
+        assert_eq!(out[&2].reason, WaitReason::Starting);
+        assert_eq!(out[&2].position, Some(1));
+        // Pending: every capable machine has another material.
+        assert_eq!(out[&3].reason, WaitReason::MaterialNotLoaded);
+        assert!(
+            out[&3].detail.contains("needs cotton") && out[&3].detail.contains("m2 has tote"),
+            "{}",
+            out[&3].detail
+        );
+        // One machine of unknown material is enough to place it.
+        let mut unknown = m1;
+        unknown.loaded_material = None;
+        let out = explain(
+            NOW,
+            &[unknown],
+            &HashMap::new(),
+            &[job(3, JobState::Pending, None)],
+        );
+        assert_eq!(out[&3].reason, WaitReason::QueuesFull);
+    }
+
+    #[test]
+    fn a_calendar_says_when_the_first_job_may_start() {
+        use crate::domain::calendar::{Shift, Window};
+        // NOW is 1970-01-01T00:16:40Z; the shift opens every day at 01:00.
+        let mut m1 = machine("m1", MachineState::Idle, MachineMode::Active);
+        m1.calendar.shifts = vec![Shift::new("0 0 1 * * *", 3_600_000).expect("valid")];
+        let queues = HashMap::from([(
+            "m1".to_string(),
+            vec![
+                job(1, JobState::Scheduled, Some("m1")),
+                job(2, JobState::Scheduled, Some("m1")),
+            ],
+        )]);
+        let out = explain(NOW, std::slice::from_ref(&m1), &queues, &[]);
+        assert_eq!(out[&1].reason, WaitReason::OutsideShift);
+        assert!(
+            out[&1]
+                .detail
+                .contains("m1 is outside its shift; it may start at 1970-01-01T01:00:00Z"),
+            "{}",
+            out[&1].detail
+        );
+        assert_eq!(out[&1].estimated_start_ms, Some(3_600_000));
+        // The next one follows it, inside the shift.
+        assert_eq!(out[&2].reason, WaitReason::Queued);
+        assert_eq!(out[&2].estimated_start_ms, Some(3_600_000 + 60_000));
+        // In shift, with maintenance planned before the job would finish.
+        let mut m2 = machine("m1", MachineState::Idle, MachineMode::Active);
+        m2.calendar.windows = vec![Window {
+            start_ms: NOW + 30_000,
+            end_ms: NOW + 600_000,
+            reason: "belts".into(),
+        }];
+        let out = explain(NOW, &[m2], &queues, &[]);
+        assert_eq!(out[&1].reason, WaitReason::Maintenance);
+        assert!(out[&1].detail.contains("(belts)"), "{}", out[&1].detail);
+        assert_eq!(out[&1].estimated_start_ms, Some(NOW + 600_000));
+    }
+
+    #[test]
+    fn a_start_held_back_by_the_power_budget_says_so_and_when() {
+        let mut m1 = machine("m1", MachineState::Idle, MachineMode::Active);
+        m1.startup_power_w = 1500;
+        m1.factory_power = Some(FactoryPower {
+            budget_w: 2000,
+            drawing: vec![Drawing {
+                machine: "m2".into(),
+                power_w: 1500,
+                started_ms: NOW - 1000,
+                until_ms: NOW + 60_000,
+            }],
+        });
+        let queues = HashMap::from([(
+            "m1".to_string(),
+            vec![job(1, JobState::Scheduled, Some("m1"))],
+        )]);
+        let out = explain(NOW, std::slice::from_ref(&m1), &queues, &[]);
+        assert_eq!(out[&1].reason, WaitReason::PowerBudget);
+        assert!(
+            out[&1]
+                .detail
+                .contains("draw 1500 W of its 2000 W power budget"),
+            "{}",
+            out[&1].detail
+        );
+        assert_eq!(out[&1].estimated_start_ms, Some(NOW + 60_000));
+        // Room enough: it starts.
+        m1.startup_power_w = 500;
+        let out = explain(NOW, &[m1], &queues, &[]);
+        assert_eq!(out[&1].reason, WaitReason::Starting);
     }
 }

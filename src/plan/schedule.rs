@@ -44,6 +44,9 @@ pub struct MachineSlot {
     pub accepts_jobs: bool,
     /// Jobs already scheduled, dispatched or running on it.
     pub queue_len: usize,
+    /// The material an operator declared loaded (None: not known). A
+    /// machine with a known material gets only jobs of that material.
+    pub loaded_material: Option<String>,
 }
 
 /// A job whose earlier steps are done, waiting for a machine.
@@ -62,12 +65,21 @@ impl MachineSlot {
             && self.factory == job.factory
             && self.capabilities.contains(&job.process)
             && self.materials.contains(&job.material)
+            && crate::domain::machine::material_fits(self.loaded_material.as_deref(), &job.material)
+    }
+
+    /// 0 when its loaded material is the job's, 1 when not known: among
+    /// equally short queues, a machine set up for the job goes first.
+    fn setup_rank(&self, job: &JobCandidate) -> u8 {
+        u8::from(self.loaded_material.as_deref() != Some(job.material.as_str()))
     }
 }
 
 /// Assigns jobs, earliest due first (ties by token), each to the capable
-/// machine with the shortest queue (ties by machine id), never letting a queue
-/// grow past `max_queue`. Jobs that fit nowhere are left out, for the next round.
+/// machine with the shortest queue (ties to a machine with the job's
+/// material loaded, then by machine id), never letting a queue grow past
+/// `max_queue`. A machine with a known loaded material takes only jobs of
+/// that material. Jobs that fit nowhere are left out, for the next round.
 pub fn assign_jobs(
     jobs: &[JobCandidate],
     machines: &[MachineSlot],
@@ -90,7 +102,11 @@ pub fn assign_jobs(
                 let queue = queues.get(&machine.id).copied().unwrap_or(usize::MAX);
                 (queue < max_queue).then_some((queue, machine))
             })
-            .min_by(|(qa, a), (qb, b)| qa.cmp(qb).then_with(|| a.id.cmp(&b.id)));
+            .min_by(|(qa, a), (qb, b)| {
+                qa.cmp(qb)
+                    .then_with(|| a.setup_rank(job).cmp(&b.setup_rank(job)))
+                    .then_with(|| a.id.cmp(&b.id))
+            });
         if let Some((_, machine)) = best {
             if let Some(queue) = queues.get_mut(&machine.id) {
                 *queue += 1;
@@ -114,6 +130,7 @@ mod tests {
             materials: vec!["cotton".into()],
             accepts_jobs: true,
             queue_len,
+            loaded_material: None,
         }
     }
 
@@ -159,6 +176,35 @@ mod tests {
         assert_eq!(
             names(&assign_jobs(&[job(2, "f", "press", 0)], &machines, 2)),
             vec![(2, "press")]
+        );
+    }
+
+    #[test]
+    fn a_loaded_material_takes_only_its_jobs_and_is_preferred() {
+        let mut tote = machine("a", "f", "print", 0);
+        tote.materials.push("tote".into());
+        tote.loaded_material = Some("tote".into());
+        let mut cotton = machine("b", "f", "print", 0);
+        cotton.loaded_material = Some("cotton".into());
+        let unknown = machine("c", "f", "print", 0);
+        let mut tote_job = job(2, "f", "print", 1);
+        tote_job.material = "tote".into();
+        // The cotton job goes to the machine with cotton loaded, though "a"
+        // sorts first; the tote job to the one with totes.
+        let got = assign_jobs(&[job(1, "f", "print", 0), tote_job], &[tote, cotton], 2);
+        assert_eq!(names(&got), vec![(1, "b"), (2, "a")]);
+        // With cotton loaded nowhere, a cotton job waits rather than going
+        // to the tote machine; a machine of unknown material takes it.
+        let mut tote = machine("a", "f", "print", 0);
+        tote.loaded_material = Some("tote".into());
+        assert!(assign_jobs(&[job(1, "f", "print", 0)], std::slice::from_ref(&tote), 2).is_empty());
+        assert_eq!(
+            names(&assign_jobs(
+                &[job(1, "f", "print", 0)],
+                &[tote, unknown],
+                2
+            )),
+            vec![(1, "c")]
         );
     }
 
@@ -220,14 +266,16 @@ mod tests {
         #[test]
         fn assignments_respect_every_constraint(
             specs in prop::collection::vec((0usize..2, 0usize..2, 0i64..1000), 0..40),
-            queues in prop::collection::vec((0usize..2, 0usize..2, 0usize..3, any::<bool>()), 1..8),
+            queues in prop::collection::vec((0usize..2, 0usize..2, 0usize..3, any::<bool>(), 0usize..3), 1..8),
             max_queue in 1usize..4,
         ) {
             let factories = ["f0", "f1"];
             let processes = ["print", "press"];
-            let machines: Vec<MachineSlot> = queues.iter().enumerate().map(|(i, (f, p, q, ok))| {
+            let loaded = [None, Some("cotton"), Some("tote")];
+            let machines: Vec<MachineSlot> = queues.iter().enumerate().map(|(i, (f, p, q, ok, l))| {
                 let mut m = machine(&format!("m{i}"), factories[*f], processes[*p], *q);
                 m.accepts_jobs = *ok;
+                m.loaded_material = loaded[*l].map(str::to_string);
                 m
             }).collect();
             let jobs: Vec<JobCandidate> = specs.iter().enumerate()

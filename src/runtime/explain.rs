@@ -3,7 +3,7 @@
 
 use super::Runtime;
 use crate::domain::waiting::Waiting;
-use crate::plan::explain::{FloorJob, FloorMachine, explain};
+use crate::plan::explain::{FactoryPower, FloorJob, FloorMachine, explain};
 use crate::store::{JobRecord, StoreError};
 use std::collections::HashMap;
 
@@ -23,6 +23,31 @@ fn floor_job(job: &JobRecord, waits_for_step: Option<(i64, String)>) -> FloorJob
 }
 
 impl Runtime {
+    /// The calendar of `machine` as configured, with `windows` (its planned
+    /// maintenance).
+    pub fn calendar_of(
+        &self,
+        machine: &str,
+        windows: &[crate::store::WindowRecord],
+    ) -> crate::domain::calendar::Calendar {
+        let shifts = self
+            .network
+            .machines
+            .iter()
+            .find(|(config, _)| config.id == machine)
+            .and_then(|(config, _)| config.calendar.as_ref())
+            .map(crate::config::CalendarConfig::shifts)
+            .unwrap_or_default();
+        crate::domain::calendar::Calendar {
+            shifts,
+            windows: windows
+                .iter()
+                .filter(|w| w.machine == machine)
+                .map(crate::store::WindowRecord::window)
+                .collect(),
+        }
+    }
+
     /// Why each job of `factory` (or of every factory) that is not running
     /// waits, with queue positions and estimated start and finish; running
     /// and finished jobs have no entry.
@@ -30,21 +55,38 @@ impl Runtime {
         &self,
         factory: Option<&str>,
     ) -> Result<HashMap<u32, Waiting>, StoreError> {
-        let machines: Vec<FloorMachine> = self
-            .store
-            .list_machines(factory)
-            .await?
-            .into_iter()
-            .map(|m| FloorMachine {
-                id: m.id.to_string(),
-                factory: m.factory.to_string(),
-                capabilities: m.capabilities,
-                materials: m.materials,
-                state: m.state,
-                mode: m.mode,
-                fault_code: m.fault_code,
-            })
-            .collect();
+        let now = self.clock.now_ms();
+        let windows = self.store.maintenance_windows(None, now).await?;
+        let machines: Vec<FloorMachine> =
+            self.store
+                .list_machines(factory)
+                .await?
+                .into_iter()
+                .map(|m| FloorMachine {
+                    calendar: self.calendar_of(m.id.as_str(), &windows),
+                    startup_power_w: self
+                        .network
+                        .machines
+                        .iter()
+                        .find(|(config, _)| config.id == m.id.as_str())
+                        .and_then(|(_, profile)| profile.startup)
+                        .map_or(0, |startup| startup.power_w),
+                    factory_power: self.power.budget(m.factory.as_str()).map(|budget_w| {
+                        FactoryPower {
+                            budget_w,
+                            drawing: self.power.drawing(m.factory.as_str(), now),
+                        }
+                    }),
+                    id: m.id.to_string(),
+                    factory: m.factory.to_string(),
+                    capabilities: m.capabilities,
+                    materials: m.materials,
+                    state: m.state,
+                    mode: m.mode,
+                    fault_code: m.fault_code,
+                    loaded_material: m.loaded_material,
+                })
+                .collect();
         let mut queues: HashMap<String, Vec<FloorJob>> = HashMap::new();
         for job in self.store.queued_jobs(factory).await? {
             if let Some(machine) = &job.machine {
@@ -61,6 +103,6 @@ impl Runtime {
             .into_iter()
             .map(|(job, step)| floor_job(&job, step))
             .collect();
-        Ok(explain(self.clock.now_ms(), &machines, &queues, &pending))
+        Ok(explain(now, &machines, &queues, &pending))
     }
 }

@@ -17,6 +17,7 @@ pub mod intake;
 pub mod mqtt;
 pub mod operations;
 pub mod orders;
+pub mod power;
 pub mod profiles;
 pub mod promise;
 pub mod returns;
@@ -54,6 +55,8 @@ pub struct Network {
     pub catalog: Catalog,
     pub zones: Vec<Zone>,
     pub factories: Vec<FactorySite>,
+    /// Each factory's `power_budget_w`, where it has one.
+    pub power_budgets: HashMap<String, u32>,
     pub rules: IntakeRules,
     pub couriers: Vec<CourierConfig>,
     pub machines: Vec<(crate::config::MachineConfig, Arc<Profile>)>,
@@ -206,6 +209,24 @@ impl Network {
                 }
             }
         }
+        // A machine whose start-up draw alone passes its factory's budget
+        // would never start.
+        let power_budgets: HashMap<String, u32> = config
+            .factories
+            .iter()
+            .filter_map(|f| Some((f.id.clone(), f.power_budget_w?)))
+            .collect();
+        for (machine, profile) in &machines {
+            if let (Some(budget), Some(startup)) =
+                (power_budgets.get(&machine.factory), profile.startup)
+                && startup.power_w > *budget
+            {
+                problems.push(format!(
+                    "factories.{}.power_budget_w: {budget} W is less than machine {}'s start-up draw ({} W, profile {}): it would never start",
+                    machine.factory, machine.id, startup.power_w, profile.model
+                ));
+            }
+        }
         if !problems.is_empty() {
             return Err(ConfigError {
                 file: file.into(),
@@ -225,6 +246,7 @@ impl Network {
             catalog: config.catalog(),
             zones: config.zones(),
             factories,
+            power_budgets,
             rules: config.intake.rules(),
             couriers: config.couriers.clone(),
             machines,
@@ -283,6 +305,8 @@ pub struct Runtime {
     attribution_days: u32,
     /// Forecast models kept between refits (rolled forward per closed day).
     fits: Arc<forecasts::FitCache>,
+    /// The factories' start-up draws, shared with the supervisors.
+    pub power: Arc<power::PowerLedger>,
 }
 
 /// A started runtime: its handle, its stop sequence, and where its MQTT
@@ -340,7 +364,9 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
     let mut work = JoinSet::new();
     // The leases this daemon holds; what runs under each checks it.
     let holdings = Arc::new(cluster::Holdings::default());
+    let power = Arc::new(power::PowerLedger::new(network.power_budgets.clone()));
     let start_factory: cluster::StartFactory = {
+        let power = Arc::clone(&power);
         let network = Arc::clone(&network);
         let broker_address = broker_address.clone();
         let store = store.clone();
@@ -354,6 +380,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
                 clock,
                 &wakers,
                 &holdings,
+                &power,
                 factory,
                 fence,
                 &stop,
@@ -407,6 +434,18 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             .collect(),
         wakers: wakers.clone(),
         holdings: Arc::clone(&holdings),
+        shifts: network
+            .machines
+            .iter()
+            .map(|(machine, _)| {
+                let shifts = machine
+                    .calendar
+                    .as_ref()
+                    .map(crate::config::CalendarConfig::shifts)
+                    .unwrap_or_default();
+                (machine.id.clone(), shifts)
+            })
+            .collect(),
     };
     work.spawn(
         scheduler
@@ -548,6 +587,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             lead,
             attribution_days: config.forecasts.attribution_days.min(60) as u32,
             fits,
+            power,
         },
         shutdown: Shutdown {
             intake: intake_stop,
@@ -577,6 +617,7 @@ fn start_machines(
     clock: Clock,
     wakers: &Wakers,
     holdings: &Arc<cluster::Holdings>,
+    power: &Arc<power::PowerLedger>,
     factory: &str,
     fence: crate::store::Fence,
     stop: &CancellationToken,
@@ -640,6 +681,14 @@ fn start_machines(
                 lease: fence.lease.clone(),
                 epoch: fence.epoch,
             }),
+            factory: machine.factory.clone(),
+            startup: profile.startup,
+            power: Arc::clone(power),
+            shifts: machine
+                .calendar
+                .as_ref()
+                .map(crate::config::CalendarConfig::shifts)
+                .unwrap_or_default(),
         };
         let span = info_span!("supervisor", machine.id = %machine.id, factory.id = %machine.factory, adapter = profile.protocol.as_str(), lease.epoch = fence.epoch);
         tasks.spawn(supervisor.run(facts).instrument(span));

@@ -7,8 +7,8 @@ use super::Runtime;
 use super::wake::Wake;
 use crate::domain::{AtRiskReason, FailureReason, JobInput, JobToken, Millis, ModeInput};
 use crate::store::{
-    Confirmation, FailedAttempt, HandoffRecord, JobTransition, ModeChange, PromiseUpdate,
-    StoreError,
+    Confirmation, FailedAttempt, HandoffRecord, JobTransition, MaterialChange, ModeChange,
+    PromiseUpdate, StoreError, WindowRecord,
 };
 use tracing::warn;
 
@@ -24,6 +24,8 @@ pub enum HeldDecision {
     /// The job ends; its units not reported good are made again under new
     /// tokens, and its token is retired.
     Abandon,
+    /// The same end as `Abandon`, asked for as "make it again" (`job.retried`).
+    Retry,
 }
 
 impl Runtime {
@@ -52,6 +54,65 @@ impl Runtime {
         Ok(change)
     }
 
+    /// An operator declares the material loaded on a machine (None: not
+    /// known); its queued jobs of another material go back to the planner.
+    pub async fn load_material(
+        &self,
+        machine: &str,
+        material: Option<&str>,
+        actor: &str,
+    ) -> Result<MaterialChange, StoreError> {
+        let change = self
+            .store
+            .load_material(machine, material, actor, self.clock.now_ms())
+            .await?;
+        metrics::counter!("fabflow_machine_materials_loaded_total").increment(1);
+        // Jobs of the new material may now be placed and started there.
+        self.wakers.wake(Wake::BOTH);
+        Ok(change)
+    }
+
+    /// An operator plans maintenance on a machine for `[start_ms, end_ms)`
+    /// (checked by the caller with `domain::calendar::window_problems`):
+    /// no job starts there that would run into it.
+    pub async fn schedule_maintenance(
+        &self,
+        machine: &str,
+        start_ms: Millis,
+        end_ms: Millis,
+        reason: &str,
+        actor: &str,
+    ) -> Result<WindowRecord, StoreError> {
+        let window = self
+            .store
+            .schedule_maintenance(
+                machine,
+                start_ms,
+                end_ms,
+                reason,
+                actor,
+                self.clock.now_ms(),
+            )
+            .await?;
+        self.wakers.wake(Wake::OUTBOX);
+        Ok(window)
+    }
+
+    /// An operator removes a planned maintenance window of a machine.
+    pub async fn cancel_maintenance(
+        &self,
+        machine: &str,
+        id: &str,
+        actor: &str,
+    ) -> Result<WindowRecord, StoreError> {
+        let window = self
+            .store
+            .cancel_maintenance(machine, id, actor, self.clock.now_ms())
+            .await?;
+        self.wakers.wake(Wake::BOTH);
+        Ok(window)
+    }
+
     /// An operator's decision on a held job (audited as `actor`'s).
     pub async fn decide_held_job(
         &self,
@@ -62,6 +123,7 @@ impl Runtime {
         let input = match decision {
             HeldDecision::Resume => JobInput::Resume,
             HeldDecision::Abandon => JobInput::Abandon,
+            HeldDecision::Retry => JobInput::Retry,
         };
         let moved = self
             .store
@@ -70,10 +132,32 @@ impl Runtime {
         metrics::counter!("fabflow_held_jobs_decided_total", "decision" => match decision {
             HeldDecision::Resume => "resume",
             HeldDecision::Abandon => "abandon",
+            HeldDecision::Retry => "retry",
         })
         .increment(1);
         self.wakers.wake(Wake::job_moved(&moved));
         Ok(moved)
+    }
+
+    /// An operator cancels a pending or queued job, and with it the rest of
+    /// its line not yet made; the order follows (cancelled with every line
+    /// cancelled, ready with the lines left all done). Refused while any job
+    /// of the line is on a machine. Returns the job's transition and every
+    /// job cancelled.
+    pub async fn cancel_job(
+        &self,
+        token: JobToken,
+        actor: &str,
+    ) -> Result<(JobTransition, Vec<JobToken>), StoreError> {
+        let cancelled = self
+            .store
+            .cancel_job(token, actor, self.clock.now_ms())
+            .await?;
+        metrics::counter!("fabflow_jobs_cancelled_total").increment(cancelled.1.len() as u64);
+        // Queues have room; the events go out (a ready order waits for its
+        // zone's next wave, as after any last job done).
+        self.wakers.wake(Wake::BOTH);
+        Ok(cancelled)
     }
 
     /// An operator moves a pending or queued job to another machine's queue

@@ -9,6 +9,7 @@
 //! the planner. Jobs already dispatched or running never move.
 
 use crate::config::Planner;
+use crate::domain::calendar::Calendar;
 use crate::domain::{JobToken, Location, MachineId, Millis};
 use crate::plan::shop::{FloorJob, FloorMachine, FloorStep, plan_floor};
 use crate::plan::{JobCandidate, MachineSlot, assign_jobs};
@@ -40,6 +41,9 @@ pub struct Scheduler {
     /// of its factories, each factory's jobs in a transaction fenced by
     /// that factory's lease.
     pub holdings: std::sync::Arc<crate::runtime::cluster::Holdings>,
+    /// Each machine's configured shifts (none: always works), for the
+    /// `shop` planner's machine availability.
+    pub shifts: HashMap<String, Vec<crate::domain::calendar::Shift>>,
 }
 
 impl Scheduler {
@@ -94,6 +98,7 @@ impl Scheduler {
                 factory: machine.factory,
                 capabilities: machine.capabilities,
                 materials: machine.materials,
+                loaded_material: machine.loaded_material,
             })
             .collect();
         let factory_of: HashMap<String, String> = slots
@@ -105,7 +110,27 @@ impl Scheduler {
             Planner::Queue => queue_assignments(&jobs, &slots, self.max_queue),
             Planner::Shop => {
                 let backlogs = self.store.machine_backlogs().await?;
-                self.shop_assignments(jobs, slots, &backlogs, now).await
+                let windows = self.store.maintenance_windows(None, now).await?;
+                let calendars: HashMap<String, Calendar> = slots
+                    .iter()
+                    .map(|slot| {
+                        let calendar = Calendar {
+                            shifts: self
+                                .shifts
+                                .get(slot.id.as_str())
+                                .cloned()
+                                .unwrap_or_default(),
+                            windows: windows
+                                .iter()
+                                .filter(|w| w.machine == slot.id.as_str())
+                                .map(crate::store::WindowRecord::window)
+                                .collect(),
+                        };
+                        (slot.id.0.clone(), calendar)
+                    })
+                    .collect();
+                self.shop_assignments(jobs, slots, &backlogs, &calendars, now)
+                    .await
             }
         };
         if assignments.is_empty() {
@@ -153,9 +178,10 @@ impl Scheduler {
         jobs: Vec<SchedulableJob>,
         slots: Vec<MachineSlot>,
         backlogs: &HashMap<String, f64>,
+        calendars: &HashMap<String, Calendar>,
         now: Millis,
     ) -> Vec<(JobToken, MachineId)> {
-        let floor_machines = floor_machines(&slots, backlogs, &self.factories, now);
+        let floor_machines = floor_machines(&slots, backlogs, calendars, &self.factories, now);
         let floor_jobs = floor_jobs(&jobs, now);
         let room: HashMap<MachineId, usize> = slots
             .iter()
@@ -217,10 +243,13 @@ fn queue_assignments(
 }
 
 /// Machines as the floor planner sees them: free once the work already on
-/// them (units not yet reported good, at nominal speed) is done.
+/// them (units not yet reported good, at nominal speed) is done, and not
+/// before their calendar's next opening then (a shift, no maintenance); a
+/// machine with no opening within a year takes no jobs.
 fn floor_machines(
     slots: &[MachineSlot],
     backlogs: &HashMap<String, f64>,
+    calendars: &HashMap<String, Calendar>,
     factories: &HashMap<String, Location>,
     now: Millis,
 ) -> Vec<FloorMachine> {
@@ -228,6 +257,11 @@ fn floor_machines(
         .iter()
         .map(|slot| {
             let backlog_s = backlogs.get(slot.id.as_str()).copied().unwrap_or(0.0);
+            let free = now.saturating_add(seconds_to_ms(backlog_s));
+            let opens = match calendars.get(slot.id.as_str()) {
+                Some(calendar) => calendar.next_start(free, 1),
+                None => Some(free),
+            };
             FloorMachine {
                 id: slot.id.clone(),
                 factory: slot.factory.clone(),
@@ -238,12 +272,22 @@ fn floor_machines(
                     .copied()
                     .unwrap_or(Location::new(0.0, 0.0)),
                 capabilities: slot.capabilities.clone(),
-                materials: slot.materials.clone(),
-                accepts_jobs: slot.accepts_jobs,
+                // A machine with a declared material starts only jobs of it
+                // (the dispatcher's rule), so the plan offers it no other.
+                materials: match &slot.loaded_material {
+                    Some(loaded) => slot
+                        .materials
+                        .iter()
+                        .filter(|m| *m == loaded)
+                        .cloned()
+                        .collect(),
+                    None => slot.materials.clone(),
+                },
+                accepts_jobs: slot.accepts_jobs && opens.is_some(),
                 speed: 1.0,
                 setup_ms: 0,
-                loaded_material: None,
-                available_from_ms: now.saturating_add(seconds_to_ms(backlog_s)),
+                loaded_material: slot.loaded_material.clone(),
+                available_from_ms: opens.unwrap_or(free),
             }
         })
         .collect()
@@ -278,5 +322,83 @@ fn seconds_to_ms(seconds: f64) -> Millis {
         (seconds * 1000.0).ceil() as Millis
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::calendar::{Shift, Window};
+    use crate::domain::{FactoryId, MachineId};
+
+    fn slot(id: &str) -> MachineSlot {
+        MachineSlot {
+            id: MachineId::new(id),
+            factory: FactoryId::new("north"),
+            capabilities: vec!["print".into()],
+            materials: vec!["cotton".into(), "tote".into()],
+            accepts_jobs: true,
+            queue_len: 0,
+            loaded_material: None,
+        }
+    }
+
+    #[test]
+    fn the_floor_planner_sees_calendars_and_loaded_materials() {
+        // 1970-01-01T00:00:00Z; "a" works from 01:00, "b" has maintenance
+        // until 00:30, "c" is closed for good, "d" has totes loaded.
+        let now = 0;
+        let calendars = HashMap::from([
+            (
+                "a".to_string(),
+                Calendar {
+                    shifts: vec![Shift::new("0 0 1 * * *", 3_600_000).expect("valid")],
+                    windows: Vec::new(),
+                },
+            ),
+            (
+                "b".to_string(),
+                Calendar {
+                    shifts: Vec::new(),
+                    windows: vec![Window {
+                        start_ms: 0,
+                        end_ms: 1_800_000,
+                        reason: "belts".into(),
+                    }],
+                },
+            ),
+            (
+                "c".to_string(),
+                Calendar {
+                    shifts: Vec::new(),
+                    windows: vec![Window {
+                        start_ms: 0,
+                        end_ms: Millis::MAX,
+                        reason: "retired".into(),
+                    }],
+                },
+            ),
+        ]);
+        let mut loaded = slot("d");
+        loaded.loaded_material = Some("tote".into());
+        let machines = floor_machines(
+            &[slot("a"), slot("b"), slot("c"), loaded],
+            &HashMap::from([("b".to_string(), 60.0)]),
+            &calendars,
+            &HashMap::new(),
+            now,
+        );
+        let by_id = |id: &str| {
+            machines
+                .iter()
+                .find(|m| m.id.as_str() == id)
+                .expect("machine")
+        };
+        assert_eq!(by_id("a").available_from_ms, 3_600_000);
+        assert_eq!(by_id("b").available_from_ms, 1_800_000);
+        assert!(!by_id("c").accepts_jobs);
+        assert_eq!(by_id("d").materials, ["tote"]);
+        assert_eq!(by_id("d").loaded_material.as_deref(), Some("tote"));
+        assert_eq!(by_id("d").available_from_ms, now);
     }
 }

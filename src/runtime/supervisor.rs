@@ -133,6 +133,15 @@ pub struct Supervisor {
     /// The factory lease this supervisor runs under (None: unfenced, as in
     /// tests): no command goes to the machine once it is not valid here.
     pub lease: Option<crate::runtime::cluster::LeaseCheck>,
+    /// Its configured shifts (none: it always works); with its maintenance
+    /// windows from the store they decide whether a job may start now.
+    pub shifts: Vec<crate::domain::calendar::Shift>,
+    /// Its factory, whose power budget its starts share.
+    pub factory: String,
+    /// What it draws while it starts a job (its profile's), if anything.
+    pub startup: Option<fabflow_adapters::profile::Startup>,
+    /// The factories' start-up draws: a start takes room here first.
+    pub power: std::sync::Arc<crate::runtime::power::PowerLedger>,
 }
 
 /// The driver's facts while a command to it is in flight.
@@ -584,10 +593,15 @@ impl Supervisor {
         let Some(machine) = self.store.get_machine(&self.machine).await? else {
             return Ok(false);
         };
+        let loaded = machine.loaded_material.as_deref();
+        let startable = |job: &&JobRecord| {
+            job.state == JobState::Scheduled
+                && crate::domain::machine::material_fits(loaded, &job.material)
+        };
         if machine.mode == MachineMode::Draining
             && !queue
                 .iter()
-                .any(|job| job.state == JobState::Scheduled || job.state.is_on_machine())
+                .any(|job| startable(&job) || job.state.is_on_machine())
         {
             // Drained: its queue is done; it pauses.
             match self
@@ -616,9 +630,39 @@ impl Supervisor {
             *wake |= Wake::unscheduled(count);
             return Ok(false);
         }
-        let Some(job) = queue.iter().find(|job| job.state == JobState::Scheduled) else {
+        // A machine with a declared material starts only jobs of it; the
+        // others wait (`material_not_loaded`) for the operator.
+        let Some(job) = queue.iter().find(startable) else {
             return Ok(false);
         };
+        // Only inside a shift, and never into planned maintenance (the
+        // job's estimated run: its quantity at its seconds per unit).
+        let now = self.clock.now_ms();
+        let windows = self
+            .store
+            .maintenance_windows(Some(&self.machine), now)
+            .await?;
+        let calendar = crate::domain::calendar::Calendar {
+            shifts: self.shifts.clone(),
+            windows: windows.iter().map(|w| w.window()).collect(),
+        };
+        if let Some(blocked) = calendar.check(
+            now,
+            crate::domain::calendar::work_ms(job.quantity, job.seconds_per_unit),
+        ) {
+            debug!(job.token = %job.token, closed = ?blocked.why, opens_ms = ?blocked.opens_ms, "not started: the machine's calendar");
+            return Ok(false);
+        }
+        // Staggered under the factory's power budget: the room is taken
+        // here, before the dispatch is stored (a start that then does not
+        // happen only keeps the room until its window ends).
+        if let Err(wait) = self
+            .power
+            .try_start(&self.factory, &self.machine, self.startup, now)
+        {
+            debug!(job.token = %job.token, drawing_w = wait.drawing_w, budget_w = wait.budget_w, "not started: the factory's power budget");
+            return Ok(false);
+        }
         let token = job.token;
         // Persist first: once dispatched is stored, a crash at any later point
         // leads to a read-back of the machine, never to a blind second start.
@@ -651,6 +695,14 @@ impl Supervisor {
             quantity: job.quantity,
         };
         let result = in_flight.command(self.handle.start_job(command)).await;
+        // Whatever the outcome, the machine may be starting from now on: its
+        // start-up draw counts from now against its factory's budget.
+        self.power.started(
+            &self.factory,
+            &self.machine,
+            self.startup,
+            self.clock.now_ms(),
+        );
         // From here on the job may be on the machine: it stays "started" (a
         // report not showing it proves nothing until the command timeout has
         // passed), and the machine's reaction is awaited.

@@ -347,11 +347,6 @@ impl Store {
         Ok(())
     }
 
-    /// An operator's decision on a held job (`Resume` or `Abandon`), in one
-    /// transaction with its event, its audit row naming `actor`, and (for
-    /// an abandon) the jobs that make its units not reported good again. A
-    /// resume is refused (conflict) unless the machine still shows the job
-    /// and is out of its fault.
     /// An operator moves a pending or queued job to `machine`'s queue: one
     /// transaction with its event (`job.moved`) and audit row; refused
     /// ([`StoreError::Conflict`], with the reason) when
@@ -438,6 +433,11 @@ impl Store {
         Ok(moved)
     }
 
+    /// An operator's decision on a held job (`Resume`, `Abandon` or
+    /// `Retry`), in one transaction with its event, its audit row naming
+    /// `actor`, and (for an abandon or a retry) the jobs that make its units
+    /// not reported good again. A resume is refused (conflict) unless the
+    /// machine still shows the job and is out of its fault.
     pub async fn decide_held_job(
         &self,
         token: JobToken,
@@ -448,6 +448,7 @@ impl Store {
         let action = match decision {
             JobInput::Resume => "job.resume",
             JobInput::Abandon => "job.abandon",
+            JobInput::Retry => "job.retry",
             other => {
                 return Err(StoreError::Conflict(format!(
                     "{other:?} is not an operator's decision on a held job"
@@ -466,6 +467,14 @@ impl Store {
             return Err(StoreError::NotFound(format!("job {token}")));
         };
         let state: JobState = parse(&row.try_get::<String, _>("state")?)?;
+        if decision == JobInput::Retry && state != JobState::Held {
+            return Err(StoreError::Conflict(match state {
+                JobState::Failed => format!(
+                    "job {token} failed and its units not reported good are already being made again (jobs whose `replaces` is {token}); only a held job is retried"
+                ),
+                other => format!("job {token} is {other}: only a held job is retried"),
+            }));
+        }
         // The state machine says whether the decision fits the job at all.
         state.handle(decision.clone())?;
         if decision == JobInput::Resume {
@@ -497,6 +506,92 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok(moved)
+    }
+
+    /// An operator cancels a job not yet on a machine (pending or queued),
+    /// and with it its line: every job of the line not finished (earlier
+    /// and later steps, replacements) is cancelled, one `job.cancelled`
+    /// each, in one transaction with one audit row (`job.cancel`). The
+    /// order follows its jobs (`domain::follow_up`): with every line
+    /// cancelled it is cancelled; with the lines left all done it is
+    /// ready. Refused (conflict, with the reason) for a job that is not
+    /// pending or queued, or while any job of its line is on a machine.
+    /// Returns the job's transition (with the order's new state, if it
+    /// moved) and every job cancelled.
+    pub async fn cancel_job(
+        &self,
+        token: JobToken,
+        actor: &str,
+        now: Millis,
+    ) -> Result<(JobTransition, Vec<JobToken>), StoreError> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT order_id, line_index, state FROM jobs WHERE token = $1")
+            .bind(i64::from(token.0))
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("job {token}")))?;
+        let order_id: String = row.try_get("order_id")?;
+        let line: i64 = row.try_get("line_index")?;
+        let state: JobState = parse(&row.try_get::<String, _>("state")?)?;
+        super::write::lock_order(&mut tx, self.backend, &order_id).await?;
+        if !matches!(state, JobState::Pending | JobState::Scheduled) {
+            return Err(StoreError::Conflict(format!(
+                "job {token} is {state}: only a pending or queued job is cancelled (a held job is retried or abandoned)"
+            )));
+        }
+        let rows = sqlx::query(
+            "SELECT token, step_index, state, machine FROM jobs WHERE order_id = $1 AND line_index = $2 ORDER BY token",
+        )
+        .bind(&order_id)
+        .bind(line)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut open = Vec::new();
+        for row in &rows {
+            let other = JobToken(to_u32(row.try_get("token")?, "job token")?);
+            let other_state: JobState = parse(&row.try_get::<String, _>("state")?)?;
+            if other_state.is_on_machine() {
+                let step: i64 = row.try_get("step_index")?;
+                let machine: Option<String> = row.try_get("machine")?;
+                return Err(StoreError::Conflict(format!(
+                    "job {other} (step {step} of the same line) is {other_state} on {}: a line is cancelled only while none of its jobs is on a machine",
+                    machine.as_deref().unwrap_or("its machine")
+                )));
+            }
+            if matches!(other_state, JobState::Pending | JobState::Scheduled) {
+                open.push(other);
+            }
+        }
+        // The job itself last, so its transition carries the order's move.
+        open.retain(|other| *other != token);
+        open.push(token);
+        let mut last = None;
+        let mut order_state = None;
+        for other in &open {
+            let moved = transition_in(&mut tx, self.backend, *other, JobInput::Cancel, now).await?;
+            order_state = moved.order_state.or(order_state);
+            last = Some(moved);
+        }
+        let Some(mut moved) = last else {
+            return Err(StoreError::Conflict(format!(
+                "job {token} changed meanwhile"
+            )));
+        };
+        moved.order_state = order_state;
+        let list: Vec<String> = open.iter().map(ToString::to_string).collect();
+        let detail = format!(
+            "line {line} of order {order_id}: jobs {} cancelled{}",
+            list.join(", "),
+            order_state.map_or(String::new(), |s| format!("; order {s}"))
+        );
+        super::write::record_audit(
+            &mut tx,
+            &super::write::AuditEntry::new(actor, "job.cancel", &token.to_string(), &detail),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((moved, open))
     }
 
     /// Whether a token is retired (never to be started again).
@@ -606,6 +701,7 @@ async fn transition_in(
     if next == JobState::Failed && job.state.is_on_machine() {
         let reason = match &input {
             JobInput::Abandon => "abandoned by an operator",
+            JobInput::Retry => "retried by an operator",
             _ => "ended on its machine without finishing",
         };
         sqlx::query(
@@ -828,23 +924,35 @@ impl Store {
             return Ok(0);
         }
         let mut tx = self.begin().await?;
-        let count = unschedule_in(&mut tx, self.backend, machine, now).await?;
+        let count = unschedule_in(&mut tx, self.backend, machine, None, now).await?;
         tx.commit().await?;
         Ok(count)
     }
 }
 
-/// Takes every queued job off a machine inside `tx`; returns how many.
+/// Takes the queued jobs off a machine inside `tx` (with `keep`: all but
+/// those of that material); returns how many.
 pub(super) async fn unschedule_in(
     tx: &mut WriteTx,
     backend: Backend,
     machine: &str,
+    keep: Option<&str>,
     now: Millis,
 ) -> Result<usize, StoreError> {
-    let rows = sqlx::query("SELECT token FROM jobs WHERE machine = $1 AND state = 'scheduled'")
-        .bind(machine)
-        .fetch_all(&mut **tx)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT token, material FROM jobs WHERE machine = $1 AND state = 'scheduled' ORDER BY token",
+    )
+    .bind(machine)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut tokens = Vec::new();
+    for row in rows {
+        let material: String = row.try_get("material")?;
+        if keep != Some(material.as_str()) {
+            tokens.push(row);
+        }
+    }
+    let rows = tokens;
     let mut count = 0;
     for row in rows {
         let token = JobToken(to_u32(row.try_get("token")?, "job token")?);

@@ -40,7 +40,18 @@ pub struct MachineRecord {
     pub mode: MachineMode,
     pub job_token: Option<i64>,
     pub fault_code: Option<i64>,
+    /// The material an operator declared loaded (None: not known).
+    pub loaded_material: Option<String>,
     pub updated_ms: Millis,
+}
+
+/// What an operator's material declaration did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaterialChange {
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// Queued jobs of another material handed back to the planner.
+    pub unscheduled: usize,
 }
 
 fn list(text: &str) -> Vec<String> {
@@ -62,11 +73,12 @@ fn machine_from_row(row: &AnyRow) -> Result<MachineRecord, StoreError> {
         mode: parse(&row.try_get::<String, _>("mode")?)?,
         job_token: row.try_get("job_token")?,
         fault_code: row.try_get("fault_code")?,
+        loaded_material: row.try_get("loaded_material")?,
         updated_ms: row.try_get("updated_ms")?,
     })
 }
 
-const MACHINE_COLUMNS: &str = "id, factory, model, address, capabilities, materials, state, mode, job_token, fault_code, updated_ms";
+const MACHINE_COLUMNS: &str = "id, factory, model, address, capabilities, materials, state, mode, job_token, fault_code, loaded_material, updated_ms";
 
 impl Store {
     /// Registers configured machines: new ones start offline and active;
@@ -313,11 +325,96 @@ impl Store {
         let unscheduled = if next.works_its_queue() {
             0
         } else {
-            unschedule_in(&mut tx, self.backend, id, now).await?
+            unschedule_in(&mut tx, self.backend, id, None, now).await?
         };
         tx.commit().await?;
         Ok(ModeChange {
             mode: next,
+            unscheduled,
+        })
+    }
+
+    /// An operator declares the material loaded on a machine (`None`: not
+    /// known), in one transaction with its event (`machine.material_loaded`)
+    /// and audit row. Refused (conflict) when the machine's model cannot use
+    /// the material. Its queued jobs of another material go back to the
+    /// planner in the same transaction (the machine would not start them).
+    pub async fn load_material(
+        &self,
+        id: &str,
+        material: Option<&str>,
+        actor: &str,
+        now: Millis,
+    ) -> Result<MaterialChange, StoreError> {
+        let mut tx = self.begin().await?;
+        let row =
+            sqlx::query("SELECT model, materials, loaded_material FROM machines WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound(format!("machine {id}")));
+        };
+        let model: String = row.try_get("model")?;
+        let materials = list(&row.try_get::<String, _>("materials")?);
+        let from: Option<String> = row.try_get("loaded_material")?;
+        if let Some(material) = material
+            && let Some(reason) =
+                crate::domain::machine::material_refusal(&model, &materials, material)
+        {
+            return Err(StoreError::Conflict(reason));
+        }
+        let done = sqlx::query(
+            "UPDATE machines SET loaded_material = $1, updated_ms = $2 \
+             WHERE id = $3 AND loaded_material IS NOT DISTINCT FROM $4",
+        )
+        .bind(material)
+        .bind(now)
+        .bind(id)
+        .bind(from.as_deref())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "machine {id}: its material changed meanwhile"
+            )));
+        }
+        let to = material.map(str::to_string);
+        let subject = Subject {
+            kind: "machine",
+            id,
+            order_id: None,
+            brand: None,
+        };
+        emit(
+            &mut tx,
+            &subject,
+            &Event::MachineMaterialLoaded {
+                from: from.clone(),
+                to: to.clone(),
+            },
+            now,
+        )
+        .await?;
+        let detail = format!(
+            "{} -> {}",
+            from.as_deref().unwrap_or("unknown"),
+            material.unwrap_or("unknown")
+        );
+        record_audit(
+            &mut tx,
+            &AuditEntry::new(actor, "machine.material", id, &detail),
+            now,
+        )
+        .await?;
+        let unscheduled = match material {
+            Some(material) => unschedule_in(&mut tx, self.backend, id, Some(material), now).await?,
+            None => 0,
+        };
+        tx.commit().await?;
+        Ok(MaterialChange {
+            from,
+            to,
             unscheduled,
         })
     }

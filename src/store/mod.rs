@@ -13,6 +13,7 @@ mod handoffs;
 mod jobs;
 mod leases;
 mod machines;
+mod maintenance;
 mod mqtt_users;
 mod orders;
 mod outbox;
@@ -29,7 +30,8 @@ pub use handoffs::{
 };
 pub use jobs::{CounterBaseline, JobFilter, JobRecord, JobTransition, SchedulableJob};
 pub use leases::{Fence, Lease, SqliteLock};
-pub use machines::{MachineRecord, MachineSpec, ModeChange};
+pub use machines::{MachineRecord, MachineSpec, MaterialChange, ModeChange};
+pub use maintenance::WindowRecord;
 pub use mqtt_users::MqttUserRecord;
 pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord, Promise};
 pub use outbox::{EventRecord, OutboxRecord};

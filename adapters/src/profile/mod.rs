@@ -366,12 +366,28 @@ pub struct Profile {
     /// a new state or its token, an acknowledge leaves `done`) before the
     /// daemon calls it stuck. Default 10 000.
     pub command_timeout_ms: u64,
+    /// What the machine draws while it starts a job (`startup_power_w`,
+    /// `startup_ms`); a factory's `power_budget_w` staggers starts so the
+    /// draws of machines still starting stay under it. None: no draw counted.
+    pub startup: Option<Startup>,
     /// Topics, JSON pointers and payloads of an MQTT profile (`protocol =
     /// "mqtt"`); `None` on a Modbus profile, whose `signals`, `start` and
     /// `acknowledge` are then the whole story. An MQTT profile has no
     /// `signals` and empty `start` steps.
     pub mqtt: Option<MqttSpec>,
 }
+
+/// A machine's start-up draw: `power_w` for `duration_ms` after a start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Startup {
+    pub power_w: u32,
+    pub duration_ms: u64,
+}
+
+/// The largest `startup_power_w` a profile may give (100 kW).
+pub const STARTUP_POWER_MAX_W: u32 = 100_000;
+/// The longest `startup_ms` a profile may give (an hour).
+pub const STARTUP_MAX_MS: u64 = 3_600_000;
 
 impl Profile {
     /// Parses and validates one profile. `origin` names it in errors.

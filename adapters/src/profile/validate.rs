@@ -31,6 +31,8 @@ pub(super) struct RawProfile {
     materials: Vec<String>,
     unit_id: Option<i64>,
     command_timeout_ms: Option<i64>,
+    startup_power_w: Option<i64>,
+    startup_ms: Option<i64>,
     report_topic: Option<String>,
     command_topic: Option<String>,
     report_timeout_ms: Option<i64>,
@@ -138,6 +140,7 @@ pub(super) fn validate(raw: RawProfile, origin: &str) -> Result<Profile, Profile
     }
 
     let command_timeout_ms = command_timeout(&mut p, raw.command_timeout_ms);
+    let startup = startup(&mut p, raw.startup_power_w, raw.startup_ms);
     if protocol == Protocol::Mqtt {
         let mqtt = validate_mqtt(&mut p, &raw);
         if !p.list.is_empty() {
@@ -155,6 +158,7 @@ pub(super) fn validate(raw: RawProfile, origin: &str) -> Result<Profile, Profile
             start: Command { steps: Vec::new() },
             acknowledge: None,
             command_timeout_ms,
+            startup,
             mqtt,
         });
     }
@@ -242,8 +246,54 @@ pub(super) fn validate(raw: RawProfile, origin: &str) -> Result<Profile, Profile
         start: start.unwrap_or(Command { steps: Vec::new() }),
         acknowledge,
         command_timeout_ms,
+        startup,
         mqtt: None,
     })
+}
+
+/// The start-up draw: `startup_power_w` and `startup_ms` together, or neither.
+fn startup(p: &mut Problems<'_>, power_w: Option<i64>, ms: Option<i64>) -> Option<Startup> {
+    match (power_w, ms) {
+        (None, None) => None,
+        (Some(power_w), Some(ms)) => {
+            let power = u32::try_from(power_w)
+                .ok()
+                .filter(|w| (1..=STARTUP_POWER_MAX_W).contains(w));
+            if power.is_none() {
+                p.push(
+                    "startup_power_w",
+                    format!("must be 1..={STARTUP_POWER_MAX_W} (watts), got {power_w}"),
+                );
+            }
+            let duration = u64::try_from(ms)
+                .ok()
+                .filter(|ms| (1..=STARTUP_MAX_MS).contains(ms));
+            if duration.is_none() {
+                p.push(
+                    "startup_ms",
+                    format!("must be 1..={STARTUP_MAX_MS} (milliseconds), got {ms}"),
+                );
+            }
+            Some(Startup {
+                power_w: power?,
+                duration_ms: duration?,
+            })
+        }
+        (Some(_), None) => {
+            p.push(
+                "startup_ms",
+                "needed with startup_power_w: how long the start-up draw lasts",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            p.push(
+                "startup_power_w",
+                "needed with startup_ms: what the machine draws while it starts",
+            );
+            None
+        }
+    }
 }
 
 fn command_timeout(p: &mut Problems<'_>, raw: Option<i64>) -> u64 {

@@ -1,0 +1,406 @@
+//! A machine's calendar: the shifts it works (a cron expression for each
+//! shift's start, on the domain clock in UTC, and a duration) and the
+//! maintenance windows planned ahead for it. Pure: every question takes the
+//! instant it is about.
+//!
+//! Invariants (tested, and property-tested): a machine with no shifts is
+//! always in shift; a job may start at `t` only inside a shift and when its
+//! estimated run `[t, t + work)` meets no maintenance window (a job may run
+//! past its shift's end: a machine is not stopped mid-job); `next_start`
+//! is the earliest such instant at or after the one asked about.
+
+use super::Millis;
+use chrono::{DateTime, Utc};
+
+/// How far ahead `next_start` looks for an opening (a year).
+pub const HORIZON_MS: Millis = 366 * 24 * 3600 * 1000;
+
+/// Candidate instants `next_start` tries before it gives up.
+const MAX_STEPS: usize = 10_000;
+
+/// One shift: it starts at each time of `schedule` and lasts `duration_ms`.
+#[derive(Debug, Clone)]
+pub struct Shift {
+    pub schedule: cron::Schedule,
+    pub duration_ms: Millis,
+}
+
+impl Shift {
+    /// A shift from its start cron expression (6 or 7 fields, seconds
+    /// first) and its length; the reason when either is wrong.
+    pub fn new(start: &str, duration_ms: Millis) -> Result<Shift, String> {
+        let schedule = start.parse::<cron::Schedule>().map_err(|err| {
+            format!("not a cron expression (sec min hour day month weekday): {err}")
+        })?;
+        if duration_ms <= 0 {
+            return Err(format!(
+                "the duration must be positive, got {duration_ms} ms"
+            ));
+        }
+        Ok(Shift {
+            schedule,
+            duration_ms,
+        })
+    }
+
+    /// Whether `t` is inside one of this shift's occurrences.
+    fn contains(&self, t: Millis) -> bool {
+        // The latest start at or before t decides: an earlier one ends
+        // no later than it does.
+        let Some(after) = at(t.saturating_add(1)) else {
+            return false;
+        };
+        self.schedule
+            .after(&after)
+            .next_back()
+            .map(|start| start.timestamp_millis())
+            .is_some_and(|start| start <= t && t < start.saturating_add(self.duration_ms))
+    }
+
+    /// The first start strictly after `t`.
+    fn next_start_after(&self, t: Millis) -> Option<Millis> {
+        let after = at(t)?;
+        self.schedule
+            .after(&after)
+            .next()
+            .map(|start| start.timestamp_millis())
+    }
+}
+
+/// Maintenance planned on a machine for `[start_ms, end_ms)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub start_ms: Millis,
+    pub end_ms: Millis,
+    pub reason: String,
+}
+
+/// Why a machine does not start a job now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Closed {
+    /// Now is outside every shift of the machine.
+    OutsideShift,
+    /// The job would run into (or starts inside) this maintenance window.
+    Maintenance(Window),
+}
+
+/// A job that may not start now, and the first instant it may (None: not
+/// within [`HORIZON_MS`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub why: Closed,
+    pub opens_ms: Option<Millis>,
+}
+
+/// A machine's shifts and maintenance windows.
+#[derive(Debug, Clone, Default)]
+pub struct Calendar {
+    /// None at all: always in shift (a machine without a calendar).
+    pub shifts: Vec<Shift>,
+    pub windows: Vec<Window>,
+}
+
+/// A job's estimated machine time: `quantity` at `seconds_per_unit`
+/// (0 for a value that is not a positive finite number).
+pub fn work_ms(quantity: u32, seconds_per_unit: f64) -> Millis {
+    let seconds = f64::from(quantity) * seconds_per_unit;
+    if seconds.is_finite() && seconds > 0.0 {
+        // `as` saturates at the ends of the range.
+        (seconds * 1000.0).ceil() as Millis
+    } else {
+        0
+    }
+}
+
+/// The longest maintenance window one request plans (31 days).
+pub const MAX_WINDOW_MS: Millis = 31 * 24 * 3600 * 1000;
+
+/// What is wrong with a maintenance window asked for at `now`, each as
+/// (JSON pointer, reason); empty when it may be planned.
+pub fn window_problems(
+    start_ms: Millis,
+    end_ms: Millis,
+    reason: &str,
+    now: Millis,
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if end_ms <= start_ms {
+        out.push(("/end", "must be after start".to_string()));
+    } else if end_ms - start_ms > MAX_WINDOW_MS {
+        out.push(("/end", "must be at most 31 days after start".to_string()));
+    }
+    if end_ms <= now {
+        out.push((
+            "/end",
+            "is in the past: a window is planned ahead".to_string(),
+        ));
+    }
+    let length = reason.trim().chars().count();
+    if !(1..=200).contains(&length) {
+        out.push((
+            "/reason",
+            format!("must be 1..=200 characters, got {length}"),
+        ));
+    }
+    out
+}
+
+fn at(ms: Millis) -> Option<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+}
+
+impl Calendar {
+    /// Whether `t` is inside a shift (always, without shifts).
+    pub fn in_shift(&self, t: Millis) -> bool {
+        self.shifts.is_empty() || self.shifts.iter().any(|shift| shift.contains(t))
+    }
+
+    /// The first maintenance window that meets `[start, end)`.
+    pub fn window_meeting(&self, start: Millis, end: Millis) -> Option<&Window> {
+        self.windows
+            .iter()
+            .filter(|w| w.start_ms < end && start < w.end_ms)
+            .min_by_key(|w| (w.start_ms, w.end_ms))
+    }
+
+    /// Whether a job of `work_ms` may start at `t`: inside a shift, and its
+    /// run meets no maintenance window.
+    pub fn fits(&self, t: Millis, work_ms: Millis) -> bool {
+        self.in_shift(t)
+            && self
+                .window_meeting(t, t.saturating_add(work_ms.max(1)))
+                .is_none()
+    }
+
+    /// The earliest instant at or after `from` at which a job of `work_ms`
+    /// may start, within [`HORIZON_MS`]; None when there is none.
+    ///
+    /// The instants where it may start form a union of intervals whose left
+    /// ends are `from`, a shift's start or a window's end; trying those in
+    /// order finds the first.
+    pub fn next_start(&self, from: Millis, work_ms: Millis) -> Option<Millis> {
+        let limit = from.saturating_add(HORIZON_MS);
+        let mut t = from;
+        for _ in 0..MAX_STEPS {
+            if self.fits(t, work_ms) {
+                return Some(t);
+            }
+            let next_shift = self
+                .shifts
+                .iter()
+                .filter_map(|shift| shift.next_start_after(t))
+                .min();
+            let next_window_end = self
+                .windows
+                .iter()
+                .map(|w| w.end_ms)
+                .filter(|end| *end > t)
+                .min();
+            t = match (next_shift, next_window_end) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => return None,
+            };
+            if t > limit {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Why a job of `work_ms` may not start at `now`, with the first
+    /// instant it may; None when it may start now.
+    pub fn check(&self, now: Millis, work_ms: Millis) -> Option<Blocked> {
+        let why = if !self.in_shift(now) {
+            Closed::OutsideShift
+        } else {
+            Closed::Maintenance(
+                self.window_meeting(now, now.saturating_add(work_ms.max(1)))?
+                    .clone(),
+            )
+        };
+        Some(Blocked {
+            why,
+            opens_ms: self.next_start(now, work_ms),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HOUR: Millis = 3_600_000;
+    const MINUTE: Millis = 60_000;
+
+    /// 2026-12-07 00:00:00 UTC, a Monday.
+    fn monday() -> Millis {
+        DateTime::parse_from_rfc3339("2026-12-07T00:00:00Z")
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_default()
+    }
+
+    fn day_shift() -> Calendar {
+        // 08:00 to 16:00, Monday to Friday.
+        Calendar {
+            shifts: vec![Shift::new("0 0 8 * * Mon-Fri", 8 * HOUR).expect("valid")],
+            windows: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn no_shifts_is_always_open() {
+        let calendar = Calendar::default();
+        assert!(calendar.in_shift(monday()));
+        assert_eq!(calendar.check(monday(), HOUR), None);
+        assert_eq!(calendar.next_start(monday(), HOUR), Some(monday()));
+    }
+
+    #[test]
+    fn shifts_open_and_close_on_their_cron_times() {
+        let calendar = day_shift();
+        let m = monday();
+        for (t, open) in [
+            (m, false),
+            (m + 8 * HOUR - 1, false),
+            (m + 8 * HOUR, true),
+            (m + 15 * HOUR, true),
+            (m + 16 * HOUR - 1, true),
+            (m + 16 * HOUR, false),
+            (m + 5 * 24 * HOUR + 9 * HOUR, false), // Saturday
+        ] {
+            assert_eq!(calendar.in_shift(t), open, "{}", t - m);
+        }
+        // Before the shift: it opens at 08:00; after Friday's: on Monday.
+        assert_eq!(
+            calendar.check(m, HOUR),
+            Some(Blocked {
+                why: Closed::OutsideShift,
+                opens_ms: Some(m + 8 * HOUR)
+            })
+        );
+        let friday_night = m + 4 * 24 * HOUR + 20 * HOUR;
+        assert_eq!(
+            calendar.next_start(friday_night, HOUR),
+            Some(m + 7 * 24 * HOUR + 8 * HOUR)
+        );
+        // A job may run past its shift's end; it only starts inside one.
+        assert!(calendar.fits(m + 15 * HOUR + 59 * MINUTE, 3 * HOUR));
+    }
+
+    #[test]
+    fn a_job_never_runs_into_maintenance() {
+        let m = monday();
+        let mut calendar = day_shift();
+        calendar.windows.push(Window {
+            start_ms: m + 10 * HOUR,
+            end_ms: m + 11 * HOUR,
+            reason: "belt change".into(),
+        });
+        // At 09:30 a one-hour job would run into the window: it waits for
+        // the window's end.
+        let blocked = calendar.check(m + 9 * HOUR + 30 * MINUTE, HOUR);
+        assert_eq!(
+            blocked.as_ref().map(|b| b.opens_ms),
+            Some(Some(m + 11 * HOUR))
+        );
+        assert!(matches!(
+            blocked.map(|b| b.why),
+            Some(Closed::Maintenance(w)) if w.reason == "belt change"
+        ));
+        // A half-hour job fits before it; a window's end is exclusive.
+        assert!(calendar.fits(m + 9 * HOUR + 30 * MINUTE, 30 * MINUTE));
+        assert!(calendar.fits(m + 11 * HOUR, HOUR));
+        // A window over the rest of the shift moves the start to the next day.
+        calendar.windows.push(Window {
+            start_ms: m + 11 * HOUR,
+            end_ms: m + 16 * HOUR,
+            reason: "service".into(),
+        });
+        assert_eq!(
+            calendar.next_start(m + 10 * HOUR, HOUR),
+            Some(m + 24 * HOUR + 8 * HOUR)
+        );
+    }
+
+    #[test]
+    fn no_opening_is_none() {
+        let calendar = Calendar {
+            shifts: Vec::new(),
+            windows: vec![Window {
+                start_ms: 0,
+                end_ms: Millis::MAX,
+                reason: "retired".into(),
+            }],
+        };
+        assert_eq!(calendar.next_start(monday(), HOUR), None);
+        assert!(Shift::new("every day", HOUR).is_err());
+        assert!(Shift::new("0 0 8 * * *", 0).is_err());
+    }
+
+    #[test]
+    fn a_window_is_planned_ahead_with_a_reason() {
+        let m = monday();
+        assert!(window_problems(m + HOUR, m + 2 * HOUR, "belts", m).is_empty());
+        // Started already but not over: fine (maintenance in progress).
+        assert!(window_problems(m - HOUR, m + HOUR, "belts", m).is_empty());
+        let pointers =
+            |p: Vec<(&'static str, String)>| p.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
+        assert_eq!(
+            pointers(window_problems(m + HOUR, m + HOUR, "x", m)),
+            ["/end"]
+        );
+        assert_eq!(
+            pointers(window_problems(m - 2 * HOUR, m - HOUR, " ", m)),
+            ["/end", "/reason"]
+        );
+        assert_eq!(
+            pointers(window_problems(m, m + MAX_WINDOW_MS + 1, "long", m)),
+            ["/end"]
+        );
+    }
+
+    proptest! {
+        /// `next_start` returns an instant that fits, no earlier than asked,
+        /// and nothing on the minute grid between the two fits.
+        #[test]
+        fn next_start_is_the_first_instant_that_fits(
+            from_min in 0i64..(3 * 24 * 60),
+            work_min in 1i64..300,
+            hour in 0u32..24,
+            length_h in 1i64..12,
+            windows in prop::collection::vec((0i64..(4 * 24 * 60), 1i64..600), 0..4),
+        ) {
+            let m = monday();
+            let shift = Shift::new(&format!("0 0 {hour} * * *"), length_h * HOUR).expect("valid");
+            let calendar = Calendar {
+                shifts: vec![shift],
+                windows: windows.iter().map(|(start, length)| Window {
+                    start_ms: m + start * MINUTE,
+                    end_ms: m + (start + length) * MINUTE,
+                    reason: "planned".into(),
+                }).collect(),
+            };
+            let from = m + from_min * MINUTE;
+            let work = work_min * MINUTE;
+            let found = calendar.next_start(from, work);
+            prop_assert!(found.is_some(), "a daily shift always opens within the horizon");
+            let found = found.unwrap_or_default();
+            prop_assert!(found >= from);
+            prop_assert!(calendar.fits(found, work));
+            prop_assert!(calendar.in_shift(found));
+            prop_assert!(calendar.window_meeting(found, found + work).is_none());
+            let mut t = from;
+            while t < found {
+                prop_assert!(!calendar.fits(t, work), "{} fits before {}", t - m, found - m);
+                t += MINUTE;
+            }
+            // And `check` agrees with it.
+            match calendar.check(from, work) {
+                None => prop_assert_eq!(found, from),
+                Some(blocked) => prop_assert_eq!(blocked.opens_ms, Some(found)),
+            }
+        }
+    }
+}
