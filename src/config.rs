@@ -418,6 +418,12 @@ pub struct RoutingConfig {
     /// `distance` (fewest kilometres) or `couriers` (fewest couriers first).
     #[serde(default)]
     pub objective: RoutingObjective,
+    /// A ready order is planned at once, not at its zone's next cron wave,
+    /// when that wave would leave less than its direct ride, its two stops
+    /// and this margin (for a courier to reach the pickup) before its
+    /// deadline. Seconds.
+    #[serde(default = "default_rush_margin_s")]
+    pub rush_margin_s: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -444,6 +450,10 @@ fn default_time_limit_ms() -> u64 {
     500
 }
 
+fn default_rush_margin_s() -> f64 {
+    1800.0
+}
+
 impl Default for RoutingConfig {
     fn default() -> Self {
         Self {
@@ -452,6 +462,7 @@ impl Default for RoutingConfig {
             service_s: default_service_s(),
             time_limit_ms: default_time_limit_ms(),
             objective: RoutingObjective::default(),
+            rush_margin_s: default_rush_margin_s(),
         }
     }
 }
@@ -803,6 +814,13 @@ impl Config {
             problem(
                 "routing.time_limit_ms".into(),
                 format!("must be 10..=60000, got {}", routing.time_limit_ms),
+            );
+        }
+        if !(routing.rush_margin_s.is_finite() && (0.0..=86_400.0).contains(&routing.rush_margin_s))
+        {
+            problem(
+                "routing.rush_margin_s".into(),
+                format!("must be 0..=86400, got {}", routing.rush_margin_s),
             );
         }
         if !(1..=10).contains(&self.handoffs.max_attempts) {
@@ -1160,11 +1178,13 @@ mod tests {
         config.routing.speed_kmh = 0.0;
         config.routing.detour_factor = 0.5;
         config.routing.time_limit_ms = 0;
+        config.routing.rush_margin_s = -1.0;
         let problems = config.problems();
         for key in [
             "routing.speed_kmh",
             "routing.detour_factor",
             "routing.time_limit_ms",
+            "routing.rush_margin_s",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(key)),

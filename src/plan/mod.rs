@@ -5,6 +5,7 @@
 pub mod explain;
 pub mod promise;
 pub mod route;
+pub mod rush;
 pub mod schedule;
 pub mod shop;
 pub mod vrp;

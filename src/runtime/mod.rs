@@ -447,7 +447,9 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
     }
     let lead = Arc::new(promise::DeliveryLead {
         travel: waves::travel(&config.routing),
-        wave_gap_ms,
+        // An order that cannot afford to wait for the next cron wave gets
+        // a rush wave at once (`plan::rush`): it waits at most the margin.
+        wave_gap_ms: wave_gap_ms.min(waves::rush_margin_ms(&config.routing)),
         factories: factory_locations.clone(),
     });
     let promises = promise::PromiseBoard::default();

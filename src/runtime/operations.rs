@@ -212,7 +212,9 @@ impl Runtime {
         if failed.escalated {
             metrics::counter!("fabflow_orders_escalated_total").increment(1);
         }
-        self.wakers.wake(Wake::OUTBOX);
+        // A failed drop-off puts its order back to ready: it may not be able
+        // to wait for the next cron wave.
+        self.wakers.wake(Wake::OUTBOX | Wake::WAVES);
         self.schedules.mark(failed.handoff.courier.as_str());
         Ok(failed)
     }

@@ -14,12 +14,17 @@ use crate::runtime::mqtt::schedules::ScheduleChanges;
 use crate::runtime::wake::{Wake, Wakers};
 use crate::store::PromiseUpdate;
 use crate::store::{HandoffRecord, Store, StoreError};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// How long after its ETA an unconfirmed pickup counts as missed (domain time).
 pub use crate::domain::MISSED_AFTER_MS;
+
+/// `[routing] rush_margin_s` in milliseconds.
+pub fn rush_margin_ms(routing: &RoutingConfig) -> i64 {
+    (routing.rush_margin_s * 1000.0) as i64
+}
 
 /// The planner's travel assumptions from `[routing]`.
 pub fn travel(routing: &RoutingConfig) -> crate::plan::Travel {
@@ -57,6 +62,10 @@ pub fn handoff_code() -> String {
 
 impl Waves {
     pub async fn run(self, cancel: CancellationToken) {
+        let mut ready = self.wakers.watch_ready();
+        // Orders that already caused a rush wave: each causes one, so an
+        // order no courier can take does not make every wake-up a wave.
+        let mut rushed: HashSet<String> = HashSet::new();
         loop {
             let now = self.clock.now();
             let Some(next) = self.schedule.after(&now).next() else {
@@ -64,11 +73,28 @@ impl Waves {
                 return;
             };
             let wait = self.clock.real((next - now).num_milliseconds());
-            tokio::select! {
+            let order_ready = tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait) => false,
                 _ = self.wakers.replan_woken() => {
                     info!(zone = %self.zone, "re-planning now");
+                    false
+                }
+                changed = ready.changed() => changed.is_ok(),
+            };
+            if order_ready {
+                // Plan now only for an order that cannot wait for `next`.
+                match self.rush_orders(next.timestamp_millis(), &mut rushed).await {
+                    Ok(0) => continue,
+                    Ok(count) => {
+                        metrics::counter!("fabflow_rush_waves_total").increment(1);
+                        info!(zone = %self.zone, orders = count,
+                            "ready orders cannot wait for the next wave; planning now");
+                    }
+                    Err(err) => {
+                        warn!(zone = %self.zone, error = %err, "looking for rush orders failed");
+                        continue;
+                    }
                 }
             }
             let lease = crate::runtime::cluster::zone_lease(&self.zone);
@@ -80,6 +106,40 @@ impl Waves {
                 warn!(zone = %self.zone, error = %err, "planning wave failed");
             }
         }
+    }
+
+    /// How many of the zone's ready orders, not yet rushed, cannot wait for
+    /// the wave at `next_wave_ms` (`plan::rush`); they are remembered in
+    /// `rushed`, which keeps only orders still waiting.
+    async fn rush_orders(
+        &self,
+        next_wave_ms: i64,
+        rushed: &mut HashSet<String>,
+    ) -> Result<usize, StoreError> {
+        let waiting = self.store.wave_orders(&self.zone).await?;
+        let travel = travel(&self.routing);
+        let margin_ms = rush_margin_ms(&self.routing);
+        rushed.retain(|id| waiting.iter().any(|o| o.order_id.as_str() == id));
+        let mut count = 0;
+        for order in &waiting {
+            let Some(pickup) = self.factories.get(order.factory.as_str()) else {
+                continue;
+            };
+            if !rushed.contains(order.order_id.as_str())
+                && crate::plan::rush::cannot_wait(
+                    *pickup,
+                    order.dropoff,
+                    order.deadline_ms,
+                    next_wave_ms,
+                    &travel,
+                    margin_ms,
+                )
+            {
+                rushed.insert(order.order_id.to_string());
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 
     /// Plans one wave now; returns how many orders were routed.

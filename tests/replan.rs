@@ -1,0 +1,140 @@
+//! Re-planning of courier routes, seen through the API as a brand, an
+//! operator and a courier would: a rush order that cannot wait for its
+//! zone's next cron wave is planned at once and delivered in time.
+
+mod support;
+
+use chrono::Timelike;
+use fabflow::api::auth::Role;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::{Api, Running, wait_for};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn time(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap_or_default())
+        .unwrap_or_else(|err| panic!("{value} is not RFC 3339: {err}"))
+}
+
+/// The planned stop of `kind` of `order`, as `holder` (who hands the parcel
+/// over) sees it, with its code.
+async fn planned_stop(holder: &Api, order: &str, kind: &str) -> Option<Value> {
+    let (status, body) = holder.get(&format!("/v1/orders/{order}")).await;
+    assert_eq!(status, 200, "{body}");
+    body["handoffs"].as_array()?.iter().find_map(|h| {
+        (h["kind"] == kind && h["state"] == "planned" && h.get("return_id").is_none())
+            .then(|| h.clone())
+    })
+}
+
+/// Confirms `stop` as its courier with its code.
+async fn confirm(running: &Running, stop: &Value) -> (u16, Value) {
+    let courier = running
+        .api(Role::Courier, stop["courier"].as_str().expect("courier"))
+        .await;
+    let id = stop["id"].as_str().expect("id");
+    courier
+        .post(
+            &format!("/v1/handoffs/{id}/confirm"),
+            &json!({ "code": stop["code"].as_str().expect("the holder sees the code") }),
+            None,
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rush_order_is_planned_at_once_and_delivered_before_the_next_cron_wave() {
+    // 100 simulated seconds per second: the next cron wave, some 19 hours
+    // away, is more than ten minutes of the test away.
+    const SCALE: f64 = 100.0;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(31, SCALE).await;
+    let mut config = support::config(&fleet, &dir.path().join("rush.db"), SCALE);
+    // One wave a day, at the hour twenty hours from now (a fresh database's
+    // domain clock starts at the wall clock).
+    let hour = (chrono::Utc::now().hour() + 20) % 24;
+    for zone in &mut config.zones {
+        zone.planning_cron = format!("0 0 {hour} * * *");
+    }
+    let margin_ms = (config.routing.rush_margin_s * 1000.0) as i64;
+    let running = Running::start(config).await;
+    let now = running.daemon.clock.now();
+    let next_wave = {
+        let schedule: cron::Schedule = format!("0 0 {hour} * * *").parse().expect("cron");
+        schedule.after(&now).next().expect("a next wave")
+    };
+    assert!(
+        next_wave - now > chrono::Duration::hours(18),
+        "{now} {next_wave}"
+    );
+    let brand = running.api(Role::Brand, "rush-brand").await;
+
+    // Due in ten hours: waiting nineteen for the cron wave would miss it.
+    let deliver_by = now + chrono::Duration::hours(10);
+    let (status, order) = brand
+        .post(
+            "/v1/orders",
+            &json!({
+                "customer": {"name": "Ada", "lat": 52.52, "lon": 13.40},
+                "lines": [{"sku": "mug-white", "quantity": 1}],
+                "deliver_by": deliver_by.to_rfc3339(),
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{order}");
+    // The promise counts the rush wave, not the day-long wait for the cron.
+    assert!(order.get("at_risk").is_none(), "{order}");
+    let id = order["id"].as_str().expect("id").to_string();
+    let deadline = time(&order["deadline"]);
+    let operator = running
+        .api(Role::Operator, order["factory"].as_str().expect("factory"))
+        .await;
+
+    // Made, then planned by a wave long before the cron's next one.
+    let pickup = wait_for("the rush order's pickup planned", LIMIT, || {
+        planned_stop(&operator, &id, "pickup")
+    })
+    .await;
+    let planned_at = running.daemon.clock.now();
+    assert!(
+        planned_at < next_wave,
+        "planned at {planned_at}, cron wave {next_wave}"
+    );
+    // Planned soon after it was ready: within the margin of its latest wave.
+    assert!(
+        time(&pickup["eta"]) <= deadline,
+        "pickup {pickup} after the deadline {deadline}"
+    );
+    let (_, detail) = brand.get(&format!("/v1/orders/{id}")).await;
+    assert!(detail.get("at_risk").is_none(), "{detail}");
+    assert!(
+        time(&detail["estimated_delivery_at"]) <= deadline,
+        "{detail}"
+    );
+    assert!(
+        planned_at.timestamp_millis() <= deadline.timestamp_millis() - margin_ms,
+        "planned at {planned_at}"
+    );
+
+    // The courier picks it up and delivers it, with the codes, in time.
+    let (status, body) = confirm(&running, &pickup).await;
+    assert_eq!(status, 200, "{body}");
+    let dropoff = wait_for("the drop-off planned", LIMIT, || {
+        planned_stop(&brand, &id, "dropoff")
+    })
+    .await;
+    let (status, body) = confirm(&running, &dropoff).await;
+    assert_eq!(status, 200, "{body}");
+    let delivered_at = running.daemon.clock.now();
+    let (_, done) = brand.get(&format!("/v1/orders/{id}")).await;
+    assert_eq!(done["state"], "delivered", "{done}");
+    assert!(
+        delivered_at < deadline,
+        "delivered {delivered_at}, due {deadline}"
+    );
+    assert!(delivered_at < next_wave);
+
+    running.stop().await;
+}
