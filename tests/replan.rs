@@ -138,3 +138,110 @@ async fn a_rush_order_is_planned_at_once_and_delivered_before_the_next_cron_wave
 
     running.stop().await;
 }
+
+/// `(order, kind)` of each planned stop of a schedule, in route order.
+fn planned_sequence(schedule: &Value) -> Vec<(String, String)> {
+    schedule["stops"]
+        .as_array()
+        .map(|stops| {
+            stops
+                .iter()
+                .filter(|s| s["state"] == "planned")
+                .map(|s| {
+                    (
+                        s["order_id"].as_str().unwrap_or_default().to_string(),
+                        s["kind"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wave_rebuilds_a_courier_route_when_that_is_much_shorter_and_republishes_it() {
+    // A pickup counts as missed two simulated hours after its ETA: 72 s here.
+    const SCALE: f64 = 100.0;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(32, SCALE).await;
+    let mut config = support::config(&fleet, &dir.path().join("rebuild.db"), SCALE);
+    // One courier, so both orders are its; a wave every 30 simulated minutes.
+    config.couriers.retain(|c| c.id == "bike-1");
+    let running = Running::start(config).await;
+    let brand = running.api(Role::Brand, "rebuild-brand").await;
+    let courier = running.api(Role::Courier, "bike-1").await;
+    let broker = running.mqtt_login("bike-1");
+    let mut subscriber = support::connect(&broker, Some(support::login(&broker)))
+        .await
+        .expect("the courier logs in");
+    let topic = "fabflow/v1/couriers/bike-1/schedule";
+    subscriber.subscribe(&[topic]).await;
+    let post = |lat: f64| {
+        let brand = brand.clone();
+        async move {
+            let (status, order) = brand
+                .post(
+                    "/v1/orders",
+                    &json!({
+                        "customer": {"name": "Ada", "lat": lat, "lon": 13.42},
+                        "lines": [{"sku": "mug-white", "quantity": 1}],
+                    }),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 201, "{order}");
+            order["id"].as_str().expect("id").to_string()
+        }
+    };
+
+    // The far order first: planned, its pickup the stop the courier rides to.
+    let far = post(52.60).await;
+    let far_dropoff = wait_for("the far order planned", LIMIT, || {
+        planned_stop(&brand, &far, "dropoff")
+    })
+    .await;
+    // Then a near one on the way: kept, the courier would ride north, come
+    // back for it and go north again; rebuilt, it takes it on the way.
+    let near = post(52.56).await;
+    let schedule = wait_for("the near order planned", LIMIT, || async {
+        let (_, schedule) = courier.get("/v1/couriers/bike-1/schedule").await;
+        let sequence = planned_sequence(&schedule);
+        sequence.iter().any(|(o, _)| *o == near).then_some(schedule)
+    })
+    .await;
+    let sequence = planned_sequence(&schedule);
+    let at = |order: &str, kind: &str| {
+        sequence
+            .iter()
+            .position(|(o, k)| o == order && k == kind)
+            .unwrap_or_else(|| panic!("{order} {kind} not in {sequence:?}"))
+    };
+    assert_eq!(at(&far, "pickup"), 0, "{sequence:?}");
+    assert!(at(&near, "pickup") < at(&far, "dropoff"), "{sequence:?}");
+    assert!(at(&near, "dropoff") < at(&far, "dropoff"), "{sequence:?}");
+
+    // The moved drop-off kept its id and its code (the customer has it).
+    let (_, detail) = brand.get(&format!("/v1/orders/{far}")).await;
+    let now_dropoff = detail["handoffs"]
+        .as_array()
+        .and_then(|h| {
+            h.iter()
+                .find(|h| h["kind"] == "dropoff" && h["state"] == "planned")
+        })
+        .cloned()
+        .expect("the far drop-off still planned");
+    assert_eq!(now_dropoff["id"], far_dropoff["id"]);
+    assert_eq!(now_dropoff["code"], far_dropoff["code"]);
+    assert_ne!(now_dropoff["eta"], far_dropoff["eta"], "{now_dropoff}");
+
+    // An event says so, and the retained schedule on MQTT shows the new route.
+    let admin = running.api(Role::Admin, "*").await;
+    let kinds = support::assert_events_match_schemas(&admin).await;
+    assert!(kinds.contains("handoff.replanned"), "{kinds:?}");
+    subscriber
+        .until(|t, payload| t == topic && planned_sequence(payload) == sequence)
+        .await;
+
+    subscriber.stop().await;
+    running.stop().await;
+}

@@ -67,6 +67,13 @@ pub enum Event {
         to: MachineMode,
     },
     HandoffPlanned,
+    /// A wave rebuilt the courier routes: this stop, not yet made, has a new
+    /// place in a route (`to_courier`'s, perhaps another courier's than
+    /// before) and a new ETA. Its code stays.
+    HandoffReplanned {
+        from_courier: String,
+        to_courier: String,
+    },
     HandoffConfirmed,
     HandoffMissed,
     /// A courier reported a failed attempt.
@@ -158,6 +165,7 @@ impl Event {
             Event::MachineFaulted { .. } => "machine.faulted",
             Event::MachineModeChanged { .. } => "machine.mode_changed",
             Event::HandoffPlanned => "handoff.planned",
+            Event::HandoffReplanned { .. } => "handoff.replanned",
             Event::HandoffConfirmed => "handoff.confirmed",
             Event::HandoffMissed => "handoff.missed",
             Event::HandoffFailed { .. } => "handoff.failed",

@@ -69,6 +69,10 @@ pub fn samples() -> Vec<Event> {
             reason: FailureReason::NotHome,
         },
         Event::HandoffLocked { wrong_codes: 5 },
+        Event::HandoffReplanned {
+            from_courier: "bike-1".into(),
+            to_courier: "bike-2".into(),
+        },
         Event::HandoffReleased,
         Event::OrderEscalated {
             reason: FailureReason::Refused,
@@ -154,6 +158,7 @@ pub fn variant_name(event: &Event) -> &'static str {
         Event::HandoffMissed => "handoff_missed",
         Event::HandoffFailed { .. } => "handoff_failed",
         Event::HandoffLocked { .. } => "handoff_locked",
+        Event::HandoffReplanned { .. } => "handoff_replanned",
         Event::HandoffReleased => "handoff_released",
         Event::OrderEscalated { .. } => "order_escalated",
         Event::OrderAtRisk { .. } => "order_at_risk",

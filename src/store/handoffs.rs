@@ -24,6 +24,32 @@ pub struct WaveOrder {
     pub deadline_ms: Millis,
 }
 
+/// A stop not yet made, with its order's facts (see `Store::open_stops`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenStop {
+    pub handoff: HandoffRecord,
+    pub brand: BrandId,
+    /// The order's delivery deadline.
+    pub deadline_ms: Millis,
+    /// When its return was requested, for a return's stop.
+    pub return_requested_ms: Option<Millis>,
+}
+
+/// A planned stop given a new place by a rebuilding wave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopMove {
+    pub id: String,
+    pub order_id: OrderId,
+    pub brand: BrandId,
+    /// Where it was: compare-and-set on these.
+    pub from_courier: CourierId,
+    pub from_wave: String,
+    pub to_courier: CourierId,
+    pub wave: String,
+    pub seq: i64,
+    pub eta_ms: Millis,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct HandoffRecord {
     pub id: String,
@@ -299,45 +325,103 @@ impl Store {
     /// Saves a wave's stops in one transaction, with a `handoff.planned` event each.
     pub async fn save_wave(&self, stops: &[HandoffRecord], now: Millis) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        for stop in stops {
-            sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO handoffs ({HANDOFF_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-            )))
-            .bind(&stop.id)
+        insert_stops(&mut tx, stops, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The stops not yet made (planned or locked), in each courier's route
+    /// order, with their order's brand and deadline (and a return's request
+    /// time): what a wave needs to rebuild the routes.
+    pub async fn open_stops(&self) -> Result<Vec<OpenStop>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE state IN ('planned', 'locked') \
+             ORDER BY courier, wave, seq"
+        )))
+        .fetch_all(self.reader())
+        .await?;
+        let mut stops = rows
+            .iter()
+            .map(handoff_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query(
+            "SELECT h.id, o.brand, o.deadline_ms, r.requested_ms FROM handoffs h \
+             JOIN orders o ON o.id = h.order_id LEFT JOIN returns r ON r.id = h.return_id \
+             WHERE h.state IN ('planned', 'locked')",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        let mut facts = std::collections::HashMap::new();
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let brand: BrandId = text_id(row, "brand")?;
+            let deadline_ms: Millis = row.try_get("deadline_ms")?;
+            let requested_ms: Option<Millis> = row.try_get("requested_ms")?;
+            facts.insert(id, (brand, deadline_ms, requested_ms));
+        }
+        let mut out = Vec::with_capacity(stops.len());
+        for handoff in stops.drain(..) {
+            // A stop whose row changed between the two reads waits for the
+            // next wave.
+            let Some((brand, deadline_ms, return_requested_ms)) = facts.remove(&handoff.id) else {
+                continue;
+            };
+            out.push(OpenStop {
+                handoff,
+                brand,
+                deadline_ms,
+                return_requested_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Saves a wave that rebuilt the routes: each stop in `moves` (still
+    /// planned, on the courier and in the wave it had: compare-and-set, else
+    /// the whole wave is a conflict) takes its new courier, wave, place and
+    /// ETA with a `handoff.replanned` event; `stops` are the new orders'
+    /// stops. One transaction.
+    pub async fn save_rebuilt_wave(
+        &self,
+        moves: &[StopMove],
+        stops: &[HandoffRecord],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        for stop in moves {
+            let moved = sqlx::query(
+                "UPDATE handoffs SET courier = $1, wave = $2, seq = $3, eta_ms = $4, updated_ms = $5 \
+                 WHERE id = $6 AND courier = $7 AND wave = $8 AND state = 'planned'",
+            )
+            .bind(stop.to_courier.as_str())
             .bind(&stop.wave)
-            .bind(stop.courier.as_str())
-            .bind(stop.order_id.as_str())
-            .bind(stop.kind.as_str())
             .bind(stop.seq)
-            .bind(&stop.place)
-            .bind(stop.location.lat)
-            .bind(stop.location.lon)
             .bind(stop.eta_ms)
-            .bind(stop.state.as_str())
             .bind(now)
-            .bind(stop.code.as_deref())
-            .bind(stop.wrong_codes)
-            .bind(stop.failure.map(FailureReason::as_str))
-            .bind(stop.return_id.as_deref())
+            .bind(&stop.id)
+            .bind(stop.from_courier.as_str())
+            .bind(&stop.from_wave)
             .execute(&mut *tx)
             .await?;
-            if let (Some(return_id), HandoffKind::Pickup) = (&stop.return_id, stop.kind) {
-                let record = return_in(&mut tx, return_id).await?;
-                move_return(&mut tx, &record, ReturnInput::PlanPickup, now).await?;
+            if moved.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "handoff {} changed while the wave planned it",
+                    stop.id
+                )));
             }
-            let brand: String = sqlx::query("SELECT brand FROM orders WHERE id = $1")
-                .bind(stop.order_id.as_str())
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("brand")?;
             let subject = Subject {
                 kind: "handoff",
                 id: &stop.id,
                 order_id: Some(&stop.order_id),
-                brand: Some(&brand),
+                brand: Some(&stop.brand),
             };
-            emit(&mut tx, &subject, &Event::HandoffPlanned, now).await?;
+            let event = Event::HandoffReplanned {
+                from_courier: stop.from_courier.to_string(),
+                to_courier: stop.to_courier.to_string(),
+            };
+            emit(&mut tx, &subject, &event, now).await?;
         }
+        insert_stops(&mut tx, stops, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -671,12 +755,13 @@ impl Store {
         }
         match handoff.kind {
             HandoffKind::Pickup => {
-                // The drop-off planned with it cannot happen.
+                // The drop-off planned with it cannot happen. (Paired by
+                // order, not by wave: a rebuilt wave may have moved the
+                // drop-off into a later wave than its pickup.)
                 let stops = sqlx::query(
-                    "SELECT id FROM handoffs WHERE order_id = $1 AND wave = $2 AND kind = 'dropoff' AND state = 'planned' AND return_id IS NULL",
+                    "SELECT id FROM handoffs WHERE order_id = $1 AND kind = 'dropoff' AND state = 'planned' AND return_id IS NULL",
                 )
                 .bind(handoff.order_id.as_str())
-                .bind(&handoff.wave)
                 .fetch_all(&mut *tx)
                 .await?;
                 for stop in stops {
@@ -847,7 +932,6 @@ pub(super) async fn miss_pickups(
     let mut missed = 0;
     for row in rows {
         let pickup: String = row.try_get("id")?;
-        let wave: String = row.try_get("wave")?;
         let order_id: String = row.try_get("order_id")?;
         let brand: String = row.try_get("brand")?;
         let return_id: Option<String> = row.try_get("return_id")?;
@@ -879,12 +963,13 @@ pub(super) async fn miss_pickups(
         }
         // Then the drop-off planned with it (of the same return, or of the
         // order's delivery).
+        // (Paired by order and return, not by wave: a rebuilt wave may have
+        // moved the drop-off into a later wave than its pickup.)
         let stops = sqlx::query(
-            "SELECT id FROM handoffs WHERE order_id = $1 AND wave = $2 AND state = 'planned' AND kind = 'dropoff' \
-             AND COALESCE(return_id, '') = $3",
+            "SELECT id FROM handoffs WHERE order_id = $1 AND state = 'planned' AND kind = 'dropoff' \
+             AND COALESCE(return_id, '') = $2",
         )
         .bind(&order_id)
-        .bind(&wave)
         .bind(return_id.clone().unwrap_or_default())
         .fetch_all(&mut **tx)
         .await?;
@@ -921,4 +1006,53 @@ pub(super) async fn miss_pickups(
         missed += 1;
     }
     Ok(missed)
+}
+
+/// Inserts a wave's new stops with their `handoff.planned` events (and a
+/// return's move to `pickup_planned`).
+async fn insert_stops(
+    tx: &mut super::WriteTx,
+    stops: &[HandoffRecord],
+    now: Millis,
+) -> Result<(), StoreError> {
+    for stop in stops {
+        sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO handoffs ({HANDOFF_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            )))
+            .bind(&stop.id)
+            .bind(&stop.wave)
+            .bind(stop.courier.as_str())
+            .bind(stop.order_id.as_str())
+            .bind(stop.kind.as_str())
+            .bind(stop.seq)
+            .bind(&stop.place)
+            .bind(stop.location.lat)
+            .bind(stop.location.lon)
+            .bind(stop.eta_ms)
+            .bind(stop.state.as_str())
+            .bind(now)
+            .bind(stop.code.as_deref())
+            .bind(stop.wrong_codes)
+            .bind(stop.failure.map(FailureReason::as_str))
+            .bind(stop.return_id.as_deref())
+            .execute(&mut **tx)
+            .await?;
+        if let (Some(return_id), HandoffKind::Pickup) = (&stop.return_id, stop.kind) {
+            let record = return_in(tx, return_id).await?;
+            move_return(tx, &record, ReturnInput::PlanPickup, now).await?;
+        }
+        let brand: String = sqlx::query("SELECT brand FROM orders WHERE id = $1")
+            .bind(stop.order_id.as_str())
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("brand")?;
+        let subject = Subject {
+            kind: "handoff",
+            id: &stop.id,
+            order_id: Some(&stop.order_id),
+            brand: Some(&brand),
+        };
+        emit(tx, &subject, &Event::HandoffPlanned, now).await?;
+    }
+    Ok(())
 }
