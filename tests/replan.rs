@@ -245,3 +245,79 @@ async fn a_wave_rebuilds_a_courier_route_when_that_is_much_shorter_and_republish
     subscriber.stop().await;
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drop_off_never_confirmed_is_planned_again_for_the_courier_with_the_parcel() {
+    // A stop unconfirmed two simulated hours after its ETA is missed: 7.2 s.
+    const SCALE: f64 = 1000.0;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(33, SCALE).await;
+    let mut config = support::config(&fleet, &dir.path().join("unconfirmed.db"), SCALE);
+    config.couriers.retain(|c| c.id != "van-1");
+    let running = Running::start(config).await;
+    let brand = running.api(Role::Brand, "unconfirmed-brand").await;
+    let (status, order) = brand
+        .post(
+            "/v1/orders",
+            &json!({
+                "customer": {"name": "Ada", "lat": 52.52, "lon": 13.40},
+                "lines": [{"sku": "mug-white", "quantity": 1}],
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{order}");
+    let id = order["id"].as_str().expect("id").to_string();
+    let operator = running
+        .api(Role::Operator, order["factory"].as_str().expect("factory"))
+        .await;
+
+    // Picked up with the factory's code.
+    let (pickup, first_dropoff) = wait_for("picked up", LIMIT, || async {
+        let pickup = planned_stop(&operator, &id, "pickup").await?;
+        let dropoff = planned_stop(&brand, &id, "dropoff").await?;
+        let (status, _) = confirm(&running, &pickup).await;
+        (status == 200).then_some((pickup, dropoff))
+    })
+    .await;
+    // The courier never confirms the drop-off: it is missed, and a new one
+    // is planned for the same courier (the parcel is on its bike), with the
+    // code the customer already has.
+    let again = wait_for("the drop-off planned again", LIMIT, || async {
+        planned_stop(&brand, &id, "dropoff")
+            .await
+            .filter(|stop| stop["id"] != first_dropoff["id"])
+    })
+    .await;
+    assert_eq!(again["courier"], pickup["courier"], "{again}");
+    assert_eq!(again["code"], first_dropoff["code"], "{again}");
+    let (_, detail) = brand.get(&format!("/v1/orders/{id}")).await;
+    assert_eq!(detail["state"], "out_for_delivery", "{detail}");
+    let missed: Vec<&Value> = detail["handoffs"]
+        .as_array()
+        .map(|h| h.iter().filter(|h| h["state"] == "missed").collect())
+        .unwrap_or_default();
+    assert!(
+        missed.iter().any(|h| h["id"] == first_dropoff["id"]),
+        "{detail}"
+    );
+    assert!(
+        detail.get("escalation").is_none(),
+        "not a failed attempt: {detail}"
+    );
+
+    // The courier confirms the new one with the customer's code: delivered.
+    let delivered = wait_for("delivered", LIMIT, || async {
+        let stop = planned_stop(&brand, &id, "dropoff").await?;
+        let (status, _) = confirm(&running, &stop).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    let _: () = delivered;
+    let (_, done) = brand.get(&format!("/v1/orders/{id}")).await;
+    assert_eq!(done["state"], "delivered", "{done}");
+    let admin = running.api(Role::Admin, "*").await;
+    let kinds = support::assert_events_match_schemas(&admin).await;
+    assert!(kinds.contains("handoff.missed"), "{kinds:?}");
+    running.stop().await;
+}

@@ -383,7 +383,8 @@ impl Wave<'_> {
 
 /// Checks that the couriers' planned stops describe their orders: a carried
 /// order only as a drop-off of its courier, any other order as a pickup
-/// then a drop-off of one courier; no order twice.
+/// then a drop-off of one courier; no order twice. (A carried order on no
+/// plan is a drop-off still to plan, for its courier only.)
 fn check_planned(couriers: &[&CourierSlot], orders: &[RouteOrder]) -> Result<(), ModelError> {
     let mut seen = vec![false; orders.len()];
     for courier in couriers {
@@ -437,16 +438,6 @@ fn check_planned(couriers: &[&CourierSlot], orders: &[RouteOrder]) -> Result<(),
             )));
         }
     }
-    if let Some(order) = orders
-        .iter()
-        .enumerate()
-        .find(|(index, o)| o.carried_by.is_some() && !seen[*index])
-    {
-        return Err(ModelError::new(format!(
-            "order {}: carried by {:?} but on no courier's plan",
-            order.1.order, order.1.carried_by
-        )));
-    }
     Ok(())
 }
 
@@ -478,15 +469,39 @@ pub fn plan_routes(
     for stop in couriers.iter().flat_map(|c| &c.planned) {
         open[stop.order] = true;
     }
-    let fresh: Vec<usize> = (0..orders.len()).filter(|&i| !open[i]).collect();
+    // A carried parcel whose courier is not in the wave (off duty, no
+    // capacity) cannot be planned: at risk, left for a later wave.
+    let ids: Vec<CourierId> = couriers.iter().map(|c| c.id.clone()).collect();
+    let carrier = |order: &RouteOrder| -> Option<Option<usize>> {
+        match &order.carried_by {
+            None => Some(None),
+            Some(id) => ids.iter().position(|c| c == id).map(Some),
+        }
+    };
+    let stranded: Vec<usize> = (0..orders.len())
+        .filter(|&i| !open[i] && carrier(&orders[i]).is_none())
+        .collect();
+    let fresh: Vec<usize> = (0..orders.len())
+        .filter(|&i| !open[i] && carrier(&orders[i]).is_some())
+        .collect();
     if couriers.is_empty() {
+        let all: Vec<usize> = (0..orders.len()).filter(|&i| !open[i]).collect();
         return Ok(WavePlan {
             routes: Vec::new(),
-            at_risk: fresh.clone(),
-            unrouted: fresh,
+            at_risk: all.clone(),
+            unrouted: all,
             rebuilt: false,
         });
     }
+    let fresh_bound: Vec<Option<usize>> = fresh
+        .iter()
+        .map(|&i| carrier(&orders[i]).flatten())
+        .collect();
+    let with_stranded = |mut indices: Vec<usize>| {
+        indices.extend(&stranded);
+        indices.sort_unstable();
+        indices
+    };
     // Locations: couriers' starts, then each order's pickup and drop-off.
     let mut points: Vec<(f64, f64)> = couriers
         .iter()
@@ -518,24 +533,23 @@ pub fn plan_routes(
         }
     } else {
         let mut first = || progress() / share;
-        wave.route(&fresh, &vec![None; fresh.len()], &tails, &mut first)?
+        wave.route(&fresh, &fresh_bound, &tails, &mut first)?
     };
     if !any_open {
         return Ok(WavePlan {
             routes: kept.routes,
-            at_risk: kept.at_risk,
-            unrouted: kept.unrouted,
+            at_risk: with_stranded(kept.at_risk),
+            unrouted: with_stranded(kept.unrouted),
             rebuilt: false,
         });
     }
     // Rebuilt: everything again from the couriers' starts.
-    let which: Vec<usize> = (0..orders.len()).collect();
-    let bound: Vec<Option<usize>> = orders
+    let which: Vec<usize> = (0..orders.len())
+        .filter(|i| !stranded.contains(i))
+        .collect();
+    let bound: Vec<Option<usize>> = which
         .iter()
-        .map(|order| {
-            let carrier = order.carried_by.as_ref()?;
-            wave.couriers.iter().position(|c| c.id == *carrier)
-        })
+        .map(|&i| carrier(&orders[i]).flatten())
         .collect();
     let starts: Vec<(usize, f64)> = wave
         .couriers
@@ -547,11 +561,7 @@ pub fn plan_routes(
     let rebuilt = wave.route(&which, &bound, &starts, &mut second)?;
     let mut kept_risk = kept.at_risk.clone();
     kept_risk.extend(&planned_late);
-    let every_open_served = !rebuilt.unrouted.iter().any(|&index| open[index])
-        && orders
-            .iter()
-            .enumerate()
-            .all(|(index, o)| o.carried_by.is_none() || bound[index].is_some());
+    let every_open_served = !rebuilt.unrouted.iter().any(|&index| open[index]);
     if every_open_served
         && search.hysteresis.prefers_rebuilt(
             (kept_risk.len(), planned_distance + kept.distance),
@@ -560,15 +570,15 @@ pub fn plan_routes(
     {
         return Ok(WavePlan {
             routes: rebuilt.routes,
-            at_risk: rebuilt.at_risk,
-            unrouted: rebuilt.unrouted,
+            at_risk: with_stranded(rebuilt.at_risk),
+            unrouted: with_stranded(rebuilt.unrouted),
             rebuilt: true,
         });
     }
     Ok(WavePlan {
         routes: kept.routes,
-        at_risk: kept.at_risk,
-        unrouted: kept.unrouted,
+        at_risk: with_stranded(kept.at_risk),
+        unrouted: with_stranded(kept.unrouted),
         rebuilt: false,
     })
 }
@@ -858,6 +868,34 @@ mod tests {
             &mut || 1.0,
         );
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn a_carried_parcel_with_no_drop_off_planned_gets_one_from_its_courier_only() {
+        // Its drop-off was never confirmed: planned again, for the courier
+        // that has it, even with another courier right there.
+        let orders = [carried(
+            order("unconfirmed", (52.50, 13.41), (52.52, 13.41), 10 * HOUR),
+            "far",
+        )];
+        let mut far = courier("far", 5);
+        far.start = Location::new(52.58, 13.41);
+        let mut near = courier("near", 5);
+        near.start = Location::new(52.52, 13.41);
+        let plans = plan(&[near.clone(), far], &orders, 0);
+        assert_eq!(plans.routes.len(), 1, "{plans:?}");
+        assert_eq!(plans.routes[0].courier.as_str(), "far");
+        assert_eq!(
+            sequence(&plans.routes[0]),
+            [("unconfirmed", HandoffKind::Dropoff)]
+        );
+        // Its courier gone: nobody else can deliver it; at risk, left over.
+        let plans = plan(&[near], &orders, 0);
+        assert!(plans.routes.is_empty());
+        assert_eq!(
+            (plans.at_risk.clone(), plans.unrouted.clone()),
+            (vec![0], vec![0])
+        );
     }
 
     #[test]

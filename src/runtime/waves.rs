@@ -166,9 +166,22 @@ impl Waves {
                 .mark_all(self.couriers.iter().map(|c| c.id.as_str()));
             self.wakers.wake(Wake::OUTBOX);
         }
+        // A drop-off no courier confirmed within MISSED_AFTER of its ETA is
+        // missed; its courier still has the parcel and gets a new drop-off.
+        let unconfirmed = store
+            .miss_overdue_dropoffs(&self.zone, now - MISSED_AFTER_MS, now)
+            .await?;
+        if unconfirmed > 0 {
+            metrics::counter!("fabflow_dropoffs_missed_total").increment(unconfirmed as u64);
+            warn!(zone = %self.zone, orders = unconfirmed, "drop-offs never confirmed; planning them again");
+            self.schedules
+                .mark_all(self.couriers.iter().map(|c| c.id.as_str()));
+            self.wakers.wake(Wake::OUTBOX);
+        }
         let waiting = store.wave_orders(&self.zone).await?;
         let returns = store.wave_returns(&self.zone).await?;
-        if waiting.is_empty() && returns.is_empty() {
+        let carried = store.carried_orders(&self.zone).await?;
+        if waiting.is_empty() && returns.is_empty() && carried.is_empty() {
             return Ok(0);
         }
         // Deliveries (factory to customer) and returns (customer to the
@@ -195,7 +208,18 @@ impl Waves {
                 carried_by: None,
             })
         });
-        let mut orders: Vec<RouteOrder> = deliveries.chain(pickups_back).collect();
+        // Parcels whose drop-off was never confirmed: a drop-off only, by
+        // the courier that has them.
+        let drops_again = carried.iter().map(|order| RouteOrder {
+            order: order.order_id.clone(),
+            return_id: None,
+            pickup: order.dropoff,
+            dropoff: order.dropoff,
+            deadline_ms: order.deadline_ms,
+            carried_by: Some(order.courier.clone()),
+        });
+        let mut orders: Vec<RouteOrder> =
+            deliveries.chain(pickups_back).chain(drops_again).collect();
         // Each courier's stops not yet made: it starts after the one it is
         // on its way to, and the rest may be rebuilt.
         let open = store.open_stops().await?;
@@ -339,6 +363,11 @@ impl Waves {
             .iter()
             .map(|o| (&o.order_id, &o.brand, o.deadline_ms))
             .chain(
+                carried
+                    .iter()
+                    .map(|o| (&o.order_id, &o.brand, o.deadline_ms)),
+            )
+            .chain(
                 open_facts
                     .iter()
                     .filter(|s| planned.rebuilt && s.handoff.return_id.is_none())
@@ -436,7 +465,16 @@ impl Waves {
                     eta_ms: stop.eta_ms,
                     state: HandoffState::Planned,
                     updated_ms: now,
-                    code: Some(handoff_code()),
+                    // A drop-off planned again keeps the code the customer has.
+                    code: carried
+                        .iter()
+                        .find(|c| {
+                            c.order_id == stop.order
+                                && stop.kind == HandoffKind::Dropoff
+                                && stop.return_id.is_none()
+                        })
+                        .and_then(|c| c.code.clone())
+                        .or_else(|| Some(handoff_code())),
                     wrong_codes: 0,
                     failure: None,
                     return_id: stop.return_id.clone(),
@@ -455,7 +493,11 @@ impl Waves {
             store.save_wave(&records, now).await?;
         }
         self.wakers.wake(Wake::OUTBOX);
-        let routed = records.len() / 2;
+        let routed = records
+            .iter()
+            .map(|r| (r.order_id.as_str(), r.return_id.as_deref()))
+            .collect::<HashSet<_>>()
+            .len();
         metrics::counter!("fabflow_orders_routed_total").increment(routed as u64);
         if late > 0 {
             warn!(zone = %self.zone, stops = late, "planned stops arrive after their order's deadline");

@@ -35,6 +35,19 @@ pub struct OpenStop {
     pub return_requested_ms: Option<Millis>,
 }
 
+/// An order out for delivery whose drop-off was never confirmed: its
+/// courier has the parcel and needs a new drop-off (`Store::carried_orders`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CarriedOrder {
+    pub order_id: OrderId,
+    pub brand: BrandId,
+    pub courier: CourierId,
+    pub dropoff: Location,
+    pub deadline_ms: Millis,
+    /// The missed drop-off's code, kept for the new one.
+    pub code: Option<String>,
+}
+
 /// A planned stop given a new place by a rebuilding wave.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StopMove {
@@ -200,6 +213,98 @@ impl Store {
         let missed = miss_pickups(&mut tx, &rows, now).await?;
         tx.commit().await?;
         Ok(missed)
+    }
+
+    /// Delivery drop-offs of a zone still planned although their ETA is
+    /// before `overdue_before`, their parcel picked up: each becomes
+    /// `missed` (compare-and-set, `handoff.missed`), and the order, still
+    /// out for delivery with its courier, waits for the next wave to plan a
+    /// new drop-off for that courier (`carried_orders`). Not a failed
+    /// attempt. Returns how many.
+    pub async fn miss_overdue_dropoffs(
+        &self,
+        zone: &str,
+        overdue_before: Millis,
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        let rows = sqlx::query(
+            "SELECT h.id, h.order_id, o.brand FROM handoffs h JOIN orders o ON o.id = h.order_id \
+             WHERE o.zone = $1 AND h.kind = 'dropoff' AND h.state = 'planned' AND h.return_id IS NULL \
+             AND h.eta_ms < $2 AND o.state = 'out_for_delivery'",
+        )
+        .bind(zone)
+        .bind(overdue_before)
+        .fetch_all(self.reader())
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let mut missed = 0;
+        let (next, events) = HandoffState::Planned.handle(HandoffInput::Miss)?;
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let order_id: String = row.try_get("order_id")?;
+            let brand: String = row.try_get("brand")?;
+            // Confirmed (or failed) since the read: not missed.
+            let taken = sqlx::query(
+                "UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'planned'",
+            )
+            .bind(next.as_str())
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            if taken.rows_affected() != 1 {
+                continue;
+            }
+            let subject = Subject {
+                kind: "handoff",
+                id: &id,
+                order_id: Some(&order_id),
+                brand: Some(&brand),
+            };
+            for event in &events {
+                emit(&mut tx, &subject, event, now).await?;
+            }
+            missed += 1;
+        }
+        tx.commit().await?;
+        Ok(missed)
+    }
+
+    /// Orders of a zone out for delivery with no drop-off planned (theirs
+    /// was never confirmed) and not escalated: the courier that picked each
+    /// up has it, and the code of its last missed drop-off (the customer
+    /// has it).
+    pub async fn carried_orders(&self, zone: &str) -> Result<Vec<CarriedOrder>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.brand, o.lat, o.lon, o.deadline_ms, p.courier, \
+             (SELECT m.code FROM handoffs m WHERE m.order_id = o.id AND m.kind = 'dropoff' \
+              AND m.state = 'missed' AND m.return_id IS NULL ORDER BY m.updated_ms DESC, m.id DESC LIMIT 1) AS code \
+             FROM orders o JOIN handoffs p ON p.order_id = o.id AND p.kind = 'pickup' AND p.state = 'done' \
+             AND p.return_id IS NULL \
+             WHERE o.zone = $1 AND o.state = 'out_for_delivery' AND NOT EXISTS \
+             (SELECT 1 FROM handoffs h WHERE h.order_id = o.id AND h.return_id IS NULL AND h.kind = 'dropoff' \
+              AND h.state IN ('planned', 'locked')) \
+             AND NOT EXISTS (SELECT 1 FROM order_escalations e WHERE e.order_id = o.id) \
+             ORDER BY o.deadline_ms, o.id",
+        )
+        .bind(zone)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CarriedOrder {
+                    order_id: text_id(row, "id")?,
+                    brand: text_id(row, "brand")?,
+                    courier: text_id(row, "courier")?,
+                    dropoff: Location::new(row.try_get("lat")?, row.try_get("lon")?),
+                    deadline_ms: row.try_get("deadline_ms")?,
+                    code: row.try_get("code")?,
+                })
+            })
+            .collect()
     }
 
     /// A courier goes off duty (or back on): stored with who decided, audited,

@@ -753,3 +753,65 @@ async fn a_missed_pickup_takes_its_drop_off_along_even_when_a_rebuild_moved_it_t
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_drop_off_never_confirmed_is_missed_and_its_parcel_stays_with_its_courier() {
+    on_every_backend(|store| async move {
+        ready_and_planned(&store).await;
+        store
+            .confirm_handoff("h1", Some("bike-1"), Some("h1-code"), 5, NOW)
+            .await
+            .expect("picked up");
+        // Not yet overdue: nothing happens.
+        assert_eq!(
+            store
+                .miss_overdue_dropoffs("berlin", NOW, NOW)
+                .await
+                .expect("none"),
+            0
+        );
+        assert!(
+            store
+                .carried_orders("berlin")
+                .await
+                .expect("none")
+                .is_empty()
+        );
+        // Overdue: missed once, with its event; the order stays out for
+        // delivery, waiting for a new drop-off by the same courier.
+        let missed = store
+            .miss_overdue_dropoffs("berlin", NOW + 1_000, NOW + 1_000)
+            .await
+            .expect("missed");
+        assert_eq!(missed, 1);
+        assert_eq!(
+            store
+                .miss_overdue_dropoffs("berlin", NOW + 1_000, NOW + 1_000)
+                .await
+                .expect("again"),
+            0
+        );
+        assert_eq!(
+            events_of_kind(&store, Some("acme"), "handoff.missed").await,
+            1
+        );
+        let carried = store.carried_orders("berlin").await.expect("carried");
+        assert_eq!(carried.len(), 1, "{carried:?}");
+        assert_eq!(carried[0].order_id.as_str(), "o1");
+        assert_eq!(carried[0].courier.as_str(), "bike-1");
+        assert_eq!(carried[0].code.as_deref(), Some("h2-code"));
+        assert!(store.wave_orders("berlin").await.expect("ready").is_empty());
+        // A new drop-off planned: no longer waiting.
+        let mut again = pair("w2", "h3", "h4").remove(1);
+        again.code = carried[0].code.clone();
+        store.save_wave(&[again], NOW + 2_000).await.expect("wave");
+        assert!(
+            store
+                .carried_orders("berlin")
+                .await
+                .expect("none")
+                .is_empty()
+        );
+    })
+    .await;
+}
