@@ -321,3 +321,183 @@ async fn a_drop_off_never_confirmed_is_planned_again_for_the_courier_with_the_pa
     assert!(kinds.contains("handoff.missed"), "{kinds:?}");
     running.stop().await;
 }
+
+/// Posts one mug for `brand`; returns (order id, factory).
+async fn one_mug(brand: &Api, lat: f64) -> (String, String) {
+    let (status, order) = brand
+        .post(
+            "/v1/orders",
+            &json!({
+                "customer": {"name": "Ada", "lat": lat, "lon": 13.40},
+                "lines": [{"sku": "mug-white", "quantity": 1}],
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{order}");
+    (
+        order["id"].as_str().expect("id").to_string(),
+        order["factory"].as_str().expect("factory").to_string(),
+    )
+}
+
+/// Picks `order` up with the factory's code, then fails its drop-off (not
+/// home): with one attempt allowed, it is escalated.
+async fn escalate(running: &Running, brand: &Api, operator: &Api, order: &str) {
+    wait_for("picked up", LIMIT, || async {
+        let pickup = planned_stop(operator, order, "pickup").await?;
+        (confirm(running, &pickup).await.0 == 200).then_some(())
+    })
+    .await;
+    let dropoff = wait_for("the drop-off planned", LIMIT, || {
+        planned_stop(brand, order, "dropoff")
+    })
+    .await;
+    let courier = running
+        .api(Role::Courier, dropoff["courier"].as_str().expect("courier"))
+        .await;
+    let (status, failed) = courier
+        .post(
+            &format!("/v1/handoffs/{}/fail", dropoff["id"].as_str().expect("id")),
+            &json!({"reason": "not_home"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{failed}");
+    assert_eq!(failed["escalated"], true, "{failed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_operator_decides_what_becomes_of_an_escalated_order() {
+    const SCALE: f64 = 1000.0;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(34, SCALE).await;
+    let mut config = support::config(&fleet, &dir.path().join("escalation.db"), SCALE);
+    config.handoffs.max_attempts = 1;
+    let running = Running::start(config).await;
+    let brand = running.api(Role::Brand, "escalation-brand").await;
+    let admin = running.api(Role::Admin, "*").await;
+
+    let (first, factory) = one_mug(&brand, 52.52).await;
+    let operator = running.api(Role::Operator, &factory).await;
+    escalate(&running, &brand, &operator, &first).await;
+    let (_, escalated) = brand.get(&format!("/v1/orders/{first}")).await;
+    assert_eq!(escalated["state"], "ready", "{escalated}");
+    assert_eq!(escalated["escalation"]["attempts"], 1, "{escalated}");
+    let path = format!("/v1/orders/{first}/escalation");
+
+    // Refusals, each a problem naming what was wrong and where.
+    let (status, problem) = brand.post(&path, &json!({"decision": "retry"}), None).await;
+    assert_eq!(status, 403, "{problem}");
+    let other = running.api(Role::Operator, "not-this-factory").await;
+    let (status, _) = other.post(&path, &json!({"decision": "retry"}), None).await;
+    assert_eq!(status, 404);
+    let pointer = |problem: &Value| problem["errors"][0]["pointer"].clone();
+    for (body, at) in [
+        (json!({"decision": "later"}), "/decision"),
+        (json!({}), "/decision"),
+        (json!({"decision": "retry", "when": "now"}), "/when"),
+        (
+            json!({"decision": "retry", "deliver_by": "tomorrow"}),
+            "/deliver_by",
+        ),
+        (
+            json!({"decision": "retry", "deliver_by": "2001-01-01T00:00:00Z"}),
+            "/deliver_by",
+        ),
+        (
+            json!({"decision": "cancel_delivery", "deliver_by": "2099-01-01T00:00:00Z"}),
+            "/deliver_by",
+        ),
+    ] {
+        let (status, problem) = operator.post(&path, &body, None).await;
+        assert_eq!(status, 422, "{body}: {problem}");
+        assert_eq!(pointer(&problem), at, "{body}: {problem}");
+    }
+
+    // Retry by a new deadline: no longer escalated, planned again and delivered.
+    let deliver_by = running.daemon.clock.now() + chrono::Duration::hours(30);
+    let (status, decided) = operator
+        .post(
+            &path,
+            &json!({"decision": "retry", "deliver_by": deliver_by.to_rfc3339()}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{decided}");
+    assert_eq!(decided["state"], "ready", "{decided}");
+    assert_eq!(
+        time(&decided["deadline"]).timestamp_millis(),
+        deliver_by.timestamp_millis()
+    );
+    let (_, detail) = brand.get(&format!("/v1/orders/{first}")).await;
+    assert!(detail.get("escalation").is_none(), "{detail}");
+    // Deciding again: nothing to decide.
+    let (status, problem) = operator
+        .post(&path, &json!({"decision": "retry"}), None)
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not escalated")),
+        "{problem}"
+    );
+    wait_for("picked up again", LIMIT, || async {
+        let pickup = planned_stop(&operator, &first, "pickup").await?;
+        (confirm(&running, &pickup).await.0 == 200).then_some(())
+    })
+    .await;
+    wait_for("delivered", LIMIT, || async {
+        let stop = planned_stop(&brand, &first, "dropoff").await?;
+        (confirm(&running, &stop).await.0 == 200).then_some(())
+    })
+    .await;
+    let (_, done) = brand.get(&format!("/v1/orders/{first}")).await;
+    assert_eq!(done["state"], "delivered", "{done}");
+
+    // Another escalated order goes back to its factory's shelf.
+    let (second, second_factory) = one_mug(&brand, 52.50).await;
+    let second_operator = running.api(Role::Operator, &second_factory).await;
+    escalate(&running, &brand, &second_operator, &second).await;
+    let (status, decided) = admin
+        .post(
+            &format!("/v1/orders/{second}/escalation"),
+            &json!({"decision": "return_to_factory"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{decided}");
+    assert_eq!(decided["state"], "cancelled", "{decided}");
+    let (_, stock) = second_operator
+        .get(&format!("/v1/stock?factory={second_factory}"))
+        .await;
+    assert!(
+        stock.as_array().is_some_and(|s| s
+            .iter()
+            .any(|row| row["sku"] == "mug-white" && row["units"] == 1)),
+        "{stock}"
+    );
+
+    let kinds = support::assert_events_match_schemas(&admin).await;
+    assert!(kinds.contains("order.escalation_decided"), "{kinds:?}");
+    let spec: Value = reqwest::get(format!("{}/openapi.json", running.base))
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("json");
+    assert!(spec["paths"]["/v1/orders/{id}/escalation"]["post"].is_object());
+    let (_, audit) = admin.get("/v1/audit?limit=500").await;
+    let decisions = audit["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|a| a["action"] == "order.escalation")
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(decisions, 2, "{audit}");
+    running.stop().await;
+}

@@ -86,6 +86,13 @@ pub enum Event {
     },
     /// An operator released a locked stop.
     HandoffReleased,
+    /// An operator decided what becomes of an escalated order: delivered
+    /// again (by `deliver_by_ms`, if set), or cancelled with its units back
+    /// on its factory's shelf, or cancelled.
+    OrderEscalationDecided {
+        decision: super::escalation::EscalationDecision,
+        deliver_by_ms: Option<i64>,
+    },
     /// The order's attempts ran out: it waits for the operator and the brand.
     OrderEscalated {
         reason: FailureReason,
@@ -172,6 +179,7 @@ impl Event {
             Event::HandoffLocked { .. } => "handoff.locked",
             Event::HandoffReleased => "handoff.released",
             Event::OrderEscalated { .. } => "order.escalated",
+            Event::OrderEscalationDecided { .. } => "order.escalation_decided",
             Event::OrderAtRisk { .. } => "order.at_risk",
             Event::CourierDutyChanged { .. } => "courier.duty_changed",
             Event::StockTaken { .. } => "stock.taken",

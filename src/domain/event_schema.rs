@@ -78,6 +78,10 @@ pub fn samples() -> Vec<Event> {
             reason: FailureReason::Refused,
             attempts: 3,
         },
+        Event::OrderEscalationDecided {
+            decision: super::escalation::EscalationDecision::Retry,
+            deliver_by_ms: Some(1_767_225_600_000),
+        },
         Event::OrderAtRisk {
             reason: AtRiskReason::ProductionBacklog,
             estimated_delivery_ms: Some(1_796_112_000_000),
@@ -161,6 +165,7 @@ pub fn variant_name(event: &Event) -> &'static str {
         Event::HandoffReplanned { .. } => "handoff_replanned",
         Event::HandoffReleased => "handoff_released",
         Event::OrderEscalated { .. } => "order_escalated",
+        Event::OrderEscalationDecided { .. } => "order_escalation_decided",
         Event::OrderAtRisk { .. } => "order_at_risk",
         Event::CourierDutyChanged { .. } => "courier_duty_changed",
         Event::StockTaken { .. } => "stock_taken",

@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod counters;
+pub mod escalation;
 pub mod event;
 pub mod event_schema;
 pub mod follow_up;

@@ -1,9 +1,11 @@
 //! Handoffs: the stops of courier routes, saved per planning wave and
 //! confirmed by couriers, which moves their orders.
 
+use super::orders::{ORDER_COLUMNS, OrderRecord, order_from_row};
 use super::returns::{miss_return_stops, move_return, return_in};
 use super::write::{AuditEntry, Subject, emit, lock_order, record_audit, set_order_state_by_id};
 use super::{Store, StoreError, parse, text_id};
+use crate::domain::escalation::{EscalationDecision, Refusal, check_decision};
 use crate::domain::{
     AfterFailure, BrandId, CourierId, Event, FactoryId, FailureReason, HandoffInput, HandoffKind,
     HandoffState, Location, Millis, OrderId, OrderInput, OrderState, ReturnInput, ReturnState,
@@ -213,6 +215,132 @@ impl Store {
         let missed = miss_pickups(&mut tx, &rows, now).await?;
         tx.commit().await?;
         Ok(missed)
+    }
+
+    /// An operator's decision on an escalated order (`brand`/`factories`
+    /// scoping is the caller's): checked by `domain::escalation` on the
+    /// order as it stands in the transaction; the escalation removed
+    /// (compare-and-set: an order not escalated is refused), the decision
+    /// recorded, the order moved (a new deadline, or cancelled, with its
+    /// units back on its factory's shelf for `return_to_factory`), one
+    /// `order.escalation_decided` event and an audit row, in one transaction.
+    /// A refusal is `Ok(Err(_))`.
+    pub async fn decide_escalation(
+        &self,
+        order_id: &str,
+        decision: EscalationDecision,
+        deliver_by_ms: Option<Millis>,
+        actor: &str,
+        now: Millis,
+    ) -> Result<Result<OrderRecord, Refusal>, StoreError> {
+        let mut tx = self.begin().await?;
+        lock_order(&mut tx, self.backend(), order_id).await?;
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
+        let Some(row) = sqlx::query(AssertSqlSafe(sql))
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Err(StoreError::NotFound(format!("order {order_id}")));
+        };
+        let order = order_from_row(&row)?;
+        let escalated = sqlx::query("SELECT order_id FROM order_escalations WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if let Err(refusal) = check_decision(decision, deliver_by_ms, escalated, order.state, now) {
+            return Ok(Err(refusal));
+        }
+        let removed = sqlx::query("DELETE FROM order_escalations WHERE order_id = $1")
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await?;
+        if removed.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "order {order_id} was decided meanwhile"
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO escalation_decisions (id, order_id, decision, deliver_by_ms, actor, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(uuid::Uuid::now_v7().hyphenated().to_string())
+        .bind(order_id)
+        .bind(decision.as_str())
+        .bind(deliver_by_ms)
+        .bind(actor)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let mut record = order.clone();
+        if let Some(deliver_by) = deliver_by_ms {
+            let moved = sqlx::query(
+                "UPDATE orders SET deadline_ms = $1, updated_ms = $2 WHERE id = $3 AND state = 'ready'",
+            )
+            .bind(deliver_by)
+            .bind(now)
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await?;
+            if moved.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("order {order_id} changed")));
+            }
+            record.deadline_ms = deliver_by;
+        }
+        if let Some(input) = decision.order_input() {
+            let (next, events) = order.state.handle(input)?;
+            set_order_state_by_id(
+                &mut tx,
+                order_id,
+                order.brand.as_str(),
+                order.state,
+                next,
+                &events,
+                now,
+            )
+            .await?;
+            record.state = next;
+        }
+        if decision.restocks() {
+            for line in &order.lines {
+                sqlx::query(
+                    "INSERT INTO stock (factory, sku, units, updated_ms) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (factory, sku) DO UPDATE SET units = stock.units + excluded.units, \
+                     updated_ms = excluded.updated_ms",
+                )
+                .bind(order.factory.as_str())
+                .bind(&line.sku)
+                .bind(i64::from(line.quantity))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let subject = Subject {
+            kind: "order",
+            id: order_id,
+            order_id: Some(order_id),
+            brand: Some(order.brand.as_str()),
+        };
+        let event = Event::OrderEscalationDecided {
+            decision,
+            deliver_by_ms,
+        };
+        emit(&mut tx, &subject, &event, now).await?;
+        let detail = match deliver_by_ms {
+            Some(deliver_by) => format!("{} (deliver by {deliver_by} ms)", decision.as_str()),
+            None => decision.as_str().to_string(),
+        };
+        record_audit(
+            &mut tx,
+            &AuditEntry::new(actor, "order.escalation", order_id, &detail),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        record.updated_ms = now;
+        Ok(Ok(record))
     }
 
     /// Delivery drop-offs of a zone still planned although their ETA is
@@ -906,7 +1034,8 @@ impl Store {
             }
         }
         let attempts: i64 = sqlx::query(
-            "SELECT COUNT(*) AS attempts FROM handoffs WHERE order_id = $1 AND state = 'failed' AND return_id IS NULL",
+            "SELECT COUNT(*) AS attempts FROM handoffs WHERE order_id = $1 AND state = 'failed' AND return_id IS NULL \
+             AND updated_ms > COALESCE((SELECT MAX(d.at_ms) FROM escalation_decisions d WHERE d.order_id = $1), -1)",
         )
         .bind(handoff.order_id.as_str())
         .fetch_one(&mut *tx)
