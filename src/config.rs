@@ -400,7 +400,7 @@ impl Default for HandoffsConfig {
 
 /// How planning waves route couriers (`[routing]`): travel assumptions and
 /// the router's budget.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     /// Courier speed door to door, km/h (a cargo bike in town: 15).
@@ -424,6 +424,11 @@ pub struct RoutingConfig {
     /// deadline. Seconds.
     #[serde(default = "default_rush_margin_s")]
     pub rush_margin_s: f64,
+    /// An OSRM `table` response (JSON, with `sources` locations) whose road
+    /// times the waves use instead of the great circle; relative to the
+    /// configuration file. Read and checked at start and by `check-config`.
+    #[serde(default)]
+    pub matrix_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -463,6 +468,7 @@ impl Default for RoutingConfig {
             time_limit_ms: default_time_limit_ms(),
             objective: RoutingObjective::default(),
             rush_margin_s: default_rush_margin_s(),
+            matrix_file: None,
         }
     }
 }
@@ -611,6 +617,11 @@ impl Config {
             if dir.is_relative() {
                 *dir = base.join(&*dir);
             }
+        }
+        if let Some(file) = &mut config.routing.matrix_file
+            && file.is_relative()
+        {
+            *file = base.join(&*file);
         }
         Ok(config)
     }

@@ -501,3 +501,81 @@ async fn an_operator_decides_what_becomes_of_an_escalated_order() {
     assert_eq!(decisions, 2, "{audit}");
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waves_use_the_road_times_of_the_configured_matrix_file() {
+    const SCALE: f64 = 1000.0;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(35, SCALE).await;
+    let mut config = support::config(&fleet, &dir.path().join("roads.db"), SCALE);
+    // Waypoints: the factories, the couriers' depots, and one customer whose
+    // only road in takes three days; every other ride is ten minutes.
+    let customer = (52.52, 13.40);
+    let mut places: Vec<(f64, f64)> = config.factories.iter().map(|f| (f.lat, f.lon)).collect();
+    places.extend(config.couriers.iter().map(|c| (c.lat, c.lon)));
+    places.push(customer);
+    let last = places.len() - 1;
+    let durations: Vec<Vec<f64>> = (0..places.len())
+        .map(|from| {
+            (0..places.len())
+                .map(|to| match (from == to, from == last || to == last) {
+                    (true, _) => 0.0,
+                    (false, true) => 3.0 * 24.0 * 3600.0,
+                    (false, false) => 600.0,
+                })
+                .collect()
+        })
+        .collect();
+    let sources: Vec<Value> = places
+        .iter()
+        .map(|(lat, lon)| json!({"location": [lon, lat]}))
+        .collect();
+    let matrix = dir.path().join("roads.json");
+    std::fs::write(
+        &matrix,
+        json!({"code": "Ok", "durations": durations, "sources": sources}).to_string(),
+    )
+    .expect("write");
+    config.routing.matrix_file = Some(matrix);
+    let running = Running::start(config).await;
+    let brand = running.api(Role::Brand, "roads-brand").await;
+
+    // The great circle says a few minutes: accepted, not at risk.
+    let (status, order) = brand
+        .post(
+            "/v1/orders",
+            &json!({
+                "customer": {"name": "Ada", "lat": customer.0, "lon": customer.1},
+                "lines": [{"sku": "mug-white", "quantity": 1}],
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{order}");
+    assert!(order.get("at_risk").is_none(), "{order}");
+    let id = order["id"].as_str().expect("id").to_string();
+    // The wave rides the roads: three days, past the 48-hour promise.
+    let flagged = wait_for("the wave's flag", LIMIT, || async {
+        let (_, order) = brand.get(&format!("/v1/orders/{id}")).await;
+        order["at_risk"]["since"].is_string().then_some(order)
+    })
+    .await;
+    assert_eq!(
+        flagged["at_risk"]["reason"], "no_courier_in_time",
+        "{flagged}"
+    );
+    let dropoff = planned_stop(&brand, &id, "dropoff")
+        .await
+        .expect("still planned");
+    let pickup_eta = {
+        let (_, detail) = brand.get(&format!("/v1/orders/{id}")).await;
+        detail["handoffs"]
+            .as_array()
+            .and_then(|h| h.iter().find(|h| h["kind"] == "pickup").cloned())
+            .map(|h| time(&h["eta"]))
+            .expect("pickup")
+    };
+    let ride = time(&dropoff["eta"]) - pickup_eta;
+    assert!(ride > chrono::Duration::hours(70), "{ride}");
+    running.stop().await;
+}

@@ -4,6 +4,7 @@
 
 pub mod explain;
 pub mod promise;
+pub mod roads;
 pub mod route;
 pub mod rush;
 pub mod schedule;

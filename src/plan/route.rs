@@ -459,6 +459,20 @@ pub fn plan_routes(
     search: WaveSearch,
     progress: &mut dyn FnMut() -> f64,
 ) -> Result<WavePlan, ModelError> {
+    plan_routes_on(None, couriers, orders, now_ms, travel, search, progress)
+}
+
+/// [`plan_routes`] with road times from `roads` (an OSRM table) instead of
+/// the great circle, when given.
+pub fn plan_routes_on(
+    roads: Option<&super::roads::Roads>,
+    couriers: &[CourierSlot],
+    orders: &[RouteOrder],
+    now_ms: Millis,
+    travel: Travel,
+    search: WaveSearch,
+    progress: &mut dyn FnMut() -> f64,
+) -> Result<WavePlan, ModelError> {
     if orders.is_empty() {
         return Ok(WavePlan::default());
     }
@@ -512,7 +526,14 @@ pub fn plan_routes(
         points.push((order.dropoff.lat, order.dropoff.lon));
     }
     let wave = Wave {
-        matrix: Matrix::haversine(&points, travel.speed_m_per_s, travel.detour_factor)?,
+        matrix: match roads {
+            Some(roads) => {
+                // Validates speed and detour as the great circle would.
+                Matrix::haversine(&[], travel.speed_m_per_s, travel.detour_factor)?;
+                roads.matrix(&points, travel.speed_m_per_s, travel.detour_factor)?
+            }
+            None => Matrix::haversine(&points, travel.speed_m_per_s, travel.detour_factor)?,
+        },
         couriers,
         orders,
         now_ms,

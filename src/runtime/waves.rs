@@ -10,8 +10,9 @@ use crate::domain::{
     AtRiskReason, BrandId, CourierId, HandoffKind, HandoffState, Location, OrderId,
 };
 use crate::plan::route::PlannedStop;
+use crate::plan::route::plan_routes_on;
 use crate::plan::vrp::Objective;
-use crate::plan::{CourierSlot, RouteOrder, WaveSearch, plan_routes};
+use crate::plan::{CourierSlot, RouteOrder, WaveSearch};
 use crate::runtime::clock::Clock;
 use crate::runtime::mqtt::schedules::ScheduleChanges;
 use crate::runtime::wake::{Wake, Wakers};
@@ -46,6 +47,8 @@ pub struct Waves {
     pub couriers: Vec<CourierConfig>,
     /// Travel assumptions and the router's budget.
     pub routing: RoutingConfig,
+    /// Road times from `[routing] matrix_file`, instead of the great circle.
+    pub roads: Option<std::sync::Arc<crate::plan::roads::Roads>>,
     pub factories: HashMap<String, Location>,
     /// Marks the couriers whose schedules a wave changed.
     pub schedules: ScheduleChanges,
@@ -313,10 +316,19 @@ impl Waves {
         // so HTTP and the machine supervisors carry on meanwhile.
         let routed = {
             let orders = orders.clone();
+            let roads = self.roads.clone();
             tokio::task::spawn_blocking(move || {
                 let started = std::time::Instant::now();
                 let mut progress = || started.elapsed().as_secs_f64() / budget.as_secs_f64();
-                plan_routes(&couriers, &orders, now, travel, search, &mut progress)
+                plan_routes_on(
+                    roads.as_deref(),
+                    &couriers,
+                    &orders,
+                    now,
+                    travel,
+                    search,
+                    &mut progress,
+                )
             })
             .await
         };
