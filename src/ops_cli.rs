@@ -1,5 +1,6 @@
 //! The operator's commands over the HTTP API (`FABFLOW_URL`, `FABFLOW_TOKEN`):
-//! `machines`, `jobs`, `orders show`, `machine pause|resume|drain|maintenance|ready`,
+//! `machines`, `jobs`, `orders show`, `orders decide` (an escalated order),
+//! `machine pause|resume|drain|maintenance|ready`,
 //! `job resume|abandon`. Aligned tables by default, `--json` for scripts; an
 //! error is a non-zero exit with the API's problem detail.
 
@@ -62,13 +63,27 @@ pub enum JobCommand {
 
 /// One API call; the JSON answer, or an error naming the problem.
 async fn call(api: &ApiArgs, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
+    call_with(api, method, path, None).await
+}
+
+/// One API call with an optional JSON body.
+async fn call_with(
+    api: &ApiArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<Value> {
     let Some(token) = api.token.as_deref().filter(|t| !t.is_empty()) else {
         bail!("no token: set FABFLOW_TOKEN or pass --token (an operator or admin token)");
     };
     let url = format!("{}{path}", api.url.trim_end_matches('/'));
-    let response = reqwest::Client::new()
+    let mut request = reqwest::Client::new()
         .request(method.clone(), &url)
-        .bearer_auth(token)
+        .bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let response = request
         .send()
         .await
         .with_context(|| format!("{method} {url}: cannot reach the daemon"))?;
@@ -81,7 +96,30 @@ async fn call(api: &ApiArgs, method: reqwest::Method, path: &str) -> anyhow::Res
             .and_then(Value::as_str)
             .or_else(|| body.get("title").and_then(Value::as_str))
             .unwrap_or("no detail");
-        bail!("{method} {path}: HTTP {status}: {detail}");
+        // Field errors name where: `/deliver_by: must be later than now`.
+        let fields: Vec<String> = body
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|e| {
+                        format!(
+                            "{}: {}",
+                            self::text(&e["pointer"]),
+                            self::text(&e["reason"])
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if fields.is_empty() {
+            bail!("{method} {path}: HTTP {status}: {detail}");
+        }
+        bail!(
+            "{method} {path}: HTTP {status}: {detail} ({})",
+            fields.join("; ")
+        );
     }
     Ok(body)
 }
@@ -239,6 +277,15 @@ pub async fn show_order(api: &ApiArgs, id: &str) -> anyhow::Result<ExitCode> {
     println!("factory   {}", text(&order["factory"]));
     println!("customer  {}", text(&order["customer"]["name"]));
     println!("deadline  {}", text(&order["deadline"]));
+    if let Some(escalation) = order.get("escalation").filter(|e| !e.is_null()) {
+        println!(
+            "escalated {} after {} attempts, at {} (decide: fabflow orders decide {} retry|return-to-factory|cancel-delivery)",
+            text(&escalation["reason"]),
+            text(&escalation["attempts"]),
+            text(&escalation["at"]),
+            text(&order["id"])
+        );
+    }
     if let Some(risk) = order.get("at_risk").filter(|r| !r.is_null()) {
         println!(
             "at risk   {} ({})",
@@ -282,6 +329,52 @@ pub async fn show_order(api: &ApiArgs, id: &str) -> anyhow::Result<ExitCode> {
         println!();
         print_table(&["handoff", "kind", "courier", "eta", "state"], &handoffs);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What an operator decides for an escalated order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Decision {
+    /// Plan the delivery again (optionally by a new --deliver-by).
+    Retry,
+    /// Cancel it and put its units on the factory's shelf.
+    ReturnToFactory,
+    /// Cancel it; nothing restocked.
+    CancelDelivery,
+}
+
+impl Decision {
+    fn as_api(self) -> &'static str {
+        match self {
+            Decision::Retry => "retry",
+            Decision::ReturnToFactory => "return_to_factory",
+            Decision::CancelDelivery => "cancel_delivery",
+        }
+    }
+}
+
+/// `orders decide`: an operator's decision on an escalated order.
+pub async fn decide_order(
+    api: &ApiArgs,
+    id: &str,
+    decision: Decision,
+    deliver_by: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let mut body = serde_json::json!({ "decision": decision.as_api() });
+    if let Some(deliver_by) = deliver_by {
+        body["deliver_by"] = Value::String(deliver_by.to_string());
+    }
+    let path = format!("/v1/orders/{}/escalation", encode(id));
+    let order = call_with(api, reqwest::Method::POST, &path, Some(&body)).await?;
+    if api.json {
+        return print_json(&order);
+    }
+    println!(
+        "order {} is now {} (deadline {})",
+        text(&order["id"]),
+        text(&order["state"]),
+        text(&order["deadline"])
+    );
     Ok(ExitCode::SUCCESS)
 }
 

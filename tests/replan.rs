@@ -460,15 +460,45 @@ async fn an_operator_decides_what_becomes_of_an_escalated_order() {
     let (second, second_factory) = one_mug(&brand, 52.50).await;
     let second_operator = running.api(Role::Operator, &second_factory).await;
     escalate(&running, &brand, &second_operator, &second).await;
-    let (status, decided) = admin
-        .post(
-            &format!("/v1/orders/{second}/escalation"),
-            &json!({"decision": "return_to_factory"}),
-            None,
-        )
-        .await;
-    assert_eq!(status, 200, "{decided}");
-    assert_eq!(decided["state"], "cancelled", "{decided}");
+    // This time from the operator's CLI: shown, refused with the field, decided.
+    let cli = |args: Vec<String>| {
+        let base = running.base.clone();
+        let token = admin.token.clone();
+        async move {
+            let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_fabflow"))
+                .args(&args)
+                .env("FABFLOW_URL", base)
+                .env("FABFLOW_TOKEN", token)
+                .output()
+                .await
+                .expect("run fabflow");
+            (
+                output.status.success(),
+                String::from_utf8_lossy(&output.stdout).into_owned(),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            )
+        }
+    };
+    let words = |line: &str| line.split(' ').map(str::to_string).collect::<Vec<_>>();
+    let (ok, stdout, stderr) = cli(words(&format!("orders show {second}"))).await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("escalated not_home after 1 attempts"),
+        "{stdout}"
+    );
+    let (ok, _, stderr) = cli(words(&format!(
+        "orders decide {second} cancel-delivery --deliver-by 2099-01-01T00:00:00Z"
+    )))
+    .await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("HTTP 422") && stderr.contains("/deliver_by"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) =
+        cli(words(&format!("orders decide {second} return-to-factory"))).await;
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("is now cancelled"), "{stdout}");
     let (_, stock) = second_operator
         .get(&format!("/v1/stock?factory={second_factory}"))
         .await;
