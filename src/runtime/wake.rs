@@ -105,7 +105,10 @@ pub struct Wakers {
     /// event log.
     webhooks: Arc<Notify>,
     /// Wakes every zone's waves for a re-plan now (a courier dropped out).
-    replan: Arc<Notify>,
+    /// A watch, so a re-plan asked while a wave runs is seen after it (a
+    /// `Notify::notify_waiters` reached only waves waiting at that moment);
+    /// nothing to close.
+    replan: Arc<watch::Sender<u64>>,
     /// Counts orders becoming ready: each zone's waves follow it and plan
     /// at once for an order that cannot wait for the next cron time. A
     /// watch, so a change while a wave runs is seen after it (never lost);
@@ -154,14 +157,15 @@ impl Wakers {
     }
 
     /// Asks every zone's waves to plan now rather than at their next cron
-    /// time (a wave already running plans at its next time).
+    /// time (a wave already running plans again once it is done).
     pub fn replan(&self) {
-        self.replan.notify_waiters();
+        self.replan
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
-    /// Resolves when a re-plan was asked for.
-    pub async fn replan_woken(&self) {
-        self.replan.notified().await;
+    /// Follows re-plan requests (see [`Wakers::replan`]).
+    pub fn watch_replan(&self) -> watch::Receiver<u64> {
+        self.replan.subscribe()
     }
 
     /// Resolves when someone woke the scheduler.
@@ -210,6 +214,10 @@ mod tests {
         assert!(ready.has_changed().expect("open"));
         ready.borrow_and_update();
         assert!(!ready.has_changed().expect("open"));
+        // A re-plan asked while nobody waits is not lost either.
+        let replan = wakers.watch_replan();
+        wakers.replan();
+        assert!(replan.has_changed().expect("open"));
     }
 
     #[test]

@@ -69,6 +69,7 @@ pub fn handoff_code() -> String {
 impl Waves {
     pub async fn run(self, cancel: CancellationToken) {
         let mut ready = self.wakers.watch_ready();
+        let mut replan = self.wakers.watch_replan();
         // Orders that already caused a rush wave: each causes one, so an
         // order no courier can take does not make every wake-up a wave.
         let mut rushed: HashSet<String> = HashSet::new();
@@ -82,8 +83,10 @@ impl Waves {
             let order_ready = tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(wait) => false,
-                _ = self.wakers.replan_woken() => {
-                    info!(zone = %self.zone, "re-planning now");
+                changed = replan.changed() => {
+                    if changed.is_ok() {
+                        info!(zone = %self.zone, "re-planning now");
+                    }
                     false
                 }
                 changed = ready.changed() => changed.is_ok(),
