@@ -227,6 +227,17 @@ enum OrderCommand {
         #[command(flatten)]
         api: crate::ops_cli::ApiArgs,
     },
+    /// Decide what becomes of an escalated order (its delivery attempts ran out).
+    Decide {
+        /// The order's id.
+        id: String,
+        decision: crate::ops_cli::Decision,
+        /// With retry: the new latest delivery time (RFC 3339).
+        #[arg(long)]
+        deliver_by: Option<String>,
+        #[command(flatten)]
+        api: crate::ops_cli::ApiArgs,
+    },
 }
 
 /// Logs to stderr; `RUST_LOG` overrides `default` (the demo keeps its
@@ -271,6 +282,15 @@ pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Orders {
             command: OrderCommand::Show { id, api },
         } => crate::ops_cli::show_order(&api, &id).await,
+        Command::Orders {
+            command:
+                OrderCommand::Decide {
+                    id,
+                    decision,
+                    deliver_by,
+                    api,
+                },
+        } => crate::ops_cli::decide_order(&api, &id, decision, deliver_by.as_deref()).await,
         Command::Machines { factory, api } => {
             crate::ops_cli::machines(&api, factory.as_deref()).await
         }

@@ -404,7 +404,7 @@ impl Default for HandoffsConfig {
 
 /// How planning waves route couriers (`[routing]`): travel assumptions and
 /// the router's budget.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     /// Courier speed door to door, km/h (a cargo bike in town: 15).
@@ -422,6 +422,17 @@ pub struct RoutingConfig {
     /// `distance` (fewest kilometres) or `couriers` (fewest couriers first).
     #[serde(default)]
     pub objective: RoutingObjective,
+    /// A ready order is planned at once, not at its zone's next cron wave,
+    /// when that wave would leave less than its direct ride, its two stops
+    /// and this margin (for a courier to reach the pickup) before its
+    /// deadline. Seconds.
+    #[serde(default = "default_rush_margin_s")]
+    pub rush_margin_s: f64,
+    /// An OSRM `table` response (JSON, with `sources` locations) whose road
+    /// times the waves use instead of the great circle; relative to the
+    /// configuration file. Read and checked at start and by `check-config`.
+    #[serde(default)]
+    pub matrix_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -448,6 +459,10 @@ fn default_time_limit_ms() -> u64 {
     500
 }
 
+fn default_rush_margin_s() -> f64 {
+    1800.0
+}
+
 impl Default for RoutingConfig {
     fn default() -> Self {
         Self {
@@ -456,6 +471,8 @@ impl Default for RoutingConfig {
             service_s: default_service_s(),
             time_limit_ms: default_time_limit_ms(),
             objective: RoutingObjective::default(),
+            rush_margin_s: default_rush_margin_s(),
+            matrix_file: None,
         }
     }
 }
@@ -663,6 +680,11 @@ impl Config {
             if dir.is_relative() {
                 *dir = base.join(&*dir);
             }
+        }
+        if let Some(file) = &mut config.routing.matrix_file
+            && file.is_relative()
+        {
+            *file = base.join(&*file);
         }
         let problems = config.problems();
         Ok((config, problems))
@@ -877,6 +899,13 @@ impl Config {
             problem(
                 "routing.time_limit_ms".into(),
                 format!("must be 10..=60000, got {}", routing.time_limit_ms),
+            );
+        }
+        if !(routing.rush_margin_s.is_finite() && (0.0..=86_400.0).contains(&routing.rush_margin_s))
+        {
+            problem(
+                "routing.rush_margin_s".into(),
+                format!("must be 0..=86400, got {}", routing.rush_margin_s),
             );
         }
         if !(1..=10).contains(&self.handoffs.max_attempts) {
@@ -1330,11 +1359,13 @@ mod tests {
         config.routing.speed_kmh = 0.0;
         config.routing.detour_factor = 0.5;
         config.routing.time_limit_ms = 0;
+        config.routing.rush_margin_s = -1.0;
         let problems = config.problems();
         for key in [
             "routing.speed_kmh",
             "routing.detour_factor",
             "routing.time_limit_ms",
+            "routing.rush_margin_s",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(key)),

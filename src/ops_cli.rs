@@ -1,5 +1,6 @@
 //! The operator's commands over the HTTP API (`FABFLOW_URL`, `FABFLOW_TOKEN`):
-//! `machines`, `jobs`, `orders show`, `machine pause|resume|drain|maintenance|ready|material|plan-maintenance|windows|cancel-maintenance`,
+//! `machines`, `jobs`, `orders show`, `orders decide` (an escalated order),
+//! `machine pause|resume|drain|maintenance|ready|material|plan-maintenance|windows|cancel-maintenance`,
 //! `job resume|abandon|retry|cancel`. Aligned tables by default, `--json` for scripts; an
 //! error is a non-zero exit with the API's problem detail.
 
@@ -299,6 +300,15 @@ pub async fn show_order(api: &ApiArgs, id: &str) -> anyhow::Result<ExitCode> {
     println!("factory   {}", text(&order["factory"]));
     println!("customer  {}", text(&order["customer"]["name"]));
     println!("deadline  {}", text(&order["deadline"]));
+    if let Some(escalation) = order.get("escalation").filter(|e| !e.is_null()) {
+        println!(
+            "escalated {} after {} attempts, at {} (decide: fabflow orders decide {} retry|return-to-factory|cancel-delivery)",
+            text(&escalation["reason"]),
+            text(&escalation["attempts"]),
+            text(&escalation["at"]),
+            text(&order["id"])
+        );
+    }
     if let Some(risk) = order.get("at_risk").filter(|r| !r.is_null()) {
         println!(
             "at risk   {} ({})",
@@ -391,6 +401,52 @@ async fn machine_material(api: &ApiArgs, id: &str, material: &str) -> anyhow::Re
         );
         Ok(ExitCode::SUCCESS)
     }
+}
+
+/// What an operator decides for an escalated order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Decision {
+    /// Plan the delivery again (optionally by a new --deliver-by).
+    Retry,
+    /// Cancel it and put its units on the factory's shelf.
+    ReturnToFactory,
+    /// Cancel it; nothing restocked.
+    CancelDelivery,
+}
+
+impl Decision {
+    fn as_api(self) -> &'static str {
+        match self {
+            Decision::Retry => "retry",
+            Decision::ReturnToFactory => "return_to_factory",
+            Decision::CancelDelivery => "cancel_delivery",
+        }
+    }
+}
+
+/// `orders decide`: an operator's decision on an escalated order.
+pub async fn decide_order(
+    api: &ApiArgs,
+    id: &str,
+    decision: Decision,
+    deliver_by: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let mut body = serde_json::json!({ "decision": decision.as_api() });
+    if let Some(deliver_by) = deliver_by {
+        body["deliver_by"] = Value::String(deliver_by.to_string());
+    }
+    let path = format!("/v1/orders/{}/escalation", encode(id));
+    let order = call_with(api, reqwest::Method::POST, &path, Some(&body)).await?;
+    if api.json {
+        return print_json(&order);
+    }
+    println!(
+        "order {} is now {} (deadline {})",
+        text(&order["id"]),
+        text(&order["state"]),
+        text(&order["deadline"])
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn machine(api: &ApiArgs, command: MachineCommand) -> anyhow::Result<ExitCode> {

@@ -646,3 +646,49 @@ fn run_survives_running_out_of_file_handles() {
     drop(child);
     let _ = reader.join();
 }
+
+#[test]
+fn check_config_names_the_matrix_file_and_what_is_wrong_with_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let demo = std::fs::read_to_string("config/demo.toml").expect("demo config");
+    let config = dir.path().join("roads.toml");
+    std::fs::write(
+        &config,
+        demo + "\n[routing]\nmatrix_file = \"roads.json\"\n",
+    )
+    .expect("write");
+    let check = || {
+        let out = fabflow(&["check-config", config.to_str().expect("path")]);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let matrix = dir.path().join("roads.json");
+    // Missing, malformed, and without the places of its rows.
+    let (ok, stderr) = check();
+    assert!(!ok);
+    assert!(stderr.contains("routing.matrix_file: "), "{stderr}");
+    assert!(stderr.contains("roads.json: cannot read"), "{stderr}");
+    assert!(stderr.contains("roads.toml"), "{stderr}");
+    std::fs::write(&matrix, "{\"durations\": [[0, 1], [1]]").expect("write");
+    let (ok, stderr) = check();
+    assert!(!ok);
+    assert!(
+        stderr.contains("roads.json: OSRM table at byte"),
+        "{stderr}"
+    );
+    std::fs::write(&matrix, "{\"durations\": [[0, 1], [1, 0]]}").expect("write");
+    let (ok, stderr) = check();
+    assert!(!ok);
+    assert!(stderr.contains("no `sources`"), "{stderr}");
+    // A table with its places: accepted.
+    std::fs::write(
+        &matrix,
+        r#"{"code": "Ok", "durations": [[0, 60], [60, 0]],
+            "sources": [{"location": [13.40, 52.52]}, {"location": [13.42, 52.54]}]}"#,
+    )
+    .expect("write");
+    let (ok, stderr) = check();
+    assert!(ok, "{stderr}");
+}

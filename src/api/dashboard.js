@@ -155,6 +155,29 @@ function cancelButton(job) {
   return el("button", { type: "button", class: "danger", "data-job": job.token, "data-action": "cancel", onclick: () => jobDecision(job, "cancel") }, "Cancel");
 }
 
+const ESCALATION_QUESTIONS = {
+  retry: "Plan its delivery again? Its failed attempts count from zero.",
+  return_to_factory: "Cancel the order and put its units on the factory's shelf?",
+  cancel_delivery: "Cancel the order? Nothing is restocked.",
+};
+
+function escalationDecision(order, decision) {
+  confirmAction(`Order ${order.external_ref || order.id}: ${ESCALATION_QUESTIONS[decision]}`, async () => {
+    const after = await api(`/v1/orders/${encodeURIComponent(order.id)}/escalation`, { method: "POST", body: { decision } });
+    return `Order ${after.external_ref || after.id} is now ${after.state.replace(/_/g, " ")}.`;
+  });
+}
+
+function escalationActions(order) {
+  const e = order.escalation;
+  return el("div", { class: "card", id: "escalation" },
+    el("p", { class: "error" }, `Escalated: ${String(e.reason).replace(/_/g, " ")} after ${e.attempts} attempts (${when(e.at)}). No wave plans it until someone decides.`),
+    el("div", { class: "actions" },
+      el("button", { type: "button", "data-decision": "retry", onclick: () => escalationDecision(order, "retry") }, "Retry delivery"),
+      el("button", { type: "button", "data-decision": "return_to_factory", onclick: () => escalationDecision(order, "return_to_factory") }, "Return to factory (restock)"),
+      el("button", { type: "button", class: "danger", "data-decision": "cancel_delivery", onclick: () => escalationDecision(order, "cancel_delivery") }, "Cancel delivery")));
+}
+
 function heldActions(job) {
   return el("div", { class: "actions" },
     el("button", { type: "button", "data-job": job.token, "data-action": "resume", onclick: () => jobDecision(job, "resume") }, "Resume"),
@@ -355,6 +378,7 @@ async function renderOrders(body, controls) {
         el("h3", {}, `Order ${detail.external_ref || detail.id} `, badge(detail.state)),
         el("div", { class: "muted" }, `${detail.brand} · ${detail.customer.name} · deadline ${when(detail.deadline)}`,
           detail.estimated_delivery_at ? ` · expected ${when(detail.estimated_delivery_at)}` : ""),
+        detail.escalation ? escalationActions(detail) : "",
         timeline(detail),
         el("button", { type: "button", onclick: () => { filters.order = null; refresh(); } }, "Close")));
     } catch (err) { parts.push(el("p", { class: "error" }, `Order ${filters.order}: ${err.message}`)); }

@@ -40,7 +40,7 @@ use utoipa::OpenApi;
 #[openapi(
     info(title = "fabflow", description = "Fulfilment orchestration for neighbourhood microfactories"),
     paths(
-        orders::create, orders::get, orders::list, orders::cancel, orders::import,
+        orders::create, orders::get, orders::list, orders::cancel, orders::import, orders::decide_escalation,
         ops::list_jobs, ops::resume_job, ops::abandon_job, ops::retry_job, ops::cancel_job, ops::move_job, ops::list_machines, ops::machine_queue, ops::machine_action, ops::load_material, ops::schedule_maintenance, ops::list_maintenance, ops::cancel_maintenance, ops::courier_schedule,
         ops::courier_schedule_ics, ops::courier_route_geojson, ops::confirm_handoff,
         ops::fail_handoff, ops::get_handoff, ops::release_handoff, ops::courier_duty,
@@ -56,7 +56,7 @@ use utoipa::OpenApi;
         ops::Overview, ops::FactoryOverview, ops::CourierOverview,
         views::HandoffView, views::CustomerView, views::AuditView, views::AuditPage, views::EventPage, orders::ImportReport, orders::ImportLine, ops::Confirmed, ops::Health,
         views::CourierScheduleView, views::ScheduleStopView, views::HandoffDetailView, views::EscalationView,
-        ops::ConfirmRequest, ops::FailRequest, ops::FailedView, ops::DutyRequest, ops::DutyView, ops::MoveRequest, ops::MaterialRequest, ops::CancelledJobView, ops::MaintenanceRequest, ops::MaintenanceWindowView, crate::domain::FailureReason,
+        ops::ConfirmRequest, ops::FailRequest, ops::FailedView, ops::DutyRequest, ops::DutyView, ops::MoveRequest, ops::MaterialRequest, ops::CancelledJobView, ops::MaintenanceRequest, ops::MaintenanceWindowView, orders::EscalationRequest, crate::domain::escalation::EscalationDecision, crate::domain::FailureReason,
         crate::domain::intake::OrderRequest, crate::domain::intake::FieldError,
         webhooks::EndpointBody, webhooks::EndpointView, webhooks::EndpointWithSecret, webhooks::EndpointList,
         webhooks::DeliveryView, webhooks::DeliveryPage, webhooks::Replayed,
@@ -231,6 +231,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/orders/import", post(orders::import))
         .route("/v1/orders/{id}", get(orders::get))
         .route("/v1/orders/{id}/cancel", post(orders::cancel))
+        .route("/v1/orders/{id}/escalation", post(orders::decide_escalation))
         .route("/v1/orders/{id}/returns", post(returns::create))
         .route("/v1/returns", get(returns::list))
         .route("/v1/returns/{id}", get(returns::get))

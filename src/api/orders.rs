@@ -276,6 +276,114 @@ pub async fn cancel(
     Ok(Json(OrderView::from(&order)))
 }
 
+/// An operator's decision on an escalated order.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationRequest {
+    pub decision: crate::domain::escalation::EscalationDecision,
+    /// With `retry` only: the new latest delivery time (RFC 3339, later than now).
+    #[serde(default)]
+    pub deliver_by: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What becomes of an escalated order (its delivery attempts ran out):
+/// `retry` plans it again (attempts count from zero; `deliver_by` sets a
+/// new deadline), `return_to_factory` cancels it and puts its units on its
+/// factory's shelf, `cancel_delivery` cancels it. Operators of the order's
+/// factory and admins. Refused with 422 (and the field's pointer) for a
+/// malformed decision, 409 for an order that is not escalated or not back
+/// at its factory. One transaction, one event (`order.escalation_decided`,
+/// with `order.cancelled` when it cancels), audited (`order.escalation`).
+#[utoipa::path(post, path = "/v1/orders/{id}/escalation", tag = "orders",
+    params(("id" = String, Path, description = "Order id")),
+    request_body = EscalationRequest,
+    responses((status = 200, body = OrderView), (status = 400, body = super::problem::Problem),
+        (status = 404, body = super::problem::Problem, description = "No such order (for this operator)"),
+        (status = 409, body = super::problem::Problem, description = "Nothing to decide; `detail` says why"),
+        (status = 422, body = super::problem::Problem)),
+    security(("bearer" = [])))]
+pub async fn decide_escalation(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<OrderView>, ApiError> {
+    caller.require(&[Role::Operator, Role::Admin])?;
+    let visible = state
+        .runtime
+        .store
+        .get_order(&id, None)
+        .await?
+        .is_some_and(|order| caller.role == Role::Admin || caller.covers_factory(&order.factory));
+    if !visible {
+        return Err(ApiError::not_found(format!("order {id}")));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
+    let request = escalation_request(value)?;
+    let deliver_by_ms = request.deliver_by.map(|at| at.timestamp_millis());
+    match state
+        .runtime
+        .decide_escalation(&id, request.decision, deliver_by_ms, &caller.actor())
+        .await?
+    {
+        Ok(order) => Ok(Json(OrderView::from(&order))),
+        Err(refusal) => Err(match refusal.pointer {
+            Some(pointer) => ApiError::invalid(vec![FieldError::new(pointer, &refusal.reason)]),
+            None => ApiError::conflict(format!("order {id}: {}", refusal.reason)),
+        }),
+    }
+}
+
+/// Reads an escalation decision, naming each field at fault.
+fn escalation_request(value: serde_json::Value) -> Result<EscalationRequest, ApiError> {
+    let Some(fields) = value.as_object() else {
+        return Err(ApiError::invalid(vec![FieldError::new(
+            "",
+            "must be an object with `decision` (and `deliver_by` for retry)",
+        )]));
+    };
+    let mut errors = Vec::new();
+    for key in fields.keys() {
+        if key != "decision" && key != "deliver_by" {
+            errors.push(FieldError::new(
+                format!("/{key}"),
+                "unknown field (decision, deliver_by)",
+            ));
+        }
+    }
+    let decision = fields
+        .get("decision")
+        .cloned()
+        .and_then(|d| serde_json::from_value(d).ok());
+    if decision.is_none() {
+        errors.push(FieldError::new(
+            "/decision",
+            "must be retry, return_to_factory or cancel_delivery",
+        ));
+    }
+    let deliver_by = match fields.get("deliver_by") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(value) => {
+            let parsed = serde_json::from_value(value.clone()).ok();
+            if parsed.is_none() {
+                errors.push(FieldError::new(
+                    "/deliver_by",
+                    "must be an RFC 3339 time, e.g. 2026-12-24T18:00:00Z",
+                ));
+            }
+            parsed
+        }
+    };
+    match decision {
+        Some(decision) if errors.is_empty() => Ok(EscalationRequest {
+            decision,
+            deliver_by,
+        }),
+        _ => Err(ApiError::invalid(errors)),
+    }
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ImportReport {
     /// Orders stored (0 when anything was wrong: nothing is half-imported).

@@ -90,6 +90,13 @@ pub enum Event {
         window: String,
     },
     HandoffPlanned,
+    /// A wave rebuilt the courier routes: this stop, not yet made, has a new
+    /// place in a route (`to_courier`'s, perhaps another courier's than
+    /// before) and a new ETA. Its code stays.
+    HandoffReplanned {
+        from_courier: String,
+        to_courier: String,
+    },
     HandoffConfirmed,
     HandoffMissed,
     /// A courier reported a failed attempt.
@@ -102,6 +109,13 @@ pub enum Event {
     },
     /// An operator released a locked stop.
     HandoffReleased,
+    /// An operator decided what becomes of an escalated order: delivered
+    /// again (by `deliver_by_ms`, if set), or cancelled with its units back
+    /// on its factory's shelf, or cancelled.
+    OrderEscalationDecided {
+        decision: super::escalation::EscalationDecision,
+        deliver_by_ms: Option<i64>,
+    },
     /// The order's attempts ran out: it waits for the operator and the brand.
     OrderEscalated {
         reason: FailureReason,
@@ -185,12 +199,14 @@ impl Event {
             Event::MachineMaintenanceScheduled { .. } => "machine.maintenance_scheduled",
             Event::MachineMaintenanceCancelled { .. } => "machine.maintenance_cancelled",
             Event::HandoffPlanned => "handoff.planned",
+            Event::HandoffReplanned { .. } => "handoff.replanned",
             Event::HandoffConfirmed => "handoff.confirmed",
             Event::HandoffMissed => "handoff.missed",
             Event::HandoffFailed { .. } => "handoff.failed",
             Event::HandoffLocked { .. } => "handoff.locked",
             Event::HandoffReleased => "handoff.released",
             Event::OrderEscalated { .. } => "order.escalated",
+            Event::OrderEscalationDecided { .. } => "order.escalation_decided",
             Event::OrderAtRisk { .. } => "order.at_risk",
             Event::CourierDutyChanged { .. } => "courier.duty_changed",
             Event::StockTaken { .. } => "stock.taken",

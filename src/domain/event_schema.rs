@@ -83,10 +83,18 @@ pub fn samples() -> Vec<Event> {
             reason: FailureReason::NotHome,
         },
         Event::HandoffLocked { wrong_codes: 5 },
+        Event::HandoffReplanned {
+            from_courier: "bike-1".into(),
+            to_courier: "bike-2".into(),
+        },
         Event::HandoffReleased,
         Event::OrderEscalated {
             reason: FailureReason::Refused,
             attempts: 3,
+        },
+        Event::OrderEscalationDecided {
+            decision: super::escalation::EscalationDecision::Retry,
+            deliver_by_ms: Some(1_767_225_600_000),
         },
         Event::OrderAtRisk {
             reason: AtRiskReason::ProductionBacklog,
@@ -172,8 +180,10 @@ pub fn variant_name(event: &Event) -> &'static str {
         Event::HandoffMissed => "handoff_missed",
         Event::HandoffFailed { .. } => "handoff_failed",
         Event::HandoffLocked { .. } => "handoff_locked",
+        Event::HandoffReplanned { .. } => "handoff_replanned",
         Event::HandoffReleased => "handoff_released",
         Event::OrderEscalated { .. } => "order_escalated",
+        Event::OrderEscalationDecided { .. } => "order_escalation_decided",
         Event::OrderAtRisk { .. } => "order_at_risk",
         Event::CourierDutyChanged { .. } => "courier_duty_changed",
         Event::StockTaken { .. } => "stock_taken",

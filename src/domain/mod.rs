@@ -8,6 +8,7 @@
 pub mod calendar;
 pub mod catalog;
 pub mod counters;
+pub mod escalation;
 pub mod event;
 pub mod event_schema;
 pub mod follow_up;

@@ -4,7 +4,9 @@
 
 pub mod explain;
 pub mod promise;
+pub mod roads;
 pub mod route;
+pub mod rush;
 pub mod schedule;
 pub mod shop;
 pub mod vrp;

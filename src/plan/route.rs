@@ -14,6 +14,12 @@
 //! others keep theirs. Orders no courier can take at all (no capacity) stay
 //! unrouted for the next wave.
 //!
+//! Re-optimising: the couriers' stops not yet started (after the one each is
+//! on its way to) come in as `CourierSlot::planned`. A wave compares keeping
+//! them (new orders after them) with rebuilding every courier's plan from
+//! that point, a parcel already on board (`RouteOrder::carried_by`) only
+//! with its courier; the rebuilt plan wins only past a [`Hysteresis`].
+//!
 //! Invariants (property-tested): each order is on at most one route, once as a
 //! pickup and once as a drop-off, the pickup first; no courier ever carries
 //! more than its capacity; arrival times never go backwards and never start
@@ -25,16 +31,30 @@ use super::vrp::{
 };
 use crate::domain::{CourierId, HandoffKind, Location, Millis, OrderId};
 
-/// A courier as a wave sees it: free from `available_ms` at `start`.
+/// A courier as a wave sees it: free from `available_ms` at `start`, then
+/// still to make its `planned` stops.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CourierSlot {
     pub id: CourierId,
-    /// Where the courier is when it is free: its depot, or its last planned stop.
+    /// Where the courier is when it is free: its depot, its last planned
+    /// stop, or (when `planned` is given) the stop it is on its way to.
     pub start: Location,
-    /// When it is free (its last planned stop done), never before the wave.
+    /// When it is free (that stop done), never before the wave.
     pub available_ms: Millis,
     /// Parcels it carries at once.
     pub capacity: usize,
+    /// Its stops not yet started after `start`, in their current order:
+    /// what a wave may rebuild. Empty: nothing to rebuild (the courier's
+    /// stops, if any, end at `start`).
+    pub planned: Vec<PlannedStop>,
+}
+
+/// One stop of a courier's current plan: an end of one of the wave's orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedStop {
+    /// Index into the wave's orders.
+    pub order: usize,
+    pub kind: HandoffKind,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +65,9 @@ pub struct RouteOrder {
     pub pickup: Location,
     pub dropoff: Location,
     pub deadline_ms: Millis,
+    /// The parcel is (or is being) picked up by this courier: only its
+    /// drop-off is left, and only this courier can make it.
+    pub carried_by: Option<CourierId>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,12 +89,17 @@ pub struct RoutePlan {
 /// A wave's answer.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct WavePlan {
+    /// Without `rebuilt`: the new orders' stops, after each courier's
+    /// planned ones (kept as they were). With it: every courier's whole
+    /// rebuilt plan after its `start`, open and new orders together.
     pub routes: Vec<RoutePlan>,
     /// Indices into the orders no courier could deliver by their deadline
     /// (routed late, or not routed at all).
     pub at_risk: Vec<usize>,
     /// Indices into the orders left for a later wave (no courier could take them).
     pub unrouted: Vec<usize>,
+    /// Whether the couriers' planned stops were rebuilt (see [`Hysteresis`]).
+    pub rebuilt: bool,
 }
 
 /// Travel assumptions for a wave.
@@ -101,6 +129,36 @@ impl Travel {
     }
 }
 
+/// When a wave rebuilds the couriers' planned stops rather than keeping
+/// them and adding the new orders after them: only if the rebuilt plan
+/// serves every order already planned and either has fewer orders at risk,
+/// or as many and is shorter by at least `min_gain_m` and `min_gain_share`
+/// of the kept plan's length. So a courier's schedule does not change for a
+/// few metres.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Hysteresis {
+    pub min_gain_m: f64,
+    pub min_gain_share: f64,
+}
+
+impl Default for Hysteresis {
+    fn default() -> Self {
+        Hysteresis {
+            min_gain_m: 500.0,
+            min_gain_share: 0.05,
+        }
+    }
+}
+
+impl Hysteresis {
+    /// Whether a rebuilt plan (`rebuilt`: orders at risk, metres) beats the
+    /// kept one by enough to change the couriers' schedules.
+    pub fn prefers_rebuilt(&self, kept: (usize, f64), rebuilt: (usize, f64)) -> bool {
+        let gain = self.min_gain_m.max(self.min_gain_share * kept.1);
+        rebuilt.0 < kept.0 || (rebuilt.0 == kept.0 && rebuilt.1 < kept.1 - gain)
+    }
+}
+
 /// Search settings for a wave.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WaveSearch {
@@ -108,6 +166,7 @@ pub struct WaveSearch {
     pub seed: u64,
     /// A deterministic cap on ruin-and-recreate iterations per pass.
     pub max_iterations: u64,
+    pub hysteresis: Hysteresis,
 }
 
 impl Default for WaveSearch {
@@ -116,6 +175,7 @@ impl Default for WaveSearch {
             objective: Objective::Distance,
             seed: 1,
             max_iterations: 20_000,
+            hysteresis: Hysteresis::default(),
         }
     }
 }
@@ -123,11 +183,289 @@ impl Default for WaveSearch {
 /// How far past the wave a lifted deadline reaches (a week).
 const HORIZON_S: f64 = 7.0 * 24.0 * 3600.0;
 
-/// Plans one wave. `progress` returns the share of the time budget used
-/// (see [`super::vrp::solve`]); the caller reads the clock. Errors only on
-/// travel settings or locations the model refuses (not a latitude/longitude,
-/// a speed of 0).
+/// What one routing run (two passes) gave.
+struct Routed {
+    routes: Vec<RoutePlan>,
+    at_risk: Vec<usize>,
+    unrouted: Vec<usize>,
+    distance: f64,
+}
+
+/// The shared model of a wave: the matrix over couriers' starts and every
+/// order's two ends, and the settings.
+struct Wave<'a> {
+    couriers: Vec<&'a CourierSlot>,
+    orders: &'a [RouteOrder],
+    matrix: Matrix,
+    now_ms: Millis,
+    service: f64,
+    search: WaveSearch,
+}
+
+impl Wave<'_> {
+    fn seconds(&self, ms: Millis) -> f64 {
+        (ms - self.now_ms) as f64 / 1000.0
+    }
+
+    fn pickup_point(&self, order: usize) -> usize {
+        self.couriers.len() + 2 * order
+    }
+
+    fn point(&self, stop: PlannedStop) -> usize {
+        self.pickup_point(stop.order) + usize::from(stop.kind == HandoffKind::Dropoff)
+    }
+
+    /// Routes `which` (indices into the orders; those in `bound` on that
+    /// courier only, drop-off only) with couriers leaving `starts`
+    /// (matrix point, seconds from now). First pass with every deadline
+    /// hard; the orders it cannot fit are at risk and routed again late.
+    fn route(
+        &self,
+        which: &[usize],
+        bound: &[Option<usize>],
+        starts: &[(usize, f64)],
+        progress: &mut dyn FnMut() -> f64,
+    ) -> Result<Routed, ModelError> {
+        let vehicles: Vec<Vehicle> = self
+            .couriers
+            .iter()
+            .zip(starts)
+            .map(|(courier, &(point, from_s))| Vehicle {
+                start_location: point,
+                end_location: None,
+                shift: TimeWindow::new(from_s.max(0.0), HORIZON_S * 2.0),
+                capacity: [i64::try_from(courier.capacity).unwrap_or(i64::MAX), 0],
+                fixed_cost: 0.0,
+            })
+            .collect();
+        let service = self.service;
+        let requests = |lifted: &[bool]| -> Vec<Request> {
+            which
+                .iter()
+                .enumerate()
+                .map(|(slot, &index)| {
+                    let order = &self.orders[index];
+                    let end = if lifted[slot] {
+                        HORIZON_S
+                    } else {
+                        self.seconds(order.deadline_ms).clamp(0.0, HORIZON_S)
+                    };
+                    let window = TimeWindow::new(0.0, end);
+                    let base = self.pickup_point(index);
+                    let delivery = Stop {
+                        location: base + 1,
+                        service,
+                        window,
+                    };
+                    let kind = if bound[slot].is_some() {
+                        RequestKind::Delivery { stop: delivery }
+                    } else {
+                        RequestKind::Shipment {
+                            pickup: Stop {
+                                location: base,
+                                service,
+                                window,
+                            },
+                            delivery,
+                        }
+                    };
+                    Request {
+                        kind,
+                        amount: [1, 0],
+                    }
+                })
+                .collect()
+        };
+        let options = SolveOptions {
+            objective: self.search.objective,
+            seed: self.search.seed,
+            max_iterations: self.search.max_iterations,
+            ..SolveOptions::default()
+        };
+        let model = |lifted: &[bool]| {
+            Instance::new(
+                self.matrix.clone(),
+                requests(lifted),
+                vehicles.clone(),
+                ArcCost::default(),
+            )?
+            .bind_requests(bound.to_vec())
+        };
+        // First pass: every deadline hard, half the budget.
+        let mut lifted = vec![false; which.len()];
+        let strict = model(&lifted)?;
+        let mut first_half = || progress() * 2.0;
+        let mut solution = solve(&strict, &options, &mut first_half);
+        let mut instance = strict;
+        let at_risk = solution.unserved.clone();
+        if !at_risk.is_empty() {
+            for &slot in &at_risk {
+                lifted[slot] = true;
+            }
+            let relaxed = model(&lifted)?;
+            let mut second_half = || (progress() - 0.5) * 2.0;
+            let late_too = solve(&relaxed, &options, &mut second_half);
+            // Keep the second pass only if it lost none of the orders the
+            // first one delivered in time.
+            if late_too.unserved.iter().all(|slot| lifted[*slot]) {
+                solution = late_too;
+                instance = relaxed;
+            }
+        }
+        let evaluation = check(&instance, &solution.routes).map_err(|violation| {
+            ModelError::new(format!("the router broke a rule: {violation:?}"))
+        })?;
+        let mut routes = Vec::with_capacity(solution.routes.len());
+        for (route, report) in solution.routes.iter().zip(&evaluation.routes) {
+            let stops = route
+                .visits
+                .iter()
+                .zip(&report.stops)
+                .map(|(visit, time)| {
+                    let order = &self.orders[which[visit.request]];
+                    // A carried order's only stop (`Single`) is its drop-off.
+                    let dropoff = visit.role == Role::Delivery
+                        || (visit.role == Role::Single && bound[visit.request].is_some());
+                    let (kind, location) = if dropoff {
+                        (HandoffKind::Dropoff, order.dropoff)
+                    } else {
+                        (HandoffKind::Pickup, order.pickup)
+                    };
+                    RouteStop {
+                        order: order.order.clone(),
+                        return_id: order.return_id.clone(),
+                        kind,
+                        location,
+                        eta_ms: self.now_ms + (time.service_start * 1000.0).round() as Millis,
+                    }
+                })
+                .collect();
+            routes.push(RoutePlan {
+                courier: self.couriers[route.vehicle].id.clone(),
+                stops,
+            });
+        }
+        Ok(Routed {
+            routes,
+            at_risk: at_risk.iter().map(|&slot| which[slot]).collect(),
+            unrouted: solution.unserved.iter().map(|&slot| which[slot]).collect(),
+            distance: evaluation.distance,
+        })
+    }
+
+    /// Each courier's planned stops followed as they are: where and when
+    /// it is free after them (matrix point, seconds from now), their
+    /// length, and the orders they deliver after the deadline.
+    fn follow_planned(&self) -> (Vec<(usize, f64)>, f64, Vec<usize>) {
+        let mut tails = Vec::with_capacity(self.couriers.len());
+        let mut distance = 0.0;
+        let mut late = Vec::new();
+        for (index, courier) in self.couriers.iter().enumerate() {
+            let mut at = index;
+            let mut time = self.seconds(courier.available_ms).max(0.0);
+            for &stop in &courier.planned {
+                let point = self.point(stop);
+                time += self.matrix.duration(at, point);
+                distance += self.matrix.distance(at, point);
+                if time > self.seconds(self.orders[stop.order].deadline_ms) {
+                    late.push(stop.order);
+                }
+                time += self.service;
+                at = point;
+            }
+            tails.push((at, time));
+        }
+        late.sort_unstable();
+        late.dedup();
+        (tails, distance, late)
+    }
+}
+
+/// Checks that the couriers' planned stops describe their orders: a carried
+/// order only as a drop-off of its courier, any other order as a pickup
+/// then a drop-off of one courier; no order twice. (A carried order on no
+/// plan is a drop-off still to plan, for its courier only.)
+fn check_planned(couriers: &[&CourierSlot], orders: &[RouteOrder]) -> Result<(), ModelError> {
+    let mut seen = vec![false; orders.len()];
+    for courier in couriers {
+        let mut picked = Vec::new();
+        for stop in &courier.planned {
+            let Some(order) = orders.get(stop.order) else {
+                return Err(ModelError::new(format!(
+                    "courier {}: planned stop of order {} of {}",
+                    courier.id,
+                    stop.order,
+                    orders.len()
+                )));
+            };
+            let fault = match (stop.kind, &order.carried_by) {
+                (HandoffKind::Pickup, Some(_)) => Some("a carried order picked up again"),
+                (HandoffKind::Pickup, None) if seen[stop.order] => Some("picked up twice"),
+                (HandoffKind::Pickup, None) => {
+                    seen[stop.order] = true;
+                    picked.push(stop.order);
+                    None
+                }
+                (HandoffKind::Dropoff, Some(carrier)) if *carrier != courier.id => {
+                    Some("carried by another courier")
+                }
+                (HandoffKind::Dropoff, Some(_)) if seen[stop.order] => Some("dropped twice"),
+                (HandoffKind::Dropoff, Some(_)) => {
+                    seen[stop.order] = true;
+                    None
+                }
+                (HandoffKind::Dropoff, None) => {
+                    match picked.iter().position(|&o| o == stop.order) {
+                        Some(at) => {
+                            picked.swap_remove(at);
+                            None
+                        }
+                        None => Some("dropped before its pickup"),
+                    }
+                }
+            };
+            if let Some(fault) = fault {
+                return Err(ModelError::new(format!(
+                    "courier {}: order {}: {fault}",
+                    courier.id, order.order
+                )));
+            }
+        }
+        if let Some(order) = picked.first() {
+            return Err(ModelError::new(format!(
+                "courier {}: order {} picked up but never dropped",
+                courier.id, orders[*order].order
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Plans one wave. `orders` are the new orders to route and the orders on
+/// the couriers' `planned` stops. The kept plan (each courier's planned
+/// stops as they are, the new orders after them) is compared with a
+/// rebuilt one (every order routed again from the couriers' starts, a
+/// carried parcel only by its courier); the rebuilt one wins only as
+/// [`Hysteresis`] allows. `progress` returns the share of the time budget
+/// used (see [`super::vrp::solve`]); the caller reads the clock. Errors on
+/// travel settings or locations the model refuses (not a
+/// latitude/longitude, a speed of 0), or planned stops that do not fit
+/// their orders.
 pub fn plan_routes(
+    couriers: &[CourierSlot],
+    orders: &[RouteOrder],
+    now_ms: Millis,
+    travel: Travel,
+    search: WaveSearch,
+    progress: &mut dyn FnMut() -> f64,
+) -> Result<WavePlan, ModelError> {
+    plan_routes_on(None, couriers, orders, now_ms, travel, search, progress)
+}
+
+/// [`plan_routes`] with road times from `roads` (an OSRM table) instead of
+/// the great circle, when given.
+pub fn plan_routes_on(
+    roads: Option<&super::roads::Roads>,
     couriers: &[CourierSlot],
     orders: &[RouteOrder],
     now_ms: Millis,
@@ -138,14 +476,46 @@ pub fn plan_routes(
     if orders.is_empty() {
         return Ok(WavePlan::default());
     }
+    let all: Vec<&CourierSlot> = couriers.iter().collect();
+    check_planned(&all, orders)?;
     let couriers: Vec<&CourierSlot> = couriers.iter().filter(|c| c.capacity > 0).collect();
+    let mut open = vec![false; orders.len()];
+    for stop in couriers.iter().flat_map(|c| &c.planned) {
+        open[stop.order] = true;
+    }
+    // A carried parcel whose courier is not in the wave (off duty, no
+    // capacity) cannot be planned: at risk, left for a later wave.
+    let ids: Vec<CourierId> = couriers.iter().map(|c| c.id.clone()).collect();
+    let carrier = |order: &RouteOrder| -> Option<Option<usize>> {
+        match &order.carried_by {
+            None => Some(None),
+            Some(id) => ids.iter().position(|c| c == id).map(Some),
+        }
+    };
+    let stranded: Vec<usize> = (0..orders.len())
+        .filter(|&i| !open[i] && carrier(&orders[i]).is_none())
+        .collect();
+    let fresh: Vec<usize> = (0..orders.len())
+        .filter(|&i| !open[i] && carrier(&orders[i]).is_some())
+        .collect();
     if couriers.is_empty() {
+        let all: Vec<usize> = (0..orders.len()).filter(|&i| !open[i]).collect();
         return Ok(WavePlan {
             routes: Vec::new(),
-            at_risk: (0..orders.len()).collect(),
-            unrouted: (0..orders.len()).collect(),
+            at_risk: all.clone(),
+            unrouted: all,
+            rebuilt: false,
         });
     }
+    let fresh_bound: Vec<Option<usize>> = fresh
+        .iter()
+        .map(|&i| carrier(&orders[i]).flatten())
+        .collect();
+    let with_stranded = |mut indices: Vec<usize>| {
+        indices.extend(&stranded);
+        indices.sort_unstable();
+        indices
+    };
     // Locations: couriers' starts, then each order's pickup and drop-off.
     let mut points: Vec<(f64, f64)> = couriers
         .iter()
@@ -155,114 +525,82 @@ pub fn plan_routes(
         points.push((order.pickup.lat, order.pickup.lon));
         points.push((order.dropoff.lat, order.dropoff.lon));
     }
-    let matrix = Matrix::haversine(&points, travel.speed_m_per_s, travel.detour_factor)?;
-    let seconds = |ms: Millis| (ms - now_ms) as f64 / 1000.0;
-    let service = travel.service_ms.max(0) as f64 / 1000.0;
-    let vehicles: Vec<Vehicle> = couriers
+    let wave = Wave {
+        matrix: match roads {
+            Some(roads) => {
+                // Validates speed and detour as the great circle would.
+                Matrix::haversine(&[], travel.speed_m_per_s, travel.detour_factor)?;
+                roads.matrix(&points, travel.speed_m_per_s, travel.detour_factor)?
+            }
+            None => Matrix::haversine(&points, travel.speed_m_per_s, travel.detour_factor)?,
+        },
+        couriers,
+        orders,
+        now_ms,
+        service: travel.service_ms.max(0) as f64 / 1000.0,
+        search,
+    };
+    let any_open = open.iter().any(|&o| o);
+    // Kept: planned stops as they are, new orders after them. Half the
+    // budget when a rebuild is tried too.
+    let (tails, planned_distance, planned_late) = wave.follow_planned();
+    let share = if any_open { 0.5 } else { 1.0 };
+    let kept = if fresh.is_empty() {
+        Routed {
+            routes: Vec::new(),
+            at_risk: Vec::new(),
+            unrouted: Vec::new(),
+            distance: 0.0,
+        }
+    } else {
+        let mut first = || progress() / share;
+        wave.route(&fresh, &fresh_bound, &tails, &mut first)?
+    };
+    if !any_open {
+        return Ok(WavePlan {
+            routes: kept.routes,
+            at_risk: with_stranded(kept.at_risk),
+            unrouted: with_stranded(kept.unrouted),
+            rebuilt: false,
+        });
+    }
+    // Rebuilt: everything again from the couriers' starts.
+    let which: Vec<usize> = (0..orders.len())
+        .filter(|i| !stranded.contains(i))
+        .collect();
+    let bound: Vec<Option<usize>> = which
+        .iter()
+        .map(|&i| carrier(&orders[i]).flatten())
+        .collect();
+    let starts: Vec<(usize, f64)> = wave
+        .couriers
         .iter()
         .enumerate()
-        .map(|(index, courier)| Vehicle {
-            start_location: index,
-            end_location: None,
-            shift: TimeWindow::new(seconds(courier.available_ms.max(now_ms)), HORIZON_S * 2.0),
-            capacity: [i64::try_from(courier.capacity).unwrap_or(i64::MAX), 0],
-            fixed_cost: 0.0,
-        })
+        .map(|(index, c)| (index, wave.seconds(c.available_ms).max(0.0)))
         .collect();
-    let requests = |lifted: &[bool]| -> Vec<Request> {
-        orders
-            .iter()
-            .enumerate()
-            .map(|(index, order)| {
-                let end = if lifted[index] {
-                    HORIZON_S
-                } else {
-                    seconds(order.deadline_ms).clamp(0.0, HORIZON_S)
-                };
-                let window = TimeWindow::new(0.0, end);
-                let base = couriers.len() + 2 * index;
-                Request {
-                    kind: RequestKind::Shipment {
-                        pickup: Stop {
-                            location: base,
-                            service,
-                            window,
-                        },
-                        delivery: Stop {
-                            location: base + 1,
-                            service,
-                            window,
-                        },
-                    },
-                    amount: [1, 0],
-                }
-            })
-            .collect()
-    };
-    let options = SolveOptions {
-        objective: search.objective,
-        seed: search.seed,
-        max_iterations: search.max_iterations,
-        ..SolveOptions::default()
-    };
-    // First pass: every deadline hard, half the budget.
-    let mut lifted = vec![false; orders.len()];
-    let strict = Instance::new(
-        matrix.clone(),
-        requests(&lifted),
-        vehicles.clone(),
-        ArcCost::default(),
-    )?;
-    let mut first_half = || progress() * 2.0;
-    let mut solution = solve(&strict, &options, &mut first_half);
-    let mut instance = strict;
-    let at_risk = solution.unserved.clone();
-    if !at_risk.is_empty() {
-        for &index in &at_risk {
-            lifted[index] = true;
-        }
-        let relaxed = Instance::new(matrix, requests(&lifted), vehicles, ArcCost::default())?;
-        let mut second_half = || (progress() - 0.5) * 2.0;
-        let late_too = solve(&relaxed, &options, &mut second_half);
-        // Keep the second pass only if it lost none of the orders the first
-        // one delivered in time.
-        if late_too.unserved.iter().all(|index| lifted[*index]) {
-            solution = late_too;
-            instance = relaxed;
-        }
-    }
-    let evaluation = check(&instance, &solution.routes)
-        .map_err(|violation| ModelError::new(format!("the router broke a rule: {violation:?}")))?;
-    let mut routes = Vec::with_capacity(solution.routes.len());
-    for (route, report) in solution.routes.iter().zip(&evaluation.routes) {
-        let stops = route
-            .visits
-            .iter()
-            .zip(&report.stops)
-            .map(|(visit, time)| {
-                let order = &orders[visit.request];
-                let (kind, location) = match visit.role {
-                    Role::Delivery => (HandoffKind::Dropoff, order.dropoff),
-                    Role::Pickup | Role::Single => (HandoffKind::Pickup, order.pickup),
-                };
-                RouteStop {
-                    order: order.order.clone(),
-                    return_id: order.return_id.clone(),
-                    kind,
-                    location,
-                    eta_ms: now_ms + (time.service_start * 1000.0).round() as Millis,
-                }
-            })
-            .collect();
-        routes.push(RoutePlan {
-            courier: couriers[route.vehicle].id.clone(),
-            stops,
+    let mut second = || (progress() - 0.5) / 0.5;
+    let rebuilt = wave.route(&which, &bound, &starts, &mut second)?;
+    let mut kept_risk = kept.at_risk.clone();
+    kept_risk.extend(&planned_late);
+    let every_open_served = !rebuilt.unrouted.iter().any(|&index| open[index]);
+    if every_open_served
+        && search.hysteresis.prefers_rebuilt(
+            (kept_risk.len(), planned_distance + kept.distance),
+            (rebuilt.at_risk.len(), rebuilt.distance),
+        )
+    {
+        return Ok(WavePlan {
+            routes: rebuilt.routes,
+            at_risk: with_stranded(rebuilt.at_risk),
+            unrouted: with_stranded(rebuilt.unrouted),
+            rebuilt: true,
         });
     }
     Ok(WavePlan {
-        routes,
-        at_risk,
-        unrouted: solution.unserved,
+        routes: kept.routes,
+        at_risk: with_stranded(kept.at_risk),
+        unrouted: with_stranded(kept.unrouted),
+        rebuilt: false,
     })
 }
 
@@ -281,6 +619,7 @@ mod tests {
             pickup: Location::new(pickup.0, pickup.1),
             dropoff: Location::new(dropoff.0, dropoff.1),
             deadline_ms,
+            carried_by: None,
         }
     }
 
@@ -290,6 +629,7 @@ mod tests {
             start: Location::new(52.50, 13.40),
             available_ms: 0,
             capacity,
+            planned: Vec::new(),
         }
     }
 
@@ -429,6 +769,169 @@ mod tests {
         assert!(result.is_err());
     }
 
+    /// A courier at the factory (52.50, 13.41) carrying `carried` (dropped
+    /// in that order), with the factory's `pairs` planned after them.
+    fn busy(carried: &[usize], pairs: &[usize]) -> CourierSlot {
+        let mut slot = courier("c", 10);
+        slot.start = Location::new(52.50, 13.41);
+        for &order in carried {
+            slot.planned.push(PlannedStop {
+                order,
+                kind: HandoffKind::Dropoff,
+            });
+        }
+        for &order in pairs {
+            for kind in [HandoffKind::Pickup, HandoffKind::Dropoff] {
+                slot.planned.push(PlannedStop { order, kind });
+            }
+        }
+        slot
+    }
+
+    fn carried(mut order: RouteOrder, by: &str) -> RouteOrder {
+        order.carried_by = Some(CourierId::new(by));
+        order
+    }
+
+    #[test]
+    fn a_much_shorter_rebuild_wins_and_a_carried_parcel_stays_with_its_courier() {
+        // Carrying a parcel 11 km north; a new order 1 km north of the
+        // factory where it stands. Kept: north, back for the new one, north
+        // again. Rebuilt: pick up the new one first and drop it on the way.
+        let orders = [
+            carried(order("far", (52.50, 13.41), (52.60, 13.41), 10 * HOUR), "c"),
+            order("near", (52.50, 13.41), (52.51, 13.41), 10 * HOUR),
+        ];
+        let plans = plan(&[busy(&[0], &[])], &orders, 0);
+        assert!(plans.rebuilt, "{plans:?}");
+        assert!(plans.at_risk.is_empty());
+        assert_eq!(
+            sequence(&plans.routes[0]),
+            [
+                ("near", HandoffKind::Pickup),
+                ("near", HandoffKind::Dropoff),
+                ("far", HandoffKind::Dropoff)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_plan_that_cannot_improve_enough_is_kept() {
+        // Already on the way: the new order's customer lies beyond the
+        // carried one's, so dropping in the planned order is as short.
+        let orders = [
+            carried(
+                order("first", (52.50, 13.41), (52.52, 13.41), 10 * HOUR),
+                "c",
+            ),
+            order("later", (52.52, 13.41), (52.54, 13.41), 10 * HOUR),
+        ];
+        let plans = plan(&[busy(&[0], &[])], &orders, 0);
+        assert!(!plans.rebuilt, "{plans:?}");
+        // Kept: only the new order's stops, after the planned ones.
+        assert_eq!(
+            sequence(&plans.routes[0]),
+            [
+                ("later", HandoffKind::Pickup),
+                ("later", HandoffKind::Dropoff)
+            ]
+        );
+        let carried_eta = 180_000
+            + Travel::default().leg_ms(Location::new(52.50, 13.41), Location::new(52.52, 13.41));
+        assert!(plans.routes[0].stops[0].eta_ms >= carried_eta);
+    }
+
+    #[test]
+    fn a_rebuild_that_saves_an_order_from_being_late_wins() {
+        // Planned: the relaxed order first, the urgent one after: late.
+        let orders = [
+            order("relaxed", (52.50, 13.41), (52.56, 13.41), 20 * HOUR),
+            order("urgent", (52.50, 13.41), (52.44, 13.41), HOUR),
+            order("new", (52.50, 13.41), (52.50, 13.42), 20 * HOUR),
+        ];
+        let plans = plan(&[busy(&[], &[0, 1])], &orders, 0);
+        assert!(plans.rebuilt, "{plans:?}");
+        assert!(plans.at_risk.is_empty(), "{plans:?}");
+        let urgent = plans.routes[0]
+            .stops
+            .iter()
+            .find(|s| s.order.as_str() == "urgent" && s.kind == HandoffKind::Dropoff)
+            .expect("urgent routed");
+        assert!(urgent.eta_ms <= HOUR);
+    }
+
+    #[test]
+    fn planned_stops_that_do_not_fit_their_orders_are_refused() {
+        let orders = [order("o", (52.50, 13.41), (52.51, 13.41), 10 * HOUR)];
+        // A drop-off before its pickup, of an order nobody carries.
+        let mut slot = courier("c", 5);
+        slot.planned = vec![PlannedStop {
+            order: 0,
+            kind: HandoffKind::Dropoff,
+        }];
+        let result = plan_routes(
+            &[slot],
+            &orders,
+            0,
+            Travel::default(),
+            WaveSearch::default(),
+            &mut || 1.0,
+        );
+        assert!(result.is_err());
+        // A parcel carried by another courier.
+        let orders = [carried(orders[0].clone(), "other")];
+        let result = plan_routes(
+            &[busy(&[0], &[])],
+            &orders,
+            0,
+            Travel::default(),
+            WaveSearch::default(),
+            &mut || 1.0,
+        );
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn a_carried_parcel_with_no_drop_off_planned_gets_one_from_its_courier_only() {
+        // Its drop-off was never confirmed: planned again, for the courier
+        // that has it, even with another courier right there.
+        let orders = [carried(
+            order("unconfirmed", (52.50, 13.41), (52.52, 13.41), 10 * HOUR),
+            "far",
+        )];
+        let mut far = courier("far", 5);
+        far.start = Location::new(52.58, 13.41);
+        let mut near = courier("near", 5);
+        near.start = Location::new(52.52, 13.41);
+        let plans = plan(&[near.clone(), far], &orders, 0);
+        assert_eq!(plans.routes.len(), 1, "{plans:?}");
+        assert_eq!(plans.routes[0].courier.as_str(), "far");
+        assert_eq!(
+            sequence(&plans.routes[0]),
+            [("unconfirmed", HandoffKind::Dropoff)]
+        );
+        // Its courier gone: nobody else can deliver it; at risk, left over.
+        let plans = plan(&[near], &orders, 0);
+        assert!(plans.routes.is_empty());
+        assert_eq!(
+            (plans.at_risk.clone(), plans.unrouted.clone()),
+            (vec![0], vec![0])
+        );
+    }
+
+    #[test]
+    fn hysteresis_on_a_table() {
+        let rule = Hysteresis::default();
+        // (at risk, metres) kept vs rebuilt.
+        assert!(rule.prefers_rebuilt((1, 1_000.0), (0, 50_000.0)));
+        assert!(!rule.prefers_rebuilt((0, 1_000.0), (1, 10.0)));
+        assert!(!rule.prefers_rebuilt((0, 10_000.0), (0, 9_600.0)));
+        assert!(rule.prefers_rebuilt((0, 10_000.0), (0, 9_400.0)));
+        // On long plans the share counts: 5% of 40 km is 2 km.
+        assert!(!rule.prefers_rebuilt((0, 40_000.0), (0, 38_500.0)));
+        assert!(rule.prefers_rebuilt((0, 40_000.0), (0, 37_900.0)));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
@@ -473,5 +976,84 @@ mod tests {
                 prop_assert!(plans.at_risk.contains(index));
             }
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        /// Whatever the wave decides: a carried parcel is dropped only by its
+        /// courier, every planned order stays planned, new orders are on
+        /// one route once each, pickup first; a kept plan holds new orders only.
+        #[test]
+        fn rebuilds_keep_carried_parcels_and_planned_orders(
+            points in prop::collection::vec((52.45f64..52.55, 13.35f64..13.45, 0i64..(12 * HOUR)), 1..14),
+            roles in prop::collection::vec(0usize..4, 14),
+            couriers in 1usize..4,
+        ) {
+            let now = 0;
+            let mut orders = Vec::new();
+            let mut slots: Vec<CourierSlot> = (0..couriers)
+                .map(|i| CourierSlot { start: Location::new(52.50, 13.40 + i as f64 * 0.01), ..courier(&format!("c{i}"), 6) })
+                .collect();
+            // roles: 0 new; 1 carried by courier (index % couriers); 2-3 a planned pair.
+            for (i, (lat, lon, due)) in points.iter().enumerate() {
+                let mut o = order(&format!("o{i}"), (52.50, 13.41), (*lat, *lon), now + HOUR + *due);
+                let owner = i % couriers;
+                match roles[i] {
+                    0 => {}
+                    1 if slots[owner].planned.iter().filter(|s| s.kind == HandoffKind::Dropoff).count() < 5 => {
+                        o.carried_by = Some(slots[owner].id.clone());
+                        // Carried parcels are dropped before any planned pair.
+                        let at = slots[owner].planned.iter().take_while(|s| orders_carried(&orders, s.order)).count();
+                        slots[owner].planned.insert(at, PlannedStop { order: i, kind: HandoffKind::Dropoff });
+                    }
+                    1 => {}
+                    _ => {
+                        slots[owner].planned.push(PlannedStop { order: i, kind: HandoffKind::Pickup });
+                        slots[owner].planned.push(PlannedStop { order: i, kind: HandoffKind::Dropoff });
+                    }
+                }
+                orders.push(o);
+            }
+            let open: Vec<bool> = (0..orders.len())
+                .map(|i| slots.iter().any(|c| c.planned.iter().any(|s| s.order == i)))
+                .collect();
+            let search = WaveSearch { max_iterations: 150, ..WaveSearch::default() };
+            let plans = plan_routes(&slots, &orders, now, Travel::default(), search, &mut || 0.0)
+                .expect("valid model");
+            let mut seen: HashMap<&str, (CourierId, Vec<HandoffKind>)> = HashMap::new();
+            for route in &plans.routes {
+                for stop in &route.stops {
+                    let entry = seen.entry(stop.order.as_str()).or_insert_with(|| (route.courier.clone(), Vec::new()));
+                    prop_assert_eq!(&entry.0, &route.courier, "order on two routes");
+                    entry.1.push(stop.kind);
+                }
+            }
+            for (i, o) in orders.iter().enumerate() {
+                let routed = seen.get(o.order.as_str());
+                if !plans.rebuilt {
+                    // Kept: planned orders are not in the answer.
+                    prop_assert!(!open[i] || routed.is_none());
+                    if let Some((_, kinds)) = routed {
+                        prop_assert_eq!(kinds, &vec![HandoffKind::Pickup, HandoffKind::Dropoff]);
+                    }
+                    continue;
+                }
+                match (&o.carried_by, routed) {
+                    (Some(carrier), Some((courier, kinds))) => {
+                        prop_assert_eq!(carrier, courier, "a carried parcel changed courier");
+                        prop_assert_eq!(kinds, &vec![HandoffKind::Dropoff]);
+                    }
+                    (Some(_), None) => prop_assert!(false, "a carried parcel was dropped from the plan"),
+                    (None, Some((_, kinds))) => {
+                        prop_assert_eq!(kinds, &vec![HandoffKind::Pickup, HandoffKind::Dropoff]);
+                    }
+                    (None, None) => prop_assert!(!open[i], "a planned order was left out"),
+                }
+            }
+        }
+    }
+
+    fn orders_carried(orders: &[RouteOrder], index: usize) -> bool {
+        orders.get(index).is_some_and(|o| o.carried_by.is_some())
     }
 }

@@ -64,6 +64,16 @@ pub struct Network {
     pub handoffs: crate::config::HandoffsConfig,
     /// Return windows, per brand.
     pub returns: crate::config::ReturnsConfig,
+    /// Road times for the waves (`[routing] matrix_file`), if configured.
+    pub roads: Option<Arc<crate::plan::roads::Roads>>,
+}
+
+/// Reads and checks an OSRM `table` file for the waves.
+fn load_roads(path: &std::path::Path) -> Result<crate::plan::roads::Roads, String> {
+    let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read: {err}"))?;
+    let table = crate::plan::vrp::parse_osrm_table(&text).map_err(|err| err.to_string())?;
+    table.to_matrix().map_err(|err| err.to_string())?;
+    crate::plan::roads::Roads::from_table(&table)
 }
 
 impl Network {
@@ -227,6 +237,16 @@ impl Network {
                 ));
             }
         }
+        let roads = match &config.routing.matrix_file {
+            None => None,
+            Some(path) => match load_roads(path) {
+                Ok(roads) => Some(Arc::new(roads)),
+                Err(reason) => {
+                    problems.push(format!("routing.matrix_file: {}: {reason}", path.display()));
+                    None
+                }
+            },
+        };
         if !problems.is_empty() {
             return Err(ConfigError {
                 file: file.into(),
@@ -243,6 +263,7 @@ impl Network {
             })
             .collect();
         Ok(Network {
+            roads,
             catalog: config.catalog(),
             zones: config.zones(),
             factories,
@@ -467,7 +488,8 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             .with_context(|| format!("zones.{}.planning_cron", zone.id))?;
         wave_gap_ms = wave_gap_ms.max(promise::widest_gap_ms(&schedule, clock.now()));
         let waves = waves::Waves {
-            routing: config.routing,
+            routing: config.routing.clone(),
+            roads: network.roads.clone(),
             store: store.clone(),
             clock,
             zone: zone.id.clone(),
@@ -491,7 +513,9 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
     }
     let lead = Arc::new(promise::DeliveryLead {
         travel: waves::travel(&config.routing),
-        wave_gap_ms,
+        // An order that cannot afford to wait for the next cron wave gets
+        // a rush wave at once (`plan::rush`): it waits at most the margin.
+        wave_gap_ms: wave_gap_ms.min(waves::rush_margin_ms(&config.routing)),
         factories: factory_locations.clone(),
     });
     let promises = promise::PromiseBoard::default();

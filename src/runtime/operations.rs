@@ -5,7 +5,9 @@
 
 use super::Runtime;
 use super::wake::Wake;
+use crate::domain::escalation::{EscalationDecision, Refusal};
 use crate::domain::{AtRiskReason, FailureReason, JobInput, JobToken, Millis, ModeInput};
+use crate::store::OrderRecord;
 use crate::store::{
     Confirmation, FailedAttempt, HandoffRecord, JobTransition, MaterialChange, ModeChange,
     PromiseUpdate, StoreError, WindowRecord,
@@ -299,9 +301,40 @@ impl Runtime {
         if failed.escalated {
             metrics::counter!("fabflow_orders_escalated_total").increment(1);
         }
-        self.wakers.wake(Wake::OUTBOX);
+        // A failed drop-off puts its order back to ready: it may not be able
+        // to wait for the next cron wave.
+        self.wakers.wake(Wake::OUTBOX | Wake::WAVES);
         self.schedules.mark(failed.handoff.courier.as_str());
         Ok(failed)
+    }
+
+    /// An operator decides what becomes of an escalated order (see
+    /// `domain::escalation`); a decision that makes no sense is `Ok(Err)`.
+    /// A retried order is ready for the next wave (at once if it cannot
+    /// wait for it).
+    pub async fn decide_escalation(
+        &self,
+        order_id: &str,
+        decision: EscalationDecision,
+        deliver_by_ms: Option<Millis>,
+        actor: &str,
+    ) -> Result<Result<OrderRecord, Refusal>, StoreError> {
+        let decided = self
+            .store
+            .decide_escalation(
+                order_id,
+                decision,
+                deliver_by_ms,
+                actor,
+                self.clock.now_ms(),
+            )
+            .await?;
+        if decided.is_ok() {
+            metrics::counter!("fabflow_escalations_decided_total", "decision" => decision.as_str())
+                .increment(1);
+            self.wakers.wake(Wake::OUTBOX | Wake::WAVES);
+        }
+        Ok(decided)
     }
 
     /// An operator releases a stop locked by wrong codes (audited as `actor`'s).

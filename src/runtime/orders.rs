@@ -135,7 +135,8 @@ impl Runtime {
             response: reply.clone(),
         });
         let outcome = self.intake.submit(vec![order]).await?.into_iter().next();
-        self.wakers.wake(Wake::SCHEDULER);
+        // Jobs to schedule; or, filled from stock, an order ready at once.
+        self.wakers.wake(Wake::SCHEDULER | Wake::WAVES);
         settle(outcome, record, reply)
     }
 
@@ -194,7 +195,7 @@ impl Runtime {
             });
         }
         let outcome = self.intake.submit(orders).await?.into_iter().next();
-        self.wakers.wake(Wake::SCHEDULER);
+        self.wakers.wake(Wake::SCHEDULER | Wake::WAVES);
         settle(outcome, import, reply)
     }
 

@@ -49,7 +49,9 @@ impl PromiseBoard {
 #[derive(Debug, Clone)]
 pub struct DeliveryLead {
     pub travel: Travel,
-    /// Longest wait for a planning wave (the widest gap of the zones' crons).
+    /// Longest wait for a planning wave that matters to the promise: the
+    /// widest gap of the zones' crons, or the rush margin if shorter (an
+    /// order that cannot wait for its cron wave gets one at once).
     pub wave_gap_ms: Millis,
     pub factories: HashMap<String, Location>,
 }

@@ -3,7 +3,7 @@
 //! appears (a job back to pending or finished, a queue emptied, new orders);
 //! the outbox publisher looks when events were written.
 
-use crate::domain::JobState;
+use crate::domain::{JobState, OrderState};
 use crate::store::{JobTransition, ModeChange};
 use std::sync::Arc;
 use tokio::sync::{Notify, watch};
@@ -13,35 +13,50 @@ use tokio::sync::{Notify, watch};
 pub struct Wake {
     pub scheduler: bool,
     pub outbox: bool,
+    /// An order became ready (or went back to ready): the waves look for
+    /// rush orders that cannot wait for their next cron time.
+    pub waves: bool,
 }
 
 impl Wake {
     pub const NONE: Wake = Wake {
         scheduler: false,
         outbox: false,
+        waves: false,
     };
     /// Events were written.
     pub const OUTBOX: Wake = Wake {
         scheduler: false,
         outbox: true,
+        waves: false,
     };
     /// Work or capacity appeared.
     pub const SCHEDULER: Wake = Wake {
         scheduler: true,
         outbox: false,
+        waves: false,
     };
     pub const BOTH: Wake = Wake {
         scheduler: true,
         outbox: true,
+        waves: false,
+    };
+    /// An order may have become ready for a courier.
+    pub const WAVES: Wake = Wake {
+        scheduler: false,
+        outbox: false,
+        waves: true,
     };
 
     /// After a job moved: its events; the planner when the job left a
-    /// machine's queue (finished, failed, back to pending).
+    /// machine's queue (finished, failed, back to pending); the waves when
+    /// its order became ready.
     pub fn job_moved(moved: &JobTransition) -> Wake {
         let state = moved.job.state;
         Wake {
             scheduler: state.is_terminal() || matches!(state, JobState::Pending | JobState::Held),
             outbox: true,
+            waves: moved.order_state == Some(OrderState::Ready),
         }
     }
 
@@ -50,6 +65,7 @@ impl Wake {
         Wake {
             scheduler: count > 0,
             outbox: false,
+            waves: false,
         }
     }
 
@@ -66,6 +82,7 @@ impl std::ops::BitOr for Wake {
         Wake {
             scheduler: self.scheduler || other.scheduler,
             outbox: self.outbox || other.outbox,
+            waves: self.waves || other.waves,
         }
     }
 }
@@ -88,7 +105,15 @@ pub struct Wakers {
     /// event log.
     webhooks: Arc<Notify>,
     /// Wakes every zone's waves for a re-plan now (a courier dropped out).
-    replan: Arc<Notify>,
+    /// A watch, so a re-plan asked while a wave runs is seen after it (a
+    /// `Notify::notify_waiters` reached only waves waiting at that moment);
+    /// nothing to close.
+    replan: Arc<watch::Sender<u64>>,
+    /// Counts orders becoming ready: each zone's waves follow it and plan
+    /// at once for an order that cannot wait for the next cron time. A
+    /// watch, so a change while a wave runs is seen after it (never lost);
+    /// nothing to close.
+    ready: Arc<watch::Sender<u64>>,
     /// Counts changes people watch (every wake-up, a machine's recorded
     /// state, a running job's counts), for the dashboard's event stream. A
     /// watch keeps only the latest value: a slow reader skips to now, never
@@ -108,6 +133,15 @@ impl Wakers {
             self.outbox.notify_one();
             self.webhooks.notify_one();
         }
+        if wake.waves {
+            self.ready
+                .send_modify(|count| *count = count.wrapping_add(1));
+        }
+    }
+
+    /// Follows orders becoming ready (see [`Wake::waves`]).
+    pub fn watch_ready(&self) -> watch::Receiver<u64> {
+        self.ready.subscribe()
     }
 
     /// Marks that something people watch changed (what a wake-up does not
@@ -123,14 +157,15 @@ impl Wakers {
     }
 
     /// Asks every zone's waves to plan now rather than at their next cron
-    /// time (a wave already running plans at its next time).
+    /// time (a wave already running plans again once it is done).
     pub fn replan(&self) {
-        self.replan.notify_waiters();
+        self.replan
+            .send_modify(|count| *count = count.wrapping_add(1));
     }
 
-    /// Resolves when a re-plan was asked for.
-    pub async fn replan_woken(&self) {
-        self.replan.notified().await;
+    /// Follows re-plan requests (see [`Wakers::replan`]).
+    pub fn watch_replan(&self) -> watch::Receiver<u64> {
+        self.replan.subscribe()
     }
 
     /// Resolves when someone woke the scheduler.
@@ -159,6 +194,30 @@ mod tests {
         assert_eq!(Wake::NONE | Wake::OUTBOX, Wake::OUTBOX);
         assert_eq!(Wake::unscheduled(0), Wake::NONE);
         assert_eq!(Wake::unscheduled(2), Wake::SCHEDULER);
+        assert_eq!(
+            Wake::BOTH | Wake::WAVES,
+            Wake {
+                waves: true,
+                ..Wake::BOTH
+            }
+        );
+    }
+
+    #[test]
+    fn an_order_becoming_ready_is_seen_by_a_waves_watcher_even_if_it_was_busy() {
+        let wakers = Wakers::default();
+        let mut ready = wakers.watch_ready();
+        wakers.wake(Wake::OUTBOX);
+        assert!(!ready.has_changed().expect("open"));
+        wakers.wake(Wake::SCHEDULER | Wake::WAVES);
+        // Not waiting at the time of the wake-up, and still not lost.
+        assert!(ready.has_changed().expect("open"));
+        ready.borrow_and_update();
+        assert!(!ready.has_changed().expect("open"));
+        // A re-plan asked while nobody waits is not lost either.
+        let replan = wakers.watch_replan();
+        wakers.replan();
+        assert!(replan.has_changed().expect("open"));
     }
 
     #[test]

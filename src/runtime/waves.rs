@@ -6,20 +6,29 @@
 
 use crate::config::{CourierConfig, RoutingConfig, RoutingObjective};
 use crate::domain::returns::PICKUP_DEADLINE_MS;
-use crate::domain::{AtRiskReason, CourierId, HandoffKind, HandoffState, Location};
+use crate::domain::{
+    AtRiskReason, BrandId, CourierId, HandoffKind, HandoffState, Location, OrderId,
+};
+use crate::plan::route::PlannedStop;
+use crate::plan::route::plan_routes_on;
 use crate::plan::vrp::Objective;
-use crate::plan::{CourierSlot, RouteOrder, WaveSearch, plan_routes};
+use crate::plan::{CourierSlot, RouteOrder, WaveSearch};
 use crate::runtime::clock::Clock;
 use crate::runtime::mqtt::schedules::ScheduleChanges;
 use crate::runtime::wake::{Wake, Wakers};
 use crate::store::PromiseUpdate;
-use crate::store::{HandoffRecord, Store, StoreError};
-use std::collections::HashMap;
+use crate::store::{HandoffRecord, OpenStop, StopMove, Store, StoreError};
+use std::collections::{HashMap, HashSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// How long after its ETA an unconfirmed pickup counts as missed (domain time).
 pub use crate::domain::MISSED_AFTER_MS;
+
+/// `[routing] rush_margin_s` in milliseconds.
+pub fn rush_margin_ms(routing: &RoutingConfig) -> i64 {
+    (routing.rush_margin_s * 1000.0) as i64
+}
 
 /// The planner's travel assumptions from `[routing]`.
 pub fn travel(routing: &RoutingConfig) -> crate::plan::Travel {
@@ -38,6 +47,8 @@ pub struct Waves {
     pub couriers: Vec<CourierConfig>,
     /// Travel assumptions and the router's budget.
     pub routing: RoutingConfig,
+    /// Road times from `[routing] matrix_file`, instead of the great circle.
+    pub roads: Option<std::sync::Arc<crate::plan::roads::Roads>>,
     pub factories: HashMap<String, Location>,
     /// Marks the couriers whose schedules a wave changed.
     pub schedules: ScheduleChanges,
@@ -57,6 +68,11 @@ pub fn handoff_code() -> String {
 
 impl Waves {
     pub async fn run(self, cancel: CancellationToken) {
+        let mut ready = self.wakers.watch_ready();
+        let mut replan = self.wakers.watch_replan();
+        // Orders that already caused a rush wave: each causes one, so an
+        // order no courier can take does not make every wake-up a wave.
+        let mut rushed: HashSet<String> = HashSet::new();
         loop {
             let now = self.clock.now();
             let Some(next) = self.schedule.after(&now).next() else {
@@ -64,11 +80,30 @@ impl Waves {
                 return;
             };
             let wait = self.clock.real((next - now).num_milliseconds());
-            tokio::select! {
+            let order_ready = tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.wakers.replan_woken() => {
-                    info!(zone = %self.zone, "re-planning now");
+                _ = tokio::time::sleep(wait) => false,
+                changed = replan.changed() => {
+                    if changed.is_ok() {
+                        info!(zone = %self.zone, "re-planning now");
+                    }
+                    false
+                }
+                changed = ready.changed() => changed.is_ok(),
+            };
+            if order_ready {
+                // Plan now only for an order that cannot wait for `next`.
+                match self.rush_orders(next.timestamp_millis(), &mut rushed).await {
+                    Ok(0) => continue,
+                    Ok(count) => {
+                        metrics::counter!("fabflow_rush_waves_total").increment(1);
+                        info!(zone = %self.zone, orders = count,
+                            "ready orders cannot wait for the next wave; planning now");
+                    }
+                    Err(err) => {
+                        warn!(zone = %self.zone, error = %err, "looking for rush orders failed");
+                        continue;
+                    }
                 }
             }
             let lease = crate::runtime::cluster::zone_lease(&self.zone);
@@ -80,6 +115,40 @@ impl Waves {
                 warn!(zone = %self.zone, error = %err, "planning wave failed");
             }
         }
+    }
+
+    /// How many of the zone's ready orders, not yet rushed, cannot wait for
+    /// the wave at `next_wave_ms` (`plan::rush`); they are remembered in
+    /// `rushed`, which keeps only orders still waiting.
+    async fn rush_orders(
+        &self,
+        next_wave_ms: i64,
+        rushed: &mut HashSet<String>,
+    ) -> Result<usize, StoreError> {
+        let waiting = self.store.wave_orders(&self.zone).await?;
+        let travel = travel(&self.routing);
+        let margin_ms = rush_margin_ms(&self.routing);
+        rushed.retain(|id| waiting.iter().any(|o| o.order_id.as_str() == id));
+        let mut count = 0;
+        for order in &waiting {
+            let Some(pickup) = self.factories.get(order.factory.as_str()) else {
+                continue;
+            };
+            if !rushed.contains(order.order_id.as_str())
+                && crate::plan::rush::cannot_wait(
+                    *pickup,
+                    order.dropoff,
+                    order.deadline_ms,
+                    next_wave_ms,
+                    &travel,
+                    margin_ms,
+                )
+            {
+                rushed.insert(order.order_id.to_string());
+                count += 1;
+            }
+        }
+        Ok(count)
     }
 
     /// Plans one wave now; returns how many orders were routed.
@@ -103,9 +172,22 @@ impl Waves {
                 .mark_all(self.couriers.iter().map(|c| c.id.as_str()));
             self.wakers.wake(Wake::OUTBOX);
         }
+        // A drop-off no courier confirmed within MISSED_AFTER of its ETA is
+        // missed; its courier still has the parcel and gets a new drop-off.
+        let unconfirmed = store
+            .miss_overdue_dropoffs(&self.zone, now - MISSED_AFTER_MS, now)
+            .await?;
+        if unconfirmed > 0 {
+            metrics::counter!("fabflow_dropoffs_missed_total").increment(unconfirmed as u64);
+            warn!(zone = %self.zone, orders = unconfirmed, "drop-offs never confirmed; planning them again");
+            self.schedules
+                .mark_all(self.couriers.iter().map(|c| c.id.as_str()));
+            self.wakers.wake(Wake::OUTBOX);
+        }
         let waiting = store.wave_orders(&self.zone).await?;
         let returns = store.wave_returns(&self.zone).await?;
-        if waiting.is_empty() && returns.is_empty() {
+        let carried = store.carried_orders(&self.zone).await?;
+        if waiting.is_empty() && returns.is_empty() && carried.is_empty() {
             return Ok(0);
         }
         // Deliveries (factory to customer) and returns (customer to the
@@ -118,6 +200,7 @@ impl Waves {
                 pickup: *pickup,
                 dropoff: order.dropoff,
                 deadline_ms: order.deadline_ms,
+                carried_by: None,
             })
         });
         let pickups_back = returns.iter().filter_map(|back| {
@@ -128,32 +211,101 @@ impl Waves {
                 pickup: back.pickup,
                 dropoff: *dropoff,
                 deadline_ms: back.requested_ms + PICKUP_DEADLINE_MS,
+                carried_by: None,
             })
         });
-        let orders: Vec<RouteOrder> = deliveries.chain(pickups_back).collect();
-        // A courier still busy with earlier stops starts from its last one,
-        // when that is done.
-        let tails = store.courier_tails().await?;
+        // Parcels whose drop-off was never confirmed: a drop-off only, by
+        // the courier that has them.
+        let drops_again = carried.iter().map(|order| RouteOrder {
+            order: order.order_id.clone(),
+            return_id: None,
+            pickup: order.dropoff,
+            dropoff: order.dropoff,
+            deadline_ms: order.deadline_ms,
+            carried_by: Some(order.courier.clone()),
+        });
+        let mut orders: Vec<RouteOrder> =
+            deliveries.chain(pickups_back).chain(drops_again).collect();
+        // Each courier's stops not yet made: it starts after the one it is
+        // on its way to, and the rest may be rebuilt.
+        let open = store.open_stops().await?;
         let off_duty = store.couriers_off_duty().await?;
         let travel = travel(&self.routing);
-        let couriers: Vec<CourierSlot> = self
-            .couriers
-            .iter()
-            .filter(|c| !off_duty.contains(&c.id))
-            .map(|c| {
-                let (start, available_ms) = tails
-                    .get(&c.id)
-                    .map_or((Location::new(c.lat, c.lon), now), |&(at, eta)| {
-                        (at, (eta + travel.service_ms).max(now))
-                    });
-                CourierSlot {
-                    id: CourierId::new(c.id.clone()),
-                    start,
-                    available_ms,
-                    capacity: c.capacity,
+        let mut open_index: HashMap<(String, Option<String>), usize> = HashMap::new();
+        let mut open_facts: Vec<&OpenStop> = Vec::new();
+        // The stops a rebuilt plan may move, by order, return and end.
+        let mut movable: HashMap<(String, Option<String>, HandoffKind), &HandoffRecord> =
+            HashMap::new();
+        let mut couriers: Vec<CourierSlot> = Vec::new();
+        for courier in self.couriers.iter().filter(|c| !off_duty.contains(&c.id)) {
+            let stops: Vec<&OpenStop> = open
+                .iter()
+                .filter(|s| s.handoff.courier.as_str() == courier.id)
+                .collect();
+            let id = CourierId::new(courier.id.clone());
+            let mut slot = CourierSlot {
+                id: id.clone(),
+                start: Location::new(courier.lat, courier.lon),
+                available_ms: now,
+                capacity: courier.capacity,
+                planned: Vec::new(),
+            };
+            let (Some(first), Some(last)) = (stops.first(), stops.last()) else {
+                couriers.push(slot);
+                continue;
+            };
+            match rebuildable(&stops) {
+                Some(rest) => {
+                    slot.start = first.handoff.location;
+                    slot.available_ms = (first.handoff.eta_ms + travel.service_ms).max(now);
+                    for stop in rest {
+                        let handoff = &stop.handoff;
+                        movable.insert(
+                            (
+                                handoff.order_id.to_string(),
+                                handoff.return_id.clone(),
+                                handoff.kind,
+                            ),
+                            handoff,
+                        );
+                        let key = (handoff.order_id.to_string(), handoff.return_id.clone());
+                        let index = *open_index.entry(key).or_insert_with(|| {
+                            let deadline_ms = match stop.return_requested_ms {
+                                Some(requested) => requested + PICKUP_DEADLINE_MS,
+                                None => stop.deadline_ms,
+                            };
+                            orders.push(RouteOrder {
+                                order: handoff.order_id.clone(),
+                                return_id: handoff.return_id.clone(),
+                                pickup: handoff.location,
+                                dropoff: handoff.location,
+                                deadline_ms,
+                                carried_by: Some(id.clone()),
+                            });
+                            open_facts.push(stop);
+                            orders.len() - 1
+                        });
+                        match handoff.kind {
+                            HandoffKind::Pickup => {
+                                orders[index].pickup = handoff.location;
+                                orders[index].carried_by = None;
+                            }
+                            HandoffKind::Dropoff => orders[index].dropoff = handoff.location,
+                        }
+                        slot.planned.push(PlannedStop {
+                            order: index,
+                            kind: handoff.kind,
+                        });
+                    }
                 }
-            })
-            .collect();
+                // Locked stops stay as they are: new orders come after them.
+                None => {
+                    slot.start = last.handoff.location;
+                    slot.available_ms = (last.handoff.eta_ms + travel.service_ms).max(now);
+                }
+            }
+            couriers.push(slot);
+        }
         let search = WaveSearch {
             objective: match self.routing.objective {
                 RoutingObjective::Distance => Objective::Distance,
@@ -167,10 +319,19 @@ impl Waves {
         // so HTTP and the machine supervisors carry on meanwhile.
         let routed = {
             let orders = orders.clone();
+            let roads = self.roads.clone();
             tokio::task::spawn_blocking(move || {
                 let started = std::time::Instant::now();
                 let mut progress = || started.elapsed().as_secs_f64() / budget.as_secs_f64();
-                plan_routes(&couriers, &orders, now, travel, search, &mut progress)
+                plan_routes_on(
+                    roads.as_deref(),
+                    &couriers,
+                    &orders,
+                    now,
+                    travel,
+                    search,
+                    &mut progress,
+                )
             })
             .await
         };
@@ -212,20 +373,36 @@ impl Waves {
             .map(|(index, o)| (o.order.as_str(), index))
             .collect();
         let risky: std::collections::HashSet<usize> = planned.at_risk.iter().copied().collect();
-        let at_risk: Vec<PromiseUpdate> = waiting
+        // The new deliveries, and those a rebuilt plan moved.
+        let deliveries: Vec<(&OrderId, &BrandId, i64)> = waiting
             .iter()
-            .map(|order| {
-                let eta = dropoff_eta.get(order.order_id.as_str()).copied();
+            .map(|o| (&o.order_id, &o.brand, o.deadline_ms))
+            .chain(
+                carried
+                    .iter()
+                    .map(|o| (&o.order_id, &o.brand, o.deadline_ms)),
+            )
+            .chain(
+                open_facts
+                    .iter()
+                    .filter(|s| planned.rebuilt && s.handoff.return_id.is_none())
+                    .map(|s| (&s.handoff.order_id, &s.brand, s.deadline_ms)),
+            )
+            .collect();
+        let at_risk: Vec<PromiseUpdate> = deliveries
+            .iter()
+            .map(|&(order_id, brand, deadline_ms)| {
+                let eta = dropoff_eta.get(order_id.as_str()).copied();
                 // Unplaceable in time, or late once the router's own time
                 // is counted.
                 let late = delivery_index
-                    .get(order.order_id.as_str())
+                    .get(order_id.as_str())
                     .is_some_and(|index| risky.contains(index))
-                    || eta.is_some_and(|eta| eta > order.deadline_ms);
+                    || eta.is_some_and(|eta| eta > deadline_ms);
                 PromiseUpdate {
-                    order_id: order.order_id.clone(),
-                    brand: order.brand.clone(),
-                    deadline_ms: order.deadline_ms,
+                    order_id: order_id.clone(),
+                    brand: brand.clone(),
+                    deadline_ms,
                     eta_ready_ms: None,
                     eta_delivery_ms: eta,
                     at_risk: late.then_some(AtRiskReason::NoCourierInTime),
@@ -250,6 +427,7 @@ impl Waves {
             )
             .collect();
         let mut records = Vec::new();
+        let mut moves = Vec::new();
         let mut late = 0;
         for plan in &plans {
             for (seq, stop) in plan.stops.iter().enumerate() {
@@ -257,11 +435,31 @@ impl Waves {
                     .iter()
                     .find(|o| o.order == stop.order && o.return_id == stop.return_id)
                     .map_or(i64::MAX, |o| o.deadline_ms);
-                // A delivery is picked up at the factory, a return at the customer.
-                let at_factory = (stop.kind == HandoffKind::Pickup) == stop.return_id.is_none();
                 if stop.eta_ms > deadline {
                     late += 1;
                 }
+                let key = (stop.order.to_string(), stop.return_id.clone(), stop.kind);
+                if let Some(handoff) = movable.get(&key).filter(|_| planned.rebuilt) {
+                    let brand = open_facts
+                        .iter()
+                        .find(|s| s.handoff.order_id == handoff.order_id)
+                        .map(|s| s.brand.clone())
+                        .unwrap_or_else(|| BrandId::new(""));
+                    moves.push(StopMove {
+                        id: handoff.id.clone(),
+                        order_id: handoff.order_id.clone(),
+                        brand,
+                        from_courier: handoff.courier.clone(),
+                        from_wave: handoff.wave.clone(),
+                        to_courier: plan.courier.clone(),
+                        wave: wave.clone(),
+                        seq: seq as i64,
+                        eta_ms: stop.eta_ms,
+                    });
+                    continue;
+                }
+                // A delivery is picked up at the factory, a return at the customer.
+                let at_factory = (stop.kind == HandoffKind::Pickup) == stop.return_id.is_none();
                 records.push(HandoffRecord {
                     id: uuid::Uuid::now_v7().hyphenated().to_string(),
                     wave: wave.clone(),
@@ -282,16 +480,39 @@ impl Waves {
                     eta_ms: stop.eta_ms,
                     state: HandoffState::Planned,
                     updated_ms: now,
-                    code: Some(handoff_code()),
+                    // A drop-off planned again keeps the code the customer has.
+                    code: carried
+                        .iter()
+                        .find(|c| {
+                            c.order_id == stop.order
+                                && stop.kind == HandoffKind::Dropoff
+                                && stop.return_id.is_none()
+                        })
+                        .and_then(|c| c.code.clone())
+                        .or_else(|| Some(handoff_code())),
                     wrong_codes: 0,
                     failure: None,
                     return_id: stop.return_id.clone(),
                 });
             }
         }
-        store.save_wave(&records, now).await?;
+        if planned.rebuilt {
+            store.save_rebuilt_wave(&moves, &records, now).await?;
+            metrics::counter!("fabflow_routes_rebuilt_total").increment(1);
+            info!(zone = %self.zone, wave = %wave, stops = moves.len(),
+                "planned stops rebuilt: shorter or fewer orders late");
+            for stop in &moves {
+                self.schedules.mark(stop.from_courier.as_str());
+            }
+        } else {
+            store.save_wave(&records, now).await?;
+        }
         self.wakers.wake(Wake::OUTBOX);
-        let routed = records.len() / 2;
+        let routed = records
+            .iter()
+            .map(|r| (r.order_id.as_str(), r.return_id.as_deref()))
+            .collect::<HashSet<_>>()
+            .len();
         metrics::counter!("fabflow_orders_routed_total").increment(routed as u64);
         if late > 0 {
             warn!(zone = %self.zone, stops = late, "planned stops arrive after their order's deadline");
@@ -302,4 +523,30 @@ impl Waves {
         }
         Ok(routed)
     }
+}
+
+/// A courier's open stops (in route order) that a wave may rebuild: all
+/// but the first (the one it is on its way to), if none is locked and every
+/// pickup among them has its drop-off after it. None: keep them all.
+fn rebuildable<'a>(stops: &[&'a OpenStop]) -> Option<Vec<&'a OpenStop>> {
+    if stops
+        .iter()
+        .any(|s| s.handoff.state != HandoffState::Planned)
+    {
+        return None;
+    }
+    let rest: Vec<&OpenStop> = stops.iter().skip(1).copied().collect();
+    let same = |a: &OpenStop, b: &OpenStop| {
+        a.handoff.order_id == b.handoff.order_id && a.handoff.return_id == b.handoff.return_id
+    };
+    for (at, stop) in rest.iter().enumerate() {
+        if stop.handoff.kind == HandoffKind::Pickup
+            && !rest[at + 1..]
+                .iter()
+                .any(|later| later.handoff.kind == HandoffKind::Dropoff && same(later, stop))
+        {
+            return None;
+        }
+    }
+    Some(rest)
 }

@@ -1,9 +1,11 @@
 //! Handoffs: the stops of courier routes, saved per planning wave and
 //! confirmed by couriers, which moves their orders.
 
+use super::orders::{ORDER_COLUMNS, OrderRecord, order_from_row};
 use super::returns::{miss_return_stops, move_return, return_in};
 use super::write::{AuditEntry, Subject, emit, lock_order, record_audit, set_order_state_by_id};
 use super::{Store, StoreError, parse, text_id};
+use crate::domain::escalation::{EscalationDecision, Refusal, check_decision};
 use crate::domain::{
     AfterFailure, BrandId, CourierId, Event, FactoryId, FailureReason, HandoffInput, HandoffKind,
     HandoffState, Location, Millis, OrderId, OrderInput, OrderState, ReturnInput, ReturnState,
@@ -22,6 +24,45 @@ pub struct WaveOrder {
     pub factory: FactoryId,
     pub dropoff: Location,
     pub deadline_ms: Millis,
+}
+
+/// A stop not yet made, with its order's facts (see `Store::open_stops`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenStop {
+    pub handoff: HandoffRecord,
+    pub brand: BrandId,
+    /// The order's delivery deadline.
+    pub deadline_ms: Millis,
+    /// When its return was requested, for a return's stop.
+    pub return_requested_ms: Option<Millis>,
+}
+
+/// An order out for delivery whose drop-off was never confirmed: its
+/// courier has the parcel and needs a new drop-off (`Store::carried_orders`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CarriedOrder {
+    pub order_id: OrderId,
+    pub brand: BrandId,
+    pub courier: CourierId,
+    pub dropoff: Location,
+    pub deadline_ms: Millis,
+    /// The missed drop-off's code, kept for the new one.
+    pub code: Option<String>,
+}
+
+/// A planned stop given a new place by a rebuilding wave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopMove {
+    pub id: String,
+    pub order_id: OrderId,
+    pub brand: BrandId,
+    /// Where it was: compare-and-set on these.
+    pub from_courier: CourierId,
+    pub from_wave: String,
+    pub to_courier: CourierId,
+    pub wave: String,
+    pub seq: i64,
+    pub eta_ms: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -176,6 +217,224 @@ impl Store {
         Ok(missed)
     }
 
+    /// An operator's decision on an escalated order (`brand`/`factories`
+    /// scoping is the caller's): checked by `domain::escalation` on the
+    /// order as it stands in the transaction; the escalation removed
+    /// (compare-and-set: an order not escalated is refused), the decision
+    /// recorded, the order moved (a new deadline, or cancelled, with its
+    /// units back on its factory's shelf for `return_to_factory`), one
+    /// `order.escalation_decided` event and an audit row, in one transaction.
+    /// A refusal is `Ok(Err(_))`.
+    pub async fn decide_escalation(
+        &self,
+        order_id: &str,
+        decision: EscalationDecision,
+        deliver_by_ms: Option<Millis>,
+        actor: &str,
+        now: Millis,
+    ) -> Result<Result<OrderRecord, Refusal>, StoreError> {
+        let mut tx = self.begin().await?;
+        lock_order(&mut tx, self.backend(), order_id).await?;
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
+        let Some(row) = sqlx::query(AssertSqlSafe(sql))
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Err(StoreError::NotFound(format!("order {order_id}")));
+        };
+        let order = order_from_row(&row)?;
+        let escalated = sqlx::query("SELECT order_id FROM order_escalations WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
+        if let Err(refusal) = check_decision(decision, deliver_by_ms, escalated, order.state, now) {
+            return Ok(Err(refusal));
+        }
+        let removed = sqlx::query("DELETE FROM order_escalations WHERE order_id = $1")
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await?;
+        if removed.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "order {order_id} was decided meanwhile"
+            )));
+        }
+        sqlx::query(
+            "INSERT INTO escalation_decisions (id, order_id, decision, deliver_by_ms, actor, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(uuid::Uuid::now_v7().hyphenated().to_string())
+        .bind(order_id)
+        .bind(decision.as_str())
+        .bind(deliver_by_ms)
+        .bind(actor)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let mut record = order.clone();
+        if let Some(deliver_by) = deliver_by_ms {
+            let moved = sqlx::query(
+                "UPDATE orders SET deadline_ms = $1, updated_ms = $2 WHERE id = $3 AND state = 'ready'",
+            )
+            .bind(deliver_by)
+            .bind(now)
+            .bind(order_id)
+            .execute(&mut *tx)
+            .await?;
+            if moved.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("order {order_id} changed")));
+            }
+            record.deadline_ms = deliver_by;
+        }
+        if let Some(input) = decision.order_input() {
+            let (next, events) = order.state.handle(input)?;
+            set_order_state_by_id(
+                &mut tx,
+                order_id,
+                order.brand.as_str(),
+                order.state,
+                next,
+                &events,
+                now,
+            )
+            .await?;
+            record.state = next;
+        }
+        if decision.restocks() {
+            for line in &order.lines {
+                sqlx::query(
+                    "INSERT INTO stock (factory, sku, units, updated_ms) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (factory, sku) DO UPDATE SET units = stock.units + excluded.units, \
+                     updated_ms = excluded.updated_ms",
+                )
+                .bind(order.factory.as_str())
+                .bind(&line.sku)
+                .bind(i64::from(line.quantity))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        let subject = Subject {
+            kind: "order",
+            id: order_id,
+            order_id: Some(order_id),
+            brand: Some(order.brand.as_str()),
+        };
+        let event = Event::OrderEscalationDecided {
+            decision,
+            deliver_by_ms,
+        };
+        emit(&mut tx, &subject, &event, now).await?;
+        let detail = match deliver_by_ms {
+            Some(deliver_by) => format!("{} (deliver by {deliver_by} ms)", decision.as_str()),
+            None => decision.as_str().to_string(),
+        };
+        record_audit(
+            &mut tx,
+            &AuditEntry::new(actor, "order.escalation", order_id, &detail),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        record.updated_ms = now;
+        Ok(Ok(record))
+    }
+
+    /// Delivery drop-offs of a zone still planned although their ETA is
+    /// before `overdue_before`, their parcel picked up: each becomes
+    /// `missed` (compare-and-set, `handoff.missed`), and the order, still
+    /// out for delivery with its courier, waits for the next wave to plan a
+    /// new drop-off for that courier (`carried_orders`). Not a failed
+    /// attempt. Returns how many.
+    pub async fn miss_overdue_dropoffs(
+        &self,
+        zone: &str,
+        overdue_before: Millis,
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        let rows = sqlx::query(
+            "SELECT h.id, h.order_id, o.brand FROM handoffs h JOIN orders o ON o.id = h.order_id \
+             WHERE o.zone = $1 AND h.kind = 'dropoff' AND h.state = 'planned' AND h.return_id IS NULL \
+             AND h.eta_ms < $2 AND o.state = 'out_for_delivery'",
+        )
+        .bind(zone)
+        .bind(overdue_before)
+        .fetch_all(self.reader())
+        .await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let mut missed = 0;
+        let (next, events) = HandoffState::Planned.handle(HandoffInput::Miss)?;
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let order_id: String = row.try_get("order_id")?;
+            let brand: String = row.try_get("brand")?;
+            // Confirmed (or failed) since the read: not missed.
+            let taken = sqlx::query(
+                "UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'planned'",
+            )
+            .bind(next.as_str())
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            if taken.rows_affected() != 1 {
+                continue;
+            }
+            let subject = Subject {
+                kind: "handoff",
+                id: &id,
+                order_id: Some(&order_id),
+                brand: Some(&brand),
+            };
+            for event in &events {
+                emit(&mut tx, &subject, event, now).await?;
+            }
+            missed += 1;
+        }
+        tx.commit().await?;
+        Ok(missed)
+    }
+
+    /// Orders of a zone out for delivery with no drop-off planned (theirs
+    /// was never confirmed) and not escalated: the courier that picked each
+    /// up has it, and the code of its last missed drop-off (the customer
+    /// has it).
+    pub async fn carried_orders(&self, zone: &str) -> Result<Vec<CarriedOrder>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT o.id, o.brand, o.lat, o.lon, o.deadline_ms, p.courier, \
+             (SELECT m.code FROM handoffs m WHERE m.order_id = o.id AND m.kind = 'dropoff' \
+              AND m.state = 'missed' AND m.return_id IS NULL ORDER BY m.updated_ms DESC, m.id DESC LIMIT 1) AS code \
+             FROM orders o JOIN handoffs p ON p.order_id = o.id AND p.kind = 'pickup' AND p.state = 'done' \
+             AND p.return_id IS NULL \
+             WHERE o.zone = $1 AND o.state = 'out_for_delivery' AND NOT EXISTS \
+             (SELECT 1 FROM handoffs h WHERE h.order_id = o.id AND h.return_id IS NULL AND h.kind = 'dropoff' \
+              AND h.state IN ('planned', 'locked')) \
+             AND NOT EXISTS (SELECT 1 FROM order_escalations e WHERE e.order_id = o.id) \
+             ORDER BY o.deadline_ms, o.id",
+        )
+        .bind(zone)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CarriedOrder {
+                    order_id: text_id(row, "id")?,
+                    brand: text_id(row, "brand")?,
+                    courier: text_id(row, "courier")?,
+                    dropoff: Location::new(row.try_get("lat")?, row.try_get("lon")?),
+                    deadline_ms: row.try_get("deadline_ms")?,
+                    code: row.try_get("code")?,
+                })
+            })
+            .collect()
+    }
+
     /// A courier goes off duty (or back on): stored with who decided, audited,
     /// one `courier.duty_changed` event. Going off duty hands back every
     /// pickup it has not made (with the drop-off planned with it) for the
@@ -299,45 +558,103 @@ impl Store {
     /// Saves a wave's stops in one transaction, with a `handoff.planned` event each.
     pub async fn save_wave(&self, stops: &[HandoffRecord], now: Millis) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        for stop in stops {
-            sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO handoffs ({HANDOFF_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-            )))
-            .bind(&stop.id)
+        insert_stops(&mut tx, stops, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The stops not yet made (planned or locked), in each courier's route
+    /// order, with their order's brand and deadline (and a return's request
+    /// time): what a wave needs to rebuild the routes.
+    pub async fn open_stops(&self) -> Result<Vec<OpenStop>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {HANDOFF_COLUMNS} FROM handoffs WHERE state IN ('planned', 'locked') \
+             ORDER BY courier, wave, seq"
+        )))
+        .fetch_all(self.reader())
+        .await?;
+        let mut stops = rows
+            .iter()
+            .map(handoff_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        let rows = sqlx::query(
+            "SELECT h.id, o.brand, o.deadline_ms, r.requested_ms FROM handoffs h \
+             JOIN orders o ON o.id = h.order_id LEFT JOIN returns r ON r.id = h.return_id \
+             WHERE h.state IN ('planned', 'locked')",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        let mut facts = std::collections::HashMap::new();
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let brand: BrandId = text_id(row, "brand")?;
+            let deadline_ms: Millis = row.try_get("deadline_ms")?;
+            let requested_ms: Option<Millis> = row.try_get("requested_ms")?;
+            facts.insert(id, (brand, deadline_ms, requested_ms));
+        }
+        let mut out = Vec::with_capacity(stops.len());
+        for handoff in stops.drain(..) {
+            // A stop whose row changed between the two reads waits for the
+            // next wave.
+            let Some((brand, deadline_ms, return_requested_ms)) = facts.remove(&handoff.id) else {
+                continue;
+            };
+            out.push(OpenStop {
+                handoff,
+                brand,
+                deadline_ms,
+                return_requested_ms,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Saves a wave that rebuilt the routes: each stop in `moves` (still
+    /// planned, on the courier and in the wave it had: compare-and-set, else
+    /// the whole wave is a conflict) takes its new courier, wave, place and
+    /// ETA with a `handoff.replanned` event; `stops` are the new orders'
+    /// stops. One transaction.
+    pub async fn save_rebuilt_wave(
+        &self,
+        moves: &[StopMove],
+        stops: &[HandoffRecord],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        for stop in moves {
+            let moved = sqlx::query(
+                "UPDATE handoffs SET courier = $1, wave = $2, seq = $3, eta_ms = $4, updated_ms = $5 \
+                 WHERE id = $6 AND courier = $7 AND wave = $8 AND state = 'planned'",
+            )
+            .bind(stop.to_courier.as_str())
             .bind(&stop.wave)
-            .bind(stop.courier.as_str())
-            .bind(stop.order_id.as_str())
-            .bind(stop.kind.as_str())
             .bind(stop.seq)
-            .bind(&stop.place)
-            .bind(stop.location.lat)
-            .bind(stop.location.lon)
             .bind(stop.eta_ms)
-            .bind(stop.state.as_str())
             .bind(now)
-            .bind(stop.code.as_deref())
-            .bind(stop.wrong_codes)
-            .bind(stop.failure.map(FailureReason::as_str))
-            .bind(stop.return_id.as_deref())
+            .bind(&stop.id)
+            .bind(stop.from_courier.as_str())
+            .bind(&stop.from_wave)
             .execute(&mut *tx)
             .await?;
-            if let (Some(return_id), HandoffKind::Pickup) = (&stop.return_id, stop.kind) {
-                let record = return_in(&mut tx, return_id).await?;
-                move_return(&mut tx, &record, ReturnInput::PlanPickup, now).await?;
+            if moved.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "handoff {} changed while the wave planned it",
+                    stop.id
+                )));
             }
-            let brand: String = sqlx::query("SELECT brand FROM orders WHERE id = $1")
-                .bind(stop.order_id.as_str())
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("brand")?;
             let subject = Subject {
                 kind: "handoff",
                 id: &stop.id,
                 order_id: Some(&stop.order_id),
-                brand: Some(&brand),
+                brand: Some(&stop.brand),
             };
-            emit(&mut tx, &subject, &Event::HandoffPlanned, now).await?;
+            let event = Event::HandoffReplanned {
+                from_courier: stop.from_courier.to_string(),
+                to_courier: stop.to_courier.to_string(),
+            };
+            emit(&mut tx, &subject, &event, now).await?;
         }
+        insert_stops(&mut tx, stops, now).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -671,12 +988,13 @@ impl Store {
         }
         match handoff.kind {
             HandoffKind::Pickup => {
-                // The drop-off planned with it cannot happen.
+                // The drop-off planned with it cannot happen. (Paired by
+                // order, not by wave: a rebuilt wave may have moved the
+                // drop-off into a later wave than its pickup.)
                 let stops = sqlx::query(
-                    "SELECT id FROM handoffs WHERE order_id = $1 AND wave = $2 AND kind = 'dropoff' AND state = 'planned' AND return_id IS NULL",
+                    "SELECT id FROM handoffs WHERE order_id = $1 AND kind = 'dropoff' AND state = 'planned' AND return_id IS NULL",
                 )
                 .bind(handoff.order_id.as_str())
-                .bind(&handoff.wave)
                 .fetch_all(&mut *tx)
                 .await?;
                 for stop in stops {
@@ -716,7 +1034,8 @@ impl Store {
             }
         }
         let attempts: i64 = sqlx::query(
-            "SELECT COUNT(*) AS attempts FROM handoffs WHERE order_id = $1 AND state = 'failed' AND return_id IS NULL",
+            "SELECT COUNT(*) AS attempts FROM handoffs WHERE order_id = $1 AND state = 'failed' AND return_id IS NULL \
+             AND updated_ms > COALESCE((SELECT MAX(d.at_ms) FROM escalation_decisions d WHERE d.order_id = $1), -1)",
         )
         .bind(handoff.order_id.as_str())
         .fetch_one(&mut *tx)
@@ -847,7 +1166,6 @@ pub(super) async fn miss_pickups(
     let mut missed = 0;
     for row in rows {
         let pickup: String = row.try_get("id")?;
-        let wave: String = row.try_get("wave")?;
         let order_id: String = row.try_get("order_id")?;
         let brand: String = row.try_get("brand")?;
         let return_id: Option<String> = row.try_get("return_id")?;
@@ -879,12 +1197,13 @@ pub(super) async fn miss_pickups(
         }
         // Then the drop-off planned with it (of the same return, or of the
         // order's delivery).
+        // (Paired by order and return, not by wave: a rebuilt wave may have
+        // moved the drop-off into a later wave than its pickup.)
         let stops = sqlx::query(
-            "SELECT id FROM handoffs WHERE order_id = $1 AND wave = $2 AND state = 'planned' AND kind = 'dropoff' \
-             AND COALESCE(return_id, '') = $3",
+            "SELECT id FROM handoffs WHERE order_id = $1 AND state = 'planned' AND kind = 'dropoff' \
+             AND COALESCE(return_id, '') = $2",
         )
         .bind(&order_id)
-        .bind(&wave)
         .bind(return_id.clone().unwrap_or_default())
         .fetch_all(&mut **tx)
         .await?;
@@ -921,4 +1240,53 @@ pub(super) async fn miss_pickups(
         missed += 1;
     }
     Ok(missed)
+}
+
+/// Inserts a wave's new stops with their `handoff.planned` events (and a
+/// return's move to `pickup_planned`).
+async fn insert_stops(
+    tx: &mut super::WriteTx,
+    stops: &[HandoffRecord],
+    now: Millis,
+) -> Result<(), StoreError> {
+    for stop in stops {
+        sqlx::query(AssertSqlSafe(format!(
+                "INSERT INTO handoffs ({HANDOFF_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            )))
+            .bind(&stop.id)
+            .bind(&stop.wave)
+            .bind(stop.courier.as_str())
+            .bind(stop.order_id.as_str())
+            .bind(stop.kind.as_str())
+            .bind(stop.seq)
+            .bind(&stop.place)
+            .bind(stop.location.lat)
+            .bind(stop.location.lon)
+            .bind(stop.eta_ms)
+            .bind(stop.state.as_str())
+            .bind(now)
+            .bind(stop.code.as_deref())
+            .bind(stop.wrong_codes)
+            .bind(stop.failure.map(FailureReason::as_str))
+            .bind(stop.return_id.as_deref())
+            .execute(&mut **tx)
+            .await?;
+        if let (Some(return_id), HandoffKind::Pickup) = (&stop.return_id, stop.kind) {
+            let record = return_in(tx, return_id).await?;
+            move_return(tx, &record, ReturnInput::PlanPickup, now).await?;
+        }
+        let brand: String = sqlx::query("SELECT brand FROM orders WHERE id = $1")
+            .bind(stop.order_id.as_str())
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get("brand")?;
+        let subject = Subject {
+            kind: "handoff",
+            id: &stop.id,
+            order_id: Some(&stop.order_id),
+            brand: Some(&brand),
+        };
+        emit(tx, &subject, &Event::HandoffPlanned, now).await?;
+    }
+    Ok(())
 }

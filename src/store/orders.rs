@@ -120,7 +120,7 @@ pub struct OrderFilter {
 /// Times a batch of orders aborted by a deadlock is run again.
 const CONTENTION_RETRIES: u32 = 5;
 
-const ORDER_COLUMNS: &str = "id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, deadline_ms, accepted_ms, updated_ms, eta_ready_ms, eta_delivery_ms, at_risk, at_risk_ms";
+pub(crate) const ORDER_COLUMNS: &str = "id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, deadline_ms, accepted_ms, updated_ms, eta_ready_ms, eta_delivery_ms, at_risk, at_risk_ms";
 
 pub(crate) fn order_from_row(row: &AnyRow) -> Result<OrderRecord, StoreError> {
     let lines: String = row.try_get("lines")?;

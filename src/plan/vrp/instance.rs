@@ -301,6 +301,9 @@ pub struct Instance {
     pub(crate) time_into: Vec<f64>,
     /// Vehicles that are interchangeable share a class.
     pub(crate) vehicle_class: Vec<usize>,
+    /// Per request, the only vehicle that may serve it (a parcel already on
+    /// board), or `None`: any vehicle. See [`Instance::bind_requests`].
+    pub(crate) request_vehicle: Vec<Option<usize>>,
     /// Arc costs obey the triangle inequality, so no detour is negative and
     /// the search may prune (checked up to 400 locations, else assumed not).
     pub(crate) detours_non_negative: bool,
@@ -359,6 +362,7 @@ impl Instance {
                 )));
             }
         }
+        let request_count = requests.len();
         let mut nodes = Vec::new();
         let mut request_nodes = Vec::with_capacity(requests.len());
         for (index, request) in requests.iter().enumerate() {
@@ -477,8 +481,49 @@ impl Instance {
             cost_into,
             time_into,
             vehicle_class,
+            request_vehicle: vec![None; request_count],
             detours_non_negative,
         })
+    }
+
+    /// Binds requests to vehicles: `bound[r] = Some(v)` lets only vehicle
+    /// `v` serve request `r` (a parcel already on a courier's bike must be
+    /// dropped by that courier). A vehicle some request is bound to is no
+    /// longer interchangeable with any other.
+    pub fn bind_requests(mut self, bound: Vec<Option<usize>>) -> Result<Instance, ModelError> {
+        if bound.len() != self.requests.len() {
+            return Err(ModelError::new(format!(
+                "bound: {} entries for {} requests",
+                bound.len(),
+                self.requests.len()
+            )));
+        }
+        for (request, vehicle) in bound.iter().enumerate() {
+            if let Some(vehicle) = *vehicle
+                && vehicle >= self.vehicles.len()
+            {
+                return Err(ModelError::new(format!(
+                    "bound[{request}]: vehicle {vehicle} of {}",
+                    self.vehicles.len()
+                )));
+            }
+        }
+        for vehicle in bound.iter().flatten() {
+            self.vehicle_class[*vehicle] = self.vehicles.len() + *vehicle;
+        }
+        self.request_vehicle = bound;
+        Ok(self)
+    }
+
+    /// The only vehicle that may serve `request`, if it is bound to one.
+    pub fn bound_vehicle(&self, request: usize) -> Option<usize> {
+        self.request_vehicle.get(request).copied().flatten()
+    }
+
+    /// Whether `vehicle` may serve `request`.
+    #[inline]
+    pub(crate) fn allows(&self, request: usize, vehicle: usize) -> bool {
+        self.request_vehicle[request].is_none_or(|bound| bound == vehicle)
     }
 
     /// The travel matrix.

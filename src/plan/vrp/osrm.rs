@@ -28,6 +28,10 @@ impl std::error::Error for TableError {}
 pub struct Table {
     pub durations: Vec<Vec<f64>>,
     pub distances: Option<Vec<Vec<f64>>>,
+    /// Where each row and column is, `(lat, lon)`, from the response's
+    /// `sources` (else `destinations`) `location` fields (`[lon, lat]`), if
+    /// it has them.
+    pub waypoints: Option<Vec<(f64, f64)>>,
 }
 
 impl Table {
@@ -99,10 +103,58 @@ pub fn parse_osrm_table(text: &str) -> Result<Table, TableError> {
             });
         }
     }
+    let waypoints = match field("sources").or_else(|| field("destinations")) {
+        Some(value) => waypoints(value, size)?,
+        None => None,
+    };
     Ok(Table {
         durations,
         distances,
+        waypoints,
     })
+}
+
+/// `sources` (or `destinations`): one object per row with `location`
+/// `[lon, lat]`, as OSRM writes them.
+fn waypoints(value: &Json, size: usize) -> Result<Option<Vec<(f64, f64)>>, TableError> {
+    let fail = |reason: String| TableError { offset: 0, reason };
+    let Json::Array(items) = value else {
+        return Err(fail("`sources` is not an array".to_string()));
+    };
+    if items.len() != size {
+        // Not one per row (a table asked for some sources only): the rows'
+        // places are unknown, not an error of the table itself.
+        return Ok(None);
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let location = match item {
+                Json::Object(fields) => {
+                    fields.iter().find(|(k, _)| k == "location").map(|(_, v)| v)
+                }
+                _ => None,
+            };
+            match location {
+                Some(Json::Array(pair)) => match pair.as_slice() {
+                    [Json::Number(lon), Json::Number(lat)]
+                        if lat.is_finite()
+                            && lon.is_finite()
+                            && lat.abs() <= 90.0
+                            && lon.abs() <= 180.0 =>
+                    {
+                        Ok((*lat, *lon))
+                    }
+                    _ => Err(fail(format!(
+                        "`sources[{i}].location` must be [lon, lat] in degrees"
+                    ))),
+                },
+                _ => Err(fail(format!("`sources[{i}]` has no `location` [lon, lat]"))),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 fn rows(value: &Json, name: &str) -> Result<Vec<Vec<f64>>, TableError> {

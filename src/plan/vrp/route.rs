@@ -246,6 +246,9 @@ impl RouteState {
         skip: &mut dyn FnMut() -> bool,
     ) -> Option<Insertion> {
         let n = &instance.nodes[node];
+        if !instance.allows(n.request, self.vehicle) {
+            return None;
+        }
         let capacity = &instance.vehicles[self.vehicle].capacity;
         let after_delta = add(&n.start_load, &n.delta);
         let m = self.nodes.len();
@@ -303,6 +306,9 @@ impl RouteState {
     ) -> Option<Insertion> {
         let pickup = &instance.nodes[first];
         let delivery = &instance.nodes[second];
+        if !instance.allows(pickup.request, self.vehicle) {
+            return None;
+        }
         let capacity = &instance.vehicles[self.vehicle].capacity;
         let carried = pickup.delta;
         let m = self.nodes.len();

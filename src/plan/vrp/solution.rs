@@ -110,6 +110,12 @@ pub enum Violation {
         route: usize,
         request: usize,
     },
+    /// A request bound to one vehicle is on another's route.
+    WrongVehicle {
+        route: usize,
+        request: usize,
+        bound: usize,
+    },
     OverCapacity {
         route: usize,
         /// 0 is the start; 1.. are stops.
@@ -167,6 +173,14 @@ impl fmt::Display for Violation {
                     "route {route}: request {request} delivered before pickup"
                 )
             }
+            Violation::WrongVehicle {
+                route,
+                request,
+                bound,
+            } => write!(
+                f,
+                "route {route}: request {request} is bound to vehicle {bound}"
+            ),
             Violation::OverCapacity {
                 route,
                 position,
@@ -249,6 +263,15 @@ pub fn check(instance: &Instance, routes: &[RoutePlan]) -> Result<Evaluation, Vi
                     }
                 });
             };
+            if let Some(bound) = instance.bound_vehicle(visit.request)
+                && bound != route.vehicle
+            {
+                return Err(Violation::WrongVehicle {
+                    route: route_index,
+                    request: visit.request,
+                    bound,
+                });
+            }
             let slot = usize::from(visit.role == Role::Delivery);
             if seen[visit.request][slot].is_some() {
                 return Err(Violation::StopTwice {

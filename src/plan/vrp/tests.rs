@@ -767,3 +767,68 @@ fn haversine_matrix_is_plausible() {
     assert!(Matrix::haversine(&points, 10.0, 0.5).is_err());
     assert!(Matrix::haversine(&[(91.0, 0.0)], 10.0, 1.3).is_err());
 }
+
+// ------------------------------------------------------------ bound requests
+
+#[test]
+fn a_bound_request_is_served_only_by_its_vehicle() {
+    // Two identical vehicles; both deliveries bound to the second one.
+    let points = [(0.0, 0.0), (10.0, 0.0), (-10.0, 0.0)];
+    let deliver = |location| Request {
+        kind: RequestKind::Delivery {
+            stop: stop(location, 0.0, 0.0, 1000.0),
+        },
+        amount: [1, 0],
+    };
+    let instance = Instance::new(
+        Matrix::euclidean(&points),
+        vec![deliver(1), deliver(2)],
+        vec![depot_vehicle(10, 1000.0); 2],
+        ArcCost::default(),
+    )
+    .unwrap()
+    .bind_requests(vec![Some(1), Some(1)])
+    .unwrap();
+    let solution = solve_iterations(&instance, &options(3, 300));
+    assert!(solution.unserved.is_empty(), "{solution:?}");
+    assert_eq!(solution.routes.len(), 1);
+    assert_eq!(solution.routes[0].vehicle, 1);
+    // The checker refuses the same stops on the other vehicle.
+    let wrong = [plan(0, &[visit(0, Role::Single), visit(1, Role::Single)])];
+    assert!(matches!(
+        check(&instance, &wrong),
+        Err(Violation::WrongVehicle { bound: 1, .. })
+    ));
+    // Binding to a vehicle that does not exist is refused.
+    let again = Instance::new(
+        Matrix::euclidean(&points),
+        vec![deliver(1)],
+        vec![depot_vehicle(10, 1000.0)],
+        ArcCost::default(),
+    )
+    .unwrap();
+    assert!(again.clone().bind_requests(vec![Some(1)]).is_err());
+    assert!(again.bind_requests(vec![]).is_err());
+}
+
+#[test]
+fn random_bindings_are_always_kept() {
+    let mut rng = Rng::new(17);
+    for round in 0..20 {
+        let instance = random_instance(&mut rng, 12, 3, round % 2 == 0);
+        let bound: Vec<Option<usize>> = (0..12)
+            .map(|_| rng.chance(0.4).then(|| rng.below(3)))
+            .collect();
+        let instance = instance.bind_requests(bound.clone()).unwrap();
+        let solution = solve_iterations(&instance, &options(round, 200));
+        // The independent checker holds every binding.
+        check(&instance, &solution.routes).unwrap_or_else(|v| panic!("round {round}: {v:?}"));
+        for route in &solution.routes {
+            for visit in &route.visits {
+                if let Some(vehicle) = bound[visit.request] {
+                    assert_eq!(vehicle, route.vehicle, "round {round}");
+                }
+            }
+        }
+    }
+}

@@ -656,3 +656,162 @@ async fn the_last_call_flags_undelivered_orders_once() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_rebuilt_wave_moves_planned_stops_by_compare_and_set_with_an_event_each() {
+    on_every_backend(|store| async move {
+        ready_and_planned(&store).await;
+        let open = store.open_stops().await.expect("open stops");
+        assert_eq!(open.len(), 2);
+        assert_eq!(open[0].handoff.id, "h1");
+        assert_eq!(open[0].brand.as_str(), "acme");
+        assert_eq!(open[0].return_requested_ms, None);
+        let moved = |from_wave: &str| StopMove {
+            id: "h2".into(),
+            order_id: "o1".into(),
+            brand: "acme".into(),
+            from_courier: "bike-1".into(),
+            from_wave: from_wave.into(),
+            to_courier: "bike-2".into(),
+            wave: "w2".into(),
+            seq: 3,
+            eta_ms: NOW + 50,
+        };
+        // Moved from where it was: new courier, wave, place and ETA; the code stays.
+        store
+            .save_rebuilt_wave(&[moved("w1")], &[], NOW)
+            .await
+            .expect("rebuilt");
+        let theirs = store.courier_schedule("bike-2").await.expect("schedule");
+        assert_eq!(theirs.len(), 1, "{theirs:?}");
+        assert_eq!(
+            events_of_kind(&store, Some("acme"), "handoff.replanned").await,
+            1
+        );
+        let (_, detail) = store
+            .order_handoffs("o1")
+            .await
+            .expect("handoffs")
+            .into_iter()
+            .map(|h| (h.id.clone(), h))
+            .find(|(id, _)| id == "h2")
+            .expect("h2");
+        assert_eq!(
+            (
+                detail.courier.as_str(),
+                detail.wave.as_str(),
+                detail.seq,
+                detail.eta_ms
+            ),
+            ("bike-2", "w2", 3, NOW + 50)
+        );
+        assert_eq!(detail.code.as_deref(), Some("h2-code"));
+        // From where it no longer is: a conflict, and nothing changes.
+        let stale = store.save_rebuilt_wave(&[moved("w1")], &[], NOW).await;
+        assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+        assert_eq!(
+            events_of_kind(&store, Some("acme"), "handoff.replanned").await,
+            1
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_missed_pickup_takes_its_drop_off_along_even_when_a_rebuild_moved_it_to_a_later_wave() {
+    on_every_backend(|store| async move {
+        ready_and_planned(&store).await;
+        let later = StopMove {
+            id: "h2".into(),
+            order_id: "o1".into(),
+            brand: "acme".into(),
+            from_courier: "bike-1".into(),
+            from_wave: "w1".into(),
+            to_courier: "bike-1".into(),
+            wave: "w2".into(),
+            seq: 4,
+            eta_ms: NOW + 9,
+        };
+        store
+            .save_rebuilt_wave(&[later], &[], NOW)
+            .await
+            .expect("rebuilt");
+        let missed = store
+            .miss_overdue_pickups("berlin", NOW + 1_000, NOW + 1_000)
+            .await
+            .expect("missed");
+        assert_eq!(missed, 1);
+        let states: Vec<HandoffState> = store
+            .order_handoffs("o1")
+            .await
+            .expect("handoffs")
+            .iter()
+            .map(|h| h.state)
+            .collect();
+        assert_eq!(states, [HandoffState::Missed, HandoffState::Missed]);
+        assert_eq!(store.wave_orders("berlin").await.expect("orders").len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_drop_off_never_confirmed_is_missed_and_its_parcel_stays_with_its_courier() {
+    on_every_backend(|store| async move {
+        ready_and_planned(&store).await;
+        store
+            .confirm_handoff("h1", Some("bike-1"), Some("h1-code"), 5, NOW)
+            .await
+            .expect("picked up");
+        // Not yet overdue: nothing happens.
+        assert_eq!(
+            store
+                .miss_overdue_dropoffs("berlin", NOW, NOW)
+                .await
+                .expect("none"),
+            0
+        );
+        assert!(
+            store
+                .carried_orders("berlin")
+                .await
+                .expect("none")
+                .is_empty()
+        );
+        // Overdue: missed once, with its event; the order stays out for
+        // delivery, waiting for a new drop-off by the same courier.
+        let missed = store
+            .miss_overdue_dropoffs("berlin", NOW + 1_000, NOW + 1_000)
+            .await
+            .expect("missed");
+        assert_eq!(missed, 1);
+        assert_eq!(
+            store
+                .miss_overdue_dropoffs("berlin", NOW + 1_000, NOW + 1_000)
+                .await
+                .expect("again"),
+            0
+        );
+        assert_eq!(
+            events_of_kind(&store, Some("acme"), "handoff.missed").await,
+            1
+        );
+        let carried = store.carried_orders("berlin").await.expect("carried");
+        assert_eq!(carried.len(), 1, "{carried:?}");
+        assert_eq!(carried[0].order_id.as_str(), "o1");
+        assert_eq!(carried[0].courier.as_str(), "bike-1");
+        assert_eq!(carried[0].code.as_deref(), Some("h2-code"));
+        assert!(store.wave_orders("berlin").await.expect("ready").is_empty());
+        // A new drop-off planned: no longer waiting.
+        let mut again = pair("w2", "h3", "h4").remove(1);
+        again.code = carried[0].code.clone();
+        store.save_wave(&[again], NOW + 2_000).await.expect("wave");
+        assert!(
+            store
+                .carried_orders("berlin")
+                .await
+                .expect("none")
+                .is_empty()
+        );
+    })
+    .await;
+}
