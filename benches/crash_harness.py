@@ -27,8 +27,8 @@ The issue's figure: --orders 10000 --kills 50 (see docs/reliability.md).
 
 On PostgreSQL (--postgres URL, which needs --broker mosquitto): --daemons N
 daemons share the database and the broker, orders go to them in turn, and the
-kills go round them; --restart-broker restarts Mosquitto halfway through the
-kills, and --pg-restart-cmd CMD runs CMD (e.g. a `pg_ctl restart`) there too.
+kills go round them; --restart-broker restarts Mosquitto (SIGTERM; it keeps
+its sessions on disk) halfway through the kills, and --pg-restart-cmd CMD runs CMD (e.g. a `pg_ctl restart`) there too.
 A fresh database is made for the run (psql must be on the PATH).
 """
 
@@ -227,8 +227,8 @@ def main():
             if not shutil.which("mosquitto") or not shutil.which("mosquitto_sub"):
                 raise SystemExit("--broker mosquitto needs mosquitto and mosquitto_sub (apt-get install mosquitto mosquitto-clients)")
             (work / "mosquitto.conf").write_text(
-                f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                "max_queued_messages 1000000\n")
+                f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+                f"persistence_location {work}/\nmax_queued_messages 1000000\n")
             mosquitto = subprocess.Popen(["mosquitto", "-c", str(work / "mosquitto.conf")],
                                          stdout=subprocess.DEVNULL, stderr=open(work / "mosquitto.log", "wb"))
             children.append(mosquitto)
@@ -336,13 +336,18 @@ def main():
             time.sleep(rng.uniform(*args.kill_gap))
             if kill == args.kills // 2:
                 if args.restart_broker and mosquitto:
-                    mosquitto.send_signal(signal.SIGKILL)
+                    # A restart as an operator does it (the broker saves its
+                    # sessions and queued messages to disk and loads them
+                    # again); a SIGKILLed broker without persistence loses
+                    # what it queued for subscribers, which no publisher can
+                    # prevent.
+                    mosquitto.send_signal(signal.SIGTERM)
                     mosquitto.wait()
                     time.sleep(1.0)
                     mosquitto = subprocess.Popen(["mosquitto", "-c", str(work / "mosquitto.conf")],
                                                  stdout=subprocess.DEVNULL, stderr=open(work / "mosquitto.log", "ab"))
                     children.append(mosquitto)
-                    log("broker killed and restarted")
+                    log("broker restarted")
                 if args.pg_restart_cmd:
                     restarted = subprocess.run(args.pg_restart_cmd, shell=True, capture_output=True, text=True)
                     log(f"PostgreSQL restarted (exit {restarted.returncode})")
