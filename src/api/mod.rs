@@ -119,6 +119,7 @@ impl utoipa::Modify for ProblemResponses {
             let operations = [
                 (item.get.as_mut(), false),
                 (item.post.as_mut(), true),
+                (item.put.as_mut(), true),
                 (item.delete.as_mut(), false),
             ];
             for (operation, has_body) in operations {

@@ -101,7 +101,9 @@ pub async fn put(
 
 /// The brand's sales events, by first day (an admin naming no brand: every brand's).
 #[utoipa::path(get, path = "/v1/sales-events", tag = "forecasts", params(BrandQuery),
-    responses((status = 200, body = SalesEventList)), security(("bearer" = [])))]
+    responses((status = 200, body = SalesEventList),
+        (status = 422, description = "A brand token asking for another brand", body = super::problem::Problem)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<ApiState>,
     caller: Caller,
@@ -120,7 +122,9 @@ pub async fn list(
 /// One sales event of the brand.
 #[utoipa::path(get, path = "/v1/sales-events/{id}", tag = "forecasts",
     params(("id" = String, Path, description = "The event's id"), BrandQuery),
-    responses((status = 200, body = SalesEventView)), security(("bearer" = [])))]
+    responses((status = 200, body = SalesEventView),
+        (status = 422, description = "A brand the caller may not ask for, or none named by an admin", body = super::problem::Problem)),
+    security(("bearer" = [])))]
 pub async fn get(
     State(state): State<ApiState>,
     caller: Caller,
@@ -141,7 +145,9 @@ pub async fn get(
 /// Removes a sales event; its orders count toward no event any more.
 #[utoipa::path(delete, path = "/v1/sales-events/{id}", tag = "forecasts",
     params(("id" = String, Path, description = "The event's id"), BrandQuery),
-    responses((status = 204, description = "Removed")), security(("bearer" = [])))]
+    responses((status = 204, description = "Removed"),
+        (status = 422, description = "A brand the caller may not ask for, or none named by an admin", body = super::problem::Problem)),
+    security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<ApiState>,
     caller: Caller,
