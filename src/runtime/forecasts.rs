@@ -605,23 +605,9 @@ impl ForecastPublisher {
             }
             let topic = format!("fabflow/v1/brands/{brand}/forecasts/{}", forecast.key.sku);
             let payload = forecast_json(&forecast).to_string();
-            if published.get(&topic) == Some(&payload) {
-                continue;
-            }
-            match self
-                .mqtt
-                .publish(
-                    topic.clone(),
-                    rumqttc::QoS::AtLeastOnce,
-                    true,
-                    payload.clone(),
-                )
-                .await
-            {
-                Ok(()) => {
-                    published.insert(topic, payload);
-                    sent += 1;
-                }
+            match self.publish_changed(published, topic, payload).await {
+                Ok(true) => sent += 1,
+                Ok(false) => {}
                 Err(err) => {
                     warn!(error = %err, "forecast not published; retried at the next refit");
                     break;
@@ -674,23 +660,9 @@ impl ForecastPublisher {
                     continue;
                 }
             };
-            if published.get(&topic) == Some(&payload) {
-                continue;
-            }
-            match self
-                .mqtt
-                .publish(
-                    topic.clone(),
-                    rumqttc::QoS::AtLeastOnce,
-                    true,
-                    payload.clone(),
-                )
-                .await
-            {
-                Ok(()) => {
-                    published.insert(topic, payload);
-                    sent += 1;
-                }
+            match self.publish_changed(published, topic, payload).await {
+                Ok(true) => sent += 1,
+                Ok(false) => {}
                 Err(err) => {
                     warn!(error = %err, "plan not published; retried at the next refit");
                     break;
@@ -698,6 +670,29 @@ impl ForecastPublisher {
             }
         }
         Ok(sent)
+    }
+
+    /// Publishes `payload` on `topic`, retained, unless it is what was last
+    /// published there; true if it was sent.
+    async fn publish_changed(
+        &self,
+        published: &mut std::collections::HashMap<String, String>,
+        topic: String,
+        payload: String,
+    ) -> Result<bool, rumqttc::ClientError> {
+        if published.get(&topic) == Some(&payload) {
+            return Ok(false);
+        }
+        self.mqtt
+            .publish(
+                topic.clone(),
+                rumqttc::QoS::AtLeastOnce,
+                true,
+                payload.clone(),
+            )
+            .await?;
+        published.insert(topic, payload);
+        Ok(true)
     }
 }
 
