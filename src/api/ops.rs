@@ -400,17 +400,19 @@ pub async fn machine_action(
         .runtime
         .change_machine_mode(&machine.id, input, &caller.actor())
         .await?;
+    Ok(Json(current_machine_view(&state, &id).await?))
+}
+
+/// A machine as it is now, after a decision about it.
+async fn current_machine_view(state: &ApiState, id: &str) -> Result<MachineView, ApiError> {
     let machine = state
         .runtime
         .store
-        .get_machine(&id)
+        .get_machine(id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("machine {id}")))?;
     let loads = state.runtime.store.machine_loads().await?;
-    Ok(Json(machine_view(
-        &machine,
-        loads.get(&id).copied().unwrap_or(0),
-    )))
+    Ok(machine_view(&machine, loads.get(id).copied().unwrap_or(0)))
 }
 
 /// The material an operator loaded on a machine.
@@ -474,17 +476,7 @@ pub async fn load_material(
         .runtime
         .load_material(&machine.id, material, &caller.actor())
         .await?;
-    let machine = state
-        .runtime
-        .store
-        .get_machine(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("machine {id}")))?;
-    let loads = state.runtime.store.machine_loads().await?;
-    Ok(Json(machine_view(
-        &machine,
-        loads.get(&id).copied().unwrap_or(0),
-    )))
+    Ok(Json(current_machine_view(&state, &id).await?))
 }
 
 /// Maintenance planned on a machine.
