@@ -23,6 +23,10 @@ pub struct PowerLedger {
     starts: Mutex<HashMap<String, Vec<Drawing>>>,
 }
 
+/// How long past its start-up window a room taken for a start that neither
+/// went out nor was released is held (domain milliseconds).
+pub const RESERVATION_GRACE_MS: Millis = 10 * 60 * 1000;
+
 impl PowerLedger {
     pub fn new(budgets: HashMap<String, u32>) -> PowerLedger {
         PowerLedger {
@@ -36,7 +40,12 @@ impl PowerLedger {
     }
 
     /// Takes room for `machine` of `factory` to start now, drawing its
-    /// profile's `startup`; the wait when the budget has no room.
+    /// profile's `startup`; the wait when the budget has no room. The room
+    /// is held until the start goes out (`started`, which counts the window
+    /// from then) or is given up (`release`): storing the dispatch may take
+    /// longer than a start-up window, and another machine must not start in
+    /// between. A supervisor that fails between the two without releasing
+    /// holds it at most [`RESERVATION_GRACE_MS`] past the window.
     pub fn try_start(
         &self,
         factory: &str,
@@ -59,9 +68,21 @@ impl PowerLedger {
             power_w: startup.power_w,
             started_ms: now,
             until_ms: now
-                .saturating_add(Millis::try_from(startup.duration_ms).unwrap_or(Millis::MAX)),
+                .saturating_add(Millis::try_from(startup.duration_ms).unwrap_or(Millis::MAX))
+                .saturating_add(RESERVATION_GRACE_MS),
         });
         Ok(())
+    }
+
+    /// Gives up the room `machine` took for a start that will not go out.
+    pub fn release(&self, factory: &str, machine: &str) {
+        let mut all = self
+            .starts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(starts) = all.get_mut(factory) {
+            starts.retain(|d| d.machine != machine);
+        }
     }
 
     /// The start command of `machine` went out at `at` (or may have): its
@@ -117,7 +138,11 @@ mod tests {
         });
         assert_eq!(ledger.try_start("north", "a", warm, 0), Ok(()));
         let wait = ledger.try_start("north", "b", warm, 10).err();
-        assert_eq!(wait.and_then(|w| w.free_at_ms), Some(100));
+        // Held until the start goes out (here: never, so the grace bounds it).
+        assert_eq!(
+            wait.and_then(|w| w.free_at_ms),
+            Some(100 + RESERVATION_GRACE_MS)
+        );
         assert_eq!(ledger.drawing("north", 10).len(), 1);
         // The start went out later than the room was taken: counted from then.
         ledger.started("north", "a", warm, 40);
@@ -128,5 +153,8 @@ mod tests {
         assert_eq!(ledger.try_start("south", "c", warm, 100), Ok(()));
         assert_eq!(ledger.try_start("north", "d", None, 100), Ok(()));
         assert!(ledger.drawing("south", 100).is_empty());
+        // A start given up frees its room at once.
+        ledger.release("north", "b");
+        assert_eq!(ledger.try_start("north", "e", warm, 150), Ok(()));
     }
 }

@@ -678,6 +678,7 @@ impl Supervisor {
             .dispatch_job(token, baseline, self.clock.now_ms())
             .await;
         if self.applied(token, "Dispatch", dispatched, wake)? != Some(JobState::Dispatched) {
+            self.power.release(&self.factory, &self.machine);
             return Ok(false);
         }
         // Stored dispatched under the lease; the start goes out only while
@@ -685,6 +686,7 @@ impl Supervisor {
         // is unknown to whoever drives the machine next: it reads the
         // machine's token first, as after any restart.
         if !self.may_drive() {
+            self.power.release(&self.factory, &self.machine);
             return Ok(false);
         }
         let started = &mut session.started;
