@@ -527,6 +527,11 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         lead: (*lead).clone(),
         wakers: wakers.clone(),
     };
+    // One round before intake opens, so that every accepted order's reply
+    // carries its estimate (the board is empty until a round has run).
+    if let Err(err) = watch.round().await {
+        tracing::warn!(error = %err, "first promise estimate failed; replies carry estimates from the next round");
+    }
     work.spawn(
         watch
             .run(work_stop.clone())
