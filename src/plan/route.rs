@@ -139,6 +139,12 @@ impl Travel {
 pub struct Hysteresis {
     pub min_gain_m: f64,
     pub min_gain_share: f64,
+    /// How much later than planned a rebuilt plan may bring a drop-off
+    /// already on a schedule, when it saves no order from being late: a
+    /// shorter route does not pay for a parcel that waits while the courier
+    /// fetches more (each wave would find the same kind of saving, and
+    /// parcels on board would wait wave after wave).
+    pub max_delay_ms: Millis,
 }
 
 impl Default for Hysteresis {
@@ -146,16 +152,25 @@ impl Default for Hysteresis {
         Hysteresis {
             min_gain_m: 500.0,
             min_gain_share: 0.05,
+            max_delay_ms: 15 * 60_000,
         }
     }
 }
 
 impl Hysteresis {
     /// Whether a rebuilt plan (`rebuilt`: orders at risk, metres) beats the
-    /// kept one by enough to change the couriers' schedules.
-    pub fn prefers_rebuilt(&self, kept: (usize, f64), rebuilt: (usize, f64)) -> bool {
+    /// kept one by enough to change the couriers' schedules. `delay_ms`:
+    /// how much later the rebuilt plan makes the drop-off it delays most,
+    /// among those already planned.
+    pub fn prefers_rebuilt(
+        &self,
+        kept: (usize, f64),
+        rebuilt: (usize, f64),
+        delay_ms: Millis,
+    ) -> bool {
         let gain = self.min_gain_m.max(self.min_gain_share * kept.1);
-        rebuilt.0 < kept.0 || (rebuilt.0 == kept.0 && rebuilt.1 < kept.1 - gain)
+        rebuilt.0 < kept.0
+            || (rebuilt.0 == kept.0 && rebuilt.1 < kept.1 - gain && delay_ms <= self.max_delay_ms)
     }
 }
 
@@ -189,6 +204,17 @@ struct Routed {
     at_risk: Vec<usize>,
     unrouted: Vec<usize>,
     distance: f64,
+}
+
+/// The couriers' planned stops followed as they are.
+struct Followed {
+    /// Per courier: where and when (seconds from now) its plan ends.
+    tails: Vec<(usize, f64)>,
+    distance: f64,
+    /// Orders whose planned stop comes after their deadline.
+    late: Vec<usize>,
+    /// Per order: when its planned drop-off is made, if it has one.
+    drops: Vec<Option<Millis>>,
 }
 
 /// The shared model of a wave: the matrix over couriers' starts and every
@@ -356,28 +382,38 @@ impl Wave<'_> {
     /// Each courier's planned stops followed as they are: where and when
     /// it is free after them (matrix point, seconds from now), their
     /// length, and the orders they deliver after the deadline.
-    fn follow_planned(&self) -> (Vec<(usize, f64)>, f64, Vec<usize>) {
-        let mut tails = Vec::with_capacity(self.couriers.len());
-        let mut distance = 0.0;
-        let mut late = Vec::new();
+    fn follow_planned(&self) -> Followed {
+        let mut followed = Followed {
+            tails: Vec::with_capacity(self.couriers.len()),
+            distance: 0.0,
+            late: Vec::new(),
+            drops: vec![None; self.orders.len()],
+        };
         for (index, courier) in self.couriers.iter().enumerate() {
             let mut at = index;
             let mut time = self.seconds(courier.available_ms).max(0.0);
             for &stop in &courier.planned {
                 let point = self.point(stop);
                 time += self.matrix.duration(at, point);
-                distance += self.matrix.distance(at, point);
+                followed.distance += self.matrix.distance(at, point);
                 if time > self.seconds(self.orders[stop.order].deadline_ms) {
-                    late.push(stop.order);
+                    followed.late.push(stop.order);
+                }
+                if stop.kind == HandoffKind::Dropoff {
+                    followed.drops[stop.order] = Some(self.millis(time));
                 }
                 time += self.service;
                 at = point;
             }
-            tails.push((at, time));
+            followed.tails.push((at, time));
         }
-        late.sort_unstable();
-        late.dedup();
-        (tails, distance, late)
+        followed.late.sort_unstable();
+        followed.late.dedup();
+        followed
+    }
+
+    fn millis(&self, seconds: f64) -> Millis {
+        self.now_ms + (seconds * 1000.0).round() as Millis
     }
 }
 
@@ -543,7 +579,7 @@ pub fn plan_routes_on(
     let any_open = open.iter().any(|&o| o);
     // Kept: planned stops as they are, new orders after them. Half the
     // budget when a rebuild is tried too.
-    let (tails, planned_distance, planned_late) = wave.follow_planned();
+    let followed = wave.follow_planned();
     let share = if any_open { 0.5 } else { 1.0 };
     let kept = if fresh.is_empty() {
         Routed {
@@ -554,7 +590,7 @@ pub fn plan_routes_on(
         }
     } else {
         let mut first = || progress() / share;
-        wave.route(&fresh, &fresh_bound, &tails, &mut first)?
+        wave.route(&fresh, &fresh_bound, &followed.tails, &mut first)?
     };
     if !any_open {
         return Ok(WavePlan {
@@ -581,12 +617,32 @@ pub fn plan_routes_on(
     let mut second = || (progress() - 0.5) / 0.5;
     let rebuilt = wave.route(&which, &bound, &starts, &mut second)?;
     let mut kept_risk = kept.at_risk.clone();
-    kept_risk.extend(&planned_late);
+    kept_risk.extend(&followed.late);
     let every_open_served = !rebuilt.unrouted.iter().any(|&index| open[index]);
+    // The most a rebuild postpones a drop-off already planned.
+    let rebuilt_drops: std::collections::HashMap<(&OrderId, Option<&String>), Millis> = rebuilt
+        .routes
+        .iter()
+        .flat_map(|r| &r.stops)
+        .filter(|s| s.kind == HandoffKind::Dropoff)
+        .map(|s| ((&s.order, s.return_id.as_ref()), s.eta_ms))
+        .collect();
+    let delay_ms = followed
+        .drops
+        .iter()
+        .enumerate()
+        .filter_map(|(index, kept_ms)| {
+            let order = &orders[index];
+            let new_ms = rebuilt_drops.get(&(&order.order, order.return_id.as_ref()))?;
+            Some(new_ms - (*kept_ms)?)
+        })
+        .max()
+        .unwrap_or(0);
     if every_open_served
         && search.hysteresis.prefers_rebuilt(
-            (kept_risk.len(), planned_distance + kept.distance),
+            (kept_risk.len(), followed.distance + kept.distance),
             (rebuilt.at_risk.len(), rebuilt.distance),
+            delay_ms,
         )
     {
         return Ok(WavePlan {
@@ -923,13 +979,93 @@ mod tests {
     fn hysteresis_on_a_table() {
         let rule = Hysteresis::default();
         // (at risk, metres) kept vs rebuilt.
-        assert!(rule.prefers_rebuilt((1, 1_000.0), (0, 50_000.0)));
-        assert!(!rule.prefers_rebuilt((0, 1_000.0), (1, 10.0)));
-        assert!(!rule.prefers_rebuilt((0, 10_000.0), (0, 9_600.0)));
-        assert!(rule.prefers_rebuilt((0, 10_000.0), (0, 9_400.0)));
+        assert!(rule.prefers_rebuilt((1, 1_000.0), (0, 50_000.0), 0));
+        assert!(!rule.prefers_rebuilt((0, 1_000.0), (1, 10.0), 0));
+        assert!(!rule.prefers_rebuilt((0, 10_000.0), (0, 9_600.0), 0));
+        assert!(rule.prefers_rebuilt((0, 10_000.0), (0, 9_400.0), 0));
         // On long plans the share counts: 5% of 40 km is 2 km.
-        assert!(!rule.prefers_rebuilt((0, 40_000.0), (0, 38_500.0)));
-        assert!(rule.prefers_rebuilt((0, 40_000.0), (0, 37_900.0)));
+        assert!(!rule.prefers_rebuilt((0, 40_000.0), (0, 38_500.0), 0));
+        assert!(rule.prefers_rebuilt((0, 40_000.0), (0, 37_900.0), 0));
+        // Shorter, but a planned drop-off an hour later: kept, unless the
+        // rebuild saves a late order.
+        let hour = 3_600_000;
+        assert!(!rule.prefers_rebuilt((0, 10_000.0), (0, 5_000.0), hour));
+        assert!(rule.prefers_rebuilt((0, 10_000.0), (0, 5_000.0), rule.max_delay_ms));
+        assert!(rule.prefers_rebuilt((1, 10_000.0), (0, 12_000.0), hour));
+    }
+
+    #[test]
+    fn a_rebuild_does_not_keep_parcels_on_board_while_fetching_more() {
+        // A courier at the factory carries two parcels to customers out
+        // east; two more orders become ready at a factory out west. Fetching
+        // the new ones first and then sweeping east would be shorter than
+        // riding east and back, but the parcels on board would wait for it:
+        // the planned drop-offs stay first.
+        let east1 = (52.50, 13.50);
+        let east2 = (52.51, 13.52);
+        let west = (52.50, 13.30);
+        let mut orders = vec![
+            order("on-board-1", (52.50, 13.40), east1, 40 * HOUR),
+            order("on-board-2", (52.50, 13.40), east2, 40 * HOUR),
+            order("new-1", west, (52.505, 13.51), 40 * HOUR),
+            order("new-2", west, (52.495, 13.49), 40 * HOUR),
+        ];
+        for o in &mut orders[..2] {
+            o.carried_by = Some(CourierId::new("c"));
+        }
+        let mut c = courier("c", 10);
+        c.planned = vec![
+            PlannedStop {
+                order: 0,
+                kind: HandoffKind::Dropoff,
+            },
+            PlannedStop {
+                order: 1,
+                kind: HandoffKind::Dropoff,
+            },
+        ];
+        // Without the limit on delays the shorter rebuild would win.
+        let search = |max_delay_ms| WaveSearch {
+            max_iterations: 2_000,
+            hysteresis: Hysteresis {
+                max_delay_ms,
+                ..Hysteresis::default()
+            },
+            ..WaveSearch::default()
+        };
+        let with = |max_delay_ms| {
+            plan_routes(
+                std::slice::from_ref(&c),
+                &orders,
+                0,
+                Travel::default(),
+                search(max_delay_ms),
+                &mut || 0.0,
+            )
+            .expect("valid model")
+        };
+        let unlimited = with(Millis::MAX);
+        assert!(unlimited.rebuilt);
+        let first = sequence(&unlimited.routes[0]);
+        assert!(
+            first[..2]
+                .iter()
+                .all(|(order, kind)| order.starts_with("new-") && *kind == HandoffKind::Pickup),
+            "{first:?}"
+        );
+        // With it, the plan is kept: the drop-offs on board first, the new
+        // orders after them.
+        let kept = with(Hysteresis::default().max_delay_ms);
+        assert!(!kept.rebuilt);
+        assert_eq!(kept.routes.len(), 1);
+        assert!(
+            kept.routes[0]
+                .stops
+                .iter()
+                .all(|s| s.order.as_str().starts_with("new-")),
+            "{:?}",
+            sequence(&kept.routes[0])
+        );
     }
 
     proptest! {
