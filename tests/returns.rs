@@ -283,6 +283,85 @@ async fn a_returned_order_is_picked_up_inspected_and_its_restocked_units_fill_a_
     fleet.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_return_drop_off_never_confirmed_is_planned_again_for_the_courier_with_the_parcel() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(8, TIME_SCALE).await;
+    let config = support::config(&fleet, &dir.path().join("unconfirmed.db"), TIME_SCALE);
+    let running = Running::start(config).await;
+    let brand = running.api(Role::Brand, "acme").await;
+    let (status, created) = brand
+        .post("/v1/orders", &order_body("kept", 1), Some("kept"))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let order = created["id"].as_str().expect("order id").to_string();
+    let factory = created["factory"].as_str().expect("factory").to_string();
+    let operator = running.api(Role::Operator, &factory).await;
+    confirm_stop(&running, &operator, &order, "pickup", None).await;
+    confirm_stop(&running, &brand, &order, "dropoff", None).await;
+    let (status, requested) = brand
+        .post(
+            &format!("/v1/orders/{order}/returns"),
+            &json!({"lines": [{"line": 0, "quantity": 1}], "reason": "too small"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{requested}");
+    let back = requested["id"].as_str().expect("return id").to_string();
+
+    // Picked up at the customer; the drop-off at the factory, as its
+    // operator sees it (with the code), is never confirmed.
+    confirm_stop(&running, &brand, &order, "pickup", Some(&back)).await;
+    let (_, seen) = operator.get(&format!("/v1/returns/{back}")).await;
+    let first = planned_stop(&seen["handoffs"], "dropoff", Some(&back)).expect("drop-off");
+    let picked = seen["handoffs"]
+        .as_array()
+        .and_then(|h| {
+            h.iter()
+                .find(|h| h["kind"] == "pickup" && h["state"] == "done")
+        })
+        .cloned()
+        .expect("the pickup done");
+    // It is missed, and a new one is planned at the factory for the same
+    // courier (the parcel is on its bike), with the code the operator has.
+    let again = wait_for("the return's drop-off planned again", LIMIT, || async {
+        let (_, seen) = operator.get(&format!("/v1/returns/{back}")).await;
+        planned_stop(&seen["handoffs"], "dropoff", Some(&back)).filter(|s| s["id"] != first["id"])
+    })
+    .await;
+    assert_eq!(again["courier"], picked["courier"], "{again}");
+    assert_eq!(again["code"], first["code"], "{again}");
+    // In the courier's schedule it is a stop at the factory.
+    let courier_id = again["courier"].as_str().expect("courier");
+    let courier = running.api(Role::Courier, courier_id).await;
+    let (_, schedule) = courier
+        .get(&format!("/v1/couriers/{courier_id}/schedule"))
+        .await;
+    let stop = schedule["stops"]
+        .as_array()
+        .and_then(|stops| stops.iter().find(|s| s["id"] == again["id"]))
+        .cloned()
+        .unwrap_or_else(|| panic!("{} not in {schedule}", again["id"]));
+    assert_eq!(stop["place"], factory.as_str(), "{stop}");
+    let (_, seen) = operator.get(&format!("/v1/returns/{back}")).await;
+    assert_eq!(seen["state"], "picked_up", "{seen}");
+    assert!(
+        seen["handoffs"].as_array().is_some_and(|h| h
+            .iter()
+            .any(|h| h["id"] == first["id"] && h["state"] == "missed")),
+        "{seen}"
+    );
+
+    // Confirmed with the operator's code: the return reaches the factory.
+    confirm_stop(&running, &operator, &order, "dropoff", Some(&back)).await;
+    assert_eq!(return_state(&brand, &back).await, "received");
+    let admin = running.api(Role::Admin, "*").await;
+    let kinds = support::assert_events_match_schemas(&admin).await;
+    assert!(kinds.contains("handoff.missed"), "{kinds:?}");
+    running.stop().await;
+    fleet.shutdown().await;
+}
+
 /// The demo network without machines and without waves (they would race
 /// the store set-up), on a fast clock; brand `brief` has a one-day window.
 fn refusals_config(db: &std::path::Path) -> Config {

@@ -187,7 +187,9 @@ impl Waves {
         let waiting = store.wave_orders(&self.zone).await?;
         let returns = store.wave_returns(&self.zone).await?;
         let carried = store.carried_orders(&self.zone).await?;
-        if waiting.is_empty() && returns.is_empty() && carried.is_empty() {
+        let carried_back = store.carried_returns(&self.zone).await?;
+        if waiting.is_empty() && returns.is_empty() && carried.is_empty() && carried_back.is_empty()
+        {
             return Ok(0);
         }
         // Deliveries (factory to customer) and returns (customer to the
@@ -224,8 +226,24 @@ impl Waves {
             deadline_ms: order.deadline_ms,
             carried_by: Some(order.courier.clone()),
         });
-        let mut orders: Vec<RouteOrder> =
-            deliveries.chain(pickups_back).chain(drops_again).collect();
+        // Returns whose drop-off at the factory was never confirmed: the
+        // same, at the order's factory.
+        let drops_back = carried_back.iter().filter_map(|back| {
+            let factory = self.factories.get(back.factory.as_str())?;
+            Some(RouteOrder {
+                order: back.order_id.clone(),
+                return_id: Some(back.return_id.clone()),
+                pickup: *factory,
+                dropoff: *factory,
+                deadline_ms: back.requested_ms + PICKUP_DEADLINE_MS,
+                carried_by: Some(back.courier.clone()),
+            })
+        });
+        let mut orders: Vec<RouteOrder> = deliveries
+            .chain(pickups_back)
+            .chain(drops_again)
+            .chain(drops_back)
+            .collect();
         // Each courier's stops not yet made: it starts after the one it is
         // on its way to, and the rest may be rebuilt.
         let open = store.open_stops().await?;
@@ -425,6 +443,11 @@ impl Waves {
                     .iter()
                     .map(|r| (r.order_id.as_str(), r.factory.as_str())),
             )
+            .chain(
+                carried_back
+                    .iter()
+                    .map(|r| (r.order_id.as_str(), r.factory.as_str())),
+            )
             .collect();
         let mut records = Vec::new();
         let mut moves = Vec::new();
@@ -480,15 +503,21 @@ impl Waves {
                     eta_ms: stop.eta_ms,
                     state: HandoffState::Planned,
                     updated_ms: now,
-                    // A drop-off planned again keeps the code the customer has.
+                    // A drop-off planned again keeps the code the customer
+                    // (or, for a return, the factory's operator) has.
                     code: carried
                         .iter()
-                        .find(|c| {
-                            c.order_id == stop.order
-                                && stop.kind == HandoffKind::Dropoff
-                                && stop.return_id.is_none()
-                        })
-                        .and_then(|c| c.code.clone())
+                        .filter(|c| c.order_id == stop.order && stop.return_id.is_none())
+                        .map(|c| &c.code)
+                        .chain(
+                            carried_back
+                                .iter()
+                                .filter(|c| stop.return_id.as_ref() == Some(&c.return_id))
+                                .map(|c| &c.code),
+                        )
+                        .find(|_| stop.kind == HandoffKind::Dropoff)
+                        .cloned()
+                        .flatten()
                         .or_else(|| Some(handoff_code())),
                     wrong_codes: 0,
                     failure: None,

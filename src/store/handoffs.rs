@@ -343,12 +343,13 @@ impl Store {
         Ok(Ok(record))
     }
 
-    /// Delivery drop-offs of a zone still planned although their ETA is
-    /// before `overdue_before`, their parcel picked up: each becomes
-    /// `missed` (compare-and-set, `handoff.missed`), and the order, still
-    /// out for delivery with its courier, waits for the next wave to plan a
-    /// new drop-off for that courier (`carried_orders`). Not a failed
-    /// attempt. Returns how many.
+    /// Drop-offs of a zone still planned although their ETA is before
+    /// `overdue_before`, their parcel picked up (a delivery's order out for
+    /// delivery, a return `picked_up`): each becomes `missed`
+    /// (compare-and-set, `handoff.missed`), and the order (or the return),
+    /// still with its courier, waits for the next wave to plan a new
+    /// drop-off for that courier (`carried_orders`, `carried_returns`). The
+    /// return keeps its state. Not a failed attempt. Returns how many.
     pub async fn miss_overdue_dropoffs(
         &self,
         zone: &str,
@@ -357,8 +358,9 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let rows = sqlx::query(
             "SELECT h.id, h.order_id, o.brand FROM handoffs h JOIN orders o ON o.id = h.order_id \
-             WHERE o.zone = $1 AND h.kind = 'dropoff' AND h.state = 'planned' AND h.return_id IS NULL \
-             AND h.eta_ms < $2 AND o.state = 'out_for_delivery'",
+             LEFT JOIN returns r ON r.id = h.return_id \
+             WHERE o.zone = $1 AND h.kind = 'dropoff' AND h.state = 'planned' AND h.eta_ms < $2 \
+             AND ((h.return_id IS NULL AND o.state = 'out_for_delivery') OR r.state = 'picked_up')",
         )
         .bind(zone)
         .bind(overdue_before)

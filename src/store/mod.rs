@@ -36,7 +36,7 @@ pub use mqtt_users::MqttUserRecord;
 pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord, Promise};
 pub use outbox::{EventRecord, OutboxRecord};
 pub use promise::{OpenJob, OrderInMaking, PromiseUpdate};
-pub use returns::{NewReturn, ReturnFilter, ReturnRecord, StockRecord, WaveReturn};
+pub use returns::{CarriedReturn, NewReturn, ReturnFilter, ReturnRecord, StockRecord, WaveReturn};
 pub use tokens::{AuditRecord, FoundToken, TOKEN_ID_LEN, TokenListing, TokenRecord};
 pub use webhooks::{
     DueDelivery, MAX_ENDPOINTS_PER_BRAND, NewEndpoint, WebhookDelivery, WebhookEndpoint,

@@ -11,8 +11,8 @@ use crate::domain::returns::{
     InspectionLine, RequestedLine, check_inspection, check_request, fill_from_stock,
 };
 use crate::domain::{
-    BrandId, Event, FactoryId, HandoffInput, HandoffState, InspectedLine, Location, Millis,
-    OrderId, OrderState, ReturnInput, ReturnLine, ReturnState,
+    BrandId, CourierId, Event, FactoryId, HandoffInput, HandoffState, InspectedLine, Location,
+    Millis, OrderId, OrderState, ReturnInput, ReturnLine, ReturnState,
 };
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
@@ -58,6 +58,24 @@ pub struct WaveReturn {
     pub factory: FactoryId,
     pub pickup: Location,
     pub requested_ms: Millis,
+}
+
+/// A return picked up whose drop-off at its factory was never confirmed:
+/// its courier has the parcel and needs a new drop-off
+/// (`Store::carried_returns`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CarriedReturn {
+    pub return_id: String,
+    pub order_id: OrderId,
+    pub brand: BrandId,
+    /// Where the parcel goes: the order's factory.
+    pub factory: FactoryId,
+    /// The courier who picked it up.
+    pub courier: CourierId,
+    pub requested_ms: Millis,
+    /// The missed drop-off's code (the factory's operators have it), kept
+    /// for the new one.
+    pub code: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -479,6 +497,39 @@ impl Store {
                     factory: text_id(row, "factory")?,
                     pickup: Location::new(row.try_get("lat")?, row.try_get("lon")?),
                     requested_ms: row.try_get("requested_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Returns of a zone picked up with no drop-off planned (theirs was
+    /// never confirmed, see `miss_overdue_dropoffs`): the courier that
+    /// picked each up has it, and the code of its last missed drop-off
+    /// (the factory's operators have it). Oldest first.
+    pub async fn carried_returns(&self, zone: &str) -> Result<Vec<CarriedReturn>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT r.id, r.order_id, r.brand, r.factory, r.requested_ms, p.courier, \
+             (SELECT m.code FROM handoffs m WHERE m.return_id = r.id AND m.kind = 'dropoff' \
+              AND m.state = 'missed' ORDER BY m.updated_ms DESC, m.id DESC LIMIT 1) AS code \
+             FROM returns r JOIN handoffs p ON p.return_id = r.id AND p.kind = 'pickup' AND p.state = 'done' \
+             WHERE r.zone = $1 AND r.state = 'picked_up' AND NOT EXISTS \
+             (SELECT 1 FROM handoffs h WHERE h.return_id = r.id AND h.kind = 'dropoff' \
+              AND h.state IN ('planned', 'locked')) \
+             ORDER BY r.requested_ms, r.id",
+        )
+        .bind(zone)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CarriedReturn {
+                    return_id: row.try_get("id")?,
+                    order_id: text_id(row, "order_id")?,
+                    brand: text_id(row, "brand")?,
+                    factory: text_id(row, "factory")?,
+                    courier: text_id(row, "courier")?,
+                    requested_ms: row.try_get("requested_ms")?,
+                    code: row.try_get("code")?,
                 })
             })
             .collect()

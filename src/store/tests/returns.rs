@@ -429,3 +429,122 @@ async fn a_missed_or_failed_return_pickup_is_planned_again_and_a_return_can_be_c
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_return_drop_off_never_confirmed_is_missed_and_the_parcel_stays_with_its_courier() {
+    on_every_backend(|store| async move {
+        delivered_order(&store).await;
+        store
+            .request_return(&asking("r1", Some("acme"), 3), NOW)
+            .await
+            .expect("request")
+            .expect("accepted");
+        store
+            .save_wave(&stops("w2", "o1", Some("r1"), ["rp", "rd"]), NOW)
+            .await
+            .expect("return wave");
+        // Planned, not picked up: a drop-off overdue is the pickup's business.
+        assert_eq!(
+            store
+                .miss_overdue_dropoffs("berlin", NOW + 1_000, NOW + 1_000)
+                .await
+                .expect("none"),
+            0
+        );
+        store
+            .confirm_handoff("rp", Some("bike-1"), Some("rp-code"), 5, NOW)
+            .await
+            .expect("picked up");
+        // Not yet overdue: nothing happens.
+        assert_eq!(
+            store
+                .miss_overdue_dropoffs("berlin", NOW, NOW)
+                .await
+                .expect("none"),
+            0
+        );
+        assert!(
+            store
+                .carried_returns("berlin")
+                .await
+                .expect("none")
+                .is_empty()
+        );
+        // Overdue: missed once, with its event; the return stays picked up,
+        // waiting for a new drop-off at the factory by the same courier.
+        let missed = store
+            .miss_overdue_dropoffs("berlin", NOW + 1_000, NOW + 1_000)
+            .await
+            .expect("missed");
+        assert_eq!(missed, 1);
+        assert_eq!(
+            store
+                .miss_overdue_dropoffs("berlin", NOW + 1_000, NOW + 1_000)
+                .await
+                .expect("again"),
+            0
+        );
+        let kinds = outbox_kinds(&store).await;
+        assert_eq!(
+            kinds.iter().filter(|k| *k == "handoff.missed").count(),
+            1,
+            "{kinds:?}"
+        );
+        assert_eq!(
+            return_state(&store, "r1").await,
+            Some(ReturnState::PickedUp)
+        );
+        let carried = store.carried_returns("berlin").await.expect("carried");
+        assert_eq!(carried.len(), 1, "{carried:?}");
+        assert_eq!(carried[0].return_id, "r1");
+        assert_eq!(carried[0].order_id.as_str(), "o1");
+        assert_eq!(carried[0].brand.as_str(), "acme");
+        assert_eq!(carried[0].factory.as_str(), "north");
+        assert_eq!(carried[0].courier.as_str(), "bike-1");
+        assert_eq!(carried[0].requested_ms, NOW);
+        assert_eq!(carried[0].code.as_deref(), Some("rd-code"));
+        assert!(
+            store
+                .carried_returns("elsewhere")
+                .await
+                .expect("zone")
+                .is_empty()
+        );
+        assert!(store.wave_returns("berlin").await.expect("wave").is_empty());
+        assert!(
+            store
+                .carried_orders("berlin")
+                .await
+                .expect("orders")
+                .is_empty()
+        );
+        // A new drop-off planned with the same code: no longer waiting, and
+        // once confirmed the return is at its factory.
+        let mut again = stops("w3", "o1", Some("r1"), ["unused", "rd2"]).remove(1);
+        again.code = carried[0].code.clone();
+        store.save_wave(&[again], NOW + 2_000).await.expect("wave");
+        assert!(
+            store
+                .carried_returns("berlin")
+                .await
+                .expect("none")
+                .is_empty()
+        );
+        store
+            .confirm_handoff("rd2", Some("bike-1"), Some("rd-code"), 5, NOW + 3_000)
+            .await
+            .expect("drop-off");
+        assert_eq!(
+            return_state(&store, "r1").await,
+            Some(ReturnState::Received)
+        );
+        assert!(
+            store
+                .carried_returns("berlin")
+                .await
+                .expect("none")
+                .is_empty()
+        );
+    })
+    .await;
+}
