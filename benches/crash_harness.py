@@ -226,9 +226,16 @@ def main():
         if args.broker == "mosquitto":
             if not shutil.which("mosquitto") or not shutil.which("mosquitto_sub"):
                 raise SystemExit("--broker mosquitto needs mosquitto and mosquitto_sub (apt-get install mosquitto mosquitto-clients)")
+            # Mosquitto started as root drops to its own user, which must
+            # be able to write its database (else it keeps nothing across
+            # the restart, and says so only in its log).
+            store = work / "mosquitto-data"
+            store.mkdir()
+            store.chmod(0o777)
+            work.chmod(0o711)
             (work / "mosquitto.conf").write_text(
                 f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                f"persistence_location {work}/\nmax_queued_messages 1000000\n")
+                f"persistence_location {store}/\nmax_queued_messages 1000000\n")
             mosquitto = subprocess.Popen(["mosquitto", "-c", str(work / "mosquitto.conf")],
                                          stdout=subprocess.DEVNULL, stderr=open(work / "mosquitto.log", "wb"))
             children.append(mosquitto)
@@ -332,6 +339,7 @@ def main():
         feeder.start()
 
         # Kill at random moments, during the feed and after it.
+        restart_failures = []
         for kill in range(args.kills):
             time.sleep(rng.uniform(*args.kill_gap))
             if kill == args.kills // 2:
@@ -349,7 +357,14 @@ def main():
                     children.append(mosquitto)
                     log("broker restarted")
                 if args.pg_restart_cmd:
-                    restarted = subprocess.run(args.pg_restart_cmd, shell=True, capture_output=True, text=True)
+                    # Output to a file, not a pipe: a server started by the
+                    # command keeps the pipe open and the run would wait for
+                    # its end for ever.
+                    with open(work / "pg-restart.log", "ab") as restart_log:
+                        restarted = subprocess.run(args.pg_restart_cmd, shell=True, stdin=subprocess.DEVNULL,
+                                                   stdout=restart_log, stderr=subprocess.STDOUT, timeout=120)
+                    if restarted.returncode != 0:
+                        restart_failures.append(f"--pg-restart-cmd exited {restarted.returncode} (see pg-restart.log)")
                     log(f"PostgreSQL restarted (exit {restarted.returncode})")
             victim = daemons[kill % len(daemons)]
             victim.kill()
@@ -385,7 +400,11 @@ def main():
             time.sleep(10)
 
         # Let the outbox drain, then check.
-        failures = []
+        failures = list(restart_failures)
+        if mosquitto and (work / "mosquitto.log").exists():
+            saved = (work / "mosquitto.log").read_text(errors="replace")
+            if "Error saving" in saved:
+                failures.append("mosquitto could not save its sessions (see mosquitto.log): the restart lost them")
         for _ in range(120):
             status, overview = http("GET", f"{base}/v1/overview", admin)
             if status == 200 and overview.get("outbox_backlog") == 0:
