@@ -47,6 +47,12 @@ pub struct MachineSlot {
     /// The material an operator declared loaded (None: not known). A
     /// machine with a known material gets only jobs of that material.
     pub loaded_material: Option<String>,
+    /// When its calendar next lets it start a job (now, when it is open;
+    /// None: no opening ahead, it takes no jobs). The queue rule fills
+    /// machines open sooner first: a machine outside its shift or in
+    /// maintenance gets a job only when every capable machine open earlier
+    /// has a full queue.
+    pub opens_ms: Option<Millis>,
 }
 
 /// A job whose earlier steps are done, waiting for a machine.
@@ -99,8 +105,9 @@ pub fn assign_jobs(
             .iter()
             .filter(|machine| machine.can_run(job))
             .filter_map(|machine| {
+                let opens = machine.opens_ms?;
                 let queue = queues.get(&machine.id).copied().unwrap_or(usize::MAX);
-                (queue < max_queue).then_some((queue, machine))
+                (queue < max_queue).then_some(((opens, queue), machine))
             })
             .min_by(|(qa, a), (qb, b)| {
                 qa.cmp(qb)
@@ -131,6 +138,7 @@ mod tests {
             accepts_jobs: true,
             queue_len,
             loaded_material: None,
+            opens_ms: Some(0),
         }
     }
 
@@ -146,6 +154,30 @@ mod tests {
 
     fn names(assignments: &[(JobToken, MachineId)]) -> Vec<(u32, &str)> {
         assignments.iter().map(|(t, m)| (t.0, m.as_str())).collect()
+    }
+
+    #[test]
+    fn machines_open_now_fill_first_and_one_never_open_takes_nothing() {
+        // "closed" opens in an hour, "open" now with a longer queue,
+        // "retired" never: the open one takes jobs up to its room, then
+        // the closed one; the retired one none.
+        let mut closed = machine("closed", "f", "print", 0);
+        closed.opens_ms = Some(3_600_000);
+        let open = machine("open", "f", "print", 1);
+        let mut retired = machine("retired", "f", "print", 0);
+        retired.opens_ms = None;
+        let jobs: Vec<JobCandidate> = (1..=5).map(|t| job(t, "f", "print", 100)).collect();
+        let assigned = assign_jobs(&jobs, &[closed, open, retired], 3);
+        assert_eq!(
+            names(&assigned),
+            [
+                (1, "open"),
+                (2, "open"),
+                (3, "closed"),
+                (4, "closed"),
+                (5, "closed")
+            ]
+        );
     }
 
     #[test]

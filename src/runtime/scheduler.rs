@@ -88,12 +88,24 @@ impl Scheduler {
         }
         let loads = self.store.machine_loads().await?;
         let machines = self.store.list_machines(None).await?;
+        let now = self.clock.now_ms();
+        let windows = self.store.maintenance_windows(None, now).await?;
+        // Each machine's calendar: its shifts and maintenance windows.
+        let calendar = |machine: &str| Calendar {
+            shifts: self.shifts.get(machine).cloned().unwrap_or_default(),
+            windows: windows
+                .iter()
+                .filter(|w| w.machine == machine)
+                .map(crate::store::WindowRecord::window)
+                .collect(),
+        };
         let slots: Vec<MachineSlot> = machines
             .into_iter()
             .filter(|machine| held.contains_key(machine.factory.as_str()))
             .map(|machine| MachineSlot {
                 queue_len: loads.get(machine.id.as_str()).copied().unwrap_or(0),
                 accepts_jobs: machine.state.accepts_jobs(machine.mode),
+                opens_ms: calendar(machine.id.as_str()).next_start(now, 1),
                 id: machine.id,
                 factory: machine.factory,
                 capabilities: machine.capabilities,
@@ -105,29 +117,13 @@ impl Scheduler {
             .iter()
             .map(|slot| (slot.id.0.clone(), slot.factory.0.clone()))
             .collect();
-        let now = self.clock.now_ms();
         let assignments = match self.planner {
             Planner::Queue => queue_assignments(&jobs, &slots, self.max_queue),
             Planner::Shop => {
                 let backlogs = self.store.machine_backlogs().await?;
-                let windows = self.store.maintenance_windows(None, now).await?;
                 let calendars: HashMap<String, Calendar> = slots
                     .iter()
-                    .map(|slot| {
-                        let calendar = Calendar {
-                            shifts: self
-                                .shifts
-                                .get(slot.id.as_str())
-                                .cloned()
-                                .unwrap_or_default(),
-                            windows: windows
-                                .iter()
-                                .filter(|w| w.machine == slot.id.as_str())
-                                .map(crate::store::WindowRecord::window)
-                                .collect(),
-                        };
-                        (slot.id.0.clone(), calendar)
-                    })
+                    .map(|slot| (slot.id.0.clone(), calendar(slot.id.as_str())))
                     .collect();
                 self.shop_assignments(jobs, slots, &backlogs, &calendars, now)
                     .await
@@ -340,6 +336,7 @@ mod tests {
             accepts_jobs: true,
             queue_len: 0,
             loaded_material: None,
+            opens_ms: Some(0),
         }
     }
 
