@@ -116,6 +116,24 @@ fn check_config_accepts_the_shop_planner_and_names_a_wrong_one() {
 }
 
 /// The status code of `GET path` with a bearer token (0 if no answer).
+/// `line` without its ANSI colour sequences (`ESC [ ... m`).
+fn without_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn status_of(url: &str, path: &str, token: &str) -> u16 {
     use std::io::{Read, Write};
     let Some(address) = url.strip_prefix("http://") else {
@@ -259,7 +277,8 @@ fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
     let mut child = KillOnDrop(
         Command::new(BIN)
             .args(["run", "--config", config])
-            .env("RUST_LOG", "info")
+            // tower_http's line per response, to see each request's ids.
+            .env("RUST_LOG", "info,tower_http=debug")
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -331,6 +350,14 @@ fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
     );
     assert!(stdout.contains("nothing imported"), "{stdout}");
 
+    // Requests naming an order or a machine log it with their lines.
+    assert_eq!(status_of(&url, "/v1/orders/probe-order-1", &token), 404);
+    status_of(
+        &url,
+        "/v1/machines/probe-machine/maintenance-windows",
+        &token,
+    );
+
     // Revoked by the CLI while the daemon runs (and has the token cached):
     // refused within a few seconds.
     assert_eq!(status_of(&url, "/v1/orders", &token), 200);
@@ -376,6 +403,13 @@ fn run_serves_the_api_and_stops_cleanly_on_sigterm() {
         "{}",
         lines.join("\n")
     );
+    let plain: Vec<String> = lines.iter().map(|l| without_ansi(l)).collect();
+    let logged = |text: &str| plain.iter().any(|l| l.contains(text));
+    assert!(logged("order.id=probe-order-1"), "{}", lines.join("\n"));
+    assert!(logged("machine.id=probe-machine"), "{}", lines.join("\n"));
+    // The import route names no order: no made-up id from its path.
+    assert!(logged("path=/v1/orders/import"), "{}", lines.join("\n"));
+    assert!(!logged("order.id=import"), "{}", lines.join("\n"));
 }
 
 #[test]

@@ -232,7 +232,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/orders/import", post(orders::import))
         .route("/v1/orders/{id}", get(orders::get))
         .route("/v1/orders/{id}/cancel", post(orders::cancel))
-        .route("/v1/orders/{id}/escalation", post(orders::decide_escalation))
+        .route(
+            "/v1/orders/{id}/escalation",
+            post(orders::decide_escalation),
+        )
         .route("/v1/orders/{id}/returns", post(returns::create))
         .route("/v1/returns", get(returns::list))
         .route("/v1/returns/{id}", get(returns::get))
@@ -308,12 +311,43 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::map_response(problem_for_rejections))
         .layer(axum::middleware::from_fn(count_requests))
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-            // A fresh id per request (never taken from the client), so every
-            // line logged while serving it can be told apart and grepped.
-            tracing::info_span!("request", request.id = %uuid::Uuid::now_v7().simple(), method = %request.method(), path = %request.uri().path())
-        }))
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
+}
+
+/// The span of one request: a fresh id (never taken from the client), so
+/// every line logged while serving it can be told apart and grepped, and
+/// the order, job or machine its route names (`order.id`, `job.token`,
+/// `machine.id`, read where the matched route has `/orders/{id}`,
+/// `/jobs/{token}`, `/machines/{id}`; intake records the new order's id
+/// once it is stored).
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let path = request.uri().path();
+    let span = tracing::info_span!(
+        "request",
+        request.id = %uuid::Uuid::now_v7().simple(),
+        method = %request.method(),
+        path = %path,
+        order.id = tracing::field::Empty,
+        job.token = tracing::field::Empty,
+        machine.id = tracing::field::Empty,
+    );
+    if let Some(route) = request.extensions().get::<axum::extract::MatchedPath>() {
+        let template: Vec<&str> = route.as_str().split('/').collect();
+        let actual: Vec<&str> = path.split('/').collect();
+        for (at, pair) in template.windows(2).enumerate() {
+            let field = match pair {
+                ["orders", "{id}"] => "order.id",
+                ["jobs", "{token}"] => "job.token",
+                ["machines", "{id}"] => "machine.id",
+                _ => continue,
+            };
+            if let Some(value) = actual.get(at + 1) {
+                span.record(field, tracing::field::display(value));
+            }
+        }
+    }
+    span
 }
 
 /// Counts every request by method, route template (the matched path, such

@@ -156,6 +156,8 @@ pub async fn create(
         .await?
     {
         Submitted::Created { value, reply } => {
+            // The request's log lines from here on carry the new order.
+            tracing::Span::current().record("order.id", tracing::field::display(&value.id));
             let location = format!("/v1/orders/{}", value.id);
             Ok(json_response(
                 StatusCode::CREATED,
