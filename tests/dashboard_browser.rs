@@ -2,8 +2,9 @@
 //! by chromedriver (headless). An operator signs in with a token, watches a
 //! DTG printer of the simulated fleet go from idle to running without a
 //! reload (the page follows the server-sent event stream), pauses it from
-//! the page and sees the state change; a screenshot is saved under the
-//! target directory. Skipped, with one line saying so, when chromedriver is
+//! the page and sees the state change, then declares a material loaded,
+//! resumes and drains it, each confirmed on the page and checked in the
+//! API; a screenshot is saved under the target directory. Skipped, with one line saying so, when chromedriver is
 //! not installed (`apt-get install chromium chromium-driver`; `.ci/run`
 //! installs both).
 
@@ -95,6 +96,35 @@ async fn browser(driver: &Driver) -> Client {
 }
 
 /// Each machine card on the page: (machine id, state shown).
+/// Clicks the element `css` selects, again if the page redrew it between
+/// finding and clicking (live updates replace the machine cards).
+async fn click(page: &Client, css: &str) {
+    let mut last = String::new();
+    for _ in 0..20 {
+        match page.find(Locator::Css(css)).await {
+            Ok(element) => match element.click().await {
+                Ok(()) => return,
+                Err(err) => last = err.to_string(),
+            },
+            Err(err) => last = err.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("could not click {css}: {last}");
+}
+
+/// Answers yes to the page's confirmation.
+async fn confirm(page: &Client) {
+    page.wait()
+        .at_most(LIMIT)
+        .for_element(Locator::Css("#confirm:not([hidden]) #confirm-yes"))
+        .await
+        .expect("confirmation asked")
+        .click()
+        .await
+        .expect("confirmed");
+}
+
 async fn machine_states(page: &Client) -> Vec<(String, String)> {
     let shown = page
         .execute(
@@ -128,7 +158,7 @@ fn state_of(states: &[(String, String)], machine: &str) -> Option<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_operator_watches_a_machine_start_and_pauses_it_from_the_page() {
+async fn an_operator_watches_a_machine_start_and_works_its_controls_from_the_page() {
     let Some(chromedriver) = find_program(&["chromedriver", "/usr/bin/chromedriver"]) else {
         println!(
             "skipped: chromedriver is not installed (apt-get install chromium chromium-driver)"
@@ -228,22 +258,12 @@ async fn an_operator_watches_a_machine_start_and_pauses_it_from_the_page() {
     assert_eq!(kept, Value::Bool(true), "the page was reloaded");
 
     // Pause it from the page: confirm, then see the result and the state.
-    page.find(Locator::Css(&format!(
-        "button[data-machine='{machine}'][data-action=pause]"
-    )))
-    .await
-    .expect("pause button")
-    .click()
-    .await
-    .expect("pause clicked");
-    page.wait()
-        .at_most(LIMIT)
-        .for_element(Locator::Css("#confirm:not([hidden]) #confirm-yes"))
-        .await
-        .expect("confirmation asked")
-        .click()
-        .await
-        .expect("confirmed");
+    click(
+        &page,
+        &format!("button[data-machine='{machine}'][data-action=pause]"),
+    )
+    .await;
+    confirm(&page).await;
     wait_for("the machine shown paused", LIMIT, || async {
         let states = machine_states(&page).await;
         (state_of(&states, &machine).as_deref() == Some("paused")).then_some(())
@@ -268,6 +288,73 @@ async fn an_operator_watches_a_machine_start_and_pauses_it_from_the_page() {
         .iter()
         .any(|m| m["id"] == machine.as_str() && m["mode"] == "paused");
     assert!(paused, "{machine} is paused in the API: {machines}");
+
+    // The other controls, each confirmed on the page and seen in the API:
+    // declare a material loaded, resume, then drain.
+    let material = page
+        .execute(
+            &format!(
+                "const s = document.querySelector(\"select[data-machine='{machine}'][data-action=material]\");
+                 const o = s && Array.from(s.options).find(o => o.value);
+                 return o ? o.value : null;"
+            ),
+            vec![],
+        )
+        .await
+        .expect("script runs");
+    let material = material.as_str().expect("a material to choose").to_string();
+    let select = format!("select[data-machine='{machine}'][data-action=material]");
+    let mut chosen = false;
+    for _ in 0..20 {
+        if let Ok(control) = page.find(Locator::Css(&select)).await
+            && control.select_by_value(&material).await.is_ok()
+        {
+            chosen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(chosen, "could not choose {material} in {select}");
+    confirm(&page).await;
+    let machine_in_api = |field: &'static str| {
+        let admin = &admin;
+        let machine = machine.clone();
+        move || {
+            let machine = machine.clone();
+            async move {
+                let (_, machines) = admin.get("/v1/machines?factory=north").await;
+                machines
+                    .as_array()
+                    .and_then(|all| all.iter().find(|m| m["id"] == machine.as_str()))
+                    .map(|m| m[field].clone())
+            }
+        }
+    };
+    wait_for("the material declared in the API", LIMIT, || {
+        let read = machine_in_api("loaded_material");
+        let material = material.clone();
+        async move { (read().await? == material.as_str()).then_some(()) }
+    })
+    .await;
+    for (action, modes) in [
+        ("resume", &["active"][..]),
+        ("drain", &["draining", "paused"][..]),
+    ] {
+        click(
+            &page,
+            &format!("button[data-machine='{machine}'][data-action={action}]"),
+        )
+        .await;
+        confirm(&page).await;
+        wait_for(&format!("the machine's mode after {action}"), LIMIT, || {
+            let read = machine_in_api("mode");
+            async move {
+                let mode = read().await?;
+                modes.contains(&mode.as_str()?).then_some(())
+            }
+        })
+        .await;
+    }
 
     let png = page.screenshot().await.expect("screenshot");
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-browser.png");
