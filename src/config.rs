@@ -433,6 +433,18 @@ pub struct RoutingConfig {
     /// configuration file. Read and checked at start and by `check-config`.
     #[serde(default)]
     pub matrix_file: Option<std::path::PathBuf>,
+    /// A wave may rebuild the couriers' planned stops; the rebuilt plan
+    /// replaces the kept one when it has fewer late orders, or as many and
+    /// is shorter by at least this many metres (seconds with a
+    /// `matrix_file`) ...
+    #[serde(default = "default_rebuild_min_gain_m")]
+    pub rebuild_min_gain_m: f64,
+    /// ... and this share of the kept plan's length ...
+    #[serde(default = "default_rebuild_min_gain_share")]
+    pub rebuild_min_gain_share: f64,
+    /// ... and brings no planned drop-off more than this many seconds later.
+    #[serde(default = "default_rebuild_max_delay_s")]
+    pub rebuild_max_delay_s: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -463,6 +475,18 @@ fn default_rush_margin_s() -> f64 {
     1800.0
 }
 
+fn default_rebuild_min_gain_m() -> f64 {
+    crate::plan::route::Hysteresis::default().min_gain_m
+}
+
+fn default_rebuild_min_gain_share() -> f64 {
+    crate::plan::route::Hysteresis::default().min_gain_share
+}
+
+fn default_rebuild_max_delay_s() -> f64 {
+    crate::plan::route::Hysteresis::default().max_delay_ms as f64 / 1000.0
+}
+
 impl Default for RoutingConfig {
     fn default() -> Self {
         Self {
@@ -473,6 +497,9 @@ impl Default for RoutingConfig {
             objective: RoutingObjective::default(),
             rush_margin_s: default_rush_margin_s(),
             matrix_file: None,
+            rebuild_min_gain_m: default_rebuild_min_gain_m(),
+            rebuild_min_gain_share: default_rebuild_min_gain_share(),
+            rebuild_max_delay_s: default_rebuild_max_delay_s(),
         }
     }
 }
@@ -907,6 +934,30 @@ impl Config {
                 "routing.rush_margin_s".into(),
                 format!("must be 0..=86400, got {}", routing.rush_margin_s),
             );
+        }
+        for (key, value, range) in [
+            (
+                "routing.rebuild_min_gain_m",
+                routing.rebuild_min_gain_m,
+                0.0..=1e7,
+            ),
+            (
+                "routing.rebuild_min_gain_share",
+                routing.rebuild_min_gain_share,
+                0.0..=1.0,
+            ),
+            (
+                "routing.rebuild_max_delay_s",
+                routing.rebuild_max_delay_s,
+                0.0..=604_800.0,
+            ),
+        ] {
+            if !(value.is_finite() && range.contains(&value)) {
+                problem(
+                    key.into(),
+                    format!("must be {}..={}, got {value}", range.start(), range.end()),
+                );
+            }
         }
         if !(1..=10).contains(&self.handoffs.max_attempts) {
             problem(
@@ -1360,12 +1411,18 @@ mod tests {
         config.routing.detour_factor = 0.5;
         config.routing.time_limit_ms = 0;
         config.routing.rush_margin_s = -1.0;
+        config.routing.rebuild_min_gain_m = f64::NAN;
+        config.routing.rebuild_min_gain_share = 1.5;
+        config.routing.rebuild_max_delay_s = -60.0;
         let problems = config.problems();
         for key in [
             "routing.speed_kmh",
             "routing.detour_factor",
             "routing.time_limit_ms",
             "routing.rush_margin_s",
+            "routing.rebuild_min_gain_m",
+            "routing.rebuild_min_gain_share",
+            "routing.rebuild_max_delay_s",
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(key)),

@@ -132,9 +132,11 @@ impl Travel {
 /// When a wave rebuilds the couriers' planned stops rather than keeping
 /// them and adding the new orders after them: only if the rebuilt plan
 /// serves every order already planned and either has fewer orders at risk,
-/// or as many and is shorter by at least `min_gain_m` and `min_gain_share`
-/// of the kept plan's length. So a courier's schedule does not change for a
-/// few metres.
+/// or as many, is shorter by at least `min_gain_m` and `min_gain_share`
+/// of the kept plan's length, and delays no planned drop-off by more than
+/// `max_delay_ms`. So a courier's schedule does not change for a few
+/// metres, nor for many at the expense of the parcels already planned.
+/// `[routing] rebuild_*` sets them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Hysteresis {
     pub min_gain_m: f64,

@@ -39,6 +39,15 @@ pub fn travel(routing: &RoutingConfig) -> crate::plan::Travel {
     }
 }
 
+/// The rebuild rule from `[routing] rebuild_*`.
+pub fn hysteresis(routing: &RoutingConfig) -> crate::plan::route::Hysteresis {
+    crate::plan::route::Hysteresis {
+        min_gain_m: routing.rebuild_min_gain_m,
+        min_gain_share: routing.rebuild_min_gain_share,
+        max_delay_ms: (routing.rebuild_max_delay_s * 1000.0) as i64,
+    }
+}
+
 pub struct Waves {
     pub store: Store,
     pub clock: Clock,
@@ -330,6 +339,7 @@ impl Waves {
                 RoutingObjective::Couriers => Objective::VehiclesThenDistance,
             },
             seed: u64::try_from(now).unwrap_or(1),
+            hysteresis: hysteresis(&self.routing),
             ..WaveSearch::default()
         };
         let budget = std::time::Duration::from_millis(self.routing.time_limit_ms);
@@ -578,4 +588,29 @@ fn rebuildable<'a>(stops: &[&'a OpenStop]) -> Option<Vec<&'a OpenStop>> {
         }
     }
     Some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rebuild_rule_comes_from_routing_and_defaults_to_the_planners() {
+        assert_eq!(
+            hysteresis(&RoutingConfig::default()),
+            crate::plan::route::Hysteresis::default()
+        );
+        let routing = RoutingConfig {
+            rebuild_min_gain_m: 0.0,
+            rebuild_min_gain_share: 0.0,
+            rebuild_max_delay_s: 60.0,
+            ..RoutingConfig::default()
+        };
+        let rule = hysteresis(&routing);
+        assert_eq!(rule.max_delay_ms, 60_000);
+        // No gain needed: any shorter plan that delays no drop-off past a
+        // minute wins.
+        assert!(rule.prefers_rebuilt((0, 1_000.0), (0, 999.0), 60_000));
+        assert!(!rule.prefers_rebuilt((0, 1_000.0), (0, 999.0), 60_001));
+    }
 }
