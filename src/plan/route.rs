@@ -129,6 +129,27 @@ impl Travel {
     }
 }
 
+/// How long a ride between two places takes, and a stop: the great circle
+/// ([`Travel`]) or the roads of a matrix file
+/// ([`super::roads::RoadTravel`]). The rush rule and the promise's delivery
+/// lead ask through it, so they travel as the waves do.
+pub trait Legs {
+    /// Door to door, in milliseconds.
+    fn leg_ms(&self, from: Location, to: Location) -> Millis;
+    /// At each stop, in milliseconds.
+    fn service_ms(&self) -> Millis;
+}
+
+impl Legs for Travel {
+    fn leg_ms(&self, from: Location, to: Location) -> Millis {
+        Travel::leg_ms(self, from, to)
+    }
+
+    fn service_ms(&self) -> Millis {
+        self.service_ms
+    }
+}
+
 /// When a wave rebuilds the couriers' planned stops rather than keeping
 /// them and adding the new orders after them: only if the rebuilt plan
 /// serves every order already planned and either has fewer orders at risk,

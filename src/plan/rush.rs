@@ -11,7 +11,7 @@
 //! whose latest wave is at or after the next wave is never rush; a bigger
 //! margin never makes an order less urgent.
 
-use super::route::Travel;
+use super::route::Legs;
 use crate::domain::{Location, Millis};
 
 /// The latest time a wave may plan an order and still deliver it by
@@ -21,12 +21,12 @@ pub fn latest_wave_ms(
     pickup: Location,
     dropoff: Location,
     deadline_ms: Millis,
-    travel: &Travel,
+    travel: &impl Legs,
     margin_ms: Millis,
 ) -> Millis {
     deadline_ms
         .saturating_sub(travel.leg_ms(pickup, dropoff))
-        .saturating_sub(2 * travel.service_ms.max(0))
+        .saturating_sub(2 * travel.service_ms().max(0))
         .saturating_sub(margin_ms.max(0))
 }
 
@@ -37,7 +37,7 @@ pub fn cannot_wait(
     dropoff: Location,
     deadline_ms: Millis,
     next_wave_ms: Millis,
-    travel: &Travel,
+    travel: &impl Legs,
     margin_ms: Millis,
 ) -> bool {
     latest_wave_ms(pickup, dropoff, deadline_ms, travel, margin_ms) < next_wave_ms
@@ -46,6 +46,7 @@ pub fn cannot_wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::route::Travel;
     use proptest::prelude::*;
 
     const HOUR: Millis = 3_600_000;

@@ -513,6 +513,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
     }
     let lead = Arc::new(promise::DeliveryLead {
         travel: waves::travel(&config.routing),
+        roads: network.roads.clone(),
         // An order that cannot afford to wait for the next cron wave gets
         // a rush wave at once (`plan::rush`): it waits at most the margin.
         wave_gap_ms: wave_gap_ms.min(waves::rush_margin_ms(&config.routing)),

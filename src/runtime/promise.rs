@@ -49,6 +49,8 @@ impl PromiseBoard {
 #[derive(Debug, Clone)]
 pub struct DeliveryLead {
     pub travel: Travel,
+    /// Road times from `[routing] matrix_file`, as the waves use them.
+    pub roads: Option<std::sync::Arc<crate::plan::roads::Roads>>,
     /// Longest wait for a planning wave that matters to the promise: the
     /// widest gap of the zones' crons, or the rush margin if shorter (an
     /// order that cannot wait for its cron wave gets one at once).
@@ -59,11 +61,21 @@ pub struct DeliveryLead {
 impl DeliveryLead {
     /// The wait for a wave, the ride, and the two stops.
     pub fn ms(&self, factory: &str, customer: Location) -> Millis {
+        use crate::plan::route::Legs;
         let ride = self
             .factories
             .get(factory)
-            .map_or(0, |at| self.travel.leg_ms(*at, customer));
-        self.wave_gap_ms + ride + 2 * self.travel.service_ms
+            .map_or(0, |at| match &self.roads {
+                Some(roads) => crate::plan::roads::RoadTravel {
+                    roads,
+                    travel: self.travel,
+                }
+                .leg_ms(*at, customer),
+                None => self.travel.leg_ms(*at, customer),
+            });
+        self.wave_gap_ms
+            .saturating_add(ride)
+            .saturating_add(2 * self.travel.service_ms)
     }
 }
 

@@ -143,16 +143,25 @@ impl Waves {
             let Some(pickup) = self.factories.get(order.factory.as_str()) else {
                 continue;
             };
-            if !rushed.contains(order.order_id.as_str())
-                && crate::plan::rush::cannot_wait(
+            let cannot_wait = match self.roads.as_deref() {
+                Some(roads) => crate::plan::rush::cannot_wait(
+                    *pickup,
+                    order.dropoff,
+                    order.deadline_ms,
+                    next_wave_ms,
+                    &crate::plan::roads::RoadTravel { roads, travel },
+                    margin_ms,
+                ),
+                None => crate::plan::rush::cannot_wait(
                     *pickup,
                     order.dropoff,
                     order.deadline_ms,
                     next_wave_ms,
                     &travel,
                     margin_ms,
-                )
-            {
+                ),
+            };
+            if !rushed.contains(order.order_id.as_str()) && cannot_wait {
                 rushed.insert(order.order_id.to_string());
                 count += 1;
             }
