@@ -480,3 +480,104 @@ async fn a_daemon_cut_off_from_the_database_stops_driving_before_its_factories_a
     beta.stop().await;
     fleet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rush_order_made_ready_on_one_daemon_is_planned_by_the_daemon_holding_its_zone() {
+    let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let base = match std::env::var("FABFLOW_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            eprintln!(
+                "cluster: PostgreSQL rush across daemons skipped (set FABFLOW_TEST_POSTGRES_URL to run it)"
+            );
+            return;
+        }
+    };
+    let url = fresh_database(&base).await;
+    let scale = 600.0;
+    let fleet = support::fleet(9, scale).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = |id: &str| {
+        let mut config = support::config(&fleet, &dir.path().join("unused.db"), scale);
+        config.database.url = url.clone();
+        config.cluster.daemon_id = Some(id.into());
+        config.cluster.lease_ms = 5_000;
+        config.cluster.renew_interval_ms = 1_000;
+        config.cluster.renew_margin_ms = 1_500;
+        // The zone's cron wave once a year: every ready order is a rush
+        // order, planned only because it is one.
+        for zone in &mut config.zones {
+            zone.planning_cron = "0 0 0 1 1 *".into();
+        }
+        config
+    };
+    let alpha = Running::start(config("alpha")).await;
+    let beta = Running::start(config("beta")).await;
+    let store = beta.daemon.store.clone();
+    // alpha sorts first: factory/centre and factory/south; beta:
+    // factory/north and zone/berlin.
+    let spread = wait_for(
+        "leases spread over both daemons",
+        Duration::from_secs(60),
+        || async {
+            let now = store.db_now_ms().await.expect("db clock");
+            let owners: Vec<(String, String)> = store
+                .leases()
+                .await
+                .expect("leases")
+                .into_iter()
+                .filter(|lease| lease.expires_ms > now)
+                .map(|lease| (lease.name, lease.owner))
+                .collect();
+            (owners.len() == 4 && owners.iter().filter(|(_, o)| o == "alpha").count() == 2)
+                .then_some(owners)
+        },
+    )
+    .await;
+    let owner = |name: &str| {
+        spread
+            .iter()
+            .find(|(lease, _)| lease == name)
+            .map(|(_, owner)| owner.clone())
+    };
+    assert_eq!(owner("zone/berlin").as_deref(), Some("beta"), "{spread:?}");
+    assert_eq!(
+        owner("factory/centre").as_deref(),
+        Some("alpha"),
+        "{spread:?}"
+    );
+
+    // An order next to centre, made there by alpha's supervisors: alpha's
+    // waves hear it is ready, but the zone's waves run on beta.
+    let brand = alpha.api(Role::Brand, "rush-brand").await;
+    let (status, order) = brand
+        .post(
+            "/v1/orders",
+            &serde_json::json!({
+                "customer": {"name": "Ada", "lat": 52.521, "lon": 13.406},
+                "lines": [{"sku": "mug-white", "quantity": 1}],
+            }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{order}");
+    assert_eq!(order["factory"], "centre", "{order}");
+    let id = order["id"].as_str().expect("id").to_string();
+    let planned = wait_for(
+        "the order's pickup planned by beta's rush wave",
+        Duration::from_secs(120),
+        || async {
+            let (_, order) = brand.get(&format!("/v1/orders/{id}")).await;
+            order["handoffs"]
+                .as_array()?
+                .iter()
+                .any(|h| h["kind"] == "pickup")
+                .then_some(order)
+        },
+    )
+    .await;
+    assert_eq!(planned["state"], "ready", "{planned}");
+    alpha.stop().await;
+    beta.stop().await;
+    fleet.shutdown().await;
+}

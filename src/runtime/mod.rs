@@ -504,6 +504,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             schedules: schedules.clone(),
             wakers: wakers.clone(),
             holdings: Arc::clone(&holdings),
+            rush_poll: (!single).then_some(waves::RUSH_POLL),
         };
         work.spawn(
             waves

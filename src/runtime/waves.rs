@@ -66,7 +66,15 @@ pub struct Waves {
     /// The leases this daemon holds: a wave runs here only under its
     /// zone's lease, and writes through a store fenced by it.
     pub holdings: std::sync::Arc<crate::runtime::cluster::Holdings>,
+    /// With several daemons (PostgreSQL), how often to look for rush
+    /// orders: an order made ready on another daemon wakes only that one's
+    /// waves. None with one daemon, whose own wake-up is enough.
+    pub rush_poll: Option<std::time::Duration>,
 }
+
+/// How often the waves of a daemon that may have peers look for rush
+/// orders made ready elsewhere (real time).
+pub const RUSH_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A new proof-of-handoff code: six decimal digits from the thread-local
 /// CSPRNG (ChaCha, seeded by the operating system).
@@ -99,6 +107,13 @@ impl Waves {
                     false
                 }
                 changed = ready.changed() => changed.is_ok(),
+                // Peers' ready orders, looked for only here under the lease.
+                () = async {
+                    match self.rush_poll {
+                        Some(every) => tokio::time::sleep(every).await,
+                        None => std::future::pending().await,
+                    }
+                } => self.holdings.fence(&crate::runtime::cluster::zone_lease(&self.zone)).is_some(),
             };
             if order_ready {
                 // Plan now only for an order that cannot wait for `next`.
