@@ -638,6 +638,25 @@ impl MachineConfig {
     }
 }
 
+/// What is wrong with each of `shifts` (under `{key}.shifts[i]`).
+fn shift_problems(key: &str, shifts: &[ShiftConfig], problem: &mut impl FnMut(String, String)) {
+    for (index, shift) in shifts.iter().enumerate() {
+        let at = format!("{key}.shifts[{index}]");
+        if let Err(err) = shift.start.parse::<cron::Schedule>() {
+            problem(
+                format!("{at}.start"),
+                format!("not a cron expression (sec min hour day month weekday): {err}"),
+            );
+        }
+        if !(1..=10_080).contains(&shift.duration_minutes) {
+            problem(
+                format!("{at}.duration_minutes"),
+                format!("must be 1..=10080 (a week), got {}", shift.duration_minutes),
+            );
+        }
+    }
+}
+
 fn default_poll_ms() -> u64 {
     200
 }
@@ -655,6 +674,32 @@ pub struct CourierConfig {
     pub lon: f64,
     /// Orders one route can carry.
     pub capacity: usize,
+    /// When the courier works (cron start and length, as a machine's
+    /// calendar; none: always). A wave plans stops only within the shift
+    /// the courier is in, or the next one.
+    #[serde(default)]
+    pub shifts: Vec<ShiftConfig>,
+    /// Where each route ends (a depot); none: at its last stop.
+    #[serde(default)]
+    pub end_lat: Option<f64>,
+    #[serde(default)]
+    pub end_lon: Option<f64>,
+}
+
+impl CourierConfig {
+    /// The shifts as the domain's calendar takes them (a shift that does
+    /// not parse, which validation refuses, is left out).
+    pub fn shifts(&self) -> Vec<crate::domain::calendar::Shift> {
+        CalendarConfig {
+            shifts: self.shifts.clone(),
+        }
+        .shifts()
+    }
+
+    /// Where its routes end, if it has a depot.
+    pub fn end(&self) -> Option<Location> {
+        Some(Location::new(self.end_lat?, self.end_lon?))
+    }
 }
 
 /// Every problem found in one configuration file.
@@ -1061,23 +1106,7 @@ impl Config {
                         "needs at least one shift (leave the calendar out for a machine that always works)".into(),
                     );
                 }
-                for (index, shift) in calendar.shifts.iter().enumerate() {
-                    let at = format!("{key}.calendar.shifts[{index}]");
-                    if let Err(err) = shift.start.parse::<cron::Schedule>() {
-                        problem(
-                            format!("{at}.start"),
-                            format!(
-                                "not a cron expression (sec min hour day month weekday): {err}"
-                            ),
-                        );
-                    }
-                    if !(1..=10_080).contains(&shift.duration_minutes) {
-                        problem(
-                            format!("{at}.duration_minutes"),
-                            format!("must be 1..=10080 (a week), got {}", shift.duration_minutes),
-                        );
-                    }
-                }
+                shift_problems(&format!("{key}.calendar"), &calendar.shifts, &mut problem);
             }
         }
         let mut courier_ids = BTreeSet::new();
@@ -1100,10 +1129,27 @@ impl Config {
             }
             if !Location::new(courier.lat, courier.lon).is_valid() {
                 problem(
-                    key,
+                    key.clone(),
                     format!("({}, {}) is not a valid lat/lon", courier.lat, courier.lon),
                 );
             }
+            match (courier.end_lat, courier.end_lon) {
+                (None, None) => {}
+                (Some(lat), Some(lon)) if Location::new(lat, lon).is_valid() => {}
+                (Some(lat), Some(lon)) => problem(
+                    format!("{key}.end_lat"),
+                    format!("({lat}, {lon}) is not a valid lat/lon"),
+                ),
+                (Some(_), None) => problem(
+                    format!("{key}.end_lon"),
+                    "missing: end_lat and end_lon go together".into(),
+                ),
+                (None, Some(_)) => problem(
+                    format!("{key}.end_lat"),
+                    "missing: end_lat and end_lon go together".into(),
+                ),
+            }
+            shift_problems(&key, &courier.shifts, &mut problem);
         }
         let mut sku_codes = BTreeSet::new();
         for sku in &self.skus {
@@ -1337,6 +1383,39 @@ mod tests {
             "{:?}",
             err.problems
         );
+    }
+
+    #[test]
+    fn courier_shifts_and_depots_are_read_and_checked() {
+        let text = "id = \"van-9\"\nzone = \"berlin\"\nlat = 52.5\nlon = 13.4\ncapacity = 20\n\
+                    end_lat = 52.51\nend_lon = 13.41\n\
+                    shifts = [{ start = \"0 0 8 * * Mon-Fri\", duration_minutes = 600 }]\n";
+        let courier: super::CourierConfig = toml::from_str(text).expect("parses");
+        assert_eq!(courier.end(), Some(super::Location::new(52.51, 13.41)));
+        assert_eq!(courier.shifts().len(), 1);
+
+        let mut config = super::Config::demo().expect("demo config");
+        let id = config.couriers[0].id.clone();
+        config.couriers[0].end_lat = Some(52.5);
+        config.couriers[0].shifts = vec![super::ShiftConfig {
+            start: "at eight".into(),
+            duration_minutes: 0,
+        }];
+        config.couriers[1].end_lat = Some(95.0);
+        config.couriers[1].end_lon = Some(13.4);
+        let other = config.couriers[1].id.clone();
+        let problems = config.problems();
+        for key in [
+            format!("couriers.{id}.end_lon: missing"),
+            format!("couriers.{id}.shifts[0].start: not a cron expression"),
+            format!("couriers.{id}.shifts[0].duration_minutes: must be 1..=10080"),
+            format!("couriers.{other}.end_lat: (95, 13.4) is not a valid lat/lon"),
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(&key)),
+                "{key}: {problems:?}"
+            );
+        }
     }
 
     #[test]

@@ -57,6 +57,24 @@ impl Shift {
             .is_some_and(|start| start <= t && t < start.saturating_add(self.duration_ms))
     }
 
+    /// The occurrence that contains `t`, else the next one: `[start, end)`.
+    fn occurrence_from(&self, t: Millis) -> Option<(Millis, Millis)> {
+        let latest = at(t.saturating_add(1)).and_then(|after| {
+            self.schedule
+                .after(&after)
+                .next_back()
+                .map(|start| start.timestamp_millis())
+        });
+        if let Some(start) = latest
+            && start <= t
+            && t < start.saturating_add(self.duration_ms)
+        {
+            return Some((start, start.saturating_add(self.duration_ms)));
+        }
+        let start = self.next_start_after(t)?;
+        Some((start, start.saturating_add(self.duration_ms)))
+    }
+
     /// The first start strictly after `t`.
     fn next_start_after(&self, t: Millis) -> Option<Millis> {
         let after = at(t)?;
@@ -65,6 +83,26 @@ impl Shift {
             .next()
             .map(|start| start.timestamp_millis())
     }
+}
+
+/// The working time of someone on `shifts` (none: always) that contains
+/// `t`, else the next one: `[start, end)`, with `end` the latest end of the
+/// shifts running at `start`. None when no shift starts again.
+pub fn shift_window(shifts: &[Shift], t: Millis) -> Option<(Millis, Option<Millis>)> {
+    if shifts.is_empty() {
+        return Some((t, None));
+    }
+    let occurrences: Vec<(Millis, Millis)> = shifts
+        .iter()
+        .filter_map(|shift| shift.occurrence_from(t))
+        .collect();
+    let start = occurrences.iter().map(|o| o.0.max(t)).min()?;
+    let end = occurrences
+        .iter()
+        .filter(|o| o.0 <= start)
+        .map(|o| o.1)
+        .max()?;
+    Some((start, Some(end)))
 }
 
 /// Maintenance planned on a machine for `[start_ms, end_ms)`.
@@ -239,6 +277,43 @@ mod tests {
         DateTime::parse_from_rfc3339("2026-12-07T00:00:00Z")
             .map(|t| t.timestamp_millis())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_shift_window_is_the_shift_worked_now_or_the_next() {
+        let m = monday();
+        let days = vec![Shift::new("0 0 8 * * Mon-Fri", 8 * HOUR).expect("valid")];
+        assert_eq!(shift_window(&[], m + HOUR), Some((m + HOUR, None)));
+        // Before, in and after Monday's shift; Friday evening to Monday.
+        assert_eq!(
+            shift_window(&days, m + 7 * HOUR),
+            Some((m + 8 * HOUR, Some(m + 16 * HOUR)))
+        );
+        assert_eq!(
+            shift_window(&days, m + 9 * HOUR),
+            Some((m + 9 * HOUR, Some(m + 16 * HOUR)))
+        );
+        assert_eq!(
+            shift_window(&days, m + 16 * HOUR),
+            Some((m + 32 * HOUR, Some(m + 40 * HOUR)))
+        );
+        let friday_night = m + 4 * 24 * HOUR + 20 * HOUR;
+        assert_eq!(
+            shift_window(&days, friday_night),
+            Some((
+                m + 7 * 24 * HOUR + 8 * HOUR,
+                Some(m + 7 * 24 * HOUR + 16 * HOUR)
+            ))
+        );
+        // Overlapping shifts: the one running longest from the start counts.
+        let both = vec![
+            days[0].clone(),
+            Shift::new("0 0 12 * * Mon-Fri", 6 * HOUR).expect("valid"),
+        ];
+        assert_eq!(
+            shift_window(&both, m + 13 * HOUR),
+            Some((m + 13 * HOUR, Some(m + 18 * HOUR)))
+        );
     }
 
     fn day_shift() -> Calendar {

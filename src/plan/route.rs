@@ -47,6 +47,10 @@ pub struct CourierSlot {
     /// what a wave may rebuild. Empty: nothing to rebuild (the courier's
     /// stops, if any, end at `start`).
     pub planned: Vec<PlannedStop>,
+    /// When its shift ends (None: never); no stop is planned after it.
+    pub shift_end_ms: Option<Millis>,
+    /// Where its route ends, the way back counted (None: at its last stop).
+    pub end: Option<Location>,
 }
 
 /// One stop of a courier's current plan: an end of one of the wave's orders.
@@ -244,6 +248,8 @@ struct Followed {
 /// order's two ends, and the settings.
 struct Wave<'a> {
     couriers: Vec<&'a CourierSlot>,
+    /// Per courier: the matrix point of its route's end, if it has one.
+    ends: Vec<Option<usize>>,
     orders: &'a [RouteOrder],
     matrix: Matrix,
     now_ms: Millis,
@@ -279,10 +285,16 @@ impl Wave<'_> {
             .couriers
             .iter()
             .zip(starts)
-            .map(|(courier, &(point, from_s))| Vehicle {
+            .enumerate()
+            .map(|(index, (courier, &(point, from_s)))| Vehicle {
                 start_location: point,
-                end_location: None,
-                shift: TimeWindow::new(from_s.max(0.0), HORIZON_S * 2.0),
+                end_location: self.ends.get(index).copied().flatten(),
+                shift: TimeWindow::new(
+                    from_s.max(0.0),
+                    courier.shift_end_ms.map_or(HORIZON_S * 2.0, |end| {
+                        self.seconds(end).max(from_s.max(0.0))
+                    }),
+                ),
                 capacity: [i64::try_from(courier.capacity).unwrap_or(i64::MAX), 0],
                 fixed_cost: 0.0,
             })
@@ -584,7 +596,16 @@ pub fn plan_routes_on(
         points.push((order.pickup.lat, order.pickup.lon));
         points.push((order.dropoff.lat, order.dropoff.lon));
     }
+    // Then the couriers' ends, for those that have one.
+    let mut ends: Vec<Option<usize>> = Vec::with_capacity(couriers.len());
+    for courier in &couriers {
+        ends.push(courier.end.map(|end| {
+            points.push((end.lat, end.lon));
+            points.len() - 1
+        }));
+    }
     let wave = Wave {
+        ends,
         matrix: match roads {
             Some(roads) => {
                 // Validates speed and detour as the great circle would.
@@ -704,6 +725,8 @@ mod tests {
 
     fn courier(id: &str, capacity: usize) -> CourierSlot {
         CourierSlot {
+            shift_end_ms: None,
+            end: None,
             id: CourierId::new(id),
             start: Location::new(52.50, 13.40),
             available_ms: 0,
@@ -996,6 +1019,47 @@ mod tests {
             (plans.at_risk.clone(), plans.unrouted.clone()),
             (vec![0], vec![0])
         );
+    }
+
+    #[test]
+    fn a_route_ends_at_the_couriers_depot_and_no_stop_comes_after_its_shift() {
+        // From A, drop-offs north (B) and east (C). Ending anywhere, C then
+        // B is shorter; ending at a depot beside C, B then C.
+        let a = (52.50, 13.40);
+        let orders = [
+            order("north", a, (52.55, 13.40), 40 * HOUR),
+            order("east", a, (52.50, 13.45), 40 * HOUR),
+        ];
+        let drops = |plan: &WavePlan| -> Vec<String> {
+            sequence(&plan.routes[0])
+                .into_iter()
+                .filter(|s| s.1 == HandoffKind::Dropoff)
+                .map(|s| s.0.to_string())
+                .collect()
+        };
+        let free = plan(&[courier("c", 5)], &orders, 0);
+        assert_eq!(drops(&free), ["east", "north"]);
+        let mut home = courier("c", 5);
+        home.end = Some(Location::new(52.50, 13.46));
+        let homed = plan(&[home], &orders, 0);
+        assert_eq!(drops(&homed), ["north", "east"]);
+
+        // A shift that ends in ten minutes takes nothing a 25-minute ride
+        // away; a courier with time left does.
+        let far = [order("far", a, (52.55, 13.40), 40 * HOUR)];
+        let mut leaving = courier("leaving", 5);
+        leaving.shift_end_ms = Some(10 * 60_000);
+        let alone = plan(std::slice::from_ref(&leaving), &far, 0);
+        assert!(alone.routes.iter().all(|r| r.stops.is_empty()), "{alone:?}");
+        assert_eq!(alone.unrouted, [0]);
+        let shared = plan(&[leaving, courier("staying", 5)], &far, 0);
+        let used: Vec<&str> = shared
+            .routes
+            .iter()
+            .filter(|r| !r.stops.is_empty())
+            .map(|r| r.courier.as_str())
+            .collect();
+        assert_eq!(used, ["staying"]);
     }
 
     #[test]

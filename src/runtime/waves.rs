@@ -294,12 +294,19 @@ impl Waves {
                 .filter(|s| s.handoff.courier.as_str() == courier.id)
                 .collect();
             let id = CourierId::new(courier.id.clone());
+            // The shift it works now or next (none configured: always);
+            // with no shift ahead, nothing new fits.
+            let (shift_start, shift_end_ms) =
+                crate::domain::calendar::shift_window(&courier.shifts(), now)
+                    .unwrap_or((now, Some(now)));
             let mut slot = CourierSlot {
                 id: id.clone(),
                 start: Location::new(courier.lat, courier.lon),
-                available_ms: now,
+                available_ms: shift_start,
                 capacity: courier.capacity,
                 planned: Vec::new(),
+                shift_end_ms,
+                end: courier.end(),
             };
             let (Some(first), Some(last)) = (stops.first(), stops.last()) else {
                 couriers.push(slot);
@@ -308,7 +315,7 @@ impl Waves {
             match rebuildable(&stops) {
                 Some(rest) => {
                     slot.start = first.handoff.location;
-                    slot.available_ms = (first.handoff.eta_ms + travel.service_ms).max(now);
+                    slot.available_ms = (first.handoff.eta_ms + travel.service_ms).max(shift_start);
                     for stop in rest {
                         let handoff = &stop.handoff;
                         movable.insert(
@@ -352,7 +359,7 @@ impl Waves {
                 // Locked stops stay as they are: new orders come after them.
                 None => {
                     slot.start = last.handoff.location;
-                    slot.available_ms = (last.handoff.eta_ms + travel.service_ms).max(now);
+                    slot.available_ms = (last.handoff.eta_ms + travel.service_ms).max(shift_start);
                 }
             }
             couriers.push(slot);
