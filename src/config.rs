@@ -684,6 +684,10 @@ pub struct CourierConfig {
     pub end_lat: Option<f64>,
     #[serde(default)]
     pub end_lon: Option<f64>,
+    /// Litres it carries at once, counted for SKUs with a `volume_l`
+    /// (none: only `capacity` counts).
+    #[serde(default)]
+    pub volume_l: Option<f64>,
 }
 
 impl CourierConfig {
@@ -1150,6 +1154,14 @@ impl Config {
                 ),
             }
             shift_problems(&key, &courier.shifts, &mut problem);
+            if let Some(litres) = courier.volume_l
+                && !(litres.is_finite() && litres > 0.0 && litres <= 1e6)
+            {
+                problem(
+                    format!("{key}.volume_l"),
+                    format!("must be > 0 and at most 1000000 litres, got {litres}"),
+                );
+            }
         }
         let mut sku_codes = BTreeSet::new();
         for sku in &self.skus {
@@ -1159,6 +1171,14 @@ impl Config {
             }
             if sku.route.is_empty() {
                 problem(format!("{key}.route"), "needs at least one step".into());
+            }
+            if let Some(litres) = sku.volume_l
+                && !(litres.is_finite() && litres > 0.0 && litres <= 10_000.0)
+            {
+                problem(
+                    format!("{key}.volume_l"),
+                    format!("must be > 0 and at most 10000 litres, got {litres}"),
+                );
             }
             for (index, step) in sku.route.iter().enumerate() {
                 if !(step.seconds_per_unit.is_finite() && step.seconds_per_unit > 0.0) {

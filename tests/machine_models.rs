@@ -96,6 +96,7 @@ fn config(fleet: &Fleet, dir: &tempfile::TempDir) -> Config {
             material: "cap".to_string(),
             seconds_per_unit: 60.0,
         }],
+        volume_l: None,
     }];
     config
 }

@@ -94,6 +94,7 @@ fn config(
                 material: "cotton_tee".to_string(),
                 seconds_per_unit: 60.0,
             }],
+            volume_l: None,
         });
     }
     if has("strata-p1") {
@@ -106,6 +107,7 @@ fn config(
                 material: "pla".to_string(),
                 seconds_per_unit: 60.0,
             }],
+            volume_l: None,
         });
     }
     config.skus = skus;

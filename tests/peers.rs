@@ -379,11 +379,13 @@ async fn mqtt_machines_run_through_mosquitto_with_the_documented_acl() {
             code: "tee-pressed".into(),
             name: "Tee, pressed".into(),
             route: vec![step("heat_press", 21, "cotton_tee")],
+            volume_l: None,
         },
         Sku {
             code: "keychain".into(),
             name: "Keychain".into(),
             route: vec![step("print_3d", 41, "pla")],
+            volume_l: None,
         },
     ];
     let running = Running::start(config).await;

@@ -78,6 +78,7 @@ async fn an_order_that_cannot_be_made_in_time_is_accepted_and_flagged_at_once() 
             material: "cotton_tee".into(),
             seconds_per_unit: 3000.0,
         }],
+        volume_l: None,
     });
     let running = Running::start(config).await;
     let brand = running.api(Role::Brand, "promise-brand").await;

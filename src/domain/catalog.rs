@@ -20,6 +20,10 @@ pub struct Sku {
     pub code: String,
     pub name: String,
     pub route: Vec<ProcessStep>,
+    /// Litres one packed unit takes in a courier's bag or van (none: not
+    /// counted); couriers with a `volume_l` carry at most that much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_l: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

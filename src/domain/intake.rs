@@ -287,11 +287,13 @@ mod tests {
                 code: "tee".into(),
                 name: "Tee".into(),
                 route: vec![step("dtg_print", 1, 60.0), step("heat_press", 2, 30.0)],
+                volume_l: None,
             },
             Sku {
                 code: "mug".into(),
                 name: "Mug".into(),
                 route: vec![step("uv_print", 3, 45.0)],
+                volume_l: None,
             },
         ])
     }

@@ -51,6 +51,8 @@ pub struct CourierSlot {
     pub shift_end_ms: Option<Millis>,
     /// Where its route ends, the way back counted (None: at its last stop).
     pub end: Option<Location>,
+    /// Millilitres it carries at once (None: not limited).
+    pub volume_ml: Option<i64>,
 }
 
 /// One stop of a courier's current plan: an end of one of the wave's orders.
@@ -72,6 +74,8 @@ pub struct RouteOrder {
     /// The parcel is (or is being) picked up by this courier: only its
     /// drop-off is left, and only this courier can make it.
     pub carried_by: Option<CourierId>,
+    /// Millilitres its parcel takes (0: not counted).
+    pub volume_ml: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -295,7 +299,10 @@ impl Wave<'_> {
                         self.seconds(end).max(from_s.max(0.0))
                     }),
                 ),
-                capacity: [i64::try_from(courier.capacity).unwrap_or(i64::MAX), 0],
+                capacity: [
+                    i64::try_from(courier.capacity).unwrap_or(i64::MAX),
+                    courier.volume_ml.unwrap_or(i64::MAX),
+                ],
                 fixed_cost: 0.0,
             })
             .collect();
@@ -332,7 +339,7 @@ impl Wave<'_> {
                     };
                     Request {
                         kind,
-                        amount: [1, 0],
+                        amount: [1, order.volume_ml.max(0)],
                     }
                 })
                 .collect()
@@ -720,6 +727,7 @@ mod tests {
             dropoff: Location::new(dropoff.0, dropoff.1),
             deadline_ms,
             carried_by: None,
+            volume_ml: 0,
         }
     }
 
@@ -727,6 +735,7 @@ mod tests {
         CourierSlot {
             shift_end_ms: None,
             end: None,
+            volume_ml: None,
             id: CourierId::new(id),
             start: Location::new(52.50, 13.40),
             available_ms: 0,
@@ -1060,6 +1069,46 @@ mod tests {
             .map(|r| r.courier.as_str())
             .collect();
         assert_eq!(used, ["staying"]);
+    }
+
+    #[test]
+    fn a_courier_carries_no_more_volume_than_it_holds() {
+        // Two 30-litre parcels from the same factory to customers out east:
+        // a 50-litre bag takes one at a time, a van both at once.
+        let factory = (52.50, 13.40);
+        let mut orders = [
+            order("one", factory, (52.50, 13.45), 40 * HOUR),
+            order("two", factory, (52.50, 13.46), 40 * HOUR),
+        ];
+        for o in &mut orders {
+            o.volume_ml = 30_000;
+        }
+        let mut bike = courier("bike", 10);
+        bike.volume_ml = Some(50_000);
+        let kinds = |plan: &WavePlan| -> Vec<HandoffKind> {
+            sequence(&plan.routes[0]).into_iter().map(|s| s.1).collect()
+        };
+        let by_bike = plan(&[bike], &orders, 0);
+        assert!(by_bike.unrouted.is_empty());
+        assert_eq!(
+            kinds(&by_bike),
+            [
+                HandoffKind::Pickup,
+                HandoffKind::Dropoff,
+                HandoffKind::Pickup,
+                HandoffKind::Dropoff
+            ]
+        );
+        let by_van = plan(&[courier("van", 10)], &orders, 0);
+        assert_eq!(
+            kinds(&by_van)[..2],
+            [HandoffKind::Pickup, HandoffKind::Pickup]
+        );
+        // A parcel bigger than the bag: not routed.
+        let mut tiny = courier("tiny", 10);
+        tiny.volume_ml = Some(20_000);
+        let none = plan(&[tiny], &orders[..1], 0);
+        assert_eq!(none.unrouted, [0]);
     }
 
     #[test]

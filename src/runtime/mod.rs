@@ -505,6 +505,11 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             wakers: wakers.clone(),
             holdings: Arc::clone(&holdings),
             rush_poll: (!single).then_some(waves::RUSH_POLL),
+            sku_volumes: config
+                .skus
+                .iter()
+                .filter_map(|sku| Some((sku.code.clone(), sku.volume_l?)))
+                .collect(),
         };
         work.spawn(
             waves

@@ -39,6 +39,19 @@ pub fn travel(routing: &RoutingConfig) -> crate::plan::Travel {
     }
 }
 
+/// Millilitres a parcel of `lines` takes: each unit's `volume_l` (SKUs
+/// without one count nothing), rounded up.
+pub fn parcel_volume_ml(
+    lines: &[crate::domain::intake::LineRequest],
+    volumes: &HashMap<String, f64>,
+) -> i64 {
+    let litres: f64 = lines
+        .iter()
+        .map(|line| volumes.get(&line.sku).copied().unwrap_or(0.0) * f64::from(line.quantity))
+        .sum();
+    (litres * 1000.0).ceil() as i64
+}
+
 /// The rebuild rule from `[routing] rebuild_*`.
 pub fn hysteresis(routing: &RoutingConfig) -> crate::plan::route::Hysteresis {
     crate::plan::route::Hysteresis {
@@ -66,6 +79,8 @@ pub struct Waves {
     /// The leases this daemon holds: a wave runs here only under its
     /// zone's lease, and writes through a store fenced by it.
     pub holdings: std::sync::Arc<crate::runtime::cluster::Holdings>,
+    /// Litres per unit of the SKUs that give one (`[[skus]] volume_l`).
+    pub sku_volumes: HashMap<String, f64>,
     /// With several daemons (PostgreSQL), how often to look for rush
     /// orders: an order made ready on another daemon wakes only that one's
     /// waves. None with one daemon, whose own wake-up is enough.
@@ -236,6 +251,7 @@ impl Waves {
                 dropoff: order.dropoff,
                 deadline_ms: order.deadline_ms,
                 carried_by: None,
+                volume_ml: 0,
             })
         });
         let pickups_back = returns.iter().filter_map(|back| {
@@ -247,6 +263,7 @@ impl Waves {
                 dropoff: *dropoff,
                 deadline_ms: back.requested_ms + PICKUP_DEADLINE_MS,
                 carried_by: None,
+                volume_ml: 0,
             })
         });
         // Parcels whose drop-off was never confirmed: a drop-off only, by
@@ -258,6 +275,7 @@ impl Waves {
             dropoff: order.dropoff,
             deadline_ms: order.deadline_ms,
             carried_by: Some(order.courier.clone()),
+            volume_ml: 0,
         });
         // Returns whose drop-off at the factory was never confirmed: the
         // same, at the order's factory.
@@ -270,6 +288,7 @@ impl Waves {
                 dropoff: *factory,
                 deadline_ms: back.requested_ms + PICKUP_DEADLINE_MS,
                 carried_by: Some(back.courier.clone()),
+                volume_ml: 0,
             })
         });
         let mut orders: Vec<RouteOrder> = deliveries
@@ -307,6 +326,9 @@ impl Waves {
                 planned: Vec::new(),
                 shift_end_ms,
                 end: courier.end(),
+                volume_ml: courier
+                    .volume_l
+                    .map(|litres| (litres * 1000.0).floor() as i64),
             };
             let (Some(first), Some(last)) = (stops.first(), stops.last()) else {
                 couriers.push(slot);
@@ -339,6 +361,7 @@ impl Waves {
                                 dropoff: handoff.location,
                                 deadline_ms,
                                 carried_by: Some(id.clone()),
+                                volume_ml: 0,
                             });
                             open_facts.push(stop);
                             orders.len() - 1
@@ -363,6 +386,17 @@ impl Waves {
                 }
             }
             couriers.push(slot);
+        }
+        // What each parcel takes, where SKUs give a volume (a return as
+        // its whole order: at most that much comes back).
+        if !self.sku_volumes.is_empty() {
+            let ids: Vec<&str> = orders.iter().map(|o| o.order.as_str()).collect();
+            let lines = store.order_lines(&ids).await?;
+            for order in &mut orders {
+                if let Some(lines) = lines.get(order.order.as_str()) {
+                    order.volume_ml = parcel_volume_ml(lines, &self.sku_volumes);
+                }
+            }
         }
         let search = WaveSearch {
             objective: match self.routing.objective {
@@ -624,6 +658,22 @@ fn rebuildable<'a>(stops: &[&'a OpenStop]) -> Option<Vec<&'a OpenStop>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_parcel_takes_its_units_volumes_rounded_up() {
+        use crate::domain::intake::LineRequest;
+        let volumes = HashMap::from([("tee".to_string(), 0.5), ("mug".to_string(), 0.0011)]);
+        let line = |sku: &str, quantity| LineRequest {
+            sku: sku.into(),
+            quantity,
+        };
+        assert_eq!(
+            parcel_volume_ml(&[line("tee", 3), line("mug", 1)], &volumes),
+            1_502
+        );
+        assert_eq!(parcel_volume_ml(&[line("hat", 9)], &volumes), 0);
+        assert_eq!(parcel_volume_ml(&[], &volumes), 0);
+    }
 
     #[test]
     fn the_rebuild_rule_comes_from_routing_and_defaults_to_the_planners() {

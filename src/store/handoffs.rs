@@ -166,6 +166,36 @@ fn handoff_from_row(row: &AnyRow) -> Result<HandoffRecord, StoreError> {
 
 impl Store {
     /// Ready orders of a zone that no courier is planned to pick up yet.
+    /// The lines of each order of `ids` (for what their parcels take).
+    pub async fn order_lines(
+        &self,
+        ids: &[&str],
+    ) -> Result<
+        std::collections::HashMap<String, Vec<crate::domain::intake::LineRequest>>,
+        StoreError,
+    > {
+        let mut out = std::collections::HashMap::new();
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|n| format!("${n}")).collect();
+            let sql = format!(
+                "SELECT id, lines FROM orders WHERE id IN ({})",
+                marks.join(", ")
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(self.reader()).await? {
+                let id: String = row.try_get("id")?;
+                let text: String = row.try_get("lines")?;
+                let lines = serde_json::from_str(&text)
+                    .map_err(|err| StoreError::Corrupt(format!("order {id} lines: {err}")))?;
+                out.insert(id, lines);
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn wave_orders(&self, zone: &str) -> Result<Vec<WaveOrder>, StoreError> {
         let rows = sqlx::query(
             "SELECT o.id, o.brand, o.factory, o.lat, o.lon, o.deadline_ms FROM orders o \

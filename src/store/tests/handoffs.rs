@@ -815,3 +815,22 @@ async fn a_drop_off_never_confirmed_is_missed_and_its_parcel_stays_with_its_cour
     })
     .await;
 }
+
+#[tokio::test]
+async fn order_lines_are_read_for_the_orders_asked_for() {
+    on_every_backend(|store| async move {
+        store
+            .accept_orders(&[new_order("o1", "acme", None), new_order("o2", "acme", None)])
+            .await
+            .expect("accept");
+        let lines = store
+            .order_lines(&["o1", "o2", "nope"])
+            .await
+            .expect("lines");
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let o1 = &lines["o1"];
+        assert!(!o1.is_empty() && o1.iter().all(|l| l.quantity > 0), "{o1:?}");
+        assert!(store.order_lines(&[]).await.expect("none").is_empty());
+    })
+    .await;
+}
