@@ -110,6 +110,26 @@ async fn fresh_database(base: &str) -> String {
     format!("{prefix}/{name}")
 }
 
+/// Lease length of the PostgreSQL scenarios: a take-over within seconds.
+const LEASE_MS: u64 = 5_000;
+
+/// The configuration of daemon `id` of a cluster on `url` with `fleet`.
+fn member(
+    fleet: &fabflow_sim::Fleet,
+    dir: &tempfile::TempDir,
+    url: &str,
+    id: &str,
+    scale: f64,
+) -> fabflow::config::Config {
+    let mut config = support::config(fleet, &dir.path().join("unused.db"), scale);
+    config.database.url = url.to_string();
+    config.cluster.daemon_id = Some(id.into());
+    config.cluster.lease_ms = LEASE_MS;
+    config.cluster.renew_interval_ms = 1_000;
+    config.cluster.renew_margin_ms = 1_500;
+    config
+}
+
 /// Whether every one of `count` orders is delivered.
 async fn all_delivered(api: &Api, count: usize) -> Option<Vec<Value>> {
     let orders = api.all_orders().await;
@@ -131,18 +151,10 @@ async fn a_killed_daemons_factories_are_taken_over_and_every_order_delivered() {
     let url = fresh_database(&base).await;
     let scale = 600.0;
     let n_orders = 60;
-    let lease_ms = 5_000;
+    let lease_ms = LEASE_MS;
     let fleet = support::fleet(7, scale).await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let config = |id: &str| {
-        let mut config = support::config(&fleet, &dir.path().join("unused.db"), scale);
-        config.database.url = url.clone();
-        config.cluster.daemon_id = Some(id.into());
-        config.cluster.lease_ms = lease_ms;
-        config.cluster.renew_interval_ms = 1_000;
-        config.cluster.renew_margin_ms = 1_500;
-        config
-    };
+    let config = |id: &str| member(&fleet, &dir, &url, id, scale);
     // "alpha" sorts first, so it gets the first and third of the four
     // leases (factory/centre, factory/north, factory/south, zone/berlin).
     let alpha = start_doomed(config("alpha"));
@@ -498,12 +510,7 @@ async fn a_rush_order_made_ready_on_one_daemon_is_planned_by_the_daemon_holding_
     let fleet = support::fleet(9, scale).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let config = |id: &str| {
-        let mut config = support::config(&fleet, &dir.path().join("unused.db"), scale);
-        config.database.url = url.clone();
-        config.cluster.daemon_id = Some(id.into());
-        config.cluster.lease_ms = 5_000;
-        config.cluster.renew_interval_ms = 1_000;
-        config.cluster.renew_margin_ms = 1_500;
+        let mut config = member(&fleet, &dir, &url, id, scale);
         // The zone's cron wave once a year: every ready order is a rush
         // order, planned only because it is one.
         for zone in &mut config.zones {

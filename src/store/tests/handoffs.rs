@@ -829,7 +829,10 @@ async fn order_lines_are_read_for_the_orders_asked_for() {
             .expect("lines");
         assert_eq!(lines.len(), 2, "{lines:?}");
         let o1 = &lines["o1"];
-        assert!(!o1.is_empty() && o1.iter().all(|l| l.quantity > 0), "{o1:?}");
+        assert!(
+            !o1.is_empty() && o1.iter().all(|l| l.quantity > 0),
+            "{o1:?}"
+        );
         assert!(store.order_lines(&[]).await.expect("none").is_empty());
     })
     .await;
