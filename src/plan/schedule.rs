@@ -95,14 +95,27 @@ pub fn assign_jobs(
     order.sort_by(|a, b| a.due_ms.cmp(&b.due_ms).then(a.token.cmp(&b.token)));
     let mut queues: HashMap<&MachineId, usize> =
         machines.iter().map(|m| (&m.id, m.queue_len)).collect();
+    // Only a job's own factory's machines can run it: looking at those alone
+    // (in their given order) picks the same machine as scanning them all.
+    let mut by_factory: HashMap<&FactoryId, Vec<&MachineSlot>> = HashMap::new();
+    for machine in machines {
+        by_factory
+            .entry(&machine.factory)
+            .or_default()
+            .push(machine);
+    }
     let mut seen = BTreeSet::new();
     let mut assignments = Vec::new();
     for job in order {
         if !seen.insert(job.token) {
             continue;
         }
-        let best = machines
+        let Some(local) = by_factory.get(&job.factory) else {
+            continue;
+        };
+        let best = local
             .iter()
+            .copied()
             .filter(|machine| machine.can_run(job))
             .filter_map(|machine| {
                 let opens = machine.opens_ms?;
