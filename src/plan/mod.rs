@@ -3,6 +3,7 @@
 //! everything they need arrives as arguments.
 
 pub mod explain;
+pub mod lateness;
 pub mod promise;
 pub mod roads;
 pub mod route;

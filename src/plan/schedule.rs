@@ -6,7 +6,7 @@
 //! accepts jobs; no machine's queue grows beyond `max_queue`.
 
 use crate::domain::{FactoryId, JobToken, Location, MachineId, Millis};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// A factory as the planner sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,32 +93,58 @@ pub fn assign_jobs(
 ) -> Vec<(JobToken, MachineId)> {
     let mut order: Vec<&JobCandidate> = jobs.iter().collect();
     order.sort_by(|a, b| a.due_ms.cmp(&b.due_ms).then(a.token.cmp(&b.token)));
-    let mut queues: HashMap<&MachineId, usize> =
-        machines.iter().map(|m| (&m.id, m.queue_len)).collect();
-    let mut seen = BTreeSet::new();
+    // Queue lengths by machine position; machines sharing an id share one
+    // count (the first position's), starting from the last one's queue_len.
+    let mut first_of: HashMap<&MachineId, usize> = HashMap::new();
+    let slot_of: Vec<usize> = machines
+        .iter()
+        .enumerate()
+        .map(|(i, m)| *first_of.entry(&m.id).or_insert(i))
+        .collect();
+    let mut queues = vec![0; machines.len()];
+    for (i, machine) in machines.iter().enumerate() {
+        queues[slot_of[i]] = machine.queue_len;
+    }
+    // Only a job's own factory's machines can run it, and whether one can
+    // depends only on the job's factory, process and material: the capable
+    // machines (in their given order) are worked out once per such triple.
+    let mut by_factory: HashMap<&FactoryId, Vec<usize>> = HashMap::new();
+    for (i, machine) in machines.iter().enumerate() {
+        by_factory.entry(&machine.factory).or_default().push(i);
+    }
+    let mut capable: HashMap<(&FactoryId, &str, &str), Vec<usize>> = HashMap::new();
+    let mut seen = HashSet::new();
     let mut assignments = Vec::new();
     for job in order {
         if !seen.insert(job.token) {
             continue;
         }
-        let best = machines
+        let key = (&job.factory, job.process.as_str(), job.material.as_str());
+        let local = capable.entry(key).or_insert_with(|| {
+            by_factory.get(&job.factory).map_or_else(Vec::new, |local| {
+                local
+                    .iter()
+                    .copied()
+                    .filter(|&i| machines[i].can_run(job))
+                    .collect()
+            })
+        });
+        let best = local
             .iter()
-            .filter(|machine| machine.can_run(job))
-            .filter_map(|machine| {
-                let opens = machine.opens_ms?;
-                let queue = queues.get(&machine.id).copied().unwrap_or(usize::MAX);
-                (queue < max_queue).then_some(((opens, queue), machine))
+            .filter_map(|&i| {
+                let opens = machines[i].opens_ms?;
+                let queue = queues[slot_of[i]];
+                (queue < max_queue).then_some(((opens, queue), i))
             })
             .min_by(|(qa, a), (qb, b)| {
+                let (a, b) = (&machines[*a], &machines[*b]);
                 qa.cmp(qb)
                     .then_with(|| a.setup_rank(job).cmp(&b.setup_rank(job)))
                     .then_with(|| a.id.cmp(&b.id))
             });
-        if let Some((_, machine)) = best {
-            if let Some(queue) = queues.get_mut(&machine.id) {
-                *queue += 1;
-            }
-            assignments.push((job.token, machine.id.clone()));
+        if let Some((_, i)) = best {
+            queues[slot_of[i]] += 1;
+            assignments.push((job.token, machines[i].id.clone()));
         }
     }
     assignments
