@@ -475,16 +475,18 @@ fn default_rush_margin_s() -> f64 {
     1800.0
 }
 
+// The planner's own defaults (`plan::route::Hysteresis`; a test in
+// `runtime::waves` holds them equal).
 fn default_rebuild_min_gain_m() -> f64 {
-    crate::plan::route::Hysteresis::default().min_gain_m
+    500.0
 }
 
 fn default_rebuild_min_gain_share() -> f64 {
-    crate::plan::route::Hysteresis::default().min_gain_share
+    0.05
 }
 
 fn default_rebuild_max_delay_s() -> f64 {
-    crate::plan::route::Hysteresis::default().max_delay_ms as f64 / 1000.0
+    900.0
 }
 
 impl Default for RoutingConfig {

@@ -97,38 +97,6 @@ impl Roads {
     }
 }
 
-/// Rides on the roads of a table, stops as `travel` says.
-#[derive(Debug, Clone, Copy)]
-pub struct RoadTravel<'a> {
-    pub roads: &'a Roads,
-    pub travel: super::route::Travel,
-}
-
-impl super::route::Legs for RoadTravel<'_> {
-    /// The table's time between the two places' nearest waypoints plus the
-    /// way to and from them, as in the waves' matrix; a pair the table has
-    /// no road for takes [`super::vrp::UNREACHABLE`] seconds.
-    fn leg_ms(
-        &self,
-        from: crate::domain::Location,
-        to: crate::domain::Location,
-    ) -> crate::domain::Millis {
-        match self.roads.matrix(
-            &[(from.lat, from.lon), (to.lat, to.lon)],
-            self.travel.speed_m_per_s,
-            self.travel.detour_factor,
-        ) {
-            Ok(matrix) => (matrix.duration(0, 1) * 1000.0).round() as crate::domain::Millis,
-            // Settings the matrix refuses (checked at start): the great circle.
-            Err(_) => self.travel.leg_ms(from, to),
-        }
-    }
-
-    fn service_ms(&self) -> crate::domain::Millis {
-        self.travel.service_ms
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,38 +118,6 @@ mod tests {
 
     fn roads() -> Roads {
         Roads::from_table(&parse_osrm_table(TABLE).expect("parses")).expect("roads")
-    }
-
-    #[test]
-    fn rides_take_the_tables_time_and_the_rush_rule_uses_it() {
-        use crate::domain::Location;
-        use crate::plan::route::{Legs, Travel};
-        let roads = roads();
-        let travel = Travel {
-            speed_m_per_s: SPEED,
-            detour_factor: DETOUR,
-            ..Travel::default()
-        };
-        let on_roads = RoadTravel {
-            roads: &roads,
-            travel,
-        };
-        let (a, c) = (Location::new(52.50, 13.40), Location::new(52.50, 13.42));
-        // On waypoints: exactly the table, each way.
-        assert_eq!(on_roads.leg_ms(a, c), 200_000);
-        assert_eq!(on_roads.leg_ms(c, Location::new(52.50, 13.41)), 900_000);
-        assert_eq!(on_roads.service_ms(), travel.service_ms);
-        // The slow road makes an order rush that the great circle would let
-        // wait: 1.36 km is about 7 minutes by air, 15 by the table.
-        let b = Location::new(52.50, 13.41);
-        let deadline = 3_600_000;
-        let next_wave = deadline - 12 * 60_000 - 2 * travel.service_ms;
-        assert!(!crate::plan::rush::cannot_wait(
-            c, b, deadline, next_wave, &travel, 0
-        ));
-        assert!(crate::plan::rush::cannot_wait(
-            c, b, deadline, next_wave, &on_roads, 0
-        ));
     }
 
     #[test]

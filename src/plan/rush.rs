@@ -102,6 +102,36 @@ mod tests {
         );
     }
 
+    #[test]
+    fn rides_take_the_tables_time_and_the_rush_rule_uses_it() {
+        use crate::plan::route::{Legs, RoadTravel};
+        use crate::plan::vrp::parse_osrm_table;
+        // Three waypoints on a line, one-way slow between the last two.
+        let table = r#"{"code":"Ok",
+            "durations":[[0,100,200],[100,0,100],[200,900,0]],
+            "sources":[{"location":[13.40,52.50]},{"location":[13.41,52.50]},{"location":[13.42,52.50]}]}"#;
+        let roads =
+            crate::plan::roads::Roads::from_table(&parse_osrm_table(table).expect("parses"))
+                .expect("roads");
+        let travel = Travel::default();
+        let on_roads = RoadTravel {
+            roads: &roads,
+            travel,
+        };
+        let (a, c) = (Location::new(52.50, 13.40), Location::new(52.50, 13.42));
+        // On waypoints: exactly the table, each way.
+        assert_eq!(on_roads.leg_ms(a, c), 200_000);
+        assert_eq!(on_roads.leg_ms(c, Location::new(52.50, 13.41)), 900_000);
+        assert_eq!(on_roads.service_ms(), travel.service_ms);
+        // The slow road makes an order rush that the great circle would let
+        // wait: 1.36 km is about 7 minutes by air, 15 by the table.
+        let b = Location::new(52.50, 13.41);
+        let deadline = 3_600_000;
+        let next_wave = deadline - 12 * 60_000 - 2 * travel.service_ms;
+        assert!(!cannot_wait(c, b, deadline, next_wave, &travel, 0));
+        assert!(cannot_wait(c, b, deadline, next_wave, &on_roads, 0));
+    }
+
     proptest! {
         #[test]
         fn urgency_is_monotone(

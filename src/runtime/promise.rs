@@ -66,7 +66,7 @@ impl DeliveryLead {
             .factories
             .get(factory)
             .map_or(0, |at| match &self.roads {
-                Some(roads) => crate::plan::roads::RoadTravel {
+                Some(roads) => crate::plan::route::RoadTravel {
                     roads,
                     travel: self.travel,
                 }

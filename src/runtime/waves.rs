@@ -179,7 +179,7 @@ impl Waves {
                     order.dropoff,
                     order.deadline_ms,
                     next_wave_ms,
-                    &crate::plan::roads::RoadTravel { roads, travel },
+                    &crate::plan::route::RoadTravel { roads, travel },
                     margin_ms,
                 ),
                 None => crate::plan::rush::cannot_wait(
