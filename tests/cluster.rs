@@ -130,6 +130,33 @@ fn member(
     config
 }
 
+/// The PostgreSQL server to test against, or None (saying which test is
+/// skipped) when FABFLOW_TEST_POSTGRES_URL is not set.
+fn postgres_base(test: &str) -> Option<String> {
+    match std::env::var("FABFLOW_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!(
+                "cluster: PostgreSQL {test} skipped (set FABFLOW_TEST_POSTGRES_URL to run it)"
+            );
+            None
+        }
+    }
+}
+
+/// The leases not yet expired, as (name, owner), by the database's clock.
+async fn live_leases(store: &fabflow::store::Store) -> Vec<(String, String)> {
+    let now = store.db_now_ms().await.expect("db clock");
+    store
+        .leases()
+        .await
+        .expect("leases")
+        .into_iter()
+        .filter(|lease| lease.expires_ms > now)
+        .map(|lease| (lease.name, lease.owner))
+        .collect()
+}
+
 /// Whether every one of `count` orders is delivered.
 async fn all_delivered(api: &Api, count: usize) -> Option<Vec<Value>> {
     let orders = api.all_orders().await;
@@ -139,14 +166,8 @@ async fn all_delivered(api: &Api, count: usize) -> Option<Vec<Value>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_daemons_factories_are_taken_over_and_every_order_delivered() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let base = match std::env::var("FABFLOW_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            eprintln!(
-                "cluster: PostgreSQL failover skipped (set FABFLOW_TEST_POSTGRES_URL to run it)"
-            );
-            return;
-        }
+    let Some(base) = postgres_base("failover") else {
+        return;
     };
     let url = fresh_database(&base).await;
     let scale = 600.0;
@@ -160,17 +181,7 @@ async fn a_killed_daemons_factories_are_taken_over_and_every_order_delivered() {
     let alpha = start_doomed(config("alpha"));
     let beta = Running::start(config("beta")).await;
     let store = beta.daemon.store.clone();
-    let owners = || async {
-        let now = store.db_now_ms().await.expect("db clock");
-        store
-            .leases()
-            .await
-            .expect("leases")
-            .into_iter()
-            .filter(|lease| lease.expires_ms > now)
-            .map(|lease| (lease.name, lease.owner))
-            .collect::<Vec<_>>()
-    };
+    let owners = || live_leases(&store);
     let spread = wait_for(
         "leases spread over both daemons",
         Duration::from_secs(60),
@@ -345,14 +356,8 @@ async fn pipe(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_daemon_cut_off_from_the_database_stops_driving_before_its_factories_are_taken_over() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let base = match std::env::var("FABFLOW_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            eprintln!(
-                "cluster: PostgreSQL link-cut test skipped (set FABFLOW_TEST_POSTGRES_URL to run it)"
-            );
-            return;
-        }
+    let Some(base) = postgres_base("link-cut test") else {
+        return;
     };
     let url = fresh_database(&base).await;
     // postgres://user@host:port/db: the proxy stands in for host:port.
@@ -378,17 +383,7 @@ async fn a_daemon_cut_off_from_the_database_stops_driving_before_its_factories_a
     let alpha = Running::start(config("alpha", &proxied)).await;
     let beta = Running::start(config("beta", &url)).await;
     let store = beta.daemon.store.clone();
-    let owners = || async {
-        let now = store.db_now_ms().await.expect("db clock");
-        store
-            .leases()
-            .await
-            .expect("leases")
-            .into_iter()
-            .filter(|lease| lease.expires_ms > now)
-            .map(|lease| (lease.name, lease.owner))
-            .collect::<Vec<_>>()
-    };
+    let owners = || live_leases(&store);
     let spread = |owners: &[(String, String)]| {
         owners.len() == 4
             && owners.iter().filter(|(_, o)| o == "alpha").count() == 2
@@ -496,14 +491,8 @@ async fn a_daemon_cut_off_from_the_database_stops_driving_before_its_factories_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rush_order_made_ready_on_one_daemon_is_planned_by_the_daemon_holding_its_zone() {
     let _one = ONE_CLUSTER_AT_A_TIME.lock().await;
-    let base = match std::env::var("FABFLOW_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            eprintln!(
-                "cluster: PostgreSQL rush across daemons skipped (set FABFLOW_TEST_POSTGRES_URL to run it)"
-            );
-            return;
-        }
+    let Some(base) = postgres_base("rush across daemons") else {
+        return;
     };
     let url = fresh_database(&base).await;
     let scale = 600.0;
@@ -527,15 +516,7 @@ async fn a_rush_order_made_ready_on_one_daemon_is_planned_by_the_daemon_holding_
         "leases spread over both daemons",
         Duration::from_secs(60),
         || async {
-            let now = store.db_now_ms().await.expect("db clock");
-            let owners: Vec<(String, String)> = store
-                .leases()
-                .await
-                .expect("leases")
-                .into_iter()
-                .filter(|lease| lease.expires_ms > now)
-                .map(|lease| (lease.name, lease.owner))
-                .collect();
+            let owners = live_leases(&store).await;
             (owners.len() == 4 && owners.iter().filter(|(_, o)| o == "alpha").count() == 2)
                 .then_some(owners)
         },

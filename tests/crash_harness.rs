@@ -49,6 +49,14 @@ fn harness_ready() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
+/// [`harness_ready`], or None after saying in one line why the harness on
+/// `database` is skipped.
+fn harness_or_skip(database: &str) -> Option<PathBuf> {
+    harness_ready()
+        .inspect_err(|why| eprintln!("skipped: crash harness on {database}: {why}"))
+        .ok()
+}
+
 /// Runs the harness with `args`; returns its summary after asserting that
 /// it passed.
 fn harness(bin_dir: &Path, args: &[&str]) -> Value {
@@ -89,12 +97,8 @@ fn harness(bin_dir: &Path, args: &[&str]) -> Value {
 
 #[test]
 fn sqlite_daemon_killed_again_and_again_loses_no_order_and_makes_no_job_twice() {
-    let bin_dir = match harness_ready() {
-        Ok(dir) => dir,
-        Err(why) => {
-            eprintln!("skipped: crash harness on SQLite: {why}");
-            return;
-        }
+    let Some(bin_dir) = harness_or_skip("SQLite") else {
+        return;
     };
     let summary = harness(
         &bin_dir,
@@ -131,12 +135,8 @@ fn two_daemons_on_postgresql_killed_in_turn_with_the_broker_restarted_lose_nothi
         eprintln!("skipped: crash harness on PostgreSQL: FABFLOW_TEST_POSTGRES_URL is not set");
         return;
     };
-    let bin_dir = match harness_ready() {
-        Ok(dir) => dir,
-        Err(why) => {
-            eprintln!("skipped: crash harness on PostgreSQL: {why}");
-            return;
-        }
+    let Some(bin_dir) = harness_or_skip("PostgreSQL") else {
+        return;
     };
     // With a database to test against, a missing tool is a broken setup,
     // not a reason to skip.

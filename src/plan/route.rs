@@ -139,7 +139,7 @@ impl Travel {
 
 /// How long a ride between two places takes, and a stop: the great circle
 /// ([`Travel`]) or the roads of a matrix file
-/// ([`RoadTravel`]). The rush rule and the promise's delivery
+/// ([`Rides`]). The rush rule and the promise's delivery
 /// lead ask through it, so they travel as the waves do.
 pub trait Legs {
     /// Door to door, in milliseconds.
@@ -159,33 +159,35 @@ impl Legs for Travel {
 }
 
 /// Rides on the roads of a table, stops as `travel` says.
+/// Rides by the roads of a matrix file when there is one, else by the
+/// great circle; stops as `travel` says.
 #[derive(Debug, Clone, Copy)]
-pub struct RoadTravel<'a> {
-    pub roads: &'a super::roads::Roads,
+pub struct Rides<'a> {
+    pub roads: Option<&'a super::roads::Roads>,
     pub travel: Travel,
 }
 
-impl Legs for RoadTravel<'_> {
-    /// The table's time between the two places' nearest waypoints plus the
-    /// way to and from them, as in the waves' matrix; a pair the table has
-    /// no road for takes [`super::vrp::UNREACHABLE`] seconds.
-    fn leg_ms(
-        &self,
-        from: crate::domain::Location,
-        to: crate::domain::Location,
-    ) -> crate::domain::Millis {
-        match self.roads.matrix(
+impl Legs for Rides<'_> {
+    /// With roads: the table's time between the two places' nearest
+    /// waypoints plus the way to and from them, as in the waves' matrix (a
+    /// pair the table has no road for takes [`super::vrp::UNREACHABLE`]
+    /// seconds).
+    fn leg_ms(&self, from: Location, to: Location) -> Millis {
+        let Some(roads) = self.roads else {
+            return self.travel.leg_ms(from, to);
+        };
+        match roads.matrix(
             &[(from.lat, from.lon), (to.lat, to.lon)],
             self.travel.speed_m_per_s,
             self.travel.detour_factor,
         ) {
-            Ok(matrix) => (matrix.duration(0, 1) * 1000.0).round() as crate::domain::Millis,
+            Ok(matrix) => (matrix.duration(0, 1) * 1000.0).round() as Millis,
             // Settings the matrix refuses (checked at start): the great circle.
             Err(_) => self.travel.leg_ms(from, to),
         }
     }
 
-    fn service_ms(&self) -> crate::domain::Millis {
+    fn service_ms(&self) -> Millis {
         self.travel.service_ms
     }
 }

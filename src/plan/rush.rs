@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn rides_take_the_tables_time_and_the_rush_rule_uses_it() {
-        use crate::plan::route::{Legs, RoadTravel};
+        use crate::plan::route::{Legs, Rides};
         use crate::plan::vrp::parse_osrm_table;
         // Three waypoints on a line, one-way slow between the last two.
         let table = r#"{"code":"Ok",
@@ -114,8 +114,8 @@ mod tests {
             crate::plan::roads::Roads::from_table(&parse_osrm_table(table).expect("parses"))
                 .expect("roads");
         let travel = Travel::default();
-        let on_roads = RoadTravel {
-            roads: &roads,
+        let on_roads = Rides {
+            roads: Some(&roads),
             travel,
         };
         let (a, c) = (Location::new(52.50, 13.40), Location::new(52.50, 13.42));

@@ -62,17 +62,13 @@ impl DeliveryLead {
     /// The wait for a wave, the ride, and the two stops.
     pub fn ms(&self, factory: &str, customer: Location) -> Millis {
         use crate::plan::route::Legs;
-        let ride = self
-            .factories
-            .get(factory)
-            .map_or(0, |at| match &self.roads {
-                Some(roads) => crate::plan::route::RoadTravel {
-                    roads,
-                    travel: self.travel,
-                }
-                .leg_ms(*at, customer),
-                None => self.travel.leg_ms(*at, customer),
-            });
+        let ride = self.factories.get(factory).map_or(0, |at| {
+            crate::plan::route::Rides {
+                roads: self.roads.as_deref(),
+                travel: self.travel,
+            }
+            .leg_ms(*at, customer)
+        });
         self.wave_gap_ms
             .saturating_add(ride)
             .saturating_add(2 * self.travel.service_ms)

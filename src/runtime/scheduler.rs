@@ -90,22 +90,41 @@ impl Scheduler {
         let machines = self.store.list_machines(None).await?;
         let now = self.clock.now_ms();
         let windows = self.store.maintenance_windows(None, now).await?;
-        // Each machine's calendar: its shifts and maintenance windows.
-        let calendar = |machine: &str| Calendar {
-            shifts: self.shifts.get(machine).cloned().unwrap_or_default(),
-            windows: windows
-                .iter()
-                .filter(|w| w.machine == machine)
-                .map(crate::store::WindowRecord::window)
-                .collect(),
-        };
-        let slots: Vec<MachineSlot> = machines
+        let machines: Vec<_> = machines
             .into_iter()
             .filter(|machine| held.contains_key(machine.factory.as_str()))
+            .collect();
+        // Each machine's calendar: its shifts and maintenance windows.
+        let mut calendars: HashMap<String, Calendar> = machines
+            .iter()
+            .map(|machine| {
+                let shifts = self
+                    .shifts
+                    .get(machine.id.as_str())
+                    .cloned()
+                    .unwrap_or_default();
+                (
+                    machine.id.0.clone(),
+                    Calendar {
+                        shifts,
+                        windows: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        for window in &windows {
+            if let Some(calendar) = calendars.get_mut(window.machine.as_str()) {
+                calendar.windows.push(window.window());
+            }
+        }
+        let slots: Vec<MachineSlot> = machines
+            .into_iter()
             .map(|machine| MachineSlot {
                 queue_len: loads.get(machine.id.as_str()).copied().unwrap_or(0),
                 accepts_jobs: machine.state.accepts_jobs(machine.mode),
-                opens_ms: calendar(machine.id.as_str()).next_start(now, 1),
+                opens_ms: calendars
+                    .get(machine.id.as_str())
+                    .and_then(|calendar| calendar.next_start(now, 1)),
                 id: machine.id,
                 factory: machine.factory,
                 capabilities: machine.capabilities,
@@ -121,10 +140,6 @@ impl Scheduler {
             Planner::Queue => queue_assignments(&jobs, &slots, self.max_queue),
             Planner::Shop => {
                 let backlogs = self.store.machine_backlogs().await?;
-                let calendars: HashMap<String, Calendar> = slots
-                    .iter()
-                    .map(|slot| (slot.id.0.clone(), calendar(slot.id.as_str())))
-                    .collect();
                 self.shop_assignments(jobs, slots, &backlogs, &calendars, now)
                     .await
             }

@@ -173,25 +173,21 @@ impl Waves {
             let Some(pickup) = self.factories.get(order.factory.as_str()) else {
                 continue;
             };
-            let cannot_wait = match self.roads.as_deref() {
-                Some(roads) => crate::plan::rush::cannot_wait(
-                    *pickup,
-                    order.dropoff,
-                    order.deadline_ms,
-                    next_wave_ms,
-                    &crate::plan::route::RoadTravel { roads, travel },
-                    margin_ms,
-                ),
-                None => crate::plan::rush::cannot_wait(
-                    *pickup,
-                    order.dropoff,
-                    order.deadline_ms,
-                    next_wave_ms,
-                    &travel,
-                    margin_ms,
-                ),
-            };
-            if !rushed.contains(order.order_id.as_str()) && cannot_wait {
+            if rushed.contains(order.order_id.as_str()) {
+                continue;
+            }
+            let cannot_wait = crate::plan::rush::cannot_wait(
+                *pickup,
+                order.dropoff,
+                order.deadline_ms,
+                next_wave_ms,
+                &crate::plan::route::Rides {
+                    roads: self.roads.as_deref(),
+                    travel,
+                },
+                margin_ms,
+            );
+            if cannot_wait {
                 rushed.insert(order.order_id.to_string());
                 count += 1;
             }
