@@ -370,6 +370,18 @@ impl Fleet {
         }
     }
 
+    /// Jobs finished on one machine: (token, Unix ms of its last unit), in
+    /// order (empty for an unknown id).
+    pub fn finished_log(&self, machine_id: &str) -> Vec<(u32, u64)> {
+        match self.machine(machine_id) {
+            Some(machine) => machine.finished_log(),
+            None => self
+                .mqtt_machine(machine_id)
+                .map(|m| m.finished_log())
+                .unwrap_or_default(),
+        }
+    }
+
     /// Every start of a token that had already been started somewhere in the
     /// fleet (same machine or another), in start order, as (machine, token).
     /// Empty when every job was produced at most once.

@@ -146,6 +146,7 @@ impl SimMachine {
                 phase: Phase::Idle,
                 rng,
                 started: Vec::new(),
+                finished: Vec::new(),
                 fault_code: 0,
                 good_count: 0,
                 scrap_count: 0,
@@ -207,6 +208,15 @@ impl SimMachineHandle {
     /// Started tokens with their fleet-wide start sequence number.
     pub fn started_log(&self) -> Vec<(u64, u32)> {
         self.shared.lock().started.clone()
+    }
+
+    /// Every job finished here: (token, Unix ms of its last unit). A job's
+    /// finish is noticed when the machine is next read, and dated back to
+    /// when its last unit was made.
+    pub fn finished_log(&self) -> Vec<(u32, u64)> {
+        let mut inner = self.shared.lock();
+        inner.advance(Instant::now());
+        inner.finished.clone()
     }
 
     pub fn snapshot(&self) -> SimSnapshot {
@@ -825,6 +835,8 @@ struct Inner {
     phase: Phase,
     rng: StdRng,
     started: Vec<(u64, u32)>,
+    /// (token, Unix ms) of every job finished.
+    finished: Vec<(u32, u64)>,
     fault_code: u32,
     /// Units of the current (or last) job.
     good_count: u32,
@@ -882,6 +894,10 @@ impl Inner {
             (job.elapsed.as_secs_f64() / (job.unit.as_secs_f64() * total as f64) * 100.0).min(100.0)
         };
         if finished == total {
+            let at = finished_at_ms(job.elapsed, job.unit, total);
+            if let Some(&(_, token)) = self.started.last() {
+                self.finished.push((token, at));
+            }
             self.phase = Phase::Done;
         } else if let Some(code) = self.faults.jam_now(finished, total, now)
             && let Phase::Running(job) = std::mem::replace(&mut self.phase, Phase::Idle)
@@ -1065,6 +1081,19 @@ impl Layout {
     fn register_trigger(&self, at: usize, value: u16) -> Option<Trigger> {
         self.register_triggers.get(&(at, value)).copied()
     }
+}
+
+/// Unix ms at which a job of `total` units at `unit` each made its last
+/// unit, seen now after it has run `elapsed`: `elapsed` past the last unit
+/// is how long ago that was.
+pub(crate) fn finished_at_ms(elapsed: Duration, unit: Duration, total: usize) -> u64 {
+    let made = unit.saturating_mul(u32::try_from(total).unwrap_or(u32::MAX));
+    let ago = elapsed.saturating_sub(made);
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(ago)
+        .as_millis() as u64
 }
 
 /// Units of a job finished after `elapsed` at `unit` per unit (all at once

@@ -91,6 +91,8 @@ struct Inner {
     rng: StdRng,
     /// (fleet-wide start sequence, token) of every start taken.
     started: Vec<(u64, u32)>,
+    /// (token, Unix ms) of every job finished.
+    finished: Vec<(u32, u64)>,
     /// The sequence number of the last report published.
     seq: u64,
     reports: u64,
@@ -140,6 +142,10 @@ impl Inner {
             (finished as f64 / total as f64 * 100.0).floor()
         };
         if finished == total {
+            let at = crate::machine::finished_at_ms(job.elapsed, job.unit, total);
+            if let Some(&(_, token)) = self.started.last() {
+                self.finished.push((token, at));
+            }
             self.phase = Phase::Done;
         } else if let Some(code) = self.faults.jam_now(finished, total, now)
             && let Phase::Running(job) = std::mem::replace(&mut self.phase, Phase::Idle)
@@ -448,6 +454,7 @@ impl SimMqttMachine {
                 hold: false,
                 rng: StdRng::seed_from_u64(config.seed),
                 started: Vec::new(),
+                finished: Vec::new(),
                 seq: 0,
                 reports: 0,
                 last: None,
@@ -667,6 +674,13 @@ impl SimMqttHandle {
     /// Started tokens with their fleet-wide start sequence number.
     pub fn started_log(&self) -> Vec<(u64, u32)> {
         self.shared.lock().started.clone()
+    }
+
+    /// Every job finished here: (token, Unix ms of its last unit).
+    pub fn finished_log(&self) -> Vec<(u32, u64)> {
+        let mut inner = self.shared.lock();
+        inner.advance(Instant::now());
+        inner.finished.clone()
     }
 
     pub fn snapshot(&self) -> SimMqttSnapshot {

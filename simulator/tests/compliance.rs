@@ -21,6 +21,13 @@ use tokio_util::sync::CancellationToken;
 const DEADLINE: Duration = Duration::from_secs(20);
 const REQUEST_TIMEOUT: Duration = Duration::from_millis(300);
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
 async fn sim(profile: &Profile, seed: u64) -> SimMachineHandle {
     let config = SimMachineConfig {
         machine_id: format!("sim-{}", profile.model),
@@ -172,9 +179,20 @@ async fn link_runs_a_job_through_its_whole_cycle_on_every_profile() {
             cmd.job_token
         );
 
+        let released = unix_ms();
         sim.set_hold(false);
         let done = wait_for_state(&mut link, RunState::Done).await;
         assert_eq!(done.job_token, cmd.job_token, "{model}");
+        // Its finish is logged with the time its last unit was made: after
+        // the hold ended, not after now.
+        let finished = sim.finished_log();
+        assert_eq!(finished.len(), 1, "{model}: {finished:?}");
+        assert_eq!(finished[0].0, cmd.job_token, "{model}");
+        assert!(
+            (released..=unix_ms()).contains(&finished[0].1),
+            "{model}: finished at {} outside {released}..now",
+            finished[0].1
+        );
         assert_eq!(
             done.good_count + done.scrap_count,
             cmd.quantity,
