@@ -53,7 +53,8 @@ struct Args {
     /// Modbus poll interval and MQTT report interval, milliseconds.
     #[arg(long, default_value_t = 1000)]
     poll_ms: u64,
-    /// Simulated seconds per unit on every machine (1x time).
+    /// Simulated seconds per unit, on average (each machine's is spread over
+    /// 0.75x..1.25x of it; 1x time).
     #[arg(long, default_value_t = 20.0)]
     cycle_seconds: f64,
     /// Seconds from the first orders to the measured window (machines fill up).
@@ -156,10 +157,14 @@ fn fleet_spec(machines: usize, cycle_seconds: f64) -> FleetSpec {
         .collect();
     for n in 0..machines {
         let model = models[n % models.len()];
+        // Cycle times spread over 0.75x..1.25x (a golden-ratio sequence), so
+        // that finishes fall at every phase of the poll period, as on a
+        // real floor, not in step with it.
+        let spread = 0.75 + 0.5 * (n as f64 * 0.618_033_988_75).fract();
         factories[n % FACTORIES.len()].machines.push(MachineSpec {
             id: format!("m{n:04}"),
             model: model.to_string(),
-            cycle_seconds,
+            cycle_seconds: cycle_seconds * spread,
             scrap_rate: 0.01,
             faults: Default::default(),
         });

@@ -66,6 +66,7 @@ fn config(
     spec: &FleetSpec,
     profiles: &[Profile],
     dir: &tempfile::TempDir,
+    poll_interval_ms: u64,
 ) -> Config {
     let mut config = support::config(fleet, &dir.path().join("mqtt.db"), TIME_SCALE);
     config.machines = Fleet::mqtt_machines_of(spec, profiles)
@@ -77,7 +78,7 @@ fn config(
             address: None,
             serial: Some(m.serial),
             materials: None,
-            poll_interval_ms: 40,
+            poll_interval_ms,
             request_timeout_ms: 1_000,
             calendar: None,
         })
@@ -119,11 +120,20 @@ async fn start(
     machines: &[(&str, &str)],
     timeout_ms: Option<u64>,
 ) -> (Running, Fleet, FleetSpec, tempfile::TempDir) {
+    start_polling(machines, timeout_ms, 40).await
+}
+
+/// [`start`], with the daemon reading each machine every `poll_interval_ms`.
+async fn start_polling(
+    machines: &[(&str, &str)],
+    timeout_ms: Option<u64>,
+    poll_interval_ms: u64,
+) -> (Running, Fleet, FleetSpec, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let spec = spec(machines);
     let profiles = profiles(timeout_ms);
     let mut fleet = Fleet::start(&spec, &profiles).await.expect("fleet");
-    let config = config(&fleet, &spec, &profiles, &dir);
+    let config = config(&fleet, &spec, &profiles, &dir, poll_interval_ms);
     let running = Running::start_with(config, profiles.clone()).await;
     let passwords: HashMap<String, String> = running
         .daemon
@@ -210,6 +220,28 @@ async fn orders_complete_on_mqtt_machines_with_exact_good_counts() {
     }
     assert!(!fleet.started_tokens("printer-1").is_empty());
     assert_eq!(fleet.duplicate_starts(), Vec::new());
+    fleet.shutdown().await;
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_report_is_taken_when_it_arrives_not_at_the_next_poll() {
+    // Polled once an hour: after the first read at connect, only the
+    // machine's own report can tell the daemon about the jam.
+    let (running, fleet, _spec, _dir) =
+        start_polling(&[("press-a", "generic-json")], None, 3_600_000).await;
+    let ops = running.api(Role::Operator, "*").await;
+    wait_for("press-a read at connect", LIMIT, || async {
+        (machine_state(&ops, "press-a").await == "idle").then_some(())
+    })
+    .await;
+    fleet.jam("press-a", 42).expect("jam");
+    wait_for(
+        "the jam recorded from the machine's report",
+        LIMIT,
+        || async { (machine_state(&ops, "press-a").await == "fault").then_some(()) },
+    )
+    .await;
     fleet.shutdown().await;
     running.stop().await;
 }

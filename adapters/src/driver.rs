@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::error::AdapterError;
-use crate::types::{JobCommand, MachineLink, MachineStatus};
+use crate::types::{JobCommand, MachineLink, MachineStatus, RunState};
 
 /// A boxed, sendable future (what a [`Connector`] returns).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -333,11 +333,19 @@ impl Driver {
     }
 
     /// Polls and serves commands on one link until it breaks or we stop.
+    ///
+    /// Besides every `poll_interval`, it reads the status at once when the
+    /// link has news (an MQTT report that changed something), and once more
+    /// when a running job's progress says it is about to finish
+    /// ([`FinishWatch`]), so that a finish is seen within moments rather
+    /// than up to a whole interval later.
     async fn connected(&mut self, mut link: Box<dyn MachineLink>, polled_ok: &mut bool) -> Exit {
         let mut ticker = tokio::time::interval(self.config.poll_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut finish = FinishWatch::new(self.config.poll_interval);
         loop {
-            tokio::select! {
+            let extra = finish.read_at();
+            let poll = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return Exit::Stop,
                 request = self.commands.recv(), if self.commands_open => {
@@ -348,22 +356,32 @@ impl Driver {
                     if let Some(error) = self.serve(&mut *link, request).await {
                         return Exit::Lost(error);
                     }
+                    continue;
                 }
-                _ = ticker.tick() => {
-                    match self.bounded(link.read_status()).await {
-                        Ok(status) => {
-                            *polled_ok = true;
-                            if !self.emit(MachineFact::Status(status)).await {
-                                return Exit::Stop;
-                            }
-                        }
-                        Err(error) if error.breaks_connection() => return Exit::Lost(error),
-                        Err(error) => {
-                            warn!(error = %error, "status read failed");
-                            if !self.emit(MachineFact::ReadFailed { error: error.to_string(), reason: error.reason() }).await {
-                                return Exit::Stop;
-                            }
-                        }
+                _ = ticker.tick() => Poll::Tick,
+                () = link.news() => Poll::Extra,
+                () = tokio::time::sleep_until(extra.unwrap_or_else(Instant::now)), if extra.is_some() => Poll::Extra,
+            };
+            match self.bounded(link.read_status()).await {
+                Ok(status) => {
+                    *polled_ok = true;
+                    finish.observe(&status, Instant::now(), poll);
+                    if !self.emit(MachineFact::Status(status)).await {
+                        return Exit::Stop;
+                    }
+                }
+                Err(error) if error.breaks_connection() => return Exit::Lost(error),
+                Err(error) => {
+                    finish.forget();
+                    warn!(error = %error, "status read failed");
+                    if !self
+                        .emit(MachineFact::ReadFailed {
+                            error: error.to_string(),
+                            reason: error.reason(),
+                        })
+                        .await
+                    {
+                        return Exit::Stop;
                     }
                 }
             }
@@ -429,6 +447,84 @@ impl Driver {
     }
 }
 
+/// What made the driver read a machine's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Poll {
+    /// The regular poll interval.
+    Tick,
+    /// News from the link, or a job about to finish.
+    Extra,
+}
+
+/// Predicts when a running job will finish from how fast its progress has
+/// moved since it was first seen, so that the driver reads the machine once
+/// more right then instead of waiting for the next poll. At most one such
+/// read per poll interval: a wrong estimate costs one read, never a burst.
+#[derive(Debug)]
+struct FinishWatch {
+    interval: Duration,
+    /// The running job: (token, when first seen, its progress then).
+    job: Option<(u32, Instant, f64)>,
+    /// When to read once more, if anything.
+    at: Option<Instant>,
+    /// Whether the extra read of this interval was spent.
+    spent: bool,
+}
+
+impl FinishWatch {
+    fn new(interval: Duration) -> FinishWatch {
+        FinishWatch {
+            interval,
+            job: None,
+            at: None,
+            spent: false,
+        }
+    }
+
+    /// When the driver should read once more, if at all.
+    fn read_at(&self) -> Option<Instant> {
+        self.at
+    }
+
+    /// Forgets the job (after a failed read: the next good one starts over).
+    fn forget(&mut self) {
+        self.job = None;
+        self.at = None;
+    }
+
+    /// Takes a status read at `now`, for the reason `poll`.
+    fn observe(&mut self, status: &MachineStatus, now: Instant, poll: Poll) {
+        match poll {
+            Poll::Tick => self.spent = false,
+            Poll::Extra => self.spent = true,
+        }
+        self.at = None;
+        let progress = match (status.state, status.progress_percent) {
+            (RunState::Running, Some(p)) if p.is_finite() && (0.0..100.0).contains(&p) => p,
+            _ => {
+                self.job = None;
+                return;
+            }
+        };
+        match self.job {
+            Some((token, since, first)) if token == status.job_token => {
+                let seconds = now.saturating_duration_since(since).as_secs_f64();
+                if progress <= first || seconds <= 0.0 || self.spent {
+                    return;
+                }
+                let rate = (progress - first) / seconds;
+                let left = (100.0 - progress) / rate;
+                // A margin so that the read lands just after the last unit.
+                let margin = (self.interval / 50).max(Duration::from_millis(20));
+                if left.is_finite() && left < self.interval.as_secs_f64() {
+                    self.at = Some(now + Duration::from_secs_f64(left.max(0.0)) + margin);
+                }
+            }
+            _ => self.job = Some((status.job_token, now, progress)),
+        }
+    }
+}
+
 /// A description of a connection-breaking error, for the Disconnected fact.
 fn lost_copy<T>(result: &Result<T, AdapterError>) -> Option<AdapterError> {
     match result {
@@ -443,5 +539,82 @@ fn lost_copy<T>(result: &Result<T, AdapterError>) -> Option<AdapterError> {
             },
         }),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(token: u32, progress: f64) -> MachineStatus {
+        MachineStatus {
+            state: RunState::Running,
+            job_token: token,
+            good_count: 0,
+            scrap_count: 0,
+            fault_code: None,
+            progress_percent: Some(progress),
+        }
+    }
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_job_about_to_finish_gets_one_read_at_its_predicted_finish() {
+        let start = Instant::now();
+        let mut watch = FinishWatch::new(SECOND);
+        watch.observe(&running(7, 10.0), start, Poll::Tick);
+        assert_eq!(watch.read_at(), None, "one sight gives no rate");
+        // 10% a second: at 50% the finish is 5 s away, past the next poll.
+        watch.observe(&running(7, 50.0), start + 4 * SECOND, Poll::Tick);
+        assert_eq!(watch.read_at(), None);
+        // At 95%, half a second away: read then, with the margin.
+        watch.observe(
+            &running(7, 95.0),
+            start + Duration::from_millis(8_500),
+            Poll::Tick,
+        );
+        let at = watch.read_at().expect("a read before the next poll");
+        let expected = start + Duration::from_millis(9_000 + 20);
+        let off = at.max(expected) - at.min(expected);
+        assert!(
+            off < Duration::from_millis(2),
+            "read at {at:?}, expected {expected:?}"
+        );
+        // That read finds it still running (the estimate was early): no
+        // second extra read until the next regular poll.
+        watch.observe(&running(7, 99.5), at, Poll::Extra);
+        assert_eq!(watch.read_at(), None);
+        watch.observe(
+            &running(7, 99.9),
+            at + Duration::from_millis(500),
+            Poll::Tick,
+        );
+        assert!(watch.read_at().is_some());
+    }
+
+    #[test]
+    fn no_prediction_without_progress_or_for_another_job() {
+        let start = Instant::now();
+        let mut watch = FinishWatch::new(SECOND);
+        // Stuck progress: no rate.
+        watch.observe(&running(7, 90.0), start, Poll::Tick);
+        watch.observe(&running(7, 90.0), start + SECOND, Poll::Tick);
+        assert_eq!(watch.read_at(), None);
+        // Another token starts over.
+        watch.observe(&running(8, 99.0), start + 2 * SECOND, Poll::Tick);
+        assert_eq!(watch.read_at(), None);
+        // Done, idle or no progress signal: nothing to predict.
+        watch.observe(&running(8, 99.9), start + 3 * SECOND, Poll::Tick);
+        assert!(watch.read_at().is_some());
+        let mut done = running(8, 100.0);
+        done.state = RunState::Done;
+        watch.observe(&done, start + 4 * SECOND, Poll::Tick);
+        assert_eq!(watch.read_at(), None);
+        let mut silent = running(9, 0.0);
+        silent.progress_percent = None;
+        watch.observe(&silent, start + 5 * SECOND, Poll::Tick);
+        watch.observe(&silent, start + 6 * SECOND, Poll::Tick);
+        assert_eq!(watch.read_at(), None);
     }
 }

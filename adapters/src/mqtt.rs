@@ -34,9 +34,7 @@ use tracing::debug;
 use crate::driver::{BoxFuture, Connector};
 use crate::error::AdapterError;
 use crate::profile::{MqttSpec, Pointer, Profile};
-#[cfg(test)]
-use crate::types::RunState;
-use crate::types::{JobCommand, MachineLink, MachineStatus};
+use crate::types::{JobCommand, MachineLink, MachineStatus, RunState};
 
 /// Where the broker is and how to log in to it.
 #[derive(Clone)]
@@ -170,6 +168,7 @@ impl MqttConnector {
             command_topic: self.command_topic.clone(),
             request_timeout: self.request_timeout,
             connected_at: Instant::now(),
+            shown: None,
             _stop: cancel.drop_guard(),
         };
         link.client
@@ -458,8 +457,23 @@ pub struct MqttLink {
     command_topic: String,
     request_timeout: Duration,
     connected_at: Instant,
+    /// What the last status read returned, as [`news_key`] sees it.
+    shown: Option<NewsKey>,
     /// Stops the event-loop task when the link is dropped.
     _stop: DropGuard,
+}
+
+/// The parts of a status whose change is news (progress alone is not).
+type NewsKey = (RunState, u32, u32, u32, Option<u32>);
+
+fn news_key(status: &MachineStatus) -> NewsKey {
+    (
+        status.state,
+        status.job_token,
+        status.good_count,
+        status.scrap_count,
+        status.fault_code,
+    )
 }
 
 impl std::fmt::Debug for MqttLink {
@@ -564,6 +578,12 @@ impl MachineLink for MqttLink {
                     operation: "report (the machine is silent)".into(),
                     after: timeout,
                 };
+                // Seen, whatever this read returns: not news any more.
+                self.shown = state
+                    .latest
+                    .as_ref()
+                    .and_then(|taken| taken.status.as_ref().ok())
+                    .map(news_key);
                 match &state.latest {
                     Some(taken) if taken.at.elapsed() <= timeout => {
                         return taken
@@ -587,6 +607,29 @@ impl MachineLink for MqttLink {
                     });
                 },
                 () = tokio::time::sleep_until(first_deadline) => {}
+            }
+        }
+    }
+
+    async fn news(&mut self) {
+        let mut changes = self.shared.changes.subscribe();
+        loop {
+            changes.mark_unchanged();
+            {
+                let state = self.shared.lock();
+                if state.broken.is_some() {
+                    return; // the read that follows says so
+                }
+                if let Some(Taken {
+                    status: Ok(status), ..
+                }) = &state.latest
+                    && Some(news_key(status)) != self.shown
+                {
+                    return;
+                }
+            }
+            if changes.changed().await.is_err() {
+                return;
             }
         }
     }

@@ -92,4 +92,11 @@ pub trait MachineLink: Send {
     /// Runs the profile's `acknowledge` steps (done → idle). A profile
     /// without them gets [`AdapterError::Profile`].
     async fn acknowledge(&mut self) -> Result<(), AdapterError>;
+    /// Resolves when the machine has pushed news worth reading now, before
+    /// the next poll (an MQTT report that changed its state, token, counts
+    /// or fault). Cancel-safe. Links that only answer reads (Modbus) never
+    /// resolve: the default.
+    async fn news(&mut self) {
+        std::future::pending::<()>().await
+    }
 }
