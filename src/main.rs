@@ -10,7 +10,7 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let args = match cli::run_offline(cli::Cli::parse()) {
         Ok(code) => return code,
-        Err(args) => args,
+        Err(args) => *args,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
