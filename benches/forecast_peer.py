@@ -21,13 +21,15 @@ Protocol, per data set:
 statsforecast models: CrostonClassic, CrostonOptimized, CrostonSBA,
 TSB(alpha_d, alpha_p) with --tsb-alpha-d/--tsb-alpha-p (default 0.1/0.1, the
 constants of classic Croston; TSB has no optimised variant in statsforecast),
-ADIDA, IMAPA; each timed alone with n_jobs=1, and all six in one call.
+ADIDA, IMAPA; each timed alone with n_jobs=1 (or --n-jobs), and all six in
+one call. With --n-jobs N, fabflow runs with --threads N.
 
 Usage (from the crate root, after `cargo build --release`):
 
     cargo build --release
     benches/forecast_peer.sh                      # target/release/fabflow forecast
     benches/forecast_peer.sh --data PATH --repeat 11 --skip-synthetic
+    benches/forecast_peer.sh --skip-real --n-jobs 2   # both tools on 2 cores
 
 The command prefix gets `--input FILE --horizon H --model M` appended and must
 print `unique_id,ds,y_hat` CSV on standard output.
@@ -85,6 +87,12 @@ def parse_args(argv):
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds; the median is reported")
     parser.add_argument("--tsb-alpha-d", type=float, default=0.1)
     parser.add_argument("--tsb-alpha-p", type=float, default=0.1)
+    parser.add_argument(
+        "--n-jobs",
+        type=int,
+        default=1,
+        help="cores for each tool: statsforecast's n_jobs and fabflow's --threads (default 1, the headline)",
+    )
     parser.add_argument("--skip-real", action="store_true")
     parser.add_argument("--skip-synthetic", action="store_true")
     parser.add_argument("--skip-statsforecast", action="store_true", help="fabflow rows only")
@@ -162,9 +170,11 @@ def score(test, forecast, column, scale):
     return rmsse, mae, len(joined) - len(usable)
 
 
-def run_fabflow(cmd, path, horizon, model):
+def run_fabflow(cmd, path, horizon, model, n_jobs=1):
     """One run: the forecast, wall seconds and CPU seconds (user + system)."""
     argv = shlex.split(cmd) + ["--input", path, "--horizon", str(horizon), "--model", model]
+    if n_jobs != 1:
+        argv += ["--threads", str(n_jobs)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True)
@@ -197,17 +207,21 @@ def statsforecast_models(alpha_d, alpha_p):
     ]
 
 
-def run_statsforecast(train, horizon, freq, makers):
-    """One run of fit + predict: the forecast, wall seconds and CPU seconds."""
+def run_statsforecast(train, horizon, freq, makers, n_jobs=1):
+    """One run of fit + predict: the forecast, wall seconds and CPU seconds
+    (this process's, plus that of worker processes when n_jobs > 1)."""
     from statsforecast import StatsForecast
 
     models = [make() for _, make in makers]
-    sf = StatsForecast(models=models, freq=freq, n_jobs=1)
+    sf = StatsForecast(models=models, freq=freq, n_jobs=n_jobs)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_start = time.process_time()
     start = time.perf_counter()
     forecast = sf.forecast(df=train, h=horizon)
     wall = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu += (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
     if "unique_id" not in forecast.columns:
         forecast = forecast.reset_index()
     forecast["unique_id"] = forecast["unique_id"].astype(str)
@@ -234,14 +248,14 @@ def bench(name, df, args, workdir, rows):
     print(f"[{name}] {series} series, {len(train)} training rows, holdout {args.holdout}, horizon {args.horizon}", file=sys.stderr)
     jobs = []
     for model in [m for m in args.models.split(",") if m]:
-        jobs.append(("fabflow", model, lambda model=model: run_fabflow(args.cmd, path, args.horizon, model)))
+        jobs.append(("fabflow", model, lambda model=model: run_fabflow(args.cmd, path, args.horizon, model, args.n_jobs)))
     if not args.skip_statsforecast:
         freq = infer_freq(train)
         train_sf = train[["unique_id", "ds", "y"]].copy()
         makers = statsforecast_models(args.tsb_alpha_d, args.tsb_alpha_p)
         for label, make in makers:
-            jobs.append(("statsforecast", label, lambda make=make, label=label: run_statsforecast(train_sf, args.horizon, freq, [(label, make)])))
-        jobs.append(("statsforecast", "all six in one call", lambda: run_statsforecast(train_sf, args.horizon, freq, makers)))
+            jobs.append(("statsforecast", label, lambda make=make, label=label: run_statsforecast(train_sf, args.horizon, freq, [(label, make)], args.n_jobs)))
+        jobs.append(("statsforecast", "all six in one call", lambda: run_statsforecast(train_sf, args.horizon, freq, makers, args.n_jobs)))
     walls = {(tool, model): [] for tool, model, _ in jobs}
     cpus = {(tool, model): [] for tool, model, _ in jobs}
     forecasts = {}
@@ -278,10 +292,17 @@ def table(rows, args, argv):
     lines.append(
         f"statsforecast {statsforecast.__version__}, numpy {np.__version__}, pandas {pd.__version__}, "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs ({platform.machine()}), load average "
-        f"{os.getloadavg()[0]:.1f} at the end. One process, one thread each. Times are medians of {args.repeat} "
+        f"{os.getloadavg()[0]:.1f} at the end. "
+        + (
+            "One process, one thread each. "
+            if args.n_jobs == 1
+            else f"{args.n_jobs} cores each (fabflow `--threads {args.n_jobs}`, statsforecast `n_jobs={args.n_jobs}`). "
+        )
+        + f"Times are medians of {args.repeat} "
         f"rounds, tools and models interleaved in each round. fabflow: the whole command (process start, CSV "
-        f"read and parse, fit, CSV write); statsforecast: `StatsForecast(n_jobs=1).forecast` on a DataFrame "
-        f"already in memory (import and loading not counted). CPU is user + system time of that work."
+        f"read and parse, fit, CSV write); statsforecast: `StatsForecast(n_jobs={args.n_jobs}).forecast` on a DataFrame "
+        f"already in memory (import and loading not counted). CPU is user + system time of that work"
+        + (" (statsforecast's worker processes included)." if args.n_jobs != 1 else ".")
     )
     lines.append("")
     for data in sorted({row[0] for row in rows}, key=lambda d: d != "real"):

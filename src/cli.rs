@@ -254,6 +254,19 @@ fn init_logging(json: bool, default: &str) {
     }
 }
 
+/// Runs the offline solvers (`forecast`, `route`, `schedule`) at once: they
+/// are synchronous and need no async runtime, whose worker threads would
+/// cost each run about a millisecond to start. Any other command comes back
+/// for `main` (boxed: a `Cli` is large for an error variant).
+pub fn run_offline(cli: Cli) -> Result<ExitCode, Box<Cli>> {
+    match cli.command {
+        Command::Forecast(args) => Ok(crate::solve::forecast(args)),
+        Command::Route(args) => Ok(crate::solve::route(args)),
+        Command::Schedule(args) => Ok(crate::solve::schedule(args)),
+        command => Err(Box::new(Cli { command, ..cli })),
+    }
+}
+
 pub async fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::CheckConfig { file } => check_config(&file),

@@ -8,7 +8,10 @@ mod solve;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    let args = cli::Cli::parse();
+    let args = match cli::run_offline(cli::Cli::parse()) {
+        Ok(code) => return code,
+        Err(args) => *args,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

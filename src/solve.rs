@@ -10,11 +10,12 @@
 
 use clap::Args;
 use fabflow::forecast::csv::{CsvError, ForecastWriter, ParsedCsv, Reader};
-use fabflow::forecast::{Forecaster, Frequency, ModelChoice, SelectionRule};
+use fabflow::forecast::{ForecastError, Forecaster, Frequency, ModelChoice, SelectionRule, Series};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 #[derive(Debug, Args)]
 pub struct ForecastArgs {
@@ -38,6 +39,10 @@ pub struct ForecastArgs {
     /// (columns y_hat_lo_<L>, y_hat_hi_<L>); repeatable.
     #[arg(long = "level", value_parser = parse_level)]
     levels: Vec<f64>,
+    /// Threads that fit series side by side (0: one per core). The output is
+    /// the same, byte for byte, for any number.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=256))]
+    threads: u32,
 }
 
 fn parse_model(text: &str) -> Result<ModelChoice, String> {
@@ -56,8 +61,8 @@ fn parse_level(text: &str) -> Result<f64, String> {
 }
 
 /// `fabflow forecast`: CSV file in, `unique_id,ds,y_hat` CSV on standard output.
-/// The file is read in blocks and each series' forecast is written as soon
-/// as it is made; nothing is printed unless every series succeeded.
+/// The file is read in blocks; the forecasts are printed once every series
+/// has one (nothing is printed if one fails).
 pub fn forecast(args: ForecastArgs) -> ExitCode {
     let name = args.input.display().to_string();
     let parsed = match read_csv(&args.input, args.freq) {
@@ -77,26 +82,26 @@ pub fn forecast(args: ForecastArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut writer = match ForecastWriter::with_levels(&args.levels) {
-        Ok(writer) => writer,
+    if let Err(err) = ForecastWriter::with_levels(&args.levels) {
+        eprintln!("error: {err}");
+        return ExitCode::from(2);
+    }
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        threads => threads as usize,
+    };
+    let settings = Settings {
+        horizon: args.horizon as usize,
+        model: args.model,
+        levels: &args.levels,
+    };
+    let output = match forecast_text(&parsed.series, &settings, threads) {
+        Ok(output) => output,
         Err(err) => {
-            eprintln!("error: {err}");
-            return ExitCode::from(2);
+            eprintln!("{name}: {err}");
+            return ExitCode::from(1);
         }
     };
-    let horizon = args.horizon as usize;
-    let mut forecaster = Forecaster::new(horizon, args.model, SelectionRule::default());
-    let mut output = String::with_capacity(64 + parsed.series.len() * horizon * 40);
-    writer.header(&mut output);
-    for series in &parsed.series {
-        match forecaster.forecast(series) {
-            Ok(forecast) => writer.rows(&mut output, &forecast),
-            Err(err) => {
-                eprintln!("{name}: {err}");
-                return ExitCode::from(1);
-            }
-        }
-    }
     let mut stdout = std::io::stdout().lock();
     if let Err(err) = stdout
         .write_all(output.as_bytes())
@@ -109,6 +114,87 @@ pub fn forecast(args: ForecastArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// What `fabflow forecast` makes of each series.
+struct Settings<'a> {
+    horizon: usize,
+    model: ModelChoice,
+    /// Interval levels in percent, already checked by `ForecastWriter::with_levels`.
+    levels: &'a [f64],
+}
+
+impl Settings<'_> {
+    /// The forecast CSV rows of `series`, appended to `out`; the first
+    /// series whose dates overflow is the error.
+    fn rows(&self, series: &[Series], out: &mut String) -> Result<(), ForecastError> {
+        let mut writer = ForecastWriter::with_levels(self.levels).unwrap_or_default();
+        let mut forecaster = Forecaster::new(self.horizon, self.model, SelectionRule::default());
+        for one in series {
+            writer.rows(out, &forecaster.forecast(one)?);
+        }
+        Ok(())
+    }
+}
+
+/// Series a thread claims at a time: enough to make claiming cheap, few
+/// enough that the threads finish together.
+const SERIES_PER_CLAIM: usize = 64;
+
+/// The whole output (header, then every series' rows in input order) with
+/// `threads` threads fitting series side by side. Each thread claims the
+/// next `SERIES_PER_CLAIM` series and writes their rows to a text of their
+/// own; the texts are joined in series order, so the output and the error
+/// (that of the first failing series) are the same for any thread count.
+fn forecast_text(
+    series: &[Series],
+    settings: &Settings<'_>,
+    threads: usize,
+) -> Result<String, ForecastError> {
+    let mut output = String::with_capacity(64 + series.len() * settings.horizon * 40);
+    ForecastWriter::with_levels(settings.levels)
+        .unwrap_or_default()
+        .header(&mut output);
+    let chunks = series.len().div_ceil(SERIES_PER_CLAIM);
+    let threads = threads.clamp(1, chunks.max(1));
+    if threads == 1 {
+        settings.rows(series, &mut output)?;
+        return Ok(output);
+    }
+    // The index of the next chunk to claim; every thread stops once it
+    // passes the last.
+    let next = AtomicUsize::new(0);
+    let mut done: Vec<(usize, Result<String, ForecastError>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut claimed = Vec::new();
+                    loop {
+                        let chunk = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(part) = series.chunks(SERIES_PER_CLAIM).nth(chunk) else {
+                            return claimed;
+                        };
+                        let mut text = String::with_capacity(part.len() * settings.horizon * 40);
+                        let result = settings.rows(part, &mut text).map(|()| text);
+                        claimed.push((chunk, result));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| match worker.join() {
+                Ok(claimed) => claimed,
+                // A panic is a broken invariant of the forecaster: pass it on.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    done.sort_unstable_by_key(|(chunk, _)| *chunk);
+    for (_, text) in done {
+        output.push_str(&text?);
+    }
+    Ok(output)
 }
 
 /// Bytes read from the input at a time: a large file is never held whole.

@@ -160,3 +160,35 @@ fn files_larger_than_a_block_read_as_a_whole() {
     assert_eq!(stdout, forecast_csv::format_forecasts(&forecasts));
     assert!(stdout.len() > 20_000);
 }
+
+/// Threads fitting series side by side change nothing in the output: the
+/// series (more than one thread's claim) come out in input order, byte for
+/// byte as with one thread, with and without interval columns.
+#[test]
+fn threads_give_the_same_output_as_one() {
+    let mut text = String::from("unique_id,ds,y\n");
+    let start = chrono::NaiveDate::from_ymd_opt(2021, 1, 3).expect("date");
+    for series in 0..300u64 {
+        for week in 0..30u64 {
+            let date = start + chrono::Days::new(week * 7);
+            let value = (series * 5 + week * week) % 13 % 5;
+            text.push_str(&format!("t{series},{date},{value}\n"));
+        }
+    }
+    let path = write("forecast_threads.csv", &text);
+    let path = path.to_str().expect("utf-8 path");
+    for extra in [&[][..], &["--level", "80"][..]] {
+        let output = |threads: &str| {
+            let mut args = vec!["--input", path, "--horizon", "4", "--threads", threads];
+            args.extend_from_slice(extra);
+            let (code, stdout, stderr) = run(&args);
+            assert_eq!(code, 0, "{stderr}");
+            stdout
+        };
+        let one = output("1");
+        assert_eq!(one.lines().count(), 1 + 300 * 4);
+        for threads in ["2", "3", "0"] {
+            assert!(output(threads) == one, "--threads {threads} {extra:?}");
+        }
+    }
+}

@@ -885,21 +885,26 @@ impl<'a> History<'a> {
         sizes.resize(values.len(), 0.0);
         intervals.resize(values.len(), 0.0);
         // Without a branch on the data (see `croston_replay`): every period is
-        // written at the next free place, which advances only on a demand.
+        // written at the next free place, which advances only on a demand,
+        // with its 1-based position; the only value carried from one period
+        // to the next is that integer count. The intervals are then the
+        // differences of the positions (whole numbers, so exact).
         let mut count = 0;
-        let mut since = 0.0;
-        for &y in values {
-            since += 1.0;
+        for (position, &y) in values.iter().enumerate() {
             if let (Some(size), Some(interval)) = (sizes.get_mut(count), intervals.get_mut(count)) {
                 *size = y;
-                *interval = since;
+                *interval = (position + 1) as f64;
             }
-            let demand = y > 0.0;
-            count += usize::from(demand);
-            since = if demand { 0.0 } else { since };
+            count += usize::from(y > 0.0);
         }
         sizes.truncate(count);
         intervals.truncate(count);
+        for index in (1..intervals.len()).rev() {
+            let before = intervals.get(index - 1).copied().unwrap_or(0.0);
+            if let Some(interval) = intervals.get_mut(index) {
+                *interval -= before;
+            }
+        }
         let width = mean_interval_width(values, count);
         History {
             values,
@@ -971,7 +976,7 @@ fn fit_history(
         ModelKind::Zero => replayed(Inner::Zero, &mut recorded),
         ModelKind::Adida => {
             let width = history.width.unwrap_or(1);
-            let level = bucketed(values, width, true, scratch);
+            let level = bucketed(values, width, true, history.width.is_none(), scratch);
             let state = fitted(kind, values, Inner::Aggregated(vec![level]));
             if first_origin.is_some() {
                 state.replay_from_scratch(values, record_from, &mut recorded);
@@ -981,7 +986,7 @@ fn fit_history(
         ModelKind::Imapa => {
             let widest = history.width.unwrap_or(1);
             let levels = (1..=widest)
-                .map(|width| bucketed(values, width, false, scratch))
+                .map(|width| bucketed(values, width, false, history.width.is_none(), scratch))
                 .collect();
             let state = fitted(kind, values, Inner::Aggregated(levels));
             if first_origin.is_some() {
@@ -1249,8 +1254,15 @@ fn mean_interval_width(values: &[f64], count: usize) -> Option<usize> {
 /// applies ADIDA's `chunk_forecast` shortcuts (one bucket: its sum; no whole
 /// bucket: the last value), which IMAPA does not use. All-zero history gives
 /// no level (a zero forecast, as statsforecast's) and a mid-range constant for
-/// later updates.
-fn bucketed(values: &[f64], width: usize, adida_rules: bool, scratch: &mut Scratch) -> Bucketed {
+/// later updates; `all_zero` says whether the history is (known once for
+/// every level).
+fn bucketed(
+    values: &[f64],
+    width: usize,
+    adida_rules: bool,
+    all_zero: bool,
+    scratch: &mut Scratch,
+) -> Bucketed {
     let width = width.max(1);
     let default_alpha = (CROSTON_BOUNDS.0 + CROSTON_BOUNDS.1) / 2.0;
     let mut sums = scratch.take();
@@ -1261,7 +1273,7 @@ fn bucketed(values: &[f64], width: usize, adida_rules: bool, scratch: &mut Scrat
             .chunks_exact(width)
             .map(|chunk| chunk.iter().sum::<f64>()),
     );
-    let sums_smoother = if values.iter().all(|&y| y == 0.0) {
+    let sums_smoother = if all_zero {
         Smoother::new(default_alpha)
     } else if adida_rules && sums.len() <= 1 {
         Smoother {
