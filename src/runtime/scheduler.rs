@@ -48,7 +48,12 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub async fn run(self, cancel: CancellationToken) {
+        // Wake-ups within a fraction of the interval after a round share the
+        // next round: on a large floor something changes every few
+        // milliseconds, and a round reads every machine.
+        let gap = self.interval / 2;
         loop {
+            let began = tokio::time::Instant::now();
             match self.round().await {
                 Ok(0) => {}
                 Ok(count) => {
@@ -59,7 +64,12 @@ impl Scheduler {
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = self.wakers.scheduler_woken() => {}
+                _ = self.wakers.scheduler_woken() => {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep_until(began + gap) => {}
+                    }
+                }
                 _ = tokio::time::sleep(self.interval) => {}
             }
         }

@@ -111,7 +111,19 @@ struct Session {
     awaiting: Option<Awaiting>,
     /// The machine state last recorded, to tell watchers when it moves.
     recorded: Option<MachineState>,
+    /// The last report observed in the store, and when: the same report
+    /// again changes nothing, so it is not read back from the store each
+    /// poll (at most once per OBSERVED_FOR, in case the row moved under
+    /// another daemon). Cleared by every connect and lost connection.
+    observed: Option<(Observed, Instant)>,
 }
+
+/// What `observe_machine` was told: (input, token, fault code), and the
+/// state it answered.
+type Observed = ((MachineInput, Option<u32>, Option<u32>), MachineState);
+
+/// How long an observation stands in for the store's row.
+const OBSERVED_FOR: Duration = Duration::from_secs(10);
 
 /// Starts refused in a row before the machine is put in maintenance.
 const MAX_REFUSALS: u32 = 3;
@@ -233,7 +245,10 @@ impl Supervisor {
         while let Some(fact) = facts.recv().await {
             let mut wake = Wake::NONE;
             let result = match fact {
-                MachineFact::Connected => Ok(()),
+                MachineFact::Connected => {
+                    session.observed = None;
+                    Ok(())
+                }
                 MachineFact::Status(status) => {
                     let mut in_flight = InFlight {
                         facts: &mut facts,
@@ -251,6 +266,7 @@ impl Supervisor {
                     };
                     if let Some(reason) = lost {
                         session.awaiting = None;
+                        session.observed = None;
                         if let Err(err) = self.on_lost(&mut wake).await {
                             warn!(error = %err, reason = %reason, "recording the lost connection failed");
                         }
@@ -268,6 +284,7 @@ impl Supervisor {
                         .increment(1);
                     debug!(error = %error, "machine disconnected");
                     session.awaiting = None;
+                    session.observed = None;
                     self.on_lost(&mut wake).await
                 }
             };
@@ -317,16 +334,24 @@ impl Supervisor {
         } else {
             MachineInput::Reported(reported(status.state))
         };
-        let state = self
-            .store
-            .observe_machine(
-                &self.machine,
-                input,
-                Some(status.job_token),
-                status.fault_code,
-                now,
-            )
-            .await?;
+        let key = (input, Some(status.job_token), status.fault_code);
+        let state = match session.observed {
+            Some(((seen, state), at)) if seen == key && at.elapsed() < OBSERVED_FOR => state,
+            _ => {
+                let state = self
+                    .store
+                    .observe_machine(
+                        &self.machine,
+                        input,
+                        Some(status.job_token),
+                        status.fault_code,
+                        now,
+                    )
+                    .await?;
+                session.observed = Some(((key, state), Instant::now()));
+                state
+            }
+        };
         if session.recorded != Some(state) {
             session.recorded = Some(state);
             self.wakers.changed();
