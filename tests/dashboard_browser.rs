@@ -290,7 +290,7 @@ async fn an_operator_watches_a_machine_start_and_works_its_controls_from_the_pag
     assert!(paused, "{machine} is paused in the API: {machines}");
 
     // The other controls, each confirmed on the page and seen in the API:
-    // declare a material loaded, resume, then drain.
+    // declare a material loaded, resume, drain, start maintenance and end it.
     let material = page
         .execute(
             &format!(
@@ -336,9 +336,12 @@ async fn an_operator_watches_a_machine_start_and_works_its_controls_from_the_pag
         async move { (read().await? == material.as_str()).then_some(()) }
     })
     .await;
+    // Then maintenance from the page, and the machine confirmed ready.
     for (action, modes) in [
         ("resume", &["active"][..]),
         ("drain", &["draining", "paused"][..]),
+        ("maintenance", &["maintenance"][..]),
+        ("end-maintenance", &["active"][..]),
     ] {
         click(
             &page,

@@ -275,6 +275,7 @@ async function renderFactory(body, controls) {
     } else if (m.mode === "draining") {
       actions.push(el("button", { type: "button", class: "primary", "data-machine": m.id, "data-action": "resume", onclick: () => machineAction(m, "resume", "Resume") }, "Resume"));
       actions.push(el("button", { type: "button", "data-machine": m.id, "data-action": "pause", onclick: () => machineAction(m, "pause", "Pause now") }, "Pause"));
+      actions.push(el("button", { type: "button", "data-machine": m.id, "data-action": "maintenance", onclick: () => machineAction(m, "maintenance", "Start maintenance on") }, "Maintenance"));
     } else if (m.mode === "paused") {
       actions.push(el("button", { type: "button", class: "primary", "data-machine": m.id, "data-action": "resume", onclick: () => machineAction(m, "resume", "Resume") }, "Resume"));
       actions.push(el("button", { type: "button", "data-machine": m.id, "data-action": "maintenance", onclick: () => machineAction(m, "maintenance", "Start maintenance on") }, "Maintenance"));
