@@ -48,12 +48,10 @@ pub struct Scheduler {
 
 impl Scheduler {
     pub async fn run(self, cancel: CancellationToken) {
-        // A wake-up within an interval of a round's start waits for the
-        // interval to pass, and every wake-up meanwhile shares that round:
-        // on a large floor something changes every few milliseconds, and a
-        // round reads every machine. Queues hold `max_queue` jobs, so a
-        // machine that frees up has its next job already.
-        let gap = self.interval;
+        // Wake-ups within a fraction of the interval after a round share the
+        // next round: on a large floor something changes every few
+        // milliseconds, and a round reads every machine.
+        let gap = self.interval / 2;
         loop {
             let began = tokio::time::Instant::now();
             match self.round().await {
