@@ -70,6 +70,9 @@ struct Args {
     /// fleet completes, with a fifth more).
     #[arg(long)]
     orders_per_s: Option<f64>,
+    /// The daemon's `[scheduler] interval_ms` (the demo's: 100).
+    #[arg(long, default_value_t = 100)]
+    scheduler_interval_ms: u64,
     /// The daemon's binary.
     #[arg(long, default_value = "target/release/fabflow")]
     fabflow: PathBuf,
@@ -364,7 +367,11 @@ async fn run(args: &Args, machines: usize) -> anyhow::Result<()> {
             &format!("listen = \"127.0.0.1:{mqtt_port}\""),
         )
         .replace("time_scale = 600.0", "time_scale = 1.0")
-        .replace("max_connections = 1024", "max_connections = 4096");
+        .replace("max_connections = 1024", "max_connections = 4096")
+        .replace(
+            "interval_ms = 100",
+            &format!("interval_ms = {}", args.scheduler_interval_ms),
+        );
     let timeout = (args.poll_ms * 2).max(1000);
     for machine in fleet.machines() {
         config.push_str(&format!(
@@ -583,10 +590,11 @@ async fn run(args: &Args, machines: usize) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "supervision: {machines} machines ({} Modbus TCP, {} MQTT), poll/report every {} ms, {:.0} s measured after {} s",
+        "supervision: {machines} machines ({} Modbus TCP, {} MQTT), poll/report every {} ms, scheduler every {} ms, {:.0} s measured after {} s",
         fleet.machines().len(),
         mqtt.len(),
         args.poll_ms,
+        args.scheduler_interval_ms,
         wall,
         args.warmup
     );
