@@ -301,6 +301,18 @@ async fn every_waiting_job_says_why_and_queues_say_when() {
             .is_some_and(|jobs| jobs.iter().all(|j| j["state"] != "scheduled")),
         "{queue}"
     );
+    // More printing arrives while no printer takes jobs, so that there is
+    // work to queue when the printer is back (the first orders may all be
+    // printed by now).
+    for n in 0..4 {
+        let body = json!({
+            "external_ref": format!("why-more-{n}"),
+            "customer": {"name": "Ada", "lat": north.0 + 0.001, "lon": north.1 + 0.001},
+            "lines": [{"sku": "tee-black-m", "quantity": 3}],
+        });
+        let (status, order) = brand.post("/v1/orders", &body, None).await;
+        assert_eq!(status, 201, "{order}");
+    }
     // Draining: the printer works through what it has queued, takes
     // nothing new, and pauses by itself once its queue is empty.
     let (status, body) = operator

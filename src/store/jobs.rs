@@ -282,15 +282,56 @@ impl Store {
     }
 
     /// Puts jobs in machine queues in one transaction; a job that left
-    /// `pending` meanwhile is skipped.
+    /// `pending` meanwhile is skipped, and so is a job whose machine no
+    /// longer takes it (paused, drained, faulted or loaded with another
+    /// material since the plan was made: the operator's decision, committed
+    /// first, wins; a machine with no row is not checked). On PostgreSQL the machine rows are locked first, in id
+    /// order, so a mode change waits for this transaction or this one sees it.
     pub async fn schedule_jobs(
         &self,
         assignments: &[(JobToken, MachineId)],
         now: Millis,
     ) -> Result<usize, StoreError> {
         let mut tx = self.begin().await?;
+        let machines: std::collections::BTreeSet<&str> = assignments
+            .iter()
+            .map(|(_, machine)| machine.as_str())
+            .collect();
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        let mut takes: std::collections::HashMap<&str, Option<String>> =
+            std::collections::HashMap::new();
+        for machine in machines {
+            let sql =
+                format!("SELECT state, mode, loaded_material FROM machines WHERE id = $1{lock}");
+            let Some(row) = sqlx::query(AssertSqlSafe(sql))
+                .bind(machine)
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
+                // Not registered (store scenarios): no decision to honour.
+                takes.insert(machine, None);
+                continue;
+            };
+            let state: crate::domain::MachineState = parse(&row.try_get::<String, _>("state")?)?;
+            let mode: crate::domain::MachineMode = parse(&row.try_get::<String, _>("mode")?)?;
+            if state.accepts_jobs(mode) {
+                takes.insert(machine, row.try_get("loaded_material")?);
+            }
+        }
+        let materials = job_materials(&mut tx, assignments).await?;
         let mut scheduled = 0;
         for (token, machine) in assignments {
+            let fits = takes.get(machine.as_str()).is_some_and(|loaded| {
+                materials.get(token).is_some_and(|material| {
+                    crate::domain::machine::material_fits(loaded.as_deref(), material)
+                })
+            });
+            if !fits {
+                continue;
+            }
             match transition_in(
                 &mut tx,
                 self.backend,
@@ -625,6 +666,33 @@ impl Store {
         result.job.baseline = baseline;
         Ok(result)
     }
+}
+
+/// Each assigned job's material, read in the writing transaction (tokens
+/// are integers: the list is formatted in, a few hundred at a time).
+async fn job_materials(
+    tx: &mut WriteTx,
+    assignments: &[(JobToken, MachineId)],
+) -> Result<std::collections::HashMap<JobToken, String>, StoreError> {
+    let mut materials = std::collections::HashMap::new();
+    for chunk in assignments.chunks(500) {
+        let tokens: Vec<String> = chunk
+            .iter()
+            .map(|(token, _)| i64::from(token.0).to_string())
+            .collect();
+        let sql = format!(
+            "SELECT token, material FROM jobs WHERE token IN ({})",
+            tokens.join(",")
+        );
+        for row in sqlx::query(AssertSqlSafe(sql)).fetch_all(&mut **tx).await? {
+            let token: i64 = row.try_get("token")?;
+            materials.insert(
+                JobToken(to_u32(token, "token")?),
+                row.try_get::<String, _>("material")?,
+            );
+        }
+    }
+    Ok(materials)
 }
 
 async fn transition_in(

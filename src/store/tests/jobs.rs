@@ -367,6 +367,7 @@ async fn a_held_job_is_resumed_or_abandoned_and_an_abandoned_token_is_never_reus
             )
             .await
             .expect("register");
+        report_idle(&store, "m").await;
         store
             .accept_orders(&[new_order("o1", "acme", None)])
             .await

@@ -97,6 +97,7 @@ async fn a_daemon_that_lost_its_lease_commits_nothing() {
             )
             .await
             .expect("machine");
+        report_idle(&store, "dtg-1").await;
         let lease = store
             .acquire_lease("factory/north", "d1", 60_000, false)
             .await

@@ -179,3 +179,71 @@ async fn machines_dropped_from_the_configuration_give_their_jobs_back() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_plan_never_lands_on_a_machine_that_stopped_taking_jobs_meanwhile() {
+    use crate::domain::{MachineInput, ModeInput, Reported};
+    on_every_backend(|store| async move {
+        let spec = MachineSpec {
+            id: "dtg-1".into(),
+            factory: "north".into(),
+            model: "acme-dtg-200".into(),
+            address: "127.0.0.1:5020".into(),
+            capabilities: vec!["dtg_print".into()],
+            materials: vec!["cotton_tee".into(), "tote".into()],
+        };
+        store
+            .register_machines(&[spec], NOW)
+            .await
+            .expect("register");
+        store
+            .accept_orders(&[new_order("o1", "acme", None)])
+            .await
+            .expect("accept");
+        let print = store.schedulable_jobs(10).await.expect("schedulable")[0].token;
+        let plan = [(print, MachineId::new("dtg-1"))];
+        let schedule = || {
+            let (store, plan) = (store.clone(), plan.clone());
+            async move { store.schedule_jobs(&plan, NOW).await.expect("schedule") }
+        };
+        // Never seen: offline, takes nothing.
+        assert_eq!(schedule().await, 0);
+        store
+            .observe_machine(
+                "dtg-1",
+                MachineInput::Reported(Reported::Idle),
+                None,
+                None,
+                NOW,
+            )
+            .await
+            .expect("observe");
+        // Paused after the plan was made: the pause wins.
+        store
+            .change_machine_mode("dtg-1", ModeInput::Pause, "operator:north", NOW)
+            .await
+            .expect("pause");
+        assert_eq!(schedule().await, 0);
+        store
+            .change_machine_mode("dtg-1", ModeInput::Resume, "operator:north", NOW)
+            .await
+            .expect("resume");
+        // Totes loaded meanwhile: a cotton job does not go there.
+        store
+            .load_material("dtg-1", Some("tote"), "operator:north", NOW)
+            .await
+            .expect("load");
+        assert_eq!(schedule().await, 0);
+        assert_eq!(
+            store.get_job(print).await.expect("get").map(|j| j.state),
+            Some(JobState::Pending)
+        );
+        store
+            .load_material("dtg-1", Some("cotton_tee"), "operator:north", NOW)
+            .await
+            .expect("load");
+        assert_eq!(schedule().await, 1);
+        assert_eq!(store.machine_queue("dtg-1").await.expect("queue").len(), 1);
+    })
+    .await;
+}

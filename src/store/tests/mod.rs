@@ -96,6 +96,21 @@ fn new_order(id: &str, brand: &str, key: Option<&str>) -> NewOrder {
     }
 }
 
+/// A registered machine reports idle: it takes jobs (a machine never seen
+/// is offline, and the store queues nothing on it).
+async fn report_idle(store: &Store, machine: &str) {
+    store
+        .observe_machine(
+            machine,
+            MachineInput::Reported(crate::domain::Reported::Idle),
+            None,
+            None,
+            NOW,
+        )
+        .await
+        .expect("observe");
+}
+
 async fn outbox_kinds(store: &Store) -> Vec<String> {
     store
         .unpublished(10_000)
