@@ -116,7 +116,18 @@ struct Session {
     /// poll (at most once per OBSERVED_FOR, in case the row moved under
     /// another daemon). Cleared by every connect and lost connection.
     observed: Option<(Observed, Instant)>,
+    /// The last report of a machine running one of our jobs that needed
+    /// nothing (no transition, no count, no command), and when: the same
+    /// report again is not reconciled against the stored queue until
+    /// QUIET_FOR has passed. Any other report clears it.
+    quiet: Option<(Shown, Instant)>,
+    /// Set by `reconcile` when it wrote anything (counts, a transition).
+    wrote: bool,
 }
+
+/// How long a running machine's unchanged report is taken as needing
+/// nothing, without reading its queue back.
+const QUIET_FOR: Duration = Duration::from_secs(5);
 
 /// What `observe_machine` was told: (input, token, fault code), and the
 /// state it answered.
@@ -356,9 +367,24 @@ impl Supervisor {
             session.recorded = Some(state);
             self.wakers.changed();
         }
+        // A running machine's report that changed nothing since the last
+        // one that needed nothing: no need to read its queue again yet.
+        let seen = shown(&status);
+        let quiet = state == MachineState::Running && !stuck && session.awaiting.is_none();
+        match session.quiet {
+            Some((last, at)) if quiet && last == seen && at.elapsed() < QUIET_FOR => {
+                return Ok(false);
+            }
+            _ => session.quiet = None,
+        }
         // The machine's queue, read once per report.
         let queue = self.store.machine_queue(&self.machine).await?;
+        let before = *wake;
         let held = self.reconcile(&status, &queue, session, wake).await?;
+        if quiet && matches!(held, Holding::Busy) && *wake == before && !session.wrote {
+            session.quiet = Some((seen, Instant::now()));
+        }
+        session.wrote = false;
         if matches!(
             state,
             MachineState::Fault
@@ -508,10 +534,14 @@ impl Supervisor {
             let blocks = |state: JobState| state != JobState::Held || status.job_token == token.0;
             if let Some((good, scrap)) = progressed(shown, token, job.state, (job.good, job.scrap))
             {
+                session.wrote = true;
                 self.store.record_progress(token, good, scrap).await?;
                 self.wakers.changed();
             }
             let input = reconcile(shown, token, job.state, start);
+            if input.is_some() {
+                session.wrote = true;
+            }
             match input {
                 Some(input) => match self.apply(token, input, wake).await? {
                     Some(state) if state.is_terminal() => {
