@@ -152,6 +152,9 @@ def main():
     parser.add_argument("--bin-dir", default=str(ROOT / "target" / "release"))
     parser.add_argument("--time-scale", type=float, default=600.0,
                         help="simulated seconds per real second (daemon and fleet)")
+    parser.add_argument("--fleet-copies", type=int, default=1, metavar="N",
+                        help="run N of each of the demo fleet's Modbus machines (fabflow-sim fleet --copies): "
+                             "a floor sized to the orders")
     parser.add_argument("--couriers", type=int, default=20, help="simulated couriers (capacity 40 each)")
     parser.add_argument("--rate", type=float, default=50.0, help="orders per second fed")
     parser.add_argument("--kill-gap", type=float, nargs=2, default=(2.0, 8.0), metavar=("MIN", "MAX"),
@@ -189,7 +192,7 @@ def main():
         # The fleet, with its control API (start logs).
         fleet = subprocess.Popen(
             [str(sim), "fleet", "--time-scale", str(args.time_scale), "--control", "127.0.0.1:0",
-             "--seed", str(args.seed)],
+             "--seed", str(args.seed), "--copies", str(args.fleet_copies)],
             stdout=subprocess.PIPE, stderr=open(work / "fleet.log", "wb"), text=True,
         )
         children.append(fleet)

@@ -74,6 +74,23 @@ impl FleetSpec {
     /// every builtin profile, more DTG printers and heat presses than
     /// others: twelve Modbus TCP machines and three MQTT ones (two heat
     /// presses speaking the generic JSON protocol, a networked 3D printer).
+    /// Every machine `copies` times over (at least once): copy n (from 2)
+    /// of machine `id` is `id-c<n>`, in the same factory, with the same
+    /// model, cycle time, scrap rate and faults.
+    pub fn replicate(&mut self, copies: u32) {
+        for factory in &mut self.factories {
+            let originals = factory.machines.clone();
+            for n in 2..=copies {
+                factory
+                    .machines
+                    .extend(originals.iter().map(|machine| MachineSpec {
+                        id: format!("{}-c{n}", machine.id),
+                        ..machine.clone()
+                    }));
+            }
+        }
+    }
+
     pub fn demo(seed: u64, time_scale: f64) -> FleetSpec {
         let machine = |id: &str, model: &str, cycle_seconds: f64, scrap_rate: f64| MachineSpec {
             id: id.to_string(),
@@ -550,6 +567,31 @@ mod tests {
         let count = |model: &str| machines.iter().filter(|m| m.model == model).count();
         assert!(count("acme-dtg-200") > count("lumen-uv-6"));
         assert!(count("heatwave-hp-40") > count("forge-fdm-3"));
+    }
+
+    #[test]
+    fn replicating_a_fleet_copies_every_machine_under_a_new_id() {
+        let mut spec = FleetSpec::demo(7, 60.0);
+        spec.replicate(1);
+        assert_eq!(spec, FleetSpec::demo(7, 60.0));
+        spec.replicate(3);
+        let north = &spec.factories[0].machines;
+        assert_eq!(north.len(), 18);
+        assert_eq!(north[6].id, "north-dtg-1-c2");
+        assert_eq!(north[17].id, "north-press-3-c3");
+        assert_eq!(
+            (north[17].model.as_str(), north[17].cycle_seconds),
+            (north[5].model.as_str(), north[5].cycle_seconds)
+        );
+        let mut ids: Vec<&str> = spec
+            .factories
+            .iter()
+            .flat_map(|f| f.machines.iter().map(|m| m.id.as_str()))
+            .collect();
+        let count = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!((count, ids.len()), (45, 45));
     }
 
     #[test]

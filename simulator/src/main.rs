@@ -42,6 +42,12 @@ enum Command {
         /// Load machine profiles from this directory instead of the built-in ones.
         #[arg(long, value_name = "DIR")]
         profiles: Option<PathBuf>,
+        /// Run N machines for each machine of the spec (the same model,
+        /// cycle time and scrap rate; copies are named `<id>-c2`, `<id>-c3`,
+        /// ...): a larger floor for load and crash runs.
+        #[arg(long, value_name = "N", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..=1000))]
+        copies: u32,
         /// Serve the control API (machine status, start logs, fault
         /// injection) on this loopback address, e.g. 127.0.0.1:7070 (port 0:
         /// any free port; the address is printed).
@@ -230,6 +236,7 @@ async fn main() -> anyhow::Result<()> {
             seed,
             time_scale,
             profiles,
+            copies,
             control,
         } => {
             let mut spec = match spec {
@@ -244,6 +251,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(time_scale) = time_scale {
                 spec.time_scale = time_scale;
             }
+            spec.replicate(copies);
             let profiles = match profiles {
                 Some(dir) => {
                     fabflow_adapters::load_dir(&dir).map_err(|e| anyhow::anyhow!("{e}"))?
