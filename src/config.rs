@@ -422,6 +422,12 @@ pub struct RoutingConfig {
     /// `distance` (fewest kilometres) or `couriers` (fewest couriers first).
     #[serde(default)]
     pub objective: RoutingObjective,
+    /// The most parcels one wave routes, counting the couriers' parcels
+    /// not yet dropped off: new ones beyond it (the latest deadlines) wait
+    /// for a later wave. The router's work grows faster than its stops; a
+    /// backlog of thousands in one wave took minutes and gigabytes.
+    #[serde(default = "default_max_wave_parcels")]
+    pub max_wave_parcels: usize,
     /// A ready order is planned at once, not at its zone's next cron wave,
     /// when that wave would leave less than its direct ride, its two stops
     /// and this margin (for a courier to reach the pickup) before its
@@ -471,6 +477,10 @@ fn default_time_limit_ms() -> u64 {
     500
 }
 
+fn default_max_wave_parcels() -> usize {
+    400
+}
+
 fn default_rush_margin_s() -> f64 {
     1800.0
 }
@@ -497,6 +507,7 @@ impl Default for RoutingConfig {
             service_s: default_service_s(),
             time_limit_ms: default_time_limit_ms(),
             objective: RoutingObjective::default(),
+            max_wave_parcels: default_max_wave_parcels(),
             rush_margin_s: default_rush_margin_s(),
             matrix_file: None,
             rebuild_min_gain_m: default_rebuild_min_gain_m(),
@@ -977,6 +988,12 @@ impl Config {
             problem(
                 "routing.time_limit_ms".into(),
                 format!("must be 10..=60000, got {}", routing.time_limit_ms),
+            );
+        }
+        if !(1..=100_000).contains(&routing.max_wave_parcels) {
+            problem(
+                "routing.max_wave_parcels".into(),
+                format!("must be 1..=100000, got {}", routing.max_wave_parcels),
             );
         }
         if !(routing.rush_margin_s.is_finite() && (0.0..=86_400.0).contains(&routing.rush_margin_s))
@@ -1511,6 +1528,7 @@ mod tests {
         config.routing.speed_kmh = 0.0;
         config.routing.detour_factor = 0.5;
         config.routing.time_limit_ms = 0;
+        config.routing.max_wave_parcels = 0;
         config.routing.rush_margin_s = -1.0;
         config.routing.rebuild_min_gain_m = f64::NAN;
         config.routing.rebuild_min_gain_share = 1.5;
@@ -1520,6 +1538,7 @@ mod tests {
             "routing.speed_kmh",
             "routing.detour_factor",
             "routing.time_limit_ms",
+            "routing.max_wave_parcels",
             "routing.rush_margin_s",
             "routing.rebuild_min_gain_m",
             "routing.rebuild_min_gain_share",

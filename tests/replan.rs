@@ -619,3 +619,83 @@ async fn waves_use_the_road_times_of_the_configured_matrix_file() {
     assert!(ride > chrono::Duration::hours(70), "{ride}");
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wave_routes_at_most_max_wave_parcels_and_the_rest_wait_for_a_later_one() {
+    const SCALE: f64 = 100.0;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(33, SCALE).await;
+    let mut config = support::config(&fleet, &dir.path().join("full.db"), SCALE);
+    config.couriers.retain(|c| c.id == "bike-1");
+    // One parcel per wave, the courier's own not yet dropped off included.
+    config.routing.max_wave_parcels = 1;
+    let running = Running::start(config).await;
+    let brand = running.api(Role::Brand, "full-brand").await;
+    let mut ids = Vec::new();
+    for lat in [52.56, 52.57] {
+        let (status, order) = brand
+            .post(
+                "/v1/orders",
+                &json!({
+                    "customer": {"name": "Ada", "lat": lat, "lon": 13.42},
+                    "lines": [{"sku": "mug-white", "quantity": 1}],
+                }),
+                None,
+            )
+            .await;
+        assert_eq!(status, 201, "{order}");
+        ids.push(order["id"].as_str().expect("id").to_string());
+    }
+    let planned = |id: String| {
+        let brand = brand.clone();
+        async move {
+            planned_stop(&brand, &id, "pickup")
+                .await
+                .map(|stop| (id, stop))
+        }
+    };
+    let (first, pickup) = wait_for("one order planned", LIMIT, || async {
+        for id in &ids {
+            if let Some(found) = planned(id.clone()).await {
+                return Some(found);
+            }
+        }
+        None
+    })
+    .await;
+    let second = ids
+        .iter()
+        .find(|id| **id != first)
+        .expect("two orders")
+        .clone();
+    // Both are made and ready soon; the second waits while the wave is full.
+    wait_for("the second order ready", LIMIT, || async {
+        let (_, detail) = brand.get(&format!("/v1/orders/{second}")).await;
+        (detail["state"] == "ready").then_some(())
+    })
+    .await;
+    // A cron wave every 30 simulated minutes: 18 s here; give it two.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert!(
+        planned(second.clone()).await.is_none(),
+        "a full wave took a second parcel"
+    );
+    // Once the first is dropped off, the next wave takes the second.
+    let operator = running.api(Role::Operator, "*").await;
+    let pickup = planned_stop(&operator, &first, "pickup")
+        .await
+        .unwrap_or(pickup);
+    let (status, body) = confirm(&running, &pickup).await;
+    assert_eq!(status, 200, "{body}");
+    let dropoff = wait_for("the drop-off planned", LIMIT, || {
+        planned_stop(&brand, &first, "dropoff")
+    })
+    .await;
+    let (status, body) = confirm(&running, &dropoff).await;
+    assert_eq!(status, 200, "{body}");
+    wait_for("the second order planned", LIMIT, || {
+        planned(second.clone())
+    })
+    .await;
+    running.stop().await;
+}

@@ -287,14 +287,36 @@ impl Waves {
                 volume_ml: 0,
             })
         });
-        let mut orders: Vec<RouteOrder> = deliveries
-            .chain(pickups_back)
-            .chain(drops_again)
-            .chain(drops_back)
-            .collect();
+        let mut fresh: Vec<RouteOrder> = deliveries.chain(pickups_back).collect();
         // Each courier's stops not yet made: it starts after the one it is
         // on its way to, and the rest may be rebuilt.
         let open = store.open_stops().await?;
+        // A wave routes at most `max_wave_parcels` parcels, those the
+        // couriers have not dropped off yet included: new ones beyond that
+        // (the latest deadlines) wait for a later wave.
+        let outstanding = open
+            .iter()
+            .map(|stop| (&stop.handoff.order_id, &stop.handoff.return_id))
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+            + carried.len()
+            + carried_back.len();
+        let room = self.routing.max_wave_parcels.saturating_sub(outstanding);
+        if fresh.len() > room {
+            fresh.sort_by_key(|order| order.deadline_ms);
+            info!(
+                zone = %self.zone,
+                parcels = fresh.len() - room,
+                max = self.routing.max_wave_parcels,
+                "wave full; parcels wait for a later wave"
+            );
+            fresh.truncate(room);
+        }
+        let mut orders: Vec<RouteOrder> = fresh
+            .into_iter()
+            .chain(drops_again)
+            .chain(drops_back)
+            .collect();
         let off_duty = store.couriers_off_duty().await?;
         let travel = travel(&self.routing);
         let mut open_index: HashMap<(String, Option<String>), usize> = HashMap::new();
