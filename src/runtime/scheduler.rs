@@ -15,7 +15,7 @@ use crate::plan::shop::{FloorJob, FloorMachine, FloorStep, plan_floor};
 use crate::plan::{JobCandidate, MachineSlot, assign_jobs};
 use crate::runtime::clock::Clock;
 use crate::runtime::wake::{Wake, Wakers};
-use crate::store::{SchedulableJob, Store, StoreError};
+use crate::store::{MachineRecord, SchedulableJob, Store, StoreError};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -91,19 +91,54 @@ impl Scheduler {
         if held.is_empty() {
             return Ok(0);
         }
+        // The queue rule places jobs only on machines that take jobs and
+        // have room, so it reads only those (on a busy floor, few): a round
+        // with nowhere to put a job ends before it reads the jobs. The floor
+        // planner plans every machine.
+        let (machines, loads): (Vec<MachineRecord>, HashMap<String, usize>) = match self.planner {
+            Planner::Queue => {
+                let mut loads = HashMap::new();
+                let machines: Vec<MachineRecord> = self
+                    .store
+                    .machines_with_room(self.max_queue)
+                    .await?
+                    .into_iter()
+                    .filter(|(machine, _)| {
+                        held.contains_key(machine.factory.as_str())
+                            && machine.state.accepts_jobs(machine.mode)
+                    })
+                    .map(|(machine, load)| {
+                        loads.insert(machine.id.0.clone(), load);
+                        machine
+                    })
+                    .collect();
+                if machines.is_empty() {
+                    return Ok(0);
+                }
+                (machines, loads)
+            }
+            Planner::Shop => {
+                let machines = self
+                    .store
+                    .list_machines(None)
+                    .await?
+                    .into_iter()
+                    .filter(|machine| held.contains_key(machine.factory.as_str()))
+                    .collect();
+                (machines, HashMap::new())
+            }
+        };
         let mut jobs = self.store.schedulable_jobs(200).await?;
         jobs.retain(|job| held.contains_key(job.factory.as_str()));
         if jobs.is_empty() {
             return Ok(0);
         }
-        let loads = self.store.machine_loads().await?;
-        let machines = self.store.list_machines(None).await?;
+        let loads = match self.planner {
+            Planner::Queue => loads,
+            Planner::Shop => self.store.machine_loads().await?,
+        };
         let now = self.clock.now_ms();
         let windows = self.store.maintenance_windows(None, now).await?;
-        let machines: Vec<_> = machines
-            .into_iter()
-            .filter(|machine| held.contains_key(machine.factory.as_str()))
-            .collect();
         // Each machine's calendar: its shifts and maintenance windows.
         let mut calendars: HashMap<String, Calendar> = machines
             .iter()

@@ -310,6 +310,8 @@ impl Waves {
                 max = self.routing.max_wave_parcels,
                 "wave full; parcels wait for a later wave"
             );
+            metrics::counter!("fabflow_wave_parcels_deferred_total", "zone" => self.zone.to_string())
+                .increment((fresh.len() - room) as u64);
             fresh.truncate(room);
         }
         let mut orders: Vec<RouteOrder> = fresh

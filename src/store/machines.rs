@@ -196,6 +196,37 @@ impl Store {
         rows.iter().map(machine_from_row).collect()
     }
 
+    /// The machines with room in their queue (fewer than `max_queue` jobs
+    /// scheduled, dispatched, running or held), each with its queue length,
+    /// in id order: what the queue rule can still place jobs on. One query,
+    /// so a scheduling round on a full floor decodes few rows.
+    pub async fn machines_with_room(
+        &self,
+        max_queue: usize,
+    ) -> Result<Vec<(MachineRecord, usize)>, StoreError> {
+        let columns = MACHINE_COLUMNS
+            .split(", ")
+            .map(|column| format!("m.{column}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {columns}, COALESCE(l.n, 0) AS queue_len FROM machines m \
+             LEFT JOIN (SELECT machine, COUNT(*) AS n FROM jobs WHERE machine IS NOT NULL \
+             AND state IN ('scheduled', 'dispatched', 'running', 'held') GROUP BY machine) l \
+             ON l.machine = m.id WHERE COALESCE(l.n, 0) < $1 ORDER BY m.id"
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(i64::try_from(max_queue).unwrap_or(i64::MAX))
+            .fetch_all(self.reader())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let load: i64 = row.try_get("queue_len")?;
+                Ok((machine_from_row(row)?, load.max(0) as usize))
+            })
+            .collect()
+    }
+
     pub async fn get_machine(&self, id: &str) -> Result<Option<MachineRecord>, StoreError> {
         let sql = format!("SELECT {MACHINE_COLUMNS} FROM machines WHERE id = $1");
         let row = sqlx::query(AssertSqlSafe(sql))

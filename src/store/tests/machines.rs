@@ -6,14 +6,7 @@ use super::*;
 async fn machines_register_observe_and_change_mode() {
     use crate::domain::{MachineInput, MachineMode, MachineState, ModeInput, Reported};
     on_every_backend(|store| async move {
-        let spec = MachineSpec {
-            id: "dtg-1".into(),
-            factory: "north".into(),
-            model: "acme-dtg-200".into(),
-            address: "127.0.0.1:5020".into(),
-            capabilities: vec!["dtg_print".into()],
-            materials: vec!["cotton_tee".into(), "tote".into()],
-        };
+        let spec = dtg_spec("dtg-1");
         store
             .register_machines(std::slice::from_ref(&spec), NOW)
             .await
@@ -184,14 +177,7 @@ async fn machines_dropped_from_the_configuration_give_their_jobs_back() {
 async fn a_plan_never_lands_on_a_machine_that_stopped_taking_jobs_meanwhile() {
     use crate::domain::{MachineInput, ModeInput, Reported};
     on_every_backend(|store| async move {
-        let spec = MachineSpec {
-            id: "dtg-1".into(),
-            factory: "north".into(),
-            model: "acme-dtg-200".into(),
-            address: "127.0.0.1:5020".into(),
-            capabilities: vec!["dtg_print".into()],
-            materials: vec!["cotton_tee".into(), "tote".into()],
-        };
+        let spec = dtg_spec("dtg-1");
         store
             .register_machines(&[spec], NOW)
             .await
@@ -244,6 +230,53 @@ async fn a_plan_never_lands_on_a_machine_that_stopped_taking_jobs_meanwhile() {
             .expect("load");
         assert_eq!(schedule().await, 1);
         assert_eq!(store.machine_queue("dtg-1").await.expect("queue").len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn machines_with_room_are_those_under_the_queue_cap_with_their_queue_lengths() {
+    on_every_backend(|store| async move {
+        store
+            .register_machines(&[dtg_spec("dtg-1"), dtg_spec("dtg-2")], NOW)
+            .await
+            .expect("register");
+        report_idle(&store, "dtg-1").await;
+        store
+            .accept_orders(&[new_order("o1", "acme", None), new_order("o2", "acme", None)])
+            .await
+            .expect("accept");
+        let prints: Vec<(JobToken, MachineId)> = store
+            .schedulable_jobs(10)
+            .await
+            .expect("schedulable")
+            .into_iter()
+            .map(|job| (job.token, MachineId::new("dtg-1")))
+            .collect();
+        assert_eq!(prints.len(), 2);
+        assert_eq!(
+            store.schedule_jobs(&prints, NOW).await.expect("schedule"),
+            2
+        );
+        let room = |cap: usize| {
+            let store = store.clone();
+            async move {
+                store
+                    .machines_with_room(cap)
+                    .await
+                    .expect("room")
+                    .into_iter()
+                    .map(|(machine, load)| (machine.id.0, load))
+                    .collect::<Vec<_>>()
+            }
+        };
+        // dtg-2 is listed though offline: whether it takes jobs is the caller's rule.
+        assert_eq!(room(2).await, [("dtg-2".to_string(), 0)]);
+        assert_eq!(
+            room(3).await,
+            [("dtg-1".to_string(), 2), ("dtg-2".to_string(), 0)]
+        );
+        assert_eq!(room(0).await, []);
     })
     .await;
 }

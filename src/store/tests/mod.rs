@@ -96,6 +96,18 @@ fn new_order(id: &str, brand: &str, key: Option<&str>) -> NewOrder {
     }
 }
 
+/// A DTG printer of factory north that takes tees and totes.
+fn dtg_spec(id: &str) -> MachineSpec {
+    MachineSpec {
+        id: id.into(),
+        factory: "north".into(),
+        model: "acme-dtg-200".into(),
+        address: "127.0.0.1:5020".into(),
+        capabilities: vec!["dtg_print".into()],
+        materials: vec!["cotton_tee".into(), "tote".into()],
+    }
+}
+
 /// A registered machine reports idle: it takes jobs (a machine never seen
 /// is offline, and the store queues nothing on it).
 async fn report_idle(store: &Store, machine: &str) {
