@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+/// The most ready jobs of one factory, process and material a round reads.
+const MAX_JOBS_PER_KIND: usize = 200;
+
 /// Iteration cap of one `shop` round, besides its wall-clock budget.
 const SHOP_MAX_ITERATIONS: u64 = 20_000;
 
@@ -128,7 +131,23 @@ impl Scheduler {
                 (machines, HashMap::new())
             }
         };
-        let mut jobs = self.store.schedulable_jobs(200).await?;
+        // Jobs of one factory, process and material are interchangeable to
+        // the queue rule (the same machines can take them) and it places at
+        // most one per free place, so it never needs more of each than the
+        // free places in all: on a floor with a long backlog and a few free
+        // places, a round decodes a few rows per kind, not 200.
+        let per_kind = match self.planner {
+            Planner::Queue => machines
+                .iter()
+                .map(|machine| {
+                    let load = loads.get(machine.id.as_str()).copied().unwrap_or(0);
+                    self.max_queue.saturating_sub(load)
+                })
+                .sum::<usize>()
+                .min(MAX_JOBS_PER_KIND),
+            Planner::Shop => MAX_JOBS_PER_KIND,
+        };
+        let mut jobs = self.store.schedulable_jobs(per_kind as i64).await?;
         jobs.retain(|job| held.contains_key(job.factory.as_str()));
         if jobs.is_empty() {
             return Ok(0);
