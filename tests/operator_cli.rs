@@ -80,7 +80,12 @@ async fn an_operator_lists_and_steers_machines_and_reads_orders_from_the_cli() {
     let run = fabflow(&base, Some(&operator), &["machine", "maintenance", &first]).await;
     assert!(run.ok, "{}", run.stderr);
     assert!(run.stdout.contains("(mode maintenance)"), "{}", run.stdout);
-    let run = fabflow(&base, Some(&operator), &["machine", "ready", &first, "--json"]).await;
+    let run = fabflow(
+        &base,
+        Some(&operator),
+        &["machine", "ready", &first, "--json"],
+    )
+    .await;
     assert!(run.ok, "{}", run.stderr);
     let ready: Value = serde_json::from_str(&run.stdout).expect("JSON");
     assert_eq!(ready["mode"], "active", "{ready}");
@@ -96,7 +101,15 @@ async fn an_operator_lists_and_steers_machines_and_reads_orders_from_the_cli() {
     let run = fabflow(
         &base,
         Some(&operator),
-        &["machine", "plan-maintenance", &first, &start, &end, "nozzle swap", "--json"],
+        &[
+            "machine",
+            "plan-maintenance",
+            &first,
+            &start,
+            &end,
+            "nozzle swap",
+            "--json",
+        ],
     )
     .await;
     assert!(run.ok, "{}", run.stderr);
@@ -117,7 +130,14 @@ async fn an_operator_lists_and_steers_machines_and_reads_orders_from_the_cli() {
     let run = fabflow(
         &base,
         Some(&operator),
-        &["machine", "plan-maintenance", &first, &end, &start, "backwards"],
+        &[
+            "machine",
+            "plan-maintenance",
+            &first,
+            &end,
+            &start,
+            "backwards",
+        ],
     )
     .await;
     assert!(!run.ok);
@@ -130,7 +150,12 @@ async fn an_operator_lists_and_steers_machines_and_reads_orders_from_the_cli() {
     .await;
     assert!(run.ok, "{}", run.stderr);
     assert!(run.stdout.contains("removed"), "{}", run.stdout);
-    let run = fabflow(&base, Some(&operator), &["machine", "windows", &first, "--json"]).await;
+    let run = fabflow(
+        &base,
+        Some(&operator),
+        &["machine", "windows", &first, "--json"],
+    )
+    .await;
     assert!(run.ok, "{}", run.stderr);
     assert_eq!(
         serde_json::from_str::<Value>(&run.stdout).expect("JSON"),
