@@ -98,6 +98,37 @@ async fn run_loop_as(
     assert_eq!(report.accepted, 20, "{:?}", report.rejected.first());
     let api = Api::new(running.base.clone(), brand);
     support::wait_all_produced(&api, 20, Duration::from_secs(180)).await;
+    // The gauges are read from this database at the scrape.
+    let machines = running
+        .daemon
+        .store
+        .list_machines(None)
+        .await
+        .expect("machines")
+        .len();
+    let metrics = reqwest::get(format!("{}/metrics", running.base))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("metrics text");
+    let total = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(total("fabflow_orders"), 20.0, "{metrics}");
+    assert_eq!(total("fabflow_machines"), machines as f64, "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line.starts_with("fabflow_outbox_backlog ")),
+        "{metrics}"
+    );
     watch
         .wait_for(
             "events through the broker",

@@ -5,6 +5,7 @@
 //! published again (`mqtt::schedules`), whenever a wave plans or misses stops.
 
 use crate::config::{CourierConfig, RoutingConfig, RoutingObjective};
+use crate::domain::Millis;
 use crate::domain::returns::PICKUP_DEADLINE_MS;
 use crate::domain::{
     AtRiskReason, BrandId, CourierId, HandoffKind, HandoffState, Location, OrderId,
@@ -98,6 +99,10 @@ pub fn handoff_code() -> String {
     format!("{:06}", rand::rng().random_range(0..1_000_000u32))
 }
 
+/// How far (real time) a look for rush orders reaches back before the
+/// previous look began: longer than any write transaction takes to commit.
+const RUSH_LOOK_OVERLAP: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Waves {
     pub async fn run(self, cancel: CancellationToken) {
         let mut ready = self.wakers.watch_ready();
@@ -105,6 +110,14 @@ impl Waves {
         // Orders that already caused a rush wave: each causes one, so an
         // order no courier can take does not make every wake-up a wave.
         let mut rushed: HashSet<String> = HashSet::new();
+        // Whether an order can wait depends only on it and the next cron
+        // wave, so after one look at every waiting order (`looked_for`: the
+        // wave it was measured against) a wake-up looks only at orders
+        // changed since the last look, less `RUSH_LOOK_OVERLAP` of real time
+        // for transactions that committed after it read. Every wave (which
+        // may hand orders back) calls for a full look again.
+        let mut looked_for: Option<i64> = None;
+        let mut since: Option<Millis> = None;
         loop {
             let now = self.clock.now();
             let Some(next) = self.schedule.after(&now).next() else {
@@ -132,7 +145,20 @@ impl Waves {
             };
             if order_ready {
                 // Plan now only for an order that cannot wait for `next`.
-                match self.rush_orders(next.timestamp_millis(), &mut rushed).await {
+                let next_ms = next.timestamp_millis();
+                let from = if looked_for == Some(next_ms) {
+                    since
+                } else {
+                    None
+                };
+                let overlap = (RUSH_LOOK_OVERLAP.as_millis() as f64 * self.clock.scale()) as Millis;
+                let looked_at = self.clock.now_ms().saturating_sub(overlap);
+                let found = self.rush_orders(next_ms, from, &mut rushed).await;
+                if found.is_ok() {
+                    looked_for = Some(next_ms);
+                    since = Some(looked_at);
+                }
+                match found {
                     Ok(0) => continue,
                     Ok(count) => {
                         metrics::counter!("fabflow_rush_waves_total").increment(1);
@@ -150,24 +176,30 @@ impl Waves {
                 tracing::debug!(zone = %self.zone, "zone's waves run on another daemon");
                 continue;
             };
+            looked_for = None;
             if let Err(err) = self.wave_on(&self.store.fenced(fence)).await {
                 warn!(zone = %self.zone, error = %err, "planning wave failed");
             }
         }
     }
 
-    /// How many of the zone's ready orders, not yet rushed, cannot wait for
-    /// the wave at `next_wave_ms` (`plan::rush`); they are remembered in
-    /// `rushed`, which keeps only orders still waiting.
+    /// How many of the zone's ready orders (those changed at or after
+    /// `since_ms`; all for `None`), not yet rushed, cannot wait for the wave
+    /// at `next_wave_ms` (`plan::rush`); they are remembered in `rushed`,
+    /// which a look at all of them trims to orders still waiting.
     async fn rush_orders(
         &self,
         next_wave_ms: i64,
+        since_ms: Option<Millis>,
         rushed: &mut HashSet<String>,
     ) -> Result<usize, StoreError> {
-        let waiting = self.store.wave_orders(&self.zone).await?;
+        let waiting = self.store.wave_orders_since(&self.zone, since_ms).await?;
         let travel = travel(&self.routing);
         let margin_ms = rush_margin_ms(&self.routing);
-        rushed.retain(|id| waiting.iter().any(|o| o.order_id.as_str() == id));
+        if since_ms.is_none() {
+            let still: HashSet<&str> = waiting.iter().map(|o| o.order_id.as_str()).collect();
+            rushed.retain(|id| still.contains(id.as_str()));
+        }
         let mut count = 0;
         for order in &waiting {
             let Some(pickup) = self.factories.get(order.factory.as_str()) else {

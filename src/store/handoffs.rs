@@ -197,14 +197,25 @@ impl Store {
     }
 
     pub async fn wave_orders(&self, zone: &str) -> Result<Vec<WaveOrder>, StoreError> {
+        self.wave_orders_since(zone, None).await
+    }
+
+    /// As [`Store::wave_orders`], only those whose row changed at or after
+    /// `since_ms` (all of them for `None`): what became ready lately.
+    pub async fn wave_orders_since(
+        &self,
+        zone: &str,
+        since_ms: Option<Millis>,
+    ) -> Result<Vec<WaveOrder>, StoreError> {
         let rows = sqlx::query(
             "SELECT o.id, o.brand, o.factory, o.lat, o.lon, o.deadline_ms FROM orders o \
-             WHERE o.state = 'ready' AND o.zone = $1 AND NOT EXISTS \
+             WHERE o.state = 'ready' AND o.zone = $1 AND ($2 IS NULL OR o.updated_ms >= $2) AND NOT EXISTS \
              (SELECT 1 FROM handoffs h WHERE h.order_id = o.id AND h.return_id IS NULL AND h.state IN ('planned', 'locked')) \
              AND NOT EXISTS (SELECT 1 FROM order_escalations e WHERE e.order_id = o.id) \
              ORDER BY o.deadline_ms, o.id",
         )
         .bind(zone)
+        .bind(since_ms)
         .fetch_all(self.reader())
         .await?;
         rows.iter()

@@ -24,6 +24,12 @@ use users::{DAEMON_USER, Users, generate_password};
 /// `max_payload_size` too).
 pub const MAX_PACKET_SIZE: usize = 4 * 1024 * 1024;
 
+/// Size of one segment of a filter's in-memory message log (the embedded
+/// broker's), and how many segments a filter keeps: at most
+/// `SEGMENT_BYTES * SEGMENT_COUNT` (plus one message) per filter.
+const SEGMENT_BYTES: usize = 1024 * 1024;
+const SEGMENT_COUNT: usize = 8;
+
 /// A started embedded broker.
 #[derive(Debug, Clone)]
 pub struct Embedded {
@@ -99,6 +105,15 @@ pub enum BrokerError {
 /// Starts rumqttd on `listen` (port 0: a free port is picked), accepting
 /// only `login` if given, and returns once it accepts connections, with the
 /// address it listens on.
+///
+/// rumqttd keeps every message published on a subscribed filter in that
+/// filter's in-memory log until the log's segments are full
+/// (bytebeamio/rumqtt#957): with its default of ten 100 MB segments, a
+/// floor of 300 MQTT machines grew the daemon by about 0.1 MiB/s towards a
+/// gigabyte per filter. The log is only what lagging subscribers catch up
+/// from, so a few MiB per filter keep it short (a subscriber further behind
+/// skips to the oldest message kept; the event log and `GET /v1/events`
+/// are the durable record).
 fn start_rumqttd(
     listen: SocketAddr,
     login: Option<(String, String)>,
@@ -119,8 +134,8 @@ id = 0
 id = 0
 max_connections = 1000
 max_outgoing_packet_count = 1000
-max_segment_size = 104857600
-max_segment_count = 10
+max_segment_size = {SEGMENT_BYTES}
+max_segment_count = {SEGMENT_COUNT}
 [v4.1]
 name = "v4-1"
 listen = "{addr}"

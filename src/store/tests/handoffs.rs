@@ -27,6 +27,19 @@ async fn waves_and_confirmed_handoffs_deliver_orders() {
         }
         let waiting = store.wave_orders("berlin").await.expect("wave orders");
         assert_eq!(waiting.len(), 1);
+        // Ready at NOW: a look from NOW on finds it, one from later does not.
+        let since = |from: Millis| {
+            let store = store.clone();
+            async move {
+                store
+                    .wave_orders_since("berlin", Some(from))
+                    .await
+                    .expect("since")
+                    .len()
+            }
+        };
+        assert_eq!(since(NOW).await, 1);
+        assert_eq!(since(NOW + 1).await, 0);
         let stop = |id: &str, kind, seq| HandoffRecord {
             id: id.into(),
             wave: "w1".into(),
