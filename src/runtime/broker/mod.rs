@@ -26,9 +26,18 @@ pub const MAX_PACKET_SIZE: usize = 4 * 1024 * 1024;
 
 /// Size of one segment of a filter's in-memory message log (the embedded
 /// broker's), and how many segments a filter keeps: at most
-/// `SEGMENT_BYTES * SEGMENT_COUNT` (plus one message) per filter.
-const SEGMENT_BYTES: usize = 1024 * 1024;
-const SEGMENT_COUNT: usize = 8;
+/// `SEGMENT_BYTES * SEGMENT_COUNT` (plus one message) per filter, what a
+/// subscriber may lag behind before it skips messages (a few thousand
+/// events).
+const SEGMENT_BYTES: usize = 512 * 1024;
+const SEGMENT_COUNT: usize = 4;
+
+/// The same for each MQTT machine's own report and command topics: one
+/// filter per machine each, read at once by the machine's link (the
+/// daemon's, or the machine's), so a few dozen messages of slack is plenty,
+/// and a thousand machines hold a few MiB rather than a few GiB.
+const MACHINE_SEGMENT_BYTES: usize = 4 * 1024;
+const MACHINE_SEGMENT_COUNT: usize = 4;
 
 /// A started embedded broker.
 #[derive(Debug, Clone)]
@@ -51,11 +60,19 @@ pub async fn start_embedded(
     store: Store,
     machine_topics: std::collections::HashMap<String, access::MachineTopics>,
 ) -> Result<Embedded, BrokerError> {
+    let machine_filters: Vec<String> = machine_topics
+        .values()
+        .flat_map(|topics| [topics.report.clone(), topics.command.clone()])
+        .collect();
     let upstream_user = "gateway".to_string();
     let upstream_password = generate_password();
     let login = (upstream_user.clone(), upstream_password.clone());
     let upstream = tokio::task::spawn_blocking(move || {
-        start_rumqttd(SocketAddr::from(([127, 0, 0, 1], 0)), Some(login))
+        start_rumqttd(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Some(login),
+            &machine_filters,
+        )
     })
     .await
     .map_err(|err| BrokerError::Config(err.to_string()))??;
@@ -87,7 +104,7 @@ pub async fn start_embedded(
 /// Starts a bare rumqttd on `listen` with no logins and no topic rules, for
 /// tests of MQTT clients alone; the daemon uses [`start_embedded`].
 pub fn start_open(listen: SocketAddr) -> Result<SocketAddr, BrokerError> {
-    start_rumqttd(listen, None)
+    start_rumqttd(listen, None, &[])
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,15 +125,18 @@ pub enum BrokerError {
 ///
 /// rumqttd keeps every message published on a subscribed filter in that
 /// filter's in-memory log until the log's segments are full
-/// (bytebeamio/rumqtt#957): with its default of ten 100 MB segments, a
-/// floor of 300 MQTT machines grew the daemon by about 0.1 MiB/s towards a
-/// gigabyte per filter. The log is only what lagging subscribers catch up
-/// from, so a few MiB per filter keep it short (a subscriber further behind
-/// skips to the oldest message kept; the event log and `GET /v1/events`
-/// are the durable record).
+/// (bytebeamio/rumqtt#957), up to ten 100 MB segments each by default. The
+/// log is only what lagging subscribers catch up from, so 2 MiB per filter
+/// is kept (a subscriber further behind skips to the oldest message kept;
+/// the event log and `GET /v1/events` are the durable record). Each MQTT
+/// machine's own report and command topics (`machine_filters`), one filter
+/// each per machine, keep 16 KiB: with one size for all, 300 machines
+/// reporting once a second would each fill their own log, about 0.1 MiB/s
+/// in all, for hours.
 fn start_rumqttd(
     listen: SocketAddr,
     login: Option<(String, String)>,
+    machine_filters: &[String],
 ) -> Result<SocketAddr, BrokerError> {
     let addr = if listen.port() == 0 {
         let probe = TcpListener::bind(listen).map_err(BrokerError::Port)?;
@@ -149,6 +169,22 @@ dynamic_filters = true
     );
     let mut config: rumqttd::Config =
         toml::from_str(&text).map_err(|err| BrokerError::Config(err.to_string()))?;
+    if !machine_filters.is_empty() {
+        config.router.custom_segment = Some(
+            machine_filters
+                .iter()
+                .map(|topic| {
+                    (
+                        topic.clone(),
+                        rumqttd::SegmentConfig {
+                            max_segment_size: MACHINE_SEGMENT_BYTES,
+                            max_segment_count: MACHINE_SEGMENT_COUNT,
+                        },
+                    )
+                })
+                .collect(),
+        );
+    }
     if let Some((user, password)) = login {
         for server in config
             .v4
