@@ -616,10 +616,16 @@ pub struct MachineConfig {
 pub struct CalendarConfig {
     /// The shifts (at least one); they may overlap.
     pub shifts: Vec<ShiftConfig>,
+    /// The IANA time zone the shifts' start times are in (`Europe/Berlin`:
+    /// a shift at 08:00 stays at 08:00 local time across clock changes);
+    /// none: UTC.
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
-/// One shift: when it starts (a cron expression on the domain clock, UTC,
-/// 6 or 7 fields, seconds first: `0 0 8 * * Mon-Fri`) and how long it lasts.
+/// One shift: when it starts (a cron expression on the domain clock, in the
+/// calendar's `timezone` or UTC, 6 or 7 fields, seconds first:
+/// `0 0 8 * * Mon-Fri`) and how long it lasts.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShiftConfig {
@@ -634,11 +640,15 @@ impl CalendarConfig {
         self.shifts
             .iter()
             .filter_map(|shift| {
-                crate::domain::calendar::Shift::new(
+                let shift = crate::domain::calendar::Shift::new(
                     &shift.start,
                     i64::from(shift.duration_minutes) * 60_000,
                 )
-                .ok()
+                .ok()?;
+                match &self.timezone {
+                    Some(zone) => shift.in_zone(zone).ok(),
+                    None => Some(shift),
+                }
             })
             .collect()
     }
@@ -670,6 +680,13 @@ fn shift_problems(key: &str, shifts: &[ShiftConfig], problem: &mut impl FnMut(St
     }
 }
 
+/// Whether `zone`, if given, names an IANA time zone (under `key`).
+fn zone_problem(key: &str, zone: Option<&str>, problem: &mut impl FnMut(String, String)) {
+    if let Some(Err(reason)) = zone.map(crate::domain::calendar::parse_zone) {
+        problem(key.to_string(), reason);
+    }
+}
+
 fn default_poll_ms() -> u64 {
     200
 }
@@ -692,6 +709,9 @@ pub struct CourierConfig {
     /// the courier is in, or the next one.
     #[serde(default)]
     pub shifts: Vec<ShiftConfig>,
+    /// The IANA time zone of the shifts' start times; none: UTC.
+    #[serde(default)]
+    pub timezone: Option<String>,
     /// Where each route ends (a depot); none: at its last stop.
     #[serde(default)]
     pub end_lat: Option<f64>,
@@ -709,6 +729,7 @@ impl CourierConfig {
     pub fn shifts(&self) -> Vec<crate::domain::calendar::Shift> {
         CalendarConfig {
             shifts: self.shifts.clone(),
+            timezone: self.timezone.clone(),
         }
         .shifts()
     }
@@ -1130,6 +1151,11 @@ impl Config {
                     );
                 }
                 shift_problems(&format!("{key}.calendar"), &calendar.shifts, &mut problem);
+                zone_problem(
+                    &format!("{key}.calendar.timezone"),
+                    calendar.timezone.as_deref(),
+                    &mut problem,
+                );
             }
         }
         let mut courier_ids = BTreeSet::new();
@@ -1173,6 +1199,11 @@ impl Config {
                 ),
             }
             shift_problems(&key, &courier.shifts, &mut problem);
+            zone_problem(
+                &format!("{key}.timezone"),
+                courier.timezone.as_deref(),
+                &mut problem,
+            );
             if let Some(litres) = courier.volume_l
                 && !(litres.is_finite() && litres > 0.0 && litres <= 1e6)
             {
@@ -1480,8 +1511,12 @@ mod tests {
         let id = config.machines[0].id.clone();
         config.machines[0].calendar = Some(super::CalendarConfig {
             shifts: vec![shift("0 0 8 * * Mon-Fri", 480), shift("0 0 8 * *", 0)],
+            timezone: Some("Europe/Berlin".into()),
         });
-        config.machines[1].calendar = Some(super::CalendarConfig { shifts: vec![] });
+        config.machines[1].calendar = Some(super::CalendarConfig {
+            shifts: vec![],
+            timezone: Some("Europe/Atlantis".into()),
+        });
         let problems = config.problems();
         let second = format!("machines.{id}.calendar.shifts[1]");
         for key in [
@@ -1489,6 +1524,10 @@ mod tests {
             format!("{second}.duration_minutes: must be 1..=10080"),
             format!(
                 "machines.{}.calendar.shifts: needs at least one shift",
+                config.machines[1].id
+            ),
+            format!(
+                "machines.{}.calendar.timezone: not an IANA time zone name",
                 config.machines[1].id
             ),
         ] {
@@ -1500,6 +1539,12 @@ mod tests {
         assert!(
             !problems.iter().any(|p| p.contains("shifts[0]")),
             "{problems:?}"
+        );
+        assert!(
+            !problems
+                .iter()
+                .any(|p| p.starts_with(&format!("machines.{id}.calendar.timezone"))),
+            "Europe/Berlin is a zone: {problems:?}"
         );
         // In a file: the calendar's keys, and a wrong one with its place.
         let text = "[[machines]]\nid = \"m\"\nfactory = \"north\"\nmodel = \"m\"\n\

@@ -503,12 +503,15 @@ async fn shifts_and_planned_maintenance_decide_when_jobs_start() {
         .find(|f| f.id == "north")
         .map(|f| (f.lat, f.lon))
         .expect("the demo has a factory north");
-    // north-dtg-1 works one hour a day, from half an hour (domain time, UTC)
-    // after the daemon starts; north-dtg-2 always works.
+    // north-dtg-1 works one hour a day, from half an hour (domain time)
+    // after the daemon starts, its shift written in Kolkata's local time
+    // (UTC+05:30: a zone is honoured to the half hour); north-dtg-2 always
+    // works.
     let opens = (Utc::now() + Span::minutes(30))
         .duration_trunc(Span::minutes(1))
         .expect("a minute");
-    let shift_cron = format!("0 {} {} * * *", opens.format("%M"), opens.format("%H"));
+    let local = opens.with_timezone(&chrono_tz::Asia::Kolkata);
+    let shift_cron = format!("0 {} {} * * *", local.format("%M"), local.format("%H"));
     for machine in &mut config.machines {
         if machine.id == "north-dtg-1" {
             machine.calendar = Some(fabflow::config::CalendarConfig {
@@ -516,6 +519,7 @@ async fn shifts_and_planned_maintenance_decide_when_jobs_start() {
                     start: shift_cron.clone(),
                     duration_minutes: 60,
                 }],
+                timezone: Some("Asia/Kolkata".into()),
             });
         }
     }

@@ -1,5 +1,6 @@
 //! A machine's calendar: the shifts it works (a cron expression for each
-//! shift's start, on the domain clock in UTC, and a duration) and the
+//! shift's start, on the domain clock in the shift's time zone, UTC unless
+//! told, and a duration) and the
 //! maintenance windows planned ahead for it. Pure: every question takes the
 //! instant it is about.
 //!
@@ -18,11 +19,15 @@ pub const HORIZON_MS: Millis = 366 * 24 * 3600 * 1000;
 /// Candidate instants `next_start` tries before it gives up.
 const MAX_STEPS: usize = 10_000;
 
-/// One shift: it starts at each time of `schedule` and lasts `duration_ms`.
+/// One shift: it starts at each time of `schedule`, read as local time in
+/// `zone` (a shift at 08:00 in Europe/Berlin starts at 07:00 UTC in winter
+/// and 06:00 UTC in summer; a start that a clock change skips does not
+/// happen that day), and lasts `duration_ms`.
 #[derive(Debug, Clone)]
 pub struct Shift {
     pub schedule: cron::Schedule,
     pub duration_ms: Millis,
+    pub zone: chrono_tz::Tz,
 }
 
 impl Shift {
@@ -40,18 +45,32 @@ impl Shift {
         Ok(Shift {
             schedule,
             duration_ms,
+            zone: chrono_tz::UTC,
         })
+    }
+
+    /// The same shift in the IANA time zone `zone` (`Europe/Berlin`); the
+    /// reason when there is no such zone.
+    pub fn in_zone(self, zone: &str) -> Result<Shift, String> {
+        let zone = parse_zone(zone)?;
+        Ok(Shift { zone, ..self })
+    }
+
+    /// The schedule's starts from the instant `t` (its iterator, in the
+    /// shift's zone).
+    fn starts_from(&self, t: Millis) -> Option<cron::ScheduleIterator<'_, chrono_tz::Tz>> {
+        let from = at(t)?.with_timezone(&self.zone);
+        Some(self.schedule.after(&from))
     }
 
     /// Whether `t` is inside one of this shift's occurrences.
     fn contains(&self, t: Millis) -> bool {
         // The latest start at or before t decides: an earlier one ends
         // no later than it does.
-        let Some(after) = at(t.saturating_add(1)) else {
+        let Some(mut starts) = self.starts_from(t.saturating_add(1)) else {
             return false;
         };
-        self.schedule
-            .after(&after)
+        starts
             .next_back()
             .map(|start| start.timestamp_millis())
             .is_some_and(|start| start <= t && t < start.saturating_add(self.duration_ms))
@@ -59,12 +78,10 @@ impl Shift {
 
     /// The occurrence that contains `t`, else the next one: `[start, end)`.
     fn occurrence_from(&self, t: Millis) -> Option<(Millis, Millis)> {
-        let latest = at(t.saturating_add(1)).and_then(|after| {
-            self.schedule
-                .after(&after)
-                .next_back()
-                .map(|start| start.timestamp_millis())
-        });
+        let latest = self
+            .starts_from(t.saturating_add(1))
+            .and_then(|mut starts| starts.next_back())
+            .map(|start| start.timestamp_millis());
         if let Some(start) = latest
             && start <= t
             && t < start.saturating_add(self.duration_ms)
@@ -77,9 +94,7 @@ impl Shift {
 
     /// The first start strictly after `t`.
     fn next_start_after(&self, t: Millis) -> Option<Millis> {
-        let after = at(t)?;
-        self.schedule
-            .after(&after)
+        self.starts_from(t)?
             .next()
             .map(|start| start.timestamp_millis())
     }
@@ -183,6 +198,14 @@ pub fn window_problems(
     out
 }
 
+/// The IANA time zone named `name` (`Europe/Berlin`, `UTC`); the reason
+/// when there is none.
+pub fn parse_zone(name: &str) -> Result<chrono_tz::Tz, String> {
+    name.parse::<chrono_tz::Tz>().map_err(|_| {
+        format!("not an IANA time zone name (like \"Europe/Berlin\" or \"UTC\"): {name:?}")
+    })
+}
+
 fn at(ms: Millis) -> Option<DateTime<Utc>> {
     DateTime::<Utc>::from_timestamp_millis(ms)
 }
@@ -277,6 +300,66 @@ mod tests {
         DateTime::parse_from_rfc3339("2026-12-07T00:00:00Z")
             .map(|t| t.timestamp_millis())
             .unwrap_or_default()
+    }
+
+    fn utc(rfc3339: &str) -> Millis {
+        DateTime::parse_from_rfc3339(rfc3339)
+            .map(|t| t.timestamp_millis())
+            .expect("a time")
+    }
+
+    #[test]
+    fn a_shift_in_a_time_zone_starts_at_its_local_time_across_clock_changes() {
+        let berlin = Shift::new("0 0 8 * * Mon-Fri", 8 * HOUR)
+            .expect("valid")
+            .in_zone("Europe/Berlin")
+            .expect("a zone");
+        // Winter (UTC+1): 08:00 in Berlin is 07:00 UTC.
+        let winter = utc("2026-12-07T00:00:00Z");
+        assert_eq!(
+            shift_window(std::slice::from_ref(&berlin), winter),
+            Some((
+                utc("2026-12-07T07:00:00Z"),
+                Some(utc("2026-12-07T15:00:00Z"))
+            ))
+        );
+        // Summer (UTC+2): 06:00 UTC; Friday 27 March 2026 is still winter
+        // time, Monday 30 March (after the change on Sunday) summer time.
+        let calendar = Calendar {
+            shifts: vec![berlin.clone()],
+            windows: Vec::new(),
+        };
+        assert_eq!(
+            calendar.next_start(utc("2026-03-27T00:00:00Z"), HOUR),
+            Some(utc("2026-03-27T07:00:00Z"))
+        );
+        assert_eq!(
+            calendar.next_start(utc("2026-03-27T16:00:00Z"), HOUR),
+            Some(utc("2026-03-30T06:00:00Z"))
+        );
+        assert!(calendar.in_shift(utc("2026-03-30T06:30:00Z")));
+        assert!(!calendar.in_shift(utc("2026-03-30T05:30:00Z")));
+        // Without a zone, the same expression is UTC.
+        let plain = Shift::new("0 0 8 * * Mon-Fri", 8 * HOUR).expect("valid");
+        assert_eq!(
+            shift_window(&[plain], winter),
+            Some((
+                utc("2026-12-07T08:00:00Z"),
+                Some(utc("2026-12-07T16:00:00Z"))
+            ))
+        );
+        // A start that the spring change skips (02:30 on 29 March 2026 in
+        // Berlin) does not happen that day; the next day's does.
+        let night = Shift::new("0 30 2 * * *", HOUR)
+            .expect("valid")
+            .in_zone("Europe/Berlin")
+            .expect("a zone");
+        assert_eq!(
+            shift_window(&[night], utc("2026-03-28T23:00:00Z")).map(|w| w.0),
+            Some(utc("2026-03-30T00:30:00Z"))
+        );
+        assert!(parse_zone("Mars/Olympus").is_err());
+        assert!(parse_zone("UTC").is_ok());
     }
 
     #[test]
