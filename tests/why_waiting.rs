@@ -30,7 +30,11 @@ fn time(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
 async fn every_waiting_job_says_why_and_queues_say_when() {
     let dir = tempfile::tempdir().expect("temp dir");
     let fleet = support::fleet(3, TIME_SCALE).await;
-    let config = support::config(&fleet, &dir.path().join("why.db"), TIME_SCALE);
+    let mut config = support::config(&fleet, &dir.path().join("why.db"), TIME_SCALE);
+    // Three places per queue: while the resumed printer runs one job, two
+    // stay queued, so the queue below is not a moment between a round and
+    // the next dispatch (with the demo's two, it was; the test raced).
+    config.scheduler.max_queue = 3;
     let north = config
         .factories
         .iter()
