@@ -225,12 +225,7 @@ async fn sixty_orders_are_produced_once_on_capable_machines_by_the_shop_planner(
     assert_eq!(fleet.duplicate_starts(), Vec::<(String, u32)>::new());
 
     // The shop planner queued them; it never fell back to the queue rule.
-    let metrics = reqwest::get(format!("{}/metrics", running.base))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = support::metrics_text(&running.base).await;
     let shop_scheduled: f64 = metrics
         .lines()
         .find_map(|line| {

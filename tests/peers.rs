@@ -106,21 +106,8 @@ async fn run_loop_as(
         .await
         .expect("machines")
         .len();
-    let metrics = reqwest::get(format!("{}/metrics", running.base))
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("metrics text");
-    let total = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|line| {
-                line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
-            })
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let metrics = support::metrics_text(&running.base).await;
+    let total = |name: &str| support::metric_sum(&metrics, name);
     assert_eq!(total("fabflow_orders"), 20.0, "{metrics}");
     assert_eq!(total("fabflow_machines"), machines as f64, "{metrics}");
     assert!(

@@ -676,7 +676,9 @@ async fn a_wave_routes_at_most_max_wave_parcels_and_the_rest_wait_for_a_later_on
     .await;
     // Two waves find it full (no other test in this file fills a wave).
     wait_for("two waves to defer the second order", LIMIT, || async {
-        (parcels_deferred(&running.base).await >= 2.0).then_some(())
+        // Over every zone: the process's metrics, shared by this file's daemons.
+        let metrics = support::metrics_text(&running.base).await;
+        (support::metric_sum(&metrics, "fabflow_wave_parcels_deferred_total") >= 2.0).then_some(())
     })
     .await;
     assert!(
@@ -703,17 +705,4 @@ async fn a_wave_routes_at_most_max_wave_parcels_and_the_rest_wait_for_a_later_on
     })
     .await;
     running.stop().await;
-}
-
-/// Parcels that waves left for a later one, over every zone (the process's
-/// metrics, shared by this file's daemons).
-async fn parcels_deferred(base: &str) -> f64 {
-    let Ok(response) = reqwest::get(format!("{base}/metrics")).await else {
-        return 0.0;
-    };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|line| line.starts_with("fabflow_wave_parcels_deferred_total"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }

@@ -541,3 +541,25 @@ pub async fn assert_events_match_schemas(api: &Api) -> std::collections::BTreeSe
         }
     }
 }
+
+/// The daemon's `/metrics` text (no token: the test configuration's).
+pub async fn metrics_text(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("scrape /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The sum of every sample of `name`, whatever its labels, in a
+/// Prometheus text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
