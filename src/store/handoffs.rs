@@ -446,8 +446,9 @@ impl Store {
 
     /// Orders of a zone out for delivery with no drop-off planned (theirs
     /// was never confirmed) and not escalated: the courier that picked each
-    /// up has it, and the code of its last missed drop-off (the customer
-    /// has it).
+    /// up last has it (a parcel brought back after a failed drop-off is
+    /// picked up again, maybe by another courier), and the code of its last
+    /// missed drop-off (the customer has it).
     pub async fn carried_orders(&self, zone: &str) -> Result<Vec<CarriedOrder>, StoreError> {
         let rows = sqlx::query(
             "SELECT o.id, o.brand, o.lat, o.lon, o.deadline_ms, p.courier, \
@@ -455,7 +456,11 @@ impl Store {
               AND m.state = 'missed' AND m.return_id IS NULL ORDER BY m.updated_ms DESC, m.id DESC LIMIT 1) AS code \
              FROM orders o JOIN handoffs p ON p.order_id = o.id AND p.kind = 'pickup' AND p.state = 'done' \
              AND p.return_id IS NULL \
-             WHERE o.zone = $1 AND o.state = 'out_for_delivery' AND NOT EXISTS \
+             WHERE o.zone = $1 AND o.state = 'out_for_delivery' \
+             AND NOT EXISTS (SELECT 1 FROM handoffs q WHERE q.order_id = o.id AND q.return_id IS NULL \
+              AND q.kind = 'pickup' AND q.state = 'done' \
+              AND (q.updated_ms > p.updated_ms OR (q.updated_ms = p.updated_ms AND q.id > p.id))) \
+             AND NOT EXISTS \
              (SELECT 1 FROM handoffs h WHERE h.order_id = o.id AND h.return_id IS NULL AND h.kind = 'dropoff' \
               AND h.state IN ('planned', 'locked')) \
              AND NOT EXISTS (SELECT 1 FROM order_escalations e WHERE e.order_id = o.id) \

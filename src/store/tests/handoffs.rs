@@ -830,6 +830,47 @@ async fn a_drop_off_never_confirmed_is_missed_and_its_parcel_stays_with_its_cour
 }
 
 #[tokio::test]
+async fn a_parcel_brought_back_and_picked_up_again_is_carried_by_its_last_courier() {
+    on_every_backend(|store| async move {
+        // bike-1 picks it up; the customer is out: the parcel goes back to
+        // its factory and the order is ready again.
+        ready_and_planned(&store).await;
+        store
+            .confirm_handoff("h1", Some("bike-1"), Some("h1-code"), 5, NOW)
+            .await
+            .expect("picked up");
+        store
+            .fail_handoff("h2", Some("bike-1"), FailureReason::NotHome, 3, NOW + 10)
+            .await
+            .expect("not home");
+        // van-1 picks it up the second time and never confirms the drop-off.
+        let second: Vec<HandoffRecord> = pair("w2", "h3", "h4")
+            .into_iter()
+            .map(|mut stop| {
+                stop.courier = "van-1".into();
+                stop.eta_ms = NOW + 100 + stop.seq;
+                stop
+            })
+            .collect();
+        store.save_wave(&second, NOW + 20).await.expect("wave");
+        store
+            .confirm_handoff("h3", Some("van-1"), Some("h3-code"), 5, NOW + 30)
+            .await
+            .expect("picked up again");
+        store
+            .miss_overdue_dropoffs("berlin", NOW + 1_000, NOW + 1_000)
+            .await
+            .expect("missed");
+        // One parcel, with van-1 (bike-1's pickup is history).
+        let carried = store.carried_orders("berlin").await.expect("carried");
+        assert_eq!(carried.len(), 1, "{carried:?}");
+        assert_eq!(carried[0].courier.as_str(), "van-1");
+        assert_eq!(carried[0].code.as_deref(), Some("h4-code"));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn order_lines_are_read_for_the_orders_asked_for() {
     on_every_backend(|store| async move {
         store
