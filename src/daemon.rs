@@ -96,7 +96,8 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         .get_or_init(|| {
             // Histograms as buckets (Grafana's histogram_quantile), not
             // summaries: HTTP requests in wall seconds, jobs in domain
-            // seconds (minutes to two days), everything else by default.
+            // seconds (minutes to two days), intake's group commits in
+            // orders, everything else by default.
             use metrics_exporter_prometheus::Matcher;
             let http = [
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -105,8 +106,15 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 86400.0,
                 172800.0,
             ];
+            let batch = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
             PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Prefix("fabflow_job_".into()), &jobs)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full("fabflow_intake_batch_orders".into()),
+                        &batch,
+                    )
+                })
                 .and_then(|builder| {
                     builder.set_buckets_for_metric(
                         Matcher::Full("fabflow_http_request_seconds".into()),

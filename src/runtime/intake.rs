@@ -145,7 +145,11 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>, stop: Can
             .iter()
             .flat_map(|s| s.orders.iter().cloned())
             .collect();
-        match store.accept_orders(&orders).await {
+        metrics::histogram!("fabflow_intake_batch_orders").record(orders.len() as f64);
+        let started = std::time::Instant::now();
+        let stored = store.accept_orders(&orders).await;
+        metrics::histogram!("fabflow_intake_commit_seconds").record(started.elapsed());
+        match stored {
             Ok(outcomes) => {
                 metrics::counter!("fabflow_orders_accepted_total").increment(
                     outcomes

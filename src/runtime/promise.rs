@@ -1,4 +1,5 @@
-//! The promise watch: every second (real time), the orders in the making are
+//! The promise watch: every second (real time; longer with a large backlog,
+//! see `ROUND_PACE`), the orders in the making are
 //! estimated against the factories' queued work (`plan::promise`); the
 //! estimates are stored, and an order newly seen to miss its deadline is
 //! flagged at risk with its `order.at_risk` event, long before the deadline.
@@ -24,6 +25,20 @@ use tracing::{debug, warn};
 
 /// Estimates that moved less than this are not written again.
 const ETA_SLACK_MS: Millis = 60_000;
+
+/// A round reads every order in the making and every open job: with a
+/// backlog of tens of thousands it takes hundreds of milliseconds, and
+/// intake shares the database with it. The watch rests this many times as
+/// long as its last round took (its interval at least), so it takes at most
+/// a fifth of one core however large the backlog; the last call allows for
+/// the longer gap.
+const ROUND_PACE: u32 = 4;
+
+/// The rest before the next round: `interval`, or `ROUND_PACE` times the
+/// last round if longer.
+fn pause(interval: Duration, spent: Duration) -> Duration {
+    interval.max(spent.saturating_mul(ROUND_PACE))
+}
 
 /// The latest backlog the watch computed, shared with intake so that an
 /// accepted order's reply carries its estimate.
@@ -111,11 +126,13 @@ impl PromiseWatch {
         // it past `interval`, and the last call must allow for that.
         let mut previous: Option<Millis> = None;
         let mut gap_ms: Millis = 0;
+        let mut spent = Duration::ZERO;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = tokio::time::sleep(pause(self.interval, spent)) => {}
             }
+            let started = std::time::Instant::now();
             let now = self.clock.now_ms();
             if let Some(before) = previous {
                 gap_ms = now - before;
@@ -142,6 +159,8 @@ impl PromiseWatch {
                 }
                 Err(err) => warn!(error = %err, "promise estimate failed"),
             }
+            spent = started.elapsed();
+            metrics::histogram!("fabflow_promise_round_seconds").record(spent);
         }
     }
 
@@ -252,6 +271,18 @@ pub fn widest_gap_ms(schedule: &cron::Schedule, from: chrono::DateTime<chrono::U
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_round_stretches_the_rest_after_it() {
+        let second = Duration::from_secs(1);
+        assert_eq!(pause(second, Duration::ZERO), second);
+        assert_eq!(pause(second, Duration::from_millis(200)), second);
+        assert_eq!(
+            pause(second, Duration::from_millis(300)),
+            Duration::from_millis(1200)
+        );
+        assert_eq!(pause(second, Duration::MAX), Duration::MAX);
+    }
 
     #[test]
     fn wave_gap_is_the_widest_cron_interval() {

@@ -1,6 +1,6 @@
 //! Persistence with sqlx: SQLite by default, PostgreSQL for scale-out, one set
-//! of migrations and queries for both (the `any` driver, `$n` placeholders,
-//! portable types).
+//! of migrations and queries for both (the `any` driver, `$n` placeholders;
+//! `?` in the multi-row writes on SQLite, see `write::placeholders`; portable types).
 //!
 //! Invariants: every state change is a compare-and-set on the old state (zero
 //! rows is a [`StoreError::Conflict`], never a silent success), and its outbox
@@ -170,9 +170,21 @@ impl WriteHealth {
 pub(crate) struct WriteTx {
     tx: Transaction<'static, Any>,
     health: Arc<WriteHealth>,
+    backend: Backend,
 }
 
 impl WriteTx {
+    /// Bind placeholders for `rows` rows of `columns` values (see
+    /// [`write::placeholders`]).
+    pub(crate) fn placeholders(&self, rows: usize, columns: usize) -> String {
+        write::placeholders(self.backend, rows, columns)
+    }
+
+    /// `count` bind placeholders numbered from `first` (see [`write::params`]).
+    pub(crate) fn params(&self, first: usize, count: usize) -> String {
+        write::params(self.backend, first, count)
+    }
+
     pub(crate) async fn commit(self) -> Result<(), StoreError> {
         let outcome = self.tx.commit().await.map_err(StoreError::from);
         self.health.note(&outcome);
@@ -321,13 +333,17 @@ impl Store {
     /// which locks it `FOR UPDATE`, waits for it, and a renewal does not):
     /// a daemon that lost the lease commits nothing.
     pub(crate) async fn begin(&self) -> Result<WriteTx, StoreError> {
+        let started = std::time::Instant::now();
         let tx = match self.backend {
             Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.write.begin().await?,
         };
+        // Mostly the wait for the writer connection (SQLite has one).
+        metrics::histogram!("fabflow_db_begin_seconds").record(started.elapsed());
         let mut tx = WriteTx {
             tx,
             health: self.health.clone(),
+            backend: self.backend,
         };
         if let Some(fence) = &self.fence {
             leases::check_fence(&mut tx, self.backend, fence).await?;

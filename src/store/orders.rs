@@ -3,7 +3,7 @@
 use super::returns::{apply_stock_take, plan_stock_takes};
 use super::write::{
     AuditEntry, NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate, emit, insert_jobs,
-    insert_outbox, lock_order, placeholders, record_audit, set_order_state, set_order_state_by_id,
+    insert_outbox, lock_order, record_audit, set_order_state, set_order_state_by_id,
 };
 use super::{Store, StoreError, WriteTx, parse, text_id};
 use crate::domain::intake::{JobPlan, LineRequest};
@@ -390,7 +390,11 @@ async fn insert_orders(
         .collect();
     for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
         let condition: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(brand = ${} AND key = ${})", 2 * i + 1, 2 * i + 2))
+            .map(|i| match postgres {
+                true => format!("(brand = ${} AND key = ${})", 2 * i + 1, 2 * i + 2),
+                // Positional on SQLite, as `placeholders` says why.
+                false => "(brand = ? AND key = ?)".to_string(),
+            })
             .collect();
         let sql = format!(
             "SELECT brand, key, request_hash, status, response FROM idempotency WHERE {}",
@@ -465,7 +469,7 @@ async fn insert_orders(
     for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "INSERT INTO idempotency (brand, key, request_hash, status, response, created_ms) VALUES {}",
-            placeholders(chunk.len(), 6)
+            tx.placeholders(chunk.len(), 6)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for (order, idem) in chunk {
@@ -484,7 +488,7 @@ async fn insert_orders(
         let sql = format!(
             "INSERT INTO orders (id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, \
              deadline_ms, accepted_ms, updated_ms) VALUES {}",
-            placeholders(chunk.len(), 13)
+            tx.placeholders(chunk.len(), 13)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for order in chunk {

@@ -3,7 +3,7 @@
 
 use super::{Store, StoreError};
 use crate::domain::Millis;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRecord {
@@ -87,14 +87,19 @@ impl Store {
             return Ok(());
         }
         let mut tx = self.begin().await?;
-        for id in ids {
-            sqlx::query(
-                "UPDATE outbox SET published_ms = $1 WHERE id = $2 AND published_ms IS NULL",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        // One statement per chunk, not one round trip per event: the
+        // writer connection is intake's too.
+        for chunk in ids.chunks(super::write::ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE outbox SET published_ms = {} WHERE published_ms IS NULL AND id IN ({})",
+                tx.params(1, 1),
+                tx.params(2, chunk.len())
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql)).bind(now);
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

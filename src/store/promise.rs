@@ -4,7 +4,7 @@
 use super::write::{Subject, emit};
 use super::{Store, StoreError, parse, text_id};
 use crate::domain::{AtRiskReason, BrandId, Event, FactoryId, JobState, Location, Millis, OrderId};
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 use std::collections::HashMap;
 
 /// A job not yet finished, as the promise estimate needs it.
@@ -113,47 +113,89 @@ impl Store {
             return Ok(0);
         }
         let mut tx = self.begin().await?;
-        let mut flagged = 0;
-        for update in updates {
+        // A few statements per chunk, not one round trip per order: a
+        // backlog of tens of thousands of orders would hold the writer
+        // connection (intake's too) for seconds.
+        // One row per order (the last estimate given wins, as it did one
+        // statement at a time): an order joined twice would take either.
+        let mut seen = std::collections::HashSet::new();
+        let mut latest: Vec<&PromiseUpdate> = updates
+            .iter()
+            .rev()
+            .filter(|u| seen.insert(u.order_id.as_str()))
+            .collect();
+        latest.reverse();
+        for chunk in latest.chunks(super::write::ROWS_PER_STATEMENT) {
             // An estimate left out keeps the last one; a ready order never
             // estimated was ready by now.
-            sqlx::query(
-                "UPDATE orders SET eta_ready_ms = COALESCE($2, eta_ready_ms, $4), \
-                 eta_delivery_ms = COALESCE($3, eta_delivery_ms) WHERE id = $1",
-            )
-            .bind(update.order_id.as_str())
-            .bind(update.eta_ready_ms)
-            .bind(update.eta_delivery_ms)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let sql = format!(
+                "WITH v (id, ready_ms, delivery_ms) AS (VALUES {}) \
+                 UPDATE orders SET eta_ready_ms = COALESCE(v.ready_ms, orders.eta_ready_ms, {}), \
+                 eta_delivery_ms = COALESCE(v.delivery_ms, orders.eta_delivery_ms) \
+                 FROM v WHERE orders.id = v.id",
+                tx.placeholders(chunk.len(), 3),
+                tx.params(3 * chunk.len() + 1, 1)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for update in chunk {
+                query = query
+                    .bind(update.order_id.as_str())
+                    .bind(update.eta_ready_ms)
+                    .bind(update.eta_delivery_ms);
+            }
+            query.bind(now).execute(&mut *tx).await?;
+        }
+        // Flagged once: an order already flagged keeps its first reason.
+        let mut newly: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut reasons: Vec<AtRiskReason> = updates.iter().filter_map(|u| u.at_risk).collect();
+        reasons.sort_by_key(|reason| reason.as_str());
+        reasons.dedup();
+        for reason in reasons {
+            let ids: Vec<&str> = updates
+                .iter()
+                .filter(|u| u.at_risk == Some(reason))
+                .map(|u| u.order_id.as_str())
+                .collect();
+            for chunk in ids.chunks(super::write::ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "UPDATE orders SET at_risk = {}, at_risk_ms = {} \
+                     WHERE at_risk IS NULL AND id IN ({}) RETURNING id",
+                    tx.params(1, 1),
+                    tx.params(2, 1),
+                    tx.params(3, chunk.len())
+                );
+                let mut query = sqlx::query(AssertSqlSafe(sql))
+                    .bind(reason.as_str())
+                    .bind(now);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                for row in query.fetch_all(&mut *tx).await? {
+                    newly.insert(row.try_get("id")?);
+                }
+            }
+        }
+        let mut flagged = 0;
+        for update in updates {
             let Some(reason) = update.at_risk else {
                 continue;
             };
-            let newly = sqlx::query(
-                "UPDATE orders SET at_risk = $2, at_risk_ms = $3 WHERE id = $1 AND at_risk IS NULL",
-            )
-            .bind(update.order_id.as_str())
-            .bind(reason.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if newly == 1 {
-                flagged += 1;
-                let subject = Subject {
-                    kind: "order",
-                    id: update.order_id.as_str(),
-                    order_id: Some(update.order_id.as_str()),
-                    brand: Some(update.brand.as_str()),
-                };
-                let event = Event::OrderAtRisk {
-                    reason,
-                    estimated_delivery_ms: update.eta_delivery_ms,
-                    deadline_ms: update.deadline_ms,
-                };
-                emit(&mut tx, &subject, &event, now).await?;
+            if !newly.remove(update.order_id.as_str()) {
+                continue;
             }
+            flagged += 1;
+            let subject = Subject {
+                kind: "order",
+                id: update.order_id.as_str(),
+                order_id: Some(update.order_id.as_str()),
+                brand: Some(update.brand.as_str()),
+            };
+            let event = Event::OrderAtRisk {
+                reason,
+                estimated_delivery_ms: update.eta_delivery_ms,
+                deadline_ms: update.deadline_ms,
+            };
+            emit(&mut tx, &subject, &event, now).await?;
         }
         tx.commit().await?;
         Ok(flagged)

@@ -579,6 +579,98 @@ async fn a_late_courier_pushes_its_stops_back_and_names_deliveries_now_late() {
 }
 
 #[tokio::test]
+async fn promises_of_many_orders_are_written_together_each_flagged_once() {
+    on_every_backend(|store| async move {
+        store
+            .accept_orders(&[
+                new_order("o1", "acme", None),
+                new_order("o2", "acme", None),
+                new_order("o3", "acme", None),
+            ])
+            .await
+            .expect("accept");
+        let update =
+            |id: &str, ready: Option<Millis>, at_risk: Option<AtRiskReason>| PromiseUpdate {
+                order_id: id.into(),
+                brand: "acme".into(),
+                deadline_ms: NOW + 1_000,
+                eta_ready_ms: ready,
+                eta_delivery_ms: ready.map(|ms| ms + 100),
+                at_risk,
+            };
+        let backlog = Some(AtRiskReason::ProductionBacklog);
+        let flagged = store
+            .record_promises(
+                &[
+                    update("o1", Some(NOW + 10), None),
+                    update("o2", Some(NOW + 20), backlog),
+                    update("o3", None, Some(AtRiskReason::NoCourierInTime)),
+                    // The same order again: the last estimate wins.
+                    update("o1", Some(NOW + 30), backlog),
+                ],
+                NOW + 5,
+            )
+            .await
+            .expect("record");
+        assert_eq!(flagged, 3);
+        let promise = |id: &'static str| {
+            let store = store.clone();
+            async move {
+                store
+                    .get_order(id, None)
+                    .await
+                    .expect("get")
+                    .expect("order")
+                    .promise
+            }
+        };
+        let o1 = promise("o1").await;
+        assert_eq!(o1.eta_ready_ms, Some(NOW + 30));
+        assert_eq!(o1.eta_delivery_ms, Some(NOW + 130));
+        assert_eq!(o1.at_risk.as_deref(), Some("production_backlog"));
+        let o3 = promise("o3").await;
+        assert_eq!(
+            o3.eta_ready_ms,
+            Some(NOW + 5),
+            "never estimated: ready by now"
+        );
+        assert_eq!(o3.eta_delivery_ms, None);
+        assert_eq!(o3.at_risk.as_deref(), Some("no_courier_in_time"));
+        // Again, flagged for another reason and with no estimate: the first
+        // reason stays, the estimates stay, no second event.
+        let again = store
+            .record_promises(
+                &[update("o2", None, Some(AtRiskReason::DeadlineClose))],
+                NOW + 6,
+            )
+            .await
+            .expect("again");
+        assert_eq!(again, 0);
+        let o2 = promise("o2").await;
+        assert_eq!(o2.eta_ready_ms, Some(NOW + 20));
+        assert_eq!(o2.eta_delivery_ms, Some(NOW + 120));
+        assert_eq!(o2.at_risk.as_deref(), Some("production_backlog"));
+        assert_eq!(o2.at_risk_ms, Some(NOW + 5));
+        assert_eq!(
+            events_of_kind(&store, Some("acme"), "order.at_risk").await,
+            3
+        );
+        // Publishing marks exactly the events named.
+        let unpublished = store.unpublished(100).await.expect("outbox");
+        assert!(unpublished.len() >= 6, "{unpublished:?}");
+        let ids: Vec<String> = unpublished.iter().take(4).map(|e| e.id.clone()).collect();
+        store
+            .mark_published(&ids, NOW + 7)
+            .await
+            .expect("published");
+        let left = store.unpublished(100).await.expect("outbox");
+        assert_eq!(left.len(), unpublished.len() - 4);
+        assert!(left.iter().all(|e| !ids.contains(&e.id)));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_pickup_confirmed_while_it_is_being_missed_keeps_its_drop_off() {
     on_every_backend(|store| async move {
         ready_and_planned(&store).await;
