@@ -497,7 +497,7 @@ impl Wave<'_> {
 /// order only as a drop-off of its courier, any other order as a pickup
 /// then a drop-off of one courier; no order twice. (A carried order on no
 /// plan is a drop-off still to plan, for its courier only.)
-fn check_planned(couriers: &[&CourierSlot], orders: &[RouteOrder]) -> Result<(), ModelError> {
+pub fn check_planned(couriers: &[&CourierSlot], orders: &[RouteOrder]) -> Result<(), ModelError> {
     let mut seen = vec![false; orders.len()];
     for courier in couriers {
         let mut picked = Vec::new();

@@ -351,6 +351,10 @@ impl Waves {
             .chain(drops_again)
             .chain(drops_back)
             .collect();
+        // One entry per parcel (the first): a parcel routed twice would be
+        // planned for two couriers.
+        let mut seen = std::collections::HashSet::new();
+        orders.retain(|o| seen.insert((o.order.clone(), o.return_id.clone())));
         let off_duty = store.couriers_off_duty().await?;
         let travel = travel(&self.routing);
         let mut open_index: HashMap<(String, Option<String>), usize> = HashMap::new();
@@ -359,6 +363,10 @@ impl Waves {
         let mut movable: HashMap<(String, Option<String>, HandoffKind), &HandoffRecord> =
             HashMap::new();
         let mut couriers: Vec<CourierSlot> = Vec::new();
+        // Where and when each courier is free after all its open stops, if
+        // those must be kept as they are (see below).
+        let mut after_all: Vec<(Location, Millis)> = Vec::new();
+        let routed_len = orders.len();
         for courier in self.couriers.iter().filter(|c| !off_duty.contains(&c.id)) {
             let stops: Vec<&OpenStop> = open
                 .iter()
@@ -383,9 +391,14 @@ impl Waves {
                     .map(|litres| (litres * 1000.0).floor() as i64),
             };
             let (Some(first), Some(last)) = (stops.first(), stops.last()) else {
+                after_all.push((slot.start, slot.available_ms));
                 couriers.push(slot);
                 continue;
             };
+            after_all.push((
+                last.handoff.location,
+                (last.handoff.eta_ms + travel.service_ms).max(shift_start),
+            ));
             match rebuildable(&stops) {
                 Some(rest) => {
                     slot.start = first.handoff.location;
@@ -438,6 +451,28 @@ impl Waves {
                 }
             }
             couriers.push(slot);
+        }
+        // Stored stops that contradict each other (a parcel planned for two
+        // couriers) would make the model refuse the whole wave, wave after
+        // wave: new parcels would wait for hours. Such a wave keeps every
+        // open stop as it is and plans only the parcels without one; the
+        // contradiction is reported, and ends when its stops are made or
+        // missed.
+        let slots: Vec<&CourierSlot> = couriers.iter().collect();
+        if let Err(err) = crate::plan::route::check_planned(&slots, &orders) {
+            warn!(zone = %self.zone, error = %err,
+                "planned stops contradict each other; this wave keeps them as they are");
+            metrics::counter!("fabflow_wave_conflicts_total").increment(1);
+            for (slot, &(start, available_ms)) in couriers.iter_mut().zip(&after_all) {
+                if !slot.planned.is_empty() {
+                    slot.start = start;
+                    slot.available_ms = available_ms;
+                    slot.planned.clear();
+                }
+            }
+            orders.truncate(routed_len);
+            open_facts.clear();
+            movable.clear();
         }
         // What each parcel takes, where SKUs give a volume (a return as
         // its whole order: at most that much comes back).
@@ -745,5 +780,151 @@ mod tests {
         // minute wins.
         assert!(rule.prefers_rebuilt((0, 1_000.0), (0, 999.0), 60_000));
         assert!(!rule.prefers_rebuilt((0, 1_000.0), (0, 999.0), 60_001));
+    }
+}
+
+#[cfg(test)]
+mod conflict_tests {
+    use super::*;
+    use crate::domain::{HandoffKind, HandoffState, Location};
+
+    fn courier(id: &str, capacity: usize) -> CourierConfig {
+        toml::from_str(&format!(
+            "id = \"{id}\"\nzone = \"berlin\"\nlat = 52.52\nlon = 13.40\ncapacity = {capacity}"
+        ))
+        .expect("courier")
+    }
+
+    fn stop(
+        id: &str,
+        courier: &str,
+        wave: &str,
+        order: &str,
+        kind: HandoffKind,
+        seq: i64,
+        eta_ms: Millis,
+    ) -> HandoffRecord {
+        HandoffRecord {
+            id: id.into(),
+            wave: wave.into(),
+            courier: courier.into(),
+            order_id: order.into(),
+            kind,
+            seq,
+            place: "north".into(),
+            location: Location::new(52.53, 13.41),
+            eta_ms,
+            state: HandoffState::Planned,
+            updated_ms: eta_ms,
+            code: None,
+            wrong_codes: 0,
+            failure: None,
+            return_id: None,
+        }
+    }
+
+    /// Stored stops that contradict each other (o1's drop-off planned for
+    /// two couriers, neither of them picking it up in the part a wave may
+    /// rebuild) no longer stop every later wave: a ready order still gets
+    /// its courier.
+    #[tokio::test]
+    async fn contradicting_stops_do_not_keep_new_orders_from_their_courier() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("waves.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let clock = Clock::new(1.0);
+        let now = clock.now_ms();
+        let mut orders = Vec::new();
+        for id in ["o1", "o2", "o3"] {
+            let mut order = crate::store::tests::new_order(id, "acme", None);
+            order.accepted_ms = now;
+            order.deadline_ms = now + 48 * 3_600_000;
+            orders.push(order);
+        }
+        store.accept_orders(&orders).await.expect("accept");
+        sqlx::query("UPDATE orders SET state = 'ready'")
+            .execute(store.reader())
+            .await
+            .expect("ready");
+        let hour = 3_600_000;
+        store
+            .save_wave(
+                &[
+                    stop(
+                        "a1",
+                        "bike-1",
+                        "w1",
+                        "o1",
+                        HandoffKind::Pickup,
+                        0,
+                        now + hour,
+                    ),
+                    stop(
+                        "a2",
+                        "bike-1",
+                        "w1",
+                        "o1",
+                        HandoffKind::Dropoff,
+                        1,
+                        now + 2 * hour,
+                    ),
+                    stop(
+                        "b1",
+                        "van-1",
+                        "w2",
+                        "o2",
+                        HandoffKind::Pickup,
+                        0,
+                        now + hour,
+                    ),
+                    stop(
+                        "b2",
+                        "van-1",
+                        "w2",
+                        "o1",
+                        HandoffKind::Dropoff,
+                        1,
+                        now + 2 * hour,
+                    ),
+                    stop(
+                        "b3",
+                        "van-1",
+                        "w2",
+                        "o2",
+                        HandoffKind::Dropoff,
+                        2,
+                        now + 3 * hour,
+                    ),
+                ],
+                now,
+            )
+            .await
+            .expect("stops");
+        let waves = Waves {
+            store: store.clone(),
+            clock,
+            zone: "berlin".into(),
+            schedule: "0 0 * * * *".parse().expect("cron"),
+            couriers: vec![courier("bike-1", 20), courier("van-1", 60)],
+            routing: RoutingConfig {
+                time_limit_ms: 50,
+                ..RoutingConfig::default()
+            },
+            roads: None,
+            factories: HashMap::from([("north".to_string(), Location::new(52.53, 13.41))]),
+            schedules: ScheduleChanges::default(),
+            wakers: Wakers::default(),
+            holdings: std::sync::Arc::default(),
+            sku_volumes: HashMap::new(),
+            rush_poll: None,
+        };
+        let routed = waves.wave().await.expect("wave");
+        assert_eq!(routed, 1, "o3 routed");
+        let o3 = store.order_handoffs("o3").await.expect("handoffs");
+        assert_eq!(o3.len(), 2, "{o3:?}");
+        // The contradicting stops are kept as they were.
+        let o1 = store.order_handoffs("o1").await.expect("handoffs");
+        assert_eq!(o1.len(), 3);
+        assert!(o1.iter().all(|h| h.state == HandoffState::Planned));
     }
 }

@@ -459,4 +459,4 @@ pub(crate) fn parse<T: FromStr<Err = String>>(text: &str) -> Result<T, StoreErro
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

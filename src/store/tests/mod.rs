@@ -70,7 +70,7 @@ fn plan(line_index: usize, step_index: usize, process: &str) -> JobPlan {
     }
 }
 
-fn new_order(id: &str, brand: &str, key: Option<&str>) -> NewOrder {
+pub(crate) fn new_order(id: &str, brand: &str, key: Option<&str>) -> NewOrder {
     NewOrder {
         id: id.into(),
         brand: brand.into(),
