@@ -145,16 +145,23 @@ impl Store {
             }
             query.bind(now).execute(&mut *tx).await?;
         }
-        // Flagged once: an order already flagged keeps its first reason.
+        // Flagged once: an order already flagged keeps its first reason
+        // (and one given twice here, the first given).
+        let mut flagging = std::collections::HashSet::new();
+        let risky: Vec<(&PromiseUpdate, AtRiskReason)> = updates
+            .iter()
+            .filter_map(|u| u.at_risk.map(|reason| (u, reason)))
+            .filter(|(u, _)| flagging.insert(u.order_id.as_str()))
+            .collect();
         let mut newly: std::collections::HashSet<String> = std::collections::HashSet::new();
-        let mut reasons: Vec<AtRiskReason> = updates.iter().filter_map(|u| u.at_risk).collect();
+        let mut reasons: Vec<AtRiskReason> = risky.iter().map(|&(_, reason)| reason).collect();
         reasons.sort_by_key(|reason| reason.as_str());
         reasons.dedup();
         for reason in reasons {
-            let ids: Vec<&str> = updates
+            let ids: Vec<&str> = risky
                 .iter()
-                .filter(|u| u.at_risk == Some(reason))
-                .map(|u| u.order_id.as_str())
+                .filter(|&&(_, given)| given == reason)
+                .map(|(u, _)| u.order_id.as_str())
                 .collect();
             for chunk in ids.chunks(super::write::ROWS_PER_STATEMENT) {
                 let sql = format!(
@@ -176,10 +183,7 @@ impl Store {
             }
         }
         let mut flagged = 0;
-        for update in updates {
-            let Some(reason) = update.at_risk else {
-                continue;
-            };
+        for (update, reason) in risky {
             if !newly.remove(update.order_id.as_str()) {
                 continue;
             }

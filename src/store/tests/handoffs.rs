@@ -605,8 +605,10 @@ async fn promises_of_many_orders_are_written_together_each_flagged_once() {
                     update("o1", Some(NOW + 10), None),
                     update("o2", Some(NOW + 20), backlog),
                     update("o3", None, Some(AtRiskReason::NoCourierInTime)),
-                    // The same order again: the last estimate wins.
+                    // The same order again: the last estimate wins, the
+                    // first reason given.
                     update("o1", Some(NOW + 30), backlog),
+                    update("o2", Some(NOW + 25), Some(AtRiskReason::DeadlineClose)),
                 ],
                 NOW + 5,
             )
@@ -647,8 +649,8 @@ async fn promises_of_many_orders_are_written_together_each_flagged_once() {
             .expect("again");
         assert_eq!(again, 0);
         let o2 = promise("o2").await;
-        assert_eq!(o2.eta_ready_ms, Some(NOW + 20));
-        assert_eq!(o2.eta_delivery_ms, Some(NOW + 120));
+        assert_eq!(o2.eta_ready_ms, Some(NOW + 25));
+        assert_eq!(o2.eta_delivery_ms, Some(NOW + 125));
         assert_eq!(o2.at_risk.as_deref(), Some("production_backlog"));
         assert_eq!(o2.at_risk_ms, Some(NOW + 5));
         assert_eq!(
