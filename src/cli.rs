@@ -697,10 +697,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             poll_interval: Duration::from_millis(250),
             seed: args.seed,
             // The operator gives pickups' codes, the brand's customers drop-offs'.
-            codes: Some(fabflow_sim::CodeSource {
-                operator_token: operator.clone(),
-                brand_token: brand.clone(),
-            }),
+            codes: Some(fabflow_sim::CodeSource::one_brand(
+                operator.clone(),
+                brand.clone(),
+            )),
             // Couriers as they are: now and then late, a customer out, a
             // mistyped code, and bike-2 may call it a day early.
             faults: demo_courier_faults(0.0),

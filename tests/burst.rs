@@ -197,10 +197,10 @@ async fn a_burst_of_orders_with_faulty_couriers_and_returns_keeps_the_promise() 
     let sim = CourierConfig {
         poll_interval: Duration::from_millis(200),
         seed: SEED,
-        codes: Some(CodeSource {
-            operator_token: operator.token.clone(),
-            brand_token: brand_token.clone(),
-        }),
+        codes: Some(CodeSource::one_brand(
+            operator.token.clone(),
+            brand_token.clone(),
+        )),
         faults,
         per_courier: [(
             quitter.clone(),

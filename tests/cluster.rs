@@ -224,10 +224,10 @@ async fn a_killed_daemons_factories_are_taken_over_and_every_order_delivered() {
     }
     let sim = CourierConfig {
         poll_interval: Duration::from_millis(200),
-        codes: Some(CodeSource {
-            operator_token: operator.token.clone(),
-            brand_token: brand_token.clone(),
-        }),
+        codes: Some(CodeSource::one_brand(
+            operator.token.clone(),
+            brand_token.clone(),
+        )),
         ..CourierConfig::new(beta.base.clone(), specs)
     };
     let stop_couriers = CancellationToken::new();

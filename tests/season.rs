@@ -1,20 +1,74 @@
 //! A season end to end: two brands sell at three weekend markets, send each
-//! market's orders afterwards, and the fleet makes them; the orders flow
-//! through the event log into per-event demand, and the run fabflow
-//! recommends for each brand's fourth market is scored against the
-//! simulator's true demand for it, beside the naive plan "make what the last
-//! market sold".
+//! market's orders afterwards, and the fleet makes them; simulated couriers
+//! deliver them, and customers send some back (picked up, inspected,
+//! mostly restocked, and taken by later orders). Orders, completions and
+//! returns flow through the event log into per-event demand, and the run
+//! fabflow recommends for each brand's fourth market, net of the restocked
+//! units on the shelves, is scored against the simulator's true demand for
+//! it, beside the naive plan "make what the last market sold".
 
 mod support;
 
 use fabflow::api::auth::Role;
 use fabflow::runtime::forecasts::day_of;
-use fabflow_sim::SeasonSpec;
+use fabflow_sim::couriers::{self, CourierConfig, CourierSpec};
 use fabflow_sim::season::score;
+use fabflow_sim::{CodeSource, ReturnsSpec, SeasonSpec};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::{Running, wait_for};
+use support::{Api, Running, wait_for};
+use tokio_util::sync::CancellationToken;
+
+/// Every event `api` may read, oldest first.
+async fn all_events(api: &Api) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (status, body) = api.get(&format!("/v1/events?limit=500{after}")).await;
+        assert_eq!(status, 200, "{body}");
+        out.extend(body["items"].as_array().cloned().unwrap_or_default());
+        match &body["next"] {
+            Value::Null => return out,
+            next => {
+                after = format!(
+                    "&after={}",
+                    next.as_str().map_or(next.to_string(), str::to_string)
+                )
+            }
+        }
+    }
+}
+
+/// Units of a brand's events of `kind`, summed from `data.units` (or the
+/// quantities of `data.lines`), per SKU.
+fn units_of(events: &[Value], kind: &str) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for event in events.iter().filter(|e| e["kind"] == kind) {
+        let data = &event["data"];
+        if let Some(units) = data["units"].as_i64() {
+            *out.entry(data["sku"].as_str().unwrap_or_default().to_string())
+                .or_default() += units;
+        }
+        for line in data["lines"].as_array().into_iter().flatten() {
+            *out.entry(line["sku"].as_str().unwrap_or_default().to_string())
+                .or_default() += line["quantity"].as_i64().unwrap_or(0);
+        }
+    }
+    out
+}
+
+/// Restocked units on the shelves of every factory, per SKU.
+async fn shelves(operator: &Api) -> BTreeMap<String, u64> {
+    let (status, body) = operator.get("/v1/stock").await;
+    assert_eq!(status, 200, "{body}");
+    let mut out = BTreeMap::new();
+    for row in body.as_array().into_iter().flatten() {
+        *out.entry(row["sku"].as_str().unwrap_or_default().to_string())
+            .or_default() += row["units"].as_u64().unwrap_or(0);
+    }
+    out
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fourth_market_is_planned_from_the_first_three_better_than_the_last_one() {
@@ -28,6 +82,7 @@ async fn the_fourth_market_is_planned_from_the_first_three_better_than_the_last_
     for zone in &mut config.zones {
         zone.planning_cron = "0 0 */4 * * *".into();
     }
+    let courier_ids: Vec<String> = config.couriers.iter().map(|c| c.id.clone()).collect();
     let running = Running::start(config).await;
     let today = || day_of(running.daemon.clock.now_ms()).expect("day");
     let day0 = today();
@@ -94,6 +149,34 @@ async fn the_fourth_market_is_planned_from_the_first_three_better_than_the_last_
     let (status, _) = apis[1].get("/v1/forecasts/events/loom-4").await;
     assert_eq!(status, 404);
 
+    // Couriers deliver; a quarter of the customers send something back,
+    // and the operator restocks most of it.
+    let operator = running.api(Role::Operator, "*").await;
+    let mut specs = Vec::new();
+    for id in &courier_ids {
+        specs.push(CourierSpec {
+            id: id.clone(),
+            token: running.token(Role::Courier, id).await,
+        });
+    }
+    let stop_couriers = CancellationToken::new();
+    let street = tokio::spawn(couriers::run(
+        CourierConfig {
+            poll_interval: Duration::from_millis(50),
+            seed: 11,
+            codes: Some(CodeSource {
+                operator_token: operator.token.clone(),
+                brand_tokens: apis.iter().map(|api| api.token.clone()).collect(),
+            }),
+            returns: ReturnsSpec {
+                rate: 0.25,
+                scrap_rate: 0.2,
+            },
+            ..CourierConfig::new(running.base.clone(), specs)
+        },
+        stop_couriers.clone(),
+    ));
+
     // Each market's orders are sent from its second day on.
     let mut sent: Vec<BTreeMap<String, i64>> = vec![BTreeMap::new(); season.brands.len()];
     for event in 0..3 {
@@ -137,9 +220,12 @@ async fn the_fourth_market_is_planned_from_the_first_three_better_than_the_last_
     let mut naive_made = BTreeMap::new();
     let mut demand = BTreeMap::new();
     let (mut point_error, mut naive_error) = (0.0, 0.0);
+    let (mut stock_netted, mut returned_counted) = (0_u64, 0.0);
     for (b, api) in apis.iter().enumerate() {
         let brand = &season.brands[b];
         let next = &brand.events[3];
+        // Read until every order is counted and the stock netted out is
+        // the shelves' (an inspection may land between two reads).
         let plan = wait_for("every order counted", Duration::from_secs(30), || async {
             let (status, plan) = api
                 .get(&format!(
@@ -155,7 +241,17 @@ async fn the_fourth_market_is_planned_from_the_first_three_better_than_the_last_
                 .flat_map(|s| s["history"].as_array().cloned().unwrap_or_default())
                 .filter_map(|v| v.as_f64())
                 .sum();
-            (counted as i64 == sent[b].values().sum::<i64>()).then_some(plan)
+            let shelves = shelves(&operator).await;
+            let netted = plan["skus"].as_array().into_iter().flatten().all(|s| {
+                s["stock_on_hand"].as_u64()
+                    == Some(
+                        shelves
+                            .get(s["sku"].as_str().unwrap_or_default())
+                            .copied()
+                            .unwrap_or(0),
+                    )
+            });
+            (netted && counted as i64 == sent[b].values().sum::<i64>()).then_some(plan)
         })
         .await;
         // The same plan at a lower service level: less made, never more.
@@ -183,7 +279,7 @@ async fn the_fourth_market_is_planned_from_the_first_three_better_than_the_last_
                     brand.brand,
                     low["sku"].as_str().unwrap_or_default()
                 ),
-                low["quantity"].as_u64().unwrap_or(0),
+                low["quantity"].as_u64().unwrap_or(0) + low["stock_on_hand"].as_u64().unwrap_or(0),
             );
         }
         assert!(today() < date(next.day), "planned after the market began");
@@ -207,13 +303,20 @@ async fn the_fourth_market_is_planned_from_the_first_three_better_than_the_last_
             assert_eq!(counted, history, "{name} of {}", brand.brand);
             assert_eq!(sku["basis"], "per_visitor");
             let quantity = sku["quantity"].as_u64().expect("quantity");
+            // The run is what the service level needs beyond the shelves.
+            let stock = sku["stock_on_hand"].as_u64().expect("stock");
+            let target = sku["target"].as_u64().expect("target");
+            assert_eq!(quantity, target.saturating_sub(stock), "{sku}");
+            stock_netted += stock;
+            returned_counted += sku["returned"].as_f64().expect("returned");
             let expected = sku["expected_demand"].as_f64().expect("expected");
             let actual = f64::from(truth[&name]);
             point_error += (expected - actual).abs();
             naive_error += (history[2] as f64 - actual).abs();
             let key = format!("{}/{name}", brand.brand);
-            fabflow_made.insert(key.clone(), quantity);
-            naive_made.insert(key.clone(), history[2]);
+            // Both plans have the shelves' units besides what they make.
+            fabflow_made.insert(key.clone(), quantity + stock);
+            naive_made.insert(key.clone(), history[2] + stock);
             demand.insert(key, truth[&name]);
         }
     }
@@ -258,23 +361,47 @@ async fn the_fourth_market_is_planned_from_the_first_three_better_than_the_last_
     assert!(seen.is_ok(), "no plan published for loom-4");
     mqtt.stop().await;
 
-    // Completions flow back too: each brand has made exactly what it sold.
+    // Returns flowed into the forecasts: the plans counted units asked back
+    // and netted restocked units out.
+    eprintln!(
+        "fourth market plans: {returned_counted} units asked back within past markets' windows, \
+         {stock_netted} restocked units netted out"
+    );
+    assert!(returned_counted > 0.0, "no return reached the forecasts");
+    assert!(stock_netted > 0, "no restocked unit was netted out");
+
+    // Completions and returns flow back: each brand has made what it sold,
+    // less what restocked units filled, and every unit its customers asked
+    // back is counted as returned.
     for (b, brand) in season.brands.iter().enumerate() {
         let sold: i64 = sent[b].values().sum();
         wait_for("production counted", Duration::from_secs(180), || async {
-            let produced: i64 = running
+            let events = all_events(&apis[b]).await;
+            let taken: i64 = units_of(&events, "stock.taken").values().sum();
+            let asked_back: i64 = units_of(&events, "return.requested").values().sum();
+            let rows = running
                 .daemon
                 .store
                 .demand(Some(&brand.brand), None, None)
                 .await
-                .expect("demand")
-                .iter()
-                .map(|row| row.produced)
-                .sum();
-            assert!(produced <= sold, "{produced} made of {sold} sold");
-            (produced == sold).then_some(())
+                .expect("demand");
+            let produced: i64 = rows.iter().map(|row| row.produced).sum();
+            let returned: i64 = rows.iter().map(|row| row.returned).sum();
+            assert!(
+                produced + taken <= sold,
+                "{produced} made and {taken} from stock of {sold} sold"
+            );
+            (produced + taken == sold && returned == asked_back).then_some(())
         })
         .await;
     }
+    stop_couriers.cancel();
+    let street = street.await.expect("couriers");
+    eprintln!("couriers and customers: {street:?}");
+    assert!(
+        street.returns.requested > 0 && street.returns.restocked > 0,
+        "{:?}",
+        street.returns
+    );
     running.stop().await;
 }

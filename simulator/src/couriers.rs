@@ -62,12 +62,22 @@ impl fmt::Debug for CourierSpec {
 }
 
 /// Who hands couriers the stops' codes: an operator token that sees every
-/// factory's pickups, and the brand token whose customers receive the
-/// drop-offs.
+/// factory's pickups, and the tokens of the brands whose customers receive
+/// the drop-offs (a stop's code is read with each in turn until one sees it).
 #[derive(Clone, PartialEq, Eq)]
 pub struct CodeSource {
     pub operator_token: String,
-    pub brand_token: String,
+    pub brand_tokens: Vec<String>,
+}
+
+impl CodeSource {
+    /// Codes handed over by one brand's customers and the operator.
+    pub fn one_brand(operator_token: impl Into<String>, brand_token: impl Into<String>) -> Self {
+        CodeSource {
+            operator_token: operator_token.into(),
+            brand_tokens: vec![brand_token.into()],
+        }
+    }
 }
 
 impl fmt::Debug for CodeSource {
@@ -431,14 +441,32 @@ impl Api {
             return Ok(None);
         };
         let at_factory = (stop.kind == "pickup") == stop.return_id.is_none();
-        let token = if at_factory {
-            &codes.operator_token
-        } else {
-            &codes.brand_token
-        };
         let path = format!("/v1/handoffs/{}", stop.id);
-        let handoff: HandoffCode = self.get_json("handoff", &path, Some(token)).await?;
-        Ok(handoff.code)
+        if at_factory {
+            let handoff: HandoffCode = self
+                .get_json("handoff", &path, Some(&codes.operator_token))
+                .await?;
+            return Ok(handoff.code);
+        }
+        // The customer is one brand's: another brand's token gets a 404.
+        for token in &codes.brand_tokens {
+            match self
+                .get_json::<HandoffCode>("handoff", &path, Some(token))
+                .await
+            {
+                Ok(handoff) => return Ok(handoff.code),
+                Err(CourierError::Status { status: 404, .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        if codes.brand_tokens.is_empty() {
+            return Ok(None);
+        }
+        Err(CourierError::Status {
+            request: "handoff",
+            status: 404,
+            body: format!("no brand token sees stop {}", stop.id),
+        })
     }
 
     /// Confirms one stop, with its code if given; any 2xx is a confirmation.

@@ -161,15 +161,18 @@ enum Command {
             requires = "brand_token"
         )]
         operator_token: Option<String>,
-        /// The brand token: the couriers read each drop-off's code with it,
-        /// as the brand's customer hands it over.
+        /// A brand token: the couriers read each drop-off's code with it,
+        /// as the brand's customer hands it over. Repeat it (or give a
+        /// comma-separated list) when the orders are several brands': each
+        /// stop's code is read with the token that sees it.
         #[arg(
             long,
             env = "FABFLOW_BRAND_TOKEN",
             hide_env_values = true,
+            value_delimiter = ',',
             requires = "operator_token"
         )]
-        brand_token: Option<String>,
+        brand_token: Vec<String>,
     },
 }
 
@@ -378,12 +381,10 @@ async fn main() -> anyhow::Result<()> {
                 faults,
                 per_courier,
                 returns,
-                codes: operator_token
-                    .zip(brand_token)
-                    .map(|(operator_token, brand_token)| fabflow_sim::CodeSource {
-                        operator_token,
-                        brand_token,
-                    }),
+                codes: operator_token.map(|operator_token| fabflow_sim::CodeSource {
+                    operator_token,
+                    brand_tokens: brand_token,
+                }),
                 ..CourierConfig::new(api, couriers)
             };
             // Stops the couriers; cancelled on Ctrl-C/SIGTERM or if waiting for them fails.

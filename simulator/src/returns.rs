@@ -296,9 +296,15 @@ impl Customers {
     }
 
     async fn request_returns(&mut self) -> Result<(), String> {
-        let orders: Vec<Order> = self
-            .all("/v1/orders?state=delivered", &self.tokens.brand_token)
-            .await?;
+        for token in self.tokens.brand_tokens.clone() {
+            self.request_returns_of(&token).await?;
+        }
+        Ok(())
+    }
+
+    /// Asks for the returns of one brand's newly delivered orders.
+    async fn request_returns_of(&mut self, brand_token: &str) -> Result<(), String> {
+        let orders: Vec<Order> = self.all("/v1/orders?state=delivered", brand_token).await?;
         for order in orders {
             if self.decided.contains(&order.id) {
                 continue;
@@ -312,7 +318,7 @@ impl Customers {
                 "reason": "does not fit",
             });
             let path = format!("/v1/orders/{}/returns", order.id);
-            match self.post(&path, &self.tokens.brand_token, body).await {
+            match self.post(&path, brand_token, body).await {
                 Ok(true) => {
                     self.report.requested += 1;
                     self.report.units += units as usize;
