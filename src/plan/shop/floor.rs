@@ -17,7 +17,7 @@
 use super::model::{Alternative, Fixed, Job, Machine, ModelError, Objective, Operation, Problem};
 use super::search::{SolveOptions, solve};
 use crate::domain::{FactoryId, JobToken, Location, MachineId, Millis};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// A machine on the floor.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,18 +173,39 @@ pub fn plan_floor(
     };
     let mut placed: Vec<&FloorJob> = Vec::new();
     let mut unplaceable = Vec::new();
+    let mut capable: HashMap<(Option<&FactoryId>, &str, &str), Vec<usize>> = HashMap::new();
+    let mut running_on: Vec<usize> = Vec::with_capacity(1);
     'jobs: for job in jobs {
         let mut operations = Vec::with_capacity(job.steps.len());
         for (s, step) in job.steps.iter().enumerate() {
             let last = s + 1 == job.steps.len();
             let running = if s == 0 { job.running.as_ref() } else { None };
-            let alternatives: Vec<Alternative> = machines
+            // Which machines run a step depends only on the job's factory,
+            // the process and the material: worked out once per triple.
+            let capable: &[usize] = match running {
+                Some(r) => {
+                    running_on.clear();
+                    running_on.extend(machines.iter().position(|m| m.id == r.machine));
+                    &running_on
+                }
+                None => capable
+                    .entry((
+                        job.factory.as_ref(),
+                        step.process.as_str(),
+                        step.material.as_str(),
+                    ))
+                    .or_insert_with(|| {
+                        machines
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, m)| m.runs(job, step))
+                            .map(|(i, _)| i)
+                            .collect()
+                    }),
+            };
+            let alternatives: Vec<Alternative> = capable
                 .iter()
-                .enumerate()
-                .filter(|(_, m)| match running {
-                    Some(r) => m.id == r.machine,
-                    None => m.runs(job, step),
-                })
+                .map(|&i| (i, &machines[i]))
                 .map(|(i, m)| Alternative {
                     machine: i,
                     duration: match running {

@@ -347,6 +347,17 @@ proptest! {
         prop_assert_eq!(schedule.makespan, end);
     }
 
+    /// The floor's list scheduling through a heap by slack places every
+    /// operation where comparing all ready operations would (ties on slack
+    /// included: the random dues make many).
+    #[test]
+    fn the_floor_construction_by_heap_is_the_construction_by_scan(
+        problem in problem_strategy(true),
+    ) {
+        let (heap, scan) = super::search::floor_constructions(&problem);
+        prop_assert_eq!(heap, scan);
+    }
+
     #[test]
     fn floor_schedules_are_feasible_and_keep_running_operations(
         problem in problem_strategy(true),
