@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use fabflow::domain::{FactoryId, JobToken, Location, MachineId, Millis};
 use fabflow::plan::lateness::{Lateness, TimedJob, lateness_bound, queue_lateness};
-use fabflow::plan::shop::{FloorJob, FloorMachine, FloorPlan, FloorStep, plan_floor};
+use fabflow::plan::shop::{FloorJob, FloorMachine, FloorPlan, FloorStep, Openings, plan_floor};
 use fabflow::plan::{JobCandidate, MachineSlot, assign_jobs};
 
 #[derive(Debug, Parser)]
@@ -200,6 +200,7 @@ fn floor_machines(fleet: &Fleet) -> Vec<FloorMachine> {
             setup_ms: 0,
             loaded_material: None,
             available_from_ms: 0,
+            openings: Openings::default(),
         })
         .collect()
 }

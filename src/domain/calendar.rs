@@ -269,6 +269,36 @@ impl Calendar {
         None
     }
 
+    /// The occurrences `[start, end)` of its shifts that meet `[from,
+    /// until)`, by start (None: no shifts, always in shift). At most
+    /// `MAX_STEPS` per shift.
+    pub fn shift_occurrences(&self, from: Millis, until: Millis) -> Option<Vec<(Millis, Millis)>> {
+        if self.shifts.is_empty() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for shift in &self.shifts {
+            let Some(first) = shift.occurrence_from(from) else {
+                continue;
+            };
+            let mut occurrence = first;
+            for _ in 0..MAX_STEPS {
+                if occurrence.0 >= until {
+                    break;
+                }
+                out.push(occurrence);
+                match shift.next_start_after(occurrence.0) {
+                    Some(start) => {
+                        occurrence = (start, start.saturating_add(shift.duration_ms));
+                    }
+                    None => break,
+                }
+            }
+        }
+        out.sort_unstable();
+        Some(out)
+    }
+
     /// Why a job of `work_ms` may not start at `now`, with the first
     /// instant it may; None when it may start now.
     pub fn check(&self, now: Millis, work_ms: Millis) -> Option<Blocked> {
@@ -360,6 +390,41 @@ mod tests {
         );
         assert!(parse_zone("Mars/Olympus").is_err());
         assert!(parse_zone("UTC").is_ok());
+    }
+
+    #[test]
+    fn shift_occurrences_list_the_shifts_that_meet_a_span() {
+        let m = monday();
+        let calendar = Calendar {
+            shifts: vec![
+                Shift::new("0 0 8 * * Mon-Fri", 8 * HOUR).expect("valid"),
+                Shift::new("0 0 20 * * Sat", 2 * HOUR).expect("valid"),
+            ],
+            windows: Vec::new(),
+        };
+        assert_eq!(Calendar::default().shift_occurrences(m, m + HOUR), None);
+        let day = 24 * HOUR;
+        // From Monday noon (inside the first shift) to the next Monday 08:00.
+        let got = calendar
+            .shift_occurrences(m + 12 * HOUR, m + 7 * day + 8 * HOUR)
+            .expect("shifts");
+        let mut expected: Vec<(Millis, Millis)> = (0..5)
+            .map(|d| (m + d * day + 8 * HOUR, m + d * day + 16 * HOUR))
+            .collect();
+        expected.push((m + 5 * day + 20 * HOUR, m + 5 * day + 22 * HOUR));
+        assert_eq!(got, expected);
+        // Every instant a job may start in the span lies in one of them.
+        for hour in 0..(7 * 24) {
+            let t = m + 12 * HOUR + hour * HOUR;
+            if t >= m + 7 * day + 8 * HOUR {
+                break;
+            }
+            assert_eq!(
+                calendar.in_shift(t),
+                got.iter().any(|&(a, b)| a <= t && t < b),
+                "hour {hour}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@
 use crate::config::Planner;
 use crate::domain::calendar::Calendar;
 use crate::domain::{JobToken, Location, MachineId, Millis};
-use crate::plan::shop::{FloorJob, FloorMachine, FloorStep, plan_floor};
+use crate::plan::shop::{FloorJob, FloorMachine, FloorStep, Openings, plan_floor};
 use crate::plan::{JobCandidate, MachineSlot, assign_jobs};
 use crate::runtime::clock::Clock;
 use crate::runtime::wake::{Wake, Wakers};
@@ -320,7 +320,9 @@ fn queue_assignments(
 /// Machines as the floor planner sees them: free once the work already on
 /// them (units not yet reported good, at nominal speed) is done, and not
 /// before their calendar's next opening then (a shift, no maintenance); a
-/// machine with no opening within a year takes no jobs.
+/// machine with no opening within a year takes no jobs. Their shifts and
+/// maintenance for the week ahead go with them, so that later steps in a
+/// plan start inside a shift too.
 fn floor_machines(
     slots: &[MachineSlot],
     backlogs: &HashMap<String, f64>,
@@ -363,9 +365,34 @@ fn floor_machines(
                 setup_ms: 0,
                 loaded_material: slot.loaded_material.clone(),
                 available_from_ms: opens.unwrap_or(free),
+                openings: calendars
+                    .get(slot.id.as_str())
+                    .map_or_else(Openings::default, |calendar| {
+                        openings(calendar, free, free.saturating_add(CALENDAR_AHEAD_MS))
+                    }),
             }
         })
         .collect()
+}
+
+/// How far ahead the floor planner sees shifts and maintenance; later
+/// starts are planned as if the machine were open (the dispatcher still
+/// holds every start to the calendar).
+const CALENDAR_AHEAD_MS: Millis = 7 * 24 * 3600 * 1000;
+
+/// A machine's calendar from `from` to `until` as the planner takes it:
+/// its shift occurrences and its maintenance windows.
+fn openings(calendar: &Calendar, from: Millis, until: Millis) -> Openings {
+    Openings {
+        shifts: calendar.shift_occurrences(from, until),
+        blocked: calendar
+            .windows
+            .iter()
+            .filter(|w| w.end_ms > from && w.start_ms < until)
+            .map(|w| (w.start_ms, w.end_ms))
+            .collect(),
+        until,
+    }
 }
 
 /// Ready jobs as floor jobs: one step each (a line's later steps become
@@ -476,5 +503,25 @@ mod tests {
         assert_eq!(by_id("d").materials, ["tote"]);
         assert_eq!(by_id("d").loaded_material.as_deref(), Some("tote"));
         assert_eq!(by_id("d").available_from_ms, now);
+        // The week ahead goes with them: "a"'s seven daily shifts, "b"'s
+        // window; "d" has no calendar.
+        let hour = 3_600_000;
+        let week = 7 * 24 * hour;
+        let a = &by_id("a").openings;
+        assert_eq!(a.until, week);
+        assert_eq!(
+            a.shifts.as_deref(),
+            Some(
+                &(0..7)
+                    .map(|d| (d * 24 * hour + hour, d * 24 * hour + 2 * hour))
+                    .collect::<Vec<_>>()[..]
+            )
+        );
+        let b = &by_id("b").openings;
+        assert_eq!(
+            (b.shifts.as_ref(), &b.blocked[..]),
+            (None, &[(0, 1_800_000)][..])
+        );
+        assert_eq!(by_id("d").openings, Openings::default());
     }
 }

@@ -11,10 +11,12 @@
 //! the job's factory (when the job names one), has the step's process and
 //! material; a running step keeps its machine and start; a job with a step
 //! that no machine can run is returned in `unplaceable`, not scheduled.
-//! Shift calendars are not modelled yet: a machine is available from
-//! `available_from_ms` on.
+//! A step starts on a machine only from `available_from_ms` on and when its
+//! `openings` allow (inside a shift, its run meeting no maintenance).
 
-use super::model::{Alternative, Fixed, Job, Machine, ModelError, Objective, Operation, Problem};
+use super::model::{
+    Alternative, Fixed, Job, Machine, ModelError, Objective, Openings, Operation, Problem,
+};
 use super::search::{SolveOptions, solve};
 use crate::domain::{FactoryId, JobToken, Location, MachineId, Millis};
 use std::collections::{BTreeMap, HashMap};
@@ -37,6 +39,8 @@ pub struct FloorMachine {
     pub loaded_material: Option<String>,
     /// No new step starts before this (now, or the end of a pause).
     pub available_from_ms: Millis,
+    /// Its shifts and maintenance ahead (`Openings::default()`: any time).
+    pub openings: Openings,
 }
 
 /// One remaining step of a job (a line's process route, in order).
@@ -168,6 +172,7 @@ pub fn plan_floor(
                     .loaded_material
                     .as_deref()
                     .and_then(|name| families.get(name).copied()),
+                openings: m.openings.clone(),
             })
             .collect(),
     };

@@ -1,7 +1,8 @@
 //! Production scheduling: a flexible job shop (jobs of ordered operations,
 //! each runnable on any of several capable machines for a machine-specific
 //! time, one operation at a time per machine, no pre-emption), with release
-//! times, machines free from a given time, operations already running that
+//! times, machines free from a given time and open only in their shifts
+//! and outside maintenance (`Openings`), operations already running that
 //! never move, and setup time per material change. Two objectives: makespan
 //! (the literature's FJSP, `fabflow schedule`) and the floor's lexicographic
 //! one (late orders, total lateness, setup time, distance to the customer).
@@ -25,8 +26,8 @@ pub mod search;
 pub use fjsp::{ParseError, parse_fjsp};
 pub use floor::{FloorJob, FloorMachine, FloorPlan, FloorStep, PlannedStep, Running, plan_floor};
 pub use model::{
-    Alternative, Fixed, FloorScore, Job, Machine, ModelError, Objective, Operation, Problem,
-    Schedule, ScheduledOp, Time, Violation, check, floor_score,
+    Alternative, Fixed, FloorScore, Job, Machine, ModelError, Objective, Openings, Operation,
+    Problem, Schedule, ScheduledOp, Time, Violation, check, floor_score,
 };
 pub use search::{SolveOptions, solve};
 

@@ -66,6 +66,91 @@ pub struct Machine {
     /// (and before the first one, when it differs from `loaded_family`).
     pub setup: Time,
     pub loaded_family: Option<u32>,
+    /// When an operation that is not fixed may start on it (default: any time).
+    pub openings: Openings,
+}
+
+/// When a machine may start an operation, as far ahead as the caller
+/// looked (`until`; from then on, at any time): inside one of its `shifts`
+/// (None: at any time), with the run `[start, start + duration)` meeting
+/// none of the `blocked` intervals (maintenance). An operation may run past
+/// its shift's end. Intervals are `[from, to)`; `from < to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Openings {
+    pub shifts: Option<Vec<(Time, Time)>>,
+    pub blocked: Vec<(Time, Time)>,
+    pub until: Time,
+}
+
+impl Default for Openings {
+    /// Always open.
+    fn default() -> Openings {
+        Openings {
+            shifts: None,
+            blocked: Vec::new(),
+            until: Time::MIN,
+        }
+    }
+}
+
+impl Openings {
+    /// Whether an operation of `duration` may start at `start`.
+    pub fn allows(&self, start: Time, duration: Time) -> bool {
+        if start >= self.until {
+            return true;
+        }
+        let in_shift = self
+            .shifts
+            .as_ref()
+            .is_none_or(|shifts| shifts.iter().any(|&(from, to)| from <= start && start < to));
+        let end = start.saturating_add(duration.max(1));
+        in_shift
+            && !self
+                .blocked
+                .iter()
+                .any(|&(from, to)| from < end && start < to)
+    }
+
+    /// The earliest instant at or after `from` at which an operation of
+    /// `duration` may start. The instants allowed form intervals whose left
+    /// ends are `from`, a shift's start, a blocked interval's end or
+    /// `until`; trying those in order finds the first.
+    pub fn earliest_start(&self, from: Time, duration: Time) -> Time {
+        let mut t = from;
+        loop {
+            if self.allows(t, duration) {
+                return t;
+            }
+            let end = t.saturating_add(duration.max(1));
+            // Past every reason `t` fails: the next shift's start when `t`
+            // is outside every shift, the end of a blocked interval the
+            // run meets; never beyond `until`.
+            let outside = self.shifts.as_ref().and_then(|shifts| {
+                (!shifts.iter().any(|&(a, b)| a <= t && t < b)).then(|| {
+                    shifts
+                        .iter()
+                        .map(|&(a, _)| a)
+                        .filter(|&a| a > t)
+                        .min()
+                        .unwrap_or(self.until)
+                })
+            });
+            let blocked = self
+                .blocked
+                .iter()
+                .filter(|&&(a, b)| a < end && t < b)
+                .map(|&(_, b)| b)
+                .max();
+            let next = outside
+                .into_iter()
+                .chain(blocked)
+                .max()
+                .unwrap_or(self.until)
+                .min(self.until);
+            // Every candidate lies after `t`, so this ends.
+            t = next.max(t.saturating_add(1));
+        }
+    }
 }
 
 /// A problem to schedule.
@@ -256,6 +341,11 @@ pub enum Violation {
         job: usize,
         op: usize,
     },
+    /// Starts outside its machine's shifts or runs into maintenance.
+    Closed {
+        job: usize,
+        op: usize,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -294,6 +384,10 @@ impl fmt::Display for Violation {
             Violation::FixedMoved { job, op } => {
                 write!(f, "job {job} op {op} is running but was moved")
             }
+            Violation::Closed { job, op } => write!(
+                f,
+                "job {job} op {op} starts outside its machine's shifts or runs into its maintenance"
+            ),
         }
     }
 }
@@ -345,9 +439,12 @@ pub fn check(problem: &Problem, operations: &[ScheduledOp]) -> Result<(), Violat
                     return Err(Violation::FixedMoved { job: j, op: o });
                 }
             } else {
-                let free = problem.machines[s.machine].available_from;
-                if s.start < job.release || s.start < free {
+                let machine = &problem.machines[s.machine];
+                if s.start < job.release || s.start < machine.available_from {
                     return Err(Violation::BeforeRelease { job: j, op: o });
+                }
+                if !machine.openings.allows(s.start, alt.duration) {
+                    return Err(Violation::Closed { job: j, op: o });
                 }
             }
             if s.start < previous_end {

@@ -281,10 +281,15 @@ impl<'a> Search<'a> {
 
     /// Earliest start of `op` on `machine` after `previous` (and its end) on
     /// that machine and its job predecessor's end.
+    /// The earliest start of `op` (taking `duration`) on `machine` after
+    /// `previous` (an operation and its end) and once its job is `job_ready`:
+    /// after the setup, the machine's free time and the job's release, at
+    /// the machine's next opening for a run that long.
     fn start_bound(
         &self,
         op: u32,
         machine: u32,
+        duration: Time,
         previous: Option<(u32, Time)>,
         job_ready: Time,
     ) -> Time {
@@ -295,10 +300,16 @@ impl<'a> Search<'a> {
             Some((p, end)) => end + self.setup(machine, Some(p), op),
             None => self.flat.avail[machine as usize] + self.setup(machine, None, op),
         };
-        from_machine
+        let earliest = from_machine
             .max(self.flat.avail[machine as usize])
             .max(self.flat.release[op as usize])
-            .max(job_ready)
+            .max(job_ready);
+        let openings = &self.flat.problem.machines[machine as usize].openings;
+        if openings.shifts.is_none() && openings.blocked.is_empty() {
+            earliest
+        } else {
+            openings.earliest_start(earliest, duration)
+        }
     }
 
     fn reindex(&self, state: &mut State, machine: u32) {
@@ -343,7 +354,8 @@ impl<'a> Search<'a> {
             } else {
                 Time::MIN
             };
-            state.head[op as usize] = self.start_bound(op, m, previous, ready);
+            state.head[op as usize] =
+                self.start_bound(op, m, self.duration(state, op), previous, ready);
             let js = self.flat.next_job[op as usize];
             if js != NONE {
                 self.indegree[js as usize] -= 1;
@@ -525,7 +537,13 @@ impl<'a> Search<'a> {
                         .map_or(Time::MAX / 4, |due| due - flat.remaining[op as usize]);
                     for (a, alt) in flat.alts[op as usize].iter().enumerate() {
                         let m = alt.machine as u32;
-                        let start = self.start_bound(op, m, machine_end[m as usize], job_ready[j]);
+                        let start = self.start_bound(
+                            op,
+                            m,
+                            alt.duration,
+                            machine_end[m as usize],
+                            job_ready[j],
+                        );
                         let end = start + alt.duration;
                         let key = if floor {
                             (slack, end, alt.distance)
@@ -565,8 +583,9 @@ impl<'a> Search<'a> {
         state.alt[op as usize] = a;
         let m = self.machine(state, op);
         let j = self.flat.job_of[op as usize] as usize;
-        let start = self.start_bound(op, m, machine_end[m as usize], job_ready[j]);
-        let end = start + self.duration(state, op);
+        let duration = self.duration(state, op);
+        let start = self.start_bound(op, m, duration, machine_end[m as usize], job_ready[j]);
+        let end = start + duration;
         state.seq[m as usize].push(op);
         machine_end[m as usize] = Some((op, end));
         job_ready[j] = end;
@@ -613,7 +632,13 @@ impl<'a> Search<'a> {
                 let j = flat.job_of[op as usize] as usize;
                 for (a, alt) in flat.alts[op as usize].iter().enumerate() {
                     let m = alt.machine as u32;
-                    let start = self.start_bound(op, m, machine_end[m as usize], job_ready[j]);
+                    let start = self.start_bound(
+                        op,
+                        m,
+                        alt.duration,
+                        machine_end[m as usize],
+                        job_ready[j],
+                    );
                     let candidate = (start + alt.duration, alt.distance, op, a as u16);
                     if best.is_none_or(|b| candidate < b) {
                         best = Some(candidate);
@@ -747,7 +772,7 @@ impl<'a> Search<'a> {
                     None => state.head[jp as usize] + self.duration(state, jp),
                 }
             };
-            heads[k] = self.start_bound(x, machine, previous, ready);
+            heads[k] = self.start_bound(x, machine, self.duration(state, x), previous, ready);
             previous = Some((x, heads[k] + self.duration(state, x)));
         }
         let mut estimate = 0;
@@ -816,7 +841,7 @@ impl<'a> Search<'a> {
                 let x = seq[k - 1];
                 (x, state.head[x as usize] + self.duration(state, x))
             });
-            let start = self.start_bound(op, machine, previous, ready);
+            let start = self.start_bound(op, machine, a.duration, previous, ready);
             let tail = match seq.get(k) {
                 Some(&b) => job_tail.max(
                     self.setup(machine, Some(op), b)

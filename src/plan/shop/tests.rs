@@ -1,5 +1,5 @@
 use super::*;
-use crate::domain::{FactoryId, JobToken, Location, MachineId};
+use crate::domain::{FactoryId, JobToken, Location, MachineId, Millis};
 use proptest::prelude::*;
 
 fn solve_with(problem: &Problem, objective: Objective, seed: u64, iterations: u64) -> Schedule {
@@ -168,6 +168,7 @@ fn the_floor_objective_puts_late_orders_first_then_setups() {
             available_from: 0,
             setup: 5,
             loaded_family: Some(1),
+            ..Machine::default()
         }],
     };
     let schedule = solve_with(&problem, Objective::Floor, 3, 500);
@@ -190,6 +191,7 @@ fn floor_plans_keep_running_steps_and_respect_machines() {
         setup_ms: 0,
         loaded_material: None,
         available_from_ms: 1_000,
+        openings: Openings::default(),
     };
     let step = |process: &str, ms| FloorStep {
         process: process.into(),
@@ -248,6 +250,62 @@ fn floor_plans_keep_running_steps_and_respect_machines() {
     assert_eq!(plan.queues[&MachineId::new("h1")].len(), 3);
 }
 
+#[test]
+fn floor_plans_start_steps_inside_shifts_and_clear_of_maintenance() {
+    // One press, working 1,000..5,000 and 10,000..20,000, maintained
+    // 12,000..13,000; a second step may run past its shift's end.
+    let press = FloorMachine {
+        id: MachineId::new("h1"),
+        factory: FactoryId::new("f"),
+        location: Location::new(52.5, 13.4),
+        capabilities: vec!["press".into()],
+        materials: vec!["cotton".into()],
+        accepts_jobs: true,
+        speed: 1.0,
+        setup_ms: 0,
+        loaded_material: None,
+        available_from_ms: 0,
+        openings: Openings {
+            shifts: Some(vec![(1_000, 5_000), (10_000, 20_000)]),
+            blocked: vec![(12_000, 13_000)],
+            until: 30_000,
+        },
+    };
+    let job = |token: u32, ms| FloorJob {
+        token: JobToken(token),
+        order: format!("o{token}"),
+        factory: None,
+        steps: vec![FloorStep {
+            process: "press".into(),
+            material: "cotton".into(),
+            base_duration_ms: ms,
+        }],
+        running: None,
+        release_ms: 0,
+        due_ms: 100_000,
+        customer: None,
+    };
+    // 3,000 + 2,500 (starts at 4,000, inside the first shift, runs past it)
+    // + 1,500 (the shift is over: 10,000) + 1,000 (11,500 would meet the
+    // maintenance: 13,000).
+    let jobs = [job(1, 3_000), job(2, 2_500), job(3, 1_500), job(4, 1_000)];
+    let plan = plan_floor(&jobs, std::slice::from_ref(&press), 1, 0, &mut || 0.0).expect("valid");
+    let starts: Vec<(u32, Millis)> = plan.queues[&press.id]
+        .iter()
+        .map(|p| (p.token.0, p.start_ms))
+        .collect();
+    assert_eq!(starts, [(1, 1_000), (2, 4_000), (3, 10_000), (4, 13_000)]);
+    // And after any search, every start is one the calendar allows.
+    let searched =
+        plan_floor(&jobs, std::slice::from_ref(&press), 3, 300, &mut || 0.0).expect("valid");
+    for p in &searched.queues[&press.id] {
+        assert!(
+            press.openings.allows(p.start_ms, p.end_ms - p.start_ms),
+            "{p:?}"
+        );
+    }
+}
+
 /// A random problem: up to 6 jobs of up to 4 operations on up to 4
 /// machines; in floor mode also releases, dues, families, setups, machines
 /// free later, and running first operations.
@@ -267,7 +325,18 @@ fn problem_strategy(floor: bool) -> impl Strategy<Value = Problem> {
             any::<bool>(),
             0i64..10,
         );
-        let machine_spec = (0i64..20, 0i64..6, prop::option::of(0u32..3));
+        // Shifts (start, length), maintenance (start, length), horizon.
+        let openings = (
+            prop::option::of(prop::collection::vec((0i64..120, 5i64..40), 1..4)),
+            prop::collection::vec((0i64..150, 1i64..20), 0..3),
+            0i64..200,
+        )
+            .prop_map(|(shifts, blocked, until)| Openings {
+                shifts: shifts.map(|s| s.into_iter().map(|(a, l)| (a, a + l)).collect()),
+                blocked: blocked.into_iter().map(|(a, l)| (a, a + l)).collect(),
+                until,
+            });
+        let machine_spec = (0i64..20, 0i64..6, prop::option::of(0u32..3), openings);
         (
             prop::collection::vec(job_spec, 1..7),
             prop::collection::vec(machine_spec, m..=m),
@@ -315,12 +384,13 @@ fn problem_strategy(floor: bool) -> impl Strategy<Value = Problem> {
                     .collect();
                 let machines = machine_specs
                     .into_iter()
-                    .map(|(free, setup, loaded)| {
+                    .map(|(free, setup, loaded, openings)| {
                         if floor {
                             Machine {
                                 available_from: free,
                                 setup,
                                 loaded_family: loaded,
+                                openings,
                             }
                         } else {
                             Machine::default()
@@ -345,6 +415,29 @@ proptest! {
         prop_assert_eq!(check(&problem, &schedule.operations), Ok(()));
         let end = schedule.operations.iter().map(|s| s.end).max().unwrap_or(0);
         prop_assert_eq!(schedule.makespan, end);
+    }
+
+    /// A machine's earliest start is allowed, and nothing earlier from the
+    /// same instant is (checked instant by instant).
+    #[test]
+    fn the_earliest_start_is_the_first_instant_the_calendar_allows(
+        shifts in prop::option::of(prop::collection::vec((0i64..120, 1i64..40), 0..4)),
+        blocked in prop::collection::vec((0i64..150, 1i64..30), 0..4),
+        until in 0i64..220,
+        from in 0i64..200,
+        duration in 1i64..30,
+    ) {
+        let openings = Openings {
+            shifts: shifts.map(|s| s.into_iter().map(|(a, l)| (a, a + l)).collect()),
+            blocked: blocked.into_iter().map(|(a, l)| (a, a + l)).collect(),
+            until,
+        };
+        let start = openings.earliest_start(from, duration);
+        prop_assert!(start >= from);
+        prop_assert!(openings.allows(start, duration));
+        for t in from..start {
+            prop_assert!(!openings.allows(t, duration), "{t} allowed before {start}");
+        }
     }
 
     /// The floor's list scheduling through a heap by slack places every
@@ -425,6 +518,7 @@ fn floor_strategy() -> impl Strategy<Value = (Vec<FloorMachine>, Vec<FloorJob>, 
                 setup_ms: 0,
                 loaded_material: None,
                 available_from_ms: busy,
+                openings: Openings::default(),
             })
             .collect();
         let jobs = jobs
@@ -509,6 +603,7 @@ fn queue_heads_take_the_front_of_each_planned_queue() {
         setup_ms: 0,
         loaded_material: None,
         available_from_ms: 0,
+        openings: Openings::default(),
     };
     let job = |token: u32, due_ms| FloorJob {
         token: JobToken(token),
