@@ -3,8 +3,9 @@
 //! DTG printer of the simulated fleet go from idle to running without a
 //! reload (the page follows the server-sent event stream), pauses it from
 //! the page and sees the state change, then declares a material loaded,
-//! resumes and drains it, each confirmed on the page and checked in the
-//! API; a screenshot is saved under the target directory. Skipped, with one line saying so, when chromedriver is
+//! resumes and drains it, cancels a queued job and retries a job held by a
+//! jam, each confirmed on the page and checked in the API; a screenshot is
+//! saved under the target directory. Skipped, with one line saying so, when chromedriver is
 //! not installed (`apt-get install chromium chromium-driver`; `.ci/run`
 //! installs both).
 
@@ -358,6 +359,123 @@ async fn an_operator_watches_a_machine_start_and_works_its_controls_from_the_pag
         })
         .await;
     }
+
+    // Jobs from the page: with the other printer paused, two more orders
+    // go to this one, one running and one queued behind it. Cancel the
+    // queued one; jam the machine, and retry its held job.
+    let other = printers
+        .iter()
+        .find(|m| **m != machine.as_str())
+        .expect("the other printer");
+    let (status, body) = admin
+        .post(&format!("/v1/machines/{other}/pause"), &json!({}), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for reference in ["browser-2", "browser-3"] {
+        let order = json!({
+            "external_ref": reference,
+            "customer": {"name": "Ada Browser", "lat": 52.5405, "lon": 13.4197},
+            "lines": [{"sku": "tee-black-m", "quantity": 3}],
+        });
+        let (status, body) = brand.post("/v1/orders", &order, Some(reference)).await;
+        assert!(
+            status == 201 || status == 200,
+            "order refused: {status} {body}"
+        );
+    }
+    let job_state = |token: String| {
+        let admin = &admin;
+        async move {
+            let (_, jobs) = admin.get("/v1/jobs?factory=north&limit=500").await;
+            jobs["items"]
+                .as_array()
+                .and_then(|all| all.iter().find(|j| j["token"].to_string() == token))
+                .and_then(|j| j["state"].as_str().map(str::to_string))
+        }
+    };
+    let queued = wait_for("a queued job shown with its cancel button", LIMIT, || async {
+        let token = page
+            .execute(
+                &format!(
+                    "const b = document.querySelector(\"[data-machine='{machine}'] button[data-action=cancel][data-job]\");
+                     return b ? b.dataset.job : null;"
+                ),
+                vec![],
+            )
+            .await
+            .ok()?;
+        token.as_str().map(str::to_string)
+    })
+    .await;
+    click(
+        &page,
+        &format!("button[data-job='{queued}'][data-action=cancel]"),
+    )
+    .await;
+    confirm(&page).await;
+    wait_for("the queued job cancelled in the API", LIMIT, || async {
+        (job_state(queued.clone()).await.as_deref() == Some("cancelled")).then_some(())
+    })
+    .await;
+    wait_for("the cancellation shown", LIMIT, || async {
+        let toast = page
+            .find(Locator::Css("#toast"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        toast.contains("cancelled").then_some(())
+    })
+    .await;
+    // The running job: the machine jams, the job is held with its fault,
+    // and the operator has it made again.
+    let running_job = wait_for("a job running on the machine", LIMIT, || async {
+        let (_, jobs) = admin
+            .get(&format!("/v1/jobs?machine={machine}&state=running"))
+            .await;
+        jobs["items"]
+            .as_array()
+            .and_then(|all| all.first())
+            .map(|j| j["token"].to_string())
+    })
+    .await;
+    fleet.jam(&machine, 42).expect("machine jams");
+    let retry = format!("button[data-job='{running_job}'][data-action=retry]");
+    wait_for(
+        "the held job shown with its retry button",
+        LIMIT,
+        || async { page.find(Locator::Css(&retry)).await.ok().map(|_| ()) },
+    )
+    .await;
+    click(&page, &retry).await;
+    confirm(&page).await;
+    wait_for("the held job given up and made again", LIMIT, || async {
+        (job_state(running_job.clone()).await.as_deref() == Some("failed")).then_some(())
+    })
+    .await;
+    // Its units are made again by a job that replaces it.
+    wait_for("a job replacing the retried one", LIMIT, || async {
+        let (_, jobs) = admin.get("/v1/jobs?factory=north&limit=500").await;
+        jobs["items"]
+            .as_array()?
+            .iter()
+            .any(|j| j["replaces"].to_string() == running_job)
+            .then_some(())
+    })
+    .await;
+    wait_for("the retry shown", LIMIT, || async {
+        let toast = page
+            .find(Locator::Css("#toast"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        toast.contains("failed").then_some(())
+    })
+    .await;
+    fleet.clear(&machine).expect("jam cleared");
 
     let png = page.screenshot().await.expect("screenshot");
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard-browser.png");
