@@ -383,13 +383,13 @@ async fn an_operator_watches_a_machine_start_and_works_its_controls_from_the_pag
             "order refused: {status} {body}"
         );
     }
-    let job_state = |token: String| {
+    let job_state = |token: u64| {
         let admin = &admin;
         async move {
             let (_, jobs) = admin.get("/v1/jobs?factory=north&limit=500").await;
             jobs["items"]
                 .as_array()
-                .and_then(|all| all.iter().find(|j| j["token"].to_string() == token))
+                .and_then(|all| all.iter().find(|j| j["token"].as_u64() == Some(token)))
                 .and_then(|j| j["state"].as_str().map(str::to_string))
         }
     };
@@ -404,7 +404,7 @@ async fn an_operator_watches_a_machine_start_and_works_its_controls_from_the_pag
             )
             .await
             .ok()?;
-        token.as_str().map(str::to_string)
+        token.as_str().and_then(|t| t.parse::<u64>().ok())
     })
     .await;
     click(
@@ -414,7 +414,7 @@ async fn an_operator_watches_a_machine_start_and_works_its_controls_from_the_pag
     .await;
     confirm(&page).await;
     wait_for("the queued job cancelled in the API", LIMIT, || async {
-        (job_state(queued.clone()).await.as_deref() == Some("cancelled")).then_some(())
+        (job_state(queued).await.as_deref() == Some("cancelled")).then_some(())
     })
     .await;
     wait_for("the cancellation shown", LIMIT, || async {
@@ -437,7 +437,7 @@ async fn an_operator_watches_a_machine_start_and_works_its_controls_from_the_pag
         jobs["items"]
             .as_array()
             .and_then(|all| all.first())
-            .map(|j| j["token"].to_string())
+            .and_then(|j| j["token"].as_u64())
     })
     .await;
     fleet.jam(&machine, 42).expect("machine jams");
@@ -451,7 +451,7 @@ async fn an_operator_watches_a_machine_start_and_works_its_controls_from_the_pag
     click(&page, &retry).await;
     confirm(&page).await;
     wait_for("the held job given up and made again", LIMIT, || async {
-        (job_state(running_job.clone()).await.as_deref() == Some("failed")).then_some(())
+        (job_state(running_job).await.as_deref() == Some("failed")).then_some(())
     })
     .await;
     // Its units are made again by a job that replaces it.
@@ -460,7 +460,7 @@ async fn an_operator_watches_a_machine_start_and_works_its_controls_from_the_pag
         jobs["items"]
             .as_array()?
             .iter()
-            .any(|j| j["replaces"].to_string() == running_job)
+            .any(|j| j["replaces"].as_u64() == Some(running_job))
             .then_some(())
     })
     .await;
