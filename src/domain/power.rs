@@ -29,11 +29,15 @@ pub struct PowerWait {
     pub free_at_ms: Option<Millis>,
 }
 
-/// The summed draw at `now` of the starts still in their start-up window.
+/// The summed draw at `now` of the starts whose start-up window has not
+/// ended. A start recorded as later than `now` counts too: the callers'
+/// instants are read at different moments (a supervisor reads the clock,
+/// waits on the database, then asks), and a start taken meanwhile must not
+/// slip past.
 pub fn drawing_at(starts: &[Drawing], now: Millis) -> u64 {
     starts
         .iter()
-        .filter(|d| d.started_ms <= now && now < d.until_ms)
+        .filter(|d| now < d.until_ms)
         .map(|d| u64::from(d.power_w))
         .sum()
 }
@@ -54,10 +58,12 @@ pub fn admit(
     if needed_w == 0 {
         return Ok(());
     }
-    // The machine's own earlier start is over (it starts one job at a time).
+    // The machine's own earlier start is over (it starts one job at a time);
+    // every other start not yet over counts, even one recorded as later
+    // than `now` (see `drawing_at`).
     let others: Vec<&Drawing> = starts
         .iter()
-        .filter(|d| d.machine != machine && d.started_ms <= now && now < d.until_ms)
+        .filter(|d| d.machine != machine && now < d.until_ms)
         .collect();
     let drawing_w: u64 = others.iter().map(|d| u64::from(d.power_w)).sum();
     let budget = u64::from(budget_w);
@@ -130,6 +136,14 @@ mod tests {
         assert_eq!(drawing_at(&starts, 60), 2500);
         // A machine's own start does not count against its next one.
         assert_eq!(admit(Some(2000), &starts, "a", 1000, 60), Ok(()));
+        // A start recorded at an instant after the one asked about still
+        // draws: two supervisors read the clock before either took room.
+        let later = [start("b", 1500, 70, 170)];
+        assert_eq!(drawing_at(&later, 60), 1500);
+        assert_eq!(
+            admit(Some(2000), &later, "a", 1500, 60).map_err(|w| w.drawing_w),
+            Err(1500)
+        );
         // More than the whole budget: never.
         assert_eq!(
             admit(Some(1000), &[], "c", 1500, 0).map_err(|w| w.free_at_ms),
