@@ -114,6 +114,8 @@ impl Default for HttpConfig {
 pub struct ForecastsConfig {
     /// Cron (with seconds) on the domain clock; hourly by default.
     pub refit_cron: String,
+    /// IANA time zone `refit_cron` is read in; UTC when absent.
+    pub timezone: Option<String>,
     /// Days ahead in the published forecasts.
     pub horizon_days: u64,
     /// Days after a sales event's last day whose orders still count toward
@@ -125,6 +127,7 @@ impl Default for ForecastsConfig {
     fn default() -> Self {
         Self {
             refit_cron: "0 0 * * * *".into(),
+            timezone: None,
             horizon_days: 14,
             attribution_days: 5,
         }
@@ -567,6 +570,10 @@ pub struct ZoneConfig {
     pub corners: Vec<[f64; 2]>,
     /// When courier planning waves run (cron, seconds first, on the simulated clock).
     pub planning_cron: String,
+    /// IANA time zone `planning_cron` is read in (`Europe/Berlin`); UTC
+    /// when absent.
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -851,6 +858,11 @@ impl Config {
                 format!("not a cron expression (sec min hour day month weekday): {err}"),
             );
         }
+        zone_problem(
+            "forecasts.timezone",
+            self.forecasts.timezone.as_deref(),
+            &mut problem,
+        );
         if !(1..=366).contains(&self.forecasts.horizon_days) {
             problem(
                 "forecasts.horizon_days".into(),
@@ -1099,6 +1111,11 @@ impl Config {
                     format!("{err} (6 or 7 fields, seconds first, e.g. \"0 0 */2 * * *\")"),
                 );
             }
+            zone_problem(
+                &format!("{key}.timezone"),
+                zone.timezone.as_deref(),
+                &mut problem,
+            );
         }
         let mut factory_ids = BTreeSet::new();
         for factory in &self.factories {
@@ -1480,6 +1497,30 @@ mod tests {
             format!("couriers.{id}.shifts[0].start: not a cron expression"),
             format!("couriers.{id}.shifts[0].duration_minutes: must be 1..=10080"),
             format!("couriers.{other}.end_lat: (95, 13.4) is not a valid lat/lon"),
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(&key)),
+                "{key}: {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn planning_and_refit_crons_take_a_time_zone() {
+        let mut config = super::Config::demo().expect("demo config");
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        config.zones[0].timezone = Some("Europe/Berlin".into());
+        config.forecasts.timezone = Some("America/New_York".into());
+        assert!(config.problems().is_empty(), "{:?}", config.problems());
+        config.zones[0].timezone = Some("Europe/Atlantis".into());
+        config.forecasts.timezone = Some("UTC+2".into());
+        let problems = config.problems();
+        for key in [
+            format!(
+                "zones.{}.timezone: not an IANA time zone name",
+                config.zones[0].id
+            ),
+            "forecasts.timezone: not an IANA time zone name".to_string(),
         ] {
             assert!(
                 problems.iter().any(|p| p.starts_with(&key)),

@@ -120,6 +120,37 @@ pub fn shift_window(shifts: &[Shift], t: Millis) -> Option<(Millis, Option<Milli
     Some((start, Some(end)))
 }
 
+/// A cron schedule read as local time in a time zone (UTC unless told):
+/// `0 0 9,13,17 * * *` in Europe/Berlin runs at 09:00, 13:00 and 17:00
+/// Berlin time, summer and winter.
+#[derive(Debug, Clone)]
+pub struct ZonedSchedule {
+    pub schedule: cron::Schedule,
+    pub zone: chrono_tz::Tz,
+}
+
+impl ZonedSchedule {
+    /// A schedule from its cron expression (6 or 7 fields, seconds first)
+    /// and an optional IANA zone; the reason when either is wrong.
+    pub fn new(expression: &str, zone: Option<&str>) -> Result<ZonedSchedule, String> {
+        let schedule = expression.parse::<cron::Schedule>().map_err(|err| {
+            format!("not a cron expression (sec min hour day month weekday): {err}")
+        })?;
+        let zone = match zone {
+            Some(name) => parse_zone(name)?,
+            None => chrono_tz::UTC,
+        };
+        Ok(ZonedSchedule { schedule, zone })
+    }
+
+    /// Its times strictly after `t`, in UTC.
+    pub fn after(&self, t: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        self.schedule
+            .after(&t.with_timezone(&self.zone))
+            .map(|local| local.with_timezone(&Utc))
+    }
+}
+
 /// Maintenance planned on a machine for `[start_ms, end_ms)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
@@ -390,6 +421,28 @@ mod tests {
         );
         assert!(parse_zone("Mars/Olympus").is_err());
         assert!(parse_zone("UTC").is_ok());
+    }
+
+    #[test]
+    fn a_zoned_schedule_runs_at_local_time_across_clock_changes() {
+        let berlin = ZonedSchedule::new("0 0 9 * * *", Some("Europe/Berlin")).expect("valid");
+        let winter = at(utc("2026-12-07T00:00:00Z")).expect("instant");
+        let summer = at(utc("2026-07-06T00:00:00Z")).expect("instant");
+        assert_eq!(
+            berlin.after(winter).next().map(|t| t.timestamp_millis()),
+            Some(utc("2026-12-07T08:00:00Z"))
+        );
+        assert_eq!(
+            berlin.after(summer).next().map(|t| t.timestamp_millis()),
+            Some(utc("2026-07-06T07:00:00Z"))
+        );
+        let plain = ZonedSchedule::new("0 0 9 * * *", None).expect("valid");
+        assert_eq!(
+            plain.after(winter).next().map(|t| t.timestamp_millis()),
+            Some(utc("2026-12-07T09:00:00Z"))
+        );
+        assert!(ZonedSchedule::new("0 0 9 * * *", Some("Mars/Olympus")).is_err());
+        assert!(ZonedSchedule::new("every day", None).is_err());
     }
 
     #[test]

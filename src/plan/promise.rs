@@ -10,9 +10,17 @@
 //! before. The order is ready when its last line is, and delivered a delivery
 //! lead later (waiting for a wave, riding to the customer).
 //!
+//! Machines work only in their open hours when the caller gives them
+//! (`OpenHours`: shifts less maintenance, over a horizon): the queue's work
+//! is then done at the pace of the machines open at each moment, and a
+//! line's next step waits for an open machine too. Beyond the horizon every
+//! machine counts as open.
+//!
 //! It is an estimate: it does not see setups, materials, or machines that
 //! serve several processes at once (each counts fully for every process it
-//! has). It errs early on running jobs (counted whole). Pure: no I/O, no clock.
+//! has); a job that may run past its shift's end is counted as stopping
+//! there. It errs early on running jobs (counted whole). Pure: no I/O, no
+//! clock.
 
 use crate::domain::{AtRiskReason, FactoryId, Millis};
 use std::collections::HashMap;
@@ -51,13 +59,139 @@ pub struct Estimate {
 /// A factory and one of its processes.
 type QueueKey = (FactoryId, String);
 
+/// One machine's open intervals `[start, end)` (None: open all the time).
+pub type MachineHours = Option<Vec<(Millis, Millis)>>;
+
+/// How many of a queue's machines are open over time: from each step's
+/// instant on, its count, until `until`; before the first step and from
+/// `until` on, every machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenHours {
+    steps: Vec<(Millis, usize)>,
+    until: Millis,
+}
+
+impl OpenHours {
+    /// The open hours of a queue's machines between `from` and `until`:
+    /// each machine's open intervals `[start, end)`, or None for a machine
+    /// open all the time.
+    pub fn of_machines(
+        machines: &[Option<Vec<(Millis, Millis)>>],
+        from: Millis,
+        until: Millis,
+    ) -> OpenHours {
+        let mut always = 0usize;
+        let mut edges: Vec<(Millis, i64)> = Vec::new();
+        for machine in machines {
+            match machine {
+                None => always += 1,
+                Some(intervals) => {
+                    // One machine counts once, however its intervals overlap.
+                    let mut own: Vec<(Millis, Millis)> = intervals
+                        .iter()
+                        .map(|&(start, end)| (start.max(from), end.min(until)))
+                        .filter(|(start, end)| start < end)
+                        .collect();
+                    own.sort_unstable();
+                    let mut merged: Vec<(Millis, Millis)> = Vec::with_capacity(own.len());
+                    for (start, end) in own {
+                        match merged.last_mut() {
+                            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                            _ => merged.push((start, end)),
+                        }
+                    }
+                    for (start, end) in merged {
+                        edges.push((start, 1));
+                        edges.push((end, -1));
+                    }
+                }
+            }
+        }
+        edges.sort_unstable();
+        let mut steps = vec![(from, always)];
+        let mut open = always as i64;
+        for (at, change) in edges {
+            open += change;
+            let count = open.max(0) as usize;
+            match steps.last_mut() {
+                Some(last) if last.0 == at => last.1 = count,
+                _ => steps.push((at, count)),
+            }
+        }
+        OpenHours { steps, until }
+    }
+
+    /// Machines open at `t`, of `all`.
+    fn open_at(&self, t: Millis, all: usize) -> usize {
+        if t >= self.until {
+            return all;
+        }
+        let at = self.steps.partition_point(|step| step.0 <= t);
+        if at == 0 { all } else { self.steps[at - 1].1 }
+    }
+
+    /// When `work_ms` of machine time started at `from` is done, with
+    /// every open machine working on it (`one`: a single job, on one
+    /// machine at a time); `all` machines in the queue.
+    fn finish(&self, from: Millis, work_ms: f64, all: usize, one: bool) -> Millis {
+        let pace = |open: usize| if one { open.min(1) } else { open } as f64;
+        let mut t = from;
+        let mut left = work_ms.max(0.0);
+        loop {
+            let open = pace(self.open_at(t, all));
+            // The end of this stretch of constant openness.
+            let next = if t >= self.until {
+                None
+            } else {
+                let at = self.steps.partition_point(|step| step.0 <= t);
+                Some(
+                    self.steps
+                        .get(at)
+                        .map_or(self.until, |step| step.0.min(self.until)),
+                )
+            };
+            match next {
+                Some(end) if open <= 0.0 => t = end,
+                Some(end) if (end - t) as f64 * open < left => {
+                    left -= (end - t) as f64 * open;
+                    t = end;
+                }
+                _ => {
+                    let open = open.max(1.0);
+                    return t.saturating_add((left / open).ceil() as Millis);
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct Queue {
     machines: usize,
+    /// None: every machine open all the time.
+    hours: Option<OpenHours>,
     /// (due, token) ascending.
     keys: Vec<(Millis, i64)>,
     /// prefix[i]: seconds of keys[..i].
     prefix: Vec<f64>,
+}
+
+impl Queue {
+    /// When `work_ms` of machine time from `from` is done on this queue's
+    /// machines (`one`: on one machine at a time).
+    fn finish(&self, from: Millis, work_ms: f64, one: bool) -> Millis {
+        match &self.hours {
+            Some(hours) => hours.finish(from, work_ms, self.machines, one),
+            None => {
+                let pace = if one {
+                    1.0
+                } else {
+                    self.machines.max(1) as f64
+                };
+                from.saturating_add((work_ms.max(0.0) / pace).ceil() as Millis)
+            }
+        }
+    }
 }
 
 /// The factories' queued work, by factory and process.
@@ -109,16 +243,28 @@ impl Backlog {
         Backlog { queues }
     }
 
-    /// Seconds from now until a job of `seconds` with this due time (and
+    /// The machines of (factory, process) work only in `hours` (queues
+    /// not named keep every machine open).
+    pub fn with_open_hours(mut self, hours: HashMap<QueueKey, OpenHours>) -> Backlog {
+        for (key, open) in hours {
+            if let Some(queue) = self.queues.get_mut(&key) {
+                queue.hours = Some(open);
+            }
+        }
+        self
+    }
+
+    /// When, from `now_ms`, a job of `seconds` with this due time (and
     /// token, if queued) is done, or None when no machine runs the process.
-    fn fluid_finish_s(
+    fn fluid_finish_ms(
         &self,
         factory: &FactoryId,
         process: &str,
         due_ms: Millis,
         token: Option<i64>,
         seconds: f64,
-    ) -> Option<f64> {
+        now_ms: Millis,
+    ) -> Option<Millis> {
         let queue = self.queues.get(&(factory.clone(), process.to_string()))?;
         if queue.machines == 0 {
             return None;
@@ -135,7 +281,20 @@ impl Backlog {
                 queue.prefix[at] + seconds.max(0.0)
             }
         };
-        Some(ahead / queue.machines as f64)
+        Some(queue.finish(now_ms, ahead * 1000.0, false))
+    }
+
+    /// When one job of `seconds` started at `from_ms` on a machine of
+    /// (factory, process) is done (None: no such machine).
+    fn single_finish_ms(
+        &self,
+        factory: &FactoryId,
+        process: &str,
+        seconds: f64,
+        from_ms: Millis,
+    ) -> Option<Millis> {
+        let queue = self.queues.get(&(factory.clone(), process.to_string()))?;
+        (queue.machines > 0).then(|| queue.finish(from_ms, seconds * 1000.0, true))
     }
 
     /// When an order's remaining steps are done and it is delivered, and
@@ -151,28 +310,35 @@ impl Backlog {
         let mut steps: Vec<&StepWork> = steps.iter().collect();
         steps.sort_by_key(|s| (s.line, s.step));
         let mut ready_ms = now_ms;
-        let mut line_end: Option<(i64, f64)> = None;
+        let mut line_end: Option<(i64, Millis)> = None;
         for step in steps {
-            let Some(fluid) = self.fluid_finish_s(
+            let no_machine = Estimate {
+                ready_ms: None,
+                delivery_ms: None,
+                at_risk: Some(AtRiskReason::NoCapableMachine),
+            };
+            let Some(fluid) = self.fluid_finish_ms(
                 factory,
                 &step.process,
                 deadline_ms,
                 step.token,
                 step.seconds,
+                now_ms,
             ) else {
-                return Estimate {
-                    ready_ms: None,
-                    delivery_ms: None,
-                    at_risk: Some(AtRiskReason::NoCapableMachine),
-                };
+                return no_machine;
             };
-            let after_previous = match line_end {
-                Some((line, end)) if line == step.line => end + step.seconds.max(0.0),
-                _ => step.seconds.max(0.0),
+            let start = match line_end {
+                Some((line, end)) if line == step.line => end,
+                _ => now_ms,
+            };
+            let Some(after_previous) =
+                self.single_finish_ms(factory, &step.process, step.seconds.max(0.0), start)
+            else {
+                return no_machine;
             };
             let end = fluid.max(after_previous);
             line_end = Some((step.line, end));
-            ready_ms = ready_ms.max(now_ms + (end * 1000.0).ceil() as Millis);
+            ready_ms = ready_ms.max(end);
         }
         let lead = delivery_lead_ms.max(0);
         let delivery_ms = ready_ms.saturating_add(lead);
@@ -358,7 +524,125 @@ mod tests {
         assert_eq!(estimate.at_risk, None);
     }
 
+    #[test]
+    fn work_waits_for_the_machines_open_hours() {
+        // One printer, open 08-16 h on two days; it is 18 h.
+        let day = 24 * HOUR;
+        let hours = OpenHours::of_machines(
+            &[Some(vec![
+                (8 * HOUR, 16 * HOUR),
+                (day + 8 * HOUR, day + 16 * HOUR),
+            ])],
+            18 * HOUR,
+            2 * day,
+        );
+        let key = (factory(), "print".to_string());
+        let backlog = Backlog::new([work(1, "print", 3600.0, HOUR)], &machines(&[("print", 1)]))
+            .with_open_hours(HashMap::from([(key, hours)]));
+        // The hour ahead of it, then its own two: 08-11 h the next day.
+        let estimate = backlog.estimate(
+            &factory(),
+            &[step(0, 0, "print", 7200.0, None)],
+            3 * day,
+            18 * HOUR,
+            HOUR,
+        );
+        assert_eq!(estimate.ready_ms, Some(day + 11 * HOUR));
+        assert_eq!(estimate.delivery_ms, Some(day + 12 * HOUR));
+        // Seven hours of work: the next day's shift and the morning after
+        // the horizon (from 48 h every machine counts as open).
+        let estimate = backlog.estimate(
+            &factory(),
+            &[step(0, 0, "print", 7.0 * 3600.0 + 1.0, None)],
+            3 * day,
+            18 * HOUR,
+            0,
+        );
+        assert_eq!(estimate.ready_ms, Some(2 * day + 1_000));
+    }
+
+    #[test]
+    fn a_step_after_another_waits_for_an_open_machine_and_open_machines_share_the_work() {
+        let key = |process: &str| (factory(), process.to_string());
+        // Two printers always open and a press open only from 10 h.
+        let press = OpenHours::of_machines(&[Some(vec![(10 * HOUR, 20 * HOUR)])], 0, 20 * HOUR);
+        let printers = OpenHours::of_machines(&[None, Some(vec![(0, 20 * HOUR)])], 0, 20 * HOUR);
+        let backlog = Backlog::new([], &machines(&[("print", 2), ("press", 1)])).with_open_hours(
+            HashMap::from([(key("press"), press), (key("print"), printers)]),
+        );
+        let estimate = backlog.estimate(
+            &factory(),
+            &[
+                step(0, 0, "print", 7200.0, None),
+                step(0, 1, "press", 1800.0, None),
+            ],
+            30 * HOUR,
+            0,
+            0,
+        );
+        // Printed by 2 h on one machine (a line's step runs on one), pressed
+        // from 10 h.
+        assert_eq!(estimate.ready_ms, Some(10 * HOUR + HOUR / 2));
+        // The queue's work is shared by both open printers.
+        let backlog = Backlog::new(
+            [work(1, "print", 4.0 * 3600.0, HOUR)],
+            &machines(&[("print", 2)]),
+        )
+        .with_open_hours(HashMap::from([(
+            key("print"),
+            OpenHours::of_machines(&[None, Some(vec![(0, 20 * HOUR)])], 0, 20 * HOUR),
+        )]));
+        let estimate = backlog.estimate(
+            &factory(),
+            &[step(0, 0, "print", 60.0, None)],
+            30 * HOUR,
+            0,
+            0,
+        );
+        assert_eq!(estimate.ready_ms, Some(2 * HOUR + 30_000));
+    }
+
     proptest! {
+        /// Fewer open hours never make an order earlier, and machines open
+        /// all the time give the estimate without open hours.
+        #[test]
+        fn closed_hours_never_make_an_order_earlier(
+            queued in prop::collection::vec((0.0f64..20_000.0, 0i64..100), 0..20),
+            own in prop::collection::vec((0.0f64..5_000.0, 0usize..2), 1..4),
+            shifts in prop::collection::vec(prop::option::of(prop::collection::vec((0i64..40, 1i64..12), 0..4)), 1..4),
+            now in 0i64..30,
+        ) {
+            let processes = ["print", "press"];
+            let count = shifts.len();
+            let items: Vec<QueuedWork> = queued.iter().enumerate()
+                .map(|(i, (s, d))| work(i as i64, processes[i % 2], *s, d * HOUR))
+                .collect();
+            let steps: Vec<StepWork> = own.iter().enumerate()
+                .map(|(i, (s, p))| step(0, i as i64, processes[*p], *s, None))
+                .collect();
+            let capacity = machines(&[("print", count), ("press", count)]);
+            let base = Backlog::new(items.clone(), &capacity)
+                .estimate(&factory(), &steps, 50 * HOUR, now * HOUR, 0);
+            let intervals: Vec<Option<Vec<(Millis, Millis)>>> = shifts.iter()
+                .map(|s| s.as_ref().map(|s| s.iter().map(|(a, l)| (a * HOUR, (a + l) * HOUR)).collect()))
+                .collect();
+            let hours = |machines: &[Option<Vec<(Millis, Millis)>>]| {
+                processes.iter()
+                    .map(|p| ((factory(), p.to_string()), OpenHours::of_machines(machines, now * HOUR, 60 * HOUR)))
+                    .collect::<HashMap<_, _>>()
+            };
+            let closed = Backlog::new(items.clone(), &capacity)
+                .with_open_hours(hours(&intervals))
+                .estimate(&factory(), &steps, 50 * HOUR, now * HOUR, 0);
+            // (Within a millisecond: the work is summed in floating point.)
+            let ms = |e: Estimate| e.ready_ms.unwrap_or(Millis::MAX);
+            prop_assert!(ms(closed).saturating_add(1) >= ms(base), "{closed:?} < {base:?}");
+            let open = Backlog::new(items, &capacity)
+                .with_open_hours(hours(&vec![None; count]))
+                .estimate(&factory(), &steps, 50 * HOUR, now * HOUR, 0);
+            prop_assert!(ms(open).abs_diff(ms(base)) <= 1, "{open:?} != {base:?}");
+        }
+
         #[test]
         fn more_work_or_fewer_machines_never_makes_an_order_earlier(
             queued in prop::collection::vec((0.0f64..10_000.0, 0i64..100), 0..40),

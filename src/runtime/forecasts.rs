@@ -546,7 +546,7 @@ pub async fn demand_forecasts(
 pub struct ForecastPublisher {
     pub store: Store,
     pub clock: Clock,
-    pub schedule: cron::Schedule,
+    pub schedule: crate::domain::calendar::ZonedSchedule,
     pub horizon_days: usize,
     /// Days after a sales event whose orders count toward it.
     pub attribution_days: u32,
@@ -566,7 +566,7 @@ impl ForecastPublisher {
                 Err(err) => warn!(error = %err, "forecast refit failed; next at its time"),
             }
             let now = self.clock.now();
-            let Some(next) = self.schedule.after(&now).next() else {
+            let Some(next) = self.schedule.after(now).next() else {
                 warn!("forecast cron has no future time; refits stop");
                 return;
             };

@@ -34,6 +34,7 @@ pub use shutdown::Shutdown;
 pub use wake::{Wake, Wakers};
 
 use crate::config::{Config, ConfigError, CourierConfig, MqttConfig, redact};
+use crate::domain::calendar::ZonedSchedule;
 use crate::domain::intake::IntakeRules;
 use crate::domain::intake::MAX_QUANTITY;
 use crate::domain::{Catalog, FactoryId, Location, MachineId, Zone};
@@ -441,6 +442,19 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             .run(work_stop.clone())
             .instrument(info_span!("cluster", daemon.id = %daemon_id)),
     );
+    // Each machine's configured shifts (none: always works).
+    let shifts: HashMap<String, Vec<crate::domain::calendar::Shift>> = network
+        .machines
+        .iter()
+        .map(|(machine, _)| {
+            let shifts = machine
+                .calendar
+                .as_ref()
+                .map(crate::config::CalendarConfig::shifts)
+                .unwrap_or_default();
+            (machine.id.clone(), shifts)
+        })
+        .collect();
     let scheduler = scheduler::Scheduler {
         store: store.clone(),
         clock,
@@ -455,18 +469,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             .collect(),
         wakers: wakers.clone(),
         holdings: Arc::clone(&holdings),
-        shifts: network
-            .machines
-            .iter()
-            .map(|(machine, _)| {
-                let shifts = machine
-                    .calendar
-                    .as_ref()
-                    .map(crate::config::CalendarConfig::shifts)
-                    .unwrap_or_default();
-                (machine.id.clone(), shifts)
-            })
-            .collect(),
+        shifts: shifts.clone(),
     };
     work.spawn(
         scheduler
@@ -482,9 +485,8 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         .collect();
     let mut wave_gap_ms = 0;
     for zone in &config.zones {
-        let schedule: cron::Schedule = zone
-            .planning_cron
-            .parse()
+        let schedule = ZonedSchedule::new(&zone.planning_cron, zone.timezone.as_deref())
+            .map_err(anyhow::Error::msg)
             .with_context(|| format!("zones.{}.planning_cron", zone.id))?;
         wave_gap_ms = wave_gap_ms.max(promise::widest_gap_ms(&schedule, clock.now()));
         let waves = waves::Waves {
@@ -533,6 +535,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         interval: Duration::from_secs(1),
         lead: (*lead).clone(),
         wakers: wakers.clone(),
+        shifts,
     };
     // One round before intake opens, so that every accepted order's reply
     // carries its estimate (the board is empty until a round has run).
@@ -569,11 +572,12 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         forecasts::ForecastPublisher {
             store: store.clone(),
             clock,
-            schedule: config
-                .forecasts
-                .refit_cron
-                .parse()
-                .context("forecasts.refit_cron")?,
+            schedule: ZonedSchedule::new(
+                &config.forecasts.refit_cron,
+                config.forecasts.timezone.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)
+            .context("forecasts.refit_cron")?,
             horizon_days: config.forecasts.horizon_days as usize,
             attribution_days: config.forecasts.attribution_days.min(60) as u32,
             fits: Arc::clone(&fits),

@@ -9,11 +9,12 @@
 //! (`deadline_close`): estimates can be wrong, the brand must still hear of
 //! a late order before its deadline.
 
+use crate::domain::calendar::{Calendar, Shift};
 use crate::domain::{
     AtRiskReason, FactoryId, Location, MachineMode, MachineState, Millis, OrderId,
 };
 use crate::plan::Travel;
-use crate::plan::promise::{Backlog, QueuedWork, StepWork};
+use crate::plan::promise::{Backlog, MachineHours, OpenHours, QueuedWork, StepWork};
 use crate::runtime::clock::Clock;
 use crate::runtime::wake::{Wake, Wakers};
 use crate::store::{PromiseUpdate, Store, StoreError};
@@ -97,17 +98,100 @@ pub struct PromiseWatch {
     pub interval: Duration,
     pub lead: DeliveryLead,
     pub wakers: Wakers,
+    /// Each machine's configured shifts (none: always works), for the
+    /// machines' open hours.
+    pub shifts: HashMap<String, Vec<Shift>>,
 }
 
-/// Machines that count as capacity, per factory and process: active ones
-/// that are not faulted or stuck. An offline machine counts (a link that
-/// drops for a moment is not a lost machine; one that stays away shows in
-/// the backlog growing).
+/// How far ahead the estimates see machines' shifts and maintenance;
+/// later, every machine counts as open.
+const OPEN_HOURS_AHEAD_MS: Millis = 7 * 24 * 3_600_000;
+
+/// Whether a machine counts as capacity now: active, not faulted or stuck.
+/// An offline machine counts (a link that drops for a moment is not a lost
+/// machine; one that stays away shows in the backlog growing).
+fn counts_now(machine: &crate::store::MachineRecord) -> bool {
+    machine.mode == MachineMode::Active
+        && !matches!(machine.state, MachineState::Fault | MachineState::Stuck)
+}
+
+/// The open hours of each (factory, process)'s machines that count, from
+/// `now` for `OPEN_HOURS_AHEAD_MS`: their shifts less their maintenance
+/// windows. Queues whose machines have neither are left out (always open).
+pub fn open_hours(
+    machines: &[crate::store::MachineRecord],
+    shifts: &HashMap<String, Vec<Shift>>,
+    windows: &[crate::store::WindowRecord],
+    now: Millis,
+) -> HashMap<(FactoryId, String), OpenHours> {
+    let until = now.saturating_add(OPEN_HOURS_AHEAD_MS);
+    let mut per_queue: HashMap<(FactoryId, String), Vec<MachineHours>> = HashMap::new();
+    let mut calendared: std::collections::HashSet<(FactoryId, String)> = Default::default();
+    for machine in machines.iter().filter(|m| counts_now(m)) {
+        let calendar = Calendar {
+            shifts: shifts.get(machine.id.as_str()).cloned().unwrap_or_default(),
+            windows: windows
+                .iter()
+                .filter(|w| w.machine == machine.id.as_str())
+                .map(|w| w.window())
+                .collect(),
+        };
+        let open = if calendar.shifts.is_empty() && calendar.windows.is_empty() {
+            None
+        } else {
+            let shifts = calendar
+                .shift_occurrences(now, until)
+                .unwrap_or_else(|| vec![(now, until)]);
+            Some(less(&shifts, &calendar.windows))
+        };
+        for process in &machine.capabilities {
+            let key = (machine.factory.clone(), process.clone());
+            if open.is_some() {
+                calendared.insert(key.clone());
+            }
+            per_queue.entry(key).or_default().push(open.clone());
+        }
+    }
+    per_queue
+        .into_iter()
+        .filter(|(key, _)| calendared.contains(key))
+        .map(|(key, machines)| (key, OpenHours::of_machines(&machines, now, until)))
+        .collect()
+}
+
+/// `intervals` less the maintenance `windows` (both `[start, end)`).
+fn less(
+    intervals: &[(Millis, Millis)],
+    windows: &[crate::domain::calendar::Window],
+) -> Vec<(Millis, Millis)> {
+    let mut out = Vec::new();
+    for &(start, end) in intervals {
+        let mut pieces = vec![(start, end)];
+        for window in windows {
+            pieces = pieces
+                .into_iter()
+                .flat_map(|(a, b)| {
+                    if window.end_ms <= a || b <= window.start_ms {
+                        vec![(a, b)]
+                    } else {
+                        [(a, window.start_ms.min(b)), (window.end_ms.max(a), b)]
+                            .into_iter()
+                            .filter(|(x, y)| x < y)
+                            .collect()
+                    }
+                })
+                .collect();
+        }
+        out.extend(pieces);
+    }
+    out
+}
+
+/// Machines that count as capacity, per factory and process (`counts_now`).
 pub fn capacity(machines: &[crate::store::MachineRecord]) -> HashMap<(FactoryId, String), usize> {
     let mut counts: HashMap<(FactoryId, String), usize> = HashMap::new();
     for machine in machines {
-        let counts_now = machine.mode == MachineMode::Active
-            && !matches!(machine.state, MachineState::Fault | MachineState::Stuck);
+        let counts_now = counts_now(machine);
         for process in &machine.capabilities {
             let entry = counts
                 .entry((machine.factory.clone(), process.clone()))
@@ -201,6 +285,7 @@ impl PromiseWatch {
                     token: Some(job.token),
                 });
         }
+        let windows = self.store.maintenance_windows(None, now).await?;
         let backlog = Backlog::new(
             jobs.into_iter().map(|job| QueuedWork {
                 token: job.token,
@@ -210,7 +295,8 @@ impl PromiseWatch {
                 due_ms: job.due_ms,
             }),
             &capacity(&machines),
-        );
+        )
+        .with_open_hours(open_hours(&machines, &self.shifts, &windows, now));
         let mut updates = Vec::new();
         for order in orders {
             let lead = self.lead.ms(order.factory.as_str(), order.location);
@@ -253,12 +339,15 @@ impl PromiseWatch {
 
 /// The widest gap between two runs of a cron schedule over the next week
 /// (domain time), for the wait for a planning wave; capped at a day.
-pub fn widest_gap_ms(schedule: &cron::Schedule, from: chrono::DateTime<chrono::Utc>) -> Millis {
+pub fn widest_gap_ms(
+    schedule: &crate::domain::calendar::ZonedSchedule,
+    from: chrono::DateTime<chrono::Utc>,
+) -> Millis {
     let day: Millis = 24 * 3_600_000;
     let week_end = from + chrono::Duration::days(7);
     let mut widest = 0;
     let mut last = from;
-    for next in schedule.after(&from).take(10_000) {
+    for next in schedule.after(from).take(10_000) {
         widest = widest.max((next - last).num_milliseconds());
         last = next;
         if next > week_end {
@@ -285,14 +374,72 @@ mod tests {
     }
 
     #[test]
+    fn machines_work_their_shifts_less_maintenance_and_faulted_ones_not_at_all() {
+        use crate::domain::{MachineId, MachineState};
+        use crate::plan::promise::StepWork;
+        const HOUR: Millis = 3_600_000;
+        let machine = |id: &str, factory: &str, state: MachineState| crate::store::MachineRecord {
+            id: MachineId::new(id),
+            factory: FactoryId::new(factory),
+            model: "m".into(),
+            address: String::new(),
+            capabilities: vec!["print".into()],
+            materials: Vec::new(),
+            state,
+            mode: MachineMode::Active,
+            job_token: None,
+            fault_code: None,
+            loaded_material: None,
+            updated_ms: 0,
+        };
+        // 1970-01-01 00:00 UTC. "a" works 08-16 h with maintenance 09-10 h;
+        // "b" has no calendar but is faulted; "c" (another factory) has none.
+        let machines = [
+            machine("a", "f", MachineState::Idle),
+            machine("b", "f", MachineState::Fault),
+            machine("c", "g", MachineState::Idle),
+        ];
+        let shifts = HashMap::from([(
+            "a".to_string(),
+            vec![Shift::new("0 0 8 * * *", 8 * HOUR).expect("shift")],
+        )]);
+        let windows = [crate::store::WindowRecord {
+            id: "w".into(),
+            machine: "a".into(),
+            start_ms: 9 * HOUR,
+            end_ms: 10 * HOUR,
+            reason: "belts".into(),
+            created_by: "op".into(),
+            created_ms: 0,
+        }];
+        let hours = open_hours(&machines, &shifts, &windows, 0);
+        assert!(hours.contains_key(&(FactoryId::new("f"), "print".to_string())));
+        assert!(!hours.contains_key(&(FactoryId::new("g"), "print".to_string())));
+        let backlog = Backlog::new([], &capacity(&machines)).with_open_hours(hours);
+        let two_hours = [StepWork {
+            line: 0,
+            step: 0,
+            process: "print".into(),
+            seconds: 7200.0,
+            token: None,
+        }];
+        // 08-09 h, then 10-11 h.
+        let estimate = backlog.estimate(&FactoryId::new("f"), &two_hours, 48 * HOUR, 0, 0);
+        assert_eq!(estimate.ready_ms, Some(11 * HOUR));
+        let estimate = backlog.estimate(&FactoryId::new("g"), &two_hours, 48 * HOUR, 0, 0);
+        assert_eq!(estimate.ready_ms, Some(2 * HOUR));
+    }
+
+    #[test]
     fn wave_gap_is_the_widest_cron_interval() {
         let from = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
             .expect("time")
             .with_timezone(&chrono::Utc);
-        let every_10_min: cron::Schedule = "0 */10 * * * *".parse().expect("cron");
+        let cron = |text| crate::domain::calendar::ZonedSchedule::new(text, None).expect("cron");
+        let every_10_min = cron("0 */10 * * * *");
         assert_eq!(widest_gap_ms(&every_10_min, from), 600_000);
         // Twice a day at 8 and 20 h: 12 h gaps.
-        let twice: cron::Schedule = "0 0 8,20 * * *".parse().expect("cron");
+        let twice = cron("0 0 8,20 * * *");
         assert_eq!(widest_gap_ms(&twice, from), 12 * 3_600_000);
     }
 }

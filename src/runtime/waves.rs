@@ -66,7 +66,7 @@ pub struct Waves {
     pub store: Store,
     pub clock: Clock,
     pub zone: String,
-    pub schedule: cron::Schedule,
+    pub schedule: crate::domain::calendar::ZonedSchedule,
     pub couriers: Vec<CourierConfig>,
     /// Travel assumptions and the router's budget.
     pub routing: RoutingConfig,
@@ -120,7 +120,7 @@ impl Waves {
         let mut since: Option<Millis> = None;
         loop {
             let now = self.clock.now();
-            let Some(next) = self.schedule.after(&now).next() else {
+            let Some(next) = self.schedule.after(now).next() else {
                 warn!(zone = %self.zone, "planning cron has no future time; waves stop");
                 return;
             };
@@ -904,7 +904,8 @@ mod conflict_tests {
             store: store.clone(),
             clock,
             zone: "berlin".into(),
-            schedule: "0 0 * * * *".parse().expect("cron"),
+            schedule: crate::domain::calendar::ZonedSchedule::new("0 0 * * * *", None)
+                .expect("cron"),
             couriers: vec![courier("bike-1", 20), courier("van-1", 60)],
             routing: RoutingConfig {
                 time_limit_ms: 50,
