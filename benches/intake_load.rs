@@ -5,6 +5,7 @@
 //! cargo bench --bench intake_load -- --url http://127.0.0.1:8080 --token ffb_... --clients 32 --orders 20000
 //! ```
 //!
+//! `--url` may be repeated: the clients are spread over the daemons in turn.
 //! Without `--url` it prints how to use it and exits 0, so a plain `cargo bench`
 //! does not fail. It exits 1 if any request failed (transport error or a status
 //! other than 2xx), including during the warm-up. See docs/benchmarks.md.
@@ -20,9 +21,10 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(about = "Post single orders to a running fabflow and report throughput and latency")]
 struct Args {
-    /// Base URL of the daemon, e.g. http://127.0.0.1:8080.
+    /// Base URL of the daemon, e.g. http://127.0.0.1:8080. Repeat it for
+    /// several daemons: client i sends to the (i mod N)-th.
     #[arg(long)]
-    url: Option<String>,
+    url: Vec<String>,
     /// Brand token (ffb_...), sent as `Authorization: Bearer`.
     #[arg(long, env = "FABFLOW_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -122,7 +124,8 @@ fn millis(us: u64) -> f64 {
 
 /// Everything a client task needs, shared by all of them.
 struct Plan {
-    orders_url: String,
+    /// `POST /v1/orders` of each daemon.
+    orders_urls: Vec<String>,
     token: String,
     sku: String,
     /// Label in `external_ref`: `bench-N`, or `bench-warmup-N` in the warm-up.
@@ -140,8 +143,9 @@ fn order_body(plan: &Plan, number: usize) -> serde_json::Value {
     })
 }
 
-/// One client: a sequential loop of requests until the plan's orders run out.
-async fn client_loop(client: reqwest::Client, plan: Arc<Plan>) -> Tally {
+/// One client: a sequential loop of requests to `orders_url` until the
+/// plan's orders run out.
+async fn client_loop(client: reqwest::Client, plan: Arc<Plan>, orders_url: String) -> Tally {
     let mut tally = Tally::default();
     loop {
         let number = plan.next.fetch_add(1, Ordering::Relaxed);
@@ -151,7 +155,7 @@ async fn client_loop(client: reqwest::Client, plan: Arc<Plan>) -> Tally {
         let body = order_body(&plan, number);
         let started = Instant::now();
         let sent = client
-            .post(&plan.orders_url)
+            .post(&orders_url)
             .bearer_auth(&plan.token)
             .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
             .json(&body)
@@ -185,7 +189,11 @@ async fn run_phase(clients: &[reqwest::Client], plan: Plan) -> (Tally, Duration)
     let started = Instant::now();
     let tasks: Vec<_> = clients
         .iter()
-        .map(|client| tokio::spawn(client_loop(client.clone(), Arc::clone(&plan))))
+        .enumerate()
+        .map(|(i, client)| {
+            let url = plan.orders_urls[i % plan.orders_urls.len()].clone();
+            tokio::spawn(client_loop(client.clone(), Arc::clone(&plan), url))
+        })
         .collect();
     let mut tally = Tally::default();
     for task in tasks {
@@ -223,15 +231,19 @@ fn usage() {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    let Some(url) = args.url else {
+    if args.url.is_empty() {
         usage();
         return ExitCode::SUCCESS;
-    };
+    }
     let Some(token) = args.token else {
         eprintln!("intake_load: --token (or FABFLOW_TOKEN) is required with --url");
         return ExitCode::from(2);
     };
-    let orders_url = format!("{}/v1/orders", url.trim_end_matches('/'));
+    let orders_urls: Vec<String> = args
+        .url
+        .iter()
+        .map(|url| format!("{}/v1/orders", url.trim_end_matches('/')))
+        .collect();
 
     let mut clients = Vec::new();
     for _ in 0..args.clients {
@@ -251,12 +263,16 @@ async fn main() -> ExitCode {
     }
 
     println!(
-        "intake_load: POST {orders_url}, {} clients, {} orders (+{} warm-up), sku {}",
-        args.clients, args.orders, args.warmup, args.sku
+        "intake_load: POST {}, {} clients, {} orders (+{} warm-up), sku {}",
+        orders_urls.join(" and "),
+        args.clients,
+        args.orders,
+        args.warmup,
+        args.sku
     );
 
     let phase = |label, total| Plan {
-        orders_url: orders_url.clone(),
+        orders_urls: orders_urls.clone(),
         token: token.clone(),
         sku: args.sku.clone(),
         label,
