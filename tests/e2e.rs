@@ -401,3 +401,52 @@ async fn a_killed_daemon_restarts_without_losing_orders_or_starting_a_job_twice(
     running.stop().await;
     fleet.shutdown().await;
 }
+
+/// An idle machine starts a job queued for it at once: the scheduler rings
+/// its driver, which reads it without waiting for its next poll (a minute
+/// here, far longer than the test waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_queued_on_an_idle_machine_starts_without_waiting_for_its_next_poll() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(5, TIME_SCALE).await;
+    let mut config = support::config(&fleet, &dir.path().join("bell.db"), TIME_SCALE);
+    for machine in &mut config.machines {
+        machine.poll_interval_ms = 60_000;
+    }
+    let running = Running::start(config).await;
+    let brand = running.api(Role::Brand, "bell-brand").await;
+    let operator = running.api(Role::Operator, "*").await;
+    // Every machine read once (on connecting): idle, not unknown.
+    wait_for("every machine read", Duration::from_secs(20), || async {
+        let (status, machines) = operator.get("/v1/machines").await;
+        assert_eq!(status, 200, "{machines}");
+        let all = machines.as_array()?;
+        (!all.is_empty() && all.iter().all(|m| m["state"] == "idle")).then_some(())
+    })
+    .await;
+    let order = serde_json::json!({
+        "external_ref": "bell-1",
+        "customer": {"name": "Bell", "lat": 52.52, "lon": 13.40},
+        "lines": [{"sku": "mug-white", "quantity": 1}],
+    });
+    let (status, body) = brand.post("/v1/orders", &order, Some("bell-1")).await;
+    assert!(status == 201 || status == 200, "{status} {body}");
+    wait_for(
+        "the job dispatched to its machine",
+        Duration::from_secs(30),
+        || async {
+            let (_, jobs) = operator.get("/v1/jobs?limit=50").await;
+            jobs["items"]
+                .as_array()?
+                .iter()
+                .any(|j| {
+                    ["dispatched", "running", "done"]
+                        .contains(&j["state"].as_str().unwrap_or_default())
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    running.stop().await;
+    drop(fleet);
+}

@@ -102,6 +102,9 @@ const FACT_CAPACITY: usize = 64;
 const COMMAND_CAPACITY: usize = 16;
 
 enum Request {
+    /// Read the status now, as on a tick (no reply: the status goes out as
+    /// a fact).
+    PollNow,
     ReadStatus(oneshot::Sender<Result<MachineStatus, AdapterError>>),
     StartJob(JobCommand, oneshot::Sender<Result<(), AdapterError>>),
     Acknowledge(oneshot::Sender<Result<(), AdapterError>>),
@@ -111,6 +114,7 @@ impl Request {
     fn refuse(self, error: impl Fn() -> AdapterError) {
         // A dropped receiver means the caller gave up; nothing to tell it.
         match self {
+            Request::PollNow => {}
             Request::ReadStatus(reply) => drop(reply.send(Err(error()))),
             Request::StartJob(_, reply) => drop(reply.send(Err(error()))),
             Request::Acknowledge(reply) => drop(reply.send(Err(error()))),
@@ -130,6 +134,7 @@ pub struct MachineHandle {
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Request::PollNow => f.write_str("PollNow"),
             Request::ReadStatus(_) => f.write_str("ReadStatus"),
             Request::StartJob(cmd, _) => write!(f, "StartJob({cmd:?})"),
             Request::Acknowledge(_) => f.write_str("Acknowledge"),
@@ -152,6 +157,14 @@ impl MachineHandle {
     /// Runs the profile's acknowledge steps.
     pub async fn acknowledge(&self) -> Result<(), AdapterError> {
         self.call(Request::Acknowledge).await
+    }
+
+    /// Asks the driver to read the status now rather than at its next tick
+    /// (the status goes out as a fact, as a polled one does): work was just
+    /// queued for the machine. Never waits; dropped when the driver's queue
+    /// is full, it is not connected, or it has stopped.
+    pub fn poll_now(&self) {
+        let _ = self.commands.try_send(Request::PollNow);
     }
 
     /// True once the driver task has exited.
@@ -353,10 +366,14 @@ impl Driver {
                         self.commands_open = false;
                         continue;
                     };
-                    if let Some(error) = self.serve(&mut *link, request).await {
-                        return Exit::Lost(error);
+                    if let Request::PollNow = request {
+                        Poll::Extra
+                    } else {
+                        if let Some(error) = self.serve(&mut *link, request).await {
+                            return Exit::Lost(error);
+                        }
+                        continue;
                     }
-                    continue;
                 }
                 _ = ticker.tick() => Poll::Tick,
                 () = link.news() => Poll::Extra,
@@ -396,6 +413,8 @@ impl Driver {
         request: Request,
     ) -> Option<AdapterError> {
         match request {
+            // Taken in `connected` before it comes here.
+            Request::PollNow => None,
             Request::ReadStatus(reply) => {
                 let result = self.bounded(link.read_status()).await;
                 let lost = lost_copy(&result);

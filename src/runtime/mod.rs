@@ -707,6 +707,7 @@ fn start_machines(
                 continue;
             }
         };
+        wakers.register_machine(&machine.id, handle.clone());
         let supervisor = supervisor::Supervisor {
             machine: machine.id.clone(),
             store: fenced.clone(),

@@ -232,7 +232,16 @@ impl Scheduler {
                 .schedule_jobs(&assignments, now)
                 .await
             {
-                Ok(scheduled) => count += scheduled,
+                Ok(scheduled) => {
+                    count += scheduled;
+                    // Their drivers read them now: an idle machine starts
+                    // its job without waiting for its next poll.
+                    let machines: std::collections::BTreeSet<&str> =
+                        assignments.iter().map(|(_, m)| m.as_str()).collect();
+                    for machine in machines {
+                        self.wakers.ring_machine(machine);
+                    }
+                }
                 Err(StoreError::Fenced(reason)) => {
                     debug!(factory.id = %factory, reason = %reason, "lease lost meanwhile; not scheduled");
                 }

@@ -5,6 +5,8 @@
 
 use crate::domain::{JobState, OrderState};
 use crate::store::{JobTransition, ModeChange};
+use fabflow_adapters::MachineHandle;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{Notify, watch};
 
@@ -119,9 +121,35 @@ pub struct Wakers {
     /// watch keeps only the latest value: a slow reader skips to now, never
     /// blocks a writer. Nothing to close: readers end with their requests.
     changes: Arc<watch::Sender<u64>>,
+    /// The drivers of the machines this daemon drives, by machine id: the
+    /// scheduler rings a machine it just queued work for, so that its
+    /// driver reads it now rather than at its next poll (an idle machine
+    /// then starts the job at once). A std mutex, held only to look up.
+    machines: Arc<std::sync::Mutex<HashMap<String, MachineHandle>>>,
 }
 
 impl Wakers {
+    /// `handle` drives `machine` from now on (replacing an earlier driver).
+    pub fn register_machine(&self, machine: &str, handle: MachineHandle) {
+        self.machines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(machine.to_string(), handle);
+    }
+
+    /// Asks `machine`'s driver, if this daemon drives it, to read it now.
+    pub fn ring_machine(&self, machine: &str) {
+        let handle = self
+            .machines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(machine)
+            .cloned();
+        if let Some(handle) = handle {
+            handle.poll_now();
+        }
+    }
+
     pub fn wake(&self, wake: Wake) {
         if wake != Wake::NONE {
             self.changed();
