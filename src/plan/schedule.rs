@@ -91,8 +91,6 @@ pub fn assign_jobs(
     machines: &[MachineSlot],
     max_queue: usize,
 ) -> Vec<(JobToken, MachineId)> {
-    let mut order: Vec<&JobCandidate> = jobs.iter().collect();
-    order.sort_by(|a, b| a.due_ms.cmp(&b.due_ms).then(a.token.cmp(&b.token)));
     // Queue lengths by machine position; machines sharing an id share one
     // count (the first position's), starting from the last one's queue_len.
     let mut first_of: HashMap<&MachineId, usize> = HashMap::new();
@@ -105,6 +103,24 @@ pub fn assign_jobs(
     for (i, machine) in machines.iter().enumerate() {
         queues[slot_of[i]] = machine.queue_len;
     }
+    // Places left on machines that take jobs at all: once none is left, no
+    // job can be placed (a round after a fault, with every other queue
+    // full, then costs nothing however many jobs wait).
+    let mut taking = vec![false; machines.len()];
+    for (i, machine) in machines.iter().enumerate() {
+        if machine.accepts_jobs && machine.opens_ms.is_some() {
+            taking[slot_of[i]] = true;
+        }
+    }
+    let mut room: usize = (0..machines.len())
+        .filter(|&slot| taking[slot])
+        .map(|slot| max_queue.saturating_sub(queues[slot]))
+        .sum();
+    if room == 0 {
+        return Vec::new();
+    }
+    let mut order: Vec<&JobCandidate> = jobs.iter().collect();
+    order.sort_by(|a, b| a.due_ms.cmp(&b.due_ms).then(a.token.cmp(&b.token)));
     // Only a job's own factory's machines can run it, and whether one can
     // depends only on the job's factory, process and material: the capable
     // machines (in their given order) are worked out once per such triple.
@@ -145,6 +161,10 @@ pub fn assign_jobs(
         if let Some((_, i)) = best {
             queues[slot_of[i]] += 1;
             assignments.push((job.token, machines[i].id.clone()));
+            room -= 1;
+            if room == 0 {
+                break;
+            }
         }
     }
     assignments
@@ -352,6 +372,16 @@ mod tests {
             for m in &machines {
                 let after = load[m.id.as_str()];
                 prop_assert!(after == m.queue_len || after <= max_queue, "{} has {after}", m.id);
+            }
+            // A job left out had nowhere to go: every machine that could
+            // run it is full.
+            for job in jobs.iter().filter(|j| !tokens.contains(&j.token)) {
+                for m in machines.iter().filter(|m| m.can_run(job)) {
+                    prop_assert!(
+                        load[m.id.as_str()] >= max_queue,
+                        "job {} left out while {} has room", job.token, m.id
+                    );
+                }
             }
         }
     }
