@@ -37,7 +37,11 @@ fn burst_orders() -> usize {
         .unwrap_or(150)
 }
 const SEED: u64 = 2027;
-const RETURN_RATE: f64 = 0.05;
+/// Order ids are the daemon's (random), so how many orders the simulator
+/// picks is binomial: at one in ten of 150 orders, fewer than 3 or more
+/// than 37 happens about once in 40,000 runs (at one in twenty, fewer
+/// than 3 was one run in 55, and CI met it).
+const RETURN_RATE: f64 = 0.1;
 /// The fleet works this many times faster than the demo's (machines and
 /// the catalog alike), as a microfactory network staffed for a post-event
 /// burst: 500 orders on the demo's pace would take four days of making, and
@@ -173,7 +177,7 @@ async fn a_burst_of_orders_with_faulty_couriers_and_returns_keeps_the_promise() 
     let admin = running.api(Role::Admin, "*").await;
 
     // Couriers at modest fault rates; one of them also calls it a day now
-    // and then. Customers return one delivered order in twenty.
+    // and then. Customers return one delivered order in ten.
     let mut specs = Vec::new();
     for id in &courier_ids {
         specs.push(CourierSpec {
@@ -253,8 +257,8 @@ async fn a_burst_of_orders_with_faulty_couriers_and_returns_keeps_the_promise() 
         .filter_map(|order| order["id"].as_str().map(str::to_string))
         .collect();
     assert!(
-        (n_orders / 50..=n_orders / 10).contains(&expected.len()) && !expected.is_empty(),
-        "{} of {n_orders} orders chosen for a return at 5%",
+        (n_orders / 50..=n_orders / 4).contains(&expected.len()) && !expected.is_empty(),
+        "{} of {n_orders} orders chosen for a return at {RETURN_RATE}",
         expected.len()
     );
     let returns = wait_for("every expected return inspected", LIMIT, || async {
