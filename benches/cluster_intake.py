@@ -28,6 +28,7 @@ import glob
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -111,6 +112,20 @@ def parse_load(text):
             "max": float(p.group(4)), "errors": int(errors.group(1)) if errors else None}
 
 
+def wait_for_port(port, process, limit_s=10):
+    """Waits until something listens on 127.0.0.1:port (the broker started)."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"mosquitto exited with {process.returncode}; see mosquitto.log")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"mosquitto did not listen on port {port} within {limit_s} s")
+
+
 def run_cluster(args, fabflow, count, work):
     name = f"fabflow_intake_{os.getpid()}_{count}"
     psql(args, args.postgres, f"CREATE DATABASE {name}")
@@ -121,7 +136,7 @@ def run_cluster(args, fabflow, count, work):
                               stdout=subprocess.DEVNULL, stderr=open(work / "mosquitto.log", "ab"))
     daemons = []
     try:
-        time.sleep(0.5)
+        wait_for_port(mqtt_port, broker)
         base = (ROOT / "benches" / "intake_only.toml").read_text()
         base = base.replace('url = "sqlite://target/intake-bench.db"', f'url = "{url}"')
         base = base.replace('type = "embedded"\nlisten = "127.0.0.1:1884"',

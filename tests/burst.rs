@@ -56,26 +56,6 @@ fn time(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
         .unwrap_or_else(|err| panic!("{value} is not RFC 3339: {err}"))
 }
 
-/// Every event of the log (an admin's view), oldest first.
-async fn all_events(api: &Api) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = String::new();
-    loop {
-        let (status, body) = api.get(&format!("/v1/events?limit=500{after}")).await;
-        assert_eq!(status, 200, "{body}");
-        out.extend(body["items"].as_array().cloned().unwrap_or_default());
-        match &body["next"] {
-            Value::Null => return out,
-            next => {
-                after = format!(
-                    "&after={}",
-                    next.as_str().map_or(next.to_string(), str::to_string)
-                )
-            }
-        }
-    }
-}
-
 /// Every return, following the cursor.
 async fn all_returns(api: &Api) -> Vec<Value> {
     let mut out = Vec::new();
@@ -299,7 +279,8 @@ async fn a_burst_of_orders_with_faulty_couriers_and_returns_keeps_the_promise() 
     let shelves = stock(&operator).await;
     // Orders of the burst still arriving while the first returns came back
     // may have taken units already (the burst takes a while to post).
-    let taken_early: i64 = all_events(&admin)
+    let taken_early: i64 = admin
+        .all_events()
         .await
         .iter()
         .filter(|e| e["kind"] == "stock.taken")
@@ -347,7 +328,7 @@ async fn a_burst_of_orders_with_faulty_couriers_and_returns_keeps_the_promise() 
 
     // The promise: each order delivered after its deadline was flagged
     // before it.
-    let events = all_events(&admin).await;
+    let events = admin.all_events().await;
     let delivered_at: HashMap<&str, &Value> = events
         .iter()
         .filter(|e| e["kind"] == "order.delivered")

@@ -114,6 +114,21 @@ async fn click(page: &Client, css: &str) {
     panic!("could not click {css}: {last}");
 }
 
+/// Waits until the page's result toast says `text`.
+async fn toast_saying(page: &Client, text: &str) {
+    wait_for(&format!("the result \"{text}\" shown"), LIMIT, || async {
+        let toast = page
+            .find(Locator::Css("#toast"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        toast.contains(text).then_some(())
+    })
+    .await;
+}
+
 /// Answers yes to the page's confirmation.
 async fn confirm(page: &Client) {
     page.wait()
@@ -417,17 +432,7 @@ async fn an_operator_watches_a_machine_start_and_works_its_controls_from_the_pag
         (job_state(queued).await.as_deref() == Some("cancelled")).then_some(())
     })
     .await;
-    wait_for("the cancellation shown", LIMIT, || async {
-        let toast = page
-            .find(Locator::Css("#toast"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        toast.contains("cancelled").then_some(())
-    })
-    .await;
+    toast_saying(&page, "cancelled").await;
     // The running job: the machine jams, the job is held with its fault,
     // and the operator has it made again.
     let running_job = wait_for("a job running on the machine", LIMIT, || async {
@@ -464,17 +469,7 @@ async fn an_operator_watches_a_machine_start_and_works_its_controls_from_the_pag
             .then_some(())
     })
     .await;
-    wait_for("the retry shown", LIMIT, || async {
-        let toast = page
-            .find(Locator::Css("#toast"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        toast.contains("failed").then_some(())
-    })
-    .await;
+    toast_saying(&page, "failed").await;
     fleet.clear(&machine).expect("jam cleared");
 
     let png = page.screenshot().await.expect("screenshot");

@@ -38,29 +38,11 @@ fn brand_event_kind(topic: &str, _payload: &Value) -> Option<String> {
 
 /// The brand's `order.at_risk` events for `order`, from the event log.
 async fn at_risk_events(api: &support::Api, order: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = String::new();
-    loop {
-        let (status, body) = api.get(&format!("/v1/events?limit=500{after}")).await;
-        assert_eq!(status, 200, "{body}");
-        out.extend(
-            body["items"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|e| e["kind"] == "order.at_risk" && e["order_id"] == order),
-        );
-        match &body["next"] {
-            Value::Null => return out,
-            next => {
-                after = format!(
-                    "&after={}",
-                    next.as_str().map_or(next.to_string(), str::to_string)
-                )
-            }
-        }
-    }
+    api.all_events()
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "order.at_risk" && e["order_id"] == order)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -20,26 +20,6 @@ use std::time::Duration;
 use support::{Api, Running, wait_for};
 use tokio_util::sync::CancellationToken;
 
-/// Every event `api` may read, oldest first.
-async fn all_events(api: &Api) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = String::new();
-    loop {
-        let (status, body) = api.get(&format!("/v1/events?limit=500{after}")).await;
-        assert_eq!(status, 200, "{body}");
-        out.extend(body["items"].as_array().cloned().unwrap_or_default());
-        match &body["next"] {
-            Value::Null => return out,
-            next => {
-                after = format!(
-                    "&after={}",
-                    next.as_str().map_or(next.to_string(), str::to_string)
-                )
-            }
-        }
-    }
-}
-
 /// Units of a brand's events of `kind`, summed from `data.units` (or the
 /// quantities of `data.lines`), per SKU.
 fn units_of(events: &[Value], kind: &str) -> BTreeMap<String, i64> {
@@ -376,7 +356,7 @@ async fn the_fourth_market_is_planned_from_the_first_three_better_than_the_last_
     for (b, brand) in season.brands.iter().enumerate() {
         let sold: i64 = sent[b].values().sum();
         wait_for("production counted", Duration::from_secs(180), || async {
-            let events = all_events(&apis[b]).await;
+            let events = apis[b].all_events().await;
             let taken: i64 = units_of(&events, "stock.taken").values().sum();
             let asked_back: i64 = units_of(&events, "return.requested").values().sum();
             let rows = running

@@ -126,7 +126,6 @@ pub fn open_hours(
 ) -> HashMap<(FactoryId, String), OpenHours> {
     let until = now.saturating_add(OPEN_HOURS_AHEAD_MS);
     let mut per_queue: HashMap<(FactoryId, String), Vec<MachineHours>> = HashMap::new();
-    let mut calendared: std::collections::HashSet<(FactoryId, String)> = Default::default();
     for machine in machines.iter().filter(|m| counts_now(m)) {
         let calendar = Calendar {
             shifts: shifts.get(machine.id.as_str()).cloned().unwrap_or_default(),
@@ -145,16 +144,15 @@ pub fn open_hours(
             Some(less(&shifts, &calendar.windows))
         };
         for process in &machine.capabilities {
-            let key = (machine.factory.clone(), process.clone());
-            if open.is_some() {
-                calendared.insert(key.clone());
-            }
-            per_queue.entry(key).or_default().push(open.clone());
+            per_queue
+                .entry((machine.factory.clone(), process.clone()))
+                .or_default()
+                .push(open.clone());
         }
     }
     per_queue
         .into_iter()
-        .filter(|(key, _)| calendared.contains(key))
+        .filter(|(_, machines)| machines.iter().any(Option::is_some))
         .map(|(key, machines)| (key, OpenHours::of_machines(&machines, now, until)))
         .collect()
 }

@@ -161,6 +161,27 @@ impl Api {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// Every event of the log this caller may read, oldest first,
+    /// following the cursor.
+    pub async fn all_events(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let (status, body) = self.get(&format!("/v1/events?limit=500{after}")).await;
+            assert_eq!(status, 200, "{body}");
+            out.extend(body["items"].as_array().cloned().unwrap_or_default());
+            match &body["next"] {
+                Value::Null => return out,
+                next => {
+                    after = format!(
+                        "&after={}",
+                        next.as_str().map_or(next.to_string(), str::to_string)
+                    )
+                }
+            }
+        }
+    }
+
     /// Every order, following the cursor.
     pub async fn all_orders(&self) -> Vec<Value> {
         let mut out = Vec::new();
@@ -505,41 +526,28 @@ pub async fn assert_events_match_schemas(api: &Api) -> std::collections::BTreeSe
     let schemas = fabflow::domain::event_schema::kind_schemas();
     let mut validators = HashMap::new();
     let mut seen = std::collections::BTreeSet::new();
-    let mut after = String::new();
-    loop {
-        let (status, body) = api.get(&format!("/v1/events?limit=500{after}")).await;
-        assert_eq!(status, 200, "{body}");
-        for event in body["items"].as_array().cloned().unwrap_or_default() {
-            let kind = event["kind"].as_str().unwrap_or_default().to_string();
-            let schema = schemas
-                .get(kind.as_str())
-                .unwrap_or_else(|| panic!("event kind {kind} has no published schema: {event}"));
-            let validator = validators.entry(kind.clone()).or_insert_with(|| {
-                jsonschema::draft202012::options()
-                    .should_validate_formats(true)
-                    .build(schema)
-                    .expect("schema compiles")
-            });
-            let errors: Vec<String> = validator
-                .iter_errors(&event)
-                .map(|e| e.to_string())
-                .collect();
-            assert!(
-                errors.is_empty(),
-                "{kind} does not match its schema: {errors:?}\n{event}"
-            );
-            seen.insert(kind);
-        }
-        match &body["next"] {
-            Value::Null => return seen,
-            next => {
-                after = format!(
-                    "&after={}",
-                    next.as_str().map_or(next.to_string(), str::to_string)
-                )
-            }
-        }
+    for event in api.all_events().await {
+        let kind = event["kind"].as_str().unwrap_or_default().to_string();
+        let schema = schemas
+            .get(kind.as_str())
+            .unwrap_or_else(|| panic!("event kind {kind} has no published schema: {event}"));
+        let validator = validators.entry(kind.clone()).or_insert_with(|| {
+            jsonschema::draft202012::options()
+                .should_validate_formats(true)
+                .build(schema)
+                .expect("schema compiles")
+        });
+        let errors: Vec<String> = validator
+            .iter_errors(&event)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{kind} does not match its schema: {errors:?}\n{event}"
+        );
+        seen.insert(kind);
     }
+    seen
 }
 
 /// The daemon's `/metrics` text (no token: the test configuration's).

@@ -189,6 +189,16 @@ impl<'a> Flat<'a> {
     }
 }
 
+impl Flat<'_> {
+    /// Due time less the least work left from `op` to its job's end
+    /// (`Time::MAX / 4` for a job with no due time): the floor's priority.
+    fn slack(&self, op: u32) -> Time {
+        self.problem.jobs[self.job_of[op as usize] as usize]
+            .due
+            .map_or(Time::MAX / 4, |due| due - self.remaining[op as usize])
+    }
+}
+
 /// One candidate move: `op` to alternative `alt`, at `index` in that
 /// machine's sequence once `op` has left its own.
 #[derive(Debug, Clone, Copy)]
@@ -528,23 +538,13 @@ impl<'a> Search<'a> {
             ListRule::Scan => loop {
                 let floor = self.options.objective == Objective::Floor;
                 let mut best: Option<(Time, Time, Time, u32, u16)> = None;
-                for (j, &op) in next_op.iter().enumerate() {
+                for &op in &next_op {
                     if op == NONE {
                         continue;
                     }
-                    let slack = flat.problem.jobs[j]
-                        .due
-                        .map_or(Time::MAX / 4, |due| due - flat.remaining[op as usize]);
+                    let slack = flat.slack(op);
                     for (a, alt) in flat.alts[op as usize].iter().enumerate() {
-                        let m = alt.machine as u32;
-                        let start = self.start_bound(
-                            op,
-                            m,
-                            alt.duration,
-                            machine_end[m as usize],
-                            job_ready[j],
-                        );
-                        let end = start + alt.duration;
+                        let end = self.end_on(op, alt, &machine_end, &job_ready);
                         let key = if floor {
                             (slack, end, alt.distance)
                         } else {
@@ -569,6 +569,26 @@ impl<'a> Search<'a> {
         let acyclic = self.evaluate(&mut state);
         debug_assert!(acyclic, "list scheduling follows job order");
         state
+    }
+
+    /// When `op` would end on alternative `alt`, after what that machine
+    /// has and once its job is ready (list scheduling's look-ahead).
+    fn end_on(
+        &self,
+        op: u32,
+        alt: &Alternative,
+        machine_end: &[Option<(u32, Time)>],
+        job_ready: &[Time],
+    ) -> Time {
+        let job = self.flat.job_of[op as usize] as usize;
+        let start = self.start_bound(
+            op,
+            alt.machine as u32,
+            alt.duration,
+            machine_end[alt.machine],
+            job_ready[job],
+        );
+        start + alt.duration
     }
 
     /// Puts `op` on its alternative `a`, after what that machine has.
@@ -606,11 +626,7 @@ impl<'a> Search<'a> {
         next_op: &[u32],
     ) {
         let flat = self.flat;
-        let slack = |op: u32| {
-            flat.problem.jobs[flat.job_of[op as usize] as usize]
-                .due
-                .map_or(Time::MAX / 4, |due| due - flat.remaining[op as usize])
-        };
+        let slack = |op: u32| flat.slack(op);
         let mut ready: BinaryHeap<Reverse<(Time, u32)>> = next_op
             .iter()
             .filter(|&&op| op != NONE)
@@ -629,17 +645,9 @@ impl<'a> Search<'a> {
             }
             let mut best: Option<(Time, Time, u32, u16)> = None;
             for &op in &tied {
-                let j = flat.job_of[op as usize] as usize;
                 for (a, alt) in flat.alts[op as usize].iter().enumerate() {
-                    let m = alt.machine as u32;
-                    let start = self.start_bound(
-                        op,
-                        m,
-                        alt.duration,
-                        machine_end[m as usize],
-                        job_ready[j],
-                    );
-                    let candidate = (start + alt.duration, alt.distance, op, a as u16);
+                    let end = self.end_on(op, alt, machine_end, job_ready);
+                    let candidate = (end, alt.distance, op, a as u16);
                     if best.is_none_or(|b| candidate < b) {
                         best = Some(candidate);
                     }

@@ -178,9 +178,9 @@ fn the_floor_objective_puts_late_orders_first_then_setups() {
     assert_eq!(schedule.operations[0].start, 0);
 }
 
-#[test]
-fn floor_plans_keep_running_steps_and_respect_machines() {
-    let machine = |id: &str, process: &str| FloorMachine {
+/// A machine of factory "f" running `process` on cotton, free now, always open.
+fn floor_machine(id: &str, process: &str) -> FloorMachine {
+    FloorMachine {
         id: MachineId::new(id),
         factory: FactoryId::new("f"),
         location: Location::new(52.5, 13.4),
@@ -190,8 +190,16 @@ fn floor_plans_keep_running_steps_and_respect_machines() {
         speed: 1.0,
         setup_ms: 0,
         loaded_material: None,
-        available_from_ms: 1_000,
+        available_from_ms: 0,
         openings: Openings::default(),
+    }
+}
+
+#[test]
+fn floor_plans_keep_running_steps_and_respect_machines() {
+    let machine = |id: &str, process: &str| FloorMachine {
+        available_from_ms: 1_000,
+        ..floor_machine(id, process)
     };
     let step = |process: &str, ms| FloorStep {
         process: process.into(),
@@ -255,21 +263,12 @@ fn floor_plans_start_steps_inside_shifts_and_clear_of_maintenance() {
     // One press, working 1,000..5,000 and 10,000..20,000, maintained
     // 12,000..13,000; a second step may run past its shift's end.
     let press = FloorMachine {
-        id: MachineId::new("h1"),
-        factory: FactoryId::new("f"),
-        location: Location::new(52.5, 13.4),
-        capabilities: vec!["press".into()],
-        materials: vec!["cotton".into()],
-        accepts_jobs: true,
-        speed: 1.0,
-        setup_ms: 0,
-        loaded_material: None,
-        available_from_ms: 0,
         openings: Openings {
             shifts: Some(vec![(1_000, 5_000), (10_000, 20_000)]),
             blocked: vec![(12_000, 13_000)],
             until: 30_000,
         },
+        ..floor_machine("h1", "press")
     };
     let job = |token: u32, ms| FloorJob {
         token: JobToken(token),
@@ -592,19 +591,7 @@ proptest! {
 
 #[test]
 fn queue_heads_take_the_front_of_each_planned_queue() {
-    let machine = |id: &str| FloorMachine {
-        id: MachineId::new(id),
-        factory: FactoryId::new("f"),
-        location: Location::new(52.5, 13.4),
-        capabilities: vec!["print".into()],
-        materials: vec!["cotton".into()],
-        accepts_jobs: true,
-        speed: 1.0,
-        setup_ms: 0,
-        loaded_material: None,
-        available_from_ms: 0,
-        openings: Openings::default(),
-    };
+    let machine = |id: &str| floor_machine(id, "print");
     let job = |token: u32, due_ms| FloorJob {
         token: JobToken(token),
         order: format!("o{token}"),
