@@ -188,6 +188,8 @@ def main():
     children = []
     daemons = []
     started = time.monotonic()
+    broker_restarted_at = None
+    keep_on_failure = False
     try:
         # The fleet, with its control API (start logs).
         fleet = subprocess.Popen(
@@ -227,8 +229,8 @@ def main():
         config = re.sub(r"^time_scale = .*$", f"time_scale = {args.time_scale}", config, flags=re.M)
         mosquitto = None
         if args.broker == "mosquitto":
-            if not shutil.which("mosquitto") or not shutil.which("mosquitto_sub"):
-                raise SystemExit("--broker mosquitto needs mosquitto and mosquitto_sub (apt-get install mosquitto mosquitto-clients)")
+            if not all(shutil.which(tool) for tool in ("mosquitto", "mosquitto_sub", "mosquitto_pub")):
+                raise SystemExit("--broker mosquitto needs mosquitto, mosquitto_sub and mosquitto_pub (apt-get install mosquitto mosquitto-clients)")
             # Mosquitto started as root drops to its own user, which must
             # be able to write its database (else it keeps nothing across
             # the restart, and says so only in its log).
@@ -238,7 +240,9 @@ def main():
             work.chmod(0o711)
             (work / "mosquitto.conf").write_text(
                 f"listener {mqtt_port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-                f"persistence_location {store}/\nmax_queued_messages 1000000\n")
+                f"persistence_location {store}/\nmax_queued_messages 1000000\n"
+                # Every packet in and out, for the post-mortem of a lost event.
+                "log_type all\nlog_timestamp_format %H:%M:%S\n")
             mosquitto = subprocess.Popen(["mosquitto", "-c", str(work / "mosquitto.conf")],
                                          stdout=subprocess.DEVNULL, stderr=open(work / "mosquitto.log", "wb"))
             children.append(mosquitto)
@@ -284,20 +288,31 @@ def main():
         courier_tokens = [(c, token("courier", c)) for c in couriers]
         bases = [f"http://127.0.0.1:{port}" for port in ports]
         base = bases[0]
+        # The subscriber is listening before any daemon starts: a daemon's
+        # first events (each machine's first state) go out at once.
+        subscriber = None
+        if mosquitto:
+            subscriber = subprocess.Popen(
+                ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(mqtt_port), "-t", "fabflow/v1/events/#",
+                 "-q", "1", "-c", "-i", "crash-harness", "-F", "%U %t %p"],
+                stdout=open(work / "events.txt", "wb"), stderr=subprocess.DEVNULL)
+            children.append(subscriber)
+            probe_deadline = time.monotonic() + 60
+            while b"fabflow/v1/events/harness.probe" not in (work / "events.txt").read_bytes():
+                if time.monotonic() > probe_deadline:
+                    raise SystemExit("the subscriber saw no probe message in 60 s")
+                subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt_port), "-q", "1",
+                                "-t", "fabflow/v1/events/harness.probe", "-m", "{}"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(0.2)
+            log("subscriber listening")
+
         daemons = [Daemon(str(fabflow), path, work / f"daemon-{n + 1}.log", url)
                    for n, (path, url) in enumerate(zip(configs, bases))]
         daemon = daemons[0]
         for one in daemons:
             one.start()
         log(f"{len(daemons)} daemon(s) up at {', '.join(bases)}")
-
-        subscriber = None
-        if mosquitto:
-            subscriber = subprocess.Popen(
-                ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(mqtt_port), "-t", "fabflow/v1/events/#",
-                 "-q", "1", "-c", "-i", "crash-harness", "-v"],
-                stdout=open(work / "events.txt", "wb"), stderr=subprocess.DEVNULL)
-            children.append(subscriber)
 
         courier_cmd = [str(sim), "couriers", "--api", base, "--poll-ms", "300",
                        "--operator-token", operator, "--brand-token", brand]
@@ -338,6 +353,7 @@ def main():
                     time.sleep(1.0 / args.rate)
             feeding.clear()
 
+
         feeder = threading.Thread(target=feed)
         feeder.start()
 
@@ -358,6 +374,7 @@ def main():
                     mosquitto = subprocess.Popen(["mosquitto", "-c", str(work / "mosquitto.conf")],
                                                  stdout=subprocess.DEVNULL, stderr=open(work / "mosquitto.log", "ab"))
                     children.append(mosquitto)
+                    broker_restarted_at = time.time()
                     log("broker restarted")
                 if args.pg_restart_cmd:
                     # Output to a file, not a pipe: a server started by the
@@ -436,14 +453,15 @@ def main():
             time.sleep(2)
             subscriber.terminate()
             subscriber.wait()
-            seen = set()
+            seen = {}  # event id -> when the subscriber got it (Unix seconds)
             for line in open(work / "events.txt", encoding="utf-8", errors="replace"):
-                _, _, payload = line.partition(" ")
+                arrived, _, rest = line.partition(" ")
+                _, _, payload = rest.partition(" ")
                 try:
-                    seen.add(json.loads(payload)["id"])
+                    seen.setdefault(json.loads(payload)["id"], float(arrived))
                 except (ValueError, KeyError, TypeError):
                     pass
-            after, unseen = None, []
+            after, unseen, listed = None, [], []
             while True:
                 url = f"{base}/v1/events?limit=500" + (f"&after={after}" if after else "")
                 status, page = http("GET", url, admin, timeout=30)
@@ -452,13 +470,27 @@ def main():
                     break
                 for event in page["items"]:
                     events_listed += 1
+                    listed.append(event)
                     if event["id"] not in seen:
-                        unseen.append(event["id"])
+                        unseen.append(event)
                 after = page.get("next")
                 if not after:
                     break
             if unseen:
-                failures.append(f"{len(unseen)} of {events_listed} events never reached the subscriber, e.g. {unseen[:3]}")
+                failures.append(f"{len(unseen)} of {events_listed} events never reached the subscriber, e.g. "
+                                f"{[e['id'] for e in unseen[:3]]}")
+                # When they were due: the events around each in the log,
+                # when those arrived, and the broker's restart.
+                if broker_restarted_at:
+                    log(f"broker restarted at {broker_restarted_at:.3f}")
+                arrived = [seen.get(event["id"]) for event in listed]
+                for index, event in enumerate(listed):
+                    if arrived[index] is not None:
+                        continue
+                    before = next((t for t in reversed(arrived[:index]) if t is not None), None)
+                    later = next((t for t in arrived[index + 1:] if t is not None), None)
+                    log(f"unseen {event['id']} {event['kind']} at {event.get('at')}: the events listed "
+                        f"before and after it arrived at {before} and {later}")
 
         elapsed = time.monotonic() - started
         restarts = [t for one in daemons for t in one.restarts[1:]]
@@ -473,6 +505,7 @@ def main():
         }, indent=2))
         for one in daemons:
             one.stop()
+        keep_on_failure = bool(failures)
         return 1 if failures else 0
     finally:
         for one in daemons:
@@ -484,10 +517,10 @@ def main():
                     child.wait(timeout=15)
                 except subprocess.TimeoutExpired:
                     child.kill()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
+        if args.keep or keep_on_failure:
             log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,7 @@ fn two_daemons_on_postgresql_killed_in_turn_with_the_broker_restarted_lose_nothi
     for (tool, arg) in [
         ("mosquitto", "-h"),
         ("mosquitto_sub", "--help"),
+        ("mosquitto_pub", "--help"),
         ("psql", "--version"),
     ] {
         assert!(
