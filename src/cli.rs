@@ -38,7 +38,7 @@ enum Command {
         config: PathBuf,
     },
     /// Run everything on this machine: daemon, embedded MQTT broker, SQLite,
-    /// a simulated fleet of 3 factories / 12 machines, simulated couriers and
+    /// a simulated fleet of 3 factories / 15 machines (12 Modbus, 3 MQTT), simulated couriers and
     /// a burst of post-event orders.
     Demo(DemoArgs),
     /// Check a configuration file and report every problem in it.

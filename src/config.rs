@@ -615,6 +615,20 @@ pub struct MachineConfig {
     /// job only inside a shift (it may run past the shift's end).
     #[serde(default)]
     pub calendar: Option<CalendarConfig>,
+    /// How fast it works against the SKUs' `seconds_per_unit` (2.0: a step
+    /// of 90 s a unit takes 45 s here), for the `shop` planner's durations
+    /// on it (the `queue` rule and the promise's estimate take every machine
+    /// at 1). Default 1.
+    #[serde(default = "default_speed")]
+    pub speed: f64,
+    /// Minutes it takes to change over from one material to another (the
+    /// `shop` planner groups jobs of a material to save them). Default 0.
+    #[serde(default)]
+    pub setup_minutes: f64,
+}
+
+fn default_speed() -> f64 {
+    1.0
 }
 
 /// A machine's working calendar.
@@ -1160,6 +1174,23 @@ impl Config {
                     format!("must be 50..=60000, got {}", machine.request_timeout_ms),
                 );
             }
+            if !(machine.speed.is_finite() && (0.05..=20.0).contains(&machine.speed)) {
+                problem(
+                    format!("{key}.speed"),
+                    format!(
+                        "must be 0.05..=20 (times the SKUs' seconds_per_unit pace), got {}",
+                        machine.speed
+                    ),
+                );
+            }
+            if !(machine.setup_minutes.is_finite()
+                && (0.0..=1440.0).contains(&machine.setup_minutes))
+            {
+                problem(
+                    format!("{key}.setup_minutes"),
+                    format!("must be 0..=1440, got {}", machine.setup_minutes),
+                );
+            }
             if let Some(calendar) = &machine.calendar {
                 if calendar.shifts.is_empty() {
                     problem(
@@ -1530,6 +1561,46 @@ mod tests {
     }
 
     #[test]
+    fn a_machines_speed_and_setup_are_read_and_checked() {
+        let machine = |extra: &str| -> super::MachineConfig {
+            toml::from_str(&format!(
+                "id = \"{}\"\nfactory = \"north\"\nmodel = \"acme-dtg-200\"\n{extra}",
+                if extra.is_empty() { "n" } else { "m" }
+            ))
+            .expect("a machine")
+        };
+        let (m, n) = (machine("speed = 1.5\nsetup_minutes = 12.5\n"), machine(""));
+        assert_eq!((m.speed, m.setup_minutes), (1.5, 12.5));
+        // Left out: speed 1, no setup.
+        assert_eq!((n.speed, n.setup_minutes), (1.0, 0.0));
+        let mut config = super::Config::demo().expect("demo config");
+        let first = config.machines.len();
+        config.machines.extend([m, n]);
+        config.machines[first].speed = 0.0;
+        config.machines[first].setup_minutes = -1.0;
+        config.machines[first + 1].speed = f64::NAN;
+        let problems = config.problems();
+        for key in [
+            "machines.m.speed: must be 0.05..=20",
+            "machines.m.setup_minutes: must be 0..=1440",
+            "machines.n.speed: must be 0.05..=20",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "{key}: {problems:?}"
+            );
+        }
+        assert_eq!(
+            problems
+                .iter()
+                .filter(|p| p.starts_with("machines."))
+                .count(),
+            3,
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn machine_calendars_are_checked_shift_by_shift() {
         let mut config = super::Config::demo().expect("demo config");
         let shift = |start: &str, duration_minutes| super::ShiftConfig {
@@ -1547,6 +1618,8 @@ mod tests {
                 poll_interval_ms: 200,
                 request_timeout_ms: 1000,
                 calendar: None,
+                speed: 1.0,
+                setup_minutes: 0.0,
             });
         }
         let id = config.machines[0].id.clone();

@@ -24,6 +24,8 @@ pub fn machines(
             poll_interval_ms,
             request_timeout_ms,
             calendar: None,
+            speed: 1.0,
+            setup_minutes: 0.0,
         })
         .collect()
 }
@@ -47,6 +49,8 @@ pub fn mqtt_machines(
             poll_interval_ms,
             request_timeout_ms,
             calendar: None,
+            speed: 1.0,
+            setup_minutes: 0.0,
         })
         .collect()
 }

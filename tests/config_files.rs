@@ -80,6 +80,8 @@ fn machines_must_use_known_models_and_their_materials() {
         poll_interval_ms: 200,
         request_timeout_ms: 1000,
         calendar: None,
+        speed: 1.0,
+        setup_minutes: 0.0,
     });
     config.machines.push(fabflow::config::MachineConfig {
         id: "m2".into(),
@@ -91,6 +93,8 @@ fn machines_must_use_known_models_and_their_materials() {
         poll_interval_ms: 200,
         request_timeout_ms: 1000,
         calendar: None,
+        speed: 1.0,
+        setup_minutes: 0.0,
     });
     let err = Network::new(&config, &fabflow_adapters::builtin_profiles(), "demo.toml")
         .expect_err("invalid");
@@ -118,6 +122,8 @@ fn recipes_must_fit_the_registers_of_the_machines_that_run_them() {
         poll_interval_ms: 200,
         request_timeout_ms: 1000,
         calendar: None,
+        speed: 1.0,
+        setup_minutes: 0.0,
     });
     let mug = config
         .skus
@@ -147,6 +153,8 @@ fn a_power_budget_below_a_machines_own_start_up_draw_is_refused() {
         poll_interval_ms: 200,
         request_timeout_ms: 1000,
         calendar: None,
+        speed: 1.0,
+        setup_minutes: 0.0,
     });
     for factory in &mut config.factories {
         if factory.id == "north" {

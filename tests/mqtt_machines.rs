@@ -81,6 +81,8 @@ fn config(
             poll_interval_ms,
             request_timeout_ms: 1_000,
             calendar: None,
+            speed: 1.0,
+            setup_minutes: 0.0,
         })
         .collect();
     let has = |model: &str| spec.factories[0].machines.iter().any(|m| m.model == model);

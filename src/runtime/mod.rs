@@ -470,6 +470,11 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         wakers: wakers.clone(),
         holdings: Arc::clone(&holdings),
         shifts: shifts.clone(),
+        paces: network
+            .machines
+            .iter()
+            .map(|(machine, _)| (machine.id.clone(), scheduler::Pace::of(machine)))
+            .collect(),
     };
     work.spawn(
         scheduler

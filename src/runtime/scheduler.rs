@@ -47,6 +47,36 @@ pub struct Scheduler {
     /// Each machine's configured shifts (none: always works), for the
     /// `shop` planner's machine availability.
     pub shifts: HashMap<String, Vec<crate::domain::calendar::Shift>>,
+    /// Each machine's configured pace (none: speed 1, no setup), for the
+    /// `shop` planner.
+    pub paces: HashMap<String, Pace>,
+}
+
+/// How a machine works, as configured: its speed against the SKUs'
+/// seconds per unit, and how long a change of material takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    pub speed: f64,
+    pub setup_ms: Millis,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            speed: 1.0,
+            setup_ms: 0,
+        }
+    }
+}
+
+impl Pace {
+    /// A machine's pace from its configuration.
+    pub fn of(machine: &crate::config::MachineConfig) -> Pace {
+        Pace {
+            speed: machine.speed,
+            setup_ms: (machine.setup_minutes * 60_000.0).round() as Millis,
+        }
+    }
 }
 
 impl Scheduler {
@@ -265,7 +295,14 @@ impl Scheduler {
         calendars: &HashMap<String, Calendar>,
         now: Millis,
     ) -> Vec<(JobToken, MachineId)> {
-        let floor_machines = floor_machines(&slots, backlogs, calendars, &self.factories, now);
+        let floor_machines = floor_machines(
+            &slots,
+            backlogs,
+            calendars,
+            &self.paces,
+            &self.factories,
+            now,
+        );
         let floor_jobs = floor_jobs(&jobs, now);
         let room: HashMap<MachineId, usize> = slots
             .iter()
@@ -327,23 +364,25 @@ fn queue_assignments(
 }
 
 /// Machines as the floor planner sees them: free once the work already on
-/// them (units not yet reported good, at nominal speed) is done, and not
+/// them (units not yet reported good, at their pace) is done, and not
 /// before their calendar's next opening then (a shift, no maintenance); a
 /// machine with no opening within a year takes no jobs. Their shifts and
 /// maintenance for the week ahead go with them, so that later steps in a
-/// plan start inside a shift too.
+/// plan start inside a shift too; their speed and setup time too.
 fn floor_machines(
     slots: &[MachineSlot],
     backlogs: &HashMap<String, f64>,
     calendars: &HashMap<String, Calendar>,
+    paces: &HashMap<String, Pace>,
     factories: &HashMap<String, Location>,
     now: Millis,
 ) -> Vec<FloorMachine> {
     slots
         .iter()
         .map(|slot| {
+            let pace = paces.get(slot.id.as_str()).copied().unwrap_or_default();
             let backlog_s = backlogs.get(slot.id.as_str()).copied().unwrap_or(0.0);
-            let free = now.saturating_add(seconds_to_ms(backlog_s));
+            let free = now.saturating_add(seconds_to_ms(backlog_s / pace.speed));
             let opens = match calendars.get(slot.id.as_str()) {
                 Some(calendar) => calendar.next_start(free, 1),
                 None => Some(free),
@@ -370,8 +409,8 @@ fn floor_machines(
                     None => slot.materials.clone(),
                 },
                 accepts_jobs: slot.accepts_jobs && opens.is_some(),
-                speed: 1.0,
-                setup_ms: 0,
+                speed: pace.speed,
+                setup_ms: pace.setup_ms,
                 loaded_material: slot.loaded_material.clone(),
                 available_from_ms: opens.unwrap_or(free),
                 openings: calendars
@@ -493,10 +532,19 @@ mod tests {
         ]);
         let mut loaded = slot("d");
         loaded.loaded_material = Some("tote".into());
+        // "e" works twice as fast and takes 10 minutes to change material.
+        let paces = HashMap::from([(
+            "e".to_string(),
+            Pace {
+                speed: 2.0,
+                setup_ms: 600_000,
+            },
+        )]);
         let machines = floor_machines(
-            &[slot("a"), slot("b"), slot("c"), loaded],
-            &HashMap::from([("b".to_string(), 60.0)]),
+            &[slot("a"), slot("b"), slot("c"), loaded, slot("e")],
+            &HashMap::from([("b".to_string(), 60.0), ("e".to_string(), 100.0)]),
             &calendars,
+            &paces,
             &HashMap::new(),
             now,
         );
@@ -512,6 +560,10 @@ mod tests {
         assert_eq!(by_id("d").materials, ["tote"]);
         assert_eq!(by_id("d").loaded_material.as_deref(), Some("tote"));
         assert_eq!(by_id("d").available_from_ms, now);
+        assert_eq!((by_id("d").speed, by_id("d").setup_ms), (1.0, 0));
+        // 100 s of units left at twice the pace: free in 50 s.
+        assert_eq!(by_id("e").available_from_ms, 50_000);
+        assert_eq!((by_id("e").speed, by_id("e").setup_ms), (2.0, 600_000));
         // The week ahead goes with them: "a"'s seven daily shifts, "b"'s
         // window; "d" has no calendar.
         let hour = 3_600_000;

@@ -234,7 +234,28 @@ impl Waves {
 
     /// Plans one wave now, writing through `store` (fenced by the zone's
     /// lease when several daemons share the database).
+    ///
+    /// A wave that rebuilt the couriers' routes saves its moves only if the
+    /// stops are still as it read them (compare-and-set): a courier who
+    /// confirmed or locked one meanwhile (the router works for up to its
+    /// budget, a long time on a scaled clock) makes the save a conflict. The
+    /// wave then plans again at once, keeping every open stop as it is, so
+    /// that couriers at work never hold the new parcels back a whole wave.
     async fn wave_on(&self, store: &Store) -> Result<usize, StoreError> {
+        match self.plan_wave(store, Rebuild::Allowed).await {
+            Err(StoreError::Conflict(why)) => {
+                metrics::counter!("fabflow_wave_replans_total").increment(1);
+                info!(zone = %self.zone, reason = %why,
+                    "stops changed while the wave rebuilt them; planning the new parcels after the open stops");
+                self.plan_wave(store, Rebuild::Never).await
+            }
+            other => other,
+        }
+    }
+
+    /// One wave; with `Rebuild::Never` each courier's open stops stay as
+    /// they are and new parcels come after them.
+    async fn plan_wave(&self, store: &Store, rebuild: Rebuild) -> Result<usize, StoreError> {
         let now = self.clock.now_ms();
         // A pickup no courier confirmed within MISSED_AFTER of its ETA is
         // missed; its order is routed again in this wave.
@@ -399,7 +420,7 @@ impl Waves {
                 last.handoff.location,
                 (last.handoff.eta_ms + travel.service_ms).max(shift_start),
             ));
-            match rebuildable(&stops) {
+            match rebuildable(&stops).filter(|_| rebuild == Rebuild::Allowed) {
                 Some(rest) => {
                     slot.start = first.handoff.location;
                     slot.available_ms = (first.handoff.eta_ms + travel.service_ms).max(shift_start);
@@ -716,6 +737,13 @@ impl Waves {
     }
 }
 
+/// Whether a wave may rebuild the couriers' open stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rebuild {
+    Allowed,
+    Never,
+}
+
 /// A courier's open stops (in route order) that a wave may rebuild: all
 /// but the first (the one it is on its way to), if none is locked and every
 /// pickup among them has its drop-off after it. None: keep them all.
@@ -900,7 +928,20 @@ mod conflict_tests {
             )
             .await
             .expect("stops");
-        let waves = Waves {
+        let waves = waves_on(&store, clock);
+        let routed = waves.wave().await.expect("wave");
+        assert_eq!(routed, 1, "o3 routed");
+        let o3 = store.order_handoffs("o3").await.expect("handoffs");
+        assert_eq!(o3.len(), 2, "{o3:?}");
+        // The contradicting stops are kept as they were.
+        let o1 = store.order_handoffs("o1").await.expect("handoffs");
+        assert_eq!(o1.len(), 3);
+        assert!(o1.iter().all(|h| h.state == HandoffState::Planned));
+    }
+
+    /// The zone's waves on `store`: two couriers, one factory, a 50 ms router.
+    fn waves_on(store: &Store, clock: Clock) -> Waves {
+        Waves {
             store: store.clone(),
             clock,
             zone: "berlin".into(),
@@ -918,14 +959,147 @@ mod conflict_tests {
             holdings: std::sync::Arc::default(),
             sku_volumes: HashMap::new(),
             rush_poll: None,
+        }
+    }
+
+    /// A store where bike-1's open stops take a long way round (o1 dropped
+    /// off far away before o2 next door), so that a wave rebuilds them,
+    /// and o3 is ready and waiting for its courier.
+    async fn roundabout(dir: &std::path::Path) -> (Store, Clock) {
+        let url = format!("sqlite://{}", dir.join("waves.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let clock = Clock::new(1.0);
+        let now = clock.now_ms();
+        let mut orders = Vec::new();
+        for id in ["o1", "o2", "o3"] {
+            let mut order = crate::store::tests::new_order(id, "acme", None);
+            order.accepted_ms = now;
+            order.deadline_ms = now + 48 * 3_600_000;
+            orders.push(order);
+        }
+        store.accept_orders(&orders).await.expect("accept");
+        sqlx::query("UPDATE orders SET state = 'ready' WHERE id = 'o3'")
+            .execute(store.reader())
+            .await
+            .expect("ready");
+        let minute = 60_000;
+        let far = Location::new(52.45, 13.55);
+        let near = Location::new(52.535, 13.415);
+        let at = |mut stop: HandoffRecord, location: Location| {
+            stop.location = location;
+            stop
         };
-        let routed = waves.wave().await.expect("wave");
+        let north = Location::new(52.53, 13.41);
+        let stops = [
+            at(
+                stop(
+                    "a0",
+                    "bike-1",
+                    "w1",
+                    "o1",
+                    HandoffKind::Pickup,
+                    0,
+                    now + 10 * minute,
+                ),
+                north,
+            ),
+            at(
+                stop(
+                    "a1",
+                    "bike-1",
+                    "w1",
+                    "o2",
+                    HandoffKind::Pickup,
+                    1,
+                    now + 12 * minute,
+                ),
+                north,
+            ),
+            at(
+                stop(
+                    "a2",
+                    "bike-1",
+                    "w1",
+                    "o1",
+                    HandoffKind::Dropoff,
+                    2,
+                    now + 60 * minute,
+                ),
+                far,
+            ),
+            at(
+                stop(
+                    "a3",
+                    "bike-1",
+                    "w1",
+                    "o2",
+                    HandoffKind::Dropoff,
+                    3,
+                    now + 110 * minute,
+                ),
+                near,
+            ),
+        ];
+        store.save_wave(&stops, now).await.expect("stops");
+        (store, clock)
+    }
+
+    /// The waves for [`roundabout`]: a rebuild may bring o1's drop-off an
+    /// hour later (it saves 18 km).
+    fn roundabout_waves(store: &Store, clock: Clock) -> Waves {
+        let mut waves = waves_on(store, clock);
+        waves.routing.rebuild_max_delay_s = 3600.0;
+        waves
+    }
+
+    /// Where o2's drop-off is planned: (wave, place in it).
+    async fn o2_dropoff(store: &Store) -> (String, i64) {
+        let stops = store.order_handoffs("o2").await.expect("handoffs");
+        let drop = stops
+            .iter()
+            .find(|h| h.kind == HandoffKind::Dropoff)
+            .expect("o2's drop-off");
+        (drop.wave.clone(), drop.seq)
+    }
+
+    /// A courier confirming or locking a stop while the router rebuilt the
+    /// routes makes the rebuilt wave's save a conflict; the wave then plans
+    /// the new parcels after the open stops at once, instead of leaving them
+    /// for the next wave.
+    #[tokio::test]
+    async fn a_rebuilt_wave_that_loses_a_race_with_a_courier_still_routes_the_new_parcels() {
+        // The scenario rebuilds bike-1's stops when nothing races it.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, clock) = roundabout(dir.path()).await;
+        assert_eq!(o2_dropoff(&store).await, ("w1".to_string(), 3));
+        let routed = roundabout_waves(&store, clock).wave().await.expect("wave");
         assert_eq!(routed, 1, "o3 routed");
+        assert_ne!(
+            o2_dropoff(&store).await.0,
+            "w1",
+            "o2's drop-off moved to the rebuilt wave"
+        );
+
+        // The same, with every move found changed when saved (as after a
+        // courier's confirmation): a BEFORE trigger skips the row, so the
+        // compare-and-set updates nothing.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (store, clock) = roundabout(dir.path()).await;
+        sqlx::query(
+            "CREATE TRIGGER courier_race BEFORE UPDATE OF wave ON handoffs \
+             BEGIN SELECT RAISE(IGNORE); END",
+        )
+        .execute(store.reader())
+        .await
+        .expect("trigger");
+        let routed = roundabout_waves(&store, clock).wave().await.expect("wave");
+        assert_eq!(routed, 1, "o3 routed in the same wave");
         let o3 = store.order_handoffs("o3").await.expect("handoffs");
         assert_eq!(o3.len(), 2, "{o3:?}");
-        // The contradicting stops are kept as they were.
-        let o1 = store.order_handoffs("o1").await.expect("handoffs");
-        assert_eq!(o1.len(), 3);
-        assert!(o1.iter().all(|h| h.state == HandoffState::Planned));
+        assert_eq!(
+            o2_dropoff(&store).await,
+            ("w1".to_string(), 3),
+            "the open stops kept as they were"
+        );
     }
 }
