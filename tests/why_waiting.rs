@@ -13,6 +13,9 @@ use support::{Api, Running, wait_for};
 /// Slow enough that queues stay filled while the test looks at them.
 const TIME_SCALE: f64 = 60.0;
 
+/// How long a wait in these tests may take.
+const LIMIT: Duration = Duration::from_secs(90);
+
 async fn jobs(api: &Api, factory: &str) -> Vec<Value> {
     let (status, page) = api
         .get(&format!("/v1/jobs?factory={factory}&limit=500"))
@@ -373,6 +376,122 @@ async fn every_waiting_job_says_why_and_queues_say_when() {
     let (status, body) = other.get(&format!("/v1/machines/{printer}/queue")).await;
     assert_eq!(status, 404, "{body}");
 
+    running.stop().await;
+    fleet.shutdown().await;
+}
+
+/// A rush order on a full floor: the job queued behind a running one (not
+/// started) goes back to the planner and the rush order's job runs before
+/// it, as the machine's own start log shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rush_order_overtakes_a_job_queued_before_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(4, TIME_SCALE).await;
+    let mut config = support::config(&fleet, &dir.path().join("rush.db"), TIME_SCALE);
+    config.scheduler.max_queue = 2;
+    let north = config
+        .factories
+        .iter()
+        .find(|f| f.id == "north")
+        .map(|f| (f.lat, f.lon))
+        .expect("the demo has a factory north");
+    let running = Running::start(config).await;
+    let operator = running.api(Role::Operator, "north").await;
+    let brand = running.api(Role::Brand, "rush-brand").await;
+
+    // One printer of north works; the others are paused.
+    let (status, machines) = operator.get("/v1/machines?factory=north").await;
+    assert_eq!(status, 200, "{machines}");
+    let printers: Vec<String> = machines
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| {
+            m["capabilities"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|p| p == "dtg_print"))
+        })
+        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .collect();
+    let (printer, others) = printers.split_first().expect("north has a DTG printer");
+    for other in others {
+        let (status, body) = operator
+            .post(&format!("/v1/machines/{other}/pause"), &json!({}), None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let order = |n: usize, quantity: u32, deliver_by: Option<String>| {
+        let mut body = json!({
+            "external_ref": format!("rush-{n}"),
+            "customer": {"name": "Ada", "lat": north.0 + 0.001, "lon": north.1 + 0.001},
+            "lines": [{"sku": "tee-black-m", "quantity": quantity}],
+        });
+        if let Some(at) = deliver_by {
+            body["deliver_by"] = json!(at);
+        }
+        body
+    };
+    // Three ordinary orders: ten tees each, 15 s of printing apiece here.
+    for n in 0..3 {
+        let (status, order) = brand.post("/v1/orders", &order(n, 10, None), None).await;
+        assert_eq!(status, 201, "{order}");
+        assert_eq!(order["factory"], "north", "{order}");
+    }
+    // The printer runs one and holds one queued; the third waits.
+    let queued = wait_for("one print running and one queued", LIMIT, || async {
+        let all = jobs(&operator, "north").await;
+        let on = |state: &str| {
+            all.iter()
+                .find(|j| j["machine"] == printer.as_str() && j["state"] == state)
+                .cloned()
+        };
+        on("running")?;
+        on("scheduled")
+    })
+    .await;
+    let queued_token = queued["token"].as_u64().expect("token") as u32;
+
+    // A rush order, due in seven hours.
+    let deliver_by = running.daemon.clock.now() + chrono::Duration::hours(7);
+    let (status, rush) = brand
+        .post(
+            "/v1/orders",
+            &order(9, 1, Some(deliver_by.to_rfc3339())),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{rush}");
+    let rush_id = rush["id"].as_str().expect("id").to_string();
+    let rush_print = wait_for("the rush print on the printer", LIMIT, || async {
+        jobs(&operator, "north").await.into_iter().find(|j| {
+            j["order_id"] == rush_id.as_str()
+                && j["process"] == "dtg_print"
+                && j["machine"] == printer.as_str()
+        })
+    })
+    .await;
+    let rush_token = rush_print["token"].as_u64().expect("token") as u32;
+    // Both printed in the end; the rush one first.
+    wait_for("both printed", LIMIT, || async {
+        let started = fleet.started_tokens(printer);
+        (started.contains(&rush_token) && started.contains(&queued_token)).then_some(())
+    })
+    .await;
+    let started = fleet.started_tokens(printer);
+    let at = |token: u32| started.iter().position(|t| *t == token);
+    assert!(
+        at(rush_token) < at(queued_token),
+        "rush {rush_token} started after {queued_token}: {started:?}"
+    );
+    // The queued job went back once, with an event saying so.
+    let admin = running.api(Role::Admin, "*").await;
+    let events = admin.all_events().await;
+    assert!(
+        events.iter().any(|e| e["kind"] == "job.requeued"
+            && e["subject"]["id"].as_str() == Some(queued_token.to_string().as_str())),
+        "no job.requeued for {queued_token}"
+    );
     running.stop().await;
     fleet.shutdown().await;
 }

@@ -15,4 +15,6 @@ pub mod vrp;
 pub use route::{
     CourierSlot, RouteOrder, RoutePlan, RouteStop, Travel, WavePlan, WaveSearch, plan_routes,
 };
-pub use schedule::{FactorySite, JobCandidate, MachineSlot, assign_jobs, choose_factory};
+pub use schedule::{
+    FactorySite, JobCandidate, MachineSlot, QueuedJob, assign_jobs, bumps, choose_factory,
+};

@@ -3,7 +3,8 @@
 //!
 //! Invariants (property-tested): a job is assigned at most once; only to a
 //! machine of its own factory that has the capability and the material and
-//! accepts jobs; no machine's queue grows beyond `max_queue`.
+//! accepts jobs; no machine's queue grows beyond `max_queue`; a queued job
+//! is handed back only for a ready job due sooner that its machine could run.
 
 use crate::domain::{FactoryId, JobToken, Location, MachineId, Millis};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -170,10 +171,116 @@ pub fn assign_jobs(
     assignments
 }
 
+/// A job in a machine's queue, not started yet: the planner may still take
+/// it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedJob {
+    pub token: JobToken,
+    pub machine: MachineId,
+    pub due_ms: Millis,
+}
+
+/// The queued jobs to hand back so that ready jobs due sooner take their
+/// places (a rush order on a full floor), as (ready job, queued job) pairs.
+/// Earliest due first, each ready job takes the place of the queued job due
+/// latest among the machines that could run it, if that one is due more
+/// than `min_gain_ms` after it; each queued job is handed back at most
+/// once. Handing back moves nothing by itself: the next round assigns the
+/// freed places, earliest due first.
+pub fn bumps(
+    ready: &[JobCandidate],
+    queued: &[QueuedJob],
+    machines: &[MachineSlot],
+    min_gain_ms: Millis,
+) -> Vec<(JobToken, JobToken)> {
+    let by_id: HashMap<&MachineId, &MachineSlot> = machines.iter().map(|m| (&m.id, m)).collect();
+    let mut order: Vec<&JobCandidate> = ready.iter().collect();
+    order.sort_by_key(|job| (job.due_ms, job.token));
+    let mut taken: HashSet<JobToken> = HashSet::new();
+    let mut out = Vec::new();
+    for job in order {
+        let latest = queued
+            .iter()
+            .filter(|q| !taken.contains(&q.token))
+            .filter(|q| q.due_ms > job.due_ms.saturating_add(min_gain_ms))
+            .filter(|q| by_id.get(&q.machine).is_some_and(|m| m.can_run(job)))
+            .max_by_key(|q| (q.due_ms, q.token));
+        if let Some(queued) = latest {
+            taken.insert(queued.token);
+            out.push((job.token, queued.token));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn queued(token: u32, machine: &str, due_ms: Millis) -> QueuedJob {
+        QueuedJob {
+            token: JobToken(token),
+            machine: MachineId::new(machine),
+            due_ms,
+        }
+    }
+
+    #[test]
+    fn a_ready_job_due_sooner_takes_the_place_of_the_queued_job_due_latest() {
+        let hour = 3_600_000;
+        let machines = [
+            machine("a", "f", "print", 2),
+            machine("b", "f", "print", 2),
+            machine("p", "f", "press", 2),
+        ];
+        let queued = [
+            queued(1, "a", 30 * hour),
+            queued(2, "b", 40 * hour),
+            queued(3, "p", 50 * hour),
+        ];
+        // A rush print due in 5 h: b's job, due latest of the printers'.
+        assert_eq!(
+            bumps(&[job(9, "f", "print", 5 * hour)], &queued, &machines, hour),
+            [(JobToken(9), JobToken(2))]
+        );
+        // Two rush prints: both printers' jobs, the later one first.
+        assert_eq!(
+            bumps(
+                &[
+                    job(9, "f", "print", 5 * hour),
+                    job(8, "f", "print", 6 * hour)
+                ],
+                &queued,
+                &machines,
+                hour
+            ),
+            [(JobToken(9), JobToken(2)), (JobToken(8), JobToken(1))]
+        );
+        // Not due sooner by more than the gain: nothing moves.
+        assert!(
+            bumps(
+                &[job(9, "f", "print", 39 * hour + 1)],
+                &queued[1..2],
+                &machines,
+                hour
+            )
+            .is_empty()
+        );
+        // No machine that could run it (another factory, a paused one, a
+        // material not loaded): nothing moves.
+        assert!(bumps(&[job(9, "g", "print", hour)], &queued, &machines, hour).is_empty());
+        let mut paused = machines.clone();
+        paused[1].accepts_jobs = false;
+        assert_eq!(
+            bumps(&[job(9, "f", "print", hour)], &queued, &paused, hour),
+            [(JobToken(9), JobToken(1))]
+        );
+        let mut totes = machines.clone();
+        totes[0].loaded_material = Some("tote".into());
+        totes[1].loaded_material = Some("tote".into());
+        assert!(bumps(&[job(9, "f", "print", hour)], &queued, &totes, hour).is_empty());
+    }
 
     fn machine(id: &str, factory: &str, process: &str, queue_len: usize) -> MachineSlot {
         MachineSlot {
@@ -372,6 +479,23 @@ mod tests {
             for m in &machines {
                 let after = load[m.id.as_str()];
                 prop_assert!(after == m.queue_len || after <= max_queue, "{} has {after}", m.id);
+            }
+            // Handing back: only queued jobs, each once, each for a ready
+            // job due sooner by more than the gain that its machine could
+            // run; never more than the ready jobs.
+            let queued: Vec<QueuedJob> = machines.iter().enumerate()
+                .map(|(i, m)| queued(1000 + i as u32, m.id.as_str(), (i as i64) * 137 % 1000))
+                .collect();
+            let handed = bumps(&jobs, &queued, &machines, 50);
+            let ready: BTreeSet<JobToken> = handed.iter().map(|(r, _)| *r).collect();
+            let back: BTreeSet<JobToken> = handed.iter().map(|(_, q)| *q).collect();
+            prop_assert_eq!(ready.len(), handed.len());
+            prop_assert_eq!(back.len(), handed.len());
+            for (r, token) in &handed {
+                let q = queued.iter().find(|q| q.token == *token).expect("a queued job");
+                let m = machines.iter().find(|m| m.id == q.machine).expect("its machine");
+                let j = jobs.iter().find(|j| j.token == *r).expect("a ready job");
+                prop_assert!(j.due_ms + 50 < q.due_ms && m.can_run(j));
             }
             // A job left out had nowhere to go: every machine that could
             // run it is full.

@@ -16,13 +16,23 @@ use crate::plan::{JobCandidate, MachineSlot, assign_jobs};
 use crate::runtime::clock::Clock;
 use crate::runtime::wake::{Wake, Wakers};
 use crate::store::{MachineRecord, SchedulableJob, Store, StoreError};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// The most ready jobs of one factory, process and material a round reads.
 const MAX_JOBS_PER_KIND: usize = 200;
+
+/// How much sooner a ready job must be due than a queued job not started
+/// to take its place (domain time).
+const HAND_BACK_GAIN_MS: Millis = 30 * 60_000;
+
+/// The most ready jobs one look for rush jobs reads.
+const HAND_BACK_READ: i64 = 50;
+
+/// How often (real time) the scheduler looks for rush jobs.
+const HAND_BACK_EVERY: Duration = Duration::from_secs(1);
 
 /// Iteration cap of one `shop` round, besides its wall-clock budget.
 const SHOP_MAX_ITERATIONS: u64 = 20_000;
@@ -85,6 +95,8 @@ impl Scheduler {
         // next round: on a large floor something changes every few
         // milliseconds, and a round reads every machine.
         let gap = self.interval / 2;
+        let mut looked = tokio::time::Instant::now();
+        let mut tried = HashSet::new();
         loop {
             let began = tokio::time::Instant::now();
             match self.round().await {
@@ -94,6 +106,18 @@ impl Scheduler {
                     self.wakers.wake(Wake::OUTBOX);
                 }
                 Err(err) => warn!(error = %err, "scheduling round failed"),
+            }
+            if looked.elapsed() >= HAND_BACK_EVERY {
+                looked = tokio::time::Instant::now();
+                match self.hand_back(&mut tried).await {
+                    Ok(0) => {}
+                    Ok(count) => {
+                        info!(jobs = count, "queued jobs handed back for jobs due sooner");
+                        // The freed places go to the earliest due now.
+                        continue;
+                    }
+                    Err(err) => warn!(error = %err, "looking for rush jobs failed"),
+                }
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -111,16 +135,7 @@ impl Scheduler {
 
     /// One scheduling round; returns how many jobs were queued.
     pub async fn round(&self) -> Result<usize, StoreError> {
-        // The factories this daemon drives, with their fences.
-        let held: HashMap<String, crate::store::Fence> = self
-            .holdings
-            .names()
-            .into_iter()
-            .filter_map(|name| {
-                let factory = name.strip_prefix("factory/")?.to_string();
-                Some((factory, self.holdings.fence(&name)?))
-            })
-            .collect();
+        let held = self.held();
         if held.is_empty() {
             return Ok(0);
         }
@@ -283,6 +298,111 @@ impl Scheduler {
         Ok(count)
     }
 
+    /// The factories this daemon drives, with their fences.
+    fn held(&self) -> HashMap<String, crate::store::Fence> {
+        self.holdings
+            .names()
+            .into_iter()
+            .filter_map(|name| {
+                let factory = name.strip_prefix("factory/")?.to_string();
+                Some((factory, self.holdings.fence(&name)?))
+            })
+            .collect()
+    }
+
+    /// A rush order on a full floor: jobs queued on machines (not started)
+    /// go back to the planner when a ready job due more than
+    /// [`HAND_BACK_GAIN_MS`] sooner could take their place
+    /// (`plan::bumps`); the next round gives the freed places to the
+    /// earliest due. Returns how many went back. Cheap when there is
+    /// nothing to do: one read of the queued jobs and one of the ready
+    /// jobs due before the latest of them.
+    ///
+    /// `tried` are the ready jobs that already had a place handed back: each
+    /// ready job gets one, so a job the next round does not place there (a
+    /// floor plan that puts it elsewhere) does not hand back a job a second.
+    pub async fn hand_back(&self, tried: &mut HashSet<JobToken>) -> Result<usize, StoreError> {
+        let held = self.held();
+        if held.is_empty() {
+            return Ok(0);
+        }
+        let queued = self.store.jobs_not_started().await?;
+        let Some(latest) = queued.iter().map(|q| q.due_ms).max() else {
+            return Ok(0);
+        };
+        let mut ready = self
+            .store
+            .ready_jobs_due_before(latest.saturating_sub(HAND_BACK_GAIN_MS), HAND_BACK_READ)
+            .await?;
+        ready.retain(|job| held.contains_key(job.factory.as_str()) && !tried.contains(&job.token));
+        if ready.is_empty() {
+            return Ok(0);
+        }
+        let machines: Vec<MachineSlot> = self
+            .store
+            .list_machines(None)
+            .await?
+            .into_iter()
+            .filter(|machine| held.contains_key(machine.factory.as_str()))
+            .map(|machine| MachineSlot {
+                accepts_jobs: machine.state.accepts_jobs(machine.mode),
+                queue_len: 0,
+                opens_ms: None,
+                id: machine.id,
+                factory: machine.factory,
+                capabilities: machine.capabilities,
+                materials: machine.materials,
+                loaded_material: machine.loaded_material,
+            })
+            .collect();
+        let pairs = crate::plan::bumps(&candidates(&ready), &queued, &machines, HAND_BACK_GAIN_MS);
+        // Forgetting the rest now and then keeps the set small; a job
+        // still waiting then may hand back one more.
+        if tried.len() > 10_000 {
+            tried.clear();
+        }
+        tried.extend(pairs.iter().map(|(ready, _)| *ready));
+        let tokens = pairs.into_iter().map(|(_, queued)| queued);
+        let factory_of: HashMap<&MachineId, &str> = machines
+            .iter()
+            .map(|m| (&m.id, m.factory.as_str()))
+            .collect();
+        let mut by_factory: HashMap<&str, Vec<JobToken>> = HashMap::new();
+        for token in tokens {
+            let factory = queued
+                .iter()
+                .find(|q| q.token == token)
+                .and_then(|q| factory_of.get(&q.machine));
+            if let Some(factory) = factory {
+                by_factory.entry(factory).or_default().push(token);
+            }
+        }
+        let now = self.clock.now_ms();
+        let mut count = 0;
+        for (factory, tokens) in by_factory {
+            let Some(fence) = held.get(factory) else {
+                continue;
+            };
+            match self
+                .store
+                .fenced(fence.clone())
+                .hand_back_jobs(&tokens, now)
+                .await
+            {
+                Ok(back) => count += back,
+                Err(StoreError::Fenced(reason)) => {
+                    debug!(factory.id = %factory, reason = %reason, "lease lost meanwhile; nothing handed back");
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        if count > 0 {
+            metrics::counter!("fabflow_jobs_handed_back_total").increment(count as u64);
+            self.wakers.wake(Wake::OUTBOX);
+        }
+        Ok(count)
+    }
+
     /// Plans the floor on a blocking thread within the round's budget, then
     /// takes the head of each machine's planned queue, up to its room. If
     /// the engine refuses the problem (a broken invariant of ours), the round
@@ -350,8 +470,12 @@ fn queue_assignments(
     slots: &[MachineSlot],
     max_queue: usize,
 ) -> Vec<(JobToken, MachineId)> {
-    let candidates: Vec<JobCandidate> = jobs
-        .iter()
+    assign_jobs(&candidates(jobs), slots, max_queue)
+}
+
+/// Ready jobs as the queue rule sees them.
+fn candidates(jobs: &[SchedulableJob]) -> Vec<JobCandidate> {
+    jobs.iter()
         .map(|job| JobCandidate {
             token: job.token,
             factory: job.factory.clone(),
@@ -359,8 +483,7 @@ fn queue_assignments(
             material: job.material.clone(),
             due_ms: job.due_ms,
         })
-        .collect();
-    assign_jobs(&candidates, slots, max_queue)
+        .collect()
 }
 
 /// Machines as the floor planner sees them: free once the work already on

@@ -210,21 +210,69 @@ impl Store {
         .bind(per_group)
         .fetch_all(self.reader())
         .await?;
+        rows.iter().map(schedulable_from_row).collect()
+    }
+
+    /// Jobs ready for a machine (as [`Store::schedulable_jobs`]) due before
+    /// `before_ms`, earliest due first, at most `limit`.
+    pub async fn ready_jobs_due_before(
+        &self,
+        before_ms: Millis,
+        limit: i64,
+    ) -> Result<Vec<SchedulableJob>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT j.token, j.order_id, j.factory, j.process, j.material, j.quantity, j.seconds_per_unit, \
+               j.due_ms, o.lat, o.lon FROM jobs j JOIN orders o ON o.id = j.order_id \
+             WHERE j.state = 'pending' AND j.due_ms < $1 AND NOT EXISTS (SELECT 1 FROM jobs p \
+               WHERE p.order_id = j.order_id AND p.line_index = j.line_index AND p.step_index < j.step_index \
+               AND p.state NOT IN ('done', 'failed', 'cancelled')) \
+             ORDER BY j.due_ms, j.token LIMIT $2",
+        )
+        .bind(before_ms)
+        .bind(limit)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter().map(schedulable_from_row).collect()
+    }
+
+    /// Jobs in a machine's queue and not started (`scheduled`), with their
+    /// machine and due time.
+    pub async fn jobs_not_started(&self) -> Result<Vec<crate::plan::QueuedJob>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT token, machine, due_ms FROM jobs WHERE state = 'scheduled' AND machine IS NOT NULL",
+        )
+        .fetch_all(self.reader())
+        .await?;
         rows.iter()
             .map(|row| {
-                Ok(SchedulableJob {
+                Ok(crate::plan::QueuedJob {
                     token: JobToken(to_u32(row.try_get("token")?, "job token")?),
-                    order_id: text_id(row, "order_id")?,
-                    factory: text_id(row, "factory")?,
-                    process: row.try_get("process")?,
-                    material: row.try_get("material")?,
-                    quantity: to_u32(row.try_get("quantity")?, "quantity")?,
-                    seconds_per_unit: row.try_get("seconds_per_unit")?,
+                    machine: text_id(row, "machine")?,
                     due_ms: row.try_get("due_ms")?,
-                    customer: Location::new(row.try_get("lat")?, row.try_get("lon")?),
                 })
             })
             .collect()
+    }
+
+    /// Hands queued jobs back to the planner (`scheduled` to `pending`,
+    /// `job.requeued` each), in one transaction; those no longer queued
+    /// are left as they are. How many went back.
+    pub async fn hand_back_jobs(
+        &self,
+        tokens: &[JobToken],
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.begin().await?;
+        let mut count = 0;
+        for token in tokens {
+            match transition_in(&mut tx, self.backend, *token, JobInput::Unschedule, now).await {
+                Ok(_) => count += 1,
+                Err(StoreError::Conflict(_) | StoreError::Transition(_)) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        tx.commit().await?;
+        Ok(count)
     }
 
     /// Jobs scheduled, dispatched, running or held on a machine, oldest first.
@@ -1031,4 +1079,18 @@ pub(super) async fn unschedule_in(
         }
     }
     Ok(count)
+}
+
+fn schedulable_from_row(row: &sqlx::any::AnyRow) -> Result<SchedulableJob, StoreError> {
+    Ok(SchedulableJob {
+        token: JobToken(to_u32(row.try_get("token")?, "job token")?),
+        order_id: text_id(row, "order_id")?,
+        factory: text_id(row, "factory")?,
+        process: row.try_get("process")?,
+        material: row.try_get("material")?,
+        quantity: to_u32(row.try_get("quantity")?, "quantity")?,
+        seconds_per_unit: row.try_get("seconds_per_unit")?,
+        due_ms: row.try_get("due_ms")?,
+        customer: Location::new(row.try_get("lat")?, row.try_get("lon")?),
+    })
 }
