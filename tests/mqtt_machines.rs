@@ -321,6 +321,16 @@ async fn a_silent_machine_goes_offline_and_its_queue_is_handed_back() {
         (machine_state(&ops, "press-a").await == "offline").then_some(())
     })
     .await;
+    // Retained on MQTT: a client connecting now sees press-a offline.
+    let broker = running.observer();
+    let mut late = support::connect(&broker, Some(support::login(&broker)))
+        .await
+        .expect("late observer connects");
+    let topic = "fabflow/v1/machines/press-a/state";
+    late.subscribe(&[topic]).await;
+    late.until(|t, p| t == topic && p["observed"] == "offline")
+        .await;
+    late.stop().await;
     wait_for("press-a's queue handed back", LIMIT, || async {
         on(&jobs(&ops).await, "press-a", "scheduled")
             .is_empty()
@@ -388,6 +398,37 @@ async fn a_start_the_machine_never_shows_is_given_up_and_its_token_never_started
     assert_eq!(done.len(), 1, "{jobs:#?}");
     assert_eq!(done[0]["replaces"], lost);
     assert_eq!(fleet.duplicate_starts(), Vec::new());
+    fleet.shutdown().await;
+    running.stop().await;
+}
+
+/// A fault on the only machine that can make its orders flags them at risk
+/// (no capable machine), where the brand sees it, without waiting for the
+/// deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fault_on_the_only_capable_machine_flags_its_orders_at_risk() {
+    let (running, fleet, _spec, _dir) = start(&[("press-a", "generic-json")], None).await;
+    let a = fleet.mqtt_machine("press-a").expect("machine a");
+    a.set_hold(true);
+    order(&running, 14, &[PRESS_SKU], 2).await;
+    let ops = running.api(Role::Operator, "*").await;
+    wait_for("a running job on press-a", LIMIT, || async {
+        (!on(&jobs(&ops).await, "press-a", "running").is_empty()).then_some(())
+    })
+    .await;
+    let brand = running.api(Role::Brand, "mqtt-brand").await;
+    let flagged = |orders: &[Value]| {
+        orders
+            .iter()
+            .filter(|o| o["at_risk"]["reason"] == "no_capable_machine")
+            .count()
+    };
+    assert_eq!(flagged(&brand.all_orders().await), 0);
+    fleet.jam("press-a", 42).expect("jam");
+    wait_for("both orders flagged: no capable machine", LIMIT, || async {
+        (flagged(&brand.all_orders().await) == 2).then_some(())
+    })
+    .await;
     fleet.shutdown().await;
     running.stop().await;
 }

@@ -424,13 +424,17 @@ async fn duplicate_reordered_and_lost_mqtt_reports_make_each_job_once() {
         assert_eq!(done, 1, "job {token} done once");
     }
     assert!(!events.iter().any(|e| e["kind"] == "job.held"));
-    let reports = scenario
+    // The faults did happen: reports sent twice, older ones after newer
+    // ones, and reports never sent.
+    let press = scenario
         .fleet
         .mqtt_machine(PRESS)
         .expect("press")
-        .snapshot()
-        .reports;
-    assert!(reports > 0);
+        .snapshot();
+    assert!(press.reports > 0, "{press:?}");
+    assert!(press.duplicated > 0, "{press:?}");
+    assert!(press.reordered > 0, "{press:?}");
+    assert!(press.lost > 0, "{press:?}");
     scenario
         .watch
         .wait_for("its state on MQTT", &[(&format!("state:{PRESS}"), 1)])

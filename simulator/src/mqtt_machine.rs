@@ -63,6 +63,11 @@ pub struct SimMqttSnapshot {
     pub fault_code: u32,
     /// Reports published so far.
     pub reports: u64,
+    /// Injected faults so far: reports sent twice, older reports sent
+    /// after a newer one, reports never sent.
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub lost: u64,
 }
 
 struct Job {
@@ -96,6 +101,9 @@ struct Inner {
     /// The sequence number of the last report published.
     seq: u64,
     reports: u64,
+    duplicated: u64,
+    reordered: u64,
+    lost: u64,
     /// The last report published, and the last one before it that showed
     /// something else (another state, token or count): a late duplicate
     /// replays that older one.
@@ -457,6 +465,9 @@ impl SimMqttMachine {
                 finished: Vec::new(),
                 seq: 0,
                 reports: 0,
+                duplicated: 0,
+                reordered: 0,
+                lost: 0,
                 last: None,
                 previous: None,
                 faults: FaultState::default(),
@@ -604,6 +615,8 @@ async fn run(
                 } else {
                     None
                 };
+                inner.duplicated += u64::from(again.is_some());
+                inner.reordered += u64::from(older.is_some());
                 again.into_iter().chain(older).collect()
             };
             inner.last = Some(report.clone());
@@ -612,6 +625,7 @@ async fn run(
                 report = shared.garbage(&mut inner);
             }
             if inner.faults.lose_report() {
+                inner.lost += 1;
                 debug!(machine.id = %shared.config.machine_id, "sim: report lost");
                 continue;
             }
@@ -693,6 +707,9 @@ impl SimMqttHandle {
             scrap_count: inner.scrap,
             fault_code: inner.fault_code,
             reports: inner.reports,
+            duplicated: inner.duplicated,
+            reordered: inner.reordered,
+            lost: inner.lost,
         }
     }
 

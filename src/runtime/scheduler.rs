@@ -326,7 +326,17 @@ impl Scheduler {
         if held.is_empty() {
             return Ok(0);
         }
-        let queued = self.store.jobs_not_started().await?;
+        let queued: Vec<crate::plan::QueuedJob> = self
+            .store
+            .jobs_not_started()
+            .await?
+            .into_iter()
+            .map(|(token, machine, due_ms)| crate::plan::QueuedJob {
+                token,
+                machine,
+                due_ms,
+            })
+            .collect();
         let Some(latest) = queued.iter().map(|q| q.due_ms).max() else {
             return Ok(0);
         };

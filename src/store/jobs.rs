@@ -235,9 +235,9 @@ impl Store {
         rows.iter().map(schedulable_from_row).collect()
     }
 
-    /// Jobs in a machine's queue and not started (`scheduled`), with their
-    /// machine and due time.
-    pub async fn jobs_not_started(&self) -> Result<Vec<crate::plan::QueuedJob>, StoreError> {
+    /// Jobs in a machine's queue and not started (`scheduled`): (token,
+    /// machine, due time).
+    pub async fn jobs_not_started(&self) -> Result<Vec<(JobToken, MachineId, Millis)>, StoreError> {
         let rows = sqlx::query(
             "SELECT token, machine, due_ms FROM jobs WHERE state = 'scheduled' AND machine IS NOT NULL",
         )
@@ -245,11 +245,11 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
-                Ok(crate::plan::QueuedJob {
-                    token: JobToken(to_u32(row.try_get("token")?, "job token")?),
-                    machine: text_id(row, "machine")?,
-                    due_ms: row.try_get("due_ms")?,
-                })
+                Ok((
+                    JobToken(to_u32(row.try_get("token")?, "job token")?),
+                    text_id(row, "machine")?,
+                    row.try_get("due_ms")?,
+                ))
             })
             .collect()
     }
