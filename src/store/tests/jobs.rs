@@ -546,3 +546,63 @@ async fn schedulable_jobs_carry_work_and_customer_and_backlogs_count_queued_work
     })
     .await;
 }
+
+#[tokio::test]
+async fn queued_jobs_not_started_go_back_to_the_planner() {
+    on_every_backend(|store| async move {
+        store
+            .accept_orders(&[
+                new_order("later", "acme", None),
+                new_order("rush", "acme", None),
+            ])
+            .await
+            .expect("accept");
+        let ready = store.schedulable_jobs(10).await.expect("schedulable");
+        let first_of = |order: &str| {
+            ready
+                .iter()
+                .find(|j| j.order_id.as_str() == order)
+                .map(|j| j.token)
+                .expect("a ready job")
+        };
+        let (later, rush) = (first_of("later"), first_of("rush"));
+        sqlx::query("UPDATE jobs SET due_ms = due_ms - 3600000 WHERE order_id = 'rush'")
+            .execute(&store.write)
+            .await
+            .expect("due sooner");
+        store
+            .schedule_jobs(&[(later, MachineId::new("m"))], NOW)
+            .await
+            .expect("schedule");
+        let queued = store.jobs_not_started().await.expect("queued");
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        let (token, machine, due_ms) = queued[0].clone();
+        assert_eq!((token, machine.as_str()), (later, "m"));
+        // Ready and due before the queued one: the rush order's first step
+        // only (its second waits for it), and only when due strictly before.
+        let sooner = store
+            .ready_jobs_due_before(due_ms, 10)
+            .await
+            .expect("ready");
+        assert_eq!(sooner.iter().map(|j| j.token).collect::<Vec<_>>(), [rush]);
+        assert!(
+            store
+                .ready_jobs_due_before(due_ms - 3_600_000, 10)
+                .await
+                .expect("ready")
+                .is_empty()
+        );
+        // Handed back: the queued job only (the rush job is not queued).
+        assert_eq!(
+            store
+                .hand_back_jobs(&[later, rush], NOW)
+                .await
+                .expect("back"),
+            1
+        );
+        let job = store.get_job(later).await.expect("read").expect("job");
+        assert_eq!(job.state, JobState::Pending);
+        assert!(store.jobs_not_started().await.expect("queued").is_empty());
+    })
+    .await;
+}
