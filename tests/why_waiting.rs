@@ -24,6 +24,24 @@ async fn jobs(api: &Api, factory: &str) -> Vec<Value> {
     page["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// The ids of `factory`'s DTG printers.
+async fn dtg_printers(api: &Api, factory: &str) -> Vec<String> {
+    let (status, machines) = api.get(&format!("/v1/machines?factory={factory}")).await;
+    assert_eq!(status, 200, "{machines}");
+    machines
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter(|m| {
+            m["capabilities"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|p| p == "dtg_print"))
+        })
+        .filter_map(|m| m["id"].as_str().map(str::to_string))
+        .collect()
+}
+
 fn time(value: &Value) -> chrono::DateTime<chrono::FixedOffset> {
     chrono::DateTime::parse_from_rfc3339(value.as_str().unwrap_or_default())
         .unwrap_or_else(|err| panic!("{value} is not RFC 3339: {err}"))
@@ -49,21 +67,8 @@ async fn every_waiting_job_says_why_and_queues_say_when() {
     let brand = running.api(Role::Brand, "why-brand").await;
 
     // Every printer of north is paused before the orders come.
-    let (status, machines) = operator.get("/v1/machines?factory=north").await;
-    assert_eq!(status, 200, "{machines}");
-    let printers: Vec<String> = machines
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter(|m| {
-            m["capabilities"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|p| p == "dtg_print"))
-        })
-        .filter_map(|m| m["id"].as_str().map(str::to_string))
-        .collect();
-    assert!(!printers.is_empty(), "north has DTG printers: {machines}");
+    let printers = dtg_printers(&operator, "north").await;
+    assert!(!printers.is_empty(), "north has DTG printers");
     for printer in &printers {
         let (status, body) = operator
             .post(&format!("/v1/machines/{printer}/pause"), &json!({}), None)
@@ -201,6 +206,8 @@ async fn every_waiting_job_says_why_and_queues_say_when() {
         .await;
     assert_eq!(status, 409, "{body}");
     refused(&body, "takes no jobs");
+    let (status, machines) = operator.get("/v1/machines?factory=north").await;
+    assert_eq!(status, 200, "{machines}");
     let press = machines
         .as_array()
         .cloned()
@@ -400,20 +407,7 @@ async fn a_rush_order_overtakes_a_job_queued_before_it() {
     let brand = running.api(Role::Brand, "rush-brand").await;
 
     // One printer of north works; the others are paused.
-    let (status, machines) = operator.get("/v1/machines?factory=north").await;
-    assert_eq!(status, 200, "{machines}");
-    let printers: Vec<String> = machines
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .filter(|m| {
-            m["capabilities"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|p| p == "dtg_print"))
-        })
-        .filter_map(|m| m["id"].as_str().map(str::to_string))
-        .collect();
+    let printers = dtg_printers(&operator, "north").await;
     let (printer, others) = printers.split_first().expect("north has a DTG printer");
     for other in others {
         let (status, body) = operator

@@ -858,22 +858,8 @@ mod conflict_tests {
     #[tokio::test]
     async fn contradicting_stops_do_not_keep_new_orders_from_their_courier() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("waves.db").display());
-        let store = Store::connect(&url).await.expect("store");
-        let clock = Clock::new(1.0);
+        let (store, clock) = three_orders(dir.path(), &["o1", "o2", "o3"]).await;
         let now = clock.now_ms();
-        let mut orders = Vec::new();
-        for id in ["o1", "o2", "o3"] {
-            let mut order = crate::store::tests::new_order(id, "acme", None);
-            order.accepted_ms = now;
-            order.deadline_ms = now + 48 * 3_600_000;
-            orders.push(order);
-        }
-        store.accept_orders(&orders).await.expect("accept");
-        sqlx::query("UPDATE orders SET state = 'ready'")
-            .execute(store.reader())
-            .await
-            .expect("ready");
         let hour = 3_600_000;
         store
             .save_wave(
@@ -939,6 +925,31 @@ mod conflict_tests {
         assert!(o1.iter().all(|h| h.state == HandoffState::Planned));
     }
 
+    /// A store in `dir` with orders o1, o2 and o3 accepted now (due in 48
+    /// hours), those of `ready` made and waiting for a courier.
+    async fn three_orders(dir: &std::path::Path, ready: &[&str]) -> (Store, Clock) {
+        let url = format!("sqlite://{}", dir.join("waves.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let clock = Clock::new(1.0);
+        let now = clock.now_ms();
+        let mut orders = Vec::new();
+        for id in ["o1", "o2", "o3"] {
+            let mut order = crate::store::tests::new_order(id, "acme", None);
+            order.accepted_ms = now;
+            order.deadline_ms = now + 48 * 3_600_000;
+            orders.push(order);
+        }
+        store.accept_orders(&orders).await.expect("accept");
+        for id in ready {
+            sqlx::query("UPDATE orders SET state = 'ready' WHERE id = $1")
+                .bind(*id)
+                .execute(store.reader())
+                .await
+                .expect("ready");
+        }
+        (store, clock)
+    }
+
     /// The zone's waves on `store`: two couriers, one factory, a 50 ms router.
     fn waves_on(store: &Store, clock: Clock) -> Waves {
         Waves {
@@ -966,22 +977,8 @@ mod conflict_tests {
     /// off far away before o2 next door), so that a wave rebuilds them,
     /// and o3 is ready and waiting for its courier.
     async fn roundabout(dir: &std::path::Path) -> (Store, Clock) {
-        let url = format!("sqlite://{}", dir.join("waves.db").display());
-        let store = Store::connect(&url).await.expect("store");
-        let clock = Clock::new(1.0);
+        let (store, clock) = three_orders(dir, &["o3"]).await;
         let now = clock.now_ms();
-        let mut orders = Vec::new();
-        for id in ["o1", "o2", "o3"] {
-            let mut order = crate::store::tests::new_order(id, "acme", None);
-            order.accepted_ms = now;
-            order.deadline_ms = now + 48 * 3_600_000;
-            orders.push(order);
-        }
-        store.accept_orders(&orders).await.expect("accept");
-        sqlx::query("UPDATE orders SET state = 'ready' WHERE id = 'o3'")
-            .execute(store.reader())
-            .await
-            .expect("ready");
         let minute = 60_000;
         let far = Location::new(52.45, 13.55);
         let near = Location::new(52.535, 13.415);
