@@ -73,6 +73,9 @@ struct Args {
     /// The daemon's `[scheduler] interval_ms` (the demo's: 100).
     #[arg(long, default_value_t = 100)]
     scheduler_interval_ms: u64,
+    /// The daemon's `[scheduler] planner` (`shop`, the default, or `queue`).
+    #[arg(long, default_value = "shop")]
+    planner: String,
     /// The daemon's binary.
     #[arg(long, default_value = "target/release/fabflow")]
     fabflow: PathBuf,
@@ -370,7 +373,10 @@ async fn run(args: &Args, machines: usize) -> anyhow::Result<()> {
         .replace("max_connections = 1024", "max_connections = 4096")
         .replace(
             "interval_ms = 100",
-            &format!("interval_ms = {}", args.scheduler_interval_ms),
+            &format!(
+                "interval_ms = {}\nplanner = \"{}\"",
+                args.scheduler_interval_ms, args.planner
+            ),
         );
     let timeout = (args.poll_ms * 2).max(1000);
     for machine in fleet.machines() {
@@ -590,10 +596,11 @@ async fn run(args: &Args, machines: usize) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "supervision: {machines} machines ({} Modbus TCP, {} MQTT), poll/report every {} ms, scheduler every {} ms, {:.0} s measured after {} s",
+        "supervision: {machines} machines ({} Modbus TCP, {} MQTT), poll/report every {} ms, `{}` planner every {} ms, {:.0} s measured after {} s",
         fleet.machines().len(),
         mqtt.len(),
         args.poll_ms,
+        args.planner,
         args.scheduler_interval_ms,
         wall,
         args.warmup

@@ -128,7 +128,9 @@ struct DemoArgs {
     /// Use this database instead of SQLite (e.g. postgres://user@host/db).
     #[arg(long)]
     database_url: Option<String>,
-    /// Stop once every order is delivered instead of running until Ctrl-C.
+    /// Stop once every order is delivered (or waits for an operator's
+    /// decision after its delivery attempts ran out) instead of running
+    /// until Ctrl-C.
     #[arg(long)]
     exit_when_done: bool,
 }
@@ -764,21 +766,34 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let counts = daemon.store.order_counts().await.unwrap_or_default();
         let n = |state: OrderState| counts.get(&state).copied().unwrap_or(0);
         let total: i64 = counts.values().sum();
+        // Orders whose delivery attempts ran out (not home, refused) wait
+        // for an operator (`POST /v1/orders/{id}/escalation`); the demo says
+        // so rather than seem stuck.
+        let escalated = daemon.store.escalated_count().await.unwrap_or(0);
+        let waiting = if escalated > 0 {
+            format!(" · waiting for an operator {escalated}")
+        } else {
+            String::new()
+        };
         let hours = (daemon.clock.now_ms() - started) as f64 / 3_600_000.0;
         println!(
-            "[+{hours:5.1} h] orders {total}: accepted {} · in production {} · ready {} · handed off {} · delivered {}",
+            "[+{hours:5.1} h] orders {total}: accepted {} · in production {} · ready {} · handed off {} · delivered {}{waiting}",
             n(OrderState::Accepted),
             n(OrderState::InProduction),
             n(OrderState::Ready),
             n(OrderState::OutForDelivery),
             n(OrderState::Delivered),
         );
-        if args.exit_when_done
-            && burst.is_none()
-            && total > 0
-            && n(OrderState::Delivered) + n(OrderState::Cancelled) == total
-        {
-            println!("every order is delivered");
+        let settled = n(OrderState::Delivered) + n(OrderState::Cancelled);
+        if args.exit_when_done && burst.is_none() && total > 0 && settled + escalated >= total {
+            if escalated > 0 {
+                println!(
+                    "every order is delivered but {escalated}, whose delivery attempts ran out: \
+                     they wait for an operator's decision (GET /v1/orders?state=ready)"
+                );
+            } else {
+                println!("every order is delivered");
+            }
             break;
         }
     }

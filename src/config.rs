@@ -248,8 +248,9 @@ pub struct SchedulerConfig {
     pub interval_ms: u64,
     /// Jobs queued per machine, including the one it runs.
     pub max_queue: usize,
-    /// How jobs are chosen for the queues: `queue` (earliest due first, onto
-    /// the shortest capable queue) or `shop` (`plan::shop::plan_floor`).
+    /// How jobs are chosen for the queues: `shop` (`plan::shop::plan_floor`,
+    /// the default) or `queue` (earliest due first, onto the shortest
+    /// capable queue).
     #[serde(default)]
     pub planner: Planner,
     /// Wall-clock budget of the `shop` planner per round, milliseconds.
@@ -263,10 +264,10 @@ pub struct SchedulerConfig {
 pub enum Planner {
     /// Earliest due first, each job onto the capable machine with the
     /// shortest queue (`plan::assign_jobs`).
-    #[default]
     Queue,
     /// The flexible job-shop engine under the floor objective; each
     /// machine's queue is filled from the head of its planned queue.
+    #[default]
     Shop,
 }
 
@@ -616,9 +617,9 @@ pub struct MachineConfig {
     #[serde(default)]
     pub calendar: Option<CalendarConfig>,
     /// How fast it works against the SKUs' `seconds_per_unit` (2.0: a step
-    /// of 90 s a unit takes 45 s here), for the `shop` planner's durations
-    /// on it (the `queue` rule and the promise's estimate take every machine
-    /// at 1). Default 1.
+    /// of 90 s a unit takes 45 s here): the `shop` planner's durations on
+    /// it, the `queue` rule's queue lengths in time, and the promise's
+    /// estimate (at the mean speed of a process's machines). Default 1.
     #[serde(default = "default_speed")]
     pub speed: f64,
     /// Minutes it takes to change over from one material to another (the
@@ -1715,11 +1716,13 @@ mod tests {
         let base = "[scheduler]\ninterval_ms = 250\nmax_queue = 2\n";
         let parse = |extra: &str| super::Config::parse(&format!("{base}{extra}"), "t.toml");
         let config = parse("").expect("default planner");
-        assert_eq!(config.scheduler.planner, super::Planner::Queue);
+        assert_eq!(config.scheduler.planner, super::Planner::Shop);
         assert_eq!(config.scheduler.plan_budget_ms, 50);
         let config = parse("planner = \"shop\"\nplan_budget_ms = 80\n").expect("shop");
         assert_eq!(config.scheduler.planner, super::Planner::Shop);
         assert_eq!(config.scheduler.plan_budget_ms, 80);
+        let config = parse("planner = \"queue\"\n").expect("queue");
+        assert_eq!(config.scheduler.planner, super::Planner::Queue);
         let err = parse("planner = \"fancy\"\n").expect_err("unknown planner");
         assert_eq!(err.problems.len(), 1, "{err}");
         assert!(err.problems[0].starts_with("scheduler: "), "{err}");

@@ -44,7 +44,9 @@ async fn scheduled_orders(
 async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadline() {
     let dir = tempfile::tempdir().expect("temp dir");
     let fleet = support::fleet(11, TIME_SCALE).await;
-    let config = support::config(&fleet, &dir.path().join("e2e.db"), TIME_SCALE);
+    let mut config = support::config(&fleet, &dir.path().join("e2e.db"), TIME_SCALE);
+    // The queue rule here; the shop planner (the default) in the next test.
+    config.scheduler.planner = fabflow::config::Planner::Queue;
     let db_url = config.database.url.clone();
     let couriers: Vec<String> = config.couriers.iter().map(|c| c.id.clone()).collect();
     let running = Running::start(config).await;
@@ -160,7 +162,7 @@ async fn two_hundred_orders_are_produced_once_and_scheduled_before_their_deadlin
     assert_eq!(store.outbox_backlog().await.expect("backlog"), 0);
 }
 
-/// The `shop` planner (`plan::shop::plan_floor`) in charge of the queues:
+/// The `shop` planner (`plan::shop::plan_floor`, the default) in charge of the queues:
 /// every order produced, no token started twice, every job done on a
 /// capable machine of its order's factory, and the jobs were queued by the
 /// shop planner (its own metric), never by the fallback to the queue rule.

@@ -497,6 +497,11 @@ async fn shifts_and_planned_maintenance_decide_when_jobs_start() {
     let dir = tempfile::tempdir().expect("temp dir");
     let fleet = support::fleet(11, TIME_SCALE).await;
     let mut config = support::config(&fleet, &dir.path().join("calendar.db"), TIME_SCALE);
+    // The queue rule, which spreads the four prints over both printers, so
+    // that each has one waiting: one for its shift, one for its
+    // maintenance. The shop planner (the default) rightly puts all four on
+    // the printer that opens first, and none would wait for maintenance.
+    config.scheduler.planner = fabflow::config::Planner::Queue;
     let north = config
         .factories
         .iter()

@@ -257,3 +257,67 @@ async fn accepted_orders_become_forecasts_and_runs_for_their_brand_only() {
     running.stop().await;
     fleet.shutdown().await;
 }
+
+/// Pre-orders on an upcoming sales event (issue 8, item 3): stored and
+/// shown with the event, checked against the catalog (each unknown SKU
+/// named by its JSON pointer), and the event's plan never recommends less
+/// than them; a SKU pre-ordered but never sold is planned from its
+/// pre-orders alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_orders_on_an_event_are_a_floor_of_its_plan() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(23, 60.0).await;
+    let config = support::config(&fleet, &dir.path().join("pre.db"), 60.0);
+    let running = Running::start(config).await;
+    let shop = running.api(Role::Brand, "shop").await;
+    let today = day_of(running.daemon.clock.now_ms()).expect("day");
+    let starts_on = today + chrono::Days::new(10);
+
+    let (status, problem) = shop
+        .put(
+            "/v1/sales-events/xmas",
+            &json!({"name": "Xmas market", "starts_on": starts_on, "days": 2,
+                    "pre_orders": {"mug-white": 5, "no-such/sku": 1, "keychain": 2_000_000}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let mut got = pointers(&problem);
+    got.sort();
+    assert_eq!(
+        got,
+        ["/pre_orders/keychain", "/pre_orders/no-such~1sku"],
+        "{problem}"
+    );
+
+    let (status, event) = shop
+        .put(
+            "/v1/sales-events/xmas",
+            &json!({"name": "Xmas market", "starts_on": starts_on, "days": 2,
+                    "pre_orders": {"mug-white": 5, "keychain": 3}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{event}");
+    assert_eq!(event["pre_orders"], json!({"keychain": 3, "mug-white": 5}));
+    let (status, again) = shop.get("/v1/sales-events/xmas").await;
+    assert_eq!((status, &again["pre_orders"]), (200, &event["pre_orders"]));
+
+    let (status, plan) = shop
+        .get("/v1/forecasts/events/xmas?service_level=0.98&use_stock=false")
+        .await;
+    assert_eq!(status, 200, "{plan}");
+    let skus = plan["skus"].as_array().cloned().unwrap_or_default();
+    for (sku, units) in [("mug-white", 5), ("keychain", 3)] {
+        let line = skus
+            .iter()
+            .find(|s| s["sku"] == sku)
+            .unwrap_or_else(|| panic!("{sku} is planned: {plan}"));
+        assert_eq!(line["pre_orders"], units, "{line}");
+        assert_eq!(
+            line["quantity"], units,
+            "never sold: its pre-orders: {line}"
+        );
+        assert_eq!(line["expected_demand"].as_f64(), Some(f64::from(units)));
+    }
+    running.stop().await;
+    fleet.shutdown().await;
+}

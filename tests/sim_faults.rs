@@ -9,7 +9,7 @@
 mod support;
 
 use fabflow::api::auth::Role;
-use fabflow_sim::{FactorySpec, FaultSpec, Fleet, FleetSpec, JamSpec, MachineSpec};
+use fabflow_sim::{FactorySpec, FaultSpec, Fleet, FleetSpec, JamSpec, MachineSpec, PowerLossSpec};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -280,6 +280,89 @@ async fn a_jam_holds_the_job_until_the_machine_resumes_it_modbus() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_jam_holds_the_job_until_the_machine_resumes_it_mqtt() {
     check_jam("generic-json", PRESS).await;
+}
+
+/// A power loss set in the fleet spec, half way through a job's second
+/// unit (units slowed to 0.6 s, so the job is seen running with its first
+/// unit made): the machine comes back idle without the job. The daemon
+/// holds the job as `lost` with the unit it saw made, shows it on MQTT,
+/// and waits for an operator: abandoned, only the units not reported good
+/// are made again, under new tokens; no token is started twice.
+async fn check_power_loss(press_model: &str, machine: &str) {
+    let loss = FaultSpec {
+        slow_factor: Some(20.0),
+        power_loss: Some(PowerLossSpec {
+            after_units: 1,
+            times: 1,
+        }),
+        ..FaultSpec::default()
+    };
+    let scenario = start(press_model, &[(machine, loss)]).await;
+    scenario.order(24, 6).await;
+    let held = wait_for("a job held as lost", LIMIT, || async {
+        scenario
+            .jobs()
+            .await
+            .into_iter()
+            .find(|j| j["machine"] == machine && j["state"] == "held")
+    })
+    .await;
+    assert_eq!(held["hold_cause"], "lost", "{held}");
+    assert_eq!(held["good"], 1, "the unit seen made is kept: {held}");
+    let token = held["token"].as_u64().expect("token");
+    let quantity = held["quantity"].as_u64().expect("quantity");
+    assert!(
+        scenario.fleet.status(machine).map(|s| s.job_token) != Some(token as u32),
+        "the machine forgot the job"
+    );
+    // It waits for a decision: nothing goes on with it by itself.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let still = scenario
+        .jobs()
+        .await
+        .into_iter()
+        .find(|j| j["token"] == token)
+        .expect("listed");
+    assert_eq!(still["state"], "held", "{still}");
+    let factory = "north";
+    let operator = scenario.running.api(Role::Operator, factory).await;
+    let (status, abandoned) = operator
+        .post(&format!("/v1/jobs/{token}/abandon"), &Value::Null, None)
+        .await;
+    assert_eq!(
+        (status, abandoned["state"].as_str()),
+        (200, Some("failed")),
+        "{abandoned}"
+    );
+    scenario.all_made_once(6).await;
+    let jobs = scenario.jobs().await;
+    // Units remade at the lost job's step (a later step's units are made
+    // again from the line's first step, each step a job of its own).
+    let remade: u64 = jobs
+        .iter()
+        .filter(|j| j["replaces"] == token && j["process"] == held["process"])
+        .filter_map(|j| j["quantity"].as_u64())
+        .sum();
+    assert_eq!(
+        remade,
+        quantity - 1,
+        "only the units not reported good are made again: {jobs:#?}"
+    );
+    scenario
+        .watch
+        .wait_for("the hold on MQTT", &[("job.held", 1), ("job.abandoned", 1)])
+        .await;
+    scenario.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_power_loss_in_the_fleet_spec_holds_the_job_for_an_operator_modbus() {
+    check_power_loss("heatwave-hp-40", DTG).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_power_loss_in_the_fleet_spec_holds_the_job_for_an_operator_mqtt() {
+    check_power_loss("generic-json", PRESS).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -15,11 +15,18 @@
 //!   their token and counts, and go on `clear_after_ms` later (a jam its
 //!   operator clears); `clear_after_ms = 0` waits for a clear over the
 //!   control API.
+//! - `power_loss`: the next `times` jobs (default 1) lose the machine's
+//!   power half way through the unit after their first `after_units` units
+//!   (default 0: in the middle of the first), so the units before it were
+//!   shown as made.
+//!   The machine comes back idle without its job: token, counts and fault
+//!   code cleared; a Modbus machine also drops every connection. The same
+//!   as `POST /machines/{id}/power-loss`, at a set point of a job.
 //! - MQTT only: `duplicate_reports` (every report twice), `reorder_reports`
 //!   (every report followed by the one before it, late), `lose_every` (every
 //!   Nth report never published).
 //!
-//! A power loss is an action, not a setting: `POST /machines/{id}/power-loss`.
+//! At run time a power loss is also an action: `POST /machines/{id}/power-loss`.
 
 use std::time::Duration;
 
@@ -34,6 +41,7 @@ pub struct FaultSpec {
     pub garbage_reads: u32,
     pub flap_every_ms: u64,
     pub jam: Option<JamSpec>,
+    pub power_loss: Option<PowerLossSpec>,
     pub duplicate_reports: bool,
     pub reorder_reports: bool,
     pub lose_every: u32,
@@ -47,6 +55,15 @@ pub struct JamSpec {
     pub after_units: u32,
     #[serde(default)]
     pub clear_after_ms: u64,
+    #[serde(default = "one")]
+    pub times: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PowerLossSpec {
+    #[serde(default)]
+    pub after_units: u32,
     #[serde(default = "one")]
     pub times: u32,
 }
@@ -80,6 +97,8 @@ pub(crate) struct FaultState {
     pub spec: FaultSpec,
     /// The running job was jammed already (a job jams once).
     jammed_this_job: bool,
+    /// The running job lost the power already (once per job).
+    lost_power_this_job: bool,
     /// When the current jam clears by itself.
     clear_at: Option<Instant>,
     /// Reports published (MQTT), for `lose_every`.
@@ -118,6 +137,7 @@ impl FaultState {
     /// A new job's scrap plan, with the burst applied to its first units.
     pub fn new_job(&mut self, mut scrap: Vec<bool>) -> Vec<bool> {
         self.jammed_this_job = false;
+        self.lost_power_this_job = false;
         let burst = (self.spec.scrap_burst as usize).min(scrap.len());
         scrap[..burst].fill(true);
         self.spec.scrap_burst -= burst as u32;
@@ -139,6 +159,25 @@ impl FaultState {
         self.clear_at =
             (jam.clear_after_ms > 0).then(|| now + Duration::from_millis(jam.clear_after_ms));
         Some(jam.code)
+    }
+
+    /// Whether the machine loses its power now that the running job has
+    /// worked `done` units' worth of time (2.5: two made, the third half
+    /// way) of its `total` units.
+    pub fn power_loss_now(&mut self, done: f64, total: usize) -> bool {
+        let Some(loss) = self.spec.power_loss.as_mut() else {
+            return false;
+        };
+        if self.lost_power_this_job
+            || loss.times == 0
+            || done >= total as f64
+            || done < f64::from(loss.after_units) + 0.5
+        {
+            return false;
+        }
+        loss.times -= 1;
+        self.lost_power_this_job = true;
+        true
     }
 
     /// Whether a jam that clears by itself has cleared by `now`.
@@ -176,6 +215,41 @@ impl FaultState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_power_loss_strikes_once_per_job_after_its_units_as_often_as_set() {
+        let mut state = FaultState::default();
+        state.set(FaultSpec {
+            power_loss: Some(PowerLossSpec {
+                after_units: 1,
+                times: 2,
+            }),
+            ..FaultSpec::default()
+        });
+        state.new_job(vec![false; 3]);
+        assert!(!state.power_loss_now(0.9, 3), "not before its unit");
+        assert!(
+            !state.power_loss_now(1.2, 3),
+            "not before half the next unit"
+        );
+        assert!(state.power_loss_now(1.5, 3));
+        assert!(!state.power_loss_now(2.5, 3), "once per job");
+        state.new_job(vec![false; 1]);
+        assert!(!state.power_loss_now(1.0, 1), "never once the job is done");
+        state.new_job(vec![false; 3]);
+        assert!(state.power_loss_now(2.7, 3));
+        state.new_job(vec![false; 3]);
+        assert!(!state.power_loss_now(1.6, 3), "times used up");
+        let parsed: FaultSpec =
+            toml::from_str("power_loss = { after_units = 2 }").expect("power loss in TOML");
+        assert_eq!(
+            parsed.power_loss,
+            Some(PowerLossSpec {
+                after_units: 2,
+                times: 1
+            })
+        );
+    }
 
     #[test]
     fn a_jam_fires_once_per_job_after_its_units_and_clears_by_itself() {

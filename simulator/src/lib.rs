@@ -25,7 +25,7 @@ pub use burst::{BurstReport, fire, generate_orders};
 pub use couriers::{
     CodeSource, CourierConfig, CourierCounts, CourierFaults, CourierReport, CourierSpec,
 };
-pub use faults::{FaultSpec, JamSpec};
+pub use faults::{FaultSpec, JamSpec, PowerLossSpec};
 pub use fleet::{
     FactorySpec, Fleet, FleetSpec, MachineSpec, SimControlError, SimMachineInfo, SimMachineStatus,
     SimMqttInfo,

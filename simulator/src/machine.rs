@@ -138,6 +138,7 @@ impl SimMachine {
             silent: AtomicBool::new(false),
             refuse_starts: AtomicBool::new(false),
             ignore_starts: AtomicBool::new(false),
+            ignore_acks: AtomicBool::new(false),
             drop_start_replies: AtomicU32::new(0),
             dropped_start_replies: AtomicU32::new(0),
             sequence,
@@ -158,6 +159,7 @@ impl SimMachine {
                 hold: false,
                 paused: false,
                 faults: FaultState::default(),
+                power_cut: false,
             }),
             stopped: AtomicBool::new(false),
             flapping: AtomicBool::new(false),
@@ -287,19 +289,8 @@ impl SimMachineHandle {
         self.stop_server().await;
         {
             let mut inner = self.shared.lock();
-            inner.phase = Phase::Idle;
-            inner.lifetime_good += u64::from(inner.good_count);
-            inner.lifetime_scrap += u64::from(inner.scrap_count);
-            inner.good_count = 0;
-            inner.scrap_count = 0;
-            inner.fault_code = 0;
-            inner.progress_percent = 0.0;
-            inner.echo = 0;
-            inner.hold = false;
-            inner.paused = false;
-            inner.faults.forget_jam();
-            inner.image.holding.fill(0);
-            inner.image.coils.fill(false);
+            inner.lose_power();
+            inner.power_cut = false;
             inner.publish_with(&self.shared);
         }
         self.spawn_server();
@@ -315,6 +306,12 @@ impl SimMachineHandle {
     /// react to commands).
     pub fn set_ignore_starts(&self, ignore: bool) {
         self.shared.ignore_starts.store(ignore, Ordering::SeqCst);
+    }
+
+    /// While set, the machine answers every acknowledge trigger as if it
+    /// took it but stays where it is (a finished job stays `done`).
+    pub fn set_ignore_acks(&self, ignore: bool) {
+        self.shared.ignore_acks.store(ignore, Ordering::SeqCst);
     }
 
     /// The next `count` start triggers start their job but their replies
@@ -456,6 +453,9 @@ struct Shared {
     refuse_starts: AtomicBool,
     /// Set by `set_ignore_starts`: start triggers are answered and do nothing.
     ignore_starts: AtomicBool,
+    /// Set by `set_ignore_acks`: acknowledge triggers are answered and do
+    /// nothing.
+    ignore_acks: AtomicBool,
     /// Set by `drop_next_start_replies`: how many of the next start triggers
     /// act but get no reply (the client cannot know the start happened).
     drop_start_replies: AtomicU32,
@@ -704,6 +704,10 @@ impl Shared {
     fn fire(&self, inner: &mut Inner, trigger: Trigger) -> Result<(), ExceptionCode> {
         match trigger {
             Trigger::Start => self.start_job(inner),
+            Trigger::Acknowledge if self.ignore_acks.load(Ordering::SeqCst) => {
+                debug!(machine.id = %self.config.machine_id, "sim acknowledge ignored");
+                Ok(())
+            }
             Trigger::Acknowledge => match inner.phase {
                 Phase::Done | Phase::Idle => {
                     inner.phase = Phase::Idle;
@@ -780,7 +784,16 @@ impl tokio_modbus::server::Service for SimService {
     type Future = std::future::Ready<Result<Self::Response, Self::Exception>>;
 
     fn call(&self, request: Self::Request) -> Self::Future {
-        std::future::ready(self.shared.handle(request))
+        let reply = self.shared.handle(request);
+        // A power loss set in the fleet spec struck while this request was
+        // served: every connection drops, as at `power_cycle`.
+        if std::mem::take(&mut self.shared.lock().power_cut) {
+            let handle = SimMachineHandle {
+                shared: Arc::clone(&self.shared),
+            };
+            tokio::spawn(async move { handle.drop_connections().await });
+        }
+        std::future::ready(reply)
     }
 }
 
@@ -853,9 +866,32 @@ struct Inner {
     paused: bool,
     /// Injected faults (see `faults`).
     faults: FaultState,
+    /// An injected power loss struck while serving a request: the
+    /// connections are to be dropped.
+    power_cut: bool,
 }
 
 impl Inner {
+    /// What a power loss leaves: idle, without its job (registers, token,
+    /// counts and fault code cleared; lifetime counters and the start log
+    /// survive).
+    fn lose_power(&mut self) {
+        self.phase = Phase::Idle;
+        self.lifetime_good += u64::from(self.good_count);
+        self.lifetime_scrap += u64::from(self.scrap_count);
+        self.good_count = 0;
+        self.scrap_count = 0;
+        self.fault_code = 0;
+        self.progress_percent = 0.0;
+        self.echo = 0;
+        self.hold = false;
+        self.paused = false;
+        self.faults.forget_jam();
+        self.image.holding.fill(0);
+        self.image.coils.fill(false);
+        self.power_cut = true;
+    }
+
     fn state(&self) -> RunState {
         match &self.phase {
             Phase::Idle => RunState::Idle,
@@ -885,6 +921,8 @@ impl Inner {
         }
         job.last_update = now;
         let total = job.scrap.len();
+        // Units' worth of time worked (2.5: two made, the third half way).
+        let worked = job.elapsed.as_secs_f64() / job.unit.as_secs_f64().max(1e-9);
         let (finished, good, scrap) = units_done(job.elapsed, job.unit, &job.scrap);
         self.scrap_count = scrap;
         self.good_count = good;
@@ -904,6 +942,9 @@ impl Inner {
         {
             self.phase = Phase::Fault(Some(job));
             self.fault_code = code;
+        } else if self.faults.power_loss_now(worked, total) {
+            debug!(token = self.echo, "sim power loss (fleet spec)");
+            self.lose_power();
         }
     }
 

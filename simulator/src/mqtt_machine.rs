@@ -114,6 +114,19 @@ struct Inner {
 }
 
 impl Inner {
+    /// What a power loss leaves: idle, without its job (token, counts and
+    /// fault code cleared; the start log survives).
+    fn lose_power(&mut self) {
+        self.phase = Phase::Idle;
+        self.token = 0;
+        self.good = 0;
+        self.scrap = 0;
+        self.progress = 0.0;
+        self.fault_code = 0;
+        self.hold = false;
+        self.faults.forget_jam();
+    }
+
     fn state(&self) -> RunState {
         match self.phase {
             Phase::Idle => RunState::Idle,
@@ -141,6 +154,8 @@ impl Inner {
         }
         job.last_update = now;
         let total = job.scrap.len();
+        // Units' worth of time worked (2.5: two made, the third half way).
+        let worked = job.elapsed.as_secs_f64() / job.unit.as_secs_f64().max(1e-9);
         let (finished, good, scrap) = crate::machine::units_done(job.elapsed, job.unit, &job.scrap);
         self.scrap = scrap;
         self.good = good;
@@ -160,6 +175,9 @@ impl Inner {
         {
             self.phase = Phase::Fault(Some(job));
             self.fault_code = code;
+        } else if self.faults.power_loss_now(worked, total) {
+            debug!(token = self.token, "sim power loss (fleet spec)");
+            self.lose_power();
         }
     }
 }
@@ -793,16 +811,7 @@ impl SimMqttHandle {
     /// A power loss: the machine comes back idle without its job (token 0,
     /// counts and fault code cleared). Its start log is kept.
     pub fn power_cycle(&self) {
-        let mut inner = self.shared.lock();
-        inner.phase = Phase::Idle;
-        inner.token = 0;
-        inner.good = 0;
-        inner.scrap = 0;
-        inner.progress = 0.0;
-        inner.fault_code = 0;
-        inner.hold = false;
-        inner.faults.forget_jam();
-        drop(inner);
+        self.shared.lock().lose_power();
         self.shared.changed.notify_one();
     }
 

@@ -69,13 +69,14 @@ pub struct SalesEventList {
 /// Creates or replaces a sales event of the brand (a pop-up or market).
 /// Orders accepted from its first day until `forecasts.attribution_days`
 /// after its last count toward it; give `footfall` (expected before, counted
-/// after) to have demand forecast per visitor.
+/// after) to have demand forecast per visitor, and `pre_orders` (units
+/// already sold per SKU) to keep the event's plan from recommending less.
 #[utoipa::path(put, path = "/v1/sales-events/{id}", tag = "forecasts",
     params(("id" = String, Path, description = "The brand's own id for the event: 1..=64 of letters, digits, '.', '_', '-'"), BrandQuery),
     request_body = SalesEventRequest,
     responses((status = 201, body = SalesEventView, description = "Created"),
               (status = 200, body = SalesEventView, description = "Replaced"),
-              (status = 422, description = "An invalid id, name, days or footfall", body = super::problem::Problem)),
+              (status = 422, description = "An invalid id, name, days, footfall or pre-order (an unknown SKU)", body = super::problem::Problem)),
     security(("bearer" = [])))]
 pub async fn put(
     State(state): State<ApiState>,
@@ -86,7 +87,9 @@ pub async fn put(
 ) -> Result<impl IntoResponse, ApiError> {
     let brand = brand_of(&caller, query.brand.as_deref())?;
     checked_id(&id)?;
-    let problems = body.problems();
+    let mut problems = body.problems();
+    let catalog = &state.runtime.network.catalog;
+    problems.extend(body.unknown_skus(&|sku| catalog.get(sku).is_some()));
     if !problems.is_empty() {
         return Err(ApiError::invalid(problems));
     }

@@ -4,11 +4,15 @@
 use super::intake::FieldError;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The longest event, in days.
 pub const MAX_EVENT_DAYS: u32 = 31;
 /// The largest footfall taken.
 pub const MAX_FOOTFALL: u64 = 10_000_000;
+/// The most pre-ordered units of one SKU, and the most SKUs pre-ordered.
+pub const MAX_PRE_ORDER_UNITS: u64 = 1_000_000;
+pub const MAX_PRE_ORDER_SKUS: usize = 500;
 
 /// A sales event to create or replace (`PUT /v1/sales-events/{id}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -29,6 +33,12 @@ pub struct SalesEventRequest {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 10000000)]
     pub footfall: Option<u64>,
+    /// Units already sold for the event per SKU (`{"tee-black-m": 12}`),
+    /// 0..=1,000,000 each, at most 500 SKUs of the catalog: the plan never
+    /// recommends less than them (the event's demand is at least its
+    /// pre-orders). Default none.
+    #[serde(default)]
+    pub pre_orders: BTreeMap<String, u64>,
 }
 
 fn one() -> u32 {
@@ -81,8 +91,45 @@ impl SalesEventRequest {
                 format!("must be 0..={MAX_FOOTFALL}, got {footfall}"),
             ));
         }
+        if self.pre_orders.len() > MAX_PRE_ORDER_SKUS {
+            problems.push(FieldError::new(
+                "/pre_orders",
+                format!(
+                    "at most {MAX_PRE_ORDER_SKUS} SKUs, got {}",
+                    self.pre_orders.len()
+                ),
+            ));
+        }
+        for (sku, units) in &self.pre_orders {
+            if *units > MAX_PRE_ORDER_UNITS {
+                problems.push(FieldError::new(
+                    format!("/pre_orders/{}", pointer_token(sku)),
+                    format!("must be 0..={MAX_PRE_ORDER_UNITS}, got {units}"),
+                ));
+            }
+        }
         problems
     }
+
+    /// Every pre-ordered SKU that `known` does not know, as a problem.
+    pub fn unknown_skus(&self, known: &dyn Fn(&str) -> bool) -> Vec<FieldError> {
+        self.pre_orders
+            .keys()
+            .filter(|sku| !known(sku))
+            .map(|sku| {
+                FieldError::new(
+                    format!("/pre_orders/{}", pointer_token(sku)),
+                    format!("unknown SKU {sku:?}"),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A JSON pointer reference token for `key` (RFC 6901: `~` as `~0`, `/` as
+/// `~1`).
+fn pointer_token(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// A stored sales event.
@@ -95,6 +142,8 @@ pub struct SalesEventView {
     pub starts_on: NaiveDate,
     pub days: u32,
     pub footfall: Option<u64>,
+    /// Units already sold for the event, per SKU.
+    pub pre_orders: BTreeMap<String, u64>,
 }
 
 /// The recommended run of one SKU for an upcoming event.
@@ -107,6 +156,9 @@ pub struct SkuPlanView {
     pub returned: f64,
     /// `per_visitor` (footfall known for every event) or `per_event`.
     pub basis: String,
+    /// Units already sold for the event (its pre-orders): the demand
+    /// outlook is never below them.
+    pub pre_orders: u64,
     /// The point forecast of the event's demand.
     pub expected_demand: f64,
     /// Finished units on the shelves (every factory), netted out.
@@ -151,6 +203,7 @@ mod tests {
             starts_on: NaiveDate::from_ymd_opt(2026, 12, 12).expect("date"),
             days,
             footfall,
+            pre_orders: BTreeMap::new(),
         }
     }
 
@@ -171,6 +224,22 @@ mod tests {
             pointers(request("a\u{202e}b", 32, None)),
             ["/name", "/days"]
         );
+        let mut pre = request("Market", 2, None);
+        pre.pre_orders = BTreeMap::from([
+            ("tee".to_string(), 12),
+            ("a/b~".to_string(), MAX_PRE_ORDER_UNITS + 1),
+        ]);
+        assert_eq!(pointers(pre.clone()), ["/pre_orders/a~1b~0"]);
+        let unknown: Vec<String> = pre
+            .unknown_skus(&|sku| sku == "tee")
+            .into_iter()
+            .map(|p| p.pointer)
+            .collect();
+        assert_eq!(unknown, ["/pre_orders/a~1b~0"]);
+        pre.pre_orders = (0..=MAX_PRE_ORDER_SKUS)
+            .map(|i| (format!("sku-{i}"), 1))
+            .collect();
+        assert_eq!(pointers(pre), ["/pre_orders"]);
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //! line's next step waits for an open machine too. Beyond the horizon every
 //! machine counts as open.
 //!
+//! Machines work at their speed when the caller gives it (`with_speeds`:
+//! the mean speed of a queue's machines; 2.0 does the work in half the
+//! time). Each machine of a queue is taken at that mean, so the estimate is
+//! exact when they share a speed.
+//!
 //! It is an estimate: it does not see setups, materials, or machines that
 //! serve several processes at once (each counts fully for every process it
 //! has); a job that may run past its shift's end is counted as stopping
@@ -165,9 +170,11 @@ impl OpenHours {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Queue {
     machines: usize,
+    /// The machines' mean speed: machine time is work time over it.
+    speed: f64,
     /// None: every machine open all the time.
     hours: Option<OpenHours>,
     /// (due, token) ascending.
@@ -176,10 +183,23 @@ struct Queue {
     prefix: Vec<f64>,
 }
 
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            machines: 0,
+            speed: 1.0,
+            hours: None,
+            keys: Vec::new(),
+            prefix: Vec::new(),
+        }
+    }
+}
+
 impl Queue {
-    /// When `work_ms` of machine time from `from` is done on this queue's
-    /// machines (`one`: on one machine at a time).
+    /// When `work_ms` of work at speed 1 from `from` is done on this
+    /// queue's machines at their speed (`one`: on one machine at a time).
     fn finish(&self, from: Millis, work_ms: f64, one: bool) -> Millis {
+        let work_ms = work_ms / self.speed;
         match &self.hours {
             Some(hours) => hours.finish(from, work_ms, self.machines, one),
             None => {
@@ -249,6 +269,21 @@ impl Backlog {
         for (key, open) in hours {
             if let Some(queue) = self.queues.get_mut(&key) {
                 queue.hours = Some(open);
+            }
+        }
+        self
+    }
+
+    /// The machines of (factory, process) work at `speed` (their mean
+    /// speed; 1.0 is the SKUs' `seconds_per_unit`). Queues not named, and
+    /// speeds that are not positive and finite, keep 1.0.
+    pub fn with_speeds(mut self, speeds: HashMap<QueueKey, f64>) -> Backlog {
+        for (key, speed) in speeds {
+            if let Some(queue) = self.queues.get_mut(&key)
+                && speed.is_finite()
+                && speed > 0.0
+            {
+                queue.speed = speed;
             }
         }
         self
@@ -416,6 +451,44 @@ mod tests {
         assert_eq!(estimate.ready_ms, Some(2 * HOUR));
         assert_eq!(estimate.delivery_ms, Some(3 * HOUR));
         assert_eq!(estimate.at_risk, None);
+    }
+
+    #[test]
+    fn machines_at_twice_the_speed_make_the_same_work_in_half_the_time() {
+        let queued = || {
+            [
+                work(1, "print", 3600.0, HOUR),
+                work(2, "print", 3600.0, 2 * HOUR),
+            ]
+        };
+        let order = [
+            step(0, 0, "print", 3600.0, None),
+            step(0, 1, "press", 1800.0, None),
+        ];
+        let nominal = Backlog::new(queued(), &machines(&[("print", 2), ("press", 1)]));
+        let estimate = nominal.estimate(&factory(), &order, 10 * HOUR, 0, 0);
+        // Print: 2 h ahead + 1 h own on two machines (1.5 h); press 0.5 h.
+        assert_eq!(estimate.ready_ms, Some(2 * HOUR));
+        let fast = Backlog::new(queued(), &machines(&[("print", 2), ("press", 1)])).with_speeds(
+            HashMap::from([
+                ((factory(), "print".to_string()), 2.0),
+                ((factory(), "press".to_string()), 0.5),
+            ]),
+        );
+        let estimate = fast.estimate(&factory(), &order, 10 * HOUR, 0, 0);
+        // Print at 2x: 0.75 h; press at half speed: 1 h.
+        assert_eq!(estimate.ready_ms, Some(HOUR + 45 * 60_000));
+        // A speed that is not positive and finite is ignored.
+        let odd = Backlog::new(queued(), &machines(&[("print", 2), ("press", 1)])).with_speeds(
+            HashMap::from([
+                ((factory(), "print".to_string()), 0.0),
+                ((factory(), "press".to_string()), f64::NAN),
+            ]),
+        );
+        assert_eq!(
+            odd.estimate(&factory(), &order, 10 * HOUR, 0, 0).ready_ms,
+            Some(2 * HOUR)
+        );
     }
 
     #[test]

@@ -54,6 +54,11 @@ pub struct MachineSlot {
     /// maintenance gets a job only when every capable machine open earlier
     /// has a full queue.
     pub opens_ms: Option<Millis>,
+    /// Its speed against the SKUs' `seconds_per_unit` (1.0: nominal; 2.0
+    /// works twice as fast): among machines open as soon, the queue rule
+    /// fills the one whose queue would be shortest in time, `(queue + 1) /
+    /// speed`.
+    pub speed: f64,
 }
 
 /// A job whose earlier steps are done, waiting for a machine.
@@ -75,6 +80,17 @@ impl MachineSlot {
             && crate::domain::machine::material_fits(self.loaded_material.as_deref(), &job.material)
     }
 
+    /// How long its queue would be, in jobs at nominal speed, with one more
+    /// job on it (a speed that is not positive and finite counts as 1).
+    fn load_with_one_more(&self, queue: usize) -> f64 {
+        let speed = if self.speed.is_finite() && self.speed > 0.0 {
+            self.speed
+        } else {
+            1.0
+        };
+        (queue + 1) as f64 / speed
+    }
+
     /// 0 when its loaded material is the job's, 1 when not known: among
     /// equally short queues, a machine set up for the job goes first.
     fn setup_rank(&self, job: &JobCandidate) -> u8 {
@@ -83,8 +99,9 @@ impl MachineSlot {
 }
 
 /// Assigns jobs, earliest due first (ties by token), each to the capable
-/// machine with the shortest queue (ties to a machine with the job's
-/// material loaded, then by machine id), never letting a queue grow past
+/// machine open soonest, then with the shortest queue in time (one more job
+/// over its speed; ties to a machine with the job's material loaded, then
+/// by machine id), never letting a queue grow past
 /// `max_queue`. A machine with a known loaded material takes only jobs of
 /// that material. Jobs that fit nowhere are left out, for the next round.
 pub fn assign_jobs(
@@ -153,9 +170,14 @@ pub fn assign_jobs(
                 let queue = queues[slot_of[i]];
                 (queue < max_queue).then_some(((opens, queue), i))
             })
-            .min_by(|(qa, a), (qb, b)| {
+            .min_by(|((opens_a, queue_a), a), ((opens_b, queue_b), b)| {
                 let (a, b) = (&machines[*a], &machines[*b]);
-                qa.cmp(qb)
+                opens_a
+                    .cmp(opens_b)
+                    .then_with(|| {
+                        a.load_with_one_more(*queue_a)
+                            .total_cmp(&b.load_with_one_more(*queue_b))
+                    })
                     .then_with(|| a.setup_rank(job).cmp(&b.setup_rank(job)))
                     .then_with(|| a.id.cmp(&b.id))
             });
@@ -292,6 +314,7 @@ mod tests {
             queue_len,
             loaded_material: None,
             opens_ms: Some(0),
+            speed: 1.0,
         }
     }
 
@@ -343,6 +366,39 @@ mod tests {
         ];
         let got = assign_jobs(&jobs, &machines, 2);
         assert_eq!(names(&got), vec![(2, "b"), (3, "a"), (1, "b")]);
+    }
+
+    #[test]
+    fn a_faster_machine_takes_a_longer_queue_in_jobs_when_it_is_shorter_in_time() {
+        // "a" works three times as fast: one queued job there is a third
+        // of one on "b". (1 + 1) / 3 < (0 + 1) / 1: the job goes to "a".
+        let mut fast = machine("a", "f", "print", 1);
+        fast.speed = 3.0;
+        let slow = machine("b", "f", "print", 0);
+        let got = assign_jobs(&[job(1, "f", "print", 0)], &[fast.clone(), slow.clone()], 4);
+        assert_eq!(names(&got), vec![(1, "a")]);
+        // At twice the speed the two are even, and the tie goes by id.
+        fast.speed = 2.0;
+        let mut later = slow.clone();
+        later.id = MachineId::new("0");
+        let got = assign_jobs(&[job(1, "f", "print", 0)], &[fast.clone(), later], 4);
+        assert_eq!(names(&got), vec![(1, "0")]);
+        // Four jobs: "a" at 3x ends with three of them and "b" one.
+        fast.speed = 3.0;
+        fast.queue_len = 0;
+        let jobs: Vec<JobCandidate> = (1..=4).map(|t| job(t, "f", "print", 0)).collect();
+        let got = assign_jobs(&jobs, &[fast, slow], 4);
+        let on_a = got.iter().filter(|(_, m)| m.as_str() == "a").count();
+        assert_eq!(on_a, 3, "{got:?}");
+        // A speed that is not positive and finite counts as 1.
+        let mut odd = machine("a", "f", "print", 1);
+        odd.speed = f64::NAN;
+        let got = assign_jobs(
+            &[job(1, "f", "print", 0)],
+            &[odd, machine("b", "f", "print", 0)],
+            4,
+        );
+        assert_eq!(names(&got), vec![(1, "b")]);
     }
 
     #[test]

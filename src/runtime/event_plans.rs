@@ -32,6 +32,8 @@ pub struct SkuPlan {
     pub history: Vec<f64>,
     /// Units asked back within those events' windows.
     pub returned: f64,
+    /// Units already sold for this event.
+    pub pre_orders: u64,
     /// Forecast per visitor (footfall known everywhere) or per event.
     pub per_visitor: bool,
     /// The point forecast of the event's demand.
@@ -88,6 +90,7 @@ pub async fn put_sales_event(
         starts_on: request.starts_on.to_string(),
         days: i64::from(request.days),
         footfall: request.footfall.map(|f| f as i64),
+        pre_orders: request.pre_orders.clone(),
         updated_ms: now_ms,
     };
     let created = store.put_sales_event(&record).await?;
@@ -199,9 +202,25 @@ pub async fn event_plan(
     } else {
         BTreeMap::new()
     };
+    // A SKU pre-ordered for the event but never sold before (kept out of
+    // the model's choice above): its outlook is its pre-orders alone.
+    for sku in event.pre_orders.keys() {
+        if !histories.iter().any(|(known, _, _)| known == sku) {
+            let none = closed
+                .iter()
+                .map(|&index| PastEvent {
+                    units: 0.0,
+                    footfall: all[index].footfall,
+                })
+                .collect();
+            histories.push((sku.clone(), none, 0.0));
+        }
+    }
     let mut skus = Vec::with_capacity(histories.len());
     for (sku, history, back) in histories {
-        let outlook = event_outlook(&history, &model, target.footfall);
+        let pre_orders = event.pre_orders.get(&sku).copied().unwrap_or(0);
+        // The event's demand is at least what was sold for it already.
+        let outlook = event_outlook(&history, &model, target.footfall).at_least(pre_orders as f64);
         let stock_on_hand = stock.get(&sku).copied().unwrap_or(0);
         let recommendation = recommend_run(
             &outlook,
@@ -218,6 +237,7 @@ pub async fn event_plan(
         skus.push(SkuPlan {
             per_visitor: per_visitor(&history, target.footfall),
             history: history.iter().map(|e| e.units).collect(),
+            pre_orders,
             returned: back,
             expected_demand: outlook.point(),
             stock_on_hand,
@@ -258,6 +278,7 @@ pub fn plan_view(plan: &EventPlan) -> EventPlanView {
                     "per_event"
                 }
                 .into(),
+                pre_orders: s.pre_orders,
                 expected_demand: s.expected_demand,
                 stock_on_hand: s.stock_on_hand,
                 quantity: s.recommendation.quantity,
@@ -280,6 +301,7 @@ pub fn event_view(event: &SalesEventRecord) -> SalesEventView {
         starts_on: event.starts_on.parse().unwrap_or_default(),
         days: u32::try_from(event.days).unwrap_or(1),
         footfall: event.footfall.and_then(|f| u64::try_from(f).ok()),
+        pre_orders: event.pre_orders.clone(),
     }
 }
 

@@ -541,6 +541,11 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
         lead: (*lead).clone(),
         wakers: wakers.clone(),
         shifts,
+        speeds: network
+            .machines
+            .iter()
+            .map(|(machine, _)| (machine.id.clone(), machine.speed))
+            .collect(),
     };
     // One round before intake opens, so that every accepted order's reply
     // carries its estimate (the board is empty until a round has run).

@@ -101,6 +101,8 @@ pub struct PromiseWatch {
     /// Each machine's configured shifts (none: always works), for the
     /// machines' open hours.
     pub shifts: HashMap<String, Vec<Shift>>,
+    /// Each machine's configured speed (none: 1.0).
+    pub speeds: HashMap<String, f64>,
 }
 
 /// How far ahead the estimates see machines' shifts and maintenance;
@@ -183,6 +185,28 @@ fn less(
         out.extend(pieces);
     }
     out
+}
+
+/// The mean configured speed of each (factory, process)'s machines that
+/// count now (`speeds` by machine id; a machine not named works at 1.0).
+pub fn mean_speeds(
+    machines: &[crate::store::MachineRecord],
+    speeds: &HashMap<String, f64>,
+) -> HashMap<(FactoryId, String), f64> {
+    let mut sums: HashMap<(FactoryId, String), (f64, usize)> = HashMap::new();
+    for machine in machines.iter().filter(|m| counts_now(m)) {
+        let speed = speeds.get(machine.id.as_str()).copied().unwrap_or(1.0);
+        for process in &machine.capabilities {
+            let entry = sums
+                .entry((machine.factory.clone(), process.clone()))
+                .or_insert((0.0, 0));
+            entry.0 += speed;
+            entry.1 += 1;
+        }
+    }
+    sums.into_iter()
+        .map(|(key, (sum, count))| (key, sum / count as f64))
+        .collect()
 }
 
 /// Machines that count as capacity, per factory and process (`counts_now`).
@@ -294,7 +318,8 @@ impl PromiseWatch {
             }),
             &capacity(&machines),
         )
-        .with_open_hours(open_hours(&machines, &self.shifts, &windows, now));
+        .with_open_hours(open_hours(&machines, &self.shifts, &windows, now))
+        .with_speeds(mean_speeds(&machines, &self.speeds));
         let mut updates = Vec::new();
         for order in orders {
             let lead = self.lead.ms(order.factory.as_str(), order.location);
@@ -410,6 +435,15 @@ mod tests {
             created_by: "op".into(),
             created_ms: 0,
         }];
+        // Mean speeds of the machines that count: "b" is faulted.
+        let speeds = HashMap::from([("a".to_string(), 1.5), ("b".to_string(), 3.0)]);
+        assert_eq!(
+            mean_speeds(&machines, &speeds),
+            HashMap::from([
+                ((FactoryId::new("f"), "print".to_string()), 1.5),
+                ((FactoryId::new("g"), "print".to_string()), 1.0),
+            ])
+        );
         let hours = open_hours(&machines, &shifts, &windows, 0);
         assert!(hours.contains_key(&(FactoryId::new("f"), "print".to_string())));
         assert!(!hours.contains_key(&(FactoryId::new("g"), "print".to_string())));

@@ -1,7 +1,7 @@
 //! The scheduling loop: every interval (or when woken), ready jobs are put in
-//! machine queues by the pure planner: earliest deadline first onto the
-//! shortest queue (`planner = "queue"`, the default), or the head of each
-//! machine's queue in a `plan::shop` floor plan (`planner = "shop"`).
+//! machine queues by the pure planner: the head of each machine's queue in a
+//! `plan::shop` floor plan (`planner = "shop"`, the default), or earliest
+//! deadline first onto the shortest queue (`planner = "queue"`).
 //!
 //! Either way jobs reach machines only through `Store::schedule_jobs`, never
 //! beyond `max_queue` per machine, so dispatch, fencing and re-planning on
@@ -36,6 +36,12 @@ const HAND_BACK_EVERY: Duration = Duration::from_secs(1);
 
 /// Iteration cap of one `shop` round, besides its wall-clock budget.
 const SHOP_MAX_ITERATIONS: u64 = 20_000;
+
+/// After a round that took `t`, the next starts no sooner than
+/// `REST_PER_ROUND * t` later: scheduling takes at most a fifth of a core
+/// however large the floor (a `shop` round on a large floor takes its whole
+/// budget). Small rounds (a few milliseconds) are not held back by it.
+const REST_PER_ROUND: u32 = 4;
 
 pub struct Scheduler {
     pub store: Store,
@@ -119,15 +125,17 @@ impl Scheduler {
                     Err(err) => warn!(error = %err, "looking for rush jobs failed"),
                 }
             }
+            let took = began.elapsed();
+            let rest = took * REST_PER_ROUND;
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = self.wakers.scheduler_woken() => {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep_until(began + gap) => {}
+                        _ = tokio::time::sleep_until(began + gap.max(took + rest)) => {}
                     }
                 }
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = tokio::time::sleep(self.interval.max(rest)) => {}
             }
         }
         debug!("scheduler stopped");
@@ -166,6 +174,21 @@ impl Scheduler {
                 (machines, loads)
             }
             Planner::Shop => {
+                // The floor planner plans every machine, but only the heads
+                // of the queues with room are ever written: a round on a
+                // full floor ends here, as the queue rule's does.
+                let room = self
+                    .store
+                    .machines_with_room(self.max_queue)
+                    .await?
+                    .into_iter()
+                    .any(|(machine, _)| {
+                        held.contains_key(machine.factory.as_str())
+                            && machine.state.accepts_jobs(machine.mode)
+                    });
+                if !room {
+                    return Ok(0);
+                }
                 let machines = self
                     .store
                     .list_machines(None)
@@ -234,6 +257,10 @@ impl Scheduler {
                 opens_ms: calendars
                     .get(machine.id.as_str())
                     .and_then(|calendar| calendar.next_start(now, 1)),
+                speed: self
+                    .paces
+                    .get(machine.id.as_str())
+                    .map_or(1.0, |pace| pace.speed),
                 id: machine.id,
                 factory: machine.factory,
                 capabilities: machine.capabilities,
@@ -358,6 +385,7 @@ impl Scheduler {
                 accepts_jobs: machine.state.accepts_jobs(machine.mode),
                 queue_len: 0,
                 opens_ms: None,
+                speed: 1.0,
                 id: machine.id,
                 factory: machine.factory,
                 capabilities: machine.capabilities,
@@ -624,6 +652,7 @@ mod tests {
             queue_len: 0,
             loaded_material: None,
             opens_ms: Some(0),
+            speed: 1.0,
         }
     }
 

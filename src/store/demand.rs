@@ -132,16 +132,20 @@ pub struct SalesEventRecord {
     pub days: i64,
     /// Visitors counted, if known.
     pub footfall: Option<i64>,
+    /// Units already sold per SKU (an event to come).
+    pub pre_orders: std::collections::BTreeMap<String, u64>,
     pub updated_ms: i64,
 }
 
 impl Store {
     /// Creates or replaces a brand's sales event; true if it was new.
     pub async fn put_sales_event(&self, event: &SalesEventRecord) -> Result<bool, StoreError> {
+        let pre_orders = serde_json::to_string(&event.pre_orders)
+            .map_err(|err| StoreError::Corrupt(format!("pre-orders: {err}")))?;
         let mut tx = self.begin().await?;
         let replaced = sqlx::query(
             "UPDATE sales_events SET name = $3, starts_on = $4, days = $5, footfall = $6, \
-             updated_ms = $7 WHERE brand = $1 AND id = $2",
+             updated_ms = $7, pre_orders = $8 WHERE brand = $1 AND id = $2",
         )
         .bind(&event.brand)
         .bind(&event.id)
@@ -150,13 +154,15 @@ impl Store {
         .bind(event.days)
         .bind(event.footfall)
         .bind(event.updated_ms)
+        .bind(&pre_orders)
         .execute(&mut *tx)
         .await?;
         let created = replaced.rows_affected() == 0;
         if created {
             sqlx::query(
-                "INSERT INTO sales_events (brand, id, name, starts_on, days, footfall, updated_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO sales_events \
+                 (brand, id, name, starts_on, days, footfall, updated_ms, pre_orders) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&event.brand)
             .bind(&event.id)
@@ -165,6 +171,7 @@ impl Store {
             .bind(event.days)
             .bind(event.footfall)
             .bind(event.updated_ms)
+            .bind(&pre_orders)
             .execute(&mut *tx)
             .await?;
         }
@@ -178,7 +185,8 @@ impl Store {
         brand: Option<&str>,
     ) -> Result<Vec<SalesEventRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT brand, id, name, starts_on, days, footfall, updated_ms FROM sales_events \
+            "SELECT brand, id, name, starts_on, days, footfall, updated_ms, pre_orders \
+             FROM sales_events \
              WHERE ($1 IS NULL OR brand = $1) ORDER BY brand, starts_on, id",
         )
         .bind(brand)
@@ -193,6 +201,12 @@ impl Store {
                     starts_on: row.try_get("starts_on")?,
                     days: row.try_get("days")?,
                     footfall: row.try_get("footfall")?,
+                    pre_orders: {
+                        let text: String = row.try_get("pre_orders")?;
+                        serde_json::from_str(&text).map_err(|err| {
+                            StoreError::Corrupt(format!("sales event pre-orders {text:?}: {err}"))
+                        })?
+                    },
                     updated_ms: row.try_get("updated_ms")?,
                 })
             })

@@ -798,6 +798,15 @@ impl Store {
         .transpose()
     }
 
+    /// How many orders wait for an operator's decision (their attempts ran
+    /// out; `decide_escalation` ends the wait).
+    pub async fn escalated_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM order_escalations")
+            .fetch_one(self.reader())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
     /// Why an order is no longer planned, if its attempts ran out.
     pub async fn order_escalation(&self, order_id: &str) -> Result<Option<Escalation>, StoreError> {
         let row = sqlx::query(

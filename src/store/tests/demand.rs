@@ -50,6 +50,7 @@ async fn sales_events_are_created_replaced_listed_by_brand_and_deleted() {
                 starts_on: starts_on.into(),
                 days: 2,
                 footfall,
+                pre_orders: Default::default(),
                 updated_ms: NOW,
             };
         assert!(
@@ -70,7 +71,9 @@ async fn sales_events_are_created_replaced_listed_by_brand_and_deleted() {
                 .await
                 .expect("put")
         );
-        let replaced = event("acme", "b", "2026-12-19", Some(900));
+        // Replaced with pre-orders, which are kept and read back.
+        let mut replaced = event("acme", "b", "2026-12-19", Some(900));
+        replaced.pre_orders = [("tee-black-m".to_string(), 12), ("mug".to_string(), 3)].into();
         assert!(!store.put_sales_event(&replaced).await.expect("replace"));
         let acme = store.sales_events(Some("acme")).await.expect("list");
         assert_eq!(

@@ -364,6 +364,7 @@ async fn failed_attempts_are_planned_again_then_escalated() {
             (escalation.reason, escalation.attempts),
             (FailureReason::Refused, 2)
         );
+        assert_eq!(store.escalated_count().await.expect("count"), 1);
         let kinds = outbox_kinds(&store).await;
         assert_eq!(kinds.iter().filter(|k| *k == "handoff.failed").count(), 2);
         assert_eq!(kinds.iter().filter(|k| *k == "order.escalated").count(), 1);

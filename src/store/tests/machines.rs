@@ -280,3 +280,123 @@ async fn machines_with_room_are_those_under_the_queue_cap_with_their_queue_lengt
     })
     .await;
 }
+
+/// Marks every event published; returns how many audit rows there are.
+async fn settle(store: &Store) -> usize {
+    let ids: Vec<String> = store
+        .unpublished(10_000)
+        .await
+        .expect("outbox")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    store.mark_published(&ids, NOW).await.expect("mark");
+    store.list_audit(None, 1_000).await.expect("audit").len()
+}
+
+/// Issue 6, item 7: every operator decision is one transaction with
+/// exactly one event of its own kind and one audit row; a refused decision
+/// leaves neither.
+#[tokio::test]
+async fn every_operator_decision_is_one_event_and_one_audit_row() {
+    use crate::domain::ModeInput;
+    on_every_backend(|store| async move {
+        store
+            .register_machines(&[dtg_spec("dtg-1"), dtg_spec("dtg-2")], NOW)
+            .await
+            .expect("register");
+        report_idle(&store, "dtg-1").await;
+        report_idle(&store, "dtg-2").await;
+        store
+            .accept_orders(&[new_order("o1", "acme", None)])
+            .await
+            .expect("accept");
+        let token = store.schedulable_jobs(10).await.expect("ready")[0].token;
+        store
+            .schedule_jobs(&[(token, MachineId::new("dtg-1"))], NOW)
+            .await
+            .expect("queued");
+        let mut audited = settle(&store).await;
+        let actor = "operator:north";
+        let mut decided = |kind: &'static str, events: Vec<String>, audit: usize| {
+            assert_eq!(events, [kind], "one event of the decision's own kind");
+            assert_eq!(audit, audited + 1, "{kind}: one audit row");
+            audited = audit;
+        };
+
+        store
+            .load_material("dtg-1", Some("cotton_tee"), actor, NOW)
+            .await
+            .expect("load");
+        let events = outbox_kinds(&store).await;
+        decided("machine.material_loaded", events, settle(&store).await);
+
+        let window = store
+            .schedule_maintenance(
+                "dtg-2",
+                NOW + 3_600_000,
+                NOW + 7_200_000,
+                "belt",
+                actor,
+                NOW,
+            )
+            .await
+            .expect("maintenance");
+        let events = outbox_kinds(&store).await;
+        decided(
+            "machine.maintenance_scheduled",
+            events,
+            settle(&store).await,
+        );
+
+        store
+            .cancel_maintenance("dtg-2", &window.id, actor, NOW)
+            .await
+            .expect("cancel maintenance");
+        let events = outbox_kinds(&store).await;
+        decided(
+            "machine.maintenance_cancelled",
+            events,
+            settle(&store).await,
+        );
+
+        store
+            .move_job(token, "dtg-2", actor, NOW)
+            .await
+            .expect("move");
+        let events = outbox_kinds(&store).await;
+        decided("job.moved", events, settle(&store).await);
+
+        for input in [ModeInput::Drain, ModeInput::Resume, ModeInput::Pause] {
+            store
+                .change_machine_mode("dtg-1", input, actor, NOW)
+                .await
+                .expect("mode");
+            let events = outbox_kinds(&store).await;
+            decided("machine.mode_changed", events, settle(&store).await);
+        }
+
+        // Refused: no event, no audit row.
+        assert!(
+            store
+                .load_material("dtg-1", Some("ceramic_mug"), actor, NOW)
+                .await
+                .is_err()
+        );
+        assert!(
+            store
+                .change_machine_mode("dtg-1", ModeInput::Pause, actor, NOW)
+                .await
+                .is_err()
+        );
+        assert!(
+            store
+                .move_job(JobToken(4_000_000_000), "dtg-1", actor, NOW)
+                .await
+                .is_err()
+        );
+        assert_eq!(outbox_kinds(&store).await, Vec::<String>::new());
+        assert_eq!(settle(&store).await, audited);
+    })
+    .await;
+}
