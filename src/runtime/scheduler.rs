@@ -11,7 +11,9 @@
 use crate::config::Planner;
 use crate::domain::calendar::Calendar;
 use crate::domain::{JobToken, Location, MachineId, Millis};
-use crate::plan::shop::{FloorJob, FloorMachine, FloorStep, Openings, plan_floor};
+use crate::plan::shop::{
+    FloorJob, FloorMachine, FloorPlan, FloorStep, Openings, plan_floor, replan_floor,
+};
 use crate::plan::{JobCandidate, MachineSlot, assign_jobs};
 use crate::runtime::clock::Clock;
 use crate::runtime::wake::{Wake, Wakers};
@@ -66,6 +68,9 @@ pub struct Scheduler {
     /// Each machine's configured pace (none: speed 1, no setup), for the
     /// `shop` planner.
     pub paces: HashMap<String, Pace>,
+    /// The `shop` planner's last plan: the next round starts from it
+    /// (`plan::shop::replan_floor`), so a round's cost follows what changed.
+    pub last_plan: std::sync::Mutex<Option<FloorPlan>>,
 }
 
 /// How a machine works, as configured: its speed against the SKUs'
@@ -473,22 +478,41 @@ impl Scheduler {
             })
             .collect();
         let budget = self.plan_budget;
+        let previous = self.last_plan.lock().ok().and_then(|mut last| last.take());
         let planned = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let mut progress = || started.elapsed().as_secs_f64() / budget.as_secs_f64().max(1e-3);
-            let plan = plan_floor(
-                &floor_jobs,
-                &floor_machines,
-                1,
-                SHOP_MAX_ITERATIONS,
-                &mut progress,
-            );
+            let plan = match &previous {
+                Some(previous) => replan_floor(
+                    previous,
+                    &floor_jobs,
+                    &floor_machines,
+                    1,
+                    SHOP_MAX_ITERATIONS,
+                    &mut progress,
+                ),
+                None => plan_floor(
+                    &floor_jobs,
+                    &floor_machines,
+                    1,
+                    SHOP_MAX_ITERATIONS,
+                    &mut progress,
+                ),
+            };
             metrics::histogram!("fabflow_floor_plan_seconds").record(started.elapsed());
-            plan.map(|plan| plan.queue_heads(&floor_jobs, &|id| room.get(id).copied().unwrap_or(0)))
+            plan.map(|plan| {
+                let heads = plan.queue_heads(&floor_jobs, &|id| room.get(id).copied().unwrap_or(0));
+                (heads, plan)
+            })
         })
         .await;
         match planned {
-            Ok(Ok(heads)) => heads,
+            Ok(Ok((heads, plan))) => {
+                if let Ok(mut last) = self.last_plan.lock() {
+                    *last = Some(plan);
+                }
+                heads
+            }
             Ok(Err(err)) => {
                 metrics::counter!("fabflow_floor_plan_fallbacks_total").increment(1);
                 warn!(error = %err, "floor planner refused the round; using the queue rule");

@@ -17,7 +17,7 @@
 use super::model::{
     Alternative, Fixed, Job, Machine, ModelError, Objective, Openings, Operation, Problem,
 };
-use super::search::{SolveOptions, solve};
+use super::search::{SolveOptions, WarmStart, solve, solve_from};
 use crate::domain::{FactoryId, JobToken, Location, MachineId, Millis};
 use std::collections::{BTreeMap, HashMap};
 
@@ -82,6 +82,9 @@ pub struct FloorJob {
 pub struct PlannedStep {
     pub token: JobToken,
     pub step: usize,
+    /// How many of the job's steps follow this one: names the step across
+    /// plans, as the job's earlier steps finish (`replan_floor`).
+    pub steps_after: usize,
     pub start_ms: Millis,
     pub end_ms: Millis,
 }
@@ -153,6 +156,58 @@ pub fn plan_floor(
     max_iterations: u64,
     progress: &mut dyn FnMut() -> f64,
 ) -> Result<FloorPlan, ModelError> {
+    floor(jobs, machines, None, seed, max_iterations, progress)
+}
+
+/// `plan_floor` starting from `previous` (the last plan; see
+/// `search::WarmStart`): every step still waiting keeps its machine and its
+/// place in that machine's order when the machine can still run it; steps
+/// of new jobs, and those of a machine that faulted, went offline or was
+/// paused, are placed by the floor's list rule among them. Its cost follows
+/// what changed, so the daemon re-plans this way every round.
+pub fn replan_floor(
+    previous: &FloorPlan,
+    jobs: &[FloorJob],
+    machines: &[FloorMachine],
+    seed: u64,
+    max_iterations: u64,
+    progress: &mut dyn FnMut() -> f64,
+) -> Result<FloorPlan, ModelError> {
+    floor(
+        jobs,
+        machines,
+        Some(previous),
+        seed,
+        max_iterations,
+        progress,
+    )
+}
+
+fn floor(
+    jobs: &[FloorJob],
+    machines: &[FloorMachine],
+    previous: Option<&FloorPlan>,
+    seed: u64,
+    max_iterations: u64,
+    progress: &mut dyn FnMut() -> f64,
+) -> Result<FloorPlan, ModelError> {
+    let machine_index: HashMap<&MachineId, usize> = machines
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (&m.id, i))
+        .collect();
+    // Where the previous plan had each step: (token, steps after it).
+    let planned: HashMap<(JobToken, usize), (usize, Millis)> = previous
+        .into_iter()
+        .flat_map(|plan| &plan.queues)
+        .filter_map(|(id, queue)| Some((machine_index.get(id).copied()?, queue)))
+        .flat_map(|(m, queue)| {
+            queue
+                .iter()
+                .map(move |p| ((p.token, p.steps_after), (m, p.start_ms)))
+        })
+        .collect();
+    let mut warm = WarmStart::default();
     let mut families: BTreeMap<&str, u32> = BTreeMap::new();
     for job in jobs {
         for step in &job.steps {
@@ -246,6 +301,14 @@ pub fn plan_floor(
                 family: families.get(step.material.as_str()).copied(),
             });
         }
+        if previous.is_some() {
+            let count = job.steps.len();
+            warm.hints.push(
+                (0..count)
+                    .map(|s| planned.get(&(job.token, count - 1 - s)).copied())
+                    .collect(),
+            );
+        }
         let next = orders.len();
         let order = *orders.entry(job.order.as_str()).or_insert(next);
         problem.jobs.push(Job {
@@ -261,7 +324,10 @@ pub fn plan_floor(
         seed,
         max_iterations,
     };
-    let schedule = solve(&problem, &options, progress)?;
+    let schedule = match previous {
+        Some(_) => solve_from(&problem, &options, &warm, progress)?,
+        None => solve(&problem, &options, progress)?,
+    };
     let mut queues: BTreeMap<MachineId, Vec<PlannedStep>> = machines
         .iter()
         .map(|m| (m.id.clone(), Vec::new()))
@@ -274,6 +340,7 @@ pub fn plan_floor(
                 .push(PlannedStep {
                     token: job.token,
                     step: s.op,
+                    steps_after: job.steps.len().saturating_sub(s.op + 1),
                     start_ms: s.start,
                     end_ms: s.end,
                 });

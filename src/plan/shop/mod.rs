@@ -24,12 +24,14 @@ pub mod model;
 pub mod search;
 
 pub use fjsp::{ParseError, parse_fjsp};
-pub use floor::{FloorJob, FloorMachine, FloorPlan, FloorStep, PlannedStep, Running, plan_floor};
+pub use floor::{
+    FloorJob, FloorMachine, FloorPlan, FloorStep, PlannedStep, Running, plan_floor, replan_floor,
+};
 pub use model::{
     Alternative, Fixed, FloorScore, Job, Machine, ModelError, Objective, Openings, Operation,
     Problem, Schedule, ScheduledOp, Time, Violation, check, floor_score,
 };
-pub use search::{SolveOptions, solve};
+pub use search::{SolveOptions, WarmStart, solve, solve_from};
 
 #[cfg(test)]
 mod tests;

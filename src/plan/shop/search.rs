@@ -86,6 +86,41 @@ pub fn solve(
     Ok(search.to_schedule(&state))
 }
 
+/// A starting point for the floor search: a previous plan, as the machine
+/// each operation was planned on and its planned start, per job and
+/// operation (`hints[job][operation]`). The construction keeps each hinted
+/// operation on its machine and places operations in the order of their
+/// planned ends (so each machine's order and each job's order come back);
+/// operations without a hint (new jobs, or whose machine is no longer among
+/// their alternatives) are placed by the floor's list rule (least slack
+/// first, on the machine that finishes them first), among the hinted ones
+/// by comparing their slack (latest on-time start) with those ends: an
+/// urgent new job goes ahead of every planned step that would otherwise
+/// end after its latest start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WarmStart {
+    pub hints: Vec<Vec<Option<(usize, Time)>>>,
+}
+
+/// `solve` under the floor objective, starting from `warm` rather than
+/// from scratch: the re-plan after a change keeps what still holds of the
+/// previous plan, and takes time in proportion to what changed (plus a heap
+/// pass over the rest) rather than to a full construction.
+pub fn solve_from(
+    problem: &Problem,
+    options: &SolveOptions,
+    warm: &WarmStart,
+    progress: &mut dyn FnMut() -> f64,
+) -> Result<Schedule, ModelError> {
+    problem.validate()?;
+    let flat = Flat::new(problem);
+    let mut search = Search::new(&flat, options);
+    let hints = flat.warm_hints(warm);
+    let state = search.construct_warm(&hints);
+    let state = search.improve(state, progress);
+    Ok(search.to_schedule(&state))
+}
+
 /// The problem flattened: operations numbered globally, job by job.
 struct Flat<'a> {
     problem: &'a Problem,
@@ -190,6 +225,24 @@ impl<'a> Flat<'a> {
 }
 
 impl Flat<'_> {
+    /// `warm`'s hints per flat operation, as (alternative, planned end: the
+    /// planned start plus the duration there); none where the hinted
+    /// machine is not among the alternatives.
+    fn warm_hints(&self, warm: &WarmStart) -> Vec<Option<(u16, Time)>> {
+        (0..self.n)
+            .map(|op| {
+                let job = self.job_of[op] as usize;
+                let index = self.index_in_job[op] as usize;
+                let (machine, start) = (*warm.hints.get(job)?.get(index)?)?;
+                let alt = self.alts[op].iter().position(|a| a.machine == machine)?;
+                Some((
+                    alt as u16,
+                    start.saturating_add(self.alts[op][alt].duration),
+                ))
+            })
+            .collect()
+    }
+
     /// Due time less the least work left from `op` to its job's end
     /// (`Time::MAX / 4` for a job with no due time): the floor's priority.
     fn slack(&self, op: u32) -> Time {
@@ -494,6 +547,12 @@ impl<'a> Search<'a> {
 
     /// `construct` with the ready operations picked by `rule`.
     fn construct_by(&mut self, rule: ListRule) -> State {
+        self.construct_with(rule, &[])
+    }
+
+    /// `construct_by`, with `hints` (per operation, or empty) for the
+    /// floor heap.
+    fn construct_with(&mut self, rule: ListRule, hints: &[Option<(u16, Time)>]) -> State {
         let flat = self.flat;
         let machines = flat.problem.machines.len();
         let mut state = State {
@@ -533,7 +592,13 @@ impl<'a> Search<'a> {
         }
         match rule {
             ListRule::FloorHeap => {
-                self.construct_floor(&mut state, &mut machine_end, &mut job_ready, &next_op);
+                self.construct_floor(
+                    &mut state,
+                    &mut machine_end,
+                    &mut job_ready,
+                    &next_op,
+                    hints,
+                );
             }
             ListRule::Scan => loop {
                 let floor = self.options.objective == Objective::Floor;
@@ -569,6 +634,13 @@ impl<'a> Search<'a> {
         let acyclic = self.evaluate(&mut state);
         debug_assert!(acyclic, "list scheduling follows job order");
         state
+    }
+
+    /// The floor construction from a previous plan (`solve_from`): as
+    /// `construct_by(FloorHeap)`, with hinted operations ranked by their
+    /// planned end and kept on their machine.
+    fn construct_warm(&mut self, hints: &[Option<(u16, Time)>]) -> State {
+        self.construct_with(ListRule::FloorHeap, hints)
     }
 
     /// When `op` would end on alternative `alt`, after what that machine
@@ -618,22 +690,38 @@ impl<'a> Search<'a> {
     /// heap by slack and only those tied on the least slack are compared by
     /// their ends: the same choice as comparing every ready operation, in
     /// O(n log n) rather than O(n^2) when ties are few.
+    ///
+    /// With `hints` (a previous plan, see `WarmStart`), a hinted operation
+    /// waits in the heap by its planned end instead of its slack and is
+    /// compared only on its hinted alternative: the previous sequences come
+    /// back in order, and unhinted operations join them by slack.
     fn construct_floor(
         &self,
         state: &mut State,
         machine_end: &mut [Option<(u32, Time)>],
         job_ready: &mut [Time],
         next_op: &[u32],
+        hints: &[Option<(u16, Time)>],
     ) {
         let flat = self.flat;
-        let slack = |op: u32| flat.slack(op);
+        let hint = |op: u32| hints.get(op as usize).copied().flatten();
+        let key = |op: u32| hint(op).map_or_else(|| flat.slack(op), |(_, start)| start);
         let mut ready: BinaryHeap<Reverse<(Time, u32)>> = next_op
             .iter()
             .filter(|&&op| op != NONE)
-            .map(|&op| Reverse((slack(op), op)))
+            .map(|&op| Reverse((key(op), op)))
             .collect();
         let mut tied = Vec::new();
         while let Some(Reverse((least, first))) = ready.pop() {
+            // A hinted operation has one machine: nothing to compare.
+            if let Some((a, _)) = hint(first) {
+                self.place(state, machine_end, job_ready, first, a);
+                let next = flat.next_job[first as usize];
+                if next != NONE {
+                    ready.push(Reverse((key(next), next)));
+                }
+                continue;
+            }
             tied.clear();
             tied.push(first);
             while let Some(&Reverse((s, op))) = ready.peek() {
@@ -645,7 +733,9 @@ impl<'a> Search<'a> {
             }
             let mut best: Option<(Time, Time, u32, u16)> = None;
             for &op in &tied {
-                for (a, alt) in flat.alts[op as usize].iter().enumerate() {
+                let alts = flat.alts[op as usize].iter().enumerate();
+                let hinted = hint(op).map(|(a, _)| a as usize);
+                for (a, alt) in alts.filter(|(a, _)| hinted.is_none_or(|h| h == *a)) {
                     let end = self.end_on(op, alt, machine_end, job_ready);
                     let candidate = (end, alt.distance, op, a as u16);
                     if best.is_none_or(|b| candidate < b) {
@@ -665,13 +755,18 @@ impl<'a> Search<'a> {
             self.place(state, machine_end, job_ready, op, a);
             let next = flat.next_job[op as usize];
             if next != NONE {
-                ready.push(Reverse((slack(next), next)));
+                ready.push(Reverse((key(next), next)));
             }
         }
     }
 
     fn run(&mut self, progress: &mut dyn FnMut() -> f64) -> State {
         let state = self.construct();
+        self.improve(state, progress)
+    }
+
+    /// The search from a constructed `state`.
+    fn improve(&mut self, state: State, progress: &mut dyn FnMut() -> f64) -> State {
         if self.flat.n == 0 {
             return state;
         }

@@ -618,3 +618,194 @@ fn queue_heads_take_the_front_of_each_planned_queue() {
     let empty = plan_floor(&[], &[machine("a")], 1, 100, &mut || 0.0).expect("empty");
     assert!(empty.queue_heads(&[], &|_| 2).is_empty());
 }
+
+/// `schedule`'s machine and start for each operation, as a warm start.
+fn hints_of(problem: &Problem, schedule: &Schedule) -> WarmStart {
+    let mut hints: Vec<Vec<Option<(usize, Time)>>> = problem
+        .jobs
+        .iter()
+        .map(|job| vec![None; job.operations.len()])
+        .collect();
+    for s in &schedule.operations {
+        hints[s.job][s.op] = Some((s.machine, s.start));
+    }
+    WarmStart { hints }
+}
+
+fn solve_warm(problem: &Problem, warm: &WarmStart, seed: u64, iterations: u64) -> Schedule {
+    let options = SolveOptions {
+        objective: Objective::Floor,
+        seed,
+        max_iterations: iterations,
+    };
+    solve_from(problem, &options, warm, &mut || 0.0).expect("valid problem")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Started from a schedule of the same problem, the warm construction
+    /// gives that schedule back: every operation on its machine, in its
+    /// order, at its time.
+    #[test]
+    fn a_warm_start_from_a_schedule_gives_it_back(
+        problem in problem_strategy(true),
+        seed in 0u64..1000,
+        iterations in 0u64..200,
+    ) {
+        let schedule = solve_with(&problem, Objective::Floor, seed, iterations);
+        let again = solve_warm(&problem, &hints_of(&problem, &schedule), seed, 0);
+        prop_assert_eq!(again.operations, schedule.operations);
+        prop_assert_eq!(again.score, schedule.score);
+    }
+
+    /// Whatever the hints (machines that cannot run the operation, starts
+    /// that contradict the job's order, none at all), a warm start is a
+    /// feasible schedule, before and after its search.
+    #[test]
+    fn warm_starts_from_any_hints_are_feasible(
+        problem in problem_strategy(true),
+        raw in prop::collection::vec(prop::option::of((0usize..5, -50i64..200)), 30),
+        seed in 0u64..1000,
+        iterations in 0u64..100,
+    ) {
+        let mut next = raw.iter().cycle();
+        let hints = problem
+            .jobs
+            .iter()
+            .map(|job| job.operations.iter().map(|_| next.next().copied().flatten()).collect())
+            .collect();
+        let warm = WarmStart { hints };
+        let schedule = solve_warm(&problem, &warm, seed, iterations);
+        prop_assert_eq!(check(&problem, &schedule.operations), Ok(()));
+        prop_assert_eq!(schedule.score, floor_score(&problem, &schedule.operations));
+        let start = solve_warm(&problem, &warm, seed, 0);
+        prop_assert!(schedule.score <= start.score);
+    }
+}
+
+/// Print jobs of one second on cotton, due at `due_ms`, of factory "f".
+fn print_job(token: u32, due_ms: Millis) -> FloorJob {
+    FloorJob {
+        token: JobToken(token),
+        order: format!("o{token}"),
+        factory: Some(FactoryId::new("f")),
+        steps: vec![FloorStep {
+            process: "print".into(),
+            material: "cotton".into(),
+            base_duration_ms: 1_000,
+        }],
+        running: None,
+        release_ms: 0,
+        due_ms,
+        customer: None,
+    }
+}
+
+/// The tokens of a machine's planned queue, in order.
+fn tokens_on(plan: &FloorPlan, id: &str) -> Vec<u32> {
+    plan.queues[&MachineId::new(id)]
+        .iter()
+        .map(|p| p.token.0)
+        .collect()
+}
+
+#[test]
+fn a_re_plan_after_a_fault_moves_only_that_machines_steps() {
+    let machines: Vec<FloorMachine> = ["a", "b", "c"]
+        .iter()
+        .map(|id| floor_machine(id, "print"))
+        .collect();
+    let jobs: Vec<FloorJob> = (1..=30)
+        .map(|t| print_job(t, 20_000 + 997 * i64::from(t % 7)))
+        .collect();
+    let plan = plan_floor(&jobs, &machines, 1, 300, &mut || 0.0).expect("valid");
+    let mut faulted = machines.clone();
+    faulted[0].accepts_jobs = false;
+    let again = replan_floor(&plan, &jobs, &faulted, 1, 0, &mut || 0.0).expect("valid");
+    assert!(tokens_on(&again, "a").is_empty(), "{again:?}");
+    let on_a = tokens_on(&plan, "a");
+    for id in ["b", "c"] {
+        // What b and c had stays in its order; a's steps join them.
+        let kept: Vec<u32> = tokens_on(&again, id)
+            .into_iter()
+            .filter(|t| !on_a.contains(t))
+            .collect();
+        assert_eq!(kept, tokens_on(&plan, id), "{id}");
+    }
+    let planned: usize = again.queues.values().map(Vec::len).sum();
+    assert_eq!(planned, jobs.len());
+    // The search then goes on from there.
+    let searched = replan_floor(&plan, &jobs, &faulted, 1, 200, &mut || 0.0).expect("valid");
+    assert!(
+        (searched.late_orders, searched.total_lateness_ms)
+            <= (again.late_orders, again.total_lateness_ms)
+    );
+}
+
+#[test]
+fn a_rush_job_goes_ahead_of_work_planned_after_its_latest_start() {
+    let machines = [floor_machine("a", "print")];
+    let mut jobs: Vec<FloorJob> = (1..=10).map(|t| print_job(t, 100_000)).collect();
+    let plan = plan_floor(&jobs, &machines, 1, 0, &mut || 0.0).expect("valid");
+    jobs.push(print_job(99, 2_500));
+    let again = replan_floor(&plan, &jobs, &machines, 1, 0, &mut || 0.0).expect("valid");
+    let queue = tokens_on(&again, "a");
+    assert!(
+        queue.iter().position(|t| *t == 99) <= Some(1),
+        "the rush job waits behind planned work: {queue:?}"
+    );
+    assert_eq!(again.late_orders, 0);
+    // The others keep their order around it.
+    let others: Vec<u32> = queue.into_iter().filter(|t| *t != 99).collect();
+    assert_eq!(others, tokens_on(&plan, "a"));
+}
+
+#[test]
+fn a_step_keeps_its_machine_once_the_step_before_it_is_done() {
+    let machines = [
+        floor_machine("p1", "print"),
+        floor_machine("p2", "print"),
+        floor_machine("h1", "press"),
+        floor_machine("h2", "press"),
+    ];
+    let two_steps = |token: u32| FloorJob {
+        steps: vec![
+            FloorStep {
+                process: "print".into(),
+                material: "cotton".into(),
+                base_duration_ms: 2_000,
+            },
+            FloorStep {
+                process: "press".into(),
+                material: "cotton".into(),
+                base_duration_ms: 1_000 + 500 * i64::from(token % 3),
+            },
+        ],
+        ..print_job(token, 30_000)
+    };
+    let jobs: Vec<FloorJob> = (1..=8).map(two_steps).collect();
+    let plan = plan_floor(&jobs, &machines, 3, 200, &mut || 0.0).expect("valid");
+    let press_of = |plan: &FloorPlan, token: u32| {
+        plan.queues
+            .iter()
+            .find(|(_, queue)| {
+                queue
+                    .iter()
+                    .any(|p| p.token.0 == token && p.steps_after == 0)
+            })
+            .map(|(id, _)| id.clone())
+    };
+    // Job 1's print step is done: what is left of it is its press step,
+    // now its step 0.
+    let mut later = jobs.clone();
+    later[0].steps.remove(0);
+    let again = replan_floor(&plan, &later, &machines, 3, 0, &mut || 0.0).expect("valid");
+    for token in 1..=8 {
+        assert_eq!(
+            press_of(&again, token),
+            press_of(&plan, token),
+            "job {token}"
+        );
+    }
+}
