@@ -262,7 +262,33 @@ async fn a_courier_who_drops_out_has_its_pickups_planned_with_the_others() {
     assert_eq!(status, 422, "{problem}");
     assert_eq!(problem["errors"][0]["pointer"], "/on_duty", "{problem}");
 
-    // The courier drops out: its pickups go back and are planned with others.
+    // It picks one parcel up first: on board when it drops out.
+    let carried = theirs[0].clone();
+    let (_, detail) = admin.get(&format!("/v1/orders/{carried}")).await;
+    let pickup = detail["handoffs"]
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|h| h["kind"] == "pickup" && h["state"] == "planned")
+        })
+        .cloned()
+        .expect("a planned pickup");
+    let (status, confirmed) = courier
+        .post(
+            &format!(
+                "/v1/handoffs/{}/confirm",
+                pickup["id"].as_str().expect("id")
+            ),
+            &json!({ "code": pickup["code"].as_str().expect("admins see codes") }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{confirmed}");
+    let (_, order) = admin.get(&format!("/v1/orders/{carried}")).await;
+    assert_eq!(order["state"], "out_for_delivery", "{order}");
+
+    // The courier drops out: its pickups go back, the parcel on board is
+    // brought back to its factory, and all are planned with others.
     let (status, duty) = courier
         .post(
             &format!("/v1/couriers/{leaving}/duty"),
@@ -272,7 +298,8 @@ async fn a_courier_who_drops_out_has_its_pickups_planned_with_the_others() {
         .await;
     assert_eq!(status, 200, "{duty}");
     assert_eq!(duty["on_duty"], false);
-    assert_eq!(duty["released"], theirs.len(), "{duty}");
+    assert_eq!(duty["released"], theirs.len() - 1, "{duty}");
+    assert_eq!(duty["brought_back"], 1, "{duty}");
     for id in theirs {
         let now_with = wait_for("the pickup planned with another courier", LIMIT, || async {
             pickup_couriers(&admin, id).await.first().cloned()
@@ -280,6 +307,8 @@ async fn a_courier_who_drops_out_has_its_pickups_planned_with_the_others() {
         .await;
         assert_ne!(now_with, leaving, "order {id}");
     }
+    let (_, order) = admin.get(&format!("/v1/orders/{carried}")).await;
+    assert_eq!(order["state"], "ready", "{order}");
     let (_, schedule) = admin.get(&format!("/v1/couriers/{leaving}/schedule")).await;
     let stops = schedule["stops"].as_array().cloned().unwrap_or_default();
     assert!(stops.iter().all(|s| s["state"] != "planned"), "{schedule}");

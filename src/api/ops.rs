@@ -863,11 +863,15 @@ pub struct DutyView {
     pub on_duty: bool,
     /// Pickups not yet made that were handed back for other couriers.
     pub released: u64,
+    /// Deliveries the courier had on board, brought back to their factory
+    /// for another courier.
+    pub brought_back: u64,
 }
 
 /// A courier goes off duty (or back on): the courier itself, an operator or
-/// an admin. Off duty, its pickups not yet made are handed back and every
-/// zone re-plans at once; parcels on board stay with it. Audited.
+/// an admin. Off duty, its pickups not yet made are handed back, the
+/// deliveries it has on board are brought back to their factory (ready
+/// again, for another courier), and every zone re-plans at once. Audited.
 #[utoipa::path(post, path = "/v1/couriers/{id}/duty", tag = "couriers",
     params(("id" = String, Path)),
     request_body = DutyRequest,
@@ -893,14 +897,15 @@ pub async fn courier_duty(
             "must be true or false (and the only field)",
         )])
     })?;
-    let released = state
+    let change = state
         .runtime
         .set_courier_duty(&id, request.on_duty, &caller.actor())
         .await?;
     Ok(Json(DutyView {
         courier: id,
         on_duty: request.on_duty,
-        released: released as u64,
+        released: change.released as u64,
+        brought_back: change.brought_back as u64,
     }))
 }
 

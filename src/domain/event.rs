@@ -130,10 +130,15 @@ pub enum Event {
         deadline_ms: i64,
     },
     /// A courier went off duty (its pickups not yet made were handed back
-    /// for the next wave) or back on duty.
+    /// for the next wave, the parcels it had on board brought back to
+    /// their factory) or back on duty.
     CourierDutyChanged {
         on_duty: bool,
         released: u32,
+        /// Deliveries it had on board, back at their factory (added in v1;
+        /// 0 when absent).
+        #[serde(default)]
+        brought_back: u32,
     },
     /// Restocked units filled a line of a new order at its factory (the
     /// line gets no jobs).

@@ -104,6 +104,7 @@ pub fn samples() -> Vec<Event> {
         Event::CourierDutyChanged {
             on_duty: false,
             released: 4,
+            brought_back: 2,
         },
         Event::StockTaken {
             factory: FactoryId::new("north"),

@@ -54,6 +54,10 @@ pub enum OrderInput {
     /// A drop-off attempt failed (not home, wrong address, refused): the
     /// parcel goes back to its factory, ready for the next wave.
     DeliveryFailed,
+    /// The courier carrying it went off duty and brought it back to its
+    /// factory: ready for the next wave, with another courier. Not a
+    /// failed attempt.
+    BroughtBack,
     /// The brand (or an operator) cancelled it.
     Cancel,
     /// The brand asked for a return after delivery.
@@ -118,7 +122,7 @@ impl OrderState {
             (S::Accepted | S::InProduction, I::AllJobsDone) => S::Ready,
             (S::Ready, I::PickedUp) => S::OutForDelivery,
             (S::OutForDelivery, I::DroppedOff) => S::Delivered,
-            (S::OutForDelivery, I::DeliveryFailed) => S::Ready,
+            (S::OutForDelivery, I::DeliveryFailed | I::BroughtBack) => S::Ready,
             (S::Accepted | S::InProduction | S::Ready, I::Cancel) => S::Cancelled,
             (S::Delivered, I::RequestReturn) => S::ReturnRequested,
             (S::ReturnRequested, I::ReturnPickedUp) => S::ReturnInTransit,
@@ -255,6 +259,18 @@ mod tests {
     }
 
     #[test]
+    fn a_parcel_back_at_its_factory_is_ready_again() {
+        let out = [I::AllJobsDone, I::PickedUp];
+        for back in [I::DeliveryFailed, I::BroughtBack] {
+            check(&[out[0], out[1], back], Ok(S::Ready));
+            check(
+                &[out[0], out[1], back, I::PickedUp, I::DroppedOff],
+                Ok(S::Delivered),
+            );
+        }
+    }
+
+    #[test]
     fn cancellation() {
         check(&[I::Cancel], Ok(S::Cancelled));
         check(&[I::ProductionStarted, I::Cancel], Ok(S::Cancelled));
@@ -274,6 +290,8 @@ mod tests {
         check(&[I::ProductionStarted, I::ProductionStarted], Err(1));
         check(&[I::AllJobsDone, I::AllJobsDone], Err(1));
         check(&[I::AllJobsDone, I::DroppedOff], Err(1));
+        check(&[I::AllJobsDone, I::BroughtBack], Err(1));
+        check(&[I::AllJobsDone, I::DeliveryFailed], Err(1));
         check(
             &[
                 I::AllJobsDone,
@@ -293,6 +311,8 @@ mod tests {
             I::AllJobsDone,
             I::PickedUp,
             I::DroppedOff,
+            I::DeliveryFailed,
+            I::BroughtBack,
             I::Cancel,
             I::RequestReturn,
             I::ReturnPickedUp,

@@ -261,13 +261,14 @@ impl Runtime {
     }
 
     /// A courier goes off duty (dropping out for the day) or back on. Its
-    /// pickups not yet made are handed back and every zone re-plans now.
+    /// pickups not yet made are handed back, the parcels it has on board
+    /// brought back to their factory, and every zone re-plans now.
     pub async fn set_courier_duty(
         &self,
         courier: &str,
         on_duty: bool,
         actor: &str,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<crate::store::DutyChange, StoreError> {
         let released = self
             .store
             .set_courier_duty(courier, on_duty, actor, self.clock.now_ms())

@@ -486,15 +486,18 @@ impl Store {
     /// A courier goes off duty (or back on): stored with who decided, audited,
     /// one `courier.duty_changed` event. Going off duty hands back every
     /// pickup it has not made (with the drop-off planned with it) for the
-    /// next wave to plan with other couriers; parcels already on board stay
-    /// with it. Returns how many orders and returns were handed back.
+    /// next wave to plan with other couriers, and brings the deliveries it
+    /// has on board back to their factory (`bring_back_parcels`): ready
+    /// again, for another courier. Returns it carries stay with it (no
+    /// promise hangs on them). Returns how many pickups were handed back
+    /// and how many parcels brought back.
     pub async fn set_courier_duty(
         &self,
         courier: &str,
         on_duty: bool,
         actor: &str,
         now: Millis,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<DutyChange, StoreError> {
         let mut tx = self.begin().await?;
         let flag = i64::from(on_duty);
         let updated = sqlx::query(
@@ -530,8 +533,13 @@ impl Store {
             .await?;
             miss_pickups(&mut tx, &rows, now).await?
         };
+        let brought_back = if on_duty {
+            0
+        } else {
+            bring_back_parcels(&mut tx, courier, now).await?
+        };
         let detail = format!(
-            "{} ({released} pickups handed back)",
+            "{} ({released} pickups handed back, {brought_back} parcels brought back)",
             if on_duty { "on duty" } else { "off duty" }
         );
         record_audit(
@@ -549,10 +557,14 @@ impl Store {
         let event = Event::CourierDutyChanged {
             on_duty,
             released: u32::try_from(released).unwrap_or(u32::MAX),
+            brought_back: u32::try_from(brought_back).unwrap_or(u32::MAX),
         };
         emit(&mut tx, &subject, &event, now).await?;
         tx.commit().await?;
-        Ok(released)
+        Ok(DutyChange {
+            released,
+            brought_back,
+        })
     }
 
     /// Couriers an operator or the courier took off duty.
@@ -1215,6 +1227,88 @@ pub struct LateDropoff {
 /// Misses each pickup in `rows` (id, wave, order_id, return_id, brand) and
 /// the drop-off planned with it; a return's pickup sends the return back to
 /// waiting. Returns how many pickups were handed back.
+/// The deliveries `courier` has on board as it goes off duty (orders out
+/// for delivery whose last pickup it made, no drop-off of them under way),
+/// brought back to their factory: their planned drop-offs are missed
+/// (`handoff.missed`) and each order is ready again (`order.state_changed`
+/// out_for_delivery to ready, `OrderInput::BroughtBack`), for the next wave
+/// to plan with a courier on duty. Not a failed attempt. Returns how many.
+async fn bring_back_parcels(
+    tx: &mut super::WriteTx,
+    courier: &str,
+    now: Millis,
+) -> Result<usize, StoreError> {
+    let rows = sqlx::query(
+        "SELECT o.id, o.brand FROM orders o JOIN handoffs p ON p.order_id = o.id AND p.kind = 'pickup'          AND p.state = 'done' AND p.return_id IS NULL          WHERE p.courier = $1 AND o.state = 'out_for_delivery'          AND NOT EXISTS (SELECT 1 FROM handoffs q WHERE q.order_id = o.id AND q.return_id IS NULL           AND q.kind = 'pickup' AND q.state = 'done'           AND (q.updated_ms > p.updated_ms OR (q.updated_ms = p.updated_ms AND q.id > p.id)))          AND NOT EXISTS (SELECT 1 FROM handoffs h WHERE h.order_id = o.id AND h.return_id IS NULL           AND h.kind = 'dropoff' AND h.state = 'locked')          ORDER BY o.id",
+    )
+    .bind(courier)
+    .fetch_all(&mut **tx)
+    .await?;
+    let (missed, missed_events) = HandoffState::Planned.handle(HandoffInput::Miss)?;
+    let (ready, order_events) = OrderState::OutForDelivery.handle(OrderInput::BroughtBack)?;
+    let mut brought = 0;
+    for row in &rows {
+        let order_id: String = row.try_get("id")?;
+        let brand: String = row.try_get("brand")?;
+        // The order first, by compare-and-set: delivered since the read
+        // (another daemon's confirmation), it stays delivered.
+        match set_order_state_by_id(
+            tx,
+            &order_id,
+            &brand,
+            OrderState::OutForDelivery,
+            ready,
+            &order_events,
+            now,
+        )
+        .await
+        {
+            Ok(()) => brought += 1,
+            Err(StoreError::Conflict(_)) => continue,
+            Err(err) => return Err(err),
+        }
+        let stops = sqlx::query(
+            "SELECT id FROM handoffs WHERE order_id = $1 AND return_id IS NULL AND kind = 'dropoff'              AND state = 'planned'",
+        )
+        .bind(&order_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        for stop in stops {
+            let id: String = stop.try_get("id")?;
+            let done = sqlx::query(
+                "UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'planned'",
+            )
+            .bind(missed.as_str())
+            .bind(now)
+            .bind(&id)
+            .execute(&mut **tx)
+            .await?;
+            if done.rows_affected() != 1 {
+                continue;
+            }
+            let subject = Subject {
+                kind: "handoff",
+                id: &id,
+                order_id: Some(&order_id),
+                brand: Some(&brand),
+            };
+            for event in &missed_events {
+                emit(tx, &subject, event, now).await?;
+            }
+        }
+    }
+    Ok(brought)
+}
+
+/// What a change of duty did (`Store::set_courier_duty`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DutyChange {
+    /// Pickups not yet made, handed back for other couriers.
+    pub released: usize,
+    /// Deliveries on board, brought back to their factory.
+    pub brought_back: usize,
+}
+
 pub(super) async fn miss_pickups(
     tx: &mut super::WriteTx,
     rows: &[AnyRow],

@@ -25,8 +25,8 @@ mod write;
 
 pub use demand::{DemandRow, SalesEventRecord};
 pub use handoffs::{
-    Confirmation, Escalation, FailedAttempt, HandoffDetail, HandoffRecord, LateDropoff, OpenStop,
-    ScheduledStop, StopMove, WaveOrder,
+    Confirmation, DutyChange, Escalation, FailedAttempt, HandoffDetail, HandoffRecord, LateDropoff,
+    OpenStop, ScheduledStop, StopMove, WaveOrder,
 };
 pub use jobs::{CounterBaseline, JobFilter, JobRecord, JobTransition, SchedulableJob};
 pub use leases::{Fence, Lease, SqliteLock};

@@ -478,11 +478,11 @@ async fn a_courier_off_duty_hands_back_its_pickups_and_is_left_out() {
     on_every_backend(|store| async move {
         ready_and_planned(&store).await;
         assert!(store.couriers_off_duty().await.expect("duty").is_empty());
-        let released = store
+        let change = store
             .set_courier_duty("bike-1", false, "op", NOW + 5)
             .await
             .expect("off duty");
-        assert_eq!(released, 1);
+        assert_eq!((change.released, change.brought_back), (1, 0));
         let off = store.couriers_off_duty().await.expect("duty");
         assert!(off.contains("bike-1") && off.len() == 1);
         // Both stops are missed and the order waits for the next wave.
@@ -501,7 +501,7 @@ async fn a_courier_off_duty_hands_back_its_pickups_and_is_left_out() {
                 .set_courier_duty("bike-1", true, "bike-1", NOW + 6)
                 .await
                 .expect("on duty"),
-            0
+            DutyChange::default()
         );
         assert!(store.couriers_off_duty().await.expect("duty").is_empty());
         let audit = store.list_audit(None, 100).await.expect("audit");
@@ -513,6 +513,97 @@ async fn a_courier_off_duty_hands_back_its_pickups_and_is_left_out() {
             events_of_kind(&store, None, "courier.duty_changed").await,
             2
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_courier_dropping_out_brings_its_parcels_back_for_another_courier() {
+    on_every_backend(|store| async move {
+        ready_and_planned(&store).await;
+        store
+            .confirm_handoff("h1", Some("bike-1"), Some("h1-code"), 5, NOW)
+            .await
+            .expect("picked up");
+        assert!(store.wave_orders("berlin").await.expect("none").is_empty());
+        let change = store
+            .set_courier_duty("bike-1", false, "bike-1", NOW + 5)
+            .await
+            .expect("off duty");
+        assert_eq!((change.released, change.brought_back), (0, 1));
+        // The parcel is back at its factory: the order is ready, its
+        // drop-off missed (not failed: no attempt counted), and the next
+        // wave plans it with whoever is on duty, not only bike-1.
+        let order = store
+            .get_order("o1", None)
+            .await
+            .expect("read")
+            .expect("order");
+        assert_eq!(order.state, OrderState::Ready);
+        let states: Vec<HandoffState> = store
+            .order_handoffs("o1")
+            .await
+            .expect("handoffs")
+            .iter()
+            .map(|h| h.state)
+            .collect();
+        assert_eq!(states, vec![HandoffState::Done, HandoffState::Missed]);
+        assert_eq!(store.wave_orders("berlin").await.expect("wave").len(), 1);
+        assert!(
+            store
+                .carried_orders("berlin")
+                .await
+                .expect("none")
+                .is_empty()
+        );
+        assert_eq!(
+            events_of_kind(&store, Some("acme"), "handoff.missed").await,
+            1
+        );
+        let payloads: Vec<String> = store
+            .events_after(None, None, 1000)
+            .await
+            .expect("events")
+            .into_iter()
+            .map(|e| e.payload)
+            .filter(|p| p.contains("\"courier.duty_changed\""))
+            .collect();
+        assert_eq!(payloads.len(), 1);
+        assert!(
+            payloads[0].contains("\"brought_back\":1"),
+            "{}",
+            payloads[0]
+        );
+        // Picked up again by another courier and delivered.
+        let mut again = pair("w2", "h3", "h4");
+        for stop in &mut again {
+            stop.courier = "van-1".into();
+        }
+        store.save_wave(&again, NOW + 10).await.expect("wave");
+        for stop in ["h3", "h4"] {
+            store
+                .confirm_handoff(
+                    stop,
+                    Some("van-1"),
+                    Some(&format!("{stop}-code")),
+                    5,
+                    NOW + 20,
+                )
+                .await
+                .expect("confirmed");
+        }
+        let order = store
+            .get_order("o1", None)
+            .await
+            .expect("read")
+            .expect("order");
+        assert_eq!(order.state, OrderState::Delivered);
+        // Going off duty again has nothing left to bring back.
+        let change = store
+            .set_courier_duty("bike-1", false, "bike-1", NOW + 30)
+            .await
+            .expect("off duty");
+        assert_eq!(change, DutyChange::default());
     })
     .await;
 }
