@@ -417,9 +417,13 @@ pub struct RoutingConfig {
     /// Road distance over great-circle distance (1.3 in most towns).
     #[serde(default = "default_detour_factor")]
     pub detour_factor: f64,
-    /// Time at each stop (handing over, code, parking), seconds.
+    /// Time at a customer's door (handing over, code, parking), seconds.
     #[serde(default = "default_service_s")]
     pub service_s: f64,
+    /// Time per parcel at a factory (collected there, or a return brought
+    /// back), seconds.
+    #[serde(default = "default_handover_s")]
+    pub handover_s: f64,
     /// Wall-clock budget of the router per wave, milliseconds.
     #[serde(default = "default_time_limit_ms")]
     pub time_limit_ms: u64,
@@ -477,6 +481,10 @@ fn default_service_s() -> f64 {
     180.0
 }
 
+fn default_handover_s() -> f64 {
+    30.0
+}
+
 fn default_time_limit_ms() -> u64 {
     500
 }
@@ -509,6 +517,7 @@ impl Default for RoutingConfig {
             speed_kmh: default_speed_kmh(),
             detour_factor: default_detour_factor(),
             service_s: default_service_s(),
+            handover_s: default_handover_s(),
             time_limit_ms: default_time_limit_ms(),
             objective: RoutingObjective::default(),
             max_wave_parcels: default_max_wave_parcels(),
@@ -1030,6 +1039,12 @@ impl Config {
             problem(
                 "routing.service_s".into(),
                 format!("must be 0..=3600, got {}", routing.service_s),
+            );
+        }
+        if !(routing.handover_s.is_finite() && (0.0..=3600.0).contains(&routing.handover_s)) {
+            problem(
+                "routing.handover_s".into(),
+                format!("must be 0..=3600, got {}", routing.handover_s),
             );
         }
         if !(10..=60_000).contains(&routing.time_limit_ms) {

@@ -114,17 +114,24 @@ pub struct WavePlan {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Travel {
     pub speed_m_per_s: f64,
+    /// At a customer's door (handing over, code, parking).
     pub service_ms: Millis,
+    /// Per parcel at a factory (collected there, or a return brought back):
+    /// a factory hands a courier its parcels at one counter, so twenty
+    /// parcels there take twenty handovers, not twenty door stops.
+    pub handover_ms: Millis,
     /// Roads are longer than the crow flies: great-circle distance times this.
     pub detour_factor: f64,
 }
 
 impl Default for Travel {
     fn default() -> Self {
-        // A cargo bike in town: about 15 km/h, three minutes a stop.
+        // A cargo bike in town: about 15 km/h, three minutes a door, half
+        // a minute a parcel at a factory.
         Self {
             speed_m_per_s: 4.2,
             service_ms: 180_000,
+            handover_ms: 30_000,
             detour_factor: 1.3,
         }
     }
@@ -144,8 +151,10 @@ impl Travel {
 pub trait Legs {
     /// Door to door, in milliseconds.
     fn leg_ms(&self, from: Location, to: Location) -> Millis;
-    /// At each stop, in milliseconds.
+    /// At a customer's door, in milliseconds.
     fn service_ms(&self) -> Millis;
+    /// Per parcel at a factory, in milliseconds.
+    fn handover_ms(&self) -> Millis;
 }
 
 impl Legs for Travel {
@@ -155,6 +164,10 @@ impl Legs for Travel {
 
     fn service_ms(&self) -> Millis {
         self.service_ms
+    }
+
+    fn handover_ms(&self) -> Millis {
+        self.handover_ms
     }
 }
 
@@ -189,6 +202,10 @@ impl Legs for Rides<'_> {
 
     fn service_ms(&self) -> Millis {
         self.travel.service_ms
+    }
+
+    fn handover_ms(&self) -> Millis {
+        self.travel.handover_ms
     }
 }
 
@@ -291,13 +308,28 @@ struct Wave<'a> {
     orders: &'a [RouteOrder],
     matrix: Matrix,
     now_ms: Millis,
+    /// Seconds at a customer's door.
     service: f64,
+    /// Seconds per parcel at a factory.
+    handover: f64,
     search: WaveSearch,
 }
 
 impl Wave<'_> {
     fn seconds(&self, ms: Millis) -> f64 {
         (ms - self.now_ms) as f64 / 1000.0
+    }
+
+    /// Seconds at `order`'s stop of `kind`: a delivery's pickup and a
+    /// return's drop-off are at a factory (a handover), the others at the
+    /// customer's door.
+    fn service_at(&self, order: usize, kind: HandoffKind) -> f64 {
+        let at_factory = (kind == HandoffKind::Pickup) == self.orders[order].return_id.is_none();
+        if at_factory {
+            self.handover
+        } else {
+            self.service
+        }
     }
 
     fn pickup_point(&self, order: usize) -> usize {
@@ -340,7 +372,6 @@ impl Wave<'_> {
                 fixed_cost: 0.0,
             })
             .collect();
-        let service = self.service;
         let requests = |lifted: &[bool]| -> Vec<Request> {
             which
                 .iter()
@@ -356,7 +387,7 @@ impl Wave<'_> {
                     let base = self.pickup_point(index);
                     let delivery = Stop {
                         location: base + 1,
-                        service,
+                        service: self.service_at(index, HandoffKind::Dropoff),
                         window,
                     };
                     let kind = if bound[slot].is_some() {
@@ -365,7 +396,7 @@ impl Wave<'_> {
                         RequestKind::Shipment {
                             pickup: Stop {
                                 location: base,
-                                service,
+                                service: self.service_at(index, HandoffKind::Pickup),
                                 window,
                             },
                             delivery,
@@ -478,7 +509,7 @@ impl Wave<'_> {
                 if stop.kind == HandoffKind::Dropoff {
                     followed.drops[stop.order] = Some(self.millis(time));
                 }
-                time += self.service;
+                time += self.service_at(stop.order, stop.kind);
                 at = point;
             }
             followed.tails.push((at, time));
@@ -659,6 +690,7 @@ pub fn plan_routes_on(
         orders,
         now_ms,
         service: travel.service_ms.max(0) as f64 / 1000.0,
+        handover: travel.handover_ms.max(0) as f64 / 1000.0,
         search,
     };
     let any_open = open.iter().any(|&o| o);
@@ -827,10 +859,31 @@ mod tests {
         // About 680 m times 1.3 at 4.2 m/s to the factory.
         let first = plans.routes[0].stops[0].eta_ms;
         assert!((200_000..220_000).contains(&first), "{first}");
-        // Each later stop comes after the service time of the one before.
-        for pair in plans.routes[0].stops.windows(2) {
-            assert!(pair[1].eta_ms >= pair[0].eta_ms + 180_000);
+        // Each later stop comes after the time at the one before: a
+        // handover at the factory (the second parcel is collected there half
+        // a minute after the first), three minutes at a door.
+        let stops = &plans.routes[0].stops;
+        assert_eq!(stops[1].eta_ms, stops[0].eta_ms + 30_000);
+        for pair in stops.windows(2) {
+            let at = match pair[0].kind {
+                HandoffKind::Pickup => 30_000,
+                HandoffKind::Dropoff => 180_000,
+            };
+            assert!(pair[1].eta_ms >= pair[0].eta_ms + at);
         }
+    }
+
+    #[test]
+    fn a_return_takes_door_time_at_the_customer_and_a_handover_at_the_factory() {
+        let mut back = order("back", (52.53, 13.41), (52.50, 13.41), 10 * HOUR);
+        back.return_id = Some("r1".into());
+        let plans = plan(&[courier("c", 5)], &[back], 0);
+        let stops = &plans.routes[0].stops;
+        let ride =
+            Travel::default().leg_ms(Location::new(52.53, 13.41), Location::new(52.50, 13.41));
+        // Picked up at the door (three minutes), then the ride.
+        let gap = stops[1].eta_ms - stops[0].eta_ms;
+        assert!((gap - (180_000 + ride)).abs() <= 1_000, "{gap} vs {ride}");
     }
 
     #[test]

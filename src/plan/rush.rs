@@ -15,8 +15,8 @@ use super::route::Legs;
 use crate::domain::{Location, Millis};
 
 /// The latest time a wave may plan an order and still deliver it by
-/// `deadline_ms`: the deadline less the direct ride, both stops' service
-/// times and `margin_ms`.
+/// `deadline_ms`: the deadline less the direct ride, the handover at the
+/// factory, the service at the door and `margin_ms`.
 pub fn latest_wave_ms(
     pickup: Location,
     dropoff: Location,
@@ -26,7 +26,8 @@ pub fn latest_wave_ms(
 ) -> Millis {
     deadline_ms
         .saturating_sub(travel.leg_ms(pickup, dropoff))
-        .saturating_sub(2 * travel.service_ms().max(0))
+        .saturating_sub(travel.handover_ms().max(0))
+        .saturating_sub(travel.service_ms().max(0))
         .saturating_sub(margin_ms.max(0))
 }
 
@@ -93,7 +94,7 @@ mod tests {
         let ride = travel.leg_ms(factory(), customer());
         assert_eq!(
             latest_wave_ms(factory(), customer(), 10 * HOUR, &travel, 30 * MINUTE),
-            10 * HOUR - ride - 2 * travel.service_ms - 30 * MINUTE
+            10 * HOUR - ride - travel.handover_ms - travel.service_ms - 30 * MINUTE
         );
         // No overflow at the edges.
         assert_eq!(

@@ -87,7 +87,8 @@ impl DeliveryLead {
         });
         self.wave_gap_ms
             .saturating_add(ride)
-            .saturating_add(2 * self.travel.service_ms)
+            .saturating_add(self.travel.handover_ms.max(0))
+            .saturating_add(self.travel.service_ms.max(0))
     }
 }
 

@@ -36,6 +36,7 @@ pub fn travel(routing: &RoutingConfig) -> crate::plan::Travel {
     crate::plan::Travel {
         speed_m_per_s: routing.speed_kmh / 3.6,
         service_ms: (routing.service_s * 1000.0) as i64,
+        handover_ms: (routing.handover_s * 1000.0) as i64,
         detour_factor: routing.detour_factor,
     }
 }
