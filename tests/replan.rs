@@ -1,6 +1,7 @@
 //! Re-planning of courier routes, seen through the API as a brand, an
 //! operator and a courier would: a rush order that cannot wait for its
-//! zone's next cron wave is planned at once and delivered in time.
+//! zone's next cron wave is planned at once and delivered in time; a
+//! courier that made its last stop gets the waiting parcels at once.
 
 mod support;
 
@@ -140,6 +141,86 @@ async fn a_rush_order_is_planned_at_once_and_delivered_before_the_next_cron_wave
 }
 
 /// `(order, kind)` of each planned stop of a schedule, in route order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_courier_that_made_its_last_stop_gets_the_waiting_parcels_before_the_next_cron_wave() {
+    const SCALE: f64 = 100.0;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(37, SCALE).await;
+    let mut config = support::config(&fleet, &dir.path().join("free.db"), SCALE);
+    let hour = (chrono::Utc::now().hour() + 20) % 24;
+    for zone in &mut config.zones {
+        zone.planning_cron = format!("0 0 {hour} * * *");
+    }
+    let running = Running::start(config).await;
+    let now = running.daemon.clock.now();
+    let next_wave = {
+        let schedule: cron::Schedule = format!("0 0 {hour} * * *").parse().expect("cron");
+        schedule.after(&now).next().expect("a next wave")
+    };
+    let brand = running.api(Role::Brand, "free-brand").await;
+    let order = |deliver_by: chrono::DateTime<chrono::Utc>| {
+        json!({
+            "customer": {"name": "Ada", "lat": 52.52, "lon": 13.40},
+            "lines": [{"sku": "mug-white", "quantity": 1}],
+            "deliver_by": deliver_by.to_rfc3339(),
+        })
+    };
+    // A rush order gets a courier at once.
+    let (status, rush) = brand
+        .post(
+            "/v1/orders",
+            &order(now + chrono::Duration::hours(10)),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{rush}");
+    let rush_id = rush["id"].as_str().expect("id").to_string();
+    let operator = running
+        .api(Role::Operator, rush["factory"].as_str().expect("factory"))
+        .await;
+    let pickup = wait_for("the rush order's pickup planned", LIMIT, || {
+        planned_stop(&operator, &rush_id, "pickup")
+    })
+    .await;
+    // Then an order that can wait for the cron wave: ready, not planned.
+    let (status, calm) = brand
+        .post(
+            "/v1/orders",
+            &order(now + chrono::Duration::hours(46)),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{calm}");
+    let calm_id = calm["id"].as_str().expect("id").to_string();
+    wait_for("the second order ready", LIMIT, || async {
+        let (_, body) = brand.get(&format!("/v1/orders/{calm_id}")).await;
+        (body["state"] == "ready").then_some(())
+    })
+    .await;
+    assert!(planned_stop(&operator, &calm_id, "pickup").await.is_none());
+
+    // The courier makes its stops; after its last one a wave plans the
+    // waiting order, long before the cron's.
+    let (status, body) = confirm(&running, &pickup).await;
+    assert_eq!(status, 200, "{body}");
+    let dropoff = wait_for("the drop-off planned", LIMIT, || {
+        planned_stop(&brand, &rush_id, "dropoff")
+    })
+    .await;
+    let (status, body) = confirm(&running, &dropoff).await;
+    assert_eq!(status, 200, "{body}");
+    wait_for("the waiting order planned", LIMIT, || {
+        planned_stop(&operator, &calm_id, "pickup")
+    })
+    .await;
+    let planned_at = running.daemon.clock.now();
+    assert!(
+        planned_at < next_wave,
+        "planned at {planned_at}, cron wave {next_wave}"
+    );
+    running.stop().await;
+}
+
 fn planned_sequence(schedule: &Value) -> Vec<(String, String)> {
     schedule["stops"]
         .as_array()

@@ -12,7 +12,7 @@ use crate::store::{
     Confirmation, FailedAttempt, HandoffRecord, JobTransition, MaterialChange, ModeChange,
     PromiseUpdate, StoreError, WindowRecord,
 };
-use tracing::warn;
+use tracing::{info, warn};
 
 /// A stop confirmed this long after its ETA (domain time) delays the
 /// courier's later stops.
@@ -206,6 +206,16 @@ impl Runtime {
                 self.wakers.wake(Wake::OUTBOX);
                 self.schedules.mark(handoff.courier.as_str());
                 self.after_late_stop(handoff).await?;
+                // A courier that has made its last stop takes the parcels
+                // waiting now rather than idling until the next cron wave.
+                if !self
+                    .store
+                    .courier_has_open_stops(handoff.courier.as_str())
+                    .await?
+                {
+                    info!(courier = %handoff.courier, "courier free: planning a wave now");
+                    self.wakers.replan();
+                }
             }
             Confirmation::WrongCode { locked, .. } => {
                 metrics::counter!("fabflow_handoff_wrong_codes_total").increment(1);

@@ -623,6 +623,17 @@ impl Store {
         Ok(())
     }
 
+    /// Whether `courier` has a stop not yet made (planned or locked).
+    pub async fn courier_has_open_stops(&self, courier: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT 1 AS one FROM handoffs WHERE courier = $1 AND state IN ('planned', 'locked') LIMIT 1",
+        )
+        .bind(courier)
+        .fetch_optional(self.reader())
+        .await?;
+        Ok(row.is_some())
+    }
+
     /// The stops not yet made (planned or locked), in each courier's route
     /// order, with their order's brand and deadline (and a return's request
     /// time): what a wave needs to rebuild the routes.
