@@ -279,14 +279,14 @@ impl Runtime {
         on_duty: bool,
         actor: &str,
     ) -> Result<crate::store::DutyChange, StoreError> {
-        let released = self
+        let change = self
             .store
             .set_courier_duty(courier, on_duty, actor, self.clock.now_ms())
             .await?;
         self.wakers.wake(Wake::OUTBOX);
         self.schedules.mark(courier);
         self.wakers.replan();
-        Ok(released)
+        Ok(change)
     }
 
     /// A courier reports a failed attempt at a stop: re-planned in the next

@@ -69,7 +69,8 @@ pub struct Scheduler {
     /// `shop` planner.
     pub paces: HashMap<String, Pace>,
     /// The `shop` planner's last plan: the next round starts from it
-    /// (`plan::shop::replan_floor`), so a round's cost follows what changed.
+    /// (`plan::shop::replan_floor`), so queues do not reshuffle from round
+    /// to round and the search goes on where the last round stopped.
     pub last_plan: std::sync::Mutex<Option<FloorPlan>>,
 }
 

@@ -1235,9 +1235,6 @@ pub struct LateDropoff {
     pub eta_ms: Millis,
 }
 
-/// Misses each pickup in `rows` (id, wave, order_id, return_id, brand) and
-/// the drop-off planned with it; a return's pickup sends the return back to
-/// waiting. Returns how many pickups were handed back.
 /// The deliveries `courier` has on board as it goes off duty (orders out
 /// for delivery whose last pickup it made, no drop-off of them under way),
 /// brought back to their factory: their planned drop-offs are missed
@@ -1320,6 +1317,9 @@ pub struct DutyChange {
     pub brought_back: usize,
 }
 
+/// Misses each pickup in `rows` (id, wave, order_id, return_id, brand) and
+/// the drop-off planned with it; a return's pickup sends the return back to
+/// waiting. Returns how many pickups were handed back.
 pub(super) async fn miss_pickups(
     tx: &mut super::WriteTx,
     rows: &[AnyRow],

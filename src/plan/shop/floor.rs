@@ -163,8 +163,9 @@ pub fn plan_floor(
 /// `search::WarmStart`): every step still waiting keeps its machine and its
 /// place in that machine's order when the machine can still run it; steps
 /// of new jobs, and those of a machine that faulted, went offline or was
-/// paused, are placed by the floor's list rule among them. Its cost follows
-/// what changed, so the daemon re-plans this way every round.
+/// paused, are placed by the floor's list rule among them; the search then
+/// goes on from there. The daemon re-plans this way every round after its
+/// first, so planned queues stay put and the search's work accumulates.
 pub fn replan_floor(
     previous: &FloorPlan,
     jobs: &[FloorJob],

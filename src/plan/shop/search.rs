@@ -104,8 +104,8 @@ pub struct WarmStart {
 
 /// `solve` under the floor objective, starting from `warm` rather than
 /// from scratch: the re-plan after a change keeps what still holds of the
-/// previous plan, and takes time in proportion to what changed (plus a heap
-/// pass over the rest) rather than to a full construction.
+/// previous plan, and the search goes on from it. (Not cheaper than `solve`
+/// as a whole: the problem is still flattened and scored in full.)
 pub fn solve_from(
     problem: &Problem,
     options: &SolveOptions,
@@ -705,7 +705,7 @@ impl<'a> Search<'a> {
     ) {
         let flat = self.flat;
         let hint = |op: u32| hints.get(op as usize).copied().flatten();
-        let key = |op: u32| hint(op).map_or_else(|| flat.slack(op), |(_, start)| start);
+        let key = |op: u32| hint(op).map_or_else(|| flat.slack(op), |(_, end)| end);
         let mut ready: BinaryHeap<Reverse<(Time, u32)>> = next_op
             .iter()
             .filter(|&&op| op != NONE)
