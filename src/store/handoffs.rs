@@ -1247,12 +1247,19 @@ async fn bring_back_parcels(
     now: Millis,
 ) -> Result<usize, StoreError> {
     let rows = sqlx::query(
-        "SELECT o.id, o.brand FROM orders o JOIN handoffs p ON p.order_id = o.id AND p.kind = 'pickup'          AND p.state = 'done' AND p.return_id IS NULL          WHERE p.courier = $1 AND o.state = 'out_for_delivery'          AND NOT EXISTS (SELECT 1 FROM handoffs q WHERE q.order_id = o.id AND q.return_id IS NULL           AND q.kind = 'pickup' AND q.state = 'done'           AND (q.updated_ms > p.updated_ms OR (q.updated_ms = p.updated_ms AND q.id > p.id)))          AND NOT EXISTS (SELECT 1 FROM handoffs h WHERE h.order_id = o.id AND h.return_id IS NULL           AND h.kind = 'dropoff' AND h.state = 'locked')          ORDER BY o.id",
+        "SELECT o.id, o.brand FROM orders o JOIN handoffs p ON p.order_id = o.id AND p.kind = 'pickup' \
+         AND p.state = 'done' AND p.return_id IS NULL \
+         WHERE p.courier = $1 AND o.state = 'out_for_delivery' \
+         AND NOT EXISTS (SELECT 1 FROM handoffs q WHERE q.order_id = o.id AND q.return_id IS NULL \
+          AND q.kind = 'pickup' AND q.state = 'done' \
+          AND (q.updated_ms > p.updated_ms OR (q.updated_ms = p.updated_ms AND q.id > p.id))) \
+         AND NOT EXISTS (SELECT 1 FROM handoffs h WHERE h.order_id = o.id AND h.return_id IS NULL \
+          AND h.kind = 'dropoff' AND h.state = 'locked') \
+         ORDER BY o.id",
     )
     .bind(courier)
     .fetch_all(&mut **tx)
     .await?;
-    let (missed, missed_events) = HandoffState::Planned.handle(HandoffInput::Miss)?;
     let (ready, order_events) = OrderState::OutForDelivery.handle(OrderInput::BroughtBack)?;
     let mut brought = 0;
     for row in &rows {
@@ -1276,33 +1283,15 @@ async fn bring_back_parcels(
             Err(err) => return Err(err),
         }
         let stops = sqlx::query(
-            "SELECT id FROM handoffs WHERE order_id = $1 AND return_id IS NULL AND kind = 'dropoff'              AND state = 'planned'",
+            "SELECT id FROM handoffs WHERE order_id = $1 AND return_id IS NULL AND kind = 'dropoff' \
+             AND state = 'planned'",
         )
         .bind(&order_id)
         .fetch_all(&mut **tx)
         .await?;
         for stop in stops {
             let id: String = stop.try_get("id")?;
-            let done = sqlx::query(
-                "UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'planned'",
-            )
-            .bind(missed.as_str())
-            .bind(now)
-            .bind(&id)
-            .execute(&mut **tx)
-            .await?;
-            if done.rows_affected() != 1 {
-                continue;
-            }
-            let subject = Subject {
-                kind: "handoff",
-                id: &id,
-                order_id: Some(&order_id),
-                brand: Some(&brand),
-            };
-            for event in &missed_events {
-                emit(tx, &subject, event, now).await?;
-            }
+            miss_planned_stop(tx, &id, &order_id, &brand, now).await?;
         }
     }
     Ok(brought)
@@ -1315,6 +1304,40 @@ pub struct DutyChange {
     pub released: usize,
     /// Deliveries on board, brought back to their factory.
     pub brought_back: usize,
+}
+
+/// Marks the stop `id` of `order_id` (of `brand`) missed if it is still
+/// planned (compare-and-set), with its `handoff.missed` event; false if a
+/// courier confirmed, failed or locked it meanwhile.
+async fn miss_planned_stop(
+    tx: &mut super::WriteTx,
+    id: &str,
+    order_id: &str,
+    brand: &str,
+    now: Millis,
+) -> Result<bool, StoreError> {
+    let (missed, events) = HandoffState::Planned.handle(HandoffInput::Miss)?;
+    let done = sqlx::query(
+        "UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'planned'",
+    )
+    .bind(missed.as_str())
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Ok(false);
+    }
+    let subject = Subject {
+        kind: "handoff",
+        id,
+        order_id: Some(order_id),
+        brand: Some(brand),
+    };
+    for event in &events {
+        emit(tx, &subject, event, now).await?;
+    }
+    Ok(true)
 }
 
 /// Misses each pickup in `rows` (id, wave, order_id, return_id, brand) and
@@ -1336,26 +1359,8 @@ pub(super) async fn miss_pickups(
         // pickup since has the parcel, so neither it nor the drop-off
         // planned with it is missed. (Missing the drop-off alone left the
         // order out for delivery with no stop to deliver it.)
-        let (next, events) = HandoffState::Planned.handle(HandoffInput::Miss)?;
-        let taken = sqlx::query(
-            "UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'planned'",
-        )
-        .bind(next.as_str())
-        .bind(now)
-        .bind(&pickup)
-        .execute(&mut **tx)
-        .await?;
-        if taken.rows_affected() != 1 {
+        if !miss_planned_stop(tx, &pickup, &order_id, &brand, now).await? {
             continue;
-        }
-        let subject = Subject {
-            kind: "handoff",
-            id: &pickup,
-            order_id: Some(&order_id),
-            brand: Some(&brand),
-        };
-        for event in &events {
-            emit(tx, &subject, event, now).await?;
         }
         // Then the drop-off planned with it (of the same return, or of the
         // order's delivery).
@@ -1371,26 +1376,7 @@ pub(super) async fn miss_pickups(
         .await?;
         for stop in stops {
             let id: String = stop.try_get("id")?;
-            let done = sqlx::query(
-                "UPDATE handoffs SET state = $1, updated_ms = $2 WHERE id = $3 AND state = 'planned'",
-            )
-            .bind(next.as_str())
-            .bind(now)
-            .bind(&id)
-            .execute(&mut **tx)
-            .await?;
-            if done.rows_affected() != 1 {
-                continue;
-            }
-            let subject = Subject {
-                kind: "handoff",
-                id: &id,
-                order_id: Some(&order_id),
-                brand: Some(&brand),
-            };
-            for event in &events {
-                emit(tx, &subject, event, now).await?;
-            }
+            miss_planned_stop(tx, &id, &order_id, &brand, now).await?;
         }
         if let Some(return_id) = &return_id {
             // The return waits for the next wave.
