@@ -266,3 +266,49 @@ async fn gauges_read_what_the_api_shows_and_requests_are_counted_by_route() {
     running.stop().await;
     drop(fleet);
 }
+
+/// The `shop` planner plans in full, then repairs its plan in the rounds
+/// that follow within `FULL_PLAN_EVERY` (`plan::shop::repair_floor`), and
+/// production goes on through them: a burst of orders is made, the
+/// repairs are counted, and no round fell back to the queue rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shop_planner_repairs_its_plan_between_full_rounds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fleet = support::fleet(6, TIME_SCALE).await;
+    let mut config = support::config(&fleet, &dir.path().join("repairs.db"), TIME_SCALE);
+    config.http.metrics_token = Some(METRICS_TOKEN.into());
+    let running = Running::start(config).await;
+    let admin = running.api(Role::Admin, "*").await;
+    let brand = running.api(Role::Brand, "repair-brand").await;
+    let orders = 16;
+    for i in 0..orders {
+        let sku = support::SKUS[i % support::SKUS.len()];
+        let order = json!({
+            "external_ref": format!("repair-{i}"),
+            "customer": {"name": format!("Customer {i}"), "lat": 52.50 + i as f64 / 1000.0, "lon": 13.40},
+            "lines": [{"sku": sku, "quantity": 1 + i % 3}],
+        });
+        let (status, created) = brand
+            .post("/v1/orders", &order, Some(&format!("repair-{i}")))
+            .await;
+        assert_eq!(status, 201, "{created}");
+    }
+    wait_for("every order made", LIMIT, || async {
+        let counts = api_order_counts(&admin).await;
+        let making: f64 = ["accepted", "in_production"]
+            .iter()
+            .filter_map(|state| counts.get(*state))
+            .sum();
+        (making == 0.0 && counts.values().sum::<f64>() == orders as f64).then_some(())
+    })
+    .await;
+    let (status, text) = scrape(&running.base, Some(METRICS_TOKEN)).await;
+    assert_eq!(status, 200, "{text}");
+    let samples = parse(&text);
+    let repairs = sample(&samples, "fabflow_floor_plan_repairs_total", &[]).unwrap_or(0.0);
+    assert!(repairs >= 1.0, "no round repaired the plan: {text}");
+    let fallbacks = sample(&samples, "fabflow_floor_plan_fallbacks_total", &[]).unwrap_or(0.0);
+    assert_eq!(fallbacks, 0.0, "a round fell back to the queue rule");
+    running.stop().await;
+    drop(fleet);
+}

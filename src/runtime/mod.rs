@@ -476,6 +476,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             .map(|(machine, _)| (machine.id.clone(), scheduler::Pace::of(machine)))
             .collect(),
         last_plan: std::sync::Mutex::new(None),
+        last_full_plan: std::sync::Mutex::new(None),
     };
     work.spawn(
         scheduler

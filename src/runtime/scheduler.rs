@@ -12,7 +12,7 @@ use crate::config::Planner;
 use crate::domain::calendar::Calendar;
 use crate::domain::{JobToken, Location, MachineId, Millis};
 use crate::plan::shop::{
-    FloorJob, FloorMachine, FloorPlan, FloorStep, Openings, plan_floor, replan_floor,
+    FloorJob, FloorMachine, FloorPlan, FloorStep, Openings, plan_floor, repair_floor, replan_floor,
 };
 use crate::plan::{JobCandidate, MachineSlot, assign_jobs};
 use crate::runtime::clock::Clock;
@@ -38,6 +38,17 @@ const HAND_BACK_EVERY: Duration = Duration::from_secs(1);
 
 /// Iteration cap of one `shop` round, besides its wall-clock budget.
 const SHOP_MAX_ITERATIONS: u64 = 20_000;
+
+/// The `shop` planner plans the floor in full (construction and search) at
+/// least this often; rounds in between repair the last plan
+/// (`plan::shop::repair_floor`) when few steps need a new place.
+const FULL_PLAN_EVERY: Duration = Duration::from_secs(5);
+
+/// A round repairs the last plan only when at most this share of the
+/// floor's steps (and at least `REPAIR_MIN_LOOSE`) need a new place; more
+/// (a burst of orders, the first round) is planned in full.
+const REPAIR_LOOSE_SHARE: usize = 20;
+const REPAIR_MIN_LOOSE: usize = 32;
 
 /// After a round that took `t`, the next starts no sooner than
 /// `REST_PER_ROUND * t` later: scheduling takes at most a fifth of a core
@@ -72,6 +83,9 @@ pub struct Scheduler {
     /// (`plan::shop::replan_floor`), so queues do not reshuffle from round
     /// to round and the search goes on where the last round stopped.
     pub last_plan: std::sync::Mutex<Option<FloorPlan>>,
+    /// When the `shop` planner last planned in full (none yet: the next
+    /// round does).
+    pub last_full_plan: std::sync::Mutex<Option<Instant>>,
 }
 
 /// How a machine works, as configured: its speed against the SKUs'
@@ -480,37 +494,66 @@ impl Scheduler {
             .collect();
         let budget = self.plan_budget;
         let previous = self.last_plan.lock().ok().and_then(|mut last| last.take());
+        let may_repair = self
+            .last_full_plan
+            .lock()
+            .ok()
+            .and_then(|last| *last)
+            .is_some_and(|at| at.elapsed() < FULL_PLAN_EVERY);
         let planned = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let mut progress = || started.elapsed().as_secs_f64() / budget.as_secs_f64().max(1e-3);
-            let plan = match &previous {
-                Some(previous) => replan_floor(
-                    previous,
-                    &floor_jobs,
-                    &floor_machines,
-                    1,
-                    SHOP_MAX_ITERATIONS,
-                    &mut progress,
-                ),
-                None => plan_floor(
-                    &floor_jobs,
-                    &floor_machines,
-                    1,
-                    SHOP_MAX_ITERATIONS,
-                    &mut progress,
-                ),
+            let steps: usize = floor_jobs.iter().map(|job| job.steps.len()).sum();
+            let max_loose = (steps / REPAIR_LOOSE_SHARE).max(REPAIR_MIN_LOOSE);
+            let repaired = previous
+                .as_ref()
+                .filter(|_| may_repair)
+                .and_then(|previous| {
+                    repair_floor(previous, &floor_jobs, &floor_machines, max_loose)
+                });
+            let full = repaired.is_none();
+            let plan = match (repaired, &previous) {
+                (Some(plan), _) => {
+                    metrics::counter!("fabflow_floor_plan_repairs_total").increment(1);
+                    Ok(plan)
+                }
+                (None, Some(previous)) => {
+                    let mut progress =
+                        || started.elapsed().as_secs_f64() / budget.as_secs_f64().max(1e-3);
+                    replan_floor(
+                        previous,
+                        &floor_jobs,
+                        &floor_machines,
+                        1,
+                        SHOP_MAX_ITERATIONS,
+                        &mut progress,
+                    )
+                }
+                (None, None) => {
+                    let mut progress =
+                        || started.elapsed().as_secs_f64() / budget.as_secs_f64().max(1e-3);
+                    plan_floor(
+                        &floor_jobs,
+                        &floor_machines,
+                        1,
+                        SHOP_MAX_ITERATIONS,
+                        &mut progress,
+                    )
+                }
             };
             metrics::histogram!("fabflow_floor_plan_seconds").record(started.elapsed());
             plan.map(|plan| {
                 let heads = plan.queue_heads(&floor_jobs, &|id| room.get(id).copied().unwrap_or(0));
-                (heads, plan)
+                (heads, plan, full)
             })
         })
         .await;
         match planned {
-            Ok(Ok((heads, plan))) => {
+            Ok(Ok((heads, plan, full))) => {
                 if let Ok(mut last) = self.last_plan.lock() {
                     *last = Some(plan);
+                }
+                if full && let Ok(mut last) = self.last_full_plan.lock() {
+                    *last = Some(Instant::now());
                 }
                 heads
             }

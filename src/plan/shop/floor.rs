@@ -139,7 +139,8 @@ impl FloorPlan {
 }
 
 impl FloorMachine {
-    fn runs(&self, job: &FloorJob, step: &FloorStep) -> bool {
+    /// Whether it may run `step` of `job` now.
+    pub(super) fn runs(&self, job: &FloorJob, step: &FloorStep) -> bool {
         self.accepts_jobs
             && job.factory.as_ref().is_none_or(|f| *f == self.factory)
             && self.capabilities.contains(&step.process)
@@ -184,6 +185,16 @@ pub fn replan_floor(
     )
 }
 
+/// The engine's problem for a floor: jobs that can be placed (`placed[j]`
+/// is problem job `j`), those that cannot with why, and the previous
+/// plan's hints when there is one.
+pub(super) struct Built<'a> {
+    pub problem: Problem,
+    pub placed: Vec<&'a FloorJob>,
+    pub unplaceable: Vec<(JobToken, String)>,
+    pub warm: WarmStart,
+}
+
 fn floor(
     jobs: &[FloorJob],
     machines: &[FloorMachine],
@@ -192,6 +203,58 @@ fn floor(
     max_iterations: u64,
     progress: &mut dyn FnMut() -> f64,
 ) -> Result<FloorPlan, ModelError> {
+    let Built {
+        problem,
+        placed,
+        unplaceable,
+        warm,
+    } = build(jobs, machines, previous);
+    let options = SolveOptions {
+        objective: Objective::Floor,
+        seed,
+        max_iterations,
+    };
+    let schedule = match previous {
+        Some(_) => solve_from(&problem, &options, &warm, progress)?,
+        None => solve(&problem, &options, progress)?,
+    };
+    let mut queues: BTreeMap<MachineId, Vec<PlannedStep>> = machines
+        .iter()
+        .map(|m| (m.id.clone(), Vec::new()))
+        .collect();
+    for s in &schedule.operations {
+        if let (Some(machine), Some(job)) = (machines.get(s.machine), placed.get(s.job)) {
+            queues
+                .entry(machine.id.clone())
+                .or_default()
+                .push(PlannedStep {
+                    token: job.token,
+                    step: s.op,
+                    steps_after: job.steps.len().saturating_sub(s.op + 1),
+                    start_ms: s.start,
+                    end_ms: s.end,
+                });
+        }
+    }
+    for queue in queues.values_mut() {
+        queue.sort_by_key(|p| (p.start_ms, p.end_ms));
+    }
+    Ok(FloorPlan {
+        queues,
+        late_orders: schedule.score.late_orders,
+        total_lateness_ms: schedule.score.total_lateness,
+        setup_ms: schedule.score.setup_time,
+        distance_m: schedule.score.distance,
+        unplaceable,
+    })
+}
+
+/// The problem `plan_floor` solves for `jobs` on `machines`.
+pub(super) fn build<'a>(
+    jobs: &'a [FloorJob],
+    machines: &[FloorMachine],
+    previous: Option<&FloorPlan>,
+) -> Built<'a> {
     let machine_index: HashMap<&MachineId, usize> = machines
         .iter()
         .enumerate()
@@ -210,11 +273,15 @@ fn floor(
         .collect();
     let mut warm = WarmStart::default();
     let mut families: BTreeMap<&str, u32> = BTreeMap::new();
-    for job in jobs {
-        for step in &job.steps {
-            let next = families.len() as u32;
-            families.entry(step.material.as_str()).or_insert(next);
-        }
+    // Every material a step needs or a machine has loaded is a family (a
+    // loaded material no step needs still costs a setup to change).
+    let materials = jobs
+        .iter()
+        .flat_map(|job| job.steps.iter().map(|step| step.material.as_str()))
+        .chain(machines.iter().filter_map(|m| m.loaded_material.as_deref()));
+    for material in materials {
+        let next = families.len() as u32;
+        families.entry(material).or_insert(next);
     }
     let mut orders: BTreeMap<&str, usize> = BTreeMap::new();
     let mut problem = Problem {
@@ -232,7 +299,7 @@ fn floor(
             })
             .collect(),
     };
-    let mut placed: Vec<&FloorJob> = Vec::new();
+    let mut placed: Vec<&'a FloorJob> = Vec::new();
     let mut unplaceable = Vec::new();
     let mut capable: HashMap<(Option<&FactoryId>, &str, &str), Vec<usize>> = HashMap::new();
     let mut running_on: Vec<usize> = Vec::with_capacity(1);
@@ -320,42 +387,10 @@ fn floor(
         });
         placed.push(job);
     }
-    let options = SolveOptions {
-        objective: Objective::Floor,
-        seed,
-        max_iterations,
-    };
-    let schedule = match previous {
-        Some(_) => solve_from(&problem, &options, &warm, progress)?,
-        None => solve(&problem, &options, progress)?,
-    };
-    let mut queues: BTreeMap<MachineId, Vec<PlannedStep>> = machines
-        .iter()
-        .map(|m| (m.id.clone(), Vec::new()))
-        .collect();
-    for s in &schedule.operations {
-        if let (Some(machine), Some(job)) = (machines.get(s.machine), placed.get(s.job)) {
-            queues
-                .entry(machine.id.clone())
-                .or_default()
-                .push(PlannedStep {
-                    token: job.token,
-                    step: s.op,
-                    steps_after: job.steps.len().saturating_sub(s.op + 1),
-                    start_ms: s.start,
-                    end_ms: s.end,
-                });
-        }
-    }
-    for queue in queues.values_mut() {
-        queue.sort_by_key(|p| (p.start_ms, p.end_ms));
-    }
-    Ok(FloorPlan {
-        queues,
-        late_orders: schedule.score.late_orders,
-        total_lateness_ms: schedule.score.total_lateness,
-        setup_ms: schedule.score.setup_time,
-        distance_m: schedule.score.distance,
+    Built {
+        problem,
+        placed,
         unplaceable,
-    })
+        warm,
+    }
 }

@@ -21,6 +21,7 @@
 pub mod fjsp;
 pub mod floor;
 pub mod model;
+pub mod repair;
 pub mod search;
 
 pub use fjsp::{ParseError, parse_fjsp};
@@ -31,6 +32,7 @@ pub use model::{
     Alternative, Fixed, FloorScore, Job, Machine, ModelError, Objective, Openings, Operation,
     Problem, Schedule, ScheduledOp, Time, Violation, check, floor_score,
 };
+pub use repair::repair_floor;
 pub use search::{SolveOptions, WarmStart, solve, solve_from};
 
 #[cfg(test)]

@@ -809,3 +809,295 @@ fn a_step_keeps_its_machine_once_the_step_before_it_is_done() {
         );
     }
 }
+
+/// A floor plan as the engine's operations of `built` (for `check`).
+fn operations_of(
+    built: &floor::Built,
+    machines: &[FloorMachine],
+    plan: &FloorPlan,
+) -> Vec<ScheduledOp> {
+    let job_of: std::collections::HashMap<JobToken, usize> = built
+        .placed
+        .iter()
+        .enumerate()
+        .map(|(j, job)| (job.token, j))
+        .collect();
+    let mut operations = Vec::new();
+    for (id, queue) in &plan.queues {
+        let machine = machines
+            .iter()
+            .position(|m| &m.id == id)
+            .expect("known machine");
+        for p in queue {
+            operations.push(ScheduledOp {
+                job: job_of[&p.token],
+                op: p.step,
+                machine,
+                start: p.start_ms,
+                end: p.end_ms,
+            });
+        }
+    }
+    operations
+}
+
+/// A random floor for the repair: machines of two processes, some with
+/// setups, a loaded material and shifts; jobs of one or two steps, some
+/// bound to a factory, some with their first step running.
+fn repair_strategy() -> impl Strategy<Value = (Vec<FloorMachine>, Vec<FloorJob>)> {
+    let machines = prop::collection::vec(
+        (
+            0usize..2,
+            0usize..2,
+            any::<bool>(),
+            0i64..3_000,
+            any::<bool>(),
+            0i64..2_000,
+        ),
+        1..7,
+    );
+    let jobs = prop::collection::vec(
+        (
+            0usize..3,
+            prop::collection::vec((0usize..2, 0usize..2, 1i64..3_000), 1..3),
+            0i64..30_000,
+            0usize..4,
+        ),
+        0..16,
+    );
+    (machines, jobs).prop_map(|(machines, jobs)| {
+        let factories = ["f0", "f1"];
+        let processes = ["print", "press"];
+        let materials = ["cotton", "tote"];
+        let machines: Vec<FloorMachine> = machines
+            .into_iter()
+            .enumerate()
+            .map(|(i, (f, p, loaded, setup, shifts, busy))| FloorMachine {
+                id: MachineId::new(format!("m{i}")),
+                factory: FactoryId::new(factories[f]),
+                location: Location::new(52.5 + f as f64 / 10.0, 13.4),
+                capabilities: vec![processes[p].into(), processes[(p + i) % 2].into()],
+                materials: materials.iter().map(|m| m.to_string()).collect(),
+                accepts_jobs: true,
+                speed: 1.0 + (i % 3) as f64 / 2.0,
+                setup_ms: setup,
+                loaded_material: loaded.then(|| materials[i % 2].to_string()),
+                available_from_ms: busy,
+                openings: if shifts {
+                    Openings {
+                        shifts: Some(vec![(0, 4_000), (8_000, 14_000)]),
+                        blocked: vec![(10_000, 10_500)],
+                        until: 20_000,
+                    }
+                } else {
+                    Openings::default()
+                },
+            })
+            .collect();
+        let mut busy: Vec<MachineId> = Vec::new();
+        let jobs = jobs
+            .into_iter()
+            .enumerate()
+            .map(|(t, (f, steps, due, run))| {
+                let steps: Vec<FloorStep> = steps
+                    .into_iter()
+                    .map(|(p, m, ms)| FloorStep {
+                        process: processes[p].into(),
+                        material: materials[m].into(),
+                        base_duration_ms: ms,
+                    })
+                    .collect();
+                // Every fourth job or so has its first step running on a
+                // machine that has that process and runs nothing else.
+                let running = (run == 0)
+                    .then(|| {
+                        machines
+                            .iter()
+                            .find(|m| {
+                                m.capabilities.contains(&steps[0].process) && !busy.contains(&m.id)
+                            })
+                            .map(|m| Running {
+                                machine: m.id.clone(),
+                                started_ms: 0,
+                                ends_ms: steps[0].base_duration_ms,
+                            })
+                    })
+                    .flatten();
+                busy.extend(running.iter().map(|r| r.machine.clone()));
+                FloorJob {
+                    token: JobToken(t as u32),
+                    order: format!("o{}", t / 2),
+                    factory: factories.get(f).map(|id| FactoryId::new(*id)),
+                    steps,
+                    running,
+                    release_ms: (t as i64 % 3) * 500,
+                    due_ms: due,
+                    customer: (t % 2 == 0).then(|| Location::new(52.52, 13.4)),
+                }
+            })
+            .collect();
+        (machines, jobs)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// After machines stop taking jobs, some jobs finish a step or leave
+    /// and new ones arrive, the repaired plan is feasible by the engine's
+    /// own checker, scored as the engine scores it, keeps running steps,
+    /// places every job it does not call unplaceable, and keeps the order
+    /// of the steps that kept their machine.
+    #[test]
+    fn a_repaired_plan_is_feasible_and_keeps_what_held(
+        (machines, jobs) in repair_strategy(),
+        down in prop::collection::vec(any::<bool>(), 7),
+        changes in prop::collection::vec(0usize..4, 16),
+        new_jobs in 0usize..5,
+        iterations in 0u64..60,
+    ) {
+        let plan = plan_floor(&jobs, &machines, 1, iterations, &mut || 0.0).expect("valid");
+        let mut now_machines = machines.clone();
+        for (m, down) in now_machines.iter_mut().zip(&down) {
+            if *down {
+                m.accepts_jobs = false;
+            }
+        }
+        let mut now_jobs: Vec<FloorJob> = Vec::new();
+        for (job, change) in jobs.iter().zip(&changes) {
+            match change {
+                // Done and gone.
+                0 => {}
+                // Its first step is done (a running one: the next waits).
+                1 if job.steps.len() > 1 => {
+                    let mut job = job.clone();
+                    job.steps.remove(0);
+                    job.running = None;
+                    now_jobs.push(job);
+                }
+                _ => now_jobs.push(job.clone()),
+            }
+        }
+        for k in 0..new_jobs {
+            let mut job = jobs.first().cloned().unwrap_or_else(|| print_job(0, 5_000));
+            job.token = JobToken(1_000 + k as u32);
+            job.running = None;
+            job.due_ms = 2_000 * k as i64;
+            now_jobs.push(job);
+        }
+        // Never a cycle: steps are placed only where a topological
+        // potential fits.
+        let repaired = repair_floor(&plan, &now_jobs, &now_machines, usize::MAX);
+        prop_assert!(repaired.is_some(), "the repair closed a cycle");
+        let repaired = repaired.expect("checked");
+        let built = floor::build(&now_jobs, &now_machines, None);
+        let operations = operations_of(&built, &now_machines, &repaired);
+        prop_assert_eq!(check(&built.problem, &operations), Ok(()));
+        let score = floor_score(&built.problem, &operations);
+        prop_assert_eq!(
+            (score.late_orders, score.total_lateness, score.setup_time, score.distance),
+            (repaired.late_orders, repaired.total_lateness_ms, repaired.setup_ms, repaired.distance_m)
+        );
+        let unplaceable = |plan: &FloorPlan| {
+            let mut tokens: Vec<JobToken> = plan.unplaceable.iter().map(|(t, _)| *t).collect();
+            tokens.sort();
+            tokens
+        };
+        let expected: Vec<JobToken> = {
+            let mut tokens: Vec<JobToken> = built.unplaceable.iter().map(|(t, _)| *t).collect();
+            tokens.sort();
+            tokens
+        };
+        prop_assert_eq!(unplaceable(&repaired), expected);
+        // Jobs that wait and whose steps were all planned on machines
+        // still up keep their machines, and their order on each.
+        let down_ids: Vec<&MachineId> = now_machines
+            .iter()
+            .filter(|m| !m.accepts_jobs)
+            .map(|m| &m.id)
+            .collect();
+        let kept_jobs: Vec<JobToken> = now_jobs
+            .iter()
+            .filter(|job| job.running.is_none())
+            .filter(|job| {
+                plan.queues.iter().all(|(id, queue)| {
+                    !down_ids.contains(&id) || queue.iter().all(|p| p.token != job.token)
+                })
+            })
+            .filter(|job| plan.queues.values().flatten().any(|p| p.token == job.token))
+            .map(|job| job.token)
+            .collect();
+        for (id, queue) in &repaired.queues {
+            let key = |p: &PlannedStep| (p.token, p.steps_after);
+            let now: Vec<_> = queue
+                .iter()
+                .filter(|p| kept_jobs.contains(&p.token))
+                .map(key)
+                .collect();
+            let before: Vec<_> = plan.queues[id]
+                .iter()
+                .filter(|p| kept_jobs.contains(&p.token))
+                .map(key)
+                .filter(|k| now_jobs.iter().any(|j| j.token == k.0 && k.1 < j.steps.len()))
+                .collect();
+            prop_assert_eq!(now, before, "on {}", id);
+        }
+    }
+}
+
+#[test]
+fn a_repair_after_a_fault_moves_only_that_machines_steps() {
+    let machines: Vec<FloorMachine> = ["a", "b", "c"]
+        .iter()
+        .map(|id| floor_machine(id, "print"))
+        .collect();
+    let jobs: Vec<FloorJob> = (1..=30)
+        .map(|t| print_job(t, 20_000 + 997 * i64::from(t % 7)))
+        .collect();
+    let plan = plan_floor(&jobs, &machines, 1, 300, &mut || 0.0).expect("valid");
+    let mut faulted = machines.clone();
+    faulted[0].accepts_jobs = false;
+    let on_a = tokens_on(&plan, "a");
+    assert!(repair_floor(&plan, &jobs, &faulted, on_a.len() - 1).is_none());
+    let again = repair_floor(&plan, &jobs, &faulted, on_a.len()).expect("repaired");
+    assert!(tokens_on(&again, "a").is_empty(), "{again:?}");
+    for id in ["b", "c"] {
+        let kept: Vec<u32> = tokens_on(&again, id)
+            .into_iter()
+            .filter(|t| !on_a.contains(t))
+            .collect();
+        assert_eq!(kept, tokens_on(&plan, id), "{id}");
+    }
+    let planned: usize = again.queues.values().map(Vec::len).sum();
+    assert_eq!(planned, jobs.len());
+    // Nothing changed: the plan comes back as it was.
+    let same = repair_floor(&plan, &jobs, &machines, 0).expect("nothing loose");
+    assert_eq!(same, plan);
+}
+
+#[test]
+fn a_repair_puts_a_rush_job_ahead_of_work_planned_after_its_latest_start() {
+    let machines = [floor_machine("a", "print"), floor_machine("b", "print")];
+    let mut jobs: Vec<FloorJob> = (1..=10).map(|t| print_job(t, 100_000)).collect();
+    let plan = plan_floor(&jobs, &machines, 1, 0, &mut || 0.0).expect("valid");
+    jobs.push(print_job(99, 2_500));
+    let again = repair_floor(&plan, &jobs, &machines, 1).expect("repaired");
+    let (id, queue) = again
+        .queues
+        .iter()
+        .find(|(_, q)| q.iter().any(|p| p.token.0 == 99))
+        .expect("placed");
+    assert!(
+        queue.iter().position(|p| p.token.0 == 99) <= Some(1),
+        "the rush job waits behind planned work on {id}: {queue:?}"
+    );
+    assert_eq!(again.late_orders, 0);
+    for (id, queue) in &again.queues {
+        let others: Vec<u32> = queue
+            .iter()
+            .map(|p| p.token.0)
+            .filter(|t| *t != 99)
+            .collect();
+        assert_eq!(others, tokens_on(&plan, id.as_str()), "{id}");
+    }
+}
