@@ -16,11 +16,17 @@ pub struct FactorySite {
     pub location: Location,
     /// (process, material) pairs its machines can run.
     pub capabilities: BTreeSet<(String, String)>,
+    /// The delivery zone it stands in (None: outside every zone).
+    pub zone: Option<String>,
 }
 
-/// The nearest factory that can run every (process, material) pair in `needs`.
+/// The factory that makes an order delivered at `location` in `zone`:
+/// among those that can run every (process, material) pair in `needs`,
+/// one in the order's own zone first (its couriers then stay in their
+/// zone), then the nearest.
 pub fn choose_factory<'a>(
     location: Location,
+    zone: &str,
     needs: &BTreeSet<(String, String)>,
     factories: &'a [FactorySite],
 ) -> Option<&'a FactorySite> {
@@ -28,9 +34,13 @@ pub fn choose_factory<'a>(
         .iter()
         .filter(|factory| needs.is_subset(&factory.capabilities))
         .min_by(|a, b| {
+            let away = |f: &FactorySite| f.zone.as_deref() != Some(zone);
             let da = a.location.distance_m(location);
             let db = b.location.distance_m(location);
-            da.total_cmp(&db).then_with(|| a.id.cmp(&b.id))
+            away(a)
+                .cmp(&away(b))
+                .then(da.total_cmp(&db))
+                .then_with(|| a.id.cmp(&b.id))
         })
 }
 
@@ -467,6 +477,7 @@ mod tests {
             id: FactoryId::new(id),
             location: Location::new(lat, 13.4),
             capabilities: pairs(capabilities),
+            zone: Some("z".into()),
         };
         let factories = [
             site("near", 52.50, &[("print", "cotton")]),
@@ -488,18 +499,30 @@ mod tests {
         };
         let here = Location::new(52.49, 13.4);
         assert_eq!(
-            choose_factory(here, &want(&["print"]), &factories).map(|f| f.id.as_str()),
+            choose_factory(here, "z", &want(&["print"]), &factories).map(|f| f.id.as_str()),
             Some("near")
         );
         assert_eq!(
-            choose_factory(here, &want(&["print", "press"]), &factories).map(|f| f.id.as_str()),
+            choose_factory(here, "z", &want(&["print", "press"]), &factories).map(|f| f.id.as_str()),
             Some("far")
         );
-        assert!(choose_factory(here, &want(&["laser"]), &factories).is_none());
+        assert!(choose_factory(here, "z", &want(&["laser"]), &factories).is_none());
         // The near factory prints, but has no totes loaded.
         assert_eq!(
-            choose_factory(here, &want(&["print:tote"]), &factories).map(|f| f.id.as_str()),
+            choose_factory(here, "z", &want(&["print:tote"]), &factories).map(|f| f.id.as_str()),
             Some("far")
+        );
+        // A capable factory in the order's own zone goes before a nearer
+        // one in another zone; with none in its zone, the nearest.
+        let mut zoned = factories.clone();
+        zoned[0].zone = Some("other".into());
+        assert_eq!(
+            choose_factory(here, "z", &want(&["print"]), &zoned).map(|f| f.id.as_str()),
+            Some("far")
+        );
+        assert_eq!(
+            choose_factory(here, "elsewhere", &want(&["print"]), &zoned).map(|f| f.id.as_str()),
+            Some("near")
         );
     }
 

@@ -254,19 +254,27 @@ impl Network {
                 problems,
             });
         }
+        let zones = config.zones();
         let factories = config
             .factories
             .iter()
-            .map(|f| FactorySite {
-                id: FactoryId::new(f.id.clone()),
-                location: Location::new(f.lat, f.lon),
-                capabilities: capabilities.get(f.id.as_str()).cloned().unwrap_or_default(),
+            .map(|f| {
+                let location = Location::new(f.lat, f.lon);
+                FactorySite {
+                    id: FactoryId::new(f.id.clone()),
+                    location,
+                    capabilities: capabilities.get(f.id.as_str()).cloned().unwrap_or_default(),
+                    zone: zones
+                        .iter()
+                        .find(|zone| zone.contains(location))
+                        .map(|zone| zone.id.clone()),
+                }
             })
             .collect();
         Ok(Network {
             roads,
             catalog: config.catalog(),
-            zones: config.zones(),
+            zones,
             factories,
             power_budgets,
             rules: config.intake.rules(),
