@@ -503,7 +503,8 @@ mod tests {
             Some("near")
         );
         assert_eq!(
-            choose_factory(here, "z", &want(&["print", "press"]), &factories).map(|f| f.id.as_str()),
+            choose_factory(here, "z", &want(&["print", "press"]), &factories)
+                .map(|f| f.id.as_str()),
             Some("far")
         );
         assert!(choose_factory(here, "z", &want(&["laser"]), &factories).is_none());

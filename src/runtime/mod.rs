@@ -801,3 +801,63 @@ async fn register_machines(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each factory stands in the zone whose polygon holds it, and an
+    /// order goes to a capable factory of its own zone before a nearer one
+    /// of another zone.
+    #[test]
+    fn factories_know_their_zone_and_orders_stay_in_theirs() {
+        let mut config = Config::demo().expect("demo config");
+        let zone = config.zones[0].clone();
+        let band = |id: &str, south: f64, north: f64| crate::config::ZoneConfig {
+            id: id.into(),
+            corners: vec![
+                [south, 13.20],
+                [south, 13.60],
+                [north, 13.60],
+                [north, 13.20],
+            ],
+            ..zone.clone()
+        };
+        config.zones = vec![band("north", 52.50, 52.62), band("south", 52.40, 52.50)];
+        let profiles = fabflow_adapters::builtin_profiles();
+        let mut network = Network::new(&config, &profiles, "test").expect("valid");
+        let tee: BTreeSet<(String, String)> = [("dtg".to_string(), "cotton".to_string())].into();
+        for site in &mut network.factories {
+            site.capabilities = tee.clone();
+        }
+        let zone_of = |id: &str| {
+            network
+                .factories
+                .iter()
+                .find(|f| f.id.as_str() == id)
+                .and_then(|f| f.zone.clone())
+        };
+        assert_eq!(zone_of("north").as_deref(), Some("north"));
+        assert_eq!(zone_of("centre").as_deref(), Some("north"));
+        assert_eq!(zone_of("south").as_deref(), Some("south"));
+        // Just south of the zones' border: the centre factory is nearer,
+        // the south one is in the customer's zone; both print on cotton.
+        let customer = Location::new(52.4995, 13.41);
+        let centre = network
+            .factories
+            .iter()
+            .find(|f| f.id.as_str() == "centre")
+            .expect("centre");
+        let south = network
+            .factories
+            .iter()
+            .find(|f| f.id.as_str() == "south")
+            .expect("south");
+        assert!(centre.location.distance_m(customer) < south.location.distance_m(customer));
+        let needs = tee;
+        let chosen = crate::plan::choose_factory(customer, "south", &needs, &network.factories);
+        assert_eq!(chosen.map(|f| f.id.as_str()), Some("south"));
+        let chosen = crate::plan::choose_factory(customer, "elsewhere", &needs, &network.factories);
+        assert_eq!(chosen.map(|f| f.id.as_str()), Some("centre"));
+    }
+}

@@ -236,7 +236,8 @@ impl Runtime {
             .iter()
             .map(|job| (job.process.clone(), job.material.clone()))
             .collect();
-        let Some(factory) = choose_factory(valid.location, &valid.zone, &needs, &network.factories) else {
+        let Some(factory) = choose_factory(valid.location, &valid.zone, &needs, &network.factories)
+        else {
             let needs: Vec<String> = needs
                 .iter()
                 .map(|(process, material)| format!("{process} on {material}"))
