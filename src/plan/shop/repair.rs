@@ -511,9 +511,9 @@ impl<'a> Repair<'a> {
                 let ahead =
                     pinned + queue[pinned..].partition_point(|&x| self.end[x as usize] <= slack);
                 // Ahead of the planned steps that end after its latest
-                // start, or at the end of the queue: whichever makes less
-                // late, then ends first.
-                for at in [ahead, queue.len()] {
+                // start, or anywhere behind them: wherever makes fewest
+                // late, then least lateness, then ends first.
+                for at in ahead..=queue.len() {
                     let place = self.place(node, m, at, after, ready, distance);
                     if best.as_ref().is_none_or(|b| place.key < b.key) {
                         best = Some(place);
