@@ -110,9 +110,22 @@ impl ApiError {
 /// Seconds a client is asked to wait while the database refuses writes.
 const RETRY_UNAVAILABLE_S: u64 = 5;
 
+/// Seconds a client is asked to wait after its transaction lost to another
+/// (PostgreSQL aborted it: a deadlock or a serialization conflict).
+const RETRY_CONTENTION_S: u64 = 1;
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
+            // Not the request's fault, and nothing of it was stored.
+            err if err.is_contention() => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "database-contention",
+                format!(
+                    "the database aborted this request's transaction in favour of another ({err}); nothing was stored, try again"
+                ),
+            )
+            .with_retry_after(RETRY_CONTENTION_S),
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(detail) => ApiError::conflict(detail),
             StoreError::Locked(detail) => ApiError::new(StatusCode::LOCKED, "locked", detail),
@@ -158,6 +171,12 @@ impl From<IntakeError> for ApiError {
             ),
             IntakeError::Failed(err) => match &*err {
                 StoreError::Unavailable(reason) => StoreError::Unavailable(reason.clone()).into(),
+                err if err.is_contention() => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "database-contention",
+                    format!("the database aborted this request's transaction in favour of another ({err}); nothing was stored, try again"),
+                )
+                .with_retry_after(RETRY_CONTENTION_S),
                 _ => ApiError::internal(err),
             },
         }
@@ -199,4 +218,60 @@ pub fn rejection(status: StatusCode, detail: String) -> ApiError {
         _ => "bad-request",
     };
     ApiError::new(status, kind, detail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    /// A database error with a SQLSTATE, as PostgreSQL sends one.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl sqlx::error::DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            "deadlock detected"
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+    }
+
+    /// A transaction PostgreSQL aborted for another (deadlock,
+    /// serialization) is the client's to retry: 503 with Retry-After, not
+    /// a 500; any other database error stays a 500.
+    #[test]
+    fn a_transaction_lost_to_another_is_a_503_to_retry() {
+        for code in ["40P01", "40001"] {
+            let err = StoreError::Database(sqlx::Error::Database(Box::new(Sqlstate(code))));
+            let api: ApiError = err.into();
+            assert_eq!(api.status, StatusCode::SERVICE_UNAVAILABLE, "{code}");
+            assert_eq!(api.retry_after, Some(RETRY_CONTENTION_S), "{code}");
+            assert_eq!(api.kind, "database-contention");
+        }
+        let err = StoreError::Database(sqlx::Error::Database(Box::new(Sqlstate("23505"))));
+        let api: ApiError = err.into();
+        assert_eq!(api.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

@@ -24,8 +24,9 @@
 //! It is an estimate: it does not see setups, materials, or machines that
 //! serve several processes at once (each counts fully for every process it
 //! has); a job that may run past its shift's end is counted as stopping
-//! there. It errs early on running jobs (counted whole). Pure: no I/O, no
-//! clock.
+//! there. It errs early on running jobs (counted whole). The caller may
+//! hold it to a production plan that sees those (`Estimate::no_earlier_than`).
+//! Pure: no I/O, no clock.
 
 use crate::domain::{AtRiskReason, FactoryId, Millis};
 use std::collections::HashMap;
@@ -59,6 +60,42 @@ pub struct Estimate {
     pub ready_ms: Option<Millis>,
     pub delivery_ms: Option<Millis>,
     pub at_risk: Option<AtRiskReason>,
+}
+
+impl Estimate {
+    /// This estimate, but ready no earlier than `planned_ready_ms` (the
+    /// production plan's end for the order's planned jobs, which sees what
+    /// this fluid model does not: setups, materials, each machine's own
+    /// queue): delivery follows, and the order is at risk when that is past
+    /// `deadline_ms`. An order no machine can make stays as it is.
+    pub fn no_earlier_than(
+        self,
+        planned_ready_ms: Option<Millis>,
+        deadline_ms: Millis,
+        now_ms: Millis,
+        delivery_lead_ms: Millis,
+    ) -> Estimate {
+        let (Some(ready_ms), Some(planned)) = (self.ready_ms, planned_ready_ms) else {
+            return self;
+        };
+        if planned <= ready_ms {
+            return self;
+        }
+        let lead = delivery_lead_ms.max(0);
+        let delivery_ms = planned.saturating_add(lead);
+        let reason = if now_ms.saturating_add(lead) > deadline_ms {
+            AtRiskReason::NoCourierInTime
+        } else {
+            AtRiskReason::ProductionBacklog
+        };
+        Estimate {
+            ready_ms: Some(planned),
+            delivery_ms: Some(delivery_ms),
+            at_risk: self
+                .at_risk
+                .or((delivery_ms > deadline_ms).then_some(reason)),
+        }
+    }
 }
 
 /// A factory and one of its processes.
@@ -394,6 +431,36 @@ impl Backlog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_planned_end_later_than_the_estimate_moves_it_and_may_flag_the_order() {
+        let fluid = Estimate {
+            ready_ms: Some(10_000),
+            delivery_ms: Some(15_000),
+            at_risk: None,
+        };
+        // Earlier or no plan: unchanged.
+        assert_eq!(fluid.no_earlier_than(Some(9_000), 20_000, 0, 5_000), fluid);
+        assert_eq!(fluid.no_earlier_than(None, 20_000, 0, 5_000), fluid);
+        // Later, still in time.
+        let later = fluid.no_earlier_than(Some(12_000), 20_000, 0, 5_000);
+        assert_eq!(
+            (later.ready_ms, later.delivery_ms, later.at_risk),
+            (Some(12_000), Some(17_000), None)
+        );
+        // Later, past the deadline: the backlog's fault.
+        let late = fluid.no_earlier_than(Some(16_000), 20_000, 0, 5_000);
+        assert_eq!(late.delivery_ms, Some(21_000));
+        assert_eq!(late.at_risk, Some(AtRiskReason::ProductionBacklog));
+        // An order no machine can make is not given a plan's time.
+        let none = Estimate {
+            ready_ms: None,
+            delivery_ms: None,
+            at_risk: Some(AtRiskReason::NoCapableMachine),
+        };
+        assert_eq!(none.no_earlier_than(Some(16_000), 20_000, 0, 5_000), none);
+    }
+
     use proptest::prelude::*;
 
     const HOUR: Millis = 3_600_000;

@@ -463,6 +463,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             (machine.id.clone(), shifts)
         })
         .collect();
+    let floor_plan: scheduler::SharedPlan = Arc::default();
     let scheduler = scheduler::Scheduler {
         store: store.clone(),
         clock,
@@ -483,7 +484,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             .iter()
             .map(|(machine, _)| (machine.id.clone(), scheduler::Pace::of(machine)))
             .collect(),
-        last_plan: std::sync::Mutex::new(None),
+        last_plan: Arc::clone(&floor_plan),
         last_full_plan: std::sync::Mutex::new(None),
     };
     work.spawn(
@@ -556,6 +557,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             .iter()
             .map(|(machine, _)| (machine.id.clone(), machine.speed))
             .collect(),
+        plan: floor_plan,
     };
     // One round before intake opens, so that every accepted order's reply
     // carries its estimate (the board is empty until a round has run).

@@ -104,6 +104,9 @@ pub struct PromiseWatch {
     pub shifts: HashMap<String, Vec<Shift>>,
     /// Each machine's configured speed (none: 1.0).
     pub speeds: HashMap<String, f64>,
+    /// The `shop` planner's last plan: an order is ready no earlier than
+    /// its planned jobs' planned ends (`Estimate::no_earlier_than`).
+    pub plan: crate::runtime::scheduler::SharedPlan,
 }
 
 /// How far ahead the estimates see machines' shifts and maintenance;
@@ -321,16 +324,26 @@ impl PromiseWatch {
         )
         .with_open_hours(open_hours(&machines, &self.shifts, &windows, now))
         .with_speeds(mean_speeds(&machines, &self.speeds));
+        // Each planned job's planned end (its last step), from the plan.
+        let plan = self.plan.lock().ok().and_then(|plan| plan.clone());
+        let planned_end: HashMap<i64, Millis> = plan
+            .iter()
+            .flat_map(|plan| plan.queues.values().flatten())
+            .filter(|step| step.steps_after == 0)
+            .map(|step| (i64::from(step.token.0), step.end_ms))
+            .collect();
         let mut updates = Vec::new();
         for order in orders {
             let lead = self.lead.ms(order.factory.as_str(), order.location);
-            let estimate = backlog.estimate(
-                &order.factory,
-                steps.get(&order.id).map_or(&[][..], Vec::as_slice),
-                order.deadline_ms,
-                now,
-                lead,
-            );
+            let work = steps.get(&order.id).map_or(&[][..], Vec::as_slice);
+            let planned_ready = work
+                .iter()
+                .filter_map(|step| planned_end.get(&step.token?))
+                .max()
+                .copied();
+            let estimate = backlog
+                .estimate(&order.factory, work, order.deadline_ms, now, lead)
+                .no_earlier_than(planned_ready, order.deadline_ms, now, lead);
             let moved = |old: Option<Millis>, new: Option<Millis>| match (old, new) {
                 (Some(old), Some(new)) => (old - new).abs() >= ETA_SLACK_MS,
                 (old, new) => old != new,
@@ -384,6 +397,115 @@ pub fn widest_gap_ms(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The watch holds an order's estimate to the production plan: with its
+    /// job planned to end past the deadline, the order is ready then and at
+    /// risk, where the fluid estimate alone had it early and in time.
+    #[tokio::test]
+    async fn an_order_is_ready_no_earlier_than_its_planned_job_ends() {
+        use crate::domain::{JobToken, MachineId};
+        use crate::plan::shop::{FloorPlan, PlannedStep};
+        use crate::store::MachineSpec;
+        use crate::store::tests::new_order;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("promise.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let clock = Clock::new(1.0);
+        let now = clock.now_ms();
+        let spec = MachineSpec {
+            id: "m1".into(),
+            factory: "north".into(),
+            model: "acme-dtg-200".into(),
+            address: "127.0.0.1:5020".into(),
+            capabilities: vec!["dtg_print".into(), "heat_press".into()],
+            materials: vec!["cotton_tee".into()],
+        };
+        store
+            .register_machines(&[spec], now)
+            .await
+            .expect("machines");
+        let mut order = new_order("o1", "acme", None);
+        order.accepted_ms = now;
+        order.deadline_ms = now + 48 * 3_600_000;
+        store
+            .accept_orders(&[order.clone()])
+            .await
+            .expect("accepted");
+        let first = store
+            .open_jobs()
+            .await
+            .expect("jobs")
+            .into_iter()
+            .filter(|job| job.order_id.as_str() == "o1")
+            .map(|job| job.token)
+            .min()
+            .expect("a job");
+        let plan: crate::runtime::scheduler::SharedPlan = Arc::default();
+        let watch = PromiseWatch {
+            board: PromiseBoard::default(),
+            store: store.clone(),
+            clock,
+            interval: Duration::from_secs(1),
+            lead: DeliveryLead {
+                travel: crate::plan::Travel::default(),
+                roads: None,
+                wave_gap_ms: 0,
+                factories: [("north".to_string(), Location::new(52.5, 13.4))].into(),
+            },
+            wakers: Wakers::default(),
+            shifts: HashMap::new(),
+            speeds: HashMap::new(),
+            plan: Arc::clone(&plan),
+        };
+        assert_eq!(watch.round().await.expect("round"), 0);
+        let fluid = store
+            .get_order("o1", None)
+            .await
+            .expect("read")
+            .expect("o1");
+        let ready = fluid.promise.eta_ready_ms.expect("estimated");
+        assert!(ready < order.deadline_ms, "{fluid:?}");
+        assert_eq!(fluid.promise.at_risk, None);
+
+        // The plan has its first step end past the deadline (a long setup,
+        // say): the order is ready no earlier, and flagged.
+        let planned_end = order.deadline_ms + 3_600_000;
+        let floor = FloorPlan {
+            queues: [(
+                MachineId::new("m1"),
+                vec![PlannedStep {
+                    token: JobToken(u32::try_from(first).expect("token")),
+                    step: 0,
+                    steps_after: 0,
+                    start_ms: planned_end - 60_000,
+                    end_ms: planned_end,
+                }],
+            )]
+            .into(),
+            late_orders: 1,
+            total_lateness_ms: 0,
+            setup_ms: 0,
+            distance_m: 0,
+            unplaceable: Vec::new(),
+        };
+        *plan.lock().expect("plan") = Some(Arc::new(floor));
+        assert_eq!(watch.round().await.expect("round"), 1);
+        let planned = store
+            .get_order("o1", None)
+            .await
+            .expect("read")
+            .expect("o1");
+        assert_eq!(
+            planned.promise.eta_ready_ms,
+            Some(planned_end),
+            "{planned:?}"
+        );
+        assert_eq!(
+            planned.promise.at_risk.as_deref(),
+            Some("production_backlog")
+        );
+        store.close().await;
+    }
 
     #[test]
     fn a_long_round_stretches_the_rest_after_it() {

@@ -82,11 +82,15 @@ pub struct Scheduler {
     /// The `shop` planner's last plan: the next round starts from it
     /// (`plan::shop::replan_floor`), so queues do not reshuffle from round
     /// to round and the search goes on where the last round stopped.
-    pub last_plan: std::sync::Mutex<Option<FloorPlan>>,
+    pub last_plan: SharedPlan,
     /// When the `shop` planner last planned in full (none yet: the next
     /// round does).
     pub last_full_plan: std::sync::Mutex<Option<Instant>>,
 }
+
+/// The `shop` planner's last plan, shared with the promise watch (which
+/// reads each job's planned end from it).
+pub type SharedPlan = std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<FloorPlan>>>>;
 
 /// How a machine works, as configured: its speed against the SKUs'
 /// seconds per unit, and how long a change of material takes.
@@ -493,7 +497,7 @@ impl Scheduler {
             })
             .collect();
         let budget = self.plan_budget;
-        let previous = self.last_plan.lock().ok().and_then(|mut last| last.take());
+        let previous = self.last_plan.lock().ok().and_then(|last| last.clone());
         let may_repair = self
             .last_full_plan
             .lock()
@@ -550,7 +554,7 @@ impl Scheduler {
         match planned {
             Ok(Ok((heads, plan, full))) => {
                 if let Ok(mut last) = self.last_plan.lock() {
-                    *last = Some(plan);
+                    *last = Some(std::sync::Arc::new(plan));
                 }
                 if full && let Ok(mut last) = self.last_full_plan.lock() {
                     *last = Some(Instant::now());

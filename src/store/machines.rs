@@ -28,6 +28,10 @@ pub struct MachineSpec {
     pub materials: Vec<String>,
 }
 
+/// How many times registering the machines runs again after PostgreSQL
+/// aborted it in favour of another transaction.
+const REGISTER_RETRIES: u32 = 5;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct MachineRecord {
     pub id: MachineId,
@@ -102,9 +106,36 @@ impl Store {
         self.register(specs, false, now).await
     }
 
+    /// Writes the machines' rows in id order, the order every transaction
+    /// that locks several machine rows takes them in (`schedule_jobs`), so
+    /// that a daemon starting beside others cannot deadlock with them; a
+    /// transaction PostgreSQL aborts all the same (a deadlock or
+    /// serialization conflict with some other writer) runs again, a few
+    /// times, after a short random pause.
     async fn register(
         &self,
         specs: &[MachineSpec],
+        reset_state: bool,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut sorted: Vec<&MachineSpec> = specs.iter().collect();
+        sorted.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+        let mut attempt = 0u32;
+        loop {
+            match self.register_once(&sorted, reset_state, now).await {
+                Err(err) if err.is_contention() && attempt < REGISTER_RETRIES => {
+                    attempt += 1;
+                    let pause = rand::random_range(10..=50u64) * u64::from(attempt);
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn register_once(
+        &self,
+        specs: &[&MachineSpec],
         reset_state: bool,
         now: Millis,
     ) -> Result<(), StoreError> {
