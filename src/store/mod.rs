@@ -104,6 +104,18 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// Another daemon stored the same idempotency key between this
+    /// transaction's look for it and its insert (PostgreSQL; SQLite has one
+    /// writer): running it again finds the key and replays its answer.
+    pub fn is_key_race(&self) -> bool {
+        match self {
+            StoreError::Database(sqlx::Error::Database(db)) => {
+                db.is_unique_violation() && db.constraint() == Some("idempotency_pkey")
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Why `err` is the database refusing work for now rather than refusing

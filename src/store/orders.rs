@@ -167,13 +167,14 @@ impl Store {
             }
             .await;
             // Daemons taking orders at once (a client retrying one key at
-            // another daemon) can deadlock on PostgreSQL; the aborted one
-            // did nothing and runs again, after a short random pause.
+            // another daemon) can deadlock on PostgreSQL, or both insert
+            // the key; the aborted one did nothing and runs again, after a
+            // short random pause (and then replays the stored answer).
             if attempt < CONTENTION_RETRIES
                 && outcome
                     .as_ref()
                     .err()
-                    .is_some_and(StoreError::is_contention)
+                    .is_some_and(|err: &StoreError| err.is_contention() || err.is_key_race())
             {
                 attempt += 1;
                 let pause = rand::random_range(5..=25u64) * u64::from(attempt);
@@ -182,7 +183,7 @@ impl Store {
             }
             // Still contended: not the request's fault; the client retries.
             let outcome = outcome.map_err(|err| {
-                if err.is_contention() {
+                if err.is_contention() || err.is_key_race() {
                     StoreError::Unavailable(format!("contention with another daemon: {err}"))
                 } else {
                     err

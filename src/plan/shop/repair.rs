@@ -8,17 +8,21 @@
 //! those of a machine that can no longer run them (with their jobs' later
 //! steps, whose plan followed from theirs), and those of jobs the previous
 //! plan did not know. Each such step, least slack first (due time
-//! less the work left from it), goes on the capable machine where it would
-//! end first, inserted ahead of the planned steps that end after its latest
-//! on-time start (the floor rule of `search::WarmStart`, so a rush job
-//! overtakes work that has time). Then every start and end is computed
+//! less the work left from it), tries each capable machine: ahead of the
+//! planned steps that end after its latest on-time start (the floor rule
+//! of `search::WarmStart`, so a rush job overtakes work that has time), a
+//! few places behind that, and the end of the queue; it goes where the
+//! fewest steps are made late (it and those it pushes back, estimated from
+//! the planned times), then the least lateness is added, then it ends
+//! first. Then every start and end is computed
 //! again in one pass over the precedence graph (each machine's order, each
 //! job's step order), with setups, release times, the time each machine is
 //! free and its openings, and the plan is scored as `plan_floor` scores it.
 //!
-//! Cost: linear in the steps on the floor plus, per displaced step, a
-//! binary search on each capable machine's queue; no problem is built and
-//! no search is run (the caller's next full round improves the plan).
+//! Cost: linear in the steps on the floor plus, per displaced step and
+//! capable machine, a binary search and a few walks down the queue; no
+//! problem is built and no search is run (the caller's next full round
+//! improves the plan).
 //!
 //! Invariants: running steps stay where and when they are, first on their
 //! machine; a step goes only to a machine that runs it (`FloorMachine::runs`);
@@ -49,6 +53,11 @@ const RUNNING: i128 = i128::MIN / 4;
 
 /// Below every potential: no predecessor.
 const BOTTOM: i128 = i128::MIN / 2;
+
+/// How many places behind the first one a displaced step tries on each
+/// machine (besides the end of its queue): each costs a walk down the
+/// queue, so a machine with thousands of steps queued stays cheap.
+const PLACES_BEHIND: usize = 32;
 
 /// `previous` repaired for the floor as it is now (`jobs` with the steps
 /// they still need, `machines` as they are); `None` when more than
@@ -511,9 +520,10 @@ impl<'a> Repair<'a> {
                 let ahead =
                     pinned + queue[pinned..].partition_point(|&x| self.end[x as usize] <= slack);
                 // Ahead of the planned steps that end after its latest
-                // start, or anywhere behind them: wherever makes fewest
-                // late, then least lateness, then ends first.
-                for at in ahead..=queue.len() {
+                // start, a little behind them, or at the end: wherever
+                // makes fewest late, then least lateness, then ends first.
+                let behind = (ahead + PLACES_BEHIND).min(queue.len());
+                for at in (ahead..=behind).chain(std::iter::once(queue.len())) {
                     let place = self.place(node, m, at, after, ready, distance);
                     if best.as_ref().is_none_or(|b| place.key < b.key) {
                         best = Some(place);

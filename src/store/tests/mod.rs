@@ -39,6 +39,13 @@ where
 
 /// A new, empty PostgreSQL database for one scenario.
 pub(crate) async fn fresh_postgres(base: &str) -> Store {
+    Store::connect(&fresh_postgres_url(base).await)
+        .await
+        .expect("postgres store")
+}
+
+/// The URL of a new, empty PostgreSQL database.
+pub(crate) async fn fresh_postgres_url(base: &str) -> String {
     sqlx::any::install_default_drivers();
     let name = format!("fabflow_test_{}", uuid::Uuid::new_v4().simple());
     let admin = sqlx::AnyPool::connect(base)
@@ -52,9 +59,7 @@ pub(crate) async fn fresh_postgres(base: &str) -> Store {
     let (prefix, _) = base
         .rsplit_once('/')
         .expect("postgres URL with a database name");
-    Store::connect(&format!("{prefix}/{name}"))
-        .await
-        .expect("postgres store")
+    format!("{prefix}/{name}")
 }
 
 fn plan(line_index: usize, step_index: usize, process: &str) -> JobPlan {

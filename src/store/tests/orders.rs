@@ -185,3 +185,42 @@ async fn followers_share_the_fate_of_their_leader() {
     })
     .await;
 }
+
+/// Two daemons on one PostgreSQL database take the same Idempotency-Key at
+/// once (a client retrying at the next daemon): one creates the order, the
+/// other replays it; neither fails on the key's unique index (the loser's
+/// transaction runs again and finds the key).
+#[tokio::test]
+async fn two_daemons_taking_one_key_at_once_create_once_and_replay() {
+    let Ok(base) = std::env::var("FABFLOW_TEST_POSTGRES_URL") else {
+        eprintln!("store: PostgreSQL key race skipped (set FABFLOW_TEST_POSTGRES_URL to run it)");
+        return;
+    };
+    if base.is_empty() {
+        return;
+    }
+    let url = fresh_postgres_url(&base).await;
+    let first = Store::connect(&url).await.expect("first daemon's store");
+    let second = Store::connect(&url).await.expect("second daemon's store");
+    for i in 0..20 {
+        let key = format!("race-{i}");
+        let a = new_order(&format!("race-a-{i}"), "acme", Some(&key));
+        let mut b = new_order(&format!("race-b-{i}"), "acme", Some(&key));
+        // The same request (same hash): the second is a replay of the first.
+        b.idempotency = a.idempotency.clone();
+        let (a, b) = ([a], [b]);
+        let (one, two) = tokio::join!(first.accept_orders(&a), second.accept_orders(&b));
+        let mut outcomes = vec![
+            one.expect("first daemon").remove(0),
+            two.expect("second daemon").remove(0),
+        ];
+        outcomes.sort_by_key(|o| matches!(o, AcceptOutcome::Created));
+        assert!(
+            matches!(outcomes[1], AcceptOutcome::Created)
+                && matches!(outcomes[0], AcceptOutcome::Replayed { .. }),
+            "round {i}: {outcomes:?}"
+        );
+    }
+    second.close().await;
+    first.close().await;
+}
