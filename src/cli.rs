@@ -430,7 +430,7 @@ async fn mqtt_users(command: MqttUserCommand) -> anyhow::Result<ExitCode> {
                 .with_context(|| {
                     format!("--role must be observer, courier, brand or machine, got {role:?}")
                 })?;
-            match users::create(&store, role, &name, factory.as_deref(), now).await? {
+            match users::create(&store, role, &name, factory.as_deref(), "cli", now).await? {
                 Some(user) => {
                     println!("{}", user.password);
                     ExitCode::SUCCESS
@@ -441,18 +441,20 @@ async fn mqtt_users(command: MqttUserCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        MqttUserCommand::Rotate { name, .. } => match users::rotate(&store, &name, now).await? {
-            Some(password) => {
-                println!("{password}");
-                ExitCode::SUCCESS
+        MqttUserCommand::Rotate { name, .. } => {
+            match users::rotate(&store, &name, "cli", now).await? {
+                Some(password) => {
+                    println!("{password}");
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("no MQTT user {name:?}");
+                    ExitCode::FAILURE
+                }
             }
-            None => {
-                eprintln!("no MQTT user {name:?}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         MqttUserCommand::Delete { name, .. } => {
-            if store.delete_mqtt_user(&name).await? {
+            if store.delete_mqtt_user(&name, "cli", now).await? {
                 ExitCode::SUCCESS
             } else {
                 eprintln!("no MQTT user {name:?}");
@@ -608,9 +610,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .collect();
     for machine in &mqtt_machines {
         if !passwords.contains_key(&machine.id) {
-            let rotated = fabflow::runtime::broker::users::rotate(&daemon.store, &machine.id, now)
-                .await?
-                .with_context(|| format!("no MQTT user for machine {}", machine.id))?;
+            let rotated =
+                fabflow::runtime::broker::users::rotate(&daemon.store, &machine.id, "demo", now)
+                    .await?
+                    .with_context(|| format!("no MQTT user for machine {}", machine.id))?;
             passwords.insert(machine.id.clone(), rotated);
         }
     }
@@ -633,6 +636,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         fabflow::runtime::broker::access::MqttRole::Brand,
         "demo-brand",
         None,
+        "demo",
         now,
     )
     .await?;

@@ -1337,33 +1337,30 @@ impl Config {
     }
 }
 
-/// Every unknown key and wrong type in the file, section by section and entry
-/// by entry (`machines.press-2: unknown field `adress`, expected ...`), or
-/// the one syntax error that stops the file from being read at all.
+/// Every unknown key and wrong type in the file, each at its dotted key
+/// (`machines.press-2.adress: unknown field `adress`, expected ...`), or the
+/// one syntax error that stops the file from being read at all.
 fn shape_problems(text: &str) -> Vec<String> {
     fn check<T: serde::de::DeserializeOwned>(value: &toml::Value) -> Option<String> {
-        value
-            .clone()
-            .try_into::<T>()
-            .err()
-            .map(|err| err.message().trim().to_string())
+        let problems = value_problems::<T>(value);
+        (!problems.is_empty()).then(|| problems.join("\n"))
     }
     fn each<T: serde::de::DeserializeOwned>(key: &str, value: &toml::Value, out: &mut Vec<String>) {
         let Some(items) = value.as_array() else {
             if let Some(problem) = check::<Vec<T>>(value) {
-                out.push(format!("{key}: {problem}"));
+                out.push(format!("{key}{problem}"));
             }
             return;
         };
         for (index, item) in items.iter().enumerate() {
-            if let Some(problem) = check::<T>(item) {
-                // Entries are named by their id (or code) where they have one.
-                let name = item
-                    .get("id")
-                    .or_else(|| item.get("code"))
-                    .and_then(toml::Value::as_str)
-                    .map_or_else(|| format!("[{index}]"), |id| format!(".{id}"));
-                out.push(format!("{key}{name}: {problem}"));
+            // Entries are named by their id (or code) where they have one.
+            let name = item
+                .get("id")
+                .or_else(|| item.get("code"))
+                .and_then(toml::Value::as_str)
+                .map_or_else(|| format!("[{index}]"), |id| format!(".{id}"));
+            for problem in value_problems::<T>(item) {
+                out.push(format!("{key}{name}{problem}"));
             }
         }
     }
@@ -1414,10 +1411,108 @@ fn shape_problems(text: &str) -> Vec<String> {
             ),
         };
         if let Some(problem) = problem {
-            out.push(format!("{key}: {problem}"));
+            for line in problem.lines() {
+                // A section's problems start at their own key (`.listen: ...`).
+                let sep = if line.starts_with(['.', ':']) {
+                    ""
+                } else {
+                    ": "
+                };
+                out.push(format!("{key}{sep}{line}"));
+            }
         }
     }
     out
+}
+
+/// Every problem serde finds reading `value` as `T`, each as `.dotted.key:
+/// reason` (`: reason` for the value itself). serde stops at the first, so
+/// the key at fault is taken out and the value read again, until it reads or
+/// a required key is missing.
+fn value_problems<T: serde::de::DeserializeOwned>(value: &toml::Value) -> Vec<String> {
+    const MOST: usize = 32;
+    let mut value = value.clone();
+    let mut out = Vec::new();
+    let mut removed: Vec<Vec<String>> = Vec::new();
+    while out.len() < MOST {
+        let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(_) => break,
+            Err(err) => err,
+        };
+        let message = err.inner().message().trim().to_string();
+        let mut keys: Vec<String> = err
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                _ => None,
+            })
+            .collect();
+        let named = |prefix: &str| {
+            message
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.split('`').next())
+                .map(str::to_string)
+        };
+        if let Some(field) = named("unknown field `") {
+            if keys.last() != Some(&field) {
+                keys.push(field);
+            }
+        } else if let Some(field) = named("missing field `") {
+            let mut at = keys.clone();
+            at.push(field);
+            if removed.contains(&at) {
+                // Its wrong value is already reported.
+                break;
+            }
+            let dotted: String = at.iter().map(|k| format!(".{k}")).collect();
+            out.push(format!("{dotted}: {message}"));
+            // Read on without the table that lacks it.
+            if keys.is_empty() || !remove_key(&mut value, &keys) {
+                break;
+            }
+            removed.push(keys);
+            continue;
+        }
+        let dotted: String = keys.iter().map(|k| format!(".{k}")).collect();
+        out.push(format!("{dotted}: {message}"));
+        if keys.is_empty() || !remove_key(&mut value, &keys) {
+            break;
+        }
+        removed.push(keys);
+    }
+    out
+}
+
+/// Takes the key at `path` out of `value`; false when there is none.
+fn remove_key(value: &mut toml::Value, path: &[String]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for key in parents {
+        let next = match at {
+            toml::Value::Table(table) => table.get_mut(key),
+            toml::Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get_mut(i)),
+            _ => None,
+        };
+        let Some(next) = next else {
+            return false;
+        };
+        at = next;
+    }
+    match at {
+        toml::Value::Table(table) => table.remove(last).is_some(),
+        toml::Value::Array(items) => match last.parse::<usize>() {
+            Ok(i) if i < items.len() => {
+                items.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 fn describe_toml_error(err: &toml::de::Error) -> String {
@@ -1492,15 +1587,51 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            ["colour", "http", "machines.press-2", "time_scale"],
+            [
+                "colour",
+                "http.max_conections",
+                "machines.press-2.adress",
+                "time_scale"
+            ],
             "{err}"
         );
-        assert!(err.problems[1].contains("max_conections"), "{err}");
-        assert!(err.problems[2].contains("adress"), "{err}");
         // A syntax error is one problem, with its line.
         let err = super::Config::parse("[http\n", "t.toml").expect_err("syntax");
         assert_eq!(err.problems.len(), 1, "{err}");
         assert!(err.problems[0].contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn every_bad_key_of_a_section_is_reported_at_its_dotted_key() {
+        let text = "time_scale = \"fast\"\n[http]\nlisten = \"127.0.0.1:8080\"\nmax_body_bytes = \"big\"\nmax_conections = 5\n\
+                    [[machines]]\nid = \"p\"\nfactory = \"north\"\nmodel = \"m\"\naddress = \"127.0.0.1:502\"\n\
+                    speed = \"fast\"\nadress = 1\n[[machines]]\nfactory = \"north\"\n";
+        let err = super::Config::parse(text, "t.toml").expect_err("invalid");
+        let mut keys: Vec<&str> = err
+            .problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or(""))
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "http.max_body_bytes",
+                "http.max_conections",
+                "machines.p.adress",
+                "machines.p.speed",
+                "machines[1].id",
+                "time_scale"
+            ],
+            "{err}"
+        );
+        let speed = err
+            .problems
+            .iter()
+            .find(|p| p.starts_with("machines.p.speed"))
+            .expect("speed");
+        assert!(speed.contains("invalid type"), "{speed}");
+        assert!(err.to_string().contains("t.toml"), "{err}");
     }
 
     #[test]
@@ -1513,7 +1644,7 @@ mod tests {
         let text = "[routing]\nspeed = 20.0\n";
         let err = super::Config::parse(text, "t.toml").expect_err("invalid");
         assert!(
-            err.problems[0].starts_with("routing: unknown field `speed`"),
+            err.problems[0].starts_with("routing.speed: unknown field `speed`"),
             "{:?}",
             err.problems
         );
@@ -1740,7 +1871,7 @@ mod tests {
         assert_eq!(config.scheduler.planner, super::Planner::Queue);
         let err = parse("planner = \"fancy\"\n").expect_err("unknown planner");
         assert_eq!(err.problems.len(), 1, "{err}");
-        assert!(err.problems[0].starts_with("scheduler: "), "{err}");
+        assert!(err.problems[0].starts_with("scheduler.planner: "), "{err}");
         assert!(err.problems[0].contains("fancy"), "{err}");
         assert!(err.to_string().contains("t.toml"), "{err}");
         let err = parse("plan_budget_ms = 0\n").expect_err("no budget");

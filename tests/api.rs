@@ -230,6 +230,45 @@ async fn errors_are_problem_json_naming_the_field() {
     assert!(response.headers().contains_key("allow"));
     let problem: Value = response.json().await.expect("problem+json");
     assert_eq!(problem["title"], "Method Not Allowed", "{problem}");
+    assert!(
+        problem["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("/method-not-allowed")),
+        "{problem}"
+    );
+    // The smaller bodies (returns, webhooks, operators' decisions) name
+    // the field at fault too, and take only JSON.
+    let (status, problem) = w
+        .acme
+        .post(
+            "/v1/orders/no-such-order/returns",
+            &json!({"lines": [{"line": 0, "quantity": -1}], "reason": "small"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(pointers(&problem), vec!["/lines/0/quantity"]);
+    let (status, problem) = w.acme.post("/v1/webhooks", &json!({"url": 5}), None).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(pointers(&problem), vec!["/url"]);
+    let (status, problem) = w.acme.post("/v1/webhooks", &json!({}), None).await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(pointers(&problem), vec!["/url"]);
+    for (token, path) in [
+        (&w.acme.token, "/v1/webhooks"),
+        (&w.operator.token, "/v1/machines/north-press-1/material"),
+        (&w.operator.token, "/v1/jobs/1/move"),
+    ] {
+        let response = client
+            .post(format!("{}{path}", w.base))
+            .bearer_auth(token)
+            .header("content-type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 415, "{path}");
+    }
     // The Bearer scheme is case-insensitive.
     let response = client
         .get(format!("{}/v1/orders", w.base))
@@ -601,6 +640,67 @@ async fn operator_decisions_are_in_the_audit_trail_that_only_admins_read() {
     assert!(actor.starts_with("operator:north (token "), "{actor}");
     assert_eq!(entry["detail"], "active -> paused");
     assert!(entry["at"].is_string());
+
+    // Admins' decisions too: a brand's sales event put and deleted, a
+    // brand's webhook endpoint given a new secret and removed; and the
+    // broker users the daemon made at its start.
+    let (status, event) = w
+        .admin
+        .put(
+            "/v1/sales-events/spring?brand=acme",
+            &json!({"name": "Spring market", "starts_on": "2027-03-06", "days": 2}),
+        )
+        .await;
+    assert_eq!(status, 201, "{event}");
+    let (status, _) = w.admin.delete("/v1/sales-events/spring?brand=acme").await;
+    assert_eq!(status, 204);
+    let (status, endpoint) = w
+        .acme
+        .post(
+            "/v1/webhooks",
+            &json!({"url": "https://93.184.216.34/hooks"}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+    let id = endpoint["id"].as_str().expect("endpoint id").to_string();
+    let (status, rotated) = w
+        .admin
+        .post(
+            &format!("/v1/webhooks/{id}/rotate-secret"),
+            &json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let (status, _) = w.admin.delete(&format!("/v1/webhooks/{id}")).await;
+    assert_eq!(status, 204);
+    let (status, page) = w.admin.get("/v1/audit?limit=200").await;
+    assert_eq!(status, 200, "{page}");
+    let items = page["items"].as_array().cloned().unwrap_or_default();
+    for (action, target) in [
+        ("sales_event.put", "acme/spring"),
+        ("sales_event.delete", "acme/spring"),
+        ("webhook.rotate_secret", id.as_str()),
+        ("webhook.delete", id.as_str()),
+    ] {
+        let entry = items
+            .iter()
+            .find(|e| e["action"] == action && e["target"] == target)
+            .unwrap_or_else(|| panic!("{action} {target} is audited: {page}"));
+        assert!(
+            entry["actor"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("admin:")),
+            "{entry}"
+        );
+    }
+    assert!(
+        items
+            .iter()
+            .any(|e| e["action"] == "mqtt_user.create" && e["target"] == "observer"),
+        "{page}"
+    );
     w.stop().await;
 }
 

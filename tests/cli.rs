@@ -109,7 +109,7 @@ fn check_config_accepts_the_shop_planner_and_names_a_wrong_one() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("scheduler: unknown variant `fastest`"),
+        stderr.contains("scheduler.planner: unknown variant `fastest`"),
         "{stderr}"
     );
     assert!(stderr.contains("shop.toml"), "{stderr}");

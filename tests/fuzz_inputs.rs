@@ -8,7 +8,8 @@
 //!
 //! cargo-fuzz needs a nightly toolchain, which this project does not
 //! assume; proptest runs on stable and keeps every failure it finds in
-//! `proptest-regressions/fuzz_inputs.txt`, replayed first on every run.
+//! `tests/fuzz_inputs.proptest-regressions` (commit it), replayed first on
+//! every run.
 //! The case count is bounded for CI (`FABFLOW_FUZZ_CASES`, default 300 per
 //! target); raise it for a longer hunt:
 //! `FABFLOW_FUZZ_CASES=100000 cargo test --release --test fuzz_inputs`.
@@ -177,6 +178,8 @@ fn json() -> impl Strategy<Value = Value> {
 const ORDER: &str = r#"{"external_ref": "r-1", "customer": {"name": "Ada", "lat": 52.52, "lon": 13.40},
  "lines": [{"sku": "tee-black-m", "quantity": 2}, {"sku": "mug-white", "quantity": 1}]}"#;
 
+const IMPORT_CSV: &str = "external_ref,customer_name,lat,lon,sku,quantity\na,Ada,52.52,13.40,tee-black-m,1\na,Ada,52.52,13.40,mug-white,2\nb,Bob,52.50,13.35,tee-black-m,1\n";
+
 const FORECAST_CSV: &str = "unique_id,ds,y\ntee,2026-01-05,3\ntee,2026-01-12,0\ntee,2026-01-19,5\nmug,2026-01-05,1\nmug,2026-01-06,0\n";
 
 const SOLOMON: &str = "C101\n\nVEHICLE\nNUMBER     CAPACITY\n  25         200\n\nCUSTOMER\nCUST NO.  XCOORD.   YCOORD.    DEMAND   READY TIME  DUE DATE   SERVICE   TIME\n\n    0      40         50          0          0       1236          0\n    1      45         68         10        912        967         90\n    2      45         70         30        825        870         90\n";
@@ -268,10 +271,36 @@ proptest! {
     }
 
     #[test]
-    fn order_text_near_a_valid_order_never_panics(text in mutated(ORDER)) {
-        if let Ok(value) = serde_json::from_str::<Value>(&text) {
-            let _ = fabflow::api::order_json::read_order(&value);
+    fn order_text_near_a_valid_order_never_panics(
+        text in mutated(ORDER),
+        now_ms in any::<i64>(),
+    ) {
+        if let Ok(value) = serde_json::from_str::<Value>(&text)
+            && let Ok(order) = fabflow::api::order_json::read_order(&value)
+        {
+            // An order that reads is checked against the demo's catalog
+            // and zones at any moment, as intake does.
+            let config = fabflow::config::Config::demo().expect("demo config");
+            let _ = fabflow::domain::intake::validate(
+                &order,
+                &config.catalog(),
+                &config.zones(),
+                &config.intake.rules(),
+                now_ms,
+            );
         }
+    }
+
+    #[test]
+    fn ndjson_imports_never_panic(
+        lines in prop::collection::vec(prop_oneof![mutated(ORDER), ".{0,80}"], 0..6),
+    ) {
+        let _ = fabflow::api::orders::parse_import("application/x-ndjson", &lines.join("\n"));
+    }
+
+    #[test]
+    fn csv_imports_never_panic(text in text_near(IMPORT_CSV)) {
+        let _ = fabflow::api::orders::parse_import("text/csv", &text);
     }
 
     #[test]

@@ -15,6 +15,10 @@ use tokio::net::TcpStream;
 const LIMIT: usize = 16;
 
 async fn daemon(dir: &std::path::Path) -> Running {
+    daemon_with(dir, |_| {}).await
+}
+
+async fn daemon_with(dir: &std::path::Path, change: impl FnOnce(&mut Config)) -> Running {
     let mut config = Config::demo().expect("demo config");
     config.database.url = format!("sqlite://{}", dir.join("edge.db").display());
     config.mqtt = MqttConfig::Embedded {
@@ -24,6 +28,7 @@ async fn daemon(dir: &std::path::Path) -> Running {
     config.http.header_read_timeout_ms = 500;
     config.http.request_timeout_ms = 500;
     config.http.max_connections = LIMIT;
+    change(&mut config);
     Running::start(config).await
 }
 
@@ -133,5 +138,60 @@ async fn a_body_that_never_completes_is_answered_408() {
     let text = String::from_utf8_lossy(&response);
     assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     assert!(text.contains("application/problem+json"), "{text}");
+    assert!(text.contains("Idempotency-Key"), "{text}");
+    running.stop().await;
+}
+
+/// Past the connection limit a new socket is closed at once, while those
+/// holding the limit are still served; the refusal is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_are_closed_at_once() {
+    const HELD: usize = 4;
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Headers may take two minutes: a socket closed within the 30 s that
+    // `closed_by_daemon` waits was closed by the limit, not by a timer.
+    let running = daemon_with(dir.path(), |config| {
+        config.http.header_read_timeout_ms = 120_000;
+        config.http.request_timeout_ms = 120_000;
+        config.http.max_connections = HELD;
+    })
+    .await;
+    let address = running.daemon.http;
+    let mut held = Vec::new();
+    for _ in 0..HELD {
+        held.push(TcpStream::connect(address).await.expect("connect"));
+    }
+    let mut past = TcpStream::connect(address).await.expect("connect");
+    assert!(
+        closed_by_daemon(&mut past).await,
+        "a socket past the limit is closed"
+    );
+
+    // The sockets holding the limit are served.
+    let first = &mut held[0];
+    first
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: fabflow\r\n\r\n")
+        .await
+        .expect("request");
+    let mut head = [0u8; 12];
+    first.read_exact(&mut head).await.expect("response");
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    // Once they are gone, the API answers new connections and counts the
+    // refusal.
+    drop(held);
+    let metrics = support::wait_for("metrics answer", Duration::from_secs(30), || {
+        let base = running.base.clone();
+        async move {
+            let response = reqwest::get(format!("{base}/metrics")).await.ok()?;
+            response.text().await.ok()
+        }
+    })
+    .await;
+    let refused = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("fabflow_http_connections_refused_total "))
+        .and_then(|n| n.trim().parse::<f64>().ok());
+    assert!(refused.is_some_and(|n| n >= 1.0), "{refused:?}");
     running.stop().await;
 }

@@ -58,7 +58,7 @@ async fn anonymous_clients_and_wrong_passwords_are_refused_at_connect() {
         .stop()
         .await;
     let now = running.daemon.clock.now_ms();
-    let rotated = users::rotate(&running.daemon.store, "van-1", now)
+    let rotated = users::rotate(&running.daemon.store, "van-1", "test", now)
         .await
         .expect("store")
         .expect("van-1 exists");
@@ -231,7 +231,7 @@ async fn a_brand_receives_only_its_own_events() {
     let now = running.daemon.clock.now_ms();
     let mut logins = Vec::new();
     for brand in ["brand-a", "brand-b"] {
-        let user = users::create(store, MqttRole::Brand, brand, None, now)
+        let user = users::create(store, MqttRole::Brand, brand, None, "test", now)
             .await
             .expect("store")
             .expect("new user");

@@ -9,6 +9,7 @@
 //! adapter; its response types live in `views`.
 
 pub mod auth;
+pub mod body;
 pub mod feeds;
 pub mod forecasts;
 pub mod ops;
@@ -403,7 +404,14 @@ async fn problem_for_rejections(response: Response) -> Response {
             .await
             .unwrap_or_default();
         let detail = String::from_utf8_lossy(&bytes).trim().to_string();
-        let detail = if detail.is_empty() {
+        let detail = if parts.status == StatusCode::REQUEST_TIMEOUT {
+            // The handler was dropped, but what it handed on (an order to
+            // intake) may still be committed.
+            "the request took longer than the server's limit; whatever it asked \
+             for may or may not have been done: send it again with the same \
+             Idempotency-Key to learn which"
+                .to_string()
+        } else if detail.is_empty() {
             parts
                 .status
                 .canonical_reason()

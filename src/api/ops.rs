@@ -3,6 +3,7 @@
 
 use super::ApiState;
 use super::auth::{Caller, FeedCaller, Role};
+use super::body::{json_value, typed};
 use super::feeds;
 use super::problem::ApiError;
 use super::views::{
@@ -18,7 +19,7 @@ use crate::runtime::operations::HeldDecision;
 use crate::store::{Confirmation, HandoffDetail, HandoffRecord, JobFilter};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -273,11 +274,11 @@ pub async fn move_job(
     State(state): State<ApiState>,
     caller: Caller,
     Path(token): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<JobView>, ApiError> {
+    let value = json_value(&headers, &body)?;
     let token = operators_job(&state, &caller, &token).await?;
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
     let request: MoveRequest = serde_json::from_value(value)
         .ok()
         .filter(|r: &MoveRequest| !r.machine.is_empty())
@@ -444,9 +445,11 @@ pub async fn load_material(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<MachineView>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
+    let value = json_value(&headers, &body)?;
     let machine = state
         .runtime
         .store
@@ -454,8 +457,6 @@ pub async fn load_material(
         .await?
         .filter(|m| caller.covers_factory(&m.factory))
         .ok_or_else(|| ApiError::not_found(format!("machine {id}")))?;
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
     let request: MaterialRequest = serde_json::from_value(value).map_err(|_| {
         ApiError::invalid(vec![FieldError::new(
             "/material",
@@ -547,11 +548,11 @@ pub async fn schedule_maintenance(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<MaintenanceWindowView>), ApiError> {
     let machine = operators_machine(&state, &caller, &id).await?;
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
+    let value = json_value(&headers, &body)?;
     let request: MaintenanceRequest = serde_json::from_value(value).map_err(|err| {
         ApiError::invalid(vec![FieldError::new(
             "",
@@ -717,15 +718,14 @@ pub struct ConfirmRequest {
 }
 
 /// A JSON body that may be absent (empty): the type's default.
-fn optional_body<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+fn optional_body<T: serde::de::DeserializeOwned + Default>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|err| {
-        ApiError::bad_request(format!(
-            "request body is not valid JSON for this operation: {err}"
-        ))
-    })
+    typed(json_value(headers, body)?)
 }
 
 fn code_error(reason: impl Into<String>) -> Vec<FieldError> {
@@ -748,10 +748,11 @@ pub async fn confirm_handoff(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Confirmed>, ApiError> {
     caller.require(&[Role::Courier, Role::Admin])?;
-    let request: ConfirmRequest = optional_body(&body)?;
+    let request: ConfirmRequest = optional_body(&headers, &body)?;
     let courier = (caller.role == Role::Courier).then_some(caller.scope.as_str());
     let code = request.code.as_deref().map(str::trim);
     if code.is_none() && courier.is_some() {
@@ -824,12 +825,12 @@ pub async fn fail_handoff(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<FailedView>, ApiError> {
     caller.require(&[Role::Courier, Role::Admin])?;
     let courier = (caller.role == Role::Courier).then_some(caller.scope.as_str());
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
+    let value = json_value(&headers, &body)?;
     let request: FailRequest = serde_json::from_value(value).map_err(|_| {
         ApiError::invalid(vec![FieldError::new(
             "/reason",
@@ -882,6 +883,7 @@ pub async fn courier_duty(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<DutyView>, ApiError> {
     caller.require(&[Role::Courier, Role::Operator, Role::Admin])?;
@@ -889,8 +891,7 @@ pub async fn courier_duty(
     if !known || (caller.role == Role::Courier && caller.scope != id) {
         return Err(ApiError::not_found(format!("courier {id}")));
     }
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
+    let value = json_value(&headers, &body)?;
     let request: DutyRequest = serde_json::from_value(value).map_err(|_| {
         ApiError::invalid(vec![FieldError::new(
             "/on_duty",

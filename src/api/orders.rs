@@ -3,6 +3,7 @@
 
 use super::ApiState;
 use super::auth::{Caller, Role};
+use super::body::{json_value, parse_json, require_json};
 use super::order_json::{canonical_hash, read_order};
 use super::problem::ApiError;
 use super::views::{OrderDetail, OrderPage, OrderView, job_view};
@@ -65,39 +66,6 @@ fn key_of(key: Option<String>, request_hash: impl FnOnce() -> String) -> Option<
     key.map(|key| IdempotencyKey {
         key,
         request_hash: request_hash(),
-    })
-}
-
-/// The body must be declared JSON (`application/json` or a `+json` type).
-fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
-    let declared = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
-    match declared.as_deref() {
-        Some("application/json") => Ok(()),
-        Some(other) if other.starts_with("application/") && other.ends_with("+json") => Ok(()),
-        other => Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            format!(
-                "Content-Type must be application/json, got {}",
-                other.map_or("none".to_string(), |v| format!("{v:?}"))
-            ),
-        )),
-    }
-}
-
-/// The body as JSON; a syntax error is 400 with its line and column.
-fn parse_json(body: &[u8]) -> Result<serde_json::Value, ApiError> {
-    serde_json::from_slice(body).map_err(|err| {
-        ApiError::bad_request(format!("request body is not JSON: {err}")).with_errors(vec![
-            FieldError::new(
-                format!("line {}, column {}", err.line(), err.column()),
-                err.to_string(),
-            ),
-        ])
     })
 }
 
@@ -308,6 +276,7 @@ pub async fn decide_escalation(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<OrderView>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
@@ -320,8 +289,7 @@ pub async fn decide_escalation(
     if !visible {
         return Err(ApiError::not_found(format!("order {id}")));
     }
-    let value: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|err| ApiError::bad_request(format!("request body is not JSON: {err}")))?;
+    let value = json_value(&headers, &body)?;
     let request = escalation_request(value)?;
     let deliver_by_ms = request.deliver_by.map(|at| at.timestamp_millis());
     match state
@@ -458,24 +426,14 @@ pub async fn import(
         .to_ascii_lowercase();
     let text = std::str::from_utf8(&body)
         .map_err(|err| ApiError::bad_request(format!("body is not UTF-8: {err}")))?;
-    let parsed: Vec<ParsedLine> = match content_type.as_str() {
-        "application/x-ndjson" | "application/jsonl" | "application/json-seq" => parse_ndjson(text),
-        "text/csv" => parse_csv(text)?,
-        other => {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                format!("Content-Type must be application/x-ndjson or text/csv, got {other:?}"),
-            ));
-        }
-    };
+    let parsed = parse_import(&content_type, text)?;
     if parsed.is_empty() {
         return Err(ApiError::bad_request("the file holds no orders"));
     }
     if parsed.len() > 100_000 {
         return Err(ApiError::bad_request("at most 100000 orders per import"));
     }
-    let key = key_of(key, || body_hash(&body));
+    let key = key_of(key, || import_hash(&content_type, text));
     let render = |import: &Import| {
         serde_json::to_string(&ImportReport::stored(import)).map_err(|err| err.to_string())
     };
@@ -508,6 +466,43 @@ pub async fn import(
 fn replayed(status: u16, reply: String) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     json_response(status, reply, true, None)
+}
+
+/// What an import's Idempotency-Key is compared by: for NDJSON the
+/// canonical form of each order (spacing and key order do not matter, the
+/// orders' order does), for CSV the text (where spacing is data).
+fn import_hash(content_type: &str, text: &str) -> String {
+    if content_type == "text/csv" {
+        return body_hash(text.as_bytes());
+    }
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(
+            |line| match serde_json::from_str::<serde_json::Value>(line) {
+                Ok(value) => canonical_hash(&value),
+                Err(_) => body_hash(line.as_bytes()),
+            },
+        )
+        .collect();
+    body_hash(format!("{content_type}\n{}", lines.join("\n")).as_bytes())
+}
+
+/// An import body of `content_type` (lower case, without parameters) read
+/// into orders, each with its line number and its problems.
+pub fn parse_import(content_type: &str, text: &str) -> Result<Vec<ParsedLine>, ApiError> {
+    match content_type {
+        "application/x-ndjson" | "application/jsonl" | "application/json-seq" => {
+            Ok(parse_ndjson(text))
+        }
+        "text/csv" => parse_csv(text),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            format!("Content-Type must be application/x-ndjson or text/csv, got {other:?}"),
+        )),
+    }
 }
 
 fn parse_ndjson(text: &str) -> Vec<ParsedLine> {
@@ -703,6 +698,20 @@ mod tests {
             errors[0].reason.contains("line 3 names \"Mallory\""),
             "{}",
             errors[0].reason
+        );
+    }
+
+    #[test]
+    fn an_ndjson_import_is_compared_by_its_orders_not_its_spacing() {
+        let one = "{\"a\": 1, \"b\": [1, 2]}\n{\"c\": \"x\"}\n";
+        let same = "\n{\"b\":[1,2],\"a\":1}\r\n\n  {\"c\":\"x\"}  ";
+        let other = "{\"c\": \"x\"}\n{\"a\": 1, \"b\": [1, 2]}\n";
+        let ndjson = "application/x-ndjson";
+        assert_eq!(import_hash(ndjson, one), import_hash(ndjson, same));
+        assert_ne!(import_hash(ndjson, one), import_hash(ndjson, other));
+        assert_ne!(
+            import_hash("text/csv", "a,b\n1,2\n"),
+            import_hash("text/csv", "a,b\n1, 2\n")
         );
     }
 

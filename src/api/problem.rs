@@ -24,10 +24,10 @@ pub struct Problem {
 
 #[derive(Debug)]
 pub struct ApiError {
-    status: StatusCode,
+    pub(super) status: StatusCode,
     kind: &'static str,
     detail: String,
-    errors: Vec<FieldError>,
+    pub(super) errors: Vec<FieldError>,
     /// Seconds for a `Retry-After` header (429, 503).
     retry_after: Option<u64>,
 }
@@ -215,6 +215,8 @@ pub fn rejection(status: StatusCode, detail: String) -> ApiError {
     let kind = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "too-large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::REQUEST_TIMEOUT => "request-timeout",
         _ => "bad-request",
     };
     ApiError::new(status, kind, detail)

@@ -4,6 +4,7 @@
 
 use super::ApiState;
 use super::auth::{Caller, Role};
+use super::body::JsonBody;
 use super::ops::sees_code;
 use super::problem::ApiError;
 use super::views::{HandoffView, ReturnDetail, ReturnPage, ReturnView, StockView};
@@ -134,7 +135,7 @@ pub async fn create(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(body): Json<ReturnRequestBody>,
+    JsonBody(body): JsonBody<ReturnRequestBody>,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Brand, Role::Admin])?;
     let lines = body
@@ -237,7 +238,7 @@ pub async fn inspect(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(body): Json<InspectionBody>,
+    JsonBody(body): JsonBody<InspectionBody>,
 ) -> Result<Json<ReturnDetail>, ApiError> {
     caller.require(&[Role::Operator, Role::Admin])?;
     visible_return(&state, &caller, &id).await?;

@@ -4,6 +4,7 @@
 
 use super::ApiState;
 use super::auth::{Caller, Role};
+use super::body::JsonBody;
 use super::problem::ApiError;
 use crate::domain::intake::FieldError;
 use crate::domain::sales_event::{
@@ -83,7 +84,7 @@ pub async fn put(
     caller: Caller,
     Path(id): Path<String>,
     Query(query): Query<BrandQuery>,
-    Json(body): Json<SalesEventRequest>,
+    JsonBody(body): JsonBody<SalesEventRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let brand = brand_of(&caller, query.brand.as_deref())?;
     checked_id(&id)?;
@@ -93,7 +94,10 @@ pub async fn put(
     if !problems.is_empty() {
         return Err(ApiError::invalid(problems));
     }
-    let (view, created) = state.runtime.put_sales_event(&brand, &id, &body).await?;
+    let (view, created) = state
+        .runtime
+        .put_sales_event(&brand, &id, &body, &caller.actor())
+        .await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -158,7 +162,11 @@ pub async fn delete(
     Query(query): Query<BrandQuery>,
 ) -> Result<StatusCode, ApiError> {
     let brand = brand_of(&caller, query.brand.as_deref())?;
-    if state.runtime.delete_sales_event(&brand, &id).await? {
+    if state
+        .runtime
+        .delete_sales_event(&brand, &id, &caller.actor())
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("sales event {id}")))

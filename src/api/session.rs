@@ -64,6 +64,7 @@ pub async fn sign_in(
     if let Some(reason) = cross_origin(&headers) {
         return Err(ApiError::forbidden(reason));
     }
+    super::body::require_json(&headers)?;
     let request: SignIn = serde_json::from_slice(&body).map_err(|_| {
         ApiError::invalid(vec![crate::domain::intake::FieldError::new(
             "/token",

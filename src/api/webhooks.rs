@@ -4,6 +4,7 @@
 
 use super::ApiState;
 use super::auth::{Caller, Role};
+use super::body::JsonBody;
 use super::problem::ApiError;
 use super::views::rfc3339;
 use crate::domain::intake::FieldError;
@@ -155,7 +156,7 @@ pub struct Replayed {
 pub async fn create(
     State(state): State<ApiState>,
     caller: Caller,
-    Json(body): Json<EndpointBody>,
+    JsonBody(body): JsonBody<EndpointBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(&[Role::Brand])?;
     let brand = BrandId::from(caller.scope.as_str());
@@ -235,7 +236,7 @@ pub async fn delete(
     if state
         .runtime
         .store
-        .delete_endpoint(caller.brand_scope(), &id)
+        .delete_endpoint(caller.brand_scope(), &id, &caller.actor(), wall_ms())
         .await?
     {
         Ok(StatusCode::NO_CONTENT)
@@ -258,7 +259,7 @@ pub async fn rotate_secret(
     caller.require(&[Role::Brand, Role::Admin])?;
     let endpoint = state
         .runtime
-        .rotate_webhook_secret(caller.brand_scope(), &id)
+        .rotate_webhook_secret(caller.brand_scope(), &id, &caller.actor())
         .await?;
     Ok(Json(EndpointWithSecret {
         endpoint: EndpointView::new(&endpoint, wall_ms()),
@@ -346,7 +347,7 @@ pub async fn replay(
     let record = state
         .runtime
         .store
-        .replay_delivery(&endpoint.id, delivery, wall_ms())
+        .replay_delivery(&endpoint.id, delivery, &caller.actor(), wall_ms())
         .await?;
     state.runtime.wake_webhooks();
     Ok(Json(DeliveryView::from(&record)))
@@ -365,7 +366,7 @@ pub async fn replay_dead(
     let replayed = state
         .runtime
         .store
-        .replay_dead(&endpoint.id, wall_ms())
+        .replay_dead(&endpoint.id, &caller.actor(), wall_ms())
         .await?;
     state.runtime.wake_webhooks();
     Ok(Json(Replayed { replayed }))

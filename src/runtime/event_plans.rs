@@ -81,6 +81,7 @@ pub async fn put_sales_event(
     brand: &str,
     id: &str,
     request: &SalesEventRequest,
+    actor: &str,
     now_ms: i64,
 ) -> Result<(SalesEventRecord, bool), StoreError> {
     let record = SalesEventRecord {
@@ -93,7 +94,7 @@ pub async fn put_sales_event(
         pre_orders: request.pre_orders.clone(),
         updated_ms: now_ms,
     };
-    let created = store.put_sales_event(&record).await?;
+    let created = store.put_sales_event(&record, actor).await?;
     Ok((record, created))
 }
 
@@ -312,9 +313,10 @@ impl super::Runtime {
         brand: &str,
         id: &str,
         request: &SalesEventRequest,
+        actor: &str,
     ) -> Result<(SalesEventView, bool), StoreError> {
         let (record, created) =
-            put_sales_event(&self.store, brand, id, request, self.clock.now_ms()).await?;
+            put_sales_event(&self.store, brand, id, request, actor, self.clock.now_ms()).await?;
         Ok((event_view(&record), created))
     }
 
@@ -333,8 +335,15 @@ impl super::Runtime {
     }
 
     /// Deletes `brand`'s sales event `id`; false if there was none.
-    pub async fn delete_sales_event(&self, brand: &str, id: &str) -> Result<bool, StoreError> {
-        self.store.delete_sales_event(brand, id).await
+    pub async fn delete_sales_event(
+        &self,
+        brand: &str,
+        id: &str,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
+        self.store
+            .delete_sales_event(brand, id, actor, self.clock.now_ms())
+            .await
     }
 
     /// The recommended runs for `brand`'s upcoming event `id`.

@@ -155,11 +155,13 @@ impl super::Runtime {
         &self,
         brand: Option<&str>,
         id: &str,
+        actor: &str,
     ) -> Result<WebhookEndpoint, WebhookError> {
         let grace = self.webhooks.rotation_grace.as_millis() as Millis;
+        let now = wall_ms();
         let endpoint = self
             .store
-            .rotate_secret(brand, id, &new_secret(), wall_ms() + grace)
+            .rotate_secret(brand, id, &new_secret(), now + grace, actor, now)
             .await?;
         info!(webhook.id = %endpoint.id, "webhook secret rotated");
         Ok(endpoint)

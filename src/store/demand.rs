@@ -1,6 +1,8 @@
 //! Daily demand per brand, SKU and factory, counted from the event log.
 
+use super::write::{AuditEntry, record_audit};
 use super::{Store, StoreError};
+use crate::domain::Millis;
 use sqlx::Row;
 
 /// Units of one SKU a brand's customers ordered from one factory on one day.
@@ -139,7 +141,11 @@ pub struct SalesEventRecord {
 
 impl Store {
     /// Creates or replaces a brand's sales event; true if it was new.
-    pub async fn put_sales_event(&self, event: &SalesEventRecord) -> Result<bool, StoreError> {
+    pub async fn put_sales_event(
+        &self,
+        event: &SalesEventRecord,
+        actor: &str,
+    ) -> Result<bool, StoreError> {
         let pre_orders = serde_json::to_string(&event.pre_orders)
             .map_err(|err| StoreError::Corrupt(format!("pre-orders: {err}")))?;
         let mut tx = self.begin().await?;
@@ -175,6 +181,17 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        let target = format!("{}/{}", event.brand, event.id);
+        let detail = format!(
+            "{} from {}, {} days",
+            event.name, event.starts_on, event.days
+        );
+        record_audit(
+            &mut tx,
+            &AuditEntry::new(actor, "sales_event.put", &target, &detail),
+            event.updated_ms,
+        )
+        .await?;
         tx.commit().await?;
         Ok(created)
     }
@@ -214,13 +231,28 @@ impl Store {
     }
 
     /// Deletes a brand's sales event; false if there was none.
-    pub async fn delete_sales_event(&self, brand: &str, id: &str) -> Result<bool, StoreError> {
+    pub async fn delete_sales_event(
+        &self,
+        brand: &str,
+        id: &str,
+        actor: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let deleted = sqlx::query("DELETE FROM sales_events WHERE brand = $1 AND id = $2")
             .bind(brand)
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        if deleted.rows_affected() == 1 {
+            let target = format!("{brand}/{id}");
+            record_audit(
+                &mut tx,
+                &AuditEntry::new(actor, "sales_event.delete", &target, ""),
+                now,
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(deleted.rows_affected() == 1)
     }

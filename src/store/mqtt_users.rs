@@ -1,6 +1,7 @@
 //! Users of the embedded broker's access gateway; passwords stored only as
 //! SHA-256 hashes. The store keeps them; the runtime decides what they mean.
 
+use super::write::{AuditEntry, record_audit};
 use super::{Store, StoreError};
 use crate::domain::Millis;
 use sqlx::Row;
@@ -21,6 +22,7 @@ impl Store {
     pub async fn insert_mqtt_user(
         &self,
         user: &MqttUserRecord,
+        actor: &str,
         now: Millis,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
@@ -35,6 +37,15 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 1 {
+            let detail = format!("{} {}", user.role, user.factory);
+            record_audit(
+                &mut tx,
+                &AuditEntry::new(actor, "mqtt_user.create", &user.username, detail.trim()),
+                now,
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
@@ -44,6 +55,7 @@ impl Store {
         &self,
         username: &str,
         password_hash: &str,
+        actor: &str,
         now: Millis,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
@@ -55,17 +67,38 @@ impl Store {
         .bind(username)
         .execute(&mut *tx)
         .await?;
+        if done.rows_affected() == 1 {
+            record_audit(
+                &mut tx,
+                &AuditEntry::new(actor, "mqtt_user.rotate", username, ""),
+                now,
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Removes a user; false if there was none.
-    pub async fn delete_mqtt_user(&self, username: &str) -> Result<bool, StoreError> {
+    pub async fn delete_mqtt_user(
+        &self,
+        username: &str,
+        actor: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let done = sqlx::query("DELETE FROM mqtt_users WHERE username = $1")
             .bind(username)
             .execute(&mut *tx)
             .await?;
+        if done.rows_affected() == 1 {
+            record_audit(
+                &mut tx,
+                &AuditEntry::new(actor, "mqtt_user.delete", username, ""),
+                now,
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }

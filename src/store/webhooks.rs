@@ -1,7 +1,7 @@
 //! Brand webhook endpoints and their deliveries. Times here are on the wall
 //! clock (webhook timestamps are checked against the receiver's clock).
 
-use super::write::allocate;
+use super::write::{AuditEntry, allocate, record_audit};
 use super::{Backend, Store, StoreError};
 use crate::domain::Millis;
 use crate::domain::webhook::{AfterFailure, DeliveryState, wants};
@@ -214,7 +214,13 @@ impl Store {
     }
 
     /// Removes an endpoint and its deliveries; false if there was none.
-    pub async fn delete_endpoint(&self, brand: Option<&str>, id: &str) -> Result<bool, StoreError> {
+    pub async fn delete_endpoint(
+        &self,
+        brand: Option<&str>,
+        id: &str,
+        actor: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let gone = sqlx::query(
             "DELETE FROM webhook_endpoints WHERE id = $1 AND ($2 IS NULL OR brand = $2)",
@@ -231,6 +237,12 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        record_audit(
+            &mut tx,
+            &AuditEntry::new(actor, "webhook.delete", id, ""),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -243,6 +255,8 @@ impl Store {
         id: &str,
         secret: &str,
         previous_until_ms: Millis,
+        actor: &str,
+        now: Millis,
     ) -> Result<WebhookEndpoint, StoreError> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
@@ -258,6 +272,12 @@ impl Store {
         if done.rows_affected() != 1 {
             return Err(StoreError::NotFound(format!("webhook endpoint {id}")));
         }
+        record_audit(
+            &mut tx,
+            &AuditEntry::new(actor, "webhook.rotate_secret", id, ""),
+            now,
+        )
+        .await?;
         let sql = format!("SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
@@ -476,6 +496,7 @@ impl Store {
         &self,
         endpoint_id: &str,
         id: i64,
+        actor: &str,
         now: Millis,
     ) -> Result<WebhookDelivery, StoreError> {
         let mut tx = self.begin().await?;
@@ -505,12 +526,28 @@ impl Store {
                 "delivery {id} is pending already"
             )));
         }
+        record_audit(
+            &mut tx,
+            &AuditEntry::new(
+                actor,
+                "webhook.replay",
+                endpoint_id,
+                &format!("delivery {id}"),
+            ),
+            now,
+        )
+        .await?;
         tx.commit().await?;
         delivery_from(&row)
     }
 
     /// Replays every dead delivery of an endpoint; returns how many.
-    pub async fn replay_dead(&self, endpoint_id: &str, now: Millis) -> Result<u64, StoreError> {
+    pub async fn replay_dead(
+        &self,
+        endpoint_id: &str,
+        actor: &str,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
         let mut tx = self.begin().await?;
         let done = sqlx::query(
             "UPDATE webhook_deliveries SET state = 'pending', attempts = 0, \
@@ -520,6 +557,17 @@ impl Store {
         .bind(now)
         .bind(endpoint_id)
         .execute(&mut *tx)
+        .await?;
+        record_audit(
+            &mut tx,
+            &AuditEntry::new(
+                actor,
+                "webhook.replay_dead",
+                endpoint_id,
+                &format!("{} deliveries", done.rows_affected()),
+            ),
+            now,
+        )
         .await?;
         tx.commit().await?;
         Ok(done.rows_affected())

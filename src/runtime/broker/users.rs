@@ -124,13 +124,17 @@ impl Users {
     }
 }
 
+/// Who the audit trail names for the users the daemon makes at start.
+const DAEMON_ACTOR: &str = "daemon (configured)";
+
 /// Creates `username` with a new password unless it exists; the new user,
-/// or None if it existed.
+/// or None if it existed. `actor` is named in the audit trail.
 pub async fn create(
     store: &Store,
     role: MqttRole,
     username: &str,
     factory: Option<&str>,
+    actor: &str,
     now: Millis,
 ) -> Result<Option<NewUser>, UserError> {
     if username == DAEMON_USER {
@@ -165,7 +169,7 @@ pub async fn create(
         factory,
         password_hash: hash_password(&password),
     };
-    let added = store.insert_mqtt_user(&record, now).await?;
+    let added = store.insert_mqtt_user(&record, actor, now).await?;
     Ok(added.then(|| NewUser {
         username: username.into(),
         role,
@@ -177,11 +181,12 @@ pub async fn create(
 pub async fn rotate(
     store: &Store,
     username: &str,
+    actor: &str,
     now: Millis,
 ) -> Result<Option<String>, StoreError> {
     let password = generate_password();
     let changed = store
-        .set_mqtt_password(username, &hash_password(&password), now)
+        .set_mqtt_password(username, &hash_password(&password), actor, now)
         .await?;
     Ok(changed.then_some(password))
 }
@@ -196,16 +201,36 @@ pub async fn ensure(
     now: Millis,
 ) -> Result<Vec<NewUser>, UserError> {
     let mut created = Vec::new();
-    created.extend(create(store, MqttRole::Observer, OBSERVER_USER, None, now).await?);
+    created.extend(
+        create(
+            store,
+            MqttRole::Observer,
+            OBSERVER_USER,
+            None,
+            DAEMON_ACTOR,
+            now,
+        )
+        .await?,
+    );
     for (machine, factory) in machines {
-        created.extend(create(store, MqttRole::Machine, machine, Some(factory), now).await?);
+        created.extend(
+            create(
+                store,
+                MqttRole::Machine,
+                machine,
+                Some(factory),
+                DAEMON_ACTOR,
+                now,
+            )
+            .await?,
+        );
     }
     for courier in couriers {
         if let Some(reason) = invalid_id(courier) {
             tracing::warn!(courier.id = %courier, reason, "courier id cannot name an MQTT user: no MQTT login made for it");
             continue;
         }
-        created.extend(create(store, MqttRole::Courier, courier, None, now).await?);
+        created.extend(create(store, MqttRole::Courier, courier, None, DAEMON_ACTOR, now).await?);
     }
     Ok(created)
 }

@@ -55,34 +55,49 @@ async fn sales_events_are_created_replaced_listed_by_brand_and_deleted() {
             };
         assert!(
             store
-                .put_sales_event(&event("acme", "b", "2026-12-12", None))
+                .put_sales_event(&event("acme", "b", "2026-12-12", None), "test")
                 .await
                 .expect("put")
         );
         assert!(
             store
-                .put_sales_event(&event("acme", "a", "2026-12-05", Some(400)))
+                .put_sales_event(&event("acme", "a", "2026-12-05", Some(400)), "test")
                 .await
                 .expect("put")
         );
         assert!(
             store
-                .put_sales_event(&event("zest", "a", "2026-12-01", None))
+                .put_sales_event(&event("zest", "a", "2026-12-01", None), "test")
                 .await
                 .expect("put")
         );
         // Replaced with pre-orders, which are kept and read back.
         let mut replaced = event("acme", "b", "2026-12-19", Some(900));
         replaced.pre_orders = [("tee-black-m".to_string(), 12), ("mug".to_string(), 3)].into();
-        assert!(!store.put_sales_event(&replaced).await.expect("replace"));
+        assert!(
+            !store
+                .put_sales_event(&replaced, "test")
+                .await
+                .expect("replace")
+        );
         let acme = store.sales_events(Some("acme")).await.expect("list");
         assert_eq!(
             acme,
             vec![event("acme", "a", "2026-12-05", Some(400)), replaced]
         );
         assert_eq!(store.sales_events(None).await.expect("all").len(), 3);
-        assert!(store.delete_sales_event("acme", "a").await.expect("delete"));
-        assert!(!store.delete_sales_event("acme", "a").await.expect("again"));
+        assert!(
+            store
+                .delete_sales_event("acme", "a", "test", 0)
+                .await
+                .expect("delete")
+        );
+        assert!(
+            !store
+                .delete_sales_event("acme", "a", "test", 0)
+                .await
+                .expect("again")
+        );
         assert_eq!(
             store.sales_events(Some("zest")).await.expect("zest").len(),
             1

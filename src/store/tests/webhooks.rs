@@ -116,19 +116,21 @@ async fn deliveries_are_queued_once_per_wanted_event_from_registration_on() {
         assert_eq!(dead[0].attempts, 2);
         // Replayed: pending from its first attempt; replaying it again is a conflict.
         let replayed = store
-            .replay_delivery(&first.endpoint_id, first.id, NOW + 10)
+            .replay_delivery(&first.endpoint_id, first.id, "admin", NOW + 10)
             .await
             .expect("replay");
         assert_eq!(replayed.state, DeliveryState::Pending);
         assert_eq!(replayed.attempts, 0);
         assert!(matches!(
             store
-                .replay_delivery(&first.endpoint_id, first.id, NOW + 10)
+                .replay_delivery(&first.endpoint_id, first.id, "admin", NOW + 10)
                 .await,
             Err(StoreError::Conflict(_))
         ));
         assert!(matches!(
-            store.replay_delivery("wh-zest", first.id + 1000, NOW).await,
+            store
+                .replay_delivery("wh-zest", first.id + 1000, "admin", NOW)
+                .await,
             Err(StoreError::NotFound(_))
         ));
 
@@ -142,13 +144,13 @@ async fn deliveries_are_queued_once_per_wanted_event_from_registration_on() {
         );
         assert!(
             !store
-                .delete_endpoint(Some("zest"), "wh-all")
+                .delete_endpoint(Some("zest"), "wh-all", "brand", NOW)
                 .await
                 .expect("delete")
         );
         assert!(
             store
-                .delete_endpoint(Some("acme"), "wh-all")
+                .delete_endpoint(Some("acme"), "wh-all", "brand", NOW)
                 .await
                 .expect("delete")
         );
@@ -179,7 +181,14 @@ async fn a_brand_has_at_most_the_allowed_endpoints_and_rotation_keeps_the_old_se
             Err(StoreError::Conflict(_))
         ));
         let rotated = store
-            .rotate_secret(Some("acme"), "wh-0", "whsec_BBBB", NOW + 1_000)
+            .rotate_secret(
+                Some("acme"),
+                "wh-0",
+                "whsec_BBBB",
+                NOW + 1_000,
+                "brand",
+                NOW,
+            )
             .await
             .expect("rotate");
         assert_eq!(rotated.secret, "whsec_BBBB");
@@ -187,7 +196,7 @@ async fn a_brand_has_at_most_the_allowed_endpoints_and_rotation_keeps_the_old_se
         assert_eq!(rotated.previous_until_ms, Some(NOW + 1_000));
         assert!(matches!(
             store
-                .rotate_secret(Some("zest"), "wh-0", "whsec_CCCC", NOW)
+                .rotate_secret(Some("zest"), "wh-0", "whsec_CCCC", NOW, "brand", NOW)
                 .await,
             Err(StoreError::NotFound(_))
         ));
