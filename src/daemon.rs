@@ -54,6 +54,7 @@ impl Daemon {
         // Stops the HTTP server; cancelled first at shutdown.
         let http_stop = CancellationToken::new();
         let http_token = http_stop.clone();
+        warn_if_handles_run_out(config.http.max_connections);
         let limits = EdgeLimits {
             header_read_timeout: Duration::from_millis(config.http.header_read_timeout_ms),
             max_connections: config.http.max_connections,
@@ -150,5 +151,28 @@ pub async fn signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Handles kept for everything but HTTP connections (database, broker,
+/// machines, files).
+const RESERVED_HANDLES: u64 = 256;
+
+/// Warns when `[http] max_connections` could use up the process's file
+/// handles before the connection limit refuses anything: the daemon then
+/// keeps running, but cannot open a database file or a machine link while
+/// the connections are held.
+fn warn_if_handles_run_out(max_connections: usize) {
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return;
+    };
+    let wanted = max_connections as u64 + RESERVED_HANDLES;
+    if wanted > soft {
+        tracing::warn!(
+            max_connections,
+            open_files_limit = soft,
+            "http.max_connections plus {RESERVED_HANDLES} handles for the rest exceeds the open-files limit; \
+             lower max_connections or raise the limit (ulimit -n, LimitNOFILE=)"
+        );
     }
 }

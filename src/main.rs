@@ -12,6 +12,10 @@ fn main() -> std::process::ExitCode {
         Ok(code) => return code,
         Err(args) => *args,
     };
+    // A server holds a handle per connection, machine, broker link and
+    // database file: take the most the system allows (the hard limit), not
+    // the shell's soft default (often 1024).
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -800,5 +800,26 @@ async fn the_jobs_cursor_is_described_and_checked_as_a_token() {
         .and_then(|ps| ps.iter().find(|p| p["name"] == "after").cloned())
         .expect("after parameter");
     assert_eq!(after["schema"]["pattern"], "^[0-9]{0,18}$", "{after}");
+
+    // The order's schema states the bounds the server holds it to.
+    let schemas = &spec["components"]["schemas"];
+    let line = &schemas["LineRequest"]["properties"]["quantity"];
+    assert_eq!(
+        (&line["minimum"], &line["maximum"]),
+        (&json!(1), &json!(100)),
+        "{line}"
+    );
+    let lines = &schemas["OrderRequest"]["properties"]["lines"];
+    assert_eq!(
+        (&lines["minItems"], &lines["maxItems"]),
+        (&json!(1), &json!(50)),
+        "{lines}"
+    );
+    let name = &schemas["Customer"]["properties"]["name"];
+    assert_eq!(
+        (&name["minLength"], &name["maxLength"]),
+        (&json!(1), &json!(200)),
+        "{name}"
+    );
     w.stop().await;
 }

@@ -17,11 +17,13 @@ pub const MAX_TEXT: usize = 200;
 pub struct OrderRequest {
     /// The brand's own reference (e.g. its point-of-sale receipt number).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 200)]
     pub external_ref: Option<String>,
     /// Only for admin tokens: the brand the order belongs to.
     #[serde(default)]
     pub brand: Option<String>,
     pub customer: Customer,
+    #[schema(min_items = 1, max_items = 50)]
     pub lines: Vec<LineRequest>,
     /// Latest delivery time; defaults to acceptance plus the delivery promise.
     #[serde(default)]
@@ -32,6 +34,7 @@ pub struct OrderRequest {
 #[serde(deny_unknown_fields)]
 pub struct Customer {
     /// 1..=200 characters; no control or bidirectional formatting characters.
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     #[schema(minimum = -90, maximum = 90)]
     pub lat: f64,
