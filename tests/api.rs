@@ -533,6 +533,34 @@ async fn operators_couriers_and_ops_endpoints() {
     w.stop().await;
 }
 
+/// A token with an expiry works until then, cached or not, and is refused
+/// after it (the cache does not outlive it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiring_token_is_refused_once_it_expired() {
+    let w = world().await;
+    let now = fabflow::api::auth::wall_clock_ms();
+    let (token, _id) = fabflow::api::auth::issue_expiring(
+        &w.running.daemon.store,
+        Role::Brand,
+        "acme",
+        "short-lived",
+        Some(now + 1_500),
+        "test",
+        now,
+    )
+    .await
+    .expect("token");
+    let api = Api::new(w.base.clone(), token);
+    let (status, _) = api.get("/v1/orders").await;
+    assert_eq!(status, 200, "valid before its expiry");
+    let (status, _) = api.get("/v1/orders").await;
+    assert_eq!(status, 200, "and from the cache");
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    let (status, problem) = api.get("/v1/orders").await;
+    assert_eq!(status, 401, "expired: {problem}");
+    w.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_failed_authentications_are_slowed_down() {
     let w = world().await;

@@ -179,3 +179,35 @@ fn a_power_budget_below_a_machines_own_start_up_draw_is_refused() {
         "{second:?}"
     );
 }
+
+/// The Mosquitto files docs/mqtt-acl.md shows are the ones in
+/// config/mosquitto/ (the Mosquitto suite runs the files): the fenced block
+/// after each file's link holds the file's lines without comments.
+#[test]
+fn the_mosquitto_files_in_the_docs_are_the_shipped_ones() {
+    let docs = std::fs::read_to_string("docs/mqtt-acl.md").expect("docs/mqtt-acl.md");
+    for file in ["fabflow.acl", "fabflow.conf"] {
+        let shipped = std::fs::read_to_string(format!("config/mosquitto/{file}"))
+            .unwrap_or_else(|err| panic!("{file}: {err}"));
+        let shipped: Vec<&str> = shipped
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let link = format!("(../config/mosquitto/{file})");
+        let after = docs
+            .split_once(&link)
+            .unwrap_or_else(|| panic!("docs link {file}"))
+            .1;
+        let block = after
+            .split("```")
+            .nth(1)
+            .unwrap_or_else(|| panic!("a fenced block after the {file} link"));
+        let shown: Vec<&str> = block
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(shown, shipped, "docs/mqtt-acl.md shows another {file}");
+    }
+}

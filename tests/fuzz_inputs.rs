@@ -198,6 +198,13 @@ proptest! {
             let _ = config.problems();
             let _ = config.catalog();
             let _ = config.zones();
+            // And the network the daemon builds from it (factories, zones,
+            // machines against their models, routes against processes).
+            let _ = fabflow::runtime::Network::new(
+                &config,
+                &fabflow_adapters::builtin_profiles(),
+                "fuzz.toml",
+            );
         }
     }
 

@@ -290,6 +290,11 @@ impl Guard {
         let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
         if failures.len() >= MAX_ENTRIES {
             failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+            if failures.len() >= MAX_ENTRIES {
+                // Guesses from more addresses than the table holds within a
+                // minute: memory stays bounded, the count starts over.
+                failures.clear();
+            }
         }
         let entry = failures.entry(ip).or_insert((0, Instant::now()));
         if entry.1.elapsed() >= FAILURE_WINDOW {
@@ -390,6 +395,11 @@ pub(super) async fn caller_for(
     ip: Option<IpAddr>,
     state: &ApiState,
 ) -> Result<Caller, ApiError> {
+    if !well_formed(token) {
+        // Not a token fabflow could have issued: refused without asking
+        // the database, and counted as a guess.
+        return Err(refusal(&state.guard, ip));
+    }
     caller_by_hash(
         &hash(token),
         |role| token.starts_with(role.prefix()),
@@ -397,6 +407,41 @@ pub(super) async fn caller_for(
         state,
     )
     .await
+}
+
+/// Hex digits after a role's prefix in an issued token.
+const TOKEN_HEX: usize = 48;
+
+/// Whether `token` has the shape of an issued token: a role's prefix and
+/// 48 lower-case hex digits.
+fn well_formed(token: &str) -> bool {
+    let Some(body) = [Role::Brand, Role::Operator, Role::Courier, Role::Admin]
+        .iter()
+        .find_map(|role| token.strip_prefix(role.prefix()))
+    else {
+        return false;
+    };
+    body.len() == TOKEN_HEX && body.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// The answer to an unknown token from `ip`: 429 with Retry-After while the
+/// address is held back, else 401 (counted).
+fn refusal(guard: &Guard, ip: Option<IpAddr>) -> ApiError {
+    match guard.held_back(ip) {
+        Some(wait) => ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too-many-failed-authentications",
+            format!(
+                "more than {MAX_FAILURES} failed authentications in a minute from this address; try again in {} s",
+                wait.as_secs().max(1)
+            ),
+        )
+        .with_retry_after(wait.as_secs_f64().ceil() as u64),
+        None => {
+            guard.failed(ip);
+            ApiError::unauthorized("unknown token")
+        }
+    }
 }
 
 /// The caller whose token hashes to `hashed`, if its stored role passes
@@ -420,7 +465,6 @@ pub(super) async fn caller_by_hash(
         }
         // A held-back address still gets its valid tokens through; every
         // unknown one is answered 429 (a guess learns nothing either way).
-        let held_back = guard.held_back(ip);
         let record = state
             .runtime
             .store
@@ -441,21 +485,7 @@ pub(super) async fn caller_by_hash(
                 guard.remember(hashed, caller.clone());
                 Ok(caller)
             }
-            None => match held_back {
-                Some(wait) => Err(ApiError::new(
-                    axum::http::StatusCode::TOO_MANY_REQUESTS,
-                    "too-many-failed-authentications",
-                    format!(
-                        "more than {MAX_FAILURES} failed authentications in a minute from this address; try again in {} s",
-                        wait.as_secs().max(1)
-                    ),
-                )
-                .with_retry_after(wait.as_secs_f64().ceil() as u64)),
-                None => {
-                    guard.failed(ip);
-                    Err(ApiError::unauthorized("unknown token"))
-                }
-            },
+            None => Err(refusal(guard, ip)),
         }
     }
 }
@@ -665,6 +695,26 @@ mod tests {
         assert!(brand.require(&[Role::Admin]).is_err());
         assert!(!brand.covers_factory("north"));
         assert_eq!(Role::parse("courier"), Some(Role::Courier));
+    }
+
+    #[test]
+    fn only_tokens_shaped_like_issued_ones_are_looked_up() {
+        let hex = "0123456789abcdef".repeat(3);
+        for role in [Role::Brand, Role::Operator, Role::Courier, Role::Admin] {
+            assert!(well_formed(&format!("{}{hex}", role.prefix())), "{role:?}");
+        }
+        for bad in [
+            String::new(),
+            "ffb_nope".to_string(),
+            format!("ffx_{hex}"),
+            format!("ffb_{}", &hex[1..]),
+            format!("ffb_{hex}0"),
+            format!("ffb_{}", hex.to_uppercase()),
+            format!("ffb_{}\u{e9}", &hex[2..]),
+            format!("ffb_{hex}").replace('a', "g"),
+        ] {
+            assert!(!well_formed(&bad), "{bad:?}");
+        }
     }
 }
 
