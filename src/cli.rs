@@ -476,12 +476,60 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
+/// `machines.ID.model` problems of a file read only as TOML: models neither
+/// built in nor in its `profile_dirs` (profile files that do not read are
+/// left to the next run, once the file reads).
+fn unknown_models(file: &std::path::Path) -> Vec<String> {
+    let Some(table) = std::fs::read_to_string(file)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+    else {
+        return Vec::new();
+    };
+    let base = file.parent().unwrap_or(std::path::Path::new("."));
+    let mut known: Vec<String> = fabflow_adapters::builtin_profiles()
+        .into_iter()
+        .map(|p| p.model)
+        .collect();
+    let dirs = table.get("profile_dirs").and_then(toml::Value::as_array);
+    for dir in dirs.into_iter().flatten().filter_map(toml::Value::as_str) {
+        let (found, _) = fabflow_adapters::read_dir(&base.join(dir));
+        known.extend(found.into_iter().map(|p| p.model));
+    }
+    known.sort_unstable();
+    known.dedup();
+    let machines = table.get("machines").and_then(toml::Value::as_array);
+    machines
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(index, machine)| {
+            let model = machine.get("model")?.as_str()?;
+            if known.iter().any(|k| k == model) {
+                return None;
+            }
+            let id = machine
+                .get("id")
+                .and_then(toml::Value::as_str)
+                .map_or_else(|| format!("[{index}]"), |id| format!(".{id}"));
+            Some(format!(
+                "machines{id}.model: unknown machine model {model:?} (profiles: {})",
+                known.join(", ")
+            ))
+        })
+        .collect()
+}
+
 fn check_config(file: &std::path::Path) -> anyhow::Result<ExitCode> {
     // Every problem at once: the values', the profiles', and how machines
     // join their models (an unknown model beside a bad value).
     let (config, problems) = match Config::load_unchecked(file) {
         Ok(loaded) => loaded,
-        Err(err) => {
+        Err(mut err) => {
+            // The file does not read as a config (unknown keys, wrong
+            // types): its machines' models are still checked, from the raw
+            // file, so that they are not left for the next run.
+            err.problems.extend(unknown_models(file));
             eprintln!("{err}");
             return Ok(ExitCode::FAILURE);
         }

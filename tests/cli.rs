@@ -79,6 +79,18 @@ fn check_config_accepts_the_shipped_files_and_names_every_problem() {
         stderr.contains("machines.x1.model: unknown machine model \"nobody-makes-this\""),
         "{stderr}"
     );
+    // And beside an unknown key, which stops the file from reading at all.
+    let shape = demo.replace("time_scale = 600.0", "time_scale = 600.0\ncolour = 1")
+        + "\n[[machines]]\nid = \"x1\"\nfactory = \"centre\"\nmodel = \"nobody-makes-this\"\naddress = \"127.0.0.1:9\"\n";
+    std::fs::write(&clash_path, shape).expect("write");
+    let out = fabflow(&["check-config", clash_path.to_str().expect("path")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("colour: unknown key"), "{stderr}");
+    assert!(
+        stderr.contains("machines.x1.model: unknown machine model \"nobody-makes-this\""),
+        "{stderr}"
+    );
     let out = fabflow(&["check-config", "no/such/file.toml"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no/such/file.toml"));
