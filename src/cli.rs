@@ -493,7 +493,7 @@ fn unknown_models(file: &std::path::Path) -> Vec<String> {
         .collect();
     let dirs = table.get("profile_dirs").and_then(toml::Value::as_array);
     for dir in dirs.into_iter().flatten().filter_map(toml::Value::as_str) {
-        let (found, _) = fabflow_adapters::read_dir(&base.join(dir));
+        let (found, _) = fabflow_adapters::read_dir(base.join(dir));
         known.extend(found.into_iter().map(|p| p.model));
     }
     known.sort_unstable();
