@@ -845,14 +845,26 @@ impl Config {
     }
 
     fn deserialize(text: &str, file: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|err| ConfigError {
-            file: file.into(),
+        toml::from_str(text).map_err(|err| {
             // A TOML syntax error stops there; wrong keys and types are
-            // looked for in every section and entry, and reported together.
-            problems: match shape_problems(text) {
-                problems if problems.is_empty() => vec![describe_toml_error(&err)],
-                problems => problems,
-            },
+            // looked for in every section and entry, and reported together
+            // with the problems of the values that could be read.
+            let (mut problems, clean) = shape_problems(text);
+            if problems.is_empty() {
+                problems.push(describe_toml_error(&err));
+            } else if let Some(Ok(rest)) =
+                clean.map(|clean| toml::Value::Table(clean).try_into::<Config>())
+            {
+                for problem in rest.problems() {
+                    if !problems.contains(&problem) {
+                        problems.push(problem);
+                    }
+                }
+            }
+            ConfigError {
+                file: file.into(),
+                problems,
+            }
         })
     }
 
@@ -1339,19 +1351,40 @@ impl Config {
 
 /// Every unknown key and wrong type in the file, each at its dotted key
 /// (`machines.press-2.adress: unknown field `adress`, expected ...`), or the
-/// one syntax error that stops the file from being read at all.
-fn shape_problems(text: &str) -> Vec<String> {
-    fn check<T: serde::de::DeserializeOwned>(value: &toml::Value) -> Option<String> {
-        let problems = value_problems::<T>(value);
-        (!problems.is_empty()).then(|| problems.join("\n"))
+/// one syntax error that stops the file from being read at all; and the file
+/// without the keys at fault (entries and sections that cannot do without
+/// them left out), whose values can then be checked too.
+fn shape_problems(text: &str) -> (Vec<String>, Option<toml::Table>) {
+    /// A section (or top-level value) read as `T`: its problems, and its
+    /// value without the keys at fault (None: it cannot be read).
+    fn section<T: serde::de::DeserializeOwned>(
+        key: &str,
+        value: &toml::Value,
+        out: &mut Vec<String>,
+    ) -> Option<toml::Value> {
+        let (problems, clean) = value_problems::<T>(value);
+        for line in problems {
+            // A section's problems start at their own key (`.listen: ...`).
+            let sep = if line.starts_with(['.', ':']) {
+                ""
+            } else {
+                ": "
+            };
+            out.push(format!("{key}{sep}{line}"));
+        }
+        clean
     }
-    fn each<T: serde::de::DeserializeOwned>(key: &str, value: &toml::Value, out: &mut Vec<String>) {
+    /// An array of entries read as `T`s: each entry's problems under its id,
+    /// and the entries that can be read.
+    fn each<T: serde::de::DeserializeOwned>(
+        key: &str,
+        value: &toml::Value,
+        out: &mut Vec<String>,
+    ) -> Option<toml::Value> {
         let Some(items) = value.as_array() else {
-            if let Some(problem) = check::<Vec<T>>(value) {
-                out.push(format!("{key}{problem}"));
-            }
-            return;
+            return section::<Vec<T>>(key, value, out);
         };
+        let mut kept = Vec::new();
         for (index, item) in items.iter().enumerate() {
             // Entries are named by their id (or code) where they have one.
             let name = item
@@ -1359,84 +1392,69 @@ fn shape_problems(text: &str) -> Vec<String> {
                 .or_else(|| item.get("code"))
                 .and_then(toml::Value::as_str)
                 .map_or_else(|| format!("[{index}]"), |id| format!(".{id}"));
-            for problem in value_problems::<T>(item) {
+            let (problems, clean) = value_problems::<T>(item);
+            for problem in problems {
                 out.push(format!("{key}{name}{problem}"));
             }
+            kept.extend(clean);
         }
+        Some(toml::Value::Array(kept))
     }
     let table: toml::Table = match text.parse() {
         Ok(table) => table,
-        Err(err) => return vec![describe_toml_error(&err)],
+        Err(err) => return (vec![describe_toml_error(&err)], None),
     };
     let mut out = Vec::new();
+    let mut clean = toml::Table::new();
     for (key, value) in &table {
-        let problem = match key.as_str() {
-            "time_scale" => check::<f64>(value),
-            "profile_dirs" => check::<Vec<std::path::PathBuf>>(value),
-            "http" => check::<HttpConfig>(value),
-            "database" => check::<DatabaseConfig>(value),
-            "mqtt" => check::<MqttConfig>(value),
-            "intake" => check::<IntakeConfig>(value),
-            "scheduler" => check::<SchedulerConfig>(value),
-            "cluster" => check::<ClusterConfig>(value),
-            "webhooks" => check::<WebhooksConfig>(value),
-            "forecasts" => check::<ForecastsConfig>(value),
-            "handoffs" => check::<HandoffsConfig>(value),
-            "routing" => check::<RoutingConfig>(value),
-            "returns" => check::<ReturnsConfig>(value),
-            "zones" => {
-                each::<ZoneConfig>(key, value, &mut out);
+        let kept = match key.as_str() {
+            "time_scale" => section::<f64>(key, value, &mut out),
+            "profile_dirs" => section::<Vec<std::path::PathBuf>>(key, value, &mut out),
+            "http" => section::<HttpConfig>(key, value, &mut out),
+            "database" => section::<DatabaseConfig>(key, value, &mut out),
+            "mqtt" => section::<MqttConfig>(key, value, &mut out),
+            "intake" => section::<IntakeConfig>(key, value, &mut out),
+            "scheduler" => section::<SchedulerConfig>(key, value, &mut out),
+            "cluster" => section::<ClusterConfig>(key, value, &mut out),
+            "webhooks" => section::<WebhooksConfig>(key, value, &mut out),
+            "forecasts" => section::<ForecastsConfig>(key, value, &mut out),
+            "handoffs" => section::<HandoffsConfig>(key, value, &mut out),
+            "routing" => section::<RoutingConfig>(key, value, &mut out),
+            "returns" => section::<ReturnsConfig>(key, value, &mut out),
+            "zones" => each::<ZoneConfig>(key, value, &mut out),
+            "factories" => each::<FactoryConfig>(key, value, &mut out),
+            "machines" => each::<MachineConfig>(key, value, &mut out),
+            "couriers" => each::<CourierConfig>(key, value, &mut out),
+            "skus" => each::<Sku>(key, value, &mut out),
+            _ => {
+                out.push(format!(
+                    "{key}: unknown key (expected time_scale, profile_dirs, http, database, mqtt, intake, \
+                     scheduler, webhooks, forecasts, handoffs, routing, returns, zones, factories, machines, couriers, skus)"
+                ));
                 None
             }
-            "factories" => {
-                each::<FactoryConfig>(key, value, &mut out);
-                None
-            }
-            "machines" => {
-                each::<MachineConfig>(key, value, &mut out);
-                None
-            }
-            "couriers" => {
-                each::<CourierConfig>(key, value, &mut out);
-                None
-            }
-            "skus" => {
-                each::<Sku>(key, value, &mut out);
-                None
-            }
-            _ => Some(
-                "unknown key (expected time_scale, profile_dirs, http, database, mqtt, intake, \
-                 scheduler, webhooks, forecasts, handoffs, routing, returns, zones, factories, machines, couriers, skus)"
-                    .to_string(),
-            ),
         };
-        if let Some(problem) = problem {
-            for line in problem.lines() {
-                // A section's problems start at their own key (`.listen: ...`).
-                let sep = if line.starts_with(['.', ':']) {
-                    ""
-                } else {
-                    ": "
-                };
-                out.push(format!("{key}{sep}{line}"));
-            }
+        if let Some(kept) = kept {
+            clean.insert(key.clone(), kept);
         }
     }
-    out
+    (out, Some(clean))
 }
 
 /// Every problem serde finds reading `value` as `T`, each as `.dotted.key:
 /// reason` (`: reason` for the value itself). serde stops at the first, so
 /// the key at fault is taken out and the value read again, until it reads or
 /// a required key is missing.
-fn value_problems<T: serde::de::DeserializeOwned>(value: &toml::Value) -> Vec<String> {
+fn value_problems<T: serde::de::DeserializeOwned>(
+    value: &toml::Value,
+) -> (Vec<String>, Option<toml::Value>) {
     const MOST: usize = 32;
     let mut value = value.clone();
     let mut out = Vec::new();
     let mut removed: Vec<Vec<String>> = Vec::new();
     while out.len() < MOST {
         let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
-            Ok(_) => break,
+            Ok(_) => return (out, Some(value)),
             Err(err) => err,
         };
         let message = err.inner().message().trim().to_string();
@@ -1482,7 +1500,7 @@ fn value_problems<T: serde::de::DeserializeOwned>(value: &toml::Value) -> Vec<St
         }
         removed.push(keys);
     }
-    out
+    (out, None)
 }
 
 /// Takes the key at `path` out of `value`; false when there is none.
@@ -1591,7 +1609,10 @@ mod tests {
                 "colour",
                 "http.max_conections",
                 "machines.press-2.adress",
-                "time_scale"
+                "time_scale",
+                // The values of what could be read, checked too.
+                "machines.press-2.factory",
+                "machines.ok.factory"
             ],
             "{err}"
         );
@@ -1619,6 +1640,7 @@ mod tests {
                 "http.max_body_bytes",
                 "http.max_conections",
                 "machines.p.adress",
+                "machines.p.factory",
                 "machines.p.speed",
                 "machines[1].id",
                 "time_scale"
@@ -1632,6 +1654,25 @@ mod tests {
             .expect("speed");
         assert!(speed.contains("invalid type"), "{speed}");
         assert!(err.to_string().contains("t.toml"), "{err}");
+        // Values out of range are reported beside unknown keys.
+        let text = "colour = 1\ntime_scale = -5.0\n[http]\nlisten = \"127.0.0.1:8080\"\nmax_body_bytes = 5\nmax_conections = 5\n";
+        let err = super::Config::parse(text, "t.toml").expect_err("invalid");
+        let mut keys: Vec<&str> = err
+            .problems
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or(""))
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "colour",
+                "http.max_body_bytes",
+                "http.max_conections",
+                "time_scale"
+            ],
+            "{err}"
+        );
     }
 
     #[test]
