@@ -1473,27 +1473,22 @@ fn value_problems<T: serde::de::DeserializeOwned>(
                 .and_then(|rest| rest.split('`').next())
                 .map(str::to_string)
         };
+        // The key shown, and the key taken out before reading again: a
+        // missing field is shown at itself, and its table is taken out.
+        let mut shown = keys.clone();
         if let Some(field) = named("unknown field `") {
             if keys.last() != Some(&field) {
                 keys.push(field);
             }
+            shown.clone_from(&keys);
         } else if let Some(field) = named("missing field `") {
-            let mut at = keys.clone();
-            at.push(field);
-            if removed.contains(&at) {
+            shown.push(field);
+            if removed.contains(&shown) {
                 // Its wrong value is already reported.
                 break;
             }
-            let dotted: String = at.iter().map(|k| format!(".{k}")).collect();
-            out.push(format!("{dotted}: {message}"));
-            // Read on without the table that lacks it.
-            if keys.is_empty() || !remove_key(&mut value, &keys) {
-                break;
-            }
-            removed.push(keys);
-            continue;
         }
-        let dotted: String = keys.iter().map(|k| format!(".{k}")).collect();
+        let dotted: String = shown.iter().map(|k| format!(".{k}")).collect();
         out.push(format!("{dotted}: {message}"));
         if keys.is_empty() || !remove_key(&mut value, &keys) {
             break;
