@@ -72,6 +72,51 @@ pub fn repair_floor(
     Repair::new(jobs, machines).run(previous, max_loose)
 }
 
+/// Whether each machine runs each kind of step, asked once per pair: a
+/// dense table while machines x kinds stays small, a map beyond.
+enum Runs {
+    Dense { machines: usize, answers: Vec<u8> },
+    Sparse(Map<(u32, u32), bool>),
+}
+
+/// Most cells of a dense `Runs` table (16 MiB).
+const DENSE_RUNS: usize = 1 << 24;
+
+impl Runs {
+    fn new(machines: usize, kinds: usize) -> Runs {
+        match machines.checked_mul(kinds) {
+            Some(cells) if cells <= DENSE_RUNS => Runs::Dense {
+                machines,
+                answers: vec![0; cells],
+            },
+            _ => Runs::Sparse(Map::default()),
+        }
+    }
+
+    fn get(&self, machine: u32, kind: u32) -> Option<bool> {
+        match self {
+            Runs::Dense { machines, answers } => {
+                match answers[kind as usize * machines + machine as usize] {
+                    0 => None,
+                    answer => Some(answer == 2),
+                }
+            }
+            Runs::Sparse(map) => map.get(&(machine, kind)).copied(),
+        }
+    }
+
+    fn set(&mut self, machine: u32, kind: u32, runs: bool) {
+        match self {
+            Runs::Dense { machines, answers } => {
+                answers[kind as usize * *machines + machine as usize] = 1 + u8::from(runs);
+            }
+            Runs::Sparse(map) => {
+                map.insert((machine, kind), runs);
+            }
+        }
+    }
+}
+
 /// Where a step placed by the repair goes: the best by (steps made late,
 /// lateness added, its end, distance to the customer, machine), at `at` in
 /// that machine's order.
@@ -91,9 +136,9 @@ struct Repair<'a> {
     /// consecutive nodes.
     first: Vec<u32>,
     job_of: Vec<u32>,
-    /// Per job: its order's number (for late orders), release, due time,
-    /// customer.
-    order_of: Vec<u32>,
+    /// Per job: its token, release, due time, customer (read once, in
+    /// job order, so that the passes below stay in dense arrays).
+    token: Vec<JobToken>,
     release: Vec<Millis>,
     due: Vec<Millis>,
     customer: Vec<Option<Location>>,
@@ -109,7 +154,7 @@ struct Repair<'a> {
     /// Per machine: the number of its loaded material (`NONE`: none).
     loaded: Vec<u32>,
     /// Whether machine runs kind, as asked.
-    runs: Map<(u32, u32), bool>,
+    runs: Runs,
     machine_of: Vec<u32>,
     start: Vec<Millis>,
     end: Vec<Millis>,
@@ -133,43 +178,54 @@ impl<'a> Repair<'a> {
         let mut first = Vec::with_capacity(jobs.len() + 1);
         let mut job_of = Vec::with_capacity(steps);
         let mut base = Vec::with_capacity(steps);
+        let mut latest_end = Vec::with_capacity(steps);
         let mut material = Vec::with_capacity(steps);
         let mut kind = Vec::with_capacity(steps);
-        let mut order_of = Vec::with_capacity(jobs.len());
-        let mut orders: Map<&str, u32> = Map::default();
+        let mut token = Vec::with_capacity(jobs.len());
+        let mut release = Vec::with_capacity(jobs.len());
+        let mut due = Vec::with_capacity(jobs.len());
+        let mut customer = Vec::with_capacity(jobs.len());
         let mut materials: Map<&str, u32> = Map::default();
         let mut kinds: Map<(Option<&str>, &str, &str), (u32, u32)> = Map::default();
+        // Consecutive steps are often of one kind (an order's lines, a
+        // batch of one product): compared before hashed.
+        let mut last: Option<((Option<&str>, &str, &str), (u32, u32))> = None;
         for (j, job) in jobs.iter().enumerate() {
             first.push(job_of.len() as u32);
-            let next = orders.len() as u32;
-            order_of.push(*orders.entry(job.order.as_str()).or_insert(next));
+            token.push(job.token);
+            release.push(job.release_ms);
+            due.push(job.due_ms);
+            customer.push(job.customer);
             let factory = job.factory.as_ref().map(|f| f.as_str());
             for step in &job.steps {
                 job_of.push(j as u32);
                 base.push(step.base_duration_ms);
-                let next = kinds.len() as u32;
-                let (k, m) = *kinds
-                    .entry((factory, step.process.as_str(), step.material.as_str()))
-                    .or_insert_with(|| {
-                        let count = materials.len() as u32;
-                        (
-                            next,
-                            *materials.entry(step.material.as_str()).or_insert(count),
-                        )
-                    });
+                let key = (factory, step.process.as_str(), step.material.as_str());
+                let (k, m) = match last {
+                    Some((seen, ids)) if seen == key => ids,
+                    _ => {
+                        let next = kinds.len() as u32;
+                        let ids = *kinds.entry(key).or_insert_with(|| {
+                            let count = materials.len() as u32;
+                            (next, *materials.entry(key.2).or_insert(count))
+                        });
+                        last = Some((key, ids));
+                        ids
+                    }
+                };
                 kind.push(k);
                 material.push(m);
             }
-        }
-        first.push(job_of.len() as u32);
-        let mut latest_end = vec![0; job_of.len()];
-        for (j, job) in jobs.iter().enumerate() {
+            // Latest ends, last step first: due less the work after it.
+            let from = latest_end.len();
+            latest_end.resize(job_of.len(), 0);
             let mut after: Millis = 0;
-            for x in (first[j]..first[j + 1]).rev() {
-                latest_end[x as usize] = job.due_ms.saturating_sub(after);
-                after = after.saturating_add(base[x as usize].max(0));
+            for x in (from..job_of.len()).rev() {
+                latest_end[x] = job.due_ms.saturating_sub(after);
+                after = after.saturating_add(base[x].max(0));
             }
         }
+        first.push(job_of.len() as u32);
         let loaded = machines
             .iter()
             .map(|m| match m.loaded_material.as_deref() {
@@ -184,16 +240,16 @@ impl<'a> Repair<'a> {
             machines,
             first,
             job_of,
-            order_of,
-            release: jobs.iter().map(|job| job.release_ms).collect(),
-            due: jobs.iter().map(|job| job.due_ms).collect(),
-            customer: jobs.iter().map(|job| job.customer).collect(),
+            token,
+            release,
+            due,
+            customer,
             base,
             latest_end,
             material,
             kind,
             loaded,
-            runs: Map::default(),
+            runs: Runs::new(machines.len(), kinds.len()),
             machine_of: vec![NONE; n],
             start: vec![0; n],
             end: vec![0; n],
@@ -222,12 +278,12 @@ impl<'a> Repair<'a> {
             return false;
         }
         let kind = self.kind[node as usize];
-        if let Some(&runs) = self.runs.get(&(machine, kind)) {
+        if let Some(runs) = self.runs.get(machine, kind) {
             return runs;
         }
         let job = &self.jobs[self.job_of[node as usize] as usize];
         let runs = m.runs(job, &job.steps[self.step_index(node)]);
-        self.runs.insert((machine, kind), runs);
+        self.runs.set(machine, kind, runs);
         runs
     }
 
@@ -394,12 +450,9 @@ impl<'a> Repair<'a> {
         }
         // Waiting steps keep their planned machine and order where it can
         // still run them.
-        let job_index: Map<JobToken, u32> = self
-            .jobs
-            .iter()
-            .enumerate()
-            .map(|(j, job)| (job.token, j as u32))
-            .collect();
+        let mut job_index: Map<JobToken, u32> =
+            Map::with_capacity_and_hasher(self.token.len(), Default::default());
+        job_index.extend(self.token.iter().enumerate().map(|(j, &t)| (t, j as u32)));
         for (id, queue) in &previous.queues {
             let Some(&m) = machine_index.get(id) else {
                 continue;
@@ -469,6 +522,15 @@ impl<'a> Repair<'a> {
             return None;
         }
         loose.sort_unstable();
+        // A job bound to a factory asks only that factory's machines.
+        let mut of_factory: Map<&str, Vec<u32>> = Map::default();
+        for (i, m) in self.machines.iter().enumerate() {
+            of_factory
+                .entry(m.factory.as_str())
+                .or_default()
+                .push(i as u32);
+        }
+        let everyone: Vec<u32> = (0..self.machines.len() as u32).collect();
         let mut capable: Map<u32, Vec<u32>> = Map::default();
         for &(slack, node) in &loose {
             let j = self.job_of[node as usize] as usize;
@@ -477,7 +539,13 @@ impl<'a> Repair<'a> {
             }
             let kind = self.kind[node as usize];
             if let std::collections::hash_map::Entry::Vacant(slot) = capable.entry(kind) {
-                let list = (0..self.machines.len() as u32)
+                let candidates = match &self.jobs[j].factory {
+                    Some(f) => of_factory.get(f.as_str()).map_or(&[][..], Vec::as_slice),
+                    None => &everyone,
+                };
+                let list = candidates
+                    .iter()
+                    .copied()
                     .filter(|&m| self.machine_runs(m, node))
                     .collect();
                 slot.insert(list);
@@ -625,7 +693,7 @@ impl<'a> Repair<'a> {
                 let j = self.job_of[x as usize] as usize;
                 let s = self.step_index(x);
                 planned.push(PlannedStep {
-                    token: self.jobs[j].token,
+                    token: self.token[j],
                     step: s,
                     steps_after: self.steps_of(j).len() - 1 - s,
                     start_ms: self.start[x as usize],
@@ -634,13 +702,10 @@ impl<'a> Repair<'a> {
             }
             queues.insert(self.machines[m].id.clone(), planned);
         }
-        let orders = self
-            .order_of
-            .iter()
-            .map(|&o| o as usize + 1)
-            .max()
-            .unwrap_or(0);
-        let mut order_late: Vec<Millis> = vec![0; orders];
+        // Late orders: each order's latest job, over the late jobs only
+        // (few, where a plan is any good), so no order is looked up for
+        // the rest.
+        let mut order_late: Map<&str, Millis> = Map::default();
         let mut distance_m = 0;
         for j in 0..self.jobs.len() {
             let steps = self.steps_of(j);
@@ -648,19 +713,20 @@ impl<'a> Repair<'a> {
                 continue;
             }
             let last = (steps.end - 1) as usize;
-            let late = (self.end[last] - self.due[j]).max(0);
-            let slot = &mut order_late[self.order_of[j] as usize];
-            *slot = (*slot).max(late);
+            let late = self.end[last] - self.due[j];
+            if late > 0 {
+                let slot = order_late.entry(self.jobs[j].order.as_str()).or_default();
+                *slot = (*slot).max(late);
+            }
             if let Some(c) = self.customer[j] {
                 let m = &self.machines[self.machine_of[last] as usize];
                 distance_m += m.location.distance_m(c).round() as i64;
             }
         }
-        let late: Vec<Millis> = order_late.into_iter().filter(|&l| l > 0).collect();
         FloorPlan {
             queues,
-            late_orders: late.len(),
-            total_lateness_ms: late.iter().sum(),
+            late_orders: order_late.len(),
+            total_lateness_ms: order_late.values().sum(),
             setup_ms,
             distance_m,
             unplaceable: self.unplaceable,
