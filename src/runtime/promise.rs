@@ -479,6 +479,7 @@ mod tests {
                     steps_after: 0,
                     start_ms: planned_end - 60_000,
                     end_ms: planned_end,
+                    distance_m: 0,
                 }],
             )]
             .into(),

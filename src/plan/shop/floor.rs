@@ -87,6 +87,11 @@ pub struct PlannedStep {
     pub steps_after: usize,
     pub start_ms: Millis,
     pub end_ms: Millis,
+    /// For a job's last step, metres from this machine to the job's
+    /// customer (what the plan's `distance_m` sums); 0 for earlier steps
+    /// and jobs without a customer. A repair reuses it for steps that keep
+    /// their machine.
+    pub distance_m: i64,
 }
 
 /// The plan: a queue per machine in start order, the score, and jobs that
@@ -224,6 +229,11 @@ fn floor(
         .collect();
     for s in &schedule.operations {
         if let (Some(machine), Some(job)) = (machines.get(s.machine), placed.get(s.job)) {
+            let distance_m = problem.jobs[s.job].operations[s.op]
+                .alternatives
+                .iter()
+                .find(|alt| alt.machine == s.machine)
+                .map_or(0, |alt| alt.distance);
             queues
                 .entry(machine.id.clone())
                 .or_default()
@@ -233,6 +243,7 @@ fn floor(
                     steps_after: job.steps.len().saturating_sub(s.op + 1),
                     start_ms: s.start,
                     end_ms: s.end,
+                    distance_m,
                 });
         }
     }

@@ -142,6 +142,9 @@ struct Repair<'a> {
     release: Vec<Millis>,
     due: Vec<Millis>,
     customer: Vec<Option<Location>>,
+    /// Per job: the machine its last step kept from the previous plan and
+    /// that plan's distance from there to the customer (`NONE`: not kept).
+    kept_distance: Vec<(u32, i64)>,
     /// Per node: duration at speed 1, material's number, and the number of
     /// its (factory, process, material), which decides the machines that
     /// run it.
@@ -244,6 +247,7 @@ impl<'a> Repair<'a> {
             release,
             due,
             customer,
+            kept_distance: vec![(NONE, 0); jobs.len()],
             base,
             latest_end,
             material,
@@ -482,6 +486,9 @@ impl<'a> Repair<'a> {
                     planned.start_ms,
                     i128::from(planned.start_ms) << GAP_BITS,
                 );
+                if planned.steps_after == 0 {
+                    self.kept_distance[j as usize] = (m, planned.distance_m);
+                }
                 self.seq[m as usize].push(node);
             }
         }
@@ -681,9 +688,23 @@ impl<'a> Repair<'a> {
         (order.len() == count).then_some(())
     }
 
+    /// Metres from `machine` to job `j`'s customer (0 without one): the
+    /// previous plan's figure when its last step kept that machine.
+    fn distance(&self, j: usize, machine: u32) -> i64 {
+        match (self.kept_distance[j], self.customer[j]) {
+            ((kept, distance), _) if kept == machine => distance,
+            (_, Some(c)) => self.machines[machine as usize]
+                .location
+                .distance_m(c)
+                .round() as i64,
+            (_, None) => 0,
+        }
+    }
+
     fn plan(self) -> FloorPlan {
         let mut queues: BTreeMap<MachineId, Vec<PlannedStep>> = BTreeMap::new();
         let mut setup_ms = 0;
+        let mut distance_m = 0;
         for (m, queue) in self.seq.iter().enumerate() {
             let mut previous = None;
             let mut planned = Vec::with_capacity(queue.len());
@@ -692,13 +713,19 @@ impl<'a> Repair<'a> {
                 previous = Some(x);
                 let j = self.job_of[x as usize] as usize;
                 let s = self.step_index(x);
+                let steps_after = self.steps_of(j).len() - 1 - s;
                 planned.push(PlannedStep {
                     token: self.token[j],
                     step: s,
-                    steps_after: self.steps_of(j).len() - 1 - s,
+                    steps_after,
                     start_ms: self.start[x as usize],
                     end_ms: self.end[x as usize],
+                    distance_m: match steps_after {
+                        0 => self.distance(j, m as u32),
+                        _ => 0,
+                    },
                 });
+                distance_m += planned.last().map_or(0, |p| p.distance_m);
             }
             queues.insert(self.machines[m].id.clone(), planned);
         }
@@ -706,7 +733,6 @@ impl<'a> Repair<'a> {
         // (few, where a plan is any good), so no order is looked up for
         // the rest.
         let mut order_late: Map<&str, Millis> = Map::default();
-        let mut distance_m = 0;
         for j in 0..self.jobs.len() {
             let steps = self.steps_of(j);
             if !self.alive[j] || steps.is_empty() {
@@ -717,10 +743,6 @@ impl<'a> Repair<'a> {
             if late > 0 {
                 let slot = order_late.entry(self.jobs[j].order.as_str()).or_default();
                 *slot = (*slot).max(late);
-            }
-            if let Some(c) = self.customer[j] {
-                let m = &self.machines[self.machine_of[last] as usize];
-                distance_m += m.location.distance_m(c).round() as i64;
             }
         }
         FloorPlan {
