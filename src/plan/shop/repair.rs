@@ -72,6 +72,9 @@ pub fn repair_floor(
     Repair::new(jobs, machines).run(previous, max_loose)
 }
 
+/// A kind of step: (the job's factory, process, material).
+type KindKey<'a> = (Option<&'a str>, &'a str, &'a str);
+
 /// Whether each machine runs each kind of step, asked once per pair: a
 /// dense table while machines x kinds stays small, a map beyond.
 enum Runs {
@@ -189,10 +192,10 @@ impl<'a> Repair<'a> {
         let mut due = Vec::with_capacity(jobs.len());
         let mut customer = Vec::with_capacity(jobs.len());
         let mut materials: Map<&str, u32> = Map::default();
-        let mut kinds: Map<(Option<&str>, &str, &str), (u32, u32)> = Map::default();
+        let mut kinds: Map<KindKey, (u32, u32)> = Map::default();
         // Consecutive steps are often of one kind (an order's lines, a
         // batch of one product): compared before hashed.
-        let mut last: Option<((Option<&str>, &str, &str), (u32, u32))> = None;
+        let mut last: Option<(KindKey, (u32, u32))> = None;
         for (j, job) in jobs.iter().enumerate() {
             first.push(job_of.len() as u32);
             token.push(job.token);
