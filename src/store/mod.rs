@@ -184,7 +184,13 @@ pub(crate) struct WriteTx {
     health: Arc<WriteHealth>,
     backend: Backend,
     begun: std::time::Instant,
+    /// Where it was begun (for the log of long transactions).
+    at: &'static std::panic::Location<'static>,
 }
+
+/// A write transaction held this long is logged (debug) with where it was
+/// begun: on SQLite every other writer waits that long.
+const LONG_WRITE: Duration = Duration::from_millis(20);
 
 impl WriteTx {
     /// Bind placeholders for `rows` rows of `columns` values (see
@@ -201,7 +207,15 @@ impl WriteTx {
     pub(crate) async fn commit(self) -> Result<(), StoreError> {
         let outcome = self.tx.commit().await.map_err(StoreError::from);
         // How long the writer was held (SQLite's one connection).
-        metrics::histogram!("fabflow_db_write_seconds").record(self.begun.elapsed());
+        let held = self.begun.elapsed();
+        metrics::histogram!("fabflow_db_write_seconds").record(held);
+        if held >= LONG_WRITE {
+            tracing::debug!(
+                held_ms = held.as_millis() as u64,
+                begun_at = %self.at,
+                "long write transaction"
+            );
+        }
         self.health.note(&outcome);
         outcome
     }
@@ -347,7 +361,18 @@ impl Store {
     /// lease row is locked `FOR KEY SHARE` until the end, so a take-over,
     /// which locks it `FOR UPDATE`, waits for it, and a renewal does not):
     /// a daemon that lost the lease commits nothing.
-    pub(crate) async fn begin(&self) -> Result<WriteTx, StoreError> {
+    #[track_caller]
+    pub(crate) fn begin(
+        &self,
+    ) -> impl std::future::Future<Output = Result<WriteTx, StoreError>> + Send + '_ {
+        let at = std::panic::Location::caller();
+        self.begin_at(at)
+    }
+
+    async fn begin_at(
+        &self,
+        at: &'static std::panic::Location<'static>,
+    ) -> Result<WriteTx, StoreError> {
         let started = std::time::Instant::now();
         let tx = match self.backend {
             Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
@@ -360,6 +385,7 @@ impl Store {
             health: self.health.clone(),
             backend: self.backend,
             begun: std::time::Instant::now(),
+            at,
         };
         if let Some(fence) = &self.fence {
             leases::check_fence(&mut tx, self.backend, fence).await?;
