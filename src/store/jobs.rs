@@ -883,7 +883,7 @@ async fn transition_in(
             row
         })
         .collect();
-    insert_outbox(tx, &rows).await?;
+    insert_outbox(tx, rows).await?;
     // Units that did not come out good are made again (domain rule).
     let redo = redo_units(next, job.quantity, good, order_state);
     let replacement = if redo > 0 {

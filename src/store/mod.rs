@@ -186,6 +186,8 @@ pub(crate) struct WriteTx {
     begun: std::time::Instant,
     /// Where it was begun (for the log of long transactions).
     at: &'static std::panic::Location<'static>,
+    /// Events to write at commit (`write::insert_outbox`).
+    events: Vec<write::OutboxRow>,
 }
 
 /// A write transaction held this long is logged (debug) with where it was
@@ -204,7 +206,22 @@ impl WriteTx {
         write::params(self.backend, first, count)
     }
 
-    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+    pub(crate) fn defer_events(&mut self, rows: Vec<write::OutboxRow>) {
+        if self.events.is_empty() {
+            self.events = rows;
+        } else {
+            self.events.extend(rows);
+        }
+    }
+
+    /// Writes the events it was given, then commits.
+    pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
+        let events = std::mem::take(&mut self.events);
+        if let Err(err) = write::write_outbox(&mut self, &events).await {
+            let outcome = Err(err);
+            self.health.note::<()>(&outcome);
+            return outcome;
+        }
         let outcome = self.tx.commit().await.map_err(StoreError::from);
         // How long the writer was held (SQLite's one connection).
         let held = self.begun.elapsed();
@@ -386,6 +403,7 @@ impl Store {
             backend: self.backend,
             begun: std::time::Instant::now(),
             at,
+            events: Vec::new(),
         };
         if let Some(fence) = &self.fence {
             leases::check_fence(&mut tx, self.backend, fence).await?;

@@ -587,7 +587,7 @@ async fn insert_orders(
             OutboxRow::new(&subject, &accepted, order.accepted_ms)
         })
         .collect();
-    insert_outbox(tx, &events).await?;
+    insert_outbox(tx, events).await?;
     for take in &takes {
         let order = created[take.order];
         apply_stock_take(tx, take, &order.id, &order.brand, order.accepted_ms).await?;

@@ -202,9 +202,10 @@ impl Store {
                 OutboxRow::new(&subject, &event, now)
             })
             .collect();
-        insert_outbox(&mut tx, &events).await?;
+        let flagged = events.len();
+        insert_outbox(&mut tx, events).await?;
         tx.commit().await?;
-        Ok(events.len())
+        Ok(flagged)
     }
 
     /// Flags every order not yet delivered (nor cancelled) whose deadline is

@@ -79,17 +79,32 @@ impl OutboxRow {
     }
 }
 
-/// Writes one outbox row for `event` inside `tx`.
+/// Adds one outbox row for `event` to `tx` (written at its commit).
 pub(crate) async fn emit(
     tx: &mut WriteTx,
     subject: &Subject<'_>,
     event: &Event,
     now: Millis,
 ) -> Result<(), StoreError> {
-    insert_outbox(tx, &[OutboxRow::new(subject, event, now)]).await
+    insert_outbox(tx, vec![OutboxRow::new(subject, event, now)]).await
 }
 
-pub(crate) async fn insert_outbox(tx: &mut WriteTx, rows: &[OutboxRow]) -> Result<(), StoreError> {
+/// Adds outbox rows to `tx`. They are written when it commits
+/// ([`WriteTx::commit`], through [`write_outbox`]), after everything else
+/// it wrote: the event counter's row, which orders the events of all
+/// writers, is then the last lock a transaction takes, held only for its
+/// commit, so on PostgreSQL no cycle of waits runs through it.
+pub(crate) async fn insert_outbox(
+    tx: &mut WriteTx,
+    rows: Vec<OutboxRow>,
+) -> Result<(), StoreError> {
+    tx.defer_events(rows);
+    Ok(())
+}
+
+/// Writes `rows` to the outbox inside `tx`, numbered from the event
+/// counter in that order.
+pub(crate) async fn write_outbox(tx: &mut WriteTx, rows: &[OutboxRow]) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
