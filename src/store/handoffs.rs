@@ -344,6 +344,7 @@ impl Store {
             record.state = next;
         }
         if decision.restocks() {
+            tx.stock.set_empty(false);
             for line in &order.lines {
                 sqlx::query(
                     "INSERT INTO stock (factory, sku, units, updated_ms) VALUES ($1, $2, $3, $4) \

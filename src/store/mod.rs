@@ -176,6 +176,32 @@ impl WriteHealth {
     }
 }
 
+/// SQLite: when a write transaction last found no units on any shelf.
+/// Intake then skips the stock lookup (one round trip to SQLite's thread
+/// per batch) for a second; a transaction that puts units on a shelf
+/// clears it. SQLite has one writer, so no write falls between the lookup
+/// and the hint; a second process writing the file is seen within the
+/// second. PostgreSQL always looks.
+#[derive(Debug, Default)]
+pub(crate) struct StockHint(Mutex<Option<Instant>>);
+
+impl StockHint {
+    const FOR: Duration = Duration::from_secs(1);
+
+    pub(crate) fn empty_lately(&self) -> bool {
+        self.0
+            .lock()
+            .map(|at| at.is_some_and(|at| at.elapsed() < Self::FOR))
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn set_empty(&self, empty: bool) {
+        if let Ok(mut at) = self.0.lock() {
+            *at = empty.then(Instant::now);
+        }
+    }
+}
+
 /// A write transaction. It reads and writes like sqlx's own (`&mut *tx`
 /// is the connection), and its commit tells the store whether the
 /// database took it.
@@ -188,6 +214,7 @@ pub(crate) struct WriteTx {
     at: &'static std::panic::Location<'static>,
     /// Events to write at commit (`write::insert_outbox`).
     events: Vec<write::OutboxRow>,
+    pub(crate) stock: Arc<StockHint>,
 }
 
 /// A write transaction held this long is logged (debug) with where it was
@@ -266,6 +293,7 @@ pub struct Store {
     read: AnyPool,
     backend: Backend,
     health: Arc<WriteHealth>,
+    stock: Arc<StockHint>,
     /// SQLite: the exclusive lock on the file's sidecar `.lock`, held until
     /// [`Store::close`] (or the last clone is dropped, or the process ends).
     lock: Option<std::sync::Arc<std::sync::Mutex<Option<SqliteLock>>>>,
@@ -327,6 +355,7 @@ impl Store {
                     read,
                     backend,
                     health: Arc::default(),
+                    stock: Arc::default(),
                     lock: lock.map(|lock| std::sync::Arc::new(std::sync::Mutex::new(Some(lock)))),
                     fence: None,
                 }
@@ -357,6 +386,7 @@ impl Store {
                     read: pool,
                     backend,
                     health: Arc::default(),
+                    stock: Arc::default(),
                     lock: None,
                     fence: None,
                 }
@@ -400,6 +430,7 @@ impl Store {
         let mut tx = WriteTx {
             tx,
             health: self.health.clone(),
+            stock: self.stock.clone(),
             backend: self.backend,
             begun: std::time::Instant::now(),
             at,

@@ -249,7 +249,13 @@ pub(crate) async fn plan_stock_takes(
     } else {
         "SELECT factory, sku, units FROM stock WHERE units > 0"
     };
+    if !postgres && tx.stock.empty_lately() {
+        return Ok(Vec::new());
+    }
     let rows = sqlx::query(sql).fetch_all(&mut **tx).await?;
+    if !postgres {
+        tx.stock.set_empty(rows.is_empty());
+    }
     if rows.is_empty() {
         return Ok(Vec::new());
     }
@@ -578,6 +584,7 @@ impl Store {
                 None => per_sku.push((line.sku.clone(), line.restocked)),
             }
         }
+        tx.stock.set_empty(false);
         for (sku, units) in per_sku.into_iter().filter(|(_, units)| *units > 0) {
             sqlx::query(
                 "INSERT INTO stock (factory, sku, units, updated_ms) VALUES ($1, $2, $3, $4) \
