@@ -113,6 +113,12 @@ impl Store {
             return Ok(0);
         }
         let mut tx = self.begin().await?;
+        // PostgreSQL: rows another transaction holds (a supervisor's step,
+        // a wave, another daemon's watch) are skipped, not waited for: an
+        // estimate is advice, given again next round, and a watch that
+        // waited while holding the rows it had updated closed cycles of
+        // waits (deadlocks) with steps that lock two orders.
+        let skip_locked = self.backend == super::Backend::Postgres;
         // A few statements per chunk, not one round trip per order: a
         // backlog of tens of thousands of orders would hold the writer
         // connection (intake's too) for seconds.
@@ -128,11 +134,19 @@ impl Store {
         for chunk in latest.chunks(super::write::ROWS_PER_STATEMENT) {
             // An estimate left out keeps the last one; a ready order never
             // estimated was ready by now.
+            let (free, only_free) = match skip_locked {
+                true => (
+                    ", free AS (SELECT orders.id FROM orders JOIN v ON orders.id = v.id \
+                     FOR UPDATE OF orders SKIP LOCKED)",
+                    " AND orders.id IN (SELECT id FROM free)",
+                ),
+                false => ("", ""),
+            };
             let sql = format!(
-                "WITH v (id, ready_ms, delivery_ms) AS (VALUES {}) \
+                "WITH v (id, ready_ms, delivery_ms) AS (VALUES {}){free} \
                  UPDATE orders SET eta_ready_ms = COALESCE(v.ready_ms, orders.eta_ready_ms, {}), \
                  eta_delivery_ms = COALESCE(v.delivery_ms, orders.eta_delivery_ms) \
-                 FROM v WHERE orders.id = v.id",
+                 FROM v WHERE orders.id = v.id{only_free}",
                 tx.placeholders(chunk.len(), 3),
                 tx.params(3 * chunk.len() + 1, 1)
             );
@@ -164,13 +178,22 @@ impl Store {
                 .map(|(u, _)| u.order_id.as_str())
                 .collect();
             for chunk in ids.chunks(super::write::ROWS_PER_STATEMENT) {
-                let sql = format!(
-                    "UPDATE orders SET at_risk = {}, at_risk_ms = {} \
-                     WHERE at_risk IS NULL AND id IN ({}) RETURNING id",
-                    tx.params(1, 1),
-                    tx.params(2, 1),
-                    tx.params(3, chunk.len())
-                );
+                let ids = tx.params(3, chunk.len());
+                let sql = match skip_locked {
+                    true => format!(
+                        "UPDATE orders SET at_risk = {}, at_risk_ms = {} WHERE id IN \
+                         (SELECT id FROM orders WHERE at_risk IS NULL AND id IN ({ids}) \
+                         FOR UPDATE SKIP LOCKED) RETURNING id",
+                        tx.params(1, 1),
+                        tx.params(2, 1),
+                    ),
+                    false => format!(
+                        "UPDATE orders SET at_risk = {}, at_risk_ms = {} \
+                         WHERE at_risk IS NULL AND id IN ({ids}) RETURNING id",
+                        tx.params(1, 1),
+                        tx.params(2, 1),
+                    ),
+                };
                 let mut query = sqlx::query(AssertSqlSafe(sql))
                     .bind(reason.as_str())
                     .bind(now);

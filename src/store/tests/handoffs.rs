@@ -1077,3 +1077,71 @@ async fn order_lines_are_read_for_the_orders_asked_for() {
     })
     .await;
 }
+
+/// PostgreSQL: an order another transaction holds (a step that locked it,
+/// on this daemon or another) is skipped by a promise round, not waited
+/// for, and written by the next round once it is free.
+#[tokio::test]
+async fn a_promise_round_skips_an_order_another_transaction_holds() {
+    let Ok(base) = std::env::var("FABFLOW_TEST_POSTGRES_URL") else {
+        eprintln!(
+            "store: PostgreSQL promise skip skipped (set FABFLOW_TEST_POSTGRES_URL to run it)"
+        );
+        return;
+    };
+    if base.is_empty() {
+        return;
+    }
+    let url = fresh_postgres_url(&base).await;
+    let store = Store::connect(&url).await.expect("store");
+    store
+        .accept_orders(&[new_order("o1", "acme", None), new_order("o2", "acme", None)])
+        .await
+        .expect("accept");
+    let update = |id: &str| PromiseUpdate {
+        order_id: id.into(),
+        brand: "acme".into(),
+        deadline_ms: NOW + 1_000,
+        eta_ready_ms: Some(NOW + 10),
+        eta_delivery_ms: Some(NOW + 110),
+        at_risk: Some(AtRiskReason::ProductionBacklog),
+    };
+    let mut holder = store.begin().await.expect("begin");
+    crate::store::write::lock_order(&mut holder, Backend::Postgres, "o1")
+        .await
+        .expect("lock o1");
+    let flagged = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        store.record_promises(&[update("o1"), update("o2")], NOW + 5),
+    )
+    .await
+    .expect("the round waited for the held order")
+    .expect("record");
+    assert_eq!(flagged, 1);
+    let promise = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .get_order(id, None)
+                .await
+                .expect("get")
+                .expect("order")
+                .promise
+        }
+    };
+    assert_eq!(promise("o1").await.at_risk, None);
+    assert_eq!(promise("o1").await.eta_ready_ms, None);
+    assert_eq!(promise("o2").await.eta_ready_ms, Some(NOW + 10));
+    drop(holder);
+    let flagged = store
+        .record_promises(&[update("o1"), update("o2")], NOW + 6)
+        .await
+        .expect("record again");
+    assert_eq!(flagged, 1, "o1 flagged now, o2 already was");
+    assert_eq!(promise("o1").await.eta_ready_ms, Some(NOW + 10));
+    assert_eq!(
+        events_of_kind(&store, Some("acme"), "order.at_risk").await,
+        2
+    );
+    store.close().await;
+}
