@@ -241,6 +241,13 @@ impl WriteTx {
         }
     }
 
+    /// Ends it, writing nothing (tests: a drop rolls back only when the
+    /// connection is next used).
+    #[cfg(test)]
+    pub(crate) async fn rollback(self) -> Result<(), StoreError> {
+        Ok(self.tx.rollback().await?)
+    }
+
     /// Writes the events it was given, then commits.
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
         let events = std::mem::take(&mut self.events);

@@ -1132,7 +1132,7 @@ async fn a_promise_round_skips_an_order_another_transaction_holds() {
     assert_eq!(promise("o1").await.at_risk, None);
     assert_eq!(promise("o1").await.eta_ready_ms, None);
     assert_eq!(promise("o2").await.eta_ready_ms, Some(NOW + 10));
-    drop(holder);
+    holder.rollback().await.expect("release o1");
     let flagged = store
         .record_promises(&[update("o1"), update("o2")], NOW + 6)
         .await
