@@ -234,11 +234,7 @@ impl WriteTx {
     }
 
     pub(crate) fn defer_events(&mut self, rows: Vec<write::OutboxRow>) {
-        if self.events.is_empty() {
-            self.events = rows;
-        } else {
-            self.events.extend(rows);
-        }
+        self.events.extend(rows);
     }
 
     /// Ends it, writing nothing (tests: a drop rolls back only when the

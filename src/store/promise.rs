@@ -178,22 +178,19 @@ impl Store {
                 .map(|(u, _)| u.order_id.as_str())
                 .collect();
             for chunk in ids.chunks(super::write::ROWS_PER_STATEMENT) {
-                let ids = tx.params(3, chunk.len());
-                let sql = match skip_locked {
+                let unflagged =
+                    format!("at_risk IS NULL AND id IN ({})", tx.params(3, chunk.len()));
+                let rows = match skip_locked {
                     true => format!(
-                        "UPDATE orders SET at_risk = {}, at_risk_ms = {} WHERE id IN \
-                         (SELECT id FROM orders WHERE at_risk IS NULL AND id IN ({ids}) \
-                         FOR UPDATE SKIP LOCKED) RETURNING id",
-                        tx.params(1, 1),
-                        tx.params(2, 1),
+                        "id IN (SELECT id FROM orders WHERE {unflagged} FOR UPDATE SKIP LOCKED)"
                     ),
-                    false => format!(
-                        "UPDATE orders SET at_risk = {}, at_risk_ms = {} \
-                         WHERE at_risk IS NULL AND id IN ({ids}) RETURNING id",
-                        tx.params(1, 1),
-                        tx.params(2, 1),
-                    ),
+                    false => unflagged,
                 };
+                let sql = format!(
+                    "UPDATE orders SET at_risk = {}, at_risk_ms = {} WHERE {rows} RETURNING id",
+                    tx.params(1, 1),
+                    tx.params(2, 1),
+                );
                 let mut query = sqlx::query(AssertSqlSafe(sql))
                     .bind(reason.as_str())
                     .bind(now);
@@ -205,8 +202,8 @@ impl Store {
                 }
             }
         }
-        // Their events in a few statements, not two round trips each: a
-        // backlog flagged at once (a fleet gone) would hold the writer.
+        // Written at commit with the transaction's other events (one
+        // counter update and multi-row INSERTs, however many are flagged).
         let events: Vec<OutboxRow> = risky
             .into_iter()
             .filter(|(update, _)| newly.remove(update.order_id.as_str()))

@@ -177,6 +177,16 @@ async fn ready_and_planned(store: &Store) {
         .expect("wave");
 }
 
+/// Order `id`'s promise as stored.
+async fn promise_of(store: &Store, id: &str) -> Promise {
+    store
+        .get_order(id, None)
+        .await
+        .expect("get")
+        .expect("order")
+        .promise
+}
+
 /// How many events of `kind` the log holds (of `brand`, or every one).
 async fn events_of_kind(store: &Store, brand: Option<&str>, kind: &str) -> usize {
     let quoted = format!("\"{kind}\"");
@@ -707,22 +717,11 @@ async fn promises_of_many_orders_are_written_together_each_flagged_once() {
             .await
             .expect("record");
         assert_eq!(flagged, 3);
-        let promise = |id: &'static str| {
-            let store = store.clone();
-            async move {
-                store
-                    .get_order(id, None)
-                    .await
-                    .expect("get")
-                    .expect("order")
-                    .promise
-            }
-        };
-        let o1 = promise("o1").await;
+        let o1 = promise_of(&store, "o1").await;
         assert_eq!(o1.eta_ready_ms, Some(NOW + 30));
         assert_eq!(o1.eta_delivery_ms, Some(NOW + 130));
         assert_eq!(o1.at_risk.as_deref(), Some("production_backlog"));
-        let o3 = promise("o3").await;
+        let o3 = promise_of(&store, "o3").await;
         assert_eq!(
             o3.eta_ready_ms,
             Some(NOW + 5),
@@ -740,7 +739,7 @@ async fn promises_of_many_orders_are_written_together_each_flagged_once() {
             .await
             .expect("again");
         assert_eq!(again, 0);
-        let o2 = promise("o2").await;
+        let o2 = promise_of(&store, "o2").await;
         assert_eq!(o2.eta_ready_ms, Some(NOW + 25));
         assert_eq!(o2.eta_delivery_ms, Some(NOW + 125));
         assert_eq!(o2.at_risk.as_deref(), Some("production_backlog"));
@@ -1118,27 +1117,16 @@ async fn a_promise_round_skips_an_order_another_transaction_holds() {
     .expect("the round waited for the held order")
     .expect("record");
     assert_eq!(flagged, 1);
-    let promise = |id: &'static str| {
-        let store = store.clone();
-        async move {
-            store
-                .get_order(id, None)
-                .await
-                .expect("get")
-                .expect("order")
-                .promise
-        }
-    };
-    assert_eq!(promise("o1").await.at_risk, None);
-    assert_eq!(promise("o1").await.eta_ready_ms, None);
-    assert_eq!(promise("o2").await.eta_ready_ms, Some(NOW + 10));
+    assert_eq!(promise_of(&store, "o1").await.at_risk, None);
+    assert_eq!(promise_of(&store, "o1").await.eta_ready_ms, None);
+    assert_eq!(promise_of(&store, "o2").await.eta_ready_ms, Some(NOW + 10));
     holder.rollback().await.expect("release o1");
     let flagged = store
         .record_promises(&[update("o1"), update("o2")], NOW + 6)
         .await
         .expect("record again");
     assert_eq!(flagged, 1, "o1 flagged now, o2 already was");
-    assert_eq!(promise("o1").await.eta_ready_ms, Some(NOW + 10));
+    assert_eq!(promise_of(&store, "o1").await.eta_ready_ms, Some(NOW + 10));
     assert_eq!(
         events_of_kind(&store, Some("acme"), "order.at_risk").await,
         2
