@@ -100,10 +100,7 @@ impl Store {
             "INSERT INTO daemons (id, started_ms, expires_ms) VALUES ($1, {now}, {now} + $2) \
              ON CONFLICT (id) DO UPDATE SET expires_ms = excluded.expires_ms"
         );
-        sqlx::query(AssertSqlSafe(sql))
-            .bind(daemon)
-            .bind(ttl_ms)
-            .execute(&self.write)
+        self.write_statement(sqlx::query(AssertSqlSafe(sql)).bind(daemon).bind(ttl_ms))
             .await?;
         Ok(())
     }
@@ -125,9 +122,7 @@ impl Store {
     /// A daemon leaving on purpose: its row goes, so the others spread its
     /// leases at once rather than after its heartbeat expires.
     pub async fn leave(&self, daemon: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM daemons WHERE id = $1")
-            .bind(daemon)
-            .execute(&self.write)
+        self.write_statement(sqlx::query("DELETE FROM daemons WHERE id = $1").bind(daemon))
             .await?;
         Ok(())
     }
@@ -186,12 +181,14 @@ impl Store {
             "UPDATE leases SET expires_ms = {now} + $1 WHERE name = $2 AND owner = $3 AND epoch = $4 \
              AND expires_ms > {now}"
         );
-        let done = sqlx::query(AssertSqlSafe(sql))
-            .bind(ttl_ms)
-            .bind(fence.lease.as_str())
-            .bind(fence.owner.as_str())
-            .bind(fence.epoch)
-            .execute(&self.write)
+        let done = self
+            .write_statement(
+                sqlx::query(AssertSqlSafe(sql))
+                    .bind(ttl_ms)
+                    .bind(fence.lease.as_str())
+                    .bind(fence.owner.as_str())
+                    .bind(fence.epoch),
+            )
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -199,13 +196,12 @@ impl Store {
     /// Gives a held lease up at once (its holder has stopped everything it
     /// covers); false if it was no longer held at this epoch.
     pub async fn release_lease(&self, fence: &Fence) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+        let done = self.write_statement(sqlx::query(
             "UPDATE leases SET expires_ms = 0 WHERE name = $1 AND owner = $2 AND epoch = $3",
         )
         .bind(fence.lease.as_str())
         .bind(fence.owner.as_str())
-        .bind(fence.epoch)
-        .execute(&self.write)
+        .bind(fence.epoch))
         .await?;
         Ok(done.rows_affected() == 1)
     }

@@ -22,6 +22,7 @@ mod returns;
 mod tokens;
 mod webhooks;
 mod write;
+mod writer;
 
 pub use demand::{DemandRow, SalesEventRecord};
 pub use handoffs::{
@@ -206,7 +207,7 @@ impl StockHint {
 /// is the connection), and its commit tells the store whether the
 /// database took it.
 pub(crate) struct WriteTx {
-    tx: Transaction<'static, Any>,
+    tx: Held,
     health: Arc<WriteHealth>,
     backend: Backend,
     begun: std::time::Instant,
@@ -215,6 +216,14 @@ pub(crate) struct WriteTx {
     /// Events to write at commit (`write::insert_outbox`).
     events: Vec<write::OutboxRow>,
     pub(crate) stock: Arc<StockHint>,
+}
+
+/// The connection a write transaction runs on.
+enum Held {
+    /// PostgreSQL: a pooled connection.
+    Pool(Transaction<'static, Any>),
+    /// SQLite: the one writer connection.
+    Sqlite(writer::SqliteTx),
 }
 
 /// A write transaction held this long is logged (debug) with where it was
@@ -241,7 +250,10 @@ impl WriteTx {
     /// connection is next used).
     #[cfg(test)]
     pub(crate) async fn rollback(self) -> Result<(), StoreError> {
-        Ok(self.tx.rollback().await?)
+        Ok(match self.tx {
+            Held::Pool(tx) => tx.rollback().await?,
+            Held::Sqlite(tx) => tx.rollback().await?,
+        })
     }
 
     /// Writes the events it was given, then commits.
@@ -252,7 +264,11 @@ impl WriteTx {
             self.health.note::<()>(&outcome);
             return outcome;
         }
-        let outcome = self.tx.commit().await.map_err(StoreError::from);
+        let outcome = match self.tx {
+            Held::Pool(tx) => tx.commit().await,
+            Held::Sqlite(tx) => tx.commit().await,
+        }
+        .map_err(StoreError::from);
         // How long the writer was held (SQLite's one connection).
         let held = self.begun.elapsed();
         metrics::histogram!("fabflow_db_write_seconds").record(held);
@@ -271,13 +287,19 @@ impl WriteTx {
 impl Deref for WriteTx {
     type Target = AnyConnection;
     fn deref(&self) -> &AnyConnection {
-        &self.tx
+        match &self.tx {
+            Held::Pool(tx) => tx,
+            Held::Sqlite(tx) => &tx.held.conn,
+        }
     }
 }
 
 impl DerefMut for WriteTx {
     fn deref_mut(&mut self) -> &mut AnyConnection {
-        &mut self.tx
+        match &mut self.tx {
+            Held::Pool(tx) => tx,
+            Held::Sqlite(tx) => &mut tx.held.conn,
+        }
     }
 }
 
@@ -290,8 +312,13 @@ pub enum Backend {
 /// A handle on the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    /// SQLite: one connection, so writers queue here rather than on the file lock.
+    /// PostgreSQL: the pool write transactions take connections from (the
+    /// same as `read`). SQLite: unused and never connected (writes go
+    /// through `writer`).
     write: AnyPool,
+    /// SQLite: the one writer connection, so writers queue here rather than
+    /// on the file lock.
+    writer: Option<writer::SqliteWriter>,
     /// Readers; on PostgreSQL the same pool as `write`.
     read: AnyPool,
     backend: Backend,
@@ -351,10 +378,15 @@ impl Store {
                     (Some(path), Some(holder)) => Some(SqliteLock::acquire(&path, holder)?),
                     _ => None,
                 };
-                let write = sqlite_pool(1).connect_with(options.clone()).await?;
+                let writer = writer::SqliteWriter::new(options.clone());
+                // Opened here, so that a file that cannot be opened is
+                // refused at start.
+                drop(writer.take().await?);
+                let write = sqlite_pool(1).connect_lazy_with(options.clone());
                 let read = sqlite_pool(4).connect_with(options).await?;
                 Store {
                     write,
+                    writer: Some(writer),
                     read,
                     backend,
                     health: Arc::default(),
@@ -386,6 +418,7 @@ impl Store {
                     .await?;
                 Store {
                     write: pool.clone(),
+                    writer: None,
                     read: pool,
                     backend,
                     health: Arc::default(),
@@ -395,7 +428,10 @@ impl Store {
                 }
             }
         };
-        MIGRATOR.run(&store.write).await?;
+        match &store.writer {
+            Some(writer) => MIGRATOR.run(&mut writer.take().await?.conn).await?,
+            None => MIGRATOR.run(&store.write).await?,
+        }
         Ok(store)
     }
 
@@ -425,8 +461,11 @@ impl Store {
     ) -> Result<WriteTx, StoreError> {
         let started = std::time::Instant::now();
         let tx = match self.backend {
-            Backend::Sqlite => self.write.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.write.begin().await?,
+            Backend::Sqlite => match &self.writer {
+                Some(writer) => Held::Sqlite(writer::SqliteTx::begin(writer.take().await?).await?),
+                None => Held::Pool(self.write.begin_with("BEGIN IMMEDIATE").await?),
+            },
+            Backend::Postgres => Held::Pool(self.write.begin().await?),
         };
         // Mostly the wait for the writer connection (SQLite has one).
         metrics::histogram!("fabflow_db_begin_seconds").record(started.elapsed());
@@ -445,6 +484,18 @@ impl Store {
         Ok(tx)
     }
 
+    /// Runs one writing statement on its own (autocommit): on SQLite on the
+    /// writer connection, in turn with the write transactions.
+    pub(crate) async fn write_statement(
+        &self,
+        query: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
+    ) -> Result<sqlx::any::AnyQueryResult, StoreError> {
+        Ok(match &self.writer {
+            Some(writer) => query.execute(&mut writer.take().await?.conn).await?,
+            None => query.execute(&self.write).await?,
+        })
+    }
+
     /// Since when, and why, the database refuses writes; `None` while the
     /// last write transaction committed.
     pub fn refusing_writes(&self) -> Option<(Duration, String)> {
@@ -459,6 +510,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(writer) = &self.writer {
+            writer.close().await;
+        }
         self.write.close().await;
         self.read.close().await;
         if let Some(lock) = &self.lock
@@ -523,17 +577,18 @@ fn sqlite_pool(connections: u32) -> AnyPoolOptions {
         // a round trip to SQLite's thread before each transaction.
         .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(30))
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                // sqlx sets none of these for us: WAL for concurrent readers,
-                // FULL so a commit survives power loss, and a busy timeout.
-                conn.execute("PRAGMA journal_mode = WAL").await?;
-                conn.execute("PRAGMA synchronous = FULL").await?;
-                conn.execute("PRAGMA busy_timeout = 5000").await?;
-                conn.execute("PRAGMA foreign_keys = ON").await?;
-                Ok(())
-            })
-        })
+        .after_connect(|conn, _meta| Box::pin(sqlite_session(conn)))
+}
+
+/// Settings of every SQLite connection. sqlx sets none of these for us: WAL
+/// for concurrent readers, FULL so a commit survives power loss, and a busy
+/// timeout.
+async fn sqlite_session(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    conn.execute("PRAGMA journal_mode = WAL").await?;
+    conn.execute("PRAGMA synchronous = FULL").await?;
+    conn.execute("PRAGMA busy_timeout = 5000").await?;
+    conn.execute("PRAGMA foreign_keys = ON").await?;
+    Ok(())
 }
 
 /// A text id column read as its typed id.

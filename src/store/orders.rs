@@ -14,7 +14,7 @@ use crate::domain::{
 use sqlx::AssertSqlSafe;
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A validated order ready to be stored with its jobs.
 #[derive(Debug, Clone)]
@@ -378,18 +378,51 @@ async fn insert_orders(
     postgres: bool,
     batch: &[NewOrder],
 ) -> Result<Vec<AcceptOutcome>, StoreError> {
-    // Keys already stored, fetched in one statement per chunk.
-    let mut stored: HashMap<(String, String), (String, u16, String)> = HashMap::new();
-    let keyed: Vec<(&str, &str)> = batch
+    // The first order of the batch with each key claims it; a later one
+    // with the same key shares its fate, as a retry would.
+    let mut claims: HashMap<(&str, &str), (&NewOrder, &Idempotency)> = HashMap::new();
+    for order in batch.iter().filter(|order| !order.follows) {
+        if let Some(idem) = &order.idempotency {
+            claims
+                .entry((order.brand.as_str(), idem.key.as_str()))
+                .or_insert((order, idem));
+        }
+    }
+    // Claimed in one statement per chunk: a key stored before is left as
+    // it is and not returned. Keys in one order across transactions: two
+    // batches holding the same keys wait for each other rather than
+    // deadlock.
+    let mut claimed: Vec<&(&NewOrder, &Idempotency)> = claims.values().collect();
+    claimed.sort_by(|a, b| (a.0.brand.as_str(), &a.1.key).cmp(&(b.0.brand.as_str(), &b.1.key)));
+    let mut taken: HashSet<(String, String)> = HashSet::with_capacity(claimed.len());
+    for chunk in claimed.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO idempotency (brand, key, request_hash, status, response, created_ms) VALUES {} \
+             ON CONFLICT (brand, key) DO NOTHING RETURNING brand, key",
+            tx.placeholders(chunk.len(), 6)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for (order, idem) in chunk {
+            query = query
+                .bind(order.brand.as_str())
+                .bind(idem.key.as_str())
+                .bind(idem.request_hash.as_str())
+                .bind(i64::from(idem.status))
+                .bind(idem.response.as_str())
+                .bind(order.accepted_ms);
+        }
+        for row in query.fetch_all(&mut **tx).await? {
+            taken.insert((row.try_get("brand")?, row.try_get("key")?));
+        }
+    }
+    // Keys stored before (a retry, or a key used again): what was stored.
+    let earlier: Vec<&(&NewOrder, &Idempotency)> = claimed
         .iter()
-        .filter_map(|order| {
-            order
-                .idempotency
-                .as_ref()
-                .map(|idem| (order.brand.as_str(), idem.key.as_str()))
-        })
+        .filter(|(order, idem)| !taken.contains(&(order.brand.to_string(), idem.key.clone())))
+        .copied()
         .collect();
-    for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
+    let mut stored: HashMap<(String, String), (String, u16, String)> = HashMap::new();
+    for chunk in earlier.chunks(ROWS_PER_STATEMENT) {
         let condition: Vec<String> = (0..chunk.len())
             .map(|i| match postgres {
                 true => format!("(brand = ${} AND key = ${})", 2 * i + 1, 2 * i + 2),
@@ -402,8 +435,8 @@ async fn insert_orders(
             condition.join(" OR ")
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (brand, key) in chunk {
-            query = query.bind(*brand).bind(*key);
+        for (order, idem) in chunk {
+            query = query.bind(order.brand.as_str()).bind(idem.key.as_str());
         }
         for row in query.fetch_all(&mut **tx).await? {
             stored.insert(
@@ -458,31 +491,6 @@ async fn insert_orders(
     }
     if created.is_empty() {
         return Ok(outcomes);
-    }
-
-    // Keys in one order across transactions: two batches holding the same
-    // keys wait for each other rather than deadlock.
-    let mut keyed: Vec<(&NewOrder, &Idempotency)> = created
-        .iter()
-        .filter_map(|order| order.idempotency.as_ref().map(|idem| (*order, idem)))
-        .collect();
-    keyed.sort_by(|a, b| (a.0.brand.as_str(), &a.1.key).cmp(&(b.0.brand.as_str(), &b.1.key)));
-    for chunk in keyed.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO idempotency (brand, key, request_hash, status, response, created_ms) VALUES {}",
-            tx.placeholders(chunk.len(), 6)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (order, idem) in chunk {
-            query = query
-                .bind(order.brand.to_string())
-                .bind(idem.key.clone())
-                .bind(idem.request_hash.clone())
-                .bind(i64::from(idem.status))
-                .bind(idem.response.clone())
-                .bind(order.accepted_ms);
-        }
-        query.execute(&mut **tx).await?;
     }
 
     for chunk in created.chunks(ROWS_PER_STATEMENT) {

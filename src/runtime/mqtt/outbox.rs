@@ -268,7 +268,7 @@ impl Publisher {
         }
         let rows = self
             .store
-            .claim_unpublished(&self.claim.daemon, batch_size, self.claim.claim_ms)
+            .next_to_publish(&self.claim.daemon, batch_size, self.claim.claim_ms)
             .await?;
         if rows.is_empty() {
             return Ok(0);

@@ -8,13 +8,21 @@ async fn sqlite_runs_with_wal_and_full_sync() {
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("p.db").display()))
         .await
         .expect("store");
+    // The writer connection's settings.
+    let mut writer = store
+        .writer
+        .as_ref()
+        .expect("sqlite")
+        .take()
+        .await
+        .expect("writer");
     let mode: String = sqlx::query("PRAGMA journal_mode")
-        .fetch_one(&store.write)
+        .fetch_one(&mut writer.conn)
         .await
         .expect("pragma")
         .get(0);
     let sync: i64 = sqlx::query("PRAGMA synchronous")
-        .fetch_one(&store.write)
+        .fetch_one(&mut writer.conn)
         .await
         .expect("pragma")
         .get(0);
@@ -34,19 +42,28 @@ async fn a_full_disk_refuses_writes_until_there_is_room_again() {
     ))
     .await
     .expect("store");
+    // The writer connection's file may grow by a few pages only: the disk
+    // is "full".
+    let mut writer = store
+        .writer
+        .as_ref()
+        .expect("sqlite")
+        .take()
+        .await
+        .expect("writer");
     let pages: i64 = sqlx::query("PRAGMA page_count")
-        .fetch_one(&store.write)
+        .fetch_one(&mut writer.conn)
         .await
         .expect("pragma")
         .get(0);
-    // The writer's file may grow by a few pages only: the disk is "full".
     sqlx::query(AssertSqlSafe(format!(
         "PRAGMA max_page_count = {}",
         pages + 4
     )))
-    .execute(&store.write)
+    .execute(&mut writer.conn)
     .await
     .expect("limit");
+    drop(writer);
     let mut accepted = Vec::new();
     let mut refused = None;
     for n in 0..10_000 {
@@ -75,10 +92,18 @@ async fn a_full_disk_refuses_writes_until_there_is_room_again() {
     }
     assert!(store.refusing_writes().is_some());
     // Room again.
+    let mut writer = store
+        .writer
+        .as_ref()
+        .expect("sqlite")
+        .take()
+        .await
+        .expect("writer");
     sqlx::query("PRAGMA max_page_count = 1073741823")
-        .execute(&store.write)
+        .execute(&mut writer.conn)
         .await
         .expect("unlimit");
+    drop(writer);
     store
         .accept_orders(&[new_order("after", "acme", None)])
         .await

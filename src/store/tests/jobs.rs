@@ -508,9 +508,11 @@ async fn a_retired_token_is_never_dispatched_again() {
         assert!(failed.replacement.is_some());
         assert!(store.is_retired(token).await.expect("retired"));
         // Even a row put back to scheduled by hand is never dispatched.
-        sqlx::query("UPDATE jobs SET state = 'scheduled' WHERE token = $1")
-            .bind(i64::from(token.0))
-            .execute(&store.write)
+        store
+            .write_statement(
+                sqlx::query("UPDATE jobs SET state = 'scheduled' WHERE token = $1")
+                    .bind(i64::from(token.0)),
+            )
             .await
             .expect("tamper");
         let dispatched = store.transition_job(token, JobInput::Dispatch, NOW).await;
@@ -566,8 +568,10 @@ async fn queued_jobs_not_started_go_back_to_the_planner() {
                 .expect("a ready job")
         };
         let (later, rush) = (first_of("later"), first_of("rush"));
-        sqlx::query("UPDATE jobs SET due_ms = due_ms - 3600000 WHERE order_id = 'rush'")
-            .execute(&store.write)
+        store
+            .write_statement(sqlx::query(
+                "UPDATE jobs SET due_ms = due_ms - 3600000 WHERE order_id = 'rush'",
+            ))
             .await
             .expect("due sooner");
         store
