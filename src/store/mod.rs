@@ -259,16 +259,17 @@ impl WriteTx {
     /// Writes the events it was given, then commits.
     pub(crate) async fn commit(mut self) -> Result<(), StoreError> {
         let events = std::mem::take(&mut self.events);
-        if let Err(err) = write::write_outbox(&mut self, &events).await {
-            let outcome = Err(err);
-            self.health.note::<()>(&outcome);
-            return outcome;
-        }
         let outcome = match self.tx {
-            Held::Pool(tx) => tx.commit().await,
-            Held::Sqlite(tx) => tx.commit().await,
-        }
-        .map_err(StoreError::from);
+            // One round trip: the events and the COMMIT.
+            Held::Sqlite(tx) => tx
+                .commit_with(write::sqlite_commit_query(&events))
+                .await
+                .map_err(StoreError::from),
+            Held::Pool(mut tx) => match write::write_outbox(&mut tx, self.backend, &events).await {
+                Ok(()) => tx.commit().await.map_err(StoreError::from),
+                Err(err) => Err(err),
+            },
+        };
         // How long the writer was held (SQLite's one connection).
         let held = self.begun.elapsed();
         metrics::histogram!("fabflow_db_write_seconds").record(held);

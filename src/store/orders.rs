@@ -2,8 +2,9 @@
 
 use super::returns::{apply_stock_take, plan_stock_takes};
 use super::write::{
-    AuditEntry, NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate, emit, insert_jobs,
-    insert_outbox, lock_order, record_audit, set_order_state, set_order_state_by_id,
+    AuditEntry, JOB_TOKEN_FROM_COUNTER, NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate,
+    bind_job, emit, insert_jobs, insert_outbox, jobs_insert_sql, lock_order, record_audit,
+    set_order_state, set_order_state_by_id,
 };
 use super::{Store, StoreError, WriteTx, parse, text_id};
 use crate::domain::intake::{JobPlan, LineRequest};
@@ -493,83 +494,71 @@ async fn insert_orders(
         return Ok(outcomes);
     }
 
-    for chunk in created.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO orders (id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, \
-             deadline_ms, accepted_ms, updated_ms) VALUES {}",
-            tx.placeholders(chunk.len(), 13)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for order in chunk {
-            let lines = serde_json::to_string(&order.lines)
-                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-            query = query
-                .bind(order.id.to_string())
-                .bind(order.brand.to_string())
-                .bind(order.external_ref.clone())
-                .bind(OrderState::Accepted.as_str())
-                .bind(order.customer_name.clone())
-                .bind(order.location.lat)
-                .bind(order.location.lon)
-                .bind(order.zone.clone())
-                .bind(order.factory.to_string())
-                .bind(lines)
-                .bind(order.deadline_ms)
-                .bind(order.accepted_ms)
-                .bind(order.accepted_ms);
-        }
-        query.execute(&mut **tx).await?;
-    }
-
     // Restocked units fill whole lines first (domain::returns::fill_from_stock):
-    // such a line gets no jobs.
-    let takes = plan_stock_takes(
-        tx,
-        postgres,
-        &created
-            .iter()
-            .map(|order| (order.factory.as_str(), order.lines.as_slice()))
-            .collect::<Vec<_>>(),
-    )
-    .await?;
+    // such a line gets no jobs. (The lookup reads the shelves only.)
+    let takes = match postgres {
+        true => {
+            insert_order_rows(tx, &created).await?;
+            plan_stock_takes(tx, postgres, &shelf_requests(&created)).await?
+        }
+        false => plan_stock_takes(tx, postgres, &shelf_requests(&created)).await?,
+    };
     let filled = |order: usize, line: usize| {
         takes
             .iter()
             .any(|take| take.order == order && take.line == line)
     };
-    let job_count: i64 = created
-        .iter()
-        .enumerate()
-        .map(|(index, order)| {
-            order
-                .jobs
-                .iter()
-                .filter(|job| !filled(index, job.line_index))
-                .count() as i64
-        })
-        .sum();
-    if job_count > 0 {
-        let mut token = allocate(tx, "job_token", job_count).await?;
-        let mut rows = Vec::with_capacity(job_count as usize);
-        for (index, order) in created.iter().enumerate() {
-            for job in order
-                .jobs
-                .iter()
-                .filter(|job| !filled(index, job.line_index))
-            {
-                rows.push(NewJob {
-                    token,
-                    order_id: &order.id,
-                    factory: &order.factory,
-                    plan: job,
-                    quantity: job.quantity,
-                    replaces: None,
-                    now: order.accepted_ms,
-                });
-                token += 1;
-            }
+    let mut rows: Vec<NewJob> = Vec::new();
+    for (index, order) in created.iter().enumerate() {
+        for job in order
+            .jobs
+            .iter()
+            .filter(|job| !filled(index, job.line_index))
+        {
+            rows.push(NewJob {
+                // Numbered from the job token counter below.
+                token: rows.len() as i64,
+                order_id: &order.id,
+                factory: &order.factory,
+                plan: job,
+                quantity: job.quantity,
+                replaces: None,
+                now: order.accepted_ms,
+            });
         }
-        insert_jobs(tx, &rows).await?;
+    }
+    if postgres {
+        if !rows.is_empty() {
+            let first = allocate(tx, "job_token", rows.len() as i64).await?;
+            for row in &mut rows {
+                row.token += first;
+            }
+            insert_jobs(tx, &rows).await?;
+        }
+    } else {
+        // SQLite: the orders, their jobs numbered from the job token
+        // counter in SQL, and the counter moved on, as ONE query (one
+        // round trip to SQLite's thread instead of four; see
+        // `write::sqlite_commit_query`).
+        let mut sql = String::new();
+        for chunk in created.chunks(ROWS_PER_STATEMENT) {
+            sql.push_str(&orders_insert_sql(tx, chunk.len()));
+            sql.push(';');
+        }
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            sql.push_str(&jobs_insert_sql(tx, chunk.len(), JOB_TOKEN_FROM_COUNTER));
+            sql.push(';');
+        }
+        sql.push_str("UPDATE counters SET value = value + ? WHERE name = 'job_token'");
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for order in &created {
+            query = bind_order(query, order)?;
+        }
+        for row in &rows {
+            // The token is the counter's value before the UPDATE + 1 + this.
+            query = bind_job(query, row, row.token + 1);
+        }
+        query.bind(rows.len() as i64).execute(&mut **tx).await?;
     }
 
     let events: Vec<OutboxRow> = created
@@ -618,4 +607,54 @@ async fn insert_orders(
         }
     }
     Ok(outcomes)
+}
+
+/// The lines each order asks of its factory's shelves.
+fn shelf_requests<'a>(created: &[&'a NewOrder]) -> Vec<(&'a str, &'a [LineRequest])> {
+    created
+        .iter()
+        .map(|order| (order.factory.as_str(), order.lines.as_slice()))
+        .collect()
+}
+
+fn orders_insert_sql(tx: &WriteTx, rows: usize) -> String {
+    format!(
+        "INSERT INTO orders (id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, \
+         deadline_ms, accepted_ms, updated_ms) VALUES {}",
+        tx.placeholders(rows, 13)
+    )
+}
+
+fn bind_order<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    order: &NewOrder,
+) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>, StoreError> {
+    let lines =
+        serde_json::to_string(&order.lines).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    Ok(query
+        .bind(order.id.to_string())
+        .bind(order.brand.to_string())
+        .bind(order.external_ref.clone())
+        .bind(OrderState::Accepted.as_str())
+        .bind(order.customer_name.clone())
+        .bind(order.location.lat)
+        .bind(order.location.lon)
+        .bind(order.zone.clone())
+        .bind(order.factory.to_string())
+        .bind(lines)
+        .bind(order.deadline_ms)
+        .bind(order.accepted_ms)
+        .bind(order.accepted_ms))
+}
+
+/// Inserts the orders with multi-row statements.
+async fn insert_order_rows(tx: &mut WriteTx, created: &[&NewOrder]) -> Result<(), StoreError> {
+    for chunk in created.chunks(ROWS_PER_STATEMENT) {
+        let mut query = sqlx::query(AssertSqlSafe(orders_insert_sql(tx, chunk.len())));
+        for order in chunk {
+            query = bind_order(query, order)?;
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
 }

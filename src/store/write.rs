@@ -25,10 +25,18 @@ pub(crate) async fn lock_order(
 
 /// Allocates `count` consecutive values of a counter inside `tx`; returns the first.
 pub(crate) async fn allocate(tx: &mut WriteTx, name: &str, count: i64) -> Result<i64, StoreError> {
+    allocate_on(tx, name, count).await
+}
+
+async fn allocate_on(
+    conn: &mut sqlx::AnyConnection,
+    name: &str,
+    count: i64,
+) -> Result<i64, StoreError> {
     let row = sqlx::query("UPDATE counters SET value = value + $1 WHERE name = $2 RETURNING value")
         .bind(count)
         .bind(name)
-        .fetch_one(&mut **tx)
+        .fetch_one(conn)
         .await?;
     let last: i64 = row.try_get("value")?;
     Ok(last - count + 1)
@@ -104,17 +112,21 @@ pub(crate) async fn insert_outbox(
 
 /// Writes `rows` to the outbox inside `tx`, numbered from the event
 /// counter in that order.
-pub(crate) async fn write_outbox(tx: &mut WriteTx, rows: &[OutboxRow]) -> Result<(), StoreError> {
+pub(crate) async fn write_outbox(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    rows: &[OutboxRow],
+) -> Result<(), StoreError> {
     if rows.is_empty() {
         return Ok(());
     }
     // Positions in the event log, in this transaction: the counter's row
     // lock orders concurrent writers, so seq order is commit order.
-    let first = allocate(tx, "event_seq", rows.len() as i64).await?;
+    let first = allocate_on(conn, "event_seq", rows.len() as i64).await?;
     for (offset, chunk) in rows.chunks(ROWS_PER_STATEMENT).enumerate() {
         let sql = format!(
             "INSERT INTO outbox (id, kind, brand, payload, created_ms, seq) VALUES {}",
-            tx.placeholders(chunk.len(), 6)
+            placeholders(backend, chunk.len(), 6)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for (index, row) in chunk.iter().enumerate() {
@@ -129,9 +141,76 @@ pub(crate) async fn write_outbox(tx: &mut WriteTx, rows: &[OutboxRow]) -> Result
                 .bind(row.created_ms)
                 .bind(seq);
         }
-        query.execute(&mut **tx).await?;
+        query.execute(&mut *conn).await?;
     }
     Ok(())
+}
+
+/// SQLite: the events of a transaction and its COMMIT as ONE query (one
+/// round trip to SQLite's thread instead of three): the event counter moved
+/// on by the number of events, the rows numbered from it in SQL, then
+/// COMMIT. sqlx's SQLite driver runs the statements of one query in turn,
+/// binding the positional parameters across them. Each payload is the
+/// envelope with its `seq` spliced in where it belongs among the sorted
+/// keys, byte for byte what [`write_outbox`] writes.
+pub(crate) fn sqlite_commit_query(
+    rows: &[OutboxRow],
+) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
+    if rows.is_empty() {
+        return sqlx::query("COMMIT");
+    }
+    let n = rows.len();
+    // The counter's value after the UPDATE is the last seq: row k of n
+    // (from 0) is that value + (k + 1 - n).
+    const SEQ: &str = "(SELECT value FROM counters WHERE name = 'event_seq')";
+    let mut sql = String::from("UPDATE counters SET value = value + ? WHERE name = 'event_seq';");
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        sql.push_str("INSERT INTO outbox (id, kind, brand, payload, created_ms, seq) VALUES ");
+        for index in 0..chunk.len() {
+            if index > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str("(?, ?, ?, ? || (");
+            sql.push_str(SEQ);
+            sql.push_str(" + ?) || ?, ?, ");
+            sql.push_str(SEQ);
+            sql.push_str(" + ?)");
+        }
+        sql.push(';');
+    }
+    sql.push_str("COMMIT");
+    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(n as i64);
+    for (k, row) in rows.iter().enumerate() {
+        let offset = k as i64 + 1 - n as i64;
+        let (head, tail) = around_seq(&row.envelope);
+        query = query
+            .bind(row.id.clone())
+            .bind(row.kind)
+            .bind(row.brand.clone())
+            .bind(head)
+            .bind(offset)
+            .bind(tail)
+            .bind(row.created_ms)
+            .bind(offset);
+    }
+    query
+}
+
+/// The envelope's JSON text before and after its `seq` value (which it
+/// does not hold yet): keys sorted, as serde_json writes a map.
+fn around_seq(envelope: &serde_json::Map<String, serde_json::Value>) -> (String, String) {
+    let (mut head, mut tail) = (Vec::new(), Vec::new());
+    for (key, value) in envelope {
+        let pair = format!("{}:{value}", serde_json::Value::String(key.clone()));
+        match key.as_str() < "seq" {
+            true => head.push(pair),
+            false => tail.push(pair),
+        }
+    }
+    head.push("\"seq\":".to_string());
+    let head = format!("{{{}", head.join(","));
+    let tail = tail.iter().map(|pair| format!(",{pair}")).collect::<String>() + "}";
+    (head, tail)
 }
 
 /// Rows per multi-row INSERT: well under SQLite's 32766 and PostgreSQL's
@@ -194,34 +273,58 @@ pub(crate) struct NewJob<'a> {
 /// Inserts pending jobs with multi-row statements.
 pub(crate) async fn insert_jobs(tx: &mut WriteTx, rows: &[NewJob<'_>]) -> Result<(), StoreError> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "INSERT INTO jobs (token, order_id, line_index, step_index, process, recipe, material, quantity, \
-             seconds_per_unit, due_ms, factory, state, replaces, created_ms, updated_ms) VALUES {}",
-            tx.placeholders(chunk.len(), 15)
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut query = sqlx::query(AssertSqlSafe(jobs_insert_sql(tx, chunk.len(), "")));
         for row in chunk {
-            let job = row.plan;
-            query = query
-                .bind(row.token)
-                .bind(row.order_id.to_string())
-                .bind(job.line_index as i64)
-                .bind(job.step_index as i64)
-                .bind(job.process.clone())
-                .bind(i64::from(job.recipe))
-                .bind(job.material.clone())
-                .bind(i64::from(row.quantity))
-                .bind(job.seconds_per_unit)
-                .bind(job.due_ms)
-                .bind(row.factory.to_string())
-                .bind(JobState::Pending.as_str())
-                .bind(row.replaces)
-                .bind(row.now)
-                .bind(row.now);
+            query = bind_job(query, row, row.token);
         }
         query.execute(&mut **tx).await?;
     }
     Ok(())
+}
+
+/// SQLite: a job's token as the job token counter's value plus its bound
+/// parameter (for [`jobs_insert_sql`], in the statement before the
+/// counter's UPDATE).
+pub(crate) const JOB_TOKEN_FROM_COUNTER: &str =
+    "(SELECT value FROM counters WHERE name = 'job_token') + ";
+
+/// A multi-row INSERT of `rows` jobs; each row's token is `token_prefix`
+/// followed by its first parameter (SQLite's positional placeholders).
+pub(crate) fn jobs_insert_sql(tx: &WriteTx, rows: usize, token_prefix: &str) -> String {
+    let mut values = tx.placeholders(rows, 15);
+    if !token_prefix.is_empty() {
+        values = values.replace("(?", &format!("({token_prefix}?"));
+    }
+    format!(
+        "INSERT INTO jobs (token, order_id, line_index, step_index, process, recipe, material, quantity, \
+         seconds_per_unit, due_ms, factory, state, replaces, created_ms, updated_ms) VALUES {values}"
+    )
+}
+
+/// Binds a job row's values (its token given as `token`) in
+/// [`jobs_insert_sql`]'s order.
+pub(crate) fn bind_job<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    row: &NewJob<'_>,
+    token: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    let job = row.plan;
+    query
+        .bind(token)
+        .bind(row.order_id.to_string())
+        .bind(job.line_index as i64)
+        .bind(job.step_index as i64)
+        .bind(job.process.clone())
+        .bind(i64::from(job.recipe))
+        .bind(job.material.clone())
+        .bind(i64::from(row.quantity))
+        .bind(job.seconds_per_unit)
+        .bind(job.due_ms)
+        .bind(row.factory.to_string())
+        .bind(JobState::Pending.as_str())
+        .bind(row.replaces)
+        .bind(row.now)
+        .bind(row.now)
 }
 
 /// Compare-and-set of an order's state, with its events.
@@ -322,5 +425,55 @@ mod placeholder_tests {
         assert_eq!(super::placeholders(Sqlite, 2, 3), "(?, ?, ?), (?, ?, ?)");
         assert_eq!(super::params(Postgres, 3, 2), "$3, $4");
         assert_eq!(super::params(Sqlite, 3, 2), "?, ?");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Map, Value, json};
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        }
+    }
+
+    /// The SQLite commit splices `seq` into the envelope's text: the result
+    /// is byte for byte serde_json's own text of the envelope with `seq`.
+    #[test]
+    fn the_seq_is_spliced_where_serde_json_puts_it() {
+        let subject = Subject {
+            kind: "order",
+            id: "o-1",
+            order_id: Some("o-1"),
+            brand: Some("acme \"quoted\" ü"),
+        };
+        let event = Event::OrderAccepted {
+            factory: crate::domain::FactoryId::new("north"),
+            lines: vec![crate::domain::OrderedLine {
+                sku: "tee".into(),
+                quantity: 2,
+            }],
+        };
+        let envelopes = [
+            OutboxRow::new(&subject, &event, 1_700_000_000_000).envelope,
+            object(json!({})),
+            object(json!({"a": 1.5, "b": [1, {"x": null}]})),
+            object(json!({"z": "last", "subject": {"seq": 3}})),
+            object(json!({"a": true, "zz": "z"})),
+        ];
+        for envelope in envelopes {
+            for seq in [1_i64, 42, 9_007_199_254_740_993] {
+                let (head, tail) = around_seq(&envelope);
+                let mut with_seq = envelope.clone();
+                with_seq.insert("seq".into(), seq.into());
+                assert_eq!(
+                    format!("{head}{seq}{tail}"),
+                    Value::Object(with_seq).to_string()
+                );
+            }
+        }
     }
 }

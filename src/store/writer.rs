@@ -104,8 +104,13 @@ impl SqliteTx {
         Ok(SqliteTx { held, open: true })
     }
 
-    pub(crate) async fn commit(mut self) -> Result<(), sqlx::Error> {
-        self.held.conn.execute("COMMIT").await?;
+    /// Runs `query`, whose last statement is COMMIT (see
+    /// [`super::write::sqlite_commit_query`]).
+    pub(crate) async fn commit_with(
+        mut self,
+        query: sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> Result<(), sqlx::Error> {
+        query.execute(&mut self.held.conn).await?;
         self.open = false;
         Ok(())
     }
