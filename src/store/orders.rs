@@ -2,9 +2,9 @@
 
 use super::returns::{apply_stock_take, plan_stock_takes};
 use super::write::{
-    AuditEntry, JOB_TOKEN_FROM_COUNTER, NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate,
-    bind_job, emit, insert_jobs, insert_outbox, jobs_insert_sql, lock_order, record_audit,
-    set_order_state, set_order_state_by_id,
+    AuditEntry, NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate, bind_job, emit,
+    insert_jobs, insert_outbox, lock_order, record_audit, set_order_state, set_order_state_by_id,
+    sqlite_jobs_from_counter_sql,
 };
 use super::{Store, StoreError, WriteTx, parse, text_id};
 use crate::domain::intake::{JobPlan, LineRequest};
@@ -546,7 +546,7 @@ async fn insert_orders(
             sql.push(';');
         }
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            sql.push_str(&jobs_insert_sql(tx, chunk.len(), JOB_TOKEN_FROM_COUNTER));
+            sql.push_str(&sqlite_jobs_from_counter_sql(chunk.len()));
             sql.push(';');
         }
         sql.push_str("UPDATE counters SET value = value + ? WHERE name = 'job_token'");

@@ -161,21 +161,19 @@ pub(crate) fn sqlite_commit_query(
     }
     let n = rows.len();
     // The counter's value after the UPDATE is the last seq: row k of n
-    // (from 0) is that value + (k + 1 - n).
-    const SEQ: &str = "(SELECT value FROM counters WHERE name = 'event_seq')";
+    // (from 0) is that value + (k + 1 - n). The value is read once per
+    // statement (a subquery per row made a 500-row statement slow to
+    // prepare).
     let mut sql = String::from("UPDATE counters SET value = value + ? WHERE name = 'event_seq';");
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        sql.push_str("INSERT INTO outbox (id, kind, brand, payload, created_ms, seq) VALUES ");
-        for index in 0..chunk.len() {
-            if index > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str("(?, ?, ?, ? || (");
-            sql.push_str(SEQ);
-            sql.push_str(" + ?) || ?, ?, ");
-            sql.push_str(SEQ);
-            sql.push_str(" + ?)");
-        }
+        sql.push_str(&from_counter(
+            "event_seq",
+            "INSERT INTO outbox (id, kind, brand, payload, created_ms, seq) \
+             SELECT column1, column2, column3, column4 || (base.v + column5) || column6, column7, \
+             base.v + column5",
+            chunk.len(),
+            7,
+        ));
         sql.push(';');
     }
     sql.push_str("COMMIT");
@@ -190,8 +188,7 @@ pub(crate) fn sqlite_commit_query(
             .bind(head)
             .bind(offset)
             .bind(tail)
-            .bind(row.created_ms)
-            .bind(offset);
+            .bind(row.created_ms);
     }
     query
 }
@@ -209,7 +206,11 @@ fn around_seq(envelope: &serde_json::Map<String, serde_json::Value>) -> (String,
     }
     head.push("\"seq\":".to_string());
     let head = format!("{{{}", head.join(","));
-    let tail = tail.iter().map(|pair| format!(",{pair}")).collect::<String>() + "}";
+    let tail = tail
+        .iter()
+        .map(|pair| format!(",{pair}"))
+        .collect::<String>()
+        + "}";
     (head, tail)
 }
 
@@ -273,7 +274,7 @@ pub(crate) struct NewJob<'a> {
 /// Inserts pending jobs with multi-row statements.
 pub(crate) async fn insert_jobs(tx: &mut WriteTx, rows: &[NewJob<'_>]) -> Result<(), StoreError> {
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::query(AssertSqlSafe(jobs_insert_sql(tx, chunk.len(), "")));
+        let mut query = sqlx::query(AssertSqlSafe(jobs_insert_sql(tx, chunk.len())));
         for row in chunk {
             query = bind_job(query, row, row.token);
         }
@@ -282,22 +283,42 @@ pub(crate) async fn insert_jobs(tx: &mut WriteTx, rows: &[NewJob<'_>]) -> Result
     Ok(())
 }
 
-/// SQLite: a job's token as the job token counter's value plus its bound
-/// parameter (for [`jobs_insert_sql`], in the statement before the
-/// counter's UPDATE).
-pub(crate) const JOB_TOKEN_FROM_COUNTER: &str =
-    "(SELECT value FROM counters WHERE name = 'job_token') + ";
+/// The columns of a job row, in [`bind_job`]'s order.
+const JOB_COLUMNS: &str = "token, order_id, line_index, step_index, process, recipe, material, \
+     quantity, seconds_per_unit, due_ms, factory, state, replaces, created_ms, updated_ms";
 
-/// A multi-row INSERT of `rows` jobs; each row's token is `token_prefix`
-/// followed by its first parameter (SQLite's positional placeholders).
-pub(crate) fn jobs_insert_sql(tx: &WriteTx, rows: usize, token_prefix: &str) -> String {
-    let mut values = tx.placeholders(rows, 15);
-    if !token_prefix.is_empty() {
-        values = values.replace("(?", &format!("({token_prefix}?"));
-    }
+/// A multi-row INSERT of `rows` jobs.
+fn jobs_insert_sql(tx: &WriteTx, rows: usize) -> String {
     format!(
-        "INSERT INTO jobs (token, order_id, line_index, step_index, process, recipe, material, quantity, \
-         seconds_per_unit, due_ms, factory, state, replaces, created_ms, updated_ms) VALUES {values}"
+        "INSERT INTO jobs ({JOB_COLUMNS}) VALUES {}",
+        tx.placeholders(rows, 15)
+    )
+}
+
+/// SQLite: a multi-row INSERT of `rows` jobs whose bound token is added to
+/// the job token counter's value (read once, in the statement; the
+/// counter is moved on after it).
+pub(crate) fn sqlite_jobs_from_counter_sql(rows: usize) -> String {
+    let columns: Vec<String> = (2..=15).map(|n| format!("column{n}")).collect();
+    from_counter(
+        "job_token",
+        &format!(
+            "INSERT INTO jobs ({JOB_COLUMNS}) SELECT base.v + column1, {}",
+            columns.join(", ")
+        ),
+        rows,
+        15,
+    )
+}
+
+/// SQLite: `WITH base(v) AS (the counter's value) <insert_select> FROM
+/// (VALUES ...), base` for `rows` rows of `columns` positional parameters
+/// (`column1`... in `insert_select`).
+fn from_counter(counter: &str, insert_select: &str, rows: usize, columns: usize) -> String {
+    format!(
+        "WITH base(v) AS (SELECT value FROM counters WHERE name = '{counter}') {insert_select} \
+         FROM (VALUES {}), base",
+        placeholders(Backend::Sqlite, rows, columns)
     )
 }
 
