@@ -1,6 +1,6 @@
 //! Orders: group-committed intake with idempotency keys, scoped reads, cancel.
 
-use super::returns::{apply_stock_take, plan_stock_takes};
+use super::returns::{StockTake, apply_stock_take, plan_stock_takes};
 use super::write::{
     AuditEntry, NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate, bind_job, emit,
     insert_jobs, insert_outbox, lock_order, record_audit, set_order_state, set_order_state_by_id,
@@ -380,7 +380,9 @@ async fn insert_orders(
     batch: &[NewOrder],
 ) -> Result<Vec<AcceptOutcome>, StoreError> {
     // The first order of the batch with each key claims it; a later one
-    // with the same key shares its fate, as a retry would.
+    // with the same key shares its fate, as a retry would. Keys in one
+    // order across transactions: two batches holding the same keys wait
+    // for each other rather than deadlock.
     let mut claims: HashMap<(&str, &str), (&NewOrder, &Idempotency)> = HashMap::new();
     for order in batch.iter().filter(|order| !order.follows) {
         if let Some(idem) = &order.idempotency {
@@ -389,40 +391,68 @@ async fn insert_orders(
                 .or_insert((order, idem));
         }
     }
-    // Claimed in one statement per chunk: a key stored before is left as
-    // it is and not returned. Keys in one order across transactions: two
-    // batches holding the same keys wait for each other rather than
-    // deadlock.
-    let mut claimed: Vec<&(&NewOrder, &Idempotency)> = claims.values().collect();
+    let mut claimed: Vec<(&NewOrder, &Idempotency)> = claims.into_values().collect();
     claimed.sort_by(|a, b| (a.0.brand.as_str(), &a.1.key).cmp(&(b.0.brand.as_str(), &b.1.key)));
+
+    if !postgres {
+        // SQLite, the common case first: every key is new. The keys, the
+        // orders and their jobs go in as one query; a key stored before
+        // fails it, the query is undone to its savepoint, and the batch
+        // takes the careful way below.
+        let (outcomes, created) = decide(batch, HashMap::new());
+        if created.is_empty() {
+            return Ok(outcomes);
+        }
+        match write_sqlite(tx, &created, Some(&claimed)).await {
+            Ok(takes) => return finish(tx, outcomes, &created, &takes).await,
+            Err(err) if is_stored_key(&err) => {}
+            Err(err) => return Err(err),
+        }
+    }
+
+    let stored = claim_keys(tx, postgres, &claimed).await?;
+    let (outcomes, created) = decide(batch, stored);
+    if created.is_empty() {
+        return Ok(outcomes);
+    }
+    let takes = match postgres {
+        true => write_postgres(tx, &created).await?,
+        false => write_sqlite(tx, &created, None).await?,
+    };
+    finish(tx, outcomes, &created, &takes).await
+}
+
+/// What was stored before under a key: its request's hash, status and
+/// response.
+type StoredKeys = HashMap<(String, String), (String, u16, String)>;
+
+/// Claims `claimed` keys (one statement per chunk; a key stored before is
+/// left as it is and not returned) and reads back what was stored under
+/// those it could not claim (a retry, or a key used again).
+async fn claim_keys(
+    tx: &mut WriteTx,
+    postgres: bool,
+    claimed: &[(&NewOrder, &Idempotency)],
+) -> Result<StoredKeys, StoreError> {
     let mut taken: HashSet<(String, String)> = HashSet::with_capacity(claimed.len());
     for chunk in claimed.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
-            "INSERT INTO idempotency (brand, key, request_hash, status, response, created_ms) VALUES {} \
-             ON CONFLICT (brand, key) DO NOTHING RETURNING brand, key",
-            tx.placeholders(chunk.len(), 6)
+            "{} ON CONFLICT (brand, key) DO NOTHING RETURNING brand, key",
+            keys_insert_sql(tx, chunk.len())
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
-        for (order, idem) in chunk {
-            query = query
-                .bind(order.brand.as_str())
-                .bind(idem.key.as_str())
-                .bind(idem.request_hash.as_str())
-                .bind(i64::from(idem.status))
-                .bind(idem.response.as_str())
-                .bind(order.accepted_ms);
+        for key in chunk {
+            query = bind_key(query, key);
         }
         for row in query.fetch_all(&mut **tx).await? {
             taken.insert((row.try_get("brand")?, row.try_get("key")?));
         }
     }
-    // Keys stored before (a retry, or a key used again): what was stored.
     let earlier: Vec<&(&NewOrder, &Idempotency)> = claimed
         .iter()
         .filter(|(order, idem)| !taken.contains(&(order.brand.to_string(), idem.key.clone())))
-        .copied()
         .collect();
-    let mut stored: HashMap<(String, String), (String, u16, String)> = HashMap::new();
+    let mut stored = StoredKeys::new();
     for chunk in earlier.chunks(ROWS_PER_STATEMENT) {
         let condition: Vec<String> = (0..chunk.len())
             .map(|i| match postgres {
@@ -450,7 +480,12 @@ async fn insert_orders(
             );
         }
     }
+    Ok(stored)
+}
 
+/// Each order's outcome given the keys `stored` before, and the orders to
+/// create. An order that follows shares its leader's fate.
+fn decide(batch: &[NewOrder], mut stored: StoredKeys) -> (Vec<AcceptOutcome>, Vec<&NewOrder>) {
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut created: Vec<&NewOrder> = Vec::with_capacity(batch.len());
     let mut leader = AcceptOutcome::Created;
@@ -490,33 +525,38 @@ async fn insert_orders(
         outcomes.push(AcceptOutcome::Created);
         created.push(order);
     }
-    if created.is_empty() {
-        return Ok(outcomes);
-    }
+    (outcomes, created)
+}
 
-    // Restocked units fill whole lines first (domain::returns::fill_from_stock):
-    // such a line gets no jobs. (The lookup reads the shelves only.)
-    let takes = match postgres {
-        true => {
-            insert_order_rows(tx, &created).await?;
-            plan_stock_takes(tx, postgres, &shelf_requests(&created)).await?
+/// Whether `err` is a key of the batch found stored (the optimistic
+/// SQLite write's unique violation on the idempotency table).
+fn is_stored_key(err: &StoreError) -> bool {
+    match err {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            db.is_unique_violation() && db.message().contains("idempotency.")
         }
-        false => plan_stock_takes(tx, postgres, &shelf_requests(&created)).await?,
-    };
-    let filled = |order: usize, line: usize| {
-        takes
-            .iter()
-            .any(|take| take.order == order && take.line == line)
-    };
+        _ => false,
+    }
+}
+
+/// Whether a stock take fills line `line` of the `order`-th created order.
+fn filled(takes: &[StockTake], order: usize, line: usize) -> bool {
+    takes
+        .iter()
+        .any(|take| take.order == order && take.line == line)
+}
+
+/// The jobs of the created orders, but for the lines stock fills, with
+/// their index in `token` (numbered from the job token counter later).
+fn job_rows<'a>(created: &[&'a NewOrder], takes: &[StockTake]) -> Vec<NewJob<'a>> {
     let mut rows: Vec<NewJob> = Vec::new();
     for (index, order) in created.iter().enumerate() {
         for job in order
             .jobs
             .iter()
-            .filter(|job| !filled(index, job.line_index))
+            .filter(|job| !filled(takes, index, job.line_index))
         {
             rows.push(NewJob {
-                // Numbered from the job token counter below.
                 token: rows.len() as i64,
                 order_id: &order.id,
                 factory: &order.factory,
@@ -527,40 +567,96 @@ async fn insert_orders(
             });
         }
     }
-    if postgres {
-        if !rows.is_empty() {
-            let first = allocate(tx, "job_token", rows.len() as i64).await?;
-            for row in &mut rows {
-                row.token += first;
-            }
-            insert_jobs(tx, &rows).await?;
-        }
-    } else {
-        // SQLite: the orders, their jobs numbered from the job token
-        // counter in SQL, and the counter moved on, as ONE query (one
-        // round trip to SQLite's thread instead of four; see
-        // `write::sqlite_commit_query`).
-        let mut sql = String::new();
-        for chunk in created.chunks(ROWS_PER_STATEMENT) {
-            sql.push_str(&orders_insert_sql(tx, chunk.len()));
-            sql.push(';');
-        }
-        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-            sql.push_str(&sqlite_jobs_from_counter_sql(chunk.len()));
-            sql.push(';');
-        }
-        sql.push_str("UPDATE counters SET value = value + ? WHERE name = 'job_token'");
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for order in &created {
-            query = bind_order(query, order)?;
-        }
-        for row in &rows {
-            // The token is the counter's value before the UPDATE + 1 + this.
-            query = bind_job(query, row, row.token + 1);
-        }
-        query.bind(rows.len() as i64).execute(&mut **tx).await?;
-    }
+    rows
+}
 
+/// PostgreSQL: the orders, the stock they take, their jobs.
+async fn write_postgres(
+    tx: &mut WriteTx,
+    created: &[&NewOrder],
+) -> Result<Vec<StockTake>, StoreError> {
+    insert_order_rows(tx, created).await?;
+    // Restocked units fill whole lines first (domain::returns::fill_from_stock):
+    // such a line gets no jobs.
+    let takes = plan_stock_takes(tx, true, &shelf_requests(created)).await?;
+    let mut rows = job_rows(created, &takes);
+    if !rows.is_empty() {
+        let first = allocate(tx, "job_token", rows.len() as i64).await?;
+        for row in &mut rows {
+            row.token += first;
+        }
+        insert_jobs(tx, &rows).await?;
+    }
+    Ok(takes)
+}
+
+/// SQLite: the stock the orders take (read first: the shelves only), then
+/// (`keys` first, if given) the orders, their jobs numbered from the job
+/// token counter in SQL, and the counter moved on, as ONE query: one round
+/// trip to SQLite's thread instead of one per statement (see
+/// `write::sqlite_commit_query`). With `keys`, the query runs inside a
+/// savepoint and is undone to it when it fails.
+async fn write_sqlite(
+    tx: &mut WriteTx,
+    created: &[&NewOrder],
+    keys: Option<&[(&NewOrder, &Idempotency)]>,
+) -> Result<Vec<StockTake>, StoreError> {
+    let takes = plan_stock_takes(tx, false, &shelf_requests(created)).await?;
+    let rows = job_rows(created, &takes);
+    let keys = keys.unwrap_or_default();
+    let guarded = !keys.is_empty();
+    let mut sql = String::new();
+    if guarded {
+        sql.push_str("SAVEPOINT optimistic;");
+    }
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        sql.push_str(&keys_insert_sql(tx, chunk.len()));
+        sql.push(';');
+    }
+    for chunk in created.chunks(ROWS_PER_STATEMENT) {
+        sql.push_str(&orders_insert_sql(tx, chunk.len()));
+        sql.push(';');
+    }
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        sql.push_str(&sqlite_jobs_from_counter_sql(chunk.len()));
+        sql.push(';');
+    }
+    sql.push_str("UPDATE counters SET value = value + ? WHERE name = 'job_token'");
+    if guarded {
+        sql.push_str(";RELEASE optimistic");
+    }
+    let mut query = sqlx::query(AssertSqlSafe(sql));
+    for key in keys {
+        query = bind_key(query, key);
+    }
+    for order in created {
+        query = bind_order(query, order)?;
+    }
+    for row in &rows {
+        // The token is the counter's value before the UPDATE + 1 + this.
+        query = bind_job(query, row, row.token + 1);
+    }
+    match query.bind(rows.len() as i64).execute(&mut **tx).await {
+        Ok(_) => Ok(takes),
+        Err(err) => {
+            if guarded {
+                sqlx::query("ROLLBACK TO optimistic; RELEASE optimistic")
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Err(err.into())
+        }
+    }
+}
+
+/// The created orders' events, the stock they took, and the orders stock
+/// filled whole made ready.
+async fn finish(
+    tx: &mut WriteTx,
+    outcomes: Vec<AcceptOutcome>,
+    created: &[&NewOrder],
+    takes: &[StockTake],
+) -> Result<Vec<AcceptOutcome>, StoreError> {
     let events: Vec<OutboxRow> = created
         .iter()
         .map(|order| {
@@ -585,12 +681,12 @@ async fn insert_orders(
         })
         .collect();
     insert_outbox(tx, events).await?;
-    for take in &takes {
+    for take in takes {
         let order = created[take.order];
         apply_stock_take(tx, take, &order.id, &order.brand, order.accepted_ms).await?;
     }
     for (index, order) in created.iter().enumerate() {
-        let all_filled = (0..order.lines.len()).all(|line| filled(index, line));
+        let all_filled = (0..order.lines.len()).all(|line| filled(takes, index, line));
         if !takes.is_empty() && all_filled {
             // Nothing to make: ready at its factory for the next wave.
             let (next, events) = OrderState::Accepted.handle(OrderInput::FilledFromStock)?;
@@ -607,6 +703,26 @@ async fn insert_orders(
         }
     }
     Ok(outcomes)
+}
+
+fn keys_insert_sql(tx: &WriteTx, rows: usize) -> String {
+    format!(
+        "INSERT INTO idempotency (brand, key, request_hash, status, response, created_ms) VALUES {}",
+        tx.placeholders(rows, 6)
+    )
+}
+
+fn bind_key<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    (order, idem): &(&NewOrder, &Idempotency),
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(order.brand.to_string())
+        .bind(idem.key.clone())
+        .bind(idem.request_hash.clone())
+        .bind(i64::from(idem.status))
+        .bind(idem.response.clone())
+        .bind(order.accepted_ms)
 }
 
 /// The lines each order asks of its factory's shelves.

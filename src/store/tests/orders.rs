@@ -134,6 +134,56 @@ async fn large_batches_are_split_into_statements_and_keys_still_replay() {
     .await;
 }
 
+/// A batch of new keys with one stored before (in the second statement's
+/// chunk of keys): the stored one replays, the others are created once,
+/// and nothing the first attempt at the batch wrote is left behind (the
+/// SQLite write of new keys is undone to its savepoint and redone).
+#[tokio::test]
+async fn a_batch_mixing_a_stored_key_with_new_ones_creates_each_new_order_once() {
+    on_every_backend(|store| async move {
+        store
+            .accept_orders(&[new_order("old", "acme", Some("k0700"))])
+            .await
+            .expect("first");
+        let mut batch: Vec<NewOrder> = (0..800)
+            .map(|i| new_order(&format!("n{i:05}"), "acme", Some(&format!("k{i:04}"))))
+            .collect();
+        // The same body as the stored one: a replay.
+        batch[700] = new_order("old", "acme", Some("k0700"));
+        let outcomes = store.accept_orders(&batch).await.expect("accept");
+        for (i, outcome) in outcomes.iter().enumerate() {
+            match i {
+                700 => assert!(
+                    matches!(outcome, AcceptOutcome::Replayed { .. }),
+                    "{outcome:?}"
+                ),
+                _ => assert_eq!(*outcome, AcceptOutcome::Created, "order {i}"),
+            }
+        }
+        let counts = store.order_counts().await.expect("counts");
+        assert_eq!(counts.get(&OrderState::Accepted), Some(&800));
+        let jobs = store
+            .list_jobs(&JobFilter {
+                limit: 5_000,
+                ..Default::default()
+            })
+            .await
+            .expect("jobs");
+        assert_eq!(jobs.len(), 1_600);
+        let tokens: std::collections::BTreeSet<u32> = jobs.iter().map(|j| j.token.0).collect();
+        assert_eq!(tokens.len(), 1_600, "tokens are unique");
+        assert_eq!(store.outbox_backlog().await.expect("backlog"), 800);
+        // Every new key replays now.
+        let again = store.accept_orders(&batch).await.expect("replay");
+        assert!(
+            again
+                .iter()
+                .all(|o| matches!(o, AcceptOutcome::Replayed { .. }))
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn followers_share_the_fate_of_their_leader() {
     on_every_backend(|store| async move {
