@@ -250,10 +250,11 @@ impl WriteTx {
     /// connection is next used).
     #[cfg(test)]
     pub(crate) async fn rollback(self) -> Result<(), StoreError> {
-        Ok(match self.tx {
+        match self.tx {
             Held::Pool(tx) => tx.rollback().await?,
             Held::Sqlite(tx) => tx.rollback().await?,
-        })
+        }
+        Ok(())
     }
 
     /// Writes the events it was given, then commits.
