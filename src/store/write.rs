@@ -98,7 +98,8 @@ pub(crate) async fn emit(
 }
 
 /// Adds outbox rows to `tx`. They are written when it commits
-/// ([`WriteTx::commit`], through [`write_outbox`]), after everything else
+/// ([`WriteTx::commit`], through [`write_outbox`], on SQLite in the
+/// commit's own query, [`sqlite_commit_query`]), after everything else
 /// it wrote: the event counter's row, which orders the events of all
 /// writers, is then the last lock a transaction takes, held only for its
 /// commit, so on PostgreSQL no cycle of waits runs through it.
