@@ -311,17 +311,22 @@ pub enum Backend {
     Postgres,
 }
 
+/// Where write transactions get their connection.
+#[derive(Debug, Clone)]
+enum Writes {
+    /// PostgreSQL: the pool (the same as `read`).
+    Pool(AnyPool),
+    /// SQLite: the one writer connection, so writers queue here rather than
+    /// on the file lock.
+    Sqlite(writer::SqliteWriter),
+}
+
 /// A handle on the database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
-    /// PostgreSQL: the pool write transactions take connections from (the
-    /// same as `read`). SQLite: unused and never connected (writes go
-    /// through `writer`).
-    write: AnyPool,
-    /// SQLite: the one writer connection, so writers queue here rather than
-    /// on the file lock.
-    writer: Option<writer::SqliteWriter>,
-    /// Readers; on PostgreSQL the same pool as `write`.
+    /// Where write transactions get their connection.
+    write: Writes,
+    /// Readers; on PostgreSQL the same pool as `write`'s.
     read: AnyPool,
     backend: Backend,
     health: Arc<WriteHealth>,
@@ -384,11 +389,9 @@ impl Store {
                 // Opened here, so that a file that cannot be opened is
                 // refused at start.
                 drop(writer.take().await?);
-                let write = sqlite_pool(1).connect_lazy_with(options.clone());
                 let read = sqlite_pool(4).connect_with(options).await?;
                 Store {
-                    write,
-                    writer: Some(writer),
+                    write: Writes::Sqlite(writer),
                     read,
                     backend,
                     health: Arc::default(),
@@ -419,8 +422,7 @@ impl Store {
                     .connect_with(options)
                     .await?;
                 Store {
-                    write: pool.clone(),
-                    writer: None,
+                    write: Writes::Pool(pool.clone()),
                     read: pool,
                     backend,
                     health: Arc::default(),
@@ -430,9 +432,9 @@ impl Store {
                 }
             }
         };
-        match &store.writer {
-            Some(writer) => MIGRATOR.run(&mut writer.take().await?.conn).await?,
-            None => MIGRATOR.run(&store.write).await?,
+        match &store.write {
+            Writes::Sqlite(writer) => MIGRATOR.run(&mut writer.take().await?.conn).await?,
+            Writes::Pool(pool) => MIGRATOR.run(pool).await?,
         }
         Ok(store)
     }
@@ -462,12 +464,11 @@ impl Store {
         at: &'static std::panic::Location<'static>,
     ) -> Result<WriteTx, StoreError> {
         let started = std::time::Instant::now();
-        let tx = match self.backend {
-            Backend::Sqlite => match &self.writer {
-                Some(writer) => Held::Sqlite(writer::SqliteTx::begin(writer.take().await?).await?),
-                None => Held::Pool(self.write.begin_with("BEGIN IMMEDIATE").await?),
-            },
-            Backend::Postgres => Held::Pool(self.write.begin().await?),
+        let tx = match &self.write {
+            Writes::Sqlite(writer) => {
+                Held::Sqlite(writer::SqliteTx::begin(writer.take().await?).await?)
+            }
+            Writes::Pool(pool) => Held::Pool(pool.begin().await?),
         };
         // Mostly the wait for the writer connection (SQLite has one).
         metrics::histogram!("fabflow_db_begin_seconds").record(started.elapsed());
@@ -492,9 +493,9 @@ impl Store {
         &self,
         query: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
     ) -> Result<sqlx::any::AnyQueryResult, StoreError> {
-        Ok(match &self.writer {
-            Some(writer) => query.execute(&mut writer.take().await?.conn).await?,
-            None => query.execute(&self.write).await?,
+        Ok(match &self.write {
+            Writes::Sqlite(writer) => query.execute(&mut writer.take().await?.conn).await?,
+            Writes::Pool(pool) => query.execute(pool).await?,
         })
     }
 
@@ -507,15 +508,24 @@ impl Store {
             .map(|(since, reason)| (since.elapsed(), reason.clone()))
     }
 
+    /// Tests: SQLite's writer connection, for per-connection settings.
+    #[cfg(test)]
+    pub(crate) async fn sqlite_writer(&self) -> writer::Held {
+        match &self.write {
+            Writes::Sqlite(writer) => writer.take().await.expect("the writer connection"),
+            Writes::Pool(_) => panic!("not a SQLite store"),
+        }
+    }
+
     pub(crate) fn reader(&self) -> &AnyPool {
         &self.read
     }
 
     pub async fn close(&self) {
-        if let Some(writer) = &self.writer {
-            writer.close().await;
+        match &self.write {
+            Writes::Sqlite(writer) => writer.close().await,
+            Writes::Pool(pool) => pool.close().await,
         }
-        self.write.close().await;
         self.read.close().await;
         if let Some(lock) = &self.lock
             && let Ok(mut held) = lock.lock()

@@ -24,10 +24,10 @@ fn outbox_record(row: &sqlx::any::AnyRow) -> Result<OutboxRecord, StoreError> {
 }
 
 impl Store {
-    /// The oldest unpublished events.
+    /// The oldest unpublished events, in the event log's order (`seq`).
     pub async fn unpublished(&self, limit: i64) -> Result<Vec<OutboxRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, kind, brand, payload FROM outbox WHERE published_ms IS NULL ORDER BY id LIMIT $1",
+            "SELECT id, kind, brand, payload FROM outbox WHERE published_ms IS NULL ORDER BY seq LIMIT $1",
         )
         .bind(limit)
         .fetch_all(self.reader())
@@ -50,15 +50,7 @@ impl Store {
     ) -> Result<Vec<OutboxRecord>, StoreError> {
         match self.backend {
             super::Backend::Postgres => self.claim_unpublished(daemon, limit, claim_ms).await,
-            super::Backend::Sqlite => {
-                let rows = sqlx::query(
-                    "SELECT id, kind, brand, payload FROM outbox WHERE published_ms IS NULL ORDER BY seq LIMIT $1",
-                )
-                .bind(limit)
-                .fetch_all(self.reader())
-                .await?;
-                rows.iter().map(outbox_record).collect()
-            }
+            super::Backend::Sqlite => self.unpublished(limit).await,
         }
     }
 

@@ -9,13 +9,7 @@ async fn sqlite_runs_with_wal_and_full_sync() {
         .await
         .expect("store");
     // The writer connection's settings.
-    let mut writer = store
-        .writer
-        .as_ref()
-        .expect("sqlite")
-        .take()
-        .await
-        .expect("writer");
+    let mut writer = store.sqlite_writer().await;
     let mode: String = sqlx::query("PRAGMA journal_mode")
         .fetch_one(&mut writer.conn)
         .await
@@ -44,13 +38,7 @@ async fn a_full_disk_refuses_writes_until_there_is_room_again() {
     .expect("store");
     // The writer connection's file may grow by a few pages only: the disk
     // is "full".
-    let mut writer = store
-        .writer
-        .as_ref()
-        .expect("sqlite")
-        .take()
-        .await
-        .expect("writer");
+    let mut writer = store.sqlite_writer().await;
     let pages: i64 = sqlx::query("PRAGMA page_count")
         .fetch_one(&mut writer.conn)
         .await
@@ -92,13 +80,7 @@ async fn a_full_disk_refuses_writes_until_there_is_room_again() {
     }
     assert!(store.refusing_writes().is_some());
     // Room again.
-    let mut writer = store
-        .writer
-        .as_ref()
-        .expect("sqlite")
-        .take()
-        .await
-        .expect("writer");
+    let mut writer = store.sqlite_writer().await;
     sqlx::query("PRAGMA max_page_count = 1073741823")
         .execute(&mut writer.conn)
         .await

@@ -102,6 +102,24 @@ async fn orders_are_accepted_with_jobs_and_events_and_keys_replay() {
     .await;
 }
 
+/// `orders` accepted orders, each with its two jobs under tokens of their
+/// own and its one `order.accepted` event: nothing stored twice.
+async fn assert_stored_once(store: &Store, orders: i64) {
+    let counts = store.order_counts().await.expect("counts");
+    assert_eq!(counts.get(&OrderState::Accepted), Some(&orders));
+    let jobs = store
+        .list_jobs(&JobFilter {
+            limit: 5_000,
+            ..Default::default()
+        })
+        .await
+        .expect("jobs");
+    assert_eq!(jobs.len() as i64, 2 * orders);
+    let tokens: std::collections::BTreeSet<u32> = jobs.iter().map(|j| j.token.0).collect();
+    assert_eq!(tokens.len() as i64, 2 * orders, "tokens are unique");
+    assert_eq!(store.outbox_backlog().await.expect("backlog"), orders);
+}
+
 #[tokio::test]
 async fn large_batches_are_split_into_statements_and_keys_still_replay() {
     on_every_backend(|store| async move {
@@ -117,19 +135,7 @@ async fn large_batches_are_split_into_statements_and_keys_still_replay() {
                 .all(|o| matches!(o, AcceptOutcome::Replayed { .. })),
             "every key replays"
         );
-        let counts = store.order_counts().await.expect("counts");
-        assert_eq!(counts.get(&OrderState::Accepted), Some(&1_200));
-        let jobs = store
-            .list_jobs(&JobFilter {
-                limit: 5_000,
-                ..Default::default()
-            })
-            .await
-            .expect("jobs");
-        assert_eq!(jobs.len(), 2_400);
-        let tokens: std::collections::BTreeSet<u32> = jobs.iter().map(|j| j.token.0).collect();
-        assert_eq!(tokens.len(), 2_400, "tokens are unique");
-        assert_eq!(store.outbox_backlog().await.expect("backlog"), 1_200);
+        assert_stored_once(&store, 1_200).await;
     })
     .await;
 }
@@ -160,19 +166,7 @@ async fn a_batch_mixing_a_stored_key_with_new_ones_creates_each_new_order_once()
                 _ => assert_eq!(*outcome, AcceptOutcome::Created, "order {i}"),
             }
         }
-        let counts = store.order_counts().await.expect("counts");
-        assert_eq!(counts.get(&OrderState::Accepted), Some(&800));
-        let jobs = store
-            .list_jobs(&JobFilter {
-                limit: 5_000,
-                ..Default::default()
-            })
-            .await
-            .expect("jobs");
-        assert_eq!(jobs.len(), 1_600);
-        let tokens: std::collections::BTreeSet<u32> = jobs.iter().map(|j| j.token.0).collect();
-        assert_eq!(tokens.len(), 1_600, "tokens are unique");
-        assert_eq!(store.outbox_backlog().await.expect("backlog"), 800);
+        assert_stored_once(&store, 800).await;
         // Every new key replays now.
         let again = store.accept_orders(&batch).await.expect("replay");
         assert!(
