@@ -3,11 +3,22 @@
 
 Runs the protocol of the shared benchmark data's forecast/README.md (hold out
 the last 8 weeks, forecast 8, RMSSE and MAE) on real weekly demand
-and on seeded synthetic intermittent series, for fabflow (through its command
-line, so wall time includes process start, reading the CSV and writing the
-forecast) and for statsforecast (fit + predict of `StatsForecast.forecast` on a
-DataFrame already in memory; imports and data loading excluded), and prints a
-markdown table for docs/benchmarks.md.
+and on seeded synthetic intermittent series, for fabflow and statsforecast,
+and prints a markdown table for docs/benchmarks.md. Each tool is timed two
+ways (`--views`), so that like is held against like:
+
+- `fit`: fit + predict on series already in memory. statsforecast:
+  `StatsForecast.forecast` on a DataFrame (imports and loading not counted);
+  fabflow: `benches/forecast_fit.rs` (`--fit-cmd`), which parses the CSV
+  first and times `forecast_all` alone.
+- `command`: the whole program run on the CSV file, as a user runs it.
+  fabflow: `fabflow forecast` (`--cmd`; process start, reading, fit,
+  writing); statsforecast: `benches/statsforecast_command.py` in the same
+  Python (interpreter start, imports, `pandas.read_csv`, fit, CSV out).
+
+Every pairing is printed: each view against the best peer model in the same
+view, and (as the tables before 2026-12-04 did) fabflow's command against
+statsforecast's in-memory fit.
 
 Protocol, per data set:
 - hold out the last `--holdout` periods (8) of every series; fit on the rest;
@@ -31,12 +42,16 @@ Usage (from the crate root, after `cargo build --release`):
     benches/forecast_peer.sh --data PATH --repeat 11 --skip-synthetic
     benches/forecast_peer.sh --skip-real --n-jobs 2   # both tools on 2 cores
 
-The command prefix gets `--input FILE --horizon H --model M` appended and must
+The fit bench is built with `cargo bench --bench forecast_fit --no-run`
+(forecast_peer.sh does it); the newest target/release/deps/forecast_fit-*
+is used unless --fit-cmd names one. The command prefix gets `--input FILE --horizon H --model M` appended and must
 print `unique_id,ds,y_hat` CSV on standard output.
 """
 
 import argparse
+import glob
 import io
+import json
 import math
 import os
 import platform
@@ -76,6 +91,16 @@ def parse_args(argv):
         "--cmd",
         default=os.path.join(CRATE, "target", "release", "fabflow") + " forecast",
         help="fabflow forecasting command prefix (default: target/release/fabflow forecast)",
+    )
+    parser.add_argument(
+        "--fit-cmd",
+        default=None,
+        help="fabflow in-memory fit bench (default: the newest target/release/deps/forecast_fit-*)",
+    )
+    parser.add_argument(
+        "--views",
+        default="fit,command",
+        help="how to time each tool: fit (in memory), command (whole program), or both (default)",
     )
     parser.add_argument("--data", default=DEFAULT_DATA, help="real data, long CSV")
     parser.add_argument("--holdout", type=int, default=8)
@@ -187,6 +212,64 @@ def run_fabflow(cmd, path, horizon, model, n_jobs=1):
     return forecast, wall, cpu
 
 
+def find_fit_cmd():
+    """The newest forecast_fit bench binary under target/release/deps."""
+    candidates = [
+        path
+        for path in glob.glob(os.path.join(CRATE, "target", "release", "deps", "forecast_fit-*"))
+        if os.access(path, os.X_OK) and not path.endswith(".d")
+    ]
+    if not candidates:
+        raise SystemExit("no forecast_fit bench: run `cargo bench --bench forecast_fit --no-run` or pass --fit-cmd")
+    return max(candidates, key=os.path.getmtime)
+
+
+def run_fabflow_fit(fit_cmd, path, horizon, model, workdir):
+    """One run of the in-memory bench: the forecast, and the median wall and
+    CPU seconds of one fit of every series (the bench repeats the fit for at
+    least 0.2 s and reports the median)."""
+    output = os.path.join(workdir, f"fit-{model}.csv")
+    argv = shlex.split(fit_cmd) + ["--input", path, "--horizon", str(horizon), "--model", model, "--output", output]
+    result = subprocess.run(argv, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stderr}")
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    forecast = pd.read_csv(output, parse_dates=["ds"], dtype={"unique_id": str})
+    cpu = figures["cpu_s"] if figures["cpu_s"] is not None else math.nan
+    return forecast, figures["wall_s"], cpu
+
+
+def run_statsforecast_command(path, horizon, label, args):
+    """One run of benches/statsforecast_command.py as its own process, timed
+    like `fabflow forecast`: the forecast, wall and CPU seconds."""
+    argv = [
+        sys.executable,
+        os.path.join(HERE, "statsforecast_command.py"),
+        "--input",
+        path,
+        "--horizon",
+        str(horizon),
+        "--model",
+        label,
+        "--tsb-alpha-d",
+        str(args.tsb_alpha_d),
+        "--tsb-alpha-p",
+        str(args.tsb_alpha_p),
+        "--n-jobs",
+        str(args.n_jobs),
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(argv, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    forecast = pd.read_csv(io.StringIO(result.stdout), parse_dates=["ds"], dtype={"unique_id": str})
+    return forecast, wall, cpu
+
+
 def statsforecast_models(alpha_d, alpha_p):
     from statsforecast.models import (
         ADIDA,
@@ -246,16 +329,27 @@ def bench(name, df, args, workdir, rows):
     train.assign(ds=train["ds"].dt.strftime("%Y-%m-%d")).to_csv(path, index=False)
     series = train["unique_id"].nunique()
     print(f"[{name}] {series} series, {len(train)} training rows, holdout {args.holdout}, horizon {args.horizon}", file=sys.stderr)
+    views = [v for v in args.views.split(",") if v]
+    for view in views:
+        if view not in ("fit", "command"):
+            raise SystemExit(f"--views: {view!r} is neither fit nor command")
     jobs = []
     for model in [m for m in args.models.split(",") if m]:
-        jobs.append(("fabflow", model, lambda model=model: run_fabflow(args.cmd, path, args.horizon, model, args.n_jobs)))
+        if "command" in views:
+            jobs.append(("fabflow command", model, lambda model=model: run_fabflow(args.cmd, path, args.horizon, model, args.n_jobs)))
+        if "fit" in views and args.n_jobs == 1:
+            jobs.append(("fabflow fit", model, lambda model=model: run_fabflow_fit(args.fit_cmd, path, args.horizon, model, workdir)))
     if not args.skip_statsforecast:
         freq = infer_freq(train)
         train_sf = train[["unique_id", "ds", "y"]].copy()
         makers = statsforecast_models(args.tsb_alpha_d, args.tsb_alpha_p)
         for label, make in makers:
-            jobs.append(("statsforecast", label, lambda make=make, label=label: run_statsforecast(train_sf, args.horizon, freq, [(label, make)], args.n_jobs)))
-        jobs.append(("statsforecast", "all six in one call", lambda: run_statsforecast(train_sf, args.horizon, freq, makers, args.n_jobs)))
+            if "fit" in views:
+                jobs.append(("statsforecast fit", label, lambda make=make, label=label: run_statsforecast(train_sf, args.horizon, freq, [(label, make)], args.n_jobs)))
+            if "command" in views:
+                jobs.append(("statsforecast command", label, lambda label=label: run_statsforecast_command(path, args.horizon, label, args)))
+        if "fit" in views:
+            jobs.append(("statsforecast fit", "all six in one call", lambda: run_statsforecast(train_sf, args.horizon, freq, makers, args.n_jobs)))
     walls = {(tool, model): [] for tool, model, _ in jobs}
     cpus = {(tool, model): [] for tool, model, _ in jobs}
     forecasts = {}
@@ -273,10 +367,27 @@ def bench(name, df, args, workdir, rows):
         if model == "all six in one call":
             rows.append((name, tool, model, math.nan, math.nan, wall, cpu, 0))
             continue
-        column = "y_hat" if tool == "fabflow" else [c for c in forecast.columns if c not in ("unique_id", "ds")][0]
+        column = "y_hat" if "y_hat" in forecast.columns else [c for c in forecast.columns if c not in ("unique_id", "ds")][0]
         rmsse, mae, skipped = score(test, forecast, column, scale)
         rows.append((name, tool, model, rmsse, mae, wall, cpu, skipped))
         print(f"[{name}] {tool} {model}: RMSSE {rmsse:.4f} MAE {mae:.4f} wall {wall:.3f}s cpu {cpu:.3f}s", file=sys.stderr)
+
+
+# fabflow's models whose forecasts are statsforecast's (docs/benchmarks.md):
+# held against each other model for model.
+SAME_MODEL = [
+    ("croston", "CrostonClassic"),
+    ("croston_optimized", "CrostonOptimized"),
+    ("sba", "CrostonSBA"),
+    ("adida", "ADIDA"),
+    ("imapa", "IMAPA"),
+]
+
+
+def milliseconds(seconds):
+    """Three significant figures, in milliseconds."""
+    value = seconds * 1000
+    return f"{value:.3g}" if value < 100 else f"{value:.0f}"
 
 
 def table(rows, args, argv):
@@ -299,50 +410,81 @@ def table(rows, args, argv):
             else f"{args.n_jobs} cores each (fabflow `--threads {args.n_jobs}`, statsforecast `n_jobs={args.n_jobs}`). "
         )
         + f"Times are medians of {args.repeat} "
-        f"rounds, tools and models interleaved in each round. fabflow: the whole command (process start, CSV "
-        f"read and parse, fit, CSV write); statsforecast: `StatsForecast(n_jobs={args.n_jobs}).forecast` on a DataFrame "
-        f"already in memory (import and loading not counted). CPU is user + system time of that work"
+        "rounds, tools and models interleaved in each round. "
+        "`fit`: fit and forecast of every series already in memory (fabflow: `benches/forecast_fit.rs`, itself the "
+        "median of repeated fits; statsforecast: `StatsForecast.forecast` on a DataFrame, imports and loading not "
+        "counted). `command`: the whole program on the CSV file (fabflow: `fabflow forecast`; statsforecast: "
+        "`benches/statsforecast_command.py`: interpreter start, imports, `read_csv`, fit, CSV out). "
+        "CPU is user + system time of that work"
         + (" (statsforecast's worker processes included)." if args.n_jobs != 1 else ".")
     )
     lines.append("")
+
+    def find(subset, tool, model):
+        found = [row for row in subset if row[1] == tool and row[2] == model]
+        return found[0] if found else None
+
+    def best(subset, tool):
+        peers = [row for row in subset if row[1] == tool and not math.isnan(row[3])]
+        return min(peers, key=lambda row: row[3]) if peers else None
+
     for data in sorted({row[0] for row in rows}, key=lambda d: d != "real"):
         subset = [row for row in rows if row[0] == data]
-        peers = [row for row in subset if row[1] == "statsforecast" and not math.isnan(row[3])]
-        best_peer = min(peers, key=lambda row: row[3]) if peers else None
         skipped = max(row[7] for row in subset)
         lines.append(f"### {data}" + (f" ({skipped} series with a constant training part left out of RMSSE)" if skipped else ""))
         lines.append("")
-        header = "| tool | model | mean RMSSE | MAE | wall (s) | CPU (s) |"
-        rule = "|---|---|---:|---:|---:|---:|"
-        if best_peer:
-            header += f" wall speed-up vs {best_peer[2]} |"
-            rule += "---:|"
-        lines.append(header)
-        lines.append(rule)
+        lines.append("| tool | view | model | mean RMSSE | MAE | wall (ms) | CPU (ms) | wall speed-up vs the best peer, same view |")
+        lines.append("|---|---|---|---:|---:|---:|---:|---:|")
         for _, tool, model, rmsse, mae, wall, cpu, _ in subset:
+            name, view = tool.split(" ")
+            peer = best(subset, f"statsforecast {view}")
             rmsse_text = "" if math.isnan(rmsse) else f"{rmsse:.4f}"
             mae_text = "" if math.isnan(mae) else f"{mae:.4f}"
-            line = f"| {tool} | {model} | {rmsse_text} | {mae_text} | {wall:.4f} | {cpu:.4f} |"
-            if best_peer:
-                line += f" {best_peer[5] / max(wall, 1e-9):.1f}x |"
-            lines.append(line)
+            cpu_text = "" if math.isnan(cpu) else milliseconds(cpu)
+            ratio = f"{peer[5] / max(wall, 1e-9):.1f}x ({peer[2]})" if peer else ""
+            lines.append(f"| {name} | {view} | {model} | {rmsse_text} | {mae_text} | {milliseconds(wall)} | {cpu_text} | {ratio} |")
         lines.append("")
-        if best_peer:
-            auto = [row for row in subset if row[1] == "fabflow" and row[2] == "auto"]
-            if auto:
-                a = auto[0]
-                verdict = "at least as good as" if a[3] <= best_peer[3] else "worse than"
-                lines.append(
-                    f"fabflow auto: mean RMSSE {a[3]:.4f}, {verdict} the best statsforecast model "
-                    f"({best_peer[2]}, {best_peer[3]:.4f}); wall time {best_peer[5] / a[5]:.1f}x its speed, "
-                    f"CPU time {best_peer[6] / max(a[6], 1e-6):.1f}x."
-                )
-                lines.append("")
+        for fabflow_view, peer_view, what in [
+            ("fit", "fit", "in memory against in memory"),
+            ("command", "command", "whole command against whole command"),
+            ("command", "fit", "fabflow's whole command against statsforecast's in-memory fit (the pairing of the tables before 2026-12-04)"),
+        ]:
+            auto = find(subset, f"fabflow {fabflow_view}", "auto")
+            peer = best(subset, f"statsforecast {peer_view}")
+            if not auto or not peer:
+                continue
+            verdict = "at least as good as" if auto[3] <= peer[3] else "worse than"
+            cpu_ratio = "" if math.isnan(auto[6]) else f", CPU time {peer[6] / max(auto[6], 1e-9):.1f}x"
+            lines.append(
+                f"- {what}: fabflow auto, mean RMSSE {auto[3]:.4f}, {verdict} the best statsforecast model "
+                f"({peer[2]}, {peer[3]:.4f}); wall time {peer[5] / max(auto[5], 1e-9):.1f}x its speed{cpu_ratio}."
+            )
+        auto = find(subset, "fabflow fit", "auto")
+        six = find(subset, "statsforecast fit", "all six in one call")
+        if auto and six:
+            lines.append(
+                f"- the same task in memory: fabflow auto fits every candidate model and backtests them; "
+                f"statsforecast fitting its six models in one call (no backtest, no choice) takes "
+                f"{six[5] / max(auto[5], 1e-9):.1f}x auto's wall time."
+            )
+        pairs = []
+        for view in ("fit", "command"):
+            for ours, theirs in SAME_MODEL:
+                a = find(subset, f"fabflow {view}", ours)
+                b = find(subset, f"statsforecast {view}", theirs)
+                if a and b:
+                    pairs.append(f"{ours} {b[5] / max(a[5], 1e-9):.1f}x")
+            if pairs:
+                lines.append(f"- model for model, {view}, fabflow's speed over statsforecast's (same forecasts): " + ", ".join(pairs) + ".")
+            pairs = []
+        lines.append("")
     return "\n".join(lines)
 
 
 def main(argv):
     args = parse_args(argv)
+    if "fit" in args.views and args.n_jobs == 1 and args.fit_cmd is None:
+        args.fit_cmd = find_fit_cmd()
     rows = []
     with tempfile.TemporaryDirectory() as temporary:
         workdir = args.workdir or temporary

@@ -15,4 +15,6 @@ fi
 if ! "$venv/bin/python" -c "import statsforecast, pandas, numpy" 2>/dev/null; then
     "$venv/bin/pip" install --quiet "$spec"
 fi
+# The in-memory fit bench of fabflow (benches/forecast_fit.rs).
+(cd "$here/.." && cargo bench --quiet --bench forecast_fit --no-run)
 exec "$venv/bin/python" "$here/forecast_peer.py" "$@"
