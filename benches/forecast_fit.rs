@@ -156,11 +156,11 @@ fn main() -> ExitCode {
         (Some(before), Some(after)) => Some(after.saturating_sub(before)),
         _ => None,
     };
-    if let Some(path) = &options.output {
-        if let Err(err) = std::fs::write(path, format_forecasts(&last)) {
-            eprintln!("{path}: {err}");
-            return ExitCode::from(1);
-        }
+    if let Some(path) = &options.output
+        && let Err(err) = std::fs::write(path, format_forecasts(&last))
+    {
+        eprintln!("{path}: {err}");
+        return ExitCode::from(1);
     }
     let runs = walls.len();
     let cpu = cpu_total.map_or_else(
