@@ -2,7 +2,7 @@
 //! are gathered into one transaction (one fsync for many orders), and each
 //! request is answered only after that transaction committed.
 
-use crate::store::{AcceptOutcome, NewOrder, Store, StoreError};
+use crate::store::{AcceptOutcome, Accepted, NewOrder, Store, StoreError};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -25,7 +25,9 @@ pub enum IntakeError {
 
 struct Submission {
     orders: Vec<NewOrder>,
-    reply: oneshot::Sender<Result<Vec<AcceptOutcome>, Arc<StoreError>>>,
+    /// The submission's outcomes; `made_ready` is the batch's (an order
+    /// of the transaction it shared was filled from stock whole).
+    reply: oneshot::Sender<Result<Accepted, Arc<StoreError>>>,
 }
 
 type KeySet = Arc<Mutex<HashSet<(String, String)>>>;
@@ -86,8 +88,10 @@ impl Intake {
         )
     }
 
-    /// Stores `orders` atomically (all or none) and returns one outcome per order.
-    pub async fn submit(&self, orders: Vec<NewOrder>) -> Result<Vec<AcceptOutcome>, IntakeError> {
+    /// Stores `orders` atomically (all or none) and returns one outcome per
+    /// order, and whether stock made an order ready at once (of these or of
+    /// others committed with them).
+    pub async fn submit(&self, orders: Vec<NewOrder>) -> Result<Accepted, IntakeError> {
         let keys: Vec<(String, String)> = orders
             .iter()
             .filter_map(|o| {
@@ -102,7 +106,7 @@ impl Intake {
         self.send(orders).await
     }
 
-    async fn send(&self, orders: Vec<NewOrder>) -> Result<Vec<AcceptOutcome>, IntakeError> {
+    async fn send(&self, orders: Vec<NewOrder>) -> Result<Accepted, IntakeError> {
         let (reply, response) = oneshot::channel();
         self.submissions
             .send(Submission { orders, reply })
@@ -147,10 +151,13 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>, stop: Can
             .collect();
         metrics::histogram!("fabflow_intake_batch_orders").record(orders.len() as f64);
         let started = std::time::Instant::now();
-        let stored = store.accept_orders(&orders).await;
+        let stored = store.accept_orders_telling_ready(&orders).await;
         metrics::histogram!("fabflow_intake_commit_seconds").record(started.elapsed());
         match stored {
-            Ok(outcomes) => {
+            Ok(Accepted {
+                outcomes,
+                made_ready,
+            }) => {
                 metrics::counter!("fabflow_orders_accepted_total").increment(
                     outcomes
                         .iter()
@@ -162,7 +169,10 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>, stop: Can
                     let mine: Vec<AcceptOutcome> =
                         outcomes.by_ref().take(submission.orders.len()).collect();
                     // A dropped receiver: the client went away; the orders are stored all the same.
-                    let _ = submission.reply.send(Ok(mine));
+                    let _ = submission.reply.send(Ok(Accepted {
+                        outcomes: mine,
+                        made_ready,
+                    }));
                 }
             }
             // A database that refuses writes refuses each one alike.
@@ -171,7 +181,7 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>, stop: Can
                 error!(error = %err, orders = orders.len(), "group commit failed; retrying one by one");
                 for submission in batch.drain(..) {
                     let result = store
-                        .accept_orders(&submission.orders)
+                        .accept_orders_telling_ready(&submission.orders)
                         .await
                         .map_err(Arc::new);
                     let _ = submission.reply.send(result);
@@ -192,6 +202,41 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>, stop: Can
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The commit loop passes on whether stock made an order of the batch
+    /// ready (the API then wakes the courier waves), and only then.
+    #[tokio::test]
+    async fn a_submission_hears_whether_stock_made_an_order_ready() {
+        use crate::store::tests::new_order;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("intake.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        // Two tees on north's shelf: exactly one order's worth.
+        store
+            .write_statement(sqlx::query(
+                "INSERT INTO stock (factory, sku, units, updated_ms) VALUES ('north', 'tee', 2, 0)",
+            ))
+            .await
+            .expect("stock");
+        let stop = CancellationToken::new();
+        let (intake, task) = Intake::start(store.clone(), stop.clone());
+        let first = intake
+            .submit(vec![new_order("o1", "zest", None)])
+            .await
+            .expect("o1");
+        assert_eq!(first.outcomes, vec![AcceptOutcome::Created]);
+        assert!(first.made_ready, "the shelf filled o1");
+        let second = intake
+            .submit(vec![new_order("o2", "zest", None)])
+            .await
+            .expect("o2");
+        assert_eq!(second.outcomes, vec![AcceptOutcome::Created]);
+        assert!(!second.made_ready, "o2 is made, not taken from the shelf");
+        stop.cancel();
+        drop(intake);
+        task.await.expect("commit loop");
+        store.close().await;
+    }
 
     #[test]
     fn a_key_is_held_until_its_claim_is_dropped() {

@@ -13,7 +13,7 @@ use super::wake::Wake;
 use crate::domain::intake::{FieldError, OrderRequest, validate};
 use crate::domain::{BrandId, OrderId};
 use crate::plan::choose_factory;
-use crate::store::{AcceptOutcome, Idempotency, NewOrder, OrderRecord, StoreError};
+use crate::store::{AcceptOutcome, Accepted, Idempotency, NewOrder, OrderRecord, StoreError};
 use std::collections::BTreeSet;
 
 /// Who submits orders, as far as ownership goes.
@@ -134,10 +134,21 @@ impl Runtime {
             status: 201,
             response: reply.clone(),
         });
-        let outcome = self.intake.submit(vec![order]).await?.into_iter().next();
-        // Jobs to schedule; or, filled from stock, an order ready at once.
-        self.wakers.wake(Wake::SCHEDULER | Wake::WAVES);
-        settle(outcome, record, reply)
+        let accepted = self.intake.submit(vec![order]).await?;
+        self.wake_for(&accepted);
+        settle(accepted.outcomes.into_iter().next(), record, reply)
+    }
+
+    /// After a commit: the scheduler, for the new jobs; the couriers'
+    /// waves only if stock made an order ready at once (each wave wake-up
+    /// reads the zone's ready orders, which at thousands of orders a second
+    /// would be thousands of reads finding nothing new).
+    fn wake_for(&self, accepted: &Accepted) {
+        if accepted.made_ready {
+            self.wakers.wake(Wake::SCHEDULER | Wake::WAVES);
+        } else {
+            self.wakers.wake(Wake::SCHEDULER);
+        }
     }
 
     /// Validates every order of a file; stores them all in one transaction
@@ -194,9 +205,9 @@ impl Runtime {
                 response: reply.clone(),
             });
         }
-        let outcome = self.intake.submit(orders).await?.into_iter().next();
-        self.wakers.wake(Wake::SCHEDULER | Wake::WAVES);
-        settle(outcome, import, reply)
+        let accepted = self.intake.submit(orders).await?;
+        self.wake_for(&accepted);
+        settle(accepted.outcomes.into_iter().next(), import, reply)
     }
 
     /// Cancels an order with no job on a machine yet (`brand`: the caller's

@@ -34,7 +34,9 @@ pub use leases::{Fence, Lease, SqliteLock};
 pub use machines::{MachineRecord, MachineSpec, MaterialChange, ModeChange};
 pub use maintenance::WindowRecord;
 pub use mqtt_users::MqttUserRecord;
-pub use orders::{AcceptOutcome, Idempotency, NewOrder, OrderFilter, OrderRecord, Promise};
+pub use orders::{
+    AcceptOutcome, Accepted, Idempotency, NewOrder, OrderFilter, OrderRecord, Promise,
+};
 pub use outbox::{EventRecord, OutboxRecord};
 pub use promise::{OpenJob, OrderInMaking, PromiseUpdate};
 pub use returns::{CarriedReturn, NewReturn, ReturnFilter, ReturnRecord, StockRecord, WaveReturn};

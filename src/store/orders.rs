@@ -81,6 +81,24 @@ pub enum AcceptOutcome {
     KeyReused,
 }
 
+/// What storing a batch of orders did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// One per order of the batch, in order.
+    pub outcomes: Vec<AcceptOutcome>,
+    /// Stock filled an order whole: it is ready at its factory already.
+    pub made_ready: bool,
+}
+
+impl Accepted {
+    fn nothing_ready(outcomes: Vec<AcceptOutcome>) -> Self {
+        Accepted {
+            outcomes,
+            made_ready: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderRecord {
     pub id: OrderId,
@@ -157,6 +175,15 @@ impl Store {
         &self,
         batch: &[NewOrder],
     ) -> Result<Vec<AcceptOutcome>, StoreError> {
+        Ok(self.accept_orders_telling_ready(batch).await?.outcomes)
+    }
+
+    /// [`Store::accept_orders`], telling also whether stock filled an order
+    /// whole (ready at its factory at once, for the next courier wave).
+    pub async fn accept_orders_telling_ready(
+        &self,
+        batch: &[NewOrder],
+    ) -> Result<Accepted, StoreError> {
         let postgres = self.backend == super::Backend::Postgres;
         let mut attempt = 0u32;
         loop {
@@ -378,7 +405,7 @@ async fn insert_orders(
     tx: &mut WriteTx,
     postgres: bool,
     batch: &[NewOrder],
-) -> Result<Vec<AcceptOutcome>, StoreError> {
+) -> Result<Accepted, StoreError> {
     // The first order of the batch with each key claims it; a later one
     // with the same key shares its fate, as a retry would. Keys in one
     // order across transactions: two batches holding the same keys wait
@@ -401,7 +428,7 @@ async fn insert_orders(
         // takes the careful way below.
         let (outcomes, created) = decide(batch, HashMap::new());
         if created.is_empty() {
-            return Ok(outcomes);
+            return Ok(Accepted::nothing_ready(outcomes));
         }
         match write_sqlite(tx, &created, Some(&claimed)).await {
             Ok(takes) => return finish(tx, outcomes, &created, &takes).await,
@@ -413,7 +440,7 @@ async fn insert_orders(
     let stored = claim_keys(tx, postgres, &claimed).await?;
     let (outcomes, created) = decide(batch, stored);
     if created.is_empty() {
-        return Ok(outcomes);
+        return Ok(Accepted::nothing_ready(outcomes));
     }
     let takes = match postgres {
         true => write_postgres(tx, &created).await?,
@@ -656,7 +683,7 @@ async fn finish(
     outcomes: Vec<AcceptOutcome>,
     created: &[&NewOrder],
     takes: &[StockTake],
-) -> Result<Vec<AcceptOutcome>, StoreError> {
+) -> Result<Accepted, StoreError> {
     let events: Vec<OutboxRow> = created
         .iter()
         .map(|order| {
@@ -685,9 +712,11 @@ async fn finish(
         let order = created[take.order];
         apply_stock_take(tx, take, &order.id, &order.brand, order.accepted_ms).await?;
     }
+    let mut made_ready = false;
     for (index, order) in created.iter().enumerate() {
         let all_filled = (0..order.lines.len()).all(|line| filled(takes, index, line));
         if !takes.is_empty() && all_filled {
+            made_ready = true;
             // Nothing to make: ready at its factory for the next wave.
             let (next, events) = OrderState::Accepted.handle(OrderInput::FilledFromStock)?;
             set_order_state_by_id(
@@ -702,7 +731,10 @@ async fn finish(
             .await?;
         }
     }
-    Ok(outcomes)
+    Ok(Accepted {
+        outcomes,
+        made_ready,
+    })
 }
 
 fn keys_insert_sql(tx: &WriteTx, rows: usize) -> String {

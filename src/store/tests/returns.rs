@@ -251,11 +251,14 @@ async fn a_return_is_picked_up_received_inspected_and_its_units_fill_a_later_ord
             Some("return.inspect".to_string())
         );
 
-        // Two tees at north: taken from the shelf, no jobs, ready at once.
-        store
-            .accept_orders(&[new_order("o2", "zest", None)])
+        // Two tees at north: taken from the shelf, no jobs, ready at once
+        // (and said so, for the courier waves to look).
+        let accepted = store
+            .accept_orders_telling_ready(&[new_order("o2", "zest", None)])
             .await
             .expect("accept o2");
+        assert!(accepted.made_ready);
+        assert_eq!(accepted.outcomes, vec![AcceptOutcome::Created]);
         let o2 = store.get_order("o2", None).await.expect("o2").expect("o2");
         assert_eq!(o2.state, OrderState::Ready);
         let jobs = store
@@ -269,10 +272,11 @@ async fn a_return_is_picked_up_received_inspected_and_its_units_fill_a_later_ord
         assert!(jobs.is_empty(), "{jobs:?}");
         assert_eq!(store.list_stock(None).await.expect("stock")[0].units, 0);
         // The shelf is empty: the next order is made.
-        store
-            .accept_orders(&[new_order("o3", "zest", None)])
+        let accepted = store
+            .accept_orders_telling_ready(&[new_order("o3", "zest", None)])
             .await
             .expect("accept o3");
+        assert!(!accepted.made_ready);
         let o3 = store.get_order("o3", None).await.expect("o3").expect("o3");
         assert_eq!(o3.state, OrderState::Accepted);
         let kinds = outbox_kinds(&store).await;
