@@ -16,72 +16,43 @@
 //! where there is no such file. `--output` writes the last run's forecasts as
 //! `unique_id,ds,y_hat` CSV, the same bytes `fabflow forecast` prints
 //! (the peer script scores them). One thread, as `fabflow forecast`'s default.
-//! Without `--input` it prints this usage and exits 0, so a plain
-//! `cargo bench` passes by.
+//! Without `--input` it says so and exits 0, so a plain `cargo bench`
+//! passes by.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+
+use clap::Parser;
 
 use fabflow::forecast::csv::{format_forecasts, parse};
 use fabflow::forecast::{ModelChoice, SelectionRule, forecast_all};
 
+#[derive(Debug, Parser)]
+#[command(about = "Time fabflow's forecast models in memory (see benches/forecast_peer.py)")]
 struct Options {
-    input: String,
+    /// Long-format CSV (`unique_id,ds,y`), as `fabflow forecast --input`.
+    #[arg(long)]
+    input: Option<PathBuf>,
+    /// Periods to forecast.
+    #[arg(long, default_value_t = 8)]
     horizon: usize,
+    /// The model, as `fabflow forecast --model`.
+    #[arg(long, default_value = "auto", value_parser = parse_model)]
     model: ModelChoice,
-    model_name: String,
+    /// Fit the whole set again until this many seconds have passed.
+    #[arg(long, default_value_t = 0.2)]
     min_seconds: f64,
-    output: Option<String>,
+    /// Write the last run's forecasts here as `unique_id,ds,y_hat` CSV.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Passed by `cargo bench` to every bench binary; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
 }
 
-const USAGE: &str = "usage: forecast_fit --input FILE.csv --horizon H [--model M] [--min-seconds S] [--output FILE]";
-
-fn options() -> Result<Option<Options>, String> {
-    let mut input = None;
-    let mut horizon = None;
-    let mut model_name = "auto".to_owned();
-    let mut min_seconds = 0.2;
-    let mut output = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
-        match arg.as_str() {
-            "--input" => input = Some(value("--input")?),
-            "--horizon" => {
-                let text = value("--horizon")?;
-                horizon = Some(
-                    text.parse::<usize>()
-                        .map_err(|err| format!("--horizon {text:?}: {err}"))?,
-                );
-            }
-            "--model" => model_name = value("--model")?,
-            "--min-seconds" => {
-                let text = value("--min-seconds")?;
-                min_seconds = text
-                    .parse::<f64>()
-                    .map_err(|err| format!("--min-seconds {text:?}: {err}"))?;
-            }
-            "--output" => output = Some(value("--output")?),
-            // cargo bench passes --bench to every bench binary.
-            "--bench" => {}
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        }
-    }
-    let Some(input) = input else {
-        return Ok(None);
-    };
-    let horizon = horizon.ok_or_else(|| format!("--horizon is required\n{USAGE}"))?;
-    let model = model_name
-        .parse::<ModelChoice>()
-        .map_err(|err| format!("--model: {err}"))?;
-    Ok(Some(Options {
-        input,
-        horizon,
-        model,
-        model_name,
-        min_seconds,
-        output,
-    }))
+fn parse_model(text: &str) -> Result<ModelChoice, String> {
+    text.parse().map_err(|err| format!("{err}"))
 }
 
 /// This thread's CPU time so far, where Linux tells it.
@@ -102,21 +73,16 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn main() -> ExitCode {
-    let options = match options() {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(err) => {
-            eprintln!("forecast_fit: {err}");
-            return ExitCode::from(2);
-        }
+    let options = Options::parse();
+    let Some(input) = &options.input else {
+        println!("forecast_fit: nothing to do without --input (see --help)");
+        return ExitCode::SUCCESS;
     };
-    let text = match std::fs::read_to_string(&options.input) {
+    let name = input.display();
+    let text = match std::fs::read_to_string(input) {
         Ok(text) => text,
         Err(err) => {
-            eprintln!("{}: {err}", options.input);
+            eprintln!("{name}: {err}");
             return ExitCode::from(1);
         }
     };
@@ -124,7 +90,7 @@ fn main() -> ExitCode {
         Ok(parsed) => parsed,
         Err(errors) => {
             for error in errors {
-                eprintln!("{}:{}: {}", options.input, error.line, error.kind);
+                eprintln!("{name}:{}: {}", error.line, error.kind);
             }
             return ExitCode::from(1);
         }
@@ -146,7 +112,7 @@ fn main() -> ExitCode {
         match forecasts {
             Ok(forecasts) => last = std::hint::black_box(forecasts),
             Err(err) => {
-                eprintln!("{}: {err}", options.input);
+                eprintln!("{name}: {err}");
                 return ExitCode::from(1);
             }
         }
@@ -159,21 +125,17 @@ fn main() -> ExitCode {
     if let Some(path) = &options.output
         && let Err(err) = std::fs::write(path, format_forecasts(&last))
     {
-        eprintln!("{path}: {err}");
+        eprintln!("{}: {err}", path.display());
         return ExitCode::from(1);
     }
     let runs = walls.len();
-    let cpu = cpu_total.map_or_else(
-        || "null".to_owned(),
-        |total| format!("{:.9}", total.as_secs_f64() / runs as f64),
-    );
-    println!(
-        "{{\"model\":{:?},\"series\":{},\"runs\":{},\"wall_s\":{:.9},\"cpu_s\":{}}}",
-        options.model_name,
-        parsed.series.len(),
-        runs,
-        median(&mut walls),
-        cpu
-    );
+    let figures = serde_json::json!({
+        "model": options.model.name(),
+        "series": parsed.series.len(),
+        "runs": runs,
+        "wall_s": median(&mut walls),
+        "cpu_s": cpu_total.map(|total| total.as_secs_f64() / runs as f64),
+    });
+    println!("{figures}");
     ExitCode::SUCCESS
 }

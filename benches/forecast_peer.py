@@ -200,6 +200,13 @@ def run_fabflow(cmd, path, horizon, model, n_jobs=1):
     argv = shlex.split(cmd) + ["--input", path, "--horizon", str(horizon), "--model", model]
     if n_jobs != 1:
         argv += ["--threads", str(n_jobs)]
+    return timed_command(argv)
+
+
+def timed_command(argv):
+    """Runs a forecasting command that prints `unique_id,ds,y_hat` CSV: the
+    forecast, wall seconds and CPU seconds (user + system, its children's
+    included)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True)
@@ -258,16 +265,7 @@ def run_statsforecast_command(path, horizon, label, args):
         "--n-jobs",
         str(args.n_jobs),
     ]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    result = subprocess.run(argv, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed ({result.returncode}):\n{result.stderr}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    forecast = pd.read_csv(io.StringIO(result.stdout), parse_dates=["ds"], dtype={"unique_id": str})
-    return forecast, wall, cpu
+    return timed_command(argv)
 
 
 def statsforecast_models(alpha_d, alpha_p):

@@ -29,26 +29,19 @@ def main(argv):
 
     import pandas as pd
     from statsforecast import StatsForecast
-    from statsforecast import models
 
-    makers = {
-        "CrostonClassic": lambda: models.CrostonClassic(),
-        "CrostonOptimized": lambda: models.CrostonOptimized(),
-        "CrostonSBA": lambda: models.CrostonSBA(),
-        "TSB": lambda: models.TSB(alpha_d=args.tsb_alpha_d, alpha_p=args.tsb_alpha_p),
-        "ADIDA": lambda: models.ADIDA(),
-        "IMAPA": lambda: models.IMAPA(),
-    }
-    name = args.model.split("(")[0]
-    if name not in makers:
+    # The same models and frequency inference as the peer benchmark's fits.
+    from forecast_peer import infer_freq, statsforecast_models
+
+    makers = dict(statsforecast_models(args.tsb_alpha_d, args.tsb_alpha_p))
+    # "TSB" alone names the TSB of the given constants.
+    label = next((name for name in makers if name.split("(")[0] == args.model.split("(")[0]), None)
+    if label is None:
         raise SystemExit(f"--model {args.model!r}: expected one of {', '.join(makers)}")
-    model = makers[name]()
+    model = makers[label]()
 
     df = pd.read_csv(args.input, parse_dates=["ds"], dtype={"unique_id": str})
-    first = df[df["unique_id"] == df["unique_id"].iloc[0]]["ds"]
-    freq = pd.infer_freq(first)
-    if freq is None:
-        raise SystemExit(f"{args.input}: cannot infer the frequency")
+    freq = infer_freq(df)
     forecast = StatsForecast(models=[model], freq=freq, n_jobs=args.n_jobs).forecast(df=df, h=args.horizon)
     if "unique_id" not in forecast.columns:
         forecast = forecast.reset_index()
