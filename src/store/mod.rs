@@ -602,6 +602,9 @@ async fn sqlite_session(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
     conn.execute("PRAGMA synchronous = FULL").await?;
     conn.execute("PRAGMA busy_timeout = 5000").await?;
     conn.execute("PRAGMA foreign_keys = ON").await?;
+    // Statement and savepoint journals (each intake batch runs in a
+    // savepoint) in memory, not in a temporary file written page by page.
+    conn.execute("PRAGMA temp_store = MEMORY").await?;
     Ok(())
 }
 
