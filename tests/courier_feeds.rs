@@ -62,6 +62,7 @@ fn order(n: usize, now: i64) -> NewOrder {
         }],
         idempotency: None,
         follows: false,
+        promise: Default::default(),
     }
 }
 

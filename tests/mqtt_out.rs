@@ -49,6 +49,7 @@ fn order(n: usize, now: i64) -> NewOrder {
         }],
         idempotency: None,
         follows: false,
+        promise: Default::default(),
     }
 }
 

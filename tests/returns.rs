@@ -411,6 +411,7 @@ fn new_order(id: &str, brand: &str, now: i64) -> NewOrder {
         }],
         idempotency: None,
         follows: false,
+        promise: Default::default(),
     }
 }
 

@@ -268,3 +268,79 @@ async fn two_daemons_taking_one_key_at_once_create_once_and_replay() {
     second.close().await;
     first.close().await;
 }
+
+/// An order's promise from intake is stored with it: one at risk is
+/// flagged in the same transaction, its `order.at_risk` event right after
+/// its `order.accepted`; an order stock fills a line of keeps no estimate
+/// (the work it counted will not be done) and gets no flag.
+#[tokio::test]
+async fn the_promise_given_at_intake_is_stored_and_an_order_at_risk_flagged_with_it() {
+    on_every_backend(|store| async move {
+        let promise = |at_risk: Option<&str>| Promise {
+            eta_ready_ms: Some(NOW + 3_600_000),
+            eta_delivery_ms: Some(NOW + 7_200_000),
+            at_risk: at_risk.map(str::to_string),
+            at_risk_ms: at_risk.map(|_| NOW + 1),
+        };
+        // Two tees on north's shelf: exactly what o3 asks for.
+        store
+            .write_statement(sqlx::query(
+                "INSERT INTO stock (factory, sku, units, updated_ms) VALUES ('north', 'tee', 2, 0)",
+            ))
+            .await
+            .expect("stock");
+        let mut doomed = new_order("o1", "acme", None);
+        doomed.promise = promise(Some("production_backlog"));
+        let mut fine = new_order("o2", "acme", None);
+        fine.promise = promise(None);
+        let mut shelved = new_order("o3", "acme", None);
+        shelved.promise = promise(Some("production_backlog"));
+        // o3 first, so the shelf goes to it.
+        let outcomes = store
+            .accept_orders(&[shelved, doomed.clone(), fine.clone()])
+            .await
+            .expect("accept");
+        assert_eq!(outcomes, vec![AcceptOutcome::Created; 3]);
+
+        let stored = |id: &'static str| {
+            let store = store.clone();
+            async move { store.get_order(id, None).await.expect("get").expect(id) }
+        };
+        assert_eq!(stored("o1").await.promise, doomed.promise);
+        assert_eq!(stored("o2").await.promise, fine.promise);
+        let o3 = stored("o3").await;
+        assert_eq!(o3.state, OrderState::Ready);
+        assert_eq!(o3.promise, Promise::default());
+
+        let events: Vec<(String, String, serde_json::Value)> = store
+            .unpublished(100)
+            .await
+            .expect("outbox")
+            .into_iter()
+            .map(|row| {
+                let payload: serde_json::Value =
+                    serde_json::from_str(&row.payload).expect("payload");
+                let order = payload["order_id"].as_str().unwrap_or("").to_string();
+                (order, row.kind, payload["data"].clone())
+            })
+            .filter(|(_, kind, _)| kind.starts_with("order."))
+            .collect();
+        let of = |id: &str| -> Vec<&str> {
+            events
+                .iter()
+                .filter(|(order, _, _)| order == id)
+                .map(|(_, kind, _)| kind.as_str())
+                .collect()
+        };
+        assert_eq!(of("o1"), ["order.accepted", "order.at_risk"]);
+        assert_eq!(of("o2"), ["order.accepted"]);
+        assert!(!of("o3").contains(&"order.at_risk"), "{:?}", of("o3"));
+        let (_, _, data) = events
+            .iter()
+            .find(|(order, kind, _)| order == "o1" && kind == "order.at_risk")
+            .expect("o1's flag");
+        assert_eq!(data["reason"], "production_backlog");
+        assert_eq!(data["deadline_ms"], NOW + 48 * 3_600_000);
+    })
+    .await;
+}
