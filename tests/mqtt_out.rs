@@ -49,7 +49,6 @@ fn order(n: usize, now: i64) -> NewOrder {
         }],
         idempotency: None,
         follows: false,
-        promise: Default::default(),
     }
 }
 

@@ -100,11 +100,6 @@ async fn an_order_that_cannot_be_made_in_time_is_accepted_and_flagged_at_once() 
     );
     assert!(time(&doomed["estimated_delivery_at"]) > time(&doomed["deadline"]));
     let doomed_id = doomed["id"].as_str().expect("id").to_string();
-    // Stored as the reply says, flag included, by the time of the reply.
-    let (_, at_once) = brand.get(&format!("/v1/orders/{doomed_id}")).await;
-    for field in ["estimated_ready_at", "estimated_delivery_at", "at_risk"] {
-        assert_eq!(at_once[field], doomed[field], "{field}: {at_once}");
-    }
 
     // Stored with its time, and one event, on the log and on MQTT.
     let flagged = wait_for("the flag stored", LIMIT, || async {

@@ -411,7 +411,6 @@ fn new_order(id: &str, brand: &str, now: i64) -> NewOrder {
         }],
         idempotency: None,
         follows: false,
-        promise: Default::default(),
     }
 }
 

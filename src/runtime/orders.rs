@@ -82,9 +82,8 @@ pub type ParsedLine = (usize, Result<OrderRequest, Vec<FieldError>>);
 
 impl Runtime {
     /// What the latest backlog says of a new order (nothing before the
-    /// promise watch's first round). Stored with the order, an at-risk one
-    /// flagged at once; the watch revises it from its next round (orders
-    /// accepted since its last round are not in this backlog).
+    /// promise watch's first round). The watch stores it and raises the
+    /// at-risk flag within a second.
     fn estimate(&self, order: &crate::store::NewOrder) -> crate::store::Promise {
         let Some(backlog) = self.promises.latest() else {
             return crate::store::Promise::default();
@@ -126,8 +125,8 @@ impl Runtime {
         let mut order = self
             .prepare(submitter, request)
             .map_err(OrderError::Invalid)?;
-        order.promise = self.estimate(&order);
-        let record = order.record();
+        let mut record = order.record();
+        record.promise = self.estimate(&order);
         let reply = render(&record).map_err(OrderError::Render)?;
         order.idempotency = key.map(|key| Idempotency {
             key: key.key,
@@ -173,7 +172,6 @@ impl Runtime {
                 Ok(mut order) => {
                     // The file's orders are stored together or not at all.
                     order.follows = index > 0;
-                    order.promise = self.estimate(&order);
                     lines.push(ImportLine {
                         line,
                         external_ref,
@@ -277,7 +275,6 @@ impl Runtime {
             jobs: valid.jobs,
             idempotency: None,
             follows: false,
-            promise: crate::store::Promise::default(),
         })
     }
 }

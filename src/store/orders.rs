@@ -9,8 +9,8 @@ use super::write::{
 use super::{Store, StoreError, WriteTx, parse, text_id};
 use crate::domain::intake::{JobPlan, LineRequest};
 use crate::domain::{
-    AtRiskReason, BrandId, Event, FactoryId, JobInput, JobState, Location, Millis, OrderId,
-    OrderInput, OrderState, OrderedLine,
+    BrandId, Event, FactoryId, JobInput, JobState, Location, Millis, OrderId, OrderInput,
+    OrderState, OrderedLine,
 };
 use sqlx::AssertSqlSafe;
 use sqlx::Row;
@@ -36,11 +36,6 @@ pub struct NewOrder {
     /// that does not follow (an import: the file's first order carries the
     /// key, the others share its fate: created, replayed or refused).
     pub follows: bool,
-    /// What the promise watch's latest backlog says of the order (its
-    /// reply says the same). Stored with it; one at risk is flagged, with
-    /// its `order.at_risk` event, in the same transaction. Left out for an
-    /// order stock fills a line of: the watch estimates its remaining work.
-    pub promise: Promise,
 }
 
 impl NewOrder {
@@ -59,7 +54,7 @@ impl NewOrder {
             deadline_ms: self.deadline_ms,
             accepted_ms: self.accepted_ms,
             updated_ms: self.accepted_ms,
-            promise: self.promise.clone(),
+            promise: Promise::default(),
         }
     }
 }
@@ -689,60 +684,29 @@ async fn finish(
     created: &[&NewOrder],
     takes: &[StockTake],
 ) -> Result<Accepted, StoreError> {
-    let mut events: Vec<OutboxRow> = Vec::with_capacity(created.len());
-    let mut flagged = 0;
-    for (index, order) in created.iter().enumerate() {
-        let subject = Subject {
-            kind: "order",
-            id: &order.id,
-            order_id: Some(&order.id),
-            brand: Some(&order.brand),
-        };
-        let accepted = Event::OrderAccepted {
-            factory: order.factory.clone(),
-            lines: order
-                .lines
-                .iter()
-                .map(|line| OrderedLine {
-                    sku: line.sku.clone(),
-                    quantity: line.quantity,
-                })
-                .collect(),
-        };
-        events.push(OutboxRow::new(&subject, &accepted, order.accepted_ms));
-        if takes.iter().any(|take| take.order == index) {
-            // Stock fills some of it: the estimate counted work that will
-            // not be done. The watch estimates what is left.
-            if order.promise != Promise::default() {
-                sqlx::query(
-                    "UPDATE orders SET eta_ready_ms = NULL, eta_delivery_ms = NULL, \
-                     at_risk = NULL, at_risk_ms = NULL WHERE id = $1",
-                )
-                .bind(order.id.as_str())
-                .execute(&mut **tx)
-                .await?;
-            }
-            continue;
-        }
-        let reason = order
-            .promise
-            .at_risk
-            .as_deref()
-            .and_then(AtRiskReason::parse);
-        if let Some(reason) = reason {
-            let at_risk = Event::OrderAtRisk {
-                reason,
-                estimated_delivery_ms: order.promise.eta_delivery_ms,
-                deadline_ms: order.deadline_ms,
+    let events: Vec<OutboxRow> = created
+        .iter()
+        .map(|order| {
+            let subject = Subject {
+                kind: "order",
+                id: &order.id,
+                order_id: Some(&order.id),
+                brand: Some(&order.brand),
             };
-            let at = order.promise.at_risk_ms.unwrap_or(order.accepted_ms);
-            events.push(OutboxRow::new(&subject, &at_risk, at));
-            flagged += 1;
-        }
-    }
-    if flagged > 0 {
-        metrics::counter!("fabflow_orders_at_risk_total").increment(flagged);
-    }
+            let accepted = Event::OrderAccepted {
+                factory: order.factory.clone(),
+                lines: order
+                    .lines
+                    .iter()
+                    .map(|line| OrderedLine {
+                        sku: line.sku.clone(),
+                        quantity: line.quantity,
+                    })
+                    .collect(),
+            };
+            OutboxRow::new(&subject, &accepted, order.accepted_ms)
+        })
+        .collect();
     insert_outbox(tx, events).await?;
     for take in takes {
         let order = created[take.order];
@@ -804,8 +768,8 @@ fn shelf_requests<'a>(created: &[&'a NewOrder]) -> Vec<(&'a str, &'a [LineReques
 fn orders_insert_sql(tx: &WriteTx, rows: usize) -> String {
     format!(
         "INSERT INTO orders (id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, \
-         deadline_ms, accepted_ms, updated_ms, eta_ready_ms, eta_delivery_ms, at_risk, at_risk_ms) VALUES {}",
-        tx.placeholders(rows, 17)
+         deadline_ms, accepted_ms, updated_ms) VALUES {}",
+        tx.placeholders(rows, 13)
     )
 }
 
@@ -828,11 +792,7 @@ fn bind_order<'q>(
         .bind(lines)
         .bind(order.deadline_ms)
         .bind(order.accepted_ms)
-        .bind(order.accepted_ms)
-        .bind(order.promise.eta_ready_ms)
-        .bind(order.promise.eta_delivery_ms)
-        .bind(order.promise.at_risk.clone())
-        .bind(order.promise.at_risk_ms))
+        .bind(order.accepted_ms))
 }
 
 /// Inserts the orders with multi-row statements.

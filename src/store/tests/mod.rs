@@ -92,7 +92,6 @@ pub(crate) fn new_order(id: &str, brand: &str, key: Option<&str>) -> NewOrder {
         accepted_ms: NOW,
         jobs: vec![plan(0, 0, "dtg_print"), plan(0, 1, "heat_press")],
         follows: false,
-        promise: Default::default(),
         idempotency: key.map(|key| Idempotency {
             key: key.into(),
             request_hash: format!("hash-{id}"),
