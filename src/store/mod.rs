@@ -489,6 +489,39 @@ impl Store {
         Ok(tx)
     }
 
+    /// SQLite, on a handle without a fence: runs `query`, a whole write
+    /// transaction from `BEGIN IMMEDIATE` to `COMMIT`, as ONE round trip on
+    /// the writer connection (see [`writer::SqliteTx::begun_by_query`]); a
+    /// failure leaves the transaction to be rolled back before the
+    /// connection's next use. `None` elsewhere: the caller takes
+    /// [`Store::begin`].
+    pub(crate) async fn sqlite_transaction_in_one_query(
+        &self,
+        query: sqlx::query::Query<'_, Any, sqlx::any::AnyArguments>,
+    ) -> Option<Result<(), StoreError>> {
+        let Writes::Sqlite(writer) = &self.write else {
+            return None;
+        };
+        if self.fence.is_some() {
+            return None;
+        }
+        let started = Instant::now();
+        let outcome = async {
+            let held = writer.take().await?;
+            metrics::histogram!("fabflow_db_begin_seconds").record(started.elapsed());
+            let begun = Instant::now();
+            let outcome = writer::SqliteTx::begun_by_query(held)
+                .commit_with(query)
+                .await
+                .map_err(StoreError::from);
+            metrics::histogram!("fabflow_db_write_seconds").record(begun.elapsed());
+            outcome
+        }
+        .await;
+        self.health.note(&outcome);
+        Some(outcome)
+    }
+
     /// Runs one writing statement on its own (autocommit): on SQLite on the
     /// writer connection, in turn with the write transactions.
     pub(crate) async fn write_statement(

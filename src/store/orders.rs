@@ -2,11 +2,11 @@
 
 use super::returns::{StockTake, apply_stock_take, plan_stock_takes};
 use super::write::{
-    AuditEntry, NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate, bind_job, emit,
-    insert_jobs, insert_outbox, lock_order, record_audit, set_order_state, set_order_state_by_id,
-    sqlite_jobs_from_counter_sql,
+    AuditEntry, NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate, bind_job,
+    bind_sqlite_events, emit, insert_jobs, insert_outbox, lock_order, placeholders, record_audit,
+    set_order_state, set_order_state_by_id, sqlite_events_sql, sqlite_jobs_from_counter_sql,
 };
-use super::{Store, StoreError, WriteTx, parse, text_id};
+use super::{Backend, Store, StoreError, WriteTx, parse, text_id};
 use crate::domain::intake::{JobPlan, LineRequest};
 use crate::domain::{
     BrandId, Event, FactoryId, JobInput, JobState, Location, Millis, OrderId, OrderInput,
@@ -184,6 +184,9 @@ impl Store {
         &self,
         batch: &[NewOrder],
     ) -> Result<Accepted, StoreError> {
+        if let Some(accepted) = self.accept_in_one_query(batch).await {
+            return accepted;
+        }
         let postgres = self.backend == super::Backend::Postgres;
         let mut attempt = 0u32;
         loop {
@@ -221,6 +224,44 @@ impl Store {
             // its page limit) counts as much as one at commit.
             self.health.note(&outcome);
             return outcome;
+        }
+    }
+
+    /// SQLite, the common case: no units on any shelf lately (so no stock
+    /// to take, see `StockHint`) and every key of the batch new. The whole
+    /// transaction is ONE query, one round trip to SQLite's thread: BEGIN,
+    /// the keys, the orders, their jobs, their events, COMMIT. A key found
+    /// stored fails it (nothing of it stays: the transaction is rolled
+    /// back before the writer's next use) and the batch takes the careful
+    /// way; `None` then, and where this does not apply.
+    pub(super) async fn accept_in_one_query(
+        &self,
+        batch: &[NewOrder],
+    ) -> Option<Result<Accepted, StoreError>> {
+        if self.backend != Backend::Sqlite || self.fence.is_some() || !self.stock.empty_lately() {
+            return None;
+        }
+        let (outcomes, created) = decide(batch, HashMap::new());
+        if created.is_empty() {
+            return Some(Ok(Accepted::nothing_ready(outcomes)));
+        }
+        let claimed = claimed_keys(batch);
+        let rows = job_rows(&created, &[]);
+        let events = accepted_events(&created);
+        let sql = format!(
+            "BEGIN IMMEDIATE;{};{}",
+            sqlite_batch_sql(claimed.len(), created.len(), rows.len()),
+            sqlite_events_sql(events.len())
+        );
+        let query =
+            match bind_sqlite_batch(sqlx::query(AssertSqlSafe(sql)), &claimed, &created, &rows) {
+                Ok(query) => bind_sqlite_events(query, &events),
+                Err(err) => return Some(Err(err)),
+            };
+        match self.sqlite_transaction_in_one_query(query).await? {
+            Ok(()) => Some(Ok(Accepted::nothing_ready(outcomes))),
+            Err(err) if is_stored_key(&err) => None,
+            Err(err) => Some(Err(err)),
         }
     }
 
@@ -406,21 +447,7 @@ async fn insert_orders(
     postgres: bool,
     batch: &[NewOrder],
 ) -> Result<Accepted, StoreError> {
-    // The first order of the batch with each key claims it; a later one
-    // with the same key shares its fate, as a retry would. Keys in one
-    // order across transactions: two batches holding the same keys wait
-    // for each other rather than deadlock.
-    let mut claims: HashMap<(&str, &str), (&NewOrder, &Idempotency)> = HashMap::new();
-    for order in batch.iter().filter(|order| !order.follows) {
-        if let Some(idem) = &order.idempotency {
-            claims
-                .entry((order.brand.as_str(), idem.key.as_str()))
-                .or_insert((order, idem));
-        }
-    }
-    let mut claimed: Vec<(&NewOrder, &Idempotency)> = claims.into_values().collect();
-    claimed.sort_by(|a, b| (a.0.brand.as_str(), &a.1.key).cmp(&(b.0.brand.as_str(), &b.1.key)));
-
+    let claimed = claimed_keys(batch);
     if !postgres {
         // SQLite, the common case first: every key is new. The keys, the
         // orders and their jobs go in as one query; a key stored before
@@ -449,6 +476,24 @@ async fn insert_orders(
     finish(tx, outcomes, &created, &takes).await
 }
 
+/// The keys the batch claims: the first order of the batch with each key
+/// claims it; a later one with the same key shares its fate, as a retry
+/// would. Sorted, so that two transactions holding the same keys take
+/// them in one order and wait for each other rather than deadlock.
+fn claimed_keys(batch: &[NewOrder]) -> Vec<(&NewOrder, &Idempotency)> {
+    let mut claims: HashMap<(&str, &str), (&NewOrder, &Idempotency)> = HashMap::new();
+    for order in batch.iter().filter(|order| !order.follows) {
+        if let Some(idem) = &order.idempotency {
+            claims
+                .entry((order.brand.as_str(), idem.key.as_str()))
+                .or_insert((order, idem));
+        }
+    }
+    let mut claimed: Vec<(&NewOrder, &Idempotency)> = claims.into_values().collect();
+    claimed.sort_by(|a, b| (a.0.brand.as_str(), &a.1.key).cmp(&(b.0.brand.as_str(), &b.1.key)));
+    claimed
+}
+
 /// What was stored before under a key: its request's hash, status and
 /// response.
 type StoredKeys = HashMap<(String, String), (String, u16, String)>;
@@ -465,7 +510,7 @@ async fn claim_keys(
     for chunk in claimed.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "{} ON CONFLICT (brand, key) DO NOTHING RETURNING brand, key",
-            keys_insert_sql(tx, chunk.len())
+            keys_insert_sql(tx.backend, chunk.len())
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for key in chunk {
@@ -636,34 +681,12 @@ async fn write_sqlite(
     if guarded {
         sql.push_str("SAVEPOINT optimistic;");
     }
-    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        sql.push_str(&keys_insert_sql(tx, chunk.len()));
-        sql.push(';');
-    }
-    for chunk in created.chunks(ROWS_PER_STATEMENT) {
-        sql.push_str(&orders_insert_sql(tx, chunk.len()));
-        sql.push(';');
-    }
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        sql.push_str(&sqlite_jobs_from_counter_sql(chunk.len()));
-        sql.push(';');
-    }
-    sql.push_str("UPDATE counters SET value = value + ? WHERE name = 'job_token'");
+    sql.push_str(&sqlite_batch_sql(keys.len(), created.len(), rows.len()));
     if guarded {
         sql.push_str(";RELEASE optimistic");
     }
-    let mut query = sqlx::query(AssertSqlSafe(sql));
-    for key in keys {
-        query = bind_key(query, key);
-    }
-    for order in created {
-        query = bind_order(query, order)?;
-    }
-    for row in &rows {
-        // The token is the counter's value before the UPDATE + 1 + this.
-        query = bind_job(query, row, row.token + 1);
-    }
-    match query.bind(rows.len() as i64).execute(&mut **tx).await {
+    let query = bind_sqlite_batch(sqlx::query(AssertSqlSafe(sql)), keys, created, &rows)?;
+    match query.execute(&mut **tx).await {
         Ok(_) => Ok(takes),
         Err(err) => {
             if guarded {
@@ -676,6 +699,48 @@ async fn write_sqlite(
     }
 }
 
+/// SQLite: the statements that store `keys` keys, `orders` orders and
+/// `jobs` jobs numbered from the job token counter, and move the counter
+/// on (no `;` at the end); [`bind_sqlite_batch`] binds their values.
+fn sqlite_batch_sql(keys: usize, orders: usize, jobs: usize) -> String {
+    let mut sql = String::new();
+    let mut chunk_sql = |total: usize, statement: &dyn Fn(usize) -> String| {
+        let mut left = total;
+        while left > 0 {
+            let chunk = left.min(ROWS_PER_STATEMENT);
+            sql.push_str(&statement(chunk));
+            sql.push(';');
+            left -= chunk;
+        }
+    };
+    chunk_sql(keys, &|n| keys_insert_sql(Backend::Sqlite, n));
+    chunk_sql(orders, &|n| orders_insert_sql(Backend::Sqlite, n));
+    chunk_sql(jobs, &sqlite_jobs_from_counter_sql);
+    sql.push_str("UPDATE counters SET value = value + ? WHERE name = 'job_token'");
+    sql
+}
+
+/// Binds the values of [`sqlite_batch_sql`], after those `query` holds.
+fn bind_sqlite_batch<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    keys: &[(&NewOrder, &Idempotency)],
+    created: &[&NewOrder],
+    rows: &[NewJob<'_>],
+) -> Result<sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>, StoreError> {
+    let mut query = query;
+    for key in keys {
+        query = bind_key(query, key);
+    }
+    for order in created {
+        query = bind_order(query, order)?;
+    }
+    for row in rows {
+        // The token is the counter's value before the UPDATE + 1 + this.
+        query = bind_job(query, row, row.token + 1);
+    }
+    Ok(query.bind(rows.len() as i64))
+}
+
 /// The created orders' events, the stock they took, and the orders stock
 /// filled whole made ready.
 async fn finish(
@@ -684,30 +749,7 @@ async fn finish(
     created: &[&NewOrder],
     takes: &[StockTake],
 ) -> Result<Accepted, StoreError> {
-    let events: Vec<OutboxRow> = created
-        .iter()
-        .map(|order| {
-            let subject = Subject {
-                kind: "order",
-                id: &order.id,
-                order_id: Some(&order.id),
-                brand: Some(&order.brand),
-            };
-            let accepted = Event::OrderAccepted {
-                factory: order.factory.clone(),
-                lines: order
-                    .lines
-                    .iter()
-                    .map(|line| OrderedLine {
-                        sku: line.sku.clone(),
-                        quantity: line.quantity,
-                    })
-                    .collect(),
-            };
-            OutboxRow::new(&subject, &accepted, order.accepted_ms)
-        })
-        .collect();
-    insert_outbox(tx, events).await?;
+    insert_outbox(tx, accepted_events(created)).await?;
     for take in takes {
         let order = created[take.order];
         apply_stock_take(tx, take, &order.id, &order.brand, order.accepted_ms).await?;
@@ -737,10 +779,37 @@ async fn finish(
     })
 }
 
-fn keys_insert_sql(tx: &WriteTx, rows: usize) -> String {
+/// The `order.accepted` event of each created order.
+fn accepted_events(created: &[&NewOrder]) -> Vec<OutboxRow> {
+    created
+        .iter()
+        .map(|order| {
+            let subject = Subject {
+                kind: "order",
+                id: &order.id,
+                order_id: Some(&order.id),
+                brand: Some(&order.brand),
+            };
+            let accepted = Event::OrderAccepted {
+                factory: order.factory.clone(),
+                lines: order
+                    .lines
+                    .iter()
+                    .map(|line| OrderedLine {
+                        sku: line.sku.clone(),
+                        quantity: line.quantity,
+                    })
+                    .collect(),
+            };
+            OutboxRow::new(&subject, &accepted, order.accepted_ms)
+        })
+        .collect()
+}
+
+fn keys_insert_sql(backend: Backend, rows: usize) -> String {
     format!(
         "INSERT INTO idempotency (brand, key, request_hash, status, response, created_ms) VALUES {}",
-        tx.placeholders(rows, 6)
+        placeholders(backend, rows, 6)
     )
 }
 
@@ -765,11 +834,11 @@ fn shelf_requests<'a>(created: &[&'a NewOrder]) -> Vec<(&'a str, &'a [LineReques
         .collect()
 }
 
-fn orders_insert_sql(tx: &WriteTx, rows: usize) -> String {
+fn orders_insert_sql(backend: Backend, rows: usize) -> String {
     format!(
         "INSERT INTO orders (id, brand, external_ref, state, customer_name, lat, lon, zone, factory, lines, \
          deadline_ms, accepted_ms, updated_ms) VALUES {}",
-        tx.placeholders(rows, 13)
+        placeholders(backend, rows, 13)
     )
 }
 
@@ -798,7 +867,7 @@ fn bind_order<'q>(
 /// Inserts the orders with multi-row statements.
 async fn insert_order_rows(tx: &mut WriteTx, created: &[&NewOrder]) -> Result<(), StoreError> {
     for chunk in created.chunks(ROWS_PER_STATEMENT) {
-        let mut query = sqlx::query(AssertSqlSafe(orders_insert_sql(tx, chunk.len())));
+        let mut query = sqlx::query(AssertSqlSafe(orders_insert_sql(tx.backend, chunk.len())));
         for order in chunk {
             query = bind_order(query, order)?;
         }

@@ -157,28 +157,52 @@ pub(crate) async fn write_outbox(
 pub(crate) fn sqlite_commit_query(
     rows: &[OutboxRow],
 ) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
-    if rows.is_empty() {
-        return sqlx::query("COMMIT");
+    bind_sqlite_events(
+        sqlx::query(AssertSqlSafe(sqlite_events_sql(rows.len()))),
+        rows,
+    )
+}
+
+/// SQLite: the statements of [`sqlite_commit_query`] for `events` events,
+/// ending with COMMIT (their values bound by [`bind_sqlite_events`]).
+pub(crate) fn sqlite_events_sql(events: usize) -> String {
+    if events == 0 {
+        return "COMMIT".to_string();
     }
-    let n = rows.len();
     // The counter's value after the UPDATE is the last seq: row k of n
     // (from 0) is that value + (k + 1 - n). The value is read once per
     // statement (a subquery per row made a 500-row statement slow to
     // prepare).
     let mut sql = String::from("UPDATE counters SET value = value + ? WHERE name = 'event_seq';");
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+    let mut left = events;
+    while left > 0 {
+        let chunk = left.min(ROWS_PER_STATEMENT);
         sql.push_str(&from_counter(
             "event_seq",
             "INSERT INTO outbox (id, kind, brand, payload, created_ms, seq) \
              SELECT column1, column2, column3, column4 || (base.v + column5) || column6, column7, \
              base.v + column5",
-            chunk.len(),
+            chunk,
             7,
         ));
         sql.push(';');
+        left -= chunk;
     }
     sql.push_str("COMMIT");
-    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(n as i64);
+    sql
+}
+
+/// Binds the values of [`sqlite_events_sql`] for `rows`, after those
+/// `query` holds already.
+pub(crate) fn bind_sqlite_events<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    rows: &[OutboxRow],
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    if rows.is_empty() {
+        return query;
+    }
+    let n = rows.len();
+    let mut query = query.bind(n as i64);
     for (k, row) in rows.iter().enumerate() {
         let offset = k as i64 + 1 - n as i64;
         let (head, tail) = around_seq(&row.envelope);

@@ -104,11 +104,19 @@ impl SqliteTx {
         Ok(SqliteTx { held, open: true })
     }
 
+    /// A transaction that the first query run on it begins (its first
+    /// statement `BEGIN IMMEDIATE`): one round trip fewer. Until that
+    /// query commits, it counts as open (a failure is rolled back before
+    /// the connection's next use).
+    pub(crate) fn begun_by_query(held: Held) -> SqliteTx {
+        SqliteTx { held, open: true }
+    }
+
     /// Runs `query`, whose last statement is COMMIT (see
     /// [`super::write::sqlite_commit_query`]).
     pub(crate) async fn commit_with(
         mut self,
-        query: sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>,
+        query: sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments>,
     ) -> Result<(), sqlx::Error> {
         query.execute(&mut self.held.conn).await?;
         self.open = false;
