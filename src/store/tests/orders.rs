@@ -315,3 +315,56 @@ async fn sqlite_takes_a_batch_in_one_query_once_the_shelves_were_seen_empty() {
     assert_eq!(events, vec!["order.accepted"; 4]);
     store.close().await;
 }
+
+/// The promise watch's reads give back every field as stored: floats to
+/// the last bit, absent estimates as absent, text with quotes and accents
+/// as written; only orders in the making and jobs not finished.
+#[tokio::test]
+async fn orders_in_making_and_open_jobs_read_back_exactly() {
+    on_every_backend(|store| async move {
+        let mut order = new_order("o\"1", "acme", None);
+        order.location = Location::new(52.540_512_345_678_91, 0.1 + 0.2);
+        order.factory = "süd \"west\"".into();
+        for job in &mut order.jobs {
+            job.seconds_per_unit = 0.1 + 0.7;
+            job.process = "dtg \\ print".into();
+        }
+        let other = new_order("o2", "zest", None);
+        store
+            .accept_orders(&[order.clone(), other])
+            .await
+            .expect("accept");
+        store
+            .write_statement(sqlx::query(
+                "UPDATE orders SET state = 'ready' WHERE id = 'o2'",
+            ))
+            .await
+            .expect("o2 ready");
+        let orders = store.orders_in_making().await.expect("orders");
+        assert_eq!(
+            orders,
+            vec![OrderInMaking {
+                id: order.id.clone(),
+                brand: order.brand.clone(),
+                factory: order.factory.clone(),
+                location: order.location,
+                deadline_ms: order.deadline_ms,
+                eta_ready_ms: None,
+                eta_delivery_ms: None,
+                at_risk: None,
+            }]
+        );
+        let mut jobs = store.open_jobs().await.expect("jobs");
+        jobs.sort_by_key(|job| (job.order_id.to_string(), job.step));
+        assert_eq!(jobs.len(), 4, "{jobs:?}");
+        let mine = &jobs[..2];
+        assert!(mine.iter().all(|job| job.order_id == order.id));
+        assert_eq!(mine[0].seconds, 2.0 * (0.1 + 0.7));
+        assert_eq!(mine[1].process, "dtg \\ print");
+        assert_eq!(mine[1].factory, order.factory);
+        assert_eq!(mine[0].due_ms, order.jobs[0].due_ms);
+        assert_eq!((mine[0].line, mine[1].step), (0, 1));
+        assert_eq!(mine[0].state, JobState::Pending);
+    })
+    .await;
+}
