@@ -489,6 +489,12 @@ impl Store {
         Ok(tx)
     }
 
+    /// Whether [`Store::sqlite_transaction_in_one_query`] runs here: on
+    /// SQLite's writer connection, with no lease to check first.
+    pub(crate) fn writes_in_one_query(&self) -> bool {
+        matches!(self.write, Writes::Sqlite(_)) && self.fence.is_none()
+    }
+
     /// SQLite, on a handle without a fence: runs `query`, a whole write
     /// transaction from `BEGIN IMMEDIATE` to `COMMIT`, as ONE round trip on
     /// the writer connection (see [`writer::SqliteTx::begun_by_query`]); a
@@ -502,7 +508,7 @@ impl Store {
         let Writes::Sqlite(writer) = &self.write else {
             return None;
         };
-        if self.fence.is_some() {
+        if !self.writes_in_one_query() {
             return None;
         }
         let started = Instant::now();

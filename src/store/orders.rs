@@ -3,8 +3,9 @@
 use super::returns::{StockTake, apply_stock_take, plan_stock_takes};
 use super::write::{
     AuditEntry, NewJob, OutboxRow, ROWS_PER_STATEMENT, Subject, allocate, bind_job,
-    bind_sqlite_events, emit, insert_jobs, insert_outbox, lock_order, placeholders, record_audit,
-    set_order_state, set_order_state_by_id, sqlite_events_sql, sqlite_jobs_from_counter_sql,
+    bind_sqlite_events, chunk_sizes, emit, insert_jobs, insert_outbox, lock_order, placeholders,
+    record_audit, set_order_state, set_order_state_by_id, sqlite_events_sql,
+    sqlite_jobs_from_counter_sql,
 };
 use super::{Backend, Store, StoreError, WriteTx, parse, text_id};
 use crate::domain::intake::{JobPlan, LineRequest};
@@ -238,7 +239,7 @@ impl Store {
         &self,
         batch: &[NewOrder],
     ) -> Option<Result<Accepted, StoreError>> {
-        if self.backend != Backend::Sqlite || self.fence.is_some() || !self.stock.empty_lately() {
+        if !self.writes_in_one_query() || !self.stock.empty_lately() {
             return None;
         }
         let (outcomes, created) = decide(batch, HashMap::new());
@@ -704,18 +705,18 @@ async fn write_sqlite(
 /// on (no `;` at the end); [`bind_sqlite_batch`] binds their values.
 fn sqlite_batch_sql(keys: usize, orders: usize, jobs: usize) -> String {
     let mut sql = String::new();
-    let mut chunk_sql = |total: usize, statement: &dyn Fn(usize) -> String| {
-        let mut left = total;
-        while left > 0 {
-            let chunk = left.min(ROWS_PER_STATEMENT);
-            sql.push_str(&statement(chunk));
-            sql.push(';');
-            left -= chunk;
-        }
-    };
-    chunk_sql(keys, &|n| keys_insert_sql(Backend::Sqlite, n));
-    chunk_sql(orders, &|n| orders_insert_sql(Backend::Sqlite, n));
-    chunk_sql(jobs, &sqlite_jobs_from_counter_sql);
+    for chunk in chunk_sizes(keys) {
+        sql.push_str(&keys_insert_sql(Backend::Sqlite, chunk));
+        sql.push(';');
+    }
+    for chunk in chunk_sizes(orders) {
+        sql.push_str(&orders_insert_sql(Backend::Sqlite, chunk));
+        sql.push(';');
+    }
+    for chunk in chunk_sizes(jobs) {
+        sql.push_str(&sqlite_jobs_from_counter_sql(chunk));
+        sql.push(';');
+    }
     sql.push_str("UPDATE counters SET value = value + ? WHERE name = 'job_token'");
     sql
 }

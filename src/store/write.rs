@@ -174,9 +174,7 @@ pub(crate) fn sqlite_events_sql(events: usize) -> String {
     // statement (a subquery per row made a 500-row statement slow to
     // prepare).
     let mut sql = String::from("UPDATE counters SET value = value + ? WHERE name = 'event_seq';");
-    let mut left = events;
-    while left > 0 {
-        let chunk = left.min(ROWS_PER_STATEMENT);
+    for chunk in chunk_sizes(events) {
         sql.push_str(&from_counter(
             "event_seq",
             "INSERT INTO outbox (id, kind, brand, payload, created_ms, seq) \
@@ -186,7 +184,6 @@ pub(crate) fn sqlite_events_sql(events: usize) -> String {
             7,
         ));
         sql.push(';');
-        left -= chunk;
     }
     sql.push_str("COMMIT");
     sql
@@ -242,6 +239,14 @@ fn around_seq(envelope: &serde_json::Map<String, serde_json::Value>) -> (String,
 /// Rows per multi-row INSERT: well under SQLite's 32766 and PostgreSQL's
 /// 65535 bind parameters for our widest table.
 pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
+/// The sizes of the multi-row statements `rows` rows take, as
+/// `chunks(ROWS_PER_STATEMENT)` cuts them.
+pub(crate) fn chunk_sizes(rows: usize) -> impl Iterator<Item = usize> {
+    (0..rows)
+        .step_by(ROWS_PER_STATEMENT)
+        .map(move |start| (rows - start).min(ROWS_PER_STATEMENT))
+}
 
 /// `($1, $2), ($3, $4)` for `rows` rows of `columns` columns on
 /// PostgreSQL; `(?, ?), (?, ?)` on SQLite, bound in the same order. (sqlx
@@ -460,6 +465,18 @@ pub(crate) async fn record_audit(
 
 #[cfg(test)]
 mod placeholder_tests {
+    #[test]
+    fn chunk_sizes_cut_like_chunks() {
+        for rows in [0, 1, 499, 500, 501, 1_200] {
+            let cut: Vec<usize> = (0..rows)
+                .collect::<Vec<_>>()
+                .chunks(super::ROWS_PER_STATEMENT)
+                .map(<[usize]>::len)
+                .collect();
+            assert_eq!(super::chunk_sizes(rows).collect::<Vec<_>>(), cut, "{rows}");
+        }
+    }
+
     #[test]
     fn placeholders_number_rows_then_columns() {
         use crate::store::Backend::{Postgres, Sqlite};
