@@ -179,8 +179,21 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
 
 /// What the HTTP layer holds: the runtime's handle (its use cases, and the
 /// store and clock for reads), the token guard and the metrics renderer.
+/// Every request's handler and middleware take a clone: one reference
+/// count, not one per field.
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<ApiShared>);
+
+impl std::ops::Deref for ApiState {
+    type Target = ApiShared;
+
+    fn deref(&self) -> &ApiShared {
+        &self.0
+    }
+}
+
+/// The fields of [`ApiState`].
+pub struct ApiShared {
     pub runtime: Runtime,
     /// Token cache and failed-authentication counts, shared by every request.
     pub guard: Arc<auth::Guard>,
@@ -199,7 +212,7 @@ pub struct ApiState {
 
 impl ApiState {
     pub fn new(runtime: Runtime, http: &HttpConfig, metrics: Option<PrometheusHandle>) -> ApiState {
-        ApiState {
+        ApiState(Arc::new(ApiShared {
             runtime,
             guard: Arc::default(),
             metrics,
@@ -208,7 +221,7 @@ impl ApiState {
             metrics_token: http.metrics_token.clone().filter(|t| !t.is_empty()),
             sessions: Arc::default(),
             streams_stop: tokio_util::sync::CancellationToken::new(),
-        }
+        }))
     }
 }
 

@@ -139,44 +139,45 @@ pub fn read_order(value: &Value) -> Result<OrderRequest, Vec<FieldError>> {
 /// insignificant whitespace): two bodies that differ only in spacing or key
 /// order mean the same request.
 pub fn canonical_hash(value: &Value) -> String {
-    let mut text = String::new();
+    let mut text = Vec::with_capacity(256);
     canonical(value, &mut text);
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:x}", Sha256::digest(&text))
 }
 
-fn canonical(value: &Value, out: &mut String) {
+fn canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (index, key) in keys.into_iter().enumerate() {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (index, (key, inner)) in entries.into_iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                if let Some(inner) = map.get(key) {
-                    canonical(inner, out);
-                }
+                scalar(key, out);
+                out.push(b':');
+                canonical(inner, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (index, item) in items.iter().enumerate() {
                 if index > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        other => out.push_str(&other.to_string()),
+        other => scalar(other, out),
     }
+}
+
+/// A string or a scalar as compact JSON.
+fn scalar<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    // Writing JSON of a string or a scalar into memory cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -336,5 +337,20 @@ mod tests {
         let c: Value = serde_json::from_str(r#"{"a":{"x":"é","y":[2,1]},"b":1}"#).expect("json");
         assert_eq!(canonical_hash(&a), canonical_hash(&b));
         assert_ne!(canonical_hash(&a), canonical_hash(&c));
+    }
+
+    /// Hashes stored with idempotency keys before an upgrade must match
+    /// a retry after it: the canonical form (sorted keys, compact JSON,
+    /// UTF-8 as is) and lowercase hex are fixed. The expected value is
+    /// SHA-256 of `{"a":{"x":"é","y":[1,2.5,null,true]},"b":"q\""}`.
+    #[test]
+    fn the_canonical_hash_is_sha256_of_sorted_compact_json() {
+        let value: Value =
+            serde_json::from_str(r#"{"b": "q\"", "a": {"y": [1, 2.5, null, true], "x": "é"}}"#)
+                .expect("json");
+        assert_eq!(
+            canonical_hash(&value),
+            "742c9aa04ed55958488a1ea779718def2d22f40b01df520bb0ba4ac0d68326a3"
+        );
     }
 }

@@ -26,10 +26,7 @@ use std::collections::HashMap;
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 fn body_hash(body: &[u8]) -> String {
-    Sha256::digest(body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:x}", Sha256::digest(body))
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {

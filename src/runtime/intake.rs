@@ -145,10 +145,14 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>, stop: Can
                 Err(_) => break,
             }
         }
-        let orders: Vec<NewOrder> = batch
-            .iter()
-            .flat_map(|s| s.orders.iter().cloned())
-            .collect();
+        // The orders move into one list; each submission keeps how many
+        // of them are its own, in turn.
+        let mut orders: Vec<NewOrder> = Vec::with_capacity(count);
+        let mut replies = Vec::with_capacity(batch.len());
+        for submission in batch.drain(..) {
+            replies.push((submission.orders.len(), submission.reply));
+            orders.extend(submission.orders);
+        }
         metrics::histogram!("fabflow_intake_batch_orders").record(orders.len() as f64);
         let started = std::time::Instant::now();
         let stored = store.accept_orders_telling_ready(&orders).await;
@@ -165,33 +169,34 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>, stop: Can
                         .count() as u64,
                 );
                 let mut outcomes = outcomes.into_iter();
-                for submission in batch.drain(..) {
-                    let mine: Vec<AcceptOutcome> =
-                        outcomes.by_ref().take(submission.orders.len()).collect();
+                for (count, reply) in replies {
+                    let mine: Vec<AcceptOutcome> = outcomes.by_ref().take(count).collect();
                     // A dropped receiver: the client went away; the orders are stored all the same.
-                    let _ = submission.reply.send(Ok(Accepted {
+                    let _ = reply.send(Ok(Accepted {
                         outcomes: mine,
                         made_ready,
                     }));
                 }
             }
             // A database that refuses writes refuses each one alike.
-            Err(err) if batch.len() > 1 && !matches!(err, StoreError::Unavailable(_)) => {
+            Err(err) if replies.len() > 1 && !matches!(err, StoreError::Unavailable(_)) => {
                 // One submission can spoil a shared transaction: retry each on its own.
                 error!(error = %err, orders = orders.len(), "group commit failed; retrying one by one");
-                for submission in batch.drain(..) {
+                let mut orders = orders.into_iter();
+                for (count, reply) in replies {
+                    let own: Vec<NewOrder> = orders.by_ref().take(count).collect();
                     let result = store
-                        .accept_orders_telling_ready(&submission.orders)
+                        .accept_orders_telling_ready(&own)
                         .await
                         .map_err(Arc::new);
-                    let _ = submission.reply.send(result);
+                    let _ = reply.send(result);
                 }
             }
             Err(err) => {
                 error!(error = %err, "storing orders failed");
                 let err = Arc::new(err);
-                for submission in batch.drain(..) {
-                    let _ = submission.reply.send(Err(Arc::clone(&err)));
+                for (_, reply) in replies {
+                    let _ = reply.send(Err(Arc::clone(&err)));
                 }
             }
         }
