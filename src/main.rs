@@ -7,6 +7,13 @@ mod solve;
 
 use clap::Parser;
 
+/// jemalloc, not the system's allocator: intake's HTTP tasks and SQLite's
+/// threads allocate and free small buffers at a high rate across threads,
+/// where glibc's malloc spent a fifth of the workers' time; the daemon's
+/// resident memory stays where it was (docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let args = match cli::run_offline(cli::Cli::parse()) {
         Ok(code) => return code,
