@@ -11,6 +11,7 @@ use clap::Parser;
 /// threads allocate and free small buffers at a high rate across threads,
 /// where glibc's malloc spent a fifth of the workers' time; the daemon's
 /// resident memory stays where it was (docs/benchmarks.md).
+#[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
