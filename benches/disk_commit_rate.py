@@ -28,24 +28,28 @@ def rate(conn, rows_per_commit, seconds):
     return done / took, done * rows_per_commit / took
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", default=".")
-    parser.add_argument("--seconds", type=float, default=3.0)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+def measure(directory, seconds, rows_per_commit=(1,)):
+    """{rows a commit: (commits/s, rows/s)} in a new file in `directory`."""
+    with tempfile.TemporaryDirectory(dir=directory) as tmp:
         path = os.path.join(tmp, "commit-rate.db")
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload TEXT)")
         conn.isolation_level = ""
-        single, _ = rate(conn, 1, args.seconds)
-        _, rows = rate(conn, 50, args.seconds)
+        rates = {n: rate(conn, n, seconds) for n in rows_per_commit}
         conn.close()
-    print(f"single-row commits/s: {single:.0f}")
-    print(f"rows/s at 50 rows a commit: {rows:.0f}")
+    return rates
 
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", default=".")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    rates = measure(args.dir, args.seconds, (1, 50))
+    print(f"single-row commits/s: {rates[1][0]:.0f}")
+    print(f"rows/s at 50 rows a commit: {rates[50][1]:.0f}")
 
 if __name__ == "__main__":
     main()

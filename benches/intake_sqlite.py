@@ -26,33 +26,23 @@ See docs/benchmarks.md.
 
 import argparse
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cluster_intake import load_generator, parse_load  # noqa: E402
 from crash_harness import Daemon, free_port, log  # noqa: E402
-from disk_commit_rate import rate  # noqa: E402
+from disk_commit_rate import measure  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def disk_rate(directory, seconds):
     """Single-row commits per second in a new SQLite file in `directory`."""
-    with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        conn = sqlite3.connect(str(Path(tmp) / "commit-rate.db"), isolation_level=None)
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, payload TEXT)")
-        conn.isolation_level = ""
-        single, _ = rate(conn, 1, seconds)
-        conn.close()
-    return single
+    return measure(directory, seconds)[1][0]
 
 
 def cpu_seconds(pid):
@@ -89,18 +79,15 @@ def run_one(args, fabflow, work, label):
         daemon = Daemon(fabflow, path, work / f"{label}.log", base)
         daemon.start()
         before = cpu_seconds(daemon.process.pid)
-        started = time.monotonic()
         ran = subprocess.run([load_generator(args), "--url", base, "--token", token,
                               "--clients", str(args.clients), "--orders", str(args.orders),
                               "--warmup", str(args.warmup)],
                              capture_output=True, text=True)
-        wall = time.monotonic() - started
         result = parse_load(ran.stdout)
         if result is None or ran.returncode != 0:
             raise SystemExit(f"intake_load failed ({ran.returncode}):\n{ran.stdout}{ran.stderr}")
         result["cpu"] = cpu_seconds(daemon.process.pid) - before
         result["rss"] = peak_rss_mb(daemon.process.pid)
-        result["wall"] = wall
         return result
     finally:
         if daemon:
