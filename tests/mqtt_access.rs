@@ -366,3 +366,116 @@ async fn other_protocol_versions_wills_and_exactly_once_forgeries_are_refused() 
     );
     stop(running, fleet).await;
 }
+
+/// MQTT packets encoded as a client sends them.
+fn packets(list: Vec<rumqttc::mqttbytes::v4::Packet>) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    for packet in list {
+        packet.write(&mut out, usize::MAX).expect("encode");
+    }
+    out.to_vec()
+}
+
+/// Writes `burst` in one write and reads packets until `pubacks` PUBACKs came.
+async fn burst_answer(
+    broker: &fabflow::runtime::mqtt::BrokerAddress,
+    burst: &[u8],
+    pubacks: usize,
+) -> Vec<u16> {
+    use rumqttc::mqttbytes::v4::Packet;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect((broker.host.as_str(), broker.port))
+        .await
+        .expect("connect");
+    stream.write_all(burst).await.expect("write the burst");
+    let mut buffer = bytes::BytesMut::new();
+    let mut acked = Vec::new();
+    let read = async {
+        while acked.len() < pubacks {
+            match Packet::read(&mut buffer, usize::MAX) {
+                Ok(Packet::PubAck(ack)) => acked.push(ack.pkid),
+                Ok(Packet::ConnAck(ack)) => {
+                    assert_eq!(ack.code, ConnectReturnCode::Success, "logged in")
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {
+                    let n = stream.read_buf(&mut buffer).await.expect("read");
+                    assert!(n > 0, "closed after {} PUBACKs", acked.len());
+                }
+                Err(err) => panic!("bad packet: {err}"),
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), read)
+        .await
+        .expect("every PUBACK in time");
+    acked
+}
+
+/// The gateway relays a burst (many packets in one read) as a burst, and
+/// still checks each packet: a connection's publishes all reach the broker
+/// in their order, and refused ones among a burst are each answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_publishes_in_one_write_is_checked_and_relayed_in_order() {
+    use rumqttc::mqttbytes::v4::{Connect, Login, Packet, Publish};
+    let (running, fleet, _dir) = daemon().await;
+    let broker = &running.daemon.mqtt;
+    let observer = running.mqtt_login("observer");
+    let mut watcher = connect(&observer, Some(login(&observer)))
+        .await
+        .expect("observer logs in");
+    assert_eq!(
+        watcher.subscribe(&["test/burst/#"]).await,
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    let count = 300u16;
+    let connect_as = |user: &str, password: &str| {
+        let mut connect = Connect::new(format!("burst-{user}"));
+        connect.login = Some(Login::new(user, password));
+        Packet::Connect(connect)
+    };
+    let publishes = |n: u16| {
+        (1..=n).map(|pkid| {
+            let mut publish = Publish::new(
+                format!("test/burst/{pkid}"),
+                QoS::AtLeastOnce,
+                format!("{{\"n\":{pkid}}}"),
+            );
+            publish.pkid = pkid;
+            Packet::Publish(publish)
+        })
+    };
+    // A courier may publish nothing: each refused publish of its burst is
+    // answered by the gateway, and none reaches the observer.
+    let van = running.mqtt_login("van-1");
+    let (user, password) = login(&van);
+    let mut refused = vec![connect_as(user, password)];
+    refused.extend(publishes(50));
+    let acked = burst_answer(broker, &packets(refused), 50).await;
+    assert_eq!(
+        acked,
+        (1..=50).collect::<Vec<u16>>(),
+        "refusals answered in order"
+    );
+    // The daemon's own login: every publish of one write arrives, in order.
+    let (user, password) = login(broker);
+    let mut allowed = vec![connect_as(user, password)];
+    allowed.extend(publishes(count));
+    let mut acked = burst_answer(broker, &packets(allowed), count.into()).await;
+    acked.sort_unstable();
+    assert_eq!(
+        acked,
+        (1..=count).collect::<Vec<u16>>(),
+        "each publish acknowledged"
+    );
+    for n in 1..=count {
+        let (topic, payload) = watcher.next().await;
+        assert_eq!(
+            (topic.as_str(), &payload),
+            (format!("test/burst/{n}").as_str(), &json!({ "n": n })),
+            "message {n} of the burst"
+        );
+    }
+    watcher.stop().await;
+    stop(running, fleet).await;
+}

@@ -144,6 +144,30 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>) {
     }
 }
 
+/// Room made for each read (a thousand idle connections hold little).
+const READ_CHUNK: usize = 4096;
+
+/// Most bytes a relay gathers before writing them on.
+const WRITE_BATCH: usize = 256 * 1024;
+
+/// Packets waiting for the client, taken at once (one write for them all).
+const CLIENT_BATCH: usize = 64;
+
+/// The next whole packet already in `buffer`, if there is one.
+fn buffered_frame(
+    buffer: &mut BytesMut,
+    max_size: usize,
+) -> Result<Option<(mqttbytes::FixedHeader, Bytes)>, GatewayError> {
+    match check(buffer.iter(), max_size) {
+        Ok(header) => {
+            let frame = buffer.split_to(header.frame_length()).freeze();
+            Ok(Some((header, frame)))
+        }
+        Err(mqttbytes::Error::InsufficientBytes(_)) => Ok(None),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// Reads one whole packet; None at a clean end of stream.
 async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
@@ -151,15 +175,10 @@ async fn read_frame<R: AsyncRead + Unpin>(
     max_size: usize,
 ) -> Result<Option<(mqttbytes::FixedHeader, Bytes)>, GatewayError> {
     loop {
-        match check(buffer.iter(), max_size) {
-            Ok(header) => {
-                let frame = buffer.split_to(header.frame_length()).freeze();
-                return Ok(Some((header, frame)));
-            }
-            Err(mqttbytes::Error::InsufficientBytes(_)) => {}
-            Err(err) => return Err(err.into()),
+        if let Some(frame) = buffered_frame(buffer, max_size)? {
+            return Ok(Some(frame));
         }
-        buffer.reserve(4096);
+        buffer.reserve(READ_CHUNK);
         if reader.read_buf(buffer).await? == 0 {
             return if buffer.is_empty() {
                 Ok(None)
@@ -324,17 +343,31 @@ async fn connection(mut client: TcpStream, gateway: &Gateway) -> Result<(), Gate
         narrowed: &narrowed,
     };
 
+    // Each relay passes on, in one write, every whole packet a read
+    // brought (a burst of publishes is one write upward, not one each).
     let upward = async {
-        while let Some((header, frame)) =
+        let mut batch = BytesMut::new();
+        while let Some(first) =
             read_frame(&mut client_read, &mut from_client, gateway.max_packet_size).await?
         {
-            match session.upward(header, frame)? {
-                Upward::Broker(bytes) => broker_write.write_all(&bytes).await?,
-                Upward::Client(bytes) => to_client
-                    .send(bytes)
-                    .await
-                    .map_err(|_| GatewayError::WriterStopped)?,
-                Upward::Drop => {}
+            let mut next = Some(first);
+            while let Some((header, frame)) = next {
+                match session.upward(header, frame)? {
+                    Upward::Broker(bytes) => batch.extend_from_slice(&bytes),
+                    Upward::Client(bytes) => to_client
+                        .send(bytes)
+                        .await
+                        .map_err(|_| GatewayError::WriterStopped)?,
+                    Upward::Drop => {}
+                }
+                next = match batch.len() < WRITE_BATCH {
+                    true => buffered_frame(&mut from_client, gateway.max_packet_size)?,
+                    false => None,
+                };
+            }
+            if !batch.is_empty() {
+                broker_write.write_all(&batch).await?;
+                batch.clear();
             }
         }
         Ok::<_, GatewayError>(())
@@ -352,8 +385,19 @@ async fn connection(mut client: TcpStream, gateway: &Gateway) -> Result<(), Gate
         Ok::<_, GatewayError>(())
     };
     let writer = async {
-        while let Some(bytes) = outgoing.recv().await {
-            client_write.write_all(&bytes).await?;
+        let mut packets = Vec::with_capacity(CLIENT_BATCH);
+        let mut batch = BytesMut::new();
+        while outgoing.recv_many(&mut packets, CLIENT_BATCH).await > 0 {
+            if let [one] = packets.as_slice() {
+                client_write.write_all(one).await?;
+            } else {
+                for packet in &packets {
+                    batch.extend_from_slice(packet);
+                }
+                client_write.write_all(&batch).await?;
+                batch.clear();
+            }
+            packets.clear();
         }
         Ok::<_, GatewayError>(())
     };
