@@ -152,13 +152,9 @@ pub async fn run_outbox_as(
         acked: HashSet::new(),
         outstanding: HashMap::new(),
     };
-    // Rows per batch: a brand's row is two messages (a machine's three), so
-    // a batch is at most 1,500 messages, all to be acknowledged within the
-    // batch's 5 s (200 in flight at once). Each batch ends with one write
-    // transaction stamping its rows: during an intake burst, with batches
-    // of 100, those stamps were a sixth of the transactions intake waited
-    // behind on SQLite's one writer.
-    let batch_size = 500;
+    // Rows per batch: a brand's row is two messages, so a batch is at most
+    // 200 messages, all to be acknowledged within the batch's 5 s.
+    let batch_size = 100;
     loop {
         let flushing = cancel.is_cancelled();
         match publisher.publish_batch(batch_size).await {
