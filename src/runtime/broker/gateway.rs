@@ -153,6 +153,16 @@ const WRITE_BATCH: usize = 256 * 1024;
 /// Packets waiting for the client, taken at once (one write for them all).
 const CLIENT_BATCH: usize = 64;
 
+/// Empties a written batch; one grown past twice the usual size (a
+/// packet near the size limit) is given back, not kept for the
+/// connection's life.
+fn release(batch: &mut BytesMut) {
+    batch.clear();
+    if batch.capacity() > 2 * WRITE_BATCH {
+        *batch = BytesMut::new();
+    }
+}
+
 /// The next whole packet already in `buffer`, if there is one.
 fn buffered_frame(
     buffer: &mut BytesMut,
@@ -367,7 +377,7 @@ async fn connection(mut client: TcpStream, gateway: &Gateway) -> Result<(), Gate
             }
             if !batch.is_empty() {
                 broker_write.write_all(&batch).await?;
-                batch.clear();
+                release(&mut batch);
             }
         }
         Ok::<_, GatewayError>(())
@@ -385,7 +395,7 @@ async fn connection(mut client: TcpStream, gateway: &Gateway) -> Result<(), Gate
         Ok::<_, GatewayError>(())
     };
     let writer = async {
-        let mut packets = Vec::with_capacity(CLIENT_BATCH);
+        let mut packets = Vec::new();
         let mut batch = BytesMut::new();
         while outgoing.recv_many(&mut packets, CLIENT_BATCH).await > 0 {
             if let [one] = packets.as_slice() {
@@ -395,7 +405,7 @@ async fn connection(mut client: TcpStream, gateway: &Gateway) -> Result<(), Gate
                     batch.extend_from_slice(packet);
                 }
                 client_write.write_all(&batch).await?;
-                batch.clear();
+                release(&mut batch);
             }
             packets.clear();
         }
