@@ -296,21 +296,31 @@ async fn a_brand_receives_only_its_own_events() {
     stop(running, fleet).await;
 }
 
-/// Sends `connect` (raw bytes) and returns what the gateway answers before closing.
-async fn raw_answer(broker: &fabflow::runtime::mqtt::BrokerAddress, connect: &[u8]) -> Vec<u8> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// How long a raw connection waits for the gateway's answers.
+const RAW_LIMIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Opens a TCP connection to the gateway and writes `bytes` in one write.
+async fn raw_send(
+    broker: &fabflow::runtime::mqtt::BrokerAddress,
+    bytes: &[u8],
+) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect((broker.host.as_str(), broker.port))
         .await
         .expect("connect");
-    stream.write_all(connect).await.expect("write CONNECT");
+    stream.write_all(bytes).await.expect("write");
+    stream
+}
+
+/// Sends `connect` (raw bytes) and returns what the gateway answers before closing.
+async fn raw_answer(broker: &fabflow::runtime::mqtt::BrokerAddress, connect: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut stream = raw_send(broker, connect).await;
     let mut answer = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        stream.read_to_end(&mut answer),
-    )
-    .await
-    .expect("answer and close in time")
-    .expect("read");
+    tokio::time::timeout(RAW_LIMIT, stream.read_to_end(&mut answer))
+        .await
+        .expect("answer and close in time")
+        .expect("read");
     answer
 }
 
@@ -383,11 +393,8 @@ async fn burst_answer(
     pubacks: usize,
 ) -> Vec<u16> {
     use rumqttc::mqttbytes::v4::Packet;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect((broker.host.as_str(), broker.port))
-        .await
-        .expect("connect");
-    stream.write_all(burst).await.expect("write the burst");
+    use tokio::io::AsyncReadExt;
+    let mut stream = raw_send(broker, burst).await;
     let mut buffer = bytes::BytesMut::new();
     let mut acked = Vec::new();
     let read = async {
@@ -406,7 +413,7 @@ async fn burst_answer(
             }
         }
     };
-    tokio::time::timeout(std::time::Duration::from_secs(20), read)
+    tokio::time::timeout(RAW_LIMIT, read)
         .await
         .expect("every PUBACK in time");
     acked
