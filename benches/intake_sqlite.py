@@ -20,11 +20,18 @@ used. Build first:
     cargo build --release --bin fabflow --bench intake_load
     python3 benches/intake_sqlite.py                      # 3 runs of 20,000 orders
     python3 benches/intake_sqlite.py --against OTHER/fabflow --runs 5
+    python3 benches/intake_sqlite.py --slow-fsync-us 50   # a disk with slower flushes
+
+With --slow-fsync-us N, every fsync of this script (the disk reference) and
+of the daemons it starts takes N microseconds longer (benches/slow_fsync.c,
+built with `cc` and loaded with LD_PRELOAD): the same machine with a disk
+whose cache flush is slower, to see how the ratio depends on the disk.
 
 See docs/benchmarks.md.
 """
 
 import argparse
+import os
 import shutil
 import statistics
 import subprocess
@@ -57,6 +64,20 @@ def peak_rss_mb(pid):
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def slower_disk(args):
+    """Runs this script again with benches/slow_fsync.c preloaded."""
+    library = Path(args.dir) / "slow_fsync.so"
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    built = subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", str(library),
+                            str(ROOT / "benches" / "slow_fsync.c"), "-ldl"],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        raise SystemExit(f"building benches/slow_fsync.c failed:\n{built.stderr}")
+    env = dict(os.environ, SLOW_FSYNC_US=str(args.slow_fsync_us), LD_PRELOAD=str(library.resolve()))
+    log(f"every fsync {args.slow_fsync_us} us longer (benches/slow_fsync.c)")
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 
 def run_one(args, fabflow, work, label):
@@ -107,7 +128,12 @@ def main():
                         help="where the databases (and the disk reference's file) go; default target/")
     parser.add_argument("--reference-seconds", type=float, default=3.0)
     parser.add_argument("--load-bin", help="the intake_load binary (default: the newest built)")
+    parser.add_argument("--slow-fsync-us", type=int, default=0,
+                        help="make every fsync this many microseconds longer (a slower disk; "
+                             "benches/slow_fsync.c, needs cc)")
     args = parser.parse_args()
+    if args.slow_fsync_us > 0 and os.environ.get("SLOW_FSYNC_US") != str(args.slow_fsync_us):
+        slower_disk(args)  # does not return
     binaries = [args.fabflow] + ([args.against] if args.against else [])
     for binary in binaries:
         if not Path(binary).exists():
@@ -134,7 +160,8 @@ def main():
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()
-    print(f"{args.clients} clients, {args.orders} orders a run, database in {args.dir}")
+    slower = f", every fsync {args.slow_fsync_us} us longer" if args.slow_fsync_us else ""
+    print(f"{args.clients} clients, {args.orders} orders a run, database in {args.dir}{slower}")
     print()
     print("| run | binary | orders/s | p50 ms | p99 ms | daemon CPU s | peak RSS MB "
           "| disk single-row commits/s | orders/s / disk |")
