@@ -108,8 +108,8 @@ impl Caller {
 }
 
 pub fn hash(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    // One formatting call for the digest (every request hashes its token).
+    format!("{:x}", Sha256::digest(token.as_bytes()))
 }
 
 /// Creates a token for `role` and `scope` that never expires, stores its
@@ -648,6 +648,17 @@ async fn caller_from_cookie(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Tokens are stored as this hash: it must read as it always did
+    /// (SHA-256, lowercase hex), or stored tokens stop matching.
+    #[test]
+    fn a_token_hashes_to_lowercase_hex_sha256() {
+        assert_eq!(
+            hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(hash("ffb_0").len(), 64);
+    }
 
     #[test]
     fn a_token_in_constant_use_stays_cached_and_an_unused_one_lapses() {

@@ -218,22 +218,35 @@ pub(crate) fn bind_sqlite_events<'q>(
 /// The envelope's JSON text before and after its `seq` value (which it
 /// does not hold yet): keys sorted, as serde_json writes a map.
 fn around_seq(envelope: &serde_json::Map<String, serde_json::Value>) -> (String, String) {
-    let (mut head, mut tail) = (Vec::new(), Vec::new());
+    let (mut head, mut tail) = (b"{".to_vec(), Vec::new());
     for (key, value) in envelope {
-        let pair = format!("{}:{value}", serde_json::Value::String(key.clone()));
-        match key.as_str() < "seq" {
-            true => head.push(pair),
-            false => tail.push(pair),
-        }
+        let out = match key.as_str() < "seq" {
+            true if head.len() > 1 => {
+                head.push(b',');
+                &mut head
+            }
+            true => &mut head,
+            false => {
+                tail.push(b',');
+                &mut tail
+            }
+        };
+        // JSON written into a Vec: neither the writer nor a Value (string
+        // keys only) can fail.
+        let _ = serde_json::to_writer(&mut *out, key);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut *out, value);
     }
-    head.push("\"seq\":".to_string());
-    let head = format!("{{{}", head.join(","));
-    let tail = tail
-        .iter()
-        .map(|pair| format!(",{pair}"))
-        .collect::<String>()
-        + "}";
-    (head, tail)
+    if head.len() > 1 {
+        head.push(b',');
+    }
+    head.extend_from_slice(b"\"seq\":");
+    tail.push(b'}');
+    let text = |bytes: Vec<u8>| {
+        String::from_utf8(bytes)
+            .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into())
+    };
+    (text(head), text(tail))
 }
 
 /// Rows per multi-row INSERT: well under SQLite's 32766 and PostgreSQL's
