@@ -9,6 +9,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -31,22 +32,21 @@ static void linger(void)
     }
 }
 
-int fsync(int fd)
-{
-    static int (*real)(int);
-    if (!real)
-        real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
-    int result = real(fd);
-    linger();
-    return result;
-}
+/* `name`, calling the C library's own and then lingering. */
+#define SLOWER(name)                                                \
+    int name(int fd)                                                \
+    {                                                               \
+        static int (*real)(int);                                    \
+        if (!real)                                                  \
+            real = (int (*)(int))dlsym(RTLD_NEXT, #name);           \
+        if (!real) {                                                \
+            errno = ENOSYS;                                         \
+            return -1;                                              \
+        }                                                           \
+        int result = real(fd);                                      \
+        linger();                                                   \
+        return result;                                              \
+    }
 
-int fdatasync(int fd)
-{
-    static int (*real)(int);
-    if (!real)
-        real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
-    int result = real(fd);
-    linger();
-    return result;
-}
+SLOWER(fsync)
+SLOWER(fdatasync)
