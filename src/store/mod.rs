@@ -383,11 +383,12 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url)?;
         let store = match backend {
             Backend::Sqlite => {
-                let lock = match (leases::sqlite_file(&url), holder) {
-                    (Some(path), Some(holder)) => Some(SqliteLock::acquire(&path, holder)?),
+                let file = leases::sqlite_file(&url);
+                let lock = match (&file, holder) {
+                    (Some(path), Some(holder)) => Some(SqliteLock::acquire(path, holder)?),
                     _ => None,
                 };
-                let writer = writer::SqliteWriter::new(options.clone());
+                let writer = writer::SqliteWriter::new(options.clone(), file);
                 // Opened here, so that a file that cannot be opened is
                 // refused at start.
                 drop(writer.take().await?);

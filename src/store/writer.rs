@@ -10,11 +10,36 @@
 
 use super::StoreError;
 use sqlx::any::AnyConnectOptions;
-use sqlx::{AnyConnection, Connection, Executor};
+use sqlx::{AnyConnection, AssertSqlSafe, Connection, Executor, Row};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
+use tracing::debug;
 
-const TAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+const TAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most pages the WAL takes before a commit checkpoints it (SQLite's
+/// default is 1,000). A checkpoint copies each page once however often it
+/// was rewritten since the last one, and syncs twice: with intake
+/// rewriting the same last pages of every table and index batch after
+/// batch, fewer checkpoints write less (docs/benchmarks.md).
+const WAL_PAGES_MOST: u64 = 4_000;
+/// Fewest pages between checkpoints, however little room the disk has.
+const WAL_PAGES_FEWEST: u64 = 100;
+/// How often the writer looks at the free space of the database's disk.
+const SPACE_LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// Pages the WAL may take between checkpoints with `available` bytes free
+/// on its disk: a quarter of the free space, within
+/// [`WAL_PAGES_FEWEST`]..=[`WAL_PAGES_MOST`]. A WAL that outgrew the free
+/// space would fill the disk before its checkpoint (which only a commit
+/// runs), and every write would then fail even after room was made
+/// elsewhere; a quarter leaves room for the checkpoint, which grows the
+/// database file by up to as many pages.
+pub(crate) fn wal_pages(available: u64, page_bytes: u64) -> u64 {
+    (available / 4 / page_bytes.max(512)).clamp(WAL_PAGES_FEWEST, WAL_PAGES_MOST)
+}
 
 /// The writer connection, opened on first use and again after it was found
 /// broken.
@@ -22,6 +47,9 @@ const TAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 pub(crate) struct SqliteWriter {
     slot: Arc<Mutex<Option<Slot>>>,
     options: AnyConnectOptions,
+    /// The database file, whose disk's free space bounds the WAL (none: in
+    /// memory).
+    file: Option<PathBuf>,
 }
 
 pub(crate) struct Slot {
@@ -29,6 +57,45 @@ pub(crate) struct Slot {
     /// A transaction was dropped without commit: rolled back before the
     /// connection is used again.
     dirty: bool,
+    /// The database's page size in bytes.
+    page_bytes: u64,
+    /// `wal_autocheckpoint` as last set, and when the free space was
+    /// looked at for it.
+    wal_pages: u64,
+    space_looked: Option<Instant>,
+}
+
+impl Slot {
+    /// Fits the WAL's checkpoint interval to the free space of `file`'s
+    /// disk (`wal_pages`), looking at most once every
+    /// [`SPACE_LOOK_EVERY`]. A disk that cannot be looked at keeps the
+    /// interval as it is.
+    async fn fit_wal(&mut self, file: &std::path::Path) {
+        let now = Instant::now();
+        if self
+            .space_looked
+            .is_some_and(|at| now.duration_since(at) < SPACE_LOOK_EVERY)
+        {
+            return;
+        }
+        self.space_looked = Some(now);
+        let Ok(stats) = fs4::statvfs(file) else {
+            return;
+        };
+        let pages = wal_pages(stats.available_space(), self.page_bytes);
+        if pages == self.wal_pages {
+            return;
+        }
+        let set = format!("PRAGMA wal_autocheckpoint = {pages}");
+        match self.conn.execute(AssertSqlSafe(set)).await {
+            Ok(_) => {
+                debug!(pages, "WAL checkpoint interval fitted to the free space");
+                self.wal_pages = pages;
+            }
+            // Tried again at the next look.
+            Err(err) => debug!(error = %err, "setting the WAL checkpoint interval failed"),
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteWriter {
@@ -41,10 +108,11 @@ impl std::fmt::Debug for SqliteWriter {
 pub(crate) type Held = OwnedMappedMutexGuard<Option<Slot>, Slot>;
 
 impl SqliteWriter {
-    pub(crate) fn new(options: AnyConnectOptions) -> SqliteWriter {
+    pub(crate) fn new(options: AnyConnectOptions, file: Option<PathBuf>) -> SqliteWriter {
         SqliteWriter {
             slot: Arc::new(Mutex::new(None)),
             options,
+            file,
         }
     }
 
@@ -76,7 +144,21 @@ impl SqliteWriter {
         if slot.is_none() {
             let mut conn = AnyConnection::connect_with(&self.options).await?;
             super::sqlite_session(&mut conn).await?;
-            *slot = Some(Slot { conn, dirty: false });
+            let page_bytes: i64 = sqlx::query("PRAGMA page_size")
+                .fetch_one(&mut conn)
+                .await?
+                .try_get(0)?;
+            *slot = Some(Slot {
+                conn,
+                dirty: false,
+                page_bytes: u64::try_from(page_bytes).unwrap_or(4096),
+                // SQLite's default until fitted.
+                wal_pages: 1_000,
+                space_looked: None,
+            });
+        }
+        if let (Some(file), Some(held)) = (&self.file, slot.as_mut()) {
+            held.fit_wal(file).await;
         }
         OwnedMutexGuard::try_map(slot, Option::as_mut)
             .map_err(|_| StoreError::Unavailable("the writer connection is closed".into()))
@@ -136,5 +218,32 @@ impl Drop for SqliteTx {
         if self.open {
             self.held.dirty = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The WAL takes at most a quarter of the disk's free space between
+    /// checkpoints, within 100..=4,000 pages.
+    #[test]
+    fn the_wal_between_checkpoints_fits_a_quarter_of_the_free_space() {
+        const MIB: u64 = 1024 * 1024;
+        assert_eq!(wal_pages(100 * 1024 * MIB, 4096), 4_000, "a large disk");
+        assert_eq!(wal_pages(64 * MIB, 4096), 4_000);
+        assert_eq!(wal_pages(8 * MIB, 4096), 512, "an 8 MiB disk");
+        assert_eq!(
+            wal_pages(8 * MIB, 1024),
+            2_048,
+            "smaller pages, more of them"
+        );
+        assert_eq!(wal_pages(MIB, 4096), 100, "no fewer than 100");
+        assert_eq!(wal_pages(0, 4096), 100, "a full disk");
+        assert_eq!(
+            wal_pages(8 * MIB, 0),
+            4_000,
+            "a page size of 0 counts as 512"
+        );
     }
 }

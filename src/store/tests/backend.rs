@@ -30,6 +30,28 @@ async fn sqlite_runs_with_wal_full_sync_and_journals_in_memory() {
     assert_eq!((mode.as_str(), sync, temp), ("wal", 2, 2));
 }
 
+/// The writer checkpoints the WAL every 4,000 pages on a disk with room
+/// (SQLite's default is 1,000), fewer on a small one (`writer::wal_pages`).
+#[tokio::test]
+async fn the_writer_checkpoints_the_wal_by_the_free_space() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::connect(&format!("sqlite://{}", dir.path().join("w.db").display()))
+        .await
+        .expect("store");
+    let mut writer = store.sqlite_writer().await;
+    let pages: i64 = sqlx::query("PRAGMA wal_autocheckpoint")
+        .fetch_one(&mut writer.conn)
+        .await
+        .expect("pragma")
+        .get(0);
+    let free = fs4::statvfs(dir.path()).expect("statvfs").available_space();
+    if free >= 256 * 1024 * 1024 {
+        assert_eq!(pages, 4_000);
+    } else {
+        assert!((100..=4_000).contains(&pages), "{pages} pages");
+    }
+}
+
 /// A database that refuses writes (its disk full) is survived: after the
 /// first "database or disk is full", every write keeps failing only while
 /// the disk is full, says so as `StoreError::Unavailable`, and works again
