@@ -5,7 +5,13 @@
 //! cargo bench --bench intake_load -- --url http://127.0.0.1:8080 --token ffb_... --clients 32 --orders 20000
 //! ```
 //!
-//! `--url` may be repeated: the clients are spread over the daemons in turn.
+//! Each client holds one kept-alive HTTP/1.1 connection (hyper's client
+//! connection, no pool) and writes its order's JSON straight into a string:
+//! on a machine it shares with the daemon, the load generator's own CPU is
+//! taken from the daemon, so it is kept small (about 16 us a request here,
+//! against 32-41 us with reqwest; docs/benchmarks.md).
+//!
+//! `--url` (http:// only) may be repeated: the clients are spread over the daemons in turn.
 //! Without `--url` it prints how to use it and exits 0, so a plain `cargo bench`
 //! does not fail. It exits 1 if any request failed (transport error or a status
 //! other than 2xx), including during the warm-up. See docs/benchmarks.md.
@@ -124,81 +130,189 @@ fn millis(us: u64) -> f64 {
 
 /// Everything a client task needs, shared by all of them.
 struct Plan {
-    /// `POST /v1/orders` of each daemon.
-    orders_urls: Vec<String>,
     token: String,
-    sku: String,
+    /// The SKU as a JSON string (quoted and escaped).
+    sku_json: String,
     /// Label in `external_ref`: `bench-N`, or `bench-warmup-N` in the warm-up.
     label: &'static str,
     total: usize,
     /// Next order number to send; each client takes one at a time until `total`.
     next: AtomicUsize,
+    timeout: Duration,
 }
 
-fn order_body(plan: &Plan, number: usize) -> serde_json::Value {
-    serde_json::json!({
-        "external_ref": format!("{}-{number}", plan.label),
-        "customer": { "name": "Bench", "lat": 52.52, "lon": 13.40 },
-        "lines": [ { "sku": plan.sku, "quantity": 1 } ],
-    })
+/// A daemon to post to: where to connect, and its `Host` header.
+#[derive(Debug, Clone)]
+struct Target {
+    address: String,
+    host: String,
 }
 
-/// One client: a sequential loop of requests to `orders_url` until the
-/// plan's orders run out.
-async fn client_loop(client: reqwest::Client, plan: Arc<Plan>, orders_url: String) -> Tally {
+impl Target {
+    /// `http://host:port` (a path after it is ignored; https is not spoken).
+    fn parse(url: &str) -> Result<Target, String> {
+        let uri: hyper::Uri = url.parse().map_err(|err| format!("{url}: {err}"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!("{url}: only http:// URLs are load-tested"));
+        }
+        let host = uri.host().ok_or_else(|| format!("{url}: no host"))?;
+        let port = uri.port_u16().unwrap_or(80);
+        Ok(Target {
+            address: format!(
+                "{}:{port}",
+                host.trim_start_matches('[').trim_end_matches(']')
+            ),
+            host: format!("{host}:{port}"),
+        })
+    }
+}
+
+/// One order's JSON, written straight into a string (the client's own
+/// work stays small beside the daemon's on a shared machine).
+fn order_body(plan: &Plan, number: usize) -> String {
+    format!(
+        r#"{{"external_ref":"{}-{number}","customer":{{"name":"Bench","lat":52.52,"lon":13.4}},"lines":[{{"sku":{},"quantity":1}}]}}"#,
+        plan.label, plan.sku_json
+    )
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// A kept-alive HTTP/1.1 connection to `target`.
+async fn connect(target: &Target) -> Result<Sender, String> {
+    let stream = tokio::net::TcpStream::connect(&target.address)
+        .await
+        .map_err(|err| format!("connect {}: {err}", target.address))?;
+    stream
+        .set_nodelay(true)
+        .map_err(|err| format!("nodelay: {err}"))?;
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|err| format!("handshake: {}", error_chain(&err)))?;
+    tokio::spawn(async move {
+        // Ends when the connection closes; a failure shows in the next request.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// One request on `sender`: its status and body, or why there was none.
+async fn post(
+    sender: &mut Sender,
+    plan: &Plan,
+    target: &Target,
+    number: usize,
+) -> Result<(u16, bytes::Bytes), String> {
+    use http_body_util::BodyExt;
+    let request = hyper::Request::post("/v1/orders")
+        .header(hyper::header::HOST, &target.host)
+        .header(
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {}", plan.token),
+        )
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+        .body(http_body_util::Full::new(bytes::Bytes::from(order_body(
+            plan, number,
+        ))))
+        .map_err(|err| format!("request: {err}"))?;
+    let exchange = async {
+        sender
+            .ready()
+            .await
+            .map_err(|err| format!("connection: {}", error_chain(&err)))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|err| format!("send: {}", error_chain(&err)))?;
+        let status = response.status().as_u16();
+        // The whole body is read so the connection can be reused.
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|err| format!("body: {}", error_chain(&err)))?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(plan.timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {} ms", plan.timeout.as_millis()))?
+}
+
+/// One client: a sequential loop of requests on its own connection to
+/// `target` until the plan's orders run out. A connection that failed is
+/// opened again for the next request.
+async fn client_loop(
+    plan: Arc<Plan>,
+    target: Target,
+    mut sender: Option<Sender>,
+) -> (Tally, Option<Sender>) {
     let mut tally = Tally::default();
     loop {
         let number = plan.next.fetch_add(1, Ordering::Relaxed);
         if number >= plan.total {
-            return tally;
+            return (tally, sender);
         }
-        let body = order_body(&plan, number);
         let started = Instant::now();
-        let sent = client
-            .post(&orders_url)
-            .bearer_auth(&plan.token)
-            .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-            .json(&body)
-            .send()
-            .await;
-        match sent {
-            Ok(response) => {
-                let status = response.status();
-                // Read the whole body so the connection can be reused.
-                let text = response.text().await;
-                let elapsed = started.elapsed();
-                tally.latencies_us.push(elapsed.as_micros() as u64);
-                *tally.statuses.entry(status.as_u16()).or_default() += 1;
-                if !status.is_success() {
-                    let text = text.unwrap_or_default();
-                    let text: String = text.chars().take(300).collect();
+        let connected = match sender.take() {
+            Some(open) if !open.is_closed() => Ok(open),
+            _ => connect(&target).await,
+        };
+        let result = match connected {
+            Ok(mut open) => {
+                let result = post(&mut open, &plan, &target, number).await;
+                if result.is_ok() {
+                    sender = Some(open);
+                }
+                result
+            }
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok((status, body)) => {
+                tally
+                    .latencies_us
+                    .push(started.elapsed().as_micros() as u64);
+                *tally.statuses.entry(status).or_default() += 1;
+                if !(200..300).contains(&status) {
+                    let text: String = String::from_utf8_lossy(&body).chars().take(300).collect();
                     tally.note_failure(format!("{status}: {text}"));
                 }
             }
             Err(err) => {
                 tally.transport_errors += 1;
-                tally.note_failure(format!("transport: {}", error_chain(&err)));
+                tally.note_failure(format!("transport: {err}"));
             }
         }
     }
 }
 
-/// Runs one phase with every client and returns what they saw and how long it took.
-async fn run_phase(clients: &[reqwest::Client], plan: Plan) -> (Tally, Duration) {
+/// Runs one phase with every client and returns what they saw and how
+/// long it took; each client's connection is kept for the next phase.
+async fn run_phase(
+    connections: &mut [Option<Sender>],
+    targets: &[Target],
+    plan: Plan,
+) -> (Tally, Duration) {
     let plan = Arc::new(plan);
     let started = Instant::now();
-    let tasks: Vec<_> = clients
-        .iter()
+    let tasks: Vec<_> = connections
+        .iter_mut()
         .enumerate()
-        .map(|(i, client)| {
-            let url = plan.orders_urls[i % plan.orders_urls.len()].clone();
-            tokio::spawn(client_loop(client.clone(), Arc::clone(&plan), url))
+        .map(|(i, sender)| {
+            let target = targets[i % targets.len()].clone();
+            tokio::spawn(client_loop(Arc::clone(&plan), target, sender.take()))
         })
         .collect();
     let mut tally = Tally::default();
-    for task in tasks {
+    for (i, task) in tasks.into_iter().enumerate() {
         match task.await {
-            Ok(client_tally) => tally.merge(client_tally),
+            Ok((client_tally, sender)) => {
+                tally.merge(client_tally);
+                connections[i] = sender;
+            }
             Err(err) => {
                 tally.transport_errors += 1;
                 tally.note_failure(format!("client task failed: {err}"));
@@ -239,32 +353,33 @@ async fn main() -> ExitCode {
         eprintln!("intake_load: --token (or FABFLOW_TOKEN) is required with --url");
         return ExitCode::from(2);
     };
-    let orders_urls: Vec<String> = args
-        .url
-        .iter()
-        .map(|url| format!("{}/v1/orders", url.trim_end_matches('/')))
-        .collect();
-
-    let mut clients = Vec::new();
-    for _ in 0..args.clients {
-        // One client (and so one keep-alive connection) per simulated brand client.
-        let built = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_millis(args.timeout_ms))
-            .tcp_nodelay(true)
-            .build();
-        match built {
-            Ok(client) => clients.push(client),
+    let mut targets = Vec::new();
+    for url in &args.url {
+        match Target::parse(url.trim_end_matches('/')) {
+            Ok(target) => targets.push(target),
             Err(err) => {
-                eprintln!("intake_load: cannot build an HTTP client: {err}");
-                return ExitCode::FAILURE;
+                eprintln!("intake_load: --url {err}");
+                return ExitCode::from(2);
             }
         }
     }
+    let sku_json = match serde_json::to_string(&args.sku) {
+        Ok(json) => json,
+        Err(err) => {
+            eprintln!("intake_load: --sku: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    // One connection per simulated brand client, opened on its first request.
+    let mut connections: Vec<Option<Sender>> = (0..args.clients).map(|_| None).collect();
 
     println!(
         "intake_load: POST {}, {} clients, {} orders (+{} warm-up), sku {}",
-        orders_urls.join(" and "),
+        args.url
+            .iter()
+            .map(|url| format!("{}/v1/orders", url.trim_end_matches('/')))
+            .collect::<Vec<_>>()
+            .join(" and "),
         args.clients,
         args.orders,
         args.warmup,
@@ -272,16 +387,21 @@ async fn main() -> ExitCode {
     );
 
     let phase = |label, total| Plan {
-        orders_urls: orders_urls.clone(),
         token: token.clone(),
-        sku: args.sku.clone(),
+        sku_json: sku_json.clone(),
         label,
         total,
         next: AtomicUsize::new(0),
+        timeout: Duration::from_millis(args.timeout_ms),
     };
 
     if args.warmup > 0 {
-        let (warmup, elapsed) = run_phase(&clients, phase("bench-warmup", args.warmup)).await;
+        let (warmup, elapsed) = run_phase(
+            &mut connections,
+            &targets,
+            phase("bench-warmup", args.warmup),
+        )
+        .await;
         println!(
             "warm-up: {} orders in {:.2} s",
             args.warmup,
@@ -300,7 +420,8 @@ async fn main() -> ExitCode {
         }
     }
 
-    let (mut tally, elapsed) = run_phase(&clients, phase("bench", args.orders)).await;
+    let (mut tally, elapsed) =
+        run_phase(&mut connections, &targets, phase("bench", args.orders)).await;
     tally.latencies_us.sort_unstable();
     let seconds = elapsed.as_secs_f64();
     let succeeded = tally.succeeded();
