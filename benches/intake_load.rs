@@ -157,11 +157,9 @@ impl Target {
         }
         let host = uri.host().ok_or_else(|| format!("{url}: no host"))?;
         let port = uri.port_u16().unwrap_or(80);
+        // An IPv6 host keeps its brackets: `[::1]:8080` in both.
         Ok(Target {
-            address: format!(
-                "{}:{port}",
-                host.trim_start_matches('[').trim_end_matches(']')
-            ),
+            address: format!("{host}:{port}"),
             host: format!("{host}:{port}"),
         })
     }
@@ -258,7 +256,15 @@ async fn client_loop(
         let started = Instant::now();
         let connected = match sender.take() {
             Some(open) if !open.is_closed() => Ok(open),
-            _ => connect(&target).await,
+            _ => tokio::time::timeout(plan.timeout, connect(&target))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "connect {}: no answer within {} ms",
+                        target.address,
+                        plan.timeout.as_millis()
+                    ))
+                }),
         };
         let result = match connected {
             Ok(mut open) => {
