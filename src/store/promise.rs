@@ -47,58 +47,170 @@ pub struct PromiseUpdate {
     pub at_risk: Option<AtRiskReason>,
 }
 
+fn float(text: &str) -> Result<f64, StoreError> {
+    text.parse()
+        .map_err(|err| StoreError::Corrupt(format!("a float column read {text:?}: {err}")))
+}
+
 impl Store {
     /// Every job of the network that is not finished (pending to running, or
     /// held on its machine waiting for a decision).
     pub async fn open_jobs(&self) -> Result<Vec<OpenJob>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT token, order_id, line_index, step_index, factory, process, quantity, \
-             seconds_per_unit, due_ms, state FROM jobs \
-             WHERE state IN ('pending', 'scheduled', 'dispatched', 'running', 'held')",
-        )
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let quantity: i64 = row.try_get("quantity")?;
-                let per_unit: f64 = row.try_get("seconds_per_unit")?;
-                Ok(OpenJob {
-                    token: row.try_get("token")?,
-                    order_id: text_id(row, "order_id")?,
-                    line: row.try_get("line_index")?,
-                    step: row.try_get("step_index")?,
-                    factory: text_id(row, "factory")?,
-                    process: row.try_get("process")?,
-                    seconds: quantity.max(0) as f64 * per_unit.max(0.0),
-                    due_ms: row.try_get("due_ms")?,
-                    state: parse(&row.try_get::<String, _>("state")?)?,
-                })
-            })
+        // token, order, line, step, factory, process, quantity, seconds per unit, due, state
+        type Fields = (
+            i64,
+            String,
+            i64,
+            i64,
+            String,
+            String,
+            i64,
+            String,
+            i64,
+            String,
+        );
+        let per_unit = self.float_text("seconds_per_unit");
+        let rows: Vec<Fields> = self
+            .json_rows(
+                "jobs WHERE state IN ('pending', 'scheduled', 'dispatched', 'running', 'held')",
+                &[
+                    "token",
+                    "order_id",
+                    "line_index",
+                    "step_index",
+                    "factory",
+                    "process",
+                    "quantity",
+                    &per_unit,
+                    "due_ms",
+                    "state",
+                ],
+            )
+            .await?;
+        rows.into_iter()
+            .map(
+                |(
+                    token,
+                    order_id,
+                    line,
+                    step,
+                    factory,
+                    process,
+                    quantity,
+                    per_unit,
+                    due_ms,
+                    state,
+                )| {
+                    let per_unit = float(&per_unit)?;
+                    Ok(OpenJob {
+                        token,
+                        order_id: order_id.into(),
+                        line,
+                        step,
+                        factory: factory.into(),
+                        process,
+                        seconds: quantity.max(0) as f64 * per_unit.max(0.0),
+                        due_ms,
+                        state: parse(&state)?,
+                    })
+                },
+            )
             .collect()
     }
 
     /// Orders accepted or in production (not yet ready).
     pub async fn orders_in_making(&self) -> Result<Vec<OrderInMaking>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, brand, factory, lat, lon, deadline_ms, eta_ready_ms, eta_delivery_ms, at_risk \
-             FROM orders WHERE state IN ('accepted', 'in_production')",
-        )
-        .fetch_all(self.reader())
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(OrderInMaking {
-                    id: text_id(row, "id")?,
-                    brand: text_id(row, "brand")?,
-                    factory: text_id(row, "factory")?,
-                    location: Location::new(row.try_get("lat")?, row.try_get("lon")?),
-                    deadline_ms: row.try_get("deadline_ms")?,
-                    eta_ready_ms: row.try_get("eta_ready_ms")?,
-                    eta_delivery_ms: row.try_get("eta_delivery_ms")?,
-                    at_risk: row.try_get("at_risk")?,
-                })
-            })
+        // id, brand, factory, lat, lon, deadline, ready, delivery, at risk
+        type Fields = (
+            String,
+            String,
+            String,
+            String,
+            String,
+            i64,
+            Option<i64>,
+            Option<i64>,
+            Option<String>,
+        );
+        let (lat, lon) = (self.float_text("lat"), self.float_text("lon"));
+        let rows: Vec<Fields> = self
+            .json_rows(
+                "orders WHERE state IN ('accepted', 'in_production')",
+                &[
+                    "id",
+                    "brand",
+                    "factory",
+                    &lat,
+                    &lon,
+                    "deadline_ms",
+                    "eta_ready_ms",
+                    "eta_delivery_ms",
+                    "at_risk",
+                ],
+            )
+            .await?;
+        rows.into_iter()
+            .map(
+                |(
+                    id,
+                    brand,
+                    factory,
+                    lat,
+                    lon,
+                    deadline_ms,
+                    eta_ready_ms,
+                    eta_delivery_ms,
+                    at_risk,
+                )| {
+                    Ok(OrderInMaking {
+                        id: id.into(),
+                        brand: brand.into(),
+                        factory: factory.into(),
+                        location: Location::new(float(&lat)?, float(&lon)?),
+                        deadline_ms,
+                        eta_ready_ms,
+                        eta_delivery_ms,
+                        at_risk,
+                    })
+                },
+            )
             .collect()
+    }
+
+    /// The rows `from` (a table and its condition) selects, each as a JSON
+    /// array of `columns`, all in ONE row of JSON text aggregated by the
+    /// database: the watch reads every order in the making and every open
+    /// job each round, and a row at a time through sqlx cost about 13 µs a
+    /// row (a round of 36,000 rows took 0.4 s of CPU from intake).
+    async fn json_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        from: &str,
+        columns: &[&str],
+    ) -> Result<Vec<T>, StoreError> {
+        let columns = columns.join(", ");
+        let sql = match self.backend {
+            super::Backend::Sqlite => {
+                format!("SELECT json_group_array(json_array({columns})) AS list FROM {from}")
+            }
+            super::Backend::Postgres => format!(
+                "SELECT COALESCE(json_agg(json_build_array({columns}))::text, '[]') AS list FROM {from}"
+            ),
+        };
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .fetch_one(self.reader())
+            .await?;
+        let list: String = row.try_get("list")?;
+        serde_json::from_str(&list).map_err(|err| StoreError::Corrupt(format!("{from}: {err}")))
+    }
+
+    /// A float column as text that reads back to the same value, for
+    /// [`Store::json_rows`] (SQLite's JSON numbers keep 15 digits; `!`
+    /// lets its printf go past 16).
+    fn float_text(&self, column: &str) -> String {
+        match self.backend {
+            super::Backend::Sqlite => format!("printf('%!.17g', {column})"),
+            super::Backend::Postgres => format!("{column}::text"),
+        }
     }
 
     /// Stores estimates and flags, in one transaction; an order newly at risk
