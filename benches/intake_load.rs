@@ -141,11 +141,11 @@ struct Plan {
     timeout: Duration,
 }
 
-/// A daemon to post to: where to connect, and its `Host` header.
+/// A daemon to post to: `host:port`, where to connect and its `Host`
+/// header alike (an IPv6 host keeps its brackets: `[::1]:8080`).
 #[derive(Debug, Clone)]
 struct Target {
     address: String,
-    host: String,
 }
 
 impl Target {
@@ -157,10 +157,8 @@ impl Target {
         }
         let host = uri.host().ok_or_else(|| format!("{url}: no host"))?;
         let port = uri.port_u16().unwrap_or(80);
-        // An IPv6 host keeps its brackets: `[::1]:8080` in both.
         Ok(Target {
             address: format!("{host}:{port}"),
-            host: format!("{host}:{port}"),
         })
     }
 }
@@ -204,7 +202,7 @@ async fn post(
 ) -> Result<(u16, bytes::Bytes), String> {
     use http_body_util::BodyExt;
     let request = hyper::Request::post("/v1/orders")
-        .header(hyper::header::HOST, &target.host)
+        .header(hyper::header::HOST, &target.address)
         .header(
             hyper::header::AUTHORIZATION,
             format!("Bearer {}", plan.token),

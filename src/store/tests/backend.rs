@@ -2,6 +2,18 @@
 
 use super::*;
 
+/// The value of `PRAGMA name` on the writer connection.
+async fn pragma<T>(writer: &mut writer::Held, name: &str) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    sqlx::query(AssertSqlSafe(format!("PRAGMA {name}")))
+        .fetch_one(&mut writer.conn)
+        .await
+        .expect("pragma")
+        .get(0)
+}
+
 #[tokio::test]
 async fn sqlite_runs_with_wal_full_sync_and_journals_in_memory() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -10,23 +22,11 @@ async fn sqlite_runs_with_wal_full_sync_and_journals_in_memory() {
         .expect("store");
     // The writer connection's settings.
     let mut writer = store.sqlite_writer().await;
-    let mode: String = sqlx::query("PRAGMA journal_mode")
-        .fetch_one(&mut writer.conn)
-        .await
-        .expect("pragma")
-        .get(0);
-    let sync: i64 = sqlx::query("PRAGMA synchronous")
-        .fetch_one(&mut writer.conn)
-        .await
-        .expect("pragma")
-        .get(0);
+    let mode: String = pragma(&mut writer, "journal_mode").await;
+    let sync: i64 = pragma(&mut writer, "synchronous").await;
     // Savepoint and statement journals in memory (2), not in temporary
     // files written page by page on every intake batch.
-    let temp: i64 = sqlx::query("PRAGMA temp_store")
-        .fetch_one(&mut writer.conn)
-        .await
-        .expect("pragma")
-        .get(0);
+    let temp: i64 = pragma(&mut writer, "temp_store").await;
     assert_eq!((mode.as_str(), sync, temp), ("wal", 2, 2));
 }
 
@@ -38,12 +38,7 @@ async fn the_writer_checkpoints_the_wal_by_the_free_space() {
     let store = Store::connect(&format!("sqlite://{}", dir.path().join("w.db").display()))
         .await
         .expect("store");
-    let mut writer = store.sqlite_writer().await;
-    let pages: i64 = sqlx::query("PRAGMA wal_autocheckpoint")
-        .fetch_one(&mut writer.conn)
-        .await
-        .expect("pragma")
-        .get(0);
+    let pages: i64 = pragma(&mut store.sqlite_writer().await, "wal_autocheckpoint").await;
     let free = fs4::statvfs(dir.path()).expect("statvfs").available_space();
     if free >= 256 * 1024 * 1024 {
         assert_eq!(pages, 4_000);
