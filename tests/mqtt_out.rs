@@ -67,8 +67,10 @@ async fn every_outbox_row_is_published_and_stamped_once_acknowledged() {
     let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
     let store = Store::connect(&url).await.expect("sqlite store");
     let now = 1_800_000_000_000;
-    // More than two batches, so packet ids are reused.
-    let orders: Vec<NewOrder> = (0..450).map(|n| order(n, now)).collect();
+    // More than two batches, so packet ids are reused; more than the
+    // 1,000 rows a drain stamps at once, so the drain goes on past rows it
+    // has sent and not stamped yet (and must not send them again).
+    let orders: Vec<NewOrder> = (0..1_250).map(|n| order(n, now)).collect();
     store.accept_orders(&orders).await.expect("accept orders");
     let events = store.unpublished(10_000).await.expect("outbox");
     assert!(events.len() >= orders.len(), "one event per order at least");
@@ -102,6 +104,14 @@ async fn every_outbox_row_is_published_and_stamped_once_acknowledged() {
     assert_eq!(store.outbox_backlog().await.expect("backlog"), 0);
     let wanted: Vec<(&str, usize)> = events.iter().map(|event| (event.id.as_str(), 1)).collect();
     watch.wait_for("every event on MQTT", &wanted).await;
+    // Late copies would come within moments.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let twice: Vec<&str> = events
+        .iter()
+        .map(|event| event.id.as_str())
+        .filter(|id| watch.count(id) != 1)
+        .collect();
+    assert!(twice.is_empty(), "events not seen exactly once: {twice:?}");
     stop.cancel();
     watch.stop().await;
     store.close().await;
