@@ -143,6 +143,10 @@ pub struct DemandCounter {
 /// Events read per pass.
 const COUNT_BATCH: i64 = 1_000;
 
+/// The kinds of event [`demand_of`] counts; the others are passed over
+/// unread (with many orders, `order.at_risk` alone is half the log).
+const DEMAND_KINDS: &[&str] = &["order.accepted", "job.done", "return.requested"];
+
 impl DemandCounter {
     pub async fn run(self, cancel: CancellationToken) {
         loop {
@@ -172,16 +176,17 @@ impl DemandCounter {
         let cursor = self.store.demand_cursor().await?;
         let events = self
             .store
-            .events_after(None, Some(cursor), COUNT_BATCH)
+            .events_of_kinds_after(DEMAND_KINDS, cursor, COUNT_BATCH)
             .await?;
-        let Some(last) = events.last().map(|e| e.seq) else {
+        let Some(&(last, _)) = events.last() else {
             return Ok(false);
         };
         let mut rows = Vec::new();
-        for event in &events {
-            match serde_json::from_str::<serde_json::Value>(&event.payload) {
+        for (seq, payload) in &events {
+            let Some(payload) = payload else { continue };
+            match serde_json::from_str::<serde_json::Value>(payload) {
                 Ok(envelope) => rows.extend(demand_of(&envelope)),
-                Err(err) => warn!(event.seq = event.seq, error = %err, "unreadable event skipped"),
+                Err(err) => warn!(event.seq = seq, error = %err, "unreadable event skipped"),
             }
         }
         self.store.count_demand(cursor, last, &merge(rows)).await?;
@@ -760,6 +765,43 @@ mod tests {
             json!({"kind": "order.accepted", "brand": "a", "at": "yesterday", "data": {"factory": "n", "lines": [{"sku": "t", "quantity": 1}]}}),
         ] {
             assert!(demand_of(&other).is_empty(), "{other}");
+        }
+    }
+
+    /// The counter reads the payloads of `DEMAND_KINDS` only: any other
+    /// kind counts nothing, even shaped like one that does.
+    #[test]
+    fn only_the_kinds_read_count() {
+        let accepted = json!({
+            "kind": "order.accepted", "brand": "acme", "at": "2026-12-03T10:00:00Z",
+            "data": {"factory": "north", "lines": [{"sku": "tee", "quantity": 2}]}
+        });
+        let done = json!({"kind": "job.done", "brand": "acme", "at": "2026-12-04T01:00:00Z",
+            "job": {"sku": "tee", "factory": "north", "final_step": true},
+            "data": {"good": 2}});
+        let returned = json!({"kind": "return.requested", "brand": "acme",
+            "at": "2026-12-05T09:00:00Z",
+            "data": {"factory": "north", "lines": [{"sku": "tee", "quantity": 1}]}});
+        for envelope in [accepted, done, returned] {
+            assert!(!demand_of(&envelope).is_empty(), "{envelope}");
+            let kind = envelope["kind"].as_str().expect("kind");
+            assert!(
+                DEMAND_KINDS.contains(&kind),
+                "{kind} counts but is not read"
+            );
+            for other in [
+                "order.at_risk",
+                "order.cancelled",
+                "order.ready",
+                "job.failed",
+                "job.started",
+                "return.received",
+                "return.restocked",
+            ] {
+                let mut renamed = envelope.clone();
+                renamed["kind"] = other.into();
+                assert!(demand_of(&renamed).is_empty(), "{other} counted");
+            }
         }
     }
 

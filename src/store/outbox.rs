@@ -197,4 +197,37 @@ impl Store {
             })
             .collect()
     }
+
+    /// Events after `after` (a `seq`), oldest first, with the payloads of
+    /// those of `kinds` only (None for the others, which a reader that
+    /// follows the log for a few kinds skips without parsing them).
+    pub async fn events_of_kinds_after(
+        &self,
+        kinds: &[&str],
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, Option<String>)>, StoreError> {
+        // Positional on SQLite (`write::params`): the kinds first, as written.
+        let n = kinds.len();
+        let param = |first, count| super::write::params(self.backend, first, count);
+        let in_kinds = match n {
+            0 => "FALSE".to_string(),
+            _ => format!("kind IN ({})", param(1, n)),
+        };
+        let sql = format!(
+            "SELECT seq, CASE WHEN {in_kinds} THEN payload END AS payload FROM outbox \
+             WHERE seq > {} ORDER BY seq LIMIT {}",
+            param(n + 1, 1),
+            param(n + 2, 1)
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for kind in kinds {
+            query = query.bind(*kind);
+        }
+        let query = query.bind(after).bind(limit);
+        let rows = query.fetch_all(self.reader()).await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("seq")?, row.try_get("payload")?)))
+            .collect()
+    }
 }

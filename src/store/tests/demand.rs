@@ -105,3 +105,58 @@ async fn sales_events_are_created_replaced_listed_by_brand_and_deleted() {
     })
     .await;
 }
+
+/// A reader following the log for some kinds gets every event in order,
+/// with the payloads of those kinds only, from its cursor and up to its
+/// limit.
+#[tokio::test]
+async fn the_log_read_for_some_kinds_keeps_every_seq_and_their_payloads_only() {
+    on_every_backend(|store| async move {
+        let orders = [new_order("o1", "acme", None), new_order("o2", "acme", None)];
+        store.accept_orders(&orders).await.expect("accept");
+        store
+            .cancel_order("o1", Some("acme"), "brand:acme", NOW)
+            .await
+            .expect("cancel");
+        let log = store.events_after(None, None, 100).await.expect("log");
+        let kinds: Vec<String> = log
+            .iter()
+            .map(|event| {
+                let envelope: serde_json::Value =
+                    serde_json::from_str(&event.payload).expect("envelope");
+                envelope["kind"].as_str().expect("kind").to_string()
+            })
+            .collect();
+        assert_eq!(kinds[..2], ["order.accepted", "order.accepted"]);
+        assert!(kinds[2..].iter().all(|kind| kind != "order.accepted"));
+        let expected: Vec<(i64, Option<String>)> = log
+            .iter()
+            .zip(&kinds)
+            .map(|(event, kind)| {
+                (
+                    event.seq,
+                    (kind == "order.accepted").then(|| event.payload.clone()),
+                )
+            })
+            .collect();
+        let read = store
+            .events_of_kinds_after(&["order.accepted", "job.done"], 0, 100)
+            .await
+            .expect("read");
+        assert_eq!(read, expected);
+        // From a cursor, up to a limit.
+        let read = store
+            .events_of_kinds_after(&["order.accepted"], log[0].seq, 1)
+            .await
+            .expect("read");
+        assert_eq!(read, expected[1..2]);
+        // No kinds: every seq, no payload.
+        let read = store
+            .events_of_kinds_after(&[], 0, 100)
+            .await
+            .expect("read");
+        assert!(read.iter().all(|(_, payload)| payload.is_none()));
+        assert_eq!(read.len(), log.len());
+    })
+    .await;
+}
