@@ -219,6 +219,42 @@ async fn outbox_rows_are_claimed_by_one_daemon_at_a_time() {
     .await;
 }
 
+/// A publisher's next batch starts after the last row it sent (those it
+/// has not stamped yet are skipped), oldest first, on either backend.
+#[tokio::test]
+async fn the_next_rows_to_publish_start_after_the_last_one_sent() {
+    on_every_backend(|store| async move {
+        for id in ["o1", "o2", "o3", "o4"] {
+            store
+                .accept_orders(&[new_order(id, "acme", None)])
+                .await
+                .expect("accept");
+        }
+        let all = store
+            .next_to_publish("d1", 0, 1_000, 60_000)
+            .await
+            .expect("rows");
+        assert!(all.len() >= 4, "{}", all.len());
+        assert!(all.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+        let after = store
+            .next_to_publish("d1", all[1].seq, 1_000, 60_000)
+            .await
+            .expect("rows");
+        assert_eq!(after, all[2..]);
+        let one = store
+            .next_to_publish("d1", all[1].seq, 1, 60_000)
+            .await
+            .expect("rows");
+        assert_eq!(one, all[2..3]);
+        let none = store
+            .next_to_publish("d1", all[all.len() - 1].seq, 1_000, 60_000)
+            .await
+            .expect("rows");
+        assert!(none.is_empty(), "{none:?}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn daemons_draining_at_once_never_share_a_row() {
     on_every_backend(|store| async move {
