@@ -4,8 +4,11 @@
 
 use crate::store::{AcceptOutcome, Accepted, NewOrder, Store, StoreError};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -61,6 +64,68 @@ impl Drop for KeyClaim {
     }
 }
 
+/// Whether orders arrive faster than intake commits them: the commit loop
+/// notes each group commit that gathered more than one request (they
+/// arrived while the one before was committing). Background work that can
+/// wait, the promise watch's rounds, waits while such commits keep coming:
+/// on two cores a round's reads and writes slow a burst of intake by a
+/// tenth or more (docs/benchmarks.md).
+#[derive(Clone)]
+pub struct IntakeLoad {
+    since: Instant,
+    /// When the last group commit ended, in ms after `since` plus one
+    /// (0: none yet).
+    last_group: Arc<AtomicU64>,
+}
+
+impl Default for IntakeLoad {
+    fn default() -> Self {
+        IntakeLoad {
+            since: Instant::now(),
+            last_group: Arc::default(),
+        }
+    }
+}
+
+impl IntakeLoad {
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// A commit that gathered more than one request just ended.
+    pub fn note_group(&self) {
+        self.last_group
+            .store(self.elapsed_ms().saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Whether a group commit ended within the last `window`.
+    pub fn busy_within(&self, window: Duration) -> bool {
+        match self.last_group.load(Ordering::Relaxed) {
+            0 => false,
+            last => {
+                let ago = self.elapsed_ms().saturating_sub(last - 1);
+                u128::from(ago) < window.as_millis()
+            }
+        }
+    }
+
+    /// Waits until no group commit ended within the last `window` (looking
+    /// every `window`), or `most` has passed; returns how long it waited.
+    pub async fn quiet(&self, window: Duration, most: Duration) -> Duration {
+        let started = Instant::now();
+        while self.busy_within(window) {
+            let Some(left) = most.checked_sub(started.elapsed()) else {
+                break;
+            };
+            if left.is_zero() {
+                break;
+            }
+            tokio::time::sleep(window.min(left)).await;
+        }
+        started.elapsed()
+    }
+}
+
 /// The handle the API uses; cheap to clone.
 #[derive(Clone)]
 pub struct Intake {
@@ -70,6 +135,8 @@ pub struct Intake {
     submissions: mpsc::Sender<Submission>,
     /// Idempotency keys (brand, key) of requests being processed, for 409.
     in_flight: KeySet,
+    /// Whether requests arrive in groups, for background work to yield.
+    pub load: IntakeLoad,
 }
 
 impl Intake {
@@ -78,11 +145,13 @@ impl Intake {
     /// and ends.
     pub fn start(store: Store, stop: CancellationToken) -> (Intake, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(4096);
-        let task = tokio::spawn(commit_loop(store, rx, stop));
+        let load = IntakeLoad::default();
+        let task = tokio::spawn(commit_loop(store, rx, stop, load.clone()));
         (
             Intake {
                 submissions: tx,
                 in_flight: Arc::default(),
+                load,
             },
             task,
         )
@@ -120,7 +189,12 @@ impl Intake {
     }
 }
 
-async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>, stop: CancellationToken) {
+async fn commit_loop(
+    store: Store,
+    mut rx: mpsc::Receiver<Submission>,
+    stop: CancellationToken,
+    load: IntakeLoad,
+) {
     let mut batch: Vec<Submission> = Vec::new();
     let mut closing = false;
     loop {
@@ -157,6 +231,9 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Submission>, stop: Can
         let started = std::time::Instant::now();
         let stored = store.accept_orders_telling_ready(&orders).await;
         metrics::histogram!("fabflow_intake_commit_seconds").record(started.elapsed());
+        if replies.len() > 1 {
+            load.note_group();
+        }
         match stored {
             Ok(Accepted {
                 outcomes,
@@ -241,6 +318,78 @@ mod tests {
         drop(intake);
         task.await.expect("commit loop");
         store.close().await;
+    }
+
+    /// A commit that gathered requests which arrived while the one before
+    /// was committing is noted as intake load; one request alone is not.
+    #[tokio::test]
+    async fn a_commit_gathering_several_requests_is_noted_and_one_alone_is_not() {
+        use crate::store::tests::new_order;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("intake.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let stop = CancellationToken::new();
+        let load = IntakeLoad::default();
+        let (tx, rx) = mpsc::channel(16);
+        let task = tokio::spawn(commit_loop(store.clone(), rx, stop.clone(), load.clone()));
+        let submit = |id: &str| {
+            let (reply, response) = oneshot::channel();
+            let submission = Submission {
+                orders: vec![new_order(id, "zest", None)],
+                reply,
+            };
+            (submission, response)
+        };
+        let hour = Duration::from_secs(3600);
+        let (alone, response) = submit("o1");
+        tx.send(alone).await.expect("sent");
+        response.await.expect("reply").expect("o1");
+        assert!(!load.busy_within(hour), "o1 came alone");
+
+        // This test's runtime has one thread: the commit loop runs only
+        // once this task waits, and then finds all three queued.
+        let mut responses = Vec::new();
+        for id in ["o2", "o3", "o4"] {
+            let (submission, response) = submit(id);
+            tx.send(submission).await.expect("sent");
+            responses.push(response);
+        }
+        for response in responses {
+            response.await.expect("reply").expect("accepted");
+        }
+        assert!(load.busy_within(hour), "a group commit");
+        drop(tx);
+        task.await.expect("commit loop");
+        store.close().await;
+    }
+
+    /// `quiet` returns at once when intake is idle, a window after the last
+    /// group commit, and after `most` while group commits keep coming.
+    #[tokio::test(start_paused = true)]
+    async fn quiet_waits_for_group_commits_to_stop_but_no_longer_than_most() {
+        let load = IntakeLoad::default();
+        let window = Duration::from_millis(200);
+        let most = Duration::from_secs(10);
+        assert_eq!(load.quiet(window, most).await, Duration::ZERO, "idle");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        load.note_group();
+        let waited = load.quiet(window, most).await;
+        assert!(
+            waited >= window && waited < 2 * window,
+            "{waited:?} after one group commit"
+        );
+        let noting = tokio::spawn({
+            let load = load.clone();
+            async move {
+                loop {
+                    load.note_group();
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(load.quiet(window, most).await, most, "a burst that lasts");
+        noting.abort();
     }
 
     #[test]

@@ -558,6 +558,7 @@ pub async fn start(config: &Config, profiles: &[Profile]) -> anyhow::Result<Star
             .map(|(machine, _)| (machine.id.clone(), machine.speed))
             .collect(),
         plan: floor_plan,
+        intake: Some(intake.load.clone()),
     };
     // One round before intake opens, so that every accepted order's reply
     // carries its estimate (the board is empty until a round has run).

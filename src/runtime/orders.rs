@@ -83,7 +83,8 @@ pub type ParsedLine = (usize, Result<OrderRequest, Vec<FieldError>>);
 impl Runtime {
     /// What the latest backlog says of a new order (nothing before the
     /// promise watch's first round). The watch stores it and raises the
-    /// at-risk flag within a second.
+    /// at-risk flag at its next round: within a second, or up to ten more
+    /// while a burst of orders keeps intake busy.
     fn estimate(&self, order: &crate::store::NewOrder) -> crate::store::Promise {
         let Some(backlog) = self.promises.latest() else {
             return crate::store::Promise::default();

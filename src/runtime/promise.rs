@@ -1,5 +1,6 @@
 //! The promise watch: every second (real time; longer with a large backlog,
-//! see `ROUND_PACE`), the orders in the making are
+//! see `ROUND_PACE`, and up to `INTAKE_WAIT_MOST` longer while a burst of
+//! orders arrives, see `IntakeLoad`), the orders in the making are
 //! estimated against the factories' queued work (`plan::promise`); the
 //! estimates are stored, and an order newly seen to miss its deadline is
 //! flagged at risk with its `order.at_risk` event, long before the deadline.
@@ -107,7 +108,19 @@ pub struct PromiseWatch {
     /// The `shop` planner's last plan: an order is ready no earlier than
     /// its planned jobs' planned ends (`Estimate::no_earlier_than`).
     pub plan: crate::runtime::scheduler::SharedPlan,
+    /// Intake's load (none: never wait for it): a round waits while
+    /// requests arrive in group commits (`INTAKE_WINDOW`, `INTAKE_WAIT_MOST`).
+    pub intake: Option<crate::runtime::intake::IntakeLoad>,
 }
+
+/// A round waits while a group commit of intake ended within this window:
+/// its reads and writes would slow a burst of orders (docs/benchmarks.md),
+/// and its estimates would be outdated by the burst's next second anyway.
+const INTAKE_WINDOW: Duration = Duration::from_millis(200);
+/// Longest a round waits for intake. The estimates in replies and the
+/// at-risk flags lag a long burst by this much more; the last call does not
+/// wait.
+const INTAKE_WAIT_MOST: Duration = Duration::from_secs(10);
 
 /// How far ahead the estimates see machines' shifts and maintenance;
 /// later, every machine counts as open.
@@ -242,7 +255,7 @@ impl PromiseWatch {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(pause(self.interval, spent)) => {}
             }
-            let started = std::time::Instant::now();
+            let called = std::time::Instant::now();
             let now = self.clock.now_ms();
             if let Some(before) = previous {
                 gap_ms = now - before;
@@ -260,6 +273,17 @@ impl PromiseWatch {
                 }
                 Err(err) => warn!(error = %err, "last call failed"),
             }
+            let calling = called.elapsed();
+            if let Some(load) = &self.intake {
+                let waited = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    waited = load.quiet(INTAKE_WINDOW, INTAKE_WAIT_MOST) => waited,
+                };
+                if !waited.is_zero() {
+                    metrics::histogram!("fabflow_promise_intake_wait_seconds").record(waited);
+                }
+            }
+            let started = std::time::Instant::now();
             match self.round().await {
                 Ok(0) => {}
                 Ok(flagged) => {
@@ -269,7 +293,7 @@ impl PromiseWatch {
                 }
                 Err(err) => warn!(error = %err, "promise estimate failed"),
             }
-            spent = started.elapsed();
+            spent = calling + started.elapsed();
             metrics::histogram!("fabflow_promise_round_seconds").record(spent);
         }
     }
@@ -456,6 +480,7 @@ mod tests {
             shifts: HashMap::new(),
             speeds: HashMap::new(),
             plan: Arc::clone(&plan),
+            intake: None,
         };
         assert_eq!(watch.round().await.expect("round"), 0);
         let fluid = store
@@ -505,6 +530,90 @@ mod tests {
             planned.promise.at_risk.as_deref(),
             Some("production_backlog")
         );
+        store.close().await;
+    }
+
+    /// While intake commits requests in groups, a round waits; once they
+    /// stop, it runs and stores the estimate.
+    #[tokio::test]
+    async fn a_round_waits_while_intake_commits_groups() {
+        use crate::runtime::intake::IntakeLoad;
+        use crate::store::MachineSpec;
+        use crate::store::tests::new_order;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("promise.db").display());
+        let store = Store::connect(&url).await.expect("store");
+        let clock = Clock::new(1.0);
+        let now = clock.now_ms();
+        let spec = MachineSpec {
+            id: "m1".into(),
+            factory: "north".into(),
+            model: "acme-dtg-200".into(),
+            address: "127.0.0.1:5020".into(),
+            capabilities: vec!["dtg_print".into(), "heat_press".into()],
+            materials: vec!["cotton_tee".into()],
+        };
+        store
+            .register_machines(&[spec], now)
+            .await
+            .expect("machines");
+        let mut order = new_order("o1", "acme", None);
+        order.accepted_ms = now;
+        order.deadline_ms = now + 48 * 3_600_000;
+        store.accept_orders(&[order]).await.expect("accepted");
+        let load = IntakeLoad::default();
+        let watch = PromiseWatch {
+            board: PromiseBoard::default(),
+            store: store.clone(),
+            clock,
+            interval: Duration::from_millis(50),
+            lead: DeliveryLead {
+                travel: crate::plan::Travel::default(),
+                roads: None,
+                wave_gap_ms: 0,
+                factories: [("north".to_string(), Location::new(52.5, 13.4))].into(),
+            },
+            wakers: Wakers::default(),
+            shifts: HashMap::new(),
+            speeds: HashMap::new(),
+            plan: Arc::default(),
+            intake: Some(load.clone()),
+        };
+        let estimated = || async {
+            store
+                .get_order("o1", None)
+                .await
+                .expect("read")
+                .expect("o1")
+                .promise
+                .eta_ready_ms
+        };
+        let noting = tokio::spawn({
+            let load = load.clone();
+            async move {
+                loop {
+                    load.note_group();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        });
+        let cancel = CancellationToken::new();
+        let running = tokio::spawn(watch.run(cancel.clone()));
+        // Thirty of the watch's intervals, all of them within a burst.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        assert_eq!(estimated().await, None, "no round during the burst");
+        noting.abort();
+        let mut ready = None;
+        for _ in 0..150 {
+            ready = estimated().await;
+            if ready.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ready.is_some(), "a round after the burst");
+        cancel.cancel();
+        running.await.expect("watch");
         store.close().await;
     }
 
