@@ -109,14 +109,24 @@ impl IntakeLoad {
         }
     }
 
+    /// Tests: a group commit noted every `every`, until the task is aborted.
+    #[cfg(test)]
+    pub(crate) fn note_every(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let load = self.clone();
+        tokio::spawn(async move {
+            loop {
+                load.note_group();
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+
     /// Waits until no group commit ended within the last `window` (looking
     /// every `window`), or `most` has passed; returns how long it waited.
     pub async fn quiet(&self, window: Duration, most: Duration) -> Duration {
         let started = Instant::now();
         while self.busy_within(window) {
-            let Some(left) = most.checked_sub(started.elapsed()) else {
-                break;
-            };
+            let left = most.saturating_sub(started.elapsed());
             if left.is_zero() {
                 break;
             }
@@ -378,15 +388,7 @@ mod tests {
             waited >= window && waited < 2 * window,
             "{waited:?} after one group commit"
         );
-        let noting = tokio::spawn({
-            let load = load.clone();
-            async move {
-                loop {
-                    load.note_group();
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        });
+        let noting = load.note_every(Duration::from_millis(50));
         tokio::task::yield_now().await;
         assert_eq!(load.quiet(window, most).await, most, "a burst that lasts");
         noting.abort();

@@ -422,13 +422,15 @@ pub fn widest_gap_ms(
 mod tests {
     use super::*;
 
-    /// The watch holds an order's estimate to the production plan: with its
-    /// job planned to end past the deadline, the order is ready then and at
-    /// risk, where the fluid estimate alone had it early and in time.
-    #[tokio::test]
-    async fn an_order_is_ready_no_earlier_than_its_planned_job_ends() {
-        use crate::domain::{JobToken, MachineId};
-        use crate::plan::shop::{FloorPlan, PlannedStep};
+    /// A store with one machine (m1 at north, printing and pressing) and
+    /// one order, o1, due in 48 hours; a watch over it (every second, no
+    /// plan, not waiting for intake). Keep `TempDir` alive.
+    async fn one_order() -> (
+        tempfile::TempDir,
+        Store,
+        PromiseWatch,
+        crate::store::NewOrder,
+    ) {
         use crate::store::MachineSpec;
         use crate::store::tests::new_order;
         let dir = tempfile::tempdir().expect("temp dir");
@@ -455,16 +457,6 @@ mod tests {
             .accept_orders(&[order.clone()])
             .await
             .expect("accepted");
-        let first = store
-            .open_jobs()
-            .await
-            .expect("jobs")
-            .into_iter()
-            .filter(|job| job.order_id.as_str() == "o1")
-            .map(|job| job.token)
-            .min()
-            .expect("a job");
-        let plan: crate::runtime::scheduler::SharedPlan = Arc::default();
         let watch = PromiseWatch {
             board: PromiseBoard::default(),
             store: store.clone(),
@@ -479,9 +471,29 @@ mod tests {
             wakers: Wakers::default(),
             shifts: HashMap::new(),
             speeds: HashMap::new(),
-            plan: Arc::clone(&plan),
+            plan: Arc::default(),
             intake: None,
         };
+        (dir, store, watch, order)
+    }
+
+    /// The watch holds an order's estimate to the production plan: with its
+    /// job planned to end past the deadline, the order is ready then and at
+    /// risk, where the fluid estimate alone had it early and in time.
+    #[tokio::test]
+    async fn an_order_is_ready_no_earlier_than_its_planned_job_ends() {
+        use crate::domain::{JobToken, MachineId};
+        use crate::plan::shop::{FloorPlan, PlannedStep};
+        let (_dir, store, watch, order) = one_order().await;
+        let first = store
+            .open_jobs()
+            .await
+            .expect("jobs")
+            .into_iter()
+            .filter(|job| job.order_id.as_str() == "o1")
+            .map(|job| job.token)
+            .min()
+            .expect("a job");
         assert_eq!(watch.round().await.expect("round"), 0);
         let fluid = store
             .get_order("o1", None)
@@ -514,7 +526,7 @@ mod tests {
             distance_m: 0,
             unplaceable: Vec::new(),
         };
-        *plan.lock().expect("plan") = Some(Arc::new(floor));
+        *watch.plan.lock().expect("plan") = Some(Arc::new(floor));
         assert_eq!(watch.round().await.expect("round"), 1);
         let planned = store
             .get_order("o1", None)
@@ -538,47 +550,10 @@ mod tests {
     #[tokio::test]
     async fn a_round_waits_while_intake_commits_groups() {
         use crate::runtime::intake::IntakeLoad;
-        use crate::store::MachineSpec;
-        use crate::store::tests::new_order;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let url = format!("sqlite://{}", dir.path().join("promise.db").display());
-        let store = Store::connect(&url).await.expect("store");
-        let clock = Clock::new(1.0);
-        let now = clock.now_ms();
-        let spec = MachineSpec {
-            id: "m1".into(),
-            factory: "north".into(),
-            model: "acme-dtg-200".into(),
-            address: "127.0.0.1:5020".into(),
-            capabilities: vec!["dtg_print".into(), "heat_press".into()],
-            materials: vec!["cotton_tee".into()],
-        };
-        store
-            .register_machines(&[spec], now)
-            .await
-            .expect("machines");
-        let mut order = new_order("o1", "acme", None);
-        order.accepted_ms = now;
-        order.deadline_ms = now + 48 * 3_600_000;
-        store.accept_orders(&[order]).await.expect("accepted");
+        let (_dir, store, mut watch, _) = one_order().await;
         let load = IntakeLoad::default();
-        let watch = PromiseWatch {
-            board: PromiseBoard::default(),
-            store: store.clone(),
-            clock,
-            interval: Duration::from_millis(50),
-            lead: DeliveryLead {
-                travel: crate::plan::Travel::default(),
-                roads: None,
-                wave_gap_ms: 0,
-                factories: [("north".to_string(), Location::new(52.5, 13.4))].into(),
-            },
-            wakers: Wakers::default(),
-            shifts: HashMap::new(),
-            speeds: HashMap::new(),
-            plan: Arc::default(),
-            intake: Some(load.clone()),
-        };
+        watch.interval = Duration::from_millis(50);
+        watch.intake = Some(load.clone());
         let estimated = || async {
             store
                 .get_order("o1", None)
@@ -588,15 +563,7 @@ mod tests {
                 .promise
                 .eta_ready_ms
         };
-        let noting = tokio::spawn({
-            let load = load.clone();
-            async move {
-                loop {
-                    load.note_group();
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            }
-        });
+        let noting = load.note_every(Duration::from_millis(10));
         let cancel = CancellationToken::new();
         let running = tokio::spawn(watch.run(cancel.clone()));
         // Thirty of the watch's intervals, all of them within a burst.
