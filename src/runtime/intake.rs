@@ -123,14 +123,21 @@ impl IntakeLoad {
 
     /// Waits until no group commit ended within the last `window` (looking
     /// every `window`), or `most` has passed; returns how long it waited.
+    /// Zero when none did.
     pub async fn quiet(&self, window: Duration, most: Duration) -> Duration {
+        if !self.busy_within(window) {
+            return Duration::ZERO;
+        }
         let started = Instant::now();
-        while self.busy_within(window) {
+        loop {
             let left = most.saturating_sub(started.elapsed());
             if left.is_zero() {
                 break;
             }
             tokio::time::sleep(window.min(left)).await;
+            if !self.busy_within(window) {
+                break;
+            }
         }
         started.elapsed()
     }
@@ -355,6 +362,7 @@ mod tests {
         tx.send(alone).await.expect("sent");
         response.await.expect("reply").expect("o1");
         assert!(!load.busy_within(hour), "o1 came alone");
+        assert_eq!(load.quiet(hour, hour).await, Duration::ZERO, "no wait");
 
         // This test's runtime has one thread: the commit loop runs only
         // once this task waits, and then finds all three queued.
